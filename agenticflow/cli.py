@@ -1,0 +1,382 @@
+"""The ``agenticflow`` command line.
+
+Exit codes: 0 success; 1 the workflow failed or was rejected; 2 invalid input
+(file, options, JSON); 3 NATS unreachable or the workflow is unknown; 4 timed
+out waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from agenticflow import render
+from coordinator.client import Client
+from coordinator.service import Coordinator
+from coordinator.state import WorkflowState
+from shared.config import Settings
+from shared.errors import (
+    AgenticFlowError,
+    ConfigError,
+    NotFoundError,
+    TransportError,
+    WorkflowDefinitionError,
+)
+from shared.ids import new_node_id
+from shared.logging import configure_logging
+from shared.transport import Bus, connected
+from shared.workflow import load_workflow_file
+from worker.app import load_app
+from worker.runtime import Worker
+
+T = TypeVar("T")
+
+EXIT_FAILED, EXIT_INPUT, EXIT_UNREACHABLE, EXIT_TIMEOUT = 1, 2, 3, 4
+
+app = typer.Typer(
+    name="agenticflow",
+    help="AgenticFlow: multi-agent workflows on a NATS JetStream worker cluster.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+NatsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--nats", envvar="AGENTICFLOW_NATS_URL", help="NATS server URL(s), comma-separated."
+    ),
+]
+PrefixOpt = Annotated[
+    str | None,
+    typer.Option("--prefix", envvar="AGENTICFLOW_PREFIX", help="Subject prefix of the deployment."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _settings(nats: str | None, prefix: str | None) -> Settings:
+    overrides: dict[str, Any] = {}
+    if nats:
+        overrides["nats_url"] = nats
+    if prefix:
+        overrides["prefix"] = prefix
+    try:
+        settings = Settings(**overrides)
+        _ = settings.names  # validates the prefix
+    except (ValueError, ConfigError) as exc:
+        err.print(f"[red]error:[/red] invalid settings: {exc}")
+        raise typer.Exit(EXIT_INPUT) from exc
+    return settings
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a client coroutine, mapping our errors to exit codes."""
+    try:
+        return asyncio.run(coro)
+    except WorkflowDefinitionError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_INPUT) from exc
+    except NotFoundError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_UNREACHABLE) from exc
+    except TransportError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_UNREACHABLE) from exc
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_INPUT) from exc
+
+
+async def _with_client(settings: Settings, fn: Callable[[Client], Awaitable[T]]) -> T:
+    async with connected(settings, name="agenticflow-cli") as bus:
+        return await fn(Client(bus=bus, node_id=new_node_id("cli")))
+
+
+def _serve(settings: Settings, make: Callable[[Bus], Any], *, name: str) -> None:
+    """Run a coordinator or worker until SIGTERM/SIGINT; the only signal handlers."""
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+
+    async def main() -> None:
+        async with connected(settings, name=name) as bus:
+            service = make(bus)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, lambda: asyncio.ensure_future(service.shutdown()))
+            await service.run()
+
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    try:
+        asyncio.run(main())
+    except AgenticFlowError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(
+            EXIT_UNREACHABLE if isinstance(exc, TransportError) else EXIT_INPUT
+        ) from exc
+
+
+# Processes ------------------------------------------------------------------
+
+
+@app.command()
+def coordinator(nats: NatsOpt = None, prefix: PrefixOpt = None) -> None:
+    """Run a coordinator: folds events, dispatches ready tasks, keeps state in KV."""
+    settings = _settings(nats, prefix)
+    _serve(
+        settings,
+        lambda bus: Coordinator(bus=bus, node_id=new_node_id("coord")),
+        name="agenticflow-coordinator",
+    )
+
+
+@app.command()
+def worker(
+    app_spec: Annotated[str, typer.Option("--app", help="Agent app as 'module:attribute'.")],
+    concurrency: Annotated[int, typer.Option(min=1, help="Tasks run at once.")] = 8,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Run a worker hosting the agents of an app."""
+    settings = _settings(nats, prefix)
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        agent_app = load_app(app_spec)
+    except AgenticFlowError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_INPUT) from exc
+    _serve(
+        settings,
+        lambda bus: Worker(
+            bus=bus, app=agent_app, node_id=new_node_id("w"), concurrency=concurrency
+        ),
+        name="agenticflow-worker",
+    )
+
+
+@app.command()
+def dev(
+    app_spec: Annotated[
+        str, typer.Option("--app", help="Agent app as 'module:attribute'.")
+    ] = "examples.customer_service.app:app",
+    workers: Annotated[int, typer.Option(min=0, help="Worker processes.")] = 2,
+    port: Annotated[int | None, typer.Option(help="Client port (default: a free one).")] = None,
+    store: Annotated[
+        Path | None, typer.Option(help="JetStream store directory (default: temporary).")
+    ] = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Start an embedded nats-server, a coordinator and N workers; Ctrl-C stops all."""
+    from agenticflow.devcluster import DevCluster
+
+    cluster = DevCluster(
+        app=app_spec, workers=workers, port=port, store_dir=store, prefix=prefix or "af"
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with cluster:
+            out.print(f"[green]AgenticFlow dev cluster ready[/green] at [bold]{cluster.url}[/bold]")
+            out.print(f"  export AGENTICFLOW_NATS_URL={cluster.url}")
+            out.print(f"  {workers} worker(s) serving {app_spec}; Ctrl-C stops everything")
+            stop_wait = asyncio.create_task(stop.wait())
+            while not stop_wait.done():
+                await asyncio.wait({stop_wait}, timeout=1.0)
+                cluster._check_children()
+        out.print("stopped")
+
+    _run(main())
+
+
+# Client commands ------------------------------------------------------------
+
+
+def _parse_input(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    source = text
+    if text.startswith("@"):
+        try:
+            source = Path(text[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            err.print(f"[red]error:[/red] --input {text}: {exc.strerror}")
+            raise typer.Exit(EXIT_INPUT) from exc
+    try:
+        value = json.loads(source)
+    except json.JSONDecodeError as exc:
+        err.print(f"[red]error:[/red] --input is not valid JSON: {exc}")
+        raise typer.Exit(EXIT_INPUT) from exc
+    if not isinstance(value, dict):
+        err.print("[red]error:[/red] --input must be a JSON object")
+        raise typer.Exit(EXIT_INPUT)
+    return value
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, default=str, ensure_ascii=False, indent=2) + "\n")
+
+
+def _finish(state: WorkflowState, as_json: bool) -> None:
+    if as_json:
+        _print_json(state.public_view())
+    else:
+        render.print_state(out, state)
+    if state.status.value != "completed":
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def submit(
+    file: Annotated[Path, typer.Argument(help="Workflow file (YAML or JSON).")],
+    input_json: Annotated[
+        str | None, typer.Option("--input", help="Workflow input: JSON, or @file.json.")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the end; exit 1 if it failed.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 300.0,
+    workflow_id: Annotated[
+        str | None, typer.Option("--id", help="Workflow id (idempotency key).")
+    ] = None,
+    as_json: JsonOpt = False,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Submit a workflow file; prints its id (and, with --wait, its final state)."""
+    settings = _settings(nats, prefix)
+    try:
+        definition = load_workflow_file(file)
+    except WorkflowDefinitionError as exc:
+        err.print("[red]error:[/red] invalid workflow file:")
+        for problem in exc.problems:
+            err.print(f"  {problem}")
+        raise typer.Exit(EXIT_INPUT) from exc
+    data = _parse_input(input_json)
+
+    async def go(client: Client) -> WorkflowState | str:
+        wid = await client.submit(definition, input=data, workflow_id=workflow_id)
+        if not wait:
+            return wid
+        if not as_json:
+            err.print(f"submitted {wid}; waiting…")
+        return await client.wait(wid, timeout=timeout)
+
+    try:
+        result = _run(_with_client(settings, go))
+    except TimeoutError as exc:
+        err.print(f"[red]error:[/red] the workflow did not finish within {timeout:g}s")
+        raise typer.Exit(EXIT_TIMEOUT) from exc
+    if isinstance(result, str):
+        out.print(render.to_json({"workflow_id": result}) if as_json else result)
+        return
+    _finish(result, as_json)
+
+
+@app.command()
+def status(
+    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    as_json: JsonOpt = False,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Show a workflow's state and its tasks."""
+    settings = _settings(nats, prefix)
+    state = _run(_with_client(settings, lambda c: c.status(workflow_id)))
+    if as_json:
+        _print_json(state.public_view())
+    else:
+        render.print_state(out, state)
+
+
+@app.command()
+def events(
+    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    as_json: JsonOpt = False,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """List a workflow's events in stream order, with vector clocks."""
+    settings = _settings(nats, prefix)
+    found = _run(_with_client(settings, lambda c: c.events(workflow_id)))
+    if not found:
+        err.print(f"[red]error:[/red] no events for workflow {workflow_id!r}")
+        raise typer.Exit(EXIT_UNREACHABLE)
+    if as_json:
+        for event in found:
+            sys.stdout.write(render.to_json(render.event_json(event)) + "\n")
+        return
+    render.print_timeline(out, found)
+
+
+@app.command()
+def watch(
+    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Show live progress until the workflow ends."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    settings = _settings(nats, prefix)
+
+    async def go(client: Client) -> WorkflowState:
+        final: WorkflowState | None = None
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            console=out,
+        ) as progress:
+            bar = progress.add_task(workflow_id, total=None, detail="waiting for the coordinator")
+            async for state in client.states(workflow_id):
+                counts = state.counts()
+                detail = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+                progress.update(
+                    bar,
+                    total=len(state.tasks) or None,
+                    completed=state.completed,
+                    description=f"{state.name} {state.status.value}",
+                    detail=detail,
+                )
+                final = state
+        assert final is not None
+        return final
+
+    _finish(_run(_with_client(settings, go)), as_json=False)
+
+
+@app.command()
+def agents(as_json: JsonOpt = False, nats: NatsOpt = None, prefix: PrefixOpt = None) -> None:
+    """List registered agent instances, their capabilities and last heartbeat."""
+    settings = _settings(nats, prefix)
+    found = _run(_with_client(settings, lambda c: c.agents()))
+    if as_json:
+        _print_json(found)
+    elif not found:
+        out.print("no agents registered")
+    else:
+        render.print_agents(out, found)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+__all__ = ["app", "main"]

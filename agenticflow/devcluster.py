@@ -1,0 +1,186 @@
+"""A whole cluster on one machine: nats-server, a coordinator and N workers.
+
+Every part is a real process. Used by ``agenticflow dev``, ``make demo`` and
+the integration tests::
+
+    async with DevCluster(app="examples.trading.app:app", workers=2) as cluster:
+        print(cluster.url)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from agenticflow.procs import child_preexec, stop_process
+from agenticflow.server import NatsServer
+from shared.codec import unpack
+from shared.config import Settings
+from shared.errors import ConfigError, TransportError
+from shared.transport import Bus, FetchTimeout
+
+
+class DevCluster:
+    """Start and stop an embedded server (optional), a coordinator and workers."""
+
+    def __init__(
+        self,
+        *,
+        app: str,
+        workers: int = 2,
+        concurrency: int = 8,
+        nats_url: str | None = None,
+        port: int | None = None,
+        store_dir: str | Path | None = None,
+        prefix: str = "af",
+        coordinator: bool = True,
+        log_dir: str | Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        if workers < 0:
+            raise ConfigError("--workers must be 0 or more")
+        self.app = app
+        self.workers = workers
+        self.concurrency = concurrency
+        self.prefix = prefix
+        self.with_coordinator = coordinator
+        self.log_dir = Path(log_dir) if log_dir else None
+        self.env = env or {}
+        self.server: NatsServer | None = None
+        if nats_url is None:
+            self.server = NatsServer(port=port, store_dir=store_dir)
+        self.url = nats_url or ""
+        self.coordinator: subprocess.Popen[bytes] | None = None
+        self.worker_procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def settings(self) -> Settings:
+        """Settings a client of this cluster uses."""
+        return Settings(nats_url=self.url, prefix=self.prefix)
+
+    def _spawn(self, role: str, *args: str) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            "AGENTICFLOW_NATS_URL": self.url,
+            "AGENTICFLOW_PREFIX": self.prefix,
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p
+            ),
+            **self.env,
+        }
+        out: int | None = subprocess.DEVNULL
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            index = len(self.worker_procs) if role == "worker" else 0
+            out = os.open(
+                self.log_dir / f"{role}-{index}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND
+            )
+        try:
+            return subprocess.Popen(  # noqa: S603 - our own entry point
+                [sys.executable, "-m", "agenticflow", role, *args],
+                env=env,
+                stdout=out,
+                stderr=out,
+                preexec_fn=child_preexec,  # noqa: PLW1509 - only setpgrp + prctl
+            )
+        finally:
+            if isinstance(out, int) and out != subprocess.DEVNULL:
+                os.close(out)
+
+    async def start(self, *, timeout: float = 60.0) -> None:
+        """Start every part; returns once every worker has registered its agents."""
+        if self.server is not None:
+            self.url = await asyncio.to_thread(self.server.start)
+        if self.with_coordinator:
+            self.coordinator = self._spawn("coordinator")
+        for _ in range(self.workers):
+            self.worker_procs.append(
+                self._spawn("worker", "--app", self.app, "--concurrency", str(self.concurrency))
+            )
+        await self.wait_for_processes(
+            self.workers, coordinators=1 if self.with_coordinator else 0, timeout=timeout
+        )
+
+    async def wait_for_processes(
+        self, workers: int, *, coordinators: int = 0, timeout: float = 60.0
+    ) -> None:
+        """Wait until ``workers`` worker and ``coordinators`` coordinator processes
+        have registered in the agents bucket."""
+        if workers == 0 and coordinators == 0:
+            return
+        bus = await Bus.connect(self.settings, name="agenticflow-dev")
+        try:
+            await bus.ensure_topology()
+            store = await bus.kv(bus.names.agents_bucket)
+            watcher = await store.watchall()
+            seen: set[str] = set()
+            seen_coordinators: set[str] = set()
+            deadline = time.monotonic() + timeout
+            while len(seen) < workers or len(seen_coordinators) < coordinators:
+                self._check_children()
+                if time.monotonic() > deadline:
+                    raise TransportError(
+                        f"{len(seen)} of {workers} workers and {len(seen_coordinators)} of "
+                        f"{coordinators} coordinators registered within {timeout}s"
+                    )
+                try:
+                    entry = await watcher.updates(timeout=0.5)
+                except FetchTimeout:
+                    continue
+                if entry is not None and getattr(entry, "value", None):
+                    info = unpack(entry.value)
+                    if isinstance(info, dict) and info.get("role") == "worker":
+                        seen.add(str(info["worker"]))
+                    elif isinstance(info, dict) and info.get("role") == "coordinator":
+                        seen_coordinators.add(str(info["coordinator"]))
+            await watcher.stop()
+        finally:
+            await bus.close()
+
+    def _check_children(self) -> None:
+        procs = [p for p in [self.coordinator, *self.worker_procs] if p is not None]
+        for proc in procs:
+            if proc.poll() is not None:
+                raise ConfigError(
+                    f"process {proc.args!r} exited with code {proc.returncode} during start-up"
+                )
+
+    async def stop(self) -> None:
+        """Stop workers, then the coordinator, then the server (idempotent)."""
+
+        def stop_all() -> None:
+            for proc in self.worker_procs:
+                if proc.poll() is None:
+                    proc.terminate()
+            for proc in self.worker_procs:
+                stop_process(proc)
+            if self.coordinator is not None:
+                stop_process(self.coordinator)
+            if self.server is not None:
+                self.server.stop()
+
+        await asyncio.to_thread(stop_all)
+
+    async def __aenter__(self) -> DevCluster:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+__all__ = ["DevCluster"]

@@ -1,0 +1,137 @@
+"""How the CLI shows workflows, events and agents (rich tables, JSON lines)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from coordinator.state import WorkflowState
+from shared.events import Event
+from shared.vclock import Ordering
+
+_STATE_STYLE = {
+    "completed": "green",
+    "failed": "red",
+    "rejected": "red",
+    "cancelled": "yellow",
+    "running": "cyan",
+    "scheduled": "blue",
+    "retry_wait": "yellow",
+    "pending": "dim",
+}
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON; bytes and other odd values become strings."""
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def when(ns: int | None) -> str:
+    """A nanosecond timestamp as local time with milliseconds."""
+    if not ns:
+        return "-"
+    return dt.datetime.fromtimestamp(ns / 1e9).strftime("%H:%M:%S.%f")[:-3]
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """A one-line preview of a result or error."""
+    text = to_json(value) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """The JSON-lines form of ``agenticflow events --json``."""
+    return {
+        "seq": event.seq,
+        "id": event.id,
+        "type": event.type.value,
+        "workflow_id": event.workflow_id,
+        "task_id": event.task_id,
+        "attempt": event.attempt,
+        "source": event.source,
+        "timestamp": event.timestamp,
+        "vclock": event.vclock.to_dict(),
+        "data": event.data.model_dump(mode="json"),
+    }
+
+
+def print_state(console: Console, state: WorkflowState) -> None:
+    """A workflow's status and its tasks as a table."""
+    style = _STATE_STYLE.get(state.status.value, "")
+    console.print(
+        f"[bold]{state.workflow_id}[/bold] ({state.name}): [{style}]{state.status.value}[/{style}]"
+    )
+    if state.reason:
+        console.print(f"  reason: {state.reason}")
+    for problem in state.problems:
+        console.print(f"  - {problem}")
+    if not state.tasks:
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("task", "capability", "state", "attempts", "worker", "result / error"):
+        table.add_column(column)
+    for task_id, task in state.tasks.items():
+        if task.error is not None and task.status.value != "completed":
+            detail = f"[red]{task.error.type}: {short(task.error.message, 70)}[/red]"
+        elif task.note:
+            detail = f"[yellow]{task.note}[/yellow]"
+        else:
+            detail = short(task.result)
+        tstyle = _STATE_STYLE.get(task.status.value, "")
+        table.add_row(
+            task_id,
+            task.capability,
+            f"[{tstyle}]{task.status.value}[/{tstyle}]",
+            str(task.attempts),
+            (task.worker or "-")[-24:],
+            detail,
+        )
+    console.print(table)
+
+
+def print_timeline(console: Console, events: list[Event]) -> None:
+    """Events in stream order with vector clocks; marks causally concurrent neighbours."""
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("seq", "time", "event", "task", "att", "source", "vector clock", ""):
+        table.add_column(column)
+    previous: Event | None = None
+    for event in events:
+        mark = ""
+        if previous is not None and event.vclock.compare(previous.vclock) == Ordering.CONCURRENT:
+            mark = "[magenta]∥ concurrent with previous[/magenta]"
+        table.add_row(
+            str(event.seq or ""),
+            when(event.timestamp),
+            event.type.value,
+            event.task_id or "",
+            str(event.attempt or ""),
+            event.source[-22:],
+            event.vclock.encode(),
+            mark,
+        )
+        previous = event
+    console.print(table)
+
+
+def print_agents(console: Console, agents: list[dict[str, Any]]) -> None:
+    """Registered agent instances as a table."""
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("instance", "agent", "capabilities", "state", "load", "last heartbeat"):
+        table.add_column(column)
+    for info in agents:
+        table.add_row(
+            str(info.get("instance", "")),
+            str(info.get("agent", "")),
+            ", ".join(info.get("capabilities", [])),
+            str(info.get("state", "")),
+            f"{info.get('load', 0)}/{info.get('concurrency', '?')}",
+            when(info.get("heartbeat")),
+        )
+    console.print(table)
+
+
+__all__ = ["event_json", "print_agents", "print_state", "print_timeline", "to_json"]

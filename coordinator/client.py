@@ -1,0 +1,185 @@
+"""The client API: submit workflows, read their state and events, list agents.
+
+Used by the CLI and re-exported by :mod:`agenticflow`. A submission is a
+``workflow.submitted`` event whose ``Nats-Msg-Id`` is the workflow id, so
+submitting twice with the same id starts one workflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from coordinator.state import WorkflowState
+from shared.codec import decode_event, unpack
+from shared.dag import validate_graph
+from shared.errors import MalformedMessageError, NotFoundError, WorkflowDefinitionError
+from shared.events import Event, EventType, MessageRejected, WorkflowSubmitted
+from shared.ids import ID_RE, new_workflow_id, workflow_key
+from shared.transport import Bus, FetchTimeout, KVNotFound
+from shared.vclock import VectorClock
+from shared.workflow import WorkflowDefinition
+
+
+class Client:
+    """Talks to a cluster through the bus; never to a coordinator directly."""
+
+    def __init__(self, *, bus: Bus, node_id: str) -> None:
+        self.bus = bus
+        self.node_id = node_id
+        self.names = bus.names
+        self._ready = False
+
+    async def _topology(self) -> None:
+        if not self._ready:
+            await self.bus.ensure_topology()
+            self._ready = True
+
+    async def submit(
+        self,
+        definition: WorkflowDefinition,
+        *,
+        input: dict[str, Any] | None = None,
+        workflow_id: str | None = None,
+        validate: bool = True,
+    ) -> str:
+        """Submit a workflow; returns its id.
+
+        Raises WorkflowGraphError when ``validate`` and the graph is invalid
+        (the coordinator would reject it), WorkflowDefinitionError for a bad
+        id, TransportError when the bus fails.
+        """
+        if validate:
+            validate_graph(definition)
+        workflow_id = workflow_id or new_workflow_id()
+        if not ID_RE.match(workflow_id):
+            raise WorkflowDefinitionError(
+                f"workflow id {workflow_id!r} must be 1-64 letters, digits, '_' or '-'"
+            )
+        await self._topology()
+        await self.bus.publish_event(
+            Event(
+                id=workflow_key(workflow_id, "submitted"),
+                type=EventType.WORKFLOW_SUBMITTED,
+                workflow_id=workflow_id,
+                source=self.node_id,
+                timestamp=time.time_ns(),
+                vclock=VectorClock().increment(self.node_id),
+                data=WorkflowSubmitted(
+                    definition=definition, input=input or {}, submitted_by=self.node_id
+                ),
+            )
+        )
+        return workflow_id
+
+    async def status(self, workflow_id: str) -> WorkflowState:
+        """The workflow's latest snapshot; raises NotFoundError before the
+        coordinator has recorded it."""
+        await self._topology()
+        store = await self.bus.kv(self.names.workflows_bucket)
+        try:
+            entry = await store.get(workflow_id)
+        except KVNotFound:
+            raise NotFoundError(f"no workflow {workflow_id!r} has been recorded") from None
+        if entry.value is None:
+            raise NotFoundError(f"no workflow {workflow_id!r} has been recorded")
+        return WorkflowState.from_snapshot(entry.value)
+
+    async def states(self, workflow_id: str) -> AsyncIterator[WorkflowState]:
+        """Every new snapshot of the workflow, until it is terminal."""
+        await self._topology()
+        store = await self.bus.kv(self.names.workflows_bucket)
+        watcher = await store.watch(workflow_id)
+        try:
+            async for entry in watcher:
+                if entry is None or entry.value is None:
+                    continue
+                state = WorkflowState.from_snapshot(entry.value)
+                yield state
+                if state.is_terminal:
+                    return
+        finally:
+            await watcher.stop()
+
+    async def wait(self, workflow_id: str, *, timeout: float | None = None) -> WorkflowState:
+        """Wait until the workflow is terminal; raises TimeoutError."""
+
+        async def last() -> WorkflowState:
+            async for state in self.states(workflow_id):
+                if state.is_terminal:
+                    return state
+            raise NotFoundError(f"stopped watching {workflow_id!r}")  # pragma: no cover
+
+        return await asyncio.wait_for(last(), timeout)
+
+    async def events(self, workflow_id: str) -> list[Event]:
+        """The workflow's events in stream order (malformed ones as ``message.rejected``)."""
+        await self._topology()
+        sub = await self.bus.js.pull_subscribe(
+            self.names.workflow_events(workflow_id),
+            stream=self.names.events_stream,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.NONE,
+                deliver_policy=DeliverPolicy.ALL,
+                inactive_threshold=30,
+                mem_storage=True,
+            ),
+        )
+        try:
+            total = (await sub.consumer_info()).num_pending or 0
+            out: list[Event] = []
+            while len(out) < total:
+                try:
+                    msgs = await sub.fetch(min(500, total - len(out)), timeout=5)
+                except FetchTimeout:
+                    break
+                out.extend(self._decode(msg) for msg in msgs)
+            return out
+        finally:
+            await sub.unsubscribe()
+
+    def _decode(self, msg: Any) -> Event:
+        seq = msg.metadata.sequence.stream
+        try:
+            return decode_event(msg.subject, msg.headers, msg.data, self.names, seq=seq)
+        except MalformedMessageError as exc:
+            parsed = self.names.parse_event_subject(msg.subject)
+            return Event(
+                id=f"unreadable:{seq}",
+                type=EventType.MESSAGE_REJECTED,
+                workflow_id=parsed[0] if parsed else "?",
+                source="?",
+                timestamp=int(msg.metadata.timestamp.timestamp() * 1e9),
+                vclock=VectorClock(),
+                data=MessageRejected(
+                    reason=str(exc), code=exc.code, subject=msg.subject, stream_seq=seq
+                ),
+                seq=seq,
+            )
+
+    async def agents(self) -> list[dict[str, Any]]:
+        """Registered agent instances with their capabilities and last heartbeat."""
+        await self._topology()
+        store = await self.bus.kv(self.names.agents_bucket)
+        try:
+            keys = await store.keys()
+        except Exception:  # nats-py raises NoKeysError for an empty bucket
+            return []
+        out = []
+        for key in sorted(keys):
+            try:
+                entry = await store.get(key)
+            except KVNotFound:
+                continue
+            if entry.value is not None:
+                info = unpack(entry.value)
+                if isinstance(info, dict):
+                    out.append(info)
+        return out
+
+
+__all__ = ["Client"]

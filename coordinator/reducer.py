@@ -1,0 +1,451 @@
+"""The coordinator's functional core: ``(state, event) -> (state, commands)``.
+
+No I/O, no clock reads, no randomness: every time it uses comes from the event
+it folds, so the same events always give the same state. The shell
+(:mod:`coordinator.service`) executes the commands, and replay and crash
+recovery are this same function over the stored stream.
+
+For speed the reducer updates the state object it is given in place (copying a
+10,000-task state on every event would make a workflow O(n^2)); callers that
+need the old state keep a copy (``state.model_copy(deep=True)``).
+
+Outcomes are applied at most once: an outcome for a task that is already
+terminal, or a failure of an attempt that is no longer current, changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from coordinator.state import (
+    ACTIVE_TASK,
+    TERMINAL_TASK,
+    TaskState,
+    TaskStatus,
+    WorkflowState,
+    WorkflowStatus,
+)
+from shared.codec import TaskMessage
+from shared.dag import graph_problems, sinks
+from shared.events import (
+    ErrorInfo,
+    Event,
+    EventType,
+    Payload,
+    TaskCompleted,
+    TaskFailed,
+    TaskRetryScheduled,
+    TaskScheduled,
+    TaskStarted,
+    TaskTimedOut,
+    TaskUnserved,
+    WorkflowCompleted,
+    WorkflowFailed,
+    WorkflowRejected,
+    WorkflowStarted,
+    WorkflowSubmitted,
+)
+from shared.ids import task_key, workflow_key
+from shared.vclock import VectorClock
+
+COORDINATOR_NODE = "coord"
+"""Vector clock entry of the coordinator role. Leadership is exclusive and the
+counter lives in the workflow state, so a coordinator that takes over continues
+the same entry monotonically; ``AF-Source`` still names the process."""
+
+SHELL_NODE = "coord-shell"
+"""Vector clock entry of events the shell emits on its own (timers, hints)."""
+
+TIMEOUT_GRACE_NS = 2_000_000_000
+"""How long after a task's own timeout the coordinator declares it timed out."""
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Publish this event (its ``Nats-Msg-Id`` is derived)."""
+
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """Publish this task message on its capability's queue."""
+
+    task: TaskMessage
+
+
+@dataclass(frozen=True, slots=True)
+class ArmTimer:
+    """Fire ``kind`` for this attempt at ``due_ns`` (the shell emits the event)."""
+
+    kind: Literal["retry", "timeout"]
+    workflow_id: str
+    task_id: str
+    attempt: int
+    due_ns: int
+
+
+Command = Emit | Dispatch | ArmTimer
+
+
+class _Folder:
+    """One fold step: the state, the triggering event and the commands so far."""
+
+    def __init__(self, state: WorkflowState, event: Event, source: str) -> None:
+        self.state = state
+        self.event = event
+        self.source = source
+        self.commands: list[Command] = []
+
+    def emit(
+        self,
+        event_type: EventType,
+        data: Payload,
+        *,
+        key: str,
+        task_id: str | None = None,
+        attempt: int | None = None,
+    ) -> VectorClock:
+        state = self.state
+        state.vclock = state.vclock.increment(COORDINATOR_NODE)
+        self.commands.append(
+            Emit(
+                Event(
+                    id=key,
+                    type=event_type,
+                    workflow_id=state.workflow_id,
+                    source=self.source,
+                    timestamp=self.event.timestamp,
+                    vclock=state.vclock,
+                    data=data,
+                    task_id=task_id,
+                    attempt=attempt,
+                )
+            )
+        )
+        return state.vclock
+
+    def changed(self) -> None:
+        self.state.version += 1
+
+    # Decisions ----------------------------------------------------------
+    def schedule(self, task_id: str, attempt: int) -> None:
+        state = self.state
+        spec = state.spec(task_id)
+        task = state.tasks[task_id]
+        task.status = TaskStatus.SCHEDULED
+        task.attempts = attempt
+        task.scheduled_at = self.event.timestamp
+        task.started_at = task.finished_at = task.deadline_ns = task.retry_due_ns = None
+        task.worker = task.agent = task.note = None
+        clock = self.emit(
+            EventType.TASK_SCHEDULED,
+            TaskScheduled(capability=spec.capability),
+            key=task_key(state.workflow_id, task_id, attempt, "scheduled"),
+            task_id=task_id,
+            attempt=attempt,
+        )
+        assert state.definition is not None
+        self.commands.append(
+            Dispatch(
+                TaskMessage(
+                    workflow_id=state.workflow_id,
+                    task_id=task_id,
+                    attempt=attempt,
+                    capability=spec.capability,
+                    params=spec.params,
+                    inputs={dep: state.tasks[dep].result for dep in spec.depends_on},
+                    workflow_input=state.input,
+                    timeout_s=state.definition.timeout_of(spec),
+                    vclock=clock,
+                    source=self.source,
+                )
+            )
+        )
+
+    def complete_workflow(self) -> None:
+        state = self.state
+        assert state.definition is not None
+        state.status = WorkflowStatus.COMPLETED
+        state.finished_at = self.event.timestamp
+        state.output = {task_id: state.tasks[task_id].result for task_id in sinks(state.definition)}
+        self.emit(
+            EventType.WORKFLOW_COMPLETED,
+            WorkflowCompleted(output=state.output),
+            key=workflow_key(state.workflow_id, "completed"),
+        )
+
+    def fail_workflow(self, task_id: str, error: ErrorInfo) -> None:
+        state = self.state
+        state.status = WorkflowStatus.FAILED
+        state.finished_at = self.event.timestamp
+        state.failed_task = task_id
+        state.reason = f"task {task_id!r} failed: {error.type}: {error.message}"
+        for other in state.tasks.values():
+            if other.status not in TERMINAL_TASK:
+                other.status = TaskStatus.CANCELLED
+                other.finished_at = self.event.timestamp
+        self.emit(
+            EventType.WORKFLOW_FAILED,
+            WorkflowFailed(reason=state.reason, task_id=task_id, error=error),
+            key=workflow_key(state.workflow_id, "failed"),
+        )
+
+    def task_failed(self, task_id: str, attempt: int, error: ErrorInfo) -> None:
+        state = self.state
+        assert state.definition is not None
+        spec = state.spec(task_id)
+        task = state.tasks[task_id]
+        policy = state.definition.retry_of(spec)
+        task.error = error
+        retryable = error.retryable and error.type not in policy.non_retryable
+        if retryable and attempt < policy.max_attempts:
+            delay = policy.delay_s(attempt)
+            due = self.event.timestamp + int(delay * 1e9)
+            task.status = TaskStatus.RETRY_WAIT
+            task.retry_due_ns = due
+            task.deadline_ns = None
+            self.emit(
+                EventType.TASK_RETRY_SCHEDULED,
+                TaskRetryScheduled(next_attempt=attempt + 1, delay_s=delay, due_ns=due),
+                key=task_key(state.workflow_id, task_id, attempt, "retry_scheduled"),
+                task_id=task_id,
+                attempt=attempt,
+            )
+            self.commands.append(ArmTimer("retry", state.workflow_id, task_id, attempt, due))
+            return
+        task.status = TaskStatus.FAILED
+        task.finished_at = self.event.timestamp
+        if not retryable:
+            why = "not retryable"
+        else:
+            why = f"gave up after {attempt} attempt{'s' if attempt > 1 else ''}"
+        error = error.model_copy(update={"message": f"{error.message} ({why})"})
+        task.error = error
+        self.fail_workflow(task_id, error)
+
+
+def reduce(
+    state: WorkflowState | None, event: Event, *, source: str = COORDINATOR_NODE
+) -> tuple[WorkflowState | None, list[Command]]:
+    """Fold one event; returns the new state and the commands to execute.
+
+    ``source`` is the node id stamped on emitted events (it does not affect
+    state). Events that do not apply (duplicates, stale attempts, events of an
+    unknown workflow) return the state unchanged and no commands.
+    """
+    if state is None:
+        return _start(event, source)
+    if event.seq is not None:
+        state.last_seq = max(state.last_seq, event.seq)
+    state.vclock = state.vclock.merge(event.vclock)
+    folder = _Folder(state, event, source)
+    if state.status != WorkflowStatus.RUNNING or event.task_id not in state.tasks:
+        return state, []
+    task = state.tasks[event.task_id]
+    handler = _TASK_HANDLERS.get(event.type)
+    if handler is not None:
+        handler(folder, event.task_id, task)
+    return state, folder.commands
+
+
+def _start(event: Event, source: str) -> tuple[WorkflowState | None, list[Command]]:
+    if event.type == EventType.WORKFLOW_REJECTED and isinstance(event.data, WorkflowRejected):
+        # A submission the coordinator could not even decode: record the rejection.
+        state = WorkflowState(
+            workflow_id=event.workflow_id,
+            status=WorkflowStatus.REJECTED,
+            reason=event.data.reason,
+            problems=event.data.problems,
+            vclock=event.vclock,
+            created_at=event.timestamp,
+            finished_at=event.timestamp,
+            last_seq=event.seq or 0,
+            version=1,
+        )
+        return state, []
+    if event.type != EventType.WORKFLOW_SUBMITTED or not isinstance(event.data, WorkflowSubmitted):
+        return None, []
+    definition = event.data.definition
+    state = WorkflowState(
+        workflow_id=event.workflow_id,
+        definition=definition,
+        input=event.data.input,
+        vclock=event.vclock,
+        created_at=event.timestamp,
+        last_seq=event.seq or 0,
+        version=1,
+    )
+    folder = _Folder(state, event, source)
+    problems = graph_problems(definition)
+    if problems:
+        state.status = WorkflowStatus.REJECTED
+        state.finished_at = event.timestamp
+        state.problems = problems
+        state.reason = "invalid workflow graph: " + "; ".join(problems)
+        folder.emit(
+            EventType.WORKFLOW_REJECTED,
+            WorkflowRejected(reason=state.reason, problems=problems),
+            key=workflow_key(state.workflow_id, "rejected"),
+        )
+        return state, folder.commands
+    state.tasks = {
+        spec.id: TaskState(capability=spec.capability, remaining_deps=len(spec.depends_on))
+        for spec in definition.tasks
+    }
+    folder.emit(
+        EventType.WORKFLOW_STARTED,
+        WorkflowStarted(tasks=len(definition.tasks)),
+        key=workflow_key(state.workflow_id, "started"),
+    )
+    for spec in definition.tasks:
+        if not spec.depends_on:
+            folder.schedule(spec.id, 1)
+    return state, folder.commands
+
+
+def _on_started(folder: _Folder, task_id: str, task: TaskState) -> None:
+    event = folder.event
+    if (
+        task.status != TaskStatus.SCHEDULED
+        or event.attempt != task.attempts
+        or not isinstance(event.data, TaskStarted)
+    ):
+        return
+    task.status = TaskStatus.RUNNING
+    task.started_at = event.timestamp
+    task.worker, task.agent, task.note = event.data.worker, event.data.agent, None
+    timeout = folder.state.definition.timeout_of(folder.state.spec(task_id))  # type: ignore[union-attr]
+    if timeout is not None:
+        task.deadline_ns = event.timestamp + int(timeout * 1e9) + TIMEOUT_GRACE_NS
+        folder.commands.append(
+            ArmTimer("timeout", folder.state.workflow_id, task_id, task.attempts, task.deadline_ns)
+        )
+    folder.changed()
+
+
+def _on_completed(folder: _Folder, task_id: str, task: TaskState) -> None:
+    # A success from any attempt counts, once: the first one to arrive wins.
+    event, state = folder.event, folder.state
+    if task.status in TERMINAL_TASK or task.status == TaskStatus.PENDING:
+        return
+    if not isinstance(event.data, TaskCompleted):
+        return
+    task.status = TaskStatus.COMPLETED
+    task.result = event.data.result
+    task.error = None
+    task.finished_at = event.timestamp
+    task.deadline_ns = task.retry_due_ns = None
+    task.worker = event.data.worker or task.worker
+    task.agent = event.data.agent or task.agent
+    if task.started_at is None:
+        task.started_at = event.timestamp
+    state.completed += 1
+    folder.changed()
+    for dependent in state.dependents(task_id):
+        child = state.tasks[dependent]
+        child.remaining_deps -= 1
+        if child.remaining_deps == 0 and child.status == TaskStatus.PENDING:
+            folder.schedule(dependent, 1)
+    if state.completed == len(state.tasks):
+        folder.complete_workflow()
+
+
+def _on_failed(folder: _Folder, task_id: str, task: TaskState) -> None:
+    event = folder.event
+    if (
+        task.status not in ACTIVE_TASK
+        or event.attempt != task.attempts
+        or not isinstance(event.data, TaskFailed)
+    ):
+        return
+    task.worker = event.data.worker or task.worker
+    task.agent = event.data.agent or task.agent
+    folder.changed()
+    folder.task_failed(task_id, task.attempts, event.data.error)
+
+
+def _on_timed_out(folder: _Folder, task_id: str, task: TaskState) -> None:
+    event = folder.event
+    if task.status not in ACTIVE_TASK or event.attempt != task.attempts:
+        return
+    timeout = event.data.timeout_s if isinstance(event.data, TaskTimedOut) else 0.0
+    folder.changed()
+    folder.task_failed(
+        task_id,
+        task.attempts,
+        ErrorInfo(
+            type="TaskTimeoutError",
+            message=f"no outcome within the task's timeout of {timeout:g}s",
+            code="task_timeout",
+            retryable=True,
+        ),
+    )
+
+
+def _on_retry_due(folder: _Folder, task_id: str, task: TaskState) -> None:
+    if task.status != TaskStatus.RETRY_WAIT or folder.event.attempt != task.attempts:
+        return
+    folder.changed()
+    folder.schedule(task_id, task.attempts + 1)
+
+
+def _on_unserved(folder: _Folder, task_id: str, task: TaskState) -> None:
+    event = folder.event
+    if task.status != TaskStatus.SCHEDULED or event.attempt != task.attempts:
+        return
+    capability = event.data.capability if isinstance(event.data, TaskUnserved) else "?"
+    task.note = (
+        f"no live worker serves capability {capability!r}; "
+        "the task waits in its queue until one starts"
+    )
+    folder.changed()
+
+
+_TASK_HANDLERS = {
+    EventType.TASK_STARTED: _on_started,
+    EventType.TASK_COMPLETED: _on_completed,
+    EventType.TASK_FAILED: _on_failed,
+    EventType.TASK_TIMED_OUT: _on_timed_out,
+    EventType.TASK_RETRY_DUE: _on_retry_due,
+    EventType.TASK_UNSERVED: _on_unserved,
+}
+
+
+def fold(events: list[Event], *, source: str = COORDINATOR_NODE) -> WorkflowState | None:
+    """Fold a workflow's whole event history (replay)."""
+    state: WorkflowState | None = None
+    for event in events:
+        state, _ = reduce(state, event, source=source)
+    return state
+
+
+def pending_timers(state: WorkflowState) -> list[ArmTimer]:
+    """Timers a recovering shell must re-arm for this state."""
+    timers: list[ArmTimer] = []
+    if state.status != WorkflowStatus.RUNNING:
+        return timers
+    for task_id, task in state.tasks.items():
+        if task.status == TaskStatus.RETRY_WAIT and task.retry_due_ns is not None:
+            timers.append(
+                ArmTimer("retry", state.workflow_id, task_id, task.attempts, task.retry_due_ns)
+            )
+        elif task.status == TaskStatus.RUNNING and task.deadline_ns is not None:
+            timers.append(
+                ArmTimer("timeout", state.workflow_id, task_id, task.attempts, task.deadline_ns)
+            )
+    return timers
+
+
+__all__ = [
+    "COORDINATOR_NODE",
+    "SHELL_NODE",
+    "ArmTimer",
+    "Command",
+    "Dispatch",
+    "Emit",
+    "fold",
+    "pending_timers",
+    "reduce",
+]

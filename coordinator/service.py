@@ -1,0 +1,526 @@
+"""The coordinator's imperative shell around :func:`coordinator.reducer.reduce`.
+
+Loop: fetch a batch of events from the durable ``coordinator`` consumer, fold
+each into its workflow's state, execute the resulting commands (publish events
+and task messages, arm timers), save changed snapshots to KV by revision
+(compare-and-set), and only then ack the batch. A crash anywhere in between
+re-delivers the batch; re-folding it issues the same commands with the same
+derived message ids, which JetStream deduplicates, and events at or below a
+snapshot's ``last_seq`` are skipped.
+
+Timers (retry back-off, task timeouts) are not durable by themselves: when one
+fires the shell publishes an event (``task.retry_due``, ``task.timed_out``) and
+the decision is made by folding it, so it is in the stream and replayable. On
+start the shell re-arms the timers of every running workflow from its snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from coordinator.reducer import (
+    SHELL_NODE,
+    ArmTimer,
+    Command,
+    Dispatch,
+    Emit,
+    pending_timers,
+    reduce,
+)
+from coordinator.state import WorkflowState
+from shared.codec import decode_event, pack, unpack
+from shared.config import Settings
+from shared.errors import AgenticFlowError, MalformedMessageError, StateConflictError
+from shared.events import (
+    Event,
+    EventType,
+    MessageRejected,
+    Payload,
+    TaskRetryDue,
+    TaskTimedOut,
+    TaskUnserved,
+    WorkflowRejected,
+)
+from shared.ids import ID_RE, task_key, workflow_key
+from shared.names import SYSTEM_WORKFLOW
+from shared.transport import Bus, FetchTimeout, KVNotFound
+from shared.vclock import VectorClock
+
+log = structlog.get_logger("agenticflow.coordinator")
+
+_CACHE_SIZE = 10_000
+_PUBLISH_CONCURRENCY = 512
+
+
+@dataclass(slots=True)
+class _Entry:
+    state: WorkflowState
+    revision: int
+    saved_version: int
+
+
+class Coordinator:
+    """Folds events into workflow state and dispatches ready tasks.
+
+    ``async with Coordinator(bus=..., node_id=...) as coordinator`` starts it;
+    ``await coordinator.run()`` serves until :meth:`shutdown`.
+    """
+
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        node_id: str,
+        batch_size: int = 256,
+        fetch_timeout_s: float = 1.0,
+    ) -> None:
+        self.bus = bus
+        self.node_id = node_id
+        self.names = bus.names
+        self.settings: Settings = bus.settings
+        self._batch = batch_size
+        self._fetch_timeout = fetch_timeout_s
+        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        self._timers: list[tuple[int, int, ArmTimer]] = []
+        self._timer_seq = itertools.count()
+        self._timer_wakeup = asyncio.Event()
+        self._shell_counters: dict[str, int] = {}
+        self._live: dict[str, dict[str, Any]] = {}
+        self._stop = asyncio.Event()
+        self._started = asyncio.Event()
+        self._publish_limit = asyncio.Semaphore(_PUBLISH_CONCURRENCY)
+        self._sub: Any = None
+        self._watcher: Any = None
+        self._runner: asyncio.Task[None] | None = None
+        self.events_folded = 0
+
+    # Lifecycle ----------------------------------------------------------
+    async def __aenter__(self) -> Coordinator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.shutdown()
+
+    async def start(self) -> None:
+        """Create topology, recover running workflows, start serving; returns when live."""
+        if self._runner is not None:
+            return
+        await self.bus.ensure_topology()
+        self._workflows = await self.bus.kv(self.names.workflows_bucket)
+        self._agents = await self.bus.kv(self.names.agents_bucket)
+        await self._recover()
+        await self._heartbeat()
+        self._watcher = await self._agents.watchall()
+        self._sub = await self.bus.js.pull_subscribe(
+            self.names.event_subjects,
+            durable=self.names.coordinator_consumer,
+            stream=self.names.events_stream,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=60,
+                max_ack_pending=-1,
+            ),
+        )
+        self._runner = asyncio.create_task(self._serve(), name="coordinator")
+        await self._started.wait()
+        log.info("coordinator started", node=self.node_id, prefix=self.names.prefix)
+
+    async def run(self) -> None:
+        """Serve until :meth:`shutdown` is called or the connection closes for good."""
+        await self.start()
+        assert self._runner is not None
+        await self._runner
+
+    async def shutdown(self) -> None:
+        """Stop fetching, finish the batch in hand, stop timers (idempotent)."""
+        self._stop.set()
+        self._timer_wakeup.set()
+        if self._runner is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+
+    async def _serve(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._consume(), name="coordinator-consume")
+            group.create_task(self._run_timers(), name="coordinator-timers")
+            group.create_task(self._watch_agents(), name="coordinator-agents")
+            group.create_task(self._watch_connection(), name="coordinator-connection")
+            group.create_task(self._heartbeats(), name="coordinator-heartbeats")
+            self._started.set()
+        # Release subscriptions here, so that when run() returns the connection
+        # drains at once.
+        with contextlib.suppress(Exception):
+            await self._agents.delete(self._registry_key)
+        with contextlib.suppress(Exception):
+            await self._watcher.stop()
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()
+
+    @property
+    def _registry_key(self) -> str:
+        return f"{self.node_id}.coordinator"
+
+    async def _heartbeat(self) -> None:
+        info = {
+            "instance": self._registry_key,
+            "role": "coordinator",
+            "coordinator": self.node_id,
+            "agent": "coordinator",
+            "capabilities": [],
+            "state": "active",
+            "load": len(self._cache),
+            "heartbeat": time.time_ns(),
+            "events_folded": self.events_folded,
+        }
+        await self._agents.put(self._registry_key, pack(info))
+
+    async def _heartbeats(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self.settings.heartbeat_s)
+            if self._stop.is_set():
+                return
+            try:
+                await self._heartbeat()
+            except Exception as exc:
+                log.warning("heartbeat failed", error=str(exc))
+
+    async def _watch_connection(self) -> None:
+        stop = asyncio.create_task(self._stop.wait())
+        closed = asyncio.create_task(self.bus.closed.wait())
+        await asyncio.wait({stop, closed}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        closed.cancel()
+        if self.bus.closed.is_set() and not self._stop.is_set():
+            log.error("nats connection closed for good; coordinator stops")
+            self._stop.set()
+            self._timer_wakeup.set()
+
+    # Recovery -----------------------------------------------------------
+    async def _recover(self) -> None:
+        try:
+            keys = await self._workflows.keys()
+        except Exception:  # nats-py raises NoKeysError for an empty bucket
+            keys = []
+        recovered = 0
+        for key in keys:
+            entry = await self._workflows.get(key)
+            if entry.value is None:
+                continue
+            try:
+                state = WorkflowState.from_snapshot(entry.value)
+            except MalformedMessageError:
+                log.exception("unreadable snapshot skipped", workflow_id=key)
+                continue
+            if state.is_terminal:
+                continue
+            self._remember(state, int(entry.revision or 0), state.version)
+            for timer in pending_timers(state):
+                self._arm(timer)
+            recovered += 1
+        if recovered:
+            log.info("recovered running workflows", count=recovered)
+
+    # Event loop ---------------------------------------------------------
+    async def _consume(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msgs = await self._sub.fetch(self._batch, timeout=self._fetch_timeout)
+            except FetchTimeout:
+                continue
+            except AgenticFlowError:
+                log.exception("fetch failed")
+                continue
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                log.warning("fetch failed", error=str(exc))
+                await asyncio.sleep(0.5)  # back off a broken connection, not a wait on an effect
+                continue
+            await self._process(msgs)
+
+    async def _process(self, msgs: list[Msg]) -> None:
+        touched: dict[str, _Entry] = {}
+        commands: list[Command] = []
+        try:
+            for msg in msgs:
+                await self._fold(msg, touched, commands)
+            await self._execute(commands)
+            await self._save(touched)
+        except StateConflictError:
+            log.exception("lost a snapshot race: another coordinator is active; stopping")
+            self._stop.set()
+            self._forget(touched)
+            return
+        except Exception:
+            # Nothing acked: the batch is redelivered and re-folded from KV state.
+            log.exception("batch failed; it will be redelivered", size=len(msgs))
+            self._forget(touched)
+            for msg in msgs:
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=1)
+            return
+        for msg in msgs:
+            with contextlib.suppress(Exception):
+                await msg.ack()
+        for workflow_id, entry in touched.items():
+            if entry.state.is_terminal:
+                self._cache.pop(workflow_id, None)
+                self._shell_counters.pop(workflow_id, None)
+
+    async def _fold(self, msg: Msg, touched: dict[str, _Entry], commands: list[Command]) -> None:
+        seq = msg.metadata.sequence.stream
+        try:
+            event = decode_event(msg.subject, msg.headers, msg.data, self.names, seq=seq)
+        except MalformedMessageError as exc:
+            await self._reject(msg, seq, exc)
+            return
+        if event.workflow_id == SYSTEM_WORKFLOW:
+            return
+        entry = touched.get(event.workflow_id) or await self._load(event.workflow_id)
+        if entry is not None and seq <= entry.state.last_seq:
+            return  # already folded before a restart
+        state, new_commands = reduce(entry.state if entry else None, event, source=self.node_id)
+        self.events_folded += 1
+        if state is None:
+            if event.type != EventType.MESSAGE_REJECTED:
+                log.warning(
+                    "event for an unknown workflow ignored",
+                    workflow_id=event.workflow_id,
+                    event_type=event.type.value,
+                    seq=seq,
+                )
+            return
+        if entry is None:
+            self._remember(state, 0, 0)
+            entry = self._cache[event.workflow_id]
+        touched[event.workflow_id] = entry
+        commands.extend(new_commands)
+
+    async def _reject(self, msg: Msg, seq: int, exc: MalformedMessageError) -> None:
+        """Record a poison event: never applied, never redelivered."""
+        parsed = self.names.parse_event_subject(msg.subject)
+        workflow_id = parsed[0] if parsed and ID_RE.match(parsed[0]) else SYSTEM_WORKFLOW
+        log.warning("malformed event rejected", subject=msg.subject, seq=seq, reason=str(exc))
+        if parsed and parsed[1] == EventType.MESSAGE_REJECTED.value:
+            return  # never answer a bad rejection with another one
+        await self._shell_emit(
+            workflow_id,
+            EventType.MESSAGE_REJECTED,
+            MessageRejected(reason=str(exc), code=exc.code, subject=msg.subject, stream_seq=seq),
+            key=f"rejected:{self.names.events_stream}:{seq}",
+        )
+        if (
+            parsed
+            and parsed[1] == EventType.WORKFLOW_SUBMITTED.value
+            and workflow_id != SYSTEM_WORKFLOW
+        ):
+            entry = await self._load(workflow_id)
+            if entry is None:
+                await self._shell_emit(
+                    workflow_id,
+                    EventType.WORKFLOW_REJECTED,
+                    WorkflowRejected(
+                        reason=f"the submission could not be read: {exc}", problems=[str(exc)]
+                    ),
+                    key=workflow_key(workflow_id, "rejected"),
+                )
+
+    # State --------------------------------------------------------------
+    def _remember(self, state: WorkflowState, revision: int, saved_version: int) -> None:
+        self._cache[state.workflow_id] = _Entry(state, revision, saved_version)
+        self._cache.move_to_end(state.workflow_id)
+        while len(self._cache) > _CACHE_SIZE:
+            oldest, entry = next(iter(self._cache.items()))
+            if entry.saved_version != entry.state.version:
+                break  # never evict unsaved state
+            self._cache.pop(oldest)
+
+    def _forget(self, touched: dict[str, _Entry]) -> None:
+        for workflow_id in touched:
+            self._cache.pop(workflow_id, None)
+
+    async def _load(self, workflow_id: str) -> _Entry | None:
+        entry = self._cache.get(workflow_id)
+        if entry is not None:
+            self._cache.move_to_end(workflow_id)
+            return entry
+        try:
+            kv_entry = await self._workflows.get(workflow_id)
+        except KVNotFound:
+            return None
+        if kv_entry.value is None:
+            return None
+        state = WorkflowState.from_snapshot(kv_entry.value)
+        self._remember(state, int(kv_entry.revision or 0), state.version)
+        return self._cache[workflow_id]
+
+    async def _save(self, touched: dict[str, _Entry]) -> None:
+        async def save(entry: _Entry) -> None:
+            if entry.saved_version == entry.state.version:
+                return
+            version = entry.state.version
+            entry.revision = await self.bus.kv_put_cas(
+                self._workflows, entry.state.workflow_id, entry.state.to_snapshot(), entry.revision
+            )
+            entry.saved_version = version
+
+        await asyncio.gather(*(save(entry) for entry in touched.values()))
+
+    # Commands -----------------------------------------------------------
+    async def _execute(self, commands: list[Command]) -> None:
+        async def run(command: Command) -> None:
+            async with self._publish_limit:
+                if isinstance(command, Emit):
+                    # The reducer stamps the triggering event's time; record when it happened.
+                    event = command.event.model_copy(update={"timestamp": time.time_ns()})
+                    await self.bus.publish_event(event)
+                elif isinstance(command, Dispatch):
+                    await self._dispatch(command)
+                else:
+                    self._arm(command)
+
+        await asyncio.gather(*(run(command) for command in commands))
+
+    async def _dispatch(self, command: Dispatch) -> None:
+        task = command.task
+        await self.bus.ensure_task_consumer(task.capability)
+        await self.bus.publish_task(task)
+        if not self._served(task.capability):
+            await self._shell_emit(
+                task.workflow_id,
+                EventType.TASK_UNSERVED,
+                TaskUnserved(capability=task.capability),
+                key=task_key(task.workflow_id, task.task_id, task.attempt, "unserved"),
+                task_id=task.task_id,
+                attempt=task.attempt,
+            )
+
+    async def _shell_emit(
+        self,
+        workflow_id: str,
+        event_type: EventType,
+        data: Payload,
+        *,
+        key: str,
+        task_id: str | None = None,
+        attempt: int | None = None,
+    ) -> None:
+        """Publish an event the shell decided on its own (timer, hint, rejection)."""
+        entry = self._cache.get(workflow_id)
+        base = entry.state.vclock if entry else VectorClock()
+        counter = max(self._shell_counters.get(workflow_id, 0), base.get(SHELL_NODE)) + 1
+        self._shell_counters[workflow_id] = counter
+        await self.bus.publish_event(
+            Event(
+                id=key,
+                type=event_type,
+                workflow_id=workflow_id,
+                source=self.node_id,
+                timestamp=time.time_ns(),
+                vclock=base.merge({SHELL_NODE: counter}),
+                data=data,
+                task_id=task_id,
+                attempt=attempt,
+            )
+        )
+
+    # Timers -------------------------------------------------------------
+    def _arm(self, timer: ArmTimer) -> None:
+        heapq.heappush(self._timers, (timer.due_ns, next(self._timer_seq), timer))
+        self._timer_wakeup.set()
+
+    async def _run_timers(self) -> None:
+        while not self._stop.is_set():
+            self._timer_wakeup.clear()
+            now = time.time_ns()
+            while self._timers and self._timers[0][0] <= now:
+                _, _, timer = heapq.heappop(self._timers)
+                try:
+                    await self._fire(timer)
+                except Exception:
+                    log.exception("timer failed; re-armed", timer=str(timer))
+                    self._arm(ArmTimer(**{**_fields(timer), "due_ns": now + 1_000_000_000}))
+            delay = (self._timers[0][0] - time.time_ns()) / 1e9 if self._timers else 3600.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timer_wakeup.wait(), timeout=max(delay, 0.0))
+
+    async def _fire(self, timer: ArmTimer) -> None:
+        if timer.kind == "retry":
+            await self._shell_emit(
+                timer.workflow_id,
+                EventType.TASK_RETRY_DUE,
+                TaskRetryDue(),
+                key=task_key(timer.workflow_id, timer.task_id, timer.attempt, "retry_due"),
+                task_id=timer.task_id,
+                attempt=timer.attempt,
+            )
+            return
+        entry = await self._load(timer.workflow_id)
+        timeout = 0.0
+        if entry is not None and entry.state.definition is not None:
+            spec = entry.state.spec(timer.task_id)
+            timeout = entry.state.definition.timeout_of(spec) or 0.0
+        await self._shell_emit(
+            timer.workflow_id,
+            EventType.TASK_TIMED_OUT,
+            TaskTimedOut(timeout_s=timeout),
+            key=task_key(timer.workflow_id, timer.task_id, timer.attempt, "timed_out"),
+            task_id=timer.task_id,
+            attempt=timer.attempt,
+        )
+
+    # Live agents --------------------------------------------------------
+    async def _watch_agents(self) -> None:
+        watcher = self._watcher
+        while not self._stop.is_set():
+            try:
+                entry = await watcher.updates(timeout=1.0)
+            except FetchTimeout:
+                continue
+            except Exception:
+                if self._stop.is_set():
+                    return
+                raise
+            if entry is None or not hasattr(entry, "key"):
+                continue
+            if entry.value is None or entry.operation in ("DEL", "PURGE"):
+                self._live.pop(entry.key, None)
+                continue
+            try:
+                self._live[entry.key] = unpack(entry.value)
+            except MalformedMessageError:
+                continue
+
+    def _served(self, capability: str) -> bool:
+        horizon = time.time_ns() - int(self.settings.agent_ttl_s * 1e9)
+        return any(
+            capability in info.get("capabilities", ()) and info.get("heartbeat", 0) >= horizon
+            for info in self._live.values()
+        )
+
+
+def _fields(timer: ArmTimer) -> dict[str, Any]:
+    return {
+        "kind": timer.kind,
+        "workflow_id": timer.workflow_id,
+        "task_id": timer.task_id,
+        "attempt": timer.attempt,
+        "due_ns": timer.due_ns,
+    }
+
+
+__all__ = ["Coordinator"]

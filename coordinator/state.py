@@ -1,0 +1,190 @@
+"""Workflow state: what the reducer folds events into, and what KV snapshots hold."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from shared.codec import pack, unpack
+from shared.dag import dependents_index
+from shared.errors import MalformedMessageError
+from shared.events import ErrorInfo
+from shared.vclock import VectorClock
+from shared.workflow import TaskSpec, WorkflowDefinition
+
+SNAPSHOT_VERSION = 1
+
+
+class TaskStatus(enum.StrEnum):
+    """Where a task is in its life."""
+
+    PENDING = "pending"
+    """Waiting for dependencies."""
+    SCHEDULED = "scheduled"
+    """Dispatched to its capability's queue, not yet picked up."""
+    RUNNING = "running"
+    RETRY_WAIT = "retry_wait"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_TASK = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+ACTIVE_TASK = frozenset({TaskStatus.SCHEDULED, TaskStatus.RUNNING})
+
+
+class WorkflowStatus(enum.StrEnum):
+    """Where a workflow is in its life."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+
+TERMINAL_WORKFLOW = frozenset(
+    {WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.REJECTED}
+)
+
+
+class TaskState(BaseModel):
+    """One task's state inside a workflow."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: TaskStatus = TaskStatus.PENDING
+    capability: str = ""
+    attempts: int = 0
+    remaining_deps: int = 0
+    """Dependencies not yet completed: readiness is O(1) per completion."""
+    result: Any = None
+    error: ErrorInfo | None = None
+    worker: str | None = None
+    agent: str | None = None
+    scheduled_at: int | None = None
+    started_at: int | None = None
+    finished_at: int | None = None
+    deadline_ns: int | None = None
+    retry_due_ns: int | None = None
+    note: str | None = None
+    """A human-readable hint, e.g. that no live worker serves the capability."""
+
+
+class WorkflowState(BaseModel):
+    """A workflow's state: the reducer's input and output."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    workflow_id: str
+    status: WorkflowStatus = WorkflowStatus.RUNNING
+    definition: WorkflowDefinition | None = None
+    input: dict[str, Any] = Field(default_factory=dict)
+    tasks: dict[str, TaskState] = Field(default_factory=dict)
+    vclock: VectorClock = Field(default_factory=VectorClock)
+    created_at: int = 0
+    finished_at: int | None = None
+    reason: str | None = None
+    problems: list[str] = Field(default_factory=list)
+    failed_task: str | None = None
+    output: dict[str, Any] = Field(default_factory=dict)
+    completed: int = 0
+    last_seq: int = 0
+    """Stream sequence of the last event folded into this state."""
+    version: int = 0
+    """Bumped by the reducer on every meaningful change."""
+
+    _specs: dict[str, TaskSpec] | None = PrivateAttr(default=None)
+    _dependents: dict[str, list[str]] | None = PrivateAttr(default=None)
+
+    @property
+    def name(self) -> str:
+        """The workflow's name from its definition."""
+        return self.definition.name if self.definition else ""
+
+    def spec(self, task_id: str) -> TaskSpec:
+        """The definition of one task."""
+        if self._specs is None:
+            assert self.definition is not None
+            self._specs = {task.id: task for task in self.definition.tasks}
+        return self._specs[task_id]
+
+    def dependents(self, task_id: str) -> list[str]:
+        """Tasks that depend on ``task_id`` (index built once, not persisted)."""
+        if self._dependents is None:
+            assert self.definition is not None
+            self._dependents = dependents_index(self.definition)
+        return self._dependents[task_id]
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the workflow completed, failed or was rejected."""
+        return self.status in TERMINAL_WORKFLOW
+
+    def counts(self) -> dict[str, int]:
+        """Number of tasks in each status."""
+        out: dict[str, int] = {}
+        for task in self.tasks.values():
+            out[task.status.value] = out.get(task.status.value, 0) + 1
+        return out
+
+    # Snapshots ----------------------------------------------------------
+    def to_snapshot(self) -> bytes:
+        """msgpack bytes for KV ``<prefix>_workflows``."""
+        return pack({"v": SNAPSHOT_VERSION, "state": self.model_dump(mode="python")})
+
+    @classmethod
+    def from_snapshot(cls, data: bytes) -> WorkflowState:
+        """Rebuild from KV bytes; raises MalformedMessageError."""
+        raw = unpack(data)
+        if not isinstance(raw, dict) or "state" not in raw:
+            raise MalformedMessageError("not a workflow snapshot")
+        try:
+            return cls.model_validate(raw["state"])
+        except ValueError as exc:
+            raise MalformedMessageError(f"invalid workflow snapshot: {exc}") from exc
+
+    def public_view(self) -> dict[str, Any]:
+        """The JSON-friendly form shown by ``agenticflow status --json``."""
+        return {
+            "workflow_id": self.workflow_id,
+            "name": self.name,
+            "state": self.status.value,
+            "reason": self.reason,
+            "problems": self.problems,
+            "failed_task": self.failed_task,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+            "output": self.output,
+            "counts": self.counts(),
+            "vclock": self.vclock.to_dict(),
+            "last_seq": self.last_seq,
+            "tasks": {
+                task_id: {
+                    "state": task.status.value,
+                    "capability": task.capability,
+                    "attempts": task.attempts,
+                    "result": task.result,
+                    "error": task.error.model_dump() if task.error else None,
+                    "worker": task.worker,
+                    "agent": task.agent,
+                    "scheduled_at": task.scheduled_at,
+                    "started_at": task.started_at,
+                    "finished_at": task.finished_at,
+                    "note": task.note,
+                }
+                for task_id, task in self.tasks.items()
+            },
+        }
+
+
+__all__ = [
+    "ACTIVE_TASK",
+    "TERMINAL_TASK",
+    "TERMINAL_WORKFLOW",
+    "TaskState",
+    "TaskStatus",
+    "WorkflowState",
+    "WorkflowStatus",
+]

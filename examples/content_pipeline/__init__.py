@@ -1,0 +1,1 @@
+"""Content pipeline: research, then writing and fact-checking in parallel, then editing."""

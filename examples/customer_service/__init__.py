@@ -1,0 +1,1 @@
+"""Customer-service escalation: triage, technical resolution, manager escalation."""

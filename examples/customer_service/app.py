@@ -1,0 +1,460 @@
+"""Customer-service escalation: triage → technical resolution → manager escalation.
+
+Run with ``agenticflow worker --app examples.customer_service.app:app`` and submit
+``workflow.yaml`` with an input such as ``input.json``::
+
+    {"customer": "Dana" | {"name": "Dana", ...}, "message": "Our API is down ..."}
+
+Every step is rule-based and deterministic: the pure functions (:func:`classify`,
+:func:`propose_resolution`, :func:`decide_escalation`) hold the logic, the
+handlers only read the task context and call them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agenticflow import AgentApp, NonRetryableError, TaskContext
+
+app = AgentApp("customer-service")
+
+PRIORITIES = ("low", "medium", "high", "critical")
+"""Priority levels, lowest first."""
+
+CATEGORY_KEYWORDS: dict[str, dict[str, int]] = {
+    "outage": {
+        "outage": 4,
+        "down": 3,
+        "offline": 3,
+        "unavailable": 3,
+        "unreachable": 3,
+        "503": 3,
+        "502": 3,
+        "500": 2,
+        "timeout": 2,
+        "timeouts": 2,
+        "not loading": 2,
+        "cannot access": 3,
+        "can't access": 3,
+    },
+    "billing": {
+        "billing": 4,
+        "refund": 4,
+        "invoice": 3,
+        "charged": 3,
+        "charge": 3,
+        "payment": 3,
+        "subscription": 2,
+        "card": 2,
+        "twice": 1,
+        "price": 1,
+        "plan": 1,
+    },
+    "bug": {
+        "bug": 4,
+        "glitch": 3,
+        "crash": 3,
+        "crashes": 3,
+        "exception": 3,
+        "error": 2,
+        "errors": 2,
+        "broken": 2,
+        "wrong": 2,
+        "incorrect": 2,
+        "fails": 2,
+    },
+    "how-to": {
+        "how do i": 3,
+        "how can i": 3,
+        "configure": 3,
+        "tutorial": 3,
+        "how to": 2,
+        "set up": 2,
+        "setup": 2,
+        "guide": 2,
+        "documentation": 2,
+        "where": 1,
+    },
+}
+"""Weighted keywords (single words or phrases) per category."""
+
+CATEGORY_ORDER = ("outage", "bug", "billing", "how-to")
+"""Tie-break order: the more severe category wins a tie."""
+
+BASE_PRIORITY = {"outage": "high", "bug": "medium", "billing": "medium", "how-to": "low"}
+"""Priority of each category before urgency is taken into account."""
+
+URGENCY_KEYWORDS = frozenset(
+    {"urgent", "urgently", "asap", "immediately", "critical", "emergency", "production"}
+)
+"""Words that raise the priority by one level."""
+
+NEGATIVE_WORDS = {
+    "unacceptable": 3,
+    "furious": 3,
+    "worst": 3,
+    "hate": 3,
+    "angry": 2,
+    "terrible": 2,
+    "awful": 2,
+    "frustrated": 2,
+    "frustrating": 2,
+    "ridiculous": 2,
+    "disappointed": 2,
+    "useless": 2,
+    "losing": 2,
+    "again": 1,
+}
+"""Sentiment lexicon, negative side (word → weight)."""
+
+POSITIVE_WORDS = {
+    "great": 2,
+    "love": 2,
+    "appreciate": 2,
+    "happy": 2,
+    "awesome": 2,
+    "excellent": 2,
+    "thanks": 1,
+    "thank": 1,
+}
+"""Sentiment lexicon, positive side (word → weight)."""
+
+NEGATIONS = frozenset({"not", "no", "never", "don't", "isn't", "wasn't", "aren't"})
+"""Words that flip the sentiment of the word right after them."""
+
+SLA_BY_PRIORITY = {
+    "critical": "1 hour",
+    "high": "4 hours",
+    "medium": "1 business day",
+    "low": "2 business days",
+}
+"""Promised response time per priority."""
+
+_TOKEN_RE = re.compile(r"[a-z0-9']+")
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """One knowledge-base article: when it applies and what it tells the customer."""
+
+    id: str
+    title: str
+    keywords: frozenset[str]
+    steps: tuple[str, ...]
+    base_confidence: float
+
+
+KNOWLEDGE_BASE: dict[str, tuple[Article, ...]] = {
+    "outage": (
+        Article(
+            id="KB-101",
+            title="Service outage or degraded API",
+            keywords=frozenset({"down", "outage", "api", "503", "502", "dashboard", "timeout"}),
+            steps=(
+                "Check status.example.com for an open incident and subscribe to updates.",
+                "Retry failed requests with exponential backoff; writes are idempotent.",
+                "Send us the request ids of failing calls so we can trace them.",
+            ),
+            base_confidence=0.55,
+        ),
+        Article(
+            id="KB-102",
+            title="Cannot sign in or access the workspace",
+            keywords=frozenset({"login", "sign", "access", "password", "sso", "locked"}),
+            steps=(
+                "Reset your password from the sign-in page.",
+                "If you use SSO, ask your identity-provider admin to re-sync your account.",
+            ),
+            base_confidence=0.7,
+        ),
+    ),
+    "billing": (
+        Article(
+            id="KB-201",
+            title="Duplicate charge or refund request",
+            keywords=frozenset({"charged", "twice", "duplicate", "refund", "invoice"}),
+            steps=(
+                "Open Billing → Invoices and note the ids of the duplicate charges.",
+                "We reverse duplicate charges within 5 business days of the request.",
+            ),
+            base_confidence=0.85,
+        ),
+        Article(
+            id="KB-202",
+            title="Update a payment method",
+            keywords=frozenset({"card", "payment", "expired", "update", "declined"}),
+            steps=(
+                "Open Billing → Payment methods and add the new card.",
+                "Set it as default; the failed invoice is retried automatically.",
+            ),
+            base_confidence=0.9,
+        ),
+    ),
+    "bug": (
+        Article(
+            id="KB-301",
+            title="Export produces a wrong or corrupted file",
+            keywords=frozenset({"export", "csv", "wrong", "corrupted", "incorrect", "file"}),
+            steps=(
+                "Update to the latest release, which fixes known CSV encoding issues.",
+                "Export again with 'UTF-8 with BOM' selected.",
+            ),
+            base_confidence=0.7,
+        ),
+        Article(
+            id="KB-302",
+            title="Application crashes",
+            keywords=frozenset({"crash", "crashes", "start", "launch", "freeze", "exception"}),
+            steps=(
+                "Clear the application cache and restart.",
+                "Attach the crash log from Settings → Diagnostics to this ticket.",
+            ),
+            base_confidence=0.65,
+        ),
+    ),
+    "how-to": (
+        Article(
+            id="KB-401",
+            title="Configure webhooks",
+            keywords=frozenset({"webhook", "webhooks", "configure", "setup", "notifications"}),
+            steps=(
+                "Open Settings → Integrations → Webhooks and add your endpoint URL.",
+                "Choose the events to send and use 'Send test event' to verify.",
+            ),
+            base_confidence=0.9,
+        ),
+        Article(
+            id="KB-402",
+            title="Export your data",
+            keywords=frozenset({"export", "download", "csv", "data", "backup"}),
+            steps=(
+                "Open Settings → Data → Export and pick CSV or JSON.",
+                "Large exports are emailed to you as a download link.",
+            ),
+            base_confidence=0.9,
+        ),
+    ),
+}
+"""Built-in knowledge base, by triage category."""
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased word tokens (letters, digits and apostrophes)."""
+    return _TOKEN_RE.findall(text.lower().replace("\u2019", "'"))
+
+
+def _count_phrase(normalized: str, phrase: str) -> int:
+    return len(re.findall(rf"(?<![a-z0-9']){re.escape(phrase)}(?![a-z0-9'])", normalized))
+
+
+def score_categories(message: str) -> tuple[dict[str, int], list[str]]:
+    """Keyword score of every category, and the keywords that matched."""
+    normalized = " ".join(tokenize(message))
+    scores: dict[str, int] = {}
+    matched: list[str] = []
+    for category in CATEGORY_ORDER:
+        total = 0
+        for keyword, weight in CATEGORY_KEYWORDS[category].items():
+            hits = _count_phrase(normalized, keyword)
+            if hits:
+                total += hits * weight
+                matched.append(keyword)
+        scores[category] = total
+    return scores, matched
+
+
+def score_sentiment(message: str) -> float:
+    """Sentiment in [-1, 1] from the word lexicon, with simple negation handling."""
+    positive = negative = 0
+    previous = ""
+    for token in tokenize(message):
+        weight = POSITIVE_WORDS.get(token, 0) - NEGATIVE_WORDS.get(token, 0)
+        if previous in NEGATIONS:
+            weight = -weight
+        if weight > 0:
+            positive += weight
+        else:
+            negative -= weight
+        previous = token
+    if positive + negative == 0:
+        return 0.0
+    return round((positive - negative) / (positive + negative), 3)
+
+
+def sentiment_label(score: float) -> str:
+    """``negative``, ``neutral`` or ``positive`` for a score in [-1, 1]."""
+    if score <= -0.25:
+        return "negative"
+    if score >= 0.25:
+        return "positive"
+    return "neutral"
+
+
+def classify(message: str) -> dict[str, Any]:
+    """Triage a message: category, priority, urgency and sentiment, by rules."""
+    scores, matched = score_categories(message)
+    best = max(CATEGORY_ORDER, key=lambda c: (scores[c], -CATEGORY_ORDER.index(c)))
+    category = best if scores[best] > 0 else "general"
+    tokens = set(tokenize(message))
+    urgent = bool(tokens & URGENCY_KEYWORDS)
+    level = PRIORITIES.index(BASE_PRIORITY.get(category, "low"))
+    if urgent:
+        level = min(level + 1, len(PRIORITIES) - 1)
+    sentiment = score_sentiment(message)
+    return {
+        "category": category,
+        "category_scores": scores,
+        "matched_keywords": matched,
+        "priority": PRIORITIES[level],
+        "urgent": urgent,
+        "sentiment": sentiment_label(sentiment),
+        "sentiment_score": sentiment,
+    }
+
+
+def propose_resolution(category: str, message: str, *, max_steps: int = 3) -> dict[str, Any]:
+    """Pick the best knowledge-base article for the category and rate the match."""
+    articles = KNOWLEDGE_BASE.get(category, ())
+    if not articles:
+        return {
+            "article_id": None,
+            "title": "No matching article",
+            "steps": ["A support engineer will review your request."],
+            "matched_terms": [],
+            "confidence": 0.1,
+        }
+    tokens = set(tokenize(message))
+    # max() keeps the first of equal scores, so article order breaks ties.
+    article = max(articles, key=lambda a: len(a.keywords & tokens))
+    matched = sorted(article.keywords & tokens)
+    confidence = article.base_confidence * (0.6 + 0.4 * min(len(matched), 2) / 2)
+    return {
+        "article_id": article.id,
+        "title": article.title,
+        "steps": list(article.steps[:max_steps]),
+        "matched_terms": matched,
+        "confidence": round(confidence, 3),
+    }
+
+
+def decide_escalation(
+    triage: Mapping[str, Any],
+    resolution: Mapping[str, Any],
+    *,
+    customer: str,
+    min_confidence: float = 0.6,
+) -> dict[str, Any]:
+    """Decide whether a manager takes the case, and write the reply to the customer."""
+    priority = str(triage["priority"])
+    sentiment = str(triage["sentiment"])
+    confidence = float(resolution["confidence"])
+    reasons: list[str] = []
+    if confidence < min_confidence:
+        reasons.append(f"resolution confidence {confidence:.2f} is below {min_confidence:.2f}")
+    if priority == "critical":
+        reasons.append("critical priority")
+    elif priority == "high" and sentiment == "negative":
+        reasons.append("high priority with negative sentiment")
+    escalate = bool(reasons)
+    sla = SLA_BY_PRIORITY.get(priority, SLA_BY_PRIORITY["low"])
+    steps = [str(step) for step in resolution.get("steps", [])]
+    lines = [f"Hi {customer},"]
+    if sentiment == "negative":
+        lines.append("I'm sorry for the trouble this has caused you.")
+    if escalate:
+        lines.append(
+            f"I have escalated your case to the manager on duty, who will contact you within {sla}."
+        )
+        if steps:
+            lines.append(f"In the meantime: {steps[0]}")
+    else:
+        lines.append(f"Here is how to resolve this ({resolution.get('title', 'support')}):")
+        lines.extend(f"{n}. {step}" for n, step in enumerate(steps, start=1))
+        lines.append(f"If this does not help, reply and we will get back to you within {sla}.")
+    return {
+        "escalate": escalate,
+        "reasons": reasons,
+        "assigned_to": "duty-manager" if escalate else "support-agent",
+        "priority": priority,
+        "sla": sla,
+        "response": "\n".join(lines),
+    }
+
+
+def customer_name(value: Any) -> str:
+    """The customer's display name from a string or a mapping with a ``name``."""
+    if isinstance(value, Mapping):
+        value = value.get("name")
+    if not isinstance(value, str) or not value.strip():
+        raise NonRetryableError(
+            "input 'customer' must be a non-empty name or a mapping with a 'name'"
+        )
+    return value.strip()
+
+
+def _require_message(ctx: TaskContext) -> str:
+    message = ctx.input.get("message")
+    if not isinstance(message, str) or not message.strip():
+        raise NonRetryableError("input 'message' is required and must be a non-empty string")
+    return message
+
+
+def _dependency(ctx: TaskContext, task_id: str) -> Mapping[str, Any]:
+    result = ctx.inputs.get(task_id)
+    if not isinstance(result, Mapping):
+        raise NonRetryableError(
+            f"task {ctx.task_id!r} needs the result of task {task_id!r}; "
+            "check depends_on in the workflow"
+        )
+    return result
+
+
+@app.agent(capabilities=["triage"])
+async def triage(ctx: TaskContext) -> dict[str, Any]:
+    """Classify the customer's message: category, priority and sentiment."""
+    message = _require_message(ctx)
+    if "customer" not in ctx.input:
+        raise NonRetryableError("input 'customer' is required")
+    return {"customer": customer_name(ctx.input["customer"]), **classify(message)}
+
+
+@app.agent(capabilities=["technical_resolution"])
+async def technical_resolution(ctx: TaskContext) -> dict[str, Any]:
+    """Propose a resolution from the knowledge base for the triaged category."""
+    triaged = _dependency(ctx, "triage")
+    max_steps = ctx.params.get("max_steps", 3)
+    if not isinstance(max_steps, int) or max_steps < 1:
+        raise NonRetryableError("param 'max_steps' must be a positive integer")
+    return propose_resolution(str(triaged["category"]), _require_message(ctx), max_steps=max_steps)
+
+
+@app.agent(capabilities=["manager_escalation"])
+async def manager_escalation(ctx: TaskContext) -> dict[str, Any]:
+    """Escalate risky cases to a manager and write the final response."""
+    triaged = _dependency(ctx, "triage")
+    resolution = _dependency(ctx, "resolution")
+    min_confidence = ctx.params.get("min_confidence", 0.6)
+    if isinstance(min_confidence, bool) or not isinstance(min_confidence, int | float):
+        raise NonRetryableError("param 'min_confidence' must be a number")
+    if not 0.0 <= min_confidence <= 1.0:
+        raise NonRetryableError("param 'min_confidence' must be between 0 and 1")
+    return decide_escalation(
+        triaged,
+        resolution,
+        customer=str(triaged["customer"]),
+        min_confidence=float(min_confidence),
+    )
+
+
+__all__ = [
+    "KNOWLEDGE_BASE",
+    "app",
+    "classify",
+    "customer_name",
+    "decide_escalation",
+    "propose_resolution",
+    "score_sentiment",
+]

@@ -1,0 +1,1 @@
+"""Trading desk: sentiment and technical analysis, risk assessment, position sizing."""

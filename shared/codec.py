@@ -1,0 +1,266 @@
+"""The one codec: events and task messages to NATS headers + msgpack body.
+
+Headers (DESIGN section 4): ``Nats-Msg-Id`` (the event id, which JetStream
+dedupes on), ``AF-Type``, ``AF-Schema``, ``AF-VClock`` (``n1:12,n2:7``) and
+``AF-Source``. Task messages also carry ``AF-Workflow``, ``AF-Task`` and
+``AF-Attempt`` so that a task whose body is unreadable can still be reported
+against its workflow.
+
+Every decode error is a :class:`~shared.errors.MalformedMessageError`; every
+message is size-checked before it is published, because nats-py checks only
+the body and the server drops the whole connection for an oversized message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shared.errors import MalformedMessageError, PayloadTooLargeError
+from shared.events import PAYLOADS, SCHEMA_VERSION, Event, EventType
+from shared.ids import ID_RE
+from shared.names import Names
+from shared.vclock import VectorClock
+
+H_MSG_ID = "Nats-Msg-Id"
+H_TYPE = "AF-Type"
+H_SCHEMA = "AF-Schema"
+H_VCLOCK = "AF-VClock"
+H_SOURCE = "AF-Source"
+H_WORKFLOW = "AF-Workflow"
+H_TASK = "AF-Task"
+H_ATTEMPT = "AF-Attempt"
+
+TASK_TYPE = "task"
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+_HEADER_OVERHEAD = 64  # "NATS/1.0\r\n", separators and the trailing CRLF
+
+
+def pack(value: Any) -> bytes:
+    """msgpack-encode plain data; raises MalformedMessageError for other types."""
+    try:
+        return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise MalformedMessageError(f"value cannot be encoded as msgpack: {exc}") from exc
+
+
+def unpack(body: bytes) -> Any:
+    """msgpack-decode a body; raises MalformedMessageError."""
+    try:
+        return msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise MalformedMessageError(f"body is not valid msgpack: {exc}") from exc
+
+
+def check_size(headers: Mapping[str, str], body: bytes, max_payload: int) -> None:
+    """Raise PayloadTooLargeError when headers + body exceed ``max_payload``."""
+    size = len(body) + _HEADER_OVERHEAD + sum(len(k) + len(v) + 4 for k, v in headers.items())
+    if size > max_payload:
+        raise PayloadTooLargeError(
+            f"message of {size} bytes exceeds the server's max_payload of {max_payload} bytes"
+        )
+
+
+def _header(headers: Mapping[str, str] | None, name: str) -> str:
+    value = (headers or {}).get(name)
+    if value is None:
+        raise MalformedMessageError(f"missing header {name}")
+    return value
+
+
+def _schema(headers: Mapping[str, str] | None) -> int:
+    text = _header(headers, H_SCHEMA)
+    if not (text.isascii() and text.isdigit()):
+        raise MalformedMessageError(f"invalid {H_SCHEMA} header {text!r}")
+    version = int(text)
+    if version > SCHEMA_VERSION:
+        raise MalformedMessageError(
+            f"schema version {version} is newer than this node understands ({SCHEMA_VERSION})"
+        )
+    return version
+
+
+# Events ---------------------------------------------------------------------
+
+
+def encode_event(
+    event: Event, names: Names, *, max_payload: int = DEFAULT_MAX_PAYLOAD
+) -> tuple[str, dict[str, str], bytes]:
+    """``(subject, headers, body)`` of an event; raises PayloadTooLargeError."""
+    subject = names.event_subject(event.workflow_id, event.type.value)
+    headers = {
+        H_MSG_ID: event.id,
+        H_TYPE: event.type.value,
+        H_SCHEMA: str(event.schema_version),
+        H_VCLOCK: event.vclock.encode(),
+        H_SOURCE: event.source,
+    }
+    body = pack(
+        {
+            "ts": event.timestamp,
+            "task": event.task_id,
+            "attempt": event.attempt,
+            "data": event.data.model_dump(mode="python"),
+        }
+    )
+    check_size(headers, body, max_payload)
+    return subject, headers, body
+
+
+def decode_event(
+    subject: str,
+    headers: Mapping[str, str] | None,
+    body: bytes,
+    names: Names,
+    *,
+    seq: int | None = None,
+) -> Event:
+    """Rebuild an event from a stored message; raises MalformedMessageError."""
+    parsed = names.parse_event_subject(subject)
+    if parsed is None:
+        raise MalformedMessageError(f"{subject!r} is not an event subject")
+    workflow_id, subject_type = parsed
+    type_text = _header(headers, H_TYPE)
+    if type_text != subject_type:
+        raise MalformedMessageError(
+            f"{H_TYPE} {type_text!r} does not match the subject's event type {subject_type!r}"
+        )
+    try:
+        event_type = EventType(type_text)
+    except ValueError as exc:
+        raise MalformedMessageError(f"unknown event type {type_text!r}") from exc
+    raw = unpack(body)
+    if not isinstance(raw, dict):
+        raise MalformedMessageError("event body must be a map")
+    try:
+        data = PAYLOADS[event_type].model_validate(raw.get("data") or {})
+        return Event(
+            id=_header(headers, H_MSG_ID),
+            type=event_type,
+            workflow_id=workflow_id,
+            source=_header(headers, H_SOURCE),
+            timestamp=raw.get("ts"),
+            vclock=VectorClock.decode(_header(headers, H_VCLOCK)),
+            data=data,
+            task_id=raw.get("task"),
+            attempt=raw.get("attempt"),
+            schema_version=_schema(headers),
+            seq=seq,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise MalformedMessageError(
+            f"{event_type.value} payload does not match its schema: {where}: {first['msg']}"
+        ) from exc
+
+
+# Task messages --------------------------------------------------------------
+
+
+class TaskMessage(BaseModel):
+    """What a worker receives: one attempt of one task."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    workflow_id: str
+    task_id: str
+    attempt: int = Field(ge=1)
+    capability: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    """Results of the task's dependencies, by task id."""
+    workflow_input: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float | None = None
+    vclock: VectorClock = Field(default_factory=VectorClock)
+    source: str = ""
+
+    @field_validator("workflow_id")
+    @classmethod
+    def _check_workflow_id(cls, value: str) -> str:
+        if not ID_RE.match(value):
+            raise ValueError("workflow id must be 1-64 letters, digits, '_' or '-'")
+        return value
+
+    @property
+    def msg_id(self) -> str:
+        """Derived idempotency key of this dispatch."""
+        return f"{self.workflow_id}:{self.task_id}:{self.attempt}:task"
+
+
+def encode_task(
+    task: TaskMessage, names: Names, *, max_payload: int = DEFAULT_MAX_PAYLOAD
+) -> tuple[str, dict[str, str], bytes]:
+    """``(subject, headers, body)`` of a task message; raises PayloadTooLargeError."""
+    headers = {
+        H_MSG_ID: task.msg_id,
+        H_TYPE: TASK_TYPE,
+        H_SCHEMA: str(SCHEMA_VERSION),
+        H_VCLOCK: task.vclock.encode(),
+        H_SOURCE: task.source,
+        H_WORKFLOW: task.workflow_id,
+        H_TASK: task.task_id,
+        H_ATTEMPT: str(task.attempt),
+    }
+    body = pack(task.model_dump(mode="python", exclude={"vclock", "source"}))
+    check_size(headers, body, max_payload)
+    return names.task_subject(task.capability), headers, body
+
+
+def decode_task(subject: str, headers: Mapping[str, str] | None, body: bytes) -> TaskMessage:
+    """Rebuild a task message; raises MalformedMessageError."""
+    if _header(headers, H_TYPE) != TASK_TYPE:
+        raise MalformedMessageError(f"{H_TYPE} header is not {TASK_TYPE!r}")
+    _schema(headers)
+    raw = unpack(body)
+    if not isinstance(raw, dict):
+        raise MalformedMessageError("task body must be a map")
+    try:
+        task = TaskMessage.model_validate(
+            {
+                **raw,
+                "vclock": VectorClock.decode(_header(headers, H_VCLOCK)),
+                "source": _header(headers, H_SOURCE),
+            }
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise MalformedMessageError(
+            f"task message does not match its schema: {where}: {first['msg']}"
+        ) from exc
+    if subject.count(".") != 2 or not subject.endswith("." + task.capability):
+        raise MalformedMessageError(
+            f"task for capability {task.capability!r} arrived on subject {subject!r}"
+        )
+    return task
+
+
+def task_identity(headers: Mapping[str, str] | None) -> tuple[str, str, int] | None:
+    """``(workflow, task, attempt)`` from a task's headers, even if its body is bad."""
+    try:
+        attempt = int(_header(headers, H_ATTEMPT))
+        return _header(headers, H_WORKFLOW), _header(headers, H_TASK), attempt
+    except (MalformedMessageError, ValueError):
+        return None
+
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD",
+    "H_MSG_ID",
+    "H_SOURCE",
+    "H_TYPE",
+    "H_VCLOCK",
+    "TaskMessage",
+    "check_size",
+    "decode_event",
+    "decode_task",
+    "encode_event",
+    "encode_task",
+    "pack",
+    "task_identity",
+    "unpack",
+]

@@ -1,0 +1,48 @@
+"""Settings: one frozen object built once at the entry point and passed down.
+
+Every field can be set from the environment with the ``AGENTICFLOW_`` prefix,
+for example ``AGENTICFLOW_NATS_URL=nats://10.0.0.5:4222``.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.names import Names
+
+
+class Settings(BaseSettings):
+    """Cluster-wide settings shared by coordinator, workers and clients."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTICFLOW_", frozen=True, extra="ignore")
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    """Comma-separated server URLs."""
+    prefix: str = "af"
+    """Subject prefix; lets deployments share a NATS account."""
+    replicas: int = Field(default=1, ge=1, le=5)
+    events_max_age_s: float = Field(default=7 * 86400, gt=0)
+    events_max_bytes: int = Field(default=-1)
+    dedupe_window_s: float = Field(default=120, gt=0)
+    task_ack_wait_s: float = Field(default=30, gt=0)
+    task_max_deliver: int = Field(default=5, ge=1)
+    task_max_ack_pending: int = Field(default=1000, ge=1)
+    heartbeat_s: float = Field(default=5, gt=0)
+    agent_ttl_s: int = Field(default=20, ge=2)
+    connect_timeout_s: float = Field(default=5, gt=0)
+    log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
+    log_level: str = "info"
+
+    @property
+    def names(self) -> Names:
+        """Names derived from the prefix."""
+        return Names(self.prefix)
+
+    @property
+    def servers(self) -> list[str]:
+        """Server URLs as a list."""
+        return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+
+
+__all__ = ["Settings"]

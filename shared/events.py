@@ -1,0 +1,224 @@
+"""Immutable events: everything that happens to a workflow.
+
+An :class:`Event` is an envelope (id, type, workflow, task, attempt, source
+node, timestamp in nanoseconds, vector clock) around a typed payload. Each
+event type has exactly one payload model, registered in :data:`PAYLOADS`;
+incoming payloads tolerate unknown fields so rolling upgrades work.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
+
+from shared.ids import ID_RE
+from shared.vclock import VectorClock
+from shared.workflow import WorkflowDefinition
+
+SCHEMA_VERSION = 1
+
+
+class EventType(enum.StrEnum):
+    """Every event type; the value is the last part of the event subject."""
+
+    WORKFLOW_SUBMITTED = "workflow.submitted"
+    WORKFLOW_STARTED = "workflow.started"
+    WORKFLOW_REJECTED = "workflow.rejected"
+    WORKFLOW_COMPLETED = "workflow.completed"
+    WORKFLOW_FAILED = "workflow.failed"
+    TASK_SCHEDULED = "task.scheduled"
+    TASK_STARTED = "task.started"
+    TASK_COMPLETED = "task.completed"
+    TASK_FAILED = "task.failed"
+    TASK_RETRY_SCHEDULED = "task.retry_scheduled"
+    TASK_RETRY_DUE = "task.retry_due"
+    TASK_TIMED_OUT = "task.timed_out"
+    TASK_UNSERVED = "task.unserved"
+    MESSAGE_REJECTED = "message.rejected"
+
+
+class Payload(BaseModel):
+    """Base of every event payload."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class ErrorInfo(BaseModel):
+    """A failure as it travels on the bus."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    type: str
+    message: str
+    code: str = "task_error"
+    retryable: bool = True
+
+
+class WorkflowSubmitted(Payload):
+    """A client asked for a workflow to run."""
+
+    definition: WorkflowDefinition
+    input: dict[str, Any] = Field(default_factory=dict)
+    submitted_by: str = ""
+
+
+class WorkflowStarted(Payload):
+    """The coordinator accepted the workflow."""
+
+    tasks: int
+
+
+class WorkflowRejected(Payload):
+    """The coordinator refused the workflow; ``problems`` says why."""
+
+    reason: str
+    problems: list[str] = Field(default_factory=list)
+
+
+class WorkflowCompleted(Payload):
+    """Every task completed; ``output`` holds the results of the sink tasks."""
+
+    output: dict[str, Any] = Field(default_factory=dict)
+
+
+class WorkflowFailed(Payload):
+    """A task failed for good."""
+
+    reason: str
+    task_id: str | None = None
+    error: ErrorInfo | None = None
+
+
+class TaskScheduled(Payload):
+    """A task message was dispatched to its capability's queue."""
+
+    capability: str
+
+
+class TaskStarted(Payload):
+    """A worker began running the task."""
+
+    worker: str
+    agent: str
+
+
+class TaskCompleted(Payload):
+    """A worker finished the task."""
+
+    result: Any = None
+    worker: str = ""
+    agent: str = ""
+    duration_ms: float = 0.0
+
+
+class TaskFailed(Payload):
+    """A worker's attempt failed."""
+
+    error: ErrorInfo
+    worker: str = ""
+    agent: str = ""
+    duration_ms: float = 0.0
+
+
+class TaskRetryScheduled(Payload):
+    """The coordinator will dispatch the next attempt at ``due_ns``."""
+
+    next_attempt: int
+    delay_s: float
+    due_ns: int
+
+
+class TaskRetryDue(Payload):
+    """A retry timer fired."""
+
+
+class TaskTimedOut(Payload):
+    """An attempt outlived its timeout."""
+
+    timeout_s: float
+
+
+class TaskUnserved(Payload):
+    """No live worker serves the task's capability: it waits in the queue."""
+
+    capability: str
+
+
+class MessageRejected(Payload):
+    """A message on the bus was refused (poison): never retried, never applied."""
+
+    reason: str
+    code: str
+    subject: str
+    stream_seq: int | None = None
+
+
+PAYLOADS: dict[EventType, type[Payload]] = {
+    EventType.WORKFLOW_SUBMITTED: WorkflowSubmitted,
+    EventType.WORKFLOW_STARTED: WorkflowStarted,
+    EventType.WORKFLOW_REJECTED: WorkflowRejected,
+    EventType.WORKFLOW_COMPLETED: WorkflowCompleted,
+    EventType.WORKFLOW_FAILED: WorkflowFailed,
+    EventType.TASK_SCHEDULED: TaskScheduled,
+    EventType.TASK_STARTED: TaskStarted,
+    EventType.TASK_COMPLETED: TaskCompleted,
+    EventType.TASK_FAILED: TaskFailed,
+    EventType.TASK_RETRY_SCHEDULED: TaskRetryScheduled,
+    EventType.TASK_RETRY_DUE: TaskRetryDue,
+    EventType.TASK_TIMED_OUT: TaskTimedOut,
+    EventType.TASK_UNSERVED: TaskUnserved,
+    EventType.MESSAGE_REJECTED: MessageRejected,
+}
+
+
+class Event(BaseModel):
+    """One immutable event of one workflow."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    type: EventType
+    workflow_id: str
+    source: str
+    timestamp: int
+    """Nanoseconds since the epoch, on the publishing node."""
+    vclock: VectorClock
+    data: SerializeAsAny[Payload]
+    task_id: str | None = None
+    attempt: int | None = None
+    schema_version: int = SCHEMA_VERSION
+    seq: int | None = None
+    """Stream sequence, known once the event was read from the stream."""
+
+    @field_validator("workflow_id")
+    @classmethod
+    def _check_workflow_id(cls, value: str) -> str:
+        if not ID_RE.match(value):
+            raise ValueError("workflow id must be 1-64 letters, digits, '_' or '-'")
+        return value
+
+
+__all__ = [
+    "PAYLOADS",
+    "SCHEMA_VERSION",
+    "ErrorInfo",
+    "Event",
+    "EventType",
+    "MessageRejected",
+    "Payload",
+    "TaskCompleted",
+    "TaskFailed",
+    "TaskRetryDue",
+    "TaskRetryScheduled",
+    "TaskScheduled",
+    "TaskStarted",
+    "TaskTimedOut",
+    "TaskUnserved",
+    "WorkflowCompleted",
+    "WorkflowFailed",
+    "WorkflowRejected",
+    "WorkflowStarted",
+    "WorkflowSubmitted",
+]

@@ -1,0 +1,106 @@
+"""Every subject, stream, consumer and bucket name, in one place.
+
+The prefix (default ``af``) lets several deployments, or several test runs,
+share one NATS account without seeing each other.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from shared.errors import ConfigError
+
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """Names derived from one subject prefix."""
+
+    prefix: str = "af"
+
+    def __post_init__(self) -> None:
+        if not _PREFIX_RE.match(self.prefix):
+            raise ConfigError(
+                f"subject prefix {self.prefix!r} must be lowercase letters, digits or '_' "
+                "and start with a letter"
+            )
+
+    # Streams ------------------------------------------------------------
+    @property
+    def tasks_stream(self) -> str:
+        """WorkQueue stream of task messages."""
+        return f"{self.prefix.upper()}_TASKS"
+
+    @property
+    def events_stream(self) -> str:
+        """Limits stream of immutable events."""
+        return f"{self.prefix.upper()}_EVENTS"
+
+    # Subjects -----------------------------------------------------------
+    def task_subject(self, capability: str) -> str:
+        """Subject a task for ``capability`` is published on."""
+        return f"{self.prefix}.task.{capability}"
+
+    @property
+    def task_subjects(self) -> str:
+        """Wildcard of every task subject."""
+        return f"{self.prefix}.task.*"
+
+    def event_subject(self, workflow_id: str, event_type: str) -> str:
+        """Subject of one event of one workflow."""
+        return f"{self.prefix}.evt.{workflow_id}.{event_type}"
+
+    def workflow_events(self, workflow_id: str) -> str:
+        """Wildcard of every event of one workflow."""
+        return f"{self.prefix}.evt.{workflow_id}.>"
+
+    @property
+    def event_subjects(self) -> str:
+        """Wildcard of every event."""
+        return f"{self.prefix}.evt.>"
+
+    def parse_event_subject(self, subject: str) -> tuple[str, str] | None:
+        """``(workflow_id, event_type)`` of an event subject, or None."""
+        head = f"{self.prefix}.evt."
+        if not subject.startswith(head):
+            return None
+        workflow_id, _, event_type = subject[len(head) :].partition(".")
+        if not workflow_id or not event_type:
+            return None
+        return workflow_id, event_type
+
+    def capability_of(self, task_subject: str) -> str | None:
+        """Capability named by a task subject, or None."""
+        head = f"{self.prefix}.task."
+        if not task_subject.startswith(head):
+            return None
+        return task_subject[len(head) :] or None
+
+    # Consumers ----------------------------------------------------------
+    def task_consumer(self, capability: str) -> str:
+        """Durable pull consumer shared by every worker serving ``capability``."""
+        return f"task_{capability}"
+
+    @property
+    def coordinator_consumer(self) -> str:
+        """Durable consumer the coordinator folds events from."""
+        return "coordinator"
+
+    # KV buckets ---------------------------------------------------------
+    @property
+    def workflows_bucket(self) -> str:
+        """KV bucket of workflow state snapshots."""
+        return f"{self.prefix}_workflows"
+
+    @property
+    def agents_bucket(self) -> str:
+        """KV bucket of registered agent instances (entries expire)."""
+        return f"{self.prefix}_agents"
+
+
+SYSTEM_WORKFLOW = "_system"
+"""Pseudo workflow id for events that belong to no workflow."""
+
+__all__ = ["SYSTEM_WORKFLOW", "Names"]

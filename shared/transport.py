@@ -1,0 +1,289 @@
+"""The bus: the only module that knows nats-py.
+
+:class:`Bus` owns one NATS connection and its JetStream context, creates the
+topology (streams, KV buckets, task consumers) idempotently, and publishes
+events and task messages with their derived ``Nats-Msg-Id`` so a retried
+publish is deduplicated by the server. nats-py errors are re-raised as ours
+(``raise ... from exc``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StoreCompression,
+    StreamConfig,
+)
+from nats.js.kv import KeyValue
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from shared.codec import TaskMessage, check_size, encode_event, encode_task
+from shared.config import Settings
+from shared.errors import (
+    ConnectionLostError,
+    PublishTimeoutError,
+    StateConflictError,
+    TransportError,
+)
+from shared.events import Event
+
+log = structlog.get_logger("agenticflow.bus")
+
+T = TypeVar("T")
+
+_TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
+KVConflict = nats.js.errors.KeyWrongLastSequenceError
+KVNotFound = (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError)
+FetchTimeout = (nats.errors.TimeoutError, asyncio.TimeoutError)
+
+
+class Bus:
+    """One NATS connection, the JetStream context and the cluster's names."""
+
+    def __init__(self, *, nc: NatsClient, settings: Settings) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.settings = settings
+        self.names = settings.names
+        self.closed = asyncio.Event()
+        self.closing = False
+        self._consumers: set[str] = set()
+        self._kv: dict[str, KeyValue] = {}
+
+    # Lifecycle ----------------------------------------------------------
+    @classmethod
+    async def connect(cls, settings: Settings, *, name: str) -> Bus:
+        """Connect (reconnecting forever once up); raises TransportError if unreachable."""
+        holder: list[Bus] = []
+
+        async def on_closed() -> None:
+            if holder:
+                holder[0].closed.set()
+
+        async def on_error(exc: Exception) -> None:
+            log.warning("nats error", error=str(exc), error_type=type(exc).__name__)
+
+        async def on_disconnected() -> None:
+            if holder and not holder[0].closing:
+                log.warning("nats disconnected")
+
+        async def on_reconnected() -> None:
+            log.info("nats reconnected")
+
+        try:
+            nc = await nats.connect(
+                servers=settings.servers,
+                name=name,
+                connect_timeout=settings.connect_timeout_s,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                drain_timeout=5,
+                allow_reconnect=True,
+                closed_cb=on_closed,
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+            )
+        except (OSError, nats.errors.Error) as exc:
+            raise TransportError(f"cannot connect to NATS at {settings.nats_url}: {exc}") from exc
+        bus = cls(nc=nc, settings=settings)
+        holder.append(bus)
+        return bus
+
+    async def close(self) -> None:
+        """Drain and close the connection (idempotent)."""
+        if self.nc.is_closed:
+            return
+        self.closing = True
+        try:
+            await self.nc.drain()
+        except (TimeoutError, nats.errors.Error):
+            await self.nc.close()
+
+    @property
+    def max_payload(self) -> int:
+        """The server's max_payload for this connection."""
+        return int(self.nc.max_payload)
+
+    # Topology -----------------------------------------------------------
+    async def ensure_topology(self) -> None:
+        """Create streams and KV buckets if missing (idempotent)."""
+        s, n = self.settings, self.names
+        await self._ensure_stream(
+            StreamConfig(
+                name=n.tasks_stream,
+                subjects=[n.task_subjects],
+                retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE,
+                num_replicas=s.replicas,
+                duplicate_window=s.dedupe_window_s,
+                discard=DiscardPolicy.NEW,
+                max_msgs=1_000_000,
+            )
+        )
+        await self._ensure_stream(
+            StreamConfig(
+                name=n.events_stream,
+                subjects=[n.event_subjects],
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                num_replicas=s.replicas,
+                duplicate_window=min(s.dedupe_window_s, s.events_max_age_s),
+                max_age=s.events_max_age_s,
+                max_bytes=s.events_max_bytes,
+                compression=StoreCompression.S2,
+            )
+        )
+        await self.kv(n.workflows_bucket, history=1)
+        await self.kv(n.agents_bucket, history=1, ttl=float(s.agent_ttl_s))
+
+    async def _ensure_stream(self, config: StreamConfig) -> None:
+        try:
+            await self.js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            # Exists with another config (e.g. limits changed): update in place.
+            await self._call(self.js.update_stream(config))
+        except nats.errors.Error as exc:
+            raise TransportError(f"cannot create stream {config.name}: {exc}") from exc
+
+    async def kv(self, bucket: str, *, history: int = 1, ttl: float | None = None) -> KeyValue:
+        """The KV bucket, created if missing."""
+        if bucket in self._kv:
+            return self._kv[bucket]
+        try:
+            store = await self.js.key_value(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            store = await self._call(
+                self.js.create_key_value(
+                    KeyValueConfig(
+                        bucket=bucket,
+                        history=history,
+                        ttl=ttl,
+                        storage=StorageType.FILE,
+                        replicas=self.settings.replicas,
+                    )
+                )
+            )
+        self._kv[bucket] = store
+        return store
+
+    async def ensure_task_consumer(self, capability: str) -> str:
+        """Create the capability's shared durable pull consumer; returns its name."""
+        name = self.names.task_consumer(capability)
+        if name in self._consumers:
+            return name
+        s = self.settings
+        config = ConsumerConfig(
+            durable_name=name,
+            filter_subject=self.names.task_subject(capability),
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=s.task_ack_wait_s,
+            max_deliver=s.task_max_deliver,
+            max_ack_pending=s.task_max_ack_pending,
+            max_waiting=512,
+        )
+        try:
+            await self.js.add_consumer(self.names.tasks_stream, config)
+        except nats.js.errors.BadRequestError:
+            pass  # exists with a different config (e.g. changed settings): keep serving it
+        except nats.errors.Error as exc:
+            raise TransportError(f"cannot create consumer {name}: {exc}") from exc
+        self._consumers.add(name)
+        return name
+
+    # Publishing ---------------------------------------------------------
+    async def publish_event(self, event: Event) -> tuple[int, bool]:
+        """Store an event; returns ``(stream_seq, duplicate)``."""
+        subject, headers, body = encode_event(event, self.names, max_payload=self.max_payload)
+        return await self.publish_raw(subject, body, headers)
+
+    async def publish_task(self, task: TaskMessage) -> tuple[int, bool]:
+        """Store a task message on its capability's queue."""
+        subject, headers, body = encode_task(task, self.names, max_payload=self.max_payload)
+        return await self.publish_raw(subject, body, headers)
+
+    async def publish_raw(
+        self, subject: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> tuple[int, bool]:
+        """Publish to JetStream, retrying transient failures with the same Msg-Id."""
+        check_size(headers or {}, body, self.max_payload)
+
+        async def once() -> tuple[int, bool]:
+            ack = await self.js.publish(subject, body, headers=headers, timeout=5)
+            return ack.seq, bool(ack.duplicate)
+
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(_TRANSIENT),
+                wait=wait_exponential(multiplier=0.1, max=2),
+                stop=stop_after_delay(30),
+                reraise=True,
+            ):
+                with attempt:
+                    return await once()
+        except nats.errors.TimeoutError as exc:
+            raise PublishTimeoutError(f"publish to {subject} was not acknowledged") from exc
+        except nats.errors.ConnectionClosedError as exc:
+            raise ConnectionLostError("the NATS connection is closed") from exc
+        except nats.errors.Error as exc:
+            raise TransportError(f"publish to {subject} failed: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # KV helpers ---------------------------------------------------------
+    async def kv_put_cas(self, store: KeyValue, key: str, value: bytes, revision: int) -> int:
+        """Create (revision 0) or update by revision; raises StateConflictError."""
+        try:
+            if revision == 0:
+                return int(await store.create(key, value))
+            return int(await store.update(key, value, last=revision))
+        except KVConflict as exc:
+            raise StateConflictError(f"{key} was changed by another writer") from exc
+        except nats.errors.Error as exc:
+            raise TransportError(f"cannot write {key}: {exc}") from exc
+
+    async def _call(self, awaitable: Awaitable[T]) -> T:
+        try:
+            return await awaitable
+        except nats.errors.Error as exc:
+            raise TransportError(str(exc) or type(exc).__name__) from exc
+
+
+@asynccontextmanager
+async def connected(settings: Settings, *, name: str) -> AsyncIterator[Bus]:
+    """``async with connected(settings, name=...) as bus``: connect, then drain on exit."""
+    bus = await Bus.connect(settings, name=name)
+    try:
+        yield bus
+    finally:
+        await bus.close()
+
+
+__all__ = ["Bus", "FetchTimeout", "KVConflict", "KVNotFound", "connected"]

@@ -1,0 +1,164 @@
+"""Vector clocks: causality between events published by different nodes.
+
+Rules (DESIGN section 7): a node increments its own entry before it publishes,
+and merges (element-wise max) the clock of every event it acts on. Clocks are
+scoped to one workflow so they stay small.
+
+The header form is compact ASCII, ``n1:12,n2:7``, sorted by node id.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from pydantic import GetCoreSchemaHandler
+from pydantic_core import core_schema
+
+from shared.errors import MalformedMessageError
+
+_NODE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}\Z")
+_MAX_ENTRIES = 4096
+
+
+class Ordering(enum.Enum):
+    """How two clocks relate."""
+
+    BEFORE = "before"
+    AFTER = "after"
+    EQUAL = "equal"
+    CONCURRENT = "concurrent"
+
+
+class VectorClock(Mapping[str, int]):
+    """An immutable vector clock; absent entries count as zero."""
+
+    __slots__ = ("_entries", "_hash")
+
+    def __init__(self, entries: Mapping[str, int] | None = None) -> None:
+        clean: dict[str, int] = {}
+        for node, counter in (entries or {}).items():
+            if not isinstance(node, str) or not _NODE_RE.match(node):
+                raise MalformedMessageError(f"invalid vector clock node id {node!r}")
+            if not isinstance(counter, int) or isinstance(counter, bool) or counter < 0:
+                raise MalformedMessageError(f"invalid vector clock counter {counter!r}")
+            if counter:
+                clean[node] = counter
+        if len(clean) > _MAX_ENTRIES:
+            raise MalformedMessageError(f"vector clock has more than {_MAX_ENTRIES} entries")
+        self._entries = dict(sorted(clean.items()))
+        self._hash: int | None = None
+
+    # Mapping protocol -------------------------------------------------
+    def __getitem__(self, node: str) -> int:
+        return self._entries[node]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, node: str, default: int = 0) -> int:  # type: ignore[override]
+        """Counter of ``node`` (zero when absent)."""
+        return self._entries.get(node, default)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, VectorClock):
+            return self._entries == other._entries
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(tuple(self._entries.items()))
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"VectorClock({self.encode()!r})"
+
+    # Operations ---------------------------------------------------------
+    def increment(self, node: str) -> VectorClock:
+        """A new clock with ``node``'s entry one higher."""
+        entries = dict(self._entries)
+        entries[node] = entries.get(node, 0) + 1
+        return VectorClock(entries)
+
+    def merge(self, other: Mapping[str, int]) -> VectorClock:
+        """Element-wise maximum of the two clocks."""
+        entries = dict(self._entries)
+        for node, counter in other.items():
+            if counter > entries.get(node, 0):
+                entries[node] = counter
+        return VectorClock(entries)
+
+    def compare(self, other: Mapping[str, int]) -> Ordering:
+        """How ``self`` relates to ``other``: before, after, equal or concurrent."""
+        less = greater = False
+        for node in set(self._entries) | set(other):
+            mine, theirs = self._entries.get(node, 0), other.get(node, 0)
+            if mine < theirs:
+                less = True
+            elif mine > theirs:
+                greater = True
+            if less and greater:
+                return Ordering.CONCURRENT
+        if less:
+            return Ordering.BEFORE
+        if greater:
+            return Ordering.AFTER
+        return Ordering.EQUAL
+
+    def dominates(self, other: Mapping[str, int]) -> bool:
+        """True when ``self`` is after or equal to ``other``."""
+        return self.compare(other) in (Ordering.AFTER, Ordering.EQUAL)
+
+    # Encoding -----------------------------------------------------------
+    def encode(self) -> str:
+        """Compact ASCII header form, e.g. ``n1:12,n2:7``."""
+        return ",".join(f"{node}:{counter}" for node, counter in self._entries.items())
+
+    @classmethod
+    def decode(cls, text: str) -> VectorClock:
+        """Parse the header form; raises MalformedMessageError."""
+        text = text.strip()
+        if not text:
+            return cls()
+        entries: dict[str, int] = {}
+        for part in text.split(","):
+            node, sep, counter = part.partition(":")
+            if not sep or not (counter.isascii() and counter.isdigit()) or node in entries:
+                raise MalformedMessageError(f"invalid vector clock {text!r}")
+            entries[node] = int(counter)
+        return cls(entries)
+
+    def to_dict(self) -> dict[str, int]:
+        """A plain dict copy."""
+        return dict(self._entries)
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        def validate(value: Any) -> VectorClock:
+            if isinstance(value, VectorClock):
+                return value
+            try:
+                if isinstance(value, str):
+                    return cls.decode(value)
+                if isinstance(value, Mapping):
+                    return cls(value)
+            except MalformedMessageError as exc:
+                raise ValueError(str(exc)) from exc
+            raise ValueError("a vector clock is a mapping of node id to counter")
+
+        return core_schema.no_info_plain_validator_function(
+            validate,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda clock: clock.to_dict()
+            ),
+        )
+
+
+__all__ = ["Ordering", "VectorClock"]

