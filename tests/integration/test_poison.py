@@ -1,0 +1,123 @@
+"""Poison messages: recorded with a reason, never applied, never redelivered forever."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agenticflow.devcluster import DevCluster
+from coordinator.client import Client
+from coordinator.state import WorkflowStatus
+from shared.codec import (
+    H_ATTEMPT,
+    H_MSG_ID,
+    H_SCHEMA,
+    H_SOURCE,
+    H_TASK,
+    H_TYPE,
+    H_VCLOCK,
+    H_WORKFLOW,
+)
+from shared.events import EventType, MessageRejected
+from shared.names import SYSTEM_WORKFLOW
+from shared.transport import Bus
+from tests.integration.helpers import of_type, run, wf
+
+
+async def _drained(bus: Bus, capability: str, timeout: float = 10) -> bool:
+    """True once the capability's consumer holds no pending or unacked message."""
+    consumer = bus.names.task_consumer(capability)
+
+    async def check() -> bool:
+        while True:
+            info = await bus.js.consumer_info(bus.names.tasks_stream, consumer)
+            if info.num_pending == 0 and info.num_ack_pending == 0:
+                return True
+            await asyncio.sleep(0.05)  # polling the server's own counters, bounded below
+
+    return await asyncio.wait_for(check(), timeout)
+
+
+async def test_unreadable_task_fails_its_workflow_clearly(client: Client, bus: Bus) -> None:
+    workflow_id = await client.submit(wf({"id": "lonely", "capability": "nobody-serves-this"}))
+    async for state in client.states(workflow_id):
+        if state.tasks["lonely"].attempts == 1:
+            break
+    # A forged task on a served subject, naming the waiting task, with a garbage body.
+    await bus.publish_raw(
+        bus.names.task_subject("echo"),
+        b"\xc1\xc1 not msgpack",
+        {
+            H_MSG_ID: "forged-1",
+            H_TYPE: "task",
+            H_SCHEMA: "1",
+            H_VCLOCK: "x:1",
+            H_SOURCE: "attacker",
+            H_WORKFLOW: workflow_id,
+            H_TASK: "lonely",
+            H_ATTEMPT: "1",
+        },
+    )
+    state = await client.wait(workflow_id, timeout=30)
+    assert state.status == WorkflowStatus.FAILED
+    error = state.tasks["lonely"].error
+    assert error is not None
+    assert error.type == "MalformedMessageError"
+    assert "could not be read" in error.message
+    events = await client.events(workflow_id)
+    rejected = of_type(events, EventType.MESSAGE_REJECTED)
+    assert len(rejected) == 1
+    assert isinstance(rejected[0].data, MessageRejected)
+    assert "msgpack" in rejected[0].data.reason
+    assert await _drained(bus, "echo")
+
+
+async def test_anonymous_garbage_is_recorded_and_workers_keep_serving(
+    client: Client, bus: Bus
+) -> None:
+    seq, _ = await bus.publish_raw(bus.names.task_subject("add"), b"garbage", {H_MSG_ID: "g-1"})
+    state = await run(client, wf({"id": "after", "capability": "add", "params": {"value": 3}}))
+    assert state.status == WorkflowStatus.COMPLETED
+    assert await _drained(bus, "add")
+    system = await client.events(SYSTEM_WORKFLOW)
+    reasons = [
+        e.data for e in system if isinstance(e.data, MessageRejected) and e.data.stream_seq == seq
+    ]
+    assert len(reasons) == 1
+    assert "missing header AF-Type" in reasons[0].reason
+
+
+async def test_malformed_event_is_recorded_and_not_applied(client: Client, bus: Bus) -> None:
+    workflow_id = await client.submit(wf({"id": "lonely", "capability": "nobody-serves-this"}))
+    async for state in client.states(workflow_id):
+        if state.tasks["lonely"].attempts == 1:
+            break
+    subject = bus.names.event_subject(workflow_id, "task.completed")
+    watch = await bus.nc.subscribe(bus.names.event_subject(workflow_id, "message.rejected"))
+    await bus.publish_raw(subject, b"\x93\x01", {H_MSG_ID: "bad-evt-1", H_TYPE: "task.completed"})
+    await watch.next_msg(timeout=10)
+    await watch.unsubscribe()
+    events = await client.events(workflow_id)
+    rejected = of_type(events, EventType.MESSAGE_REJECTED)[0]
+    assert isinstance(rejected.data, MessageRejected)
+    assert rejected.data.subject == subject
+    current = await client.status(workflow_id)
+    assert current.status == WorkflowStatus.RUNNING
+    assert current.tasks["lonely"].result is None
+    # The coordinator still serves other workflows.
+    assert (await run(client, wf({"id": "x", "capability": "add"}))).status == "completed"
+
+
+async def test_unreadable_submission_is_rejected_with_the_reason(
+    client: Client, bus: Bus, cluster: DevCluster
+) -> None:
+    subject = bus.names.event_subject("wf-garbled", "workflow.submitted")
+    await bus.publish_raw(
+        subject,
+        b"\x80",
+        {H_MSG_ID: "wf-garbled:submitted", H_TYPE: "workflow.submitted", H_SCHEMA: "1",
+         H_VCLOCK: "c:1", H_SOURCE: "c"},
+    )  # fmt: skip
+    state = await client.wait("wf-garbled", timeout=30)
+    assert state.status == WorkflowStatus.REJECTED
+    assert state.reason is not None
+    assert "could not be read" in state.reason
