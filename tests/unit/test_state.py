@@ -213,7 +213,6 @@ def test_snapshot_round_trip_preserves_the_state(make: Any) -> None:
     restored = WorkflowState.from_snapshot(data)
 
     assert restored.model_dump() == state.model_dump()
-    assert restored == state
     assert restored.to_snapshot() == data
     assert restored.vclock == state.vclock
     assert isinstance(restored.vclock, VectorClock)
@@ -229,8 +228,9 @@ def test_snapshot_carries_a_version() -> None:
 
 def test_restored_state_rebuilds_its_indexes() -> None:
     restored = WorkflowState.from_snapshot(mid_run().to_snapshot())
-    assert restored.spec("c").retry is not None
-    assert restored.spec("c").retry.non_retryable == ("KeyError",)
+    retry = restored.spec("c").retry
+    assert retry is not None
+    assert retry.non_retryable == ("KeyError",)
     assert restored.dependents("a") == ["b", "c"]
     assert restored.dependents("d") == []
     assert restored.name == "snap"
@@ -303,17 +303,17 @@ def test_unknown_fields_in_a_snapshot_are_ignored() -> None:
     assert restored.model_dump() == mid_run().model_dump()
 
 
-PROPS = settings(database=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(database=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow])
 
 json_leaves = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=8)
 json_values = st.recursive(
     json_leaves,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
-    max_leaves=8,
+    max_leaves=6,
 )
-fields = st.sampled_from(
-    ["workflow_id", "status", "tasks", "vclock", "definition", "input", "output", "last_seq"]
-)
+state_fields = st.sampled_from(sorted(WorkflowState.model_fields))
+task_fields = st.sampled_from(sorted(TaskState.model_fields))
+task_bodies = st.dictionaries(task_fields, json_values, max_size=4)
 
 
 @PROPS
@@ -328,20 +328,21 @@ def test_random_bytes_never_escape_as_another_error(data: bytes) -> None:
 
 @PROPS
 @given(
-    st.dictionaries(fields, json_values, max_size=5),
-    st.dictionaries(st.text(max_size=5), st.dictionaries(st.text(max_size=8), json_values)),
+    st.dictionaries(state_fields, json_values, max_size=4),
+    st.dictionaries(st.text(max_size=4), task_bodies, max_size=3),
 )
 def test_random_structures_never_escape_as_another_error(
     state: dict[str, Any], tasks: dict[str, Any]
 ) -> None:
-    body = {"workflow_id": "x", **state}
-    if tasks:
-        body["tasks"] = tasks
+    body = {"workflow_id": "x", **state, "tasks": tasks}
     try:
         restored = WorkflowState.from_snapshot(pack({"v": 1, "state": body}))
     except MalformedMessageError:
         return
     assert isinstance(restored, WorkflowState)
+    assert WorkflowState.from_snapshot(restored.to_snapshot()).model_dump() == (
+        restored.model_dump()
+    )
 
 
 # The public view -------------------------------------------------------------
