@@ -170,7 +170,7 @@ def worker(
 def dev(
     app_spec: Annotated[
         str, typer.Option("--app", help="Agent app as 'module:attribute'.")
-    ] = "examples.customer_service.app:app",
+    ] = "examples.apps:app",
     workers: Annotated[int, typer.Option(min=0, help="Worker processes.")] = 2,
     port: Annotated[int | None, typer.Option(help="Client port (default: a free one).")] = None,
     store: Annotated[

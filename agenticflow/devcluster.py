@@ -117,7 +117,7 @@ class DevCluster:
         try:
             await bus.ensure_topology()
             store = await bus.kv(bus.names.agents_bucket)
-            watcher = await store.watchall()
+            watcher = await store.watchall(inactive_threshold=5.0)
             seen: set[str] = set()
             seen_coordinators: set[str] = set()
             deadline = time.monotonic() + timeout

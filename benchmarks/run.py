@@ -6,9 +6,11 @@ public client API (``Client.submit`` + ``Client.wait``):
 
 - **W1 fan-out**: one workflow of N independent ``noop`` tasks; tasks/s from
   submit to the workflow's completion.
-- **W2 chain**: one workflow of N sequential tasks; mean ms per hop.
-- **W3 diamonds**: N four-task diamond workflows (a -> b, c -> d) submitted at
-  once; workflows/s until the last one completes.
+- **W2 chain**: one workflow of N sequential tasks; mean ms per hop, and
+  (from the event timestamps) how a hop splits into coordinator, pickup and
+  run time.
+- **W3 diamonds**: N four-task diamond workflows (a -> (b, c) -> d) submitted
+  at once; workflows/s until the last one completes.
 - **W5 latency**: a one-task workflow, submit to completion, N times in a row;
   p50 and p99 in ms.
 
@@ -16,6 +18,8 @@ Every scenario runs ``--runs`` times on the same cluster; the table reports the
 median, min and max of the runs, and ``benchmarks/results/latest.json`` keeps
 every sample with the machine and package versions. ``--quick`` shrinks N for
 a smoke run. Numbers depend on the machine: compare runs from one machine.
+Run it from the repository root (the worker processes import
+``benchmarks.app`` from the current directory).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from agenticflow.devcluster import DevCluster
 from agenticflow.server import nats_server_binary
 from coordinator.client import Client
 from coordinator.state import WorkflowStatus
+from shared.events import EventType
 from shared.ids import new_node_id
 from shared.transport import Bus, connected
 from shared.workflow import WorkflowDefinition, parse_workflow
@@ -171,14 +176,15 @@ def single_workflow() -> WorkflowDefinition:
     )
 
 
-async def run_workflow(client: Client, definition: WorkflowDefinition, timeout: float) -> None:
-    """Submit and wait; raises BenchmarkError unless the workflow completed."""
+async def run_workflow(client: Client, definition: WorkflowDefinition, timeout: float) -> str:
+    """Submit and wait; returns the workflow id; raises BenchmarkError unless it completed."""
     workflow_id = await client.submit(definition)
     state = await client.wait(workflow_id, timeout=timeout)
     if state.status != WorkflowStatus.COMPLETED:
         raise BenchmarkError(
             f"{definition.name} workflow {workflow_id} ended {state.status.value}: {state.reason}"
         )
+    return workflow_id
 
 
 # Scenarios -----------------------------------------------------------------
@@ -197,9 +203,45 @@ async def measure_chain(client: Client, sizes: Sizes, timeout: float) -> dict[st
     """W2: mean ms per hop of a sequential workflow."""
     definition = chain_workflow(sizes.chain_tasks)
     started = time.perf_counter()
-    await run_workflow(client, definition, timeout)
+    workflow_id = await run_workflow(client, definition, timeout)
     elapsed = time.perf_counter() - started
-    return {"ms_per_hop": elapsed * 1000 / sizes.chain_tasks, "seconds": elapsed}
+    return {
+        "ms_per_hop": elapsed * 1000 / sizes.chain_tasks,
+        "seconds": elapsed,
+        **await hop_breakdown(client, workflow_id, sizes.chain_tasks),
+    }
+
+
+async def hop_breakdown(client: Client, workflow_id: str, n: int) -> dict[str, float]:
+    """Where a chain's hops spend their time, from the event timestamps (untimed).
+
+    ``coordinator``: previous task completed -> this task scheduled;
+    ``pickup``: scheduled -> started on a worker; ``run``: started -> completed
+    (storing ``task.started`` plus the handler, which does nothing here).
+    """
+    wanted = {EventType.TASK_SCHEDULED, EventType.TASK_STARTED, EventType.TASK_COMPLETED}
+    at: dict[tuple[str, EventType], int] = {}
+    for event in await client.events(workflow_id):
+        if event.task_id is not None and event.type in wanted:
+            at.setdefault((event.task_id, event.type), event.timestamp)
+    parts: dict[str, list[float]] = {"coordinator": [], "pickup": [], "run": []}
+    hops: list[float] = []
+    for i in range(n):
+        task, before = f"t{i}", f"t{i - 1}"
+        scheduled = at[task, EventType.TASK_SCHEDULED]
+        started = at[task, EventType.TASK_STARTED]
+        completed = at[task, EventType.TASK_COMPLETED]
+        parts["pickup"].append((started - scheduled) / 1e6)
+        parts["run"].append((completed - started) / 1e6)
+        if i > 0:
+            previous = at[before, EventType.TASK_COMPLETED]
+            parts["coordinator"].append((scheduled - previous) / 1e6)
+            hops.append((completed - previous) / 1e6)
+    figures = {f"{name}_ms_mean": statistics.fmean(v) for name, v in parts.items() if v}
+    figures |= {f"{name}_ms_max": max(v) for name, v in parts.items() if v}
+    if hops:
+        figures["slowest_hop_ms"] = max(hops)
+    return figures
 
 
 async def measure_diamonds(client: Client, sizes: Sizes, timeout: float) -> dict[str, float]:
@@ -374,6 +416,16 @@ async def run_all(options: Options) -> Outcome:
                 raw[scenario.key].append(figures)
                 shown = ", ".join(f"{figures[m.key]:,.1f} {m.unit}" for m in scenario.metrics)
                 console.print(f"  run {run}/{options.runs} {scenario.title}: {shown}")
+                if "slowest_hop_ms" in figures:
+                    console.print(
+                        "    [dim]per hop, mean (max): "
+                        + ", ".join(
+                            f"{part} {figures[f'{part}_ms_mean']:.1f} "
+                            f"({figures[f'{part}_ms_max']:.0f}) ms"
+                            for part in ("coordinator", "pickup", "run")
+                        )
+                        + "[/dim]"
+                    )
                 for metric in scenario.metrics:
                     results[scenario.key, metric.key].samples.append(figures[metric.key])
     return Outcome(results=list(results.values()), raw=raw)

@@ -93,7 +93,9 @@ class Client:
         """Every new snapshot of the workflow, until it is terminal."""
         await self._topology()
         store = await self.bus.kv(self.names.workflows_bucket)
-        watcher = await store.watch(workflow_id)
+        # A short inactivity threshold: the server deletes the watch consumer soon
+        # after we stop (nats-py's default keeps it for 5 minutes).
+        watcher = await store.watch(workflow_id, inactive_threshold=5.0)
         try:
             async for entry in watcher:
                 if entry is None or entry.value is None:
@@ -125,7 +127,7 @@ class Client:
             config=ConsumerConfig(
                 ack_policy=AckPolicy.NONE,
                 deliver_policy=DeliverPolicy.ALL,
-                inactive_threshold=30,
+                inactive_threshold=5,
                 mem_storage=True,
             ),
         )

@@ -271,7 +271,7 @@ def _start(event: Event, source: str) -> tuple[WorkflowState | None, list[Comman
     state = WorkflowState(
         workflow_id=event.workflow_id,
         definition=definition,
-        input=event.data.input,
+        input={**definition.input, **event.data.input},
         vclock=event.vclock,
         created_at=event.timestamp,
         last_seq=event.seq or 0,

@@ -77,6 +77,8 @@ class WorkflowDefinition(BaseModel):
     tasks: tuple[TaskSpec, ...] = Field(min_length=1, max_length=100_000)
     default_retry: RetryPolicy = RetryPolicy()
     default_timeout_s: float | None = Field(default=None, gt=0, le=7 * 86400)
+    input: dict[str, Any] = Field(default_factory=dict)
+    """Default workflow input; keys submitted with the workflow override it."""
 
     def retry_of(self, task: TaskSpec) -> RetryPolicy:
         """The task's retry policy, or the workflow default."""

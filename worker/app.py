@@ -114,6 +114,18 @@ class AgentApp:
             self._by_capability[cap] = spec
         return spec
 
+    def include(self, other: AgentApp) -> AgentApp:
+        """Serve every agent of ``other`` too; raises ConfigError on a clash. Returns self."""
+        for spec in other.agents:
+            self.add_agent(
+                spec.handler,
+                capabilities=spec.capabilities,
+                name=spec.name,
+                instances=spec.instances,
+                description=spec.description,
+            )
+        return self
+
     @property
     def agents(self) -> list[AgentSpec]:
         """Registered agents, in registration order."""

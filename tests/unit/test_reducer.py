@@ -908,7 +908,7 @@ def test_events_after_a_failed_workflow_issue_nothing() -> None:
 
 # Timeouts --------------------------------------------------------------------
 
-TIMED = definition({"id": "t", "capability": "x", "timeout_s": 2, "retry": {**QUICK_RETRY}})
+TIMED = definition({"id": "t", "capability": "x", "timeout_s": 2, "retry": QUICK_RETRY})
 
 
 def test_started_arms_the_timeout_with_grace() -> None:
@@ -1173,7 +1173,10 @@ def test_a_deep_copy_keeps_the_state_before_the_event() -> None:
 
 
 def recoverable() -> tuple[Sim, dict[str, TaskMessage]]:
-    """r waits for a retry, s runs with a timeout, q runs without, p is queued."""
+    """r waits for a retry, s runs with a timeout, q runs without one, p is queued.
+
+    p has a timeout too, but its clock starts only when a worker picks it up.
+    """
     defn = definition(
         {"id": "r", "capability": "x", "retry": QUICK_RETRY},
         {"id": "s", "capability": "x", "timeout_s": 5},

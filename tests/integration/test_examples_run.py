@@ -1,0 +1,46 @@
+"""The three example workflows run on a real cluster (examples.apps, 2 worker processes)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from agenticflow import causality_violations
+from agenticflow.devcluster import DevCluster
+from agenticflow.server import NatsServer
+from coordinator.client import Client
+from coordinator.state import WorkflowStatus
+from shared.transport import connected
+from shared.workflow import load_workflow_file
+from tests.conftest import unique_prefix
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+async def test_every_example_completes_with_causal_clocks(
+    nats_server: NatsServer, log_dir: Path
+) -> None:
+    async with (
+        DevCluster(
+            app="examples.apps:app",
+            workers=2,
+            nats_url=nats_server.url,
+            prefix=unique_prefix("ex"),
+            log_dir=log_dir / "examples",
+        ) as cluster,
+        connected(cluster.settings, name="examples-test") as bus,
+    ):
+        client = Client(bus=bus, node_id="examples-test")
+        names = ["customer_service", "content_pipeline", "trading"]
+        ids = [
+            await client.submit(load_workflow_file(EXAMPLES / name / "workflow.yaml"))
+            for name in names
+        ]
+        states = await asyncio.gather(*(client.wait(i, timeout=60) for i in ids))
+        for name, state in zip(names, states, strict=True):
+            assert state.status == WorkflowStatus.COMPLETED, (name, state.reason)
+            events = await client.events(state.workflow_id)
+            assert causality_violations(events) == [], name
+        escalation = states[0].output["escalation"]
+        assert escalation["escalate"] is True
+        assert states[2].output["sizing"]["max_loss"] <= 100000 * 0.01
