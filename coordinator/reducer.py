@@ -232,8 +232,10 @@ def reduce(
     """Fold one event; returns the new state and the commands to execute.
 
     ``source`` is the node id stamped on emitted events (it does not affect
-    state). Events that do not apply (duplicates, stale attempts, events of an
-    unknown workflow) return the state unchanged and no commands.
+    state). Every event's clock is merged and ``last_seq`` advanced; events
+    that do not apply (duplicates, stale attempts, events of an unknown
+    workflow) change nothing else, do not bump ``version`` and issue no
+    commands.
     """
     if state is None:
         return _start(event, source)

@@ -53,6 +53,7 @@ from shared.events import (
     WorkflowRejected,
 )
 from shared.ids import ID_RE, task_key, workflow_key
+from shared.lifecycle import every, stop_when_closed
 from shared.names import SYSTEM_WORKFLOW
 from shared.transport import Bus, FetchTimeout, KVNotFound
 from shared.vclock import VectorClock
@@ -157,8 +158,14 @@ class Coordinator:
             group.create_task(self._consume(), name="coordinator-consume")
             group.create_task(self._run_timers(), name="coordinator-timers")
             group.create_task(self._watch_agents(), name="coordinator-agents")
-            group.create_task(self._watch_connection(), name="coordinator-connection")
-            group.create_task(self._heartbeats(), name="coordinator-heartbeats")
+            group.create_task(
+                stop_when_closed(self.bus.closed, self._stop, who="coordinator"),
+                name="coordinator-connection",
+            )
+            group.create_task(
+                every(self.settings.heartbeat_s, self._stop, self._heartbeat, what="heartbeat"),
+                name="coordinator-heartbeats",
+            )
             self._started.set()
         # Release subscriptions here, so that when run() returns the connection
         # drains at once.
@@ -186,28 +193,6 @@ class Coordinator:
             "events_folded": self.events_folded,
         }
         await self._agents.put(self._registry_key, pack(info))
-
-    async def _heartbeats(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=self.settings.heartbeat_s)
-            if self._stop.is_set():
-                return
-            try:
-                await self._heartbeat()
-            except Exception as exc:
-                log.warning("heartbeat failed", error=str(exc))
-
-    async def _watch_connection(self) -> None:
-        stop = asyncio.create_task(self._stop.wait())
-        closed = asyncio.create_task(self.bus.closed.wait())
-        await asyncio.wait({stop, closed}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        closed.cancel()
-        if self.bus.closed.is_set() and not self._stop.is_set():
-            log.error("nats connection closed for good; coordinator stops")
-            self._stop.set()
-            self._timer_wakeup.set()
 
     # Recovery -----------------------------------------------------------
     async def _recover(self) -> None:
@@ -454,9 +439,10 @@ class Coordinator:
                 except Exception:
                     log.exception("timer failed; re-armed", timer=str(timer))
                     self._arm(ArmTimer(**{**_fields(timer), "due_ns": now + 1_000_000_000}))
-            delay = (self._timers[0][0] - time.time_ns()) / 1e9 if self._timers else 3600.0
+            delay = (self._timers[0][0] - time.time_ns()) / 1e9 if self._timers else 1.0
+            # Wake for a new timer, the next due one, or at least every second to see _stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._timer_wakeup.wait(), timeout=max(delay, 0.0))
+                await asyncio.wait_for(self._timer_wakeup.wait(), timeout=min(max(delay, 0.0), 1.0))
 
     async def _fire(self, timer: ArmTimer) -> None:
         if timer.kind == "retry":

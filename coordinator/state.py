@@ -140,6 +140,12 @@ class WorkflowState(BaseModel):
         raw = unpack(data)
         if not isinstance(raw, dict) or "state" not in raw:
             raise MalformedMessageError("not a workflow snapshot")
+        version = raw.get("v")
+        if not isinstance(version, int) or version > SNAPSHOT_VERSION:
+            raise MalformedMessageError(
+                f"snapshot version {version!r} is not one this node understands "
+                f"(up to {SNAPSHOT_VERSION}); upgrade the coordinator"
+            )
         try:
             return cls.model_validate(raw["state"])
         except ValueError as exc:

@@ -51,6 +51,7 @@ from shared.events import (
     TaskStarted,
 )
 from shared.ids import ID_RE, task_key
+from shared.lifecycle import every, stop_when_closed
 from shared.names import SYSTEM_WORKFLOW
 from shared.transport import Bus, FetchTimeout
 from shared.vclock import VectorClock
@@ -163,8 +164,13 @@ class Worker:
             async with asyncio.TaskGroup() as group:
                 for capability, sub in self._subs.items():
                     group.create_task(self._pull(capability, sub), name=f"pull-{capability}")
-                group.create_task(self._heartbeats(), name="heartbeats")
-                group.create_task(self._watch_connection(), name="connection")
+                group.create_task(
+                    every(self.settings.heartbeat_s, self._stop, self._heartbeat, what="heartbeat"),
+                    name="heartbeats",
+                )
+                group.create_task(
+                    stop_when_closed(self.bus.closed, self._stop, who="worker"), name="connection"
+                )
                 self._started.set()
             await self._drain_running()
         finally:
@@ -172,16 +178,6 @@ class Worker:
             for sub in self._subs.values():
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
-
-    async def _watch_connection(self) -> None:
-        stop = asyncio.create_task(self._stop.wait())
-        closed = asyncio.create_task(self.bus.closed.wait())
-        await asyncio.wait({stop, closed}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        closed.cancel()
-        if self.bus.closed.is_set():
-            log.error("nats connection closed for good; worker stops")
-            self._stop.set()
 
     async def _drain_running(self) -> None:
         if not self._running:
@@ -217,17 +213,6 @@ class Worker:
                 "pid": os.getpid(),
             }
             await self._registry.put(self._registry_key(agent), pack(info))
-
-    async def _heartbeats(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=self.settings.heartbeat_s)
-            if self._stop.is_set():
-                return
-            try:
-                await self._heartbeat()
-            except Exception as exc:
-                log.warning("heartbeat failed", error=str(exc))
 
     async def _deregister(self) -> None:
         for agent in self.app.agents:

@@ -290,7 +290,11 @@ def test_malformed_snapshot_says_why() -> None:
     with pytest.raises(MalformedMessageError, match="not a workflow snapshot"):
         WorkflowState.from_snapshot(pack([1]))
     with pytest.raises(MalformedMessageError, match="invalid workflow snapshot"):
-        WorkflowState.from_snapshot(pack({"state": {"workflow_id": "x", "status": "paused"}}))
+        WorkflowState.from_snapshot(
+            pack({"v": 1, "state": {"workflow_id": "x", "status": "paused"}})
+        )
+    with pytest.raises(MalformedMessageError, match="snapshot version 2 is not one"):
+        WorkflowState.from_snapshot(pack({"v": 2, "state": {"workflow_id": "x"}}))
     with pytest.raises(MalformedMessageError, match="not valid msgpack"):
         WorkflowState.from_snapshot(b"\xc1")
 
