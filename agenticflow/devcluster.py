@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from agenticflow.procs import child_preexec, stop_process
 from agenticflow.server import NatsServer
@@ -41,7 +42,10 @@ class DevCluster:
         coordinator: bool = True,
         log_dir: str | Path | None = None,
         env: dict[str, str] | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> None:
+        """``settings`` are Settings fields (e.g. ``{"task_ack_wait_s": 2}``) given to
+        every process, as ``AGENTICFLOW_*`` variables, and to :attr:`settings`."""
         if workers < 0:
             raise ConfigError("--workers must be 0 or more")
         self.app = app
@@ -50,18 +54,23 @@ class DevCluster:
         self.prefix = prefix
         self.with_coordinator = coordinator
         self.log_dir = Path(log_dir) if log_dir else None
-        self.env = env or {}
+        self.overrides = dict(settings or {})
+        self.env = {
+            **{f"AGENTICFLOW_{k.upper()}": str(v) for k, v in self.overrides.items()},
+            **(env or {}),
+        }
         self.server: NatsServer | None = None
         if nats_url is None:
             self.server = NatsServer(port=port, store_dir=store_dir)
         self.url = nats_url or ""
         self.coordinator: subprocess.Popen[bytes] | None = None
+        self.coordinators: list[subprocess.Popen[bytes]] = []
         self.worker_procs: list[subprocess.Popen[bytes]] = []
 
     @property
     def settings(self) -> Settings:
         """Settings a client of this cluster uses."""
-        return Settings(nats_url=self.url, prefix=self.prefix)
+        return Settings(**{**self.overrides, "nats_url": self.url, "prefix": self.prefix})
 
     def _spawn(self, role: str, *args: str) -> subprocess.Popen[bytes]:
         env = {
@@ -76,7 +85,7 @@ class DevCluster:
         out: int | None = subprocess.DEVNULL
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            index = len(self.worker_procs) if role == "worker" else 0
+            index = len(self.worker_procs) if role == "worker" else len(self.coordinators)
             out = os.open(
                 self.log_dir / f"{role}-{index}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND
             )
@@ -97,14 +106,35 @@ class DevCluster:
         if self.server is not None:
             self.url = await asyncio.to_thread(self.server.start)
         if self.with_coordinator:
-            self.coordinator = self._spawn("coordinator")
+            self.add_coordinator()
         for _ in range(self.workers):
-            self.worker_procs.append(
-                self._spawn("worker", "--app", self.app, "--concurrency", str(self.concurrency))
-            )
+            self.add_worker()
         await self.wait_for_processes(
             self.workers, coordinators=1 if self.with_coordinator else 0, timeout=timeout
         )
+
+    def add_coordinator(self) -> subprocess.Popen[bytes]:
+        """Start one more coordinator process (a standby when one is active)."""
+        proc = self._spawn("coordinator")
+        self.coordinators.append(proc)
+        if self.coordinator is None or self.coordinator.poll() is not None:
+            self.coordinator = proc
+        return proc
+
+    def add_worker(self, app: str | None = None) -> subprocess.Popen[bytes]:
+        """Start one more worker process."""
+        proc = self._spawn(
+            "worker", "--app", app or self.app, "--concurrency", str(self.concurrency)
+        )
+        self.worker_procs.append(proc)
+        return proc
+
+    @staticmethod
+    def kill(proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL a process of this cluster (failure tests) and reap it."""
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
 
     async def wait_for_processes(
         self, workers: int, *, coordinators: int = 0, timeout: float = 60.0
@@ -143,9 +173,8 @@ class DevCluster:
             await bus.close()
 
     def _check_children(self) -> None:
-        procs = [p for p in [self.coordinator, *self.worker_procs] if p is not None]
-        for proc in procs:
-            if proc.poll() is not None:
+        for proc in [*self.coordinators, *self.worker_procs]:
+            if proc.poll() is not None and proc.returncode != -9:
                 raise ConfigError(
                     f"process {proc.args!r} exited with code {proc.returncode} during start-up"
                 )
@@ -159,8 +188,8 @@ class DevCluster:
                     proc.terminate()
             for proc in self.worker_procs:
                 stop_process(proc)
-            if self.coordinator is not None:
-                stop_process(self.coordinator)
+            for proc in self.coordinators:
+                stop_process(proc)
             if self.server is not None:
                 self.server.stop()
 

@@ -1,0 +1,74 @@
+"""What every chaos scenario asserts at the end, and how it builds its load."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from coordinator.client import Client
+from coordinator.reducer import fold
+from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
+from shared.events import EventType
+from shared.workflow import WorkflowDefinition, parse_workflow
+
+BOOKKEEPING = {"version", "last_seq"}
+"""Snapshot fields that are the live shell's bookkeeping, not workflow state."""
+
+
+@dataclass
+class Report:
+    """What a scenario measured: printed by the suite and kept in the note."""
+
+    workflows: int = 0
+    tasks: int = 0
+    lost: int = 0
+    applied_twice: int = 0
+    duplicate_outcomes_in_stream: int = 0
+    figures: dict[str, float] = field(default_factory=dict)
+
+
+def chain_workflow(length: int, *, capability: str = "add", **task: Any) -> WorkflowDefinition:
+    """A chain of ``length`` tasks, each adding 1 to its predecessor's result."""
+    tasks = [
+        {
+            "id": f"t{i}",
+            "capability": capability,
+            "params": {"value": 1, **task.pop("params", {})} if i == 0 else {"value": 1},
+            "depends_on": [f"t{i - 1}"] if i else [],
+            **task,
+        }
+        for i in range(length)
+    ]
+    return parse_workflow({"name": f"chain-{length}", "tasks": tasks})
+
+
+async def assert_exactly_once(
+    client: Client, workflow_ids: list[str], *, timeout: float = 120
+) -> Report:
+    """Every workflow completed; every task's outcome applied once, in the state
+    and in the stream; every state equals a re-fold of its stream."""
+    states: list[WorkflowState] = await asyncio.gather(
+        *(client.wait(workflow_id, timeout=timeout) for workflow_id in workflow_ids)
+    )
+    report = Report(workflows=len(states))
+    for state in states:
+        assert state.status == WorkflowStatus.COMPLETED, (state.workflow_id, state.reason)
+        events = await client.events(state.workflow_id)
+        completions = Counter(e.task_id for e in events if e.type == EventType.TASK_COMPLETED)
+        report.tasks += len(state.tasks)
+        for task_id, task in state.tasks.items():
+            if task.status != TaskStatus.COMPLETED or completions[task_id] == 0:
+                report.lost += 1
+            report.duplicate_outcomes_in_stream += max(completions[task_id] - 1, 0)
+        if state.completed != len(state.tasks):
+            report.applied_twice += abs(state.completed - len(state.tasks))
+        replayed = fold(events)
+        assert replayed is not None
+        assert replayed.model_dump(exclude=BOOKKEEPING) == state.model_dump(exclude=BOOKKEEPING), (
+            f"{state.workflow_id}: the stored state is not a re-fold of the stream"
+        )
+    assert report.lost == 0, report
+    assert report.applied_twice == 0, report
+    return report
