@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CODE   := agenticflow coordinator worker shared examples tests benchmarks
 
-.PHONY: install demo test lint typecheck imports unit integration bench clean
+.PHONY: install demo test lint typecheck imports unit integration chaos bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ integration: $(STAMP)
 
 test: lint typecheck imports
 	$(BIN)/pytest -q -p no:cacheprovider --cov --cov-report=term:skip-covered
+
+chaos: $(STAMP)
+	$(BIN)/pytest tests/chaos -q -p no:cacheprovider -s -m chaos
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

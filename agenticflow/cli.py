@@ -21,7 +21,7 @@ from rich.console import Console
 
 from agenticflow import render
 from coordinator.client import Client
-from coordinator.service import Coordinator
+from coordinator.leader import LeaderElected
 from coordinator.state import WorkflowState
 from shared.config import Settings
 from shared.errors import (
@@ -133,11 +133,14 @@ def _serve(settings: Settings, make: Callable[[Bus], Any], *, name: str) -> None
 
 @app.command()
 def coordinator(nats: NatsOpt = None, prefix: PrefixOpt = None) -> None:
-    """Run a coordinator: folds events, dispatches ready tasks, keeps state in KV."""
+    """Run a coordinator: folds events, dispatches ready tasks, keeps state in KV.
+
+    Several may run: one is active (it holds a lease in KV), the others stand by
+    and take over within about AGENTICFLOW_LEASE_TTL_S of its death."""
     settings = _settings(nats, prefix)
     _serve(
         settings,
-        lambda bus: Coordinator(bus=bus, node_id=new_node_id("coord")),
+        lambda bus: LeaderElected(bus=bus, node_id=new_node_id("coord")),
         name="agenticflow-coordinator",
     )
 

@@ -103,7 +103,7 @@ class Coordinator:
         self._publish_limit = asyncio.Semaphore(_PUBLISH_CONCURRENCY)
         self._sub: Any = None
         self._watcher: Any = None
-        self._runner: asyncio.Task[None] | None = None
+        self.runner: asyncio.Task[None] | None = None
         self.events_folded = 0
 
     # Lifecycle ----------------------------------------------------------
@@ -116,7 +116,7 @@ class Coordinator:
 
     async def start(self) -> None:
         """Create topology, recover running workflows, start serving; returns when live."""
-        if self._runner is not None:
+        if self.runner is not None:
             return
         await self.bus.ensure_topology()
         self._workflows = await self.bus.kv(self.names.workflows_bucket)
@@ -131,27 +131,27 @@ class Coordinator:
             config=ConsumerConfig(
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
-                ack_wait=60,
+                ack_wait=self.settings.coordinator_ack_wait_s,
                 max_ack_pending=-1,
             ),
         )
-        self._runner = asyncio.create_task(self._serve(), name="coordinator")
+        self.runner = asyncio.create_task(self._serve(), name="coordinator")
         await self._started.wait()
         log.info("coordinator started", node=self.node_id, prefix=self.names.prefix)
 
     async def run(self) -> None:
         """Serve until :meth:`shutdown` is called or the connection closes for good."""
         await self.start()
-        assert self._runner is not None
-        await self._runner
+        assert self.runner is not None
+        await self.runner
 
     async def shutdown(self) -> None:
         """Stop fetching, finish the batch in hand, stop timers (idempotent)."""
         self._stop.set()
         self._timer_wakeup.set()
-        if self._runner is not None:
+        if self.runner is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
+                await self.runner
 
     async def _serve(self) -> None:
         async with asyncio.TaskGroup() as group:

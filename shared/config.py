@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(default=5, gt=0)
     agent_ttl_s: int = Field(default=20, ge=2)
     connect_timeout_s: float = Field(default=5, gt=0)
+    lease_ttl_s: int = Field(default=10, ge=2)
+    """A coordinator that stops renewing its lease loses it after this long."""
+    coordinator_ack_wait_s: float = Field(default=15, gt=0)
+    """How long an event fetched by a dead coordinator waits before redelivery."""
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     log_level: str = "info"
 

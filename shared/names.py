@@ -95,6 +95,11 @@ class Names:
         return f"{self.prefix}_workflows"
 
     @property
+    def leases_bucket(self) -> str:
+        """KV bucket of leases (entries expire unless renewed)."""
+        return f"{self.prefix}_leases"
+
+    @property
     def agents_bucket(self) -> str:
         """KV bucket of registered agent instances (entries expire)."""
         return f"{self.prefix}_agents"

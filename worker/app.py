@@ -25,6 +25,9 @@ from shared.ids import ID_RE
 from worker.context import TaskContext
 
 Handler = Callable[[TaskContext], Awaitable[Any]] | Callable[[TaskContext], Any]
+OutcomeHook = Callable[[TaskContext, str], Awaitable[None]]
+"""Called with the context and ``"completed"`` or ``"failed"`` once the outcome
+event is stored and before the task is acked."""
 
 _AGENT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -48,6 +51,12 @@ class AgentApp:
         self.name = name
         self._agents: dict[str, AgentSpec] = {}
         self._by_capability: dict[str, AgentSpec] = {}
+        self.outcome_hooks: list[OutcomeHook] = []
+
+    def on_outcome_stored(self, hook: OutcomeHook) -> OutcomeHook:
+        """Register ``hook`` to run after each outcome event is stored, before the ack."""
+        self.outcome_hooks.append(hook)
+        return hook
 
     def agent(
         self,

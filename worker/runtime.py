@@ -366,6 +366,8 @@ class Worker:
                 ),
                 "failed",
             )
+        for hook in self.app.outcome_hooks:
+            await hook(ctx, outcome[2])
         await msg.ack()
         self.tasks_done += 1
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from typing import Any
 
 from agenticflow import AgentApp, NonRetryableError, TaskContext, TaskError
@@ -54,3 +56,25 @@ def sync_upper(ctx: TaskContext) -> str:
 async def big(ctx: TaskContext) -> str:
     """Return a result larger than the server's max_payload."""
     return "x" * int(ctx.params.get("size", 2 * 1024 * 1024))
+
+
+@app.agent(capabilities=["crash_once"])
+async def crash_once(ctx: TaskContext) -> str:
+    """Succeed; the hook below kills the process before the ack, once per marker file."""
+    return f"done by {ctx.worker}"
+
+
+@app.on_outcome_stored
+async def _crash_before_ack(ctx: TaskContext, outcome: str) -> None:
+    marker = ctx.params.get("crash_marker")
+    if ctx.capability == "crash_once" and marker and not os.path.exists(marker):
+        with open(marker, "w") as fh:
+            fh.write(ctx.worker)
+        os._exit(137)  # die like SIGKILL: the outcome is stored, the task is not acked
+
+
+@app.agent(capabilities=["block"])
+async def block(ctx: TaskContext) -> str:
+    """Block the event loop (no keep-alives) for ``params.seconds``: redelivered each time."""
+    time.sleep(float(ctx.params.get("seconds", 5)))  # deliberately blocking the loop
+    return "woke up"

@@ -1,0 +1,119 @@
+"""Leadership by a lease in KV: exactly one coordinator is active.
+
+The lease is one key in the ``<prefix>_leases`` bucket, whose entries expire
+after ``lease_ttl_s``. A coordinator acquires it with ``create`` (which fails
+while another holds it), renews it every third of the TTL with an update by
+revision (compare-and-set), and gives it up on a clean shutdown. A renewal
+that loses the compare-and-set, or a TTL that passes without a successful
+renewal, means leadership is lost: the coordinator stops serving at once.
+A standby retries ``create`` every second, so it takes over within about one
+TTL of the leader's death (immediately after a clean shutdown).
+
+The revision of the lease is a fencing token; snapshot writes are also
+compare-and-set, so a deposed leader cannot overwrite the new leader's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import nats.errors
+import structlog
+from nats.js.kv import KeyValue
+
+from shared.transport import Bus, KVConflict
+
+log = structlog.get_logger("agenticflow.lease")
+
+LEASE_KEY = "coordinator"
+
+
+class Lease:
+    """One coordinator's hold on the leadership lease."""
+
+    def __init__(self, *, bus: Bus, node_id: str, key: str = LEASE_KEY) -> None:
+        self.bus = bus
+        self.node_id = node_id
+        self.key = key
+        self.ttl_s = bus.settings.lease_ttl_s
+        self.revision = 0
+        self.lost = asyncio.Event()
+        self._store: KeyValue | None = None
+        self._renewed_at = 0.0
+
+    async def _kv(self) -> KeyValue:
+        if self._store is None:
+            self._store = await self.bus.kv(self.bus.names.leases_bucket, ttl=float(self.ttl_s))
+        return self._store
+
+    async def try_acquire(self) -> bool:
+        """Take the lease if nobody holds it; True when this node now holds it."""
+        store = await self._kv()
+        try:
+            self.revision = int(await store.create(self.key, self.node_id.encode()))
+        except KVConflict:
+            return False
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.warning("lease acquire failed", error=str(exc) or type(exc).__name__)
+            return False
+        self._renewed_at = time.monotonic()
+        self.lost.clear()
+        log.info("lease acquired: this coordinator is active", node=self.node_id)
+        return True
+
+    async def acquire(self, stop: asyncio.Event, *, poll_s: float = 1.0) -> bool:
+        """Wait until this node holds the lease (True) or ``stop`` is set (False)."""
+        while not stop.is_set():
+            if await self.try_acquire():
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=poll_s)
+        return False
+
+    async def holder(self) -> str | None:
+        """Node id of the current holder, or None."""
+        store = await self._kv()
+        try:
+            entry = await store.get(self.key)
+        except (TimeoutError, nats.errors.Error):
+            return None
+        return entry.value.decode() if entry.value else None
+
+    async def keep(self, stop: asyncio.Event) -> None:
+        """Renew until ``stop`` is set or the lease is lost (then set ``lost``)."""
+        store = await self._kv()
+        interval = self.ttl_s / 3
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            if stop.is_set():
+                return
+            try:
+                self.revision = int(
+                    await store.update(self.key, self.node_id.encode(), last=self.revision)
+                )
+                self._renewed_at = time.monotonic()
+            except KVConflict:
+                log.error("lease taken by another coordinator; stepping down")
+                self.lost.set()
+                return
+            except (TimeoutError, nats.errors.Error) as exc:
+                # The bus is down: we may still hold the lease until its TTL runs out.
+                if time.monotonic() - self._renewed_at >= self.ttl_s:
+                    log.error("lease not renewed within its TTL; stepping down", error=str(exc))
+                    self.lost.set()
+                    return
+
+    async def release(self) -> None:
+        """Give the lease up so a standby takes over at once (best effort)."""
+        if self.lost.is_set() or not self.revision:
+            return
+        store = await self._kv()
+        with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError, KVConflict):
+            await store.delete(self.key, last=self.revision)
+        self.revision = 0
+
+
+__all__ = ["LEASE_KEY", "Lease"]

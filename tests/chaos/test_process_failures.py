@@ -1,0 +1,252 @@
+"""Kill real worker and coordinator processes with SIGKILL; nothing is lost or applied twice."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.aio.msg import Msg
+
+from agenticflow.devcluster import DevCluster
+from agenticflow.server import NatsServer
+from coordinator.client import Client
+from coordinator.lease import LEASE_KEY
+from shared.codec import decode_event
+from shared.events import Event, EventType
+from shared.transport import Bus, connected
+from tests.chaos.helpers import Report, assert_exactly_once, chain_workflow
+from tests.conftest import TEST_APP, unique_prefix
+from tests.integration.helpers import wf
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
+
+FAST = {"task_ack_wait_s": 2, "lease_ttl_s": 3, "coordinator_ack_wait_s": 2}
+"""Short timers so each scenario runs in seconds (defaults are 30 s / 10 s / 15 s)."""
+
+
+class Observer:
+    """Every event as it is stored, with the time we saw it (a core subscription)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.seen: list[tuple[float, Event]] = []
+        self._changed = asyncio.Condition()
+
+    async def start(self) -> None:
+        await self.bus.nc.subscribe(self.bus.names.event_subjects, cb=self._on_msg)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        event = decode_event(msg.subject, msg.headers, msg.data, self.bus.names)
+        async with self._changed:
+            self.seen.append((time.monotonic(), event))
+            self._changed.notify_all()
+
+    def count(self, event_type: EventType) -> int:
+        return sum(1 for _, e in self.seen if e.type == event_type)
+
+    async def until(self, predicate: Any, timeout: float = 60) -> None:
+        """Wait until ``predicate(self)`` holds, woken by each new event."""
+
+        async def wait() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: predicate(self))
+
+        await asyncio.wait_for(wait(), timeout)
+
+    def first_after(self, since: float, predicate: Any) -> float | None:
+        for at, event in self.seen:
+            if at >= since and predicate(event):
+                return at
+        return None
+
+
+@asynccontextmanager
+async def chaos_cluster(
+    nats_server: NatsServer, log_dir: Path, name: str, **kwargs: Any
+) -> AsyncIterator[tuple[DevCluster, Client, Observer]]:
+    prefix = unique_prefix(name)
+    async with (
+        DevCluster(
+            app=TEST_APP,
+            nats_url=nats_server.url,
+            prefix=prefix,
+            settings=FAST,
+            log_dir=log_dir / prefix,
+            **kwargs,
+        ) as cluster,
+        connected(cluster.settings, name=f"chaos-{name}") as bus,
+    ):
+        observer = Observer(bus)
+        await observer.start()
+        yield cluster, Client(bus=bus, node_id=f"chaos-{name}"), observer
+
+
+def pid_of(node_id: str) -> int:
+    """Node ids are ``role-host-pid-random``."""
+    return int(node_id.rsplit("-", 2)[1])
+
+
+def proc_by_node(procs: list[subprocess.Popen[bytes]], node_id: str) -> subprocess.Popen[bytes]:
+    pid = pid_of(node_id)
+    return next(p for p in procs if p.pid == pid)
+
+
+def report(request: pytest.FixtureRequest, result: Report) -> None:
+    for key, value in {**vars(result), **result.figures}.items():
+        if key != "figures":
+            request.node.user_properties.append((key, value))
+    figures = ", ".join(f"{k}={v:.2f}s" for k, v in result.figures.items())
+    print(
+        f"\nCHAOS {request.node.name}: workflows={result.workflows} tasks={result.tasks} "
+        f"lost={result.lost} applied_twice={result.applied_twice} "
+        f"duplicate_outcomes_in_stream={result.duplicate_outcomes_in_stream} {figures}"
+    )
+
+
+async def test_worker_killed_holding_long_tasks(
+    nats_server: NatsServer, log_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    async with chaos_cluster(nats_server, log_dir, "wkill", workers=2, concurrency=4) as (
+        cluster,
+        client,
+        observer,
+    ):
+        ids = [
+            await client.submit(wf({"id": "long", "capability": "slow", "params": {"seconds": 3}}))
+            for _ in range(8)
+        ]
+
+        def both_busy(o: Observer) -> bool:
+            started = [e for _, e in o.seen if e.type == EventType.TASK_STARTED]
+            return len({e.source for e in started}) == 2
+
+        await observer.until(both_busy)
+        started = Counter(e.source for _, e in observer.seen if e.type == EventType.TASK_STARTED)
+        victim = started.most_common(1)[0][0]
+        held = {
+            e.workflow_id
+            for _, e in observer.seen
+            if e.type == EventType.TASK_STARTED and e.source == victim
+        }
+        killed_at = time.monotonic()
+        cluster.kill(proc_by_node(cluster.worker_procs, victim))
+
+        result = await assert_exactly_once(client, ids)
+        # Tasks the victim held were finished by the survivor after redelivery.
+        finishers = {
+            e.workflow_id: (at, e.source)
+            for at, e in observer.seen
+            if e.type == EventType.TASK_COMPLETED
+        }
+        delays = []
+        for workflow_id in held:
+            at, source = finishers[workflow_id]
+            assert source != victim
+            delays.append(at - killed_at - 3.0)  # minus the handler's own 3 s
+        result.figures["redelivery_delay_max"] = max(delays)
+        result.figures["ack_wait"] = float(FAST["task_ack_wait_s"])
+        report(request, result)
+
+
+async def test_worker_dies_after_outcome_before_ack(
+    nats_server: NatsServer, log_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    marker = tmp_path / "crashed"
+    async with chaos_cluster(nats_server, log_dir, "wack", workers=2) as (
+        _cluster,
+        client,
+        observer,
+    ):
+        crash = {"crash_marker": str(marker)}
+        definition = wf(
+            {"id": "a", "capability": "add", "params": {"value": 1}},
+            {"id": "b", "capability": "crash_once", "params": crash, "depends_on": ["a"]},
+            {"id": "c", "capability": "add", "depends_on": ["b"]},
+        )
+        workflow_id = await client.submit(definition)
+        state = await client.wait(workflow_id, timeout=60)
+        assert marker.exists(), "a worker died after storing b's outcome"
+        died = marker.read_text()
+        # The redelivered b runs again on the survivor; its duplicate outcome is absorbed.
+        consumer = client.bus.names.task_consumer("crash_once")
+
+        async def redelivered_and_acked() -> None:
+            while True:
+                info = await client.bus.js.consumer_info(client.bus.names.tasks_stream, consumer)
+                if info.delivered.consumer_seq >= 2 and info.num_ack_pending == 0:
+                    return
+                await asyncio.sleep(0.05)  # polling the server's counters, bounded below
+
+        await asyncio.wait_for(redelivered_and_acked(), 30)
+        assert state.tasks["b"].worker == died
+        result = await assert_exactly_once(client, [workflow_id])
+        events = await client.events(workflow_id)
+        assert [e.task_id for e in events if e.type == EventType.TASK_COMPLETED] == ["a", "b", "c"]
+        assert observer.count(EventType.TASK_SCHEDULED) == 3
+        report(request, result)
+
+
+async def test_coordinator_killed_with_50_workflows_in_flight(
+    nats_server: NatsServer, log_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    async with chaos_cluster(nats_server, log_dir, "ckill", workers=2, concurrency=16) as (
+        cluster,
+        client,
+        observer,
+    ):
+        definition = chain_workflow(10, capability="slow", params={"seconds": 0.05})
+        ids = await asyncio.gather(*(client.submit(definition) for _ in range(50)))
+        await observer.until(lambda o: o.count(EventType.TASK_COMPLETED) >= 100)
+        assert cluster.coordinator is not None
+        old = cluster.coordinator
+        cluster.kill(old)
+        done_at_kill = observer.count(EventType.TASK_COMPLETED)
+        assert done_at_kill < 500, "the kill landed mid-run"
+        restarted_at = time.monotonic()
+        new = cluster.add_coordinator()
+        result = await assert_exactly_once(client, list(ids))
+        resumed = observer.first_after(
+            restarted_at,
+            lambda e: e.type == EventType.TASK_SCHEDULED and pid_of(e.source) == new.pid,
+        )
+        assert resumed is not None
+        result.figures["resume_after_restart"] = resumed - restarted_at
+        report(request, result)
+
+
+async def test_standby_coordinator_takes_over(
+    nats_server: NatsServer, log_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    async with chaos_cluster(nats_server, log_dir, "cfail", workers=2, concurrency=16) as (
+        cluster,
+        client,
+        observer,
+    ):
+        standby = cluster.add_coordinator()
+        definition = chain_workflow(10, capability="slow", params={"seconds": 0.05})
+        ids = await asyncio.gather(*(client.submit(definition) for _ in range(20)))
+        await observer.until(lambda o: o.count(EventType.TASK_COMPLETED) >= 40)
+        leases = await client.bus.kv(client.bus.names.leases_bucket)
+        active_node = ((await leases.get(LEASE_KEY)).value or b"").decode()
+        active = proc_by_node(cluster.coordinators, active_node)
+        assert active is not standby
+        killed_at = time.monotonic()
+        cluster.kill(active)
+        result = await assert_exactly_once(client, list(ids))
+        took_over = observer.first_after(
+            killed_at,
+            lambda e: e.type == EventType.TASK_SCHEDULED and pid_of(e.source) == standby.pid,
+        )
+        assert took_over is not None, "the standby dispatched work after the kill"
+        new_node = ((await leases.get(LEASE_KEY)).value or b"").decode()
+        assert pid_of(new_node) == standby.pid
+        result.figures["takeover"] = took_over - killed_at
+        result.figures["lease_ttl"] = float(FAST["lease_ttl_s"])
+        report(request, result)
