@@ -377,6 +377,111 @@ def agents(as_json: JsonOpt = False, nats: NatsOpt = None, prefix: PrefixOpt = N
         render.print_agents(out, found)
 
 
+def _resume(
+    settings: Settings, workflow_id: str, from_task: str | None, wait: bool, timeout: float
+) -> WorkflowState | None:
+    async def go(client: Client) -> WorkflowState | None:
+        before = await client.status(workflow_id)
+        await client.resume(workflow_id, from_task=from_task)
+        if not wait:
+            return None
+        return await client.wait_for_resume(workflow_id, before.resumes + 1, timeout=timeout)
+
+    try:
+        return _run(_with_client(settings, go))
+    except TimeoutError as exc:
+        err.print(f"[red]error:[/red] the workflow did not finish within {timeout:g}s")
+        raise typer.Exit(EXIT_TIMEOUT) from exc
+
+
+WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for the end; exit 1 if it failed.")]
+TimeoutOpt = Annotated[float, typer.Option(help="Seconds to wait with --wait.")]
+
+
+@app.command()
+def resume(
+    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    from_task: Annotated[
+        str | None,
+        typer.Option("--from", help="Also re-run this task and everything after it."),
+    ] = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 300.0,
+    as_json: JsonOpt = False,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Re-run a failed workflow, keeping the results of tasks that completed."""
+    settings = _settings(nats, prefix)
+    state = _resume(settings, workflow_id, from_task, wait, timeout)
+    if state is None:
+        out.print(f"resume of {workflow_id} requested")
+        return
+    _finish(state, as_json)
+
+
+dlq_app = typer.Typer(
+    help="Dead letters: tasks delivered max_deliver times without an outcome.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(dlq_app, name="dlq")
+
+
+@dlq_app.callback()
+def dlq(
+    ctx: typer.Context,
+    as_json: JsonOpt = False,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """List dead letters (``dlq retry ID TASK`` re-dispatches one)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = _settings(nats, prefix)
+    found = _run(_with_client(settings, lambda c: c.dead_letters()))
+    rows = [
+        {
+            "workflow_id": e.workflow_id,
+            "task_id": e.task_id,
+            "attempt": e.attempt,
+            "timestamp": e.timestamp,
+            **e.data.model_dump(mode="json"),
+        }
+        for e in found
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        out.print("no dead letters")
+        return
+    for row in rows:
+        out.print(
+            f"{render.when(row['timestamp'])}  {row['workflow_id']}  {row['task_id']} "
+            f"(attempt {row['attempt']}, {row['capability']}): {row['reason']}"
+        )
+
+
+@dlq_app.command("retry")
+def dlq_retry(
+    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    task_id: Annotated[str, typer.Argument(help="The dead-lettered task.")],
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 300.0,
+    as_json: JsonOpt = False,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Re-dispatch a dead-lettered task (and what depends on it)."""
+    settings = _settings(nats, prefix)
+    state = _resume(settings, workflow_id, task_id, wait, timeout)
+    if state is None:
+        out.print(f"{task_id} of {workflow_id} re-dispatched")
+        return
+    _finish(state, as_json)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

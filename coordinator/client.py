@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -17,8 +17,19 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from coordinator.state import WorkflowState
 from shared.codec import decode_event, unpack
 from shared.dag import validate_graph
-from shared.errors import MalformedMessageError, NotFoundError, WorkflowDefinitionError
-from shared.events import Event, EventType, MessageRejected, WorkflowSubmitted
+from shared.errors import (
+    ConfigError,
+    MalformedMessageError,
+    NotFoundError,
+    WorkflowDefinitionError,
+)
+from shared.events import (
+    Event,
+    EventType,
+    MessageRejected,
+    WorkflowResumeRequested,
+    WorkflowSubmitted,
+)
 from shared.ids import ID_RE, new_workflow_id, workflow_key
 from shared.transport import Bus, FetchTimeout, KVNotFound
 from shared.vclock import VectorClock
@@ -89,8 +100,11 @@ class Client:
             raise NotFoundError(f"no workflow {workflow_id!r} has been recorded")
         return WorkflowState.from_snapshot(entry.value)
 
-    async def states(self, workflow_id: str) -> AsyncIterator[WorkflowState]:
-        """Every new snapshot of the workflow, until it is terminal."""
+    async def states(
+        self, workflow_id: str, *, until: Callable[[WorkflowState], bool] | None = None
+    ) -> AsyncIterator[WorkflowState]:
+        """Every new snapshot of the workflow, until ``until(state)`` (default: terminal)."""
+        done = until or (lambda state: state.is_terminal)
         await self._topology()
         store = await self.bus.kv(self.names.workflows_bucket)
         # A short inactivity threshold: the server deletes the watch consumer soon
@@ -102,7 +116,7 @@ class Client:
                     continue
                 state = WorkflowState.from_snapshot(entry.value)
                 yield state
-                if state.is_terminal:
+                if done(state):
                     return
         finally:
             await watcher.stop()
@@ -120,9 +134,62 @@ class Client:
 
     async def events(self, workflow_id: str) -> list[Event]:
         """The workflow's events in stream order (malformed ones as ``message.rejected``)."""
+        return await self._read(self.names.workflow_events(workflow_id))
+
+    async def dead_letters(self) -> list[Event]:
+        """Every ``task.dead_lettered`` event, oldest first."""
+        return await self._read(self.names.event_subject("*", EventType.TASK_DEAD_LETTERED.value))
+
+    async def resume(self, workflow_id: str, *, from_task: str | None = None) -> None:
+        """Re-run a failed workflow, keeping completed results; with ``from_task``
+        also re-run that task and everything downstream (a finished workflow too).
+
+        Raises NotFoundError for an unknown workflow or task, ConfigError when
+        the workflow cannot be resumed (still running, or rejected).
+        """
+        state = await self.status(workflow_id)
+        if from_task is not None and from_task not in state.tasks:
+            raise NotFoundError(f"workflow {workflow_id!r} has no task {from_task!r}")
+        resumable = state.status.value == "failed" or (
+            state.status.value == "completed" and from_task is not None
+        )
+        if not resumable:
+            raise ConfigError(
+                f"workflow {workflow_id!r} is {state.status.value}: only a failed workflow "
+                "can be resumed (or a completed one with --from TASK)"
+            )
+        await self.bus.publish_event(
+            Event(
+                id=workflow_key(workflow_id, f"resume:{state.resumes + 1}"),
+                type=EventType.WORKFLOW_RESUME_REQUESTED,
+                workflow_id=workflow_id,
+                source=self.node_id,
+                timestamp=time.time_ns(),
+                vclock=state.vclock.increment(self.node_id),
+                data=WorkflowResumeRequested(from_task=from_task, requested_by=self.node_id),
+            )
+        )
+
+    async def wait_for_resume(
+        self, workflow_id: str, resumes: int, *, timeout: float | None = None
+    ) -> WorkflowState:
+        """Wait until the workflow has been resumed ``resumes`` times and finished again."""
+
+        def resumed(state: WorkflowState) -> bool:
+            return state.resumes >= resumes and state.is_terminal
+
+        async def last() -> WorkflowState:
+            async for state in self.states(workflow_id, until=resumed):
+                if resumed(state):
+                    return state
+            raise NotFoundError(f"stopped watching {workflow_id!r}")  # pragma: no cover
+
+        return await asyncio.wait_for(last(), timeout)
+
+    async def _read(self, subject: str) -> list[Event]:
         await self._topology()
         sub = await self.bus.js.pull_subscribe(
-            self.names.workflow_events(workflow_id),
+            subject,
             stream=self.names.events_stream,
             config=ConsumerConfig(
                 ack_policy=AckPolicy.NONE,

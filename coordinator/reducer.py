@@ -20,6 +20,7 @@ from typing import Literal
 
 from coordinator.state import (
     ACTIVE_TASK,
+    DONE_TASK,
     TERMINAL_TASK,
     TaskState,
     TaskStatus,
@@ -34,6 +35,7 @@ from shared.events import (
     EventType,
     Payload,
     TaskCompleted,
+    TaskDeadLettered,
     TaskFailed,
     TaskRetryScheduled,
     TaskScheduled,
@@ -43,6 +45,8 @@ from shared.events import (
     WorkflowCompleted,
     WorkflowFailed,
     WorkflowRejected,
+    WorkflowResumed,
+    WorkflowResumeRequested,
     WorkflowStarted,
     WorkflowSubmitted,
 )
@@ -164,6 +168,18 @@ class _Folder:
             )
         )
 
+    def finish_task(self, task_id: str) -> None:
+        """A task is done (completed or skipped): release its dependents."""
+        state = self.state
+        state.completed += 1
+        for dependent in state.dependents(task_id):
+            child = state.tasks[dependent]
+            child.remaining_deps -= 1
+            if child.remaining_deps == 0 and child.status == TaskStatus.PENDING:
+                self.schedule(dependent, child.attempts + 1)
+        if state.completed == len(state.tasks):
+            self.complete_workflow()
+
     def complete_workflow(self) -> None:
         state = self.state
         assert state.definition is not None
@@ -200,8 +216,9 @@ class _Folder:
         policy = state.definition.retry_of(spec)
         task.error = error
         retryable = error.retryable and error.type not in policy.non_retryable
-        if retryable and attempt < policy.max_attempts:
-            delay = policy.delay_s(attempt)
+        tries = attempt - task.attempt_base
+        if retryable and tries < policy.max_attempts:
+            delay = policy.delay_s(tries)
             due = self.event.timestamp + int(delay * 1e9)
             task.status = TaskStatus.RETRY_WAIT
             task.retry_due_ns = due
@@ -220,7 +237,7 @@ class _Folder:
         if not retryable:
             why = "not retryable"
         else:
-            why = f"gave up after {attempt} attempt{'s' if attempt > 1 else ''}"
+            why = f"gave up after {tries} attempt{'s' if tries > 1 else ''}"
         error = error.model_copy(update={"message": f"{error.message} ({why})"})
         task.error = error
         self.fail_workflow(task_id, error)
@@ -243,6 +260,9 @@ def reduce(
         state.last_seq = max(state.last_seq, event.seq)
     state.vclock = state.vclock.merge(event.vclock)
     folder = _Folder(state, event, source)
+    if event.type == EventType.WORKFLOW_RESUME_REQUESTED:
+        _on_resume(folder)
+        return state, folder.commands
     if state.status != WorkflowStatus.RUNNING or event.task_id not in state.tasks:
         return state, []
     task = state.tasks[event.task_id]
@@ -307,6 +327,83 @@ def _start(event: Event, source: str) -> tuple[WorkflowState | None, list[Comman
     return state, folder.commands
 
 
+def _on_resume(folder: _Folder) -> None:
+    """Re-open a failed workflow (or re-run a finished one from a task)."""
+    state, event = folder.state, folder.event
+    data = event.data
+    if not isinstance(data, WorkflowResumeRequested) or state.definition is None:
+        return
+    from_task = data.from_task
+    if from_task is not None and from_task not in state.tasks:
+        return
+    if state.status not in (WorkflowStatus.FAILED, WorkflowStatus.COMPLETED) or (
+        state.status == WorkflowStatus.COMPLETED and from_task is None
+    ):
+        return
+    rerun = {task_id for task_id, task in state.tasks.items() if task.status not in DONE_TASK}
+    if from_task is not None:
+        stack = [from_task]
+        while stack:
+            current = stack.pop()
+            if current not in rerun or current == from_task:
+                rerun.add(current)
+                stack.extend(state.dependents(current))
+    for task_id in rerun:
+        task = state.tasks[task_id]
+        if task.status in DONE_TASK:
+            state.completed -= 1
+        task.status = TaskStatus.PENDING
+        task.attempt_base = task.attempts
+        task.result = task.error = task.note = None
+        task.started_at = task.finished_at = task.deadline_ns = task.retry_due_ns = None
+    for task_id in rerun:
+        spec = state.spec(task_id)
+        state.tasks[task_id].remaining_deps = sum(
+            1 for dep in spec.depends_on if state.tasks[dep].status not in DONE_TASK
+        )
+    state.status = WorkflowStatus.RUNNING
+    state.reason = state.failed_task = state.finished_at = None
+    state.output = {}
+    state.resumes += 1
+    folder.changed()
+    ordered = [spec.id for spec in state.definition.tasks if spec.id in rerun]
+    folder.emit(
+        EventType.WORKFLOW_RESUMED,
+        WorkflowResumed(tasks=ordered),
+        key=workflow_key(state.workflow_id, f"resumed:{state.resumes}"),
+    )
+    for task_id in ordered:
+        task = state.tasks[task_id]
+        if task.remaining_deps == 0:
+            folder.schedule(task_id, task.attempts + 1)
+
+
+def _on_dead_lettered(folder: _Folder, task_id: str, task: TaskState) -> None:
+    event, state = folder.event, folder.state
+    data = event.data
+    if (
+        task.status not in ACTIVE_TASK
+        or event.attempt != task.attempts
+        or not isinstance(data, TaskDeadLettered)
+    ):
+        return
+    folder.changed()
+    if not state.spec(task_id).optional:
+        error = ErrorInfo(
+            type="DeadLetteredError", message=data.reason, code="dead_lettered", retryable=False
+        )
+        task.status = TaskStatus.FAILED
+        task.error = error
+        task.finished_at = event.timestamp
+        folder.fail_workflow(task_id, error)
+        return
+    task.status = TaskStatus.SKIPPED
+    task.note = f"skipped (optional): {data.reason}"
+    task.finished_at = event.timestamp
+    task.deadline_ns = None
+    folder.finish_task(task_id)
+
+
 def _on_started(folder: _Folder, task_id: str, task: TaskState) -> None:
     event = folder.event
     if (
@@ -328,9 +425,12 @@ def _on_started(folder: _Folder, task_id: str, task: TaskState) -> None:
 
 
 def _on_completed(folder: _Folder, task_id: str, task: TaskState) -> None:
-    # A success from any attempt counts, once: the first one to arrive wins.
-    event, state = folder.event, folder.state
+    # A success from any attempt since the last resume counts, once: the first to
+    # arrive wins. Attempts from before a resume were given up on and are stale.
+    event = folder.event
     if task.status in TERMINAL_TASK or task.status == TaskStatus.PENDING:
+        return
+    if event.attempt is not None and event.attempt <= task.attempt_base:
         return
     if not isinstance(event.data, TaskCompleted):
         return
@@ -343,15 +443,8 @@ def _on_completed(folder: _Folder, task_id: str, task: TaskState) -> None:
     task.agent = event.data.agent or task.agent
     if task.started_at is None:
         task.started_at = event.timestamp
-    state.completed += 1
     folder.changed()
-    for dependent in state.dependents(task_id):
-        child = state.tasks[dependent]
-        child.remaining_deps -= 1
-        if child.remaining_deps == 0 and child.status == TaskStatus.PENDING:
-            folder.schedule(dependent, 1)
-    if state.completed == len(state.tasks):
-        folder.complete_workflow()
+    folder.finish_task(task_id)
 
 
 def _on_failed(folder: _Folder, task_id: str, task: TaskState) -> None:
@@ -412,6 +505,7 @@ _TASK_HANDLERS = {
     EventType.TASK_TIMED_OUT: _on_timed_out,
     EventType.TASK_RETRY_DUE: _on_retry_due,
     EventType.TASK_UNSERVED: _on_unserved,
+    EventType.TASK_DEAD_LETTERED: _on_dead_lettered,
 }
 
 

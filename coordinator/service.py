@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from coordinator.reducer import (
     reduce,
 )
 from coordinator.state import WorkflowState
-from shared.codec import decode_event, pack, unpack
+from shared.codec import decode_event, pack, task_identity, unpack
 from shared.config import Settings
 from shared.errors import AgenticFlowError, MalformedMessageError, StateConflictError
 from shared.events import (
@@ -47,6 +48,7 @@ from shared.events import (
     EventType,
     MessageRejected,
     Payload,
+    TaskDeadLettered,
     TaskRetryDue,
     TaskTimedOut,
     TaskUnserved,
@@ -135,6 +137,12 @@ class Coordinator:
                 max_ack_pending=-1,
             ),
         )
+        self._dlq_sub = await self.bus.js.pull_subscribe(
+            self.names.max_deliveries_subject,
+            durable=self.names.dead_letter_consumer,
+            stream=self.names.advisories_stream,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30),
+        )
         self.runner = asyncio.create_task(self._serve(), name="coordinator")
         await self._started.wait()
         log.info("coordinator started", node=self.node_id, prefix=self.names.prefix)
@@ -158,6 +166,7 @@ class Coordinator:
             group.create_task(self._consume(), name="coordinator-consume")
             group.create_task(self._run_timers(), name="coordinator-timers")
             group.create_task(self._watch_agents(), name="coordinator-agents")
+            group.create_task(self._dead_letters(), name="coordinator-dead-letters")
             group.create_task(
                 stop_when_closed(self.bus.closed, self._stop, who="coordinator"),
                 name="coordinator-connection",
@@ -175,6 +184,8 @@ class Coordinator:
             await self._watcher.stop()
         with contextlib.suppress(Exception):
             await self._sub.unsubscribe()
+        with contextlib.suppress(Exception):
+            await self._dlq_sub.unsubscribe()
 
     @property
     def _registry_key(self) -> str:
@@ -468,6 +479,72 @@ class Coordinator:
             task_id=timer.task_id,
             attempt=timer.attempt,
         )
+
+    # Dead letters -------------------------------------------------------
+    async def _dead_letters(self) -> None:
+        """Turn max-deliveries advisories into ``task.dead_lettered`` events.
+
+        The task message stays in the WorkQueue stream after ``max_deliver``; we
+        read it by sequence to know its workflow and task, record the event,
+        then delete it so nothing is left to redeliver.
+        """
+        while not self._stop.is_set():
+            try:
+                msgs = await self._dlq_sub.fetch(16, timeout=self._fetch_timeout)
+            except FetchTimeout:
+                continue
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                log.warning("dead-letter fetch failed", error=str(exc))
+                await asyncio.sleep(0.5)  # back off a broken connection
+                continue
+            for msg in msgs:
+                try:
+                    await self._dead_letter(msg.data)
+                except Exception:
+                    log.exception("dead letter not recorded; will retry")
+                    with contextlib.suppress(Exception):
+                        await msg.nak(delay=2)
+                    continue
+                await msg.ack()
+
+    async def _dead_letter(self, advisory: bytes) -> None:
+        try:
+            info = json.loads(advisory)
+            seq = int(info["stream_seq"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("unreadable max-deliveries advisory ignored")
+            return
+        deliveries = int(info.get("deliveries", 0))
+        stored = await self.bus.get_stored(self.names.tasks_stream, seq)
+        if stored is None:
+            return  # already handled (and deleted) by an earlier attempt
+        subject, headers = stored
+        identity = task_identity(headers)
+        capability = self.names.capability_of(subject) or ""
+        if identity is None or not ID_RE.match(identity[0]):
+            log.warning("dead letter without a task identity", seq=seq, subject=subject)
+        else:
+            workflow_id, task_id, attempt = identity
+            await self._load(workflow_id)
+            await self._shell_emit(
+                workflow_id,
+                EventType.TASK_DEAD_LETTERED,
+                TaskDeadLettered(
+                    reason=(
+                        f"the task message was delivered {deliveries} times without an "
+                        f"outcome (max_deliver); its workers died or hung"
+                    ),
+                    deliveries=deliveries,
+                    stream_seq=seq,
+                    capability=capability,
+                ),
+                key=task_key(workflow_id, task_id, attempt, "dead_lettered"),
+                task_id=task_id,
+                attempt=attempt,
+            )
+        await self.bus.delete_stored(self.names.tasks_stream, seq)
 
     # Live agents --------------------------------------------------------
     async def _watch_agents(self) -> None:

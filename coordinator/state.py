@@ -29,9 +29,15 @@ class TaskStatus(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+    """An optional task whose message was dead-lettered; dependents ran without it."""
 
 
-TERMINAL_TASK = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+TERMINAL_TASK = frozenset(
+    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.SKIPPED}
+)
+DONE_TASK = frozenset({TaskStatus.COMPLETED, TaskStatus.SKIPPED})
+"""Statuses that let dependents run."""
 ACTIVE_TASK = frozenset({TaskStatus.SCHEDULED, TaskStatus.RUNNING})
 
 
@@ -57,6 +63,8 @@ class TaskState(BaseModel):
     status: TaskStatus = TaskStatus.PENDING
     capability: str = ""
     attempts: int = 0
+    attempt_base: int = 0
+    """Attempts made before the last resume: the retry policy counts from here."""
     remaining_deps: int = 0
     """Dependencies not yet completed: readiness is O(1) per completion."""
     result: Any = None
@@ -90,6 +98,8 @@ class WorkflowState(BaseModel):
     failed_task: str | None = None
     output: dict[str, Any] = Field(default_factory=dict)
     completed: int = 0
+    """Tasks completed or skipped: the workflow is done when all are."""
+    resumes: int = 0
     last_seq: int = 0
     """Stream sequence of the last event folded into this state."""
     version: int = 0
@@ -163,6 +173,7 @@ class WorkflowState(BaseModel):
             "created_at": self.created_at,
             "finished_at": self.finished_at,
             "output": self.output,
+            "resumes": self.resumes,
             "counts": self.counts(),
             "vclock": self.vclock.to_dict(),
             "last_seq": self.last_seq,
@@ -187,6 +198,7 @@ class WorkflowState(BaseModel):
 
 __all__ = [
     "ACTIVE_TASK",
+    "DONE_TASK",
     "TERMINAL_TASK",
     "TERMINAL_WORKFLOW",
     "TaskState",

@@ -36,6 +36,9 @@ class EventType(enum.StrEnum):
     TASK_RETRY_DUE = "task.retry_due"
     TASK_TIMED_OUT = "task.timed_out"
     TASK_UNSERVED = "task.unserved"
+    TASK_DEAD_LETTERED = "task.dead_lettered"
+    WORKFLOW_RESUME_REQUESTED = "workflow.resume_requested"
+    WORKFLOW_RESUMED = "workflow.resumed"
     MESSAGE_REJECTED = "message.rejected"
 
 
@@ -146,6 +149,29 @@ class TaskUnserved(Payload):
     capability: str
 
 
+class TaskDeadLettered(Payload):
+    """A task message was delivered ``max_deliver`` times without an outcome."""
+
+    reason: str
+    deliveries: int = 0
+    stream_seq: int | None = None
+    capability: str = ""
+
+
+class WorkflowResumeRequested(Payload):
+    """Someone asked to re-run a failed workflow, keeping completed results."""
+
+    from_task: str | None = None
+    """Also re-run this task and everything downstream of it."""
+    requested_by: str = ""
+
+
+class WorkflowResumed(Payload):
+    """The coordinator re-opened the workflow; ``tasks`` will run again."""
+
+    tasks: list[str] = Field(default_factory=list)
+
+
 class MessageRejected(Payload):
     """A message on the bus was refused (poison): never retried, never applied."""
 
@@ -169,6 +195,9 @@ PAYLOADS: dict[EventType, type[Payload]] = {
     EventType.TASK_RETRY_DUE: TaskRetryDue,
     EventType.TASK_TIMED_OUT: TaskTimedOut,
     EventType.TASK_UNSERVED: TaskUnserved,
+    EventType.TASK_DEAD_LETTERED: TaskDeadLettered,
+    EventType.WORKFLOW_RESUME_REQUESTED: WorkflowResumeRequested,
+    EventType.WORKFLOW_RESUMED: WorkflowResumed,
     EventType.MESSAGE_REJECTED: MessageRejected,
 }
 
@@ -209,6 +238,7 @@ __all__ = [
     "MessageRejected",
     "Payload",
     "TaskCompleted",
+    "TaskDeadLettered",
     "TaskFailed",
     "TaskRetryDue",
     "TaskRetryScheduled",
@@ -219,6 +249,8 @@ __all__ = [
     "WorkflowCompleted",
     "WorkflowFailed",
     "WorkflowRejected",
+    "WorkflowResumeRequested",
+    "WorkflowResumed",
     "WorkflowStarted",
     "WorkflowSubmitted",
 ]

@@ -38,6 +38,16 @@ class Names:
         """Limits stream of immutable events."""
         return f"{self.prefix.upper()}_EVENTS"
 
+    @property
+    def advisories_stream(self) -> str:
+        """Limits stream capturing JetStream's max-deliveries advisories for tasks."""
+        return f"{self.prefix.upper()}_ADVISORIES"
+
+    @property
+    def max_deliveries_subject(self) -> str:
+        """Advisory subject JetStream publishes when a task hits ``max_deliver``."""
+        return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.tasks_stream}.*"
+
     # Subjects -----------------------------------------------------------
     def task_subject(self, capability: str) -> str:
         """Subject a task for ``capability`` is published on."""
@@ -82,6 +92,11 @@ class Names:
     def task_consumer(self, capability: str) -> str:
         """Durable pull consumer shared by every worker serving ``capability``."""
         return f"task_{capability}"
+
+    @property
+    def dead_letter_consumer(self) -> str:
+        """Durable consumer the coordinator reads max-deliveries advisories from."""
+        return "dead_letters"
 
     @property
     def coordinator_consumer(self) -> str:

@@ -162,6 +162,16 @@ class Bus:
                 compression=StoreCompression.S2,
             )
         )
+        await self._ensure_stream(
+            StreamConfig(
+                name=n.advisories_stream,
+                subjects=[n.max_deliveries_subject],
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                num_replicas=s.replicas,
+                max_age=s.events_max_age_s,
+            )
+        )
         await self.kv(n.workflows_bucket, history=1)
         await self.kv(n.agents_bucket, history=1, ttl=float(s.agent_ttl_s))
 
@@ -256,6 +266,25 @@ class Bus:
         except nats.errors.Error as exc:
             raise TransportError(f"publish to {subject} failed: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def get_stored(self, stream: str, seq: int) -> tuple[str, dict[str, str]] | None:
+        """``(subject, headers)`` of a stored message, or None if it is gone."""
+        try:
+            stored = await self.js.get_msg(stream, seq)
+        except nats.js.errors.NotFoundError:
+            return None
+        except nats.errors.Error as exc:
+            raise TransportError(f"cannot read {stream} #{seq}: {exc}") from exc
+        return stored.subject or "", dict(stored.headers or {})
+
+    async def delete_stored(self, stream: str, seq: int) -> None:
+        """Delete a stored message (no error if it is already gone)."""
+        try:
+            await self.js.delete_msg(stream, seq)
+        except nats.js.errors.NotFoundError:
+            return
+        except nats.errors.Error as exc:
+            raise TransportError(f"cannot delete {stream} #{seq}: {exc}") from exc
 
     # KV helpers ---------------------------------------------------------
     async def kv_put_cas(self, store: KeyValue, key: str, value: bytes, revision: int) -> int:

@@ -48,6 +48,9 @@ class TaskSpec(BaseModel):
     depends_on: tuple[str, ...] = ()
     retry: RetryPolicy | None = None
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 86400)
+    optional: bool = False
+    """If its message is dead-lettered, skip it (dependents get None) instead of
+    failing the workflow."""
     description: str = ""
 
     @field_validator("id")

@@ -75,6 +75,11 @@ async def _crash_before_ack(ctx: TaskContext, outcome: str) -> None:
 
 @app.agent(capabilities=["block"])
 async def block(ctx: TaskContext) -> str:
-    """Block the event loop (no keep-alives) for ``params.seconds``: redelivered each time."""
+    """Block the event loop (no keep-alives) for ``params.seconds``: redelivered each time.
+
+    Returns at once when the file ``params.unless_exists`` exists."""
+    skip = ctx.params.get("unless_exists")
+    if skip and os.path.exists(skip):
+        return "not blocked"
     time.sleep(float(ctx.params.get("seconds", 5)))  # deliberately blocking the loop
     return "woke up"

@@ -35,6 +35,7 @@ from shared.events import (
     MessageRejected,
     Payload,
     TaskCompleted,
+    TaskDeadLettered,
     TaskFailed,
     TaskRetryDue,
     TaskRetryScheduled,
@@ -45,6 +46,8 @@ from shared.events import (
     WorkflowCompleted,
     WorkflowFailed,
     WorkflowRejected,
+    WorkflowResumed,
+    WorkflowResumeRequested,
     WorkflowStarted,
     WorkflowSubmitted,
 )
@@ -98,6 +101,9 @@ SAMPLES: dict[EventType, Payload] = {
     EventType.TASK_RETRY_DUE: TaskRetryDue(),
     EventType.TASK_TIMED_OUT: TaskTimedOut(timeout_s=30.0),
     EventType.TASK_UNSERVED: TaskUnserved(capability="gpu"),
+    EventType.TASK_DEAD_LETTERED: TaskDeadLettered(reason="delivered 5 times", deliveries=5),
+    EventType.WORKFLOW_RESUME_REQUESTED: WorkflowResumeRequested(from_task="b"),
+    EventType.WORKFLOW_RESUMED: WorkflowResumed(tasks=["b", "c"]),
     EventType.MESSAGE_REJECTED: MessageRejected(
         reason="bad body", code="malformed_message", subject="af.task.http", stream_seq=17
     ),
