@@ -315,8 +315,7 @@ class NatsCluster:
             if time.monotonic() > deadline:
                 raise TransportError(f"{node.name} did not start within {timeout}s")
             time.sleep(0.02)  # the server writes this file once its listeners are up
-        ports = json.loads(ports_file.read_text())
-        ports_file.unlink(missing_ok=True)
+        ports = json.loads(ports_file.read_text())  # the server removes it when it exits
         node.client_port = int(ports["nats"][0].rsplit(":", 1)[1])
         node.http_port = int(ports["monitoring"][0].rsplit(":", 1)[1])
 

@@ -7,6 +7,7 @@ and the JetStream round trips between them.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from agenticflow import AgentApp, TaskContext
@@ -20,4 +21,11 @@ async def noop(ctx: TaskContext) -> dict[str, Any]:
     return ctx.params
 
 
-__all__ = ["app", "noop"]
+__all__ = ["app", "noop", "wait"]
+
+
+@app.agent(capabilities=["wait"])
+async def wait(ctx: TaskContext) -> dict[str, Any]:
+    """Wait ``params.seconds`` (a stand-in for an LLM or tool call), then return."""
+    await asyncio.sleep(float(ctx.params.get("seconds", 0.1)))
+    return {"waited": ctx.params.get("seconds", 0.1)}

@@ -236,7 +236,7 @@ class CircuitBreaker:
         if ticket.generation != self._generation:
             return
         if ticket.trial:
-            self._trials -= 1
+            pass
         if exc is None:
             self._on_success()
         elif isinstance(exc, Exception) and not isinstance(exc, self.excluded):
@@ -306,7 +306,10 @@ def backoff_delay(
     ``jitter`` a uniform pick from the upper half of that, so clients that
     failed together do not retry together, and the cap still holds.
     """
-    delay = min(max_s, initial_s * backoff ** (attempt - 1))
+    try:
+        delay = min(max_s, initial_s * backoff ** (attempt - 1))
+    except OverflowError:  # a huge attempt number: the cap applies
+        delay = max_s if initial_s > 0 else 0.0
     if jitter:
         delay = random.uniform(delay / 2, delay)  # noqa: S311 - spreading load, not secrecy
     return delay
