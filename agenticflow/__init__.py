@@ -32,6 +32,13 @@ from shared.errors import (
     WorkflowGraphError,
 )
 from shared.events import Event, EventType
+from shared.resilience import (
+    BreakerState,
+    CircuitBreaker,
+    CircuitOpenError,
+    retry_async,
+    retry_policy,
+)
 from shared.transport import Bus, connected
 from shared.vclock import Ordering, VectorClock
 from shared.workflow import (
@@ -50,7 +57,10 @@ __version__ = "0.1.0"
 __all__ = [
     "AgentApp",
     "AgenticFlowError",
+    "BreakerState",
     "Bus",
+    "CircuitBreaker",
+    "CircuitOpenError",
     "Client",
     "ConfigError",
     "ConnectionLostError",
@@ -89,4 +99,6 @@ __all__ = [
     "load_app",
     "load_workflow_file",
     "parse_workflow",
+    "retry_async",
+    "retry_policy",
 ]

@@ -236,7 +236,7 @@ class CircuitBreaker:
         if ticket.generation != self._generation:
             return
         if ticket.trial:
-            pass
+            self._trials -= 1
         if exc is None:
             self._on_success()
         elif isinstance(exc, Exception) and not isinstance(exc, self.excluded):

@@ -13,6 +13,7 @@ EXPECTED = {
     "Worker", "WorkflowDefinition", "WorkflowDefinitionError", "WorkflowGraphError",
     "WorkflowState", "WorkflowStatus", "__version__", "causality_violations", "connected",
     "fold", "load_app", "load_workflow_file", "parse_workflow",
+    "BreakerState", "CircuitBreaker", "CircuitOpenError", "retry_async", "retry_policy",
 }  # fmt: skip
 
 

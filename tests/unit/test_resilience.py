@@ -496,7 +496,7 @@ operations = st.lists(
 )
 
 
-@settings(database=None, max_examples=1000, deadline=None)
+@settings(database=None, max_examples=500, deadline=None)
 @given(
     ops=operations,
     failure_threshold=st.integers(1, 4),
