@@ -162,6 +162,7 @@ class _Folder:
                     inputs={dep: state.tasks[dep].result for dep in spec.depends_on},
                     workflow_input=state.input,
                     timeout_s=state.definition.timeout_of(spec),
+                    heartbeat_s=spec.heartbeat_timeout_s / 3 if spec.heartbeat_timeout_s else None,
                     vclock=clock,
                     source=self.source,
                 )
@@ -415,12 +416,34 @@ def _on_started(folder: _Folder, task_id: str, task: TaskState) -> None:
     task.status = TaskStatus.RUNNING
     task.started_at = event.timestamp
     task.worker, task.agent, task.note = event.data.worker, event.data.agent, None
-    timeout = folder.state.definition.timeout_of(folder.state.spec(task_id))  # type: ignore[union-attr]
-    if timeout is not None:
-        task.deadline_ns = event.timestamp + int(timeout * 1e9) + TIMEOUT_GRACE_NS
+    _arm_deadline(folder, task_id, task)
+    folder.changed()
+
+
+def _arm_deadline(folder: _Folder, task_id: str, task: TaskState) -> None:
+    """Deadline of a running attempt: its next heartbeat, capped by its timeout."""
+    state, now = folder.state, folder.event.timestamp
+    assert state.definition is not None
+    spec = state.spec(task_id)
+    deadlines = []
+    timeout = state.definition.timeout_of(spec)
+    if timeout is not None and task.started_at is not None:
+        deadlines.append(task.started_at + int(timeout * 1e9) + TIMEOUT_GRACE_NS)
+    if spec.heartbeat_timeout_s is not None:
+        deadlines.append(now + int(spec.heartbeat_timeout_s * 1e9))
+    if deadlines:
+        task.deadline_ns = min(deadlines)
         folder.commands.append(
-            ArmTimer("timeout", folder.state.workflow_id, task_id, task.attempts, task.deadline_ns)
+            ArmTimer("timeout", state.workflow_id, task_id, task.attempts, task.deadline_ns)
         )
+
+
+def _on_heartbeat(folder: _Folder, task_id: str, task: TaskState) -> None:
+    if task.status != TaskStatus.RUNNING or folder.event.attempt != task.attempts:
+        return
+    if folder.state.spec(task_id).heartbeat_timeout_s is None:
+        return
+    _arm_deadline(folder, task_id, task)
     folder.changed()
 
 
@@ -462,20 +485,22 @@ def _on_failed(folder: _Folder, task_id: str, task: TaskState) -> None:
 
 
 def _on_timed_out(folder: _Folder, task_id: str, task: TaskState) -> None:
-    event = folder.event
+    event, data = folder.event, folder.event.data
     if task.status not in ACTIVE_TASK or event.attempt != task.attempts:
         return
-    timeout = event.data.timeout_s if isinstance(event.data, TaskTimedOut) else 0.0
+    if not isinstance(data, TaskTimedOut):
+        return
+    if data.due_ns and (task.deadline_ns is None or data.due_ns < task.deadline_ns):
+        return  # a heartbeat moved the deadline after this timer was armed
+    if data.heartbeat:
+        message = f"no heartbeat or outcome for {data.timeout_s:g}s: the worker vanished"
+    else:
+        message = f"no outcome within the task's timeout of {data.timeout_s:g}s"
     folder.changed()
     folder.task_failed(
         task_id,
         task.attempts,
-        ErrorInfo(
-            type="TaskTimeoutError",
-            message=f"no outcome within the task's timeout of {timeout:g}s",
-            code="task_timeout",
-            retryable=True,
-        ),
+        ErrorInfo(type="TaskTimeoutError", message=message, code="task_timeout", retryable=True),
     )
 
 
@@ -506,6 +531,7 @@ _TASK_HANDLERS = {
     EventType.TASK_RETRY_DUE: _on_retry_due,
     EventType.TASK_UNSERVED: _on_unserved,
     EventType.TASK_DEAD_LETTERED: _on_dead_lettered,
+    EventType.TASK_HEARTBEAT: _on_heartbeat,
 }
 
 

@@ -467,15 +467,29 @@ class Coordinator:
             )
             return
         entry = await self._load(timer.workflow_id)
-        timeout = 0.0
-        if entry is not None and entry.state.definition is not None:
-            spec = entry.state.spec(timer.task_id)
-            timeout = entry.state.definition.timeout_of(spec) or 0.0
+        if entry is None or entry.state.definition is None:
+            return
+        task = entry.state.tasks.get(timer.task_id)
+        if task is None or task.deadline_ns != timer.due_ns or task.attempts != timer.attempt:
+            return  # superseded by a heartbeat, an outcome or a later attempt
+        spec = entry.state.spec(timer.task_id)
+        timeout = entry.state.definition.timeout_of(spec)
+        beat = spec.heartbeat_timeout_s
+        by_heartbeat = beat is not None and (
+            timeout is None or task.started_at is None
+            or timer.due_ns < task.started_at + int(timeout * 1e9)
+        )  # fmt: skip
         await self._shell_emit(
             timer.workflow_id,
             EventType.TASK_TIMED_OUT,
-            TaskTimedOut(timeout_s=timeout),
-            key=task_key(timer.workflow_id, timer.task_id, timer.attempt, "timed_out"),
+            TaskTimedOut(
+                timeout_s=(beat if by_heartbeat else timeout) or 0.0,
+                due_ns=timer.due_ns,
+                heartbeat=by_heartbeat,
+            ),
+            key=task_key(
+                timer.workflow_id, timer.task_id, timer.attempt, f"timed_out:{timer.due_ns}"
+            ),
             task_id=timer.task_id,
             attempt=timer.attempt,
         )

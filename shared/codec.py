@@ -175,6 +175,8 @@ class TaskMessage(BaseModel):
     """Results of the task's dependencies, by task id."""
     workflow_input: dict[str, Any] = Field(default_factory=dict)
     timeout_s: float | None = None
+    heartbeat_s: float | None = None
+    """Send a ``task.heartbeat`` this often while running (None: don't)."""
     vclock: VectorClock = Field(default_factory=VectorClock)
     source: str = ""
 

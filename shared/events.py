@@ -37,6 +37,7 @@ class EventType(enum.StrEnum):
     TASK_TIMED_OUT = "task.timed_out"
     TASK_UNSERVED = "task.unserved"
     TASK_DEAD_LETTERED = "task.dead_lettered"
+    TASK_HEARTBEAT = "task.heartbeat"
     WORKFLOW_RESUME_REQUESTED = "workflow.resume_requested"
     WORKFLOW_RESUMED = "workflow.resumed"
     MESSAGE_REJECTED = "message.rejected"
@@ -138,9 +139,19 @@ class TaskRetryDue(Payload):
 
 
 class TaskTimedOut(Payload):
-    """An attempt outlived its timeout."""
+    """An attempt outlived its timeout, or its heartbeats stopped."""
 
     timeout_s: float
+    due_ns: int = 0
+    """The deadline this timer was armed for; a later heartbeat supersedes it."""
+    heartbeat: bool = False
+    """True when the heartbeats stopped (the worker vanished)."""
+
+
+class TaskHeartbeat(Payload):
+    """The worker running the attempt is alive."""
+
+    worker: str = ""
 
 
 class TaskUnserved(Payload):
@@ -196,6 +207,7 @@ PAYLOADS: dict[EventType, type[Payload]] = {
     EventType.TASK_TIMED_OUT: TaskTimedOut,
     EventType.TASK_UNSERVED: TaskUnserved,
     EventType.TASK_DEAD_LETTERED: TaskDeadLettered,
+    EventType.TASK_HEARTBEAT: TaskHeartbeat,
     EventType.WORKFLOW_RESUME_REQUESTED: WorkflowResumeRequested,
     EventType.WORKFLOW_RESUMED: WorkflowResumed,
     EventType.MESSAGE_REJECTED: MessageRejected,
@@ -240,6 +252,7 @@ __all__ = [
     "TaskCompleted",
     "TaskDeadLettered",
     "TaskFailed",
+    "TaskHeartbeat",
     "TaskRetryDue",
     "TaskRetryScheduled",
     "TaskScheduled",

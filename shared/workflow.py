@@ -48,6 +48,10 @@ class TaskSpec(BaseModel):
     depends_on: tuple[str, ...] = ()
     retry: RetryPolicy | None = None
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 86400)
+    heartbeat_timeout_s: float | None = Field(default=None, gt=0, le=86400)
+    """The worker sends a heartbeat every third of this while the task runs; the
+    coordinator retries the attempt if none arrives for this long (the worker
+    vanished). Without it, a vanished worker's task is redelivered after ack_wait."""
     optional: bool = False
     """If its message is dead-lettered, skip it (dependents get None) instead of
     failing the workflow."""

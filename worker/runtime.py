@@ -48,6 +48,7 @@ from shared.events import (
     Payload,
     TaskCompleted,
     TaskFailed,
+    TaskHeartbeat,
     TaskStarted,
 )
 from shared.ids import ID_RE, task_key
@@ -319,7 +320,7 @@ class Worker:
         )
         self._load[agent.name] += 1
         started = time.perf_counter()
-        keepalive = asyncio.create_task(self._keep_alive(msg))
+        keepalive = asyncio.create_task(self._keep_alive(msg, task))
         outcome: tuple[EventType, Payload, str]
         try:
             result = await self._invoke(agent, ctx, task.timeout_s)
@@ -385,12 +386,31 @@ class Worker:
                 raise
             raise TaskTimeoutError(f"the handler ran longer than {timeout_s:g}s") from exc
 
-    async def _keep_alive(self, msg: Msg) -> None:
-        interval = max(self.settings.task_ack_wait_s / 3, 0.5)
+    async def _keep_alive(self, msg: Msg, task: TaskMessage) -> None:
+        """While the handler runs: ``in_progress()`` so JetStream does not redeliver,
+        and ``task.heartbeat`` events when the task asks for them."""
+        ack_every = max(self.settings.task_ack_wait_s / 3, 0.5)
+        beat_every = task.heartbeat_s or float("inf")
+        next_ack, next_beat, beats = ack_every, beat_every, 0
+        elapsed = 0.0
         while True:
-            await asyncio.sleep(interval)  # a periodic keep-alive, not a wait on an effect
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+            step = min(next_ack, next_beat) - elapsed
+            await asyncio.sleep(step)  # a periodic keep-alive, not a wait on an effect
+            elapsed += step
+            if elapsed >= next_ack:
+                next_ack += ack_every
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+            if elapsed >= next_beat:
+                next_beat += beat_every
+                beats += 1
+                with contextlib.suppress(Exception):
+                    await self._emit(
+                        task,
+                        EventType.TASK_HEARTBEAT,
+                        TaskHeartbeat(worker=self.node_id),
+                        f"heartbeat:{beats}",
+                    )
 
     async def _reject(self, msg: Msg, exc: MalformedMessageError) -> None:
         """A poison task: record it, fail its task if we can name it, terminate it."""

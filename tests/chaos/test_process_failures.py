@@ -250,3 +250,36 @@ async def test_standby_coordinator_takes_over(
         result.figures["takeover"] = took_over - killed_at
         result.figures["lease_ttl"] = float(FAST["lease_ttl_s"])
         report(request, result)
+
+
+async def test_vanished_worker_detected_by_missing_heartbeats(
+    nats_server: NatsServer, log_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    # ack_wait is long here, so only the coordinator's heartbeat timeout can rescue the task.
+    slow_redelivery = {"AGENTICFLOW_TASK_ACK_WAIT_S": "60"}
+    async with chaos_cluster(
+        nats_server, log_dir, "hbeat", workers=2, concurrency=1, env=slow_redelivery
+    ) as (cluster, client, observer):
+        definition = wf(
+            {
+                "id": "long",
+                "capability": "slow",
+                "params": {"seconds": 3},
+                "heartbeat_timeout_s": 1.5,
+                "retry": {"max_attempts": 3, "initial_interval_s": 0.1},
+            }
+        )
+        workflow_id = await client.submit(definition)
+        await observer.until(lambda o: o.count(EventType.TASK_HEARTBEAT) >= 1)
+        victim = next(e.source for _, e in observer.seen if e.type == EventType.TASK_STARTED)
+        killed_at = time.monotonic()
+        cluster.kill(proc_by_node(cluster.worker_procs, victim))
+        result = await assert_exactly_once(client, [workflow_id], timeout=60)
+        state = await client.status(workflow_id)
+        assert state.tasks["long"].attempts == 2
+        assert state.tasks["long"].worker != victim
+        timed_out = observer.first_after(killed_at, lambda e: e.type == EventType.TASK_TIMED_OUT)
+        assert timed_out is not None
+        result.figures["vanished_worker_detected_after"] = timed_out - killed_at
+        result.figures["heartbeat_timeout"] = 1.5
+        report(request, result)

@@ -191,3 +191,21 @@ async def test_submitting_twice_with_one_id_runs_once(client: Client) -> None:
     events = await client.events(first)
     assert len(of_type(events, EventType.WORKFLOW_SUBMITTED)) == 1
     assert len(of_type(events, EventType.TASK_COMPLETED)) == 1
+
+
+async def test_heartbeats_keep_a_long_task_alive(client: Client) -> None:
+    definition = wf(
+        {
+            "id": "long",
+            "capability": "slow",
+            "params": {"seconds": 2},
+            "heartbeat_timeout_s": 0.6,
+            "retry": {"max_attempts": 1},
+        }
+    )
+    state = await run(client, definition)
+    assert state.status == WorkflowStatus.COMPLETED
+    assert state.tasks["long"].attempts == 1
+    events = await client.events(state.workflow_id)
+    assert len(of_type(events, EventType.TASK_HEARTBEAT)) >= 4
+    assert of_type(events, EventType.TASK_TIMED_OUT) == []
