@@ -93,7 +93,7 @@ class Client:
         await self._topology()
         store = await self.bus.kv(self.names.workflows_bucket)
         try:
-            entry = await store.get(workflow_id)
+            entry = await self.bus.call(lambda: store.get(workflow_id), what="read state")
         except KVNotFound:
             raise NotFoundError(f"no workflow {workflow_id!r} has been recorded") from None
         if entry.value is None:
@@ -109,7 +109,9 @@ class Client:
         store = await self.bus.kv(self.names.workflows_bucket)
         # A short inactivity threshold: the server deletes the watch consumer soon
         # after we stop (nats-py's default keeps it for 5 minutes).
-        watcher = await store.watch(workflow_id, inactive_threshold=5.0)
+        watcher = await self.bus.call(
+            lambda: store.watch(workflow_id, inactive_threshold=5.0), what="watch state"
+        )
         try:
             async for entry in watcher:
                 if entry is None or entry.value is None:
@@ -188,18 +190,21 @@ class Client:
 
     async def _read(self, subject: str) -> list[Event]:
         await self._topology()
-        sub = await self.bus.js.pull_subscribe(
-            subject,
-            stream=self.names.events_stream,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.NONE,
-                deliver_policy=DeliverPolicy.ALL,
-                inactive_threshold=5,
-                mem_storage=True,
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.ALL,
+            inactive_threshold=5,
+            mem_storage=True,
+        )
+        sub: Any = await self.bus.call(
+            lambda: self.bus.js.pull_subscribe(
+                subject, stream=self.names.events_stream, config=config
             ),
+            what="read events",
         )
         try:
-            total = (await sub.consumer_info()).num_pending or 0
+            info: Any = await self.bus.call(sub.consumer_info, what="read events")
+            total = int(info.num_pending or 0)
             out: list[Event] = []
             while len(out) < total:
                 try:

@@ -249,26 +249,43 @@ class Coordinator:
             await self._process(msgs)
 
     async def _process(self, msgs: list[Msg]) -> None:
-        touched: dict[str, _Entry] = {}
-        commands: list[Command] = []
-        try:
-            for msg in msgs:
-                await self._fold(msg, touched, commands)
-            await self._execute(commands)
-            await self._save(touched)
-        except StateConflictError:
-            log.exception("lost a snapshot race: another coordinator is active; stopping")
-            self._stop.set()
-            self._forget(touched)
-            return
-        except Exception:
-            # Nothing acked: the batch is redelivered and re-folded from KV state.
-            log.exception("batch failed; it will be redelivered", size=len(msgs))
-            self._forget(touched)
-            for msg in msgs:
-                with contextlib.suppress(Exception):
-                    await msg.nak(delay=1)
-            return
+        """Fold, execute, save, then ack one batch.
+
+        A failed batch is retried *in place* until it succeeds: its touched
+        states are reloaded from KV and the same messages are re-folded in the
+        same order. Moving on to later events first (e.g. by nak-ing this
+        batch) would fold them onto a stale snapshot and then skip the
+        redelivered ones as already applied. Re-issued commands carry the same
+        message ids and are deduplicated; a save that succeeded although its
+        reply was lost shows up in the reloaded snapshot, whose ``last_seq``
+        then skips the batch.
+        """
+        delay = 0.2
+        while True:
+            touched: dict[str, _Entry] = {}
+            commands: list[Command] = []
+            try:
+                for msg in msgs:
+                    await self._fold(msg, touched, commands)
+                await self._execute(commands)
+                await self._save(touched)
+                break
+            except StateConflictError:
+                log.exception("lost a snapshot race: another coordinator is active; stopping")
+                self._stop.set()
+                self._forget(touched)
+                return
+            except Exception:
+                self._forget(touched)
+                if self._stop.is_set():
+                    return  # unacked: the next active coordinator gets the batch
+                log.exception("batch failed; retrying it in place", size=len(msgs))
+                for msg in msgs:
+                    with contextlib.suppress(Exception):
+                        await msg.in_progress()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                delay = min(delay * 2, 5.0)
         for msg in msgs:
             with contextlib.suppress(Exception):
                 await msg.ack()

@@ -10,7 +10,7 @@ publish is deduplicated by the server. nats-py errors are re-raised as ours
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
@@ -247,9 +247,16 @@ class Bus:
         check_size(headers or {}, body, self.max_payload)
 
         async def once() -> tuple[int, bool]:
-            ack = await self.js.publish(subject, body, headers=headers, timeout=5)
+            # Short attempts: a request on a connection that died is never failed by
+            # nats-py, it just times out; the retry (same Msg-Id) goes out on the new one.
+            ack = await self.js.publish(subject, body, headers=headers, timeout=2)
             return ack.seq, bool(ack.duplicate)
 
+        return await self.call(once, what=f"publish to {subject}")
+
+    async def call(self, fn: Callable[[], Awaitable[T]], *, what: str) -> T:
+        """Run a JetStream request, retrying transient failures for up to 30 s with
+        bounded exponential backoff; nats-py errors come out as ours."""
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(_TRANSIENT),
@@ -258,13 +265,13 @@ class Bus:
                 reraise=True,
             ):
                 with attempt:
-                    return await once()
+                    return await fn()
         except nats.errors.TimeoutError as exc:
-            raise PublishTimeoutError(f"publish to {subject} was not acknowledged") from exc
+            raise PublishTimeoutError(f"{what}: no answer from the server") from exc
         except nats.errors.ConnectionClosedError as exc:
             raise ConnectionLostError("the NATS connection is closed") from exc
         except nats.errors.Error as exc:
-            raise TransportError(f"publish to {subject} failed: {exc}") from exc
+            raise TransportError(f"{what} failed: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def get_stored(self, stream: str, seq: int) -> tuple[str, dict[str, str]] | None:

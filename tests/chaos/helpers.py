@@ -31,11 +31,12 @@ class Report:
 
 def chain_workflow(length: int, *, capability: str = "add", **task: Any) -> WorkflowDefinition:
     """A chain of ``length`` tasks, each adding 1 to its predecessor's result."""
+    params = {"value": 1, **task.pop("params", {})}
     tasks = [
         {
             "id": f"t{i}",
             "capability": capability,
-            "params": {"value": 1, **task.pop("params", {})} if i == 0 else {"value": 1},
+            "params": params,
             "depends_on": [f"t{i - 1}"] if i else [],
             **task,
         }

@@ -19,8 +19,6 @@ from agenticflow.devcluster import DevCluster
 from agenticflow.natscluster import NatsCluster
 from agenticflow.server import NatsServer
 from coordinator.client import Client
-from coordinator.state import TaskStatus
-from shared.errors import NotFoundError
 from shared.events import EventType
 from shared.transport import Bus, connected
 from shared.workflow import WorkflowDefinition, parse_workflow
@@ -133,51 +131,6 @@ def first_stored(stored: list[tuple[float, str]], since: float, event_type: str 
     return min(times) - since
 
 
-BATCH_FAILED = "batch failed; it will be redelivered"
-KNOWN_BUG = (
-    "known coordinator bug: a batch whose snapshot save failed is nak'ed and redelivered "
-    "after later events of the same workflow; those later events advance the cached "
-    "last_seq, so the redelivered outcome is skipped as 'already folded' and the "
-    "workflow never finishes"
-)
-
-
-async def stranded(client: Client, ids: list[str]) -> list[str]:
-    """Workflows stuck for good: the coordinator has folded and acked every event,
-    yet a snapshot lacks a ``task.completed`` the stream holds."""
-    bus = client.bus
-    info = await bus.js.consumer_info(bus.names.events_stream, bus.names.coordinator_consumer)
-    if info.num_pending or info.num_ack_pending:
-        return []
-    out = []
-    for workflow_id in ids:
-        try:
-            state = await client.status(workflow_id)
-        except NotFoundError:
-            continue
-        if state.is_terminal:
-            continue
-        events = await client.events(workflow_id)
-        done = {e.task_id for e in events if e.type == EventType.TASK_COMPLETED}
-        if any(t.status != TaskStatus.COMPLETED and i in done for i, t in state.tasks.items()):
-            out.append(workflow_id)
-    return out
-
-
-async def exactly_once_or_known_bug(client: Client, ids: list[str], logs: Path) -> Report:
-    """:func:`assert_exactly_once`, but xfail when the run hit :data:`KNOWN_BUG`
-    (the failure is timing-dependent, so a strict xfail mark would not fit)."""
-    try:
-        return await assert_exactly_once(client, ids, timeout=45)
-    except TimeoutError:
-        stuck = await stranded(client, ids)
-        coordinator_logs = "".join(p.read_text() for p in logs.glob("coordinator-*.log"))
-        if stuck and BATCH_FAILED in coordinator_logs:
-            print(f"\nCHAOS xfail: {len(stuck)} workflows stranded: {stuck}; logs in {logs}")
-            pytest.xfail(f"{KNOWN_BUG}; stranded: {stuck}")
-        raise
-
-
 def record(request: pytest.FixtureRequest, result: Report) -> None:
     """Attach the report to the test item and print it with the ``CHAOS`` prefix."""
     for key, value in {**vars(result), **result.figures}.items():
@@ -270,7 +223,7 @@ async def test_events_stream_leader_killed_in_a_3_node_cluster(
         await asyncio.to_thread(nats.wait_ready, timeout=30)
         ready_at = time.monotonic()
 
-        result = await exactly_once_or_known_bug(client, ids, log_dir / prefix)
+        result = await assert_exactly_once(client, ids, timeout=45)
 
         def all_equal() -> int | None:
             seqs = {nats.stream_last_seq(i, stream) for i in range(3)}
@@ -339,7 +292,7 @@ async def test_single_server_killed_and_restarted_on_its_store(
 
         ids += list(await late)
 
-        result = await exactly_once_or_known_bug(client, ids, log_dir / prefix)
+        result = await assert_exactly_once(client, ids, timeout=45)
         assert_processes_alive(cluster)
         stored = await stored_since(bus, killed_wall)
         result.figures["restart"] = restarted_at - killed_at
