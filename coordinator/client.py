@@ -92,11 +92,15 @@ class Client:
         coordinator has recorded it."""
         await self._topology()
         store = await self.bus.kv(self.names.workflows_bucket)
-        try:
-            entry = await self.bus.call(lambda: store.get(workflow_id), what="read state")
-        except KVNotFound:
-            raise NotFoundError(f"no workflow {workflow_id!r} has been recorded") from None
-        if entry.value is None:
+
+        async def get() -> Any:
+            try:
+                return await store.get(workflow_id)
+            except KVNotFound:
+                return None
+
+        entry = await self.bus.call(get, what="read state")
+        if entry is None or entry.value is None:
             raise NotFoundError(f"no workflow {workflow_id!r} has been recorded")
         return WorkflowState.from_snapshot(entry.value)
 
