@@ -24,6 +24,7 @@ from shared.transport import Bus, connected
 from tests.chaos.helpers import Report, assert_exactly_once, chain_workflow
 from tests.conftest import TEST_APP, unique_prefix
 from tests.integration.helpers import wf
+from tests.support.acks import AckWatch
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 
@@ -170,21 +171,14 @@ async def test_worker_dies_after_outcome_before_ack(
             {"id": "b", "capability": "crash_once", "params": crash, "depends_on": ["a"]},
             {"id": "c", "capability": "add", "depends_on": ["b"]},
         )
+        acks = await AckWatch(client.bus, "crash_once").start()
         workflow_id = await client.submit(definition)
         state = await client.wait(workflow_id, timeout=60)
         assert marker.exists(), "a worker died after storing b's outcome"
         died = marker.read_text()
         # The redelivered b runs again on the survivor; its duplicate outcome is absorbed.
-        consumer = client.bus.names.task_consumer("crash_once")
-
-        async def redelivered_and_acked() -> None:
-            while True:
-                info = await client.bus.js.consumer_info(client.bus.names.tasks_stream, consumer)
-                if info.delivered.consumer_seq >= 2 and info.num_ack_pending == 0:
-                    return
-                await asyncio.sleep(0.05)  # polling the server's counters, bounded below
-
-        await asyncio.wait_for(redelivered_and_acked(), 30)
+        await acks.next("+ACK", min_delivered=2)
+        await acks.stop()
         assert state.tasks["b"].worker == died
         result = await assert_exactly_once(client, [workflow_id])
         events = await client.events(workflow_id)

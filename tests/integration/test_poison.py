@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from agenticflow.devcluster import DevCluster
 from coordinator.client import Client
 from coordinator.state import WorkflowStatus
@@ -21,20 +19,7 @@ from shared.events import EventType, MessageRejected
 from shared.names import SYSTEM_WORKFLOW
 from shared.transport import Bus
 from tests.integration.helpers import of_type, run, wf
-
-
-async def _drained(bus: Bus, capability: str, timeout: float = 10) -> bool:
-    """True once the capability's consumer holds no pending or unacked message."""
-    consumer = bus.names.task_consumer(capability)
-
-    async def check() -> bool:
-        while True:
-            info = await bus.js.consumer_info(bus.names.tasks_stream, consumer)
-            if info.num_pending == 0 and info.num_ack_pending == 0:
-                return True
-            await asyncio.sleep(0.05)  # polling the server's own counters, bounded below
-
-    return await asyncio.wait_for(check(), timeout)
+from tests.support.acks import AckWatch
 
 
 async def test_unreadable_task_fails_its_workflow_clearly(client: Client, bus: Bus) -> None:
@@ -42,8 +27,9 @@ async def test_unreadable_task_fails_its_workflow_clearly(client: Client, bus: B
     async for state in client.states(workflow_id):
         if state.tasks["lonely"].attempts == 1:
             break
+    acks = await AckWatch(bus, "echo").start()
     # A forged task on a served subject, naming the waiting task, with a garbage body.
-    await bus.publish_raw(
+    seq, _ = await bus.publish_raw(
         bus.names.task_subject("echo"),
         b"\xc1\xc1 not msgpack",
         {
@@ -68,16 +54,19 @@ async def test_unreadable_task_fails_its_workflow_clearly(client: Client, bus: B
     assert len(rejected) == 1
     assert isinstance(rejected[0].data, MessageRejected)
     assert "msgpack" in rejected[0].data.reason
-    assert await _drained(bus, "echo")
+    assert await acks.next("+TERM") == seq, "terminated, never redelivered"
+    await acks.stop()
 
 
 async def test_anonymous_garbage_is_recorded_and_workers_keep_serving(
     client: Client, bus: Bus
 ) -> None:
+    acks = await AckWatch(bus, "add").start()
     seq, _ = await bus.publish_raw(bus.names.task_subject("add"), b"garbage", {H_MSG_ID: "g-1"})
     state = await run(client, wf({"id": "after", "capability": "add", "params": {"value": 3}}))
     assert state.status == WorkflowStatus.COMPLETED
-    assert await _drained(bus, "add")
+    assert await acks.next("+TERM") == seq, "terminated, never redelivered"
+    await acks.stop()
     system = await client.events(SYSTEM_WORKFLOW)
     reasons = [
         e.data for e in system if isinstance(e.data, MessageRejected) and e.data.stream_seq == seq
