@@ -12,8 +12,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
 from coordinator.state import WorkflowState
 from shared.codec import decode_event, unpack
 from shared.dag import validate_graph
@@ -31,7 +29,7 @@ from shared.events import (
     WorkflowSubmitted,
 )
 from shared.ids import ID_RE, new_workflow_id, workflow_key
-from shared.transport import Bus, FetchTimeout, KVNotFound
+from shared.transport import Bus, KVNotFound
 from shared.vclock import VectorClock
 from shared.workflow import WorkflowDefinition
 
@@ -194,31 +192,8 @@ class Client:
 
     async def _read(self, subject: str) -> list[Event]:
         await self._topology()
-        config = ConsumerConfig(
-            ack_policy=AckPolicy.NONE,
-            deliver_policy=DeliverPolicy.ALL,
-            inactive_threshold=5,
-            mem_storage=True,
-        )
-        sub: Any = await self.bus.call(
-            lambda: self.bus.js.pull_subscribe(
-                subject, stream=self.names.events_stream, config=config
-            ),
-            what="read events",
-        )
-        try:
-            info: Any = await self.bus.call(sub.consumer_info, what="read events")
-            total = int(info.num_pending or 0)
-            out: list[Event] = []
-            while len(out) < total:
-                try:
-                    msgs = await sub.fetch(min(500, total - len(out)), timeout=5)
-                except FetchTimeout:
-                    break
-                out.extend(self._decode(msg) for msg in msgs)
-            return out
-        finally:
-            await sub.unsubscribe()
+        msgs = await self.bus.read_stored(self.names.events_stream, subject)
+        return [self._decode(msg) for msg in msgs]
 
     def _decode(self, msg: Any) -> Event:
         seq = msg.metadata.sequence.stream

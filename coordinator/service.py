@@ -71,6 +71,11 @@ class _Entry:
     state: WorkflowState
     revision: int
     saved_version: int
+    dirty_since: float | None = None
+
+    @property
+    def dirty(self) -> bool:
+        return self.saved_version != self.state.version
 
 
 class Coordinator:
@@ -176,6 +181,8 @@ class Coordinator:
                 name="coordinator-heartbeats",
             )
             self._started.set()
+        with contextlib.suppress(Exception):
+            await self._save({wf: e for wf, e in self._cache.items() if e.dirty}, force=True)
         # Release subscriptions here, so that when run() returns the connection
         # drains at once.
         with contextlib.suppress(Exception):
@@ -212,27 +219,28 @@ class Coordinator:
         except Exception:  # nats-py raises NoKeysError for an empty bucket
             keys = []
         recovered = 0
+        commands: list[Command] = []
         for key in keys:
-            entry = await self._workflows.get(key)
-            if entry.value is None:
-                continue
             try:
-                state = WorkflowState.from_snapshot(entry.value)
+                entry = await self._load(key, commands)
             except MalformedMessageError:
                 log.exception("unreadable snapshot skipped", workflow_id=key)
                 continue
-            if state.is_terminal:
+            if entry is None or entry.state.is_terminal:
+                self._cache.pop(key, None)
                 continue
-            self._remember(state, int(entry.revision or 0), state.version)
-            for timer in pending_timers(state):
+            for timer in pending_timers(entry.state):
                 self._arm(timer)
             recovered += 1
+        # Commands of events folded after the snapshots: re-issued, deduplicated.
+        await self._execute(commands)
         if recovered:
             log.info("recovered running workflows", count=recovered)
 
     # Event loop ---------------------------------------------------------
     async def _consume(self) -> None:
         while not self._stop.is_set():
+            await self._flush_due()
             try:
                 msgs = await self._sub.fetch(self._batch, timeout=self._fetch_timeout)
             except FetchTimeout:
@@ -294,16 +302,29 @@ class Coordinator:
                 self._cache.pop(workflow_id, None)
                 self._shell_counters.pop(workflow_id, None)
 
+    async def _flush_due(self) -> None:
+        """Save snapshots whose interval has passed (between batches, never during one)."""
+        dirty = {wf: entry for wf, entry in self._cache.items() if entry.dirty}
+        if not dirty:
+            return
+        try:
+            await self._save(dirty)
+        except StateConflictError:
+            log.exception("lost a snapshot race: another coordinator is active; stopping")
+            self._stop.set()
+        except Exception as exc:
+            log.warning("snapshot flush failed; will retry", error=str(exc))
+
     async def _fold(self, msg: Msg, touched: dict[str, _Entry], commands: list[Command]) -> None:
         seq = msg.metadata.sequence.stream
         try:
             event = decode_event(msg.subject, msg.headers, msg.data, self.names, seq=seq)
         except MalformedMessageError as exc:
-            await self._reject(msg, seq, exc)
+            await self._reject(msg, seq, exc, commands)
             return
         if event.workflow_id == SYSTEM_WORKFLOW:
             return
-        entry = touched.get(event.workflow_id) or await self._load(event.workflow_id)
+        entry = touched.get(event.workflow_id) or await self._load(event.workflow_id, commands)
         if entry is not None and seq <= entry.state.last_seq:
             return  # already folded before a restart
         state, new_commands = reduce(entry.state if entry else None, event, source=self.node_id)
@@ -323,7 +344,9 @@ class Coordinator:
         touched[event.workflow_id] = entry
         commands.extend(new_commands)
 
-    async def _reject(self, msg: Msg, seq: int, exc: MalformedMessageError) -> None:
+    async def _reject(
+        self, msg: Msg, seq: int, exc: MalformedMessageError, commands: list[Command]
+    ) -> None:
         """Record a poison event: never applied, never redelivered."""
         parsed = self.names.parse_event_subject(msg.subject)
         workflow_id = parsed[0] if parsed and ID_RE.match(parsed[0]) else SYSTEM_WORKFLOW
@@ -341,7 +364,7 @@ class Coordinator:
             and parsed[1] == EventType.WORKFLOW_SUBMITTED.value
             and workflow_id != SYSTEM_WORKFLOW
         ):
-            entry = await self._load(workflow_id)
+            entry = await self._load(workflow_id, commands)
             if entry is None:
                 await self._shell_emit(
                     workflow_id,
@@ -366,7 +389,10 @@ class Coordinator:
         for workflow_id in touched:
             self._cache.pop(workflow_id, None)
 
-    async def _load(self, workflow_id: str) -> _Entry | None:
+    async def _load(self, workflow_id: str, commands: list[Command]) -> _Entry | None:
+        """The workflow's state: cached, or its snapshot plus a re-fold of the events
+        stored after it (snapshots are saved lazily; the stream is the truth). The
+        re-fold's commands are added to ``commands`` for the caller to execute."""
         entry = self._cache.get(workflow_id)
         if entry is not None:
             self._cache.move_to_end(workflow_id)
@@ -378,18 +404,47 @@ class Coordinator:
         if kv_entry.value is None:
             return None
         state = WorkflowState.from_snapshot(kv_entry.value)
-        self._remember(state, int(kv_entry.revision or 0), state.version)
+        saved_version = state.version
+        tail = await self.bus.read_stored(
+            self.names.events_stream,
+            self.names.workflow_events(workflow_id),
+            start_seq=state.last_seq + 1,
+        )
+        for msg in tail:
+            seq = msg.metadata.sequence.stream
+            try:
+                event = decode_event(msg.subject, msg.headers, msg.data, self.names, seq=seq)
+            except MalformedMessageError:
+                continue  # the live consumer records it as rejected
+            _, new_commands = reduce(state, event, source=self.node_id)
+            commands.extend(new_commands)
+        self._remember(state, int(kv_entry.revision or 0), saved_version)
         return self._cache[workflow_id]
 
-    async def _save(self, touched: dict[str, _Entry]) -> None:
+    def _due(self, entry: _Entry, now: float) -> bool:
+        """Whether a changed snapshot must be written now (see Settings.snapshot_*)."""
+        if not entry.dirty:
+            return False
+        if entry.revision == 0 or entry.state.is_terminal:
+            return True  # a new workflow exists only in this process until saved
+        if entry.state.version - entry.saved_version >= self.settings.snapshot_every_events:
+            return True
+        if entry.dirty_since is None:
+            entry.dirty_since = now
+        return now - entry.dirty_since >= self.settings.snapshot_interval_s
+
+    async def _save(self, touched: dict[str, _Entry], *, force: bool = False) -> None:
+        now = time.monotonic()
+
         async def save(entry: _Entry) -> None:
-            if entry.saved_version == entry.state.version:
+            if not (entry.dirty if force else self._due(entry, now)):
                 return
             version = entry.state.version
             entry.revision = await self.bus.kv_put_cas(
                 self._workflows, entry.state.workflow_id, entry.state.to_snapshot(), entry.revision
             )
             entry.saved_version = version
+            entry.dirty_since = None
 
         await asyncio.gather(*(save(entry) for entry in touched.values()))
 
@@ -483,7 +538,9 @@ class Coordinator:
                 attempt=timer.attempt,
             )
             return
-        entry = await self._load(timer.workflow_id)
+        loaded: list[Command] = []
+        entry = await self._load(timer.workflow_id, loaded)
+        await self._execute(loaded)
         if entry is None or entry.state.definition is None:
             return
         task = entry.state.tasks.get(timer.task_id)
@@ -558,7 +615,9 @@ class Coordinator:
             log.warning("dead letter without a task identity", seq=seq, subject=subject)
         else:
             workflow_id, task_id, attempt = identity
-            await self._load(workflow_id)
+            loaded: list[Command] = []
+            await self._load(workflow_id, loaded)
+            await self._execute(loaded)
             await self._shell_emit(
                 workflow_id,
                 EventType.TASK_DEAD_LETTERED,

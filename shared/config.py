@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     connect_timeout_s: float = Field(default=5, gt=0)
     lease_ttl_s: int = Field(default=10, ge=2)
     """A coordinator that stops renewing its lease loses it after this long."""
+    snapshot_every_events: int = Field(default=256, ge=1)
+    """Save a workflow's snapshot after this many state changes at most..."""
+    snapshot_interval_s: float = Field(default=1.0, gt=0)
+    """...or this long after its first unsaved change. The stream is the truth:
+    a recovering coordinator re-folds the events after the snapshot."""
     coordinator_ack_wait_s: float = Field(default=15, gt=0)
     """How long an event fetched by a dead coordinator waits before redelivery."""
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")

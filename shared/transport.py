@@ -10,19 +10,22 @@ publish is deduplicated by the server. nats-py errors are re-raised as ours
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
 import nats.js.errors
 import structlog
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
+    DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
     RetentionPolicy,
@@ -273,6 +276,34 @@ class Bus:
         except nats.errors.Error as exc:
             raise TransportError(f"{what} failed: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def read_stored(self, stream: str, subject: str, *, start_seq: int = 1) -> list[Msg]:
+        """Every stored message on ``subject`` from ``start_seq`` on, in stream order
+        (an ephemeral consumer, deleted afterwards)."""
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_seq > 1 else DeliverPolicy.ALL,
+            opt_start_seq=start_seq if start_seq > 1 else None,
+            inactive_threshold=5,
+            mem_storage=True,
+        )
+        sub: Any = await self.call(
+            lambda: self.js.pull_subscribe(subject, stream=stream, config=config),
+            what=f"read {subject}",
+        )
+        try:
+            info: Any = await self.call(sub.consumer_info, what=f"read {subject}")
+            total = int(info.num_pending or 0)
+            out: list[Msg] = []
+            while len(out) < total:
+                try:
+                    out.extend(await sub.fetch(min(500, total - len(out)), timeout=5))
+                except FetchTimeout:
+                    break
+            return out
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
 
     async def get_stored(self, stream: str, seq: int) -> tuple[str, dict[str, str]] | None:
         """``(subject, headers)`` of a stored message, or None if it is gone."""
