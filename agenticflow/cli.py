@@ -378,6 +378,24 @@ def agents(as_json: JsonOpt = False, nats: NatsOpt = None, prefix: PrefixOpt = N
 
 
 def _resume(
+    settings: Settings,
+    workflow_id: str,
+    from_task: str | None,
+    *,
+    wait: bool,
+    timeout: float,
+    as_json: bool,
+    done: str,
+) -> None:
+    """Request a resume; with ``wait``, show the final state (exit 1 unless completed)."""
+    state = _resume_state(settings, workflow_id, from_task, wait, timeout)
+    if state is None:
+        out.print(done)
+        return
+    _finish(state, as_json)
+
+
+def _resume_state(
     settings: Settings, workflow_id: str, from_task: str | None, wait: bool, timeout: float
 ) -> WorkflowState | None:
     async def go(client: Client) -> WorkflowState | None:
@@ -412,12 +430,10 @@ def resume(
     prefix: PrefixOpt = None,
 ) -> None:
     """Re-run a failed workflow, keeping the results of tasks that completed."""
-    settings = _settings(nats, prefix)
-    state = _resume(settings, workflow_id, from_task, wait, timeout)
-    if state is None:
-        out.print(f"resume of {workflow_id} requested")
-        return
-    _finish(state, as_json)
+    _resume(
+        _settings(nats, prefix), workflow_id, from_task, wait=wait, timeout=timeout,
+        as_json=as_json, done=f"resume of {workflow_id} requested",
+    )  # fmt: skip
 
 
 dlq_app = typer.Typer(
@@ -474,12 +490,10 @@ def dlq_retry(
     prefix: PrefixOpt = None,
 ) -> None:
     """Re-dispatch a dead-lettered task (and what depends on it)."""
-    settings = _settings(nats, prefix)
-    state = _resume(settings, workflow_id, task_id, wait, timeout)
-    if state is None:
-        out.print(f"{task_id} of {workflow_id} re-dispatched")
-        return
-    _finish(state, as_json)
+    _resume(
+        _settings(nats, prefix), workflow_id, task_id, wait=wait, timeout=timeout,
+        as_json=as_json, done=f"{task_id} of {workflow_id} re-dispatched",
+    )  # fmt: skip
 
 
 def main() -> None:

@@ -3,15 +3,57 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from nats.aio.msg import Msg
+
 from coordinator.client import Client
 from coordinator.reducer import fold
 from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
-from shared.events import EventType
+from shared.codec import decode_event
+from shared.events import Event, EventType
+from shared.transport import Bus
 from shared.workflow import WorkflowDefinition, parse_workflow
+
+
+class Observer:
+    """Every event as it is stored, with the time we saw it (a core subscription)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.seen: list[tuple[float, Event]] = []
+        self._changed = asyncio.Condition()
+
+    async def start(self) -> None:
+        await self.bus.nc.subscribe(self.bus.names.event_subjects, cb=self._on_msg)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        event = decode_event(msg.subject, msg.headers, msg.data, self.bus.names)
+        async with self._changed:
+            self.seen.append((time.monotonic(), event))
+            self._changed.notify_all()
+
+    def count(self, event_type: EventType) -> int:
+        return sum(1 for _, e in self.seen if e.type == event_type)
+
+    async def until(self, predicate: Any, timeout: float = 60) -> None:
+        """Wait until ``predicate(self)`` holds, woken by each new event."""
+
+        async def wait() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: predicate(self))
+
+        await asyncio.wait_for(wait(), timeout)
+
+    def first_after(self, since: float, predicate: Any) -> float | None:
+        for at, event in self.seen:
+            if at >= since and predicate(event):
+                return at
+        return None
+
 
 BOOKKEEPING = {"version", "last_seq"}
 """Snapshot fields that are the live shell's bookkeeping, not workflow state."""

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from agenticflow.devcluster import DevCluster
@@ -21,8 +20,7 @@ from agenticflow.server import NatsServer
 from coordinator.client import Client
 from shared.events import EventType
 from shared.transport import Bus, connected
-from shared.workflow import WorkflowDefinition, parse_workflow
-from tests.chaos.helpers import Report, assert_exactly_once
+from tests.chaos.helpers import Observer, Report, assert_exactly_once, chain_workflow
 from tests.conftest import TEST_APP, unique_prefix
 
 pytestmark = pytest.mark.chaos
@@ -31,46 +29,6 @@ T = TypeVar("T")
 
 TIMERS = {"task_ack_wait_s": 5, "coordinator_ack_wait_s": 5}
 """A delivery whose ack died with a server comes back after 5 s, not 30 s / 15 s."""
-
-
-def slow_chain(length: int, seconds: float) -> WorkflowDefinition:
-    """A chain of ``slow`` tasks, each taking ``seconds``."""
-    tasks = [
-        {
-            "id": f"t{i}",
-            "capability": "slow",
-            "params": {"seconds": seconds},
-            "depends_on": [f"t{i - 1}"] if i else [],
-        }
-        for i in range(length)
-    ]
-    return parse_workflow({"name": f"slow-chain-{length}", "tasks": tasks})
-
-
-class Completions:
-    """Counts ``task.completed`` publications (a core subscription) and wakes waiters."""
-
-    def __init__(self, bus: Bus) -> None:
-        self.bus = bus
-        self.count = 0
-        self._changed = asyncio.Condition()
-
-    async def start(self) -> None:
-        await self.bus.nc.subscribe(self.bus.names.event_subjects, cb=self._on_msg)
-
-    async def _on_msg(self, msg: Msg) -> None:
-        parsed = self.bus.names.parse_event_subject(msg.subject)
-        if parsed and parsed[1] == EventType.TASK_COMPLETED.value:
-            async with self._changed:
-                self.count += 1
-                self._changed.notify_all()
-
-    async def at_least(self, count: int, timeout: float = 30) -> None:
-        async def wait() -> None:
-            async with self._changed:
-                await self._changed.wait_for(lambda: self.count >= count)
-
-        await asyncio.wait_for(wait(), timeout)
 
 
 async def poll(check: Callable[[], T | None], *, timeout: float, what: str) -> T:
@@ -172,20 +130,20 @@ async def test_events_stream_leader_killed_in_a_3_node_cluster(
         )
         bus = await stack.enter_async_context(connected(cluster.settings, name="chaos-nleader"))
         client = Client(bus=bus, node_id="chaos-nleader")
-        completions = Completions(bus)
+        completions = Observer(bus)
         await completions.start()
         stream = cluster.settings.names.events_stream
 
-        definition = slow_chain(5, 0.3)
+        definition = chain_workflow(5, capability="slow", params={"seconds": 0.3})
         ids = list(await asyncio.gather(*(client.submit(definition) for _ in range(20))))
-        await completions.at_least(20)
+        await completions.until(lambda o: o.count(EventType.TASK_COMPLETED) >= 20)
         leader = await poll(lambda: nats.stream_leader(stream), timeout=10, what="a leader")
         was_meta_leader = await asyncio.to_thread(nats.meta_leader) == leader
 
         killed_at = time.monotonic()
         await asyncio.to_thread(nats.kill, leader)
         killed_wall = time.time()  # events the dead leader stored carry earlier timestamps
-        assert completions.count < 100, "the kill landed mid-run"
+        assert completions.count(EventType.TASK_COMPLETED) < 100, "the kill landed mid-run"
         # A second wave, submitted while the stream has no leader: the client retries.
         late = asyncio.gather(*(client.submit(definition) for _ in range(10)))
         survivors = [i for i in range(3) if i != leader]
@@ -272,17 +230,17 @@ async def test_single_server_killed_and_restarted_on_its_store(
         )
         bus = await stack.enter_async_context(connected(cluster.settings, name="chaos-nsingle"))
         client = Client(bus=bus, node_id="chaos-nsingle")
-        completions = Completions(bus)
+        completions = Observer(bus)
         await completions.start()
 
-        definition = slow_chain(5, 0.3)
+        definition = chain_workflow(5, capability="slow", params={"seconds": 0.3})
         ids = list(await asyncio.gather(*(client.submit(definition) for _ in range(20))))
-        await completions.at_least(20)
+        await completions.until(lambda o: o.count(EventType.TASK_COMPLETED) >= 20)
 
         killed_at = time.monotonic()
         await asyncio.to_thread(servers[0].kill)
         killed_wall = time.time()
-        assert completions.count < 100, "the kill landed mid-run"
+        assert completions.count(EventType.TASK_COMPLETED) < 100, "the kill landed mid-run"
         late = asyncio.gather(*(client.submit(definition) for _ in range(10)))
         port = servers[0].port
         servers.append(NatsServer(port=port, store_dir=store))

@@ -12,16 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nats.aio.msg import Msg
 
 from agenticflow.devcluster import DevCluster
 from agenticflow.server import NatsServer
 from coordinator.client import Client
 from coordinator.lease import LEASE_KEY
-from shared.codec import decode_event
-from shared.events import Event, EventType
-from shared.transport import Bus, connected
-from tests.chaos.helpers import Report, assert_exactly_once, chain_workflow
+from shared.events import EventType
+from shared.transport import connected
+from tests.chaos.helpers import Observer, Report, assert_exactly_once, chain_workflow
 from tests.conftest import TEST_APP, unique_prefix
 from tests.integration.helpers import wf
 from tests.support.acks import AckWatch
@@ -30,42 +28,6 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 
 FAST = {"task_ack_wait_s": 2, "lease_ttl_s": 3, "coordinator_ack_wait_s": 2}
 """Short timers so each scenario runs in seconds (defaults are 30 s / 10 s / 15 s)."""
-
-
-class Observer:
-    """Every event as it is stored, with the time we saw it (a core subscription)."""
-
-    def __init__(self, bus: Bus) -> None:
-        self.bus = bus
-        self.seen: list[tuple[float, Event]] = []
-        self._changed = asyncio.Condition()
-
-    async def start(self) -> None:
-        await self.bus.nc.subscribe(self.bus.names.event_subjects, cb=self._on_msg)
-
-    async def _on_msg(self, msg: Msg) -> None:
-        event = decode_event(msg.subject, msg.headers, msg.data, self.bus.names)
-        async with self._changed:
-            self.seen.append((time.monotonic(), event))
-            self._changed.notify_all()
-
-    def count(self, event_type: EventType) -> int:
-        return sum(1 for _, e in self.seen if e.type == event_type)
-
-    async def until(self, predicate: Any, timeout: float = 60) -> None:
-        """Wait until ``predicate(self)`` holds, woken by each new event."""
-
-        async def wait() -> None:
-            async with self._changed:
-                await self._changed.wait_for(lambda: predicate(self))
-
-        await asyncio.wait_for(wait(), timeout)
-
-    def first_after(self, since: float, predicate: Any) -> float | None:
-        for at, event in self.seen:
-            if at >= since and predicate(event):
-                return at
-        return None
 
 
 @asynccontextmanager
