@@ -22,7 +22,7 @@ import heapq
 import itertools
 import json
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,15 +40,28 @@ from coordinator.reducer import (
     reduce,
 )
 from coordinator.state import WorkflowState
-from shared.codec import decode_event, pack, task_identity, unpack
+from shared.codec import (
+    TaskMessage,
+    decode_event,
+    encode_event,
+    encode_task,
+    pack,
+    task_identity,
+    unpack,
+)
 from shared.config import Settings
-from shared.errors import AgenticFlowError, MalformedMessageError, StateConflictError
+from shared.errors import (
+    MalformedMessageError,
+    PayloadTooLargeError,
+    StateConflictError,
+)
 from shared.events import (
     Event,
     EventType,
     MessageRejected,
     Payload,
     TaskDeadLettered,
+    TaskFailed,
     TaskRetryDue,
     TaskTimedOut,
     TaskUnserved,
@@ -57,13 +70,16 @@ from shared.events import (
 from shared.ids import ID_RE, task_key, workflow_key
 from shared.lifecycle import every, stop_when_closed
 from shared.names import SYSTEM_WORKFLOW
-from shared.transport import Bus, FetchTimeout, KVNotFound
+from shared.puller import Puller
+from shared.transport import Bus, FetchTimeout, KVNotFound, Outgoing
 from shared.vclock import VectorClock
 
 log = structlog.get_logger("agenticflow.coordinator")
 
 _CACHE_SIZE = 10_000
-_PUBLISH_CONCURRENCY = 512
+_FINISHED_KEPT = 100_000
+"""Ids of workflows this process saw finish: their later events (our own terminal
+event coming back, a late duplicate outcome) are skipped without loading them."""
 
 
 @dataclass(slots=True)
@@ -100,6 +116,7 @@ class Coordinator:
         self._batch = batch_size
         self._fetch_timeout = fetch_timeout_s
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        self._finished: OrderedDict[str, None] = OrderedDict()
         self._timers: list[tuple[int, int, ArmTimer]] = []
         self._timer_seq = itertools.count()
         self._timer_wakeup = asyncio.Event()
@@ -107,8 +124,9 @@ class Coordinator:
         self._live: dict[str, dict[str, Any]] = {}
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
-        self._publish_limit = asyncio.Semaphore(_PUBLISH_CONCURRENCY)
-        self._sub: Any = None
+        self._inbox: deque[Msg] = deque()
+        self._has_mail = asyncio.Event()
+        self._puller: Puller
         self._watcher: Any = None
         self.runner: asyncio.Task[None] | None = None
         self.events_folded = 0
@@ -131,17 +149,27 @@ class Coordinator:
         await self._recover()
         await self._heartbeat()
         self._watcher = await self._agents.watchall()
-        self._sub = await self.bus.js.pull_subscribe(
-            self.names.event_subjects,
-            durable=self.names.coordinator_consumer,
-            stream=self.names.events_stream,
-            config=ConsumerConfig(
+        await self.bus.ensure_consumer(
+            self.names.events_stream,
+            ConsumerConfig(
+                durable_name=self.names.coordinator_consumer,
+                filter_subject=self.names.event_subjects,
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
                 ack_wait=self.settings.coordinator_ack_wait_s,
                 max_ack_pending=-1,
             ),
         )
+        self._puller = Puller(
+            self.bus,
+            stream=self.names.events_stream,
+            consumer=self.names.coordinator_consumer,
+            on_message=self._arrived,
+            credit=lambda: 2 * self._batch - len(self._inbox),
+            max_batch=self._batch,
+            max_open=1,  # one request at a time: events are folded in stream order
+        )
+        await self._puller.start()
         self._dlq_sub = await self.bus.js.pull_subscribe(
             self.names.max_deliveries_subject,
             durable=self.names.dead_letter_consumer,
@@ -190,7 +218,7 @@ class Coordinator:
         with contextlib.suppress(Exception):
             await self._watcher.stop()
         with contextlib.suppress(Exception):
-            await self._sub.unsubscribe()
+            await self._puller.stop()
         with contextlib.suppress(Exception):
             await self._dlq_sub.unsubscribe()
 
@@ -238,22 +266,22 @@ class Coordinator:
             log.info("recovered running workflows", count=recovered)
 
     # Event loop ---------------------------------------------------------
+    def _arrived(self, msg: Msg) -> None:
+        self._inbox.append(msg)
+        self._has_mail.set()
+
     async def _consume(self) -> None:
         while not self._stop.is_set():
             await self._flush_due()
-            try:
-                msgs = await self._sub.fetch(self._batch, timeout=self._fetch_timeout)
-            except FetchTimeout:
+            if not self._inbox:
+                self._has_mail.clear()
+                # Wake for mail, or each fetch interval to flush snapshots and see _stop.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._has_mail.wait(), timeout=self._fetch_timeout)
                 continue
-            except AgenticFlowError:
-                log.exception("fetch failed")
-                continue
-            except Exception as exc:
-                if self._stop.is_set():
-                    return
-                log.warning("fetch failed", error=str(exc))
-                await asyncio.sleep(0.5)  # back off a broken connection, not a wait on an effect
-                continue
+            count = min(len(self._inbox), self._batch)
+            msgs = [self._inbox.popleft() for _ in range(count)]
+            self._puller.kick()
             await self._process(msgs)
 
     async def _process(self, msgs: list[Msg]) -> None:
@@ -301,6 +329,9 @@ class Coordinator:
             if entry.state.is_terminal:
                 self._cache.pop(workflow_id, None)
                 self._shell_counters.pop(workflow_id, None)
+                self._finished[workflow_id] = None
+                while len(self._finished) > _FINISHED_KEPT:
+                    self._finished.popitem(last=False)
 
     async def _flush_due(self) -> None:
         """Save snapshots whose interval has passed (between batches, never during one)."""
@@ -324,6 +355,10 @@ class Coordinator:
             return
         if event.workflow_id == SYSTEM_WORKFLOW:
             return
+        if event.workflow_id in self._finished:
+            if event.type != EventType.WORKFLOW_RESUME_REQUESTED:
+                return  # a finished workflow ignores it (our own terminal event, a late outcome)
+            del self._finished[event.workflow_id]
         entry = touched.get(event.workflow_id) or await self._load(event.workflow_id, commands)
         if entry is not None and seq <= entry.state.last_seq:
             return  # already folded before a restart
@@ -427,7 +462,10 @@ class Coordinator:
             return False
         if entry.revision == 0 or entry.state.is_terminal:
             return True  # a new workflow exists only in this process until saved
-        if entry.state.version - entry.saved_version >= self.settings.snapshot_every_events:
+        # At least as many changes as the workflow has tasks: writing a snapshot
+        # costs O(tasks), so this keeps its cost O(1) per event for big workflows.
+        every = max(self.settings.snapshot_every_events, len(entry.state.tasks))
+        if entry.state.version - entry.saved_version >= every:
             return True
         if entry.dirty_since is None:
             entry.dirty_since = now
@@ -450,29 +488,60 @@ class Coordinator:
 
     # Commands -----------------------------------------------------------
     async def _execute(self, commands: list[Command]) -> None:
-        async def run(command: Command) -> None:
-            async with self._publish_limit:
-                if isinstance(command, Emit):
-                    # The reducer stamps the triggering event's time; record when it happened.
-                    event = command.event.model_copy(update={"timestamp": time.time_ns()})
-                    await self.bus.publish_event(event)
-                elif isinstance(command, Dispatch):
-                    await self._dispatch(command)
-                else:
-                    self._arm(command)
+        """Publish the batch's events and task messages pipelined, arm its timers.
 
-        await asyncio.gather(*(run(command) for command in commands))
-
-    async def _dispatch(self, command: Dispatch) -> None:
-        task = command.task
-        await self.bus.ensure_task_consumer(task.capability)
-        await self.bus.publish_task(task)
-        if not self._served(task.capability):
+        A task message too large to publish (its dependencies' results are too
+        big together) fails that task for good instead of blocking the batch.
+        """
+        now = time.time_ns()
+        outgoing: list[Outgoing] = []
+        unserved: list[TaskMessage] = []
+        too_large: list[tuple[TaskMessage, PayloadTooLargeError]] = []
+        max_payload = self.bus.max_payload
+        for command in commands:
+            if isinstance(command, Emit):
+                # The reducer stamps the triggering event's time; record when it happened.
+                event = command.event.model_copy(update={"timestamp": now})
+                outgoing.append(encode_event(event, self.names, max_payload=max_payload))
+            elif isinstance(command, Dispatch):
+                task = command.task
+                await self.bus.ensure_task_consumer(task.capability)
+                try:
+                    outgoing.append(encode_task(task, self.names, max_payload=max_payload))
+                except PayloadTooLargeError as too_big:
+                    too_large.append((task, too_big))
+                    continue
+                if not self._served(task.capability):
+                    unserved.append(task)
+            else:
+                self._arm(command)
+        await self.bus.publish_many(outgoing)
+        for task in unserved:
             await self._shell_emit(
                 task.workflow_id,
                 EventType.TASK_UNSERVED,
                 TaskUnserved(capability=task.capability),
                 key=task_key(task.workflow_id, task.task_id, task.attempt, "unserved"),
+                task_id=task.task_id,
+                attempt=task.attempt,
+            )
+        for task, error in too_large:
+            log.warning(
+                "task message too large; task failed",
+                workflow_id=task.workflow_id,
+                task_id=task.task_id,
+                error=str(error),
+            )
+            await self._shell_emit(
+                task.workflow_id,
+                EventType.TASK_FAILED,
+                TaskFailed.for_good(
+                    type(error).__name__,
+                    error.code,
+                    f"the task message cannot be published: {error}",
+                    worker=self.node_id,
+                ),
+                key=task_key(task.workflow_id, task.task_id, task.attempt, "failed"),
                 task_id=task.task_id,
                 attempt=task.attempt,
             )

@@ -125,6 +125,17 @@ class TaskFailed(Payload):
     agent: str = ""
     duration_ms: float = 0.0
 
+    @classmethod
+    def for_good(
+        cls, error_type: str, code: str, message: str, *, worker: str, agent: str = ""
+    ) -> TaskFailed:
+        """A failure that no retry can fix (unreadable task, oversized message...)."""
+        return cls(
+            error=ErrorInfo(type=error_type, message=message, code=code, retryable=False),
+            worker=worker,
+            agent=agent,
+        )
+
 
 class TaskRetryScheduled(Payload):
     """The coordinator will dispatch the next attempt at ``due_ns``."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -67,6 +67,35 @@ KVConflict = nats.js.errors.KeyWrongLastSequenceError
 KVNotFound = (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError)
 FetchTimeout = (nats.errors.TimeoutError, asyncio.TimeoutError)
 
+Outgoing = tuple[str, dict[str, str], bytes]
+"""A message to publish: ``(subject, headers, body)``, as the codec's encoders return it."""
+
+_ATTEMPT_S = 2.0
+"""One publish attempt's wait for the server's acknowledgement."""
+
+
+def _acked(future: asyncio.Future[Any] | None) -> tuple[int, bool] | None:
+    """``(stream_seq, duplicate)`` of a pipelined publish that was stored, or None
+    (not sent, failed, or not answered yet: then it is abandoned)."""
+    if future is None:
+        return None
+    if not future.done():
+        future.cancel()
+        return None
+    if future.cancelled() or future.exception() is not None:
+        return None
+    ack = future.result()
+    return ack.seq, bool(ack.duplicate)
+
+
+def _ours(exc: nats.errors.Error, what: str) -> TransportError:
+    """A nats-py error as ours."""
+    if isinstance(exc, nats.errors.TimeoutError):
+        return PublishTimeoutError(f"{what}: no answer from the server")
+    if isinstance(exc, nats.errors.ConnectionClosedError):
+        return ConnectionLostError("the NATS connection is closed")
+    return TransportError(f"{what} failed: {exc}")
+
 
 class Bus:
     """One NATS connection, the JetStream context and the cluster's names."""
@@ -80,6 +109,16 @@ class Bus:
         self.closing = False
         self._consumers: set[str] = set()
         self._kv: dict[str, KeyValue] = {}
+        self._reconnect_hooks: list[Callable[[], None]] = []
+
+    def on_reconnect(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` after every reconnect (e.g. to re-send pull requests)."""
+        self._reconnect_hooks.append(hook)
+
+    def forget_reconnect(self, hook: Callable[[], None]) -> None:
+        """Undo :meth:`on_reconnect` (no error if it was not registered)."""
+        with contextlib.suppress(ValueError):
+            self._reconnect_hooks.remove(hook)
 
     # Lifecycle ----------------------------------------------------------
     @classmethod
@@ -100,6 +139,9 @@ class Bus:
 
         async def on_reconnected() -> None:
             log.info("nats reconnected")
+            if holder:
+                for hook in list(holder[0]._reconnect_hooks):
+                    hook()
 
         try:
             nc = await nats.connect(
@@ -232,6 +274,22 @@ class Bus:
         self._consumers.add(name)
         return name
 
+    async def ensure_consumer(self, stream: str, config: ConsumerConfig) -> None:
+        """Create a durable consumer unless it exists (an existing one is kept as is)."""
+        name = config.durable_name or ""
+        try:
+            await self.js.consumer_info(stream, name)
+        except nats.js.errors.NotFoundError:
+            pass
+        except nats.errors.Error as exc:
+            raise TransportError(f"cannot read consumer {name}: {exc}") from exc
+        else:
+            return
+        try:
+            await self.js.add_consumer(stream, config)
+        except nats.errors.Error as exc:
+            raise TransportError(f"cannot create consumer {name}: {exc}") from exc
+
     # Publishing ---------------------------------------------------------
     async def publish_event(self, event: Event) -> tuple[int, bool]:
         """Store an event; returns ``(stream_seq, duplicate)``."""
@@ -252,10 +310,72 @@ class Bus:
         async def once() -> tuple[int, bool]:
             # Short attempts: a request on a connection that died is never failed by
             # nats-py, it just times out; the retry (same Msg-Id) goes out on the new one.
-            ack = await self.js.publish(subject, body, headers=headers, timeout=2)
+            ack = await self.js.publish(subject, body, headers=headers, timeout=_ATTEMPT_S)
             return ack.seq, bool(ack.duplicate)
 
+        try:
+            return await once()  # the common case, without building a retry loop
+        except _TRANSIENT:
+            pass
+        except nats.errors.Error as exc:
+            raise _ours(exc, f"publish to {subject}") from exc
         return await self.call(once, what=f"publish to {subject}")
+
+    async def publish_many(self, messages: Sequence[Outgoing]) -> list[tuple[int, bool]]:
+        """Publish ``(subject, headers, body)`` messages pipelined; returns their
+        ``(stream_seq, duplicate)`` in order once every one is stored.
+
+        All go out, in order, before any acknowledgement is awaited (nats-py
+        bounds the acks in flight); a message whose acknowledgement fails or
+        does not come within one attempt's time is published again, with the
+        same Msg-Id, by :meth:`publish_raw`, which retries transient failures.
+        Raises PayloadTooLargeError before sending anything if one is too big.
+        """
+        for _, headers, body in messages:
+            check_size(headers, body, self.max_payload)
+        futures = [await self._send(message) for message in messages]
+        pending = [f for f in futures if f is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=_ATTEMPT_S)
+        results: list[tuple[int, bool] | None] = []
+        retries: dict[int, Awaitable[tuple[int, bool]]] = {}
+        for i, future in enumerate(futures):
+            ack = _acked(future)
+            results.append(ack)
+            if ack is None:
+                subject, headers, body = messages[i]
+                retries[i] = self.publish_raw(subject, body, headers)
+        if retries:
+            for i, outcome in zip(retries, await asyncio.gather(*retries.values()), strict=True):
+                results[i] = outcome
+        return [r for r in results if r is not None]
+
+    async def send_event(self, event: Event) -> Coroutine[Any, Any, tuple[int, bool]]:
+        """Put an event on the wire now, so events sent one after another are
+        stored in that order; returns a coroutine to await (or ``close()``)
+        that ends when the event is stored, retrying like :meth:`publish_raw`
+        (a retried event may then be stored after events sent later)."""
+        message = encode_event(event, self.names, max_payload=self.max_payload)
+        return self._stored(await self._send(message), message)
+
+    async def _send(self, message: Outgoing) -> asyncio.Future[Any] | None:
+        subject, headers, body = message
+        try:
+            return await self.js.publish_async(subject, body, headers=headers)
+        except nats.errors.Error:
+            return None  # the retrying path publishes it
+
+    async def _stored(
+        self, future: asyncio.Future[Any] | None, message: Outgoing
+    ) -> tuple[int, bool]:
+        if future is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait({future}, timeout=_ATTEMPT_S)
+        ack = _acked(future)
+        if ack is not None:
+            return ack
+        subject, headers, body = message
+        return await self.publish_raw(subject, body, headers)
 
     async def call(self, fn: Callable[[], Awaitable[T]], *, what: str) -> T:
         """Run a JetStream request, retrying transient failures for up to 30 s with
@@ -269,12 +389,8 @@ class Bus:
             ):
                 with attempt:
                     return await fn()
-        except nats.errors.TimeoutError as exc:
-            raise PublishTimeoutError(f"{what}: no answer from the server") from exc
-        except nats.errors.ConnectionClosedError as exc:
-            raise ConnectionLostError("the NATS connection is closed") from exc
         except nats.errors.Error as exc:
-            raise TransportError(f"{what} failed: {exc}") from exc
+            raise _ours(exc, what) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def read_stored(self, stream: str, subject: str, *, start_seq: int = 1) -> list[Msg]:

@@ -1,11 +1,13 @@
 """The worker runtime: pull tasks, run agent handlers, publish outcomes.
 
 For every capability of the loaded app the worker binds to the capability's
-shared durable pull consumer; concurrency is bounded by one semaphore for the
-whole process (``--concurrency``), and ``max_ack_pending`` on the consumer is
-the cluster-wide backpressure. For each task it publishes ``task.started``,
-runs the handler (sending ``in_progress()`` while it runs so JetStream does
-not redeliver a live task), publishes ``task.completed`` or ``task.failed``,
+shared durable pull consumer (pulling continuously, see
+:class:`shared.puller.Puller`); concurrency is bounded for the whole process
+(``--concurrency``): a capability asks only for free slots, and
+``max_ack_pending`` on the consumer is the cluster-wide backpressure. For
+each task it publishes ``task.started``, runs the handler (sending
+``in_progress()`` while it runs so JetStream does not redeliver a live task),
+publishes ``task.completed`` or ``task.failed``,
 and acks only after that event is stored. Errors decide delivery:
 
 - a decodable task always ends in an outcome event, then ``ack()``;
@@ -22,10 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import time
 from collections import OrderedDict
+from collections.abc import Coroutine
 from typing import Any
 
 import structlog
@@ -54,7 +58,8 @@ from shared.events import (
 from shared.ids import ID_RE, task_key
 from shared.lifecycle import every, stop_when_closed
 from shared.names import SYSTEM_WORKFLOW
-from shared.transport import Bus, FetchTimeout
+from shared.puller import Puller
+from shared.transport import Bus
 from shared.vclock import VectorClock
 from worker.app import AgentApp, AgentSpec
 from worker.context import TaskContext
@@ -94,7 +99,6 @@ class Worker:
         app: AgentApp,
         node_id: str,
         concurrency: int = 8,
-        fetch_timeout_s: float = 1.0,
         shutdown_grace_s: float = 10.0,
     ) -> None:
         self.bus = bus
@@ -103,16 +107,19 @@ class Worker:
         self.names = bus.names
         self.settings = bus.settings
         self.concurrency = concurrency
-        self._fetch_timeout = fetch_timeout_s
         self._grace = shutdown_grace_s
-        self._slots = asyncio.Semaphore(concurrency)
+        self._in_hand = 0
+        self._scarce = False
+        self._waiting: dict[str, None] = {}
+        """Capabilities refused a slot, longest waiting first (when slots are scarce)."""
+        """Task messages delivered to this process and not finished yet."""
         self._clocks: OrderedDict[str, VectorClock] = OrderedDict()
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Task[Any]] = set()
         self._load: dict[str, int] = {agent.name: 0 for agent in app.agents}
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
-        self._subs: dict[str, Any] = {}
+        self._pullers: dict[str, Puller] = {}
         self.started_at = time.time_ns()
         self.tasks_done = 0
 
@@ -130,10 +137,25 @@ class Worker:
             return
         await self.bus.ensure_topology()
         self._registry = await self.bus.kv(self.names.agents_bucket)
-        for capability in self.app.capabilities:
+        capabilities = self.app.capabilities
+        # Each capability asks for at most its fair share of the slots at once, so
+        # an idle capability's open request never holds every slot. With more
+        # capabilities than slots they take turns (see _credit), and requests
+        # expire sooner to pass the slots on.
+        share = max(1, min(64, self.concurrency // len(capabilities)))
+        self._scarce = self.concurrency < len(capabilities)
+        expires = 0.5 if self._scarce else 5.0
+        for capability in capabilities:
             consumer = await self.bus.ensure_task_consumer(capability)
-            self._subs[capability] = await self.bus.js.pull_subscribe_bind(
-                durable=consumer, stream=self.names.tasks_stream
+            self._pullers[capability] = Puller(
+                self.bus,
+                stream=self.names.tasks_stream,
+                consumer=consumer,
+                on_message=self._deliver,
+                credit=functools.partial(self._credit, capability),
+                max_batch=share,
+                expires_s=expires,
+                heartbeat_s=expires / 5,
             )
         await self._heartbeat()
         self._runner = asyncio.create_task(self._serve(), name="worker")
@@ -162,9 +184,9 @@ class Worker:
 
     async def _serve(self) -> None:
         try:
+            for puller in self._pullers.values():
+                await puller.start()
             async with asyncio.TaskGroup() as group:
-                for capability, sub in self._subs.items():
-                    group.create_task(self._pull(capability, sub), name=f"pull-{capability}")
                 group.create_task(
                     every(self.settings.heartbeat_s, self._stop, self._heartbeat, what="heartbeat"),
                     name="heartbeats",
@@ -173,12 +195,11 @@ class Worker:
                     stop_when_closed(self.bus.closed, self._stop, who="worker"), name="connection"
                 )
                 self._started.set()
+            await self._stop_pulling()
             await self._drain_running()
         finally:
+            await self._stop_pulling()
             await self._deregister()
-            for sub in self._subs.values():
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
 
     async def _drain_running(self) -> None:
         if not self._running:
@@ -221,28 +242,46 @@ class Worker:
                 await self._registry.delete(self._registry_key(agent))
 
     # Pulling ------------------------------------------------------------
-    async def _pull(self, capability: str, sub: Any) -> None:
-        while not self._stop.is_set():
-            await self._slots.acquire()
-            wanted = 1
-            while wanted < 64 and not self._slots.locked():
-                await self._slots.acquire()
-                wanted += 1
-            try:
-                msgs = await sub.fetch(wanted, timeout=self._fetch_timeout)
-            except FetchTimeout:
-                msgs = []
-            except Exception as exc:
-                msgs = []
-                if not self._stop.is_set():
-                    log.warning("fetch failed", capability=capability, error=str(exc))
-                    await asyncio.sleep(0.5)  # back off a broken connection
-            for _ in range(wanted - len(msgs)):
-                self._slots.release()
-            for msg in msgs:
-                task = asyncio.create_task(self._handle(msg), name="task")
-                self._running.add(task)
-                task.add_done_callback(self._running.discard)
+    def _credit(self, capability: str) -> int:
+        """How many more task messages ``capability``'s puller may ask for.
+
+        When slots are scarcer than capabilities, a capability refused a slot
+        queues up, and a free slot goes to the one that has waited longest.
+        """
+        others = sum(p.owed for c, p in self._pullers.items() if c != capability)
+        free = self.concurrency - self._in_hand - others
+        if not self._scarce:
+            return free
+        while self._waiting:
+            first = next(iter(self._waiting))
+            if first == capability or self._pullers[first].owed == 0:
+                break
+            del self._waiting[first]  # it got a request open meanwhile
+        first = next(iter(self._waiting), capability)
+        if free <= 0 or first != capability:
+            self._waiting[capability] = None
+            if free > 0:
+                self._pullers[first].kick()
+            return 0
+        self._waiting.pop(capability, None)
+        return free
+
+    def _deliver(self, msg: Msg) -> None:
+        if self._stop.is_set():
+            # Delivered while stopping: hand it back at once rather than after ack_wait.
+            self._spawn(msg.nak())
+            return
+        self._in_hand += 1
+        self._spawn(self._handle(msg))
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(work, name="task")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _stop_pulling(self) -> None:
+        for puller in self._pullers.values():
+            await puller.stop()
 
     # Handling -----------------------------------------------------------
     def _tick(self, workflow_id: str, incoming: VectorClock) -> VectorClock:
@@ -291,7 +330,9 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await msg.nak(delay=2)
         finally:
-            self._slots.release()
+            self._in_hand -= 1
+            for puller in self._pullers.values():
+                puller.kick()
 
     async def _run_task(self, msg: Msg, task: TaskMessage) -> None:
         agent = self.app.for_capability(task.capability)
@@ -302,14 +343,14 @@ class Worker:
             agent=agent.name,
         )
         # task.started is stored while the handler runs (one round trip off the
-        # critical path); it is awaited before the outcome, which must follow it.
+        # critical path).
         started_event = self._event(
             task,
             EventType.TASK_STARTED,
             TaskStarted(worker=self.node_id, agent=agent.name),
             "started",
         )
-        started_pub = asyncio.create_task(self.bus.publish_event(started_event))
+        started_pub = await self.bus.send_event(started_event)
         ctx = TaskContext(
             workflow_id=task.workflow_id,
             task_id=task.task_id,
@@ -352,30 +393,28 @@ class Worker:
                 "failed",
             )
         except BaseException:
-            started_pub.cancel()  # cancelled (shutdown): JetStream redelivers the task
+            started_pub.close()  # cancelled (shutdown): JetStream redelivers the task
             raise
         finally:
             keepalive.cancel()
             self._load[agent.name] -= 1
-        await started_pub
+        # Pipelined behind task.started (same connection, so normally stored in
+        # that order; if task.started needed a retry it may land after the
+        # outcome, which the reducer ignores for a finished attempt).
         try:
-            await self._emit(task, *outcome)
+            outcome_pub = await self.bus.send_event(self._event(task, *outcome))
         except PayloadTooLargeError as exc:
-            await self._emit(
-                task,
-                EventType.TASK_FAILED,
-                TaskFailed(
-                    error=ErrorInfo(
-                        type="PayloadTooLargeError",
-                        message=f"the task's result is too large to store: {exc}",
-                        code=exc.code,
-                        retryable=False,
-                    ),
-                    worker=self.node_id,
-                    agent=agent.name,
-                ),
-                "failed",
+            failed = TaskFailed.for_good(
+                type(exc).__name__,
+                exc.code,
+                f"the task's result is too large to store: {exc}",
+                worker=self.node_id,
+                agent=agent.name,
             )
+            outcome_pub = await self.bus.send_event(
+                self._event(task, EventType.TASK_FAILED, failed, "failed")
+            )
+        await asyncio.gather(started_pub, outcome_pub)
         for hook in self.app.outcome_hooks:
             await hook(ctx, outcome[2])
         await msg.ack()
@@ -452,13 +491,10 @@ class Worker:
                         source=self.node_id,
                         timestamp=time.time_ns(),
                         vclock=self._tick(workflow_id, clock),
-                        data=TaskFailed(
-                            error=ErrorInfo(
-                                type=type(exc).__name__,
-                                message=f"the task message could not be read: {exc}",
-                                code=exc.code,
-                                retryable=False,
-                            ),
+                        data=TaskFailed.for_good(
+                            type(exc).__name__,
+                            exc.code,
+                            f"the task message could not be read: {exc}",
                             worker=self.node_id,
                         ),
                         task_id=task_id,
