@@ -120,15 +120,18 @@ def print_timeline(console: Console, events: list[Event]) -> None:
 def print_agents(console: Console, agents: list[dict[str, Any]]) -> None:
     """Registered agent instances as a table."""
     table = Table(show_edge=False, pad_edge=False)
-    for column in ("instance", "agent", "capabilities", "state", "load", "last heartbeat"):
+    columns = ("instance", "agent", "capabilities", "state", "load", "instances", "last heartbeat")
+    for column in columns:
         table.add_column(column)
     for info in agents:
+        instances = info.get("instances")
         table.add_row(
             str(info.get("instance", "")),
             str(info.get("agent", "")),
             ", ".join(info.get("capabilities", [])),
             str(info.get("state", "")),
             f"{info.get('load', 0)}/{info.get('concurrency', '?')}",
+            f"{info.get('idle', 0)} idle of {instances}" if instances is not None else "",
             when(info.get("heartbeat")),
         )
     console.print(table)

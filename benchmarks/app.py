@@ -8,6 +8,7 @@ and the JetStream round trips between them.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from agenticflow import AgentApp, TaskContext
@@ -21,7 +22,7 @@ async def noop(ctx: TaskContext) -> dict[str, Any]:
     return ctx.params
 
 
-__all__ = ["app", "noop", "wait"]
+__all__ = ["app", "noop", "one_app", "scale_app", "wait"]
 
 
 @app.agent(capabilities=["wait"])
@@ -29,3 +30,14 @@ async def wait(ctx: TaskContext) -> dict[str, Any]:
     """Wait ``params.seconds`` (a stand-in for an LLM or tool call), then return."""
     await asyncio.sleep(float(ctx.params.get("seconds", 0.1)))
     return {"waited": ctx.params.get("seconds", 0.1)}
+
+
+SCALE_INSTANCES = int(os.environ.get("AGENTICFLOW_BENCH_INSTANCES", "5000"))
+"""Instances of the noop agent in each worker of ``scale_app`` (W4)."""
+
+scale_app = AgentApp("benchmarks-scale")
+scale_app.add_agent(noop, capabilities=["noop"], name="noop", instances=SCALE_INSTANCES)
+
+one_app = AgentApp("benchmarks-one")
+one_app.add_agent(noop, capabilities=["noop"], name="noop", instances=1)
+"""The same agent with one instance: the baseline for memory per instance."""

@@ -11,6 +11,10 @@ public client API (``Client.submit`` + ``Client.wait``):
   run time.
 - **W3 diamonds**: N four-task diamond workflows (a -> (b, c) -> d) submitted
   at once; workflows/s until the last one completes.
+- **W4 scale** (on a cluster of its own, see :mod:`benchmarks.scale`): N
+  ten-task workflows submitted at once while two workers host 10,000 agent
+  instances; completion time, peak memory of the coordinator and workers, and
+  memory per idle agent instance.
 - **W5 latency**: a one-task workflow, submit to completion, N times in a row;
   p50 and p99 in ms.
 
@@ -57,11 +61,12 @@ from rich.table import Table
 from agenticflow.devcluster import DevCluster
 from agenticflow.server import nats_server_binary
 from benchmarks.raw import RawLoop, RawLoopError
+from benchmarks.scale import ScaleError, measure_scale
 from coordinator.client import Client
 from coordinator.state import WorkflowStatus
 from shared.events import EventType
 from shared.ids import new_node_id
-from shared.transport import Bus, connected
+from shared.transport import connected
 from shared.workflow import WorkflowDefinition, parse_workflow
 
 APP = "benchmarks.app:app"
@@ -84,10 +89,27 @@ class Sizes:
     chain_tasks: int
     diamonds: int
     latency_runs: int
+    scale_workflows: int
+    scale_instances: int
+    """Agent instances per worker in W4 (two workers)."""
 
 
-FULL = Sizes(fanout_tasks=2000, chain_tasks=200, diamonds=300, latency_runs=200)
-QUICK = Sizes(fanout_tasks=200, chain_tasks=30, diamonds=30, latency_runs=30)
+FULL = Sizes(
+    fanout_tasks=2000,
+    chain_tasks=200,
+    diamonds=300,
+    latency_runs=1000,
+    scale_workflows=1000,
+    scale_instances=5000,
+)
+QUICK = Sizes(
+    fanout_tasks=200,
+    chain_tasks=30,
+    diamonds=30,
+    latency_runs=30,
+    scale_workflows=100,
+    scale_instances=500,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +339,18 @@ async def measure_latency(client: Client, sizes: Sizes, timeout: float) -> dict[
     }
 
 
+async def measure_w4(client: Client, sizes: Sizes, timeout: float) -> dict[str, float]:
+    """W4 on its own cluster (see :mod:`benchmarks.scale`); ``client`` is unused."""
+    del client
+    return await measure_scale(
+        workflows=sizes.scale_workflows,
+        instances=sizes.scale_instances,
+        concurrency=64,
+        timeout=timeout,
+        log_dir=None,
+    )
+
+
 async def raw_fanout(raw: RawLoop, sizes: Sizes, timeout: float) -> dict[str, float]:
     """W1 on the raw loop."""
     return await raw.fanout(sizes.fanout_tasks, timeout)
@@ -373,6 +407,21 @@ SCENARIOS: tuple[Scenario, ...] = (
         raw=raw_diamonds,
     ),
     Scenario(
+        key="w4",
+        title="W4 scale",
+        describe=lambda s: (
+            f"{s.scale_workflows} 10-task workflows at once; "
+            f"{2 * s.scale_instances:,} agent instances"
+        ),
+        measure=measure_w4,
+        metrics=(
+            Metric("seconds", "completion s", "s", higher_is_better=False),
+            Metric("coordinator_peak_mb", "coord. peak MB", "MB", higher_is_better=False),
+            Metric("worker_peak_mb", "worker peak MB", "MB", higher_is_better=False),
+            Metric("kb_per_idle_instance", "KB/idle instance", "KB", higher_is_better=False),
+        ),
+    ),
+    Scenario(
         key="w5",
         title="W5 latency",
         describe=lambda s: f"1-task workflow x {s.latency_runs}",
@@ -403,28 +452,6 @@ class Options:
     log_dir: Path | None
     raw: bool
     """Also run the raw JetStream loop."""
-
-
-async def reap_watchers(bus: Bus) -> int:
-    """Delete the workflow bucket's idle watch consumers; returns how many.
-
-    ``Client.wait`` watches the workflow's KV key through an ephemeral consumer
-    that nats-py asks the server to keep for 5 minutes after the watch stops.
-    With about 1,000 of them on the stream the server refuses new ones (10026,
-    "maximum consumers limit reached"), and the idle ones cost every later run
-    a little. Reaping them between scenarios, outside any timing, keeps runs
-    independent of each other.
-    """
-    stream = f"KV_{bus.names.workflows_bucket}"
-    reaped = 0
-    for _ in range(100):  # the server lists at most 256 consumers per request
-        infos = await bus.js.consumers_info(stream)
-        idle = [info.name for info in infos if not info.push_bound]
-        if not idle:
-            break
-        await asyncio.gather(*(bus.js.delete_consumer(stream, name) for name in idle))
-        reaped += len(idle)
-    return reaped
 
 
 async def warm_up(client: Client, timeout: float) -> None:
@@ -498,7 +525,6 @@ async def run_all(options: Options) -> Outcome:
             await raw.warm_up()
         for run in range(1, options.runs + 1):
             for scenario in scenarios:
-                await reap_watchers(bus)
                 figures = await scenario.measure(client, sizes, options.timeout)
                 figures_af[scenario.key].append(figures)
                 line = f"  run {run}/{options.runs} {scenario.title}: {shown(figures, scenario)}"
@@ -698,7 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         outcome = asyncio.run(run_all(options))
-    except (BenchmarkError, RawLoopError) as exc:
+    except (BenchmarkError, RawLoopError, ScaleError) as exc:
         console.print(f"[red]benchmark failed:[/red] {exc}")
         return 1
     env = environment(client_loop)

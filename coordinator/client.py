@@ -12,6 +12,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from nats.js.api import DeliverPolicy
+
 from coordinator.state import WorkflowState
 from shared.codec import decode_event, unpack
 from shared.dag import validate_graph
@@ -42,6 +44,10 @@ class Client:
         self.node_id = node_id
         self.names = bus.names
         self._ready = False
+        self._changed: dict[str, set[asyncio.Event]] = {}
+        """Per workflow id, the waiters to wake when its snapshot changes."""
+        self._notifier: Any = None
+        self._notifier_lock = asyncio.Lock()
 
     async def _topology(self) -> None:
         if not self._ready:
@@ -88,6 +94,12 @@ class Client:
     async def status(self, workflow_id: str) -> WorkflowState:
         """The workflow's latest snapshot; raises NotFoundError before the
         coordinator has recorded it."""
+        state = await self._snapshot(workflow_id)
+        if state is None:
+            raise NotFoundError(f"no workflow {workflow_id!r} has been recorded")
+        return state
+
+    async def _snapshot(self, workflow_id: str) -> WorkflowState | None:
         await self._topology()
         store = await self.bus.kv(self.names.workflows_bucket)
 
@@ -99,8 +111,57 @@ class Client:
 
         entry = await self.bus.call(get, what="read state")
         if entry is None or entry.value is None:
-            raise NotFoundError(f"no workflow {workflow_id!r} has been recorded")
+            return None
         return WorkflowState.from_snapshot(entry.value)
+
+    async def _until(
+        self, workflow_id: str, done: Callable[[WorkflowState], bool], timeout: float | None
+    ) -> WorkflowState:
+        """The first snapshot of the workflow for which ``done`` holds.
+
+        One watch per client, on every snapshot's headers only, wakes the
+        waiters of the workflow that changed; they then read its snapshot. So
+        thousands of concurrent waits cost one consumer, not one each.
+        """
+        await self._notify_changes()
+        changed = asyncio.Event()
+        waiters = self._changed.setdefault(workflow_id, set())
+        waiters.add(changed)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    changed.clear()
+                    state = await self._snapshot(workflow_id)
+                    if state is not None and done(state):
+                        return state
+                    await changed.wait()
+        finally:
+            waiters.discard(changed)
+            if not waiters:
+                self._changed.pop(workflow_id, None)
+
+    async def _notify_changes(self) -> None:
+        async with self._notifier_lock:
+            if self._notifier is not None:
+                return
+            await self._topology()
+            prefix = f"$KV.{self.names.workflows_bucket}."
+
+            async def on_change(msg: Any) -> None:
+                for waiter in self._changed.get(msg.subject[len(prefix) :], ()):
+                    waiter.set()
+
+            self._notifier = await self.bus.call(
+                lambda: self.bus.js.subscribe(
+                    f"{prefix}>",
+                    cb=on_change,
+                    ordered_consumer=True,
+                    deliver_policy=DeliverPolicy.NEW,
+                    headers_only=True,
+                    inactive_threshold=5.0,
+                ),
+                what="watch workflow states",
+            )
 
     async def states(
         self, workflow_id: str, *, until: Callable[[WorkflowState], bool] | None = None
@@ -127,14 +188,7 @@ class Client:
 
     async def wait(self, workflow_id: str, *, timeout: float | None = None) -> WorkflowState:
         """Wait until the workflow is terminal; raises TimeoutError."""
-
-        async def last() -> WorkflowState:
-            async for state in self.states(workflow_id):
-                if state.is_terminal:
-                    return state
-            raise NotFoundError(f"stopped watching {workflow_id!r}")  # pragma: no cover
-
-        return await asyncio.wait_for(last(), timeout)
+        return await self._until(workflow_id, lambda state: state.is_terminal, timeout)
 
     async def events(self, workflow_id: str) -> list[Event]:
         """The workflow's events in stream order (malformed ones as ``message.rejected``)."""
@@ -182,13 +236,7 @@ class Client:
         def resumed(state: WorkflowState) -> bool:
             return state.resumes >= resumes and state.is_terminal
 
-        async def last() -> WorkflowState:
-            async for state in self.states(workflow_id, until=resumed):
-                if resumed(state):
-                    return state
-            raise NotFoundError(f"stopped watching {workflow_id!r}")  # pragma: no cover
-
-        return await asyncio.wait_for(last(), timeout)
+        return await self._until(workflow_id, resumed, timeout)
 
     async def _read(self, subject: str) -> list[Event]:
         await self._topology()

@@ -77,6 +77,22 @@ from shared.vclock import VectorClock
 log = structlog.get_logger("agenticflow.coordinator")
 
 _CACHE_SIZE = 10_000
+_ECHOES = frozenset(
+    t.value
+    for t in (
+        EventType.TASK_SCHEDULED,
+        EventType.TASK_RETRY_SCHEDULED,
+        EventType.WORKFLOW_STARTED,
+        EventType.WORKFLOW_RESUMED,
+        EventType.WORKFLOW_COMPLETED,
+        EventType.WORKFLOW_FAILED,
+        EventType.WORKFLOW_REJECTED,
+    )
+)
+"""Event types only the reducer emits and that change nothing when folded back
+into the state that emitted them (no handler; their clock is already merged):
+a cached workflow skips them without decoding. A workflow loaded from KV still
+re-folds them from its stream tail."""
 _FINISHED_KEPT = 100_000
 """Ids of workflows this process saw finish: their later events (our own terminal
 event coming back, a late duplicate outcome) are skipped without loading them."""
@@ -347,6 +363,9 @@ class Coordinator:
             log.warning("snapshot flush failed; will retry", error=str(exc))
 
     async def _fold(self, msg: Msg, touched: dict[str, _Entry], commands: list[Command]) -> None:
+        parsed = self.names.parse_event_subject(msg.subject)
+        if parsed is not None and parsed[1] in _ECHOES and parsed[0] in self._cache:
+            return  # a decision of the reducer coming back: applied when it was made
         seq = msg.metadata.sequence.stream
         try:
             event = decode_event(msg.subject, msg.headers, msg.data, self.names, seq=seq)

@@ -39,7 +39,9 @@ class AgentSpec:
     name: str
     capabilities: tuple[str, ...]
     handler: Handler
-    instances: int = 1
+    instances: int | None = None
+    """Instances of the agent each worker process hosts; each runs one task at
+    a time. None: as many as the worker's ``--concurrency``."""
     description: str = ""
     is_async: bool = field(default=True)
 
@@ -63,7 +65,7 @@ class AgentApp:
         capabilities: str | Iterable[str],
         *,
         name: str | None = None,
-        instances: int = 1,
+        instances: int | None = None,
         description: str = "",
     ) -> Callable[[Handler], Handler]:
         """Register the decorated function as an agent serving ``capabilities``.
@@ -91,7 +93,7 @@ class AgentApp:
         *,
         capabilities: str | Iterable[str],
         name: str,
-        instances: int = 1,
+        instances: int | None = None,
         description: str = "",
     ) -> AgentSpec:
         """Register ``handler`` as an agent; the non-decorator form of :meth:`agent`."""
@@ -108,7 +110,7 @@ class AgentApp:
             if cap in self._by_capability:
                 other = self._by_capability[cap].name
                 raise ConfigError(f"capability {cap!r} is served by both {other!r} and {name!r}")
-        if instances < 1:
+        if instances is not None and instances < 1:
             raise ConfigError(f"agent {name!r} needs at least one instance")
         spec = AgentSpec(
             name=name,

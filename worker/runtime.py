@@ -30,6 +30,7 @@ import socket
 import time
 from collections import OrderedDict
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -85,6 +86,18 @@ def error_info(exc: BaseException) -> ErrorInfo:
     )
 
 
+@dataclass(slots=True)
+class AgentInstance:
+    """One instance of an agent in this worker: runs one task at a time."""
+
+    id: str
+    agent: str
+    state: str = "idle"
+    tasks_done: int = 0
+    since: int = 0
+    """When it entered its state (ns since the epoch)."""
+
+
 class Worker:
     """Hosts the agents of one app and serves their capabilities.
 
@@ -116,6 +129,17 @@ class Worker:
         self._clocks: OrderedDict[str, VectorClock] = OrderedDict()
         self._running: set[asyncio.Task[Any]] = set()
         self._load: dict[str, int] = {agent.name: 0 for agent in app.agents}
+        now = time.time_ns()
+        self.instances: dict[str, list[AgentInstance]] = {
+            agent.name: [
+                AgentInstance(id=f"{node_id}.{agent.name}.{i}", agent=agent.name, since=now)
+                for i in range(agent.instances or concurrency)
+            ]
+            for agent in app.agents
+        }
+        self._idle = {name: list(pool) for name, pool in self.instances.items()}
+        self._agent_in_hand = dict.fromkeys(self.instances, 0)
+        self._freed = {name: asyncio.Event() for name in self.instances}
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -151,7 +175,7 @@ class Worker:
                 self.bus,
                 stream=self.names.tasks_stream,
                 consumer=consumer,
-                on_message=self._deliver,
+                on_message=functools.partial(self._deliver, capability),
                 credit=functools.partial(self._credit, capability),
                 max_batch=share,
                 expires_s=expires,
@@ -228,6 +252,8 @@ class Worker:
                 "capabilities": list(agent.capabilities),
                 "state": "processing" if load else "idle",
                 "load": load,
+                "instances": len(self.instances[agent.name]),
+                "idle": len(self._idle[agent.name]),
                 "concurrency": self.concurrency,
                 "heartbeat": now,
                 "started": self.started_at,
@@ -249,7 +275,14 @@ class Worker:
         queues up, and a free slot goes to the one that has waited longest.
         """
         others = sum(p.owed for c, p in self._pullers.items() if c != capability)
-        free = self.concurrency - self._in_hand - others
+        agent = self.app.for_capability(capability)
+        siblings = sum(
+            self._pullers[c].owed for c in agent.capabilities if c != capability
+        )  # the agent's other capabilities
+        free = min(
+            self.concurrency - self._in_hand - others,
+            len(self.instances[agent.name]) - self._agent_in_hand[agent.name] - siblings,
+        )
         if not self._scarce:
             return free
         while self._waiting:
@@ -266,13 +299,15 @@ class Worker:
         self._waiting.pop(capability, None)
         return free
 
-    def _deliver(self, msg: Msg) -> None:
+    def _deliver(self, capability: str, msg: Msg) -> None:
         if self._stop.is_set():
             # Delivered while stopping: hand it back at once rather than after ack_wait.
             self._spawn(msg.nak())
             return
+        agent = self.app.for_capability(capability).name
         self._in_hand += 1
-        self._spawn(self._handle(msg))
+        self._agent_in_hand[agent] += 1
+        self._spawn(self._handle(msg, agent))
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(work, name="task")
@@ -315,7 +350,7 @@ class Worker:
     ) -> None:
         await self.bus.publish_event(self._event(task, event_type, data, what))
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle(self, msg: Msg, agent: str) -> None:
         try:
             try:
                 task = decode_task(msg.subject, msg.headers, msg.data)
@@ -331,16 +366,27 @@ class Worker:
                     await msg.nak(delay=2)
         finally:
             self._in_hand -= 1
+            self._agent_in_hand[agent] -= 1
             for puller in self._pullers.values():
                 puller.kick()
 
     async def _run_task(self, msg: Msg, task: TaskMessage) -> None:
         agent = self.app.for_capability(task.capability)
+        instance = await self._take_instance(agent.name)
+        try:
+            await self._run_on(instance, agent, msg, task)
+        finally:
+            self._give_back(instance)
+
+    async def _run_on(
+        self, instance: AgentInstance, agent: AgentSpec, msg: Msg, task: TaskMessage
+    ) -> None:
         bound = log.bind(
             workflow_id=task.workflow_id,
             task_id=task.task_id,
             attempt=task.attempt,
             agent=agent.name,
+            instance=instance.id,
         )
         # task.started is stored while the handler runs (one round trip off the
         # critical path).
@@ -419,6 +465,22 @@ class Worker:
             await hook(ctx, outcome[2])
         await msg.ack()
         self.tasks_done += 1
+
+    async def _take_instance(self, agent: str) -> AgentInstance:
+        """An idle instance of ``agent`` (pulls are sized so one is normally free)."""
+        pool = self._idle[agent]
+        while not pool:
+            self._freed[agent].clear()
+            await self._freed[agent].wait()
+        instance = pool.pop()
+        instance.state, instance.since = "processing", time.time_ns()
+        return instance
+
+    def _give_back(self, instance: AgentInstance) -> None:
+        instance.state, instance.since = "idle", time.time_ns()
+        instance.tasks_done += 1
+        self._idle[instance.agent].append(instance)
+        self._freed[instance.agent].set()
 
     async def _invoke(self, agent: AgentSpec, ctx: TaskContext, timeout_s: float | None) -> Any:
         async def call() -> Any:
@@ -504,4 +566,4 @@ class Worker:
         await msg.term()
 
 
-__all__ = ["NonRetryableError", "Worker", "error_info"]
+__all__ = ["AgentInstance", "NonRetryableError", "Worker", "error_info"]

@@ -158,6 +158,12 @@ async def test_agents_lists_both_workers(cluster: DevCluster) -> None:
     capabilities = {c for a in agents for c in a["capabilities"]}
     assert {"add", "echo", "flaky"} <= capabilities
     assert any(a.get("role") == "coordinator" for a in agents)
+    hosted = {a["agent"]: a["instances"] for a in agents if a.get("role") == "worker"}
+    assert hosted["echo"] == cluster.concurrency, "instances default to --concurrency"
+    assert hosted["solo"] == 1
+    shown = cli(cluster, "agents")
+    assert shown.returncode == 0, shown.stderr
+    assert "idle of 1" in shown.stdout
 
 
 def _children(pid: int) -> set[int]:

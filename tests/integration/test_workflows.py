@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from coordinator.client import Client
 from coordinator.reducer import fold
 from coordinator.state import TaskStatus, WorkflowStatus
@@ -209,3 +211,18 @@ async def test_heartbeats_keep_a_long_task_alive(client: Client) -> None:
     events = await client.events(state.workflow_id)
     assert len(of_type(events, EventType.TASK_HEARTBEAT)) >= 4
     assert of_type(events, EventType.TASK_TIMED_OUT) == []
+
+
+async def test_an_agent_instance_runs_one_task_at_a_time(client: Client) -> None:
+    tasks = [{"id": f"s{i}", "capability": "solo", "params": {"seconds": 0.2}} for i in range(6)]
+    state = await run(client, wf(*tasks))
+    assert state.status == WorkflowStatus.COMPLETED
+    by_worker: dict[str, list[tuple[int, int]]] = {}
+    for task in state.tasks.values():
+        by_worker.setdefault(task.result["worker"], []).append(
+            (task.result["began"], task.result["ended"])
+        )
+    for spans in by_worker.values():
+        spans.sort()
+        for (_, ended), (began, _) in itertools.pairwise(spans):
+            assert began >= ended, "one instance per worker: its tasks never overlap"

@@ -46,6 +46,14 @@ async def slow(ctx: TaskContext) -> str:
     return "done"
 
 
+@app.agent(capabilities=["solo"], instances=1)
+async def solo(ctx: TaskContext) -> dict[str, Any]:
+    """One instance per worker: its tasks on one worker never overlap."""
+    began = time.monotonic_ns()
+    await asyncio.sleep(float(ctx.params.get("seconds", 0.2)))
+    return {"worker": ctx.worker, "began": began, "ended": time.monotonic_ns()}
+
+
 @app.agent(capabilities=["sync_upper"])
 def sync_upper(ctx: TaskContext) -> str:
     """A plain (non-async) handler: runs in a thread."""
