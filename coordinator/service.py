@@ -30,6 +30,7 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from coordinator.known import KnownIds
 from coordinator.reducer import (
     SHELL_NODE,
     ArmTimer,
@@ -54,6 +55,7 @@ from shared.errors import (
     MalformedMessageError,
     PayloadTooLargeError,
     StateConflictError,
+    TransportError,
 )
 from shared.events import (
     Event,
@@ -133,6 +135,8 @@ class Coordinator:
         self._fetch_timeout = fetch_timeout_s
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()
+        self._known = KnownIds()
+        """Workflow ids that may have a snapshot (listed at start or created here)."""
         self._timers: list[tuple[int, int, ArmTimer]] = []
         self._timer_seq = itertools.count()
         self._timer_wakeup = asyncio.Event()
@@ -262,6 +266,7 @@ class Coordinator:
             keys = await self._workflows.keys()
         except Exception:  # nats-py raises NoKeysError for an empty bucket
             keys = []
+        self._known.update(keys)
         recovered = 0
         commands: list[Command] = []
         for key in keys:
@@ -378,7 +383,13 @@ class Coordinator:
             if event.type != EventType.WORKFLOW_RESUME_REQUESTED:
                 return  # a finished workflow ignores it (our own terminal event, a late outcome)
             del self._finished[event.workflow_id]
-        entry = touched.get(event.workflow_id) or await self._load(event.workflow_id, commands)
+        entry = touched.get(event.workflow_id)
+        if entry is None and not (
+            event.type == EventType.WORKFLOW_SUBMITTED
+            and event.workflow_id not in self._cache
+            and event.workflow_id not in self._known
+        ):  # a submission this process has never heard of is certainly new: no KV read
+            entry = await self._load(event.workflow_id, commands)
         if entry is not None and seq <= entry.state.last_seq:
             return  # already folded before a restart
         state, new_commands = reduce(entry.state if entry else None, event, source=self.node_id)
@@ -394,6 +405,7 @@ class Coordinator:
             return
         if entry is None:
             self._remember(state, 0, 0)
+            self._known.add(event.workflow_id)
             entry = self._cache[event.workflow_id]
         touched[event.workflow_id] = entry
         commands.extend(new_commands)
@@ -497,9 +509,19 @@ class Coordinator:
             if not (entry.dirty if force else self._due(entry, now)):
                 return
             version = entry.state.version
-            entry.revision = await self.bus.kv_put_cas(
-                self._workflows, entry.state.workflow_id, entry.state.to_snapshot(), entry.revision
-            )
+            try:
+                entry.revision = await self.bus.kv_put_cas(
+                    self._workflows,
+                    entry.state.workflow_id,
+                    entry.state.to_snapshot(),
+                    entry.revision,
+                )
+            except StateConflictError as exc:
+                if entry.revision != 0:
+                    raise
+                # Created by the coordinator active before us, after we listed the
+                # bucket: the batch is retried on the stored state (not a race lost).
+                raise TransportError(f"{entry.state.workflow_id} exists already") from exc
             entry.saved_version = version
             entry.dirty_since = None
 
