@@ -136,6 +136,7 @@ class Coordinator:
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._known = KnownIds()
+        self._reload = False
         """Workflow ids that may have a snapshot (listed at start or created here)."""
         self._timers: list[tuple[int, int, ArmTimer]] = []
         self._timer_seq = itertools.count()
@@ -190,6 +191,7 @@ class Coordinator:
             max_open=1,  # one request at a time: events are folded in stream order
         )
         await self._puller.start()
+        self.bus.on_reconnect(self._after_reconnect)
         self._dlq_sub = await self.bus.js.pull_subscribe(
             self.names.max_deliveries_subject,
             durable=self.names.dead_letter_consumer,
@@ -239,6 +241,7 @@ class Coordinator:
             await self._watcher.stop()
         with contextlib.suppress(Exception):
             await self._puller.stop()
+        self.bus.forget_reconnect(self._after_reconnect)
         with contextlib.suppress(Exception):
             await self._dlq_sub.unsubscribe()
 
@@ -291,8 +294,19 @@ class Coordinator:
         self._inbox.append(msg)
         self._has_mail.set()
 
+    def _after_reconnect(self) -> None:
+        self._reload = True
+
     async def _consume(self) -> None:
         while not self._stop.is_set():
+            if self._reload:
+                # Events in flight to the old connection come back only after
+                # ack_wait, behind later events of their workflows, which would
+                # then skip them as folded. Re-read every state from KV and the
+                # stream instead (between batches, so no save is in flight).
+                self._reload = False
+                log.info("reconnected: reloading workflow states", cached=len(self._cache))
+                self._cache.clear()
             await self._flush_due()
             if not self._inbox:
                 self._has_mail.clear()
