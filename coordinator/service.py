@@ -23,6 +23,7 @@ import itertools
 import json
 import time
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +56,6 @@ from shared.errors import (
     MalformedMessageError,
     PayloadTooLargeError,
     StateConflictError,
-    TransportError,
 )
 from shared.events import (
     Event,
@@ -105,11 +105,34 @@ class _Entry:
     state: WorkflowState
     revision: int
     saved_version: int
+    """The state's version in KV."""
+    queued_version: int = -1
+    """The version last handed to the writer (>= saved_version)."""
     dirty_since: float | None = None
+
+    def __post_init__(self) -> None:
+        self.queued_version = max(self.queued_version, self.saved_version)
 
     @property
     def dirty(self) -> bool:
-        return self.saved_version != self.state.version
+        """Changed since its last snapshot was handed to the writer."""
+        return self.queued_version != self.state.version
+
+
+@dataclass(slots=True)
+class _Save:
+    entry: _Entry
+    data: bytes
+    version: int
+
+
+@dataclass(slots=True)
+class _Job:
+    """The second half of a batch: write its snapshots, then ack its events."""
+
+    msgs: list[Msg]
+    saves: list[_Save]
+    finished: list[str]
 
 
 class Coordinator:
@@ -137,6 +160,7 @@ class Coordinator:
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._known = KnownIds()
         self._reload = False
+        self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=2)
         """Workflow ids that may have a snapshot (listed at start or created here)."""
         self._timers: list[tuple[int, int, ArmTimer]] = []
         self._timer_seq = itertools.count()
@@ -219,6 +243,7 @@ class Coordinator:
     async def _serve(self) -> None:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._consume(), name="coordinator-consume")
+            group.create_task(self._write_behind(), name="coordinator-writer")
             group.create_task(self._run_timers(), name="coordinator-timers")
             group.create_task(self._watch_agents(), name="coordinator-agents")
             group.create_task(self._dead_letters(), name="coordinator-dead-letters")
@@ -232,7 +257,7 @@ class Coordinator:
             )
             self._started.set()
         with contextlib.suppress(Exception):
-            await self._save({wf: e for wf, e in self._cache.items() if e.dirty}, force=True)
+            await self._write(self._capture(self._cache.values(), force=True))
         # Release subscriptions here, so that when run() returns the connection
         # drains at once.
         with contextlib.suppress(Exception):
@@ -306,6 +331,7 @@ class Coordinator:
                 # stream instead (between batches, so no save is in flight).
                 self._reload = False
                 log.info("reconnected: reloading workflow states", cached=len(self._cache))
+                await self._jobs.join()
                 self._cache.clear()
             await self._flush_due()
             if not self._inbox:
@@ -318,18 +344,20 @@ class Coordinator:
             msgs = [self._inbox.popleft() for _ in range(count)]
             self._puller.kick()
             await self._process(msgs)
+        await self._jobs.put(None)  # the writer finishes what was handed over, then stops
 
     async def _process(self, msgs: list[Msg]) -> None:
-        """Fold, execute, save, then ack one batch.
+        """Fold and execute one batch, then hand it to the writer, which saves
+        its due snapshots and acks it while the next batch is folded.
 
-        A failed batch is retried *in place* until it succeeds: its touched
-        states are reloaded from KV and the same messages are re-folded in the
-        same order. Moving on to later events first (e.g. by nak-ing this
-        batch) would fold them onto a stale snapshot and then skip the
-        redelivered ones as already applied. Re-issued commands carry the same
-        message ids and are deduplicated; a save that succeeded although its
-        reply was lost shows up in the reloaded snapshot, whose ``last_seq``
-        then skips the batch.
+        Snapshot bytes are taken here, before the next batch changes the
+        states, so a snapshot never claims events whose commands are not
+        stored yet. A failed batch is retried *in place* until it succeeds:
+        once the writer is idle, its touched states are reloaded from KV and
+        the same messages re-folded in the same order. Moving on to later
+        events first (e.g. by nak-ing this batch) would fold them onto a stale
+        snapshot and then skip the redelivered ones as already applied.
+        Re-issued commands carry the same message ids and are deduplicated.
         """
         delay = 0.2
         while True:
@@ -339,14 +367,9 @@ class Coordinator:
                 for msg in msgs:
                     await self._fold(msg, touched, commands)
                 await self._execute(commands)
-                await self._save(touched)
                 break
-            except StateConflictError:
-                log.exception("lost a snapshot race: another coordinator is active; stopping")
-                self._stop.set()
-                self._forget(touched)
-                return
             except Exception:
+                await self._jobs.join()  # nothing in flight for the states we drop
                 self._forget(touched)
                 if self._stop.is_set():
                     return  # unacked: the next active coordinator gets the batch
@@ -357,29 +380,49 @@ class Coordinator:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), timeout=delay)
                 delay = min(delay * 2, 5.0)
-        for msg in msgs:
-            with contextlib.suppress(Exception):
-                await msg.ack()
-        for workflow_id, entry in touched.items():
-            if entry.state.is_terminal:
-                self._cache.pop(workflow_id, None)
-                self._shell_counters.pop(workflow_id, None)
-                self._finished[workflow_id] = None
-                while len(self._finished) > _FINISHED_KEPT:
-                    self._finished.popitem(last=False)
+        finished = [wf for wf, entry in touched.items() if entry.state.is_terminal]
+        await self._jobs.put(_Job(msgs, self._capture(touched.values()), finished))
+
+    async def _write_behind(self) -> None:
+        """The writer: each batch's snapshots, then its acks, in batch order."""
+        failed = False
+        while True:
+            job = await self._jobs.get()
+            try:
+                if job is None:
+                    return
+                if failed:
+                    continue  # stopping: unacked, the next active coordinator gets them
+                try:
+                    await self._write(job.saves)
+                except StateConflictError:
+                    log.exception("lost a snapshot race: another coordinator is active; stopping")
+                    self._stop.set()
+                    failed = True
+                    continue
+                except Exception:
+                    failed = True  # _write gives up only when the coordinator stops
+                    continue
+                for msg in job.msgs:
+                    with contextlib.suppress(Exception):
+                        await msg.ack()
+                for workflow_id in job.finished:
+                    entry = self._cache.get(workflow_id)
+                    if entry is not None and not entry.state.is_terminal:
+                        continue  # resumed by a later batch meanwhile
+                    self._cache.pop(workflow_id, None)
+                    self._shell_counters.pop(workflow_id, None)
+                    self._finished[workflow_id] = None
+                    while len(self._finished) > _FINISHED_KEPT:
+                        self._finished.popitem(last=False)
+            finally:
+                self._jobs.task_done()
 
     async def _flush_due(self) -> None:
-        """Save snapshots whose interval has passed (between batches, never during one)."""
-        dirty = {wf: entry for wf, entry in self._cache.items() if entry.dirty}
-        if not dirty:
-            return
-        try:
-            await self._save(dirty)
-        except StateConflictError:
-            log.exception("lost a snapshot race: another coordinator is active; stopping")
-            self._stop.set()
-        except Exception as exc:
-            log.warning("snapshot flush failed; will retry", error=str(exc))
+        """Hand over snapshots whose interval has passed (between batches)."""
+        saves = self._capture(e for e in self._cache.values() if e.dirty)
+        if saves:
+            await self._jobs.put(_Job([], saves, []))
 
     async def _fold(self, msg: Msg, touched: dict[str, _Entry], commands: list[Command]) -> None:
         parsed = self.names.parse_event_subject(msg.subject)
@@ -510,36 +553,67 @@ class Coordinator:
         # At least as many changes as the workflow has tasks: writing a snapshot
         # costs O(tasks), so this keeps its cost O(1) per event for big workflows.
         every = max(self.settings.snapshot_every_events, len(entry.state.tasks))
-        if entry.state.version - entry.saved_version >= every:
+        if entry.state.version - entry.queued_version >= every:
             return True
         if entry.dirty_since is None:
             entry.dirty_since = now
         return now - entry.dirty_since >= self.settings.snapshot_interval_s
 
-    async def _save(self, touched: dict[str, _Entry], *, force: bool = False) -> None:
+    def _capture(self, entries: Iterable[_Entry], *, force: bool = False) -> list[_Save]:
+        """Snapshot bytes of the entries due to be saved, taken now."""
         now = time.monotonic()
-
-        async def save(entry: _Entry) -> None:
+        saves = []
+        for entry in entries:
             if not (entry.dirty if force else self._due(entry, now)):
-                return
-            version = entry.state.version
-            try:
-                entry.revision = await self.bus.kv_put_cas(
-                    self._workflows,
-                    entry.state.workflow_id,
-                    entry.state.to_snapshot(),
-                    entry.revision,
-                )
-            except StateConflictError as exc:
-                if entry.revision != 0:
-                    raise
-                # Created by the coordinator active before us, after we listed the
-                # bucket: the batch is retried on the stored state (not a race lost).
-                raise TransportError(f"{entry.state.workflow_id} exists already") from exc
-            entry.saved_version = version
+                continue
+            saves.append(_Save(entry, entry.state.to_snapshot(), entry.state.version))
+            entry.queued_version = entry.state.version
             entry.dirty_since = None
+        return saves
 
-        await asyncio.gather(*(save(entry) for entry in touched.values()))
+    async def _write(self, saves: list[_Save]) -> None:
+        """Write snapshots by compare-and-set, retrying transient failures until
+        they succeed or the coordinator stops; raises StateConflictError when
+        another writer changed one."""
+
+        async def write(save: _Save) -> None:
+            entry, workflow_id = save.entry, save.entry.state.workflow_id
+            delay = 0.2
+            while True:
+                try:
+                    entry.revision = await self.bus.kv_put_cas(
+                        self._workflows, workflow_id, save.data, entry.revision
+                    )
+                    break
+                except StateConflictError:
+                    stored = await self._stored(workflow_id)
+                    if stored is not None and stored.value == save.data:
+                        entry.revision = int(stored.revision or 0)
+                        break  # our own write, whose reply was lost
+                    if entry.revision != 0:
+                        raise
+                    # Created by the coordinator active before us, after we listed
+                    # the bucket: drop ours; the next event reloads the stored state.
+                    log.warning("workflow exists already; reloading it", workflow_id=workflow_id)
+                    if self._cache.get(workflow_id) is entry:
+                        self._cache.pop(workflow_id)
+                    return
+                except Exception as exc:
+                    if self._stop.is_set():
+                        raise
+                    log.warning("snapshot not saved; retrying", workflow_id=workflow_id,
+                                error=str(exc))  # fmt: skip
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                    delay = min(delay * 2, 5.0)
+            entry.saved_version = max(entry.saved_version, save.version)
+
+        await asyncio.gather(*(write(save) for save in saves))
+
+    async def _stored(self, workflow_id: str) -> Any:
+        with contextlib.suppress(Exception):
+            return await self._workflows.get(workflow_id)
+        return None
 
     # Commands -----------------------------------------------------------
     async def _execute(self, commands: list[Command]) -> None:
