@@ -131,6 +131,7 @@ class _Job:
     """The second half of a batch: write its snapshots, then ack its events."""
 
     msgs: list[Msg]
+    commands: list[Command]
     saves: list[_Save]
     finished: list[str]
 
@@ -347,8 +348,9 @@ class Coordinator:
         await self._jobs.put(None)  # the writer finishes what was handed over, then stops
 
     async def _process(self, msgs: list[Msg]) -> None:
-        """Fold and execute one batch, then hand it to the writer, which saves
-        its due snapshots and acks it while the next batch is folded.
+        """Fold one batch, then hand it to the writer, which stores its
+        commands, saves its due snapshots and acks it while the next batch is
+        folded.
 
         Snapshot bytes are taken here, before the next batch changes the
         states, so a snapshot never claims events whose commands are not
@@ -366,7 +368,6 @@ class Coordinator:
             try:
                 for msg in msgs:
                     await self._fold(msg, touched, commands)
-                await self._execute(commands)
                 break
             except Exception:
                 await self._jobs.join()  # nothing in flight for the states we drop
@@ -381,10 +382,11 @@ class Coordinator:
                     await asyncio.wait_for(self._stop.wait(), timeout=delay)
                 delay = min(delay * 2, 5.0)
         finished = [wf for wf, entry in touched.items() if entry.state.is_terminal]
-        await self._jobs.put(_Job(msgs, self._capture(touched.values()), finished))
+        await self._jobs.put(_Job(msgs, commands, self._capture(touched.values()), finished))
 
     async def _write_behind(self) -> None:
-        """The writer: each batch's snapshots, then its acks, in batch order."""
+        """The writer: each batch's commands, its snapshots, then its acks, in
+        batch order (a failed step is retried in place)."""
         failed = False
         while True:
             job = await self._jobs.get()
@@ -394,6 +396,7 @@ class Coordinator:
                 if failed:
                     continue  # stopping: unacked, the next active coordinator gets them
                 try:
+                    await self._execute_until_done(job.commands, len(job.msgs))
                     await self._write(job.saves)
                 except StateConflictError:
                     log.exception("lost a snapshot race: another coordinator is active; stopping")
@@ -418,11 +421,28 @@ class Coordinator:
             finally:
                 self._jobs.task_done()
 
+    async def _execute_until_done(self, commands: list[Command], size: int) -> None:
+        """Execute a batch's commands, retrying (same message ids, deduplicated)
+        until they are all stored; raises only once the coordinator stops."""
+        delay = 0.2
+        while True:
+            try:
+                await self._execute(commands)
+            except Exception:
+                if self._stop.is_set():
+                    raise
+                log.exception("batch commands not stored; retrying", size=size)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                delay = min(delay * 2, 5.0)
+            else:
+                return
+
     async def _flush_due(self) -> None:
         """Hand over snapshots whose interval has passed (between batches)."""
         saves = self._capture(e for e in self._cache.values() if e.dirty)
         if saves:
-            await self._jobs.put(_Job([], saves, []))
+            await self._jobs.put(_Job([], [], saves, []))
 
     async def _fold(self, msg: Msg, touched: dict[str, _Entry], commands: list[Command]) -> None:
         parsed = self.names.parse_event_subject(msg.subject)
