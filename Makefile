@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CODE   := agenticflow coordinator worker shared examples tests benchmarks
 
-.PHONY: install demo test lint typecheck imports unit integration chaos bench clean
+.PHONY: install demo test lint typecheck imports unit integration chaos bench bench-peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,14 @@ chaos: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+
+# W1-W3 on AgenticFlow, Temporal, Celery + Redis and Ray (benchmarks/peers). Each
+# peer's packages (the `peers` extra) install on their own: one that fails is skipped.
+# Options: make bench-peers PEERS_ARGS='--quick --runs 1 --only agenticflow celery'
+PEERS_ARGS ?=
+bench-peers: $(STAMP)
+	$(BIN)/python -m benchmarks.peers.install
+	$(BIN)/python -m benchmarks.peers $(PEERS_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage
