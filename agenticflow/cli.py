@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 
 from agenticflow import render
+from coordinator import replay as replay_mod
 from coordinator.client import Client
 from coordinator.leader import LeaderElected
 from coordinator.state import WorkflowState
@@ -31,6 +32,7 @@ from shared.errors import (
     TransportError,
     WorkflowDefinitionError,
 )
+from shared.events import Event
 from shared.ids import new_node_id
 from shared.logging import configure_logging
 from shared.transport import Bus, connected
@@ -324,6 +326,97 @@ def events(
             sys.stdout.write(render.to_json(render.event_json(event)) + "\n")
         return
     render.print_timeline(out, found)
+
+
+@app.command()
+def replay(
+    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Re-fold the events through the reducer and compare with the stored "
+            "snapshot; check the causality rules. Exit 0 when all holds, 1 otherwise.",
+        ),
+    ] = False,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            help="Show the state as it was after stream sequence SEQ or at an ISO 8601 time.",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Replay a workflow from its recorded events: timeline, verify, time travel."""
+    settings = _settings(nats, prefix)
+    cut = None
+    if until is not None:
+        try:
+            cut = replay_mod.parse_until(until)
+        except ConfigError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(EXIT_INPUT) from exc
+
+    async def read(client: Client) -> tuple[list[Event], WorkflowState | None]:
+        found = await client.events(workflow_id)
+        snapshot = None
+        if check:
+            with contextlib.suppress(NotFoundError):
+                snapshot = await client.status(workflow_id)
+        return found, snapshot
+
+    found, snapshot = _run(_with_client(settings, read))
+    if not found:
+        err.print(f"[red]error:[/red] no events for workflow {workflow_id!r}")
+        raise typer.Exit(EXIT_UNREACHABLE)
+    if cut is not None:
+        _show_state_until(found, cut, until or "", as_json=as_json)
+        return
+    problems = replay_mod.verify(found, snapshot) if check else []
+    if as_json:
+        _print_json(
+            {
+                "events": [render.event_json(event) for event in found],
+                "verified": check,
+                "problems": problems,
+            }
+        )
+    else:
+        render.print_timeline(out, found)
+        if check:
+            _print_verdict(problems, len(found), has_snapshot=snapshot is not None)
+    if problems:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _show_state_until(
+    found: list[Event], cut: tuple[int | None, int | None], until: str, *, as_json: bool
+) -> None:
+    state = replay_mod.state_until(found, seq=cut[0], at_ns=cut[1])
+    if state is None:
+        err.print(f"[red]error:[/red] the workflow had not been submitted at {until}")
+        raise typer.Exit(EXIT_FAILED)
+    if as_json:
+        _print_json(state.public_view())
+        return
+    out.print(f"as of {until} (seq {state.last_seq}):")
+    render.print_state(out, state)
+
+
+def _print_verdict(problems: list[str], count: int, *, has_snapshot: bool) -> None:
+    if problems:
+        err.print(f"[red]verify failed:[/red] {problems[0]}")
+        for problem in problems[1:]:
+            err.print(f"  also: {problem}")
+        return
+    out.print(
+        f"[green]verified:[/green] {count} events; "
+        + ("the snapshot is their re-fold; " if has_snapshot else "no snapshot stored yet; ")
+        + "every causality rule holds"
+    )
 
 
 @app.command()

@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from coordinator.replay import duration_ms
 from coordinator.state import WorkflowState
 from shared.events import Event
 from shared.vclock import Ordering
@@ -96,7 +97,7 @@ def print_state(console: Console, state: WorkflowState) -> None:
 def print_timeline(console: Console, events: list[Event]) -> None:
     """Events in stream order with vector clocks; marks causally concurrent neighbours."""
     table = Table(show_edge=False, pad_edge=False)
-    for column in ("seq", "time", "event", "task", "att", "source", "vector clock", ""):
+    for column in ("seq", "time", "event", "task", "att", "ms", "node", "vector clock", ""):
         table.add_column(column)
     previous: Event | None = None
     for event in events:
@@ -109,6 +110,7 @@ def print_timeline(console: Console, events: list[Event]) -> None:
             event.type.value,
             event.task_id or "",
             str(event.attempt or ""),
+            f"{ms:.1f}" if (ms := duration_ms(event)) is not None else "",
             event.source[-22:],
             event.vclock.encode(),
             mark,

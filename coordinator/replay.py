@@ -1,0 +1,119 @@
+"""Replay a workflow from its recorded events: verify and time travel.
+
+Pure functions over the event list (read from the stream by
+:meth:`coordinator.client.Client.events`): the coordinator's own reducer
+re-folds them, so what replay shows is what the coordinator decided.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from coordinator.causality import causality_violations
+from coordinator.reducer import fold
+from coordinator.state import WorkflowState
+from shared.errors import ConfigError
+from shared.events import Event, EventType, TaskCompleted, TaskFailed
+
+BOOKKEEPING = frozenset({"version", "last_seq"})
+"""Snapshot fields that are the live shell's bookkeeping, not workflow state."""
+
+
+def state_until(events: list[Event], *, seq: int | None = None, at_ns: int | None = None) -> (
+    WorkflowState | None
+):  # fmt: skip
+    """The workflow's state after the events up to stream sequence ``seq`` or up
+    to time ``at_ns`` (both inclusive); None if it had not been submitted yet."""
+    kept = [
+        e
+        for e in events
+        if (seq is None or (e.seq or 0) <= seq) and (at_ns is None or e.timestamp <= at_ns)
+    ]
+    return fold(kept)
+
+
+def parse_until(text: str) -> tuple[int | None, int | None]:
+    """``--until``: a stream sequence (``1234``) or an ISO 8601 time
+    (``2026-11-24T17:02:03.5Z``); returns ``(seq, at_ns)``. Raises ConfigError."""
+    if text.isdigit():
+        return int(text), None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(
+            f"--until {text!r} is neither a stream sequence nor an ISO 8601 time"
+        ) from exc
+    if moment.tzinfo is None:
+        raise ConfigError(f"--until {text!r} needs a time zone (e.g. a trailing Z for UTC)")
+    return None, int(moment.timestamp() * 1e9)
+
+
+def first_difference(left: Any, right: Any, path: str = "") -> str | None:
+    """Where two plain structures (dicts, lists, scalars) first differ, or None."""
+    if isinstance(left, dict) and isinstance(right, dict):
+        return _dict_difference(left, right, path)
+    if isinstance(left, list) and isinstance(right, list) and len(left) == len(right):
+        pairs = enumerate(zip(left, right, strict=True))
+        found = (first_difference(a, b, f"{path}[{i}]") for i, (a, b) in pairs)
+        return next((f for f in found if f), None)
+    if left != right:
+        return f"{path}: the stream gives {left!r}, the snapshot holds {right!r}"
+    return None
+
+
+def _dict_difference(left: dict[Any, Any], right: dict[Any, Any], path: str) -> str | None:
+    for key in sorted(set(left) | set(right), key=str):
+        where = f"{path}.{key}" if path else str(key)
+        if key not in left or key not in right:
+            return f"{where}: only in the {'stream' if key in left else 'snapshot'}"
+        found = first_difference(left[key], right[key], where)
+        if found:
+            return found
+    return None
+
+
+def verify(events: list[Event], snapshot: WorkflowState | None) -> list[str]:
+    """Every problem found (empty when all holds): the snapshot against a
+    re-fold of the events it covers (snapshots are saved lazily, so later
+    events are not held against it), then the causality rules."""
+    problems: list[str] = []
+    if snapshot is not None:
+        refolded = state_until(events, seq=snapshot.last_seq)
+        if refolded is None:
+            problems.append(
+                f"the snapshot covers up to seq {snapshot.last_seq}, but the stream holds "
+                "no submission up to there"
+            )
+        else:
+            found = first_difference(
+                refolded.model_dump(mode="json", exclude=set(BOOKKEEPING)),
+                snapshot.model_dump(mode="json", exclude=set(BOOKKEEPING)),
+            )
+            if found:
+                problems.append(
+                    f"the snapshot (up to seq {snapshot.last_seq}) is not a re-fold of the "
+                    f"stream: {found}"
+                )
+    problems.extend(causality_violations(events))
+    return problems
+
+
+def duration_ms(event: Event) -> float | None:
+    """How long the attempt took, for an outcome event."""
+    if isinstance(event.data, TaskCompleted | TaskFailed) and event.type in (
+        EventType.TASK_COMPLETED,
+        EventType.TASK_FAILED,
+    ):
+        return event.data.duration_ms
+    return None
+
+
+__all__ = [
+    "BOOKKEEPING",
+    "duration_ms",
+    "first_difference",
+    "parse_until",
+    "state_until",
+    "verify",
+]
