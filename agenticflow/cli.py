@@ -318,9 +318,7 @@ def events(
     """List a workflow's events in stream order, with vector clocks."""
     settings = _settings(nats, prefix)
     found = _run(_with_client(settings, lambda c: c.events(workflow_id)))
-    if not found:
-        err.print(f"[red]error:[/red] no events for workflow {workflow_id!r}")
-        raise typer.Exit(EXIT_UNREACHABLE)
+    _require_events(found, workflow_id)
     if as_json:
         for event in found:
             sys.stdout.write(render.to_json(render.event_json(event)) + "\n")
@@ -369,9 +367,7 @@ def replay(
         return found, snapshot
 
     found, snapshot = _run(_with_client(settings, read))
-    if not found:
-        err.print(f"[red]error:[/red] no events for workflow {workflow_id!r}")
-        raise typer.Exit(EXIT_UNREACHABLE)
+    _require_events(found, workflow_id)
     if cut is not None:
         _show_state_until(found, cut, until or "", as_json=as_json)
         return
@@ -390,6 +386,12 @@ def replay(
             _print_verdict(problems, len(found), has_snapshot=snapshot is not None)
     if problems:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _require_events(found: list[Event], workflow_id: str) -> None:
+    if not found:
+        err.print(f"[red]error:[/red] no events for workflow {workflow_id!r}")
+        raise typer.Exit(EXIT_UNREACHABLE)
 
 
 def _show_state_until(

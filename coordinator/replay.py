@@ -16,7 +16,7 @@ from coordinator.state import WorkflowState
 from shared.errors import ConfigError
 from shared.events import Event, EventType, TaskCompleted, TaskFailed
 
-BOOKKEEPING = frozenset({"version", "last_seq"})
+BOOKKEEPING = {"version", "last_seq"}
 """Snapshot fields that are the live shell's bookkeeping, not workflow state."""
 
 
@@ -87,8 +87,8 @@ def verify(events: list[Event], snapshot: WorkflowState | None) -> list[str]:
             )
         else:
             found = first_difference(
-                refolded.model_dump(mode="json", exclude=set(BOOKKEEPING)),
-                snapshot.model_dump(mode="json", exclude=set(BOOKKEEPING)),
+                refolded.model_dump(mode="json", exclude=BOOKKEEPING),
+                snapshot.model_dump(mode="json", exclude=BOOKKEEPING),
             )
             if found:
                 problems.append(

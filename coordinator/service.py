@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 import json
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from nats.aio.msg import Msg
@@ -78,6 +79,8 @@ from shared.vclock import VectorClock
 
 log = structlog.get_logger("agenticflow.coordinator")
 
+T = TypeVar("T")
+
 _CACHE_SIZE = 10_000
 _ECHOES = frozenset(
     t.value
@@ -128,7 +131,7 @@ class _Save:
 
 @dataclass(slots=True)
 class _Job:
-    """The second half of a batch: write its snapshots, then ack its events."""
+    """The second half of a batch: store its commands, write its snapshots, ack it."""
 
     msgs: list[Msg]
     commands: list[Command]
@@ -160,9 +163,10 @@ class Coordinator:
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._known = KnownIds()
+        """Workflow ids that may have a snapshot (listed at start or created here)."""
         self._reload = False
         self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=2)
-        """Workflow ids that may have a snapshot (listed at start or created here)."""
+        """Folded batches for the writer (None: stop)."""
         self._timers: list[tuple[int, int, ArmTimer]] = []
         self._timer_seq = itertools.count()
         self._timer_wakeup = asyncio.Event()
@@ -378,9 +382,7 @@ class Coordinator:
                 for msg in msgs:
                     with contextlib.suppress(Exception):
                         await msg.in_progress()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
-                delay = min(delay * 2, 5.0)
+                delay = await self._pause(delay)
         finished = [wf for wf, entry in touched.items() if entry.state.is_terminal]
         await self._jobs.put(_Job(msgs, commands, self._capture(touched.values()), finished))
 
@@ -396,7 +398,12 @@ class Coordinator:
                 if failed:
                     continue  # stopping: unacked, the next active coordinator gets them
                 try:
-                    await self._execute_until_done(job.commands, len(job.msgs))
+                    # Re-issued commands carry the same message ids: deduplicated.
+                    await self._until_done(
+                        functools.partial(self._execute, job.commands),
+                        "batch commands not stored",
+                        size=len(job.msgs),
+                    )
                     await self._write(job.saves)
                 except StateConflictError:
                     log.exception("lost a snapshot race: another coordinator is active; stopping")
@@ -421,22 +428,27 @@ class Coordinator:
             finally:
                 self._jobs.task_done()
 
-    async def _execute_until_done(self, commands: list[Command], size: int) -> None:
-        """Execute a batch's commands, retrying (same message ids, deduplicated)
-        until they are all stored; raises only once the coordinator stops."""
+    async def _until_done(self, attempt: Callable[[], Awaitable[T]], what: str, **about: Any) -> T:
+        """Run ``attempt`` until it succeeds, backing off between failures (it must
+        be idempotent). StateConflictError, and any error once the coordinator
+        stops, propagate."""
         delay = 0.2
         while True:
             try:
-                await self._execute(commands)
+                return await attempt()
+            except StateConflictError:
+                raise
             except Exception:
                 if self._stop.is_set():
                     raise
-                log.exception("batch commands not stored; retrying", size=size)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
-                delay = min(delay * 2, 5.0)
-            else:
-                return
+                log.exception(f"{what}; retrying", **about)
+                delay = await self._pause(delay)
+
+    async def _pause(self, delay: float) -> float:
+        """Wait ``delay`` (less if the coordinator stops); returns the next delay."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=delay)
+        return min(delay * 2, 5.0)
 
     async def _flush_due(self) -> None:
         """Hand over snapshots whose interval has passed (between batches)."""
@@ -598,34 +610,27 @@ class Coordinator:
 
         async def write(save: _Save) -> None:
             entry, workflow_id = save.entry, save.entry.state.workflow_id
-            delay = 0.2
-            while True:
-                try:
-                    entry.revision = await self.bus.kv_put_cas(
+            try:
+                entry.revision = await self._until_done(
+                    lambda: self.bus.kv_put_cas(
                         self._workflows, workflow_id, save.data, entry.revision
-                    )
-                    break
-                except StateConflictError:
-                    stored = await self._stored(workflow_id)
-                    if stored is not None and stored.value == save.data:
-                        entry.revision = int(stored.revision or 0)
-                        break  # our own write, whose reply was lost
-                    if entry.revision != 0:
-                        raise
+                    ),
+                    "snapshot not saved",
+                    workflow_id=workflow_id,
+                )
+            except StateConflictError:
+                stored = await self._stored(workflow_id)
+                if stored is not None and stored.value == save.data:
+                    entry.revision = int(stored.revision or 0)  # ours; its reply was lost
+                elif entry.revision != 0:
+                    raise
+                else:
                     # Created by the coordinator active before us, after we listed
                     # the bucket: drop ours; the next event reloads the stored state.
                     log.warning("workflow exists already; reloading it", workflow_id=workflow_id)
                     if self._cache.get(workflow_id) is entry:
                         self._cache.pop(workflow_id)
                     return
-                except Exception as exc:
-                    if self._stop.is_set():
-                        raise
-                    log.warning("snapshot not saved; retrying", workflow_id=workflow_id,
-                                error=str(exc))  # fmt: skip
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop.wait(), timeout=delay)
-                    delay = min(delay * 2, 5.0)
             entry.saved_version = max(entry.saved_version, save.version)
 
         await asyncio.gather(*(write(save) for save in saves))

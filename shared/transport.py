@@ -265,28 +265,18 @@ class Bus:
             max_ack_pending=s.task_max_ack_pending,
             max_waiting=512,
         )
-        try:
-            await self.js.add_consumer(self.names.tasks_stream, config)
-        except nats.js.errors.BadRequestError:
-            pass  # exists with a different config (e.g. changed settings): keep serving it
-        except nats.errors.Error as exc:
-            raise TransportError(f"cannot create consumer {name}: {exc}") from exc
+        await self.ensure_consumer(self.names.tasks_stream, config)
         self._consumers.add(name)
         return name
 
     async def ensure_consumer(self, stream: str, config: ConsumerConfig) -> None:
-        """Create a durable consumer unless it exists (an existing one is kept as is)."""
+        """Create a durable consumer unless it exists (an existing one is kept as
+        is, e.g. with the settings of an earlier version)."""
         name = config.durable_name or ""
         try:
-            await self.js.consumer_info(stream, name)
-        except nats.js.errors.NotFoundError:
-            pass
-        except nats.errors.Error as exc:
-            raise TransportError(f"cannot read consumer {name}: {exc}") from exc
-        else:
-            return
-        try:
             await self.js.add_consumer(stream, config)
+        except nats.js.errors.BadRequestError:
+            pass  # exists with a different config: keep serving it
         except nats.errors.Error as exc:
             raise TransportError(f"cannot create consumer {name}: {exc}") from exc
 

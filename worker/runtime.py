@@ -128,7 +128,6 @@ class Worker:
         """Task messages delivered to this process and not finished yet."""
         self._clocks: OrderedDict[str, VectorClock] = OrderedDict()
         self._running: set[asyncio.Task[Any]] = set()
-        self._load: dict[str, int] = {agent.name: 0 for agent in app.agents}
         now = time.time_ns()
         self.instances: dict[str, list[AgentInstance]] = {
             agent.name: [
@@ -175,7 +174,9 @@ class Worker:
                 self.bus,
                 stream=self.names.tasks_stream,
                 consumer=consumer,
-                on_message=functools.partial(self._deliver, capability),
+                on_message=functools.partial(
+                    self._deliver, self.app.for_capability(capability).name
+                ),
                 credit=functools.partial(self._credit, capability),
                 max_batch=share,
                 expires_s=expires,
@@ -242,7 +243,8 @@ class Worker:
     async def _heartbeat(self) -> None:
         now = time.time_ns()
         for agent in self.app.agents:
-            load = self._load.get(agent.name, 0)
+            hosted, idle = len(self.instances[agent.name]), len(self._idle[agent.name])
+            load = hosted - idle  # instances processing a task
             info = {
                 "instance": self._registry_key(agent),
                 "role": "worker",
@@ -252,8 +254,8 @@ class Worker:
                 "capabilities": list(agent.capabilities),
                 "state": "processing" if load else "idle",
                 "load": load,
-                "instances": len(self.instances[agent.name]),
-                "idle": len(self._idle[agent.name]),
+                "instances": hosted,
+                "idle": idle,
                 "concurrency": self.concurrency,
                 "heartbeat": now,
                 "started": self.started_at,
@@ -274,11 +276,10 @@ class Worker:
         When slots are scarcer than capabilities, a capability refused a slot
         queues up, and a free slot goes to the one that has waited longest.
         """
-        others = sum(p.owed for c, p in self._pullers.items() if c != capability)
+        owed = {c: p.owed for c, p in self._pullers.items() if c != capability}
+        others = sum(owed.values())
         agent = self.app.for_capability(capability)
-        siblings = sum(
-            self._pullers[c].owed for c in agent.capabilities if c != capability
-        )  # the agent's other capabilities
+        siblings = sum(owed.get(c, 0) for c in agent.capabilities)  # the agent's other ones
         free = min(
             self.concurrency - self._in_hand - others,
             len(self.instances[agent.name]) - self._agent_in_hand[agent.name] - siblings,
@@ -299,12 +300,11 @@ class Worker:
         self._waiting.pop(capability, None)
         return free
 
-    def _deliver(self, capability: str, msg: Msg) -> None:
+    def _deliver(self, agent: str, msg: Msg) -> None:
         if self._stop.is_set():
             # Delivered while stopping: hand it back at once rather than after ack_wait.
             self._spawn(msg.nak())
             return
-        agent = self.app.for_capability(capability).name
         self._in_hand += 1
         self._agent_in_hand[agent] += 1
         self._spawn(self._handle(msg, agent))
@@ -410,7 +410,6 @@ class Worker:
             timeout_s=task.timeout_s,
             log=bound,
         )
-        self._load[agent.name] += 1
         started = time.perf_counter()
         keepalive = asyncio.create_task(self._keep_alive(msg, task))
         outcome: tuple[EventType, Payload, str]
@@ -443,7 +442,6 @@ class Worker:
             raise
         finally:
             keepalive.cancel()
-            self._load[agent.name] -= 1
         # Pipelined behind task.started (same connection, so normally stored in
         # that order; if task.started needed a retry it may land after the
         # outcome, which the reducer ignores for a finished attempt).

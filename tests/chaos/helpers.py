@@ -12,6 +12,7 @@ from nats.aio.msg import Msg
 
 from coordinator.client import Client
 from coordinator.reducer import fold
+from coordinator.replay import BOOKKEEPING
 from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
 from shared.codec import decode_event
 from shared.events import Event, EventType
@@ -53,10 +54,6 @@ class Observer:
             if at >= since and predicate(event):
                 return at
         return None
-
-
-BOOKKEEPING = {"version", "last_seq"}
-"""Snapshot fields that are the live shell's bookkeeping, not workflow state."""
 
 
 @dataclass
