@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -22,6 +23,7 @@ from rich.console import Console
 from agenticflow import render
 from coordinator import replay as replay_mod
 from coordinator.client import Client
+from coordinator.forks import first_divergence
 from coordinator.leader import LeaderElected
 from coordinator.state import WorkflowState
 from shared.config import Settings
@@ -35,9 +37,10 @@ from shared.errors import (
 from shared.events import Event
 from shared.ids import new_node_id
 from shared.logging import configure_logging
+from shared.names import queue_of
 from shared.transport import Bus, connected
 from shared.workflow import load_workflow_file
-from worker.app import load_app
+from worker.app import AgentApp, load_app
 from worker.runtime import Worker
 
 T = TypeVar("T")
@@ -151,24 +154,45 @@ def coordinator(nats: NatsOpt = None, prefix: PrefixOpt = None) -> None:
 def worker(
     app_spec: Annotated[str, typer.Option("--app", help="Agent app as 'module:attribute'.")],
     concurrency: Annotated[int, typer.Option(min=1, help="Tasks run at once.")] = 8,
+    route: Annotated[
+        str | None,
+        typer.Option(help="Serve only the workflows submitted to this route (fork/rerun --route)."),
+    ] = None,
     nats: NatsOpt = None,
     prefix: PrefixOpt = None,
 ) -> None:
     """Run a worker hosting the agents of an app."""
     settings = _settings(nats, prefix)
-    sys.path.insert(0, str(Path.cwd()))
-    try:
-        agent_app = load_app(app_spec)
-    except AgenticFlowError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_INPUT) from exc
+    agent_app = _load_app(app_spec)
+    _check_route(route)
     _serve(
         settings,
         lambda bus: Worker(
-            bus=bus, app=agent_app, node_id=new_node_id("w"), concurrency=concurrency
+            bus=bus,
+            app=agent_app,
+            node_id=new_node_id("w"),
+            concurrency=concurrency,
+            route=route,
         ),
         name="agenticflow-worker",
     )
+
+
+def _load_app(app_spec: str) -> AgentApp:
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        return load_app(app_spec)
+    except AgenticFlowError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_INPUT) from exc
+
+
+def _check_route(route: str | None) -> None:
+    try:
+        queue_of("any", route)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_INPUT) from exc
 
 
 @app.command()
@@ -245,6 +269,25 @@ def _finish(state: WorkflowState, as_json: bool) -> None:
         raise typer.Exit(EXIT_FAILED)
 
 
+def _show_outcome(
+    settings: Settings,
+    go: Callable[[Client], Awaitable[WorkflowState | str]],
+    *,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Run ``go``; show the workflow id it returns, or the final state it waited for."""
+    try:
+        result = _run(_with_client(settings, go))
+    except TimeoutError as exc:
+        err.print(f"[red]error:[/red] the workflow did not finish within {timeout:g}s")
+        raise typer.Exit(EXIT_TIMEOUT) from exc
+    if isinstance(result, str):
+        out.print(render.to_json({"workflow_id": result}) if as_json else result)
+        return
+    _finish(result, as_json)
+
+
 @app.command()
 def submit(
     file: Annotated[Path, typer.Argument(help="Workflow file (YAML or JSON).")],
@@ -281,15 +324,7 @@ def submit(
             err.print(f"submitted {wid}; waiting…")
         return await client.wait(wid, timeout=timeout)
 
-    try:
-        result = _run(_with_client(settings, go))
-    except TimeoutError as exc:
-        err.print(f"[red]error:[/red] the workflow did not finish within {timeout:g}s")
-        raise typer.Exit(EXIT_TIMEOUT) from exc
-    if isinstance(result, str):
-        out.print(render.to_json({"workflow_id": result}) if as_json else result)
-        return
-    _finish(result, as_json)
+    _show_outcome(settings, go, timeout=timeout, as_json=as_json)
 
 
 @app.command()
@@ -589,6 +624,157 @@ def dlq_retry(
         _settings(nats, prefix), workflow_id, task_id, wait=wait, timeout=timeout,
         as_json=as_json, done=f"{task_id} of {workflow_id} re-dispatched",
     )  # fmt: skip
+
+
+# Forks, re-executions and comparisons ---------------------------------------
+
+DebugAppOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--app",
+        help="Run the new workflow's tasks on this agent app ('module:attribute') in this "
+        "process, on a private route, instead of on the cluster's workers; waits for the end.",
+    ),
+]
+RouteOpt = Annotated[
+    str | None,
+    typer.Option(help="Send the new workflow's tasks to the workers started with --route."),
+]
+BranchWaitOpt = Annotated[
+    bool, typer.Option("--wait/--no-wait", help="Wait for the end; exit 1 if it failed.")
+]
+
+
+def _branch(
+    settings: Settings,
+    start: Callable[[Client, str | None], Awaitable[str]],
+    *,
+    what: str,
+    app_spec: str | None,
+    route: str | None,
+    wait: bool,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Start a fork or re-execution, on the cluster or on ``app_spec`` in this
+    process (a worker on a private route), then wait for it and show its end."""
+    _check_route(route)
+    agent_app = _load_app(app_spec) if app_spec else None
+    if agent_app is not None:
+        configure_logging(level="warning", fmt=settings.log_format)
+
+    async def go(client: Client) -> WorkflowState | str:
+        if agent_app is None:
+            new_id = await start(client, route)
+            if not wait:
+                return new_id
+            err.print(f"{what} {new_id}; waiting…")
+            return await client.wait(new_id, timeout=timeout)
+        private = route or f"dbg-{os.urandom(4).hex()}"
+        worker = Worker(bus=client.bus, app=agent_app, node_id=new_node_id("w"), route=private)
+        async with worker:
+            new_id = await start(client, private)
+            err.print(f"{what} {new_id} on {app_spec} (route {private}); waiting…")
+            return await client.wait(new_id, timeout=timeout)
+
+    _show_outcome(settings, go, timeout=timeout, as_json=as_json)
+
+
+@app.command()
+def fork(
+    workflow_id: Annotated[str, typer.Argument(help="Workflow to fork.")],
+    at: Annotated[
+        int | None,
+        typer.Option(
+            "--at",
+            min=1,
+            help="Reuse the results completed up to this stream sequence (default: all).",
+        ),
+    ] = None,
+    app_spec: DebugAppOpt = None,
+    route: RouteOpt = None,
+    wait: BranchWaitOpt = True,
+    timeout: TimeoutOpt = 300.0,
+    as_json: JsonOpt = False,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Start a new workflow that reuses every result completed up to --at and runs
+    the rest (with --app: on a fixed agent app). Then: agenticflow diff OLD NEW."""
+    _branch(
+        _settings(nats, prefix),
+        lambda client, to: client.fork(workflow_id, at_seq=at, route=to),
+        what="forked",
+        app_spec=app_spec,
+        route=route,
+        wait=wait,
+        timeout=timeout,
+        as_json=as_json,
+    )
+
+
+@app.command()
+def rerun(
+    workflow_id: Annotated[str, typer.Argument(help="Workflow to re-execute.")],
+    app_spec: DebugAppOpt = None,
+    route: RouteOpt = None,
+    wait: BranchWaitOpt = True,
+    timeout: TimeoutOpt = 300.0,
+    as_json: JsonOpt = False,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Re-execute a workflow with every side effect (ctx.effect) served from its
+    recording, not the outside world; a call the recording lacks fails its task."""
+    _branch(
+        _settings(nats, prefix),
+        lambda client, to: client.rerun(workflow_id, route=to),
+        what="re-running as",
+        app_spec=app_spec,
+        route=route,
+        wait=wait,
+        timeout=timeout,
+        as_json=as_json,
+    )
+
+
+@app.command()
+def diff(
+    first: Annotated[str, typer.Argument(help="A workflow id.")],
+    second: Annotated[str, typer.Argument(help="Another workflow id (e.g. its fork).")],
+    as_json: JsonOpt = False,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Name the first event where two runs diverge and show both sides; exit 0
+    when they did the same things, 1 when they diverge."""
+    settings = _settings(nats, prefix)
+
+    async def read(client: Client) -> tuple[list[Event], list[Event]]:
+        return await client.events(first), await client.events(second)
+
+    left, right = _run(_with_client(settings, read))
+    _require_events(left, first)
+    _require_events(right, second)
+    found = first_divergence(left, right)
+    if as_json:
+        _print_json(
+            {
+                "same": found is None,
+                "why": found.why if found else None,
+                "first": render.event_json(found.left) if found and found.left else None,
+                "second": render.event_json(found.right) if found and found.right else None,
+            }
+        )
+    elif found is None:
+        out.print(
+            f"[green]same:[/green] {first} and {second} did the same things "
+            f"({len(left)} and {len(right)} events; timing and worker names aside)"
+        )
+    else:
+        render.print_divergence(out, found, first, second)
+    if found is not None:
+        raise typer.Exit(EXIT_FAILED)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from coordinator.forks import Divergence
 from coordinator.replay import duration_ms
 from coordinator.state import WorkflowState
 from shared.events import Event
@@ -139,4 +140,36 @@ def print_agents(console: Console, agents: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
-__all__ = ["event_json", "print_agents", "print_state", "print_timeline", "to_json"]
+def print_divergence(console: Console, found: Divergence, first: str, second: str) -> None:
+    """Where two runs first diverge: why, then the event on each side."""
+    anchor = found.left or found.right
+    assert anchor is not None
+    task = f" of task {anchor.task_id!r} (attempt {anchor.attempt})" if anchor.task_id else ""
+    console.print(f"[red]diverged[/red] at {anchor.type.value}{task}: {found.why}")
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("", "workflow", "seq", "time", "event", "node", "data"):
+        table.add_column(column)
+    for label, workflow_id, event in (("1", first, found.left), ("2", second, found.right)):
+        if event is None:
+            table.add_row(label, workflow_id, "", "", "[yellow](no such event)[/yellow]", "", "")
+            continue
+        table.add_row(
+            label,
+            workflow_id,
+            str(event.seq or ""),
+            when(event.timestamp),
+            event.type.value,
+            event.source[-22:],
+            short(event.data.model_dump(mode="json"), 90),
+        )
+    console.print(table)
+
+
+__all__ = [
+    "event_json",
+    "print_agents",
+    "print_divergence",
+    "print_state",
+    "print_timeline",
+    "to_json",
+]

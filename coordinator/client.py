@@ -14,7 +14,9 @@ from typing import Any
 
 from nats.js.api import DeliverPolicy
 
-from coordinator.state import WorkflowState
+from coordinator.forks import recorded_effects
+from coordinator.replay import state_until
+from coordinator.state import TaskStatus, WorkflowState
 from shared.codec import decode_event, unpack
 from shared.dag import validate_graph
 from shared.errors import (
@@ -27,10 +29,12 @@ from shared.events import (
     Event,
     EventType,
     MessageRejected,
+    Origin,
     WorkflowResumeRequested,
     WorkflowSubmitted,
 )
 from shared.ids import ID_RE, new_workflow_id, workflow_key
+from shared.names import queue_of
 from shared.transport import Bus, KVNotFound
 from shared.vclock import VectorClock
 from shared.workflow import WorkflowDefinition
@@ -61,13 +65,22 @@ class Client:
         input: dict[str, Any] | None = None,
         workflow_id: str | None = None,
         validate: bool = True,
+        route: str | None = None,
+        **rerun: Any,
     ) -> str:
         """Submit a workflow; returns its id.
 
+        ``route`` sends its tasks only to the workers started with that route;
+        ``rerun`` holds the :class:`WorkflowSubmitted` fields of a fork or a
+        re-execution (``origin``, ``reuse``, ``recorded``, ``replay``), see
+        :meth:`fork` and :meth:`rerun`.
+
         Raises WorkflowGraphError when ``validate`` and the graph is invalid
         (the coordinator would reject it), WorkflowDefinitionError for a bad
-        id, TransportError when the bus fails.
+        id, ConfigError for a bad route, TransportError when the bus fails.
         """
+        if route is not None:
+            queue_of("any", route)  # raises ConfigError for a bad route
         if validate:
             validate_graph(definition)
         workflow_id = workflow_id or new_workflow_id()
@@ -85,7 +98,11 @@ class Client:
                 timestamp=time.time_ns(),
                 vclock=VectorClock().increment(self.node_id),
                 data=WorkflowSubmitted(
-                    definition=definition, input=input or {}, submitted_by=self.node_id
+                    definition=definition,
+                    input=input or {},
+                    submitted_by=self.node_id,
+                    route=route,
+                    **rerun,
                 ),
             )
         )
@@ -193,6 +210,59 @@ class Client:
     async def events(self, workflow_id: str) -> list[Event]:
         """The workflow's events in stream order (malformed ones as ``message.rejected``)."""
         return await self._read(self.names.workflow_events(workflow_id))
+
+    async def fork(
+        self,
+        source_id: str,
+        *,
+        at_seq: int | None = None,
+        route: str | None = None,
+        workflow_id: str | None = None,
+    ) -> str:
+        """Start a new workflow that takes every result the source had completed
+        up to stream sequence ``at_seq`` (default: its end) and runs the rest;
+        returns the new id. Raises NotFoundError when the source has no
+        submission up to there."""
+        events = await self.events(source_id)
+        state = state_until(events, seq=at_seq)
+        if state is None or state.definition is None:
+            where = f" up to seq {at_seq}" if at_seq is not None else ""
+            raise NotFoundError(f"workflow {source_id!r} has no readable submission{where}")
+        specs = {spec.id: spec for spec in state.definition.tasks}
+        kept = {tid for tid, task in state.tasks.items() if task.status == TaskStatus.COMPLETED}
+        while dropped := {t for t in kept if any(d not in kept for d in specs[t].depends_on)}:
+            kept -= dropped  # a result is reused only with its dependencies' results
+        reuse = {task_id: state.tasks[task_id].result for task_id in sorted(kept)}
+        return await self.submit(
+            state.definition,
+            input=state.input,
+            workflow_id=workflow_id,
+            route=route,
+            origin=Origin(kind="fork", workflow_id=source_id, at_seq=state.last_seq),
+            reuse=reuse,
+        )
+
+    async def rerun(
+        self, source_id: str, *, route: str | None = None, workflow_id: str | None = None
+    ) -> str:
+        """Re-execute a workflow with every side effect served from its recording
+        (``task.effect_recorded`` events) instead of the outside world; returns
+        the new id. A call the recording lacks fails its task with
+        ReplayDivergedError. Raises NotFoundError for an unknown source."""
+        events = await self.events(source_id)
+        submitted = next((e.data for e in events if isinstance(e.data, WorkflowSubmitted)), None)
+        if submitted is None:
+            raise NotFoundError(f"workflow {source_id!r} has no readable submission")
+        return await self.submit(
+            submitted.definition,
+            input=submitted.input,
+            workflow_id=workflow_id,
+            route=route,
+            origin=Origin(kind="rerun", workflow_id=source_id),
+            reuse=submitted.reuse,
+            recorded=recorded_effects(events),
+            replay=True,
+        )
 
     async def dead_letters(self) -> list[Event]:
         """Every ``task.dead_lettered`` event, oldest first."""

@@ -51,6 +51,7 @@ from shared.events import (
     WorkflowSubmitted,
 )
 from shared.ids import task_key, workflow_key
+from shared.names import ROUTE_RE
 from shared.vclock import VectorClock
 
 COORDINATOR_NODE = "coord"
@@ -165,6 +166,9 @@ class _Folder:
                     heartbeat_s=spec.heartbeat_timeout_s / 3 if spec.heartbeat_timeout_s else None,
                     vclock=clock,
                     source=self.source,
+                    route=state.route,
+                    recorded=state.recorded.get(task_id, {}).get(attempt, []),
+                    replay=state.replay,
                 )
             )
         )
@@ -290,18 +294,23 @@ def _start(event: Event, source: str) -> tuple[WorkflowState | None, list[Comman
         return state, []
     if event.type != EventType.WORKFLOW_SUBMITTED or not isinstance(event.data, WorkflowSubmitted):
         return None, []
-    definition = event.data.definition
+    submitted = event.data
+    definition = submitted.definition
     state = WorkflowState(
         workflow_id=event.workflow_id,
         definition=definition,
-        input={**definition.input, **event.data.input},
+        input={**definition.input, **submitted.input},
         vclock=event.vclock,
         created_at=event.timestamp,
         last_seq=event.seq or 0,
         version=1,
+        origin=submitted.origin,
+        route=submitted.route,
+        recorded=submitted.recorded,
+        replay=submitted.replay,
     )
     folder = _Folder(state, event, source)
-    problems = graph_problems(definition)
+    problems = graph_problems(definition) or _reuse_problems(submitted)
     if problems:
         state.status = WorkflowStatus.REJECTED
         state.finished_at = event.timestamp
@@ -322,10 +331,52 @@ def _start(event: Event, source: str) -> tuple[WorkflowState | None, list[Comman
         WorkflowStarted(tasks=len(definition.tasks)),
         key=workflow_key(state.workflow_id, "started"),
     )
+    if submitted.reuse:
+        _reuse(folder, submitted)
     for spec in definition.tasks:
-        if not spec.depends_on:
+        if not spec.depends_on and state.tasks[spec.id].status == TaskStatus.PENDING:
             folder.schedule(spec.id, 1)
     return state, folder.commands
+
+
+def _reuse_problems(submitted: WorkflowSubmitted) -> list[str]:
+    """A fork may reuse results only of its own tasks, each with its dependencies'."""
+    specs = {spec.id: spec for spec in submitted.definition.tasks}
+    problems = [
+        f"reused task {task_id!r} is not in the workflow"
+        for task_id in submitted.reuse
+        if task_id not in specs
+    ]
+    for task_id in submitted.reuse:
+        missing = (
+            [dep for dep in specs[task_id].depends_on if dep not in submitted.reuse]
+            if task_id in specs
+            else []
+        )
+        if missing:
+            problems.append(
+                f"reused task {task_id!r} depends on {', '.join(map(repr, missing))}, "
+                "which would run again: reuse those too or none"
+            )
+    if submitted.route is not None and not ROUTE_RE.match(submitted.route):
+        problems.append(f"route {submitted.route!r} must be 1-32 letters, digits, '_' or '-'")
+    return problems
+
+
+def _reuse(folder: _Folder, submitted: WorkflowSubmitted) -> None:
+    """Take a fork's reused results as completed; their dependents become ready."""
+    state = folder.state
+    origin = submitted.origin
+    note = f"reused from {origin.workflow_id}" if origin else "reused"
+    if origin and origin.at_seq is not None:
+        note += f" (up to seq {origin.at_seq})"
+    for task_id, result in submitted.reuse.items():
+        task = state.tasks[task_id]
+        task.status, task.result, task.note = TaskStatus.COMPLETED, result, note
+        task.finished_at = folder.event.timestamp
+    for spec in state.definition.tasks if state.definition else ():
+        if spec.id in submitted.reuse:
+            folder.finish_task(spec.id)
 
 
 def _on_resume(folder: _Folder) -> None:

@@ -49,25 +49,30 @@ def parse_until(text: str) -> tuple[int | None, int | None]:
     return None, int(moment.timestamp() * 1e9)
 
 
-def first_difference(left: Any, right: Any, path: str = "") -> str | None:
-    """Where two plain structures (dicts, lists, scalars) first differ, or None."""
+def first_difference(
+    left: Any, right: Any, path: str = "", *, sides: tuple[str, str] = ("stream", "snapshot")
+) -> str | None:
+    """Where two plain structures (dicts, lists, scalars) first differ, or None;
+    ``sides`` name the two in the message."""
     if isinstance(left, dict) and isinstance(right, dict):
-        return _dict_difference(left, right, path)
+        return _dict_difference(left, right, path, sides)
     if isinstance(left, list) and isinstance(right, list) and len(left) == len(right):
         pairs = enumerate(zip(left, right, strict=True))
-        found = (first_difference(a, b, f"{path}[{i}]") for i, (a, b) in pairs)
+        found = (first_difference(a, b, f"{path}[{i}]", sides=sides) for i, (a, b) in pairs)
         return next((f for f in found if f), None)
     if left != right:
-        return f"{path}: the stream gives {left!r}, the snapshot holds {right!r}"
+        return f"{path}: the {sides[0]} gives {left!r}, the {sides[1]} holds {right!r}"
     return None
 
 
-def _dict_difference(left: dict[Any, Any], right: dict[Any, Any], path: str) -> str | None:
+def _dict_difference(
+    left: dict[Any, Any], right: dict[Any, Any], path: str, sides: tuple[str, str]
+) -> str | None:
     for key in sorted(set(left) | set(right), key=str):
         where = f"{path}.{key}" if path else str(key)
         if key not in left or key not in right:
-            return f"{where}: only in the {'stream' if key in left else 'snapshot'}"
-        found = first_difference(left[key], right[key], where)
+            return f"{where}: only in the {sides[0] if key in left else sides[1]}"
+        found = first_difference(left[key], right[key], where, sides=sides)
         if found:
             return found
     return None

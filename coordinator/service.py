@@ -659,13 +659,13 @@ class Coordinator:
                 outgoing.append(encode_event(event, self.names, max_payload=max_payload))
             elif isinstance(command, Dispatch):
                 task = command.task
-                await self.bus.ensure_task_consumer(task.capability)
+                await self.bus.ensure_task_consumer(task.queue)
                 try:
                     outgoing.append(encode_task(task, self.names, max_payload=max_payload))
                 except PayloadTooLargeError as too_big:
                     too_large.append((task, too_big))
                     continue
-                if not self._served(task.capability):
+                if not self._served(task.queue):
                     unserved.append(task)
             else:
                 self._arm(command)
@@ -674,7 +674,7 @@ class Coordinator:
             await self._shell_emit(
                 task.workflow_id,
                 EventType.TASK_UNSERVED,
-                TaskUnserved(capability=task.capability),
+                TaskUnserved(capability=task.queue),
                 key=task_key(task.workflow_id, task.task_id, task.attempt, "unserved"),
                 task_id=task.task_id,
                 attempt=task.attempt,

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from shared.codec import pack, unpack
 from shared.dag import dependents_index
 from shared.errors import MalformedMessageError
-from shared.events import ErrorInfo
+from shared.events import ErrorInfo, Origin, RecordedEffect
 from shared.vclock import VectorClock
 from shared.workflow import TaskSpec, WorkflowDefinition
 
@@ -100,6 +100,13 @@ class WorkflowState(BaseModel):
     completed: int = 0
     """Tasks completed or skipped: the workflow is done when all are."""
     resumes: int = 0
+    origin: Origin | None = None
+    """The workflow this one forks or re-runs."""
+    route: str | None = None
+    """Its tasks go to the workers serving this route only."""
+    recorded: dict[str, dict[int, list[RecordedEffect]]] = Field(default_factory=dict)
+    """Side effects to serve from a recording, by task and attempt (a rerun)."""
+    replay: bool = False
     last_seq: int = 0
     """Stream sequence of the last event folded into this state."""
     version: int = 0
@@ -174,6 +181,8 @@ class WorkflowState(BaseModel):
             "finished_at": self.finished_at,
             "output": self.output,
             "resumes": self.resumes,
+            "origin": self.origin.model_dump() if self.origin else None,
+            "route": self.route,
             "counts": self.counts(),
             "vclock": self.vclock.to_dict(),
             "last_seq": self.last_seq,

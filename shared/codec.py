@@ -19,10 +19,10 @@ from typing import Any
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from shared.errors import MalformedMessageError, PayloadTooLargeError
-from shared.events import PAYLOADS, SCHEMA_VERSION, Event, EventType
+from shared.errors import ConfigError, MalformedMessageError, PayloadTooLargeError
+from shared.events import PAYLOADS, SCHEMA_VERSION, Event, EventType, RecordedEffect
 from shared.ids import ID_RE
-from shared.names import Names
+from shared.names import Names, queue_of
 from shared.vclock import VectorClock
 
 H_MSG_ID = "Nats-Msg-Id"
@@ -179,6 +179,12 @@ class TaskMessage(BaseModel):
     """Send a ``task.heartbeat`` this often while running (None: don't)."""
     vclock: VectorClock = Field(default_factory=VectorClock)
     source: str = ""
+    route: str | None = None
+    """Only the workers started with this route serve the task (see :func:`queue_of`)."""
+    recorded: list[RecordedEffect] = Field(default_factory=list)
+    """Side effects this attempt made in the run being re-executed, in call order."""
+    replay: bool = False
+    """Serve side effects from ``recorded`` only; a call not in it fails the task."""
 
     @field_validator("workflow_id")
     @classmethod
@@ -186,6 +192,11 @@ class TaskMessage(BaseModel):
         if not ID_RE.match(value):
             raise ValueError("workflow id must be 1-64 letters, digits, '_' or '-'")
         return value
+
+    @property
+    def queue(self) -> str:
+        """The queue the task travels on: its capability, on its route if any."""
+        return queue_of(self.capability, self.route)
 
     @property
     def msg_id(self) -> str:
@@ -207,9 +218,9 @@ def encode_task(
         H_TASK: task.task_id,
         H_ATTEMPT: str(task.attempt),
     }
-    body = pack(task.model_dump(mode="python", exclude={"vclock", "source"}))
+    body = pack(task.model_dump(mode="python", exclude={"vclock", "source"}, exclude_defaults=True))
     check_size(headers, body, max_payload)
-    return names.task_subject(task.capability), headers, body
+    return names.task_subject(task.queue), headers, body
 
 
 def decode_task(subject: str, headers: Mapping[str, str] | None, body: bytes) -> TaskMessage:
@@ -234,10 +245,12 @@ def decode_task(subject: str, headers: Mapping[str, str] | None, body: bytes) ->
         raise MalformedMessageError(
             f"task message does not match its schema: {where}: {first['msg']}"
         ) from exc
-    if subject.count(".") != 2 or not subject.endswith("." + task.capability):
-        raise MalformedMessageError(
-            f"task for capability {task.capability!r} arrived on subject {subject!r}"
-        )
+    try:
+        queue = task.queue
+    except ConfigError as exc:
+        raise MalformedMessageError(str(exc)) from exc
+    if subject.count(".") != 2 or not subject.endswith("." + queue):
+        raise MalformedMessageError(f"task for queue {queue!r} arrived on subject {subject!r}")
     return task
 
 

@@ -20,6 +20,8 @@ each class carries a stable ``code`` used in logs and in events. Foreign errors
     ├── NotFoundError                    no such workflow, app or attribute
     └── TaskError                        raised by handlers; decides retries
         ├── NonRetryableError            never retried
+        │   └── ReplayDivergedError      a re-execution made a call the recording lacks
+        ├── RecordedEffectError          a side effect's recorded failure, served again
         └── TaskTimeoutError             (also a TimeoutError); retryable
 
 A handler may raise any exception: it becomes a retryable failure unless it is a
@@ -126,6 +128,25 @@ class TaskTimeoutError(TaskError, TimeoutError):
     code = "task_timeout"
 
 
+class ReplayDivergedError(NonRetryableError):
+    """A re-execution (``agenticflow rerun``) made a side-effect call that the
+    recorded run did not make, or made it with other parameters."""
+
+    code = "replay_diverged"
+
+
+class RecordedEffectError(TaskError):
+    """A side effect failed in the recorded run; a re-execution raises it again
+    (as this class: the original exception's class is in ``error_type``)."""
+
+    code = "recorded_effect_error"
+
+    def __init__(self, error_type: str, message: str, *, retryable: bool = True) -> None:
+        super().__init__(f"{error_type}: {message}")
+        self.error_type = error_type
+        self.retryable = retryable
+
+
 __all__ = [
     "AgenticFlowError",
     "ConfigError",
@@ -136,6 +157,8 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "PublishTimeoutError",
+    "RecordedEffectError",
+    "ReplayDivergedError",
     "StateConflictError",
     "TaskError",
     "TaskTimeoutError",

@@ -38,6 +38,7 @@ class EventType(enum.StrEnum):
     TASK_UNSERVED = "task.unserved"
     TASK_DEAD_LETTERED = "task.dead_lettered"
     TASK_HEARTBEAT = "task.heartbeat"
+    TASK_EFFECT_RECORDED = "task.effect_recorded"
     WORKFLOW_RESUME_REQUESTED = "workflow.resume_requested"
     WORKFLOW_RESUMED = "workflow.resumed"
     MESSAGE_REJECTED = "message.rejected"
@@ -60,12 +61,49 @@ class ErrorInfo(BaseModel):
     retryable: bool = True
 
 
+class RecordedEffect(BaseModel):
+    """One side effect (tool or LLM call) as a task attempt recorded it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    call: int
+    """Index of the call within the attempt (0, 1, ...): the same code makes
+    the same calls in the same order."""
+    name: str
+    params_hash: str
+    result: Any = None
+    error: ErrorInfo | None = None
+    stored: bool = True
+    """False when the result could not be recorded (too large, not msgpack-able)."""
+
+
+class Origin(BaseModel):
+    """Where a workflow comes from when it re-runs another one."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    kind: str
+    """``fork`` (reuses results up to a point) or ``rerun`` (serves recorded effects)."""
+    workflow_id: str
+    at_seq: int | None = None
+    """For a fork: the source's stream sequence its reused results come from."""
+
+
 class WorkflowSubmitted(Payload):
     """A client asked for a workflow to run."""
 
     definition: WorkflowDefinition
     input: dict[str, Any] = Field(default_factory=dict)
     submitted_by: str = ""
+    origin: Origin | None = None
+    reuse: dict[str, Any] = Field(default_factory=dict)
+    """Results to take as completed instead of running the task (a fork)."""
+    recorded: dict[str, dict[int, list[RecordedEffect]]] = Field(default_factory=dict)
+    """Side effects to serve from a recording, by task and attempt (a rerun)."""
+    replay: bool = False
+    """Serve side effects from ``recorded`` only: a call not in it fails the task."""
+    route: str | None = None
+    """Send the tasks to the workers serving this route only (``worker --route``)."""
 
 
 class WorkflowStarted(Payload):
@@ -165,6 +203,17 @@ class TaskHeartbeat(Payload):
     worker: str = ""
 
 
+class TaskEffectRecorded(Payload):
+    """A handler made a side effect (tool or LLM call); its result, for replay."""
+
+    effect: RecordedEffect
+    key: str
+    """Idempotency key: workflow, task, call index and name (attempt-independent)."""
+    replayed: bool = False
+    """Served from a recording instead of calling the outside world."""
+    worker: str = ""
+
+
 class TaskUnserved(Payload):
     """No live worker serves the task's capability: it waits in the queue."""
 
@@ -219,6 +268,7 @@ PAYLOADS: dict[EventType, type[Payload]] = {
     EventType.TASK_UNSERVED: TaskUnserved,
     EventType.TASK_DEAD_LETTERED: TaskDeadLettered,
     EventType.TASK_HEARTBEAT: TaskHeartbeat,
+    EventType.TASK_EFFECT_RECORDED: TaskEffectRecorded,
     EventType.WORKFLOW_RESUME_REQUESTED: WorkflowResumeRequested,
     EventType.WORKFLOW_RESUMED: WorkflowResumed,
     EventType.MESSAGE_REJECTED: MessageRejected,
@@ -259,9 +309,12 @@ __all__ = [
     "Event",
     "EventType",
     "MessageRejected",
+    "Origin",
     "Payload",
+    "RecordedEffect",
     "TaskCompleted",
     "TaskDeadLettered",
+    "TaskEffectRecorded",
     "TaskFailed",
     "TaskHeartbeat",
     "TaskRetryDue",

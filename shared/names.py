@@ -49,9 +49,10 @@ class Names:
         return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.tasks_stream}.*"
 
     # Subjects -----------------------------------------------------------
-    def task_subject(self, capability: str) -> str:
-        """Subject a task for ``capability`` is published on."""
-        return f"{self.prefix}.task.{capability}"
+    def task_subject(self, queue: str) -> str:
+        """Subject a task for a queue (a capability, or a routed one: :func:`queue_of`)
+        is published on."""
+        return f"{self.prefix}.task.{queue}"
 
     @property
     def task_subjects(self) -> str:
@@ -89,9 +90,9 @@ class Names:
         return task_subject[len(head) :] or None
 
     # Consumers ----------------------------------------------------------
-    def task_consumer(self, capability: str) -> str:
-        """Durable pull consumer shared by every worker serving ``capability``."""
-        return f"task_{capability}"
+    def task_consumer(self, queue: str) -> str:
+        """Durable pull consumer shared by every worker serving a queue."""
+        return f"task_{queue}"
 
     @property
     def dead_letter_consumer(self) -> str:
@@ -120,7 +121,24 @@ class Names:
         return f"{self.prefix}_agents"
 
 
+ROUTE_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}\Z")
+"""A route: a private set of queues served only by the workers started with it."""
+
+ROUTE_SEPARATOR = "~"
+"""Between capability and route in a queue name; never part of a capability."""
+
+
+def queue_of(capability: str, route: str | None = None) -> str:
+    """The queue (task subject token and consumer suffix) of a capability on a
+    route: ``summarize`` or, routed, ``summarize~fork-1a2b``."""
+    if route is None:
+        return capability
+    if not ROUTE_RE.match(route):
+        raise ConfigError(f"route {route!r} must be 1-32 letters, digits, '_' or '-'")
+    return f"{capability}{ROUTE_SEPARATOR}{route}"
+
+
 SYSTEM_WORKFLOW = "_system"
 """Pseudo workflow id for events that belong to no workflow."""
 
-__all__ = ["SYSTEM_WORKFLOW", "Names"]
+__all__ = ["ROUTE_RE", "ROUTE_SEPARATOR", "SYSTEM_WORKFLOW", "Names", "queue_of"]

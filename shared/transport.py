@@ -269,6 +269,11 @@ class Bus:
         self._consumers.add(name)
         return name
 
+    async def delete_consumer(self, stream: str, name: str) -> None:
+        """Delete a durable consumer (no error if it is already gone)."""
+        self._consumers.discard(name)
+        await self._delete(self.js.delete_consumer(stream, name), what=f"consumer {name}")
+
     async def ensure_consumer(self, stream: str, config: ConsumerConfig) -> None:
         """Create a durable consumer unless it exists (an existing one is kept as
         is, e.g. with the settings of an earlier version)."""
@@ -423,12 +428,16 @@ class Bus:
 
     async def delete_stored(self, stream: str, seq: int) -> None:
         """Delete a stored message (no error if it is already gone)."""
+        await self._delete(self.js.delete_msg(stream, seq), what=f"{stream} #{seq}")
+
+    @staticmethod
+    async def _delete(deletion: Awaitable[Any], *, what: str) -> None:
         try:
-            await self.js.delete_msg(stream, seq)
+            await deletion
         except nats.js.errors.NotFoundError:
             return
         except nats.errors.Error as exc:
-            raise TransportError(f"cannot delete {stream} #{seq}: {exc}") from exc
+            raise TransportError(f"cannot delete {what}: {exc}") from exc
 
     # KV helpers ---------------------------------------------------------
     async def kv_put_cas(self, store: KeyValue, key: str, value: bytes, revision: int) -> int:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+
+from worker.effects import Effects
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +32,17 @@ class TaskContext:
     log: structlog.typing.FilteringBoundLogger = field(
         default_factory=lambda: structlog.get_logger("agenticflow.task")
     )
+    effects: Effects | None = None
+
+    async def effect(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Call the outside world through this: ``await ctx.effect("search", fn, q)``
+        runs ``fn(q)`` (sync or async) and records its result as a
+        ``task.effect_recorded`` event, so ``agenticflow rerun`` can serve it
+        from the recording instead of calling again."""
+        if self.effects is None:
+            result = fn(*args, **kwargs)
+            return await result if inspect.isawaitable(result) else result
+        return await self.effects.call(name, fn, *args, **kwargs)
 
 
 __all__ = ["TaskContext"]

@@ -46,44 +46,29 @@ from shared.errors import (
     TaskTimeoutError,
 )
 from shared.events import (
-    ErrorInfo,
     Event,
     EventType,
     MessageRejected,
     Payload,
     TaskCompleted,
+    TaskEffectRecorded,
     TaskFailed,
     TaskHeartbeat,
     TaskStarted,
 )
 from shared.ids import ID_RE, task_key
 from shared.lifecycle import every, stop_when_closed
-from shared.names import SYSTEM_WORKFLOW
+from shared.names import SYSTEM_WORKFLOW, queue_of
 from shared.puller import Puller
 from shared.transport import Bus
 from shared.vclock import VectorClock
 from worker.app import AgentApp, AgentSpec
 from worker.context import TaskContext
+from worker.effects import Effects, error_info
 
 log = structlog.get_logger("agenticflow.worker")
 
 _CLOCKS_KEPT = 10_000
-
-
-def error_info(exc: BaseException) -> ErrorInfo:
-    """How a handler's exception travels on the bus; retryability by class."""
-    if isinstance(exc, TaskError):
-        return ErrorInfo(
-            type=type(exc).__name__, message=str(exc), code=exc.code, retryable=exc.retryable
-        )
-    if isinstance(exc, AgenticFlowError):
-        retryable = not isinstance(exc, MalformedMessageError | PayloadTooLargeError)
-        return ErrorInfo(
-            type=type(exc).__name__, message=str(exc), code=exc.code, retryable=retryable
-        )
-    return ErrorInfo(
-        type=type(exc).__name__, message=str(exc) or repr(exc), code="exception", retryable=True
-    )
 
 
 @dataclass(slots=True)
@@ -113,6 +98,7 @@ class Worker:
         node_id: str,
         concurrency: int = 8,
         shutdown_grace_s: float = 10.0,
+        route: str | None = None,
     ) -> None:
         self.bus = bus
         self.app = app
@@ -120,6 +106,9 @@ class Worker:
         self.names = bus.names
         self.settings = bus.settings
         self.concurrency = concurrency
+        self.route = route
+        """Serve only the tasks sent to this route (a fork or rerun with a fixed app)."""
+        self._queues = {c: queue_of(c, route) for c in app.capabilities}
         self._grace = shutdown_grace_s
         self._in_hand = 0
         self._scarce = False
@@ -169,7 +158,7 @@ class Worker:
         self._scarce = self.concurrency < len(capabilities)
         expires = 0.5 if self._scarce else 5.0
         for capability in capabilities:
-            consumer = await self.bus.ensure_task_consumer(capability)
+            consumer = await self.bus.ensure_task_consumer(self._queues[capability])
             self._pullers[capability] = Puller(
                 self.bus,
                 stream=self.names.tasks_stream,
@@ -225,6 +214,12 @@ class Worker:
         finally:
             await self._stop_pulling()
             await self._deregister()
+            if self.route is not None:  # a private route's queues end with their worker
+                for queue in self._queues.values():
+                    with contextlib.suppress(AgenticFlowError):
+                        await self.bus.delete_consumer(
+                            self.names.tasks_stream, self.names.task_consumer(queue)
+                        )
 
     async def _drain_running(self) -> None:
         if not self._running:
@@ -251,7 +246,8 @@ class Worker:
                 "worker": self.node_id,
                 "agent": agent.name,
                 "app": self.app.name,
-                "capabilities": list(agent.capabilities),
+                "capabilities": [self._queues[c] for c in agent.capabilities],
+                "route": self.route,
                 "state": "processing" if load else "idle",
                 "load": load,
                 "instances": hosted,
@@ -409,6 +405,13 @@ class Worker:
             worker=self.node_id,
             timeout_s=task.timeout_s,
             log=bound,
+            effects=Effects(
+                key_prefix=f"{task.workflow_id}:{task.task_id}",
+                worker=self.node_id,
+                publish=functools.partial(self._record_effect, task),
+                recorded=task.recorded,
+                replay=task.replay,
+            ),
         )
         started = time.perf_counter()
         keepalive = asyncio.create_task(self._keep_alive(msg, task))
@@ -463,6 +466,9 @@ class Worker:
             await hook(ctx, outcome[2])
         await msg.ack()
         self.tasks_done += 1
+
+    async def _record_effect(self, task: TaskMessage, data: TaskEffectRecorded, call: int) -> None:
+        await self._emit(task, EventType.TASK_EFFECT_RECORDED, data, f"effect:{call}")
 
     async def _take_instance(self, agent: str) -> AgentInstance:
         """An idle instance of ``agent`` (pulls are sized so one is normally free)."""

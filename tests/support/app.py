@@ -91,3 +91,42 @@ async def block(ctx: TaskContext) -> str:
         return "not blocked"
     time.sleep(float(ctx.params.get("seconds", 5)))  # deliberately blocking the loop
     return "woke up"
+
+
+OUTSIDE_OFF = "AGENTICFLOW_TEST_OUTSIDE_OFF"
+"""Set in a process whose side effects must come from a recording: they raise."""
+FIXED = "AGENTICFLOW_TEST_FIXED"
+"""Set in a process running the fixed version of the ``buggy`` agent."""
+QUERY_SUFFIX = "AGENTICFLOW_TEST_QUERY_SUFFIX"
+"""Changes the ``research`` agent's search query: a re-execution diverges."""
+
+
+def _outside(kind: str, query: str) -> dict[str, str]:
+    """A call to the outside world: a different answer every time it really runs."""
+    if os.environ.get(OUTSIDE_OFF):
+        raise RuntimeError(f"{kind} really called the outside world during a re-execution")
+    return {"query": query, "nonce": os.urandom(8).hex()}
+
+
+@app.agent(capabilities=["research"])
+async def research(ctx: TaskContext) -> dict[str, Any]:
+    """Two recorded side effects (a sync search tool, an async LLM call); fails
+    before attempt ``params.succeed_on`` after making them."""
+
+    async def llm(prompt: str) -> dict[str, str]:
+        return _outside("llm", prompt)
+
+    query = str(ctx.params.get("q", "")) + os.environ.get(QUERY_SUFFIX, "")
+    hits = await ctx.effect("search", _outside, "search", query)
+    answer = await ctx.effect("llm.complete", llm, prompt=f"summarize {hits['nonce']}")
+    if ctx.attempt < int(ctx.params.get("succeed_on", 1)):
+        raise TaskError(f"transient failure on attempt {ctx.attempt}")
+    return {"hits": hits["nonce"], "answer": answer["nonce"]}
+
+
+@app.agent(capabilities=["buggy"])
+async def buggy(ctx: TaskContext) -> int:
+    """Has a bug, except in a process running the fixed app (``FIXED`` set)."""
+    if not os.environ.get(FIXED):
+        raise NonRetryableError("bug: the total is off by one")
+    return sum(v for v in ctx.inputs.values() if isinstance(v, int)) + 1

@@ -34,8 +34,10 @@ from shared.events import (
     EventType,
     MessageRejected,
     Payload,
+    RecordedEffect,
     TaskCompleted,
     TaskDeadLettered,
+    TaskEffectRecorded,
     TaskFailed,
     TaskHeartbeat,
     TaskRetryDue,
@@ -103,6 +105,12 @@ SAMPLES: dict[EventType, Payload] = {
     EventType.TASK_TIMED_OUT: TaskTimedOut(timeout_s=30.0),
     EventType.TASK_UNSERVED: TaskUnserved(capability="gpu"),
     EventType.TASK_HEARTBEAT: TaskHeartbeat(worker="w1"),
+    EventType.TASK_EFFECT_RECORDED: TaskEffectRecorded(
+        effect=RecordedEffect(call=2, name="search", params_hash="ab12", result={"hits": [1, 2]}),
+        key=f"{WF}:fetch:2:search",
+        replayed=True,
+        worker="w1",
+    ),
     EventType.TASK_DEAD_LETTERED: TaskDeadLettered(reason="delivered 5 times", deliveries=5),
     EventType.WORKFLOW_RESUME_REQUESTED: WorkflowResumeRequested(from_task="b"),
     EventType.WORKFLOW_RESUMED: WorkflowResumed(tasks=["b", "c"]),
@@ -501,7 +509,7 @@ def test_decode_task_malformed_vclock() -> None:
 @pytest.mark.parametrize("subject", ["af.task.http", "af.task.xmath", "af.task.math.x"])
 def test_decode_task_wrong_capability_subject(subject: str) -> None:
     _, headers, body = _task_encoded()
-    with pytest.raises(MalformedMessageError, match="capability 'math' arrived on subject"):
+    with pytest.raises(MalformedMessageError, match="queue 'math' arrived on subject"):
         decode_task(subject, headers, body)
 
 
