@@ -393,16 +393,18 @@ def replay(
             err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(EXIT_INPUT) from exc
 
-    async def read(client: Client) -> tuple[list[Event], WorkflowState | None]:
+    async def read(client: Client) -> tuple[list[Event], WorkflowState | None, list[str]]:
         found = await client.events(workflow_id)
         snapshot = None
         if check:
             with contextlib.suppress(NotFoundError):
                 snapshot = await client.status(workflow_id)
-        return found, snapshot
+        return found, snapshot, await client.reading_problems(found)
 
-    found, snapshot = _run(_with_client(settings, read))
+    found, snapshot, warnings = _run(_with_client(settings, read))
     _require_events(found, workflow_id)
+    for warning in warnings:  # replay goes on with what could be read
+        err.print(f"[yellow]warning:[/yellow] {warning}")
     if cut is not None:
         _show_state_until(found, cut, until or "", as_json=as_json)
         return
@@ -413,6 +415,7 @@ def replay(
                 "events": [render.event_json(event) for event in found],
                 "verified": check,
                 "problems": problems,
+                "warnings": warnings,
             }
         )
     else:

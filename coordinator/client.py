@@ -15,7 +15,7 @@ from typing import Any
 from nats.js.api import DeliverPolicy
 
 from coordinator.forks import recorded_effects
-from coordinator.replay import state_until
+from coordinator.replay import UNREADABLE, reading_problems, state_until
 from coordinator.state import TaskStatus, WorkflowState
 from shared.codec import decode_event, unpack
 from shared.dag import validate_graph
@@ -264,6 +264,12 @@ class Client:
             replay=True,
         )
 
+    async def reading_problems(self, events: list[Event]) -> list[str]:
+        """What could not be read of these events (see
+        :func:`coordinator.replay.reading_problems`)."""
+        first_seq, deleted = await self.bus.stream_holes(self.names.events_stream)
+        return reading_problems(events, first_seq=first_seq, deleted=deleted)
+
     async def dead_letters(self) -> list[Event]:
         """Every ``task.dead_lettered`` event, oldest first."""
         return await self._read(self.names.event_subject("*", EventType.TASK_DEAD_LETTERED.value))
@@ -320,7 +326,7 @@ class Client:
         except MalformedMessageError as exc:
             parsed = self.names.parse_event_subject(msg.subject)
             return Event(
-                id=f"unreadable:{seq}",
+                id=f"{UNREADABLE}{seq}",
                 type=EventType.MESSAGE_REJECTED,
                 workflow_id=parsed[0] if parsed else "?",
                 source="?",

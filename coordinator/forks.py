@@ -30,7 +30,7 @@ IGNORED = frozenset(
 """Event types that say when things happened, not what happened."""
 
 VOLATILE = frozenset(
-    {"worker", "agent", "duration_ms", "due_ns", "submitted_by", "replayed", "key"}
+    {"worker", "agent", "instance", "duration_ms", "due_ns", "submitted_by", "replayed", "key"}
 )
 """Payload fields that differ between two runs doing the same thing."""
 

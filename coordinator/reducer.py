@@ -143,7 +143,7 @@ class _Folder:
         task.attempts = attempt
         task.scheduled_at = self.event.timestamp
         task.started_at = task.finished_at = task.deadline_ns = task.retry_due_ns = None
-        task.worker = task.agent = task.note = None
+        task.worker = task.agent = task.instance = task.note = None
         clock = self.emit(
             EventType.TASK_SCHEDULED,
             TaskScheduled(capability=spec.capability),
@@ -467,6 +467,7 @@ def _on_started(folder: _Folder, task_id: str, task: TaskState) -> None:
     task.status = TaskStatus.RUNNING
     task.started_at = event.timestamp
     task.worker, task.agent, task.note = event.data.worker, event.data.agent, None
+    task.instance = event.data.instance
     _arm_deadline(folder, task_id, task)
     folder.changed()
 

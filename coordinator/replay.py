@@ -14,7 +14,7 @@ from coordinator.causality import causality_violations
 from coordinator.reducer import fold
 from coordinator.state import WorkflowState
 from shared.errors import ConfigError
-from shared.events import Event, EventType, TaskCompleted, TaskFailed
+from shared.events import Event, EventType, MessageRejected, TaskCompleted, TaskFailed
 
 BOOKKEEPING = {"version", "last_seq"}
 """Snapshot fields that are the live shell's bookkeeping, not workflow state."""
@@ -104,6 +104,43 @@ def verify(events: list[Event], snapshot: WorkflowState | None) -> list[str]:
     return problems
 
 
+UNREADABLE = "unreadable:"
+"""Id prefix of the ``message.rejected`` stand-in for a stored event that could
+not be read (see :meth:`coordinator.client.Client.events`)."""
+
+
+def reading_problems(events: list[Event], *, first_seq: int, deleted: list[int]) -> list[str]:
+    """What replay could not read, each naming its stream sequence: unreadable
+    events (skipped), a history whose beginning is gone, and messages deleted
+    from the stream between the workflow's events. ``first_seq`` and
+    ``deleted`` describe the stream (:meth:`shared.transport.Bus.stream_holes`)."""
+    problems = [
+        f"seq {e.seq}: unreadable event, skipped: {e.data.reason}"
+        for e in events
+        if e.id.startswith(UNREADABLE) and isinstance(e.data, MessageRejected)
+    ]
+    readable = [e for e in events if not e.id.startswith(UNREADABLE)]
+    if readable and readable[0].type not in (
+        EventType.WORKFLOW_SUBMITTED,
+        EventType.WORKFLOW_REJECTED,
+    ):
+        problems.append(
+            f"seq {readable[0].seq}: the history starts with {readable[0].type.value}, not "
+            f"workflow.submitted: its earlier events are gone (the stream starts at seq "
+            f"{first_seq} now; older messages expired or were purged)"
+        )
+    seqs = [e.seq for e in events if e.seq is not None]
+    if seqs:
+        inside = [seq for seq in deleted if seqs[0] < seq < seqs[-1]]
+        if inside:
+            shown = ", ".join(map(str, inside[:10])) + (" ..." if len(inside) > 10 else "")
+            problems.append(
+                f"seq {shown}: deleted from the stream between this workflow's events; "
+                "any of them that were its own are missing from this replay"
+            )
+    return problems
+
+
 def duration_ms(event: Event) -> float | None:
     """How long the attempt took, for an outcome event."""
     if isinstance(event.data, TaskCompleted | TaskFailed) and event.type in (
@@ -116,9 +153,11 @@ def duration_ms(event: Event) -> float | None:
 
 __all__ = [
     "BOOKKEEPING",
+    "UNREADABLE",
     "duration_ms",
     "first_difference",
     "parse_until",
+    "reading_problems",
     "state_until",
     "verify",
 ]

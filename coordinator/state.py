@@ -71,6 +71,7 @@ class TaskState(BaseModel):
     error: ErrorInfo | None = None
     worker: str | None = None
     agent: str | None = None
+    instance: str | None = None
     scheduled_at: int | None = None
     started_at: int | None = None
     finished_at: int | None = None
@@ -195,6 +196,7 @@ class WorkflowState(BaseModel):
                     "error": task.error.model_dump() if task.error else None,
                     "worker": task.worker,
                     "agent": task.agent,
+                    "instance": task.instance,
                     "scheduled_at": task.scheduled_at,
                     "started_at": task.started_at,
                     "finished_at": task.finished_at,

@@ -19,10 +19,16 @@ from typing import Any
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from shared.errors import ConfigError, MalformedMessageError, PayloadTooLargeError
-from shared.events import PAYLOADS, SCHEMA_VERSION, Event, EventType, RecordedEffect
+from shared.errors import (
+    ConfigError,
+    MalformedMessageError,
+    PayloadTooLargeError,
+    UnknownSchemaVersionError,
+)
+from shared.events import SCHEMA_VERSION, Event, EventType, RecordedEffect
 from shared.ids import ID_RE
 from shared.names import Names, queue_of
+from shared.schemas import REGISTRY, read_payload
 from shared.vclock import VectorClock
 
 H_MSG_ID = "Nats-Msg-Id"
@@ -75,12 +81,7 @@ def _schema(headers: Mapping[str, str] | None) -> int:
     text = _header(headers, H_SCHEMA)
     if not (text.isascii() and text.isdigit()):
         raise MalformedMessageError(f"invalid {H_SCHEMA} header {text!r}")
-    version = int(text)
-    if version > SCHEMA_VERSION:
-        raise MalformedMessageError(
-            f"schema version {version} is newer than this node understands ({SCHEMA_VERSION})"
-        )
-    return version
+    return int(text)
 
 
 # Events ---------------------------------------------------------------------
@@ -94,7 +95,7 @@ def encode_event(
     headers = {
         H_MSG_ID: event.id,
         H_TYPE: event.type.value,
-        H_SCHEMA: str(event.schema_version),
+        H_SCHEMA: str(REGISTRY.version(event.type.value)),
         H_VCLOCK: event.vclock.encode(),
         H_SOURCE: event.source,
     }
@@ -132,11 +133,12 @@ def decode_event(
         event_type = EventType(type_text)
     except ValueError as exc:
         raise MalformedMessageError(f"unknown event type {type_text!r}") from exc
+    version = _schema(headers)
     raw = unpack(body)
     if not isinstance(raw, dict):
         raise MalformedMessageError("event body must be a map")
     try:
-        data = PAYLOADS[event_type].model_validate(raw.get("data") or {})
+        data = read_payload(event_type, version, raw.get("data") or {})
         return Event(
             id=_header(headers, H_MSG_ID),
             type=event_type,
@@ -147,7 +149,7 @@ def decode_event(
             data=data,
             task_id=raw.get("task"),
             attempt=raw.get("attempt"),
-            schema_version=_schema(headers),
+            migrated_from=version if version != REGISTRY.version(event_type.value) else None,
             seq=seq,
         )
     except ValidationError as exc:
@@ -227,7 +229,11 @@ def decode_task(subject: str, headers: Mapping[str, str] | None, body: bytes) ->
     """Rebuild a task message; raises MalformedMessageError."""
     if _header(headers, H_TYPE) != TASK_TYPE:
         raise MalformedMessageError(f"{H_TYPE} header is not {TASK_TYPE!r}")
-    _schema(headers)
+    if (version := _schema(headers)) > SCHEMA_VERSION:
+        raise UnknownSchemaVersionError(
+            f"task message has schema version {version}, newer than this node "
+            f"understands ({SCHEMA_VERSION}): upgrade it"
+        )
     raw = unpack(body)
     if not isinstance(raw, dict):
         raise MalformedMessageError("task body must be a map")

@@ -12,6 +12,7 @@ each class carries a stable ``code`` used in logs and in events. Foreign errors
     │   └── WorkflowGraphError           cycle, unknown dependency, duplicate id
     ├── MessageError                     a message on the bus cannot be accepted
     │   ├── MalformedMessageError        undecodable body or header, wrong schema
+    │   │   └── UnknownSchemaVersionError  a payload version this node cannot read
     │   └── PayloadTooLargeError         headers + body exceed the server's limit
     ├── TransportError                   the bus failed (wraps nats.errors)
     │   ├── ConnectionLostError
@@ -70,6 +71,13 @@ class MalformedMessageError(MessageError):
     """A body or header cannot be decoded or does not match its schema."""
 
     code = "malformed_message"
+
+
+class UnknownSchemaVersionError(MalformedMessageError):
+    """A payload's schema version is newer than this node's, or older than any
+    migration in :mod:`shared.schemas` reaches."""
+
+    code = "unknown_schema_version"
 
 
 class PayloadTooLargeError(MessageError):
@@ -163,6 +171,7 @@ __all__ = [
     "TaskError",
     "TaskTimeoutError",
     "TransportError",
+    "UnknownSchemaVersionError",
     "WorkflowDefinitionError",
     "WorkflowGraphError",
 ]

@@ -18,6 +18,8 @@ from shared.vclock import VectorClock
 from shared.workflow import WorkflowDefinition
 
 SCHEMA_VERSION = 1
+"""Version of task messages, and the first version of every event payload
+(payloads changed since have their own in :mod:`shared.schemas`)."""
 
 
 class EventType(enum.StrEnum):
@@ -140,10 +142,12 @@ class TaskScheduled(Payload):
 
 
 class TaskStarted(Payload):
-    """A worker began running the task."""
+    """A worker began running the task (schema version 2, see :mod:`shared.schemas`)."""
 
     worker: str
     agent: str
+    instance: str
+    """The agent instance running the attempt (``worker.agent.N``)."""
 
 
 class TaskCompleted(Payload):
@@ -290,7 +294,9 @@ class Event(BaseModel):
     data: SerializeAsAny[Payload]
     task_id: str | None = None
     attempt: int | None = None
-    schema_version: int = SCHEMA_VERSION
+    migrated_from: int | None = None
+    """The payload's schema version as stored, when reading it from the stream
+    migrated it to the current version (see :mod:`shared.schemas`)."""
     seq: int | None = None
     """Stream sequence, known once the event was read from the stream."""
 

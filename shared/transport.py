@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -415,6 +416,24 @@ class Bus:
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
+
+    async def stream_holes(self, stream: str) -> tuple[int, list[int]]:
+        """``(first_seq, deleted)``: where the stream starts now (older messages
+        expired or were purged) and the sequences deleted after that."""
+
+        async def ask() -> Any:
+            reply = await self.nc.request(
+                f"$JS.API.STREAM.INFO.{stream}",
+                json.dumps({"deleted_details": True}).encode(),
+                timeout=_ATTEMPT_S,
+            )
+            return json.loads(reply.data)
+
+        info = await self.call(ask, what=f"read {stream} info")
+        if "error" in info:
+            raise TransportError(f"cannot read {stream} info: {info['error'].get('description')}")
+        state = info.get("state", {})
+        return int(state.get("first_seq", 0)), sorted(int(s) for s in state.get("deleted") or ())
 
     async def get_stored(self, stream: str, seq: int) -> tuple[str, dict[str, str]] | None:
         """``(subject, headers)`` of a stored message, or None if it is gone."""

@@ -389,7 +389,7 @@ class Worker:
         started_event = self._event(
             task,
             EventType.TASK_STARTED,
-            TaskStarted(worker=self.node_id, agent=agent.name),
+            TaskStarted(worker=self.node_id, agent=agent.name, instance=instance.id),
             "started",
         )
         started_pub = await self.bus.send_event(started_event)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from coordinator.client import Client
 from coordinator.state import WorkflowState
+from shared.config import Settings
 from shared.events import Event, EventType
 from shared.workflow import WorkflowDefinition, parse_workflow
 
@@ -31,3 +36,27 @@ def of_type(events: list[Event], event_type: EventType) -> list[Event]:
 def by_task(events: list[Event], event_type: EventType) -> dict[tuple[str, int], Event]:
     """Events of one type keyed by (task id, attempt)."""
     return {(e.task_id or "", e.attempt or 0): e for e in of_type(events, event_type)}
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def agenticflow(
+    settings: Settings, *args: str, env: dict[str, str] | None = None, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
+    """Run ``agenticflow ARGS`` against the deployment ``settings`` names."""
+    return subprocess.run(
+        [sys.executable, "-m", "agenticflow", *args],
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "AGENTICFLOW_NATS_URL": settings.nats_url,
+            "AGENTICFLOW_PREFIX": settings.prefix,
+            "COLUMNS": "200",
+            **(env or {}),
+        },
+        cwd=ROOT,
+        timeout=timeout,
+        check=False,
+    )

@@ -9,16 +9,13 @@ from the recording.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 from agenticflow.devcluster import DevCluster
 from coordinator.client import Client
 from coordinator.state import TaskStatus, WorkflowStatus
 from shared.events import EventType, TaskEffectRecorded, TaskStarted
-from tests.integration.helpers import by_task, of_type, run, wf
-from tests.integration.test_cli import ROOT
+from tests.integration.helpers import agenticflow, by_task, of_type, run, wf
 from tests.support.app import FIXED, OUTSIDE_OFF, QUERY_SUFFIX
 
 APP = "tests.support.app:app"
@@ -28,21 +25,7 @@ def cli_env(
     cluster: DevCluster, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``agenticflow ARGS`` against the shared cluster, with extra environment."""
-    return subprocess.run(
-        [sys.executable, "-m", "agenticflow", *args],
-        capture_output=True,
-        text=True,
-        env={
-            **os.environ,
-            "AGENTICFLOW_NATS_URL": cluster.url,
-            "AGENTICFLOW_PREFIX": cluster.prefix,
-            "COLUMNS": "200",
-            **(env or {}),
-        },
-        cwd=ROOT,
-        timeout=90,
-        check=False,
-    )
+    return agenticflow(cluster.settings, *args, env=env)
 
 
 def research_then_echo() -> list[dict[str, object]]:

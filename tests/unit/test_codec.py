@@ -25,7 +25,12 @@ from shared.codec import (
     task_identity,
     unpack,
 )
-from shared.errors import MalformedMessageError, MessageError, PayloadTooLargeError
+from shared.errors import (
+    MalformedMessageError,
+    MessageError,
+    PayloadTooLargeError,
+    UnknownSchemaVersionError,
+)
 from shared.events import (
     PAYLOADS,
     SCHEMA_VERSION,
@@ -56,6 +61,7 @@ from shared.events import (
 )
 from shared.ids import task_key
 from shared.names import SYSTEM_WORKFLOW, Names
+from shared.schemas import REGISTRY
 from shared.vclock import VectorClock
 from shared.workflow import RetryPolicy, parse_workflow
 
@@ -93,7 +99,7 @@ SAMPLES: dict[EventType, Payload] = {
     EventType.WORKFLOW_COMPLETED: WorkflowCompleted(output={"sum.up": 42, "x": [1.5, None]}),
     EventType.WORKFLOW_FAILED: WorkflowFailed(reason="task failed", task_id="fetch", error=_ERROR),
     EventType.TASK_SCHEDULED: TaskScheduled(capability="http"),
-    EventType.TASK_STARTED: TaskStarted(worker="w1", agent="agent-a"),
+    EventType.TASK_STARTED: TaskStarted(worker="w1", agent="agent-a", instance="w1.agent-a.0"),
     EventType.TASK_COMPLETED: TaskCompleted(
         result={"rows": [1, 2, {"k": "v"}], "ok": True}, worker="w1", agent="a", duration_ms=1.25
     ),
@@ -175,7 +181,7 @@ def test_event_round_trip(event_type: EventType) -> None:
     assert subject == f"af.evt.{WF}.{event_type.value}"
     assert headers[H_MSG_ID] == event.id
     assert headers[H_TYPE] == event_type.value
-    assert headers[H_SCHEMA] == str(SCHEMA_VERSION)
+    assert headers[H_SCHEMA] == str(REGISTRY.version(event_type.value))
     assert headers[H_VCLOCK] == "coordinator-host-1-abc:3,worker-1:2"
     assert headers[H_SOURCE] == event.source
     assert all(isinstance(v, str) for v in headers.values())
@@ -229,12 +235,12 @@ def test_decode_event_ignores_unknown_payload_fields() -> None:
             "ts": 1,
             "task": "fetch",
             "attempt": 1,
-            "data": {"worker": "w", "agent": "a", "new_field": [1]},
+            "data": {"worker": "w", "agent": "a", "instance": "w.a.0", "new_field": [1]},
             "extra": True,
         }
     )
     decoded = decode_event(subject, headers, body, NAMES)
-    assert decoded.data == TaskStarted(worker="w", agent="a")
+    assert decoded.data == TaskStarted(worker="w", agent="a", instance="w.a.0")
 
 
 def test_decode_event_missing_data_uses_defaults() -> None:
@@ -310,9 +316,26 @@ def test_decode_event_not_an_event_subject(subject: str) -> None:
 
 def test_decode_event_newer_schema() -> None:
     subject, headers, body = _encoded()
-    headers[H_SCHEMA] = str(SCHEMA_VERSION + 1)
-    with pytest.raises(MalformedMessageError, match="newer than this node understands"):
+    headers[H_SCHEMA] = str(REGISTRY.version(EventType.TASK_STARTED.value) + 1)
+    with pytest.raises(
+        UnknownSchemaVersionError, match=r"task\.started payload has schema version 3, newer"
+    ):
         decode_event(subject, headers, body, NAMES)
+
+
+def test_a_version_1_task_started_is_migrated() -> None:
+    """Version 1 had no ``instance``: reading names the agent's registry entry."""
+    subject, headers, _ = _encoded()
+    headers[H_SCHEMA] = "1"
+    body = pack({"ts": 1, "task": "fetch", "attempt": 1, "data": {"worker": "w", "agent": "a"}})
+    decoded = decode_event(subject, headers, body, NAMES)
+    assert decoded.data == TaskStarted(worker="w", agent="a", instance="w.a")
+    assert decoded.migrated_from == 1
+
+
+def test_every_payload_version_reaches_the_current_one() -> None:
+    for kind in REGISTRY.kinds():
+        assert REGISTRY.oldest(kind) == 1, kind
 
 
 @pytest.mark.parametrize("value", ["x", "", "-1", "1.0", " 1"])
@@ -323,10 +346,11 @@ def test_decode_event_invalid_schema_header(value: str) -> None:
         decode_event(subject, headers, body, NAMES)
 
 
-def test_decode_event_older_schema_accepted() -> None:
+def test_decode_event_older_than_any_migration() -> None:
     subject, headers, body = _encoded()
     headers[H_SCHEMA] = "0"
-    assert decode_event(subject, headers, body, NAMES).schema_version == 0
+    with pytest.raises(UnknownSchemaVersionError, match="older than any this node migrates from"):
+        decode_event(subject, headers, body, NAMES)
 
 
 def test_decode_event_unicode_digit_schema() -> None:

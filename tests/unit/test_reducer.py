@@ -228,7 +228,9 @@ class Sim:
         )
 
     def started(self, task: TaskMessage, worker: str = "w1") -> Event:
-        data = TaskStarted(worker=worker, agent=f"agent-{task.capability}")
+        data = TaskStarted(
+            worker=worker, agent=f"agent-{task.capability}", instance=f"{worker}.agent.0"
+        )
         return self.worker_event(task, EventType.TASK_STARTED, data, "started", worker)
 
     def completed(self, task: TaskMessage, result: Any, worker: str = "w1") -> Event:

@@ -107,7 +107,11 @@ class Run:
                 self.tasks[command.task.task_id] = command.task
 
     def start(self, task_id: str) -> None:
-        self.feed(EventType.TASK_STARTED, TaskStarted(worker="w1", agent="ag"), task_id=task_id)
+        self.feed(
+            EventType.TASK_STARTED,
+            TaskStarted(worker="w1", agent="ag", instance="w1.ag.0"),
+            task_id=task_id,
+        )
 
     def complete(self, task_id: str, result: Any) -> None:
         data = TaskCompleted(result=result, worker="w1", agent="ag", duration_ms=1.5)
