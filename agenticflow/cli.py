@@ -13,7 +13,9 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -34,7 +36,7 @@ from shared.errors import (
     TransportError,
     WorkflowDefinitionError,
 )
-from shared.events import Event
+from shared.events import Event, MessageRejected
 from shared.ids import new_node_id
 from shared.logging import configure_logging
 from shared.names import queue_of
@@ -363,7 +365,24 @@ def events(
 
 @app.command()
 def replay(
-    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    workflow_id: Annotated[
+        str | None, typer.Argument(help="Workflow id (or --since for the whole cluster).")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Replay every workflow's events from this time on (ISO 8601, or a span "
+            "back from now: 90s, 15m, 2h, 1d); --until ends the window.",
+        ),
+    ] = None,
+    types: Annotated[
+        str | None,
+        typer.Option("--type", help="With --since: only event types matching this glob."),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, help="With --since: read at most this many events.")
+    ] = 10_000,
     check: Annotated[
         bool,
         typer.Option(
@@ -383,15 +402,30 @@ def replay(
     nats: NatsOpt = None,
     prefix: PrefixOpt = None,
 ) -> None:
-    """Replay a workflow from its recorded events: timeline, verify, time travel."""
+    """Replay a workflow from its recorded events: timeline, verify, time travel;
+    or, with --since, what happened in the whole cluster in a window."""
     settings = _settings(nats, prefix)
+    if (workflow_id is None) == (since is None) or (since is not None and check):
+        err.print(
+            "[red]error:[/red] give a workflow id, or --since TIME (without --verify) "
+            "for the whole cluster"
+        )
+        raise typer.Exit(EXIT_INPUT)
     cut = None
-    if until is not None:
-        try:
+    try:
+        if until is not None:
             cut = replay_mod.parse_until(until)
-        except ConfigError as exc:
-            err.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(EXIT_INPUT) from exc
+        start = replay_mod.parse_since(since, now_ns=time.time_ns()) if since else None
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_INPUT) from exc
+    if start is not None:
+        if cut is not None and cut[0] is not None:
+            err.print("[red]error:[/red] with --since, --until must be a time")
+            raise typer.Exit(EXIT_INPUT)
+        _replay_window(settings, start, cut[1] if cut else None, types, limit, as_json=as_json)
+        return
+    assert workflow_id is not None
 
     async def read(client: Client) -> tuple[list[Event], WorkflowState | None, list[str]]:
         found = await client.events(workflow_id)
@@ -424,6 +458,42 @@ def replay(
             _print_verdict(problems, len(found), has_snapshot=snapshot is not None)
     if problems:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _replay_window(
+    settings: Settings,
+    start: datetime,
+    until_ns: int | None,
+    types: str | None,
+    limit: int,
+    *,
+    as_json: bool,
+) -> None:
+    found = _run(
+        _with_client(
+            settings,
+            lambda c: c.events_since(start, until_ns=until_ns, types=types, limit=limit),
+        )
+    )
+    for event in found:
+        if event.id.startswith(replay_mod.UNREADABLE) and isinstance(event.data, MessageRejected):
+            err.print(
+                f"[yellow]warning:[/yellow] seq {event.seq}: unreadable event, skipped: "
+                f"{event.data.reason}"
+            )
+    if as_json:
+        for event in found:
+            sys.stdout.write(render.to_json(render.event_json(event)) + "\n")
+        return
+    window = f"since {start.isoformat(timespec='seconds')}" + (f", type {types}" if types else "")
+    if not found:
+        out.print(f"no events {window}")
+        return
+    workflows = len({e.workflow_id for e in found})
+    out.print(f"{len(found)} events of {workflows} workflow(s) {window}:")
+    render.print_timeline(out, found, show_workflow=True)
+    if len(found) >= limit:
+        err.print(f"[yellow]showing the first {limit}:[/yellow] narrow with --type or --until")
 
 
 def _require_events(found: list[Event], workflow_id: str) -> None:

@@ -95,17 +95,24 @@ def print_state(console: Console, state: WorkflowState) -> None:
     console.print(table)
 
 
-def print_timeline(console: Console, events: list[Event]) -> None:
-    """Events in stream order with vector clocks; marks causally concurrent neighbours."""
+def print_timeline(console: Console, events: list[Event], *, show_workflow: bool = False) -> None:
+    """Events in stream order with vector clocks; marks causally concurrent
+    neighbours (of one workflow: clocks of different workflows are unrelated)."""
     table = Table(show_edge=False, pad_edge=False)
-    for column in ("seq", "time", "event", "task", "att", "ms", "node", "vector clock", ""):
+    columns = ("seq", "time", "event", "task", "att", "ms", "node", "vector clock", "")
+    for column in ("workflow", *columns) if show_workflow else columns:
         table.add_column(column)
     previous: Event | None = None
     for event in events:
         mark = ""
-        if previous is not None and event.vclock.compare(previous.vclock) == Ordering.CONCURRENT:
+        if (
+            previous is not None
+            and previous.workflow_id == event.workflow_id
+            and event.vclock.compare(previous.vclock) == Ordering.CONCURRENT
+        ):
             mark = "[magenta]∥ concurrent with previous[/magenta]"
         table.add_row(
+            *((event.workflow_id,) if show_workflow else ()),
             str(event.seq or ""),
             when(event.timestamp),
             event.type.value,

@@ -8,8 +8,10 @@ submitting twice with the same id starts one workflow.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Any
 
 from nats.js.api import DeliverPolicy
@@ -263,6 +265,32 @@ class Client:
             recorded=recorded_effects(events),
             replay=True,
         )
+
+    async def events_since(
+        self,
+        since: datetime,
+        *,
+        until_ns: int | None = None,
+        types: str | None = None,
+        limit: int = 10_000,
+    ) -> list[Event]:
+        """Every workflow's events stored from ``since`` on (up to ``until_ns``),
+        in stream order, at most ``limit``; ``types`` is a glob on the event
+        type (``task.failed``, ``task.*``, ``workflow.*ed``)."""
+        await self._topology()
+        tokens = (types or "").split(".")
+        exact = types is not None and all(t == "*" or not set(t) & set("*?[]") for t in tokens)
+        subject = f"{self.names.prefix}.evt.*.{types}" if exact else self.names.event_subjects
+        msgs = await self.bus.read_stored(
+            self.names.events_stream, subject, start_time=since, limit=limit
+        )
+        found = [self._decode(msg) for msg in msgs]
+        return [
+            e
+            for e in found
+            if (until_ns is None or e.timestamp <= until_ns)
+            and (types is None or fnmatch.fnmatchcase(e.type.value, types))
+        ]
 
     async def reading_problems(self, events: list[Event]) -> list[str]:
         """What could not be read of these events (see

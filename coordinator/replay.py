@@ -7,7 +7,8 @@ re-folds them, so what replay shows is what the coordinator decided.
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 from coordinator.causality import causality_violations
@@ -38,15 +39,37 @@ def parse_until(text: str) -> tuple[int | None, int | None]:
     (``2026-11-24T17:02:03.5Z``); returns ``(seq, at_ns)``. Raises ConfigError."""
     if text.isdigit():
         return int(text), None
+    return None, int(
+        _parse_time(text, "--until", "neither a stream sequence nor an ISO 8601 time").timestamp()
+        * 1e9
+    )
+
+
+def _parse_time(text: str, option: str, expected: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise ConfigError(
-            f"--until {text!r} is neither a stream sequence nor an ISO 8601 time"
-        ) from exc
+        raise ConfigError(f"{option} {text!r} is {expected}") from exc
     if moment.tzinfo is None:
-        raise ConfigError(f"--until {text!r} needs a time zone (e.g. a trailing Z for UTC)")
-    return None, int(moment.timestamp() * 1e9)
+        raise ConfigError(f"{option} {text!r} needs a time zone (e.g. a trailing Z for UTC)")
+    return moment
+
+
+_AGO = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)\Z")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str, *, now_ns: int) -> datetime:
+    """``--since``: an ISO 8601 time with a zone, or a span back from now
+    (``90s``, ``15m``, ``2h``, ``1d``). Raises ConfigError."""
+    ago = _AGO.match(text.strip())
+    if ago:
+        seconds = float(ago.group(1)) * _UNIT_S[ago.group(2)]
+        try:
+            return datetime.fromtimestamp(now_ns / 1e9 - seconds, tz=UTC)
+        except (ValueError, OverflowError, OSError) as exc:
+            raise ConfigError(f"--since {text!r} reaches back too far") from exc
+    return _parse_time(text, "--since", "neither an ISO 8601 time nor a span like 15m, 2h or 1d")
 
 
 def first_difference(
@@ -156,6 +179,7 @@ __all__ = [
     "UNREADABLE",
     "duration_ms",
     "first_difference",
+    "parse_since",
     "parse_until",
     "reading_problems",
     "state_until",

@@ -14,6 +14,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import nats
@@ -389,13 +390,28 @@ class Bus:
             raise _ours(exc, what) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def read_stored(self, stream: str, subject: str, *, start_seq: int = 1) -> list[Msg]:
-        """Every stored message on ``subject`` from ``start_seq`` on, in stream order
-        (an ephemeral consumer, deleted afterwards)."""
+    async def read_stored(
+        self,
+        stream: str,
+        subject: str,
+        *,
+        start_seq: int = 1,
+        start_time: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Msg]:
+        """Every stored message on ``subject`` from ``start_seq`` (or from
+        ``start_time``) on, in stream order, at most ``limit`` (an ephemeral
+        consumer, deleted afterwards)."""
+        policy = DeliverPolicy.ALL
+        if start_time is not None:
+            policy = DeliverPolicy.BY_START_TIME
+        elif start_seq > 1:
+            policy = DeliverPolicy.BY_START_SEQUENCE
         config = ConsumerConfig(
             ack_policy=AckPolicy.NONE,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_seq > 1 else DeliverPolicy.ALL,
-            opt_start_seq=start_seq if start_seq > 1 else None,
+            deliver_policy=policy,
+            opt_start_seq=start_seq if policy == DeliverPolicy.BY_START_SEQUENCE else None,
+            opt_start_time=start_time.astimezone(UTC) if start_time else None,
             inactive_threshold=5,
             mem_storage=True,
         )
@@ -406,6 +422,7 @@ class Bus:
         try:
             info: Any = await self.call(sub.consumer_info, what=f"read {subject}")
             total = int(info.num_pending or 0)
+            total = min(total, limit) if limit is not None else total
             out: list[Msg] = []
             while len(out) < total:
                 try:

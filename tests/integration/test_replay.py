@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 
 from agenticflow.devcluster import DevCluster
 from coordinator.client import Client
@@ -104,3 +105,35 @@ async def test_bad_replay_input_is_refused_clearly(cluster: DevCluster) -> None:
 def test_until_parses_sequences_and_times() -> None:
     assert parse_until("42") == (42, None)
     assert parse_until("1970-01-01T00:00:01Z") == (None, 1_000_000_000)
+
+
+async def test_replay_since_shows_the_cluster_window_filtered_by_type(
+    cluster: DevCluster, client: Client
+) -> None:
+    since = datetime.fromtimestamp(time.time() - 1, tz=UTC).isoformat()
+    good = await run(client, wf(*chain()))
+    bad = await run(client, wf({"id": "x", "capability": "fatal"}))
+    shown = cli(cluster, "replay", "--since", since, "--type", "task.failed", "--json")
+    assert shown.returncode == 0, shown.stderr
+    lines = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert {line["type"] for line in lines} == {"task.failed"}
+    assert bad.workflow_id in {line["workflow_id"] for line in lines}
+    globbed = cli(cluster, "replay", "--since", "10m", "--type", "workflow.[cf]*", "--json")
+    assert globbed.returncode == 0, globbed.stderr
+    kinds = {(e["workflow_id"], e["type"]) for e in map(json.loads, globbed.stdout.splitlines())}
+    assert (good.workflow_id, "workflow.completed") in kinds
+    assert (bad.workflow_id, "workflow.failed") in kinds
+    assert (good.workflow_id, "workflow.started") not in kinds
+    table = cli(cluster, "replay", "--since", since)
+    assert table.returncode == 0, table.stderr
+    assert good.workflow_id in table.stdout
+    assert bad.workflow_id in table.stdout
+
+
+def test_replay_needs_an_id_or_a_window(cluster: DevCluster) -> None:
+    assert cli(cluster, "replay").returncode == 2
+    shown = cli(cluster, "replay", "--since", "yesterday-ish")
+    assert shown.returncode == 2
+    assert "--since" in shown.stderr
+    assert cli(cluster, "replay", "--since", "5m", "--verify").returncode == 2
+    assert cli(cluster, "replay", "--since", "5m", "--until", "12").returncode == 2
