@@ -23,6 +23,7 @@ import typer
 from rich.console import Console
 
 from agenticflow import render
+from coordinator import exports
 from coordinator import replay as replay_mod
 from coordinator.client import Client
 from coordinator.forks import first_divergence
@@ -383,6 +384,18 @@ def replay(
     limit: Annotated[
         int, typer.Option(min=1, help="With --since: read at most this many events.")
     ] = 10_000,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="text (the timeline), json (events and the re-folded state), mermaid "
+            "(the DAG with each task's state) or chrome-trace (task spans per worker and "
+            "agent, for ui.perfetto.dev); with --until, as of then.",
+        ),
+    ] = "text",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the export to this file.")
+    ] = None,
     check: Annotated[
         bool,
         typer.Option(
@@ -405,6 +418,9 @@ def replay(
     """Replay a workflow from its recorded events: timeline, verify, time travel;
     or, with --since, what happened in the whole cluster in a window."""
     settings = _settings(nats, prefix)
+    if fmt not in exports.FORMATS:
+        err.print(f"[red]error:[/red] --format must be one of {', '.join(exports.FORMATS)}")
+        raise typer.Exit(EXIT_INPUT)
     if (workflow_id is None) == (since is None) or (since is not None and check):
         err.print(
             "[red]error:[/red] give a workflow id, or --since TIME (without --verify) "
@@ -439,10 +455,27 @@ def replay(
     _require_events(found, workflow_id)
     for warning in warnings:  # replay goes on with what could be read
         err.print(f"[yellow]warning:[/yellow] {warning}")
-    if cut is not None:
+    problems = replay_mod.verify(found, snapshot) if check else []
+    if fmt != "text":
+        _export(fmt, found, cut, output, problems=problems, warnings=warnings)
+    elif cut is not None:
         _show_state_until(found, cut, until or "", as_json=as_json)
         return
-    problems = replay_mod.verify(found, snapshot) if check else []
+    else:
+        _show_replay(found, problems, warnings, as_json=as_json, check=check, snapshot=snapshot)
+    if problems:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _show_replay(
+    found: list[Event],
+    problems: list[str],
+    warnings: list[str],
+    *,
+    as_json: bool,
+    check: bool,
+    snapshot: WorkflowState | None,
+) -> None:
     if as_json:
         _print_json(
             {
@@ -452,12 +485,44 @@ def replay(
                 "warnings": warnings,
             }
         )
-    else:
-        render.print_timeline(out, found)
-        if check:
-            _print_verdict(problems, len(found), has_snapshot=snapshot is not None)
-    if problems:
-        raise typer.Exit(EXIT_FAILED)
+        return
+    render.print_timeline(out, found)
+    if check:
+        _print_verdict(problems, len(found), has_snapshot=snapshot is not None)
+
+
+def _export(
+    fmt: str,
+    found: list[Event],
+    cut: tuple[int | None, int | None] | None,
+    output: Path | None,
+    *,
+    problems: list[str],
+    warnings: list[str],
+) -> None:
+    """Write the replay in an export format (to ``output`` or stdout)."""
+    if cut is not None:
+        found = [
+            e
+            for e in found
+            if (cut[0] is None or (e.seq or 0) <= cut[0])
+            and (cut[1] is None or e.timestamp <= cut[1])
+        ]
+    text = exports.render(fmt, found, replay_mod.state_until(found))
+    if fmt == "json":
+        data = json.loads(text) | {"problems": problems, "warnings": warnings}
+        text = json.dumps(data, default=str, ensure_ascii=False, indent=2)
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        err.print(f"[red]error:[/red] cannot write {output}: {exc.strerror}")
+        raise typer.Exit(EXIT_INPUT) from exc
+    err.print(f"wrote {fmt} of {len(found)} events to {output}")
+    for problem in problems:
+        err.print(f"[red]verify failed:[/red] {problem}")
 
 
 def _replay_window(

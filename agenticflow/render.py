@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from coordinator.exports import event_dict
 from coordinator.forks import Divergence
 from coordinator.replay import duration_ms
 from coordinator.state import WorkflowState
@@ -47,18 +48,7 @@ def short(value: Any, limit: int = 60) -> str:
 
 def event_json(event: Event) -> dict[str, Any]:
     """The JSON-lines form of ``agenticflow events --json``."""
-    return {
-        "seq": event.seq,
-        "id": event.id,
-        "type": event.type.value,
-        "workflow_id": event.workflow_id,
-        "task_id": event.task_id,
-        "attempt": event.attempt,
-        "source": event.source,
-        "timestamp": event.timestamp,
-        "vclock": event.vclock.to_dict(),
-        "data": event.data.model_dump(mode="json"),
-    }
+    return event_dict(event)
 
 
 def print_state(console: Console, state: WorkflowState) -> None:

@@ -21,6 +21,8 @@ from shared.config import Settings
 from shared.transport import Bus
 
 TEST_APP = "tests.support.app:app"
+CHAOS_APP = "tests.support.app:core"
+"""Fewer capabilities: the chaos clusters give each worker one slot."""
 _prefixes = itertools.count()
 
 

@@ -126,7 +126,9 @@ class AgentApp:
         return spec
 
     def include(self, other: AgentApp) -> AgentApp:
-        """Serve every agent of ``other`` too; raises ConfigError on a clash. Returns self."""
+        """Serve every agent of ``other`` too, and run its outcome hooks; raises
+        ConfigError on a clash. Returns self."""
+        self.outcome_hooks.extend(h for h in other.outcome_hooks if h not in self.outcome_hooks)
         for spec in other.agents:
             self.add_agent(
                 spec.handler,

@@ -21,7 +21,7 @@ from coordinator.client import Client
 from shared.events import EventType
 from shared.transport import Bus, connected
 from tests.chaos.helpers import Observer, Report, assert_exactly_once, chain_workflow
-from tests.conftest import TEST_APP, unique_prefix
+from tests.conftest import CHAOS_APP, unique_prefix
 
 pytestmark = pytest.mark.chaos
 
@@ -119,7 +119,7 @@ async def test_events_stream_leader_killed_in_a_3_node_cluster(
         await asyncio.to_thread(nats.start)
         cluster = await stack.enter_async_context(
             DevCluster(
-                app=TEST_APP,
+                app=CHAOS_APP,
                 nats_url=nats.urls,
                 prefix=prefix,
                 workers=2,
@@ -219,7 +219,7 @@ async def test_single_server_killed_and_restarted_on_its_store(
         stack.callback(stop_server)
         cluster = await stack.enter_async_context(
             DevCluster(
-                app=TEST_APP,
+                app=CHAOS_APP,
                 nats_url=url,
                 prefix=prefix,
                 workers=2,

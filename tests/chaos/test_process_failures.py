@@ -20,7 +20,7 @@ from coordinator.lease import LEASE_KEY
 from shared.events import EventType
 from shared.transport import connected
 from tests.chaos.helpers import Observer, Report, assert_exactly_once, chain_workflow
-from tests.conftest import TEST_APP, unique_prefix
+from tests.conftest import CHAOS_APP, unique_prefix
 from tests.integration.helpers import wf
 from tests.support.acks import AckWatch
 
@@ -37,7 +37,7 @@ async def chaos_cluster(
     prefix = unique_prefix(name)
     async with (
         DevCluster(
-            app=TEST_APP,
+            app=CHAOS_APP,
             nats_url=nats_server.url,
             prefix=prefix,
             settings=FAST,

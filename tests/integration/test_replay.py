@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from agenticflow.devcluster import DevCluster
 from coordinator.client import Client
@@ -137,3 +138,48 @@ def test_replay_needs_an_id_or_a_window(cluster: DevCluster) -> None:
     assert "--since" in shown.stderr
     assert cli(cluster, "replay", "--since", "5m", "--verify").returncode == 2
     assert cli(cluster, "replay", "--since", "5m", "--until", "12").returncode == 2
+
+
+async def test_replay_exports_json_mermaid_and_chrome_trace(
+    cluster: DevCluster, client: Client, tmp_path: Path
+) -> None:
+    state = await run(
+        client,
+        wf(
+            {"id": "a", "capability": "add", "params": {"value": 1}},
+            {
+                "id": "f",
+                "capability": "flaky",
+                "params": {"succeed_on": 2},
+                "retry": {"initial_interval_s": 0.01},
+                "depends_on": ["a"],
+            },
+            {"id": "z", "capability": "add", "depends_on": ["a", "f"]},
+        ),
+    )
+    wid = state.workflow_id
+    exported = json.loads(cli(cluster, "replay", wid, "--format", "json", "--verify").stdout)
+    assert exported["state"]["state"] == "completed"
+    assert exported["problems"] == []
+    assert len(exported["events"]) == len(await client.events(wid))
+    mermaid = cli(cluster, "replay", wid, "--format", "mermaid")
+    assert mermaid.returncode == 0, mermaid.stderr
+    assert "<b>f</b><br/>flaky · completed · 2 attempts" in mermaid.stdout
+    assert mermaid.stdout.count("-->") == 3
+    trace_file = tmp_path / "trace.json"
+    written = cli(cluster, "replay", wid, "--format", "chrome-trace", "-o", str(trace_file))
+    assert written.returncode == 0, written.stderr
+    trace = json.loads(trace_file.read_text())["traceEvents"]
+    spans = [e for e in trace if e.get("cat") == "task"]
+    assert sorted((s["args"]["task_id"], s["args"]["attempt"]) for s in spans) == [
+        ("a", 1), ("f", 1), ("f", 2), ("z", 1),
+    ]  # fmt: skip
+    workers = {e["args"]["name"] for e in trace if e["name"] == "process_name"}
+    assert {s.worker for s in state.tasks.values()} <= workers
+    early = cli(
+        cluster, "replay", wid, "--format", "mermaid", "--until", str(exported["events"][2]["seq"])
+    )
+    assert "· completed" not in early.stdout
+    bad = cli(cluster, "replay", wid, "--format", "svg")
+    assert bad.returncode == 2
+    assert "--format must be one of" in bad.stderr

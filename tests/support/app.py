@@ -9,23 +9,24 @@ from typing import Any
 
 from agenticflow import AgentApp, NonRetryableError, TaskContext, TaskError
 
-app = AgentApp("tests")
+core = AgentApp("tests")
+"""The agents the chaos tests run (few capabilities: they use one slot per worker)."""
 
 
-@app.agent(capabilities=["echo"])
+@core.agent(capabilities=["echo"])
 async def echo(ctx: TaskContext) -> dict[str, Any]:
     """Return the params, the dependency results and who ran it."""
     return {"task": ctx.task_id, "params": ctx.params, "inputs": ctx.inputs, "agent": ctx.agent}
 
 
-@app.agent(capabilities=["add"])
+@core.agent(capabilities=["add"])
 async def add(ctx: TaskContext) -> int:
     """Sum ``params.value`` and every integer dependency result."""
     own = int(ctx.params.get("value", 0))
     return own + sum(v for v in ctx.inputs.values() if isinstance(v, int))
 
 
-@app.agent(capabilities=["flaky"])
+@core.agent(capabilities=["flaky"])
 async def flaky(ctx: TaskContext) -> dict[str, int]:
     """Fail until attempt ``params.succeed_on`` (deterministic, keyed on the attempt)."""
     if ctx.attempt < int(ctx.params.get("succeed_on", 3)):
@@ -33,20 +34,20 @@ async def flaky(ctx: TaskContext) -> dict[str, int]:
     return {"succeeded_on": ctx.attempt}
 
 
-@app.agent(capabilities=["fatal"])
+@core.agent(capabilities=["fatal"])
 async def fatal(ctx: TaskContext) -> None:
     """Always fail in a way retrying cannot fix."""
     raise NonRetryableError(f"cannot process {ctx.params.get('item', 'this')}: bad input")
 
 
-@app.agent(capabilities=["slow"])
+@core.agent(capabilities=["slow"])
 async def slow(ctx: TaskContext) -> str:
     """Take ``params.seconds`` (a stand-in for a long LLM call)."""
     await asyncio.sleep(float(ctx.params.get("seconds", 1.0)))
     return "done"
 
 
-@app.agent(capabilities=["solo"], instances=1)
+@core.agent(capabilities=["solo"], instances=1)
 async def solo(ctx: TaskContext) -> dict[str, Any]:
     """One instance per worker: its tasks on one worker never overlap."""
     began = time.monotonic_ns()
@@ -54,25 +55,25 @@ async def solo(ctx: TaskContext) -> dict[str, Any]:
     return {"worker": ctx.worker, "began": began, "ended": time.monotonic_ns()}
 
 
-@app.agent(capabilities=["sync_upper"])
+@core.agent(capabilities=["sync_upper"])
 def sync_upper(ctx: TaskContext) -> str:
     """A plain (non-async) handler: runs in a thread."""
     return str(ctx.input.get("text", "")).upper()
 
 
-@app.agent(capabilities=["big"])
+@core.agent(capabilities=["big"])
 async def big(ctx: TaskContext) -> str:
     """Return a result larger than the server's max_payload."""
     return "x" * int(ctx.params.get("size", 2 * 1024 * 1024))
 
 
-@app.agent(capabilities=["crash_once"])
+@core.agent(capabilities=["crash_once"])
 async def crash_once(ctx: TaskContext) -> str:
     """Succeed; the hook below kills the process before the ack, once per marker file."""
     return f"done by {ctx.worker}"
 
 
-@app.on_outcome_stored
+@core.on_outcome_stored
 async def _crash_before_ack(ctx: TaskContext, outcome: str) -> None:
     marker = ctx.params.get("crash_marker")
     if ctx.capability == "crash_once" and marker and not os.path.exists(marker):
@@ -81,7 +82,7 @@ async def _crash_before_ack(ctx: TaskContext, outcome: str) -> None:
         os._exit(137)  # die like SIGKILL: the outcome is stored, the task is not acked
 
 
-@app.agent(capabilities=["block"])
+@core.agent(capabilities=["block"])
 async def block(ctx: TaskContext) -> str:
     """Block the event loop (no keep-alives) for ``params.seconds``: redelivered each time.
 
@@ -92,6 +93,9 @@ async def block(ctx: TaskContext) -> str:
     time.sleep(float(ctx.params.get("seconds", 5)))  # deliberately blocking the loop
     return "woke up"
 
+
+debugging = AgentApp("tests-debugging")
+"""Agents with recorded side effects and a fixable bug, for fork/rerun/diff."""
 
 OUTSIDE_OFF = "AGENTICFLOW_TEST_OUTSIDE_OFF"
 """Set in a process whose side effects must come from a recording: they raise."""
@@ -108,7 +112,7 @@ def _outside(kind: str, query: str) -> dict[str, str]:
     return {"query": query, "nonce": os.urandom(8).hex()}
 
 
-@app.agent(capabilities=["research"])
+@debugging.agent(capabilities=["research"])
 async def research(ctx: TaskContext) -> dict[str, Any]:
     """Two recorded side effects (a sync search tool, an async LLM call); fails
     before attempt ``params.succeed_on`` after making them."""
@@ -124,9 +128,13 @@ async def research(ctx: TaskContext) -> dict[str, Any]:
     return {"hits": hits["nonce"], "answer": answer["nonce"]}
 
 
-@app.agent(capabilities=["buggy"])
+@debugging.agent(capabilities=["buggy"])
 async def buggy(ctx: TaskContext) -> int:
     """Has a bug, except in a process running the fixed app (``FIXED`` set)."""
     if not os.environ.get(FIXED):
         raise NonRetryableError("bug: the total is off by one")
     return sum(v for v in ctx.inputs.values() if isinstance(v, int)) + 1
+
+
+app = AgentApp("tests-all").include(core).include(debugging)
+"""What the session cluster's workers serve."""

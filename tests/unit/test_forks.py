@@ -95,9 +95,10 @@ def run_diamond(results: dict[str, Any] | None = None, *, fail: str | None = Non
             t for t in sim.dispatched if sim.st.tasks[t.task_id].status == TaskStatus.SCHEDULED
         ]
         task = ready[0]
-        sim.publish(sim.started(task))
+        sim.publish(sim.started(task, worker=f"w-{task.task_id}"))
         if task.task_id == fail:
-            sim.publish(sim.failed(task, ErrorInfo(type="Bug", message="x", retryable=False)))
+            bug = ErrorInfo(type="Bug", message="x", retryable=False)
+            sim.publish(sim.failed(task, bug, worker=f"w-{task.task_id}"))
         else:
             value = (results or {}).get(task.task_id, default_result(task))
             sim.publish(sim.completed(task, value, worker=f"w-{task.task_id}"))
