@@ -418,9 +418,7 @@ def replay(
     """Replay a workflow from its recorded events: timeline, verify, time travel;
     or, with --since, what happened in the whole cluster in a window."""
     settings = _settings(nats, prefix)
-    if fmt not in exports.FORMATS:
-        err.print(f"[red]error:[/red] --format must be one of {', '.join(exports.FORMATS)}")
-        raise typer.Exit(EXIT_INPUT)
+    _check_export_options(fmt, output, as_json=as_json, window=since is not None)
     if (workflow_id is None) == (since is None) or (since is not None and check):
         err.print(
             "[red]error:[/red] give a workflow id, or --since TIME (without --verify) "
@@ -460,9 +458,11 @@ def replay(
         _export(fmt, found, cut, output, problems=problems, warnings=warnings)
     elif cut is not None:
         _show_state_until(found, cut, until or "", as_json=as_json)
-        return
     else:
         _show_replay(found, problems, warnings, as_json=as_json, check=check, snapshot=snapshot)
+    if problems and (fmt != "text" or cut is not None):
+        # on stderr: stdout holds the export or the state (the timeline has its verdict)
+        _print_verdict(problems, len(found), has_snapshot=snapshot is not None)
     if problems:
         raise typer.Exit(EXIT_FAILED)
 
@@ -489,6 +489,22 @@ def _show_replay(
     render.print_timeline(out, found)
     if check:
         _print_verdict(problems, len(found), has_snapshot=snapshot is not None)
+
+
+def _check_export_options(fmt: str, output: Path | None, *, as_json: bool, window: bool) -> None:
+    """Refuse (exit 2) a format, or an option it would silently ignore."""
+    misfit = None
+    if fmt not in exports.FORMATS:
+        misfit = f"--format must be one of {', '.join(exports.FORMATS)}"
+    elif window and fmt != "text":
+        misfit = "--format exports one workflow's replay, not a --since window"
+    elif as_json and fmt not in ("text", "json"):
+        misfit = f"--json cannot go with --format {fmt}"
+    elif output is not None and fmt == "text":
+        misfit = "--output writes an export: give --format json, mermaid or chrome-trace"
+    if misfit is not None:
+        err.print(f"[red]error:[/red] {misfit}")
+        raise typer.Exit(EXIT_INPUT)
 
 
 def _export(
@@ -521,8 +537,6 @@ def _export(
         err.print(f"[red]error:[/red] cannot write {output}: {exc.strerror}")
         raise typer.Exit(EXIT_INPUT) from exc
     err.print(f"wrote {fmt} of {len(found)} events to {output}")
-    for problem in problems:
-        err.print(f"[red]verify failed:[/red] {problem}")
 
 
 def _replay_window(
