@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CODE   := agenticflow coordinator worker shared examples tests benchmarks
 
-.PHONY: install demo test lint typecheck imports unit integration chaos bench bench-peers clean
+.PHONY: install demo test lint typecheck imports unit integration chaos bench bench-replay bench-peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ chaos: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+	$(MAKE) bench-replay
+
+# Replay (read, decode, fold, verify) on streams of 100,000+ events; results/replay.json.
+# Options: make bench-replay REPLAY_ARGS='--quick' (or '--synthetic --runs 1')
+REPLAY_ARGS ?=
+bench-replay: $(STAMP)
+	$(BIN)/python -m benchmarks.replay $(REPLAY_ARGS)
 
 # W1-W3 on AgenticFlow, Temporal, Celery + Redis and Ray (benchmarks/peers). Each
 # peer's packages (the `peers` extra) install on their own: one that fails is skipped.

@@ -1,4 +1,5 @@
-"""`make bench` works: a quick run of the harness, W1 and W4, against real processes."""
+"""`make bench` works: quick runs of the harness (W1 and W4) and of the replay
+benchmark, against real processes."""
 
 from __future__ import annotations
 
@@ -33,3 +34,29 @@ def test_quick_benchmark_run_reports_w1_and_w4(tmp_path: Path) -> None:
     assert w4["workflows_per_s"] > 0
     assert data["environment"]["cpu_count"] >= 1
     assert "W4 scale" in done.stdout
+
+
+@pytest.mark.timeout(240)
+def test_quick_replay_benchmark_reports_rates(tmp_path: Path) -> None:
+    report = tmp_path / "replay.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.replay", "--quick", "--no-cli", "--sample", "20",
+         "--output", str(report)],
+        cwd=ROOT, capture_output=True, text=True, timeout=220, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads(report.read_text())
+    assert data["cpu_count"] >= 1
+    one, many = data["streams"]["one"], data["streams"]["many"]
+    assert one["events"] >= 5_000
+    assert one["workflows"] == 1
+    assert many["events"] >= 5_000
+    assert many["source"] == "cluster"
+    for shape in ("one", "many"):
+        phases = data["summary"][shape]
+        for phase in ("read", "decode", "fold", "causality", "verify"):
+            assert phases[phase]["events_per_s"] > 0, (shape, phase)
+            assert phases[phase]["peak_mb"] > 0, (shape, phase)
+    assert data["summary"]["one"]["read+decode"]["events_per_s"] > 0
+    assert data["summary"]["many"]["read+decode per workflow"]["events_per_s"] > 0
+    assert "Replay speed" in done.stdout
