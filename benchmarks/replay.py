@@ -12,13 +12,18 @@ Starts an embedded nats-server and stores two event streams of at least
   processes), encoded with the codec, so reading, folding and verifying do
   the real work. A real cluster cannot make this one: a submission is one
   message, and the server's ``max_payload`` (1 MiB) caps a workflow at about
-  9,000 plain tasks, 28,000 events.
+  9,000 plain tasks; and a snapshot, a KV value capped the same way, holds
+  the definition and every task's state (~300 bytes a task), so past ~3,400
+  plain tasks (~10,000 events) the coordinator cannot save it and stalls.
 - **many workflows**, real by default: a cluster (this server, a coordinator,
   two workers serving :mod:`benchmarks.app`) runs thousands of two-task
-  workflows (``a -> b``, nine events each) to completion; ``--synthetic``
-  makes them with the simulation instead (faster).
+  workflows (``a -> b``, nine events each) to completion, ``--wave`` (2,000)
+  at a time: with more in flight than the coordinator caches (10,000) it
+  reloads evicted workflows from KV and the stream, and slows down tenfold.
+  ``--synthetic`` makes them with the simulation instead (faster).
 
-Then it measures, ``--runs`` times, each phase on its own:
+Then it measures, ``--runs`` times, each time in a fresh process (so memory
+and the garbage collector hold only the replay), each phase on its own:
 
 - **read**: :meth:`Bus.read_stored` (the ephemeral pull consumer replay uses),
   messages per second;
@@ -38,10 +43,11 @@ Then it measures, ``--runs`` times, each phase on its own:
   workflow, end to end: a subprocess, its output sent to /dev/null; first run
   only, as printing the timeline takes minutes.
 
-Each phase reports events per second and the peak resident memory of this
-process during the phase (``VmHWM``, reset before each phase through
-``/proc/self/clear_refs``). ``benchmarks/results/replay.json`` keeps every
-sample and the machine. ``--quick`` makes streams of 5,000 events.
+Each phase reports events per second, and the measuring process's resident
+memory when the phase began and its peak during the phase (``VmHWM``, reset
+before each phase through ``/proc/self/clear_refs``).
+``benchmarks/results/replay.json`` keeps every sample and the machine.
+``--quick`` makes streams of 5,000 events.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -77,7 +84,7 @@ from coordinator.client import Client
 from coordinator.reducer import SHELL_NODE, ArmTimer, Dispatch, Emit, fold, reduce
 from coordinator.replay import verify
 from coordinator.state import WorkflowState, WorkflowStatus
-from shared.codec import TaskMessage, decode_event, encode_event
+from shared.codec import TaskMessage, decode_event, encode_event, pack, unpack
 from shared.config import Settings
 from shared.errors import MalformedMessageError
 from shared.events import (
@@ -100,7 +107,8 @@ from shared.vclock import VectorClock
 from shared.workflow import WorkflowDefinition, parse_workflow
 
 APP = "benchmarks.app:app"
-RESULTS = Path(__file__).resolve().parent / "results" / "replay.json"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "replay.json"
 ONE_PREFIX = "rpone"
 MANY_PREFIX = "rpmany"
 COORDINATOR_SOURCE = "coordinator-bench-1"
@@ -319,14 +327,20 @@ class Stored:
     prefix: str
     workflows: list[str]
     events: int
-    bytes: int
+    size: int
+    """Bytes stored (headers and bodies)."""
     source: str
     """``synthetic`` (simulated, published with the codec) or ``cluster`` (a real run)."""
     seconds: float
-    snapshots: dict[str, WorkflowState] = field(default_factory=dict)
-    """What ``verify`` compares against: KV snapshots, or the simulation's states."""
-    snapshot_bytes: int = 0
-    """Size of the largest snapshot (it must fit the server's max_payload to be stored)."""
+    snapshots: dict[str, bytes] = field(default_factory=dict)
+    """What ``verify`` compares against: the KV snapshots the coordinator wrote, or
+    the simulated coordinator's final states (``WorkflowState.to_snapshot``)."""
+
+    @property
+    def largest_snapshot(self) -> int:
+        """Size of the largest snapshot: one over the server's max_payload (1 MiB)
+        cannot be stored in KV, so the CLI verifies such a workflow without it."""
+        return max((len(data) for data in self.snapshots.values()), default=0)
 
 
 def settings_for(url: str, prefix: str) -> Settings:
@@ -374,17 +388,13 @@ async def publish_simulations(bus: Bus, simulations: list[Simulation]) -> tuple[
     return events, size
 
 
-async def store_snapshots(bus: Bus, states: Sequence[WorkflowState]) -> int:
-    """Put the states in KV as the coordinator would; returns the largest snapshot's
-    size. One over the server's max_payload is left out (verify then has none)."""
+async def store_snapshots(bus: Bus, snapshots: dict[str, bytes]) -> None:
+    """Put the snapshots in KV as the coordinator would, but for one over the
+    server's max_payload (the CLI then verifies that workflow without one)."""
     store = await bus.kv(bus.names.workflows_bucket)
-    largest = 0
-    for state in states:
-        data = state.to_snapshot()
-        largest = max(largest, len(data))
+    for workflow_id, data in snapshots.items():
         if len(data) + 200 < bus.max_payload:
-            await store.put(state.workflow_id, data)
-    return largest
+            await store.put(workflow_id, data)
 
 
 async def synthetic_stream(
@@ -399,16 +409,16 @@ async def synthetic_stream(
     async with connected(settings_for(url, prefix), name="bench-replay-writer") as bus:
         events, size = await publish_simulations(bus, simulations)
         states = [s.state for s in simulations if s.state is not None]
-        largest = await store_snapshots(bus, states)
+        snapshots = {state.workflow_id: state.to_snapshot() for state in states}
+        await store_snapshots(bus, snapshots)
     return Stored(
         prefix=prefix,
         workflows=[s.workflow_id for s in simulations],
         events=events,
-        bytes=size,
+        size=size,
         source="synthetic",
         seconds=time.perf_counter() - started,
-        snapshots={state.workflow_id: state for state in states},
-        snapshot_bytes=largest,
+        snapshots=snapshots,
     )
 
 
@@ -425,37 +435,41 @@ def chain2() -> WorkflowDefinition:
     )
 
 
-async def cluster_stream(url: str, prefix: str, *, workflows: int, timeout: float) -> Stored:
-    """Run ``workflows`` two-task workflows on a real cluster; read back their snapshots."""
+async def cluster_stream(
+    url: str, prefix: str, *, workflows: int, wave: int, timeout: float
+) -> Stored:
+    """Run ``workflows`` two-task workflows on a real cluster, ``wave`` at a time
+    (each wave submitted at once and waited for); read back their snapshots."""
     started = time.perf_counter()
     cluster = DevCluster(app=APP, workers=2, concurrency=64, nats_url=url, prefix=prefix)
     async with cluster, connected(cluster.settings, name="bench-replay-submit") as bus:
         client = Client(bus=bus, node_id=new_node_id("bench"))
         definition = chain2()
         ids: list[str] = []
-        for first in range(0, workflows, 500):
-            wave = range(first, min(first + 500, workflows))
-            ids += await asyncio.gather(*(client.submit(definition) for _ in wave))
-        states = await bounded([functools.partial(client.wait, i, timeout=timeout) for i in ids])
-    failed = [s.workflow_id for s in states if s.status != WorkflowStatus.COMPLETED]
-    if failed:
-        raise BenchmarkError(f"{len(failed)} of {workflows} workflows did not complete")
+        for first in range(0, workflows, wave):
+            size = min(wave, workflows - first)
+            batch = await bounded([functools.partial(client.submit, definition)] * size)
+            states = await bounded(
+                [functools.partial(client.wait, i, timeout=timeout) for i in batch]
+            )
+            failed = [s.workflow_id for s in states if s.status != WorkflowStatus.COMPLETED]
+            if failed:
+                raise BenchmarkError(f"{len(failed)} of {size} workflows did not complete")
+            ids += batch
     seconds = time.perf_counter() - started
     async with connected(settings_for(url, prefix), name="bench-replay-info") as bus:
         info: Any = await bus.js.stream_info(bus.names.events_stream)
         store = await bus.kv(bus.names.workflows_bucket)
         entries = await bounded([functools.partial(store.get, i) for i in ids])
-    values = [entry.value or b"" for entry in entries]
-    snapshots = {i: WorkflowState.from_snapshot(v) for i, v in zip(ids, values, strict=True)}
+    snapshots = {i: entry.value or b"" for i, entry in zip(ids, entries, strict=True)}
     return Stored(
         prefix=prefix,
         workflows=ids,
         events=int(info.state.messages),
-        bytes=int(info.state.bytes),
+        size=int(info.state.bytes),
         source="cluster",
         seconds=seconds,
         snapshots=snapshots,
-        snapshot_bytes=max(len(v) for v in values),
     )
 
 
@@ -470,7 +484,72 @@ async def bounded(calls: Sequence[Callable[[], Awaitable[T]]], limit: int = 256)
     return await asyncio.gather(*(one(call) for call in calls))
 
 
-# Measuring -------------------------------------------------------------------
+# Measuring (in a fresh process per stream and run) ----------------------------
+
+
+@dataclass(slots=True)
+class Target:
+    """What one measuring process replays."""
+
+    url: str
+    prefix: str
+    workflows: list[str]
+    events: int
+    snapshots: dict[str, WorkflowState]
+    cli: bool = False
+    """Also time ``agenticflow replay ID --verify`` (the one workflow)."""
+    sample: int = 0
+    """Workflows to read one by one (the many workflows)."""
+
+
+def write_spec(path: Path, url: str, stored: Stored, *, cli: bool, sample: int) -> None:
+    """What :func:`child` needs, for a measuring process."""
+    path.write_bytes(
+        pack(
+            {
+                "url": url,
+                "prefix": stored.prefix,
+                "workflows": stored.workflows,
+                "events": stored.events,
+                "snapshots": stored.snapshots,
+                "cli": cli,
+                "sample": sample,
+            }
+        )
+    )
+
+
+def child(spec: Path, output: Path) -> None:
+    """The measuring process: replay one stream, write its phases as JSON."""
+    raw = unpack(spec.read_bytes())
+    snapshots = {w: WorkflowState.from_snapshot(data) for w, data in raw["snapshots"].items()}
+    del raw["snapshots"]
+    phases = asyncio.run(measure_target(Target(**raw, snapshots=snapshots)))
+    output.write_text(json.dumps({k: asdict(p) for k, p in phases.items()}), encoding="utf-8")
+
+
+async def measure_target(target: Target) -> dict[str, Phase]:
+    """The phases of the one workflow or of the many."""
+    measured = measure_one if len(target.workflows) == 1 else measure_many
+    async with connected(settings_for(target.url, target.prefix), name="bench-replay") as bus:
+        return await measured(bus, target)
+
+
+def run_child(spec: Path, timeout: float) -> dict[str, Phase]:
+    """Measure in a fresh interpreter: its memory and garbage collector hold only the replay."""
+    output = spec.with_suffix(".out.json")
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.replay", "--child", str(spec), str(output)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        tail = done.stdout.decode(errors="replace")[-3000:]
+        raise BenchmarkError(f"the measuring process exited {done.returncode}:\n{tail}")
+    return {k: Phase(**v) for k, v in json.loads(output.read_text(encoding="utf-8")).items()}
 
 
 @dataclass(slots=True)
@@ -534,28 +613,29 @@ def check_verified(problems: list[str], what: str) -> None:
         raise BenchmarkError(f"{what} does not verify: {problems[0]} ({len(problems)} problems)")
 
 
-async def measure_one(bus: Bus, stored: Stored, *, cli: bool) -> dict[str, Phase]:
+async def measure_one(bus: Bus, target: Target) -> dict[str, Phase]:
     """The phases on the one big workflow."""
     client = Client(bus=bus, node_id=new_node_id("bench"))
-    workflow_id = stored.workflows[0]
+    workflow_id = target.workflows[0]
     stream, subject = bus.names.events_stream, bus.names.workflow_events(workflow_id)
-    n = stored.events
+    n = target.events
     phases: dict[str, Phase] = {}
-    msgs, phases["read"] = await measure_async(n, lambda: bus.read_stored(stream, subject))
-    if len(msgs) != n:
-        raise BenchmarkError(f"read {len(msgs)} of {n} events")
-    _, phases["decode"] = measure(n, lambda: decode_all(msgs, bus.names))
-    _, phases["decode, gc paused"] = measure(n, lambda: without_gc(decode_all, msgs, bus.names))
-    msgs = []  # the lambdas above hold the name, not the list: free it
+    # First, in the fresh process: its peak memory is what a replay costs.
     events, phases["read+decode"] = await measure_async(n, lambda: client.events(workflow_id))
+    if len(events) != n:
+        raise BenchmarkError(f"read {len(events)} of {n} events")
     _, phases["fold"] = measure(n, lambda: fold(events))
     found, phases["causality"] = measure(n, lambda: causality_violations(events))
     check_verified(found, workflow_id)
-    snapshot = stored.snapshots.get(workflow_id)
+    snapshot = target.snapshots.get(workflow_id)
     found, phases["verify"] = measure(n, lambda: verify(events, snapshot))
     check_verified(found, workflow_id)
-    events = []
-    if cli:
+    events = []  # the lambdas above hold the name, not the list: free it
+    msgs, phases["read"] = await measure_async(n, lambda: bus.read_stored(stream, subject))
+    _, phases["decode"] = measure(n, lambda: decode_all(msgs, bus.names))
+    _, phases["decode, gc paused"] = measure(n, lambda: without_gc(decode_all, msgs, bus.names))
+    msgs = []
+    if target.cli:
         # In a thread: the bus keeps answering the server's pings meanwhile.
         phases["cli --verify"] = await asyncio.to_thread(run_cli, bus.settings, workflow_id, n)
         phases["cli --verify --json"] = await asyncio.to_thread(
@@ -610,11 +690,11 @@ def run_cli(settings: Settings, workflow_id: str, events: int, *extra: str) -> P
     return Phase(seconds, events, peak_kb / 1024, 0.0)
 
 
-async def measure_many(bus: Bus, stored: Stored, *, sample: int) -> dict[str, Phase]:
+async def measure_many(bus: Bus, target: Target) -> dict[str, Phase]:
     """The phases on the many workflows: one cluster-wide read, then per workflow."""
     client = Client(bus=bus, node_id=new_node_id("bench"))
     names = bus.names
-    n = stored.events
+    n = target.events
     phases: dict[str, Phase] = {}
     msgs, phases["read"] = await measure_async(
         n, lambda: bus.read_stored(names.events_stream, names.event_subjects)
@@ -630,8 +710,8 @@ async def measure_many(bus: Bus, stored: Stored, *, sample: int) -> dict[str, Ph
 
     by_workflow, phases["decode"] = measure(n, decode_grouped)
     msgs = []
-    if len(by_workflow) != len(stored.workflows):
-        raise BenchmarkError(f"{len(by_workflow)} workflows read, {len(stored.workflows)} stored")
+    if len(by_workflow) != len(target.workflows):
+        raise BenchmarkError(f"{len(by_workflow)} workflows read, {len(target.workflows)} stored")
     _, phases["fold"] = measure(n, lambda: [fold(e) for e in by_workflow.values()])
 
     def causality() -> list[str]:
@@ -641,12 +721,13 @@ async def measure_many(bus: Bus, stored: Stored, *, sample: int) -> dict[str, Ph
     check_verified(found, "the many workflows")
 
     def verify_all() -> list[str]:
-        snapshots = stored.snapshots
+        snapshots = target.snapshots
         return [p for w, e in by_workflow.items() for p in verify(e, snapshots.get(w))]
 
     found, phases["verify"] = measure(n, verify_all)
     check_verified(found, "the many workflows")
-    picked = stored.workflows[:: max(1, len(stored.workflows) // sample)][:sample]
+    sample = target.sample
+    picked = target.workflows[:: max(1, len(target.workflows) // sample)][:sample]
     expected = sum(len(by_workflow[w]) for w in picked)
     by_workflow = {}
 
@@ -672,6 +753,8 @@ class Options:
     synthetic: bool
     sample: int
     cli: bool
+    wave: int
+    """Workflows in flight at once on the cluster."""
     timeout: float
     output: Path
 
@@ -686,15 +769,15 @@ class Outcome:
     """Per run: ``{"one": {phase: Phase}, "many": {...}}``."""
 
 
-async def run_all(options: Options, url: str) -> Outcome:
-    """Make both streams, then measure them ``runs`` times."""
+async def make_streams(options: Options, url: str) -> tuple[Stored, Stored]:
+    """Store the one big workflow and the many small ones."""
     target = options.events
     tasks = AGENT_SHAPE.tasks_for(target)
     console.print(f"one workflow: simulating {tasks:,} agent tasks (>= {target:,} events)...")
     one = await synthetic_stream(url, ONE_PREFIX, workflows=1, tasks=tasks, shape=AGENT_SHAPE)
     console.print(
-        f"  stored {one.events:,} events ({one.bytes / 1e6:.1f} MB) in {one.seconds:.1f}s; "
-        f"snapshot {one.snapshot_bytes / 1e6:.2f} MB"
+        f"  stored {one.events:,} events ({one.size / 1e6:.1f} MB) in {one.seconds:.1f}s; "
+        f"its snapshot: {one.largest_snapshot / 1e6:.2f} MB"
     )
     count = math.ceil(target / 9)
     if options.synthetic:
@@ -702,17 +785,26 @@ async def run_all(options: Options, url: str) -> Outcome:
         many = await synthetic_stream(url, MANY_PREFIX, workflows=count, tasks=2, shape=SMALL_SHAPE)
     else:
         console.print(f"many workflows: running {count:,} two-task workflows on a cluster...")
-        many = await cluster_stream(url, MANY_PREFIX, workflows=count, timeout=options.timeout)
+        many = await cluster_stream(
+            url, MANY_PREFIX, workflows=count, wave=options.wave, timeout=options.timeout
+        )
     console.print(
-        f"  stored {many.events:,} events ({many.bytes / 1e6:.1f} MB) of {len(many.workflows):,} "
+        f"  stored {many.events:,} events ({many.size / 1e6:.1f} MB) of {len(many.workflows):,} "
         f"workflows in {many.seconds:.1f}s ({many.source})"
     )
+    return one, many
+
+
+def measure_all(options: Options, url: str, one: Stored, many: Stored, tmp: Path) -> Outcome:
+    """Measure both streams ``runs`` times, each in a fresh process."""
     outcome = Outcome(one=one, many=many)
+    spec_one, spec_many = tmp / "one.spec", tmp / "many.spec"
+    write_spec(spec_many, url, many, cli=False, sample=options.sample)
     for run in range(1, options.runs + 1):
-        async with connected(settings_for(url, ONE_PREFIX), name="bench-replay") as bus:
-            phases_one = await measure_one(bus, one, cli=options.cli and run == 1)
-        async with connected(settings_for(url, MANY_PREFIX), name="bench-replay") as bus:
-            phases_many = await measure_many(bus, many, sample=options.sample)
+        # The CLI prints a 100,000-row timeline for minutes: once is enough.
+        write_spec(spec_one, url, one, cli=options.cli and run == 1, sample=0)
+        phases_one = run_child(spec_one, options.timeout)
+        phases_many = run_child(spec_many, options.timeout)
         outcome.runs.append({"one": phases_one, "many": phases_many})
         line = ", ".join(f"{k} {p.rate:,.0f}/s" for k, p in phases_one.items())
         console.print(f"  run {run}/{options.runs} one workflow: {line}")
@@ -763,12 +855,14 @@ def render(outcome: Outcome, figures: dict[str, dict[str, dict[str, float]]], cp
     runs = len(outcome.runs)
     table = Table(
         title=f"Replay speed ({runs} run{'s' if runs != 1 else ''}; events/s median (min-max))",
-        caption=f"{cpus} CPUs; peak MB: this process's VmHWM during the phase (cli: the child's)",
+        caption=f"{cpus} CPUs; each run measures in a fresh process; MB: its resident memory "
+        "when the phase began and its peak during the phase (VmHWM)",
     )
     table.add_column("stream")
     table.add_column("phase")
     table.add_column("events/s", justify="right", style="green")
     table.add_column("s", justify="right")
+    table.add_column("MB at start", justify="right")
     table.add_column("peak MB", justify="right")
     for shape, stored in (("one", outcome.one), ("many", outcome.many)):
         label = (
@@ -782,6 +876,7 @@ def render(outcome: Outcome, figures: dict[str, dict[str, dict[str, float]]], cp
                 f"[bold]{f['events_per_s']:,.0f}[/bold] "
                 f"[dim]({f['min']:,.0f}-{f['max']:,.0f})[/dim]",
                 f"{f['seconds']:.2f}",
+                f"{f['start_mb']:.0f}" if f["start_mb"] else "",
                 f"{f['peak_mb']:.0f}",
             )
             label = ""
@@ -794,11 +889,11 @@ def write_report(outcome: Outcome, options: Options, env: dict[str, Any], elapse
     def stream(stored: Stored) -> dict[str, Any]:
         return {
             "events": stored.events,
-            "bytes": stored.bytes,
+            "bytes": stored.size,
             "workflows": len(stored.workflows),
             "source": stored.source,
             "made_in_s": round(stored.seconds, 2),
-            "largest_snapshot_bytes": stored.snapshot_bytes,
+            "largest_snapshot_bytes": stored.largest_snapshot,
         }
 
     report = {
@@ -808,6 +903,7 @@ def write_report(outcome: Outcome, options: Options, env: dict[str, Any], elapse
         "cpu_count": os.cpu_count(),
         "streams": {"one": stream(outcome.one), "many": stream(outcome.many)},
         "shape": {"one": asdict(AGENT_SHAPE), "many": "a -> b (two noop tasks)"},
+        "cluster_wave": None if options.synthetic else options.wave,
         "summary": summary(outcome),
         "runs": [
             {
@@ -840,13 +936,22 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "--sample", type=int, default=200, help="workflows read one by one (default 200)"
     )
     parser.add_argument("--no-cli", action="store_true", help="skip `agenticflow replay --verify`")
-    parser.add_argument("--timeout", type=float, default=900.0, help="seconds to make a stream")
+    parser.add_argument(
+        "--wave",
+        type=int,
+        default=2000,
+        help="workflows in flight at once on the cluster (default 2,000: under the "
+        "coordinator's cache of 10,000 workflows)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=1800.0, help="seconds to make a stream or measure one"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON report ({RESULTS})")
     args = parser.parse_args(argv)
     events = args.events or (5_000 if args.quick else 100_000)
     runs = args.runs or (1 if args.quick else 3)
-    if events < 10 or runs < 1 or args.sample < 1:
-        parser.error("--events must be at least 10, --runs and --sample at least 1")
+    if events < 10 or runs < 1 or args.sample < 1 or args.wave < 1:
+        parser.error("--events must be at least 10, --runs, --sample and --wave at least 1")
     return Options(
         quick=args.quick,
         events=events,
@@ -854,6 +959,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         synthetic=args.synthetic,
         sample=args.sample,
         cli=not args.no_cli,
+        wave=args.wave,
         timeout=args.timeout,
         output=args.output,
     )
@@ -861,12 +967,17 @@ def parse_args(argv: Sequence[str] | None) -> Options:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the replay benchmark; returns the exit code (1 when it failed)."""
-    options = parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--child"]:  # a measuring process (see run_child)
+        child(Path(args[1]), Path(args[2]))
+        return 0
+    options = parse_args(args)
     started = time.perf_counter()
     console.print(f"replay benchmark on {os.cpu_count()} CPUs (embedded nats-server)")
-    with NatsServer() as server:
+    with NatsServer() as server, tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
         try:
-            outcome = asyncio.run(run_all(options, server.url))
+            one, many = asyncio.run(make_streams(options, server.url))
+            outcome = measure_all(options, server.url, one, many, Path(tmp))
         except BenchmarkError as exc:
             console.print(f"[red]benchmark failed:[/red] {exc}")
             return 1
