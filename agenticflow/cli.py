@@ -518,16 +518,13 @@ def _export(
 ) -> None:
     """Write the replay in an export format (to ``output`` or stdout)."""
     if cut is not None:
-        found = [
-            e
-            for e in found
-            if (cut[0] is None or (e.seq or 0) <= cut[0])
-            and (cut[1] is None or e.timestamp <= cut[1])
-        ]
-    text = exports.render(fmt, found, replay_mod.state_until(found))
+        found = replay_mod.events_until(found, seq=cut[0], at_ns=cut[1])
+    state = replay_mod.state_until(found)
     if fmt == "json":
-        data = json.loads(text) | {"problems": problems, "warnings": warnings}
+        data = exports.to_json(found, state) | {"problems": problems, "warnings": warnings}
         text = json.dumps(data, default=str, ensure_ascii=False, indent=2)
+    else:
+        text = exports.render(fmt, found, state)
     if output is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return

@@ -26,12 +26,18 @@ def state_until(events: list[Event], *, seq: int | None = None, at_ns: int | Non
 ):  # fmt: skip
     """The workflow's state after the events up to stream sequence ``seq`` or up
     to time ``at_ns`` (both inclusive); None if it had not been submitted yet."""
-    kept = [
+    return fold(events_until(events, seq=seq, at_ns=at_ns))
+
+
+def events_until(events: list[Event], *, seq: int | None = None, at_ns: int | None = None) -> (
+    list[Event]
+):  # fmt: skip
+    """The events up to stream sequence ``seq`` or up to time ``at_ns`` (inclusive)."""
+    return [
         e
         for e in events
         if (seq is None or (e.seq or 0) <= seq) and (at_ns is None or e.timestamp <= at_ns)
     ]
-    return fold(kept)
 
 
 def parse_until(text: str) -> tuple[int | None, int | None]:
@@ -178,6 +184,7 @@ __all__ = [
     "BOOKKEEPING",
     "UNREADABLE",
     "duration_ms",
+    "events_until",
     "first_difference",
     "parse_since",
     "parse_until",

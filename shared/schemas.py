@@ -79,7 +79,7 @@ class SchemaRegistry:
                 f"{kind} payload has schema version {version}, newer than this node "
                 f"understands ({current}): upgrade it"
             )
-        if version < self.oldest(kind):
+        if version < current and version < self.oldest(kind):
             raise UnknownSchemaVersionError(
                 f"{kind} payload has schema version {version}, older than any this node "
                 f"migrates from ({self.oldest(kind)})"
