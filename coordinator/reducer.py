@@ -16,12 +16,15 @@ terminal, or a failure of an attempt that is no longer current, changes nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic import ValidationError
 
 from coordinator.state import (
     ACTIVE_TASK,
     DONE_TASK,
     TERMINAL_TASK,
+    PendingApproval,
     TaskState,
     TaskStatus,
     WorkflowState,
@@ -30,10 +33,18 @@ from coordinator.state import (
 from shared.codec import TaskMessage
 from shared.dag import graph_problems, sinks
 from shared.events import (
+    ApprovalDecision,
     ErrorInfo,
     Event,
     EventType,
+    InterventionApplied,
+    InterventionRefused,
+    InterventionRequested,
+    Modification,
     Payload,
+    TaskApprovalDecided,
+    TaskApprovalExpired,
+    TaskApprovalRequested,
     TaskCompleted,
     TaskDeadLettered,
     TaskFailed,
@@ -42,6 +53,7 @@ from shared.events import (
     TaskStarted,
     TaskTimedOut,
     TaskUnserved,
+    WorkflowAborted,
     WorkflowCompleted,
     WorkflowFailed,
     WorkflowRejected,
@@ -53,6 +65,7 @@ from shared.events import (
 from shared.ids import task_key, workflow_key
 from shared.names import ROUTE_RE
 from shared.vclock import VectorClock
+from shared.workflow import TaskSpec, WorkflowDefinition
 
 COORDINATOR_NODE = "coord"
 """Vector clock entry of the coordinator role. Leadership is exclusive and the
@@ -84,7 +97,7 @@ class Dispatch:
 class ArmTimer:
     """Fire ``kind`` for this attempt at ``due_ns`` (the shell emits the event)."""
 
-    kind: Literal["retry", "timeout"]
+    kind: Literal["retry", "timeout", "approval"]
     workflow_id: str
     task_id: str
     attempt: int
@@ -139,6 +152,14 @@ class _Folder:
         state = self.state
         spec = state.spec(task_id)
         task = state.tasks[task_id]
+        if state.paused:  # held: resuming the workflow dispatches it
+            task.status = TaskStatus.PENDING
+            task.deadline_ns = task.retry_due_ns = None
+            task.note = "held: the workflow is paused"
+            return
+        if spec.approval is not None and spec.approval.required and task.gate is None:
+            self.ask_gate(task_id, attempt)
+            return
         task.status = TaskStatus.SCHEDULED
         task.attempts = attempt
         task.scheduled_at = self.event.timestamp
@@ -169,9 +190,106 @@ class _Folder:
                     route=state.route,
                     recorded=state.recorded.get(task_id, {}).get(attempt, []),
                     replay=state.replay,
+                    approval=task.gate,
+                    approvals=list(task.approvals),
+                    feedback=list(state.feedback),
                 )
             )
         )
+
+    def ask_gate(self, task_id: str, attempt: int) -> None:
+        """The task's approval gate: wait for a person before dispatching it."""
+        state, spec = self.state, self.state.spec(task_id)
+        gate = spec.approval
+        assert gate is not None
+        reason = gate.reason or f"approve task {task_id!r} ({spec.capability}) before it runs"
+        data = {
+            "params": spec.params,
+            "inputs": {d: state.tasks[d].result for d in spec.depends_on},
+        }
+        self.emit(
+            EventType.TASK_APPROVAL_REQUESTED,
+            TaskApprovalRequested(
+                reason=reason,
+                data=data,
+                gate=True,
+                timeout_s=gate.timeout_s,
+                on_timeout=gate.on_timeout,
+            ),
+            key=task_key(state.workflow_id, task_id, attempt, "approval_requested:gate"),
+            task_id=task_id,
+            attempt=attempt,
+        )
+        self.wait_for_approval(
+            task_id,
+            PendingApproval(
+                reason=reason,
+                data=data,
+                gate=True,
+                requested_at=self.event.timestamp,
+                due_ns=_due(self.event.timestamp, gate.timeout_s),
+                on_timeout=gate.on_timeout,
+            ),
+        )
+
+    def wait_for_approval(self, task_id: str, waiting: PendingApproval) -> None:
+        task = self.state.tasks[task_id]
+        task.status = TaskStatus.WAITING_APPROVAL
+        task.waiting = waiting
+        task.deadline_ns = task.retry_due_ns = None
+        task.note = f"waiting for approval: {waiting.reason}"
+        if waiting.due_ns is not None:
+            self.commands.append(
+                ArmTimer("approval", self.state.workflow_id, task_id, task.attempts, waiting.due_ns)
+            )
+
+    def decide(self, task_id: str, decision: ApprovalDecision) -> None:
+        """Apply a decision to the task's pending approval; the task runs again
+        (a rejected gate fails it instead)."""
+        state, task = self.state, self.state.tasks[task_id]
+        waiting = task.waiting
+        assert waiting is not None
+        task.waiting, task.note = None, None
+        self.emit(
+            EventType.TASK_APPROVAL_DECIDED,
+            TaskApprovalDecided(index=waiting.index, decision=decision),
+            key=task_key(
+                state.workflow_id,
+                task_id,
+                task.attempts,
+                "approval_decided:gate" if waiting.gate else f"approval_decided:{waiting.index}",
+            ),
+            task_id=task_id,
+            attempt=task.attempts,
+        )
+        self.changed()
+        if not waiting.gate:
+            task.approvals.append(decision)
+            task.attempt_base += 1  # waiting for a person is not a retry
+            self.schedule(task_id, task.attempts + 1)
+            return
+        task.gate = decision
+        if decision.approved:
+            self.schedule(task_id, task.attempts + 1)
+            return
+        who = "its timeout" if decision.timed_out else (decision.by or "someone")
+        comment = f": {decision.comment}" if decision.comment else ""
+        self.fail_task_for_good(
+            task_id,
+            ErrorInfo(
+                type="ApprovalRejectedError",
+                message=f"approval rejected by {who}{comment}",
+                code="approval_rejected",
+                retryable=False,
+            ),
+        )
+
+    def fail_task_for_good(self, task_id: str, error: ErrorInfo) -> None:
+        task = self.state.tasks[task_id]
+        task.status = TaskStatus.FAILED
+        task.error = error
+        task.finished_at = self.event.timestamp
+        self.fail_workflow(task_id, error)
 
     def finish_task(self, task_id: str) -> None:
         """A task is done (completed or skipped): release its dependents."""
@@ -267,6 +385,9 @@ def reduce(
     folder = _Folder(state, event, source)
     if event.type == EventType.WORKFLOW_RESUME_REQUESTED:
         _on_resume(folder)
+        return state, folder.commands
+    if event.type == EventType.INTERVENTION_REQUESTED:
+        _on_intervention(folder)
         return state, folder.commands
     if state.status != WorkflowStatus.RUNNING or event.task_id not in state.tasks:
         return state, []
@@ -575,7 +696,309 @@ def _on_unserved(folder: _Folder, task_id: str, task: TaskState) -> None:
     folder.changed()
 
 
+def _due(now: int, timeout_s: float | None) -> int | None:
+    return None if timeout_s is None else now + int(timeout_s * 1e9)
+
+
+def _on_approval_requested(folder: _Folder, task_id: str, task: TaskState) -> None:
+    """A handler asked for approval (``ctx.request_approval``): its attempt ended."""
+    event, data = folder.event, folder.event.data
+    if (
+        task.status not in ACTIVE_TASK
+        or event.attempt != task.attempts
+        or not isinstance(data, TaskApprovalRequested)
+        or data.gate
+        or data.index != len(task.approvals)
+    ):
+        return  # a gate's own request coming back, a stale attempt, or a replayed index
+    folder.changed()
+    folder.wait_for_approval(
+        task_id,
+        PendingApproval(
+            reason=data.reason,
+            data=data.data,
+            index=data.index,
+            requested_at=event.timestamp,
+            due_ns=_due(event.timestamp, data.timeout_s),
+            on_timeout=data.on_timeout,
+        ),
+    )
+
+
+def _on_approval_expired(folder: _Folder, task_id: str, task: TaskState) -> None:
+    data = folder.event.data
+    waiting = task.waiting
+    if (
+        task.status != TaskStatus.WAITING_APPROVAL
+        or waiting is None
+        or not isinstance(data, TaskApprovalExpired)
+        or waiting.due_ns != data.due_ns
+    ):
+        return
+    if waiting.on_timeout == "fail":
+        task.waiting = None
+        folder.changed()
+        waited = (data.due_ns - waiting.requested_at) / 1e9
+        folder.fail_task_for_good(
+            task_id,
+            ErrorInfo(
+                type="ApprovalTimeoutError",
+                message=f"nobody decided the approval within {waited:g}s: {waiting.reason}",
+                code="approval_timeout",
+                retryable=False,
+            ),
+        )
+        return
+    folder.decide(
+        task_id,
+        ApprovalDecision(approved=waiting.on_timeout == "approve", by="timeout", timed_out=True),
+    )
+
+
+class _RefusedError(Exception):
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _on_intervention(folder: _Folder) -> None:
+    """Apply a person's intervention, or refuse it with a reason (changing nothing)."""
+    state, data = folder.state, folder.event.data
+    if not isinstance(data, InterventionRequested):
+        return
+    key = f"intervention:{data.request_id}"
+    try:
+        summary, extra = _apply(folder, data)
+    except _RefusedError as refused:
+        folder.changed()
+        folder.emit(
+            EventType.INTERVENTION_REFUSED,
+            InterventionRefused(
+                request_id=data.request_id,
+                action=data.action,
+                reason=refused.reason,
+                code=refused.code,
+                by=data.by,
+            ),
+            key=workflow_key(state.workflow_id, f"{key}:refused"),
+        )
+        return
+    state.interventions += 1
+    folder.changed()
+    folder.emit(
+        EventType.INTERVENTION_APPLIED,
+        InterventionApplied(
+            request_id=data.request_id, action=data.action, by=data.by, summary=summary, **extra
+        ),
+        key=workflow_key(state.workflow_id, f"{key}:applied"),
+    )
+    if data.action == "abort":
+        return
+    if data.action in ("resume", "modify"):
+        _dispatch_ready(folder)
+    if state.status == WorkflowStatus.RUNNING and state.completed == len(state.tasks):
+        folder.complete_workflow()  # a modification removed the last tasks left
+
+
+_Outcome = tuple[str, dict[str, Any]]
+
+
+def _apply(folder: _Folder, data: InterventionRequested) -> _Outcome:
+    state = folder.state
+    if state.status != WorkflowStatus.RUNNING:
+        raise _RefusedError(
+            "workflow_finished",
+            f"workflow {state.workflow_id!r} is {state.status.value}; "
+            "interventions apply to running workflows only",
+        )
+    action = _ACTIONS.get(data.action)
+    if action is None:
+        raise _RefusedError("invalid", f"unknown intervention {data.action!r}")
+    return action(folder, data)
+
+
+def _pause(folder: _Folder, data: InterventionRequested) -> _Outcome:
+    state = folder.state
+    if state.paused:
+        raise _RefusedError("already_paused", f"workflow {state.workflow_id!r} is already paused")
+    state.paused = True
+    running = sum(1 for t in state.tasks.values() if t.status in ACTIVE_TASK)
+    return f"paused: no new task is dispatched; {running} running or queued finish", {}
+
+
+def _resume_paused(folder: _Folder, data: InterventionRequested) -> _Outcome:
+    state = folder.state
+    if not state.paused:
+        raise _RefusedError("not_paused", f"workflow {state.workflow_id!r} is not paused")
+    state.paused = False
+    held = sum(
+        1 for t in state.tasks.values() if t.status == TaskStatus.PENDING and not t.remaining_deps
+    )
+    return f"resumed: {held} held task{'s' if held != 1 else ''} dispatched", {}
+
+
+def _dispatch_ready(folder: _Folder) -> None:
+    state = folder.state
+    if state.paused or state.definition is None:
+        return
+    for spec in state.definition.tasks:
+        task = state.tasks[spec.id]
+        if task.status == TaskStatus.PENDING and task.remaining_deps == 0:
+            folder.schedule(spec.id, task.attempts + 1)
+
+
+def _abort(folder: _Folder, data: InterventionRequested) -> _Outcome:
+    state, now = folder.state, folder.event.timestamp
+    cancelled = [tid for tid, t in state.tasks.items() if t.status not in TERMINAL_TASK]
+    for task_id in cancelled:
+        task = state.tasks[task_id]
+        task.status, task.finished_at, task.waiting = TaskStatus.CANCELLED, now, None
+        task.deadline_ns = task.retry_due_ns = None
+    state.status = WorkflowStatus.ABORTED
+    state.finished_at = now
+    who = data.by or "someone"
+    state.reason = f"aborted by {who}" + (f": {data.reason}" if data.reason else "")
+    folder.emit(
+        EventType.WORKFLOW_ABORTED,
+        WorkflowAborted(reason=state.reason, by=data.by, cancelled=cancelled),
+        key=workflow_key(state.workflow_id, "aborted"),
+    )
+    return f"aborted; {len(cancelled)} unfinished task(s) cancelled", {}
+
+
+def _feedback(folder: _Folder, data: InterventionRequested) -> _Outcome:
+    text = data.text.strip()
+    if not text:
+        raise _RefusedError("invalid", "feedback text is empty")
+    folder.state.feedback.append(text)
+    return "feedback sent to running and later tasks", {
+        "text": text,
+        "feedback": list(folder.state.feedback),
+    }
+
+
+def _decision(folder: _Folder, data: InterventionRequested) -> _Outcome:
+    state = folder.state
+    task_id = data.task_id
+    if not task_id:
+        raise _RefusedError("invalid", f"{data.action} needs the task waiting for approval")
+    task = state.tasks.get(task_id)
+    if task is None:
+        raise _RefusedError(
+            "unknown_task", f"workflow {state.workflow_id!r} has no task {task_id!r}"
+        )
+    if task.status != TaskStatus.WAITING_APPROVAL or task.waiting is None:
+        raise _RefusedError(
+            "not_waiting",
+            f"task {task_id!r} is {task.status.value}, not waiting for approval",
+        )
+    approved = data.action == "approve"
+    folder.decide(task_id, ApprovalDecision(approved=approved, comment=data.reason, by=data.by))
+    return f"task {task_id!r} {'approved' if approved else 'rejected'}", {}
+
+
+def _modify(folder: _Folder, data: InterventionRequested) -> _Outcome:
+    state = folder.state
+    changes = data.changes
+    if changes is None or not (changes.add or changes.remove or changes.replace or changes.params):
+        raise _RefusedError("invalid_modification", "the modification changes nothing")
+    assert state.definition is not None
+    new_definition, touched = _modified(state, changes)
+    for task_id in changes.remove:
+        del state.tasks[task_id]
+    state.definition = new_definition
+    state.reset_indexes()
+    for task_id in touched:
+        old = state.tasks.get(task_id)
+        state.tasks[task_id] = TaskState(
+            capability=state.spec(task_id).capability, gate=old.gate if old else None
+        )
+    for task_id in touched:
+        state.tasks[task_id].remaining_deps = sum(
+            1 for dep in state.spec(task_id).depends_on if state.tasks[dep].status not in DONE_TASK
+        )
+    parts = [
+        f"{what} {', '.join(ids)}"
+        for what, ids in (
+            ("added", [t.id for t in changes.add]),
+            ("removed", changes.remove),
+            ("replaced", [t.id for t in changes.replace]),
+            ("changed params of", list(changes.params)),
+        )
+        if ids
+    ]
+    return "; ".join(parts), {}
+
+
+def _modified(state: WorkflowState, changes: Modification) -> tuple[WorkflowDefinition, list[str]]:
+    """The definition after ``changes`` and the tasks whose specs changed;
+    raises _RefusedError when a change touches a started task or breaks the graph."""
+    assert state.definition is not None
+    problems: list[str] = []
+
+    def not_started(task_id: str, what: str) -> bool:
+        task = state.tasks.get(task_id)
+        if task is None:
+            problems.append(f"cannot {what} task {task_id!r}: the workflow has no such task")
+            return False
+        if task.status != TaskStatus.PENDING or task.attempts:
+            problems.append(f"cannot {what} task {task_id!r}: it has started ({task.status.value})")
+            return False
+        return True
+
+    removed = {t for t in changes.remove if not_started(t, "remove")}
+    replaced = {spec.id: spec for spec in changes.replace if not_started(spec.id, "replace")}
+    params = {t: p for t, p in changes.params.items() if not_started(t, "change params of")}
+    problems.extend(
+        f"cannot add task {spec.id!r}: the workflow has one already"
+        for spec in changes.add
+        if spec.id in state.tasks
+    )
+    overlap = removed & (set(replaced) | set(params))
+    problems.extend(f"task {t!r} is both removed and changed" for t in sorted(overlap))
+    if problems:
+        raise _RefusedError("invalid_modification", "; ".join(problems))
+    tasks: list[TaskSpec] = []
+    for old in state.definition.tasks:
+        if old.id in removed:
+            continue
+        spec = replaced.get(old.id, old)
+        if spec.id in params:
+            spec = spec.model_copy(update={"params": {**spec.params, **params[spec.id]}})
+        tasks.append(spec)
+    tasks.extend(changes.add)
+    try:
+        definition = WorkflowDefinition.model_validate(
+            {**state.definition.model_dump(), "tasks": [t.model_dump() for t in tasks]}
+        )
+    except ValidationError as exc:
+        raise _RefusedError(
+            "invalid_modification", f"the modified workflow is invalid: {exc}"
+        ) from exc
+    graph = graph_problems(definition)
+    if graph:
+        raise _RefusedError(
+            "invalid_modification", "the modified graph is invalid: " + "; ".join(graph)
+        )
+    touched = [*replaced, *params, *(t.id for t in changes.add)]
+    return definition, list(dict.fromkeys(touched))
+
+
+_ACTIONS = {
+    "pause": _pause,
+    "resume": _resume_paused,
+    "abort": _abort,
+    "feedback": _feedback,
+    "approve": _decision,
+    "reject": _decision,
+    "modify": _modify,
+}
+
+
 _TASK_HANDLERS = {
+    EventType.TASK_APPROVAL_REQUESTED: _on_approval_requested,
+    EventType.TASK_APPROVAL_EXPIRED: _on_approval_expired,
     EventType.TASK_STARTED: _on_started,
     EventType.TASK_COMPLETED: _on_completed,
     EventType.TASK_FAILED: _on_failed,
@@ -608,6 +1031,14 @@ def pending_timers(state: WorkflowState) -> list[ArmTimer]:
         elif task.status == TaskStatus.RUNNING and task.deadline_ns is not None:
             timers.append(
                 ArmTimer("timeout", state.workflow_id, task_id, task.attempts, task.deadline_ns)
+            )
+        elif (
+            task.status == TaskStatus.WAITING_APPROVAL
+            and task.waiting is not None
+            and task.waiting.due_ns is not None
+        ):
+            timers.append(
+                ArmTimer("approval", state.workflow_id, task_id, task.attempts, task.waiting.due_ns)
             )
     return timers
 

@@ -61,8 +61,11 @@ from shared.errors import (
 from shared.events import (
     Event,
     EventType,
+    InterventionRefused,
+    InterventionRequested,
     MessageRejected,
     Payload,
+    TaskApprovalExpired,
     TaskDeadLettered,
     TaskFailed,
     TaskRetryDue,
@@ -92,12 +95,18 @@ _ECHOES = frozenset(
         EventType.WORKFLOW_COMPLETED,
         EventType.WORKFLOW_FAILED,
         EventType.WORKFLOW_REJECTED,
+        EventType.WORKFLOW_ABORTED,
+        EventType.INTERVENTION_APPLIED,
+        EventType.INTERVENTION_REFUSED,
+        EventType.TASK_APPROVAL_DECIDED,
     )
 )
 """Event types only the reducer emits and that change nothing when folded back
 into the state that emitted them (no handler; their clock is already merged):
 a cached workflow skips them without decoding. A workflow loaded from KV still
 re-folds them from its stream tail."""
+_REOPENING = frozenset({EventType.WORKFLOW_RESUME_REQUESTED, EventType.INTERVENTION_REQUESTED})
+"""Events a finished workflow still answers: a resume, or an intervention (refused)."""
 _FINISHED_KEPT = 100_000
 """Ids of workflows this process saw finish: their later events (our own terminal
 event coming back, a late duplicate outcome) are skipped without loading them."""
@@ -469,7 +478,7 @@ class Coordinator:
         if event.workflow_id == SYSTEM_WORKFLOW:
             return
         if event.workflow_id in self._finished:
-            if event.type != EventType.WORKFLOW_RESUME_REQUESTED:
+            if event.type not in _REOPENING:
                 return  # a finished workflow ignores it (our own terminal event, a late outcome)
             del self._finished[event.workflow_id]
         entry = touched.get(event.workflow_id)
@@ -484,7 +493,9 @@ class Coordinator:
         state, new_commands = reduce(entry.state if entry else None, event, source=self.node_id)
         self.events_folded += 1
         if state is None:
-            if event.type != EventType.MESSAGE_REJECTED:
+            if event.type == EventType.INTERVENTION_REQUESTED:
+                await self._refuse_unknown(event)
+            elif event.type not in (EventType.MESSAGE_REJECTED, EventType.INTERVENTION_REFUSED):
                 log.warning(
                     "event for an unknown workflow ignored",
                     workflow_id=event.workflow_id,
@@ -498,6 +509,24 @@ class Coordinator:
             entry = self._cache[event.workflow_id]
         touched[event.workflow_id] = entry
         commands.extend(new_commands)
+
+    async def _refuse_unknown(self, event: Event) -> None:
+        """An intervention on a workflow nobody submitted: refused, on the record."""
+        data = event.data
+        if not isinstance(data, InterventionRequested):
+            return
+        await self._shell_emit(
+            event.workflow_id,
+            EventType.INTERVENTION_REFUSED,
+            InterventionRefused(
+                request_id=data.request_id,
+                action=data.action,
+                reason=f"no workflow {event.workflow_id!r} has been submitted",
+                code="unknown_workflow",
+                by=data.by,
+            ),
+            key=workflow_key(event.workflow_id, f"intervention:{data.request_id}:refused"),
+        )
 
     async def _reject(
         self, msg: Msg, seq: int, exc: MalformedMessageError, commands: list[Command]
@@ -751,6 +780,21 @@ class Coordinator:
                 await asyncio.wait_for(self._timer_wakeup.wait(), timeout=min(max(delay, 0.0), 1.0))
 
     async def _fire(self, timer: ArmTimer) -> None:
+        if timer.kind == "approval":
+            await self._shell_emit(
+                timer.workflow_id,
+                EventType.TASK_APPROVAL_EXPIRED,
+                TaskApprovalExpired(due_ns=timer.due_ns),
+                key=task_key(
+                    timer.workflow_id,
+                    timer.task_id,
+                    timer.attempt,
+                    f"approval_expired:{timer.due_ns}",
+                ),
+                task_id=timer.task_id,
+                attempt=timer.attempt,
+            )
+            return
         if timer.kind == "retry":
             await self._shell_emit(
                 timer.workflow_id,

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from shared.codec import pack, unpack
 from shared.dag import dependents_index
 from shared.errors import MalformedMessageError
-from shared.events import ErrorInfo, Origin, RecordedEffect
+from shared.events import ApprovalDecision, ErrorInfo, Origin, RecordedEffect
 from shared.vclock import VectorClock
 from shared.workflow import TaskSpec, WorkflowDefinition
 
@@ -26,6 +26,8 @@ class TaskStatus(enum.StrEnum):
     """Dispatched to its capability's queue, not yet picked up."""
     RUNNING = "running"
     RETRY_WAIT = "retry_wait"
+    WAITING_APPROVAL = "waiting_approval"
+    """A person must decide (a gate, or the handler asked); no worker slot is held."""
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -48,11 +50,31 @@ class WorkflowStatus(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     REJECTED = "rejected"
+    ABORTED = "aborted"
 
 
 TERMINAL_WORKFLOW = frozenset(
-    {WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.REJECTED}
+    {
+        WorkflowStatus.COMPLETED,
+        WorkflowStatus.FAILED,
+        WorkflowStatus.REJECTED,
+        WorkflowStatus.ABORTED,
+    }
 )
+
+
+class PendingApproval(BaseModel):
+    """The approval a waiting task asks for."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    reason: str
+    data: Any = None
+    gate: bool = False
+    index: int = 0
+    requested_at: int = 0
+    due_ns: int | None = None
+    on_timeout: str = "reject"
 
 
 class TaskState(BaseModel):
@@ -79,6 +101,12 @@ class TaskState(BaseModel):
     retry_due_ns: int | None = None
     note: str | None = None
     """A human-readable hint, e.g. that no live worker serves the capability."""
+    waiting: PendingApproval | None = None
+    """The approval the task waits for (status ``waiting_approval``)."""
+    gate: ApprovalDecision | None = None
+    """The decision of the task's approval gate."""
+    approvals: list[ApprovalDecision] = Field(default_factory=list)
+    """Decisions of the handler's approval requests, in order."""
 
 
 class WorkflowState(BaseModel):
@@ -108,6 +136,12 @@ class WorkflowState(BaseModel):
     recorded: dict[str, dict[int, list[RecordedEffect]]] = Field(default_factory=dict)
     """Side effects to serve from a recording, by task and attempt (a rerun)."""
     replay: bool = False
+    paused: bool = False
+    """Paused by a person: no new task is dispatched; running ones finish."""
+    feedback: list[str] = Field(default_factory=list)
+    """Feedback people sent; every later task gets it, running handlers too."""
+    interventions: int = 0
+    """Interventions applied (pause, resume, abort, modify, feedback, decisions)."""
     last_seq: int = 0
     """Stream sequence of the last event folded into this state."""
     version: int = 0
@@ -127,6 +161,11 @@ class WorkflowState(BaseModel):
             assert self.definition is not None
             self._specs = {task.id: task for task in self.definition.tasks}
         return self._specs[task_id]
+
+    def reset_indexes(self) -> None:
+        """Forget the indexes built from the definition (after it changed)."""
+        self._specs = None
+        self._dependents = None
 
     def dependents(self, task_id: str) -> list[str]:
         """Tasks that depend on ``task_id`` (index built once, not persisted)."""

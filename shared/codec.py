@@ -25,7 +25,7 @@ from shared.errors import (
     PayloadTooLargeError,
     UnknownSchemaVersionError,
 )
-from shared.events import SCHEMA_VERSION, Event, EventType, RecordedEffect
+from shared.events import SCHEMA_VERSION, ApprovalDecision, Event, EventType, RecordedEffect
 from shared.ids import ID_RE
 from shared.names import Names, queue_of
 from shared.schemas import REGISTRY, read_payload
@@ -187,6 +187,12 @@ class TaskMessage(BaseModel):
     """Side effects this attempt made in the run being re-executed, in call order."""
     replay: bool = False
     """Serve side effects from ``recorded`` only; a call not in it fails the task."""
+    approval: ApprovalDecision | None = None
+    """The decision of the task's approval gate, if it has one."""
+    approvals: list[ApprovalDecision] = Field(default_factory=list)
+    """Decisions of the handler's ``ctx.request_approval`` calls so far, in order."""
+    feedback: list[str] = Field(default_factory=list)
+    """Feedback people sent to the workflow before this attempt was dispatched."""
 
     @field_validator("workflow_id")
     @classmethod

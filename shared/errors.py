@@ -23,7 +23,15 @@ each class carries a stable ``code`` used in logs and in events. Foreign errors
         ├── NonRetryableError            never retried
         │   └── ReplayDivergedError      a re-execution made a call the recording lacks
         ├── RecordedEffectError          a side effect's recorded failure, served again
-        └── TaskTimeoutError             (also a TimeoutError); retryable
+        ├── TaskTimeoutError             (also a TimeoutError); retryable
+        └── ToolError                    a call through an agent's tool registry failed
+            ├── UnknownToolError         no such tool in the agent's registry (non-retryable)
+            ├── ToolValidationError      params fail the tool's input model (non-retryable)
+            ├── ToolPermissionError      the agent lacks a permission (non-retryable)
+            ├── ToolRefusedError         a built-in tool's safety rule (non-retryable)
+            ├── ToolTimeoutError         (also a TimeoutError); retryable
+            ├── RateLimitedError         no rate-limit slot within the wait; retryable
+            └── SandboxError             the sandboxed process failed or was killed
 
 A handler may raise any exception: it becomes a retryable failure unless it is a
 :class:`NonRetryableError` or its class name is listed in the task's retry
@@ -155,23 +163,150 @@ class RecordedEffectError(TaskError):
         self.retryable = retryable
 
 
+class TaskCancelledError(NonRetryableError):
+    """The task's workflow was aborted while its handler ran."""
+
+    code = "task_cancelled"
+
+
+class ApprovalRejectedError(NonRetryableError):
+    """A person (or the gate's timeout policy) rejected the task's approval gate."""
+
+    code = "approval_rejected"
+
+
+class ApprovalTimeoutError(NonRetryableError):
+    """Nobody decided an approval in time and its policy is ``on_timeout: fail``."""
+
+    code = "approval_timeout"
+
+
+class InterventionRefusedError(AgenticFlowError):
+    """The coordinator refused an intervention and changed nothing.
+
+    ``code`` says why: ``unknown_workflow``, ``workflow_finished``,
+    ``not_waiting`` (no approval pending on that task), ``unknown_task``,
+    ``invalid_modification``, ``not_paused``, ``already_paused``, ``invalid``.
+    """
+
+    code = "intervention_refused"
+
+    def __init__(self, message: str, *, code: str = "intervention_refused") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class IllegalTransitionError(AgenticFlowError):
+    """An agent instance was asked to make a move its state machine forbids."""
+
+    code = "illegal_transition"
+
+
+class ToolError(TaskError):
+    """A call through an agent's tool registry failed; ``tool`` names the tool.
+
+    A tool's own exception reaches the handler unchanged; these are the
+    registry's verdicts (and a sandboxed tool's failure, which cannot carry
+    the original class across the process boundary).
+    """
+
+    code = "tool_error"
+
+    def __init__(self, message: str, *, tool: str = "") -> None:
+        super().__init__(message)
+        self.tool = tool
+
+
+class UnknownToolError(ToolError, NonRetryableError):
+    """The agent's registry has no tool of that name."""
+
+    code = "tool_unknown"
+
+
+class ToolValidationError(ToolError, NonRetryableError):
+    """The params do not match the tool's input model; ``errors`` lists each field."""
+
+    code = "tool_invalid"
+
+    def __init__(self, message: str, *, tool: str = "", errors: list[str] | None = None) -> None:
+        super().__init__(message, tool=tool)
+        self.errors: list[str] = errors if errors is not None else [message]
+
+
+class ToolPermissionError(ToolError, NonRetryableError):
+    """The agent was not granted a permission the tool requires; ``missing`` lists them."""
+
+    code = "tool_denied"
+
+    def __init__(self, message: str, *, tool: str = "", missing: list[str] | None = None) -> None:
+        super().__init__(message, tool=tool)
+        self.missing: list[str] = missing or []
+
+
+class ToolRefusedError(ToolError, NonRetryableError):
+    """A built-in tool refused the request by its safety rules (a path outside
+    its directory, a host not allowed, a write in a read-only database, too big)."""
+
+    code = "tool_refused"
+
+
+class ToolTimeoutError(ToolError, TimeoutError):
+    """A tool ran longer than its timeout."""
+
+    code = "tool_timeout"
+
+
+class RateLimitedError(ToolError):
+    """No rate-limit slot became free within the wait; retry after ``retry_after_s``."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, tool: str = "", retry_after_s: float = 0.0) -> None:
+        super().__init__(message, tool=tool)
+        self.retry_after_s = retry_after_s
+
+
+class SandboxError(ToolError):
+    """A sandboxed tool failed: it raised (``error_type`` names the class), hit a
+    resource limit, or its process died."""
+
+    code = "sandbox_error"
+
+    def __init__(self, message: str, *, tool: str = "", error_type: str = "") -> None:
+        super().__init__(message, tool=tool)
+        self.error_type = error_type
+
+
 __all__ = [
     "AgenticFlowError",
+    "ApprovalRejectedError",
+    "ApprovalTimeoutError",
     "ConfigError",
     "ConnectionLostError",
+    "IllegalTransitionError",
+    "InterventionRefusedError",
     "MalformedMessageError",
     "MessageError",
     "NonRetryableError",
     "NotFoundError",
     "PayloadTooLargeError",
     "PublishTimeoutError",
+    "RateLimitedError",
     "RecordedEffectError",
     "ReplayDivergedError",
+    "SandboxError",
     "StateConflictError",
+    "TaskCancelledError",
     "TaskError",
     "TaskTimeoutError",
+    "ToolError",
+    "ToolPermissionError",
+    "ToolRefusedError",
+    "ToolTimeoutError",
+    "ToolValidationError",
     "TransportError",
     "UnknownSchemaVersionError",
+    "UnknownToolError",
     "WorkflowDefinitionError",
     "WorkflowGraphError",
 ]

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validat
 
 from shared.ids import ID_RE
 from shared.vclock import VectorClock
-from shared.workflow import WorkflowDefinition
+from shared.workflow import TaskSpec, WorkflowDefinition
 
 SCHEMA_VERSION = 1
 """Version of task messages, and the first version of every event payload
@@ -43,6 +43,15 @@ class EventType(enum.StrEnum):
     TASK_EFFECT_RECORDED = "task.effect_recorded"
     WORKFLOW_RESUME_REQUESTED = "workflow.resume_requested"
     WORKFLOW_RESUMED = "workflow.resumed"
+    TASK_APPROVAL_REQUESTED = "task.approval_requested"
+    TASK_APPROVAL_EXPIRED = "task.approval_expired"
+    TASK_APPROVAL_DECIDED = "task.approval_decided"
+    TASK_TOOL_CALLED = "task.tool_called"
+    INTERVENTION_REQUESTED = "workflow.intervention_requested"
+    INTERVENTION_APPLIED = "workflow.intervention_applied"
+    INTERVENTION_REFUSED = "workflow.intervention_refused"
+    WORKFLOW_ABORTED = "workflow.aborted"
+    AGENT_STATE_CHANGED = "agent.state_changed"
     MESSAGE_REJECTED = "message.rejected"
 
 
@@ -256,6 +265,149 @@ class MessageRejected(Payload):
     stream_seq: int | None = None
 
 
+class ApprovalDecision(BaseModel):
+    """A person's answer to an approval request, as the handler receives it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    approved: bool
+    comment: str = ""
+    by: str = ""
+    """Who decided (``timeout`` when the wait expired and its policy decided)."""
+    timed_out: bool = False
+
+    @property
+    def decision(self) -> str:
+        """``approve`` or ``reject``."""
+        return "approve" if self.approved else "reject"
+
+
+class TaskApprovalRequested(Payload):
+    """A task waits for a person: a gate in the workflow or a handler's request.
+
+    The attempt that asked has ended (no worker slot is held); once decided,
+    the task runs again and its handler gets the decision.
+    """
+
+    reason: str
+    data: Any = None
+    gate: bool = False
+    """True for the workflow file's ``approval:`` gate (asked before the task runs)."""
+    index: int = 0
+    """Which ``ctx.request_approval`` call of the handler asked (0, 1, ...)."""
+    timeout_s: float | None = None
+    on_timeout: str = "reject"
+    worker: str = ""
+
+
+class TaskApprovalExpired(Payload):
+    """An approval wait outlived its timeout (the coordinator's timer fired)."""
+
+    due_ns: int
+
+
+class TaskApprovalDecided(Payload):
+    """An approval request was answered (by a person, or by its timeout policy)."""
+
+    index: int = 0
+    decision: ApprovalDecision
+
+
+class TaskToolCalled(Payload):
+    """The audit record of one tool call through an agent's registry."""
+
+    tool: str
+    agent: str
+    instance: str = ""
+    call: int
+    """Index of the call within the task (attempt-independent with the key)."""
+    key: str
+    """Idempotency key passed to the tool and used to cache its result."""
+    params_hash: str
+    result_hash: str | None = None
+    outcome: str
+    """``ok``, ``cached`` (served from the idempotency cache), ``error``,
+    ``invalid`` (params failed validation), ``denied`` (permission), ``open``
+    (circuit breaker), ``rate_limited``, ``timeout`` or ``unknown`` (no such tool)."""
+    error: ErrorInfo | None = None
+    duration_ms: float = 0.0
+    worker: str = ""
+
+
+class Modification(BaseModel):
+    """A change to tasks that have not started: validated like a new DAG."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    add: list[TaskSpec] = Field(default_factory=list)
+    remove: list[str] = Field(default_factory=list)
+    replace: list[TaskSpec] = Field(default_factory=list)
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """New params by task id (merged over the old ones)."""
+
+
+INTERVENTIONS = ("pause", "resume", "abort", "modify", "feedback", "approve", "reject")
+
+
+class InterventionRequested(Payload):
+    """Someone steers a running workflow (the coordinator applies or refuses it)."""
+
+    request_id: str
+    action: str
+    """One of :data:`INTERVENTIONS`."""
+    by: str = ""
+    reason: str = ""
+    """Why (abort), or the comment (approve, reject)."""
+    text: str = ""
+    """The feedback."""
+    task_id: str | None = None
+    """The task an approval decides."""
+    changes: Modification | None = None
+
+
+class InterventionApplied(Payload):
+    """The coordinator applied an intervention; workers react to abort and feedback."""
+
+    request_id: str
+    action: str
+    by: str = ""
+    summary: str = ""
+    text: str = ""
+    """The feedback (action ``feedback``)."""
+    feedback: list[str] = Field(default_factory=list)
+    """All feedback so far (action ``feedback``)."""
+
+
+class InterventionRefused(Payload):
+    """The coordinator refused an intervention and changed nothing."""
+
+    request_id: str
+    action: str
+    reason: str
+    code: str
+    by: str = ""
+
+
+class WorkflowAborted(Payload):
+    """Someone aborted the workflow: unfinished tasks are cancelled."""
+
+    reason: str
+    by: str = ""
+    cancelled: list[str] = Field(default_factory=list)
+
+
+class AgentStateChanged(Payload):
+    """An agent instance moved in its state machine (see :mod:`worker.fsm`)."""
+
+    instance: str
+    agent: str
+    worker: str
+    from_state: str
+    to_state: str
+    trigger: str
+    task_id: str | None = None
+
+
 PAYLOADS: dict[EventType, type[Payload]] = {
     EventType.WORKFLOW_SUBMITTED: WorkflowSubmitted,
     EventType.WORKFLOW_STARTED: WorkflowStarted,
@@ -275,6 +427,15 @@ PAYLOADS: dict[EventType, type[Payload]] = {
     EventType.TASK_EFFECT_RECORDED: TaskEffectRecorded,
     EventType.WORKFLOW_RESUME_REQUESTED: WorkflowResumeRequested,
     EventType.WORKFLOW_RESUMED: WorkflowResumed,
+    EventType.TASK_APPROVAL_REQUESTED: TaskApprovalRequested,
+    EventType.TASK_APPROVAL_EXPIRED: TaskApprovalExpired,
+    EventType.TASK_APPROVAL_DECIDED: TaskApprovalDecided,
+    EventType.TASK_TOOL_CALLED: TaskToolCalled,
+    EventType.INTERVENTION_REQUESTED: InterventionRequested,
+    EventType.INTERVENTION_APPLIED: InterventionApplied,
+    EventType.INTERVENTION_REFUSED: InterventionRefused,
+    EventType.WORKFLOW_ABORTED: WorkflowAborted,
+    EventType.AGENT_STATE_CHANGED: AgentStateChanged,
     EventType.MESSAGE_REJECTED: MessageRejected,
 }
 
@@ -309,15 +470,25 @@ class Event(BaseModel):
 
 
 __all__ = [
+    "INTERVENTIONS",
     "PAYLOADS",
     "SCHEMA_VERSION",
+    "AgentStateChanged",
+    "ApprovalDecision",
     "ErrorInfo",
     "Event",
     "EventType",
+    "InterventionApplied",
+    "InterventionRefused",
+    "InterventionRequested",
     "MessageRejected",
+    "Modification",
     "Origin",
     "Payload",
     "RecordedEffect",
+    "TaskApprovalDecided",
+    "TaskApprovalExpired",
+    "TaskApprovalRequested",
     "TaskCompleted",
     "TaskDeadLettered",
     "TaskEffectRecorded",
@@ -328,7 +499,9 @@ __all__ = [
     "TaskScheduled",
     "TaskStarted",
     "TaskTimedOut",
+    "TaskToolCalled",
     "TaskUnserved",
+    "WorkflowAborted",
     "WorkflowCompleted",
     "WorkflowFailed",
     "WorkflowRejected",

@@ -120,6 +120,26 @@ class Names:
         """KV bucket of registered agent instances (entries expire)."""
         return f"{self.prefix}_agents"
 
+    @property
+    def control_bucket(self) -> str:
+        """KV bucket of operator commands to agent instances (suspended or not)."""
+        return f"{self.prefix}_control"
+
+    @property
+    def breakers_bucket(self) -> str:
+        """KV bucket of cluster-wide circuit breakers of tools and providers."""
+        return f"{self.prefix}_breakers"
+
+    @property
+    def ratelimits_bucket(self) -> str:
+        """KV bucket of cluster-wide rate-limit windows of tools and providers."""
+        return f"{self.prefix}_ratelimits"
+
+    @property
+    def tool_results_bucket(self) -> str:
+        """KV bucket caching tool results by idempotency key (entries expire)."""
+        return f"{self.prefix}_tool_results"
+
 
 ROUTE_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}\Z")
 """A route: a private set of queues served only by the workers started with it."""

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared.errors import WorkflowDefinitionError
 from shared.ids import ID_RE, TASK_ID_RE
@@ -37,6 +44,49 @@ class RetryPolicy(BaseModel):
         return float(min(delay, self.max_interval_s))
 
 
+class ApprovalGate(BaseModel):
+    """A person must approve before the task runs (``approval:`` on a task).
+
+    While it waits the task holds no worker slot; the wait survives restarts.
+    Approved: the task runs and its handler sees ``ctx.approval``. Rejected:
+    the task fails (not retried) and so does the workflow, with the comment.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    required: bool = True
+    timeout_s: float | None = Field(default=None, gt=0, le=30 * 86400)
+    """Seconds to wait for a decision; None waits until someone decides."""
+    on_timeout: Literal["reject", "approve", "fail"] = "reject"
+    """What the expired wait means: a rejection, an approval, or a failure."""
+    reason: str = ""
+    """What the approver is asked (default: approve task X)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _timeout_text(cls, data: Any) -> Any:
+        # ``timeout: 1h`` / ``30m`` / ``45s`` / a number of seconds.
+        if isinstance(data, dict) and "timeout" in data:
+            data = dict(data)
+            data["timeout_s"] = parse_duration(data.pop("timeout"))
+        return data
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from ``90``, ``"90s"``, ``"15m"``, ``"1h"`` or ``"2d"``; raises ValueError."""
+    if value is None or isinstance(value, int | float):
+        return None if value is None else float(value)
+    text = str(value).strip()
+    unit = _UNITS.get(text[-1:].lower())
+    try:
+        return float(text[:-1]) * unit if unit else float(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a duration like 90, 45s, 15m, 1h or 2d") from None
+
+
 class TaskSpec(BaseModel):
     """One node of the workflow graph."""
 
@@ -55,6 +105,8 @@ class TaskSpec(BaseModel):
     optional: bool = False
     """If its message is dead-lettered, skip it (dependents get None) instead of
     failing the workflow."""
+    approval: ApprovalGate | None = None
+    """A person must approve before the task runs (see :class:`ApprovalGate`)."""
     description: str = ""
 
     @field_validator("id")
@@ -138,9 +190,11 @@ def load_workflow_file(path: str | Path) -> WorkflowDefinition:
 
 
 __all__ = [
+    "ApprovalGate",
     "RetryPolicy",
     "TaskSpec",
     "WorkflowDefinition",
     "load_workflow_file",
+    "parse_duration",
     "parse_workflow",
 ]

@@ -2,14 +2,88 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from shared.events import ApprovalDecision
 from worker.effects import Effects
+
+if TYPE_CHECKING:
+    from worker.tools import ToolBox
+
+
+class ApprovalPending(BaseException):  # noqa: N818 - a control-flow signal, like CancelledError
+    """Raised by :meth:`TaskContext.request_approval` when no decision exists yet.
+
+    It unwinds the handler (a ``BaseException``, so ``except Exception`` in user
+    code does not swallow it); the worker records ``task.approval_requested``
+    and frees the slot. Once a person decides, the task runs again and the same
+    call returns the decision.
+    """
+
+    def __init__(
+        self, reason: str, data: Any, index: int, timeout_s: float | None, on_timeout: str
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.data = data
+        self.index = index
+        self.timeout_s = timeout_s
+        self.on_timeout = on_timeout
+
+
+class Feedback:
+    """Feedback people sent to the workflow: what was sent before the task
+    started, plus what arrives while it runs (``await ctx.feedback.next()``)."""
+
+    def __init__(self, items: list[str] | None = None) -> None:
+        self._items = list(items or [])
+        self._arrived = asyncio.Event()
+
+    def add(self, text: str) -> None:
+        """Called by the worker when feedback arrives for the running task."""
+        self._items.append(text)
+        self._arrived.set()
+
+    @property
+    def items(self) -> list[str]:
+        """Every feedback text so far, oldest first."""
+        return list(self._items)
+
+    @property
+    def latest(self) -> str | None:
+        """The newest feedback text, if any."""
+        return self._items[-1] if self._items else None
+
+    async def next(self, timeout: float | None = None) -> str:
+        """Wait for the next feedback text sent while the task runs; raises
+        TimeoutError after ``timeout`` seconds."""
+        seen = len(self._items)
+        async with asyncio.timeout(timeout):
+            while len(self._items) <= seen:
+                self._arrived.clear()
+                await self._arrived.wait()
+        return self._items[seen]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._items))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def __repr__(self) -> str:
+        return f"Feedback({self._items!r})"
+
+
+ON_TIMEOUT = ("reject", "approve", "fail")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +107,17 @@ class TaskContext:
         default_factory=lambda: structlog.get_logger("agenticflow.task")
     )
     effects: Effects | None = None
+    instance: str = ""
+    """The agent instance running this attempt."""
+    feedback: Feedback = field(default_factory=Feedback)
+    """Feedback people sent to the workflow (``agenticflow feedback``)."""
+    approval: ApprovalDecision | None = None
+    """The decision of the workflow file's ``approval:`` gate on this task, if any."""
+    approvals: list[ApprovalDecision] = field(default_factory=list)
+    """Decisions of this handler's earlier ``request_approval`` calls, in order."""
+    tools: ToolBox | None = None
+    """The agent's tools, bound to this task: ``await ctx.tools.call(name, **params)``."""
+    _approval_calls: list[int] = field(default_factory=lambda: [0])
 
     async def effect(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Call the outside world through this: ``await ctx.effect("search", fn, q)``
@@ -44,5 +129,31 @@ class TaskContext:
             return await result if inspect.isawaitable(result) else result
         return await self.effects.call(name, fn, *args, **kwargs)
 
+    async def request_approval(
+        self,
+        reason: str,
+        data: Any = None,
+        *,
+        timeout_s: float | None = None,
+        on_timeout: str = "reject",
+    ) -> ApprovalDecision:
+        """Ask a person to approve before going on; returns their decision.
 
-__all__ = ["TaskContext"]
+        The first time, this ends the attempt (no worker slot is held while a
+        person decides, and the wait survives restarts). Once decided
+        (``agenticflow approve|reject``, or the timeout's ``on_timeout`` policy:
+        ``reject``, ``approve`` or ``fail``), the task runs again from the
+        start and this call returns the decision. Work done before the call
+        runs again too: route side effects through ``ctx.effect`` or
+        ``ctx.tools`` so they are not repeated.
+        """
+        if on_timeout not in ON_TIMEOUT:
+            raise ValueError(f"on_timeout must be one of {', '.join(ON_TIMEOUT)}")
+        index = self._approval_calls[0]
+        self._approval_calls[0] += 1
+        if index < len(self.approvals):
+            return self.approvals[index]
+        raise ApprovalPending(reason, data, index, timeout_s, on_timeout)
+
+
+__all__ = ["ON_TIMEOUT", "ApprovalPending", "Feedback", "TaskContext"]

@@ -31,6 +31,7 @@ from shared.errors import (
     PayloadTooLargeError,
     UnknownSchemaVersionError,
 )
+from shared import events as ev
 from shared.events import (
     PAYLOADS,
     SCHEMA_VERSION,
@@ -122,6 +123,37 @@ SAMPLES: dict[EventType, Payload] = {
     EventType.WORKFLOW_RESUMED: WorkflowResumed(tasks=["b", "c"]),
     EventType.MESSAGE_REJECTED: MessageRejected(
         reason="bad body", code="malformed_message", subject="af.task.http", stream_seq=17
+    ),
+    EventType.TASK_APPROVAL_REQUESTED: ev.TaskApprovalRequested(
+        reason="refund 90?", data={"amount": 90}, index=1, timeout_s=3600.0, on_timeout="fail"
+    ),
+    EventType.TASK_APPROVAL_EXPIRED: ev.TaskApprovalExpired(due_ns=1_700_000_000_000_000_000),
+    EventType.TASK_APPROVAL_DECIDED: ev.TaskApprovalDecided(
+        index=1, decision=ev.ApprovalDecision(approved=False, comment="no", by="ann")
+    ),
+    EventType.TASK_TOOL_CALLED: ev.TaskToolCalled(
+        tool="search", agent="a", call=0, key="k", params_hash="ab", outcome="ok"
+    ),
+    EventType.INTERVENTION_REQUESTED: ev.InterventionRequested(
+        request_id="r1",
+        action="modify",
+        by="ann",
+        changes=ev.Modification(remove=["b"], params={"c": {"k": 1}}),
+    ),
+    EventType.INTERVENTION_APPLIED: ev.InterventionApplied(
+        request_id="r1", action="feedback", text="hi", feedback=["hi"]
+    ),
+    EventType.INTERVENTION_REFUSED: ev.InterventionRefused(
+        request_id="r1", action="pause", reason="already paused", code="already_paused"
+    ),
+    EventType.WORKFLOW_ABORTED: ev.WorkflowAborted(reason="stop", by="ann", cancelled=["b"]),
+    EventType.AGENT_STATE_CHANGED: ev.AgentStateChanged(
+        instance="w1.a.0",
+        agent="a",
+        worker="w1",
+        from_state="idle",
+        to_state="processing",
+        trigger="task_assigned",
     ),
 }
 
