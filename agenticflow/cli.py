@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 the workflow failed or was rejected; 2 invalid input
 (file, options, JSON); 3 NATS unreachable or the workflow is unknown; 4 timed
-out waiting.
+out waiting; 5 the coordinator refused an intervention (nothing changed).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+import yaml
 from rich.console import Console
 
 from agenticflow import render
@@ -33,11 +34,12 @@ from shared.config import Settings
 from shared.errors import (
     AgenticFlowError,
     ConfigError,
+    InterventionRefusedError,
     NotFoundError,
     TransportError,
     WorkflowDefinitionError,
 )
-from shared.events import Event, MessageRejected
+from shared.events import Event, InterventionApplied, MessageRejected
 from shared.ids import new_node_id
 from shared.logging import configure_logging
 from shared.names import queue_of
@@ -48,7 +50,7 @@ from worker.runtime import Worker
 
 T = TypeVar("T")
 
-EXIT_FAILED, EXIT_INPUT, EXIT_UNREACHABLE, EXIT_TIMEOUT = 1, 2, 3, 4
+EXIT_FAILED, EXIT_INPUT, EXIT_UNREACHABLE, EXIT_TIMEOUT, EXIT_REFUSED = 1, 2, 3, 4, 5
 
 app = typer.Typer(
     name="agenticflow",
@@ -104,6 +106,10 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     except ConfigError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_INPUT) from exc
+    except InterventionRefusedError as exc:
+        err.print(f"[red]refused ({exc.code}):[/red] {exc}")
+        code = EXIT_UNREACHABLE if exc.code == "unknown_workflow" else EXIT_REFUSED
+        raise typer.Exit(code) from exc
 
 
 async def _with_client(settings: Settings, fn: Callable[[Client], Awaitable[T]]) -> T:
@@ -708,11 +714,215 @@ def resume(
     nats: NatsOpt = None,
     prefix: PrefixOpt = None,
 ) -> None:
-    """Re-run a failed workflow, keeping the results of tasks that completed."""
+    """Resume a paused workflow, or re-run a failed one keeping the results of
+    tasks that completed."""
     _resume(
         _settings(nats, prefix), workflow_id, from_task, wait=wait, timeout=timeout,
         as_json=as_json, done=f"resume of {workflow_id} requested",
     )  # fmt: skip
+
+
+def _intervene(
+    nats: str | None,
+    prefix: str | None,
+    as_json: bool,
+    call: Callable[[Client], Awaitable[InterventionApplied]],
+) -> None:
+    """Send an intervention and print the coordinator's verdict."""
+    settings = _settings(nats, prefix)
+    try:
+        applied = _run(_with_client(settings, call))
+    except TimeoutError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_TIMEOUT) from exc
+    if as_json:
+        _print_json(applied.model_dump(mode="json"))
+    else:
+        out.print(f"[green]{applied.action}:[/green] {applied.summary}")
+
+
+ByOpt = Annotated[str | None, typer.Option("--by", help="Who asks (default: your user name).")]
+
+
+def _who(by: str | None) -> str:
+    return by or os.environ.get("USER") or os.environ.get("USERNAME") or "cli"
+
+
+@app.command()
+def pause(
+    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    by: ByOpt = None,
+    as_json: JsonOpt = False,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Pause a running workflow: no new task is dispatched; running ones finish."""
+    _intervene(nats, prefix, as_json, lambda c: c.pause(workflow_id, by=_who(by)))
+
+
+@app.command()
+def abort(
+    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why; recorded.")] = "",
+    by: ByOpt = None,
+    as_json: JsonOpt = False,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Abort a running workflow: running handlers are cancelled, unfinished tasks
+    end as cancelled."""
+    _intervene(nats, prefix, as_json, lambda c: c.abort(workflow_id, reason, by=_who(by)))
+
+
+@app.command()
+def feedback(
+    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    text: Annotated[str, typer.Argument(help="The feedback.")],
+    by: ByOpt = None,
+    as_json: JsonOpt = False,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Send feedback to the running handlers (ctx.feedback) and every later task."""
+    _intervene(nats, prefix, as_json, lambda c: c.feedback(workflow_id, text, by=_who(by)))
+
+
+@app.command()
+def modify(
+    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    changes_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file", "-f", help="YAML/JSON with add, remove, replace (task lists) and params."
+        ),
+    ] = None,
+    remove: Annotated[
+        list[str] | None, typer.Option("--remove", help="Remove this task (repeatable).")
+    ] = None,
+    params: Annotated[
+        list[str] | None,
+        typer.Option("--params", help="TASK=JSON: merge these params into the task's."),
+    ] = None,
+    by: ByOpt = None,
+    as_json: JsonOpt = False,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Change tasks that have not started: add, remove, replace, or change params.
+    Validated like a new DAG; refused with the reason when invalid."""
+    changes = _changes(changes_file, remove or [], params or [])
+    _intervene(nats, prefix, as_json, lambda c: c.modify(workflow_id, changes, by=_who(by)))
+
+
+def _changes(path: Path | None, remove: list[str], params: list[str]) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+            loaded = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            err.print(f"[red]error:[/red] {path}: {exc}")
+            raise typer.Exit(EXIT_INPUT) from exc
+        if not isinstance(loaded, dict):
+            err.print(f"[red]error:[/red] {path}: expected a mapping of add/remove/replace/params")
+            raise typer.Exit(EXIT_INPUT)
+        changes = loaded
+    if remove:
+        changes["remove"] = [*changes.get("remove", []), *remove]
+    for item in params:
+        task_id, sep, raw = item.partition("=")
+        try:
+            value = json.loads(raw) if sep else None
+        except json.JSONDecodeError as exc:
+            err.print(f"[red]error:[/red] --params {item!r}: not JSON: {exc}")
+            raise typer.Exit(EXIT_INPUT) from exc
+        if not isinstance(value, dict):
+            err.print(f"[red]error:[/red] --params {item!r}: expected TASK={{...}}")
+            raise typer.Exit(EXIT_INPUT)
+        changes.setdefault("params", {})[task_id] = value
+    if not changes:
+        err.print("[red]error:[/red] nothing to change: give --file, --remove or --params")
+        raise typer.Exit(EXIT_INPUT)
+    return changes
+
+
+CommentOpt = Annotated[str, typer.Option("--comment", help="Reaches the handler; recorded.")]
+
+
+@app.command()
+def approve(
+    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    task_id: Annotated[str, typer.Argument(help="The task waiting for approval.")],
+    comment: CommentOpt = "",
+    by: ByOpt = None,
+    as_json: JsonOpt = False,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Approve a task waiting for approval; it runs with the decision and comment."""
+    _intervene(
+        nats, prefix, as_json, lambda c: c.approve(workflow_id, task_id, comment, by=_who(by))
+    )
+
+
+@app.command()
+def reject(
+    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    task_id: Annotated[str, typer.Argument(help="The task waiting for approval.")],
+    comment: CommentOpt = "",
+    by: ByOpt = None,
+    as_json: JsonOpt = False,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Reject a task waiting for approval (a rejected gate fails the task; a
+    handler's request gets the rejection and comment)."""
+    _intervene(
+        nats, prefix, as_json, lambda c: c.reject(workflow_id, task_id, comment, by=_who(by))
+    )
+
+
+agent_app = typer.Typer(help="Operate on one agent instance.", no_args_is_help=True)
+app.add_typer(agent_app, name="agent")
+
+
+def _set_suspended(
+    instance: str, suspended: bool, by: str | None, nats: str | None, prefix: str | None
+) -> None:
+    settings = _settings(nats, prefix)
+    try:
+        info = _run(
+            _with_client(
+                settings, lambda c: c.set_suspended(instance, suspended=suspended, by=_who(by))
+            )
+        )
+    except TimeoutError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_TIMEOUT) from exc
+    note = " (finishing its task first)" if info.get("suspending") else ""
+    out.print(f"{instance}: {info.get('state')}{note}")
+
+
+@agent_app.command("suspend")
+def agent_suspend(
+    instance: Annotated[str, typer.Argument(help="Agent instance id (see `agenticflow agents`).")],
+    by: ByOpt = None,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Suspend an agent instance: it pulls no new task (a busy one finishes first)."""
+    _set_suspended(instance, True, by, nats, prefix)
+
+
+@agent_app.command("resume")
+def agent_resume(
+    instance: Annotated[str, typer.Argument(help="Agent instance id.")],
+    by: ByOpt = None,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Resume a suspended agent instance."""
+    _set_suspended(instance, False, by, nats, prefix)
 
 
 dlq_app = typer.Typer(

@@ -25,6 +25,12 @@ _STATE_STYLE = {
     "scheduled": "blue",
     "retry_wait": "yellow",
     "pending": "dim",
+    "waiting_approval": "magenta",
+    "aborted": "red",
+    "suspended": "yellow",
+    "error": "red",
+    "idle": "dim",
+    "processing": "cyan",
 }
 
 
@@ -118,22 +124,29 @@ def print_timeline(console: Console, events: list[Event], *, show_workflow: bool
 
 
 def print_agents(console: Console, agents: list[dict[str, Any]]) -> None:
-    """Registered agent instances as a table."""
+    """Registered agent instances as a table: one row per instance."""
     table = Table(show_edge=False, pad_edge=False)
-    columns = ("instance", "agent", "capabilities", "state", "load", "instances", "last heartbeat")
+    columns = ("instance", "agent", "capabilities", "state", "since", "tasks", "last heartbeat")
     for column in columns:
         table.add_column(column)
     for info in agents:
-        instances = info.get("instances")
-        table.add_row(
-            str(info.get("instance", "")),
-            str(info.get("agent", "")),
-            ", ".join(info.get("capabilities", [])),
-            str(info.get("state", "")),
-            f"{info.get('load', 0)}/{info.get('concurrency', '?')}",
-            f"{info.get('idle', 0)} idle of {instances}" if instances is not None else "",
-            when(info.get("heartbeat")),
-        )
+        rows = info.get("agents") or [
+            {"id": info.get("instance", ""), "state": info.get("state", "")}
+        ]
+        for row in rows:
+            state = str(row.get("state", ""))
+            if row.get("suspending"):
+                state += " (suspending)"
+            style = _STATE_STYLE.get(str(row.get("state", "")), "")
+            table.add_row(
+                str(row.get("id", "")),
+                str(info.get("agent", "")),
+                ", ".join(info.get("capabilities", [])),
+                f"[{style}]{state}[/{style}]" if style else state,
+                when(row.get("since")),
+                str(row.get("tasks_done", "")),
+                when(info.get("heartbeat")),
+            )
     console.print(table)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -19,18 +20,24 @@ from nats.js.api import DeliverPolicy
 from coordinator.forks import recorded_effects
 from coordinator.replay import UNREADABLE, reading_problems, state_until
 from coordinator.state import TaskStatus, WorkflowState
-from shared.codec import decode_event, unpack
+from shared.codec import decode_event, pack, unpack
 from shared.dag import validate_graph
 from shared.errors import (
     ConfigError,
+    InterventionRefusedError,
     MalformedMessageError,
     NotFoundError,
     WorkflowDefinitionError,
 )
 from shared.events import (
+    INTERVENTIONS,
     Event,
     EventType,
+    InterventionApplied,
+    InterventionRefused,
+    InterventionRequested,
     MessageRejected,
+    Modification,
     Origin,
     WorkflowResumeRequested,
     WorkflowSubmitted,
@@ -205,6 +212,17 @@ class Client:
         finally:
             await watcher.stop()
 
+    async def wait_for(
+        self,
+        workflow_id: str,
+        predicate: Callable[[WorkflowState], bool],
+        *,
+        timeout: float | None = None,
+    ) -> WorkflowState:
+        """The first snapshot of the workflow for which ``predicate`` holds;
+        raises TimeoutError."""
+        return await self._until(workflow_id, predicate, timeout)
+
     async def wait(self, workflow_id: str, *, timeout: float | None = None) -> WorkflowState:
         """Wait until the workflow is terminal; raises TimeoutError."""
         return await self._until(workflow_id, lambda state: state.is_terminal, timeout)
@@ -303,13 +321,17 @@ class Client:
         return await self._read(self.names.event_subject("*", EventType.TASK_DEAD_LETTERED.value))
 
     async def resume(self, workflow_id: str, *, from_task: str | None = None) -> None:
-        """Re-run a failed workflow, keeping completed results; with ``from_task``
-        also re-run that task and everything downstream (a finished workflow too).
+        """Resume a paused workflow; or re-run a failed workflow, keeping completed
+        results; with ``from_task`` also re-run that task and everything
+        downstream (a finished workflow too).
 
         Raises NotFoundError for an unknown workflow or task, ConfigError when
-        the workflow cannot be resumed (still running, or rejected).
+        the workflow cannot be resumed (running and not paused, or rejected).
         """
         state = await self.status(workflow_id)
+        if from_task is None and state.status.value == "running" and state.paused:
+            await self.intervene(workflow_id, "resume")
+            return
         if from_task is not None and from_task not in state.tasks:
             raise NotFoundError(f"workflow {workflow_id!r} has no task {from_task!r}")
         resumable = state.status.value == "failed" or (
@@ -331,6 +353,207 @@ class Client:
                 data=WorkflowResumeRequested(from_task=from_task, requested_by=self.node_id),
             )
         )
+
+    # Interventions --------------------------------------------------------
+    async def intervene(
+        self,
+        workflow_id: str,
+        action: str,
+        *,
+        reason: str = "",
+        text: str = "",
+        task_id: str | None = None,
+        changes: Modification | None = None,
+        by: str | None = None,
+        timeout: float = 15.0,
+    ) -> InterventionApplied:
+        """Steer a running workflow and wait for the coordinator's verdict.
+
+        ``action`` is one of pause, resume, abort (``reason``), modify
+        (``changes``), feedback (``text``), approve or reject (``task_id``,
+        ``reason`` as the comment). The request is an event on the workflow's
+        stream, so it is ordered with everything else and replayable.
+
+        Raises InterventionRefusedError (``code`` says why; nothing changed),
+        ConfigError for an unknown action, TimeoutError when no coordinator
+        answered in time (the request stays stored and applies when one runs).
+        """
+        if action not in INTERVENTIONS:
+            raise ConfigError(
+                f"unknown intervention {action!r} (one of {', '.join(INTERVENTIONS)})"
+            )
+        if not ID_RE.match(workflow_id):
+            raise InterventionRefusedError(
+                f"{workflow_id!r} is not a workflow id", code="unknown_workflow"
+            )
+        await self._topology()
+        request_id = os.urandom(8).hex()
+        loop = asyncio.get_running_loop()
+        verdict: asyncio.Future[Event] = loop.create_future()
+
+        async def on_verdict(msg: Any) -> None:
+            try:
+                event = decode_event(msg.subject, msg.headers, msg.data, self.names)
+            except MalformedMessageError:
+                return
+            if getattr(event.data, "request_id", None) == request_id and not verdict.done():
+                verdict.set_result(event)
+
+        subs = [
+            await self.bus.nc.subscribe(
+                self.names.event_subject(workflow_id, kind.value), cb=on_verdict
+            )
+            for kind in (EventType.INTERVENTION_APPLIED, EventType.INTERVENTION_REFUSED)
+        ]
+        try:
+            await self.bus.publish_event(
+                Event(
+                    id=workflow_key(workflow_id, f"intervention:{request_id}"),
+                    type=EventType.INTERVENTION_REQUESTED,
+                    workflow_id=workflow_id,
+                    source=self.node_id,
+                    timestamp=time.time_ns(),
+                    vclock=VectorClock().increment(self.node_id),
+                    data=InterventionRequested(
+                        request_id=request_id,
+                        action=action,
+                        by=by or self.node_id,
+                        reason=reason,
+                        text=text,
+                        task_id=task_id,
+                        changes=changes,
+                    ),
+                )
+            )
+            try:
+                async with asyncio.timeout(timeout):
+                    answer = await verdict
+            except TimeoutError:
+                raise TimeoutError(
+                    f"no coordinator answered the {action} request within {timeout:g}s; "
+                    "it is stored and applies when a coordinator runs"
+                ) from None
+        finally:
+            for sub in subs:
+                await sub.unsubscribe()
+        if isinstance(answer.data, InterventionRefused):
+            raise InterventionRefusedError(answer.data.reason, code=answer.data.code)
+        assert isinstance(answer.data, InterventionApplied)
+        return answer.data
+
+    async def pause(self, workflow_id: str, **kwargs: Any) -> InterventionApplied:
+        """No new task is dispatched until :meth:`resume`; running tasks finish."""
+        return await self.intervene(workflow_id, "pause", **kwargs)
+
+    async def abort(self, workflow_id: str, reason: str = "", **kwargs: Any) -> InterventionApplied:
+        """End the workflow as aborted: running handlers are cancelled on their
+        workers and every unfinished task ends as cancelled."""
+        return await self.intervene(workflow_id, "abort", reason=reason, **kwargs)
+
+    async def modify(
+        self, workflow_id: str, changes: Modification | dict[str, Any], **kwargs: Any
+    ) -> InterventionApplied:
+        """Add, remove or replace tasks not yet started, or change their params;
+        refused (with the reason) when the result is not a valid DAG."""
+        if isinstance(changes, dict):
+            try:
+                changes = Modification.model_validate(changes)
+            except ValueError as exc:
+                raise WorkflowDefinitionError(f"invalid modification: {exc}") from exc
+        return await self.intervene(workflow_id, "modify", changes=changes, **kwargs)
+
+    async def feedback(self, workflow_id: str, text: str, **kwargs: Any) -> InterventionApplied:
+        """Send feedback to running handlers (``ctx.feedback``) and every later task."""
+        return await self.intervene(workflow_id, "feedback", text=text, **kwargs)
+
+    async def approve(
+        self, workflow_id: str, task_id: str, comment: str = "", **kwargs: Any
+    ) -> InterventionApplied:
+        """Approve the task waiting for approval; it runs with the decision."""
+        return await self.intervene(
+            workflow_id, "approve", task_id=task_id, reason=comment, **kwargs
+        )
+
+    async def reject(
+        self, workflow_id: str, task_id: str, comment: str = "", **kwargs: Any
+    ) -> InterventionApplied:
+        """Reject the task waiting for approval (a rejected gate fails the task;
+        a handler's request returns the rejection to the handler)."""
+        return await self.intervene(
+            workflow_id, "reject", task_id=task_id, reason=comment, **kwargs
+        )
+
+    async def waiting_for_approval(
+        self, workflow_id: str, *, timeout: float | None = None
+    ) -> WorkflowState:
+        """Wait until some task of the workflow waits for approval (or it ends)."""
+
+        def waiting(state: WorkflowState) -> bool:
+            return state.is_terminal or any(
+                t.status == TaskStatus.WAITING_APPROVAL for t in state.tasks.values()
+            )
+
+        return await self._until(workflow_id, waiting, timeout)
+
+    # Agent instances ----------------------------------------------------
+    async def set_suspended(
+        self, instance: str, *, suspended: bool, by: str | None = None, timeout: float = 15.0
+    ) -> dict[str, Any]:
+        """Suspend (it pulls no new task; a busy one finishes its task first) or
+        resume one agent instance on whatever worker hosts it; waits until the
+        worker reports it and returns the instance's registry info.
+
+        Raises NotFoundError for an instance no live worker hosts, TimeoutError
+        when its worker did not report the change in time.
+        """
+        await self._topology()
+        registry = await self.bus.kv(self.names.agents_bucket)
+        key = instance.rpartition(".")[0]
+
+        def shows(info: Any) -> dict[str, Any] | None:
+            if not isinstance(info, dict):
+                return None
+            for entry in info.get("agents", []):
+                if entry.get("id") == instance:
+                    return dict(entry)
+            return None
+
+        try:
+            current = shows(unpack((await registry.get(key)).value or b""))
+        except (*KVNotFound, MalformedMessageError, ValueError):
+            current = None
+        if current is None:
+            raise NotFoundError(
+                f"no live worker hosts agent instance {instance!r} (see `agenticflow agents`)"
+            )
+        control = await self.bus.kv(self.names.control_bucket)
+        record = {"suspended": suspended, "by": by or self.node_id, "at": time.time_ns()}
+        await self.bus.call(lambda: control.put(instance, pack(record)), what="control agent")
+
+        def done(entry: dict[str, Any]) -> bool:
+            if suspended:
+                return entry.get("state") == "suspended" or bool(entry.get("suspending"))
+            return entry.get("state") != "suspended" and not entry.get("suspending")
+
+        if done(current):
+            return current
+        watcher = await registry.watch(key, inactive_threshold=5.0)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    update = await watcher.updates(timeout=timeout)
+                    if update is None or update.value is None:
+                        continue
+                    found = shows(unpack(update.value))
+                    if found is not None and done(found):
+                        return found
+        except TimeoutError:
+            raise TimeoutError(
+                f"the worker hosting {instance!r} did not report it "
+                f"{'suspended' if suspended else 'resumed'} within {timeout:g}s"
+            ) from None
+        finally:
+            await watcher.stop()
 
     async def wait_for_resume(
         self, workflow_id: str, resumes: int, *, timeout: float | None = None

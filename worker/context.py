@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from worker.tools import ToolBox
 
 
-class ApprovalPending(BaseException):  # noqa: N818 - a control-flow signal, like CancelledError
+class ApprovalPending(BaseException):
     """Raised by :meth:`TaskContext.request_approval` when no decision exists yet.
 
     It unwinds the handler (a ``BaseException``, so ``except Exception`` in user
@@ -144,8 +144,9 @@ class TaskContext:
         (``agenticflow approve|reject``, or the timeout's ``on_timeout`` policy:
         ``reject``, ``approve`` or ``fail``), the task runs again from the
         start and this call returns the decision. Work done before the call
-        runs again too: route side effects through ``ctx.effect`` or
-        ``ctx.tools`` so they are not repeated.
+        runs again too: make side effects through ``ctx.tools`` (results are
+        cached by an attempt-independent idempotency key) so they are not
+        repeated. Only ``async`` handlers can ask.
         """
         if on_timeout not in ON_TIMEOUT:
             raise ValueError(f"on_timeout must be one of {', '.join(ON_TIMEOUT)}")

@@ -36,25 +36,30 @@ from typing import Any
 import structlog
 from nats.aio.msg import Msg
 
-from shared.codec import TaskMessage, decode_task, pack, task_identity
+from shared.codec import TaskMessage, decode_event, decode_task, pack, task_identity, unpack
 from shared.errors import (
     AgenticFlowError,
     MalformedMessageError,
     NonRetryableError,
     PayloadTooLargeError,
+    TaskCancelledError,
     TaskError,
     TaskTimeoutError,
 )
 from shared.events import (
+    AgentStateChanged,
     Event,
     EventType,
+    InterventionApplied,
     MessageRejected,
     Payload,
+    TaskApprovalRequested,
     TaskCompleted,
     TaskEffectRecorded,
     TaskFailed,
     TaskHeartbeat,
     TaskStarted,
+    WorkflowAborted,
 )
 from shared.ids import ID_RE, task_key
 from shared.lifecycle import every, stop_when_closed
@@ -63,12 +68,18 @@ from shared.puller import Puller
 from shared.transport import Bus
 from shared.vclock import VectorClock
 from worker.app import AgentApp, AgentSpec
-from worker.context import TaskContext
+from worker.context import ApprovalPending, Feedback, TaskContext
 from worker.effects import Effects, error_info
+from worker.fsm import AgentFSM, AgentState, Trigger
+from worker.tools import task_toolbox
 
 log = structlog.get_logger("agenticflow.worker")
 
 _CLOCKS_KEPT = 10_000
+_ABORTED_KEPT = 10_000
+
+Pending = Coroutine[Any, Any, Any]
+"""An event on the wire, awaited once stored (see :meth:`Bus.send_event`)."""
 
 
 @dataclass(slots=True)
@@ -77,10 +88,27 @@ class AgentInstance:
 
     id: str
     agent: str
-    state: str = "idle"
+    fsm: AgentFSM
     tasks_done: int = 0
     since: int = 0
     """When it entered its state (ns since the epoch)."""
+    suspend_wanted: bool = False
+    """Suspended while processing: it suspends when its task ends."""
+    moves: int = 0
+
+    @property
+    def state(self) -> str:
+        """Its state machine's state."""
+        return self.fsm.state.value
+
+
+@dataclass(slots=True, eq=False)
+class _Running:
+    """A handler running on this worker, for abort and live feedback."""
+
+    ctx: TaskContext
+    handler: asyncio.Task[Any] | None = None
+    aborted: str | None = None
 
 
 class Worker:
@@ -120,11 +148,21 @@ class Worker:
         now = time.time_ns()
         self.instances: dict[str, list[AgentInstance]] = {
             agent.name: [
-                AgentInstance(id=f"{node_id}.{agent.name}.{i}", agent=agent.name, since=now)
+                AgentInstance(
+                    id=f"{node_id}.{agent.name}.{i}",
+                    agent=agent.name,
+                    fsm=AgentFSM(f"{node_id}.{agent.name}.{i}"),
+                    since=now,
+                )
                 for i in range(agent.instances or concurrency)
             ]
             for agent in app.agents
         }
+        self._by_id = {i.id: i for pool in self.instances.values() for i in pool}
+        self._live: dict[str, set[_Running]] = {}
+        """Handlers running now, by workflow (abort cancels them, feedback reaches them)."""
+        self._aborted: OrderedDict[str, str] = OrderedDict()
+        """Workflows recently aborted, with the reason: their tasks do not start."""
         self._idle = {name: list(pool) for name, pool in self.instances.items()}
         self._agent_in_hand = dict.fromkeys(self.instances, 0)
         self._freed = {name: asyncio.Event() for name in self.instances}
@@ -171,6 +209,13 @@ class Worker:
                 expires_s=expires,
                 heartbeat_s=expires / 5,
             )
+        self._control = await self.bus.kv(self.names.control_bucket)
+        self._subs = [
+            await self.bus.nc.subscribe(
+                self.names.event_subject("*", event_type.value), cb=self._on_intervention
+            )
+            for event_type in (EventType.WORKFLOW_ABORTED, EventType.INTERVENTION_APPLIED)
+        ]
         await self._heartbeat()
         self._runner = asyncio.create_task(self._serve(), name="worker")
         await self._started.wait()
@@ -208,11 +253,15 @@ class Worker:
                 group.create_task(
                     stop_when_closed(self.bus.closed, self._stop, who="worker"), name="connection"
                 )
+                group.create_task(self._follow_control(), name="control")
                 self._started.set()
             await self._stop_pulling()
             await self._drain_running()
         finally:
             await self._stop_pulling()
+            for sub in getattr(self, "_subs", []):
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
             await self._deregister()
             if self.route is not None:  # a private route's queues end with their worker
                 for queue in self._queues.values():
@@ -238,8 +287,10 @@ class Worker:
     async def _heartbeat(self) -> None:
         now = time.time_ns()
         for agent in self.app.agents:
-            hosted, idle = len(self.instances[agent.name]), len(self._idle[agent.name])
-            load = hosted - idle  # instances processing a task
+            pool = self.instances[agent.name]
+            hosted, idle = len(pool), len(self._idle[agent.name])
+            suspended = sum(1 for i in pool if i.fsm.state == AgentState.SUSPENDED)
+            load = hosted - idle - suspended  # instances busy with a task
             info = {
                 "instance": self._registry_key(agent),
                 "role": "worker",
@@ -248,10 +299,21 @@ class Worker:
                 "app": self.app.name,
                 "capabilities": [self._queues[c] for c in agent.capabilities],
                 "route": self.route,
-                "state": "processing" if load else "idle",
+                "state": ("suspended" if suspended == hosted else "processing" if load else "idle"),
                 "load": load,
                 "instances": hosted,
                 "idle": idle,
+                "suspended": suspended,
+                "agents": [
+                    {
+                        "id": i.id,
+                        "state": i.state,
+                        "since": i.since,
+                        "tasks_done": i.tasks_done,
+                        "suspending": i.suspend_wanted,
+                    }
+                    for i in pool
+                ],
                 "concurrency": self.concurrency,
                 "heartbeat": now,
                 "started": self.started_at,
@@ -278,7 +340,7 @@ class Worker:
         siblings = sum(owed.get(c, 0) for c in agent.capabilities)  # the agent's other ones
         free = min(
             self.concurrency - self._in_hand - others,
-            len(self.instances[agent.name]) - self._agent_in_hand[agent.name] - siblings,
+            self._usable(agent.name) - self._agent_in_hand[agent.name] - siblings,
         )
         if not self._scarce:
             return free
@@ -295,6 +357,14 @@ class Worker:
             return 0
         self._waiting.pop(capability, None)
         return free
+
+    def _usable(self, agent: str) -> int:
+        """Instances of ``agent`` that may take a task (not suspended or suspending)."""
+        return sum(
+            1
+            for i in self.instances[agent]
+            if i.fsm.state != AgentState.SUSPENDED and not i.suspend_wanted
+        )
 
     def _deliver(self, agent: str, msg: Msg) -> None:
         if self._stop.is_set():
@@ -372,7 +442,7 @@ class Worker:
         try:
             await self._run_on(instance, agent, msg, task)
         finally:
-            self._give_back(instance)
+            await self._give_back(instance)
 
     async def _run_on(
         self, instance: AgentInstance, agent: AgentSpec, msg: Msg, task: TaskMessage
@@ -384,8 +454,9 @@ class Worker:
             agent=agent.name,
             instance=instance.id,
         )
-        # task.started is stored while the handler runs (one round trip off the
-        # critical path).
+        # Agent transitions and task.started are stored while the handler runs
+        # (one round trip off the critical path).
+        pending: list[Pending] = [await self._move(instance, Trigger.TASK_ASSIGNED, task)]
         started_event = self._event(
             task,
             EventType.TASK_STARTED,
@@ -393,6 +464,13 @@ class Worker:
             "started",
         )
         started_pub = await self.bus.send_event(started_event)
+        effects = Effects(
+            key_prefix=f"{task.workflow_id}:{task.task_id}",
+            worker=self.node_id,
+            publish=functools.partial(self._record_effect, task),
+            recorded=task.recorded,
+            replay=task.replay,
+        )
         ctx = TaskContext(
             workflow_id=task.workflow_id,
             task_id=task.task_id,
@@ -405,67 +483,235 @@ class Worker:
             worker=self.node_id,
             timeout_s=task.timeout_s,
             log=bound,
-            effects=Effects(
-                key_prefix=f"{task.workflow_id}:{task.task_id}",
+            effects=effects,
+            tools=task_toolbox(
+                self.bus,
+                agent.tools,
+                task,
+                agent=agent.name,
+                instance=instance.id,
                 worker=self.node_id,
-                publish=functools.partial(self._record_effect, task),
-                recorded=task.recorded,
-                replay=task.replay,
+                effects=effects,
+                publish=functools.partial(self._emit, task, EventType.TASK_TOOL_CALLED),
             ),
+            instance=instance.id,
+            feedback=Feedback(task.feedback),
+            approval=task.approval,
+            approvals=list(task.approvals),
         )
-        started = time.perf_counter()
+        running = _Running(ctx)
+        self._live.setdefault(task.workflow_id, set()).add(running)
         keepalive = asyncio.create_task(self._keep_alive(msg, task))
-        outcome: tuple[EventType, Payload, str]
         try:
-            result = await self._invoke(agent, ctx, task.timeout_s)
-            pack(result)  # fail here, as the task's error, if the result is not msgpack-able
-            duration = (time.perf_counter() - started) * 1000
-            outcome = (
-                EventType.TASK_COMPLETED,
-                TaskCompleted(
-                    result=result, worker=self.node_id, agent=agent.name, duration_ms=duration
-                ),
-                "completed",
-            )
-        except Exception as exc:
-            duration = (time.perf_counter() - started) * 1000
-            bound.info("task failed", error=str(exc), error_type=type(exc).__name__)
-            outcome = (
-                EventType.TASK_FAILED,
-                TaskFailed(
-                    error=error_info(exc),
-                    worker=self.node_id,
-                    agent=agent.name,
-                    duration_ms=duration,
-                ),
-                "failed",
-            )
+            outcome, asked = await self._attempt(agent, ctx, task, running)
         except BaseException:
             started_pub.close()  # cancelled (shutdown): JetStream redelivers the task
+            for waiting in pending:
+                waiting.close()
+            self._settle(instance, Trigger.TASK_FAILED, Trigger.ERROR_RESOLVED)
             raise
         finally:
             keepalive.cancel()
+            self._forget(task.workflow_id, running)
         # Pipelined behind task.started (same connection, so normally stored in
         # that order; if task.started needed a retry it may land after the
         # outcome, which the reducer ignores for a finished attempt).
         try:
             outcome_pub = await self.bus.send_event(self._event(task, *outcome))
         except PayloadTooLargeError as exc:
+            what = "approval request" if asked else "result"
             failed = TaskFailed.for_good(
                 type(exc).__name__,
                 exc.code,
-                f"the task's result is too large to store: {exc}",
+                f"the task's {what} is too large to store: {exc}",
                 worker=self.node_id,
                 agent=agent.name,
             )
-            outcome_pub = await self.bus.send_event(
-                self._event(task, EventType.TASK_FAILED, failed, "failed")
-            )
-        await asyncio.gather(started_pub, outcome_pub)
-        for hook in self.app.outcome_hooks:
-            await hook(ctx, outcome[2])
+            asked, outcome = None, (EventType.TASK_FAILED, failed, "failed")
+            outcome_pub = await self.bus.send_event(self._event(task, *outcome))
+        triggers: tuple[Trigger, ...]
+        if asked is not None:
+            triggers = (Trigger.APPROVAL_REQUIRED, Trigger.APPROVAL_DEFERRED)
+        elif outcome[0] == EventType.TASK_COMPLETED:
+            triggers = (Trigger.TASK_COMPLETED,)
+        else:
+            triggers = (Trigger.TASK_FAILED, Trigger.ERROR_RESOLVED)
+        pending.extend([await self._move(instance, trigger, task) for trigger in triggers])
+        await asyncio.gather(started_pub, outcome_pub, *pending)
+        if asked is None:
+            for hook in self.app.outcome_hooks:
+                await hook(ctx, outcome[2])
         await msg.ack()
         self.tasks_done += 1
+
+    async def _attempt(
+        self, agent: AgentSpec, ctx: TaskContext, task: TaskMessage, running: _Running
+    ) -> tuple[tuple[EventType, Payload, str], ApprovalPending | None]:
+        """Run the handler; its outcome event, and the approval it asked for."""
+        started = time.perf_counter()
+        try:
+            result = await self._invoke_cancellable(agent, ctx, task, running)
+            pack(result)  # fail here, as the task's error, if the result is not msgpack-able
+        except ApprovalPending as request:
+            asked = TaskApprovalRequested(
+                reason=request.reason,
+                data=request.data,
+                index=request.index,
+                timeout_s=request.timeout_s,
+                on_timeout=request.on_timeout,
+                worker=self.node_id,
+            )
+            what = f"approval_requested:{request.index}"
+            return (EventType.TASK_APPROVAL_REQUESTED, asked, what), request
+        except Exception as exc:
+            ctx.log.info("task failed", error=str(exc), error_type=type(exc).__name__)
+            failed = TaskFailed(
+                error=error_info(exc),
+                worker=self.node_id,
+                agent=agent.name,
+                duration_ms=(time.perf_counter() - started) * 1000,
+            )
+            return (EventType.TASK_FAILED, failed, "failed"), None
+        completed = TaskCompleted(
+            result=result,
+            worker=self.node_id,
+            agent=agent.name,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
+        return (EventType.TASK_COMPLETED, completed, "completed"), None
+
+    async def _invoke_cancellable(
+        self, agent: AgentSpec, ctx: TaskContext, task: TaskMessage, running: _Running
+    ) -> Any:
+        """Run the handler as its own task, so an abort can cancel just it."""
+        reason = self._aborted.get(task.workflow_id)
+        if reason is not None:
+            raise TaskCancelledError(f"the workflow was aborted: {reason}")
+        handler = asyncio.create_task(self._invoke(agent, ctx, task.timeout_s))
+        running.handler = handler
+        try:
+            return await handler
+        except asyncio.CancelledError:
+            if running.aborted is None:
+                handler.cancel()  # we are being cancelled (shutdown)
+                raise
+            raise TaskCancelledError(f"the workflow was aborted: {running.aborted}") from None
+
+    def _forget(self, workflow_id: str, running: _Running) -> None:
+        live = self._live.get(workflow_id)
+        if live is not None:
+            live.discard(running)
+            if not live:
+                del self._live[workflow_id]
+
+    # Agent state machines ----------------------------------------------
+    async def _move(
+        self, instance: AgentInstance, trigger: Trigger, task: TaskMessage | None = None
+    ) -> Pending:
+        """Make a transition and put its ``agent.state_changed`` event on the wire;
+        returns the publication to await."""
+        move = instance.fsm.fire(trigger)
+        instance.since = time.time_ns()
+        instance.moves += 1
+        workflow_id = task.workflow_id if task else SYSTEM_WORKFLOW
+        event = Event(
+            id=f"agent:{instance.id}:{self.started_at}:{instance.moves}",
+            type=EventType.AGENT_STATE_CHANGED,
+            workflow_id=workflow_id,
+            source=self.node_id,
+            timestamp=instance.since,
+            vclock=self._tick(workflow_id, task.vclock if task else VectorClock()),
+            data=AgentStateChanged(
+                instance=instance.id,
+                agent=instance.agent,
+                worker=self.node_id,
+                from_state=move.from_state.value,
+                to_state=move.to_state.value,
+                trigger=trigger.value,
+                task_id=task.task_id if task else None,
+            ),
+            task_id=task.task_id if task else None,
+            attempt=task.attempt if task else None,
+        )
+        return await self.bus.send_event(event)
+
+    def _settle(self, instance: AgentInstance, *triggers: Trigger) -> None:
+        """Transitions that are not published (the process is going down)."""
+        for trigger in triggers:
+            if instance.fsm.can(trigger):
+                instance.fsm.fire(trigger)
+
+    async def _follow_control(self) -> None:
+        """Apply ``agenticflow agent suspend|resume`` to our instances as they come."""
+        watcher = await self._control.watch(f"{self.node_id}.>", inactive_threshold=5.0)
+        try:
+            while not self._stop.is_set():
+                try:
+                    entry = await watcher.updates(timeout=1.0)
+                except TimeoutError:
+                    continue
+                except Exception as exc:  # the connection is down: updates resume after it
+                    log.debug("control watch interrupted", error=str(exc))
+                    continue
+                if entry is None or entry.key not in self._by_id:
+                    continue
+                wanted = entry.value is not None and entry.operation is None
+                if wanted:
+                    info = unpack(entry.value)
+                    wanted = bool(isinstance(info, dict) and info.get("suspended"))
+                with contextlib.suppress(AgenticFlowError):
+                    await self._set_suspended(self._by_id[entry.key], suspended=wanted)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+    async def _set_suspended(self, instance: AgentInstance, *, suspended: bool) -> None:
+        pool = self._idle[instance.agent]
+        if suspended:
+            if instance.fsm.state == AgentState.SUSPENDED or instance.suspend_wanted:
+                return
+            if instance not in pool:  # busy: it suspends when its task ends
+                instance.suspend_wanted = True
+                await self._heartbeat()
+                return
+            pool.remove(instance)
+            await (await self._move(instance, Trigger.SUSPEND))
+        else:
+            instance.suspend_wanted = False
+            if instance.fsm.state != AgentState.SUSPENDED:
+                await self._heartbeat()
+                return
+            await (await self._move(instance, Trigger.RESUME))
+            pool.append(instance)
+            self._freed[instance.agent].set()
+            for puller in self._pullers.values():
+                puller.kick()
+        log.info("agent instance " + instance.state, instance=instance.id)
+        await self._heartbeat()
+
+    async def _on_intervention(self, msg: Msg) -> None:
+        """Abort and feedback reach the handlers running here."""
+        try:
+            event = decode_event(msg.subject, msg.headers, msg.data, self.names)
+        except MalformedMessageError:
+            return
+        running = list(self._live.get(event.workflow_id, ()))
+        data = event.data
+        if isinstance(data, WorkflowAborted):
+            self._aborted[event.workflow_id] = data.reason
+            while len(self._aborted) > _ABORTED_KEPT:
+                self._aborted.popitem(last=False)
+            for run in running:
+                run.aborted = data.reason
+                if run.handler is not None:
+                    run.handler.cancel()
+            if running:
+                log.info(
+                    "aborted handlers cancelled", workflow_id=event.workflow_id, count=len(running)
+                )
+        elif isinstance(data, InterventionApplied) and data.action == "feedback":
+            for run in running:
+                run.ctx.feedback.add(data.text)
 
     async def _record_effect(self, task: TaskMessage, data: TaskEffectRecorded, call: int) -> None:
         await self._emit(task, EventType.TASK_EFFECT_RECORDED, data, f"effect:{call}")
@@ -476,13 +722,19 @@ class Worker:
         while not pool:
             self._freed[agent].clear()
             await self._freed[agent].wait()
-        instance = pool.pop()
-        instance.state, instance.since = "processing", time.time_ns()
-        return instance
+        return pool.pop()
 
-    def _give_back(self, instance: AgentInstance) -> None:
-        instance.state, instance.since = "idle", time.time_ns()
+    async def _give_back(self, instance: AgentInstance) -> None:
         instance.tasks_done += 1
+        if instance.fsm.state != AgentState.IDLE:
+            self._settle(instance, Trigger.TASK_FAILED, Trigger.ERROR_RESOLVED)
+        if instance.suspend_wanted:
+            instance.suspend_wanted = False
+            with contextlib.suppress(AgenticFlowError):
+                await (await self._move(instance, Trigger.SUSPEND))
+            with contextlib.suppress(Exception):
+                await self._heartbeat()
+            return
         self._idle[instance.agent].append(instance)
         self._freed[instance.agent].set()
 

@@ -136,5 +136,39 @@ async def buggy(ctx: TaskContext) -> int:
     return sum(v for v in ctx.inputs.values() if isinstance(v, int)) + 1
 
 
-app = AgentApp("tests-all").include(core).include(debugging)
+steering = AgentApp("tests-steering")
+"""Agents people steer: feedback, approvals, abort."""
+
+
+@steering.agent(capabilities=["listen"])
+async def listen(ctx: TaskContext) -> dict[str, Any]:
+    """Wait for the next feedback sent while running (``params.timeout`` s)."""
+    before = ctx.feedback.items
+    got = await ctx.feedback.next(timeout=float(ctx.params.get("timeout", 120)))
+    return {"before": before, "got": got}
+
+
+@steering.agent(capabilities=["context"])
+async def context(ctx: TaskContext) -> dict[str, Any]:
+    """What the context carries: the gate's decision, feedback, params."""
+    approval = ctx.approval.model_dump() if ctx.approval else None
+    return {"approval": approval, "feedback": ctx.feedback.items, "params": ctx.params}
+
+
+@steering.agent(capabilities=["ask"])
+async def ask(ctx: TaskContext) -> dict[str, Any]:
+    """Ask a person ``params.asks`` times (default once); return the decisions."""
+    decisions = []
+    for n in range(int(ctx.params.get("asks", 1))):
+        decision = await ctx.request_approval(
+            f"refund #{n}?",
+            {"amount": 90 + n},
+            timeout_s=ctx.params.get("timeout_s"),
+            on_timeout=str(ctx.params.get("on_timeout", "reject")),
+        )
+        decisions.append(decision.model_dump())
+    return {"decisions": decisions, "attempt": ctx.attempt}
+
+
+app = AgentApp("tests-all").include(core).include(debugging).include(steering)
 """What the session cluster's workers serve."""

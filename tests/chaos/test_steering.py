@@ -1,0 +1,123 @@
+"""Steering across process failures: an approval wait survives SIGKILL of the
+coordinator and every worker, and a suspended agent instance pulls no task."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from agenticflow.devcluster import DevCluster
+from agenticflow.server import NatsServer
+from coordinator.client import Client
+from coordinator.state import TaskStatus, WorkflowStatus
+from shared.errors import NotFoundError
+from shared.events import EventType
+from shared.transport import connected
+from tests.conftest import TEST_APP, unique_prefix
+from tests.integration.helpers import agenticflow, of_type, wf
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
+
+FAST = {"task_ack_wait_s": 2, "lease_ttl_s": 3, "coordinator_ack_wait_s": 2}
+
+
+async def test_an_approval_wait_survives_killing_every_process(
+    nats_server: NatsServer, log_dir: Path
+) -> None:
+    prefix = unique_prefix("approve")
+    async with (
+        DevCluster(
+            app=TEST_APP,
+            workers=1,
+            concurrency=2,
+            nats_url=nats_server.url,
+            prefix=prefix,
+            settings=FAST,
+            log_dir=log_dir / prefix,
+        ) as cluster,
+        connected(cluster.settings, name="chaos-approve") as bus,
+    ):
+        client = Client(bus=bus, node_id="chaos-approve")
+        workflow_id = await client.submit(
+            wf(
+                {"id": "ask", "capability": "ask"},
+                {"id": "gate", "capability": "context", "depends_on": ["ask"], "approval": {}},
+            )
+        )
+        await client.wait_for(
+            workflow_id,
+            lambda s: s.tasks["ask"].status == TaskStatus.WAITING_APPROVAL,
+            timeout=60,
+        )
+        for proc in [*cluster.coordinators, *cluster.worker_procs]:
+            cluster.kill(proc)
+        cluster.add_coordinator()
+        cluster.add_worker()
+        await cluster.wait_for_processes(1, coordinators=1, timeout=60)
+        await client.approve(workflow_id, "ask", "after the restart", timeout=60)
+        state = await client.wait_for(
+            workflow_id,
+            lambda s: s.tasks["gate"].status == TaskStatus.WAITING_APPROVAL or s.is_terminal,
+            timeout=60,
+        )
+        assert state.tasks["ask"].result["decisions"][0]["comment"] == "after the restart"
+        await client.approve(workflow_id, "gate")
+        final = await client.wait(workflow_id, timeout=60)
+        assert final.status == WorkflowStatus.COMPLETED
+        # The handler ran once before the request and once after: no extra attempts.
+        events = await client.events(workflow_id)
+        started = [e.attempt for e in of_type(events, EventType.TASK_STARTED) if e.task_id == "ask"]
+        assert started == [1, 2]
+
+
+async def test_a_suspended_instance_pulls_no_task_until_resumed(
+    nats_server: NatsServer, log_dir: Path
+) -> None:
+    prefix = unique_prefix("suspend")
+    async with (
+        DevCluster(
+            app=TEST_APP,
+            workers=2,
+            concurrency=4,
+            nats_url=nats_server.url,
+            prefix=prefix,
+            settings=FAST,
+            log_dir=log_dir / prefix,
+        ) as cluster,
+        connected(cluster.settings, name="chaos-suspend") as bus,
+    ):
+        client = Client(bus=bus, node_id="chaos-suspend")
+        solos = [a for a in await client.agents() if a.get("agent") == "solo"]
+        assert len(solos) == 2
+        target = solos[0]["agents"][0]["id"]  # `solo` has one instance per worker
+        other_worker = solos[1]["worker"]
+        shown = await asyncio.to_thread(
+            agenticflow, cluster.settings, "agent", "suspend", target, "--by", "ops"
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert f"{target}: suspended" in shown.stdout
+        listing = await asyncio.to_thread(agenticflow, cluster.settings, "agents")
+        assert target in listing.stdout
+        assert "suspended" in listing.stdout
+        definition = wf(*({"id": f"s{i}", "capability": "solo"} for i in range(6)))
+        final = await client.wait(await client.submit(definition), timeout=90)
+        assert final.status == WorkflowStatus.COMPLETED
+        assert {t.worker for t in final.tasks.values()} == {other_worker}
+        # Resumed, it takes tasks again.
+        await client.set_suspended(target, suspended=False)
+        runs = await asyncio.gather(*(client.submit(definition) for _ in range(4)))
+        workers = set()
+        for workflow_id in runs:
+            done = await client.wait(workflow_id, timeout=90)
+            workers |= {t.worker for t in done.tasks.values()}
+        assert workers == {other_worker, solos[0]["worker"]}
+        events = await client.events("_system")
+        moves = [
+            (e.data.instance, e.data.trigger)  # type: ignore[attr-defined]
+            for e in of_type(events, EventType.AGENT_STATE_CHANGED)
+        ]
+        assert moves == [(target, "suspend"), (target, "resume")]
+        with pytest.raises(NotFoundError):
+            await client.set_suspended("w-nowhere.solo.0", suspended=True)
