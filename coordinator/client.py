@@ -48,6 +48,8 @@ from shared.transport import Bus, KVNotFound
 from shared.vclock import VectorClock
 from shared.workflow import WorkflowDefinition
 
+_CLOCKS_KEPT = 10_000
+
 
 class Client:
     """Talks to a cluster through the bus; never to a coordinator directly."""
@@ -61,6 +63,8 @@ class Client:
         """Per workflow id, the waiters to wake when its snapshot changes."""
         self._notifier: Any = None
         self._notifier_lock = asyncio.Lock()
+        self._clocks: dict[str, VectorClock] = {}
+        """The last clock this client sent or saw, per workflow (our counter advances)."""
 
     async def _topology(self) -> None:
         if not self._ready:
@@ -105,7 +109,7 @@ class Client:
                 workflow_id=workflow_id,
                 source=self.node_id,
                 timestamp=time.time_ns(),
-                vclock=VectorClock().increment(self.node_id),
+                vclock=self._tick(workflow_id),
                 data=WorkflowSubmitted(
                     definition=definition,
                     input=input or {},
@@ -349,7 +353,7 @@ class Client:
                 workflow_id=workflow_id,
                 source=self.node_id,
                 timestamp=time.time_ns(),
-                vclock=state.vclock.increment(self.node_id),
+                vclock=self._tick(workflow_id, state.vclock),
                 data=WorkflowResumeRequested(from_task=from_task, requested_by=self.node_id),
             )
         )
@@ -387,6 +391,8 @@ class Client:
                 f"{workflow_id!r} is not a workflow id", code="unknown_workflow"
             )
         await self._topology()
+        state = await self._snapshot(workflow_id)
+        clock = self._tick(workflow_id, state.vclock if state else None)
         request_id = os.urandom(8).hex()
         loop = asyncio.get_running_loop()
         verdict: asyncio.Future[Event] = loop.create_future()
@@ -413,7 +419,7 @@ class Client:
                     workflow_id=workflow_id,
                     source=self.node_id,
                     timestamp=time.time_ns(),
-                    vclock=VectorClock().increment(self.node_id),
+                    vclock=clock,
                     data=InterventionRequested(
                         request_id=request_id,
                         action=action,
@@ -436,10 +442,26 @@ class Client:
         finally:
             for sub in subs:
                 await sub.unsubscribe()
+        self._tick(workflow_id, answer.vclock, increment=False)
         if isinstance(answer.data, InterventionRefused):
             raise InterventionRefusedError(answer.data.reason, code=answer.data.code)
         assert isinstance(answer.data, InterventionApplied)
         return answer.data
+
+    def _tick(
+        self, workflow_id: str, seen: VectorClock | None = None, *, increment: bool = True
+    ) -> VectorClock:
+        """Merge what we saw of the workflow into our clock for it, then (to
+        publish) increment our own entry (DESIGN section 7)."""
+        clock = self._clocks.pop(workflow_id, VectorClock())
+        if seen is not None:
+            clock = clock.merge(seen)
+        if increment:
+            clock = clock.increment(self.node_id)
+        self._clocks[workflow_id] = clock
+        while len(self._clocks) > _CLOCKS_KEPT:
+            del self._clocks[next(iter(self._clocks))]
+        return clock
 
     async def pause(self, workflow_id: str, **kwargs: Any) -> InterventionApplied:
         """No new task is dispatched until :meth:`resume`; running tasks finish."""

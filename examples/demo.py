@@ -20,6 +20,7 @@ from rich.console import Console
 from agenticflow import (
     Client,
     DevCluster,
+    WorkflowState,
     causality_violations,
     connected,
     load_workflow_file,
@@ -48,7 +49,7 @@ async def demo(example: str, workers: int) -> int:
             client = Client(bus=bus, node_id="demo-client")
             workflow_id = await client.submit(definition, input=data)
             console.print(f"submitted [bold]{workflow_id}[/bold] with input {render.to_json(data)}")
-            state = await client.wait(workflow_id, timeout=60)
+            state = await _approve_gates(console, client, workflow_id)
             events = await client.events(workflow_id)
         console.rule("result")
         render.print_state(console, state)
@@ -71,6 +72,32 @@ async def demo(example: str, workers: int) -> int:
             )
     console.print(f"done in {time.perf_counter() - started:.1f}s")
     return 0 if state.status.value == "completed" and not violations else 1
+
+
+async def _approve_gates(console: Console, client: Client, workflow_id: str) -> WorkflowState:
+    """Wait for the end; approve each approval gate met on the way, as a
+    reviewer would with ``agenticflow approve ID TASK``."""
+    approved: set[str] = set()
+
+    def waits(state: WorkflowState) -> list[str]:
+        return [t for t, task in state.tasks.items() if task.waiting and t not in approved]
+
+    while True:
+        state = await client.wait_for(
+            workflow_id, lambda s: s.is_terminal or bool(waits(s)), timeout=60
+        )
+        if state.is_terminal:
+            return state
+        for task_id in waits(state):
+            reason = state.tasks[task_id].waiting.reason  # type: ignore[union-attr]
+            console.print(
+                f"[magenta]{task_id} waits for approval[/magenta] ({reason}); the demo "
+                f"approves it, as `agenticflow approve {workflow_id} {task_id}` would"
+            )
+            await client.approve(
+                workflow_id, task_id, "approved by the demo reviewer", by="demo-reviewer"
+            )
+            approved.add(task_id)
 
 
 def main() -> None:

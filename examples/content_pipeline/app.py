@@ -348,8 +348,16 @@ async def fact_checker(ctx: TaskContext) -> dict[str, Any]:
 
 @app.agent(capabilities=["edit"])
 async def editor(ctx: TaskContext) -> dict[str, Any]:
-    """Remove unverified claims from the draft and compute readability statistics."""
-    return edit(_dependency(ctx, "write"), _dependency(ctx, "fact_check"))
+    """Remove unverified claims from the draft and compute readability statistics.
+
+    The workflow gates this task on a reviewer's approval of the first draft;
+    the reviewer's comment and any feedback sent to the workflow are kept as
+    editor notes."""
+    edited = edit(_dependency(ctx, "write"), _dependency(ctx, "fact_check"))
+    notes = [ctx.approval.comment] if ctx.approval and ctx.approval.comment else []
+    edited["reviewed_by"] = ctx.approval.by if ctx.approval else None
+    edited["editor_notes"] = [*notes, *ctx.feedback]
+    return edited
 
 
 __all__ = [

@@ -36,11 +36,17 @@ async def test_every_example_completes_with_causal_clocks(
             await client.submit(load_workflow_file(EXAMPLES / name / "workflow.yaml"))
             for name in names
         ]
+        # The content pipeline's edit waits for a reviewer's approval of the draft.
+        waiting = await client.waiting_for_approval(ids[1], timeout=60)
+        assert waiting.tasks["edit"].waiting is not None
+        await client.approve(ids[1], "edit", "tighten the intro", by="reviewer")
         states = await asyncio.gather(*(client.wait(i, timeout=60) for i in ids))
         for name, state in zip(names, states, strict=True):
             assert state.status == WorkflowStatus.COMPLETED, (name, state.reason)
             events = await client.events(state.workflow_id)
             assert causality_violations(events) == [], name
+        edited = states[1].output["edit"]
+        assert (edited["reviewed_by"], edited["editor_notes"]) == ("reviewer", ["tighten the intro"])
         escalation = states[0].output["escalation"]
         assert escalation["escalate"] is True
         assert states[2].output["sizing"]["max_loss"] <= 100000 * 0.01

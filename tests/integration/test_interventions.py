@@ -15,6 +15,7 @@ import pytest
 
 from agenticflow.devcluster import DevCluster
 from coordinator.client import Client
+from coordinator.replay import verify
 from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
 from shared.codec import decode_event
 from shared.errors import InterventionRefusedError
@@ -81,6 +82,8 @@ async def test_pause_holds_dispatch_feedback_reaches_the_running_handler_then_re
     events = await client.events(workflow_id)
     applied_events = of_type(events, EventType.INTERVENTION_APPLIED)
     assert [e.data.action for e in applied_events] == ["pause", "feedback", "resume"]  # type: ignore[attr-defined]
+    # Replay re-folds the interventions to the stored state, and causality holds.
+    assert verify(events, await client.status(workflow_id)) == []
 
 
 async def test_abort_cancels_the_running_handler_on_its_worker(client: Client, bus: Bus) -> None:
