@@ -16,8 +16,12 @@ from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
 from shared.config import Settings
 from shared.errors import (
     AgenticFlowError,
+    ApprovalRejectedError,
+    ApprovalTimeoutError,
     ConfigError,
     ConnectionLostError,
+    IllegalTransitionError,
+    InterventionRefusedError,
     MalformedMessageError,
     MessageError,
     NonRetryableError,
@@ -25,13 +29,14 @@ from shared.errors import (
     PayloadTooLargeError,
     PublishTimeoutError,
     StateConflictError,
+    TaskCancelledError,
     TaskError,
     TaskTimeoutError,
     TransportError,
     WorkflowDefinitionError,
     WorkflowGraphError,
 )
-from shared.events import Event, EventType
+from shared.events import ApprovalDecision, Event, EventType, Modification
 from shared.resilience import (
     BreakerState,
     CircuitBreaker,
@@ -42,6 +47,7 @@ from shared.resilience import (
 from shared.transport import Bus, connected
 from shared.vclock import Ordering, VectorClock
 from shared.workflow import (
+    ApprovalGate,
     RetryPolicy,
     TaskSpec,
     WorkflowDefinition,
@@ -49,14 +55,20 @@ from shared.workflow import (
     parse_workflow,
 )
 from worker.app import AgentApp, load_app
-from worker.context import TaskContext
+from worker.context import Feedback, TaskContext
+from worker.fsm import AgentState
 from worker.runtime import Worker
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AgentApp",
+    "AgentState",
     "AgenticFlowError",
+    "ApprovalDecision",
+    "ApprovalGate",
+    "ApprovalRejectedError",
+    "ApprovalTimeoutError",
     "BreakerState",
     "Bus",
     "CircuitBreaker",
@@ -68,8 +80,12 @@ __all__ = [
     "DevCluster",
     "Event",
     "EventType",
+    "Feedback",
+    "IllegalTransitionError",
+    "InterventionRefusedError",
     "MalformedMessageError",
     "MessageError",
+    "Modification",
     "NatsServer",
     "NonRetryableError",
     "NotFoundError",
@@ -79,6 +95,7 @@ __all__ = [
     "RetryPolicy",
     "Settings",
     "StateConflictError",
+    "TaskCancelledError",
     "TaskContext",
     "TaskError",
     "TaskSpec",

@@ -14,6 +14,9 @@ EXPECTED = {
     "WorkflowState", "WorkflowStatus", "__version__", "causality_violations", "connected",
     "fold", "load_app", "load_workflow_file", "parse_workflow",
     "BreakerState", "CircuitBreaker", "CircuitOpenError", "retry_async", "retry_policy",
+    "AgentState", "ApprovalDecision", "ApprovalGate", "ApprovalRejectedError",
+    "ApprovalTimeoutError", "Feedback", "IllegalTransitionError", "InterventionRefusedError",
+    "Modification", "TaskCancelledError",
 }  # fmt: skip
 
 
