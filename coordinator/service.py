@@ -66,11 +66,13 @@ from shared.events import (
     MessageRejected,
     Payload,
     TaskApprovalExpired,
+    TaskApprovalRequested,
     TaskDeadLettered,
     TaskFailed,
     TaskRetryDue,
     TaskTimedOut,
     TaskUnserved,
+    WorkflowCompleted,
     WorkflowRejected,
 )
 from shared.ids import ID_RE, task_key, workflow_key
@@ -108,6 +110,8 @@ re-folds them from its stream tail."""
 _REOPENING = frozenset({EventType.WORKFLOW_RESUME_REQUESTED, EventType.INTERVENTION_REQUESTED})
 """Events a finished workflow still answers: a resume, or an intervention (refused)."""
 _FINISHED_KEPT = 100_000
+_KV_HEADROOM = 4096
+"""Bytes of a KV message kept for its subject and headers (snapshots use the rest)."""
 """Ids of workflows this process saw finish: their later events (our own terminal
 event coming back, a late duplicate outcome) are skipped without loading them."""
 
@@ -121,6 +125,8 @@ class _Entry:
     queued_version: int = -1
     """The version last handed to the writer (>= saved_version)."""
     dirty_since: float | None = None
+    oversize: bool = False
+    """Its snapshot outgrew max_payload while running: it is being aborted."""
 
     def __post_init__(self) -> None:
         self.queued_version = max(self.queued_version, self.saved_version)
@@ -171,6 +177,7 @@ class Coordinator:
         self._fetch_timeout = fetch_timeout_s
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()
+        self._background: set[asyncio.Task[None]] = set()
         self._known = KnownIds()
         """Workflow ids that may have a snapshot (listed at start or created here)."""
         self._reload = False
@@ -623,11 +630,26 @@ class Coordinator:
     def _capture(self, entries: Iterable[_Entry], *, force: bool = False) -> list[_Save]:
         """Snapshot bytes of the entries due to be saved, taken now."""
         now = time.monotonic()
+        limit = self.bus.max_payload - _KV_HEADROOM
         saves = []
         for entry in entries:
             if not (entry.dirty if force else self._due(entry, now)):
                 continue
-            saves.append(_Save(entry, entry.state.to_snapshot(), entry.state.version))
+            state = entry.state
+            if entry.oversize and not state.is_terminal:
+                continue  # its abort is on the way; the stream keeps every event
+            data, left_out = state.snapshot_within(limit)
+            if len(data) > limit:
+                entry.oversize = True
+                self._abort_oversize(state, len(data), limit)
+                continue
+            if left_out:
+                log.warning(
+                    "snapshot trimmed to fit max_payload",
+                    workflow_id=state.workflow_id,
+                    left_out=left_out,
+                )
+            saves.append(_Save(entry, data, state.version))
             entry.queued_version = entry.state.version
             entry.dirty_since = None
         return saves
@@ -664,6 +686,33 @@ class Coordinator:
 
         await asyncio.gather(*(write(save) for save in saves))
 
+    def _abort_oversize(self, state: WorkflowState, size: int, limit: int) -> None:
+        """A running workflow whose state no longer fits in a KV value: abort it
+        (through the same event a person would send) rather than retry for ever."""
+        reason = (
+            f"its state ({size} bytes compressed) outgrew the largest snapshot NATS "
+            f"accepts (max_payload, {limit} bytes usable): keep task results small "
+            "(store large data elsewhere and pass references), split the workflow, "
+            "or raise max_payload in the server config"
+        )
+        log.error("workflow state too large; aborting it", workflow_id=state.workflow_id, size=size)
+        task = asyncio.create_task(
+            self._shell_emit(
+                state.workflow_id,
+                EventType.INTERVENTION_REQUESTED,
+                InterventionRequested(
+                    request_id=f"oversize-{state.version}",
+                    action="abort",
+                    by="coordinator",
+                    reason=reason,
+                ),
+                key=workflow_key(state.workflow_id, "intervention:oversize"),
+            ),
+            name="abort-oversize",
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def _stored(self, workflow_id: str) -> Any:
         with contextlib.suppress(Exception):
             return await self._workflows.get(workflow_id)
@@ -685,7 +734,14 @@ class Coordinator:
             if isinstance(command, Emit):
                 # The reducer stamps the triggering event's time; record when it happened.
                 event = command.event.model_copy(update={"timestamp": now})
-                outgoing.append(encode_event(event, self.names, max_payload=max_payload))
+                try:
+                    outgoing.append(encode_event(event, self.names, max_payload=max_payload))
+                except PayloadTooLargeError as too_big:
+                    # The state keeps the data; the event says where to find it.
+                    log.warning(
+                        "event too large; stored without its bulky data", error=str(too_big)
+                    )
+                    outgoing.append(encode_event(_slim(event), self.names, max_payload=max_payload))
             elif isinstance(command, Dispatch):
                 task = command.task
                 await self.bus.ensure_task_consumer(task.queue)
@@ -931,6 +987,17 @@ class Coordinator:
             capability in info.get("capabilities", ()) and info.get("heartbeat", 0) >= horizon
             for info in self._live.values()
         )
+
+
+def _slim(event: Event) -> Event:
+    """The event without the data that made it too large to publish."""
+    data = event.data
+    if isinstance(data, WorkflowCompleted):
+        note = "omitted: too large for one message; see the sink tasks' task.completed events"
+        data = data.model_copy(update={"output": dict.fromkeys(data.output, note)})
+    elif isinstance(data, TaskApprovalRequested):
+        data = data.model_copy(update={"data": {"omitted": "too large for one message"}})
+    return event.model_copy(update={"data": data})
 
 
 def _fields(timer: ArmTimer) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import zlib
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -14,7 +15,17 @@ from shared.events import ApprovalDecision, ErrorInfo, Origin, RecordedEffect
 from shared.vclock import VectorClock
 from shared.workflow import TaskSpec, WorkflowDefinition
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+"""2: large snapshots are zlib-compressed (``{"v": 2, "z": bytes}``); version 1
+snapshots (always plain) are still read."""
+COMPRESS_OVER = 16 * 1024
+"""Snapshots larger than this (msgpack bytes) are stored compressed."""
+
+
+_TRIMMED = (
+    "the snapshot left out the {} to fit NATS's max_payload ({} > {} bytes); "
+    "`agenticflow events` and `replay` still have them"
+)
 
 
 class TaskStatus(enum.StrEnum):
@@ -188,13 +199,49 @@ class WorkflowState(BaseModel):
 
     # Snapshots ----------------------------------------------------------
     def to_snapshot(self) -> bytes:
-        """msgpack bytes for KV ``<prefix>_workflows``."""
-        return pack({"v": SNAPSHOT_VERSION, "state": self.model_dump(mode="python")})
+        """msgpack bytes for KV ``<prefix>_workflows`` (compressed when large)."""
+        plain = pack({"v": SNAPSHOT_VERSION, "state": self.model_dump(mode="python")})
+        if len(plain) <= COMPRESS_OVER:
+            return plain
+        return pack({"v": SNAPSHOT_VERSION, "z": zlib.compress(plain, 1)})
+
+    def snapshot_within(self, limit: int) -> tuple[bytes, str | None]:
+        """The snapshot, made to fit in ``limit`` bytes if it must, and what was
+        left out to make it fit (None: nothing).
+
+        Only a finished workflow is trimmed (nothing more will read its
+        results from the snapshot): first its task results and output, then
+        its definition and tasks. The events keep everything. A running
+        workflow's snapshot is returned whole: the caller must not store it
+        when it is too large (the coordinator aborts such a workflow).
+        """
+        data = self.to_snapshot()
+        if len(data) <= limit or not self.is_terminal:
+            return data, None
+        trimmed = self.model_copy(deep=True)
+        for task in trimmed.tasks.values():
+            task.result = None
+            task.waiting = None
+        trimmed.output = {}
+        left_out = "task results and output"
+        trimmed.problems = [*self.problems, _TRIMMED.format(left_out, len(data), limit)]
+        data = trimmed.to_snapshot()
+        if len(data) <= limit:
+            return data, left_out
+        left_out = "definition, tasks, results and output"
+        trimmed.definition, trimmed.tasks, trimmed.recorded = None, {}, {}
+        trimmed.problems = [*self.problems[:20], _TRIMMED.format(left_out, len(data), limit)]
+        return trimmed.to_snapshot(), left_out
 
     @classmethod
     def from_snapshot(cls, data: bytes) -> WorkflowState:
         """Rebuild from KV bytes; raises MalformedMessageError."""
         raw = unpack(data)
+        if isinstance(raw, dict) and isinstance(raw.get("z"), bytes):
+            try:
+                raw = unpack(zlib.decompress(raw["z"]))
+            except zlib.error as exc:
+                raise MalformedMessageError(f"corrupt compressed snapshot: {exc}") from exc
         if not isinstance(raw, dict) or "state" not in raw:
             raise MalformedMessageError("not a workflow snapshot")
         version = raw.get("v")

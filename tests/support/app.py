@@ -170,5 +170,11 @@ async def ask(ctx: TaskContext) -> dict[str, Any]:
     return {"decisions": decisions, "attempt": ctx.attempt}
 
 
+@steering.agent(capabilities=["noise"])
+async def noise(ctx: TaskContext) -> str:
+    """``params.bytes`` random bytes as hex: a result that does not compress well."""
+    return os.urandom(int(ctx.params.get("bytes", 1000))).hex()
+
+
 app = AgentApp("tests-all").include(core).include(debugging).include(steering)
 """What the session cluster's workers serve."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
@@ -297,8 +298,10 @@ def test_malformed_snapshot_says_why() -> None:
         WorkflowState.from_snapshot(
             pack({"v": 1, "state": {"workflow_id": "x", "status": "paused"}})
         )
-    with pytest.raises(MalformedMessageError, match="snapshot version 2 is not one"):
-        WorkflowState.from_snapshot(pack({"v": 2, "state": {"workflow_id": "x"}}))
+    with pytest.raises(MalformedMessageError, match="snapshot version 3 is not one"):
+        WorkflowState.from_snapshot(pack({"v": 3, "state": {"workflow_id": "x"}}))
+    with pytest.raises(MalformedMessageError, match="corrupt compressed snapshot"):
+        WorkflowState.from_snapshot(pack({"v": 2, "z": b"not zlib"}))
     with pytest.raises(MalformedMessageError, match="not valid msgpack"):
         WorkflowState.from_snapshot(b"\xc1")
 
@@ -441,3 +444,71 @@ def test_counts_and_terminal_flags() -> None:
             status != WorkflowStatus.RUNNING
         )
     assert WorkflowState(workflow_id="x").name == ""
+
+
+# Large snapshots ----------------------------------------------------------------
+
+
+def _wide(n: int) -> WorkflowState:
+    """A submitted workflow of ``n`` independent tasks (all dispatched)."""
+    definition = parse_workflow(
+        {"tasks": [{"id": f"task-{i}", "capability": "work", "params": {"i": i}} for i in range(n)]}
+    )
+    state, _ = reduce(
+        None,
+        Event(
+            id="wide:submitted",
+            type=EventType.WORKFLOW_SUBMITTED,
+            workflow_id="wide",
+            source="c",
+            timestamp=1,
+            vclock=VectorClock({"c": 1}),
+            data=WorkflowSubmitted(definition=definition),
+        ),
+    )
+    assert state is not None
+    return state
+
+
+def test_a_large_snapshot_is_compressed_and_reads_back() -> None:
+    state = _wide(5_000)
+    data = state.to_snapshot()
+    assert "z" in unpack(data)
+    # 5,000 tasks used to need ~1.5 MB, more than NATS's default max_payload.
+    assert len(data) < 1024 * 1024 - 4096
+    assert WorkflowState.from_snapshot(data).model_dump() == state.model_dump()
+
+
+def test_a_version_1_snapshot_still_reads() -> None:
+    state = mid_run()
+    old = pack({"v": 1, "state": state.model_dump(mode="python")})
+    assert WorkflowState.from_snapshot(old).model_dump() == state.model_dump()
+
+
+def test_a_finished_workflow_too_large_is_trimmed_to_fit() -> None:
+    state = _wide(3)
+    for i, task in enumerate(state.tasks.values()):
+        task.status, task.result = TaskStatus.COMPLETED, os.urandom(40_000).hex() + str(i)
+    state.status = WorkflowStatus.COMPLETED
+    full, dropped = state.snapshot_within(1_000_000)
+    assert dropped is None
+    assert WorkflowState.from_snapshot(full).tasks["task-0"].result is not None
+    data, dropped = state.snapshot_within(100_000)
+    assert len(data) <= 100_000
+    assert dropped == "task results and output"
+    trimmed = WorkflowState.from_snapshot(data)
+    assert trimmed.status == WorkflowStatus.COMPLETED
+    assert {t.result for t in trimmed.tasks.values()} == {None}
+    assert "`agenticflow events` and `replay` still have them" in trimmed.problems[-1]
+    tiny, dropped = state.snapshot_within(1_000)
+    assert dropped == "definition, tasks, results and output"
+    assert WorkflowState.from_snapshot(tiny).definition is None
+
+
+def test_a_running_workflow_is_never_trimmed() -> None:
+    state = _wide(2)
+    for task in state.tasks.values():
+        task.result = os.urandom(40_000).hex()
+    data, dropped = state.snapshot_within(10_000)
+    assert dropped is None
+    assert len(data) > 10_000
