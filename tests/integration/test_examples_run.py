@@ -46,7 +46,10 @@ async def test_every_example_completes_with_causal_clocks(
             events = await client.events(state.workflow_id)
             assert causality_violations(events) == [], name
         edited = states[1].output["edit"]
-        assert (edited["reviewed_by"], edited["editor_notes"]) == ("reviewer", ["tighten the intro"])
+        assert (edited["reviewed_by"], edited["editor_notes"]) == (
+            "reviewer",
+            ["tighten the intro"],
+        )
         escalation = states[0].output["escalation"]
         assert escalation["escalate"] is True
         assert states[2].output["sizing"]["max_loss"] <= 100000 * 0.01
