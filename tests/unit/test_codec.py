@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared import events as ev
 from shared.codec import (
     DEFAULT_MAX_PAYLOAD,
     H_MSG_ID,
@@ -31,7 +32,6 @@ from shared.errors import (
     PayloadTooLargeError,
     UnknownSchemaVersionError,
 )
-from shared import events as ev
 from shared.events import (
     PAYLOADS,
     SCHEMA_VERSION,
