@@ -741,6 +741,8 @@ def _intervene(
         out.print(f"[green]{applied.action}:[/green] {applied.summary}")
 
 
+WorkflowArg = Annotated[str, typer.Argument(help="Workflow id.")]
+WaitingTaskArg = Annotated[str, typer.Argument(help="The task waiting for approval.")]
 ByOpt = Annotated[str | None, typer.Option("--by", help="Who asks (default: your user name).")]
 
 
@@ -750,7 +752,7 @@ def _who(by: str | None) -> str:
 
 @app.command()
 def pause(
-    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    workflow_id: WorkflowArg,
     by: ByOpt = None,
     as_json: JsonOpt = False,
     nats: NatsOpt = None,
@@ -762,7 +764,7 @@ def pause(
 
 @app.command()
 def abort(
-    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    workflow_id: WorkflowArg,
     reason: Annotated[str, typer.Option("--reason", help="Why; recorded.")] = "",
     by: ByOpt = None,
     as_json: JsonOpt = False,
@@ -776,7 +778,7 @@ def abort(
 
 @app.command()
 def feedback(
-    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    workflow_id: WorkflowArg,
     text: Annotated[str, typer.Argument(help="The feedback.")],
     by: ByOpt = None,
     as_json: JsonOpt = False,
@@ -789,7 +791,7 @@ def feedback(
 
 @app.command()
 def modify(
-    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    workflow_id: WorkflowArg,
     changes_file: Annotated[
         Path | None,
         typer.Option(
@@ -851,8 +853,8 @@ CommentOpt = Annotated[str, typer.Option("--comment", help="Reaches the handler;
 
 @app.command()
 def approve(
-    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
-    task_id: Annotated[str, typer.Argument(help="The task waiting for approval.")],
+    workflow_id: WorkflowArg,
+    task_id: WaitingTaskArg,
     comment: CommentOpt = "",
     by: ByOpt = None,
     as_json: JsonOpt = False,
@@ -867,8 +869,8 @@ def approve(
 
 @app.command()
 def reject(
-    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
-    task_id: Annotated[str, typer.Argument(help="The task waiting for approval.")],
+    workflow_id: WorkflowArg,
+    task_id: WaitingTaskArg,
     comment: CommentOpt = "",
     by: ByOpt = None,
     as_json: JsonOpt = False,
