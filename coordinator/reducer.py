@@ -33,6 +33,7 @@ from coordinator.state import (
 from shared.codec import TaskMessage
 from shared.dag import graph_problems, sinks
 from shared.events import (
+    NOT_FOLDED,
     ApprovalDecision,
     ErrorInfo,
     Event,
@@ -377,6 +378,8 @@ def reduce(
     workflow) change nothing else, do not bump ``version`` and issue no
     commands.
     """
+    if event.type in NOT_FOLDED:
+        return state, []  # a record for people (agent moves, tool audit), not state
     if state is None:
         return _start(event, source)
     if event.seq is not None:

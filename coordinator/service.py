@@ -59,6 +59,7 @@ from shared.errors import (
     StateConflictError,
 )
 from shared.events import (
+    NOT_FOLDED,
     Event,
     EventType,
     InterventionRefused,
@@ -107,6 +108,7 @@ _ECHOES = frozenset(
 into the state that emitted them (no handler; their clock is already merged):
 a cached workflow skips them without decoding. A workflow loaded from KV still
 re-folds them from its stream tail."""
+_NOT_FOLDED = frozenset(t.value for t in NOT_FOLDED)
 _REOPENING = frozenset({EventType.WORKFLOW_RESUME_REQUESTED, EventType.INTERVENTION_REQUESTED})
 """Events a finished workflow still answers: a resume, or an intervention (refused)."""
 _FINISHED_KEPT = 100_000
@@ -474,8 +476,11 @@ class Coordinator:
 
     async def _fold(self, msg: Msg, touched: dict[str, _Entry], commands: list[Command]) -> None:
         parsed = self.names.parse_event_subject(msg.subject)
-        if parsed is not None and parsed[1] in _ECHOES and parsed[0] in self._cache:
-            return  # a decision of the reducer coming back: applied when it was made
+        if parsed is not None and (
+            parsed[1] in _NOT_FOLDED  # agent moves and tool audit records: not state
+            or (parsed[1] in _ECHOES and parsed[0] in self._cache)
+        ):
+            return  # (an echo: a decision of the reducer, applied when it was made)
         seq = msg.metadata.sequence.stream
         try:
             event = decode_event(msg.subject, msg.headers, msg.data, self.names, seq=seq)

@@ -40,6 +40,14 @@ class Settings(BaseSettings):
     a recovering coordinator re-folds the events after the snapshot."""
     coordinator_ack_wait_s: float = Field(default=15, gt=0)
     """How long an event fetched by a dead coordinator waits before redelivery."""
+    tool_results_ttl_s: float = Field(default=86400, gt=0)
+    """How long a tool's result stays cached under its idempotency key, so a
+    redelivered task does not repeat the call."""
+    agent_task_events: bool = True
+    """Publish the per-task moves of agent instances (idle -> processing -> idle)
+    as ``agent.state_changed`` events. Off, only suspend and resume are
+    published: two events fewer per task (about 30% more tasks/s on the 2-core
+    fan-out benchmark); task.started and the outcome still name the instance."""
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     log_level: str = "info"
 

@@ -55,6 +55,12 @@ class EventType(enum.StrEnum):
     MESSAGE_REJECTED = "message.rejected"
 
 
+NOT_FOLDED = frozenset({EventType.AGENT_STATE_CHANGED, EventType.TASK_TOOL_CALLED})
+"""Event types that record what happened without changing workflow state: the
+coordinator neither folds them nor merges their clocks (so it skips them
+without decoding), and replay does the same."""
+
+
 class Payload(BaseModel):
     """Base of every event payload."""
 
@@ -471,6 +477,7 @@ class Event(BaseModel):
 
 __all__ = [
     "INTERVENTIONS",
+    "NOT_FOLDED",
     "PAYLOADS",
     "SCHEMA_VERSION",
     "AgentStateChanged",

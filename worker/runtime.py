@@ -102,6 +102,10 @@ class AgentInstance:
         return self.fsm.state.value
 
 
+async def _nothing() -> None:
+    """An already-stored publication (the event was not sent)."""
+
+
 @dataclass(slots=True, eq=False)
 class _Running:
     """A handler running on this worker, for abort and live feedback."""
@@ -613,6 +617,8 @@ class Worker:
         move = instance.fsm.fire(trigger)
         instance.since = time.time_ns()
         instance.moves += 1
+        if task is not None and not self.settings.agent_task_events:
+            return _nothing()
         workflow_id = task.workflow_id if task else SYSTEM_WORKFLOW
         event = Event(
             id=f"agent:{instance.id}:{self.started_at}:{instance.moves}",
