@@ -20,8 +20,10 @@ from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
 from shared.codec import decode_event
 from shared.errors import InterventionRefusedError
 from shared.events import Event, EventType
-from shared.transport import Bus
+from shared.transport import Bus, connected
 from tests.integration.helpers import agenticflow, of_type, wf
+from tests.support.app import steering
+from worker.runtime import Worker
 
 
 def task_is(task_id: str, *statuses: TaskStatus) -> Callable[[WorkflowState], bool]:
@@ -278,3 +280,18 @@ async def test_the_cli_steers_and_exits_5_on_a_refusal(client: Client, cluster: 
     unknown = await asyncio.to_thread(agenticflow, cluster.settings, "pause", "no-such-wf")
     assert unknown.returncode == 3
     assert "unknown_workflow" in unknown.stderr
+
+
+async def test_per_task_agent_events_can_be_turned_off(cluster: DevCluster) -> None:
+    quiet = cluster.settings.model_copy(update={"agent_task_events": False})
+    async with connected(quiet, name="quiet-worker") as bus:
+        client = Client(bus=bus, node_id="quiet-client")
+        async with Worker(bus=bus, app=steering, node_id="w-quiet", route="quiet"):
+            workflow_id = await client.submit(
+                wf({"id": "a", "capability": "context"}), route="quiet"
+            )
+            final = await client.wait(workflow_id, timeout=60)
+        assert final.status == WorkflowStatus.COMPLETED
+        assert (final.tasks["a"].instance or "").startswith("w-quiet.context.")
+        events = await client.events(workflow_id)
+        assert of_type(events, EventType.AGENT_STATE_CHANGED) == []
