@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CODE   := agenticflow coordinator worker shared examples tests benchmarks
 
-.PHONY: install demo test lint typecheck imports unit integration chaos bench bench-replay bench-peers clean
+.PHONY: install demo test lint typecheck imports unit integration chaos bench bench-replay bench-tools bench-peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,12 +43,19 @@ chaos: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 	$(MAKE) bench-replay
+	$(MAKE) bench-tools
 
 # Replay (read, decode, fold, verify) on streams of 100,000+ events; results/replay.json.
 # Options: make bench-replay REPLAY_ARGS='--quick' (or '--synthetic --runs 1')
 REPLAY_ARGS ?=
 bench-replay: $(STAMP)
 	$(BIN)/python -m benchmarks.replay $(REPLAY_ARGS)
+
+# Latency a tool call through the registry adds over a bare call; results/tools.json.
+# Options: make bench-tools TOOLS_ARGS='--calls 500'
+TOOLS_ARGS ?=
+bench-tools: $(STAMP)
+	$(BIN)/python -m benchmarks.tools $(TOOLS_ARGS)
 
 # W1-W3 on AgenticFlow, Temporal, Celery + Redis and Ray (benchmarks/peers). Each
 # peer's packages (the `peers` extra) install on their own: one that fails is skipped.

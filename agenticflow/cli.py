@@ -651,15 +651,25 @@ def watch(
 
 @app.command()
 def agents(as_json: JsonOpt = False, nats: NatsOpt = None, prefix: PrefixOpt = None) -> None:
-    """List registered agent instances, their capabilities and last heartbeat."""
+    """List registered agent instances, their capabilities and last heartbeat,
+    then the cluster-wide circuit breakers and rate limits of tools (in JSON:
+    entries with ``role`` ``breaker`` or ``rate_limit``)."""
+    from worker.tools import read_states
+
+    async def both(client: Client) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        return await client.agents(), await read_states(client.bus)
+
     settings = _settings(nats, prefix)
-    found = _run(_with_client(settings, lambda c: c.agents()))
+    found, tools = _run(_with_client(settings, both))
     if as_json:
-        _print_json(found)
-    elif not found:
+        _print_json([*found, *tools])
+        return
+    if not found:
         out.print("no agents registered")
     else:
         render.print_agents(out, found)
+    if tools:
+        render.print_tool_states(out, tools)
 
 
 def _resume(

@@ -175,11 +175,44 @@ def print_divergence(console: Console, found: Divergence, first: str, second: st
     console.print(table)
 
 
+def print_tool_states(console: Console, states: list[dict[str, Any]]) -> None:
+    """Cluster-wide circuit breakers and rate-limit windows of tools, as a table."""
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("tools", "key", "state", "detail", "changed by"):
+        table.add_column(column)
+    for info in states:
+        if info.get("role") == "breaker":
+            until = info.get("opened_until") or 0
+            detail = f"{info.get('failures', 0)} failures"
+            if info.get("state") != "closed" and until:
+                detail += f", open until {when(int(until * 1e9))}"
+            if info.get("last_error"):
+                detail += f"; {short(info['last_error'], 50)}"
+            table.add_row(
+                "breaker",
+                str(info.get("key")),
+                str(info.get("state")),
+                detail,
+                str(info.get("by", "")),
+            )
+        else:
+            per_s = info.get("per_s") or 0
+            table.add_row(
+                "rate limit",
+                str(info.get("key")),
+                f"{info.get('count', 0)}/{info.get('calls', '?')}",
+                f"in the current {per_s:g}s window" if per_s else "",
+                "",
+            )
+    console.print(table)
+
+
 __all__ = [
     "event_json",
     "print_agents",
     "print_divergence",
     "print_state",
     "print_timeline",
+    "print_tool_states",
     "to_json",
 ]

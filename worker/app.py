@@ -23,6 +23,8 @@ from typing import Any
 from shared.errors import ConfigError, NotFoundError
 from shared.ids import ID_RE
 from worker.context import TaskContext
+from worker.tools.registry import ToolRegistry
+from worker.tools.spec import Tool
 
 Handler = Callable[[TaskContext], Awaitable[Any]] | Callable[[TaskContext], Any]
 OutcomeHook = Callable[[TaskContext, str], Awaitable[None]]
@@ -44,6 +46,8 @@ class AgentSpec:
     a time. None: as many as the worker's ``--concurrency``."""
     description: str = ""
     is_async: bool = field(default=True)
+    tools: ToolRegistry = field(default_factory=ToolRegistry)
+    """The agent's tools and granted permissions (``ctx.tools`` in its handler)."""
 
 
 class AgentApp:
@@ -67,12 +71,16 @@ class AgentApp:
         name: str | None = None,
         instances: int | None = None,
         description: str = "",
+        tools: Iterable[Tool] = (),
+        permissions: Iterable[str] = (),
     ) -> Callable[[Handler], Handler]:
         """Register the decorated function as an agent serving ``capabilities``.
 
         The handler takes a :class:`TaskContext` and returns msgpack-able data; it
-        may be ``async`` or plain (plain handlers run in a thread). Raises
-        ConfigError for an invalid or duplicate name or capability.
+        may be ``async`` or plain (plain handlers run in a thread). ``tools`` are
+        what it may call through ``ctx.tools``, ``permissions`` what it is granted
+        (e.g. ``{"fs:read"}``, ``{"fs:*"}``). Raises ConfigError for an invalid or
+        duplicate name or capability, or two tools of one name.
         """
 
         def register(fn: Handler) -> Handler:
@@ -82,6 +90,8 @@ class AgentApp:
                 name=name or str(getattr(fn, "__name__", "agent")),
                 instances=instances,
                 description=description or (inspect.getdoc(fn) or "").split("\n")[0],
+                tools=tools,
+                permissions=permissions,
             )
             return fn
 
@@ -95,6 +105,8 @@ class AgentApp:
         name: str,
         instances: int | None = None,
         description: str = "",
+        tools: Iterable[Tool] = (),
+        permissions: Iterable[str] = (),
     ) -> AgentSpec:
         """Register ``handler`` as an agent; the non-decorator form of :meth:`agent`."""
         caps = (capabilities,) if isinstance(capabilities, str) else tuple(capabilities)
@@ -119,6 +131,7 @@ class AgentApp:
             instances=instances,
             description=description,
             is_async=inspect.iscoroutinefunction(handler),
+            tools=ToolRegistry(tools, permissions=permissions),
         )
         self._agents[name] = spec
         for cap in caps:
@@ -136,6 +149,8 @@ class AgentApp:
                 name=spec.name,
                 instances=spec.instances,
                 description=spec.description,
+                tools=spec.tools.tools,
+                permissions=spec.tools.permissions,
             )
         return self
 

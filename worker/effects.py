@@ -88,8 +88,19 @@ class Effects:
     async def call(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` (sync or async) as side effect ``name`` and
         record it; during a replay, serve it from the recording instead."""
+        return await self.call_at(self.next_index(), name, fn, *args, **kwargs)
+
+    def next_index(self) -> int:
+        """Reserve the next call index (for calls that run concurrently: reserve
+        in program order, then :meth:`call_at` in any order)."""
         index = self.calls
         self.calls += 1
+        return index
+
+    async def call_at(
+        self, index: int, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Any:
+        """:meth:`call` with an index reserved by :meth:`next_index`."""
         digest = params_hash(args, kwargs)
         if self.replay:
             return await self._serve(index, name, digest)

@@ -8,16 +8,39 @@ Run with ``agenticflow worker --app examples.customer_service.app:app`` and subm
 Every step is rule-based and deterministic: the pure functions (:func:`classify`,
 :func:`propose_resolution`, :func:`decide_escalation`) hold the logic, the
 handlers only read the task context and call them.
+
+The escalation uses tools (``ctx.tools``): it looks up the account's open
+tickets with the built-in ``sql_query`` (read-only, parameterised, on a small
+SQLite database the example creates), and when it escalates it writes the
+case note with ``file_write`` (confined to a notes directory) and pages the
+duty manager through ``page_manager``, a tool declared here with its own input
+model, permission and rate limit. Its data lives in ``$CUSTOMER_SERVICE_DATA``
+(default: ``<tmp>/agenticflow-customer-service``).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import sqlite3
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
-from agenticflow import AgentApp, NonRetryableError, TaskContext
+from pydantic import BaseModel, Field
+
+from agenticflow import (
+    AgentApp,
+    NonRetryableError,
+    TaskContext,
+    ToolBox,
+    ToolCall,
+    file_tools,
+    sql_tool,
+    tool,
+)
 
 app = AgentApp("customer-service")
 
@@ -346,8 +369,11 @@ def decide_escalation(
     *,
     customer: str,
     min_confidence: float = 0.6,
+    open_tickets: int = 0,
 ) -> dict[str, Any]:
-    """Decide whether a manager takes the case, and write the reply to the customer."""
+    """Decide whether a manager takes the case, and write the reply to the customer.
+
+    ``open_tickets``: the account's other open tickets; two or more escalate."""
     priority = str(triage["priority"])
     sentiment = str(triage["sentiment"])
     confidence = float(resolution["confidence"])
@@ -358,6 +384,8 @@ def decide_escalation(
         reasons.append("critical priority")
     elif priority == "high" and sentiment == "negative":
         reasons.append("high priority with negative sentiment")
+    if open_tickets >= 2:
+        reasons.append(f"repeat contact: {open_tickets} other open tickets on the account")
     escalate = bool(reasons)
     sla = SLA_BY_PRIORITY.get(priority, SLA_BY_PRIORITY["low"])
     steps = [str(step) for step in resolution.get("steps", [])]
@@ -412,6 +440,85 @@ def _dependency(ctx: TaskContext, task_id: str) -> Mapping[str, Any]:
     return result
 
 
+# --- tools of the escalation ---------------------------------------------------------
+
+DATA_DIR = Path(
+    os.environ.get(
+        "CUSTOMER_SERVICE_DATA", Path(tempfile.gettempdir()) / "agenticflow-customer-service"
+    )
+)
+"""Where the example keeps its ticket database, case notes and pager log."""
+
+TICKETS = [
+    ("T-1001", "acme-retail", "open", "Checkout page slow during peak hours"),
+    ("T-1002", "acme-retail", "open", "Webhook deliveries delayed"),
+    ("T-1003", "acme-retail", "closed", "Invoice address wrong"),
+    ("T-2001", "globex", "open", "CSV export dates in wrong timezone"),
+]
+"""The seed tickets: (id, account, status, subject)."""
+
+
+def ensure_data(directory: Path) -> Path:
+    """Create the ticket database and the notes directory if missing (atomic:
+    several worker processes may start at once); returns the database path."""
+    (directory / "notes").mkdir(parents=True, exist_ok=True)
+    database = directory / "tickets.db"
+    if database.exists():
+        return database
+    fd, draft = tempfile.mkstemp(dir=directory, suffix=".db")
+    os.close(fd)
+    with sqlite3.connect(draft) as conn:
+        conn.execute(
+            "CREATE TABLE tickets (id TEXT PRIMARY KEY, account TEXT, status TEXT, subject TEXT)"
+        )
+        conn.executemany("INSERT INTO tickets VALUES (?, ?, ?, ?)", TICKETS)
+    conn.close()
+    os.replace(draft, database)
+    return database
+
+
+class Page(BaseModel):
+    """Input of ``page_manager``."""
+
+    manager: str = Field(min_length=1, max_length=64)
+    customer: str = Field(min_length=1)
+    priority: Literal["low", "medium", "high", "critical"]
+    reason: str = Field(min_length=1, max_length=500)
+
+
+@tool(permissions={"pager:send"}, rate_limit="30/min", timeout_s=10)
+def page_manager(params: Page, call: ToolCall) -> dict[str, Any]:
+    """Page the manager on duty about a case (appends to the pager log).
+
+    The call's idempotency key goes with the page, so a pager that deduplicates
+    on it never pages twice for one escalation."""
+    line = f"{call.key}\t{params.manager}\t{params.priority}\t{params.customer}\t{params.reason}\n"
+    with (DATA_DIR / "pager.log").open("a", encoding="utf-8") as log:
+        log.write(line)
+    return {"paged": params.manager, "page_id": call.key}
+
+
+query_tickets = sql_tool(ensure_data(DATA_DIR), max_rows=50)
+_, write_note = file_tools(DATA_DIR / "notes", max_bytes=64 * 1024)
+
+
+def _tools(ctx: TaskContext) -> ToolBox:
+    if ctx.tools is None:
+        raise NonRetryableError(f"agent {ctx.agent!r} runs without its tools")
+    return ctx.tools
+
+
+def case_note(customer: str, account: str | None, decision: Mapping[str, Any]) -> str:
+    """The escalation's case note (Markdown)."""
+    reasons = "\n".join(f"- {reason}" for reason in decision["reasons"])
+    return (
+        f"# Escalation: {customer}\n\n"
+        f"Account: {account or 'unknown'}  \nPriority: {decision['priority']} "
+        f"(SLA {decision['sla']})\n\n## Why\n\n{reasons}\n\n"
+        f"## Reply sent\n\n{decision['response']}\n"
+    )
+
+
 @app.agent(capabilities=["triage"])
 async def triage(ctx: TaskContext) -> dict[str, Any]:
     """Classify the customer's message: category, priority and sentiment."""
@@ -431,9 +538,13 @@ async def technical_resolution(ctx: TaskContext) -> dict[str, Any]:
     return propose_resolution(str(triaged["category"]), _require_message(ctx), max_steps=max_steps)
 
 
-@app.agent(capabilities=["manager_escalation"])
+@app.agent(
+    capabilities=["manager_escalation"],
+    tools=[query_tickets, write_note, page_manager],
+    permissions={"db:read", "fs:write", "pager:send"},
+)
 async def manager_escalation(ctx: TaskContext) -> dict[str, Any]:
-    """Escalate risky cases to a manager and write the final response."""
+    """Escalate risky cases to a manager (case note, page) and write the final response."""
     triaged = _dependency(ctx, "triage")
     resolution = _dependency(ctx, "resolution")
     min_confidence = ctx.params.get("min_confidence", 0.6)
@@ -441,20 +552,53 @@ async def manager_escalation(ctx: TaskContext) -> dict[str, Any]:
         raise NonRetryableError("param 'min_confidence' must be a number")
     if not 0.0 <= min_confidence <= 1.0:
         raise NonRetryableError("param 'min_confidence' must be between 0 and 1")
-    return decide_escalation(
+    tools = _tools(ctx)
+    customer = ctx.input.get("customer")
+    account = customer.get("account") if isinstance(customer, Mapping) else None
+    open_tickets = 0
+    if isinstance(account, str) and account:
+        found = await tools.call(
+            "sql_query",
+            query="SELECT count(*) FROM tickets WHERE account = ? AND status = 'open'",
+            params=[account],
+        )
+        open_tickets = int(found["rows"][0][0])
+    decision = decide_escalation(
         triaged,
         resolution,
         customer=str(triaged["customer"]),
         min_confidence=float(min_confidence),
+        open_tickets=open_tickets,
     )
+    decision["open_tickets"] = open_tickets
+    if decision["escalate"]:
+        note = await tools.call(
+            "file_write",
+            path=f"{ctx.workflow_id}-{ctx.task_id}.md",
+            content=case_note(str(triaged["customer"]), account, decision),
+        )
+        page = await tools.call(
+            "page_manager",
+            manager=decision["assigned_to"],
+            customer=str(triaged["customer"]),
+            priority=decision["priority"],
+            reason="; ".join(decision["reasons"]),
+        )
+        decision["case_note"] = note["path"]
+        decision["page_id"] = page["page_id"]
+    return decision
 
 
 __all__ = [
+    "DATA_DIR",
     "KNOWLEDGE_BASE",
     "app",
+    "case_note",
     "classify",
     "customer_name",
     "decide_escalation",
+    "ensure_data",
+    "page_manager",
     "propose_resolution",
     "score_sentiment",
 ]

@@ -163,7 +163,13 @@ async def test_agents_lists_both_workers(cluster: DevCluster) -> None:
     assert hosted["solo"] == 1
     shown = cli(cluster, "agents")
     assert shown.returncode == 0, shown.stderr
-    assert "idle of 1" in shown.stdout
+    # One row per agent instance, with its state machine's state.
+    solos = [a["agents"] for a in agents if a.get("agent") == "solo"]
+    assert [len(instances) for instances in solos] == [1, 1]
+    for (instance,) in solos:
+        assert instance["id"] in shown.stdout
+        assert instance["state"] in ("idle", "processing")
+    assert "idle" in shown.stdout
 
 
 def _children(pid: int) -> set[int]:

@@ -10,9 +10,11 @@ from agenticflow.devcluster import DevCluster
 from agenticflow.server import NatsServer
 from coordinator.client import Client
 from coordinator.state import WorkflowStatus
+from shared.events import EventType, TaskToolCalled
 from shared.transport import connected
 from shared.workflow import load_workflow_file
 from tests.conftest import unique_prefix
+from tests.integration.helpers import of_type
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -52,4 +54,12 @@ async def test_every_example_completes_with_causal_clocks(
         )
         escalation = states[0].output["escalation"]
         assert escalation["escalate"] is True
+        assert escalation["open_tickets"] == 2  # looked up with the sql_query tool
+        assert escalation["page_id"].endswith(":tool:page_manager")
+        tool_calls = of_type(await client.events(ids[0]), EventType.TASK_TOOL_CALLED)
+        assert sorted(e.data.tool for e in tool_calls if isinstance(e.data, TaskToolCalled)) == [
+            "file_write",
+            "page_manager",
+            "sql_query",
+        ]
         assert states[2].output["sizing"]["max_loss"] <= 100000 * 0.01

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agenticflow import AgentApp, NonRetryableError, TaskContext
+from agenticflow import AgentApp, NonRetryableError, TaskContext, ToolBox
 from examples.content_pipeline import app as content
 from examples.content_pipeline import corpus
 from examples.customer_service import app as support
@@ -83,6 +83,7 @@ async def run(
             agent=spec.name,
             worker="test-worker",
             timeout_s=definition.timeout_of(task),
+            tools=ToolBox(spec.tools, workflow_id="wf-test", task_id=task.id, agent=spec.name),
         )
         result = spec.handler(ctx)
         if inspect.isawaitable(result):
@@ -137,6 +138,19 @@ async def test_outage_is_high_priority_and_escalated() -> None:
     assert escalation["assigned_to"] == "duty-manager"
     assert escalation["reasons"]
     assert escalation["response"].startswith("Hi Dana Whitfield,")
+
+
+async def test_escalation_uses_its_tools() -> None:
+    results = await run_example("customer_service")
+    escalation = results["escalation"]
+    assert escalation["open_tickets"] == 2  # acme-retail's seed tickets, via sql_query
+    assert "repeat contact: 2 other open tickets on the account" in escalation["reasons"]
+    assert escalation["case_note"] == "wf-test-escalation.md"
+    note = (support.DATA_DIR / "notes" / escalation["case_note"]).read_text(encoding="utf-8")
+    assert note.startswith("# Escalation: Dana Whitfield")
+    assert escalation["page_id"] == "wf-test:escalation:2:tool:page_manager"
+    pages = (support.DATA_DIR / "pager.log").read_text(encoding="utf-8")
+    assert escalation["page_id"] in pages
 
 
 async def test_confident_how_to_is_answered_without_escalation() -> None:

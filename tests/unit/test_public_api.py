@@ -17,6 +17,10 @@ EXPECTED = {
     "AgentState", "ApprovalDecision", "ApprovalGate", "ApprovalRejectedError",
     "ApprovalTimeoutError", "Feedback", "IllegalTransitionError", "InterventionRefusedError",
     "Modification", "TaskCancelledError",
+    "BreakerPolicy", "Pool", "RateLimit", "RateLimitedError", "SandboxError", "SandboxLimits",
+    "Tool", "ToolBox", "ToolCall", "ToolError", "ToolOutcome", "ToolPermissionError",
+    "ToolRefusedError", "ToolRegistry", "ToolTimeoutError", "ToolValidationError",
+    "UnknownToolError", "file_tools", "http_tool", "sql_tool", "tool",
 }  # fmt: skip
 
 

@@ -1,0 +1,330 @@
+"""Tools on a real cluster: worker processes serving ``tests.support.tools_app``.
+
+Two worker processes with one slot each (so two tasks at once run in two
+processes), a coordinator, the session's nats-server. The tools leave one line
+per real call in a file, so the tests count side effects across processes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agenticflow.devcluster import DevCluster
+from agenticflow.server import NatsServer
+from coordinator.client import Client
+from coordinator.state import WorkflowState, WorkflowStatus
+from shared.events import Event, EventType, TaskToolCalled
+from shared.resilience import CircuitOpenError
+from shared.transport import Bus, connected
+from tests.chaos.helpers import Observer
+from tests.conftest import unique_prefix
+from tests.integration.helpers import agenticflow, of_type, run, wf
+from tests.support import tools_app
+from worker.tools import ClusterToolState, ToolBox, ToolRegistry, read_states
+
+pytestmark = pytest.mark.timeout(120)
+
+SECRET = "hunter2-do-not-leak"
+
+
+@dataclass
+class ToolsCluster:
+    cluster: DevCluster
+    bus: Bus
+    client: Client
+    observer: Observer
+
+
+@pytest.fixture(scope="module")
+async def tc(nats_server: NatsServer, log_dir: Path) -> AsyncIterator[ToolsCluster]:
+    prefix = unique_prefix("tools")
+    async with (
+        DevCluster(
+            app="tests.support.tools_app:app",
+            workers=2,
+            concurrency=1,
+            nats_url=nats_server.url,
+            prefix=prefix,
+            settings={"task_ack_wait_s": 2},
+            env={"TOOL_SECRET": SECRET},
+            log_dir=log_dir / prefix,
+        ) as cluster,
+        connected(cluster.settings, name="tools-tests") as bus,
+    ):
+        observer = Observer(bus)
+        await observer.start()
+        yield ToolsCluster(cluster, bus, Client(bus=bus, node_id="tools-tests"), observer)
+
+
+def task(task_id: str, capability: str, **params: Any) -> dict[str, Any]:
+    return {
+        "id": task_id,
+        "capability": capability,
+        "params": params,
+        "timeout_s": 60,
+        "retry": {"max_attempts": 2, "initial_interval_s": 0.1},
+    }
+
+
+def audits(events: list[Event]) -> list[TaskToolCalled]:
+    out = []
+    for event in of_type(events, EventType.TASK_TOOL_CALLED):
+        assert isinstance(event.data, TaskToolCalled)
+        out.append(event.data)
+    return sorted(out, key=lambda a: (a.call, a.outcome))
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+def local_box(bus: Bus, worker: str) -> tuple[ToolBox, ClusterToolState]:
+    """A tool box in this test process: another process on the cluster's KV."""
+    state = ClusterToolState(bus=bus, worker=worker)
+    box = ToolBox(
+        ToolRegistry(tools_app.TOOLS, permissions=tools_app.GRANTED),
+        state=state,
+        workflow_id="test-process",
+        task_id=worker,
+        agent="test",
+    )
+    return box, state
+
+
+# --- bad input -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "error", "outcome", "message"),
+    [
+        ("no_such_tool", {}, "UnknownToolError", "unknown", "has no tool 'no_such_tool'"),
+        ("bump", {"value": -5}, "ToolValidationError", "invalid", "value: Input should be"),
+        ("purge_everything", {}, "ToolPermissionError", "denied", "lacks permission admin"),
+    ],
+)
+async def test_bad_input_is_a_typed_error_recorded_and_changes_nothing(
+    tc: ToolsCluster,
+    tmp_path: Path,
+    tool: str,
+    args: dict[str, Any],
+    error: str,
+    outcome: str,
+    message: str,
+) -> None:
+    trace = tmp_path / "trace.txt"
+    definition = wf(task("t", "use_tool", tool=tool, args={"path": str(trace), **args}))
+    state = await run(tc.client, definition)
+    assert state.status == WorkflowStatus.FAILED
+    failure = state.tasks["t"].error
+    assert failure is not None
+    assert (failure.type, failure.retryable) == (error, False)
+    assert message in failure.message
+    (record,) = audits(await tc.client.events(state.workflow_id))
+    assert (record.tool, record.outcome, record.result_hash) == (tool, outcome, None)
+    assert record.error is not None
+    assert record.error.type == error
+    assert not trace.exists()  # the tool never ran
+    assert tool not in {s["key"] for s in await read_states(tc.bus)}  # no breaker touched
+
+
+# --- audit, call_many ----------------------------------------------------------------
+
+
+async def test_call_many_is_audited_in_input_order_with_hashes(
+    tc: ToolsCluster, tmp_path: Path
+) -> None:
+    trace = tmp_path / "trace.txt"
+    calls = [
+        ["bump", {"path": str(trace), "value": 1}],
+        ["bump", {"path": str(trace), "value": "x"}],
+        ["bump", {"path": str(trace), "value": 3}],
+        ["sandboxed_add", {"path": "-", "value": 4}],
+    ]
+    state = await run(tc.client, wf(task("m", "use_many", calls=calls)))
+    assert state.status == WorkflowStatus.COMPLETED, state.reason
+    result = state.tasks["m"].result
+    assert [r["ok"] for r in result] == [True, False, True, True]
+    assert result[1]["error"] == "ToolValidationError"
+    assert [result[0]["value"]["value"], result[2]["value"]["value"]] == [1, 3]
+    assert result[3]["value"]["value"] == 5
+    wid = state.workflow_id
+    records = audits(await tc.client.events(wid))
+    assert [(r.call, r.outcome) for r in records] == [
+        (0, "ok"),
+        (1, "invalid"),
+        (2, "ok"),
+        (3, "ok"),
+    ]
+    assert [r.key for r in records] == [
+        f"{wid}:m:0:tool:bump",
+        f"{wid}:m:1:tool:bump",
+        f"{wid}:m:2:tool:bump",
+        f"{wid}:m:3:tool:sandboxed_add",
+    ]
+    for record in records:
+        assert len(record.params_hash) == 32
+        assert record.agent == "use_many"
+        assert record.worker
+        assert record.instance.startswith(f"{record.worker}.use_many.")
+        assert (record.result_hash is None) == (record.outcome != "ok")
+    assert records[0].params_hash != records[2].params_hash
+    # One line per real call, each carrying the idempotency key the tool was given.
+    assert sorted(line.split()[0] for line in lines(trace)) == [records[0].key, records[2].key]
+    effects = of_type(await tc.client.events(wid), EventType.TASK_EFFECT_RECORDED)
+    assert len(effects) == 3
+
+
+# --- the sandbox in a worker process ---------------------------------------------------
+
+
+async def test_a_sandboxed_tool_does_not_see_the_workers_secret(tc: ToolsCluster) -> None:
+    definition = wf(
+        task("inside", "use_tool", tool="env_in_sandbox"),
+        task("outside", "use_tool", tool="env_in_process"),
+    )
+    state = await run(tc.client, definition)
+    assert state.status == WorkflowStatus.COMPLETED, state.reason
+    assert state.tasks["outside"].result["secret"] == SECRET  # the worker has it
+    assert state.tasks["inside"].result["secret"] is None
+    assert "TOOL_SECRET" not in state.tasks["inside"].result["env"]
+    assert "AGENTICFLOW_NATS_URL" not in state.tasks["inside"].result["env"]
+
+
+# --- cluster-wide circuit breaker ------------------------------------------------------
+
+
+async def test_a_breaker_opened_in_one_process_stops_the_others(
+    tc: ToolsCluster, tmp_path: Path
+) -> None:
+    trace = tmp_path / "remote.txt"
+    remote = ["remote_call", {"path": str(trace)}]
+    # A worker process fails three times: the provider's circuit opens.
+    first = await run(tc.client, wf(task("a", "use_many", calls=[remote, remote, remote])))
+    assert first.status == WorkflowStatus.COMPLETED, first.reason
+    assert [r["error"] for r in first.tasks["a"].result] == ["ConnectionError"] * 3
+    assert len(lines(trace)) == 3
+
+    # This test process (its own connection and state) is refused at once...
+    box, state = local_box(tc.bus, "test-a")
+    try:
+        with pytest.raises(CircuitOpenError, match="'remote-api' is open") as refused:
+            await box.call("remote_call", path=str(trace))
+        assert refused.value.retry_after_s > 60
+    finally:
+        await state.aclose()
+    # ...and so is the next task, on whichever worker process takes it.
+    second = await run(tc.client, wf(task("b", "use_many", calls=[remote])))
+    assert second.tasks["b"].result[0]["error"] == "CircuitOpenError"
+    assert [r.outcome for r in audits(await tc.client.events(second.workflow_id))] == ["open"]
+    assert len(lines(trace)) == 3  # nobody called the provider again
+
+    # The other way round: this process opens a circuit, the workers see it.
+    other = tmp_path / "other.txt"
+    box, state = local_box(tc.bus, "test-b")
+    try:
+        for _ in range(2):
+            with pytest.raises(ConnectionError):
+                await box.call("other_call", path=str(other))
+    finally:
+        await state.aclose()
+    third = await run(
+        tc.client, wf(task("c", "use_many", calls=[["other_call", {"path": str(other)}]]))
+    )
+    assert third.tasks["c"].result[0]["error"] == "CircuitOpenError"
+    assert len(lines(other)) == 2
+
+    # `agents --json` shows the shared state.
+    listed = agenticflow(tc.cluster.settings, "agents", "--json")
+    assert listed.returncode == 0, listed.stderr
+    breakers = {e["key"]: e for e in json.loads(listed.stdout) if e.get("role") == "breaker"}
+    assert breakers["remote-api"]["state"] == "open"
+    assert breakers["remote-api"]["failures"] == 3
+    assert "ConnectionError" in breakers["remote-api"]["last_error"]
+    assert breakers["other-api"]["state"] == "open"
+    assert breakers["other-api"]["by"] == "test-b"
+
+
+# --- cluster-wide rate limit -----------------------------------------------------------
+
+
+async def test_a_rate_limit_holds_across_two_worker_processes(
+    tc: ToolsCluster, tmp_path: Path
+) -> None:
+    trace, barrier = tmp_path / "limited.txt", tmp_path / "barrier"
+    barrier.mkdir()
+    both = {"barrier": str(barrier), "parties": 2, "args": {"path": str(trace)}}
+    definition = wf(
+        task("x", "use_tool", tool="limited", times=6, **both),
+        task("y", "use_tool", tool="limited", times=6, **both),
+    )
+    state = await run(tc.client, definition)
+    assert state.status == WorkflowStatus.COMPLETED, state.reason
+    calls = [(float(t), pid) for t, pid in (line.split() for line in lines(trace))]
+    assert len(calls) == 12
+    by_pid: dict[str, list[float]] = {}
+    for at, pid in calls:
+        by_pid.setdefault(pid, []).append(at)
+    assert len(by_pid) == 2, "both worker processes called the tool"
+    # A barrier in the app starts both tasks' calls at the same moment, so with a
+    # per-process limit the first windows would each hold 6 calls.
+    # limited allows 3 calls per 1-second window, for both processes together
+    # (each on its own would have allowed 6 per window between them).
+    windows: dict[int, int] = {}
+    for at, _ in calls:
+        windows[math.floor(at)] = windows.get(math.floor(at), 0) + 1
+    assert max(windows.values()) <= 3, windows
+    assert max(at for at, _ in calls) - min(at for at, _ in calls) > 2.0
+    limits = {e["key"]: e for e in await read_states(tc.bus) if e["role"] == "rate_limit"}
+    assert limits["limited"]["calls"] == 3
+
+
+# --- effectively once: a worker killed after the side effect --------------------------
+
+
+def pid_of(node_id: str) -> int:
+    """Node ids are ``role-host-pid-random``."""
+    return int(node_id.rsplit("-", 2)[1])
+
+
+@pytest.mark.chaos
+async def test_a_redelivered_task_does_not_repeat_a_tool_call(
+    tc: ToolsCluster, tmp_path: Path
+) -> None:
+    counter, go = tmp_path / "counter.txt", tmp_path / "go"
+    wid = await tc.client.submit(
+        wf(task("once", "effect_then_wait", counter=str(counter), go=str(go)))
+    )
+
+    def called(observer: Observer) -> bool:
+        return any(
+            e.workflow_id == wid and e.type == EventType.TASK_TOOL_CALLED for _, e in observer.seen
+        )
+
+    await tc.observer.until(called, timeout=60)
+    (event,) = [
+        e
+        for _, e in tc.observer.seen
+        if e.workflow_id == wid and e.type == EventType.TASK_TOOL_CALLED
+    ]
+    assert isinstance(event.data, TaskToolCalled)
+    assert event.data.outcome == "ok"
+    assert len(lines(counter)) == 1
+    victim = next(p for p in tc.cluster.worker_procs if p.pid == pid_of(event.data.worker))
+    DevCluster.kill(victim)  # SIGKILL after the side effect, before the task completed
+    go.touch()
+
+    state: WorkflowState = await tc.client.wait(wid, timeout=60)
+    assert state.status == WorkflowStatus.COMPLETED, state.reason
+    assert len(lines(counter)) == 1, "the side effect happened exactly once"
+    assert state.tasks["once"].result["worker"] != event.data.worker
+    records = audits(await tc.client.events(wid))
+    assert [(r.call, r.outcome) for r in records] == [(0, "cached"), (0, "ok")]
+    assert records[0].key == records[1].key == f"{wid}:once:0:tool:bump"
+    assert records[0].result_hash == records[1].result_hash

@@ -1,0 +1,343 @@
+"""Built-in tools and pools: file jail, read-only SQL, HTTP allow-list and size cap."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.errors import ConfigError, ToolRefusedError, ToolTimeoutError, ToolValidationError
+from worker.tools import (
+    MemoryToolState,
+    Pool,
+    ToolBox,
+    ToolRegistry,
+    file_tools,
+    http_tool,
+    sql_tool,
+)
+from worker.tools.spec import Tool
+
+
+def box(*tools: Tool, permissions: set[str] | None = None) -> ToolBox:
+    return ToolBox(
+        ToolRegistry(tools, permissions=permissions or {"*"}),
+        state=MemoryToolState(),
+        workflow_id="wf",
+        task_id="t",
+        agent="a",
+    )
+
+
+# --- files -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def jail(tmp_path: Path) -> Path:
+    root = tmp_path / "jail"
+    root.mkdir()
+    (root / "notes").mkdir()
+    (root / "notes" / "a.txt").write_text("hello", encoding="utf-8")
+    (tmp_path / "secret.txt").write_text("top secret", encoding="utf-8")
+    (root / "escape").symlink_to(tmp_path / "secret.txt")
+    (root / "outdir").symlink_to(tmp_path)
+    (root / "inside").symlink_to(root / "notes" / "a.txt")
+    (root / "big.txt").write_text("x" * 200, encoding="utf-8")
+    return root
+
+
+async def test_file_tools_read_and_write_inside_their_directory(jail: Path) -> None:
+    reader, writer = file_tools(jail, max_bytes=100)
+    tools = box(reader, writer)
+    assert (await tools.call("file_read", path="notes/a.txt"))["content"] == "hello"
+    assert (await tools.call("file_read", path="inside"))["content"] == "hello"
+    written = await tools.call("file_write", path="out/new.txt", content="hi")
+    assert written == {"path": "out/new.txt", "bytes": 2, "mode": "overwrite"}
+    await tools.call("file_write", path="out/new.txt", content=" there", mode="append")
+    assert (jail / "out" / "new.txt").read_text(encoding="utf-8") == "hi there"
+    with pytest.raises(ToolRefusedError, match="already exists"):
+        await tools.call("file_write", path="out/new.txt", content="x", mode="create")
+
+
+@pytest.mark.parametrize(
+    ("path", "why"),
+    [
+        ("../secret.txt", r"'\.\.' is not allowed"),
+        ("notes/../../secret.txt", r"'\.\.' is not allowed"),
+        ("/etc/passwd", "absolute path outside"),
+        ("escape", "symlink out of"),
+        ("outdir/secret.txt", "symlink out of"),
+        ("big.txt", "over the 100-byte limit"),
+        ("missing.txt", "no file"),
+        ("notes", "not a regular file"),
+        ("", "empty path"),
+    ],
+)
+async def test_file_read_refuses_escapes_and_oversized_files(
+    jail: Path, path: str, why: str
+) -> None:
+    reader, _ = file_tools(jail, max_bytes=100)
+    with pytest.raises(ToolRefusedError, match=why):
+        await box(reader).call("file_read", path=path)
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "why"),
+    [
+        ("../evil.txt", "x", r"'\.\.' is not allowed"),
+        ("escape", "x", "symlink out of"),
+        ("outdir/evil.txt", "x", "symlink out of"),
+        ("/tmp/evil.txt", "x", "absolute path outside"),
+        ("huge.txt", "y" * 101, "exceed the 100-byte limit"),
+    ],
+)
+async def test_file_write_refuses_escapes_and_oversized_content(
+    jail: Path, path: str, content: str, why: str
+) -> None:
+    _, writer = file_tools(jail, max_bytes=100)
+    with pytest.raises(ToolRefusedError, match=why):
+        await box(writer).call("file_write", path=path, content=content)
+    assert (jail.parent / "secret.txt").read_text(encoding="utf-8") == "top secret"
+    assert not (jail.parent / "evil.txt").exists()
+    assert not (jail / "huge.txt").exists()
+
+
+async def test_file_write_does_not_follow_a_symlink_swapped_in_as_the_last_part(
+    jail: Path,
+) -> None:
+    _, writer = file_tools(jail, max_bytes=100)
+    # A symlink inside that points inside is allowed to read, but the write goes
+    # to the resolved file, never through the link.
+    await box(writer).call("file_write", path="inside", content="changed")
+    assert (jail / "notes" / "a.txt").read_text(encoding="utf-8") == "changed"
+    assert (jail / "inside").is_symlink()
+
+
+def test_file_tools_need_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a directory"):
+        file_tools(tmp_path / "nope")
+
+
+# --- sql ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    path = tmp_path / "shop.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL)")
+        conn.executemany(
+            "INSERT INTO items (name, price) VALUES (?, ?)",
+            [(f"item{i}", i * 1.5) for i in range(10)],
+        )
+    conn.close()
+    return path
+
+
+async def test_sql_query_is_parameterised_and_capped(database: Path) -> None:
+    query = sql_tool(database, max_rows=3)
+    tools = box(query)
+    found = await tools.call(
+        "sql_query", query="SELECT name, price FROM items WHERE id = ?", params=[2]
+    )
+    assert found == {"columns": ["name", "price"], "rows": [["item1", 1.5]], "truncated": False}
+    named = await tools.call(
+        "sql_query", query="SELECT count(*) AS n FROM items WHERE price > :p", params={"p": 6}
+    )
+    assert named["rows"] == [[5]]
+    many = await tools.call("sql_query", query="SELECT id FROM items ORDER BY id")
+    assert many["rows"] == [[1], [2], [3]]
+    assert many["truncated"] is True
+    # A value with quotes is data, not SQL.
+    none = await tools.call(
+        "sql_query", query="SELECT id FROM items WHERE name = ?", params=["x' OR '1'='1"]
+    )
+    assert none["rows"] == []
+    with pytest.raises(ToolValidationError):
+        await tools.call("sql_query", query="SELECT 1", params=[{"nested": 1}])
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DELETE FROM items",
+        "UPDATE items SET price = 0",
+        "INSERT INTO items (name) VALUES ('x')",
+        "DROP TABLE items",
+        "CREATE TABLE t (x)",
+        "ATTACH DATABASE ':memory:' AS other",
+        "PRAGMA query_only = OFF",
+        "SELECT 1; DELETE FROM items",
+    ],
+)
+async def test_sql_query_refuses_anything_but_reading(database: Path, statement: str) -> None:
+    with pytest.raises(ToolRefusedError):
+        await box(sql_tool(database)).call("sql_query", query=statement)
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (10,)
+        assert conn.execute("SELECT min(price) FROM items").fetchone() == (0.0,)
+    conn.close()
+
+
+async def test_sql_query_times_out(database: Path) -> None:
+    slow = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n"
+    with pytest.raises(ToolTimeoutError, match=r"longer than 0\.2s"):
+        await box(sql_tool(database, timeout_s=0.2)).call("sql_query", query=slow)
+
+
+async def test_sql_connections_come_from_a_bounded_pool(database: Path) -> None:
+    query = sql_tool(database, pool_size=2)
+    tools = box(query)
+    results = await tools.call_many(
+        [("sql_query", {"query": "SELECT ?", "params": [i]}) for i in range(6)], concurrency=6
+    )
+    assert [r.value["rows"] for r in results] == [[[i]] for i in range(6)]
+    (metrics,) = ToolRegistry([query]).pool_metrics()
+    assert metrics["name"] == "sql_query"
+    assert metrics["created"] <= 2
+    assert metrics["acquired"] == 6
+    assert metrics["in_use"] == 0
+
+
+# --- http --------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path.startswith("/big"):
+            body = b"z" * 5000
+        elif self.path.startswith("/stream"):
+            self.send_response(200)
+            self.end_headers()  # no Content-Length: the size shows while reading
+            for _ in range(50):
+                self.wfile.write(b"y" * 1000)
+            return
+        elif self.path.startswith("/redirect"):
+            self.send_response(302)
+            self.send_header("Location", "http://example.com/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        else:
+            body = f"hello {self.path}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def http_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+async def test_http_request_to_an_allowed_host(http_server: str) -> None:
+    request = http_tool(allow_hosts=["127.0.0.1"], max_bytes=1000)
+    tools = box(request)
+    answer = await tools.call("http_request", url=f"{http_server}/hi", params={"q": "1"})
+    assert answer["status"] == 200
+    assert answer["text"] == "hello /hi?q=1"
+    moved = await tools.call("http_request", url=f"{http_server}/redirect")
+    assert moved["status"] == 302  # not followed: a redirect cannot lead off the list
+    (metrics,) = ToolRegistry([request]).pool_metrics()
+    assert metrics["created"] == 1
+    assert metrics["acquired"] == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "method", "why"),
+    [
+        ("http://localhost:1/x", "GET", "host 'localhost' is not allowed"),
+        ("http://example.com/", "GET", "host 'example.com' is not allowed"),
+        ("file:///etc/passwd", "GET", "only http"),
+        ("{server}/x", "DELETE", "method DELETE is not allowed"),
+        ("{server}/big", "GET", "5000 bytes is over the 1000-byte limit"),
+        ("{server}/stream", "GET", "over the 1000-byte limit \\(aborted\\)"),
+    ],
+)
+async def test_http_request_refusals(http_server: str, url: str, method: str, why: str) -> None:
+    request = http_tool(allow_hosts=["127.0.0.1", "*.example.org"], max_bytes=1000)
+    with pytest.raises(ToolRefusedError, match=why):
+        await box(request).call("http_request", url=url.format(server=http_server), method=method)
+
+
+def test_host_allow_list_wildcards() -> None:
+    from worker.tools.web import host_allowed
+
+    allow = frozenset({"api.example.com", "*.example.org", "10.0.0.1:8080"})
+    assert host_allowed(allow, "API.example.com.", None)
+    assert host_allowed(allow, "a.b.example.org", 443)
+    assert not host_allowed(allow, "example.org", 443)
+    assert not host_allowed(allow, "evil-example.org", 443)
+    assert host_allowed(allow, "10.0.0.1", 8080)
+    assert not host_allowed(allow, "10.0.0.1", 8081)
+
+
+# --- pool --------------------------------------------------------------------------
+
+
+async def test_pool_bounds_reuses_discards_and_reports() -> None:
+    made: list[int] = []
+    closed: list[int] = []
+
+    def make() -> int:
+        made.append(len(made))
+        return made[-1]
+
+    pool: Pool[int] = Pool("things", factory=make, close=closed.append, limit=2)
+    inside = [0]
+    peak = [0]
+    both = asyncio.Event()
+
+    async def use(n: int) -> int:
+        async with pool.acquire() as thing:
+            inside[0] += 1
+            peak[0] = max(peak[0], inside[0])
+            if inside[0] == 2:
+                both.set()
+            await asyncio.wait_for(both.wait(), 5)
+            inside[0] -= 1
+            return thing
+
+    await asyncio.gather(*(use(n) for n in range(6)))
+    assert peak[0] == 2
+    assert made == [0, 1]
+    with pytest.raises(RuntimeError):
+        async with pool.acquire():
+            raise RuntimeError("broken resource")
+    assert len(closed) == 1  # a resource whose user failed is not reused
+    metrics = pool.metrics()
+    assert metrics["limit"] == 2
+    assert metrics["acquired"] == 7
+    assert metrics["waits"] >= 4
+    assert metrics["discarded"] == 1
+    assert metrics["in_use"] == 0
+    await pool.aclose()
+    assert sorted(closed) == [0, 1]
+    with pytest.raises(ConfigError, match="closed"):
+        async with pool.acquire():
+            pass
+    with pytest.raises(ConfigError):
+        Pool("bad", factory=make, limit=0)
+
+
+def test_pool_metrics_are_plain_data() -> None:
+    pool: Pool[object] = Pool("p", factory=object)
+    assert set(pool.metrics()) >= {"in_use", "idle", "created", "waits", "wait_s"}
+    assert os.sep  # keeps the os import honest on every platform

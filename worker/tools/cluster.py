@@ -1,0 +1,194 @@
+"""Breakers, rate limits and cached results in KV: shared by every worker.
+
+One :class:`ClusterToolState` per connection (:func:`cluster_state`). Breaker
+records are followed with a KV watch, so a call through a closed breaker costs
+no round trip, and a circuit opened by one worker stops calls on every other
+worker as soon as the update arrives (a few ms; a call admitted in between
+counts as usual). Every change is a compare-and-set on the entry's revision,
+retried on conflict. Rate-limit windows and cached results are read and
+written per call.
+
+Buckets (see :class:`shared.names.Names`): ``<prefix>_breakers``,
+``<prefix>_ratelimits`` and ``<prefix>_tool_results`` (entries expire after
+``tool_results_ttl_s``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from typing import Any
+
+import structlog
+from nats.js.kv import KeyValue
+
+from shared.codec import pack, unpack
+from shared.errors import AgenticFlowError, MalformedMessageError
+from shared.transport import Bus, FetchTimeout, KVNotFound
+from worker.tools.breaker import BreakerRecord
+from worker.tools.state import BREAKERS, RESULTS, WINDOWS, ToolState
+
+log = structlog.get_logger("agenticflow.tools")
+
+_INITIAL_SYNC_S = 5.0
+
+
+class ClusterToolState(ToolState):
+    """Tool state in the cluster's KV buckets (see the module docstring)."""
+
+    def __init__(self, *, bus: Bus, worker: str = "") -> None:
+        super().__init__(worker=worker)
+        self.bus = bus
+        names = bus.names
+        self._buckets = {
+            BREAKERS: names.breakers_bucket,
+            WINDOWS: names.ratelimits_bucket,
+            RESULTS: names.tool_results_bucket,
+        }
+        self._view: dict[str, tuple[BreakerRecord, int]] = {}
+        self._watch: asyncio.Task[None] | None = None
+        self._synced: asyncio.Lock | None = None
+        self._stopping = False
+
+    async def _store(self, space: str) -> KeyValue:
+        bucket = self._buckets[space]
+        if space == RESULTS:
+            return await self.bus.kv(bucket, ttl=self.bus.settings.tool_results_ttl_s)
+        return await self.bus.kv(bucket)
+
+    async def _get(self, space: str, key: str) -> tuple[Any, int]:
+        store = await self._store(space)
+
+        async def get() -> Any:
+            try:
+                return await store.get(key)
+            except KVNotFound:
+                return None
+
+        entry = await self.bus.call(get, what=f"read {key}")
+        if entry is None or entry.value is None:
+            return None, int(entry.revision or 0) if entry is not None else 0
+        try:
+            return unpack(entry.value), int(entry.revision or 0)
+        except MalformedMessageError:
+            return None, int(entry.revision or 0)
+
+    async def _cas(self, space: str, key: str, value: dict[str, Any], revision: int) -> int:
+        return await self.bus.kv_put_cas(await self._store(space), key, pack(value), revision)
+
+    async def _put(self, space: str, key: str, value: dict[str, Any]) -> None:
+        store = await self._store(space)
+        body = pack(value)
+        await self.bus.call(lambda: store.put(key, body), what=f"write {key}")
+
+    # The watched view of breakers ----------------------------------------
+    async def _breaker_view(self, key: str) -> tuple[BreakerRecord, int]:
+        if self._watch is None:
+            await self._start_watch()
+        return self._view.get(key, (BreakerRecord(), 0))
+
+    def _saw_breaker(self, key: str, record: BreakerRecord, revision: int) -> None:
+        known = self._view.get(key)
+        if known is None or known[1] <= revision:
+            self._view[key] = (record, revision)
+
+    async def _start_watch(self) -> None:
+        if self._synced is None:
+            self._synced = asyncio.Lock()
+        async with self._synced:
+            if self._watch is not None:
+                return
+            store = await self._store(BREAKERS)
+            watcher = await self.bus.call(
+                lambda: store.watchall(inactive_threshold=30.0), what="watch breakers"
+            )
+            # Take the current records before the first call is admitted.
+            with contextlib.suppress(*FetchTimeout):
+                async with asyncio.timeout(_INITIAL_SYNC_S):
+                    while (entry := await watcher.updates(timeout=_INITIAL_SYNC_S)) is not None:
+                        self._apply(entry)
+            self._watch = asyncio.create_task(self._follow(watcher), name="breaker-watch")
+
+    def _apply(self, entry: Any) -> None:
+        revision = int(entry.revision or 0)
+        if entry.operation in ("DEL", "PURGE") or entry.value is None:
+            self._view[entry.key] = (BreakerRecord(), revision)
+            return
+        try:
+            record = BreakerRecord.from_dict(unpack(entry.value))
+        except MalformedMessageError:
+            return
+        self._saw_breaker(entry.key, record, revision)
+
+    async def _follow(self, watcher: Any) -> None:
+        try:
+            # A flag as well as cancel(): on Python 3.11, wait_for() inside
+            # updates() can swallow a cancellation that meets a ready update.
+            while not self._stopping and not self.bus.closed.is_set():
+                try:
+                    entry = await watcher.updates(timeout=1.0)
+                except FetchTimeout:
+                    continue
+                if entry is None:
+                    continue
+                if not hasattr(entry, "operation"):  # the watcher was stopped
+                    return
+                self._apply(entry)
+        except Exception as exc:  # the view goes stale; CAS conflicts still correct it
+            log.warning("breaker watch ended", error=str(exc), error_type=type(exc).__name__)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+    async def aclose(self) -> None:
+        """Stop following breaker changes (idempotent)."""
+        self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+
+
+_states: weakref.WeakKeyDictionary[Bus, ClusterToolState] = weakref.WeakKeyDictionary()
+# One state per connection, created on a worker's first tool call: the worker
+# runtime builds a ToolBox per task and has no other place to keep it. It goes
+# with the connection.
+
+
+def cluster_state(bus: Bus, *, worker: str = "") -> ClusterToolState:
+    """The connection's shared :class:`ClusterToolState` (created on first use)."""
+    state = _states.get(bus)
+    if state is None:
+        state = _states[bus] = ClusterToolState(bus=bus, worker=worker)
+    return state
+
+
+async def read_states(bus: Bus) -> list[dict[str, Any]]:
+    """Every breaker and rate-limit record in the cluster, as plain dicts with
+    ``role`` (``breaker`` or ``rate_limit``), ``key`` and the record's fields."""
+    out: list[dict[str, Any]] = []
+    for role, bucket in (
+        ("breaker", bus.names.breakers_bucket),
+        ("rate_limit", bus.names.ratelimits_bucket),
+    ):
+        store = await bus.kv(bucket)
+        keys: list[str] = []
+        with contextlib.suppress(Exception):  # nats-py raises NoKeysError for an empty bucket
+            keys = await store.keys()
+        for key in sorted(keys):
+            try:
+                entry = await store.get(key)
+            except KVNotFound:
+                continue
+            if entry.value is None:
+                continue
+            with contextlib.suppress(AgenticFlowError):
+                value = unpack(entry.value)
+                if isinstance(value, dict):
+                    out.append({**value, "role": role, "key": key, "capabilities": []})
+    return out
+
+
+__all__ = ["ClusterToolState", "cluster_state", "read_states"]
