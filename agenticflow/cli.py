@@ -43,6 +43,7 @@ from shared.events import Event, InterventionApplied, MessageRejected
 from shared.ids import new_node_id
 from shared.logging import configure_logging
 from shared.names import queue_of
+from shared.telemetry import configure_tracing, shutdown_tracing
 from shared.transport import Bus, connected
 from shared.workflow import load_workflow_file
 from worker.app import AgentApp, load_app
@@ -120,6 +121,7 @@ async def _with_client(settings: Settings, fn: Callable[[Client], Awaitable[T]])
 def _serve(settings: Settings, make: Callable[[Bus], Any], *, name: str) -> None:
     """Run a coordinator or worker until SIGTERM/SIGINT; the only signal handlers."""
     configure_logging(level=settings.log_level, fmt=settings.log_format)
+    configure_tracing(f"agenticflow-{name.removeprefix('agenticflow-')}")
 
     async def main() -> None:
         async with connected(settings, name=name) as bus:
@@ -140,6 +142,8 @@ def _serve(settings: Settings, make: Callable[[Bus], Any], *, name: str) -> None
         raise typer.Exit(
             EXIT_UNREACHABLE if isinstance(exc, TransportError) else EXIT_INPUT
         ) from exc
+    finally:
+        shutdown_tracing()
 
 
 # Processes ------------------------------------------------------------------

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from nats.js.api import DeliverPolicy
+from opentelemetry.trace import SpanKind
 
 from coordinator.forks import recorded_effects
 from coordinator.replay import UNREADABLE, reading_problems, state_until
@@ -44,6 +45,7 @@ from shared.events import (
 )
 from shared.ids import ID_RE, new_workflow_id, workflow_key
 from shared.names import queue_of
+from shared.telemetry import traceparent, tracer
 from shared.transport import Bus, KVNotFound
 from shared.vclock import VectorClock
 from shared.workflow import WorkflowDefinition
@@ -102,6 +104,31 @@ class Client:
                 f"workflow id {workflow_id!r} must be 1-64 letters, digits, '_' or '-'"
             )
         await self._topology()
+        with tracer().start_as_current_span(
+            f"workflow {definition.name}",
+            kind=SpanKind.PRODUCER,
+            attributes={"workflow.id": workflow_id, "workflow.tasks": len(definition.tasks)},
+        ):
+            await self._publish_submission(
+                workflow_id=workflow_id,
+                definition=definition,
+                input=input,
+                route=route,
+                rerun=rerun,
+                trace=traceparent(),
+            )
+        return workflow_id
+
+    async def _publish_submission(
+        self,
+        *,
+        workflow_id: str,
+        definition: WorkflowDefinition,
+        input: dict[str, Any] | None,
+        route: str | None,
+        rerun: dict[str, Any],
+        trace: str | None,
+    ) -> None:
         await self.bus.publish_event(
             Event(
                 id=workflow_key(workflow_id, "submitted"),
@@ -115,11 +142,11 @@ class Client:
                     input=input or {},
                     submitted_by=self.node_id,
                     route=route,
+                    traceparent=trace,
                     **rerun,
                 ),
             )
         )
-        return workflow_id
 
     async def status(self, workflow_id: str) -> WorkflowState:
         """The workflow's latest snapshot; raises NotFoundError before the

@@ -194,6 +194,7 @@ class _Folder:
                     approval=task.gate,
                     approvals=list(task.approvals),
                     feedback=list(state.feedback),
+                    traceparent=state.traceparent,
                 )
             )
         )
@@ -432,6 +433,7 @@ def _start(event: Event, source: str) -> tuple[WorkflowState | None, list[Comman
         route=submitted.route,
         recorded=submitted.recorded,
         replay=submitted.replay,
+        traceparent=submitted.traceparent,
     )
     folder = _Folder(state, event, source)
     problems = graph_problems(definition) or _reuse_problems(submitted)

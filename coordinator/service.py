@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import structlog
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry.trace import SpanKind
 
 from coordinator.known import KnownIds
 from coordinator.reducer import (
@@ -80,6 +81,7 @@ from shared.ids import ID_RE, task_key, workflow_key
 from shared.lifecycle import every, stop_when_closed
 from shared.names import SYSTEM_WORKFLOW
 from shared.puller import Puller
+from shared.telemetry import context_of, tracer
 from shared.transport import Bus, FetchTimeout, KVNotFound, Outgoing
 from shared.vclock import VectorClock
 
@@ -751,7 +753,13 @@ class Coordinator:
                 task = command.task
                 await self.bus.ensure_task_consumer(task.queue)
                 try:
-                    outgoing.append(encode_task(task, self.names, max_payload=max_payload))
+                    with tracer().start_as_current_span(
+                        f"dispatch {task.task_id}",
+                        context=context_of(task.traceparent),
+                        kind=SpanKind.PRODUCER,
+                        attributes=_task_attributes(task),
+                    ):  # the span's context travels in the task message's headers
+                        outgoing.append(encode_task(task, self.names, max_payload=max_payload))
                 except PayloadTooLargeError as too_big:
                     too_large.append((task, too_big))
                     continue
@@ -992,6 +1000,15 @@ class Coordinator:
             capability in info.get("capabilities", ()) and info.get("heartbeat", 0) >= horizon
             for info in self._live.values()
         )
+
+
+def _task_attributes(task: TaskMessage) -> dict[str, Any]:
+    return {
+        "workflow.id": task.workflow_id,
+        "task.id": task.task_id,
+        "task.attempt": task.attempt,
+        "task.capability": task.capability,
+    }
 
 
 def _slim(event: Event) -> Event:

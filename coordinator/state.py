@@ -147,6 +147,8 @@ class WorkflowState(BaseModel):
     recorded: dict[str, dict[int, list[RecordedEffect]]] = Field(default_factory=dict)
     """Side effects to serve from a recording, by task and attempt (a rerun)."""
     replay: bool = False
+    traceparent: str | None = None
+    """The workflow's trace (W3C ``traceparent`` of its submission)."""
     paused: bool = False
     """Paused by a person: no new task is dispatched; running ones finish."""
     feedback: list[str] = Field(default_factory=list)

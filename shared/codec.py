@@ -29,6 +29,7 @@ from shared.events import SCHEMA_VERSION, ApprovalDecision, Event, EventType, Re
 from shared.ids import ID_RE
 from shared.names import Names, queue_of
 from shared.schemas import REGISTRY, read_payload
+from shared.telemetry import inject
 from shared.vclock import VectorClock
 
 H_MSG_ID = "Nats-Msg-Id"
@@ -99,6 +100,7 @@ def encode_event(
         H_VCLOCK: event.vclock.encode(),
         H_SOURCE: event.source,
     }
+    inject(headers)
     body = pack(
         {
             "ts": event.timestamp,
@@ -193,6 +195,8 @@ class TaskMessage(BaseModel):
     """Decisions of the handler's ``ctx.request_approval`` calls so far, in order."""
     feedback: list[str] = Field(default_factory=list)
     """Feedback people sent to the workflow before this attempt was dispatched."""
+    traceparent: str | None = None
+    """The workflow's trace; the dispatch span's context travels in the headers."""
 
     @field_validator("workflow_id")
     @classmethod
@@ -226,6 +230,7 @@ def encode_task(
         H_TASK: task.task_id,
         H_ATTEMPT: str(task.attempt),
     }
+    inject(headers)
     body = pack(task.model_dump(mode="python", exclude={"vclock", "source"}, exclude_defaults=True))
     check_size(headers, body, max_payload)
     return names.task_subject(task.queue), headers, body

@@ -121,6 +121,8 @@ class WorkflowSubmitted(Payload):
     """Serve side effects from ``recorded`` only: a call not in it fails the task."""
     route: str | None = None
     """Send the tasks to the workers serving this route only (``worker --route``)."""
+    traceparent: str | None = None
+    """The W3C trace context of the submission: every span of the workflow joins it."""
 
 
 class WorkflowStarted(Payload):

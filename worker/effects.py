@@ -30,6 +30,7 @@ from shared.errors import (
     TaskError,
 )
 from shared.events import ErrorInfo, RecordedEffect, TaskEffectRecorded
+from shared.telemetry import tracer
 
 Publish = Callable[[TaskEffectRecorded, int], Awaitable[None]]
 """Stores the event of call number ``n`` (raises PayloadTooLargeError if too big)."""
@@ -88,7 +89,8 @@ class Effects:
     async def call(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` (sync or async) as side effect ``name`` and
         record it; during a replay, serve it from the recording instead."""
-        return await self.call_at(self.next_index(), name, fn, *args, **kwargs)
+        with tracer().start_as_current_span(f"effect {name}", attributes={"effect.name": name}):
+            return await self.call_at(self.next_index(), name, fn, *args, **kwargs)
 
     def next_index(self) -> int:
         """Reserve the next call index (for calls that run concurrently: reserve

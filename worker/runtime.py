@@ -35,6 +35,7 @@ from typing import Any
 
 import structlog
 from nats.aio.msg import Msg
+from opentelemetry.trace import SpanKind
 
 from shared.codec import TaskMessage, decode_event, decode_task, pack, task_identity, unpack
 from shared.errors import (
@@ -65,6 +66,7 @@ from shared.ids import ID_RE, task_key
 from shared.lifecycle import every, stop_when_closed
 from shared.names import SYSTEM_WORKFLOW, queue_of
 from shared.puller import Puller
+from shared.telemetry import extract, tracer
 from shared.transport import Bus
 from shared.vclock import VectorClock
 from worker.app import AgentApp, AgentSpec
@@ -444,7 +446,20 @@ class Worker:
         agent = self.app.for_capability(task.capability)
         instance = await self._take_instance(agent.name)
         try:
-            await self._run_on(instance, agent, msg, task)
+            with tracer().start_as_current_span(
+                f"task {task.capability}",
+                context=extract(msg.headers),
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "workflow.id": task.workflow_id,
+                    "task.id": task.task_id,
+                    "task.attempt": task.attempt,
+                    "agent.name": agent.name,
+                    "agent.instance": instance.id,
+                    "worker.id": self.node_id,
+                },
+            ):  # handler, tool calls and the events published meanwhile join it
+                await self._run_on(instance, agent, msg, task)
         finally:
             await self._give_back(instance)
 

@@ -48,6 +48,7 @@ from shared.errors import (
 )
 from shared.events import TaskToolCalled
 from shared.resilience import CircuitOpenError
+from shared.telemetry import tracer
 from worker.effects import Effects, error_info, params_hash
 from worker.tools.registry import ToolRegistry
 from worker.tools.sandbox import run_sandboxed
@@ -221,6 +222,13 @@ class ToolBox:
         return found, model
 
     async def _call(self, index: int, name: str, params: dict[str, Any]) -> Any:
+        with tracer().start_as_current_span(
+            f"tool {name}",
+            attributes={"tool.name": name, "tool.call": index, "agent.name": self.agent},
+        ):
+            return await self._call_untraced(index, name, params)
+
+    async def _call_untraced(self, index: int, name: str, params: dict[str, Any]) -> Any:
         began = time.perf_counter()
         effect = f"tool:{name}"
         key = self._key(index, effect)

@@ -1,0 +1,175 @@
+"""Tracing with OpenTelemetry: one trace per workflow, across processes.
+
+The context travels in the W3C ``traceparent``/``tracestate`` headers of every
+NATS message: :func:`inject` adds the current span's context to a message's
+headers (nothing when no span is recording), :func:`extract` reads it back.
+
+:func:`configure_tracing` sets up export from the standard environment
+variables: ``OTEL_TRACES_EXPORTER`` (``otlp``, ``console`` or ``none``),
+``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``,
+``OTEL_SERVICE_NAME``, ``OTEL_SDK_DISABLED``. With none of them set nothing is
+exported and spans cost next to nothing. ``AGENTICFLOW_TRACE_FILE=PATH``
+(``{pid}`` is replaced) writes one JSON line per finished span, for debugging
+and tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+
+TRACE_FILE_ENV = "AGENTICFLOW_TRACE_FILE"
+_lock = threading.Lock()
+_installed: list[TracerProvider] = []
+"""The provider this process installed (at most one)."""
+
+
+def tracer() -> trace.Tracer:
+    """AgenticFlow's tracer (a no-op one until tracing is configured)."""
+    return trace.get_tracer("agenticflow")
+
+
+def inject(headers: MutableMapping[str, str]) -> None:
+    """Add the current span's context (``traceparent``, ``tracestate``) to headers."""
+    propagate.inject(headers)
+
+
+def extract(headers: Mapping[str, str] | None) -> otel_context.Context:
+    """The context carried by a message's headers (empty when none)."""
+    return propagate.extract(dict(headers or {}))
+
+
+def traceparent() -> str | None:
+    """The current span's ``traceparent`` header value, if a span is recording."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def context_of(parent: str | None) -> otel_context.Context:
+    """A context whose parent is the span named by a ``traceparent`` value."""
+    return extract({"traceparent": parent} if parent else {})
+
+
+class JsonLinesExporter(SpanExporter):
+    """Writes each finished span as one JSON line (name, ids, parent, times, attributes)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path.replace("{pid}", str(os.getpid()))
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lines = []
+        for span in spans:
+            ctx = span.context
+            parent = span.parent
+            lines.append(
+                json.dumps(
+                    {
+                        "name": span.name,
+                        "trace_id": f"{ctx.trace_id:032x}" if ctx else None,
+                        "span_id": f"{ctx.span_id:016x}" if ctx else None,
+                        "parent_id": f"{parent.span_id:016x}" if parent else None,
+                        "service": span.resource.attributes.get("service.name"),
+                        "pid": os.getpid(),
+                        "start": span.start_time,
+                        "end": span.end_time,
+                        "attributes": dict(span.attributes or {}),
+                        "status": span.status.status_code.name,
+                    },
+                    default=str,
+                )
+            )
+        with open(self.path, "a", encoding="utf-8") as out:
+            out.write("".join(line + "\n" for line in lines))
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        """Nothing to release: the file is opened per export."""
+
+
+def configure_tracing(service: str) -> bool:
+    """Install a tracer provider exporting as the environment says; returns
+    whether spans are exported. Idempotent; does nothing when no exporter is
+    configured or ``OTEL_SDK_DISABLED`` is true."""
+    with _lock:
+        if _installed:
+            return True
+        if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+            return False
+        processors = _processors()
+        if not processors:
+            return False
+        name = os.environ.get("OTEL_SERVICE_NAME") or service
+        provider = TracerProvider(resource=Resource.create({"service.name": name}))
+        for processor in processors:
+            provider.add_span_processor(processor)
+        trace.set_tracer_provider(provider)
+        _installed.append(provider)
+        return True
+
+
+def shutdown_tracing() -> None:
+    """Flush and stop exporting (call at process exit)."""
+    for provider in _installed:
+        provider.shutdown()
+
+
+def _processors() -> list[Any]:
+    processors: list[Any] = []
+    path = os.environ.get(TRACE_FILE_ENV)
+    if path:
+        processors.append(SimpleSpanProcessor(JsonLinesExporter(path)))
+    exporters = os.environ.get("OTEL_TRACES_EXPORTER", "")
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    names = [e.strip() for e in exporters.split(",") if e.strip()] or (["otlp"] if endpoint else [])
+    for exporter in names:
+        if exporter == "console":
+            processors.append(BatchSpanProcessor(ConsoleSpanExporter()))
+        elif exporter == "otlp":
+            processors.append(BatchSpanProcessor(_otlp()))
+    return processors
+
+
+def _otlp() -> SpanExporter:
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+    )
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpExporter,
+    )
+
+    return HttpExporter()
+
+
+__all__ = [
+    "TRACE_FILE_ENV",
+    "JsonLinesExporter",
+    "configure_tracing",
+    "context_of",
+    "extract",
+    "inject",
+    "shutdown_tracing",
+    "traceparent",
+    "tracer",
+]
