@@ -19,7 +19,7 @@ import pytest
 from agenticflow.devcluster import DevCluster
 from agenticflow.server import NatsServer
 from coordinator.client import Client
-from coordinator.state import WorkflowState, WorkflowStatus
+from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
 from shared.events import Event, EventType, TaskToolCalled
 from shared.resilience import CircuitOpenError
 from shared.transport import Bus, connected
@@ -257,14 +257,20 @@ async def test_a_breaker_opened_in_one_process_stops_the_others(
 async def test_a_rate_limit_holds_across_two_worker_processes(
     tc: ToolsCluster, tmp_path: Path
 ) -> None:
-    trace, barrier = tmp_path / "limited.txt", tmp_path / "barrier"
-    barrier.mkdir()
-    both = {"barrier": str(barrier), "parties": 2, "args": {"path": str(trace)}}
+    trace = tmp_path / "limited.txt"
+    both = {"on_feedback": True, "args": {"path": str(trace)}}
     definition = wf(
         task("x", "use_tool", tool="limited", times=6, **both),
         task("y", "use_tool", tool="limited", times=6, **both),
     )
-    state = await run(tc.client, definition)
+    wid = await tc.client.submit(definition)
+    await tc.client.wait_for(
+        wid,
+        lambda s: s.is_terminal or all(t.status == TaskStatus.RUNNING for t in s.tasks.values()),
+        timeout=60,
+    )
+    await tc.client.feedback(wid, "go")  # both handlers start calling now
+    state = await tc.client.wait(wid, timeout=60)
     assert state.status == WorkflowStatus.COMPLETED, state.reason
     calls = [(float(t), pid) for t, pid in (line.split() for line in lines(trace))]
     assert len(calls) == 12
@@ -272,7 +278,7 @@ async def test_a_rate_limit_holds_across_two_worker_processes(
     for at, pid in calls:
         by_pid.setdefault(pid, []).append(at)
     assert len(by_pid) == 2, "both worker processes called the tool"
-    # A barrier in the app starts both tasks' calls at the same moment, so with a
+    # The feedback starts both tasks' calls at the same moment, so with a
     # per-process limit the first windows would each hold 6 calls.
     # limited allows 3 calls per 1-second window, for both processes together
     # (each on its own would have allowed 6 per window between them).
@@ -297,10 +303,8 @@ def pid_of(node_id: str) -> int:
 async def test_a_redelivered_task_does_not_repeat_a_tool_call(
     tc: ToolsCluster, tmp_path: Path
 ) -> None:
-    counter, go = tmp_path / "counter.txt", tmp_path / "go"
-    wid = await tc.client.submit(
-        wf(task("once", "effect_then_wait", counter=str(counter), go=str(go)))
-    )
+    counter = tmp_path / "counter.txt"
+    wid = await tc.client.submit(wf(task("once", "effect_then_wait", counter=str(counter))))
 
     def called(observer: Observer) -> bool:
         return any(
@@ -318,7 +322,17 @@ async def test_a_redelivered_task_does_not_repeat_a_tool_call(
     assert len(lines(counter)) == 1
     victim = next(p for p in tc.cluster.worker_procs if p.pid == pid_of(event.data.worker))
     DevCluster.kill(victim)  # SIGKILL after the side effect, before the task completed
-    go.touch()
+
+    def served_from_cache(observer: Observer) -> bool:
+        return any(
+            e.workflow_id == wid
+            and isinstance(e.data, TaskToolCalled)
+            and e.data.outcome == "cached"
+            for _, e in observer.seen
+        )
+
+    await tc.observer.until(served_from_cache, timeout=60)  # redelivered, past the call
+    await tc.client.feedback(wid, "go")
 
     state: WorkflowState = await tc.client.wait(wid, timeout=60)
     assert state.status == WorkflowStatus.COMPLETED, state.reason

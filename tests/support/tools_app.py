@@ -6,7 +6,6 @@ The tools leave traces in files named by their params (each test uses its own
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from pathlib import Path
@@ -146,14 +145,11 @@ GRANTED = {"fs:*", "remote", "limited"}
 async def use_tool(ctx: TaskContext) -> Any:
     """Call ``params.tool`` with ``params.args`` ``params.times`` times; the last result.
 
-    With ``params.barrier`` (a directory), first wait until ``params.parties``
-    tasks have arrived there, so that they call at the same time."""
+    With ``params.on_feedback``, first wait for feedback to the workflow (the
+    test sends it once every task runs, so that they call at the same time)."""
     assert ctx.tools is not None
-    if "barrier" in ctx.params:
-        barrier = Path(ctx.params["barrier"])
-        (barrier / ctx.task_id).touch()
-        while len(list(barrier.iterdir())) < int(ctx.params["parties"]):  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+    if ctx.params.get("on_feedback") and not ctx.feedback:
+        await ctx.feedback.next(timeout=120)
     result: Any = None
     for _ in range(int(ctx.params.get("times", 1))):
         result = await ctx.tools.call(ctx.params["tool"], **ctx.params.get("args", {}))
@@ -177,11 +173,10 @@ async def use_many(ctx: TaskContext) -> list[dict[str, Any]]:
 
 @app.agent(capabilities=["effect_then_wait"], tools=[bump], permissions={"fs:write"})
 async def effect_then_wait(ctx: TaskContext) -> dict[str, Any]:
-    """Make one side effect, then wait until the file ``params.go`` exists (the
-    test SIGKILLs the worker meanwhile)."""
+    """Make one side effect, then wait for feedback to the workflow (the test
+    SIGKILLs the worker meanwhile)."""
     assert ctx.tools is not None
     done = await ctx.tools.call("bump", path=ctx.params["counter"], value=1)
-    go = Path(ctx.params["go"])
-    while not go.exists():  # noqa: ASYNC110 - a file another process creates
-        await asyncio.sleep(0.05)
+    if not ctx.feedback:
+        await ctx.feedback.next(timeout=120)
     return {"effect": done, "worker": ctx.worker}
