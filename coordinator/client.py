@@ -47,10 +47,8 @@ from shared.ids import ID_RE, new_workflow_id, workflow_key
 from shared.names import queue_of
 from shared.telemetry import traceparent, tracer
 from shared.transport import Bus, KVNotFound
-from shared.vclock import VectorClock
+from shared.vclock import ClockBook, VectorClock
 from shared.workflow import WorkflowDefinition
-
-_CLOCKS_KEPT = 10_000
 
 
 class Client:
@@ -65,7 +63,7 @@ class Client:
         """Per workflow id, the waiters to wake when its snapshot changes."""
         self._notifier: Any = None
         self._notifier_lock = asyncio.Lock()
-        self._clocks: dict[str, VectorClock] = {}
+        self._clocks = ClockBook(node_id)
         """The last clock this client sent or saw, per workflow (our counter advances)."""
 
     async def _topology(self) -> None:
@@ -136,7 +134,7 @@ class Client:
                 workflow_id=workflow_id,
                 source=self.node_id,
                 timestamp=time.time_ns(),
-                vclock=self._tick(workflow_id),
+                vclock=self._clocks.tick(workflow_id),
                 data=WorkflowSubmitted(
                     definition=definition,
                     input=input or {},
@@ -380,7 +378,7 @@ class Client:
                 workflow_id=workflow_id,
                 source=self.node_id,
                 timestamp=time.time_ns(),
-                vclock=self._tick(workflow_id, state.vclock),
+                vclock=self._clocks.tick(workflow_id, state.vclock),
                 data=WorkflowResumeRequested(from_task=from_task, requested_by=self.node_id),
             )
         )
@@ -419,7 +417,7 @@ class Client:
             )
         await self._topology()
         state = await self._snapshot(workflow_id)
-        clock = self._tick(workflow_id, state.vclock if state else None)
+        clock = self._clocks.tick(workflow_id, state.vclock if state else None)
         request_id = os.urandom(8).hex()
         loop = asyncio.get_running_loop()
         verdict: asyncio.Future[Event] = loop.create_future()
@@ -469,26 +467,11 @@ class Client:
         finally:
             for sub in subs:
                 await sub.unsubscribe()
-        self._tick(workflow_id, answer.vclock, increment=False)
+        self._clocks.observe(workflow_id, answer.vclock)
         if isinstance(answer.data, InterventionRefused):
             raise InterventionRefusedError(answer.data.reason, code=answer.data.code)
         assert isinstance(answer.data, InterventionApplied)
         return answer.data
-
-    def _tick(
-        self, workflow_id: str, seen: VectorClock | None = None, *, increment: bool = True
-    ) -> VectorClock:
-        """Merge what we saw of the workflow into our clock for it, then (to
-        publish) increment our own entry (DESIGN section 7)."""
-        clock = self._clocks.pop(workflow_id, VectorClock())
-        if seen is not None:
-            clock = clock.merge(seen)
-        if increment:
-            clock = clock.increment(self.node_id)
-        self._clocks[workflow_id] = clock
-        while len(self._clocks) > _CLOCKS_KEPT:
-            del self._clocks[next(iter(self._clocks))]
-        return clock
 
     async def pause(self, workflow_id: str, **kwargs: Any) -> InterventionApplied:
         """No new task is dispatched until :meth:`resume`; running tasks finish."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -161,4 +162,32 @@ class VectorClock(Mapping[str, int]):
         )
 
 
-__all__ = ["Ordering", "VectorClock"]
+class ClockBook:
+    """One node's vector clock per workflow (DESIGN section 7), the most
+    recently used ``keep`` of them: merge what you act on, then tick."""
+
+    def __init__(self, node_id: str, *, keep: int = 10_000) -> None:
+        self.node_id = node_id
+        self.keep = keep
+        self._clocks: OrderedDict[str, VectorClock] = OrderedDict()
+
+    def tick(self, workflow_id: str, seen: VectorClock | None = None) -> VectorClock:
+        """Merge ``seen`` into the workflow's clock, increment our entry, return it."""
+        return self.observe(workflow_id, seen, increment=True)
+
+    def observe(
+        self, workflow_id: str, seen: VectorClock | None, *, increment: bool = False
+    ) -> VectorClock:
+        """Merge ``seen`` into the workflow's clock (without publishing anything)."""
+        clock = self._clocks.pop(workflow_id, VectorClock())
+        if seen is not None:
+            clock = clock.merge(seen)
+        if increment:
+            clock = clock.increment(self.node_id)
+        self._clocks[workflow_id] = clock
+        while len(self._clocks) > self.keep:
+            self._clocks.popitem(last=False)
+        return clock
+
+
+__all__ = ["ClockBook", "Ordering", "VectorClock"]

@@ -68,7 +68,7 @@ from shared.names import SYSTEM_WORKFLOW, queue_of
 from shared.puller import Puller
 from shared.telemetry import extract, tracer
 from shared.transport import Bus
-from shared.vclock import VectorClock
+from shared.vclock import ClockBook, VectorClock
 from worker.app import AgentApp, AgentSpec
 from worker.context import ApprovalPending, Feedback, TaskContext
 from worker.effects import Effects, error_info
@@ -149,7 +149,7 @@ class Worker:
         self._waiting: dict[str, None] = {}
         """Capabilities refused a slot, longest waiting first (when slots are scarce)."""
         """Task messages delivered to this process and not finished yet."""
-        self._clocks: OrderedDict[str, VectorClock] = OrderedDict()
+        self._clocks = ClockBook(node_id, keep=_CLOCKS_KEPT)
         self._running: set[asyncio.Task[Any]] = set()
         now = time.time_ns()
         self.instances: dict[str, list[AgentInstance]] = {
@@ -393,11 +393,7 @@ class Worker:
     # Handling -----------------------------------------------------------
     def _tick(self, workflow_id: str, incoming: VectorClock) -> VectorClock:
         """Merge what we act on, then increment our own entry (DESIGN section 7)."""
-        clock = self._clocks.pop(workflow_id, VectorClock()).merge(incoming).increment(self.node_id)
-        self._clocks[workflow_id] = clock
-        while len(self._clocks) > _CLOCKS_KEPT:
-            self._clocks.popitem(last=False)
-        return clock
+        return self._clocks.tick(workflow_id, incoming)
 
     def _event(self, task: TaskMessage, event_type: EventType, data: Payload, what: str) -> Event:
         """An event about ``task``, its clock ticked now (so clocks follow call order)."""

@@ -19,15 +19,15 @@ does not keep the circuit half-open for ever.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
 
+from worker.tools.record import Record
 from worker.tools.spec import BreakerPolicy
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 
 @dataclass(frozen=True, slots=True)
-class BreakerRecord:
+class BreakerRecord(Record):
     """One breaker's shared state."""
 
     state: str = CLOSED
@@ -40,21 +40,6 @@ class BreakerRecord:
     changed_at: float = 0.0
     by: str = ""
     """The worker that made the last change."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for the KV value."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
-    @classmethod
-    def from_dict(cls, data: Any) -> BreakerRecord:
-        """Tolerates unknown fields (a newer worker) and garbage (then: closed)."""
-        if not isinstance(data, dict):
-            return cls()
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        try:
-            return cls(**known)
-        except TypeError:
-            return cls()
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
+from worker.tools.record import Record
 from worker.tools.spec import RateLimit
 
 
 @dataclass(frozen=True, slots=True)
-class WindowRecord:
+class WindowRecord(Record):
     """One rate limit's shared state: the window and the calls admitted in it."""
 
     window: int = 0
@@ -33,21 +33,6 @@ class WindowRecord:
     calls: int = 0
     """The limit, for whoever reads the record (``agents --json``)."""
     per_s: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for the KV value."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
-    @classmethod
-    def from_dict(cls, data: Any) -> WindowRecord:
-        """Tolerates unknown fields and garbage (then: an empty window)."""
-        if not isinstance(data, dict):
-            return cls()
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        try:
-            return cls(**known)
-        except TypeError:
-            return cls()
 
 
 def take(record: WindowRecord, now: float, limit: RateLimit) -> tuple[WindowRecord | None, float]:
