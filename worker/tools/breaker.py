@@ -20,10 +20,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from shared.resilience import BreakerState
 from worker.tools.record import Record
 from worker.tools.spec import BreakerPolicy
 
-CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+CLOSED = BreakerState.CLOSED.value
+OPEN = BreakerState.OPEN.value
+HALF_OPEN = BreakerState.HALF_OPEN.value
+"""The record stores the states of :class:`~shared.resilience.BreakerState` as text."""
 
 
 @dataclass(frozen=True, slots=True)
