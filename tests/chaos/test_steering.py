@@ -4,6 +4,8 @@ coordinator and every worker, and a suspended agent instance pulls no task."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -23,23 +25,34 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 FAST = {"task_ack_wait_s": 2, "lease_ttl_s": 3, "coordinator_ack_wait_s": 2}
 
 
-async def test_an_approval_wait_survives_killing_every_process(
-    nats_server: NatsServer, log_dir: Path
-) -> None:
-    prefix = unique_prefix("approve")
+@asynccontextmanager
+async def steering_cluster(
+    nats_server: NatsServer, log_dir: Path, name: str, *, workers: int, concurrency: int
+) -> AsyncIterator[tuple[DevCluster, Client]]:
+    """A cluster of its own (processes to kill) and a client to steer it."""
+    prefix = unique_prefix(name)
     async with (
         DevCluster(
             app=TEST_APP,
-            workers=1,
-            concurrency=2,
+            workers=workers,
+            concurrency=concurrency,
             nats_url=nats_server.url,
             prefix=prefix,
             settings=FAST,
             log_dir=log_dir / prefix,
         ) as cluster,
-        connected(cluster.settings, name="chaos-approve") as bus,
+        connected(cluster.settings, name=f"chaos-{name}") as bus,
     ):
-        client = Client(bus=bus, node_id="chaos-approve")
+        yield cluster, Client(bus=bus, node_id=f"chaos-{name}")
+
+
+async def test_an_approval_wait_survives_killing_every_process(
+    nats_server: NatsServer, log_dir: Path
+) -> None:
+    async with steering_cluster(nats_server, log_dir, "approve", workers=1, concurrency=2) as (
+        cluster,
+        client,
+    ):
         workflow_id = await client.submit(
             wf(
                 {"id": "ask", "capability": "ask"},
@@ -75,20 +88,10 @@ async def test_an_approval_wait_survives_killing_every_process(
 async def test_a_suspended_instance_pulls_no_task_until_resumed(
     nats_server: NatsServer, log_dir: Path
 ) -> None:
-    prefix = unique_prefix("suspend")
-    async with (
-        DevCluster(
-            app=TEST_APP,
-            workers=2,
-            concurrency=4,
-            nats_url=nats_server.url,
-            prefix=prefix,
-            settings=FAST,
-            log_dir=log_dir / prefix,
-        ) as cluster,
-        connected(cluster.settings, name="chaos-suspend") as bus,
+    async with steering_cluster(nats_server, log_dir, "suspend", workers=2, concurrency=4) as (
+        cluster,
+        client,
     ):
-        client = Client(bus=bus, node_id="chaos-suspend")
         solos = [a for a in await client.agents() if a.get("agent") == "solo"]
         assert len(solos) == 2
         target = solos[0]["agents"][0]["id"]  # `solo` has one instance per worker
