@@ -40,8 +40,10 @@ from shared.errors import (
     WorkflowDefinitionError,
 )
 from shared.events import Event, InterventionApplied, MessageRejected
+from shared.health import serve_health
 from shared.ids import new_node_id
 from shared.logging import configure_logging
+from shared.metrics import configure_metrics, shutdown_metrics
 from shared.names import queue_of
 from shared.telemetry import configure_tracing, shutdown_tracing
 from shared.transport import Bus, connected
@@ -74,10 +76,21 @@ PrefixOpt = Annotated[
     typer.Option("--prefix", envvar="AGENTICFLOW_PREFIX", help="Subject prefix of the deployment."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+MetricsPortOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        min=0,
+        max=65535,
+        envvar="AGENTICFLOW_METRICS_PORT",
+        help="Serve /metrics (Prometheus), /healthz, /readyz and /health on this HTTP port "
+        "(0: any free one).",
+    ),
+]
 
 
-def _settings(nats: str | None, prefix: str | None) -> Settings:
-    overrides: dict[str, Any] = {}
+def _settings(nats: str | None, prefix: str | None, **more: Any) -> Settings:
+    overrides: dict[str, Any] = {k: v for k, v in more.items() if v is not None}
     if nats:
         overrides["nats_url"] = nats
     if prefix:
@@ -119,9 +132,14 @@ async def _with_client(settings: Settings, fn: Callable[[Client], Awaitable[T]])
 
 
 def _serve(settings: Settings, make: Callable[[Bus], Any], *, name: str) -> None:
-    """Run a coordinator or worker until SIGTERM/SIGINT; the only signal handlers."""
+    """Run a coordinator or worker until SIGTERM/SIGINT; the only signal handlers.
+
+    Around it: tracing and metrics as configured, and the process's health
+    service (a NATS micro service, plus HTTP with ``--metrics-port``)."""
     configure_logging(level=settings.log_level, fmt=settings.log_format)
-    configure_tracing(f"agenticflow-{name.removeprefix('agenticflow-')}")
+    kind = name.removeprefix("agenticflow-")
+    configure_tracing(f"agenticflow-{kind}")
+    configure_metrics(f"agenticflow-{kind}", prometheus=settings.metrics_port is not None)
 
     async def main() -> None:
         async with connected(settings, name=name) as bus:
@@ -129,7 +147,11 @@ def _serve(settings: Settings, make: Callable[[Bus], Any], *, name: str) -> None
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, lambda: asyncio.ensure_future(service.shutdown()))
-            await service.run()
+            try:
+                async with serve_health(bus, service, kind=kind, node_id=service.node_id):
+                    await service.run()
+            except OSError as exc:  # the HTTP port is taken
+                raise ConfigError(f"cannot serve health and metrics: {exc}") from exc
 
     with contextlib.suppress(ImportError):
         import uvloop
@@ -144,18 +166,21 @@ def _serve(settings: Settings, make: Callable[[Bus], Any], *, name: str) -> None
         ) from exc
     finally:
         shutdown_tracing()
+        shutdown_metrics()
 
 
 # Processes ------------------------------------------------------------------
 
 
 @app.command()
-def coordinator(nats: NatsOpt = None, prefix: PrefixOpt = None) -> None:
+def coordinator(
+    nats: NatsOpt = None, prefix: PrefixOpt = None, metrics_port: MetricsPortOpt = None
+) -> None:
     """Run a coordinator: folds events, dispatches ready tasks, keeps state in KV.
 
     Several may run: one is active (it holds a lease in KV), the others stand by
     and take over within about AGENTICFLOW_LEASE_TTL_S of its death."""
-    settings = _settings(nats, prefix)
+    settings = _settings(nats, prefix, metrics_port=metrics_port)
     _serve(
         settings,
         lambda bus: LeaderElected(bus=bus, node_id=new_node_id("coord")),
@@ -173,9 +198,10 @@ def worker(
     ] = None,
     nats: NatsOpt = None,
     prefix: PrefixOpt = None,
+    metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Run a worker hosting the agents of an app."""
-    settings = _settings(nats, prefix)
+    settings = _settings(nats, prefix, metrics_port=metrics_port)
     agent_app = _load_app(app_spec)
     _check_route(route)
     _serve(
@@ -674,6 +700,45 @@ def agents(as_json: JsonOpt = False, nats: NatsOpt = None, prefix: PrefixOpt = N
         render.print_agents(out, found)
     if tools:
         render.print_tool_states(out, tools)
+
+
+@app.command()
+def health(
+    as_json: JsonOpt = False,
+    wait: Annotated[
+        float, typer.Option(min=0.05, help="Seconds to wait for processes to answer.")
+    ] = 1.0,
+    expect: Annotated[
+        int | None,
+        typer.Option(min=1, help="Stop waiting once this many processes answered; fewer fails."),
+    ] = None,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """The health of every coordinator and worker process of the deployment.
+
+    Processes are found through their NATS micro services (``nats micro ls``
+    lists them too). Exit 0 when all answer ready, 1 when one is not (or fewer
+    than --expect answered), 3 when none answers."""
+    from shared.health import cluster_health
+
+    async def go(client: Client) -> list[dict[str, Any]]:
+        return await cluster_health(client.bus, wait_s=wait, expect=expect)
+
+    settings = _settings(nats, prefix)
+    reports = _run(_with_client(settings, go))
+    if as_json:
+        _print_json(reports)
+    elif reports:
+        render.print_health(out, reports)
+    if not reports:
+        err.print(f"[red]no AgenticFlow process of prefix {settings.prefix!r} answered[/red]")
+        raise typer.Exit(EXIT_UNREACHABLE)
+    if expect is not None and len(reports) < expect:
+        err.print(f"[red]{len(reports)} of {expect} processes answered[/red]")
+        raise typer.Exit(EXIT_FAILED)
+    if not all(report.get("ready") for report in reports):
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _resume(

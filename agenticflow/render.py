@@ -207,10 +207,79 @@ def print_tool_states(console: Console, states: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
+def print_health(console: Console, reports: list[dict[str, Any]]) -> None:
+    """Health reports of the cluster's processes: one row each, then pools."""
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("process", "node", "ready", "host:pid", "up", "memory", "cpu", "nats", "work"):
+        table.add_column(column)
+    pools: list[tuple[str, dict[str, Any]]] = []
+    for report in reports:
+        process = report.get("process") or {}
+        nats = report.get("nats") or {}
+        ready = (
+            "[green]ready[/green]" if report.get("ready") else f"[red]{report.get('problem')}[/red]"
+        )
+        link = "connected" if nats.get("connected") else "[red]disconnected[/red]"
+        if nats.get("reconnects"):
+            link += f", {nats['reconnects']} reconnects"
+        table.add_row(
+            str(report.get("kind", "")),
+            str(report.get("node", "")),
+            ready,
+            f"{process.get('host', '?')}:{process.get('pid', '?')}",
+            f"{process.get('uptime_s', 0):.0f}s",
+            f"{(process.get('rss_bytes') or 0) / 2**20:.0f} MiB",
+            f"{process.get('cpu_percent', 0):.0f}%",
+            link,
+            _work(report),
+        )
+        pools.extend(
+            (str(report.get("node")), p) for p in (report.get("worker") or {}).get("pools", [])
+        )
+    console.print(table)
+    if pools:
+        pool_table = Table(show_edge=False, pad_edge=False, title="resource pools")
+        for column in ("node", "pool", "in use", "idle", "limit", "waits", "max wait"):
+            pool_table.add_column(column)
+        for node, pool in pools:
+            pool_table.add_row(
+                node,
+                str(pool.get("name")),
+                str(pool.get("in_use")),
+                str(pool.get("idle")),
+                str(pool.get("limit")),
+                str(pool.get("waits")),
+                f"{pool.get('max_wait_s', 0):.3f}s",
+            )
+        console.print(pool_table)
+
+
+def _work(report: dict[str, Any]) -> str:
+    """What a process is doing, in a few words."""
+    if "worker" in report:
+        worker = report["worker"]
+        states = ", ".join(f"{n} {s}" for s, n in sorted(worker.get("instances", {}).items()))
+        text = (
+            f"{worker.get('in_hand', 0)}/{worker.get('concurrency', '?')} tasks in hand, "
+            f"{worker.get('tasks_done', 0)} done; {states}"
+        )
+        if worker.get("open_breakers"):
+            text += f"; [red]open breakers: {', '.join(worker['open_breakers'])}[/red]"
+        return text
+    coordinator = report.get("coordinator") or {}
+    if coordinator.get("role") != "active":
+        return "standby"
+    return (
+        f"active: {coordinator.get('workflows_running', 0)} workflows running, "
+        f"{coordinator.get('events_folded', 0)} events folded"
+    )
+
+
 __all__ = [
     "event_json",
     "print_agents",
     "print_divergence",
+    "print_health",
     "print_state",
     "print_timeline",
     "print_tool_states",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import structlog
 
@@ -64,6 +65,23 @@ class LeaderElected:
             self.active = None
         if self.lease.lost.is_set():
             log.warning("lost the lease; this coordinator is a standby again", node=self.node_id)
+
+    def ready(self) -> str | None:
+        """None while active and serving, or standing by; otherwise why not."""
+        if self._stop.is_set():
+            return "stopping"
+        return self.active.ready() if self.active is not None else None
+
+    def health(self) -> dict[str, Any]:
+        """The role (``active`` or ``standby``), the terms served, and the
+        active coordinator's own report."""
+        report: dict[str, Any] = {
+            "role": "active" if self.active is not None else "standby",
+            "terms": self.terms,
+        }
+        if self.active is not None:
+            report.update(self.active.health())
+        return report
 
     async def shutdown(self) -> None:
         """Stop serving and give the lease up (idempotent)."""

@@ -79,6 +79,17 @@ from shared.events import (
 )
 from shared.ids import ID_RE, task_key, workflow_key
 from shared.lifecycle import every, stop_when_closed
+from shared.metrics import (
+    QUEUE_LAG,
+    QUEUE_PENDING,
+    Reading,
+    events_folded,
+    observe,
+    tasks_completed,
+    tasks_dispatched,
+    tasks_failed,
+    tasks_retried,
+)
 from shared.names import SYSTEM_WORKFLOW
 from shared.puller import Puller
 from shared.telemetry import context_of, tracer
@@ -200,6 +211,9 @@ class Coordinator:
         self._watcher: Any = None
         self.runner: asyncio.Task[None] | None = None
         self.events_folded = 0
+        self.queues: dict[str, dict[str, int]] = {}
+        """Task queues by name: pending, in flight, lag (read every heartbeat)."""
+        self._unobserve: list[Callable[[], None]] = []
 
     # Lifecycle ----------------------------------------------------------
     async def __aenter__(self) -> Coordinator:
@@ -247,6 +261,10 @@ class Coordinator:
             stream=self.names.advisories_stream,
             config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30),
         )
+        self._unobserve = [
+            observe(QUEUE_PENDING, functools.partial(self._queue_readings, "pending")),
+            observe(QUEUE_LAG, functools.partial(self._queue_readings, "lag")),
+        ]
         self.runner = asyncio.create_task(self._serve(), name="coordinator")
         await self._started.wait()
         log.info("coordinator started", node=self.node_id, prefix=self.names.prefix)
@@ -281,6 +299,8 @@ class Coordinator:
                 name="coordinator-heartbeats",
             )
             self._started.set()
+        for unobserve in self._unobserve:
+            unobserve()
         with contextlib.suppress(Exception):
             await self._write(self._capture(self._cache.values(), force=True))
         # Release subscriptions here, so that when run() returns the connection
@@ -312,6 +332,45 @@ class Coordinator:
             "events_folded": self.events_folded,
         }
         await self._agents.put(self._registry_key, pack(info))
+        with contextlib.suppress(Exception):  # metrics only: never stop the heartbeat
+            self.queues = await self._read_queues()
+
+    async def _read_queues(self) -> dict[str, dict[str, int]]:
+        """Depth and lag of every task queue, from its consumer's info."""
+        queues: dict[str, dict[str, int]] = {}
+        for info in await self.bus.js.consumers_info(self.names.tasks_stream):
+            queue = self.names.capability_of(info.config.filter_subject or "")
+            if queue is None:
+                continue
+            pending, in_flight = int(info.num_pending or 0), int(info.num_ack_pending or 0)
+            queues[queue] = {
+                "pending": pending,
+                "in_flight": in_flight,
+                "lag": pending + in_flight,
+                "redelivered": int(info.num_redelivered or 0),
+            }
+        return queues
+
+    def _queue_readings(self, field: str) -> list[Reading]:
+        return [(float(q[field]), {"capability": name}) for name, q in self.queues.items()]
+
+    def ready(self) -> str | None:
+        """None while serving; otherwise why not."""
+        if self._stop.is_set():
+            return "stopping"
+        return None if self._started.is_set() else "starting"
+
+    def health(self) -> dict[str, Any]:
+        """This coordinator's part of its process's health report."""
+        running = sum(1 for entry in self._cache.values() if not entry.state.is_terminal)
+        return {
+            "workflows_cached": len(self._cache),
+            "workflows_running": running,
+            "events_folded": self.events_folded,
+            "timers": len(self._timers),
+            "queues": self.queues,
+            "stopping": self._stop.is_set(),
+        }
 
     # Recovery -----------------------------------------------------------
     async def _recover(self) -> None:
@@ -506,6 +565,7 @@ class Coordinator:
             return  # already folded before a restart
         state, new_commands = reduce(entry.state if entry else None, event, source=self.node_id)
         self.events_folded += 1
+        _count(event, state, new_commands)
         if state is None:
             if event.type == EventType.INTERVENTION_REQUESTED:
                 await self._refuse_unknown(event)
@@ -1000,6 +1060,26 @@ class Coordinator:
             capability in info.get("capabilities", ()) and info.get("heartbeat", 0) >= horizon
             for info in self._live.values()
         )
+
+
+def _count(event: Event, state: WorkflowState | None, commands: list[Command]) -> None:
+    """Count a folded event and the task messages it sends (metrics)."""
+    events_folded.add(1, {"type": event.type.value})
+    if state is None:
+        return
+    if event.type in _OUTCOMES and event.task_id in state.tasks:
+        counter = tasks_completed if event.type == EventType.TASK_COMPLETED else tasks_failed
+        counter.add(1, {"capability": state.tasks[event.task_id].capability})
+    for command in commands:
+        if isinstance(command, Dispatch):
+            task = state.tasks.get(command.task.task_id)
+            attributes = {"capability": command.task.capability}
+            tasks_dispatched.add(1, attributes)
+            if task is not None and command.task.attempt - task.attempt_base > 1:
+                tasks_retried.add(1, attributes)
+
+
+_OUTCOMES = frozenset({EventType.TASK_COMPLETED, EventType.TASK_FAILED})
 
 
 def _task_attributes(task: TaskMessage) -> dict[str, Any]:

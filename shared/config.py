@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     as ``agent.state_changed`` events. Off, only suspend and resume are
     published: two events fewer per task (about 30% more tasks/s on the 2-core
     fan-out benchmark); task.started and the outcome still name the instance."""
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Serve ``/metrics`` (Prometheus), ``/healthz``, ``/readyz`` and ``/health``
+    on this HTTP port (0: any free port, shown by ``agenticflow health``);
+    none when unset."""
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - probes and scrapers reach the pod's address
+    """The address the HTTP port listens on."""
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     log_level: str = "info"
 

@@ -1,35 +1,71 @@
-"""structlog set-up: JSON in production, readable in a terminal."""
+"""structlog set-up: JSON in production, readable in a terminal.
+
+Every line carries what is bound where it was logged: the worker binds the
+workflow id, task id, attempt, agent and instance around each task (structlog
+context variables, so the handler's and the tools' lines have them too), and
+:func:`add_trace_ids` adds the current OpenTelemetry ``trace_id`` and
+``span_id``, which join a log line to its trace. Lines from other libraries
+(standard ``logging``, e.g. nats-py) go through the same renderer.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
+from opentelemetry import trace
+
+
+def add_trace_ids(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Add the current span's ``trace_id`` and ``span_id`` (when there is one)."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict.setdefault("trace_id", f"{context.trace_id:032x}")
+        event_dict.setdefault("span_id", f"{context.span_id:016x}")
+    return event_dict
 
 
 def configure_logging(*, level: str = "info", fmt: str = "auto") -> None:
-    """Configure structlog once, at a process's entry point."""
+    """Configure structlog (and the standard library's logging) once, at a
+    process's entry point."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if use_json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    common: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_trace_ids,
+    ]
+    number = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-        ),
+        processors=[*common, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(number),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[
+                *common,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.format_exc_info,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(max(number, logging.WARNING))  # libraries: warnings and worse
 
 
-__all__ = ["configure_logging"]
+__all__ = ["add_trace_ids", "configure_logging"]

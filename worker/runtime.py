@@ -28,8 +28,8 @@ import functools
 import os
 import socket
 import time
-from collections import OrderedDict
-from collections.abc import Coroutine
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +64,9 @@ from shared.events import (
 )
 from shared.ids import ID_RE, task_key
 from shared.lifecycle import every, stop_when_closed
+from shared.metrics import AGENT_INSTANCES, CIRCUIT_BREAKERS, Reading, observe
+from shared.metrics import task_duration as task_duration_metric
+from shared.metrics import task_queue_wait as task_queue_wait_metric
 from shared.names import SYSTEM_WORKFLOW, queue_of
 from shared.puller import Puller
 from shared.telemetry import extract, tracer
@@ -73,7 +76,7 @@ from worker.app import AgentApp, AgentSpec
 from worker.context import ApprovalPending, Feedback, TaskContext
 from worker.effects import Effects, error_info
 from worker.fsm import AgentFSM, AgentState, Trigger
-from worker.tools import task_toolbox
+from worker.tools import breaker_states, live_pools, task_toolbox
 
 log = structlog.get_logger("agenticflow.worker")
 
@@ -102,6 +105,12 @@ class AgentInstance:
     def state(self) -> str:
         """Its state machine's state."""
         return self.fsm.state.value
+
+
+def _record_duration(task: TaskMessage, started: float, outcome: str) -> None:
+    task_duration_metric.record(
+        time.perf_counter() - started, {"capability": task.capability, "outcome": outcome}
+    )
 
 
 async def _nothing() -> None:
@@ -176,6 +185,7 @@ class Worker:
         self._started = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._pullers: dict[str, Puller] = {}
+        self._unobserve: list[Callable[[], None]] = []
         self.started_at = time.time_ns()
         self.tasks_done = 0
 
@@ -223,6 +233,10 @@ class Worker:
             for event_type in (EventType.WORKFLOW_ABORTED, EventType.INTERVENTION_APPLIED)
         ]
         await self._heartbeat()
+        self._unobserve = [
+            observe(AGENT_INSTANCES, self._instance_readings),
+            observe(CIRCUIT_BREAKERS, self._breaker_readings),
+        ]
         self._runner = asyncio.create_task(self._serve(), name="worker")
         await self._started.wait()
         log.info(
@@ -264,6 +278,8 @@ class Worker:
             await self._stop_pulling()
             await self._drain_running()
         finally:
+            for unobserve in self._unobserve:
+                unobserve()
             await self._stop_pulling()
             for sub in getattr(self, "_subs", []):
                 with contextlib.suppress(Exception):
@@ -285,6 +301,47 @@ class Worker:
         if pending:
             log.warning("cancelled tasks at shutdown; JetStream will redeliver", count=len(pending))
             await asyncio.wait(pending)
+
+    # Health and metrics -------------------------------------------------
+    def ready(self) -> str | None:
+        """None while serving; otherwise why not (see :mod:`shared.health`)."""
+        if self._stop.is_set():
+            return "stopping"
+        if not self._started.is_set():
+            return "starting"
+        return None
+
+    def health(self) -> dict[str, Any]:
+        """This worker's part of its process's health report."""
+        breakers = breaker_states(self.bus)
+        return {
+            "app": self.app.name,
+            "route": self.route,
+            "capabilities": sorted(self._queues.values()),
+            "concurrency": self.concurrency,
+            "in_hand": self._in_hand,
+            "tasks_done": self.tasks_done,
+            "instances": dict(Counter(i.state for i in self._by_id.values())),
+            "agents": {
+                name: dict(Counter(i.state for i in pool)) for name, pool in self.instances.items()
+            },
+            "breakers": breakers,
+            "open_breakers": sorted(k for k, state in breakers.items() if state != "closed"),
+            "pools": [pool.metrics() for pool in live_pools()],
+            "stopping": self._stop.is_set(),
+        }
+
+    def _instance_readings(self) -> list[Reading]:
+        counts = Counter((i.agent, i.state) for i in self._by_id.values())
+        return [
+            (float(n), {"agent": agent, "state": state}) for (agent, state), n in counts.items()
+        ]
+
+    def _breaker_readings(self) -> list[Reading]:
+        return [
+            (1.0, {"breaker": key, "state": state})
+            for key, state in breaker_states(self.bus).items()
+        ]
 
     # Registry -----------------------------------------------------------
     def _registry_key(self, agent: AgentSpec) -> str:
@@ -440,21 +497,35 @@ class Worker:
 
     async def _run_task(self, msg: Msg, task: TaskMessage) -> None:
         agent = self.app.for_capability(task.capability)
+        with contextlib.suppress(Exception):  # a message without JetStream metadata
+            stored = msg.metadata.timestamp.timestamp()
+            task_queue_wait_metric.record(
+                max(0.0, time.time() - stored), {"capability": task.capability}
+            )
         instance = await self._take_instance(agent.name)
         try:
-            with tracer().start_as_current_span(
-                f"task {task.capability}",
-                context=extract(msg.headers),
-                kind=SpanKind.CONSUMER,
-                attributes={
-                    "workflow.id": task.workflow_id,
-                    "task.id": task.task_id,
-                    "task.attempt": task.attempt,
-                    "agent.name": agent.name,
-                    "agent.instance": instance.id,
-                    "worker.id": self.node_id,
-                },
-            ):  # handler, tool calls and the events published meanwhile join it
+            with (
+                tracer().start_as_current_span(
+                    f"task {task.capability}",
+                    context=extract(msg.headers),
+                    kind=SpanKind.CONSUMER,
+                    attributes={
+                        "workflow.id": task.workflow_id,
+                        "task.id": task.task_id,
+                        "task.attempt": task.attempt,
+                        "agent.name": agent.name,
+                        "agent.instance": instance.id,
+                        "worker.id": self.node_id,
+                    },
+                ),  # handler, tool calls and the events published meanwhile join it
+                structlog.contextvars.bound_contextvars(
+                    workflow_id=task.workflow_id,
+                    task_id=task.task_id,
+                    attempt=task.attempt,
+                    agent=agent.name,
+                    instance=instance.id,
+                ),  # every line logged meanwhile says which task it is about
+            ):
                 await self._run_on(instance, agent, msg, task)
         finally:
             await self._give_back(instance)
@@ -568,6 +639,7 @@ class Worker:
             result = await self._invoke_cancellable(agent, ctx, task, running)
             pack(result)  # fail here, as the task's error, if the result is not msgpack-able
         except ApprovalPending as request:
+            _record_duration(task, started, "approval_requested")
             asked = TaskApprovalRequested(
                 reason=request.reason,
                 data=request.data,
@@ -580,6 +652,7 @@ class Worker:
             return (EventType.TASK_APPROVAL_REQUESTED, asked, what), request
         except Exception as exc:
             ctx.log.info("task failed", error=str(exc), error_type=type(exc).__name__)
+            _record_duration(task, started, "failed")
             failed = TaskFailed(
                 error=error_info(exc),
                 worker=self.node_id,
@@ -587,6 +660,7 @@ class Worker:
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
             return (EventType.TASK_FAILED, failed, "failed"), None
+        _record_duration(task, started, "completed")
         completed = TaskCompleted(
             result=result,
             worker=self.node_id,

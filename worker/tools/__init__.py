@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from worker.tools.cluster import ClusterToolState, cluster_state, read_states
+from worker.tools.cluster import ClusterToolState, breaker_states, cluster_state, read_states
 from worker.tools.files import file_tools
-from worker.tools.pool import Pool
+from worker.tools.pool import Pool, live_pools
 from worker.tools.registry import ToolRegistry
 from worker.tools.spec import (
     BreakerPolicy,
@@ -85,10 +85,12 @@ __all__ = [
     "ToolOutcome",
     "ToolRegistry",
     "ToolState",
+    "breaker_states",
     "cluster_state",
     "describe",
     "file_tools",
     "http_tool",
+    "live_pools",
     "make_tool",
     "read_states",
     "sql_tool",

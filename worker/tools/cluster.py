@@ -165,6 +165,15 @@ def cluster_state(bus: Bus, *, worker: str = "") -> ClusterToolState:
     return state
 
 
+def breaker_states(bus: Bus) -> dict[str, str]:
+    """The state of every breaker this connection follows (none before its
+    first tool call), by breaker key."""
+    state = _states.get(bus)
+    if state is None:
+        return {}
+    return {key: record.state for key, (record, _) in sorted(state._view.items())}
+
+
 async def read_states(bus: Bus) -> list[dict[str, Any]]:
     """Every breaker and rate-limit record in the cluster, as plain dicts with
     ``role`` (``breaker`` or ``rate_limit``), ``key`` and the record's fields."""

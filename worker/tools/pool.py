@@ -9,7 +9,8 @@
 At most ``limit`` resources exist at a time; a caller that finds none idle
 and the limit reached waits for one to come back. A resource whose user raised
 is closed rather than reused (it may be broken). :meth:`Pool.metrics` reports
-what the pool holds and how long callers waited.
+what the pool holds and how long callers waited; :func:`live_pools` lists
+the pools of the process (for its health report).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
@@ -24,6 +26,13 @@ from typing import Any, Generic, TypeVar
 from shared.errors import ConfigError
 
 R = TypeVar("R")
+
+_live: weakref.WeakSet[Pool[Any]] = weakref.WeakSet()
+
+
+def live_pools() -> list[Pool[Any]]:
+    """The pools of this process that are still referenced, by name."""
+    return sorted(_live, key=lambda pool: pool.name)
 
 
 class Pool(Generic[R]):
@@ -54,6 +63,7 @@ class Pool(Generic[R]):
         self.waits = 0
         self.wait_s = 0.0
         self.max_wait_s = 0.0
+        _live.add(self)
 
     def _condition(self) -> asyncio.Condition:
         # Made on first use, inside the event loop that uses the pool.
@@ -145,4 +155,4 @@ class Pool(Generic[R]):
         return f"<Pool {self.name!r} in_use={self._in_use} idle={len(self._idle)}/{self.limit}>"
 
 
-__all__ = ["Pool"]
+__all__ = ["Pool", "live_pools"]
