@@ -537,6 +537,7 @@ class Coordinator:
 
     async def _fold(self, msg: Msg, touched: dict[str, _Entry], commands: list[Command]) -> None:
         parsed = self.names.parse_event_subject(msg.subject)
+        events_folded.add(1, {"type": parsed[1] if parsed else "?"})
         if parsed is not None and (
             parsed[1] in _NOT_FOLDED  # agent moves and tool audit records: not state
             or (parsed[1] in _ECHOES and parsed[0] in self._cache)
@@ -1063,8 +1064,7 @@ class Coordinator:
 
 
 def _count(event: Event, state: WorkflowState | None, commands: list[Command]) -> None:
-    """Count a folded event and the task messages it sends (metrics)."""
-    events_folded.add(1, {"type": event.type.value})
+    """Count an outcome folded and the task messages it sends (metrics)."""
     if state is None:
         return
     if event.type in _OUTCOMES and event.task_id in state.tasks:

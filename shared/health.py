@@ -304,8 +304,9 @@ async def cluster_health(
 ) -> list[dict[str, Any]]:
     """The health reports of every AgenticFlow process of the deployment
     (``bus``'s prefix), found through the micro services' STATS: waits
-    ``wait_s`` for answers, or less once ``expect`` processes answered."""
-    reports: list[dict[str, Any]] = []
+    ``wait_s`` for answers, or less once ``expect`` processes answered (asking
+    again every half second meanwhile, for processes still starting)."""
+    reports: dict[str, dict[str, Any]] = {}
     enough = asyncio.Event()
     prefix = bus.names.prefix
 
@@ -321,20 +322,25 @@ async def cluster_health(
         for endpoint in stats.get("endpoints") or []:
             data = endpoint.get("data")
             if endpoint.get("name") == "health" and isinstance(data, dict):
-                reports.append(data)
+                reports[str(stats.get("id"))] = data
         if expect is not None and len(reports) >= expect:
             enough.set()
 
     inbox = bus.nc.new_inbox()
     sub = await bus.nc.subscribe(inbox, cb=on_reply)
     try:
-        await bus.nc.publish(STATS_SUBJECT, b"", reply=inbox)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait_s):
-                await enough.wait()
+                while True:
+                    await bus.nc.publish(STATS_SUBJECT, b"", reply=inbox)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(0.5 if expect is not None else None):
+                            await enough.wait()
+                    if enough.is_set():
+                        break
     finally:
         await sub.unsubscribe()
-    return sorted(reports, key=lambda r: (r.get("kind", ""), r.get("node", "")))
+    return sorted(reports.values(), key=lambda r: (r.get("kind", ""), r.get("node", "")))
 
 
 def serve_health(bus: Bus, service: Reporting, *, kind: str, node_id: str) -> HealthService:

@@ -17,7 +17,7 @@ Names (Prometheus adds the unit and ``_total``):
 ``agenticflow.tasks.retried``           counter    of which retries (attempt > 1)
 ``agenticflow.tasks.completed``         counter    outcomes folded, by capability
 ``agenticflow.tasks.failed``            counter    failed attempts folded, by capability
-``agenticflow.events``                  counter    events folded by the coordinator, by type
+``agenticflow.events``                  counter    events read by the coordinator, by type
 ``agenticflow.task.duration``           histogram  handler run time (s), by capability, outcome
 ``agenticflow.task.queue_wait``         histogram  stored → started (s), by capability
 ``agenticflow.queue.pending``           gauge      task messages not yet delivered, by capability
@@ -47,6 +47,8 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
+
+from shared.telemetry import exporter_names, otlp_protocol
 
 Attributes = Mapping[str, str | int | float | bool]
 Reading = tuple[float, Attributes]
@@ -87,7 +89,7 @@ tasks_failed = _meter.create_counter(
     "agenticflow.tasks.failed", unit="{task}", description="Task attempts failed"
 )
 events_folded = _meter.create_counter(
-    "agenticflow.events", unit="{event}", description="Events folded by the coordinator"
+    "agenticflow.events", unit="{event}", description="Events read by the coordinator"
 )
 task_duration = _meter.create_histogram(
     "agenticflow.task.duration", unit="s", description="Time a handler ran"
@@ -192,12 +194,7 @@ def _readers(*, prometheus: bool) -> list[MetricReader]:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
         readers.append(PrometheusMetricReader())
-    exporters = os.environ.get("OTEL_METRICS_EXPORTER", "")
-    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_ENDPOINT"
-    )
-    names = [e.strip() for e in exporters.split(",") if e.strip()] or (["otlp"] if endpoint else [])
-    for exporter in names:
+    for exporter in exporter_names("metrics"):
         if exporter == "console":
             readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
         elif exporter == "otlp":
@@ -206,10 +203,7 @@ def _readers(*, prometheus: bool) -> list[MetricReader]:
 
 
 def _otlp() -> Any:
-    protocol = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
-    )
-    if protocol == "grpc":
+    if otlp_protocol("metrics") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
         return OTLPMetricExporter()

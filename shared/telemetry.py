@@ -134,12 +134,7 @@ def _processors() -> list[Any]:
     path = os.environ.get(TRACE_FILE_ENV)
     if path:
         processors.append(SimpleSpanProcessor(JsonLinesExporter(path)))
-    exporters = os.environ.get("OTEL_TRACES_EXPORTER", "")
-    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_ENDPOINT"
-    )
-    names = [e.strip() for e in exporters.split(",") if e.strip()] or (["otlp"] if endpoint else [])
-    for exporter in names:
+    for exporter in exporter_names("traces"):
         if exporter == "console":
             processors.append(BatchSpanProcessor(ConsoleSpanExporter()))
         elif exporter == "otlp":
@@ -147,11 +142,25 @@ def _processors() -> list[Any]:
     return processors
 
 
-def _otlp() -> SpanExporter:
-    protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+def exporter_names(signal: str) -> list[str]:
+    """The exporters ``OTEL_<SIGNAL>_EXPORTER`` names for ``signal`` (``traces``,
+    ``metrics``); ``otlp`` when only an OTLP endpoint is set."""
+    exporters = os.environ.get(f"OTEL_{signal.upper()}_EXPORTER", "")
+    endpoint = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    return [e.strip() for e in exporters.split(",") if e.strip()] or (["otlp"] if endpoint else [])
+
+
+def otlp_protocol(signal: str) -> str:
+    """The OTLP protocol for ``signal`` (``grpc`` or ``http/protobuf``, the default)."""
+    return os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL") or os.environ.get(
         "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
     )
-    if protocol == "grpc":
+
+
+def _otlp() -> SpanExporter:
+    if otlp_protocol("traces") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         return OTLPSpanExporter()
@@ -167,8 +176,10 @@ __all__ = [
     "JsonLinesExporter",
     "configure_tracing",
     "context_of",
+    "exporter_names",
     "extract",
     "inject",
+    "otlp_protocol",
     "shutdown_tracing",
     "traceparent",
     "tracer",
