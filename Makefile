@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CODE   := agenticflow coordinator worker shared examples tests benchmarks
 
-.PHONY: install demo test lint typecheck imports unit integration chaos bench bench-replay bench-tools bench-peers clean
+.PHONY: install demo test lint typecheck imports unit integration chaos bench bench-replay bench-tools bench-telemetry bench-peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 	$(MAKE) bench-replay
 	$(MAKE) bench-tools
+	$(MAKE) bench-telemetry
 
 # Replay (read, decode, fold, verify) on streams of 100,000+ events; results/replay.json.
 # Options: make bench-replay REPLAY_ARGS='--quick' (or '--synthetic --runs 1')
@@ -56,6 +57,12 @@ bench-replay: $(STAMP)
 TOOLS_ARGS ?=
 bench-tools: $(STAMP)
 	$(BIN)/python -m benchmarks.tools $(TOOLS_ARGS)
+
+# W1-W3 with tracing and metrics on (OTLP to a local stand-in collector) against off.
+# Options: make bench-telemetry TELEMETRY_ARGS='--quick --rounds 1'
+TELEMETRY_ARGS ?=
+bench-telemetry: $(STAMP)
+	$(BIN)/python -m benchmarks.telemetry $(TELEMETRY_ARGS)
 
 # W1-W3 on AgenticFlow, Temporal, Celery + Redis and Ray (benchmarks/peers). Each
 # peer's packages (the `peers` extra) install on their own: one that fails is skipped.

@@ -452,6 +452,8 @@ class Options:
     log_dir: Path | None
     raw: bool
     """Also run the raw JetStream loop."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Environment of the coordinator and worker processes (benchmarks.telemetry)."""
 
 
 async def warm_up(client: Client, timeout: float) -> None:
@@ -510,6 +512,7 @@ async def run_all(options: Options) -> Outcome:
         concurrency=options.concurrency,
         prefix="bench",
         log_dir=options.log_dir,
+        env=options.env,
     )
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(cluster)

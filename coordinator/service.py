@@ -537,7 +537,7 @@ class Coordinator:
 
     async def _fold(self, msg: Msg, touched: dict[str, _Entry], commands: list[Command]) -> None:
         parsed = self.names.parse_event_subject(msg.subject)
-        events_folded.add(1, {"type": parsed[1] if parsed else "?"})
+        events_folded.add(parsed[1] if parsed else "?")
         if parsed is not None and (
             parsed[1] in _NOT_FOLDED  # agent moves and tool audit records: not state
             or (parsed[1] in _ECHOES and parsed[0] in self._cache)
@@ -1069,14 +1069,13 @@ def _count(event: Event, state: WorkflowState | None, commands: list[Command]) -
         return
     if event.type in _OUTCOMES and event.task_id in state.tasks:
         counter = tasks_completed if event.type == EventType.TASK_COMPLETED else tasks_failed
-        counter.add(1, {"capability": state.tasks[event.task_id].capability})
+        counter.add(state.tasks[event.task_id].capability)
     for command in commands:
         if isinstance(command, Dispatch):
             task = state.tasks.get(command.task.task_id)
-            attributes = {"capability": command.task.capability}
-            tasks_dispatched.add(1, attributes)
+            tasks_dispatched.add(command.task.capability)
             if task is not None and command.task.attempt - task.attempt_base > 1:
-                tasks_retried.add(1, attributes)
+                tasks_retried.add(command.task.capability)
 
 
 _OUTCOMES = frozenset({EventType.TASK_COMPLETED, EventType.TASK_FAILED})

@@ -27,7 +27,10 @@ Names (Prometheus adds the unit and ``_total``):
 =====================================  =========  ===================================
 
 Gauges are read from *sources* registered by the running services
-(:func:`observe`), so several services in one process add up.
+(:func:`observe`), so several services in one process add up. The counters
+are :class:`Tally` objects: a plain dict increment on the hot path (a tenth
+of a microsecond, against ~14 µs for an SDK counter on a 2-core VM), read
+as observable counters when the metrics are collected.
 """
 
 from __future__ import annotations
@@ -46,9 +49,8 @@ from opentelemetry.sdk.metrics.export import (
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
-from opentelemetry.sdk.resources import Resource
 
-from shared.telemetry import exporter_names, otlp_protocol
+from shared.telemetry import exporter_names, otlp_protocol, resource
 
 Attributes = Mapping[str, str | int | float | bool]
 Reading = tuple[float, Attributes]
@@ -76,20 +78,51 @@ SECONDS_BUCKETS = (
 
 _meter = metrics.get_meter("agenticflow")
 
-tasks_dispatched = _meter.create_counter(
-    "agenticflow.tasks.dispatched", unit="{task}", description="Task messages sent to workers"
+
+class Tally:
+    """A monotonic counter by one label, exported as an observable counter.
+
+    ``tally.add("echo")`` costs a dict update; the SDK reads the totals when
+    it collects. Counts are kept whether or not metrics are exported.
+    """
+
+    def __init__(self, name: str, label: str, *, unit: str, description: str) -> None:
+        self.name = name
+        self.label = label
+        self.counts: dict[str, int] = {}
+        _meter.create_observable_counter(
+            name, callbacks=[self._observe], unit=unit, description=description
+        )
+
+    def add(self, value: str, amount: int = 1) -> None:
+        """Count ``amount`` for the label value ``value``."""
+        counts = self.counts
+        counts[value] = counts.get(value, 0) + amount
+
+    def _observe(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(n, {self.label: value}) for value, n in list(self.counts.items())]
+
+
+tasks_dispatched = Tally(
+    "agenticflow.tasks.dispatched",
+    "capability",
+    unit="{task}",
+    description="Task messages sent to workers",
 )
-tasks_retried = _meter.create_counter(
-    "agenticflow.tasks.retried", unit="{task}", description="Task messages sent for a retry"
+tasks_retried = Tally(
+    "agenticflow.tasks.retried",
+    "capability",
+    unit="{task}",
+    description="Task messages sent for a retry",
 )
-tasks_completed = _meter.create_counter(
-    "agenticflow.tasks.completed", unit="{task}", description="Tasks completed"
+tasks_completed = Tally(
+    "agenticflow.tasks.completed", "capability", unit="{task}", description="Tasks completed"
 )
-tasks_failed = _meter.create_counter(
-    "agenticflow.tasks.failed", unit="{task}", description="Task attempts failed"
+tasks_failed = Tally(
+    "agenticflow.tasks.failed", "capability", unit="{task}", description="Task attempts failed"
 )
-events_folded = _meter.create_counter(
-    "agenticflow.events", unit="{event}", description="Events read by the coordinator"
+events_folded = Tally(
+    "agenticflow.events", "type", unit="{event}", description="Events read by the coordinator"
 )
 task_duration = _meter.create_histogram(
     "agenticflow.task.duration", unit="s", description="Time a handler ran"
@@ -147,6 +180,11 @@ _gauge(AGENT_INSTANCES, "{instance}", "Agent instances by state")
 _gauge(CIRCUIT_BREAKERS, "{breaker}", "Circuit breakers, labelled with their state")
 
 
+def enabled() -> bool:
+    """Whether this process exports metrics (hot paths skip measuring otherwise)."""
+    return bool(_installed)
+
+
 def configure_metrics(service: str, *, prometheus: bool = False) -> bool:
     """Install a meter provider exporting as asked (Prometheus) and as the
     environment says (OTLP, console); returns whether anything is exported.
@@ -159,9 +197,8 @@ def configure_metrics(service: str, *, prometheus: bool = False) -> bool:
         readers = _readers(prometheus=prometheus)
         if not readers:
             return False
-        name = os.environ.get("OTEL_SERVICE_NAME") or service
         provider = MeterProvider(
-            resource=Resource.create({"service.name": name}),
+            resource=resource(service),
             metric_readers=readers,
             views=[
                 View(
@@ -220,7 +257,9 @@ __all__ = [
     "QUEUE_LAG",
     "QUEUE_PENDING",
     "SECONDS_BUCKETS",
+    "Tally",
     "configure_metrics",
+    "enabled",
     "events_folded",
     "observe",
     "prometheus_text",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
@@ -114,13 +115,24 @@ def configure_tracing(service: str) -> bool:
         processors = _processors()
         if not processors:
             return False
-        name = os.environ.get("OTEL_SERVICE_NAME") or service
-        provider = TracerProvider(resource=Resource.create({"service.name": name}))
+        provider = TracerProvider(resource=resource(service))
         for processor in processors:
             provider.add_span_processor(processor)
         trace.set_tracer_provider(provider)
         _installed.append(provider)
         return True
+
+
+def resource(service: str) -> Resource:
+    """The process's OpenTelemetry resource: service name (``OTEL_SERVICE_NAME``
+    wins), host and pid; ``OTEL_RESOURCE_ATTRIBUTES`` adds more."""
+    return Resource.create(
+        {
+            "service.name": os.environ.get("OTEL_SERVICE_NAME") or service,
+            "host.name": socket.gethostname(),
+            "process.pid": os.getpid(),
+        }
+    )
 
 
 def shutdown_tracing() -> None:
@@ -180,6 +192,7 @@ __all__ = [
     "extract",
     "inject",
     "otlp_protocol",
+    "resource",
     "shutdown_tracing",
     "traceparent",
     "tracer",

@@ -65,6 +65,7 @@ from shared.events import (
 from shared.ids import ID_RE, task_key
 from shared.lifecycle import every, stop_when_closed
 from shared.metrics import AGENT_INSTANCES, CIRCUIT_BREAKERS, Reading, observe
+from shared.metrics import enabled as metrics_enabled
 from shared.metrics import task_duration as task_duration_metric
 from shared.metrics import task_queue_wait as task_queue_wait_metric
 from shared.names import SYSTEM_WORKFLOW, queue_of
@@ -108,9 +109,10 @@ class AgentInstance:
 
 
 def _record_duration(task: TaskMessage, started: float, outcome: str) -> None:
-    task_duration_metric.record(
-        time.perf_counter() - started, {"capability": task.capability, "outcome": outcome}
-    )
+    if metrics_enabled():
+        task_duration_metric.record(
+            time.perf_counter() - started, {"capability": task.capability, "outcome": outcome}
+        )
 
 
 async def _nothing() -> None:
@@ -497,11 +499,12 @@ class Worker:
 
     async def _run_task(self, msg: Msg, task: TaskMessage) -> None:
         agent = self.app.for_capability(task.capability)
-        with contextlib.suppress(Exception):  # a message without JetStream metadata
-            stored = msg.metadata.timestamp.timestamp()
-            task_queue_wait_metric.record(
-                max(0.0, time.time() - stored), {"capability": task.capability}
-            )
+        if metrics_enabled():
+            with contextlib.suppress(Exception):  # a message without JetStream metadata
+                stored = msg.metadata.timestamp.timestamp()
+                task_queue_wait_metric.record(
+                    max(0.0, time.time() - stored), {"capability": task.capability}
+                )
         instance = await self._take_instance(agent.name)
         try:
             with (
@@ -515,17 +518,18 @@ class Worker:
                         "task.attempt": task.attempt,
                         "agent.name": agent.name,
                         "agent.instance": instance.id,
-                        "worker.id": self.node_id,
                     },
                 ),  # handler, tool calls and the events published meanwhile join it
-                structlog.contextvars.bound_contextvars(
+            ):
+                # Every line logged from here on says which task it is about (the
+                # binding lives in this asyncio task's own context, gone with it).
+                structlog.contextvars.bind_contextvars(
                     workflow_id=task.workflow_id,
                     task_id=task.task_id,
                     attempt=task.attempt,
                     agent=agent.name,
                     instance=instance.id,
-                ),  # every line logged meanwhile says which task it is about
-            ):
+                )
                 await self._run_on(instance, agent, msg, task)
         finally:
             await self._give_back(instance)

@@ -60,3 +60,24 @@ def test_quick_replay_benchmark_reports_rates(tmp_path: Path) -> None:
     assert data["summary"]["one"]["read+decode"]["events_per_s"] > 0
     assert data["summary"]["many"]["read+decode per workflow"]["events_per_s"] > 0
     assert "Replay speed" in done.stdout
+
+
+@pytest.mark.timeout(240)
+def test_quick_telemetry_benchmark_exports_spans_and_metrics(tmp_path: Path) -> None:
+    report = tmp_path / "telemetry.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.telemetry", "--quick", "--rounds", "1", "--only", "w1",
+         "--output", str(report)],
+        cwd=ROOT, capture_output=True, text=True, timeout=220, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads(report.read_text())
+    [row] = data["summary"]
+    assert (row["scenario"], row["metric"]) == ("w1", "tasks_per_s")
+    assert row["off"] > 0
+    assert row["on"] > 0
+    assert data["machine"]["cpu_count"] >= 1
+    # "On" really exported: the stand-in collector received spans and metrics.
+    assert data["collector"]["/v1/traces requests"] >= 1
+    assert data["collector"]["/v1/traces bytes"] > 10_000
+    assert data["collector"]["/v1/metrics requests"] >= 1
