@@ -65,6 +65,14 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
+
+@app.callback()
+def _logging() -> None:
+    """Log to stderr (warnings and worse) unless a command configures more:
+    stdout carries only a command's output."""
+    configure_logging(level="warning")
+
+
 NatsOpt = Annotated[
     str | None,
     typer.Option(
@@ -1215,6 +1223,33 @@ def diff(
         render.print_divergence(out, found, first, second)
     if found is not None:
         raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def top(
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.1, help="Seconds between refreshes.")
+    ] = 2.0,
+    once: Annotated[
+        bool, typer.Option("--once", help="Print one frame and exit (without rates).")
+    ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="The view as JSON (with --once one document, else one line per refresh)."
+        ),
+    ] = False,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """A live view of the cluster: queues with their lag and workers, agent
+    instances and their states, tasks/s and events/s, running workflows with
+    their progress, recent failures. Ctrl-C quits."""
+    from agenticflow.top import run_top
+
+    settings = _settings(nats, prefix)
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(run_top(settings, interval=interval, once=once, as_json=as_json, console=out))
 
 
 def main() -> None:

@@ -76,6 +76,10 @@ _ATTEMPT_S = 2.0
 """One publish attempt's wait for the server's acknowledgement."""
 
 
+_FIRST_CONNECT_ATTEMPTS = 3
+"""Attempts per server before the first connection gives up."""
+
+
 def _acked(future: asyncio.Future[Any] | None) -> tuple[int, bool] | None:
     """``(stream_seq, duplicate)`` of a pipelined publish that was stored, or None
     (not sent, failed, or not answered yet: then it is abandoned)."""
@@ -125,7 +129,8 @@ class Bus:
     # Lifecycle ----------------------------------------------------------
     @classmethod
     async def connect(cls, settings: Settings, *, name: str) -> Bus:
-        """Connect (reconnecting forever once up); raises TransportError if unreachable."""
+        """Connect (reconnecting forever once up); raises TransportError if no
+        server answers a few attempts (about 2 s, more with slow timeouts)."""
         holder: list[Bus] = []
 
         async def on_closed() -> None:
@@ -150,7 +155,9 @@ class Bus:
                 servers=settings.servers,
                 name=name,
                 connect_timeout=settings.connect_timeout_s,
-                max_reconnect_attempts=-1,
+                # Bounded for the first connection: nats-py applies -1 to it too,
+                # and a command would wait for ever on a wrong URL.
+                max_reconnect_attempts=_FIRST_CONNECT_ATTEMPTS,
                 reconnect_time_wait=0.5,
                 drain_timeout=5,
                 allow_reconnect=True,
@@ -161,6 +168,7 @@ class Bus:
             )
         except (OSError, nats.errors.Error) as exc:
             raise TransportError(f"cannot connect to NATS at {settings.nats_url}: {exc}") from exc
+        nc.options["max_reconnect_attempts"] = -1  # once up, reconnect for ever
         bus = cls(nc=nc, settings=settings)
         holder.append(bus)
         return bus
