@@ -11,6 +11,10 @@ exporter configured, spans and instruments are no-ops) and once **on**:
 - every metric recorded, exported by OTLP every second, and served for
   Prometheus on an HTTP port (``AGENTICFLOW_METRICS_PORT=0``; not scraped).
 
+and, with ``--modes``, metrics only, traces only, or both with 10% of the
+workflows sampled (``OTEL_TRACES_SAMPLER=parentbased_traceidratio``, the
+usual production setting): see MODES.
+
 The benchmark client itself is not traced: the figures measure the cluster.
 Rounds alternate the order (off then on, on then off, ...) so drift on a
 noisy machine hits both. The table gives the median over the rounds and the
@@ -26,6 +30,7 @@ import asyncio
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -38,22 +43,59 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.run import SCENARIOS, Options, run_all
+from benchmarks.run import FULL, QUICK, SCENARIOS, Metric, Options, Scenario, Sizes, run_all
 
 RESULTS = Path(__file__).parent / "results" / "telemetry.json"
 SCENARIO_KEYS = ("w1", "w2", "w3", "w5")
 DEFAULT_SCENARIOS = ("w1", "w2", "w3")
 console = Console()
 
+_TASKS: dict[str, Any] = {
+    "w1": lambda s: s.fanout_tasks,
+    "w2": lambda s: s.chain_tasks,
+    "w3": lambda s: 4 * s.diamonds,
+    "w5": lambda s: s.latency_runs,
+}
+"""Tasks each scenario runs, for its sizes."""
 
-def telemetry_env(endpoint: str) -> dict[str, str]:
-    """The environment that switches tracing and metrics on, exporting to ``endpoint``."""
-    return {
+
+async def _unused(_client: Any, _sizes: Sizes, _timeout: float) -> dict[str, float]:
+    raise NotImplementedError
+
+
+CPU = Scenario(
+    key="cpu",
+    title="cluster CPU",
+    describe=lambda _s: "CPU seconds of nats-server, coordinator and workers per task",
+    measure=_unused,
+    metrics=(Metric("ms_per_task", "ms/task", "ms", higher_is_better=False),),
+)
+"""Not a workload: the CPU the cluster spent per task in a round (see one_round)."""
+
+
+MODES = ("off", "metrics", "traces", "on", "sampled")
+"""off: nothing exported; metrics: metrics only (OTLP every second and a
+Prometheus port); traces: every span exported, no metrics; on: both;
+sampled: both, with 10% of the workflows traced (parent-based ratio sampling)."""
+DEFAULT_MODES = ("off", "on", "sampled")
+
+
+def telemetry_env(mode: str, endpoint: str) -> dict[str, str]:
+    """The environment of the coordinator and workers for ``mode`` (see MODES)."""
+    env: dict[str, str] = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "OTEL_METRIC_EXPORT_INTERVAL": "1000",
-        "AGENTICFLOW_METRICS_PORT": "0",
     }
+    if mode == "off":
+        return {}
+    if mode == "metrics":
+        return {**env, "OTEL_TRACES_EXPORTER": "none", "AGENTICFLOW_METRICS_PORT": "0"}
+    if mode == "traces":
+        return {**env, "OTEL_METRICS_EXPORTER": "none"}
+    if mode == "sampled":
+        env |= {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
+    return {**env, "AGENTICFLOW_METRICS_PORT": "0"}
 
 
 def start_sink() -> tuple[subprocess.Popen[str], str]:
@@ -70,7 +112,8 @@ def start_sink() -> tuple[subprocess.Popen[str], str]:
 
 async def one_round(mode: str, endpoint: str, options: Options) -> dict[str, dict[str, float]]:
     """Run the scenarios once on a fresh cluster; figures by scenario."""
-    env = telemetry_env(endpoint) if mode == "on" else {}
+    env = telemetry_env(mode, endpoint)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     outcome = await run_all(
         Options(
             quick=options.quick,
@@ -85,40 +128,64 @@ async def one_round(mode: str, endpoint: str, options: Options) -> dict[str, dic
             env=env,
         )
     )
-    return {key: runs[0] for key, runs in outcome.raw.items() if runs}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    figures = {key: runs[0] for key, runs in outcome.raw.items() if runs}
+    # CPU of the cluster's processes (nats-server, coordinator, workers: children
+    # reaped when the cluster stopped) per task run, start-up included: steadier
+    # than throughput on a VM whose speed drifts.
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    sizes = QUICK if options.quick else FULL
+    tasks = 5 + 50 + sum(_TASKS[key](sizes) for key in options.only)  # + the warm-up
+    figures["cpu"] = {"ms_per_task": 1000 * cpu_s / tasks}
+    return figures
 
 
 def summarise(
     figures: dict[str, list[dict[str, dict[str, float]]]],
 ) -> list[dict[str, Any]]:
-    """Median per metric and mode, and the cost of telemetry (positive: slower)."""
+    """Median per metric and mode, and each mode's cost against off (positive: slower)."""
     rows = []
-    for scenario in SCENARIOS:
+    for scenario in [*SCENARIOS, CPU]:
         if scenario.key not in figures["off"][0]:
             continue
         for metric in scenario.metrics:
-            off = statistics.median(f[scenario.key][metric.key] for f in figures["off"])
-            on = statistics.median(f[scenario.key][metric.key] for f in figures["on"])
-            cost = (off - on) / off if metric.higher_is_better else (on - off) / off
+            medians = {
+                mode: statistics.median(f[scenario.key][metric.key] for f in runs)
+                for mode, runs in figures.items()
+            }
+            off = medians["off"]
+            costs = {
+                mode: round(
+                    100 * ((off - value) if metric.higher_is_better else (value - off)) / off, 1
+                )
+                for mode, value in medians.items()
+                if mode != "off"
+            }
             rows.append(
                 {
                     "scenario": scenario.key,
                     "title": scenario.title,
                     "metric": metric.key,
                     "unit": metric.unit,
-                    "off": off,
-                    "on": on,
-                    "cost_percent": round(100 * cost, 1),
+                    "median": medians,
+                    "cost_percent": costs,
                 }
             )
     return rows
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[Options, int]:
+def parse_args(argv: Sequence[str] | None) -> tuple[Options, int, tuple[str, ...]]:
     """Read the command line."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.telemetry", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of off + on (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every mode (default 3)")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=MODES,
+        default=list(DEFAULT_MODES),
+        help="telemetry modes to compare with off (off is always run)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--concurrency", type=int, default=64, help="slots per worker")
     parser.add_argument("--timeout", type=float, default=600.0)
@@ -145,16 +212,17 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, int]:
         log_dir=args.log_dir,
         raw=False,
     )
-    return options, args.rounds
+    modes = ("off", *(m for m in dict.fromkeys(args.modes) if m != "off"))
+    return options, args.rounds, modes
 
 
-async def measure(options: Options, rounds: int) -> dict[str, Any]:
+async def measure(options: Options, rounds: int, modes: tuple[str, ...]) -> dict[str, Any]:
     """Every round's figures, the summary and the collector's counts."""
     sink, endpoint = start_sink()
-    figures: dict[str, list[dict[str, dict[str, float]]]] = {"off": [], "on": []}
+    figures: dict[str, list[dict[str, dict[str, float]]]] = {mode: [] for mode in modes}
     try:
         for index in range(rounds):
-            for mode in ("off", "on") if index % 2 == 0 else ("on", "off"):
+            for mode in modes if index % 2 == 0 else tuple(reversed(modes)):
                 console.print(f"[bold]round {index + 1}/{rounds}, telemetry {mode}[/bold]")
                 figures[mode].append(await one_round(mode, endpoint, options))
         async with httpx.AsyncClient(timeout=5) as http:
@@ -167,23 +235,22 @@ async def measure(options: Options, rounds: int) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure and report; returns the exit code."""
-    options, rounds = parse_args(argv)
+    options, rounds, modes = parse_args(argv)
     started = time.perf_counter()
-    report = asyncio.run(measure(options, rounds))
+    report = asyncio.run(measure(options, rounds, modes))
     table = Table(
-        title=f"Telemetry on vs off ({'quick' if options.quick else 'full'}, median of "
+        title=f"Telemetry modes against off ({'quick' if options.quick else 'full'}, median of "
         f"{rounds} rounds; {os.cpu_count()} CPUs, {options.workers} workers)"
     )
-    for column in ("scenario", "metric", "off", "on", "cost"):
-        table.add_column(column, justify="right" if column in ("off", "on", "cost") else "left")
+    table.add_column("scenario")
+    table.add_column("metric")
+    for mode in modes:
+        table.add_column(mode, justify="right")
     for row in report["summary"]:
-        table.add_row(
-            row["title"],
-            f"{row['metric']} ({row['unit']})",
-            f"{row['off']:.1f}",
-            f"{row['on']:.1f}",
-            f"{row['cost_percent']:+.1f}%",
-        )
+        cells = [f"{row['median']['off']:.1f}"] + [
+            f"{row['median'][mode]:.1f} ({row['cost_percent'][mode]:+.1f}%)" for mode in modes[1:]
+        ]
+        table.add_row(row["title"], f"{row['metric']} ({row['unit']})", *cells)
     console.print(table)
     console.print(f"collector received: {report['collector']}")
     options.output.parent.mkdir(parents=True, exist_ok=True)
@@ -193,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 **report,
                 "mode": "quick" if options.quick else "full",
                 "rounds": rounds,
+                "modes": {mode: telemetry_env(mode, "ENDPOINT") for mode in modes},
                 "machine": {
                     "cpu_count": os.cpu_count(),
                     "python": platform.python_version(),

@@ -1082,12 +1082,9 @@ _OUTCOMES = frozenset({EventType.TASK_COMPLETED, EventType.TASK_FAILED})
 
 
 def _task_attributes(task: TaskMessage) -> dict[str, Any]:
-    return {
-        "workflow.id": task.workflow_id,
-        "task.id": task.task_id,
-        "task.attempt": task.attempt,
-        "task.capability": task.capability,
-    }
+    # Few attributes: each costs ~8 µs to record and export on a 2-core VM, at
+    # every dispatch. The task id is in the span's name; the worker's span has more.
+    return {"workflow.id": task.workflow_id, "task.attempt": task.attempt}
 
 
 def _slim(event: Event) -> Event:

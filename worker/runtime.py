@@ -516,8 +516,7 @@ class Worker:
                         "workflow.id": task.workflow_id,
                         "task.id": task.task_id,
                         "task.attempt": task.attempt,
-                        "agent.name": agent.name,
-                        "agent.instance": instance.id,
+                        "agent.instance": instance.id,  # <worker>.<agent>.<n>
                     },
                 ),  # handler, tool calls and the events published meanwhile join it
             ):

@@ -67,15 +67,18 @@ def test_quick_telemetry_benchmark_exports_spans_and_metrics(tmp_path: Path) -> 
     report = tmp_path / "telemetry.json"
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.telemetry", "--quick", "--rounds", "1", "--only", "w1",
-         "--output", str(report)],
+         "--modes", "on", "--output", str(report)],
         cwd=ROOT, capture_output=True, text=True, timeout=220, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     data = json.loads(report.read_text())
-    [row] = data["summary"]
+    row, cpu = data["summary"]
     assert (row["scenario"], row["metric"]) == ("w1", "tasks_per_s")
-    assert row["off"] > 0
-    assert row["on"] > 0
+    assert (cpu["scenario"], cpu["metric"]) == ("cpu", "ms_per_task")
+    assert all(value > 0 for value in cpu["median"].values())
+    assert set(row["median"]) == {"off", "on"}
+    assert all(value > 0 for value in row["median"].values())
+    assert set(row["cost_percent"]) == {"on"}
     assert data["machine"]["cpu_count"] >= 1
     # "On" really exported: the stand-in collector received spans and metrics.
     assert data["collector"]["/v1/traces requests"] >= 1
