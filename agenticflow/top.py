@@ -51,7 +51,7 @@ from agenticflow.render import _STATE_STYLE, short, when
 from coordinator.state import TaskStatus, WorkflowState
 from shared.codec import decode_event, unpack
 from shared.config import Settings
-from shared.errors import AgenticFlowError, MalformedMessageError, NotFoundError, TransportError
+from shared.errors import AgenticFlowError, MalformedMessageError
 from shared.events import Event, EventType, TaskFailed, WorkflowFailed
 from shared.names import Names
 from shared.transport import Bus
@@ -72,9 +72,6 @@ REGISTRY_SCAN = 10_000
 BUSY_SHOWN = 15
 """Agent instances shown one per row (those not idle)."""
 
-_API = "$JS.API"
-_API_TIMEOUT_S = 2.0
-_STREAM_NOT_FOUND = 10059
 _FAILURE_TYPES = frozenset({EventType.TASK_FAILED, EventType.WORKFLOW_FAILED})
 _NO_RATE = "\u2013"  # an en dash
 
@@ -338,9 +335,8 @@ def _queues(
     before = {q.queue: q.delivered for q in previous.queues} if previous else {}
     out: list[QueueView] = []
     for info in readings.consumers:
-        config = info.get("config") or {}
-        queue = names.capability_of(str(config.get("filter_subject") or ""))
-        if queue is None or info.get("name") != names.task_consumer(queue):
+        queue = names.task_queue_of(info)
+        if queue is None:
             continue  # not a capability's task consumer
         delivered = int((info.get("delivered") or {}).get("consumer_seq") or 0)
         out.append(
@@ -502,41 +498,9 @@ def build_view(readings: Readings, names: Names, previous: ClusterView | None) -
 # Reading the cluster ----------------------------------------------------------
 
 
-async def _api(bus: Bus, subject: str, request: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """A JetStream API request; raises NotFoundError for a missing stream,
-    TransportError for any other error."""
-
-    async def ask() -> Any:
-        body = json.dumps(request).encode() if request is not None else b""
-        reply = await bus.nc.request(f"{_API}.{subject}", body, timeout=_API_TIMEOUT_S)
-        return json.loads(reply.data)
-
-    answer: dict[str, Any] = await bus.call(ask, what=subject)
-    error = answer.get("error")
-    if error:
-        if error.get("err_code") == _STREAM_NOT_FOUND:
-            raise NotFoundError(
-                f"{subject}: stream not found; is {bus.names.prefix!r} the prefix of a "
-                "deployment that has run (AGENTICFLOW_PREFIX / --prefix)?"
-            )
-        raise TransportError(f"{subject}: {error.get('description', error)}")
-    return answer
-
-
 async def _stream_state(bus: Bus, stream: str) -> dict[str, Any]:
-    info = await _api(bus, f"STREAM.INFO.{stream}")
+    info = await bus.api(f"STREAM.INFO.{stream}")
     return dict(info.get("state") or {})
-
-
-async def _consumers(bus: Bus) -> list[dict[str, Any]]:
-    """Every consumer of the tasks stream (the API pages by 256)."""
-    out: list[dict[str, Any]] = []
-    while True:
-        page = await _api(bus, f"CONSUMER.LIST.{bus.names.tasks_stream}", {"offset": len(out)})
-        items = page.get("consumers") or []
-        out.extend(items)
-        if not items or len(out) >= int(page.get("total") or 0):
-            return out
 
 
 def _kv_stream(bucket: str) -> tuple[str, str]:
@@ -546,14 +510,15 @@ def _kv_stream(bucket: str) -> tuple[str, str]:
 
 async def _registry(bus: Bus) -> list[dict[str, Any]]:
     """Live agents registry entries (one consumer, not one request per key)."""
-    stream, subject = _kv_stream(bus.names.agents_bucket)
-    msgs = await bus.read_stored(stream, subject, limit=REGISTRY_SCAN)
+    return _infos(await bus.kv_values(bus.names.agents_bucket, limit=REGISTRY_SCAN))
+
+
+def _infos(values: list[bytes]) -> list[dict[str, Any]]:
+    """Registry values decoded; unreadable ones left out."""
     out = []
-    for msg in msgs:
-        if not msg.data:
-            continue  # a deleted entry: the worker deregistered
+    for value in values:
         try:
-            info = unpack(msg.data)
+            info = unpack(value)
         except MalformedMessageError:
             continue
         if isinstance(info, dict):
@@ -606,13 +571,13 @@ async def _count_from(
         start = dt.datetime.fromtimestamp((start_ns or 0) / 1e9, tz=dt.UTC).isoformat()
         config |= {"deliver_policy": "by_start_time", "opt_start_time": start}
     request = {"stream_name": stream, "config": config}
-    info = await _api(bus, f"CONSUMER.CREATE.{stream}.{name}", request)
+    info = await bus.api(f"CONSUMER.CREATE.{stream}.{name}", request)
     try:
         return int(info.get("num_pending") or 0)
     finally:
         # If this fails, it goes by itself after its inactive threshold.
         with contextlib.suppress(AgenticFlowError):
-            await _api(bus, f"CONSUMER.DELETE.{stream}.{name}")
+            await bus.api(f"CONSUMER.DELETE.{stream}.{name}")
 
 
 async def _newest_start(bus: Bus, subject: str, first_seq: int, last_seq: int) -> int:
@@ -669,7 +634,7 @@ async def read_cluster(bus: Bus) -> Readings:
     taken_at, monotonic = time.time_ns(), time.monotonic_ns()
     since = taken_at - int(FAILURE_WINDOW_S * 1e9)
     events, consumers = await asyncio.gather(
-        _stream_state(bus, bus.names.events_stream), _consumers(bus)
+        _stream_state(bus, bus.names.events_stream), bus.consumer_infos(bus.names.tasks_stream)
     )
     registry, (workflows, scanned), failures = await asyncio.gather(
         _registry(bus), _workflows(bus), _failures(bus, since, events)

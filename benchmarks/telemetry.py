@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -35,7 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +44,14 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.run import FULL, QUICK, SCENARIOS, Metric, Options, Scenario, Sizes, run_all
+from benchmarks.run import FULL, QUICK, SCENARIOS, Metric, Options, Sizes, run_all
 
 RESULTS = Path(__file__).parent / "results" / "telemetry.json"
 SCENARIO_KEYS = ("w1", "w2", "w3", "w5")
 DEFAULT_SCENARIOS = ("w1", "w2", "w3")
 console = Console()
 
-_TASKS: dict[str, Any] = {
+_TASKS: dict[str, Callable[[Sizes], int]] = {
     "w1": lambda s: s.fanout_tasks,
     "w2": lambda s: s.chain_tasks,
     "w3": lambda s: 4 * s.diamonds,
@@ -58,19 +59,12 @@ _TASKS: dict[str, Any] = {
 }
 """Tasks each scenario runs, for its sizes."""
 
-
-async def _unused(_client: Any, _sizes: Sizes, _timeout: float) -> dict[str, float]:
-    raise NotImplementedError
-
-
-CPU = Scenario(
-    key="cpu",
-    title="cluster CPU",
-    describe=lambda _s: "CPU seconds of nats-server, coordinator and workers per task",
-    measure=_unused,
-    metrics=(Metric("ms_per_task", "ms/task", "ms", higher_is_better=False),),
-)
-"""Not a workload: the CPU the cluster spent per task in a round (see one_round)."""
+_FIGURES: list[tuple[str, str, Metric]] = [
+    *((s.key, s.title, m) for s in SCENARIOS for m in s.metrics),
+    ("cpu", "cluster CPU", Metric("ms_per_task", "ms/task", "ms", higher_is_better=False)),
+]
+"""What is compared: every scenario's metrics, then the cluster's CPU per task
+in a round (not a workload; see one_round)."""
 
 
 MODES = ("off", "metrics", "traces", "on", "sampled")
@@ -112,22 +106,8 @@ def start_sink() -> tuple[subprocess.Popen[str], str]:
 
 async def one_round(mode: str, endpoint: str, options: Options) -> dict[str, dict[str, float]]:
     """Run the scenarios once on a fresh cluster; figures by scenario."""
-    env = telemetry_env(mode, endpoint)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    outcome = await run_all(
-        Options(
-            quick=options.quick,
-            runs=1,
-            workers=options.workers,
-            concurrency=options.concurrency,
-            timeout=options.timeout,
-            only=options.only,
-            output=options.output,
-            log_dir=options.log_dir,
-            raw=False,
-            env=env,
-        )
-    )
+    outcome = await run_all(dataclasses.replace(options, env=telemetry_env(mode, endpoint)))
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     figures = {key: runs[0] for key, runs in outcome.raw.items() if runs}
     # CPU of the cluster's processes (nats-server, coordinator, workers: children
@@ -145,32 +125,31 @@ def summarise(
 ) -> list[dict[str, Any]]:
     """Median per metric and mode, and each mode's cost against off (positive: slower)."""
     rows = []
-    for scenario in [*SCENARIOS, CPU]:
-        if scenario.key not in figures["off"][0]:
+    for key, title, metric in _FIGURES:
+        if key not in figures["off"][0]:
             continue
-        for metric in scenario.metrics:
-            medians = {
-                mode: statistics.median(f[scenario.key][metric.key] for f in runs)
-                for mode, runs in figures.items()
-            }
-            off = medians["off"]
-            costs = {
-                mode: round(
-                    100 * ((off - value) if metric.higher_is_better else (value - off)) / off, 1
-                )
-                for mode, value in medians.items()
-                if mode != "off"
-            }
-            rows.append(
-                {
-                    "scenario": scenario.key,
-                    "title": scenario.title,
-                    "metric": metric.key,
-                    "unit": metric.unit,
-                    "median": medians,
-                    "cost_percent": costs,
-                }
+        medians = {
+            mode: statistics.median(f[key][metric.key] for f in runs)
+            for mode, runs in figures.items()
+        }
+        off = medians["off"]
+        costs = {
+            mode: round(
+                100 * ((off - value) if metric.higher_is_better else (value - off)) / off, 1
             )
+            for mode, value in medians.items()
+            if mode != "off"
+        }
+        rows.append(
+            {
+                "scenario": key,
+                "title": title,
+                "metric": metric.key,
+                "unit": metric.unit,
+                "median": medians,
+                "cost_percent": costs,
+            }
+        )
     return rows
 
 

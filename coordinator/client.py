@@ -624,22 +624,13 @@ class Client:
     async def agents(self) -> list[dict[str, Any]]:
         """Registered agent instances with their capabilities and last heartbeat."""
         await self._topology()
-        store = await self.bus.kv(self.names.agents_bucket)
-        try:
-            keys = await store.keys()
-        except Exception:  # nats-py raises NoKeysError for an empty bucket
-            return []
-        out = []
-        for key in sorted(keys):
-            try:
-                entry = await store.get(key)
-            except KVNotFound:
-                continue
-            if entry.value is not None:
-                info = unpack(entry.value)
-                if isinstance(info, dict):
-                    out.append(info)
-        return out
+        await self.bus.kv(self.names.agents_bucket)  # created if missing
+        infos = [unpack(value) for value in await self.bus.kv_values(self.names.agents_bucket)]
+        # The registry key is the entry's "instance".
+        return sorted(
+            (info for info in infos if isinstance(info, dict)),
+            key=lambda info: str(info.get("instance", "")),
+        )
 
 
 __all__ = ["Client"]

@@ -338,16 +338,19 @@ class Coordinator:
     async def _read_queues(self) -> dict[str, dict[str, int]]:
         """Depth and lag of every task queue, from its consumer's info."""
         queues: dict[str, dict[str, int]] = {}
-        for info in await self.bus.js.consumers_info(self.names.tasks_stream):
-            queue = self.names.capability_of(info.config.filter_subject or "")
+        for info in await self.bus.consumer_infos(self.names.tasks_stream):
+            queue = self.names.task_queue_of(info)
             if queue is None:
                 continue
-            pending, in_flight = int(info.num_pending or 0), int(info.num_ack_pending or 0)
+            pending, in_flight = (
+                int(info.get("num_pending") or 0),
+                int(info.get("num_ack_pending") or 0),
+            )
             queues[queue] = {
                 "pending": pending,
                 "in_flight": in_flight,
                 "lag": pending + in_flight,
-                "redelivered": int(info.num_redelivered or 0),
+                "redelivered": int(info.get("num_redelivered") or 0),
             }
         return queues
 

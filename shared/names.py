@@ -7,7 +7,9 @@ share one NATS account without seeing each other.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from shared.errors import ConfigError
 
@@ -93,6 +95,15 @@ class Names:
     def task_consumer(self, queue: str) -> str:
         """Durable pull consumer shared by every worker serving a queue."""
         return f"task_{queue}"
+
+    def task_queue_of(self, consumer_info: Mapping[str, Any]) -> str | None:
+        """The queue a consumer (as the JetStream API describes it) is the task
+        consumer of, or None for any other consumer."""
+        config = consumer_info.get("config") or {}
+        queue = self.capability_of(str(config.get("filter_subject") or ""))
+        if queue is None or consumer_info.get("name") != self.task_consumer(queue):
+            return None
+        return queue
 
     @property
     def dead_letter_consumer(self) -> str:

@@ -47,6 +47,7 @@ from shared.codec import TaskMessage, check_size, encode_event, encode_task
 from shared.config import Settings
 from shared.errors import (
     ConnectionLostError,
+    NotFoundError,
     PublishTimeoutError,
     StateConflictError,
     TransportError,
@@ -76,6 +77,8 @@ _ATTEMPT_S = 2.0
 """One publish attempt's wait for the server's acknowledgement."""
 
 
+_STREAM_NOT_FOUND = 10059
+"""JetStream API error code of a missing stream."""
 _FIRST_CONNECT_ATTEMPTS = 3
 """Attempts per server before the first connection gives up."""
 
@@ -446,21 +449,48 @@ class Bus:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
 
+    async def api(self, subject: str, request: Any = None) -> dict[str, Any]:
+        """A JetStream API request (``$JS.API.<subject>``), its JSON answer;
+        raises NotFoundError for a missing stream, TransportError for any other
+        error. For what nats-py does not expose (paging, deleted details...)."""
+
+        async def ask() -> Any:
+            body = json.dumps(request).encode() if request is not None else b""
+            reply = await self.nc.request(f"$JS.API.{subject}", body, timeout=_ATTEMPT_S)
+            return json.loads(reply.data)
+
+        answer: dict[str, Any] = await self.call(ask, what=subject)
+        error = answer.get("error")
+        if error:
+            if error.get("err_code") == _STREAM_NOT_FOUND:
+                raise NotFoundError(
+                    f"{subject}: stream not found; is {self.names.prefix!r} the prefix of a "
+                    "deployment that has run (AGENTICFLOW_PREFIX / --prefix)?"
+                )
+            raise TransportError(f"{subject}: {error.get('description', error)}")
+        return answer
+
+    async def kv_values(self, bucket: str, *, limit: int | None = None) -> list[bytes]:
+        """The current value of every key of a KV bucket kept with history 1
+        (deleted keys left out), read through one consumer rather than one
+        request per key."""
+        msgs = await self.read_stored(f"KV_{bucket}", f"$KV.{bucket}.>", limit=limit)
+        return [msg.data for msg in msgs if msg.data]
+
+    async def consumer_infos(self, stream: str) -> list[dict[str, Any]]:
+        """Every consumer of ``stream``, as the API describes it (all pages)."""
+        out: list[dict[str, Any]] = []
+        while True:
+            page = await self.api(f"CONSUMER.LIST.{stream}", {"offset": len(out)})
+            items = page.get("consumers") or []
+            out.extend(items)
+            if not items or len(out) >= int(page.get("total") or 0):
+                return out
+
     async def stream_holes(self, stream: str) -> tuple[int, list[int]]:
         """``(first_seq, deleted)``: where the stream starts now (older messages
         expired or were purged) and the sequences deleted after that."""
-
-        async def ask() -> Any:
-            reply = await self.nc.request(
-                f"$JS.API.STREAM.INFO.{stream}",
-                json.dumps({"deleted_details": True}).encode(),
-                timeout=_ATTEMPT_S,
-            )
-            return json.loads(reply.data)
-
-        info = await self.call(ask, what=f"read {stream} info")
-        if "error" in info:
-            raise TransportError(f"cannot read {stream} info: {info['error'].get('description')}")
+        info = await self.api(f"STREAM.INFO.{stream}", {"deleted_details": True})
         state = info.get("state", {})
         return int(state.get("first_seq", 0)), sorted(int(s) for s in state.get("deleted") or ())
 

@@ -536,13 +536,6 @@ class Worker:
     async def _run_on(
         self, instance: AgentInstance, agent: AgentSpec, msg: Msg, task: TaskMessage
     ) -> None:
-        bound = log.bind(
-            workflow_id=task.workflow_id,
-            task_id=task.task_id,
-            attempt=task.attempt,
-            agent=agent.name,
-            instance=instance.id,
-        )
         # Agent transitions and task.started are stored while the handler runs
         # (one round trip off the critical path).
         pending: list[Pending] = [await self._move(instance, Trigger.TASK_ASSIGNED, task)]
@@ -571,7 +564,7 @@ class Worker:
             agent=agent.name,
             worker=self.node_id,
             timeout_s=task.timeout_s,
-            log=bound,
+            log=log,  # the task's fields are bound as context variables (_run_task)
             effects=effects,
             tools=task_toolbox(
                 self.bus,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,6 +40,15 @@ def by_task(events: list[Event], event_type: EventType) -> dict[tuple[str, int],
 
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def spans_in(folder: Path) -> list[dict[str, Any]]:
+    """The spans written by AGENTICFLOW_TRACE_FILE=folder/spans-{pid}.jsonl."""
+    return [
+        json.loads(line)
+        for file in sorted(folder.glob("spans-*.jsonl"))
+        for line in file.read_text().splitlines()
+    ]
 
 
 def agenticflow(

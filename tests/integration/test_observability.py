@@ -29,7 +29,7 @@ from shared.health import HealthService, cluster_health
 from shared.telemetry import TRACE_FILE_ENV
 from shared.transport import Bus, connected
 from tests.conftest import TEST_APP, unique_prefix
-from tests.integration.helpers import agenticflow, run, wf
+from tests.integration.helpers import agenticflow, run, spans_in, wf
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
@@ -190,14 +190,9 @@ async def test_metrics_health_and_logs_of_real_processes(
     assert fatal["task_id"] == "x"
     assert fatal["agent"] == "fatal"
     assert fatal["level"] == "info"
-    spans = [
-        json.loads(line)
-        for file in tmp_path.glob("spans-*.jsonl")
-        for line in file.read_text().splitlines()
-    ]
     task_span = next(
         s
-        for s in spans
+        for s in spans_in(tmp_path)
         if s["name"] == "task fatal" and s["attributes"].get("workflow.id") == bad.workflow_id
     )
     assert (fatal["trace_id"], fatal["span_id"]) == (task_span["trace_id"], task_span["span_id"])

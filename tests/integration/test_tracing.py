@@ -4,9 +4,7 @@ effect spans inside them) join it through the messages' traceparent headers."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,15 +15,7 @@ from coordinator.state import WorkflowStatus
 from shared.telemetry import TRACE_FILE_ENV, configure_tracing
 from shared.transport import connected
 from tests.conftest import TEST_APP, unique_prefix
-from tests.integration.helpers import wf
-
-
-def spans_in(folder: Path) -> list[dict[str, Any]]:
-    return [
-        json.loads(line)
-        for file in sorted(folder.glob("spans-*.jsonl"))
-        for line in file.read_text().splitlines()
-    ]
+from tests.integration.helpers import spans_in, wf
 
 
 async def test_one_trace_crosses_client_coordinator_and_worker_processes(
