@@ -320,6 +320,10 @@ class Coordinator:
         return f"{self.node_id}.coordinator"
 
     async def _heartbeat(self) -> None:
+        # Queue depths first: a heartbeat stamped T carries depths read after T.
+        now = time.time_ns()
+        with contextlib.suppress(Exception):  # metrics only: never stop the heartbeat
+            self.queues = await self._read_queues()
         info = {
             "instance": self._registry_key,
             "role": "coordinator",
@@ -328,12 +332,10 @@ class Coordinator:
             "capabilities": [],
             "state": "active",
             "load": len(self._cache),
-            "heartbeat": time.time_ns(),
+            "heartbeat": now,
             "events_folded": self.events_folded,
         }
         await self._agents.put(self._registry_key, pack(info))
-        with contextlib.suppress(Exception):  # metrics only: never stop the heartbeat
-            self.queues = await self._read_queues()
 
     async def _read_queues(self) -> dict[str, dict[str, int]]:
         """Depth and lag of every task queue, from its consumer's info."""

@@ -24,10 +24,11 @@ from agenticflow.devcluster import DevCluster
 from agenticflow.server import NatsServer
 from coordinator.client import Client
 from coordinator.state import WorkflowStatus
+from shared.codec import unpack
 from shared.config import Settings
 from shared.health import HealthService, cluster_health
 from shared.telemetry import TRACE_FILE_ENV
-from shared.transport import Bus, connected
+from shared.transport import Bus, FetchTimeout, connected
 from tests.conftest import TEST_APP, unique_prefix
 from tests.integration.helpers import agenticflow, run, spans_in, wf
 
@@ -57,16 +58,23 @@ async def scrape(url: str) -> Samples:
     return samples(response.text)
 
 
-async def scrape_until(url: str, check: Any, *, timeout: float = 20) -> Samples:
-    """Scrape until ``check(samples)`` holds (gauges are read every heartbeat)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await scrape(url)
-        if check(found):
-            return found
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"metrics at {url} never satisfied the check")
-        await asyncio.sleep(0.1)  # polling a scrape endpoint, bounded by the deadline
+async def coordinator_heartbeat_after(bus: Bus, since_ns: int, *, timeout: float = 20) -> None:
+    """Wait for a coordinator heartbeat stamped after ``since_ns``: its queue
+    gauges were read after that moment."""
+    store = await bus.kv(bus.names.agents_bucket)
+    watcher = await store.watchall(inactive_threshold=5.0)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    entry = await watcher.updates(timeout=1.0)
+                except FetchTimeout:
+                    continue
+                info = unpack(entry.value) if entry is not None and entry.value else {}
+                if info.get("role") == "coordinator" and info.get("heartbeat", 0) > since_ns:
+                    return
+    finally:
+        await watcher.stop()
 
 
 def by_kind(reports: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -142,10 +150,11 @@ async def test_metrics_health_and_logs_of_real_processes(
             assert "/metrics" in missing.text
 
         # Coordinator metrics: counted from the events it folded.
-        found = await scrape_until(
-            coord["http"],
-            lambda s: value(s, "agenticflow_queue_lag", capability="nobody") == 1,
-        )
+        # The unserved task is stored in its queue once the coordinator says so.
+        await client.wait_for(stuck, lambda s: s.tasks["n"].note is not None, timeout=20)
+        await coordinator_heartbeat_after(bus, time.time_ns())
+        found = await scrape(coord["http"])
+        assert value(found, "agenticflow_queue_lag", capability="nobody") == 1
         total = "agenticflow_tasks_{}_total"
         assert value(found, total.format("dispatched"), capability="echo") == 1
         assert value(found, total.format("dispatched"), capability="flaky") == 2
