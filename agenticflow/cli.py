@@ -24,6 +24,7 @@ import yaml
 from rich.console import Console
 
 from agenticflow import render
+from agenticflow.keys_cli import keys_app
 from coordinator import exports
 from coordinator import replay as replay_mod
 from coordinator.client import Client
@@ -150,7 +151,7 @@ def _serve(settings: Settings, make: Callable[[Bus], Any], *, name: str) -> None
     configure_metrics(f"agenticflow-{kind}", prometheus=settings.metrics_port is not None)
 
     async def main() -> None:
-        async with connected(settings, name=name) as bus:
+        async with connected(settings, name=name, role=kind) as bus:
             service = make(bus)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -973,6 +974,7 @@ def reject(
 
 agent_app = typer.Typer(help="Operate on one agent instance.", no_args_is_help=True)
 app.add_typer(agent_app, name="agent")
+app.add_typer(keys_app, name="keys")
 
 
 def _set_suspended(

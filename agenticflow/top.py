@@ -49,7 +49,7 @@ from rich.text import Text
 
 from agenticflow.render import _STATE_STYLE, short, when
 from coordinator.state import TaskStatus, WorkflowState
-from shared.codec import decode_event, unpack
+from shared.codec import unpack
 from shared.config import Settings
 from shared.errors import AgenticFlowError, MalformedMessageError
 from shared.events import Event, EventType, TaskFailed, WorkflowFailed
@@ -615,9 +615,7 @@ async def _failures(bus: Bus, since_ns: int, events: Mapping[str, Any]) -> list[
     out = []
     for msg in msgs[-FAILURES_SHOWN:]:
         try:
-            event = decode_event(
-                msg.subject, msg.headers, msg.data, bus.names, seq=msg.metadata.sequence.stream
-            )
+            event = bus.decode_event(msg, seq=msg.metadata.sequence.stream)
         except MalformedMessageError:
             continue
         if event.type in _FAILURE_TYPES:

@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind
 from coordinator.forks import recorded_effects
 from coordinator.replay import UNREADABLE, reading_problems, state_until
 from coordinator.state import TaskStatus, WorkflowState
-from shared.codec import decode_event, pack, unpack
+from shared.codec import pack, unpack
 from shared.dag import validate_graph
 from shared.errors import (
     ConfigError,
@@ -424,7 +424,7 @@ class Client:
 
         async def on_verdict(msg: Any) -> None:
             try:
-                event = decode_event(msg.subject, msg.headers, msg.data, self.names)
+                event = self.bus.decode_event(msg)
             except MalformedMessageError:
                 return
             if getattr(event.data, "request_id", None) == request_id and not verdict.done():
@@ -605,7 +605,7 @@ class Client:
     def _decode(self, msg: Any) -> Event:
         seq = msg.metadata.sequence.stream
         try:
-            return decode_event(msg.subject, msg.headers, msg.data, self.names, seq=seq)
+            return self.bus.decode_event(msg, seq=seq)
         except MalformedMessageError as exc:
             parsed = self.names.parse_event_subject(msg.subject)
             return Event(

@@ -33,6 +33,7 @@ from coordinator.state import (
 from shared.codec import TaskMessage
 from shared.dag import graph_problems, sinks
 from shared.events import (
+    FORBIDDEN,
     NOT_FOLDED,
     ApprovalDecision,
     ErrorInfo,
@@ -1016,9 +1017,26 @@ _TASK_HANDLERS = {
 
 
 def fold(events: list[Event], *, source: str = COORDINATOR_NODE) -> WorkflowState | None:
-    """Fold a workflow's whole event history (replay)."""
+    """Fold a workflow's whole event history (replay).
+
+    An intervention the coordinator refused by policy (a refusal with code
+    ``forbidden``) is skipped, as the coordinator skipped it: the policy is not
+    part of the history, its verdict is."""
+    forbidden = {
+        e.data.request_id
+        for e in events
+        if e.type == EventType.INTERVENTION_REFUSED
+        and isinstance(e.data, InterventionRefused)
+        and e.data.code == FORBIDDEN
+    }
     state: WorkflowState | None = None
     for event in events:
+        if (
+            forbidden
+            and isinstance(event.data, InterventionRequested)
+            and event.data.request_id in forbidden
+        ):
+            continue
         state, _ = reduce(state, event, source=source)
     return state
 

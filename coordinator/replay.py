@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from coordinator.causality import causality_violations
+from coordinator.causality import UNREADABLE, causality_violations
 from coordinator.reducer import fold
 from coordinator.state import WorkflowState
 from shared.errors import ConfigError
@@ -131,11 +131,6 @@ def verify(events: list[Event], snapshot: WorkflowState | None) -> list[str]:
                 )
     problems.extend(causality_violations(events))
     return problems
-
-
-UNREADABLE = "unreadable:"
-"""Id prefix of the ``message.rejected`` stand-in for a stored event that could
-not be read (see :meth:`coordinator.client.Client.events`)."""
 
 
 def reading_problems(events: list[Event], *, first_seq: int, deleted: list[int]) -> list[str]:

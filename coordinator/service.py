@@ -46,9 +46,6 @@ from coordinator.reducer import (
 from coordinator.state import WorkflowState
 from shared.codec import (
     TaskMessage,
-    decode_event,
-    encode_event,
-    encode_task,
     pack,
     task_identity,
     unpack,
@@ -60,6 +57,7 @@ from shared.errors import (
     StateConflictError,
 )
 from shared.events import (
+    FORBIDDEN,
     NOT_FOLDED,
     Event,
     EventType,
@@ -92,6 +90,7 @@ from shared.metrics import (
 )
 from shared.names import SYSTEM_WORKFLOW
 from shared.puller import Puller
+from shared.rbac import load_policy
 from shared.telemetry import context_of, tracer
 from shared.transport import Bus, FetchTimeout, KVNotFound, Outgoing
 from shared.vclock import VectorClock
@@ -214,6 +213,8 @@ class Coordinator:
         self.queues: dict[str, dict[str, int]] = {}
         """Task queues by name: pending, in flight, lag (read every heartbeat)."""
         self._unobserve: list[Callable[[], None]] = []
+        self.policy = load_policy(self.settings.policy_file, self.settings.security_dir)
+        """RBAC: who may steer workflows (None: anyone who can publish the request)."""
 
     # Lifecycle ----------------------------------------------------------
     async def __aenter__(self) -> Coordinator:
@@ -550,7 +551,7 @@ class Coordinator:
             return  # (an echo: a decision of the reducer, applied when it was made)
         seq = msg.metadata.sequence.stream
         try:
-            event = decode_event(msg.subject, msg.headers, msg.data, self.names, seq=seq)
+            event = self.bus.decode_event(msg, seq=seq)
         except MalformedMessageError as exc:
             await self._reject(msg, seq, exc, commands)
             return
@@ -567,8 +568,8 @@ class Coordinator:
             and event.workflow_id not in self._known
         ):  # a submission this process has never heard of is certainly new: no KV read
             entry = await self._load(event.workflow_id, commands)
-        if entry is not None and seq <= entry.state.last_seq:
-            return  # already folded before a restart
+        if (entry is not None and seq <= entry.state.last_seq) or await self._refused(event):
+            return  # already folded before a restart, or refused by the policy
         state, new_commands = reduce(entry.state if entry else None, event, source=self.node_id)
         self.events_folded += 1
         _count(event, state, new_commands)
@@ -589,6 +590,44 @@ class Coordinator:
             entry = self._cache[event.workflow_id]
         touched[event.workflow_id] = entry
         commands.extend(new_commands)
+
+    def _forbidden(self, event: Event) -> str | None:
+        """Why the policy refuses this intervention to its sender, or None.
+
+        The sender is the principal whose key signed the request; without
+        signatures, the name the request gives (``by``), which proves nothing."""
+        if self.policy is None or event.type != EventType.INTERVENTION_REQUESTED:
+            return None
+        data = event.data
+        assert isinstance(data, InterventionRequested)
+        principal = event.signer or data.by or "anonymous"
+        permission = f"workflow:{data.action}"
+        if self.policy.context(principal).can(permission):
+            return None
+        return f"{principal} lacks permission {permission}"
+
+    async def _refused(self, event: Event) -> bool:
+        """Refuse an intervention the policy does not allow; whether it did (replay
+        skips the request by this refusal's code, as the coordinator did)."""
+        reason = self._forbidden(event)
+        if reason is None:
+            return False
+        data = event.data
+        assert isinstance(data, InterventionRequested)
+        log.warning("intervention refused by policy", workflow_id=event.workflow_id, reason=reason)
+        await self._shell_emit(
+            event.workflow_id,
+            EventType.INTERVENTION_REFUSED,
+            InterventionRefused(
+                request_id=data.request_id,
+                action=data.action,
+                reason=reason,
+                code=FORBIDDEN,
+                by=event.signer or data.by,
+            ),
+            key=workflow_key(event.workflow_id, f"intervention:{data.request_id}:refused"),
+        )
+        return True
 
     async def _refuse_unknown(self, event: Event) -> None:
         """An intervention on a workflow nobody submitted: refused, on the record."""
@@ -677,9 +716,11 @@ class Coordinator:
         for msg in tail:
             seq = msg.metadata.sequence.stream
             try:
-                event = decode_event(msg.subject, msg.headers, msg.data, self.names, seq=seq)
+                event = self.bus.decode_event(msg, seq=seq)
             except MalformedMessageError:
                 continue  # the live consumer records it as rejected
+            if self._forbidden(event) is not None:
+                continue  # the live consumer refused it
             _, new_commands = reduce(state, event, source=self.node_id)
             commands.extend(new_commands)
         self._remember(state, int(kv_entry.revision or 0), saved_version)
@@ -802,19 +843,18 @@ class Coordinator:
         outgoing: list[Outgoing] = []
         unserved: list[TaskMessage] = []
         too_large: list[tuple[TaskMessage, PayloadTooLargeError]] = []
-        max_payload = self.bus.max_payload
         for command in commands:
             if isinstance(command, Emit):
                 # The reducer stamps the triggering event's time; record when it happened.
                 event = command.event.model_copy(update={"timestamp": now})
                 try:
-                    outgoing.append(encode_event(event, self.names, max_payload=max_payload))
+                    outgoing.append(self.bus.encode_event(event))
                 except PayloadTooLargeError as too_big:
                     # The state keeps the data; the event says where to find it.
                     log.warning(
                         "event too large; stored without its bulky data", error=str(too_big)
                     )
-                    outgoing.append(encode_event(_slim(event), self.names, max_payload=max_payload))
+                    outgoing.append(self.bus.encode_event(_slim(event)))
             elif isinstance(command, Dispatch):
                 task = command.task
                 await self.bus.ensure_task_consumer(task.queue)
@@ -825,7 +865,7 @@ class Coordinator:
                         kind=SpanKind.PRODUCER,
                         attributes=_task_attributes(task),
                     ):  # the span's context travels in the task message's headers
-                        outgoing.append(encode_task(task, self.names, max_payload=max_payload))
+                        outgoing.append(self.bus.encode_task(task))
                 except PayloadTooLargeError as too_big:
                     too_large.append((task, too_big))
                     continue

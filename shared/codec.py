@@ -9,6 +9,14 @@ against its workflow.
 Every decode error is a :class:`~shared.errors.MalformedMessageError`; every
 message is size-checked before it is published, because nats-py checks only
 the body and the server drops the whole connection for an oversized message.
+
+With a :class:`~shared.security.Seal`, encoding encrypts and signs the body
+(``AF-Enc``, ``AF-Key``, ``AF-TS``, ``AF-Sig``) and decoding verifies and
+decrypts it first; a forged, replayed or undecryptable message is a
+MalformedMessageError too (its subclasses), so it takes the poison path:
+recorded, terminated, never applied. Received input is bounded: at most
+:data:`MAX_HEADERS` headers of :data:`MAX_HEADER_BYTES` in all, and lists and
+maps nested at most :data:`MAX_DEPTH` deep.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from shared.events import SCHEMA_VERSION, ApprovalDecision, Event, EventType, Re
 from shared.ids import ID_RE
 from shared.names import Names, queue_of
 from shared.schemas import REGISTRY, read_payload
+from shared.security import Seal, TrustedKey
 from shared.telemetry import inject
 from shared.vclock import VectorClock
 
@@ -43,6 +52,10 @@ H_ATTEMPT = "AF-Attempt"
 
 TASK_TYPE = "task"
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
+MAX_DEPTH = 64
+"""Deepest nesting of lists and maps accepted in a received body."""
+MAX_HEADERS = 32
+MAX_HEADER_BYTES = 8 * 1024
 _HEADER_OVERHEAD = 64  # "NATS/1.0\r\n", separators and the trailing CRLF
 
 
@@ -54,12 +67,45 @@ def pack(value: Any) -> bytes:
         raise MalformedMessageError(f"value cannot be encoded as msgpack: {exc}") from exc
 
 
-def unpack(body: bytes) -> Any:
-    """msgpack-decode a body; raises MalformedMessageError."""
+def unpack(body: bytes, *, max_depth: int | None = None) -> Any:
+    """msgpack-decode a body; raises MalformedMessageError, also when lists and
+    maps are nested deeper than ``max_depth``."""
     try:
-        return msgpack.unpackb(body, raw=False, strict_map_key=False)
+        value = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except msgpack.StackError as exc:
+        raise MalformedMessageError("body is nested too deeply") from exc
     except Exception as exc:  # msgpack raises several unrelated types
         raise MalformedMessageError(f"body is not valid msgpack: {exc}") from exc
+    if max_depth is not None and len(body) > max_depth:  # a shorter body cannot be deeper
+        check_depth(value, max_depth)
+    return value
+
+
+def check_depth(value: Any, limit: int) -> None:
+    """Raise MalformedMessageError if lists and maps nest deeper than ``limit``."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            raise MalformedMessageError(f"body nests lists and maps deeper than {limit} levels")
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
+def check_headers(headers: Mapping[str, str] | None) -> None:
+    """Raise MalformedMessageError for too many or too large headers."""
+    if not headers:
+        return
+    if len(headers) > MAX_HEADERS:
+        raise MalformedMessageError(f"{len(headers)} headers, more than {MAX_HEADERS}")
+    size = sum(len(k) + len(v) for k, v in headers.items())
+    if size > MAX_HEADER_BYTES:
+        raise MalformedMessageError(f"headers of {size} bytes, more than {MAX_HEADER_BYTES}")
 
 
 def check_size(headers: Mapping[str, str], body: bytes, max_payload: int) -> None:
@@ -89,7 +135,7 @@ def _schema(headers: Mapping[str, str] | None) -> int:
 
 
 def encode_event(
-    event: Event, names: Names, *, max_payload: int = DEFAULT_MAX_PAYLOAD
+    event: Event, names: Names, *, max_payload: int = DEFAULT_MAX_PAYLOAD, seal: Seal | None = None
 ) -> tuple[str, dict[str, str], bytes]:
     """``(subject, headers, body)`` of an event; raises PayloadTooLargeError."""
     subject = names.event_subject(event.workflow_id, event.type.value)
@@ -109,6 +155,8 @@ def encode_event(
             "data": event.data.model_dump(mode="python"),
         }
     )
+    if seal is not None:
+        body = seal.close(subject, headers, body)
     check_size(headers, body, max_payload)
     return subject, headers, body
 
@@ -120,8 +168,18 @@ def decode_event(
     names: Names,
     *,
     seq: int | None = None,
+    seal: Seal | None = None,
+    stored_ns: int | None = None,
 ) -> Event:
-    """Rebuild an event from a stored message; raises MalformedMessageError."""
+    """Rebuild an event from a stored message; raises MalformedMessageError.
+
+    With a seal, the message is verified (replays by ``stored_ns``, the server's
+    time of storing it) and decrypted first; the event's ``signer`` names the
+    principal whose key signed it."""
+    check_headers(headers)
+    signer: TrustedKey | None = None
+    if seal is not None:
+        body, signer = seal.open(subject, headers, body, stored_ns=stored_ns)
     parsed = names.parse_event_subject(subject)
     if parsed is None:
         raise MalformedMessageError(f"{subject!r} is not an event subject")
@@ -136,7 +194,7 @@ def decode_event(
     except ValueError as exc:
         raise MalformedMessageError(f"unknown event type {type_text!r}") from exc
     version = _schema(headers)
-    raw = unpack(body)
+    raw = unpack(body, max_depth=MAX_DEPTH)
     if not isinstance(raw, dict):
         raise MalformedMessageError("event body must be a map")
     try:
@@ -153,6 +211,7 @@ def decode_event(
             attempt=raw.get("attempt"),
             migrated_from=version if version != REGISTRY.version(event_type.value) else None,
             seq=seq,
+            signer=signer.principal if signer else None,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -217,7 +276,11 @@ class TaskMessage(BaseModel):
 
 
 def encode_task(
-    task: TaskMessage, names: Names, *, max_payload: int = DEFAULT_MAX_PAYLOAD
+    task: TaskMessage,
+    names: Names,
+    *,
+    max_payload: int = DEFAULT_MAX_PAYLOAD,
+    seal: Seal | None = None,
 ) -> tuple[str, dict[str, str], bytes]:
     """``(subject, headers, body)`` of a task message; raises PayloadTooLargeError."""
     headers = {
@@ -232,12 +295,26 @@ def encode_task(
     }
     inject(headers)
     body = pack(task.model_dump(mode="python", exclude={"vclock", "source"}, exclude_defaults=True))
+    subject = names.task_subject(task.queue)
+    if seal is not None:
+        body = seal.close(subject, headers, body)
     check_size(headers, body, max_payload)
-    return names.task_subject(task.queue), headers, body
+    return subject, headers, body
 
 
-def decode_task(subject: str, headers: Mapping[str, str] | None, body: bytes) -> TaskMessage:
-    """Rebuild a task message; raises MalformedMessageError."""
+def decode_task(
+    subject: str,
+    headers: Mapping[str, str] | None,
+    body: bytes,
+    *,
+    seal: Seal | None = None,
+    stored_ns: int | None = None,
+) -> TaskMessage:
+    """Rebuild a task message; raises MalformedMessageError (with a seal: also
+    when it is not signed by a coordinator, replayed or undecryptable)."""
+    check_headers(headers)
+    if seal is not None:
+        body, _ = seal.open(subject, headers, body, stored_ns=stored_ns)
     if _header(headers, H_TYPE) != TASK_TYPE:
         raise MalformedMessageError(f"{H_TYPE} header is not {TASK_TYPE!r}")
     if (version := _schema(headers)) > SCHEMA_VERSION:
@@ -245,7 +322,7 @@ def decode_task(subject: str, headers: Mapping[str, str] | None, body: bytes) ->
             f"task message has schema version {version}, newer than this node "
             f"understands ({SCHEMA_VERSION}): upgrade it"
         )
-    raw = unpack(body)
+    raw = unpack(body, max_depth=MAX_DEPTH)
     if not isinstance(raw, dict):
         raise MalformedMessageError("task body must be a map")
     try:
@@ -286,7 +363,12 @@ __all__ = [
     "H_SOURCE",
     "H_TYPE",
     "H_VCLOCK",
+    "MAX_DEPTH",
+    "MAX_HEADERS",
+    "MAX_HEADER_BYTES",
     "TaskMessage",
+    "check_depth",
+    "check_headers",
     "check_size",
     "decode_event",
     "decode_task",

@@ -6,6 +6,8 @@ for example ``AGENTICFLOW_NATS_URL=nats://10.0.0.5:4222``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -56,6 +58,15 @@ class Settings(BaseSettings):
     """The address the HTTP port listens on."""
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     log_level: str = "info"
+    security_dir: Path | None = None
+    """Key directory (``agenticflow keys init``): ``trust.json`` turns on signature
+    checks, ``data-keys.json`` encryption, ``<principal>.key`` signing, and
+    ``policy.toml`` RBAC (see :mod:`shared.security` and :mod:`shared.rbac`)."""
+    principal: str = ""
+    """Who this process signs as (its key file's name); default: its role
+    (``coordinator``, ``worker`` or ``client``)."""
+    policy_file: Path | None = None
+    """RBAC policy (TOML); default: ``policy.toml`` in ``security_dir`` if present."""
 
     @property
     def names(self) -> Names:

@@ -88,6 +88,32 @@ class UnknownSchemaVersionError(MalformedMessageError):
     code = "unknown_schema_version"
 
 
+class ForgedMessageError(MalformedMessageError):
+    """A message is unsigned, wrongly signed, signed by an unknown key, or signed
+    by a key whose role may not send it: never applied."""
+
+    code = "forged_message"
+
+
+class ReplayedMessageError(ForgedMessageError):
+    """A correctly signed message was stored long after it was signed: a replay."""
+
+    code = "replayed_message"
+
+
+class UndecryptableMessageError(MalformedMessageError):
+    """A message's body cannot be decrypted (unknown data key, altered ciphertext,
+    or plaintext where encryption is required)."""
+
+    code = "undecryptable_message"
+
+
+class PermissionDeniedError(AgenticFlowError):
+    """A principal's roles do not grant what it asked for (RBAC)."""
+
+    code = "forbidden"
+
+
 class PayloadTooLargeError(MessageError):
     """A message would exceed the server's maximum payload."""
 
@@ -283,6 +309,7 @@ __all__ = [
     "ApprovalTimeoutError",
     "ConfigError",
     "ConnectionLostError",
+    "ForgedMessageError",
     "IllegalTransitionError",
     "InterventionRefusedError",
     "MalformedMessageError",
@@ -290,10 +317,12 @@ __all__ = [
     "NonRetryableError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "PublishTimeoutError",
     "RateLimitedError",
     "RecordedEffectError",
     "ReplayDivergedError",
+    "ReplayedMessageError",
     "SandboxError",
     "StateConflictError",
     "TaskCancelledError",
@@ -305,6 +334,7 @@ __all__ = [
     "ToolTimeoutError",
     "ToolValidationError",
     "TransportError",
+    "UndecryptableMessageError",
     "UnknownSchemaVersionError",
     "UnknownToolError",
     "WorkflowDefinitionError",

@@ -355,6 +355,8 @@ class Modification(BaseModel):
 
 
 INTERVENTIONS = ("pause", "resume", "abort", "modify", "feedback", "approve", "reject")
+FORBIDDEN = "forbidden"
+"""Code of an intervention refused because its sender's roles do not allow it."""
 
 
 class InterventionRequested(Payload):
@@ -468,6 +470,8 @@ class Event(BaseModel):
     migrated it to the current version (see :mod:`shared.schemas`)."""
     seq: int | None = None
     """Stream sequence, known once the event was read from the stream."""
+    signer: str | None = Field(default=None, exclude=True)
+    """The principal whose key signed it, when signatures are checked."""
 
     @field_validator("workflow_id")
     @classmethod
@@ -478,6 +482,7 @@ class Event(BaseModel):
 
 
 __all__ = [
+    "FORBIDDEN",
     "INTERVENTIONS",
     "NOT_FOLDED",
     "PAYLOADS",

@@ -46,6 +46,11 @@ class Names:
         return f"{self.prefix.upper()}_ADVISORIES"
 
     @property
+    def audit_stream(self) -> str:
+        """Append-only Limits stream of the hash-chained audit trail."""
+        return f"{self.prefix.upper()}_AUDIT"
+
+    @property
     def max_deliveries_subject(self) -> str:
         """Advisory subject JetStream publishes when a task hits ``max_deliver``."""
         return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.tasks_stream}.*"
@@ -83,6 +88,21 @@ class Names:
         if not workflow_id or not event_type:
             return None
         return workflow_id, event_type
+
+    def audit_subject(self, node: str) -> str:
+        """Subject of one node's audit chain."""
+        return f"{self.prefix}.audit.{node}"
+
+    @property
+    def audit_subjects(self) -> str:
+        """Wildcard of every audit chain (one subject token per node)."""
+        return f"{self.prefix}.audit.*"
+
+    def audit_node(self, subject: str) -> str | None:
+        """The node whose audit chain ``subject`` is, or None."""
+        head = f"{self.prefix}.audit."
+        node = subject[len(head) :] if subject.startswith(head) else ""
+        return node if node and "." not in node else None
 
     def capability_of(self, task_subject: str) -> str | None:
         """Capability named by a task subject, or None."""

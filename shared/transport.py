@@ -43,7 +43,14 @@ from tenacity import (
     wait_exponential,
 )
 
-from shared.codec import TaskMessage, check_size, encode_event, encode_task
+from shared.codec import (
+    TaskMessage,
+    check_size,
+    decode_event,
+    decode_task,
+    encode_event,
+    encode_task,
+)
 from shared.config import Settings
 from shared.errors import (
     ConnectionLostError,
@@ -53,6 +60,7 @@ from shared.errors import (
     TransportError,
 )
 from shared.events import Event
+from shared.security import Seal
 
 log = structlog.get_logger("agenticflow.bus")
 
@@ -109,11 +117,15 @@ def _ours(exc: nats.errors.Error, what: str) -> TransportError:
 class Bus:
     """One NATS connection, the JetStream context and the cluster's names."""
 
-    def __init__(self, *, nc: NatsClient, settings: Settings) -> None:
+    def __init__(self, *, nc: NatsClient, settings: Settings, seal: Seal | None = None) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
         self.settings = settings
         self.names = settings.names
+        self.seal = seal or Seal()
+        """Signs and encrypts what this process publishes, verifies and decrypts
+        what it reads (see :mod:`shared.security`); a no-op when not configured."""
+        self._sealing = self.seal if self.seal.active else None
         self.closed = asyncio.Event()
         self.closing = False
         self._consumers: set[str] = set()
@@ -131,9 +143,15 @@ class Bus:
 
     # Lifecycle ----------------------------------------------------------
     @classmethod
-    async def connect(cls, settings: Settings, *, name: str) -> Bus:
+    async def connect(cls, settings: Settings, *, name: str, role: str = "client") -> Bus:
         """Connect (reconnecting forever once up); raises TransportError if no
-        server answers a few attempts (about 2 s, more with slow timeouts)."""
+        server answers a few attempts (about 2 s, more with slow timeouts).
+
+        ``role`` is the default principal this process signs as (see
+        ``Settings.principal``); raises ConfigError for a bad key directory."""
+        seal = Seal.from_dir(
+            settings.security_dir, settings.principal or role, window_s=settings.dedupe_window_s
+        )
         holder: list[Bus] = []
 
         async def on_closed() -> None:
@@ -172,7 +190,7 @@ class Bus:
         except (OSError, nats.errors.Error) as exc:
             raise TransportError(f"cannot connect to NATS at {settings.nats_url}: {exc}") from exc
         nc.options["max_reconnect_attempts"] = -1  # once up, reconnect for ever
-        bus = cls(nc=nc, settings=settings)
+        bus = cls(nc=nc, settings=settings, seal=seal)
         holder.append(bus)
         return bus
 
@@ -228,6 +246,20 @@ class Bus:
                 storage=StorageType.FILE,
                 num_replicas=s.replicas,
                 max_age=s.events_max_age_s,
+            )
+        )
+        await self._ensure_stream(
+            StreamConfig(
+                name=n.audit_stream,
+                subjects=[n.audit_subjects],
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                num_replicas=s.replicas,
+                duplicate_window=s.dedupe_window_s,
+                # Append-only as far as the server enforces it: neither can be
+                # turned off again by a stream update (see shared.audit).
+                deny_delete=True,
+                deny_purge=True,
             )
         )
         await self.kv(n.workflows_bucket, history=1)
@@ -305,13 +337,44 @@ class Bus:
     # Publishing ---------------------------------------------------------
     async def publish_event(self, event: Event) -> tuple[int, bool]:
         """Store an event; returns ``(stream_seq, duplicate)``."""
-        subject, headers, body = encode_event(event, self.names, max_payload=self.max_payload)
+        subject, headers, body = self.encode_event(event)
         return await self.publish_raw(subject, body, headers)
 
     async def publish_task(self, task: TaskMessage) -> tuple[int, bool]:
         """Store a task message on its capability's queue."""
-        subject, headers, body = encode_task(task, self.names, max_payload=self.max_payload)
+        subject, headers, body = self.encode_task(task)
         return await self.publish_raw(subject, body, headers)
+
+    def encode_event(self, event: Event) -> Outgoing:
+        """An event as a message, sealed; raises PayloadTooLargeError."""
+        return encode_event(event, self.names, max_payload=self.max_payload, seal=self._sealing)
+
+    def encode_task(self, task: TaskMessage) -> Outgoing:
+        """A task as a message, sealed; raises PayloadTooLargeError."""
+        return encode_task(task, self.names, max_payload=self.max_payload, seal=self._sealing)
+
+    def decode_event(self, msg: Msg, *, seq: int | None = None) -> Event:
+        """An event read from JetStream, verified and decrypted; raises
+        MalformedMessageError (ForgedMessageError... for a message the seal refuses)."""
+        return decode_event(
+            msg.subject,
+            msg.headers,
+            msg.data,
+            self.names,
+            seq=seq,
+            seal=self._sealing,
+            stored_ns=stored_ns(msg) if self._sealing else None,
+        )
+
+    def decode_task(self, msg: Msg) -> TaskMessage:
+        """A task message pulled from its queue, verified and decrypted."""
+        return decode_task(
+            msg.subject,
+            msg.headers,
+            msg.data,
+            seal=self._sealing,
+            stored_ns=stored_ns(msg) if self._sealing else None,
+        )
 
     async def publish_raw(
         self, subject: str, body: bytes, headers: dict[str, str] | None = None
@@ -367,7 +430,7 @@ class Bus:
         stored in that order; returns a coroutine to await (or ``close()``)
         that ends when the event is stored, retrying like :meth:`publish_raw`
         (a retried event may then be stored after events sent later)."""
-        message = encode_event(event, self.names, max_payload=self.max_payload)
+        message = self.encode_event(event)
         return self._stored(await self._send(message), message)
 
     async def _send(self, message: Outgoing) -> asyncio.Future[Any] | None:
@@ -536,14 +599,22 @@ class Bus:
             raise TransportError(str(exc) or type(exc).__name__) from exc
 
 
+def stored_ns(msg: Msg) -> int | None:
+    """When JetStream stored a message it delivers (ns since the epoch), or None."""
+    try:
+        return int(msg.metadata.timestamp.timestamp() * 1e9)
+    except (nats.errors.Error, AttributeError, TypeError, ValueError):
+        return None
+
+
 @asynccontextmanager
-async def connected(settings: Settings, *, name: str) -> AsyncIterator[Bus]:
+async def connected(settings: Settings, *, name: str, role: str = "client") -> AsyncIterator[Bus]:
     """``async with connected(settings, name=...) as bus``: connect, then drain on exit."""
-    bus = await Bus.connect(settings, name=name)
+    bus = await Bus.connect(settings, name=name, role=role)
     try:
         yield bus
     finally:
         await bus.close()
 
 
-__all__ = ["Bus", "FetchTimeout", "KVConflict", "KVNotFound", "connected"]
+__all__ = ["Bus", "FetchTimeout", "KVConflict", "KVNotFound", "connected", "stored_ns"]

@@ -37,9 +37,10 @@ import structlog
 from nats.aio.msg import Msg
 from opentelemetry.trace import SpanKind
 
-from shared.codec import TaskMessage, decode_event, decode_task, pack, task_identity, unpack
+from shared.codec import TaskMessage, pack, task_identity, unpack
 from shared.errors import (
     AgenticFlowError,
+    ForgedMessageError,
     MalformedMessageError,
     NonRetryableError,
     PayloadTooLargeError,
@@ -480,7 +481,7 @@ class Worker:
     async def _handle(self, msg: Msg, agent: str) -> None:
         try:
             try:
-                task = decode_task(msg.subject, msg.headers, msg.data)
+                task = self.bus.decode_task(msg)
             except MalformedMessageError as exc:
                 await self._reject(msg, exc)
                 return
@@ -779,7 +780,7 @@ class Worker:
     async def _on_intervention(self, msg: Msg) -> None:
         """Abort and feedback reach the handlers running here."""
         try:
-            event = decode_event(msg.subject, msg.headers, msg.data, self.names)
+            event = self.bus.decode_event(msg)
         except MalformedMessageError:
             return
         running = list(self._live.get(event.workflow_id, ()))
@@ -866,7 +867,10 @@ class Worker:
                     )
 
     async def _reject(self, msg: Msg, exc: MalformedMessageError) -> None:
-        """A poison task: record it, fail its task if we can name it, terminate it."""
+        """A poison task: record it, fail its task if we can name it, terminate it.
+
+        A forged task (not signed by a coordinator we trust) fails nothing: its
+        headers name a task, but nobody we trust said so."""
         seq = msg.metadata.sequence.stream
         identity = task_identity(msg.headers)
         workflow_id = identity[0] if identity and ID_RE.match(identity[0]) else SYSTEM_WORKFLOW
@@ -885,7 +889,7 @@ class Worker:
                 ),
             )
         )
-        if identity and workflow_id != SYSTEM_WORKFLOW:
+        if identity and workflow_id != SYSTEM_WORKFLOW and not isinstance(exc, ForgedMessageError):
             _, task_id, attempt = identity
             with contextlib.suppress(Exception):
                 await self.bus.publish_event(

@@ -14,7 +14,7 @@ from coordinator.client import Client
 from coordinator.reducer import fold
 from coordinator.replay import BOOKKEEPING
 from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
-from shared.codec import decode_event
+from shared.errors import MalformedMessageError
 from shared.events import Event, EventType
 from shared.transport import Bus
 from shared.workflow import WorkflowDefinition, parse_workflow
@@ -32,7 +32,10 @@ class Observer:
         await self.bus.nc.subscribe(self.bus.names.event_subjects, cb=self._on_msg)
 
     async def _on_msg(self, msg: Msg) -> None:
-        event = decode_event(msg.subject, msg.headers, msg.data, self.bus.names)
+        try:
+            event = self.bus.decode_event(msg)
+        except MalformedMessageError:
+            return  # a poison message: the coordinator records it as rejected
         async with self._changed:
             self.seen.append((time.monotonic(), event))
             self._changed.notify_all()

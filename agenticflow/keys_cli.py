@@ -1,0 +1,133 @@
+"""``agenticflow keys``: the key directory behind signed and encrypted messages.
+
+``keys init DIR`` makes a directory with a data key and one identity per role;
+``keys add`` / ``keys revoke`` manage identities in the trust store; ``keys
+rotate`` adds a new current data key (old ones stay for reading); ``keys list``
+shows what a directory holds. Processes read it through
+``AGENTICFLOW_SECURITY_DIR`` (see :mod:`shared.security`). Running processes
+load the keys when they start: restart them (one at a time) after a change.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from shared.errors import ConfigError
+from shared.security import (
+    DATA_KEYS_FILE,
+    TRUST_FILE,
+    DataKeys,
+    TrustStore,
+    add_identity,
+    init_keys,
+    revoke,
+    rotate_data_key,
+)
+
+keys_app = typer.Typer(help="Signing and encryption keys (AGENTICFLOW_SECURITY_DIR).")
+out = Console()
+err = Console(stderr=True)
+EXIT_INPUT = 2
+
+_DEFAULT_IDENTITIES = ("coordinator:coordinator", "worker:worker", "client:client")
+
+DirArg = Annotated[Path, typer.Argument(help="The key directory.")]
+
+
+def _identity(text: str) -> tuple[str, str]:
+    principal, _, role = text.partition(":")
+    return principal, role or principal
+
+
+def _fail(exc: ConfigError) -> typer.Exit:
+    err.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(EXIT_INPUT)
+
+
+@keys_app.command("init")
+def keys_init(
+    directory: DirArg,
+    identity: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--identity",
+            "-i",
+            help="PRINCIPAL:ROLE to create (repeatable); default: coordinator, worker, client.",
+        ),
+    ] = None,
+) -> None:
+    """Create a key directory: a data key and trusted identities."""
+    try:
+        made = init_keys(directory, [_identity(i) for i in identity or _DEFAULT_IDENTITIES])
+    except ConfigError as exc:
+        raise _fail(exc) from exc
+    for item in made:
+        out.print(f"{item.principal} ({item.role}): key {item.kid}")
+    out.print(f"data key and trust store written to {directory}")
+
+
+@keys_app.command("add")
+def keys_add(
+    directory: DirArg,
+    principal: Annotated[str, typer.Argument(help="Who the key belongs to.")],
+    role: Annotated[str, typer.Option(help="coordinator, worker, client or admin.")] = "worker",
+) -> None:
+    """Add an identity (a new signing key) to the trust store."""
+    try:
+        made = add_identity(directory, principal, role)
+    except ConfigError as exc:
+        raise _fail(exc) from exc
+    out.print(f"{made.principal} ({made.role}): key {made.kid}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(directory: DirArg, principal: str) -> None:
+    """Remove every trusted key of a principal: its messages are refused from now on."""
+    try:
+        dropped = revoke(directory, principal)
+    except ConfigError as exc:
+        raise _fail(exc) from exc
+    out.print(f"revoked {', '.join(dropped)}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(directory: DirArg) -> None:
+    """Add a new current data key; older keys stay to read what they encrypted."""
+    try:
+        keys = rotate_data_key(directory)
+    except ConfigError as exc:
+        raise _fail(exc) from exc
+    out.print(f"current data key: {keys.current} ({len(keys.keys)} kept for reading)")
+
+
+@keys_app.command("list")
+def keys_list(directory: DirArg, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show the trusted identities and data key ids (never the secrets)."""
+    try:
+        trust = TrustStore.load(directory / TRUST_FILE)
+        data = DataKeys.load(directory / DATA_KEYS_FILE)
+    except ConfigError as exc:
+        raise _fail(exc) from exc
+    identities = [
+        {"kid": k.kid, "principal": k.principal, "role": k.role}
+        for k in sorted(trust.keys.values(), key=lambda k: k.principal)
+    ]
+    if as_json:
+        listing = {
+            "identities": identities,
+            "data_keys": sorted(data.keys),
+            "current_data_key": data.current,
+        }
+        out.print_json(json.dumps(listing))
+        return
+    for entry in identities:
+        out.print(f"{entry['principal']:<20} {entry['role']:<12} {entry['kid']}")
+    out.print(f"data keys: {', '.join(sorted(data.keys))} (current {data.current})")
+
+
+__all__ = ["keys_app"]

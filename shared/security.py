@@ -1,0 +1,610 @@
+"""Signed and encrypted envelopes, and the key files behind them.
+
+Every node signs what it publishes with its own Ed25519 key and names the key in
+``AF-Key``; receivers verify against a **trust store** (public keys with the
+principal and role that own them) and refuse a message that is unsigned, wrongly
+signed, signed by an unknown key, or signed by a role that may not send it (only
+a coordinator sends tasks; a worker cannot submit a workflow). The signature
+covers the subject, the identifying headers and the (encrypted) body, so nothing
+a reader relies on can be changed in flight or on disk.
+
+Bodies are encrypted with AES-256-GCM under the **current data key** (its id in
+``AF-Enc``); the subject and message id are the associated data, so a
+ciphertext cannot be moved to another message. Rotation adds a key and makes it
+current; old keys stay for reading what they wrote. Stream files and replays
+without the keys reveal nothing of the payloads.
+
+**Replays.** The signature covers ``AF-TS``, the signing time. JetStream drops a
+re-published message whose ``Nats-Msg-Id`` it has seen within its dedupe window;
+past the window, the server's stored time of the copy is far from its signed
+time, and :meth:`Seal.open` refuses it (:class:`~shared.errors.ReplayedMessageError`).
+
+Key files live in one directory (``agenticflow keys init DIR``)::
+
+    trust.json        public keys: kid, principal, role (give to every node)
+    data-keys.json    AES keys and which one is current (secret, 0600)
+    <principal>.key   one node identity's Ed25519 private key (secret, 0600)
+    policy.toml       RBAC roles and principals (optional, see shared.rbac)
+
+A process reads the directory named by ``AGENTICFLOW_SECURITY_DIR`` and signs as
+``AGENTICFLOW_PRINCIPAL`` (by default its role: ``coordinator``, ``worker``,
+``client``). Each part is optional: without ``trust.json`` nothing is verified,
+without ``data-keys.json`` nothing is encrypted, without a key nothing is signed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from shared.errors import (
+    ConfigError,
+    ForgedMessageError,
+    ReplayedMessageError,
+    UndecryptableMessageError,
+)
+
+H_KEY = "AF-Key"
+H_SIG = "AF-Sig"
+H_TS = "AF-TS"
+H_ENC = "AF-Enc"
+
+ROLES = ("coordinator", "worker", "client", "admin")
+TASK_TYPE = "task"
+AUDIT_TYPE = "audit"
+
+WORKER_SENDS = frozenset(
+    {
+        "task.started",
+        "task.completed",
+        "task.failed",
+        "task.heartbeat",
+        "task.effect_recorded",
+        "task.approval_requested",
+        "task.tool_called",
+        "agent.state_changed",
+        "message.rejected",
+        AUDIT_TYPE,
+    }
+)
+CLIENT_SENDS = frozenset(
+    {
+        "workflow.submitted",
+        "workflow.intervention_requested",
+        "workflow.resume_requested",
+        "message.rejected",
+        AUDIT_TYPE,
+    }
+)
+_MAY_SEND: dict[str, frozenset[str] | None] = {
+    "coordinator": None,  # anything
+    "worker": WORKER_SENDS,
+    "client": CLIENT_SENDS,
+    "admin": CLIENT_SENDS,
+}
+
+_SIGNED = (
+    "Nats-Msg-Id",
+    "AF-Type",
+    "AF-Schema",
+    "AF-VClock",
+    "AF-Source",
+    "AF-Workflow",
+    "AF-Task",
+    "AF-Attempt",
+    H_ENC,
+    H_KEY,
+    H_TS,
+)
+"""Headers the signature covers (besides the subject and the body). Headers
+JetStream adds on the way out (``Nats-Sequence``…) and the trace context are not."""
+
+TRUST_FILE = "trust.json"
+DATA_KEYS_FILE = "data-keys.json"
+POLICY_FILE = "policy.toml"
+_VALUE_MAGIC = b"AFE1"
+_NONCE = 12
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    """A key's id: the first 16 hex digits of the SHA-256 of its raw public key."""
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigError(f"{what} is not valid base64") from exc
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    """Write a file only its owner can read (created 0600, never world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object")
+    return data
+
+
+# Identities and the trust store -------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TrustedKey:
+    """A public key the cluster trusts, and who holds its private half."""
+
+    kid: str
+    principal: str
+    role: str
+    public: Ed25519PublicKey = field(repr=False, compare=False)
+
+    def may_send(self, message_type: str) -> bool:
+        """Whether this key's role may publish a message of this type."""
+        allowed = _MAY_SEND.get(self.role, frozenset())
+        return allowed is None or message_type in allowed
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A node's signing key."""
+
+    principal: str
+    role: str
+    private: Ed25519PrivateKey = field(repr=False, compare=False)
+
+    @property
+    def kid(self) -> str:
+        """The key id receivers look up in their trust store."""
+        return key_id(self.private.public_key())
+
+    def sign(self, data: bytes) -> bytes:
+        """Ed25519 signature of ``data``."""
+        return self.private.sign(data)
+
+    @classmethod
+    def generate(cls, principal: str, role: str) -> Identity:
+        """A fresh identity (a new key pair)."""
+        _check_name(principal, role)
+        return cls(principal, role, Ed25519PrivateKey.generate())
+
+    def private_pem(self) -> bytes:
+        """The private key as PKCS#8 PEM, with the principal and role as comments."""
+        pem = self.private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return f"# principal: {self.principal}\n# role: {self.role}\n".encode() + pem
+
+    @classmethod
+    def load(cls, path: Path) -> Identity:
+        """Read a key file written by :meth:`private_pem`; raises ConfigError."""
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read signing key {path}: {exc.strerror}") from exc
+        meta: dict[str, str] = {}
+        for line in data.splitlines():
+            if line.startswith(b"# ") and b":" in line:
+                name, _, value = line[2:].decode(errors="replace").partition(":")
+                meta[name.strip()] = value.strip()
+        try:
+            key = serialization.load_pem_private_key(
+                data[data.index(b"-----BEGIN") :], password=None
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{path} is not a PEM private key: {exc}") from exc
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigError(f"{path} is not an Ed25519 key")
+        return cls(meta.get("principal", path.stem), meta.get("role", "worker"), key)
+
+    def trusted(self) -> TrustedKey:
+        """The public half, as a trust store entry."""
+        return TrustedKey(self.kid, self.principal, self.role, self.private.public_key())
+
+
+def _check_name(principal: str, role: str) -> None:
+    if not principal or not all(c.isalnum() or c in "-_.:" for c in principal):
+        raise ConfigError(f"principal {principal!r} must be letters, digits, '-', '_', '.' or ':'")
+    if role not in ROLES:
+        raise ConfigError(f"role {role!r} is not one of {', '.join(ROLES)}")
+
+
+@dataclass(frozen=True, slots=True)
+class TrustStore:
+    """Public keys by id."""
+
+    keys: Mapping[str, TrustedKey]
+
+    def get(self, kid: str) -> TrustedKey | None:
+        """The trusted key with this id, or None."""
+        return self.keys.get(kid)
+
+    def to_json(self) -> str:
+        """The ``trust.json`` text."""
+        return json.dumps(
+            {
+                "version": 1,
+                "keys": [
+                    {
+                        "kid": k.kid,
+                        "principal": k.principal,
+                        "role": k.role,
+                        "public": _b64(
+                            k.public.public_bytes(
+                                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+                            )
+                        ),
+                    }
+                    for k in sorted(self.keys.values(), key=lambda k: (k.principal, k.kid))
+                ],
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> TrustStore:
+        """Read ``trust.json``; raises ConfigError naming the bad entry."""
+        keys: dict[str, TrustedKey] = {}
+        for index, entry in enumerate(_read_json(path).get("keys") or []):
+            try:
+                public = Ed25519PublicKey.from_public_bytes(
+                    _unb64(str(entry["public"]), f"{path} key {index}")
+                )
+                principal, role = str(entry["principal"]), str(entry["role"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ConfigError(f"{path}: key {index} is invalid: {exc}") from exc
+            _check_name(principal, role)
+            kid = key_id(public)
+            if entry.get("kid") not in (None, kid):
+                raise ConfigError(f"{path}: key {index} has kid {entry['kid']!r}, expected {kid}")
+            keys[kid] = TrustedKey(kid, principal, role, public)
+        return cls(keys)
+
+
+# Data keys ------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class DataKeys:
+    """AES-256-GCM keys by id; ``current`` encrypts, every key decrypts."""
+
+    current: str
+    keys: Mapping[str, bytes] = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if self.current not in self.keys:
+            raise ConfigError(f"current data key {self.current!r} is not among the keys")
+        for kid, key in self.keys.items():
+            if len(key) != 32:
+                raise ConfigError(f"data key {kid!r} must be 32 bytes, not {len(key)}")
+
+    @classmethod
+    def generate(cls) -> DataKeys:
+        """One fresh key, current."""
+        kid = f"d{int(time.time())}"
+        return cls(kid, {kid: AESGCM.generate_key(bit_length=256)})
+
+    def rotated(self) -> DataKeys:
+        """A new current key; the old ones stay for reading."""
+        kid = f"d{int(time.time())}"
+        while kid in self.keys:
+            kid += "x"
+        return DataKeys(kid, {**self.keys, kid: AESGCM.generate_key(bit_length=256)})
+
+    def to_json(self) -> str:
+        """The ``data-keys.json`` text (secret)."""
+        return json.dumps(
+            {
+                "version": 1,
+                "current": self.current,
+                "keys": [{"kid": kid, "key": _b64(key)} for kid, key in self.keys.items()],
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> DataKeys:
+        """Read ``data-keys.json``; raises ConfigError."""
+        data = _read_json(path)
+        try:
+            keys = {
+                str(e["kid"]): _unb64(str(e["key"]), f"{path} key {e['kid']}") for e in data["keys"]
+            }
+            return cls(str(data["current"]), keys)
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"{path} is missing {exc}") from exc
+
+
+# The envelope -----------------------------------------------------------------
+def _canonical(subject: str, headers: Mapping[str, str], body: bytes) -> bytes:
+    parts = [subject, *(f"{name}:{headers.get(name, '')}" for name in _SIGNED)]
+    return "\n".join(parts).encode() + b"\n\n" + body
+
+
+class Seal:
+    """Signs, verifies, encrypts and decrypts messages for one process.
+
+    ``Seal()`` with nothing configured passes messages through untouched.
+    """
+
+    def __init__(
+        self,
+        *,
+        identity: Identity | None = None,
+        trust: TrustStore | None = None,
+        data_keys: DataKeys | None = None,
+        window_s: float = 120.0,
+    ) -> None:
+        self.identity = identity
+        self.trust = trust
+        self.data_keys = data_keys
+        self.window_ns = int(window_s * 1e9)
+        self._kid = identity.kid if identity else ""
+        self._ciphers = {
+            kid: AESGCM(key) for kid, key in (data_keys.keys if data_keys else {}).items()
+        }
+
+    @property
+    def active(self) -> bool:
+        """Whether this seal changes or checks anything."""
+        return bool(self.identity or self.trust or self.data_keys)
+
+    @property
+    def signer(self) -> str:
+        """The principal this process signs as ('' when it does not sign)."""
+        return self.identity.principal if self.identity else ""
+
+    # Messages ---------------------------------------------------------------
+    def close(
+        self,
+        subject: str,
+        headers: MutableMapping[str, str],
+        body: bytes,
+        *,
+        now_ns: int | None = None,
+    ) -> bytes:
+        """Encrypt ``body`` and sign the message; sets the headers, returns the body.
+        ``now_ns`` overrides the signing time (tests of the replay check)."""
+        if self.data_keys is not None:
+            kid = self.data_keys.current
+            nonce = os.urandom(_NONCE)
+            aad = f"{subject}\n{headers.get('Nats-Msg-Id', '')}".encode()
+            body = nonce + self._ciphers[kid].encrypt(nonce, body, aad)
+            headers[H_ENC] = kid
+        if self.identity is not None:
+            headers[H_KEY] = self._kid
+            headers[H_TS] = str(now_ns if now_ns is not None else time.time_ns())
+            headers[H_SIG] = _b64(self.identity.sign(_canonical(subject, headers, body)))
+        return body
+
+    def open(
+        self,
+        subject: str,
+        headers: Mapping[str, str] | None,
+        body: bytes,
+        *,
+        stored_ns: int | None = None,
+    ) -> tuple[bytes, TrustedKey | None]:
+        """Verify and decrypt a received message: ``(plain body, signer)``.
+
+        ``stored_ns`` is the server's time of storing it (for the replay check).
+        Raises ForgedMessageError, ReplayedMessageError or UndecryptableMessageError.
+        """
+        headers = headers or {}
+        signer: TrustedKey | None = None
+        if self.trust is not None:
+            signer = self._verify(subject, headers, body, stored_ns)
+        kid = headers.get(H_ENC)
+        if kid is None:
+            if self.data_keys is not None:
+                raise UndecryptableMessageError(
+                    f"message on {subject} is not encrypted, and this cluster requires encryption"
+                )
+            return body, signer
+        cipher = self._ciphers.get(kid)
+        if cipher is None:
+            raise UndecryptableMessageError(
+                f"message on {subject} is encrypted with data key {kid!r}, which this node "
+                "does not have"
+            )
+        aad = f"{subject}\n{headers.get('Nats-Msg-Id', '')}".encode()
+        try:
+            return cipher.decrypt(body[:_NONCE], body[_NONCE:], aad), signer
+        except (InvalidTag, ValueError) as exc:
+            raise UndecryptableMessageError(
+                f"message on {subject} does not decrypt with data key {kid!r}: altered, or "
+                "encrypted for another subject"
+            ) from exc
+
+    def _verify(
+        self, subject: str, headers: Mapping[str, str], body: bytes, stored_ns: int | None
+    ) -> TrustedKey:
+        assert self.trust is not None
+        kid, signature = headers.get(H_KEY), headers.get(H_SIG)
+        if not kid or not signature:
+            raise ForgedMessageError(f"unsigned message on {subject} refused")
+        signer = self.trust.get(kid)
+        if signer is None:
+            raise ForgedMessageError(f"message on {subject} is signed by unknown key {kid!r}")
+        try:
+            signer.public.verify(base64.b64decode(signature), _canonical(subject, headers, body))
+        except (InvalidSignature, binascii.Error, ValueError) as exc:
+            raise ForgedMessageError(
+                f"message on {subject} has a bad signature for key {kid!r} "
+                f"({signer.principal}): altered or forged"
+            ) from exc
+        message_type = headers.get("AF-Type", "")
+        if not signer.may_send(message_type):
+            raise ForgedMessageError(
+                f"{signer.principal} ({signer.role}) may not send {message_type!r} messages"
+            )
+        if stored_ns is not None:
+            try:
+                signed_ns = int(headers.get(H_TS, ""))
+            except ValueError as exc:
+                raise ForgedMessageError(f"message on {subject} has no valid {H_TS}") from exc
+            if abs(stored_ns - signed_ns) > self.window_ns:
+                raise ReplayedMessageError(
+                    f"message on {subject} signed by {signer.principal} was stored "
+                    f"{(stored_ns - signed_ns) / 1e9:.0f}s after it was signed (window "
+                    f"{self.window_ns / 1e9:g}s): a replay"
+                )
+        return signer
+
+    # KV values ------------------------------------------------------------
+    def seal_value(self, context: str, plain: bytes) -> bytes:
+        """Encrypt a stored value (agent memory) bound to ``context`` (bucket/key)."""
+        if self.data_keys is None:
+            return plain
+        kid = self.data_keys.current.encode()
+        nonce = os.urandom(_NONCE)
+        sealed = self._ciphers[self.data_keys.current].encrypt(nonce, plain, context.encode())
+        return _VALUE_MAGIC + bytes([len(kid)]) + kid + nonce + sealed
+
+    def open_value(self, context: str, blob: bytes) -> bytes:
+        """Decrypt a value written by :meth:`seal_value`; raises UndecryptableMessageError."""
+        if not blob.startswith(_VALUE_MAGIC):
+            if self.data_keys is not None:
+                raise UndecryptableMessageError(
+                    f"{context} is not encrypted, and this cluster requires encryption"
+                )
+            return blob
+        size = blob[len(_VALUE_MAGIC)]
+        start = len(_VALUE_MAGIC) + 1
+        kid = blob[start : start + size].decode(errors="replace")
+        cipher = self._ciphers.get(kid)
+        if cipher is None:
+            raise UndecryptableMessageError(f"{context} is encrypted with unknown data key {kid!r}")
+        rest = blob[start + size :]
+        try:
+            return cipher.decrypt(rest[:_NONCE], rest[_NONCE:], context.encode())
+        except (InvalidTag, ValueError) as exc:
+            raise UndecryptableMessageError(
+                f"{context} does not decrypt: altered or moved"
+            ) from exc
+
+    # Loading ----------------------------------------------------------------
+    @classmethod
+    def from_dir(cls, directory: Path | None, principal: str, *, window_s: float = 120.0) -> Seal:
+        """The seal a process configured with this key directory uses (see the
+        module docstring); an empty seal without a directory. Raises ConfigError."""
+        if directory is None:
+            return cls()
+        if not directory.is_dir():
+            raise ConfigError(f"security directory {directory} does not exist")
+        trust_path, keys_path = directory / TRUST_FILE, directory / DATA_KEYS_FILE
+        key_path = directory / f"{principal}.key"
+        identity = Identity.load(key_path) if key_path.exists() else None
+        trust = TrustStore.load(trust_path) if trust_path.exists() else None
+        if identity is not None and trust is not None and trust.get(identity.kid) is None:
+            raise ConfigError(
+                f"the key of {principal!r} ({identity.kid}) is not in {trust_path}: "
+                f"add it with `agenticflow keys add {principal} --role {identity.role}`"
+            )
+        if trust is not None and identity is None:
+            raise ConfigError(
+                f"{directory} has a trust store but no key for principal {principal!r} "
+                f"({key_path.name}): nodes must sign what they publish"
+            )
+        data_keys = DataKeys.load(keys_path) if keys_path.exists() else None
+        return cls(identity=identity, trust=trust, data_keys=data_keys, window_s=window_s)
+
+
+# Key directory management -----------------------------------------------------
+def init_keys(directory: Path, identities: Iterable[tuple[str, str]]) -> list[Identity]:
+    """Create a key directory: a data key, and an identity per ``(principal, role)``,
+    all trusted. Refuses to overwrite an existing trust store (ConfigError)."""
+    if (directory / TRUST_FILE).exists():
+        raise ConfigError(f"{directory / TRUST_FILE} exists: use `agenticflow keys add`")
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_secret(directory / DATA_KEYS_FILE, DataKeys.generate().to_json().encode())
+    (directory / TRUST_FILE).write_text(TrustStore({}).to_json())
+    return [add_identity(directory, principal, role) for principal, role in identities]
+
+
+def add_identity(directory: Path, principal: str, role: str) -> Identity:
+    """A new identity in the directory, added to its trust store."""
+    identity = Identity.generate(principal, role)
+    key_path = directory / f"{principal}.key"
+    if key_path.exists():
+        raise ConfigError(f"{key_path} exists: remove it (and its trust entry) first")
+    trust_path = directory / TRUST_FILE
+    trust = TrustStore.load(trust_path) if trust_path.exists() else TrustStore({})
+    _write_secret(key_path, identity.private_pem())
+    keys = {**trust.keys, identity.kid: identity.trusted()}
+    trust_path.write_text(TrustStore(keys).to_json())
+    return identity
+
+
+def revoke(directory: Path, principal: str) -> list[str]:
+    """Drop every trusted key of ``principal``; returns their ids."""
+    trust_path = directory / TRUST_FILE
+    trust = TrustStore.load(trust_path)
+    dropped = [k.kid for k in trust.keys.values() if k.principal == principal]
+    if not dropped:
+        raise ConfigError(f"no trusted key belongs to {principal!r}")
+    keys = {kid: k for kid, k in trust.keys.items() if kid not in dropped}
+    trust_path.write_text(TrustStore(keys).to_json())
+    return dropped
+
+
+def rotate_data_key(directory: Path) -> DataKeys:
+    """Add a new current data key; old keys stay for reading."""
+    path = directory / DATA_KEYS_FILE
+    rotated = DataKeys.load(path).rotated()
+    _write_secret(path, rotated.to_json().encode())
+    return rotated
+
+
+__all__ = [
+    "AUDIT_TYPE",
+    "CLIENT_SENDS",
+    "DATA_KEYS_FILE",
+    "H_ENC",
+    "H_KEY",
+    "H_SIG",
+    "H_TS",
+    "POLICY_FILE",
+    "ROLES",
+    "TRUST_FILE",
+    "WORKER_SENDS",
+    "DataKeys",
+    "Identity",
+    "Seal",
+    "TrustStore",
+    "TrustedKey",
+    "add_identity",
+    "init_keys",
+    "key_id",
+    "revoke",
+    "rotate_data_key",
+]
