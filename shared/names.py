@@ -152,6 +152,11 @@ class Names:
         return f"{self.prefix}_agents"
 
     @property
+    def memory_bucket(self) -> str:
+        """KV bucket of agent memory (msgpack values, encrypted with the data key)."""
+        return f"{self.prefix}_memory"
+
+    @property
     def control_bucket(self) -> str:
         """KV bucket of operator commands to agent instances (suspended or not)."""
         return f"{self.prefix}_control"

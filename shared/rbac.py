@@ -50,13 +50,12 @@ _RULE_KINDS = ("paths", "hosts", "values", "pattern")
 
 
 def grants(granted: Iterable[str], permission: str) -> bool:
-    """Whether any of ``granted`` covers ``permission`` (exact, ``x:*`` or ``*``)."""
-    for grant in granted:
-        if grant in (permission, "*"):
-            return True
-        if grant.endswith("*") and permission.startswith(grant[:-1]):
-            return True
-    return False
+    """Whether ``granted`` covers ``permission``: the same permission, ``*``, or a
+    prefix wildcard such as ``fs:*`` (covers ``fs:read`` and ``fs:write``)."""
+    return any(
+        grant in (permission, "*") or (grant.endswith("*") and permission.startswith(grant[:-1]))
+        for grant in granted
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from shared.events import ApprovalDecision
 from worker.effects import Effects
 
 if TYPE_CHECKING:
+    from worker.memory import AgentMemory
     from worker.tools import ToolBox
 
 
@@ -117,6 +118,8 @@ class TaskContext:
     """Decisions of this handler's earlier ``request_approval`` calls, in order."""
     tools: ToolBox | None = None
     """The agent's tools, bound to this task: ``await ctx.tools.call(name, **params)``."""
+    memory: AgentMemory | None = None
+    """The agent's durable memory (KV, encrypted): ``await ctx.memory.get(name)``."""
     _approval_calls: list[int] = field(default_factory=lambda: [0])
 
     async def effect(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:

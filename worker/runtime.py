@@ -71,6 +71,7 @@ from shared.metrics import task_duration as task_duration_metric
 from shared.metrics import task_queue_wait as task_queue_wait_metric
 from shared.names import SYSTEM_WORKFLOW, queue_of
 from shared.puller import Puller
+from shared.rbac import load_policy
 from shared.telemetry import extract, tracer
 from shared.transport import Bus
 from shared.vclock import ClockBook, VectorClock
@@ -78,6 +79,7 @@ from worker.app import AgentApp, AgentSpec
 from worker.context import ApprovalPending, Feedback, TaskContext
 from worker.effects import Effects, error_info
 from worker.fsm import AgentFSM, AgentState, Trigger
+from worker.memory import AgentMemory
 from worker.tools import breaker_states, live_pools, task_toolbox
 
 log = structlog.get_logger("agenticflow.worker")
@@ -151,6 +153,8 @@ class Worker:
         self.node_id = node_id
         self.names = bus.names
         self.settings = bus.settings
+        self.policy = load_policy(self.settings.policy_file, self.settings.security_dir)
+        """RBAC: what each agent's tool calls may do (None: only the agents' own grants)."""
         self.concurrency = concurrency
         self.route = route
         """Serve only the tasks sent to this route (a fork or rerun with a fixed app)."""
@@ -576,8 +580,10 @@ class Worker:
                 worker=self.node_id,
                 effects=effects,
                 publish=functools.partial(self._emit, task, EventType.TASK_TOOL_CALLED),
+                security=self.policy.context(f"agent:{agent.name}") if self.policy else None,
             ),
             instance=instance.id,
+            memory=AgentMemory(self.bus, agent.name),
             feedback=Feedback(task.feedback),
             approval=task.approval,
             approvals=list(task.approvals),

@@ -32,6 +32,7 @@ from shared.vclock import VectorClock
 from tests.chaos.helpers import Observer
 from tests.conftest import unique_prefix
 from tests.integration.helpers import of_type, run, wf
+from worker.memory import AgentMemory
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -259,3 +260,26 @@ async def test_interventions_are_checked_against_the_senders_roles(secure: Secur
     assert not of_type(events, EventType.WORKFLOW_ABORTED)
     # replay skips the refused request as the coordinator did
     assert replay.verify(events, state) == []
+
+
+async def test_agent_memory_is_msgpack_encrypted_and_bound_to_its_key(secure: Secure) -> None:
+    s = secure
+    first = await run(
+        s.client, wf({"id": "m", "capability": "remember", "params": {"note": MARKER}})
+    )
+    second = await run(s.client, wf({"id": "m", "capability": "remember"}))
+    assert first.tasks["m"].result["runs"] + 1 == second.tasks["m"].result["runs"]
+    assert second.tasks["m"].result["note"] == MARKER  # remembered across tasks
+    assert second.tasks["m"].result["keys"] == ["note", "runs"]
+    store = await s.bus.kv(s.bus.names.memory_bucket)
+    note = await store.get("remember.note")
+    assert note.value is not None
+    assert MARKER.encode() not in note.value  # encrypted at rest
+    # a value moved to another key does not decrypt: AES-GCM binds it to its key
+    await store.put("remember.runs", note.value)
+    with pytest.raises(MalformedMessageError, match="does not decrypt"):
+        await AgentMemory(s.bus, "remember").get("runs")
+    await store.put("remember.runs", b"\x81\xa1x\x01")  # plaintext msgpack: refused too
+    with pytest.raises(MalformedMessageError, match="not encrypted"):
+        await AgentMemory(s.bus, "remember").get("runs")
+    await store.delete("remember.runs")

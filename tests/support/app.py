@@ -176,5 +176,15 @@ async def noise(ctx: TaskContext) -> str:
     return os.urandom(int(ctx.params.get("bytes", 1000))).hex()
 
 
+@steering.agent(capabilities=["remember"])
+async def remember(ctx: TaskContext) -> dict[str, Any]:
+    """Count the runs in agent memory and keep ``params.note``; return both."""
+    assert ctx.memory is not None
+    runs = await ctx.memory.update("runs", lambda n: n + 1, default=0)
+    if "note" in ctx.params:
+        await ctx.memory.set("note", ctx.params["note"])
+    return {"runs": runs, "note": await ctx.memory.get("note"), "keys": await ctx.memory.keys()}
+
+
 app = AgentApp("tests-all").include(core).include(debugging).include(steering)
 """What the session cluster's workers serve."""

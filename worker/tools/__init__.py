@@ -36,6 +36,7 @@ from worker.tools.web import http_tool
 
 if TYPE_CHECKING:
     from shared.codec import TaskMessage
+    from shared.rbac import SecurityContext
     from shared.transport import Bus
     from worker.effects import Effects
 
@@ -50,6 +51,7 @@ def task_toolbox(
     worker: str,
     effects: Effects | None,
     publish: AuditPublish,
+    security: SecurityContext | None = None,
 ) -> ToolBox:
     """The worker runtime's ToolBox for one task attempt (cluster-wide state)."""
     return ToolBox(
@@ -63,6 +65,7 @@ def task_toolbox(
         worker=worker,
         effects=effects,
         publish=publish,
+        security=security,
     )
 
 

@@ -6,15 +6,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from shared.errors import ConfigError
+from shared.rbac import grants
 from worker.tools.spec import Tool
-
-
-def grants(granted: frozenset[str], required: str) -> bool:
-    """Whether ``granted`` covers ``required``: the same permission, ``*``, or a
-    prefix wildcard such as ``fs:*`` (covers ``fs:read`` and ``fs:write``)."""
-    if required in granted or "*" in granted:
-        return True
-    return any(p.endswith("*") and required.startswith(p[:-1]) for p in granted)
 
 
 class ToolRegistry:

@@ -47,6 +47,7 @@ from shared.errors import (
     UnknownToolError,
 )
 from shared.events import TaskToolCalled
+from shared.rbac import SecurityContext
 from shared.resilience import CircuitOpenError
 from shared.telemetry import tracer
 from worker.effects import Effects, error_info, params_hash
@@ -133,8 +134,11 @@ class ToolBox:
         effects: Effects | None = None,
         publish: AuditPublish | None = None,
         concurrency: int = 8,
+        security: SecurityContext | None = None,
     ) -> None:
         self.registry = registry
+        self.security = security
+        """The agent's RBAC context (``agent:<name>`` in the policy); None: no policy."""
         self.state = state if state is not None else MemoryToolState(worker=worker)
         self.workflow_id = workflow_id
         self.task_id = task_id
@@ -219,6 +223,14 @@ class ToolBox:
                 tool=name,
                 missing=missing,
             )
+        if self.security is not None:
+            denied = self.security.denial(name, found.permissions, model.model_dump())
+            if denied is not None:
+                raise ToolPermissionError(
+                    f"policy refuses tool {name!r}: {denied}",
+                    tool=name,
+                    missing=sorted(p for p in found.permissions if not self.security.can(p)),
+                )
         return found, model
 
     async def _call(self, index: int, name: str, params: dict[str, Any]) -> Any:
