@@ -169,7 +169,9 @@ def test_old_data_keys_still_read_after_a_rotation_and_unknown_ones_are_refused(
     after = Seal.from_dir(tmp_path, "worker")
     assert after.data_keys is not None
     assert after.data_keys.current == rotated.current != headers["AF-Enc"]
-    assert decode_event(subject, headers, body, NAMES, seal=after).data.worker == "w1"
+    assert decode_event(subject, headers, body, NAMES, seal=after).data == TaskStarted(
+        worker="w1", instance="i1", agent="echo"
+    )
     _, new_headers, _ = encode_event(started(), NAMES, seal=after)
     assert new_headers["AF-Enc"] == rotated.current
     other = Seal(data_keys=DataKeys.generate())
