@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CODE   := agenticflow coordinator worker shared examples tests benchmarks
 
-.PHONY: install demo test lint typecheck imports unit integration chaos bench bench-replay bench-tools bench-telemetry bench-peers clean
+.PHONY: install demo test lint typecheck imports unit integration chaos bench bench-replay bench-tools bench-telemetry bench-security bench-peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(MAKE) bench-replay
 	$(MAKE) bench-tools
 	$(MAKE) bench-telemetry
+	$(MAKE) bench-security
 
 # Replay (read, decode, fold, verify) on streams of 100,000+ events; results/replay.json.
 # Options: make bench-replay REPLAY_ARGS='--quick' (or '--synthetic --runs 1')
@@ -63,6 +64,11 @@ bench-tools: $(STAMP)
 TELEMETRY_ARGS ?=
 bench-telemetry: $(STAMP)
 	$(BIN)/python -m benchmarks.telemetry $(TELEMETRY_ARGS)
+
+# Signing and encryption against neither (benchmarks/security.py).
+# Options: make bench-security SECURITY_ARGS='--quick --rounds 1 --modes sign encrypt both'
+bench-security: $(STAMP)
+	$(BIN)/python -m benchmarks.security $(SECURITY_ARGS)
 
 # W1-W3 on AgenticFlow, Temporal, Celery + Redis and Ray (benchmarks/peers). Each
 # peer's packages (the `peers` extra) install on their own: one that fails is skipped.

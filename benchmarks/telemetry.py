@@ -104,10 +104,11 @@ def start_sink() -> tuple[subprocess.Popen[str], str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-async def one_round(mode: str, endpoint: str, options: Options) -> dict[str, dict[str, float]]:
-    """Run the scenarios once on a fresh cluster; figures by scenario."""
+async def one_round(env: dict[str, str], options: Options) -> dict[str, dict[str, float]]:
+    """Run the scenarios once on a fresh cluster whose processes get ``env``;
+    figures by scenario, plus the cluster's CPU per task."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    outcome = await run_all(dataclasses.replace(options, env=telemetry_env(mode, endpoint)))
+    outcome = await run_all(dataclasses.replace(options, env=env))
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     figures = {key: runs[0] for key, runs in outcome.raw.items() if runs}
     # CPU of the cluster's processes (nats-server, coordinator, workers: children
@@ -203,7 +204,7 @@ async def measure(options: Options, rounds: int, modes: tuple[str, ...]) -> dict
         for index in range(rounds):
             for mode in modes if index % 2 == 0 else tuple(reversed(modes)):
                 console.print(f"[bold]round {index + 1}/{rounds}, telemetry {mode}[/bold]")
-                figures[mode].append(await one_round(mode, endpoint, options))
+                figures[mode].append(await one_round(telemetry_env(mode, endpoint), options))
         async with httpx.AsyncClient(timeout=5) as http:
             counts = (await http.get(f"{endpoint}/counts")).json()
     finally:

@@ -45,7 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature, InvalidTag
+import nacl.exceptions
+import nacl.signing
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -167,6 +169,20 @@ class TrustedKey:
     principal: str
     role: str
     public: Ed25519PublicKey = field(repr=False, compare=False)
+    _verifier: nacl.signing.VerifyKey = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        raw = self.public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        object.__setattr__(self, "_verifier", nacl.signing.VerifyKey(raw))
+
+    def verify(self, data: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` is this key's Ed25519 signature of ``data``
+        (libsodium: twice as fast as OpenSSL's through cryptography here)."""
+        try:
+            self._verifier.verify(data, signature)
+        except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
+            return False
+        return True
 
     def may_send(self, message_type: str) -> bool:
         """Whether this key's role may publish a message of this type."""
@@ -181,6 +197,15 @@ class Identity:
     principal: str
     role: str
     private: Ed25519PrivateKey = field(repr=False, compare=False)
+    _signer: nacl.signing.SigningKey = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        seed = self.private.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        object.__setattr__(self, "_signer", nacl.signing.SigningKey(seed))
 
     @property
     def kid(self) -> str:
@@ -189,7 +214,7 @@ class Identity:
 
     def sign(self, data: bytes) -> bytes:
         """Ed25519 signature of ``data``."""
-        return self.private.sign(data)
+        return self._signer.sign(data).signature
 
     @classmethod
     def generate(cls, principal: str, role: str) -> Identity:
@@ -456,12 +481,14 @@ class Seal:
         if signer is None:
             raise ForgedMessageError(f"message on {subject} is signed by unknown key {kid!r}")
         try:
-            signer.public.verify(base64.b64decode(signature), _canonical(subject, headers, body))
-        except (InvalidSignature, binascii.Error, ValueError) as exc:
+            valid = signer.verify(_canonical(subject, headers, body), base64.b64decode(signature))
+        except (binascii.Error, ValueError):
+            valid = False
+        if not valid:
             raise ForgedMessageError(
                 f"message on {subject} has a bad signature for key {kid!r} "
                 f"({signer.principal}): altered or forged"
-            ) from exc
+            )
         message_type = headers.get("AF-Type", "")
         if not signer.may_send(message_type):
             raise ForgedMessageError(
