@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +166,15 @@ async def test_the_tool_box_enforces_the_policy_and_audits_the_denial(policy: Po
     assert "inside /data/reports" in (records[1].error.message if records[1].error else "")
     unchecked = ToolBox(ToolRegistry([read], permissions={"*"}), state=MemoryToolState())
     assert await unchecked.call("read", path="/etc/passwd") == "read /etc/passwd"  # the control
+
+
+def test_the_readme_policy_is_valid_and_means_what_it_says() -> None:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"```toml\n(\[roles\.researcher\].*?)```", text, re.S)
+    assert block is not None
+    policy = Policy.from_dict(tomllib.loads(block.group(1)))
+    researcher = policy.context("agent:researcher")
+    assert researcher.denial("read_file", {"fs:read"}, {"path": "/data/reports/a"}) is None
+    assert researcher.denial("read_file", {"fs:read"}, {"path": "/etc/passwd"}) is not None
+    assert policy.context("alice").can("workflow:abort")
+    assert not researcher.can("workflow:abort")

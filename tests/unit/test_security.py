@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
@@ -11,7 +12,9 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from agenticflow.cli import app
 from shared.codec import (
     MAX_DEPTH,
     MAX_HEADERS,
@@ -263,3 +266,31 @@ def test_too_many_or_too_large_headers_are_refused() -> None:
     with pytest.raises(MalformedMessageError, match="headers of"):
         decode_event(subject, {**headers, "X-Big": "v" * 9000}, body, NAMES)
     assert decode_event(subject, headers, body, NAMES).task_id == "a"  # the control
+
+
+def test_the_keys_commands_manage_a_directory(tmp_path: Path) -> None:
+    runner = CliRunner()
+    keys = tmp_path / "keys"
+    made = runner.invoke(app, ["keys", "init", str(keys)])
+    assert made.exit_code == 0, made.output
+    assert "coordinator (coordinator): key" in made.output
+    assert (
+        runner.invoke(app, ["keys", "add", str(keys), "alice", "--role", "client"]).exit_code == 0
+    )
+    rotated = runner.invoke(app, ["keys", "rotate", str(keys)])
+    assert "2 kept for reading" in rotated.output
+    listing = runner.invoke(app, ["keys", "list", str(keys), "--json"])
+    data = json.loads(listing.output)
+    assert sorted(i["principal"] for i in data["identities"]) == [
+        "alice",
+        "client",
+        "coordinator",
+        "worker",
+    ]
+    assert len(data["data_keys"]) == 2
+    assert "key" not in json.dumps(data["identities"]).replace('"kid"', "")  # no secrets
+    assert runner.invoke(app, ["keys", "revoke", str(keys), "alice"]).exit_code == 0
+    again = runner.invoke(app, ["keys", "revoke", str(keys), "alice"])
+    assert again.exit_code == 2
+    assert "no trusted key belongs to 'alice'" in again.output
+    assert runner.invoke(app, ["keys", "add", str(keys), "bob", "--role", "root"]).exit_code == 2
