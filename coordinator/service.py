@@ -44,6 +44,8 @@ from coordinator.reducer import (
     reduce,
 )
 from coordinator.state import WorkflowState
+from shared.audit import AuditKind
+from shared.auditor import Auditor
 from shared.codec import (
     TaskMessage,
     pack,
@@ -122,6 +124,14 @@ a cached workflow skips them without decoding. A workflow loaded from KV still
 re-folds them from its stream tail."""
 _NOT_FOLDED = frozenset(t.value for t in NOT_FOLDED)
 _REOPENING = frozenset({EventType.WORKFLOW_RESUME_REQUESTED, EventType.INTERVENTION_REQUESTED})
+_AUDITED = frozenset(
+    {
+        EventType.INTERVENTION_APPLIED,
+        EventType.INTERVENTION_REFUSED,
+        EventType.TASK_APPROVAL_DECIDED,
+    }
+)
+"""Decisions the coordinator also appends to its audit chain."""
 """Events a finished workflow still answers: a resume, or an intervention (refused)."""
 _FINISHED_KEPT = 100_000
 _KV_HEADROOM = 4096
@@ -214,6 +224,8 @@ class Coordinator:
         """Task queues by name: pending, in flight, lag (read every heartbeat)."""
         self._unobserve: list[Callable[[], None]] = []
         self.policy = load_policy(self.settings.policy_file, self.settings.security_dir)
+        self.audit = Auditor(bus, node_id)
+        """This coordinator's audit chain: interventions, approvals, refusals, rejections."""
         """RBAC: who may steer workflows (None: anyone who can publish the request)."""
 
     # Lifecycle ----------------------------------------------------------
@@ -229,6 +241,7 @@ class Coordinator:
         if self.runner is not None:
             return
         await self.bus.ensure_topology()
+        await self.audit.start(role="coordinator", policy=self.policy is not None)
         self._workflows = await self.bus.kv(self.names.workflows_bucket)
         self._agents = await self.bus.kv(self.names.agents_bucket)
         await self._recover()
@@ -283,6 +296,7 @@ class Coordinator:
         if self.runner is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.runner
+        await self.audit.close()
 
     async def _serve(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -591,6 +605,15 @@ class Coordinator:
         touched[event.workflow_id] = entry
         commands.extend(new_commands)
 
+    async def _audit_decision(self, event: Event) -> None:
+        """An intervention applied or refused, or an approval decided, on the audit chain."""
+        data = event.data.model_dump(mode="json", exclude={"changes", "output"})
+        kind = {
+            EventType.INTERVENTION_APPLIED: AuditKind.INTERVENTION_APPLIED,
+            EventType.INTERVENTION_REFUSED: AuditKind.INTERVENTION_REFUSED,
+        }.get(event.type, AuditKind.APPROVAL_DECIDED)
+        await self.audit.note(kind, workflow_id=event.workflow_id, task_id=event.task_id, **data)
+
     def _forbidden(self, event: Event) -> str | None:
         """Why the policy refuses this intervention to its sender, or None.
 
@@ -615,6 +638,14 @@ class Coordinator:
         data = event.data
         assert isinstance(data, InterventionRequested)
         log.warning("intervention refused by policy", workflow_id=event.workflow_id, reason=reason)
+        await self.audit.note(
+            AuditKind.ACCESS_DENIED,
+            workflow_id=event.workflow_id,
+            principal=event.signer or data.by,
+            action=data.action,
+            request_id=data.request_id,
+            reason=reason,
+        )
         await self._shell_emit(
             event.workflow_id,
             EventType.INTERVENTION_REFUSED,
@@ -654,6 +685,14 @@ class Coordinator:
         parsed = self.names.parse_event_subject(msg.subject)
         workflow_id = parsed[0] if parsed and ID_RE.match(parsed[0]) else SYSTEM_WORKFLOW
         log.warning("malformed event rejected", subject=msg.subject, seq=seq, reason=str(exc))
+        await self.audit.note(
+            AuditKind.MESSAGE_REJECTED,
+            workflow_id=workflow_id,
+            subject=msg.subject,
+            stream_seq=seq,
+            code=exc.code,
+            reason=str(exc),
+        )
         if parsed and parsed[1] == EventType.MESSAGE_REJECTED.value:
             return  # never answer a bad rejection with another one
         await self._shell_emit(
@@ -841,12 +880,15 @@ class Coordinator:
         """
         now = time.time_ns()
         outgoing: list[Outgoing] = []
+        audited: list[Event] = []
         unserved: list[TaskMessage] = []
         too_large: list[tuple[TaskMessage, PayloadTooLargeError]] = []
         for command in commands:
             if isinstance(command, Emit):
                 # The reducer stamps the triggering event's time; record when it happened.
                 event = command.event.model_copy(update={"timestamp": now})
+                if event.type in _AUDITED:
+                    audited.append(event)
                 try:
                     outgoing.append(self.bus.encode_event(event))
                 except PayloadTooLargeError as too_big:
@@ -874,6 +916,8 @@ class Coordinator:
             else:
                 self._arm(command)
         await self.bus.publish_many(outgoing)
+        for event in audited:
+            await self._audit_decision(event)
         for task in unserved:
             await self._shell_emit(
                 task.workflow_id,

@@ -37,6 +37,8 @@ import structlog
 from nats.aio.msg import Msg
 from opentelemetry.trace import SpanKind
 
+from shared.audit import AuditKind
+from shared.auditor import Auditor
 from shared.codec import TaskMessage, pack, task_identity, unpack
 from shared.errors import (
     AgenticFlowError,
@@ -61,6 +63,7 @@ from shared.events import (
     TaskFailed,
     TaskHeartbeat,
     TaskStarted,
+    TaskToolCalled,
     WorkflowAborted,
 )
 from shared.ids import ID_RE, task_key
@@ -154,6 +157,8 @@ class Worker:
         self.names = bus.names
         self.settings = bus.settings
         self.policy = load_policy(self.settings.policy_file, self.settings.security_dir)
+        self.audit = Auditor(bus, node_id)
+        """This worker's audit chain: tool calls and denials, rejected task messages."""
         """RBAC: what each agent's tool calls may do (None: only the agents' own grants)."""
         self.concurrency = concurrency
         self.route = route
@@ -210,6 +215,7 @@ class Worker:
             return
         await self.bus.ensure_topology()
         self._registry = await self.bus.kv(self.names.agents_bucket)
+        await self.audit.start(role="worker", policy=self.policy is not None)
         capabilities = self.app.capabilities
         # Each capability asks for at most its fair share of the slots at once, so
         # an idle capability's open request never holds every slot. With more
@@ -292,6 +298,7 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
             await self._deregister()
+            await self.audit.close()
             if self.route is not None:  # a private route's queues end with their worker
                 for queue in self._queues.values():
                     with contextlib.suppress(AgenticFlowError):
@@ -473,6 +480,22 @@ class Worker:
             attempt=task.attempt,
         )
 
+    async def _tool_called(self, task: TaskMessage, record: TaskToolCalled, what: str) -> None:
+        """A tool call's record: an event on the workflow, and one on the audit chain."""
+        await self._emit(task, EventType.TASK_TOOL_CALLED, record, what)
+        await self.audit.note(
+            AuditKind.TOOL_DENIED if record.outcome == "denied" else AuditKind.TOOL_CALLED,
+            workflow_id=task.workflow_id,
+            task_id=task.task_id,
+            attempt=task.attempt,
+            tool=record.tool,
+            agent=record.agent,
+            outcome=record.outcome,
+            params_hash=record.params_hash,
+            result_hash=record.result_hash,
+            error=record.error.message if record.error else None,
+        )
+
     async def _emit(
         self,
         task: TaskMessage,
@@ -579,7 +602,7 @@ class Worker:
                 instance=instance.id,
                 worker=self.node_id,
                 effects=effects,
-                publish=functools.partial(self._emit, task, EventType.TASK_TOOL_CALLED),
+                publish=functools.partial(self._tool_called, task),
                 security=self.policy.context(f"agent:{agent.name}") if self.policy else None,
             ),
             instance=instance.id,
@@ -881,6 +904,14 @@ class Worker:
         identity = task_identity(msg.headers)
         workflow_id = identity[0] if identity and ID_RE.match(identity[0]) else SYSTEM_WORKFLOW
         log.warning("malformed task rejected", subject=msg.subject, seq=seq, reason=str(exc))
+        await self.audit.note(
+            AuditKind.MESSAGE_REJECTED,
+            workflow_id=workflow_id,
+            subject=msg.subject,
+            stream_seq=seq,
+            code=exc.code,
+            reason=str(exc),
+        )
         clock = self._tick(workflow_id, VectorClock())
         await self.bus.publish_event(
             Event(

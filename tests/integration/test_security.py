@@ -21,6 +21,7 @@ from agenticflow.server import NatsServer
 from coordinator import replay
 from coordinator.client import Client
 from coordinator.state import WorkflowStatus
+from shared.audit import read_audit, verify_audit
 from shared.codec import TaskMessage, encode_event, encode_task
 from shared.config import Settings
 from shared.errors import InterventionRefusedError, MalformedMessageError
@@ -283,3 +284,37 @@ async def test_agent_memory_is_msgpack_encrypted_and_bound_to_its_key(secure: Se
     with pytest.raises(MalformedMessageError, match="not encrypted"):
         await AgentMemory(s.bus, "remember").get("runs")
     await store.delete("remember.runs")
+
+
+async def test_the_cluster_keeps_a_verifiable_audit_trail_of_what_it_decided(
+    secure: Secure,
+) -> None:
+    s = secure
+    workflow_id = await s.client.submit(
+        wf({"id": "long", "capability": "slow", "params": {"seconds": 2}})
+    )
+    mallory_settings = s.settings.model_copy(update={"principal": "mallory"})
+    async with connected(mallory_settings, name="mallory-audit") as bus:
+        with pytest.raises(InterventionRefusedError):
+            await Client(bus=bus, node_id="mallory").pause(workflow_id)
+    await s.client.feedback(workflow_id, "go on")
+    forged = encode_event(_abort(workflow_id, "eve"), s.bus.names)  # unsigned, unencrypted
+    await s.bus.publish_raw(forged[0], forged[2], forged[1])
+    await _rejections(s, workflow_id, 1)
+    await s.client.wait(workflow_id, timeout=60)
+
+    entries = [
+        e for e in await read_audit(s.bus, s.bus.seal) if e.workflow_id in (workflow_id, None)
+    ]
+    kinds = {(e.kind, e.signer) for e in entries}
+    assert ("keys.loaded", "coordinator") in kinds
+    assert ("keys.loaded", "worker") in kinds
+    denied = [e for e in entries if e.kind == "access.denied"]
+    assert [(e.detail or {}).get("principal") for e in denied] == ["mallory"]
+    applied = [e for e in entries if e.kind == "intervention.applied"]
+    assert [(e.detail or {}).get("action") for e in applied] == ["feedback"]
+    rejected = [e for e in entries if e.kind == "message.rejected"]
+    assert [(e.detail or {}).get("code") for e in rejected] == ["forged_message"]
+    assert all(e.error is None for e in entries)
+    report = await verify_audit(s.bus, s.bus.seal)
+    assert report.ok, report.problems
