@@ -1,6 +1,7 @@
 """The ``agenticflow`` command line.
 
-Exit codes: 0 success; 1 the workflow failed or was rejected; 2 invalid input
+Exit codes: 0 success; 1 the workflow failed or was rejected (``audit verify``:
+the trail was tampered with); 2 invalid input
 (file, options, JSON); 3 NATS unreachable or the workflow is unknown; 4 timed
 out waiting; 5 the coordinator refused an intervention (nothing changed).
 """
@@ -254,12 +255,32 @@ def dev(
         Path | None, typer.Option(help="JetStream store directory (default: temporary).")
     ] = None,
     prefix: PrefixOpt = None,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="TLS and one least-privilege NATS user per role (see `agenticflow nats-config`).",
+        ),
+    ] = False,
+    secure_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--secure-dir",
+            help="With --secure: write (and keep) the credentials here (default: temporary).",
+        ),
+    ] = None,
 ) -> None:
     """Start an embedded nats-server, a coordinator and N workers; Ctrl-C stops all."""
     from agenticflow.devcluster import DevCluster
 
     cluster = DevCluster(
-        app=app_spec, workers=workers, port=port, store_dir=store, prefix=prefix or "af"
+        app=app_spec,
+        workers=workers,
+        port=port,
+        store_dir=store,
+        prefix=prefix or "af",
+        secure=secure,
+        secure_dir=secure_dir,
     )
 
     async def main() -> None:
@@ -269,7 +290,14 @@ def dev(
             loop.add_signal_handler(sig, stop.set)
         async with cluster:
             out.print(f"[green]AgenticFlow dev cluster ready[/green] at [bold]{cluster.url}[/bold]")
-            out.print(f"  export AGENTICFLOW_NATS_URL={cluster.url}")
+            if cluster.auth is None:
+                out.print(f"  export AGENTICFLOW_NATS_URL={cluster.url}")
+            else:
+                kept = "" if secure_dir else " (removed on exit: --secure-dir keeps them)"
+                where = cluster.auth.directory
+                out.print(f"  TLS and least-privilege users; credentials in {where}{kept}")
+                for role in ("client", "admin"):
+                    out.print(f"  {role}: set -a; . {cluster.auth.env_file(role)}; set +a")
             out.print(f"  {workers} worker(s) serving {app_spec}; Ctrl-C stops everything")
             stop_wait = asyncio.create_task(stop.wait())
             while not stop_wait.done():
@@ -278,6 +306,57 @@ def dev(
         out.print("stopped")
 
     _run(main())
+
+
+@app.command("nats-config")
+def nats_config(
+    directory: Annotated[Path, typer.Argument(help="Where to write the files (created 0700).")],
+    worker: Annotated[
+        list[str],
+        typer.Option(
+            "--worker",
+            help="A worker group and the capabilities its credentials may serve: "
+            "NAME=cap1,cap2 (cap~route for a routed queue; NAME='*' for every one). Repeatable.",
+        ),
+    ],
+    prefix: PrefixOpt = None,
+    tls: Annotated[
+        bool, typer.Option("--tls/--no-tls", help="TLS on the client port, with a test CA.")
+    ] = True,
+    host: Annotated[str, typer.Option(help="Address the server listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Client port.")] = 4222,
+    auth: Annotated[
+        str,
+        typer.Option(
+            help="How users authenticate: nkey (no secret in the server's file) or password."
+        ),
+    ] = "nkey",
+    force: Annotated[bool, typer.Option(help="Replace an existing configuration.")] = False,
+) -> None:
+    """Write a nats-server configuration with one least-privilege user per role
+    (coordinator, each worker group, client, admin), their credentials and env
+    files, and with --tls a test CA and server certificate."""
+    from agenticflow.natsauth import generate, parse_auth, parse_worker_group
+
+    try:
+        groups = [parse_worker_group(spec) for spec in worker]
+        files = generate(
+            directory,
+            prefix=prefix or "af",
+            workers=groups,
+            tls=tls,
+            host=host,
+            port=port,
+            auth=parse_auth(auth),
+            force=force,
+        )
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_INPUT) from exc
+    out.print(f"wrote {files.config} and the credentials of: {', '.join(files.roles)}")
+    out.print(f"  server:  nats-server -c {files.config}")
+    for role in files.roles:
+        out.print(f"  {role}: set -a; . {files.env_file(role)}; set +a")
 
 
 # Client commands ------------------------------------------------------------
@@ -1252,6 +1331,101 @@ def top(
     settings = _settings(nats, prefix)
     with contextlib.suppress(KeyboardInterrupt):
         _run(run_top(settings, interval=interval, once=once, as_json=as_json, console=out))
+
+
+# The audit trail ------------------------------------------------------------
+
+audit_app = typer.Typer(
+    help="The tamper-evident audit trail (hash-chained records of security events).",
+    no_args_is_help=True,
+)
+app.add_typer(audit_app, name="audit")
+
+
+async def _with_audit(settings: Settings, fn: Callable[[Bus, Any], Awaitable[T]]) -> T:
+    """Connect without signing anything (these commands only read) and check
+    with the trust store and data keys of AGENTICFLOW_SECURITY_DIR, if set: an
+    auditor needs no key of its own."""
+    from shared.audit import reader_seal
+
+    seal = reader_seal(settings.security_dir, window_s=settings.dedupe_window_s)
+    reading = settings.model_copy(update={"security_dir": None})
+    async with connected(reading, name="agenticflow-audit") as bus:
+        return await fn(bus, seal)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    anchor: Annotated[
+        Path | None,
+        typer.Option(
+            "--anchor",
+            help="Compare each chain with the heads kept in FILE by an earlier run (catches "
+            "truncation and rewritten history), then keep the new heads there if intact.",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Check every record of the audit trail: signatures, each node's hash chain,
+    no removed or reordered record. Exit 0 when intact, 1 with the problems."""
+    from shared.audit import load_anchor, save_anchor, verify_audit
+
+    settings = _settings(nats, prefix)
+    try:
+        heads = load_anchor(anchor) if anchor is not None else None
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_INPUT) from exc
+    report = _run(_with_audit(settings, lambda bus, seal: verify_audit(bus, seal, anchor=heads)))
+    if anchor is not None and report.ok:
+        save_anchor(anchor, report)
+    if as_json:
+        _print_json(report.to_json())
+    elif report.ok:
+        checked = (
+            "signatures checked"
+            if report.signatures_checked
+            else "signatures NOT checked: no trust store"
+        )
+        out.print(
+            f"[green]intact[/green]: {report.records} records in {len(report.chains)} "
+            f"chains ({checked})"
+        )
+    else:
+        for problem in report.problems:
+            out.print(str(problem), style="red", markup=False, highlight=False, soft_wrap=True)
+        total = report.problems_total
+        hidden = total - len(report.problems)
+        more = f" ({hidden} not shown)" if hidden else ""
+        out.print(f"TAMPERED: {total} problem{'s' if total != 1 else ''}{more}", style="bold red")
+    if not report.ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@audit_app.command("show")
+def audit_show(
+    last: Annotated[int, typer.Option("--last", min=1, help="The last N records.")] = 20,
+    as_json: JsonOpt = False,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Print audit records, oldest first, decrypted where the data keys allow."""
+    from shared.audit import read_audit
+
+    settings = _settings(nats, prefix)
+    entries = _run(_with_audit(settings, lambda bus, seal: read_audit(bus, seal, last=last)))
+    if as_json:
+        for entry in entries:
+            sys.stdout.write(json.dumps(entry.to_json(), default=str) + "\n")
+        return
+    for e in entries:
+        where = "/".join(x for x in (e.workflow_id, e.task_id) if x)
+        what = render.short(e.detail, 120) if e.detail is not None else f"({e.error})"
+        parts = [f"#{e.seq}", render.when(e.ts), f"{e.node}:{e.n}", e.principal or "?"]
+        parts += [e.kind or "?", where, what]
+        out.print("  ".join(p for p in parts if p), markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -11,19 +11,42 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from agenticflow.natsauth import (
+    ADMIN,
+    ALL_CAPABILITIES,
+    COORDINATOR,
+    NatsAuthFiles,
+    WorkerGroup,
+    generate,
+    settings_from_env,
+)
 from agenticflow.procs import child_preexec, stop_process
 from agenticflow.server import NatsServer
 from shared.codec import unpack
 from shared.config import Settings
 from shared.errors import ConfigError, TransportError
 from shared.transport import Bus, FetchTimeout
+from worker.app import load_app
+
+DEV_WORKERS = "dev"
+"""The worker group (role ``worker-dev``) of a secure dev cluster's workers."""
+
+
+def app_capabilities(app_spec: str) -> list[str]:
+    """The capabilities of an app (imported from the working directory, as the
+    worker processes import it); raises ConfigError or NotFoundError."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    return list(load_app(app_spec).capabilities)
 
 
 class DevCluster:
@@ -43,11 +66,21 @@ class DevCluster:
         log_dir: str | Path | None = None,
         env: dict[str, str] | None = None,
         settings: dict[str, Any] | None = None,
+        secure: bool = False,
+        secure_dir: str | Path | None = None,
     ) -> None:
         """``settings`` are Settings fields (e.g. ``{"task_ack_wait_s": 2}``) given to
-        every process, as ``AGENTICFLOW_*`` variables, and to :attr:`settings`."""
+        every process, as ``AGENTICFLOW_*`` variables, and to :attr:`settings`.
+
+        ``secure``: the embedded server runs with TLS and one least-privilege
+        user per role (see :mod:`agenticflow.natsauth`), written to
+        ``secure_dir`` (default: a temporary directory, removed on stop); the
+        coordinator and the workers (group ``dev``: the app's capabilities) run
+        with their role's credentials, :attr:`settings` are the admin's."""
         if workers < 0:
             raise ConfigError("--workers must be 0 or more")
+        if secure and nats_url is not None:
+            raise ConfigError("a secure dev cluster starts its own server: give no nats_url")
         self.app = app
         self.workers = workers
         self.concurrency = concurrency
@@ -63,23 +96,50 @@ class DevCluster:
         if nats_url is None:
             self.server = NatsServer(port=port, store_dir=store_dir)
         self.url = nats_url or ""
+        self.secure = secure or secure_dir is not None
+        self.secure_dir = Path(secure_dir) if secure_dir is not None else None
+        self._secure_tmp: Path | None = None
+        self.auth: NatsAuthFiles | None = None
+        """A secure cluster's credentials and TLS files (once started)."""
         self.coordinator: subprocess.Popen[bytes] | None = None
         self.coordinators: list[subprocess.Popen[bytes]] = []
         self.worker_procs: list[subprocess.Popen[bytes]] = []
 
     @property
     def settings(self) -> Settings:
-        """Settings a client of this cluster uses."""
+        """Settings a client of this cluster uses (a secure cluster's admin)."""
+        if self.auth is not None:
+            return self.settings_for(ADMIN)
         return Settings(**{**self.overrides, "nats_url": self.url, "prefix": self.prefix})
 
+    def settings_for(self, role: str) -> Settings:
+        """Settings of one role of a started secure cluster (``client``,
+        ``worker-dev``, ``coordinator``, ``admin``); raises ConfigError."""
+        if self.auth is None:
+            raise ConfigError("only a started secure dev cluster has roles")
+        return settings_from_env({**self.auth.env(role, url=self.url), **self._overrides_env})
+
+    @property
+    def _overrides_env(self) -> dict[str, str]:
+        return {f"AGENTICFLOW_{k.upper()}": str(v) for k, v in self.overrides.items()}
+
     def _spawn(self, role: str, *args: str) -> subprocess.Popen[bytes]:
+        inherited = dict(os.environ)
+        secure: dict[str, str] = {}
+        if self.auth is not None:
+            # Only the role's own credentials: none inherited from this process.
+            inherited = {k: v for k, v in inherited.items() if not k.startswith("AGENTICFLOW_NATS")}
+            secure = self.auth.env(
+                COORDINATOR if role == "coordinator" else f"worker-{DEV_WORKERS}", url=self.url
+            )
         env = {
-            **os.environ,
+            **inherited,
             "AGENTICFLOW_NATS_URL": self.url,
             "AGENTICFLOW_PREFIX": self.prefix,
             "PYTHONPATH": os.pathsep.join(
                 p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p
             ),
+            **secure,
             **self.env,
         }
         out: int | None = subprocess.DEVNULL
@@ -104,7 +164,11 @@ class DevCluster:
     async def start(self, *, timeout: float = 60.0) -> None:
         """Start every part; returns once every worker has registered its agents."""
         if self.server is not None:
+            if self.secure:
+                self._prepare_secure(self.server)
             self.url = await asyncio.to_thread(self.server.start)
+            if self.auth is not None:
+                self.auth.write_env(url=self.url)
         if self.with_coordinator:
             self.add_coordinator()
         for _ in range(self.workers):
@@ -112,6 +176,24 @@ class DevCluster:
         await self.wait_for_processes(
             self.workers, coordinators=1 if self.with_coordinator else 0, timeout=timeout
         )
+
+    def _prepare_secure(self, server: NatsServer) -> None:
+        """Write the credentials, TLS files and server configuration."""
+        directory = self.secure_dir
+        if directory is None:
+            directory = self._secure_tmp = Path(tempfile.mkdtemp(prefix="agenticflow-secure-"))
+        group = WorkerGroup(name=DEV_WORKERS, queues=tuple(app_capabilities(self.app)))
+        self.auth = generate(
+            directory,
+            prefix=self.prefix,
+            workers=[group],
+            tls=True,
+            host=server.host,
+            port=server.port if server.port is not None else 4222,
+            store_dir=server.store_dir,
+            force=True,  # a dev cluster's keys are its own: new ones every start
+        )
+        server.config_file = self.auth.config
 
     def add_coordinator(self) -> subprocess.Popen[bytes]:
         """Start one more coordinator process (a standby when one is active)."""
@@ -122,7 +204,13 @@ class DevCluster:
         return proc
 
     def add_worker(self, app: str | None = None) -> subprocess.Popen[bytes]:
-        """Start one more worker process."""
+        """Start one more worker process (in a secure cluster, of an app whose
+        capabilities the worker group's credentials cover; else ConfigError)."""
+        if self.auth is not None and app is not None:
+            allowed = set(self.auth.worker_queues(f"worker-{DEV_WORKERS}"))
+            extra = sorted(set(app_capabilities(app)) - allowed - {ALL_CAPABILITIES})
+            if extra:
+                raise ConfigError(f"the dev workers' credentials do not cover {', '.join(extra)}")
         proc = self._spawn(
             "worker", "--app", app or self.app, "--concurrency", str(self.concurrency)
         )
@@ -192,6 +280,9 @@ class DevCluster:
                 stop_process(proc)
             if self.server is not None:
                 self.server.stop()
+            if self._secure_tmp is not None:
+                shutil.rmtree(self._secure_tmp, ignore_errors=True)
+                self._secure_tmp = None
 
         await asyncio.to_thread(stop_all)
 

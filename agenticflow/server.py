@@ -46,7 +46,13 @@ class NatsServer:
         store_dir: str | Path | None = None,
         host: str = "127.0.0.1",
         extra_args: list[str] | None = None,
+        config_file: str | Path | None = None,
     ) -> None:
+        """``config_file``: a configuration (users, TLS: see ``agenticflow
+        nats-config``) that turns JetStream on with its own ``store_dir`` (``-sd``
+        would clash with it, so ``store_dir`` then holds only the log); ``host``
+        and ``port`` override its ``listen``."""
+        self.config_file = Path(config_file) if config_file is not None else None
         self.host = host
         self.port = port
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -68,9 +74,11 @@ class NatsServer:
             self.host,
             "-p",
             str(self.port if self.port is not None else -1),
-            "-js",
-            "-sd",
-            str(self.store_dir),
+            *(
+                ["-js", "-sd", str(self.store_dir)]
+                if self.config_file is None
+                else ["-c", str(self.config_file)]
+            ),
             "--ports_file_dir",
             str(ports_dir),
             *self.extra_args,

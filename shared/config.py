@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.names import Names
@@ -20,7 +20,26 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGENTICFLOW_", frozen=True, extra="ignore")
 
     nats_url: str = "nats://127.0.0.1:4222"
-    """Comma-separated server URLs."""
+    """Comma-separated server URLs (``tls://`` for TLS)."""
+    # Credentials and TLS (see `agenticflow nats-config`, which writes them per role).
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    nats_nkey_seed_file: Path | None = None
+    """File holding the role's nkey seed (``SU...``)."""
+    nats_tls_ca_file: Path | None = None
+    """CA certificate(s) to verify the server with (default: the system's)."""
+    nats_tls_cert_file: Path | None = None
+    """Client certificate, for a server that verifies clients (with the key file)."""
+    nats_tls_key_file: Path | None = None
+    nats_tls_hostname: str | None = None
+    """Name to verify the server's certificate against, when not the URL's host."""
+    nats_inbox_prefix: str = Field(default="_INBOX", pattern=r"^[A-Za-z0-9_\-]+$")
+    """Where replies arrive; per role, so a role's permissions can keep it to its own."""
+    manage_topology: bool = True
+    """Create streams, KV buckets and consumers when missing. False for workers and
+    clients whose credentials may not: they wait for the coordinator's."""
+    topology_wait_s: float = Field(default=60, ge=0)
+    """How long a process that does not manage the topology waits for it."""
     prefix: str = "af"
     """Subject prefix; lets deployments share a NATS account."""
     replicas: int = Field(default=1, ge=1, le=5)

@@ -481,7 +481,9 @@ class Seal:
         if signer is None:
             raise ForgedMessageError(f"message on {subject} is signed by unknown key {kid!r}")
         try:
-            valid = signer.verify(_canonical(subject, headers, body), base64.b64decode(signature))
+            valid = signer.verify(
+                _canonical(subject, headers, body), base64.b64decode(signature, validate=True)
+            )
         except (binascii.Error, ValueError):
             valid = False
         if not valid:

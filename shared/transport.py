@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -52,6 +55,7 @@ from shared.codec import (
     encode_task,
 )
 from shared.config import Settings
+from shared.credentials import connect_options
 from shared.errors import (
     ConnectionLostError,
     NotFoundError,
@@ -158,7 +162,14 @@ class Bus:
             if holder:
                 holder[0].closed.set()
 
+        errors: list[str] = []
+        tls_failed = asyncio.Event()
+
         async def on_error(exc: Exception) -> None:
+            errors.append(str(exc))  # e.g. 'Authorization Violation': only told here
+            del errors[:-4]
+            if isinstance(exc, ssl.SSLError) and not holder:
+                tls_failed.set()  # retrying cannot help (and nats-py would hang: see below)
             log.warning("nats error", error=str(exc), error_type=type(exc).__name__)
 
         async def on_disconnected() -> None:
@@ -171,24 +182,39 @@ class Bus:
                 for hook in list(holder[0]._reconnect_hooks):
                     hook()
 
+        options = connect_options(settings)  # credentials, TLS, inbox prefix
+        stop_on_tls = asyncio.ensure_future(tls_failed.wait())
         try:
-            nc = await nats.connect(
-                servers=settings.servers,
-                name=name,
-                connect_timeout=settings.connect_timeout_s,
-                # Bounded for the first connection: nats-py applies -1 to it too,
-                # and a command would wait for ever on a wrong URL.
-                max_reconnect_attempts=_FIRST_CONNECT_ATTEMPTS,
-                reconnect_time_wait=0.5,
-                drain_timeout=5,
-                allow_reconnect=True,
-                closed_cb=on_closed,
-                error_cb=on_error,
-                disconnected_cb=on_disconnected,
-                reconnected_cb=on_reconnected,
+            connecting = asyncio.ensure_future(
+                nats.connect(
+                    **options,
+                    servers=settings.servers,
+                    name=name,
+                    connect_timeout=settings.connect_timeout_s,
+                    # Bounded for the first connection: nats-py applies -1 to it too,
+                    # and a command would wait for ever on a wrong URL.
+                    max_reconnect_attempts=_FIRST_CONNECT_ATTEMPTS,
+                    reconnect_time_wait=0.5,
+                    drain_timeout=5,
+                    allow_reconnect=True,
+                    closed_cb=on_closed,
+                    error_cb=on_error,
+                    disconnected_cb=on_disconnected,
+                    reconnected_cb=on_reconnected,
+                )
             )
+            await asyncio.wait({connecting, stop_on_tls}, return_when=asyncio.FIRST_COMPLETED)
+            if not connecting.done():
+                # After a failed TLS handshake nats-py waits for ever for the plain
+                # stream start_tls took over to close: give up on it.
+                connecting.cancel()
+                raise TransportError(f"cannot connect to NATS at {settings.nats_url}: {errors[-1]}")
+            nc = connecting.result()
         except (OSError, nats.errors.Error) as exc:
-            raise TransportError(f"cannot connect to NATS at {settings.nats_url}: {exc}") from exc
+            why = f"{exc} ({'; '.join(dict.fromkeys(errors))})" if errors else str(exc)
+            raise TransportError(f"cannot connect to NATS at {settings.nats_url}: {why}") from exc
+        finally:
+            stop_on_tls.cancel()
         nc.options["max_reconnect_attempts"] = -1  # once up, reconnect for ever
         bus = cls(nc=nc, settings=settings, seal=seal)
         holder.append(bus)
@@ -210,9 +236,40 @@ class Bus:
         return int(self.nc.max_payload)
 
     # Topology -----------------------------------------------------------
+    async def _created(self, what: str, probe: Callable[[], Awaitable[T]]) -> T:
+        """``probe()`` once ``what`` exists, for a process that may not create it
+        (``manage_topology`` off): waits up to ``topology_wait_s`` for the
+        coordinator. Raises NotFoundError after that, TransportError when the
+        lookup itself fails (refused by permissions: no answer)."""
+        deadline = time.monotonic() + self.settings.topology_wait_s
+        pause, told = 0.05, False
+        while True:
+            try:
+                return await probe()
+            except nats.js.errors.NotFoundError:
+                pass
+            except nats.errors.Error as exc:
+                raise _ours(exc, f"look up {what} (do the credentials allow it?)") from exc
+            if time.monotonic() >= deadline:
+                raise NotFoundError(
+                    f"{what} does not exist: a coordinator of prefix {self.names.prefix!r} "
+                    "creates it; start one (or check AGENTICFLOW_PREFIX)"
+                )
+            if not told:
+                log.info("waiting for the coordinator to create the topology", missing=what)
+                told = True
+            await asyncio.sleep(pause)  # polling the server: nothing announces a new stream
+            pause = min(pause * 2, 1.0)
+
     async def ensure_topology(self) -> None:
-        """Create streams and KV buckets if missing (idempotent)."""
+        """Create streams and KV buckets if missing (idempotent). Without
+        ``manage_topology``, wait until the task and event streams exist."""
         s, n = self.settings, self.names
+        if not s.manage_topology:
+            for stream in (n.tasks_stream, n.events_stream):
+                info = functools.partial(self.js.stream_info, stream)
+                await self._created(f"stream {stream}", info)
+            return
         await self._ensure_stream(
             StreamConfig(
                 name=n.tasks_stream,
@@ -285,6 +342,12 @@ class Bus:
         try:
             store = await self.js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
+            if not self.settings.manage_topology:
+                store = await self._created(
+                    f"KV bucket {bucket}", functools.partial(self.js.key_value, bucket)
+                )
+                self._kv[bucket] = store
+                return store
             store = await self._call(
                 self.js.create_key_value(
                     KeyValueConfig(
@@ -296,6 +359,8 @@ class Bus:
                     )
                 )
             )
+        except nats.errors.Error as exc:  # e.g. refused by permissions: no answer
+            raise _ours(exc, f"open KV bucket {bucket}") from exc
         self._kv[bucket] = store
         return store
 
@@ -306,6 +371,9 @@ class Bus:
             return name
         s = self.settings
         config = ConsumerConfig(
+            # With a name, the create request's subject carries the name and the
+            # filter, so a worker's permissions can allow exactly its consumers.
+            name=name,
             durable_name=name,
             filter_subject=self.names.task_subject(capability),
             ack_policy=AckPolicy.EXPLICIT,

@@ -7,6 +7,8 @@ The tools leave traces in files named by their params (each test uses its own
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -124,6 +126,154 @@ def sandboxed_add(params: Trace, call: ToolCall) -> dict[str, Any]:
     return {"value": params.value + 1, "key": call.key, "cwd": os.getcwd()}
 
 
+# --- hostile tools: each attacks the sandbox (tests/unit/test_tools_sandbox.py) ---------
+
+
+@tool(sandbox=True, timeout_s=10, limits=SandboxLimits(processes=8))
+def fork_bomb(params: Nothing) -> None:
+    """Fork in a loop; every child detaches (setsid), forks too, and keeps
+    trying when it cannot (so only the sandbox ends them). The first process
+    gives up and raises."""
+    first = os.getpid()
+    while True:
+        try:
+            if os.fork() == 0:
+                os.setsid()
+        except OSError:
+            if os.getpid() == first:
+                raise
+            time.sleep(0.01)
+
+
+class Count(BaseModel):
+    """How many processes to hold at once."""
+
+    n: int = Field(ge=1, le=64)
+
+
+@tool(sandbox=True, timeout_s=20, limits=SandboxLimits(processes=8))
+def forks(params: Count) -> int:
+    """Hold ``n`` processes at once (itself included), then let them end."""
+    r, w = os.pipe()
+    children: list[int] = []
+    try:
+        for _ in range(params.n - 1):
+            pid = os.fork()
+            if pid == 0:
+                os.close(w)
+                os.read(r, 1)  # until the parent closes its end
+                os._exit(0)
+            children.append(pid)
+    finally:
+        os.close(w)
+        for pid in children:
+            os.waitpid(pid, 0)
+    return len(children) + 1
+
+
+class Where(BaseModel):
+    """A path to read (a file) or list (a directory), optionally written first."""
+
+    path: str
+    write: str | None = None
+
+
+@tool(sandbox=True, timeout_s=20)
+def snoop(params: Where) -> Any:
+    """Read a file or list a directory, wherever it is."""
+    if params.write is not None:
+        with open(params.path, "w", encoding="utf-8") as out:
+            out.write(params.write)
+    if os.path.isdir(params.path):
+        return sorted(os.listdir(params.path))
+    with open(params.path, encoding="utf-8", errors="replace") as source:
+        return source.read(4096)
+
+
+class Address(BaseModel):
+    """Where to connect."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+
+
+def _connect(params: Address) -> str:
+    with socket.create_connection((params.host, params.port), timeout=5) as conn:
+        conn.sendall(b"hello from the sandbox\n")
+    return "connected"
+
+
+@tool(sandbox=True, timeout_s=20)
+def connect_out(params: Address) -> str:
+    """Open a TCP connection (no network allowed)."""
+    return _connect(params)
+
+
+@tool(sandbox=True, timeout_s=20, limits=SandboxLimits(network=True))
+def connect_allowed(params: Address) -> str:
+    """The same with the network allowed (the control)."""
+    return _connect(params)
+
+
+@tool(sandbox=True, timeout_s=20)
+def kill_all(params: Nothing) -> str:
+    """SIGKILL every process it may signal (as the worker's user: the worker too)."""
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except ProcessLookupError:
+        return "alone"  # nothing but itself to signal
+    return "killed some"
+
+
+@tool(sandbox=True, timeout_s=60, limits=SandboxLimits(network=True))
+def linger(params: Address) -> str:
+    """Start a detached child (setsid), tell the test by connecting, then sleep."""
+    if os.fork() == 0:
+        os.setsid()
+        time.sleep(60)
+        os._exit(0)
+    with socket.create_connection((params.host, params.port), timeout=5) as conn:
+        conn.sendall(b"lingering\n")
+        time.sleep(60)
+    return "woke"
+
+
+@tool(sandbox=True, timeout_s=20, limits=SandboxLimits(require_isolation=True))
+def must_be_isolated(params: Nothing) -> str:
+    """Runs only with a chroot jail and a network namespace."""
+    return "isolated"
+
+
+@tool(sandbox=True, timeout_s=20)
+def escape(params: Nothing) -> str:
+    """The classic chroot escape (chroot deeper, climb out, chroot there), then read."""
+    os.makedirs("deeper", exist_ok=True)
+    os.chroot("deeper")
+    for _ in range(64):
+        os.chdir("..")
+    os.chroot(".")
+    with open("/etc/passwd", encoding="utf-8") as source:
+        return source.read(100)
+
+
+@tool(sandbox=True, timeout_s=20, limits=SandboxLimits(file_size_mb=1))
+def fill_disk(params: Alloc) -> int:
+    """Write ``mb`` MiB to one file."""
+    with open("big", "wb") as out:
+        for _ in range(params.mb):
+            out.write(b"x" * 1024 * 1024)
+    return params.mb
+
+
+@tool(sandbox=True, timeout_s=20, limits=SandboxLimits(open_files=16))
+def open_many(params: Count) -> int:
+    """Hold ``n`` files open at once."""
+    files = [open(f"f{i}", "w", encoding="utf-8") for i in range(params.n)]  # noqa: SIM115
+    for f in files:
+        f.close()
+    return len(files)
+
+
 TOOLS = [
     bump,
     remote_call,
@@ -136,6 +286,17 @@ TOOLS = [
     spin,
     nap,
     sandboxed_add,
+    fork_bomb,
+    forks,
+    snoop,
+    connect_out,
+    connect_allowed,
+    must_be_isolated,
+    escape,
+    fill_disk,
+    open_many,
+    linger,
+    kill_all,
 ]
 GRANTED = {"fs:*", "remote", "limited"}
 """Everything but ``admin``."""

@@ -1,63 +1,201 @@
-"""Run a tool in a separate, limited process.
+"""Run a tool in a separate, limited process (Linux).
 
-A tool declared with ``sandbox=True`` runs in a fresh interpreter
-(``python -I``) started per call, which:
+A tool declared with ``sandbox=True`` runs, per call, in a fresh interpreter
+(``python -I``) started in a new session, with a scrubbed environment (``PATH``,
+``LANG``, ``HOME``/``TMPDIR``: no secret of the worker leaks in) and a temporary
+working directory that is removed afterwards. Three processes take part::
 
-- has resource limits (:class:`~worker.tools.spec.SandboxLimits`): CPU
-  seconds, address space, open files, file size, no core dumps;
-- gets a scrubbed environment (``PATH``, ``LANG``, and ``HOME``/``TMPDIR``
-  pointing at its own temporary directory, which is also its working
-  directory and is removed afterwards): no secret of the worker leaks in;
-- gets its own empty network namespace where the kernel lets an unprivileged
-  process make one (``network=False``); otherwise it keeps the host's network;
-- receives the validated params and the call as msgpack on stdin, imports the
-  tool by its import path, and answers with msgpack (its own stdout goes to
-  stderr, so ``print`` cannot corrupt the answer).
+    worker ── supervisor ── init ── tool process (and whatever it forks)
 
-The wall-clock timeout kills the whole process group. A failure comes back as
-:class:`~shared.errors.SandboxError` saying what happened (the tool raised,
-ran out of memory, used up its CPU time, was killed), or
-:class:`~shared.errors.ToolTimeoutError`.
+The **supervisor** reads the request (msgpack on stdin), imports the tool's
+module and validates the params with the worker's user and files (the
+module's top-level code is trusted like the worker's own; only the call is
+confined). It then enters the namespaces and forks the **init** (pid 1 of
+the new pid namespace), which forks the **tool process**: that one jails
+itself, drops its privileges, sets its limits and calls the tool. The
+supervisor kills the init at the timeout (counted from the interpreter's
+start), collects the answer, kills and reaps whatever is left, and answers.
+If the supervisor itself does not answer within the timeout plus
+``_GRACE_S``, the worker kills it (and, as root, every process of the tool's
+uid).
+
+What the tool process gets:
+
+==========  ===========================================================
+limits      RLIMIT_CPU (SIGXCPU, SIGKILL a second later), RLIMIT_AS,
+            RLIMIT_NOFILE, RLIMIT_FSIZE, no core dumps
+processes   RLIMIT_NPROC (``SandboxLimits.processes``, threads included),
+            counted per call: a root worker runs each tool as a uid of its
+            own (``UID_BASE + supervisor pid``, from zero); another user's
+            tool counts in its own user namespace
+files       ``chroot`` into the working directory, then no privilege left
+            to climb out (root: the tool's own uid; in a user namespace:
+            every capability and the bounding set dropped), and
+            ``PR_SET_NO_NEW_PRIVS``
+network     its own, empty network namespace (``network=False``)
+signals     its own pid namespace: it can signal nothing outside; when the
+            init dies, every process of the call dies with it
+leftovers   killed and reaped by the supervisor, a subreaper (so a detached
+            ``setsid`` child is still its descendant), and, as root, by uid
+==========  ===========================================================
+
+Where the kernel cannot (no user namespaces for unprivileged users, a seccomp
+filter against ``unshare`` as in Docker's default profile, no CAP_SYS_CHROOT):
+
+- as root, the pid and network namespaces need no user namespace and chroot
+  needs none either; without ``unshare`` the tool keeps the host's network,
+  and its leftovers are found by uid and by descent;
+- as another user without a user namespace there is no chroot: a Python audit
+  hook refuses file access outside the directory, new programs, ctypes and
+  signals to other processes (``jail="audit-hook"``). **It is not a security
+  boundary**: a C extension or a ctypes object made before goes around it.
+  The tool keeps the host's network and runs as the worker's user, and
+  RLIMIT_NPROC counts all that user's processes (the limit is raised by
+  their number when the tool starts).
+
+What one call got is an :class:`Isolation` (:func:`sandbox_run` returns it);
+short of full isolation (chroot and, with ``network=False``, a network
+namespace) the worker logs a warning once per tool, or, with
+``SandboxLimits(require_isolation=True)``, refuses to run the tool
+(SandboxError).
+
+A tool author must know: the tool sees only its working directory (``/``
+inside the chroot, also ``HOME`` and ``TMPDIR``), so what it imports must be
+imported with its module (a lazy import inside the function finds no standard
+library), and host names do not resolve (no ``/etc/resolv.conf``). Not
+limited: the working directory's total size (only each file's).
+
+A failure comes back as :class:`~shared.errors.SandboxError` saying what
+happened (the tool raised, ran out of memory, CPU time, processes or open
+files, wrote too big a file, reached for the network or a file outside its
+directory, was killed), or :class:`~shared.errors.ToolTimeoutError`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import errno
+import functools
+import logging
 import os
+import selectors
 import shutil
 import signal
 import sys
 import tempfile
-from typing import Any
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
 
 from shared.codec import pack, unpack
-from shared.errors import AgenticFlowError, SandboxError, ToolTimeoutError
-from worker.tools.spec import SandboxLimits, Tool, ToolCall, vars_of
+from shared.errors import AgenticFlowError, ConfigError, SandboxError, ToolTimeoutError
+from worker.tools.spec import SandboxLimits, Tool, ToolCall, plain, vars_of
+
+log = logging.getLogger(__name__)
 
 _BOOT = (
-    "import os, sys; sys.path[:0] = [p for p in sys.argv[1].split(os.pathsep) if p]; "
-    "from worker.tools.sandbox import main; main()"
+    "import os, sys, time; started = time.monotonic(); "
+    "sys.path[:0] = [p for p in sys.argv[1].split(os.pathsep) if p]; "
+    "from worker.tools.sandbox import main; main(started)"
 )
+MECHANISMS = frozenset({"namespaces", "chroot", "root"})
+"""What ``without=`` can switch off, to run as on a kernel (or as a user) that
+cannot have it: ``root`` makes a root worker's supervisor drop to ``nobody``
+first, as a worker running as an ordinary user."""
+UID_BASE = 2_000_000_000
+"""Root workers run each tool as ``UID_BASE + pid of its supervisor``."""
 _CLONE_NEWUSER = 0x10000000
+_CLONE_NEWPID = 0x20000000
 _CLONE_NEWNET = 0x40000000
+_NOBODY = 65534
+_PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
+_PR_CAPBSET_DROP = 24
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_NO_NEW_PRIVS = 38
+_CAP_VERSION_3 = 0x20080522
 _MIB = 1024 * 1024
+_MAX_ANSWER = 16 * _MIB
+_STDERR_TAIL = 4096
+_GRACE_S = 5.0
+"""How long past its timeout the worker waits for the supervisor's answer."""
+_STOP_S = 2.0
+_DRAIN_S = 1.0
+_PRELOAD = ("encodings.idna", "encodings.ascii", "encodings.latin_1")
+"""Imported before the jail: ``socket`` and ``open`` load these lazily."""
+_NO_NETWORK = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL}
 
 
-async def run_sandboxed(tool: Tool, params: dict[str, Any], call: ToolCall) -> Any:
+@dataclass(frozen=True, slots=True)
+class Isolation:
+    """How one sandboxed call was isolated: what the kernel allowed."""
+
+    jail: str = "none"
+    """``chroot`` (the working directory is all the file system the tool sees),
+    ``audit-hook`` (a Python audit hook refuses paths outside it: not a
+    security boundary) or ``none`` (the tool process was not reached)."""
+    network_isolated: bool = False
+    pid_namespace: bool = False
+    user_namespace: bool = False
+    uid: int = -1
+    """The user the tool ran as, seen from outside any user namespace."""
+
+    def gaps(self, limits: SandboxLimits) -> list[str]:
+        """What falls short of full isolation under ``limits`` (empty: nothing)."""
+        missing = []
+        if self.jail != "chroot":
+            missing.append("no chroot jail (only an audit hook guards the files)")
+        if not limits.network and not self.network_isolated:
+            missing.append("no network namespace (the host's network is reachable)")
+        return missing
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxRun:
+    """A sandboxed call that succeeded: its result and how it was isolated."""
+
+    result: Any
+    isolation: Isolation = field(default_factory=Isolation)
+
+
+async def run_sandboxed(
+    tool: Tool, params: dict[str, Any], call: ToolCall, *, without: Collection[str] = ()
+) -> Any:
     """Run ``tool`` with ``params`` in a sandboxed process; returns its result.
 
-    Raises ToolTimeoutError after ``tool.timeout_s`` (the process is killed) and
-    SandboxError when the tool fails in any other way.
+    Raises ToolTimeoutError after ``tool.timeout_s`` (every process of the call
+    is killed) and SandboxError when the tool fails in any other way.
     """
+    return (await sandbox_run(tool, params, call, without=without)).result
+
+
+async def sandbox_run(
+    tool: Tool, params: dict[str, Any], call: ToolCall, *, without: Collection[str] = ()
+) -> SandboxRun:
+    """:func:`run_sandboxed`, also reporting how the call was isolated.
+
+    ``without`` names :data:`MECHANISMS` to do without, as on a kernel (or a
+    user) that cannot have them: for tests. Raises ConfigError for an unknown
+    mechanism, ToolTimeoutError and SandboxError.
+    """
+    unknown = set(without) - MECHANISMS
+    if unknown:
+        raise ConfigError(
+            f"unknown sandbox mechanisms {sorted(unknown)}; known: {sorted(MECHANISMS)}"
+        )
     workdir = tempfile.mkdtemp(prefix="af-sandbox-")
-    paths = [p or os.getcwd() for p in sys.path]
     request = pack(
         {
             "target": tool.target,
             "params": params,
             "call": call.to_dict(),
             "limits": vars_of(tool.limits),
+            "timeout_s": tool.timeout_s,
+            "without": sorted(without),
         }
     )
     env = {
@@ -67,98 +205,397 @@ async def run_sandboxed(tool: Tool, params: dict[str, Any], call: ToolCall) -> A
         "TMPDIR": workdir,
         "PYTHONDONTWRITEBYTECODE": "1",
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-I",
-        "-c",
-        _BOOT,
-        os.pathsep.join(paths),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=workdir,
-        env=env,
-        start_new_session=True,
-    )
     try:
-        async with asyncio.timeout(tool.timeout_s):
-            out, err = await proc.communicate(request)
-    except TimeoutError:
-        raise ToolTimeoutError(
-            f"sandboxed tool {tool.name!r} ran longer than {tool.timeout_s:g}s and was killed",
-            tool=tool.name,
-        ) from None
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",
+            "-c",
+            _BOOT,
+            os.pathsep.join(p or os.getcwd() for p in sys.path),
+            str(os.getpid()),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=workdir,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            async with asyncio.timeout(tool.timeout_s + _GRACE_S):
+                out, err = await _exchange(proc, request)
+        except TimeoutError:
+            raise _timed_out(tool) from None
+        finally:
+            await _stop(proc)
     finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(Exception):
-                await proc.wait()
         await asyncio.to_thread(shutil.rmtree, workdir, True)
     return _answer(tool, proc.returncode or 0, out, err)
 
 
-def _answer(tool: Tool, code: int, out: bytes, err: bytes) -> Any:
-    limits = tool.limits
-    answer: Any = None
-    if out:
-        with contextlib.suppress(AgenticFlowError):
-            answer = unpack(out)
-    if isinstance(answer, dict) and answer.get("ok") is True:
-        return answer.get("result")
-    if isinstance(answer, dict) and answer.get("ok") is False:
-        kind = str(answer.get("type", "Exception"))
-        message = str(answer.get("message", ""))
-        if kind == "MemoryError":
-            message = f"ran out of memory (limit {limits.memory_mb} MiB)"
-        raise SandboxError(
-            f"sandboxed tool {tool.name!r} failed: {kind}: {message}",
-            tool=tool.name,
-            error_type=kind,
-        )
-    tail = err.decode(errors="replace").strip()[-500:]
-    if code == -signal.SIGXCPU or (code == -signal.SIGKILL and "MemoryError" not in tail):
-        what = f"used up its CPU time limit ({limits.cpu_s}s) and was killed"
-        if code == -signal.SIGKILL:
-            what = "was killed (CPU or memory limit)"
-    elif code == -signal.SIGXFSZ:
-        what = f"wrote a file over its size limit ({limits.file_size_mb} MiB) and was killed"
-    elif "MemoryError" in tail:
-        what = f"ran out of memory (limit {limits.memory_mb} MiB)"
-    elif code < 0:
-        what = f"was killed by signal {signal.Signals(-code).name}"
-    else:
-        what = f"exited with code {code} without an answer"
-    raise SandboxError(
-        f"sandboxed tool {tool.name!r} {what}" + (f": {tail}" if tail else ""),
+async def _exchange(proc: asyncio.subprocess.Process, request: bytes) -> tuple[bytes, bytes]:
+    """Feed the request, collect the answer (bounded) and the tail of stderr.
+
+    The readers get a moment after the supervisor exits, no more: the pipes
+    stay open while any process of the tool holds them.
+    """
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    answer, errors = bytearray(), bytearray()
+    async with asyncio.TaskGroup() as group:
+        group.create_task(_feed(proc.stdin, request))
+        readers = [
+            group.create_task(_collect(proc.stdout, answer, _MAX_ANSWER + _MIB, tail=False)),
+            group.create_task(_collect(proc.stderr, errors, _STDERR_TAIL, tail=True)),
+        ]
+        await proc.wait()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_DRAIN_S):
+                await asyncio.gather(*readers)
+    return bytes(answer), bytes(errors)
+
+
+async def _feed(stdin: asyncio.StreamWriter, request: bytes) -> None:
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        stdin.write(request)
+        await stdin.drain()
+        stdin.close()
+
+
+async def _collect(
+    stream: asyncio.StreamReader, into: bytearray, limit: int, *, tail: bool
+) -> None:
+    while chunk := await stream.read(65536):
+        if tail:
+            into += chunk
+            del into[:-limit]
+        elif len(into) <= limit:
+            into += chunk[: limit + 1 - len(into)]
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    """End a supervisor that has not answered: SIGTERM (it kills every process
+    of the call and reaps them), SIGKILL after a moment."""
+    if proc.returncode is not None:
+        return
+    try:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_STOP_S):
+                await proc.wait()
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            if os.geteuid() == 0:
+                _kill_user(UID_BASE + proc.pid)
+
+
+def _timed_out(tool: Tool) -> ToolTimeoutError:
+    return ToolTimeoutError(
+        f"sandboxed tool {tool.name!r} ran longer than {tool.timeout_s:g}s and was killed",
         tool=tool.name,
-        error_type="ProcessDied",
     )
 
 
-# The sandboxed process --------------------------------------------------
-def _limit(limits: SandboxLimits) -> None:
-    import resource
-
-    cpu = max(int(limits.cpu_s), 1)
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-    memory = limits.memory_mb * _MIB
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
-    size = limits.file_size_mb * _MIB
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+@functools.cache
+def _warn_once(tool: str, gaps: str) -> None:
+    log.warning("sandboxed tool %r runs with weaker isolation here: %s", tool, gaps)
 
 
-def _cut_network() -> bool:
-    """An own, empty network namespace, if unprivileged user namespaces are allowed."""
-    import ctypes
+def _answer(tool: Tool, code: int, out: bytes, err: bytes) -> SandboxRun:
+    """The supervisor's answer as a result, or the error it describes."""
+    answer: Any = None
+    if out and len(out) <= _MAX_ANSWER + _MIB:
+        with contextlib.suppress(AgenticFlowError):
+            answer = unpack(out)
+    tail = err.decode(errors="replace").strip()[-500:]
+    if not isinstance(answer, dict):
+        what = f"exited with code {code}" if code >= 0 else f"was killed by {_signame(-code)}"
+        raise SandboxError(
+            f"sandboxed tool {tool.name!r}: its sandbox {what} without an answer"
+            + (f": {tail}" if tail else ""),
+            tool=tool.name,
+            error_type="ProcessDied",
+        )
+    isolation = Isolation(**answer.get("isolation", {}))
+    gaps = isolation.gaps(tool.limits)
+    if gaps and isolation.jail != "none":
+        _warn_once(tool.name, "; ".join(gaps))
+    if answer.get("ok") is True:
+        return SandboxRun(answer.get("result"), isolation)
+    kind = str(answer.get("type", "Exception"))
+    if kind == "Timeout":
+        raise _timed_out(tool)
+    if kind == "ProcessDied":
+        raise SandboxError(
+            f"sandboxed tool {tool.name!r} {_death(tool.limits, answer, tail)}"
+            + (f": {tail}" if tail else ""),
+            tool=tool.name,
+            error_type=kind,
+        )
+    raise SandboxError(
+        f"sandboxed tool {tool.name!r} {_failure(tool.limits, isolation, answer)}",
+        tool=tool.name,
+        error_type=kind,
+    )
 
+
+def _failure(limits: SandboxLimits, isolation: Isolation, answer: dict[str, Any]) -> str:
+    """What the tool's exception means, in words."""
+    kind = str(answer.get("type", "Exception"))
+    message = str(answer.get("message", ""))
+    number = answer.get("errno")
+    what = f"failed: {kind}: {message}"
+    if kind == "MemoryError":
+        what = f"failed: MemoryError: ran out of memory (limit {limits.memory_mb} MiB)"
+    elif kind == "IsolationUnavailable":
+        what = f"was not run: {message} (SandboxLimits(require_isolation=True))"
+    elif kind == "TooLarge":
+        what = f"failed: its answer is over {_MAX_ANSWER // _MIB} MiB"
+    elif (kind == "BlockingIOError" and number == errno.EAGAIN) or (
+        kind == "RuntimeError" and "can't start new thread" in message
+    ):
+        what = f"hit its process limit ({limits.processes} processes): {kind}: {message}"
+    elif number == errno.EFBIG:
+        what = f"wrote a file over its size limit ({limits.file_size_mb} MiB): {kind}: {message}"
+    elif number == errno.EMFILE:
+        what = f"hit its open files limit ({limits.open_files}): {kind}: {message}"
+    elif isolation.network_isolated and (number in _NO_NETWORK or kind == "gaierror"):
+        what += " (the sandbox has no network; SandboxLimits(network=True) allows it)"
+    elif kind in {"FileNotFoundError", "PermissionError", "NotADirectoryError"} and (
+        "sandbox: " not in message  # the audit hook's own words say it already
+    ):
+        what += " (a sandboxed tool sees only its own working directory)"
+    return what
+
+
+def _death(limits: SandboxLimits, answer: dict[str, Any], tail: str) -> str:
+    """How the tool process died, in words."""
+    number = answer.get("signal")
+    if number == signal.SIGXCPU:
+        return f"used up its CPU time limit ({limits.cpu_s}s) and was killed"
+    if number == signal.SIGXFSZ:
+        return f"wrote a file over its size limit ({limits.file_size_mb} MiB) and was killed"
+    if "MemoryError" in tail:
+        return f"ran out of memory (limit {limits.memory_mb} MiB)"
+    if number == signal.SIGKILL:
+        return "was killed (CPU or memory limit)"
+    if number:
+        return f"was killed by {_signame(int(number))}"
+    return f"exited with code {answer.get('code')} without an answer"
+
+
+def _signame(number: int) -> str:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET)) == 0
-    except (OSError, AttributeError):
-        return False
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _kill_user(uid: int, *, reap: bool = False) -> None:
+    """SIGKILL every process of ``uid`` until none is left (a root worker's
+    tools each have a uid of their own, so this is exactly the call's).
+    ``reap``: in the supervisor, a subreaper, reap the orphans that come to it
+    (never in the worker: its event loop reaps its own children)."""
+    for _ in range(500):
+        alive = _processes_of(uid)
+        if not alive:
+            return
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if reap:
+            _reap()
+        time.sleep(0.002)
+    log.warning("processes of sandbox user %d outlived 500 rounds of SIGKILL", uid)
+
+
+def _processes_of(uid: int, *, zombies: bool = False) -> list[int]:
+    """Processes whose real uid is ``uid`` (from ``/proc/PID/status``: a
+    process that changed its uid has a /proc directory owned by root)."""
+    found = []
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/status", encoding="ascii", errors="replace") as f:
+                    status = dict(line.split(":", 1) for line in f if ":" in line)
+            except OSError:
+                continue
+            state = status.get("State", "").split()[:1]
+            uids = status.get("Uid", "").split()[:1]
+            if uids == [str(uid)] and (zombies or state not in (["Z"], ["X"])):
+                found.append(int(entry.name))
+    return found
+
+
+def _kill_descendants() -> None:
+    """SIGKILL every descendant of this process until none is left. The
+    supervisor is a subreaper: a process the tool detached (setsid, double
+    fork) is still its descendant."""
+    me = os.getpid()
+    for _ in range(500):
+        parents: dict[int, int] = {}
+        with os.scandir("/proc") as entries:
+            for entry in entries:
+                if not entry.name.isdigit():
+                    continue
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    stat = Path(f"/proc/{entry.name}/stat").read_text(encoding="ascii")
+                    state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+                    if state not in {"Z", "X"}:
+                        parents[int(entry.name)] = int(ppid)
+        doomed = {me}
+        grew = True
+        while grew:
+            found = {pid for pid, ppid in parents.items() if ppid in doomed} - doomed
+            doomed |= found
+            grew = bool(found)
+        doomed.discard(me)
+        if not doomed:
+            return
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _reap()
+        time.sleep(0.002)
+    log.warning("descendants of sandbox supervisor %d outlived 500 rounds of SIGKILL", me)
+
+
+def _reap(wait_s: float = 0.0) -> None:
+    """Reap our children; for up to ``wait_s`` while some are still alive."""
+    until = time.monotonic() + wait_s
+    with contextlib.suppress(ChildProcessError):
+        while True:
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+            if time.monotonic() >= until:
+                return
+            time.sleep(0.002)
+
+
+# The supervisor, the init and the tool process ------------------------------
+class _Kernel:
+    """The few system calls Python's ``os`` does not have (via libc)."""
+
+    def __init__(self) -> None:
+        self.libc = ctypes.CDLL(None, use_errno=True)
+
+    def prctl(self, option: int, value: int) -> int:
+        zero = ctypes.c_ulong(0)
+        return int(self.libc.prctl(ctypes.c_int(option), ctypes.c_ulong(value), zero, zero, zero))
+
+    def must_prctl(self, option: int, value: int) -> None:
+        if self.prctl(option, value) != 0:
+            raise OSError(ctypes.get_errno(), f"prctl({option}, {value}) failed")
+
+    def unshare(self, flags: int) -> bool:
+        return int(self.libc.unshare(ctypes.c_int(flags))) == 0
+
+    def drop_capabilities(self) -> None:
+        """Empty the bounding set, then every capability set: nothing left to
+        leave a chroot with, nor to regain on exec."""
+        cap = 0
+        while self.prctl(_PR_CAPBSET_DROP, cap) == 0:
+            cap += 1
+        if ctypes.get_errno() != errno.EINVAL:  # EINVAL: past the last capability
+            raise OSError(ctypes.get_errno(), "cannot drop the capability bounding set")
+
+        class Header(ctypes.Structure):
+            _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+        class Data(ctypes.Structure):
+            _fields_ = (
+                ("effective", ctypes.c_uint32),
+                ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32),
+            )
+
+        if self.libc.capset(ctypes.byref(Header(_CAP_VERSION_3, 0)), (Data * 2)()) != 0:
+            raise OSError(ctypes.get_errno(), "cannot drop capabilities")
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the supervisor obtained from the kernel before forking."""
+
+    uid: int
+    """The tool's user, seen from outside any user namespace."""
+    own_user: bool
+    """Root: ``uid`` is the call's own, the tool process switches to it."""
+    user_namespace: bool
+    pid_namespace: bool
+    network_isolated: bool
+    chroot: bool
+    """Whether the tool process may try to chroot."""
+
+    def isolation(self, jail: str) -> Isolation:
+        return Isolation(
+            jail=jail,
+            network_isolated=self.network_isolated,
+            pid_namespace=self.pid_namespace,
+            user_namespace=self.user_namespace,
+            uid=self.uid,
+        )
+
+
+def _prepare(kernel: _Kernel, limits: SandboxLimits, without: set[str]) -> _Plan:
+    """Enter what namespaces the kernel allows (the supervisor itself, so that
+    its next child is pid 1 of the new pid namespace)."""
+    wanted = _CLONE_NEWPID | (0 if limits.network else _CLONE_NEWNET)
+    may = "namespaces" not in without
+    if "root" in without and os.geteuid() == 0:
+        os.chown(".", _NOBODY, _NOBODY)
+        os.setgroups([])
+        os.setresgid(_NOBODY, _NOBODY, _NOBODY)
+        os.setresuid(_NOBODY, _NOBODY, _NOBODY)
+        kernel.prctl(_PR_SET_DUMPABLE, 1)  # else /proc/self/uid_map stays root's
+    if os.geteuid() == 0:
+        uid = UID_BASE + os.getpid()
+        os.chown(".", uid, uid)
+        got = 0
+        if may:
+            for flags in (wanted, _CLONE_NEWPID, wanted & _CLONE_NEWNET):
+                if flags and not got & flags and kernel.unshare(flags):
+                    got |= flags
+        return _Plan(
+            uid=uid,
+            own_user=True,
+            user_namespace=False,
+            pid_namespace=bool(got & _CLONE_NEWPID),
+            network_isolated=bool(got & _CLONE_NEWNET),
+            chroot="chroot" not in without,
+        )
+    outside_uid, outside_gid = os.geteuid(), os.getegid()
+    if may and kernel.unshare(_CLONE_NEWUSER | wanted):
+        # Map only ourselves (what an unprivileged process may): root inside,
+        # the worker's user outside. setgroups must be denied first.
+        for name, text in (
+            ("setgroups", "deny"),
+            ("uid_map", f"0 {outside_uid} 1"),
+            ("gid_map", f"0 {outside_gid} 1"),
+        ):
+            with open(f"/proc/self/{name}", "w", encoding="ascii") as f:
+                f.write(text)
+        return _Plan(
+            uid=outside_uid,
+            own_user=False,
+            user_namespace=True,
+            pid_namespace=True,
+            network_isolated=not limits.network,
+            chroot="chroot" not in without,
+        )
+    return _Plan(
+        uid=outside_uid,
+        own_user=False,
+        user_namespace=False,
+        pid_namespace=False,
+        network_isolated=False,
+        chroot=False,
+    )
 
 
 def _resolve(target: str) -> Tool:
@@ -173,35 +610,350 @@ def _resolve(target: str) -> Tool:
     return value
 
 
-async def _call(tool: Tool, params: dict[str, Any], call: ToolCall) -> Any:
-    from worker.tools.spec import plain
-
-    model = tool.validate(params)
-    args: tuple[Any, ...] = (model, call) if tool.takes_call else (model,)
-    result = tool.fn(*args)
-    if asyncio.iscoroutine(result):
-        result = await result
-    return plain(result)
+def _tasks_of(uid: int) -> int:
+    """Processes and threads of ``uid`` now (what RLIMIT_NPROC counts)."""
+    count = 0
+    for pid in _processes_of(uid, zombies=True):  # a zombie counts until reaped
+        with contextlib.suppress(OSError):
+            count += len(os.listdir(f"/proc/{pid}/task"))
+    return count
 
 
-def main() -> None:
-    """Entry point of the sandboxed process (see :func:`run_sandboxed`)."""
+def _limit(limits: SandboxLimits, processes: int) -> None:
+    import resource
+
+    cpu = max(int(limits.cpu_s), 1)
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    memory = limits.memory_mb * _MIB
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
+    size = limits.file_size_mb * _MIB
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
+
+
+def _jail_hook(root: str) -> Callable[[str, tuple[Any, ...]], None]:
+    """An audit hook refusing paths outside ``root``, new programs, native
+    code and signals to other processes.
+
+    Not a security boundary: code that reaches the system calls without going
+    through an audited function (ctypes objects made before, a C extension)
+    is not stopped. It only stands in where the kernel allows no chroot.
+    """
+    paths = {
+        "open": (0,),
+        "os.listdir": (0,),
+        "os.scandir": (0,),
+        "os.chdir": (0,),
+        "os.mkdir": (0,),
+        "os.remove": (0,),
+        "os.rmdir": (0,),
+        "os.rename": (0, 1),
+        "os.link": (0, 1),
+        "os.symlink": (1,),
+        "os.chmod": (0,),
+        "os.chown": (0,),
+        "os.truncate": (0,),
+        "os.utime": (0,),
+        "os.listxattr": (0,),
+        "os.getxattr": (0,),
+        "os.setxattr": (0,),
+        "os.removexattr": (0,),
+        "shutil.copyfile": (0, 1),
+    }
+    forbidden = (
+        "os.exec",
+        "os.posix_spawn",
+        "os.spawn",
+        "os.system",
+        "os.startfile",
+        "subprocess.Popen",
+        "ctypes.dlopen",
+        "ctypes.dlsym",
+        "ctypes.call_function",
+        "os.chroot",
+    )
+    me = os.getpid()
+
+    def inside(path: Any) -> bool:
+        if isinstance(path, int) or path is None:
+            return True  # an open file descriptor, or the current directory
+        real = os.path.realpath(os.fsdecode(path))
+        return real == root or real.startswith(root + os.sep)
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event in paths:
+            for index in paths[event]:
+                if index < len(args) and not inside(args[index]):
+                    raise PermissionError(
+                        errno.EACCES,
+                        f"sandbox: {args[index]!r} is outside the tool's working directory",
+                    )
+        elif event.startswith(forbidden):
+            raise PermissionError(errno.EPERM, f"sandbox: {event} is not allowed")
+        elif event in {"os.kill", "os.killpg"} and args and args[0] not in {0, me, os.getpid()}:
+            raise PermissionError(errno.EPERM, f"sandbox: {event}{args} is not allowed")
+
+    return hook
+
+
+def _confine(kernel: _Kernel, plan: _Plan, limits: SandboxLimits) -> str:
+    """Jail the tool process and drop its privileges; returns the jail."""
+    jail = "audit-hook"
+    if plan.chroot:
+        try:
+            os.chroot(".")
+            os.chdir("/")
+            jail = "chroot"
+        except OSError:
+            pass  # no CAP_SYS_CHROOT here: the audit hook below
+    workdir = os.getcwd()
+    if plan.own_user:
+        os.setgroups([])
+        os.setresgid(plan.uid, plan.uid, plan.uid)
+        os.setresuid(plan.uid, plan.uid, plan.uid)  # from root: all capabilities go
+        processes = limits.processes
+    elif plan.user_namespace:
+        kernel.drop_capabilities()
+        processes = limits.processes + 2  # the supervisor and the init count too
+    else:
+        processes = limits.processes + _tasks_of(os.geteuid())
+    _limit(limits, processes)
+    kernel.must_prctl(_PR_SET_NO_NEW_PRIVS, 1)
+    os.environ["HOME"] = os.environ["TMPDIR"] = workdir
+    tempfile.tempdir = workdir
+    if jail == "audit-hook":
+        sys.addaudithook(_jail_hook(os.path.realpath(workdir)))
+    return jail
+
+
+class _IsolationUnavailableError(Exception):
+    """The kernel refuses what ``require_isolation`` asks for."""
+
+
+def _check_isolation(isolation: Isolation, limits: SandboxLimits) -> None:
+    missing = isolation.gaps(limits)
+    if limits.require_isolation and missing:
+        raise _IsolationUnavailableError("; ".join(missing))
+
+
+_Job = tuple[Tool, Any, ToolCall, SandboxLimits]
+"""The tool, its validated params, the call and the limits."""
+
+
+def _tool_process(kernel: _Kernel, plan: _Plan, job: _Job, answer_fd: int) -> NoReturn:
+    """Confine, call, answer, exit. Processes the tool forks come back through
+    here and leave without answering."""
+    tool, model, call, limits = job
+    me = os.getpid()
+    body = b""
+    jail = "none"
+    try:
+        kernel.must_prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        os.setpgid(0, 0)
+        jail = _confine(kernel, plan, limits)
+        _check_isolation(plan.isolation(jail), limits)
+        args: tuple[Any, ...] = (model, call) if tool.takes_call else (model,)
+        result = tool.fn(*args)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        body = pack({"ok": True, "result": plain(result), "jail": jail})
+    except MemoryError:
+        body = pack({"ok": False, "type": "MemoryError", "message": "out of memory", "jail": jail})
+    except _IsolationUnavailableError as exc:
+        body = pack(
+            {"ok": False, "type": "IsolationUnavailable", "message": str(exc), "jail": jail}
+        )
+    except Exception as exc:
+        number = exc.errno if isinstance(exc, OSError) else None
+        body = pack(
+            {
+                "ok": False,
+                "type": type(exc).__name__,
+                "message": str(exc),
+                "errno": number,
+                "jail": jail,
+            }
+        )
+    finally:
+        if os.getpid() == me:
+            with contextlib.suppress(OSError):
+                view = memoryview(body)
+                while view:
+                    view = view[os.write(answer_fd, view) :]
+        os._exit(0 if os.getpid() == me else 1)
+
+
+def _init_process(kernel: _Kernel, tool_pid: int, status_fd: int) -> NoReturn:
+    """Pid 1 of the tool's namespace: waits for the tool process and passes
+    its end on (a pid-namespace init ignores SIGXCPU, so the tool is not it).
+    When this process exits, the kernel kills everything left in the namespace."""
+    try:
+        kernel.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        _, status = os.waitpid(tool_pid, 0)
+        os.write(status_fd, status.to_bytes(4, "little", signed=True))
+    finally:
+        os._exit(0)
+
+
+def _spawn(kernel: _Kernel, plan: _Plan, job: _Job, answer_fd: int) -> tuple[int, int, int]:
+    """Fork the init and, from it, the tool process; returns the init's pid and
+    the read ends of the answer and status pipes. On SIGTERM (the worker
+    gives up on the call) the init is killed, and with it the tool."""
+    reader, writer = os.pipe()
+    status_r, status_w = os.pipe()
+    inits: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        for pid in inits:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    signal.signal(signal.SIGTERM, stop)
+    init = os.fork()
+    if init == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for fd in (answer_fd, reader, status_r):
+            os.close(fd)
+        tool_pid = os.fork()
+        if tool_pid == 0:
+            os.close(status_w)
+            _tool_process(kernel, plan, job, writer)
+        os.close(writer)
+        with contextlib.suppress(OSError):
+            os.setpgid(tool_pid, tool_pid)
+        _init_process(kernel, tool_pid, status_w)
+    inits.append(init)
+    os.close(writer)
+    os.close(status_w)
+    return init, reader, status_r
+
+
+def _supervise(
+    init: int, reader: int, status_fd: int, deadline: float
+) -> tuple[bytes, bytes, bool]:
+    """Wait for the init, reading the tool's answer; kill the init (so the whole
+    pid namespace) at the deadline. Returns (answer, status bytes, timed out)."""
+    answer = bytearray()
+    timed_out = False
+    pidfd = os.pidfd_open(init)
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(reader, selectors.EVENT_READ)
+            selector.register(pidfd, selectors.EVENT_READ)
+            ended = False
+            while not ended:
+                left = deadline - time.monotonic()
+                if left <= 0 and not timed_out:
+                    timed_out = True
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(init, signal.SIGKILL)
+                for key, _ in selector.select(None if timed_out else left):
+                    if key.fd == pidfd:
+                        ended = True
+                    elif not _read_into(reader, answer):
+                        selector.unregister(reader)
+    finally:
+        os.close(pidfd)
+    os.waitpid(init, 0)
+    os.set_blocking(reader, False)
+    with contextlib.suppress(BlockingIOError):
+        while _read_into(reader, answer):
+            pass
+    os.set_blocking(status_fd, False)
+    status = b""
+    with contextlib.suppress(BlockingIOError):
+        status = os.read(status_fd, 64)
+    return bytes(answer), status, timed_out
+
+
+def _read_into(fd: int, into: bytearray) -> bool:
+    """Read a chunk; False at EOF. Past the answer limit, chunks are dropped
+    (still read, so the writer does not block)."""
+    chunk = os.read(fd, 65536)
+    if len(into) <= _MAX_ANSWER:
+        into += chunk
+    return bool(chunk)
+
+
+def _clean_up(plan: _Plan) -> None:
+    """Kill what the tool left (with a pid namespace, the kernel already did)
+    and reap it, so that no zombie outlives the call."""
+    if plan.own_user:
+        _kill_user(plan.uid, reap=True)
+    _kill_descendants()
+    _reap(wait_s=_DRAIN_S)
+
+
+def _compose(body: bytes, status: bytes, timed_out: bool) -> dict[str, Any]:
+    """The supervisor's answer from what the tool process wrote and how it ended."""
+    if timed_out:
+        return {"ok": False, "type": "Timeout"}
+    if len(body) > _MAX_ANSWER:
+        return {"ok": False, "type": "TooLarge"}
+    if body:
+        try:
+            answer = unpack(body)
+        except AgenticFlowError:
+            answer = None
+        if isinstance(answer, dict):
+            return answer
+        return {"ok": False, "type": "BadAnswer", "message": "the tool process wrote garbage"}
+    died: dict[str, Any] = {"ok": False, "type": "ProcessDied", "code": None, "signal": None}
+    if len(status) >= 4:
+        code = int.from_bytes(status[:4], "little", signed=True)
+        died["signal"] = os.WTERMSIG(code) if os.WIFSIGNALED(code) else None
+        died["code"] = os.WEXITSTATUS(code) if os.WIFEXITED(code) else None
+    return died
+
+
+def _run(
+    kernel: _Kernel, request: dict[str, Any], started: float, answer_fd: int
+) -> dict[str, Any]:
+    """Everything the supervisor does between reading the request and answering."""
+    limits = SandboxLimits(**request["limits"])
+    tool = _resolve(str(request["target"]))
+    job = (tool, tool.validate(request["params"]), ToolCall(**request["call"]), limits)
+    for name in _PRELOAD:
+        __import__(name)
+    kernel.prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    plan = _prepare(kernel, limits, set(request.get("without", ())))
+    init, reader, status_r = _spawn(kernel, plan, job, answer_fd)
+    deadline = started + float(request["timeout_s"])
+    body, status, timed_out = _supervise(init, reader, status_r, deadline)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the init is reaped: its pid is not ours
+    _clean_up(plan)
+    answer = _compose(body, status, timed_out)
+    answer["isolation"] = vars_of(plan.isolation(str(answer.pop("jail", "none"))))
+    return answer
+
+
+def main(started: float | None = None) -> None:
+    """Entry point of the sandbox's supervisor (see :func:`run_sandboxed`);
+    ``started``: when its interpreter started (the timeout counts from there)."""
+    started = time.monotonic() if started is None else started
+    kernel = _Kernel()
+    kernel.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if len(sys.argv) > 2 and os.getppid() != int(sys.argv[2]):
+        os._exit(1)  # the worker is already gone
     answer_to = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # the tool's prints go to stderr, not into the answer
     try:
         request = unpack(sys.stdin.buffer.read())
-        limits = SandboxLimits(**request["limits"])
-        isolated = False if limits.network else _cut_network()
-        _limit(limits)
-        tool = _resolve(str(request["target"]))
-        result = asyncio.run(_call(tool, request["params"], ToolCall(**request["call"])))
-        body = pack({"ok": True, "result": result, "network_isolated": isolated})
-    except MemoryError:
-        body = pack({"ok": False, "type": "MemoryError", "message": "out of memory"})
+        answer = _run(kernel, request, started, answer_to.fileno())
     except Exception as exc:
-        body = pack({"ok": False, "type": type(exc).__name__, "message": str(exc)})
-    answer_to.write(body)
+        answer = {"ok": False, "type": type(exc).__name__, "message": f"sandbox setup: {exc}"}
+    answer_to.write(pack(answer))
     answer_to.flush()
 
 
-__all__ = ["main", "run_sandboxed"]
+__all__ = [
+    "MECHANISMS",
+    "UID_BASE",
+    "Isolation",
+    "SandboxRun",
+    "main",
+    "run_sandboxed",
+    "sandbox_run",
+]

@@ -84,16 +84,35 @@ class BreakerPolicy:
 
 @dataclass(frozen=True, slots=True)
 class SandboxLimits:
-    """Resource limits of a sandboxed tool's process (``resource.setrlimit``)."""
+    """Limits of a sandboxed tool's process (see :mod:`worker.tools.sandbox`).
+
+    Raises ConfigError for a limit below 1.
+    """
 
     cpu_s: int = 10
+    """CPU seconds (RLIMIT_CPU): SIGXCPU, then SIGKILL a second later."""
     memory_mb: int = 512
     """Address space (RLIMIT_AS): the interpreter itself needs ~100 MiB of it."""
     open_files: int = 64
     file_size_mb: int = 16
+    processes: int = 16
+    """Processes and threads the tool may have at once, itself included
+    (RLIMIT_NPROC, counted per call where the kernel allows: a fork bomb stops
+    there)."""
     network: bool = False
     """False: the process gets its own empty network namespace where the kernel
-    allows unprivileged user namespaces (otherwise it keeps the host's network)."""
+    allows it (otherwise it keeps the host's network, unless
+    ``require_isolation``)."""
+    require_isolation: bool = False
+    """True: refuse to run the tool (SandboxError) where the kernel allows no
+    chroot jail or, with ``network=False``, no network namespace. False: run it
+    with what the kernel allows (the worker logs a warning once per tool)."""
+
+    def __post_init__(self) -> None:
+        numbers = ("cpu_s", "memory_mb", "open_files", "file_size_mb", "processes")
+        low = [name for name in numbers if getattr(self, name) < 1]
+        if low:
+            raise ConfigError(f"sandbox limits must be at least 1: {', '.join(low)}")
 
 
 @dataclass(frozen=True, slots=True)
