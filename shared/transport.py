@@ -184,6 +184,7 @@ class Bus:
 
         options = connect_options(settings)  # credentials, TLS, inbox prefix
         stop_on_tls = asyncio.ensure_future(tls_failed.wait())
+        connecting: asyncio.Future[NatsClient] | None = None
         try:
             connecting = asyncio.ensure_future(
                 nats.connect(
@@ -206,8 +207,7 @@ class Bus:
             await asyncio.wait({connecting, stop_on_tls}, return_when=asyncio.FIRST_COMPLETED)
             if not connecting.done():
                 # After a failed TLS handshake nats-py waits for ever for the plain
-                # stream start_tls took over to close: give up on it.
-                connecting.cancel()
+                # stream start_tls took over to close: give up on it (finally).
                 raise TransportError(f"cannot connect to NATS at {settings.nats_url}: {errors[-1]}")
             nc = connecting.result()
         except (OSError, nats.errors.Error) as exc:
@@ -215,6 +215,8 @@ class Bus:
             raise TransportError(f"cannot connect to NATS at {settings.nats_url}: {why}") from exc
         finally:
             stop_on_tls.cancel()
+            if connecting is not None and not connecting.done():
+                connecting.cancel()
         nc.options["max_reconnect_attempts"] = -1  # once up, reconnect for ever
         bus = cls(nc=nc, settings=settings, seal=seal)
         holder.append(bus)
