@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -33,10 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from benchmarks.run import Options
-from benchmarks.telemetry import SCENARIO_KEYS, one_round, summarise
+from benchmarks.telemetry import SCENARIO_KEYS, one_round, report_modes, summarise
 from shared.security import DATA_KEYS_FILE, TRUST_FILE, init_keys
 
 RESULTS = Path(__file__).parent / "results" / "security.json"
@@ -124,38 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options, rounds, modes = parse_args(argv)
     started = time.perf_counter()
     report = asyncio.run(measure(options, rounds, modes))
-    table = Table(
-        title=f"Signing and encryption against off ({'quick' if options.quick else 'full'}, "
-        f"median of {rounds} rounds; {os.cpu_count()} CPUs, {options.workers} workers)"
-    )
-    table.add_column("scenario")
-    table.add_column("metric")
-    for mode in modes:
-        table.add_column(mode, justify="right")
-    for row in report["summary"]:
-        cells = [f"{row['median']['off']:.1f}"] + [
-            f"{row['median'][mode]:.1f} ({row['cost_percent'][mode]:+.1f}%)" for mode in modes[1:]
-        ]
-        table.add_row(row["title"], f"{row['metric']} ({row['unit']})", *cells)
-    console.print(table)
-    options.output.parent.mkdir(parents=True, exist_ok=True)
-    options.output.write_text(
-        json.dumps(
-            {
-                **report,
-                "mode": "quick" if options.quick else "full",
-                "rounds": rounds,
-                "machine": {
-                    "cpu_count": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "platform": platform.platform(),
-                },
-                "elapsed_s": round(time.perf_counter() - started, 1),
-            },
-            indent=2,
-        )
-    )
-    console.print(f"wrote {options.output}")
+    report_modes("Signing and encryption", report, options, rounds, modes, started=started)
     return 0
 
 

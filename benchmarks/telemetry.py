@@ -213,13 +213,20 @@ async def measure(options: Options, rounds: int, modes: tuple[str, ...]) -> dict
     return {"figures": figures, "summary": summarise(figures), "collector": counts}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Measure and report; returns the exit code."""
-    options, rounds, modes = parse_args(argv)
-    started = time.perf_counter()
-    report = asyncio.run(measure(options, rounds, modes))
+def report_modes(
+    what: str,
+    report: dict[str, Any],
+    options: Options,
+    rounds: int,
+    modes: tuple[str, ...],
+    *,
+    started: float,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Print the modes-against-off table and write the JSON report (with the
+    machine's CPU count) to ``options.output``."""
     table = Table(
-        title=f"Telemetry modes against off ({'quick' if options.quick else 'full'}, median of "
+        title=f"{what} against off ({'quick' if options.quick else 'full'}, median of "
         f"{rounds} rounds; {os.cpu_count()} CPUs, {options.workers} workers)"
     )
     table.add_column("scenario")
@@ -232,7 +239,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         table.add_row(row["title"], f"{row['metric']} ({row['unit']})", *cells)
     console.print(table)
-    console.print(f"collector received: {report['collector']}")
     options.output.parent.mkdir(parents=True, exist_ok=True)
     options.output.write_text(
         json.dumps(
@@ -240,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 **report,
                 "mode": "quick" if options.quick else "full",
                 "rounds": rounds,
-                "modes": {mode: telemetry_env(mode, "ENDPOINT") for mode in modes},
+                **(extra or {}),
                 "machine": {
                     "cpu_count": os.cpu_count(),
                     "python": platform.python_version(),
@@ -252,6 +258,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     console.print(f"wrote {options.output}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Measure and report; returns the exit code."""
+    options, rounds, modes = parse_args(argv)
+    started = time.perf_counter()
+    report = asyncio.run(measure(options, rounds, modes))
+    console.print(f"collector received: {report['collector']}")
+    report_modes(
+        "Telemetry modes",
+        report,
+        options,
+        rounds,
+        modes,
+        started=started,
+        extra={"modes": {mode: telemetry_env(mode, "ENDPOINT") for mode in modes}},
+    )
     return 0
 
 

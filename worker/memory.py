@@ -24,7 +24,7 @@ from nats.js.kv import KeyValue
 
 from shared.codec import MAX_DEPTH, pack, unpack
 from shared.errors import ConfigError, StateConflictError
-from shared.transport import Bus, KVConflict, KVNotFound
+from shared.transport import Bus, KVNotFound
 
 _NAME = re.compile(r"^[A-Za-z0-9_\-=]{1,128}\Z")
 MAX_VALUE_BYTES = 256 * 1024
@@ -97,18 +97,10 @@ class AgentMemory:
         for _ in range(attempts):
             current, revision = await self._read(key)
             new = change(default if current is _MISSING else current)
-            blob = self._encode(key, new)
             try:
-                if revision:
-                    await store.update(key, blob, last=revision)
-                else:
-                    await store.create(key, blob)
-            except (KVConflict, *KVNotFound):
+                await self.bus.kv_put_cas(store, key, self._encode(key, new), revision)
+            except StateConflictError:
                 continue
-            except Exception as exc:  # nats-py raises its own error when the key exists
-                if "wrong last sequence" in str(exc).lower():
-                    continue
-                raise
             return new
         raise StateConflictError(f"memory {key!r} changed under {attempts} updates in a row")
 
