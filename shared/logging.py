@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -28,6 +29,44 @@ def add_trace_ids(
         event_dict.setdefault("trace_id", f"{context.trace_id:032x}")
         event_dict.setdefault("span_id", f"{context.span_id:016x}")
     return event_dict
+
+
+class _StderrLogger:
+    """structlog's output: one line on whatever ``sys.stderr`` is *now*.
+
+    structlog's ``PrintLogger`` keeps the stream it was given, so a process
+    (or a test run) that swaps ``sys.stderr`` after configuring leaves every
+    cached logger writing to a closed file; looking it up per line costs
+    nothing next to rendering the line.
+    """
+
+    _lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A logging handler that writes to the current ``sys.stderr`` (like
+    logging's own last-resort handler)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def _stderr_logger(*_args: Any) -> _StderrLogger:
+    return _StderrLogger()
 
 
 def configure_logging(*, level: str = "info", fmt: str = "auto") -> None:
@@ -49,10 +88,10 @@ def configure_logging(*, level: str = "info", fmt: str = "auto") -> None:
     structlog.configure(
         processors=[*common, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(number),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
