@@ -49,7 +49,7 @@ from shared.metrics import configure_metrics, shutdown_metrics
 from shared.names import queue_of
 from shared.telemetry import configure_tracing, shutdown_tracing
 from shared.transport import Bus, connected
-from shared.workflow import load_workflow_file
+from shared.workflow import WorkflowDefinition, load_workflow_file
 from worker.app import AgentApp, load_app
 from worker.runtime import Worker
 
@@ -417,9 +417,19 @@ def _show_outcome(
 
 @app.command()
 def submit(
-    file: Annotated[Path, typer.Argument(help="Workflow file (YAML or JSON).")],
+    file: Annotated[
+        Path | None, typer.Argument(help="Workflow file (YAML or JSON); or use --template.")
+    ] = None,
     input_json: Annotated[
         str | None, typer.Option("--input", help="Workflow input: JSON, or @file.json.")
+    ] = None,
+    template: Annotated[
+        str | None,
+        typer.Option("--template", help="Run this template (see `agenticflow templates`)."),
+    ] = None,
+    params: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="A template parameter, k=v (repeatable)."),
     ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait for the end; exit 1 if it failed.")
@@ -432,12 +442,21 @@ def submit(
     nats: NatsOpt = None,
     prefix: PrefixOpt = None,
 ) -> None:
-    """Submit a workflow file; prints its id (and, with --wait, its final state)."""
+    """Submit a workflow file or a template; prints its id (and, with --wait,
+    its final state)."""
     settings = _settings(nats, prefix)
+    if (file is None) == (template is None):
+        err.print("[red]error:[/red] give a workflow file or --template NAME (not both)")
+        raise typer.Exit(EXIT_INPUT)
+    if params and template is None:
+        err.print("[red]error:[/red] --param goes with --template")
+        raise typer.Exit(EXIT_INPUT)
     try:
-        definition = load_workflow_file(file)
+        definition = (
+            load_workflow_file(file) if file is not None else _from_template(template, params)
+        )
     except WorkflowDefinitionError as exc:
-        err.print("[red]error:[/red] invalid workflow file:")
+        err.print(f"[red]error:[/red] invalid {'workflow file' if file else 'template'}:")
         for problem in exc.problems:
             err.print(f"  {problem}")
         raise typer.Exit(EXIT_INPUT) from exc
@@ -452,6 +471,22 @@ def submit(
         return await client.wait(wid, timeout=timeout)
 
     _show_outcome(settings, go, timeout=timeout, as_json=as_json)
+
+
+def _from_template(name: str | None, params: list[str] | None) -> WorkflowDefinition:
+    """The template's workflow with ``k=v`` parameters; raises WorkflowDefinitionError."""
+    from coordinator.supervisor.templates import Templates  # only for --template
+
+    given: dict[str, str] = {}
+    for item in params or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise WorkflowDefinitionError(f"--param {item!r} must be key=value")
+        given[key.strip()] = value
+    try:
+        return Templates.load().get(str(name)).render(given)
+    except NotFoundError as exc:
+        raise WorkflowDefinitionError(str(exc)) from exc
 
 
 @app.command()
@@ -1432,5 +1467,8 @@ def main() -> None:
     """Console-script entry point."""
     app()
 
+
+# `ask` and `templates` live in their own module and register on `app` when imported.
+from agenticflow import ask_cli as _ask_cli  # noqa: E402, F401
 
 __all__ = ["app", "main"]

@@ -19,6 +19,10 @@ each class carries a stable ``code`` used in logs and in events. Foreign errors
     │   ├── PublishTimeoutError          (also a TimeoutError)
     │   └── StateConflictError           a KV compare-and-set lost the race
     ├── NotFoundError                    no such workflow, app or attribute
+    ├── PlanningError                    a query cannot be turned into a workflow
+    │   ├── InvalidPlanError             a planner's plan fails validation (after one repair)
+    │   ├── PlannerUnavailableError      the LLM endpoint is down, slow or refuses
+    │   └── UnservedCapabilityError      no live agent serves a planned task's capability
     └── TaskError                        raised by handlers; decides retries
         ├── NonRetryableError            never retried
         │   └── ReplayDivergedError      a re-execution made a call the recording lacks
@@ -222,6 +226,38 @@ class InterventionRefusedError(AgenticFlowError):
         self.code = code
 
 
+class PlanningError(AgenticFlowError):
+    """A query cannot be turned into a workflow (empty, meaningless, unplannable)."""
+
+    code = "planning_error"
+
+
+class InvalidPlanError(PlanningError):
+    """A planner produced a plan that fails validation; ``problems`` lists each issue."""
+
+    code = "invalid_plan"
+
+    def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[str] = problems if problems is not None else [message]
+
+
+class PlannerUnavailableError(PlanningError):
+    """The planner's backend (an LLM endpoint) is down, too slow, or refuses."""
+
+    code = "planner_unavailable"
+
+
+class UnservedCapabilityError(PlanningError):
+    """No live agent serves a capability the plan needs; ``capabilities`` names them."""
+
+    code = "unserved_capability"
+
+    def __init__(self, message: str, *, capabilities: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.capabilities: list[str] = capabilities or []
+
+
 class IllegalTransitionError(AgenticFlowError):
     """An agent instance was asked to make a move its state machine forbids."""
 
@@ -312,12 +348,15 @@ __all__ = [
     "ForgedMessageError",
     "IllegalTransitionError",
     "InterventionRefusedError",
+    "InvalidPlanError",
     "MalformedMessageError",
     "MessageError",
     "NonRetryableError",
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "PlannerUnavailableError",
+    "PlanningError",
     "PublishTimeoutError",
     "RateLimitedError",
     "RecordedEffectError",
@@ -337,6 +376,7 @@ __all__ = [
     "UndecryptableMessageError",
     "UnknownSchemaVersionError",
     "UnknownToolError",
+    "UnservedCapabilityError",
     "WorkflowDefinitionError",
     "WorkflowGraphError",
 ]

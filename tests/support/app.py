@@ -186,5 +186,35 @@ async def remember(ctx: TaskContext) -> dict[str, Any]:
     return {"runs": runs, "note": await ctx.memory.get("note"), "keys": await ctx.memory.keys()}
 
 
-app = AgentApp("tests-all").include(core).include(debugging).include(steering)
+supervised = AgentApp("tests-supervised")
+"""Agents for plans made by the supervisor (``agenticflow ask``)."""
+
+
+def _text(ctx: TaskContext) -> str:
+    """The step's item, else its dependencies' texts, else its instruction."""
+    if "item" in ctx.params:
+        return str(ctx.params["item"])
+    found = [str(v.get("text", v)) if isinstance(v, dict) else str(v) for v in ctx.inputs.values()]
+    return " | ".join(found) or str(ctx.params.get("instruction", ""))
+
+
+@supervised.agent(capabilities=["summarize"], description="Summarise a document into a brief")
+async def summarizer(ctx: TaskContext) -> dict[str, Any]:
+    """The first five words of the text."""
+    return {"text": " ".join(_text(ctx).split()[:5]), "by": "summarize"}
+
+
+@supervised.agent(capabilities=["translate"], description="Translate text into another language")
+async def translator(ctx: TaskContext) -> dict[str, Any]:
+    """The text in upper case (our one foreign language)."""
+    return {"text": _text(ctx).upper(), "by": "translate"}
+
+
+@supervised.agent(capabilities=["write"], description="Write a draft article")
+async def writer(ctx: TaskContext) -> dict[str, Any]:
+    """A one-line article about the text."""
+    return {"text": f"article: {_text(ctx)}", "by": "write"}
+
+
+app = AgentApp("tests-all").include(core).include(debugging).include(steering).include(supervised)
 """What the session cluster's workers serve."""

@@ -1,0 +1,157 @@
+"""The supervisor: a query in, a checked plan out, and the workflow that runs it.
+
+::
+
+    supervisor = Supervisor(client=client, settings=settings)
+    planned = await supervisor.plan("research bees, then write an article")
+    print(planned.plan.strategy, [s.capability for s in planned.plan.steps])
+    workflow_id = await supervisor.submit(planned.plan)
+
+Planning reads the live agent registry first (:class:`Catalog`), so the plan
+uses what is running now, and a step no live agent can serve is reported
+before anything starts (:class:`~shared.errors.UnservedCapabilityError`).
+The ``llm`` planner falls back to the ``rules`` planner when its endpoint is
+down or slow, and the plan's notes say so; an LLM plan that stays invalid
+after one repair is an error, never silently replaced.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from coordinator.supervisor.catalog import Catalog
+from coordinator.supervisor.plan import Plan, PlanStep
+from coordinator.supervisor.planner import Planner
+from coordinator.supervisor.rules import RulesPlanner
+from coordinator.supervisor.templates import Templates
+from shared.config import Settings
+from shared.errors import ConfigError, PlannerUnavailableError, UnservedCapabilityError
+
+if TYPE_CHECKING:
+    from coordinator.client import Client
+
+Allocation = Literal["queue", "auction"]
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A checked plan with what it was planned against and how long it took."""
+
+    plan: Plan
+    catalog: Catalog
+    planning_ms: float
+
+
+class Supervisor:
+    """Plans queries against the live cluster and submits the plans."""
+
+    def __init__(
+        self,
+        *,
+        client: Client | None,
+        settings: Settings,
+        templates: Templates | None = None,
+        planners: Mapping[str, Planner] | None = None,
+    ) -> None:
+        """``client`` may be None for planning against a given catalog only."""
+        self.client = client
+        self.settings = settings
+        self.templates = templates if templates is not None else Templates.load()
+        self.planners: dict[str, Planner] = dict(planners or {})
+        self.planners.setdefault("rules", RulesPlanner())
+
+    def planner(self, name: str) -> Planner:
+        """The planner called ``name``; the ``llm`` one is made from the settings
+        on first use. Raises ConfigError for an unknown name."""
+        if name not in self.planners and name == "llm":
+            from coordinator.supervisor.llm import LlmPlanner  # httpx only when used
+
+            self.planners["llm"] = LlmPlanner.from_settings(self.settings)
+        if name not in self.planners:
+            raise ConfigError(
+                f"unknown planner {name!r}; choose {', '.join(sorted({*self.planners, 'llm'}))}"
+            )
+        return self.planners[name]
+
+    async def catalog(self) -> Catalog:
+        """The capabilities of the live agents (registry entries within the TTL)."""
+        if self.client is None:
+            raise ConfigError("the supervisor has no client: pass a catalog")
+        entries = await self.client.agents()
+        return Catalog.from_registry(
+            entries, now_ns=time.time_ns(), ttl_s=float(self.settings.agent_ttl_s)
+        )
+
+    async def plan(
+        self,
+        query: str,
+        *,
+        planner: str = "rules",
+        catalog: Catalog | None = None,
+        allocation: Allocation | None = None,
+        fallback: bool = True,
+    ) -> Planned:
+        """A checked plan for ``query``.
+
+        With the ``llm`` planner and ``fallback``, an unreachable endpoint
+        gives the rules planner's plan, with a note saying so. ``allocation``
+        sets every capability step's allocation (e.g. ``auction``).
+        Raises PlanningError (empty or unplannable query), InvalidPlanError,
+        PlannerUnavailableError (without fallback), UnservedCapabilityError.
+        """
+        chosen = self.planner(planner)
+        catalog = catalog if catalog is not None else await self.catalog()
+        started = time.perf_counter()
+        try:
+            plan = await chosen.plan(query, catalog=catalog, templates=self.templates)
+        except PlannerUnavailableError as exc:
+            if not fallback or chosen.name == "rules":
+                raise
+            plan = await self.planner("rules").plan(
+                query, catalog=catalog, templates=self.templates
+            )
+            plan = plan.with_notes(
+                f"the {chosen.name} planner was unavailable ({exc}); "
+                "planned with the rules planner instead"
+            )
+        if allocation is not None:
+            plan = plan.model_copy(update={"steps": _allocate(plan.steps, allocation)})
+        planning_ms = (time.perf_counter() - started) * 1000
+        plan.check()
+        check_served(plan, catalog)
+        return Planned(plan=plan, catalog=catalog, planning_ms=planning_ms)
+
+    async def submit(self, plan: Plan, *, workflow_id: str | None = None) -> str:
+        """Run ``plan`` as a workflow; returns its id. Raises InvalidPlanError,
+        TransportError."""
+        if self.client is None:
+            raise ConfigError("the supervisor has no client to submit with")
+        definition = plan.to_workflow()
+        return await self.client.submit(definition, input=plan.input, workflow_id=workflow_id)
+
+
+def check_served(plan: Plan, catalog: Catalog) -> None:
+    """Raise UnservedCapabilityError when no live agent serves a step's capability."""
+    missing = catalog.unserved(plan.capabilities())
+    if missing:
+        live = ", ".join(catalog.names()) or "none"
+        raise UnservedCapabilityError(
+            f"no live agent serves {', '.join(missing)} (live capabilities: {live}); "
+            "start workers that serve them, or rephrase the query",
+            capabilities=missing,
+        )
+
+
+def _allocate(steps: tuple[PlanStep, ...], allocation: Allocation) -> tuple[PlanStep, ...]:
+    return tuple(
+        step.model_copy(update={"steps": _allocate(step.steps, allocation)})
+        if step.steps
+        else step.model_copy(update={"allocation": allocation})
+        for step in steps
+    )
+
+
+__all__ = ["Allocation", "Planned", "Supervisor", "check_served"]
