@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CODE   := agenticflow coordinator worker shared examples tests benchmarks
 
-.PHONY: install demo test lint typecheck imports unit integration chaos bench bench-replay bench-tools bench-telemetry bench-security bench-peers clean
+.PHONY: install demo test lint typecheck imports unit integration chaos bench bench-replay bench-tools bench-telemetry bench-security bench-supervisor bench-peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(MAKE) bench-tools
 	$(MAKE) bench-telemetry
 	$(MAKE) bench-security
+	$(MAKE) bench-supervisor
 
 # Replay (read, decode, fold, verify) on streams of 100,000+ events; results/replay.json.
 # Options: make bench-replay REPLAY_ARGS='--quick' (or '--synthetic --runs 1')
@@ -69,6 +70,12 @@ bench-telemetry: $(STAMP)
 # Options: make bench-security SECURITY_ARGS='--quick --rounds 1 --modes sign encrypt both'
 bench-security: $(STAMP)
 	$(BIN)/python -m benchmarks.security $(SECURITY_ARGS)
+
+# Planning time of the rules planner, 7 to 200 steps (benchmarks/supervisor.py).
+# Options: make bench-supervisor SUPERVISOR_ARGS='--runs 50'
+SUPERVISOR_ARGS ?=
+bench-supervisor: $(STAMP)
+	$(BIN)/python -m benchmarks.supervisor $(SUPERVISOR_ARGS)
 
 # W1-W3 on AgenticFlow, Temporal, Celery + Redis and Ray (benchmarks/peers). Each
 # peer's packages (the `peers` extra) install on their own: one that fails is skipped.

@@ -589,3 +589,37 @@ def test_bad_template_files_name_the_file_and_field(
     with pytest.raises(WorkflowDefinitionError, match=r"bad\.yaml") as caught:
         load_template(file)
     assert problem in str(caught.value)
+
+
+def test_the_planning_benchmark_plans_every_shape() -> None:
+    from benchmarks.supervisor import QUERIES, TEMPLATES, catalog, measure
+
+    rows = {
+        name: measure(make(), 2, RulesPlanner(), catalog(), Templates.load([TEMPLATES]))
+        for name, make in QUERIES.items()
+    }
+    assert rows["chain 12"]["steps"] == 12
+    assert rows["parallel 12"]["strategy"] == "parallel"
+    assert rows["pipeline 200"]["steps"] == 200
+    assert rows["hierarchical"]["strategy"] == "hierarchical"
+
+
+def test_the_readme_template_loads_and_reads_its_parameter(tmp_path: Path) -> None:
+    import re
+    import shutil
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = next(
+        m.group(1)
+        for m in re.finditer(r"```yaml\n(.*?)```", readme, re.S)
+        if m.group(1).startswith("template: content-pipeline")
+    )
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "content_pipeline").mkdir()
+    shutil.copy(
+        EXAMPLES.parent / "content_pipeline" / "workflow.yaml", tmp_path / "content_pipeline"
+    )
+    (tmp_path / "templates" / "readme.yaml").write_text(block, encoding="utf-8")
+    template = Templates.load([tmp_path / "templates"]).get("content-pipeline")
+    assert template.extract("an essay about coffee") == {"topic": "coffee"}
+    assert template.render({"topic": "tea"}).input["topic"] == "tea"
