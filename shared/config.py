@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.names import Names
@@ -17,7 +17,10 @@ from shared.names import Names
 class Settings(BaseSettings):
     """Cluster-wide settings shared by coordinator, workers and clients."""
 
-    model_config = SettingsConfigDict(env_prefix="AGENTICFLOW_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="AGENTICFLOW_", frozen=True, extra="ignore", validate_by_name=True
+    )
+    # validate_by_name: fields with env aliases (llm_*) can still be passed by name.
 
     nats_url: str = "nats://127.0.0.1:4222"
     """Comma-separated server URLs (``tls://`` for TLS)."""
@@ -86,6 +89,24 @@ class Settings(BaseSettings):
     (``coordinator``, ``worker`` or ``client``)."""
     policy_file: Path | None = None
     """RBAC policy (TOML); default: ``policy.toml`` in ``security_dir`` if present."""
+    # The `llm` planner (coordinator/supervisor/llm.py): any OpenAI-compatible
+    # chat-completions endpoint; the OPENAI_* names are read when ours are unset.
+    llm_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("AGENTICFLOW_LLM_BASE_URL", "OPENAI_BASE_URL")
+    )
+    """e.g. ``https://api.openai.com/v1``; the planner POSTs to ``{base}/chat/completions``."""
+    llm_model: str | None = Field(
+        default=None, validation_alias=AliasChoices("AGENTICFLOW_LLM_MODEL", "OPENAI_MODEL")
+    )
+    llm_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("AGENTICFLOW_LLM_API_KEY")
+    )
+    """Sent as ``Authorization: Bearer``; none for a local server that needs no key.
+    Not read from ``OPENAI_API_KEY``: that key would go to whatever base URL is set."""
+    llm_timeout_s: float = Field(default=30, gt=0, le=600)
+    """Bound on each call to the endpoint (the whole request, body included)."""
+    llm_max_attempts: int = Field(default=3, ge=1, le=10)
+    """Tries per call when the endpoint is down, slow, overloaded (429) or failing (5xx)."""
 
     @property
     def names(self) -> Names:

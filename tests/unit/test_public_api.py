@@ -21,6 +21,9 @@ EXPECTED = {
     "Tool", "ToolBox", "ToolCall", "ToolError", "ToolOutcome", "ToolPermissionError",
     "ToolRefusedError", "ToolRegistry", "ToolTimeoutError", "ToolValidationError",
     "UnknownToolError", "file_tools", "http_tool", "sql_tool", "tool",
+    "Catalog", "InvalidPlanError", "LlmPlanner", "Plan", "PlanStep", "PlannerUnavailableError",
+    "PlanningError", "RulesPlanner", "Supervisor", "Template", "Templates",
+    "UnservedCapabilityError",
 }  # fmt: skip
 
 
