@@ -103,7 +103,7 @@ class RulesPlanner:
                 )
         try:
             return self._steps_plan(text, stages, catalog=catalog, templates=templates)
-        except PlanningError as unmatched:
+        except PlanningError:
             # "should I buy ACME? use capital 20000": sentences that only make
             # sense together, as a template's parameters.
             chosen = templates.best(text, at_least=self.template_threshold)
@@ -112,8 +112,8 @@ class RulesPlanner:
             template = chosen[0]
             plan = template.to_plan(text, template.extract(text), planner=self.name)
             return plan.with_notes(
-                f"the query asks for template {template.name!r} as a whole "
-                f"(its parts alone did not plan: {unmatched})"
+                f"read as template {template.name!r} (score {chosen[1]}): "
+                "the query's parts do not plan on their own"
             )
 
     # Steps -------------------------------------------------------------
