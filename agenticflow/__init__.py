@@ -70,6 +70,7 @@ from shared.transport import Bus, connected
 from shared.vclock import Ordering, VectorClock
 from shared.workflow import (
     ApprovalGate,
+    AuctionPolicy,
     RetryPolicy,
     TaskSpec,
     WorkflowDefinition,
@@ -77,6 +78,7 @@ from shared.workflow import (
     parse_workflow,
 )
 from worker.app import AgentApp, load_app
+from worker.bidding import AgentLoad, AuctionCall
 from worker.context import Feedback, TaskContext
 from worker.fsm import AgentState
 from worker.runtime import Worker
@@ -100,12 +102,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AgentApp",
+    "AgentLoad",
     "AgentState",
     "AgenticFlowError",
     "ApprovalDecision",
     "ApprovalGate",
     "ApprovalRejectedError",
     "ApprovalTimeoutError",
+    "AuctionCall",
+    "AuctionPolicy",
     "BreakerPolicy",
     "BreakerState",
     "Bus",

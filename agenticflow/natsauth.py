@@ -181,11 +181,18 @@ def _micro(kind: str) -> list[str]:
 
 def coordinator_permissions(names: Names) -> Permissions:
     """The coordinator owns the topology of its prefix."""
-    streams = [names.tasks_stream, names.events_stream, names.advisories_stream, names.audit_stream]
+    streams = [
+        names.tasks_stream,
+        names.direct_stream,
+        names.events_stream,
+        names.advisories_stream,
+        names.audit_stream,
+    ]
     buckets = _kv_buckets(names)
     return Permissions(
         publish=(
             f"{names.prefix}.task.>",
+            f"{names.prefix}.direct.>",
             names.event_subjects,
             names.audit_subjects,
             *(s for stream in streams for s in _stream_admin(stream)),
@@ -219,6 +226,10 @@ def _queue_subjects(names: Names, queue: str) -> list[str]:
     if queue == ALL_CAPABILITIES or ROUTE_SEPARATOR in queue:
         # A routed queue's consumer is deleted by its worker when it stops.
         publish.append(f"$JS.API.CONSUMER.DELETE.{stream}.{consumer}")
+    # Its direct consumers (auctions won): of this queue only, pushing to its own
+    # inbox; the name carries the worker's node id, so any name (same credentials).
+    direct = names.direct_subject("*" if queue == ALL_CAPABILITIES else queue, "*")
+    publish.append(f"$JS.API.CONSUMER.CREATE.{names.direct_stream}.*.{direct}")
     return publish
 
 
@@ -241,6 +252,8 @@ def worker_permissions(names: Names, group: WorkerGroup) -> Permissions:
         f"{prefix}.evt.*.task.>",
         f"{prefix}.evt.*.agent.>",
         f"{prefix}.evt.*.message.rejected",
+        # Acks of the direct tasks it won (consumer names are per process: not narrower).
+        f"$JS.ACK.{names.direct_stream}.*.>",
         *_api(f"STREAM.INFO.{names.tasks_stream}", f"STREAM.INFO.{names.events_stream}"),
         # The registry: write its own entries (keys are per process: not narrower).
         f"$JS.API.STREAM.INFO.{_kv_stream(agents)}",
@@ -258,6 +271,8 @@ def worker_permissions(names: Names, group: WorkerGroup) -> Permissions:
             # Abort and feedback reach running handlers.
             names.event_subject("*", "workflow.aborted"),
             names.event_subject("*", "workflow.intervention_applied"),
+            # Auction calls (it bids on those of its queues).
+            names.event_subject("*", "task.auction_opened"),
             f"{prefix}.health.*",
             *_micro("worker"),
         ),

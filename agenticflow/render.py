@@ -13,7 +13,7 @@ from coordinator.exports import event_dict
 from coordinator.forks import Divergence
 from coordinator.replay import duration_ms
 from coordinator.state import WorkflowState
-from shared.events import Event
+from shared.events import Event, TaskAuctionOpened, TaskAwarded, TaskBid, TaskClaimExpired
 from shared.vclock import Ordering
 
 _STATE_STYLE = {
@@ -26,6 +26,7 @@ _STATE_STYLE = {
     "retry_wait": "yellow",
     "pending": "dim",
     "waiting_approval": "magenta",
+    "auction": "blue",
     "aborted": "red",
     "suspended": "yellow",
     "error": "red",
@@ -79,6 +80,9 @@ def print_state(console: Console, state: WorkflowState) -> None:
             detail = f"[yellow]{task.note}[/yellow]"
         else:
             detail = short(task.result)
+        if task.child:  # a task that runs a child workflow: name it (`status <child>`)
+            shown = task.result is not None or task.error is not None or task.note
+            detail = f"child workflow {task.child}" + (f": {detail}" if shown else "")
         tstyle = _STATE_STYLE.get(task.status.value, "")
         table.add_row(
             task_id,
@@ -107,6 +111,7 @@ def print_timeline(console: Console, events: list[Event], *, show_workflow: bool
             and event.vclock.compare(previous.vclock) == Ordering.CONCURRENT
         ):
             mark = "[magenta]∥ concurrent with previous[/magenta]"
+        mark = " ".join(part for part in (auction_note(event), mark) if part)
         table.add_row(
             *((event.workflow_id,) if show_workflow else ()),
             str(event.seq or ""),
@@ -121,6 +126,22 @@ def print_timeline(console: Console, events: list[Event], *, show_workflow: bool
         )
         previous = event
     console.print(table)
+
+
+def auction_note(event: Event) -> str:
+    """What an auction event says, in a few words (empty for other events)."""
+    data = event.data
+    if isinstance(data, TaskAuctionOpened):
+        return f"call to {data.queue}, bids for {data.window_s:g}s"
+    if isinstance(data, TaskBid):
+        return f"bid {data.value:g} by {data.worker}"
+    if isinstance(data, TaskAwarded):
+        if data.winner is None:
+            return "no bid: shared queue"
+        return f"to {data.winner} (bid {data.value:g}, {data.bids} bid{'s' * (data.bids != 1)})"
+    if isinstance(data, TaskClaimExpired):
+        return f"{data.winner} did not start it in {data.claim_timeout_s:g}s: shared queue"
+    return ""
 
 
 def print_agents(console: Console, agents: list[dict[str, Any]]) -> None:

@@ -15,6 +15,8 @@ _SHELL_TYPES = frozenset(
         EventType.TASK_TIMED_OUT,
         EventType.TASK_UNSERVED,
         EventType.MESSAGE_REJECTED,
+        EventType.TASK_AUCTION_CLOSED,
+        EventType.TASK_CLAIM_EXPIRED,
     }
 )
 _OUTCOMES = frozenset({EventType.TASK_STARTED, EventType.TASK_COMPLETED, EventType.TASK_FAILED})

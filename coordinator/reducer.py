@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from coordinator import children
+from coordinator.auction import AuctionState, Bid, accepts, best
 from coordinator.state import (
     ACTIVE_TASK,
     DONE_TASK,
@@ -47,6 +49,11 @@ from shared.events import (
     TaskApprovalDecided,
     TaskApprovalExpired,
     TaskApprovalRequested,
+    TaskAuctionClosed,
+    TaskAuctionOpened,
+    TaskAwarded,
+    TaskBid,
+    TaskClaimExpired,
     TaskCompleted,
     TaskDeadLettered,
     TaskFailed,
@@ -65,7 +72,7 @@ from shared.events import (
     WorkflowSubmitted,
 )
 from shared.ids import task_key, workflow_key
-from shared.names import ROUTE_RE
+from shared.names import ROUTE_RE, queue_of
 from shared.vclock import VectorClock
 from shared.workflow import TaskSpec, WorkflowDefinition
 
@@ -99,7 +106,7 @@ class Dispatch:
 class ArmTimer:
     """Fire ``kind`` for this attempt at ``due_ns`` (the shell emits the event)."""
 
-    kind: Literal["retry", "timeout", "approval"]
+    kind: Literal["retry", "timeout", "approval", "auction", "claim"]
     workflow_id: str
     task_id: str
     attempt: int
@@ -162,6 +169,10 @@ class _Folder:
         if spec.approval is not None and spec.approval.required and task.gate is None:
             self.ask_gate(task_id, attempt)
             return
+        auction = task.auction
+        if spec.allocation == "auction" and (auction is None or auction.attempt != attempt):
+            self.open_auction(task_id, attempt)
+            return
         task.status = TaskStatus.SCHEDULED
         task.attempts = attempt
         task.scheduled_at = self.event.timestamp
@@ -174,30 +185,71 @@ class _Folder:
             task_id=task_id,
             attempt=attempt,
         )
-        assert state.definition is not None
-        self.commands.append(
-            Dispatch(
-                TaskMessage(
-                    workflow_id=state.workflow_id,
-                    task_id=task_id,
-                    attempt=attempt,
-                    capability=spec.capability,
-                    params=spec.params,
-                    inputs={dep: state.tasks[dep].result for dep in spec.depends_on},
-                    workflow_input=state.input,
-                    timeout_s=state.definition.timeout_of(spec),
-                    heartbeat_s=spec.heartbeat_timeout_s / 3 if spec.heartbeat_timeout_s else None,
-                    vclock=clock,
-                    source=self.source,
-                    route=state.route,
-                    recorded=state.recorded.get(task_id, {}).get(attempt, []),
-                    replay=state.replay,
-                    approval=task.gate,
-                    approvals=list(task.approvals),
-                    feedback=list(state.feedback),
-                    traceparent=state.traceparent,
-                )
+        if spec.workflow is not None:  # a child workflow runs it, not a worker
+            submission = children.start(
+                state, task_id, attempt, clock, timestamp=self.event.timestamp, source=self.source
             )
+            self.commands.append(Emit(submission))
+            return
+        self.commands.append(Dispatch(self.message(task_id, attempt, clock)))
+
+    def message(self, task_id: str, attempt: int, clock: VectorClock) -> TaskMessage:
+        """The task message of one attempt (to its winner when it was auctioned)."""
+        state, spec, task = self.state, self.state.spec(task_id), self.state.tasks[task_id]
+        assert state.definition is not None
+        return TaskMessage(
+            workflow_id=state.workflow_id,
+            task_id=task_id,
+            attempt=attempt,
+            capability=spec.capability,
+            params=spec.params,
+            inputs={dep: state.tasks[dep].result for dep in spec.depends_on},
+            workflow_input=state.input,
+            timeout_s=state.definition.timeout_of(spec),
+            heartbeat_s=spec.heartbeat_timeout_s / 3 if spec.heartbeat_timeout_s else None,
+            vclock=clock,
+            source=self.source,
+            route=state.route,
+            recorded=state.recorded.get(task_id, {}).get(attempt, []),
+            replay=state.replay,
+            approval=task.gate,
+            approvals=list(task.approvals),
+            feedback=list(state.feedback),
+            traceparent=state.traceparent,
+            direct=_direct_to(task, attempt),
+        )
+
+    def open_auction(self, task_id: str, attempt: int) -> None:
+        """Announce an auctioned task to its capability's agents; bids until the timer."""
+        state, spec, task = self.state, self.state.spec(task_id), self.state.tasks[task_id]
+        policy, now = spec.auction_policy, self.event.timestamp
+        task.status, task.attempts, task.scheduled_at = TaskStatus.AUCTION, attempt, now
+        task.started_at = task.finished_at = task.deadline_ns = task.retry_due_ns = None
+        task.worker = task.agent = task.instance = None
+        task.auction = AuctionState(
+            attempt=attempt,
+            opened_at=now,
+            due_ns=now + int(policy.window_s * 1e9),
+            claim_timeout_s=policy.claim_timeout_s,
+        )
+        task.note = f"auction: bids until {policy.window_s:g}s after the call"
+        queue = queue_of(spec.capability, state.route)
+        self.emit(
+            EventType.TASK_AUCTION_OPENED,
+            TaskAuctionOpened(
+                capability=spec.capability,
+                queue=queue,
+                window_s=policy.window_s,
+                due_ns=task.auction.due_ns,
+                claim_timeout_s=policy.claim_timeout_s,
+                params=spec.params,
+            ),
+            key=task_key(state.workflow_id, task_id, attempt, "auction_opened"),
+            task_id=task_id,
+            attempt=attempt,
+        )
+        self.commands.append(
+            ArmTimer("auction", state.workflow_id, task_id, attempt, task.auction.due_ns)
         )
 
     def ask_gate(self, task_id: str, attempt: int) -> None:
@@ -372,6 +424,20 @@ class _Folder:
 def reduce(
     state: WorkflowState | None, event: Event, *, source: str = COORDINATOR_NODE
 ) -> tuple[WorkflowState | None, list[Command]]:
+    """Fold one event; returns the new state and the commands to execute
+    (see :func:`_reduce`), with what its child workflows and its parent must be
+    told (see :mod:`coordinator.children`)."""
+    state, commands = _reduce(state, event, source=source)
+    if state is not None and (state.parent is not None or state.children):
+        emitted = [command.event for command in commands if isinstance(command, Emit)]
+        told = children.follow_up(state, event, emitted, state.vclock.get(COORDINATOR_NODE))
+        commands.extend(Emit(e) for e in told)
+    return state, commands
+
+
+def _reduce(
+    state: WorkflowState | None, event: Event, *, source: str = COORDINATOR_NODE
+) -> tuple[WorkflowState | None, list[Command]]:
     """Fold one event; returns the new state and the commands to execute.
 
     ``source`` is the node id stamped on emitted events (it does not affect
@@ -435,6 +501,7 @@ def _start(event: Event, source: str) -> tuple[WorkflowState | None, list[Comman
         recorded=submitted.recorded,
         replay=submitted.replay,
         traceparent=submitted.traceparent,
+        parent=submitted.parent,
     )
     folder = _Folder(state, event, source)
     problems = graph_problems(definition) or _reuse_problems(submitted)
@@ -1002,7 +1069,86 @@ _ACTIONS = {
 }
 
 
+def _on_bid(folder: _Folder, task_id: str, task: TaskState) -> None:
+    """Record a bid of the open auction (late, stale and repeated bids change nothing)."""
+    event, data = folder.event, folder.event.data
+    if task.status != TaskStatus.AUCTION or not isinstance(data, TaskBid):
+        return
+    bid = Bid(worker=data.worker, agent=data.agent, value=data.value, at=event.timestamp)
+    if not accepts(task.auction, event.attempt, bid):
+        return
+    assert task.auction is not None
+    task.auction.bids.append(bid)
+    folder.changed()
+
+
+def _on_auction_closed(folder: _Folder, task_id: str, task: TaskState) -> None:
+    """The bidding window ended: award the task to the best bid, or to the shared queue."""
+    auction, state = task.auction, folder.state
+    if (
+        task.status != TaskStatus.AUCTION
+        or auction is None
+        or folder.event.attempt != auction.attempt
+        or not isinstance(folder.event.data, TaskAuctionClosed)
+    ):
+        return
+    folder.changed()
+    auction.closed = True
+    if state.paused:  # held; resuming the workflow auctions a new attempt
+        folder.schedule(task_id, auction.attempt)
+        return
+    winner = auction.winner = best(auction.bids)
+    folder.emit(
+        EventType.TASK_AWARDED,
+        TaskAwarded(
+            winner=winner.worker if winner else None,
+            agent=winner.agent if winner else None,
+            value=winner.value if winner else None,
+            bids=len(auction.bids),
+        ),
+        key=task_key(state.workflow_id, task_id, auction.attempt, "awarded"),
+        task_id=task_id,
+        attempt=auction.attempt,
+    )
+    folder.schedule(task_id, auction.attempt)
+    if winner is not None:  # (dispatched: a pause was handled above)
+        auction.claim_due_ns = folder.event.timestamp + int(auction.claim_timeout_s * 1e9)
+        task.note = f"awarded to {winner.worker} (bid {winner.value:g})"
+        folder.commands.append(
+            ArmTimer("claim", state.workflow_id, task_id, auction.attempt, auction.claim_due_ns)
+        )
+
+
+def _on_claim_expired(folder: _Folder, task_id: str, task: TaskState) -> None:
+    """The winner did not start the task in time: send the same attempt to the shared
+    queue (if the winner starts it after all, the first outcome counts, once)."""
+    auction, data = task.auction, folder.event.data
+    if (
+        task.status != TaskStatus.SCHEDULED
+        or auction is None
+        or auction.direct_to is None
+        or folder.event.attempt != auction.attempt
+        or not isinstance(data, TaskClaimExpired)
+        or data.due_ns != auction.claim_due_ns
+    ):
+        return
+    folder.changed()
+    auction.fell_back, auction.claim_due_ns = True, None
+    task.note = f"{data.winner} did not start it within {data.claim_timeout_s:g}s: shared queue"
+    message = folder.message(task_id, auction.attempt, folder.state.vclock)
+    folder.commands.append(Dispatch(message))
+
+
+def _direct_to(task: TaskState, attempt: int) -> str | None:
+    """The worker an attempt's message goes to directly (None: the shared queue)."""
+    auction = task.auction
+    return auction.direct_to if auction is not None and auction.attempt == attempt else None
+
+
 _TASK_HANDLERS = {
+    EventType.TASK_BID: _on_bid,
+    EventType.TASK_AUCTION_CLOSED: _on_auction_closed,
+    EventType.TASK_CLAIM_EXPIRED: _on_claim_expired,
     EventType.TASK_APPROVAL_REQUESTED: _on_approval_requested,
     EventType.TASK_APPROVAL_EXPIRED: _on_approval_expired,
     EventType.TASK_STARTED: _on_started,
@@ -1063,6 +1209,17 @@ def pending_timers(state: WorkflowState) -> list[ArmTimer]:
             timers.append(
                 ArmTimer("approval", state.workflow_id, task_id, task.attempts, task.waiting.due_ns)
             )
+        elif task.status == TaskStatus.AUCTION and task.auction is not None:
+            timers.append(
+                ArmTimer("auction", state.workflow_id, task_id, task.attempts, task.auction.due_ns)
+            )
+        elif (
+            task.status == TaskStatus.SCHEDULED
+            and task.auction is not None
+            and task.auction.claim_due_ns is not None
+        ):
+            due = task.auction.claim_due_ns
+            timers.append(ArmTimer("claim", state.workflow_id, task_id, task.attempts, due))
     return timers
 
 

@@ -33,6 +33,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry.trace import SpanKind
 
+from coordinator import children
 from coordinator.known import KnownIds
 from coordinator.reducer import (
     SHELL_NODE,
@@ -43,7 +44,7 @@ from coordinator.reducer import (
     pending_timers,
     reduce,
 )
-from coordinator.state import WorkflowState
+from coordinator.state import TaskStatus, WorkflowState
 from shared.audit import AuditKind
 from shared.auditor import Auditor
 from shared.codec import (
@@ -69,6 +70,8 @@ from shared.events import (
     Payload,
     TaskApprovalExpired,
     TaskApprovalRequested,
+    TaskAuctionClosed,
+    TaskClaimExpired,
     TaskDeadLettered,
     TaskFailed,
     TaskRetryDue,
@@ -90,7 +93,7 @@ from shared.metrics import (
     tasks_failed,
     tasks_retried,
 )
-from shared.names import SYSTEM_WORKFLOW
+from shared.names import SYSTEM_WORKFLOW, queue_of
 from shared.puller import Puller
 from shared.rbac import load_policy
 from shared.telemetry import context_of, tracer
@@ -116,6 +119,8 @@ _ECHOES = frozenset(
         EventType.INTERVENTION_APPLIED,
         EventType.INTERVENTION_REFUSED,
         EventType.TASK_APPROVAL_DECIDED,
+        EventType.TASK_AUCTION_OPENED,
+        EventType.TASK_AWARDED,
     )
 )
 """Event types only the reducer emits and that change nothing when folded back
@@ -896,7 +901,9 @@ class Coordinator:
                     log.warning(
                         "event too large; stored without its bulky data", error=str(too_big)
                     )
-                    outgoing.append(self.bus.encode_event(_slim(event)))
+                    # A child workflow that cannot start fails its parent's task instead.
+                    instead = children.too_large(event, too_big) or _slim(event)
+                    outgoing.append(self.bus.encode_event(instead))
             elif isinstance(command, Dispatch):
                 task = command.task
                 await self.bus.ensure_task_consumer(task.queue)
@@ -999,6 +1006,9 @@ class Coordinator:
                 await asyncio.wait_for(self._timer_wakeup.wait(), timeout=min(max(delay, 0.0), 1.0))
 
     async def _fire(self, timer: ArmTimer) -> None:
+        if timer.kind in ("auction", "claim"):
+            await self._fire_auction(timer)
+            return
         if timer.kind == "approval":
             await self._shell_emit(
                 timer.workflow_id,
@@ -1052,6 +1062,52 @@ class Coordinator:
             ),
             task_id=timer.task_id,
             attempt=timer.attempt,
+        )
+
+    async def _fire_auction(self, timer: ArmTimer) -> None:
+        """An auction's bidding window ended, or its winner's claim expired."""
+        wf, task_id, attempt = timer.workflow_id, timer.task_id, timer.attempt
+        if timer.kind == "auction":
+            await self._shell_emit(
+                wf,
+                EventType.TASK_AUCTION_CLOSED,
+                TaskAuctionClosed(due_ns=timer.due_ns),
+                key=task_key(wf, task_id, attempt, "auction_closed"),
+                task_id=task_id,
+                attempt=attempt,
+            )
+            return
+        loaded: list[Command] = []
+        entry = await self._load(wf, loaded)
+        await self._execute(loaded)
+        task = entry.state.tasks.get(task_id) if entry else None
+        auction = task.auction if task else None
+        if (
+            task is None
+            or auction is None
+            or task.status != TaskStatus.SCHEDULED
+            or auction.claim_due_ns != timer.due_ns
+            or auction.direct_to is None
+        ):
+            return  # started, finished or superseded meanwhile
+        # The winner's message must not linger (the stream keeps it for no consumer
+        # once the worker is gone); its other unstarted tasks fall back likewise.
+        assert entry is not None
+        queue = queue_of(task.capability, entry.state.route)
+        await self.bus.purge_subject(
+            self.names.direct_stream, self.names.direct_subject(queue, auction.direct_to)
+        )
+        await self._shell_emit(
+            wf,
+            EventType.TASK_CLAIM_EXPIRED,
+            TaskClaimExpired(
+                winner=auction.direct_to,
+                claim_timeout_s=auction.claim_timeout_s,
+                due_ns=timer.due_ns,
+            ),
+            key=task_key(wf, task_id, attempt, "claim_expired"),
+            task_id=task_id,
+            attempt=attempt,
         )
 
     # Dead letters -------------------------------------------------------

@@ -8,10 +8,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from coordinator.auction import AuctionState
 from shared.codec import pack, unpack
 from shared.dag import dependents_index
 from shared.errors import MalformedMessageError
 from shared.events import ApprovalDecision, ErrorInfo, Origin, RecordedEffect
+from shared.hierarchy import ParentLink
 from shared.vclock import VectorClock
 from shared.workflow import TaskSpec, WorkflowDefinition
 
@@ -44,6 +46,8 @@ class TaskStatus(enum.StrEnum):
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
     """An optional task whose message was dead-lettered; dependents ran without it."""
+    AUCTION = "auction"
+    """Announced to the capability's agents (``allocation: auction``): bids are collected."""
 
 
 TERMINAL_TASK = frozenset(
@@ -118,6 +122,10 @@ class TaskState(BaseModel):
     """The decision of the task's approval gate."""
     approvals: list[ApprovalDecision] = Field(default_factory=list)
     """Decisions of the handler's approval requests, in order."""
+    auction: AuctionState | None = None
+    """The auction of its latest auctioned attempt (``allocation: auction``)."""
+    child: str | None = None
+    """The child workflow its latest attempt started (a task with ``workflow:``)."""
 
 
 class WorkflowState(BaseModel):
@@ -151,6 +159,10 @@ class WorkflowState(BaseModel):
     """The workflow's trace (W3C ``traceparent`` of its submission)."""
     paused: bool = False
     """Paused by a person: no new task is dispatched; running ones finish."""
+    parent: ParentLink | None = None
+    """A child workflow's parent task, told this workflow's outcome."""
+    children: dict[str, str] = Field(default_factory=dict)
+    """Running child workflows by the task that started them."""
     feedback: list[str] = Field(default_factory=list)
     """Feedback people sent; every later task gets it, running handlers too."""
     interventions: int = 0
@@ -272,6 +284,7 @@ class WorkflowState(BaseModel):
             "resumes": self.resumes,
             "origin": self.origin.model_dump() if self.origin else None,
             "route": self.route,
+            "parent": self.parent.model_dump(exclude={"vclock"}) if self.parent else None,
             "counts": self.counts(),
             "vclock": self.vclock.to_dict(),
             "last_seq": self.last_seq,
@@ -289,6 +302,7 @@ class WorkflowState(BaseModel):
                     "started_at": task.started_at,
                     "finished_at": task.finished_at,
                     "note": task.note,
+                    "child": task.child,
                 }
                 for task_id, task in self.tasks.items()
             },

@@ -256,6 +256,9 @@ class TaskMessage(BaseModel):
     """Feedback people sent to the workflow before this attempt was dispatched."""
     traceparent: str | None = None
     """The workflow's trace; the dispatch span's context travels in the headers."""
+    direct: str | None = None
+    """The worker node the task was awarded to (an auction): it travels on that
+    worker's direct subject instead of the shared queue."""
 
     @field_validator("workflow_id")
     @classmethod
@@ -295,7 +298,10 @@ def encode_task(
     }
     inject(headers)
     body = pack(task.model_dump(mode="python", exclude={"vclock", "source"}, exclude_defaults=True))
-    subject = names.task_subject(task.queue)
+    if task.direct is not None:
+        subject = names.direct_subject(task.queue, task.direct)
+    else:
+        subject = names.task_subject(task.queue)
     if seal is not None:
         body = seal.close(subject, headers, body)
     check_size(headers, body, max_payload)
@@ -343,7 +349,10 @@ def decode_task(
         queue = task.queue
     except ConfigError as exc:
         raise MalformedMessageError(str(exc)) from exc
-    if subject.count(".") != 2 or not subject.endswith("." + queue):
+    tokens = subject.split(".")
+    shared = task.direct is None and len(tokens) == 3 and tokens[1:] == ["task", queue]
+    direct = len(tokens) == 4 and tokens[1:] == ["direct", queue, task.direct]
+    if not (shared or direct):
         raise MalformedMessageError(f"task for queue {queue!r} arrived on subject {subject!r}")
     return task
 

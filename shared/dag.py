@@ -8,11 +8,33 @@ from __future__ import annotations
 from collections import Counter
 
 from shared.errors import WorkflowGraphError
+from shared.hierarchy import MAX_DEPTH
 from shared.workflow import WorkflowDefinition
 
 
-def graph_problems(definition: WorkflowDefinition) -> list[str]:
-    """Every reason the graph is not a valid DAG (empty when it is)."""
+def graph_problems(definition: WorkflowDefinition, *, depth: int = 1) -> list[str]:
+    """Every reason the graph is not a valid DAG (empty when it is), child
+    workflows included: a problem of one names its path, e.g.
+    ``tasks[1].workflow: dependency cycle: a -> b -> a``. ``depth`` is the
+    definition's nesting level (the top level is 1; see ``MAX_DEPTH``)."""
+    return [*_own_problems(definition), *_child_problems(definition, depth, "")]
+
+
+def _child_problems(definition: WorkflowDefinition, depth: int, path: str) -> list[str]:
+    problems: list[str] = []
+    for index, task in enumerate(definition.tasks):
+        if task.workflow is None:
+            continue
+        where = f"{path}tasks[{index}].workflow"
+        if depth >= MAX_DEPTH:
+            problems.append(f"{where}: child workflows nest deeper than {MAX_DEPTH} levels")
+            continue
+        problems.extend(f"{where}: {problem}" for problem in _own_problems(task.workflow))
+        problems.extend(_child_problems(task.workflow, depth + 1, f"{where}."))
+    return problems
+
+
+def _own_problems(definition: WorkflowDefinition) -> list[str]:
     problems: list[str] = []
     counts = Counter(task.id for task in definition.tasks)
     problems.extend(

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
 
+from shared.hierarchy import ParentLink
 from shared.ids import ID_RE
 from shared.vclock import VectorClock
 from shared.workflow import TaskSpec, WorkflowDefinition
@@ -47,6 +48,11 @@ class EventType(enum.StrEnum):
     TASK_APPROVAL_EXPIRED = "task.approval_expired"
     TASK_APPROVAL_DECIDED = "task.approval_decided"
     TASK_TOOL_CALLED = "task.tool_called"
+    TASK_AUCTION_OPENED = "task.auction_opened"
+    TASK_BID = "task.bid"
+    TASK_AUCTION_CLOSED = "task.auction_closed"
+    TASK_AWARDED = "task.awarded"
+    TASK_CLAIM_EXPIRED = "task.claim_expired"
     INTERVENTION_REQUESTED = "workflow.intervention_requested"
     INTERVENTION_APPLIED = "workflow.intervention_applied"
     INTERVENTION_REFUSED = "workflow.intervention_refused"
@@ -123,6 +129,8 @@ class WorkflowSubmitted(Payload):
     """Send the tasks to the workers serving this route only (``worker --route``)."""
     traceparent: str | None = None
     """The W3C trace context of the submission: every span of the workflow joins it."""
+    parent: ParentLink | None = None
+    """Set for a child workflow: the parent's task whose outcome this workflow's is."""
 
 
 class WorkflowStarted(Payload):
@@ -406,6 +414,51 @@ class WorkflowAborted(Payload):
     cancelled: list[str] = Field(default_factory=list)
 
 
+class TaskAuctionOpened(Payload):
+    """An ``allocation: auction`` task is announced: agents serving ``queue`` may bid
+    until ``due_ns`` (see :mod:`coordinator.auction`)."""
+
+    capability: str
+    queue: str
+    window_s: float
+    due_ns: int
+    claim_timeout_s: float
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskBid(Payload):
+    """A worker's bid for an auctioned task: lower is better."""
+
+    worker: str
+    agent: str
+    value: float
+
+
+class TaskAuctionClosed(Payload):
+    """The bidding window of an auction ended (the coordinator's timer fired)."""
+
+    due_ns: int
+
+
+class TaskAwarded(Payload):
+    """The auction's outcome: the winner (lowest bid; ties go to the lowest worker id),
+    or none, and then the task goes to the shared queue."""
+
+    winner: str | None = None
+    agent: str | None = None
+    value: float | None = None
+    bids: int = 0
+
+
+class TaskClaimExpired(Payload):
+    """The winner did not start the task within the claim timeout: it goes to the
+    shared queue."""
+
+    winner: str
+    claim_timeout_s: float
+    due_ns: int
+
+
 class AgentStateChanged(Payload):
     """An agent instance moved in its state machine (see :mod:`worker.fsm`)."""
 
@@ -447,6 +500,11 @@ PAYLOADS: dict[EventType, type[Payload]] = {
     EventType.WORKFLOW_ABORTED: WorkflowAborted,
     EventType.AGENT_STATE_CHANGED: AgentStateChanged,
     EventType.MESSAGE_REJECTED: MessageRejected,
+    EventType.TASK_AUCTION_OPENED: TaskAuctionOpened,
+    EventType.TASK_BID: TaskBid,
+    EventType.TASK_AUCTION_CLOSED: TaskAuctionClosed,
+    EventType.TASK_AWARDED: TaskAwarded,
+    EventType.TASK_CLAIM_EXPIRED: TaskClaimExpired,
 }
 
 
@@ -503,6 +561,11 @@ __all__ = [
     "TaskApprovalDecided",
     "TaskApprovalExpired",
     "TaskApprovalRequested",
+    "TaskAuctionClosed",
+    "TaskAuctionOpened",
+    "TaskAwarded",
+    "TaskBid",
+    "TaskClaimExpired",
     "TaskCompleted",
     "TaskDeadLettered",
     "TaskEffectRecorded",

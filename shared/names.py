@@ -46,6 +46,11 @@ class Names:
         return f"{self.prefix.upper()}_ADVISORIES"
 
     @property
+    def direct_stream(self) -> str:
+        """WorkQueue stream of task messages sent to one worker (auction winners)."""
+        return f"{self.prefix.upper()}_DIRECT"
+
+    @property
     def audit_stream(self) -> str:
         """Append-only Limits stream of the hash-chained audit trail."""
         return f"{self.prefix.upper()}_AUDIT"
@@ -65,6 +70,19 @@ class Names:
     def task_subjects(self) -> str:
         """Wildcard of every task subject."""
         return f"{self.prefix}.task.*"
+
+    def direct_subject(self, queue: str, node: str) -> str:
+        """Subject of a task of ``queue`` sent to worker ``node`` alone (``*``: any)."""
+        return f"{self.prefix}.direct.{queue}.{node}"
+
+    @property
+    def direct_subjects(self) -> str:
+        """Wildcard of every direct task subject."""
+        return f"{self.prefix}.direct.*.*"
+
+    def direct_consumer(self, queue: str, node: str) -> str:
+        """The consumer worker ``node`` receives its direct tasks of ``queue`` from."""
+        return f"direct_{node}_{queue}"
 
     def event_subject(self, workflow_id: str, event_type: str) -> str:
         """Subject of one event of one workflow."""

@@ -77,6 +77,7 @@ WORKER_SENDS = frozenset(
         "task.effect_recorded",
         "task.approval_requested",
         "task.tool_called",
+        "task.bid",
         "agent.state_changed",
         "message.rejected",
         AUDIT_TYPE,

@@ -89,6 +89,11 @@ _ATTEMPT_S = 2.0
 """One publish attempt's wait for the server's acknowledgement."""
 
 
+DIRECT_MAX_AGE_S = 3600.0
+"""How long a direct task message (to an auction's winner) is kept at most."""
+DIRECT_INACTIVE_S = 30.0
+"""How long a worker's direct consumer outlives its last listener."""
+
 _STREAM_NOT_FOUND = 10059
 """JetStream API error code of a missing stream."""
 _FIRST_CONNECT_ATTEMPTS = 3
@@ -299,6 +304,21 @@ class Bus:
         )
         await self._ensure_stream(
             StreamConfig(
+                name=n.direct_stream,
+                subjects=[n.direct_subjects],
+                retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE,
+                num_replicas=s.replicas,
+                duplicate_window=s.dedupe_window_s,
+                discard=DiscardPolicy.NEW,
+                max_msgs=1_000_000,
+                # A message whose worker died unclaimed is purged when its claim
+                # expires (the coordinator); this bounds any the purge missed.
+                max_age=DIRECT_MAX_AGE_S,
+            )
+        )
+        await self._ensure_stream(
+            StreamConfig(
                 name=n.advisories_stream,
                 subjects=[n.max_deliveries_subject],
                 retention=RetentionPolicy.LIMITS,
@@ -387,6 +407,37 @@ class Bus:
         await self.ensure_consumer(self.names.tasks_stream, config)
         self._consumers.add(name)
         return name
+
+    async def open_direct(
+        self, queue: str, node: str, *, deliver_subject: str, max_ack_pending: int
+    ) -> str:
+        """Create worker ``node``'s consumer of its direct tasks of ``queue``, pushing
+        to ``deliver_subject`` (subscribe to it first); returns its name.
+
+        It is ephemeral: the server deletes it once nobody has listened on
+        ``deliver_subject`` for :data:`DIRECT_INACTIVE_S` (the worker stopped or
+        died). Raises TransportError."""
+        s, name = self.settings, self.names.direct_consumer(queue, node)
+        config = ConsumerConfig(
+            name=name,
+            deliver_subject=deliver_subject,
+            filter_subject=self.names.direct_subject(queue, node),
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=s.task_ack_wait_s,
+            max_deliver=s.task_max_deliver,
+            max_ack_pending=max_ack_pending,
+            inactive_threshold=DIRECT_INACTIVE_S,
+        )
+        try:
+            await self.js.add_consumer(self.names.direct_stream, config)
+        except nats.errors.Error as exc:
+            raise _ours(exc, f"create consumer {name}") from exc
+        return name
+
+    async def purge_subject(self, stream: str, subject: str) -> None:
+        """Remove every message of ``subject`` from ``stream``; raises TransportError."""
+        await self._call(self.js.purge_stream(stream, subject=subject))
 
     async def delete_consumer(self, stream: str, name: str) -> None:
         """Delete a durable consumer (no error if it is already gone)."""

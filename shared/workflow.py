@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from shared.errors import WorkflowDefinitionError
+from shared.hierarchy import CHILD_CAPABILITY
 from shared.ids import ID_RE, TASK_ID_RE
 
 
@@ -87,6 +88,23 @@ def parse_duration(value: Any) -> float | None:
         raise ValueError(f"{value!r} is not a duration like 90, 45s, 15m, 1h or 2d") from None
 
 
+class AuctionPolicy(BaseModel):
+    """How an ``allocation: auction`` task is auctioned (``auction:`` on a task).
+
+    The task is announced to every agent instance serving its capability; they
+    bid within ``window_s`` (lower is better) and the best bid gets it. With no
+    bid it goes to the shared queue; a winner that has not started it within
+    ``claim_timeout_s`` loses it to the shared queue too.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    window_s: float = Field(default=0.5, gt=0, le=60)
+    """How long bids are collected."""
+    claim_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    """How long the winner has to start the task (and, while it runs, between heartbeats)."""
+
+
 class TaskSpec(BaseModel):
     """One node of the workflow graph."""
 
@@ -107,7 +125,70 @@ class TaskSpec(BaseModel):
     failing the workflow."""
     approval: ApprovalGate | None = None
     """A person must approve before the task runs (see :class:`ApprovalGate`)."""
+    allocation: Literal["queue", "auction"] = "queue"
+    """``queue``: any worker serving the capability takes it from the shared
+    queue. ``auction``: the capability's agents bid for it (see :class:`AuctionPolicy`)."""
+    auction: AuctionPolicy | None = None
+    """Settings of ``allocation: auction`` (default: :class:`AuctionPolicy`'s)."""
     description: str = ""
+    workflow: WorkflowDefinition | None = None
+    """A child workflow that runs as this task (see :mod:`shared.hierarchy`): no
+    capability; the task's result is the child's output."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _child_capability(cls, data: Any) -> Any:
+        # A task running a child workflow needs no capability: it gets the reserved one.
+        if isinstance(data, dict) and data.get("workflow") is not None and "capability" not in data:
+            data = {**data, "capability": CHILD_CAPABILITY}
+        return data
+
+    @model_validator(mode="after")
+    def _check_child(self) -> TaskSpec:
+        if self.workflow is None and self.capability == CHILD_CAPABILITY:
+            raise ValueError(
+                f"capability {CHILD_CAPABILITY!r} is reserved for tasks that run a child "
+                "workflow (give the task a 'workflow:')"
+            )
+        if self.workflow is not None and self.capability != CHILD_CAPABILITY:
+            raise ValueError("a task runs either a capability or a child 'workflow:', not both")
+        if self.workflow is not None and (self.timeout_s or self.heartbeat_timeout_s):
+            raise ValueError(
+                "timeouts do not apply to a task that runs a child workflow: "
+                "set them on the child's tasks"
+            )
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auction_heartbeats(cls, data: Any) -> Any:
+        # An auctioned task runs on one chosen worker, whose death nobody else
+        # would notice: it heartbeats every third of its claim timeout by default.
+        if (
+            isinstance(data, dict)
+            and data.get("allocation") == "auction"
+            and data.get("workflow") is None
+            and data.get("heartbeat_timeout_s") is None
+        ):
+            policy = data.get("auction")
+            if isinstance(policy, dict):
+                policy = AuctionPolicy.model_validate(policy)
+            claim = policy.claim_timeout_s if isinstance(policy, AuctionPolicy) else None
+            data = {**data, "heartbeat_timeout_s": claim or AuctionPolicy().claim_timeout_s}
+        return data
+
+    @model_validator(mode="after")
+    def _check_auction(self) -> TaskSpec:
+        if self.auction is not None and self.allocation != "auction":
+            raise ValueError("'auction' settings need 'allocation: auction'")
+        if self.allocation == "auction" and self.workflow is not None:
+            raise ValueError("a task that runs a child workflow cannot be auctioned")
+        return self
+
+    @property
+    def auction_policy(self) -> AuctionPolicy:
+        """The task's auction settings (defaults when it gave none)."""
+        return self.auction or AuctionPolicy()
 
     @field_validator("id")
     @classmethod
@@ -148,12 +229,21 @@ class WorkflowDefinition(BaseModel):
         return task.timeout_s if task.timeout_s is not None else self.default_timeout_s
 
 
+TaskSpec.model_rebuild()  # ``workflow:`` refers to WorkflowDefinition, defined after it
+
+
 def _describe(errors: ValidationError, source: str) -> list[str]:
     problems = []
     found = errors.errors()
-    nested = any(len(err["loc"]) > 1 and err["loc"][0] == "tasks" for err in found)
     for err in found:
-        if nested and err["loc"] == ("tasks",) and err["type"] == "too_short":
+        loc = err["loc"]
+        if (
+            err["type"] == "too_short"
+            and loc[-1:] == ("tasks",)
+            and any(
+                other["loc"][: len(loc)] == loc and len(other["loc"]) > len(loc) for other in found
+            )
+        ):
             continue  # pydantic's echo of the invalid tasks themselves
         where = "".join(
             f"[{part}]" if isinstance(part, int) else f".{part}" for part in err["loc"]
@@ -191,6 +281,7 @@ def load_workflow_file(path: str | Path) -> WorkflowDefinition:
 
 __all__ = [
     "ApprovalGate",
+    "AuctionPolicy",
     "RetryPolicy",
     "TaskSpec",
     "WorkflowDefinition",

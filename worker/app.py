@@ -22,6 +22,7 @@ from typing import Any
 
 from shared.errors import ConfigError, NotFoundError
 from shared.ids import ID_RE
+from worker.bidding import BidFunction
 from worker.context import TaskContext
 from worker.tools.registry import ToolRegistry
 from worker.tools.spec import Tool
@@ -48,6 +49,8 @@ class AgentSpec:
     is_async: bool = field(default=True)
     tools: ToolRegistry = field(default_factory=ToolRegistry)
     """The agent's tools and granted permissions (``ctx.tools`` in its handler)."""
+    bid: BidFunction | None = None
+    """Its bid for an auctioned task (see :mod:`worker.bidding`); None: its load."""
 
 
 class AgentApp:
@@ -73,13 +76,16 @@ class AgentApp:
         description: str = "",
         tools: Iterable[Tool] = (),
         permissions: Iterable[str] = (),
+        bid: BidFunction | None = None,
     ) -> Callable[[Handler], Handler]:
         """Register the decorated function as an agent serving ``capabilities``.
 
         The handler takes a :class:`TaskContext` and returns msgpack-able data; it
         may be ``async`` or plain (plain handlers run in a thread). ``tools`` are
         what it may call through ``ctx.tools``, ``permissions`` what it is granted
-        (e.g. ``{"fs:read"}``, ``{"fs:*"}``). Raises ConfigError for an invalid or
+        (e.g. ``{"fs:read"}``, ``{"fs:*"}``). ``bid(call, load)`` prices an
+        auctioned task (``allocation: auction``): a float, lower is better, or
+        None to decline; by default the agent's load. Raises ConfigError for an invalid or
         duplicate name or capability, or two tools of one name.
         """
 
@@ -92,6 +98,7 @@ class AgentApp:
                 description=description or (inspect.getdoc(fn) or "").split("\n")[0],
                 tools=tools,
                 permissions=permissions,
+                bid=bid,
             )
             return fn
 
@@ -107,6 +114,7 @@ class AgentApp:
         description: str = "",
         tools: Iterable[Tool] = (),
         permissions: Iterable[str] = (),
+        bid: BidFunction | None = None,
     ) -> AgentSpec:
         """Register ``handler`` as an agent; the non-decorator form of :meth:`agent`."""
         caps = (capabilities,) if isinstance(capabilities, str) else tuple(capabilities)
@@ -132,6 +140,7 @@ class AgentApp:
             description=description,
             is_async=inspect.iscoroutinefunction(handler),
             tools=ToolRegistry(tools, permissions=permissions),
+            bid=bid,
         )
         self._agents[name] = spec
         for cap in caps:
@@ -151,6 +160,7 @@ class AgentApp:
                 description=spec.description,
                 tools=spec.tools.tools,
                 permissions=spec.tools.permissions,
+                bid=spec.bid,
             )
         return self
 

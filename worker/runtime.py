@@ -79,6 +79,7 @@ from shared.telemetry import extract, tracer
 from shared.transport import Bus
 from shared.vclock import ClockBook, VectorClock
 from worker.app import AgentApp, AgentSpec
+from worker.bidding import AgentLoad, Bidder
 from worker.context import ApprovalPending, Feedback, TaskContext
 from worker.effects import Effects, error_info
 from worker.fsm import AgentFSM, AgentState, Trigger
@@ -245,6 +246,18 @@ class Worker:
             )
             for event_type in (EventType.WORKFLOW_ABORTED, EventType.INTERVENTION_APPLIED)
         ]
+        self.bidder = Bidder(
+            bus=self.bus,
+            node_id=self.node_id,
+            queues=self._queues,
+            agent_of=lambda capability: self.app.for_capability(capability).name,
+            bid_of=lambda agent: next(a.bid for a in self.app.agents if a.name == agent),
+            load_of=self._load,
+            deliver=self._deliver,
+            stopping=self._stop.is_set,
+            tick=self._tick,
+        )
+        await self.bidder.start()
         await self._heartbeat()
         self._unobserve = [
             observe(AGENT_INSTANCES, self._instance_readings),
@@ -297,6 +310,8 @@ class Worker:
             for sub in getattr(self, "_subs", []):
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
+            if hasattr(self, "bidder"):
+                await self.bidder.stop()
             await self._deregister()
             await self.audit.close()
             if self.route is not None:  # a private route's queues end with their worker
@@ -363,8 +378,11 @@ class Worker:
 
     async def _heartbeat(self) -> None:
         now = time.time_ns()
+        # The supervisor steers new work away from agents whose tools' breakers are open.
+        tripped = {k for k, v in breaker_states(self.bus).items() if v != "closed"}
         for agent in self.app.agents:
             pool = self.instances[agent.name]
+            open_breakers = sorted(tripped & {t.key for t in agent.tools.tools})
             hosted, idle = len(pool), len(self._idle[agent.name])
             suspended = sum(1 for i in pool if i.fsm.state == AgentState.SUSPENDED)
             load = hosted - idle - suspended  # instances busy with a task
@@ -375,6 +393,8 @@ class Worker:
                 "agent": agent.name,
                 "app": self.app.name,
                 "capabilities": [self._queues[c] for c in agent.capabilities],
+                "description": agent.description,
+                "open_breakers": open_breakers,
                 "route": self.route,
                 "state": ("suspended" if suspended == hosted else "processing" if load else "idle"),
                 "load": load,
@@ -434,6 +454,11 @@ class Worker:
             return 0
         self._waiting.pop(capability, None)
         return free
+
+    def _load(self, agent: str) -> AgentLoad:
+        """``agent``'s load here, for its bids in auctions."""
+        busy = self._agent_in_hand[agent]
+        return AgentLoad(self.node_id, agent, instances=self._usable(agent), busy=busy)
 
     def _usable(self, agent: str) -> int:
         """Instances of ``agent`` that may take a task (not suspended or suspending)."""

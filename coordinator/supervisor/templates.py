@@ -165,17 +165,7 @@ class Template(BaseModel):
     def to_plan(self, query: str, given: Mapping[str, Any], *, planner: str) -> Plan:
         """The rendered workflow as a plan (steps keep their capabilities)."""
         workflow = self.render(given)
-        steps = tuple(
-            PlanStep(
-                id=task.id,
-                capability=task.capability,
-                description=task.description,
-                params=task.params,
-                depends_on=task.depends_on,
-                why=f"step {task.id!r} of template {self.name!r}",
-            )
-            for task in workflow.tasks
-        )
+        steps = _steps(workflow, self.name)
         return Plan(
             query=query,
             name=workflow.name,
@@ -210,13 +200,37 @@ class Template(BaseModel):
             "name": self.name,
             "description": self.description,
             "strategy": self.strategy,
-            "capabilities": sorted({t.capability for t in self.workflow.tasks}),
+            "capabilities": sorted(_capabilities(self.workflow)),
             "params": {
                 key: {"description": p.description, "type": p.type, "default": p.default}
                 | ({"required": True} if p.required else {})
                 for key, p in self.params.items()
             },
         }
+
+
+def _steps(workflow: WorkflowDefinition, template: str) -> tuple[PlanStep, ...]:
+    """A workflow's tasks as plan steps; a child workflow becomes a sub-plan."""
+    return tuple(
+        PlanStep(
+            id=task.id,
+            capability=None if task.workflow is not None else task.capability,
+            steps=_steps(task.workflow, template) if task.workflow is not None else None,
+            description=task.description,
+            params=task.params,
+            depends_on=task.depends_on,
+            allocation=task.allocation,
+            why=f"step {task.id!r} of template {template!r}",
+        )
+        for task in workflow.tasks
+    )
+
+
+def _capabilities(workflow: WorkflowDefinition) -> set[str]:
+    found: set[str] = set()
+    for task in workflow.tasks:
+        found |= _capabilities(task.workflow) if task.workflow else {task.capability}
+    return found
 
 
 def _fill(value: Any, values: Mapping[str, Any]) -> Any:

@@ -483,3 +483,38 @@ async def test_admin_credentials_may_do_what_the_coordinator_does(
         timeout=2,
     )
     await msg.ack()
+
+
+async def test_a_worker_receives_its_own_direct_tasks_and_no_other_queues(
+    secure: Secure, topology: Bus, as_role: Any
+) -> None:
+    """Auctions: a worker opens a direct consumer of its own queues only (pushing
+    into its own inbox), acks what it won, and may publish its bids."""
+    names = topology.names
+    worker = await Bus.connect(secure.settings(WORKER), name="test-worker", role="worker")
+    try:
+        inbox = worker.nc.new_inbox()
+        got: asyncio.Queue[Any] = asyncio.Queue()
+        await worker.nc.subscribe(inbox, cb=got.put)
+        await worker.open_direct("echo", "w-1", deliver_subject=inbox, max_ack_pending=2)
+        await topology.js.publish(names.direct_subject("echo", "w-1"), b"won", timeout=2)
+        msg = await asyncio.wait_for(got.get(), timeout=5)
+        assert msg.data == b"won"
+        await msg.ack_sync(timeout=2)
+        assert (await topology.js.stream_info(names.direct_stream)).state.messages == 0
+        # Another group's queue: refused (its direct tasks are not this worker's to see).
+        with pytest.raises(TransportError):
+            await worker.open_direct("other", "w-1", deliver_subject=inbox, max_ack_pending=2)
+        # A bid is a task event: allowed.
+        ack = await worker.js.publish(
+            names.event_subject("wf-1", "task.bid"), b"bid", headers={"Nats-Msg-Id": "b1"}
+        )
+        assert ack.stream == names.events_stream
+    finally:
+        await worker.close()
+    # Nor may a worker publish a direct task itself.
+    raw = await as_role(WORKER)
+    subject = names.direct_subject("echo", "w-1")
+    with pytest.raises(nats.errors.TimeoutError):
+        await raw.nc.jetstream().publish(subject, b"forged", timeout=DENIED_S)
+    await raw.told("permissions violation", "publish", subject)

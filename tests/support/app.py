@@ -7,7 +7,14 @@ import os
 import time
 from typing import Any
 
-from agenticflow import AgentApp, NonRetryableError, TaskContext, TaskError
+from agenticflow import (
+    AgentApp,
+    AgentLoad,
+    AuctionCall,
+    NonRetryableError,
+    TaskContext,
+    TaskError,
+)
 
 core = AgentApp("tests")
 """The agents the chaos tests run (few capabilities: they use one slot per worker)."""
@@ -214,6 +221,29 @@ async def translator(ctx: TaskContext) -> dict[str, Any]:
 async def writer(ctx: TaskContext) -> dict[str, Any]:
     """A one-line article about the text."""
     return {"text": f"article: {_text(ctx)}", "by": "write"}
+
+
+bidding = AgentApp("tests-bidding")
+"""An agent that bids for auctioned tasks (``allocation: auction``)."""
+
+
+def _pick_bid(call: AuctionCall, load: AgentLoad) -> float | None:
+    """Its load (the default), unless the task declines everyone or names another worker."""
+    wanted = call.params.get("on")
+    if call.params.get("decline") or (wanted and wanted != load.worker):
+        return None
+    return load.ratio
+
+
+@bidding.agent(capabilities=["pick"], instances=2, bid=_pick_bid)
+async def picker(ctx: TaskContext) -> dict[str, Any]:
+    """Say who ran it; hold the instance until the file ``params.hold_until`` exists."""
+    release = str(ctx.params.get("hold_until") or "")
+    for _ in range(1200 if release else 0):  # at most a minute
+        if os.path.exists(release):
+            break
+        await asyncio.sleep(0.05)  # a stand-in for a long task that the test ends
+    return {"worker": ctx.worker}
 
 
 app = AgentApp("tests-all").include(core).include(debugging).include(steering).include(supervised)

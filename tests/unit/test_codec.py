@@ -134,6 +134,20 @@ SAMPLES: dict[EventType, Payload] = {
     EventType.TASK_TOOL_CALLED: ev.TaskToolCalled(
         tool="search", agent="a", call=0, key="k", params_hash="ab", outcome="ok"
     ),
+    EventType.TASK_AUCTION_OPENED: ev.TaskAuctionOpened(
+        capability="pick",
+        queue="pick",
+        window_s=0.5,
+        due_ns=1_700_000_000_000_000_000,
+        claim_timeout_s=30.0,
+        params={"k": 1},
+    ),
+    EventType.TASK_BID: ev.TaskBid(worker="w-1", agent="picker", value=0.5),
+    EventType.TASK_AUCTION_CLOSED: ev.TaskAuctionClosed(due_ns=1_700_000_000_000_000_000),
+    EventType.TASK_AWARDED: ev.TaskAwarded(winner="w-1", agent="picker", value=0.5, bids=3),
+    EventType.TASK_CLAIM_EXPIRED: ev.TaskClaimExpired(
+        winner="w-1", claim_timeout_s=30.0, due_ns=1_700_000_000_000_000_000
+    ),
     EventType.INTERVENTION_REQUESTED: ev.InterventionRequested(
         request_id="r1",
         action="modify",

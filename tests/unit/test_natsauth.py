@@ -186,6 +186,14 @@ def test_a_worker_pulls_only_its_own_queues() -> None:
         assert f"$JS.ACK.AF_TASKS.task_{cap}.>" in publish
         # Created only with its filter pinned in the subject.
         assert f"$JS.API.CONSUMER.CREATE.AF_TASKS.task_{cap}.af.task.{cap}" in publish
+        # Its direct consumers (auctions won): of its queues, any (per-process) name.
+        assert f"$JS.API.CONSUMER.CREATE.AF_DIRECT.*.af.direct.{cap}.*" in publish
+    direct = [s for s in publish if "AF_DIRECT" in s]
+    assert all(
+        any(f".af.direct.{cap}.*" in s for cap in GPU.queues) or s == "$JS.ACK.AF_DIRECT.*.>"
+        for s in direct
+    )
+    assert not [s for s in publish if "MSG.NEXT.AF_DIRECT" in s or s.startswith("af.direct")]
     tasks = [s for s in publish if "AF_TASKS" in s]
     assert all(any(f"task_{cap}" in s for cap in GPU.queues) or "STREAM.INFO" in s for s in tasks)
     assert not [s for s in publish if s.startswith("af.task")]
@@ -196,6 +204,7 @@ def test_a_worker_pulls_only_its_own_queues() -> None:
         "_INBOX_af_worker_gpu.>",
         "af.evt.*.workflow.aborted",
         "af.evt.*.workflow.intervention_applied",
+        "af.evt.*.task.auction_opened",
         "af.health.*",
         "$SRV.*",
         "$SRV.*.agenticflow-worker",

@@ -24,6 +24,7 @@ EXPECTED = {
     "Catalog", "InvalidPlanError", "LlmPlanner", "Plan", "PlanStep", "PlannerUnavailableError",
     "PlanningError", "RulesPlanner", "Supervisor", "Template", "Templates",
     "UnservedCapabilityError",
+    "AgentLoad", "AuctionCall", "AuctionPolicy",
 }  # fmt: skip
 
 

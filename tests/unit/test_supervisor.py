@@ -282,9 +282,12 @@ def test_rules_planner_gives_the_expected_structure(
     for step in found.steps:
         if step.capability:
             assert step.why  # every choice says why
-    definition = found.to_workflow() if strategy != "hierarchical" else None
-    if definition is not None:
-        assert [t.id for t in definition.tasks] == [s[0] for s in steps]
+    definition = found.to_workflow()
+    assert [t.id for t in definition.tasks] == [s[0] for s in steps]
+    for task, step in zip(definition.tasks, found.steps, strict=True):
+        if step.steps:  # a sub-plan runs as a child workflow
+            assert task.workflow is not None
+            assert [t.id for t in task.workflow.tasks] == [x.id for x in step.steps]
 
 
 def test_the_case_table_is_varied_enough() -> None:
@@ -623,3 +626,34 @@ def test_the_readme_template_loads_and_reads_its_parameter(tmp_path: Path) -> No
     template = Templates.load([tmp_path / "templates"]).get("content-pipeline")
     assert template.extract("an essay about coffee") == {"topic": "coffee"}
     assert template.render({"topic": "tea"}).input["topic"] == "tea"
+
+
+def test_a_template_with_a_child_workflow_plans_a_sub_plan(tmp_path: Path) -> None:
+    (tmp_path / "nested.yaml").write_text(
+        """
+template: nested
+workflow:
+  name: nested
+  tasks:
+    - {id: gather, capability: fetch}
+    - id: digest
+      depends_on: [gather]
+      workflow:
+        name: digest
+        tasks:
+          - {id: short, capability: summarize}
+          - {id: french, capability: translate, depends_on: [short]}
+""",
+        encoding="utf-8",
+    )
+    template = Templates.load([tmp_path]).get("nested")
+    assert template.describe()["capabilities"] == ["fetch", "summarize", "translate"]
+    found = template.to_plan("q", {}, planner="rules")
+    assert found.capabilities() == {"fetch", "summarize", "translate"}
+    digest = found.steps[1]
+    assert digest.capability is None
+    assert [(s.id, s.capability) for s in digest.steps or ()] == [
+        ("short", "summarize"),
+        ("french", "translate"),
+    ]
+    assert found.to_workflow().tasks[1].workflow is not None
