@@ -109,14 +109,13 @@ async def assert_replays_clean(client: Client, state: WorkflowState) -> list[Eve
 
 
 async def test_the_least_loaded_of_three_bidders_wins(
-    auction_bus: Bus, observer: Observer, workers: dict[str, int], tmp_path: Path
+    auction_bus: Bus, observer: Observer, workers: dict[str, int]
 ) -> None:
     client = Client(bus=auction_bus, node_id="tests-auction-client")
     busiest, half, idle = workers  # the idle one has the highest id: no tie-break helps it
-    release = tmp_path / "release"
     holds = []
     for on in (busiest, busiest, half):  # real load: 2 of 2 instances, 1 of 2, none
-        held = await client.submit(auctioned(on=on, hold_until=str(release), window_s=0.3))
+        held = await client.submit(auctioned(on=on, hold=True, window_s=0.3))
         holds.append(held)
         (started,) = await wait_for(observer, held, EventType.TASK_STARTED)
         assert isinstance(started.data, TaskStarted)
@@ -147,7 +146,8 @@ async def test_the_least_loaded_of_three_bidders_wins(
         assert bid.vclock.get(bid.source) > 0
         assert seq[opened.id] < seq[bid.id] < seq[awarded.id]
 
-    release.touch()
+    for held in holds:  # release the held instances
+        await client.feedback(held, "release")
     for held in holds:
         done = await client.wait(held, timeout=60)
         assert done.status == WorkflowStatus.COMPLETED, done.reason

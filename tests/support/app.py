@@ -237,12 +237,10 @@ def _pick_bid(call: AuctionCall, load: AgentLoad) -> float | None:
 
 @bidding.agent(capabilities=["pick"], instances=2, bid=_pick_bid)
 async def picker(ctx: TaskContext) -> dict[str, Any]:
-    """Say who ran it; hold the instance until the file ``params.hold_until`` exists."""
-    release = str(ctx.params.get("hold_until") or "")
-    for _ in range(1200 if release else 0):  # at most a minute
-        if os.path.exists(release):
-            break
-        await asyncio.sleep(0.05)  # a stand-in for a long task that the test ends
+    """Say who ran it; with ``params.hold``, keep the instance busy until feedback
+    arrives (the test's release; at most a minute)."""
+    if ctx.params.get("hold"):
+        await ctx.feedback.next(timeout=60)
     return {"worker": ctx.worker}
 
 
