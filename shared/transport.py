@@ -268,6 +268,20 @@ class Bus:
             await asyncio.sleep(pause)  # polling the server: nothing announces a new stream
             pause = min(pause * 2, 1.0)
 
+    def _work_queue(self, name: str, subjects: str, **more: Any) -> StreamConfig:
+        """A task stream: WorkQueue retention, new messages refused when full."""
+        return StreamConfig(
+            name=name,
+            subjects=[subjects],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            num_replicas=self.settings.replicas,
+            duplicate_window=self.settings.dedupe_window_s,
+            discard=DiscardPolicy.NEW,
+            max_msgs=1_000_000,
+            **more,
+        )
+
     async def ensure_topology(self) -> None:
         """Create streams and KV buckets if missing (idempotent). Without
         ``manage_topology``, wait until the task and event streams exist."""
@@ -277,18 +291,7 @@ class Bus:
                 info = functools.partial(self.js.stream_info, stream)
                 await self._created(f"stream {stream}", info)
             return
-        await self._ensure_stream(
-            StreamConfig(
-                name=n.tasks_stream,
-                subjects=[n.task_subjects],
-                retention=RetentionPolicy.WORK_QUEUE,
-                storage=StorageType.FILE,
-                num_replicas=s.replicas,
-                duplicate_window=s.dedupe_window_s,
-                discard=DiscardPolicy.NEW,
-                max_msgs=1_000_000,
-            )
-        )
+        await self._ensure_stream(self._work_queue(n.tasks_stream, n.task_subjects))
         await self._ensure_stream(
             StreamConfig(
                 name=n.events_stream,
@@ -302,20 +305,10 @@ class Bus:
                 compression=StoreCompression.S2,
             )
         )
+        # A direct message whose worker died unclaimed is purged when its claim
+        # expires (the coordinator); max_age bounds any the purge missed.
         await self._ensure_stream(
-            StreamConfig(
-                name=n.direct_stream,
-                subjects=[n.direct_subjects],
-                retention=RetentionPolicy.WORK_QUEUE,
-                storage=StorageType.FILE,
-                num_replicas=s.replicas,
-                duplicate_window=s.dedupe_window_s,
-                discard=DiscardPolicy.NEW,
-                max_msgs=1_000_000,
-                # A message whose worker died unclaimed is purged when its claim
-                # expires (the coordinator); this bounds any the purge missed.
-                max_age=DIRECT_MAX_AGE_S,
-            )
+            self._work_queue(n.direct_stream, n.direct_subjects, max_age=DIRECT_MAX_AGE_S)
         )
         await self._ensure_stream(
             StreamConfig(
