@@ -37,7 +37,7 @@ from agenticflow.cli import (
 )
 from coordinator.client import Client
 from coordinator.state import WorkflowState
-from coordinator.supervisor import Plan, PlanStep, Supervisor, Templates
+from coordinator.supervisor import PlanStep, Supervisor, Templates
 from coordinator.supervisor.supervisor import Allocation, Planned
 from shared.errors import (
     NotFoundError,
@@ -158,8 +158,9 @@ def ask(
             raise typer.Exit(EXIT_INPUT) from exc
         if as_json and dry_run:
             _print_json(plan_dict(planned))
-        elif as_json:
-            err.print(render_json_plan_hint(planned.plan))
+        elif as_json:  # stdout keeps the JSON of the outcome
+            plan = planned.plan
+            err.print(f"planned {plan.count()} steps ({plan.strategy}, {plan.planner})")
         else:
             print_plan(err if not dry_run else out, planned)
         if dry_run:
@@ -175,11 +176,6 @@ def ask(
         _run(_with_client(settings, go))
         return
     _show_outcome(settings, go, timeout=timeout, as_json=as_json)
-
-
-def render_json_plan_hint(plan: Plan) -> str:
-    """One stderr line that says what was planned (stdout keeps the JSON)."""
-    return f"planned {plan.count()} steps ({plan.strategy}, {plan.planner})"
 
 
 @app.command("templates")

@@ -96,7 +96,7 @@ class Plan(BaseModel):
 
     def count(self) -> int:
         """Steps in the plan, sub-plans' steps included."""
-        return sum(1 + (_count(step.steps) if step.steps else 0) for step in self.steps)
+        return _count(self.steps)
 
     def problems(self) -> list[str]:
         """Every reason this plan cannot run (empty when it can)."""
