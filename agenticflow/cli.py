@@ -30,7 +30,7 @@ from coordinator import exports
 from coordinator import replay as replay_mod
 from coordinator.client import Client
 from coordinator.forks import first_divergence
-from coordinator.leader import LeaderElected
+from coordinator.partitions import PartitionedCoordinators
 from coordinator.state import WorkflowState
 from shared.config import Settings
 from shared.errors import (
@@ -188,12 +188,14 @@ def coordinator(
 ) -> None:
     """Run a coordinator: folds events, dispatches ready tasks, keeps state in KV.
 
-    Several may run: one is active (it holds a lease in KV), the others stand by
-    and take over within about AGENTICFLOW_LEASE_TTL_S of its death."""
+    Several may run. With AGENTICFLOW_PARTITIONS=1 (the default) one is active
+    (it holds a lease in KV) and the others stand by; with more partitions, the
+    workflows are split among them and all are active. Either way a survivor
+    takes over within about AGENTICFLOW_LEASE_TTL_S of a coordinator's death."""
     settings = _settings(nats, prefix, metrics_port=metrics_port)
     _serve(
         settings,
-        lambda bus: LeaderElected(bus=bus, node_id=new_node_id("coord")),
+        lambda bus: PartitionedCoordinators(bus=bus, node_id=new_node_id("coord")),
         name="agenticflow-coordinator",
     )
 
@@ -1470,5 +1472,6 @@ def main() -> None:
 
 # `ask` and `templates` live in their own module and register on `app` when imported.
 from agenticflow import ask_cli as _ask_cli  # noqa: E402, F401
+from agenticflow import cluster_cli as _cluster_cli  # noqa: E402, F401
 
 __all__ = ["app", "main"]

@@ -63,6 +63,7 @@ class DevCluster:
         store_dir: str | Path | None = None,
         prefix: str = "af",
         coordinator: bool = True,
+        coordinators: int = 1,
         log_dir: str | Path | None = None,
         env: dict[str, str] | None = None,
         settings: dict[str, Any] | None = None,
@@ -76,9 +77,16 @@ class DevCluster:
         user per role (see :mod:`agenticflow.natsauth`), written to
         ``secure_dir`` (default: a temporary directory, removed on stop); the
         coordinator and the workers (group ``dev``: the app's capabilities) run
-        with their role's credentials, :attr:`settings` are the admin's."""
+        with their role's credentials, :attr:`settings` are the admin's.
+
+        ``coordinators``: coordinator processes to start (with ``coordinator``);
+        one is active, the others stand by, unless ``AGENTICFLOW_PARTITIONS`` (in
+        ``env`` or ``settings``) is above 1: then they share the partitions.
+        Raises ConfigError."""
         if workers < 0:
             raise ConfigError("--workers must be 0 or more")
+        if coordinators < 1:
+            raise ConfigError("coordinators must be 1 or more")
         if secure and nats_url is not None:
             raise ConfigError("a secure dev cluster starts its own server: give no nats_url")
         self.app = app
@@ -86,6 +94,7 @@ class DevCluster:
         self.concurrency = concurrency
         self.prefix = prefix
         self.with_coordinator = coordinator
+        self.coordinator_count = coordinators if coordinator else 0
         self.log_dir = Path(log_dir) if log_dir else None
         self.overrides = dict(settings or {})
         self.env = {
@@ -162,20 +171,24 @@ class DevCluster:
                 os.close(out)
 
     async def start(self, *, timeout: float = 60.0) -> None:
-        """Start every part; returns once every worker has registered its agents."""
+        """Start every part; returns once every worker has registered its agents,
+        a coordinator is active and every process is still running."""
         if self.server is not None:
             if self.secure:
                 self._prepare_secure(self.server)
             self.url = await asyncio.to_thread(self.server.start)
             if self.auth is not None:
                 self.auth.write_env(url=self.url)
-        if self.with_coordinator:
+        for _ in range(self.coordinator_count):
             self.add_coordinator()
         for _ in range(self.workers):
             self.add_worker()
+        # One active coordinator is enough: the others may stand by (or still be
+        # taking their partitions); they must not have died, though.
         await self.wait_for_processes(
-            self.workers, coordinators=1 if self.with_coordinator else 0, timeout=timeout
+            self.workers, coordinators=min(self.coordinator_count, 1), timeout=timeout
         )
+        self._check_children()
 
     def _prepare_secure(self, server: NatsServer) -> None:
         """Write the credentials, TLS files and server configuration."""

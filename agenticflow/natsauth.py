@@ -59,7 +59,7 @@ from shared.config import Settings
 from shared.errors import ConfigError
 from shared.health import SERVICE_PREFIX
 from shared.ids import ID_RE
-from shared.names import ROUTE_RE, ROUTE_SEPARATOR, Names
+from shared.names import MAX_PARTITIONS, ROUTE_RE, ROUTE_SEPARATOR, Names
 
 Auth = Literal["nkey", "password"]
 
@@ -283,7 +283,8 @@ def worker_permissions(names: Names, group: WorkerGroup) -> Permissions:
 def client_permissions(names: Names) -> Permissions:
     """Submit and steer workflows; read events and workflow state."""
     events = names.events_stream
-    coordinator = names.coordinator_consumer
+    # Every coordinator consumer there can be, whatever the partition count.
+    coordinators = [names.coordinator_consumer, *names.coordinator_consumers(MAX_PARTITIONS)]
     return Permissions(
         publish=(
             names.event_subject("*", "workflow.submitted"),
@@ -294,9 +295,9 @@ def client_permissions(names: Names) -> Permissions:
             *_kv_read(names.workflows_bucket),
         ),
         publish_deny=(
-            # Read events, but never through (or by redefining) the coordinator's consumer.
-            f"$JS.API.CONSUMER.CREATE.{events}.{coordinator}.>",
-            f"$JS.API.CONSUMER.MSG.NEXT.{events}.{coordinator}",
+            # Read events, but never through (or by redefining) a coordinator's consumer.
+            *(f"$JS.API.CONSUMER.CREATE.{events}.{name}.>" for name in coordinators),
+            *(f"$JS.API.CONSUMER.MSG.NEXT.{events}.{name}" for name in coordinators),
         ),
         subscribe=(
             f"{inbox_prefix(names, CLIENT)}.>",

@@ -603,7 +603,7 @@ async def _failures(bus: Bus, since_ns: int, events: Mapping[str, Any]) -> list[
     """The newest failure events stored since ``since_ns``, reading at most
     FAILURE_SCAN of them however many there are (``events``: the events
     stream's state)."""
-    subject = bus.names.event_subject("*", "*.failed")  # task.failed and workflow.failed
+    subject = bus.names.stored_events_of_type("*.failed")  # task.failed and workflow.failed
     stream = bus.names.events_stream
     if await _count_from(bus, subject, start_ns=since_ns) <= FAILURE_SCAN:
         when_from = dt.datetime.fromtimestamp(since_ns / 1e9, tz=dt.UTC)

@@ -327,7 +327,11 @@ class Client:
         await self._topology()
         tokens = (types or "").split(".")
         exact = types is not None and all(t == "*" or not set(t) & set("*?[]") for t in tokens)
-        subject = f"{self.names.prefix}.evt.*.{types}" if exact else self.names.event_subjects
+        subject = (
+            self.names.stored_events_of_type(types)
+            if exact and types
+            else self.names.event_subjects
+        )
         msgs = await self.bus.read_stored(
             self.names.events_stream, subject, start_time=since, limit=limit
         )
@@ -347,7 +351,9 @@ class Client:
 
     async def dead_letters(self) -> list[Event]:
         """Every ``task.dead_lettered`` event, oldest first."""
-        return await self._read(self.names.event_subject("*", EventType.TASK_DEAD_LETTERED.value))
+        return await self._read(
+            self.names.stored_events_of_type(EventType.TASK_DEAD_LETTERED.value)
+        )
 
     async def resume(self, workflow_id: str, *, from_task: str | None = None) -> None:
         """Resume a paused workflow; or re-run a failed workflow, keeping completed
@@ -616,7 +622,10 @@ class Client:
                 timestamp=int(msg.metadata.timestamp.timestamp() * 1e9),
                 vclock=VectorClock(),
                 data=MessageRejected(
-                    reason=str(exc), code=exc.code, subject=msg.subject, stream_seq=seq
+                    reason=str(exc),
+                    code=exc.code,
+                    subject=self.names.published_subject(msg.subject),
+                    stream_seq=seq,
                 ),
                 seq=seq,
             )

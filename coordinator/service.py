@@ -55,6 +55,7 @@ from shared.codec import (
 )
 from shared.config import Settings
 from shared.errors import (
+    ConfigError,
     MalformedMessageError,
     PayloadTooLargeError,
     StateConflictError,
@@ -93,7 +94,7 @@ from shared.metrics import (
     tasks_failed,
     tasks_retried,
 )
-from shared.names import SYSTEM_WORKFLOW, queue_of
+from shared.names import SYSTEM_WORKFLOW, check_partitions, partition_of, queue_of
 from shared.puller import Puller
 from shared.rbac import load_policy
 from shared.telemetry import context_of, tracer
@@ -197,9 +198,17 @@ class Coordinator:
         node_id: str,
         batch_size: int = 256,
         fetch_timeout_s: float = 1.0,
+        partition: int = 0,
+        partitions: int = 1,
     ) -> None:
         self.bus = bus
         self.node_id = node_id
+        self.partition = partition
+        """The workflows this coordinator folds: those hashed to ``partition`` of
+        ``partitions`` (:func:`shared.names.partition_of`); all when there is one."""
+        self.partitions = check_partitions(partitions)
+        if not 0 <= partition < partitions:
+            raise ConfigError(f"partition {partition} is not one of 0..{partitions - 1}")
         self.names = bus.names
         self.settings: Settings = bus.settings
         self._batch = batch_size
@@ -223,6 +232,7 @@ class Coordinator:
         self._has_mail = asyncio.Event()
         self._puller: Puller
         self._watcher: Any = None
+        self._dlq_sub: Any = None
         self.runner: asyncio.Task[None] | None = None
         self.events_folded = 0
         self.queues: dict[str, dict[str, int]] = {}
@@ -252,21 +262,27 @@ class Coordinator:
         await self._recover()
         await self._heartbeat()
         self._watcher = await self._agents.watchall()
+        consumer = self.names.partition_consumer(self.partition, self.partitions)
+        filters: dict[str, Any] = (
+            {"filter_subject": self.names.event_subjects}
+            if self.partitions == 1
+            else {"filter_subjects": self.names.partition_events(self.partition)}
+        )
         await self.bus.ensure_consumer(
             self.names.events_stream,
             ConsumerConfig(
-                durable_name=self.names.coordinator_consumer,
-                filter_subject=self.names.event_subjects,
+                durable_name=consumer,
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
                 ack_wait=self.settings.coordinator_ack_wait_s,
                 max_ack_pending=-1,
+                **filters,
             ),
         )
         self._puller = Puller(
             self.bus,
             stream=self.names.events_stream,
-            consumer=self.names.coordinator_consumer,
+            consumer=consumer,
             on_message=self._arrived,
             credit=lambda: 2 * self._batch - len(self._inbox),
             max_batch=self._batch,
@@ -274,16 +290,17 @@ class Coordinator:
         )
         await self._puller.start()
         self.bus.on_reconnect(self._after_reconnect)
-        self._dlq_sub = await self.bus.js.pull_subscribe(
-            self.names.max_deliveries_subject,
-            durable=self.names.dead_letter_consumer,
-            stream=self.names.advisories_stream,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30),
-        )
-        self._unobserve = [
-            observe(QUEUE_PENDING, functools.partial(self._queue_readings, "pending")),
-            observe(QUEUE_LAG, functools.partial(self._queue_readings, "lag")),
-        ]
+        if self._first:  # cluster-wide duties: one partition's coordinator has them
+            self._dlq_sub = await self.bus.js.pull_subscribe(
+                self.names.max_deliveries_subject,
+                durable=self.names.dead_letter_consumer,
+                stream=self.names.advisories_stream,
+                config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30),
+            )
+            self._unobserve = [
+                observe(QUEUE_PENDING, functools.partial(self._queue_readings, "pending")),
+                observe(QUEUE_LAG, functools.partial(self._queue_readings, "lag")),
+            ]
         self.runner = asyncio.create_task(self._serve(), name="coordinator")
         await self._started.wait()
         log.info("coordinator started", node=self.node_id, prefix=self.names.prefix)
@@ -309,7 +326,8 @@ class Coordinator:
             group.create_task(self._write_behind(), name="coordinator-writer")
             group.create_task(self._run_timers(), name="coordinator-timers")
             group.create_task(self._watch_agents(), name="coordinator-agents")
-            group.create_task(self._dead_letters(), name="coordinator-dead-letters")
+            if self._dlq_sub is not None:
+                group.create_task(self._dead_letters(), name="coordinator-dead-letters")
             group.create_task(
                 stop_when_closed(self.bus.closed, self._stop, who="coordinator"),
                 name="coordinator-connection",
@@ -332,18 +350,29 @@ class Coordinator:
         with contextlib.suppress(Exception):
             await self._puller.stop()
         self.bus.forget_reconnect(self._after_reconnect)
-        with contextlib.suppress(Exception):
-            await self._dlq_sub.unsubscribe()
+        if self._dlq_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._dlq_sub.unsubscribe()
 
     @property
     def _registry_key(self) -> str:
         return f"{self.node_id}.coordinator"
 
+    @property
+    def _first(self) -> bool:
+        """Partition 0's coordinator also reads the dead letters and the queue depths."""
+        return self.partition == 0
+
+    def _mine(self, workflow_id: str) -> bool:
+        """Whether a workflow is in this coordinator's partition."""
+        return self.partitions == 1 or partition_of(workflow_id, self.partitions) == self.partition
+
     async def _heartbeat(self) -> None:
         # Queue depths first: a heartbeat stamped T carries depths read after T.
         now = time.time_ns()
-        with contextlib.suppress(Exception):  # metrics only: never stop the heartbeat
-            self.queues = await self._read_queues()
+        if self._first:
+            with contextlib.suppress(Exception):  # metrics only: never stop the heartbeat
+                self.queues = await self._read_queues()
         info = {
             "instance": self._registry_key,
             "role": "coordinator",
@@ -354,6 +383,8 @@ class Coordinator:
             "load": len(self._cache),
             "heartbeat": now,
             "events_folded": self.events_folded,
+            "partition": self.partition,
+            "partitions": self.partitions,
         }
         await self._agents.put(self._registry_key, pack(info))
 
@@ -400,7 +431,7 @@ class Coordinator:
     # Recovery -----------------------------------------------------------
     async def _recover(self) -> None:
         try:
-            keys = await self._workflows.keys()
+            keys = [key for key in await self._workflows.keys() if self._mine(key)]
         except Exception:  # nats-py raises NoKeysError for an empty bucket
             keys = []
         self._known.update(keys)
@@ -687,13 +718,14 @@ class Coordinator:
         self, msg: Msg, seq: int, exc: MalformedMessageError, commands: list[Command]
     ) -> None:
         """Record a poison event: never applied, never redelivered."""
-        parsed = self.names.parse_event_subject(msg.subject)
+        subject = self.names.published_subject(msg.subject)
+        parsed = self.names.parse_event_subject(subject)
         workflow_id = parsed[0] if parsed and ID_RE.match(parsed[0]) else SYSTEM_WORKFLOW
-        log.warning("malformed event rejected", subject=msg.subject, seq=seq, reason=str(exc))
+        log.warning("malformed event rejected", subject=subject, seq=seq, reason=str(exc))
         await self.audit.note(
             AuditKind.MESSAGE_REJECTED,
             workflow_id=workflow_id,
-            subject=msg.subject,
+            subject=subject,
             stream_seq=seq,
             code=exc.code,
             reason=str(exc),
@@ -703,7 +735,7 @@ class Coordinator:
         await self._shell_emit(
             workflow_id,
             EventType.MESSAGE_REJECTED,
-            MessageRejected(reason=str(exc), code=exc.code, subject=msg.subject, stream_seq=seq),
+            MessageRejected(reason=str(exc), code=exc.code, subject=subject, stream_seq=seq),
             key=f"rejected:{self.names.events_stream}:{seq}",
         )
         if (

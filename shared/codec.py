@@ -177,6 +177,7 @@ def decode_event(
     time of storing it) and decrypted first; the event's ``signer`` names the
     principal whose key signed it."""
     check_headers(headers)
+    subject = names.published_subject(subject)  # the stored one carries its partition
     signer: TrustedKey | None = None
     if seal is not None:
         body, signer = seal.open(subject, headers, body, stored_ns=stored_ns)

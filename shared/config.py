@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(default=5, gt=0)
     agent_ttl_s: int = Field(default=20, ge=2)
     connect_timeout_s: float = Field(default=5, gt=0)
+    partitions: int = Field(default=1, ge=1, le=64)
+    """Coordinator partitions: workflows are hashed over this many, each owned by
+    one coordinator through a lease, so several coordinators are all active.
+    Fixed when the events stream is created (the stream's value wins after)."""
     lease_ttl_s: int = Field(default=10, ge=2)
     """A coordinator that stops renewing its lease loses it after this long."""
     snapshot_every_events: int = Field(default=256, ge=1)

@@ -97,15 +97,49 @@ class Names:
         """Wildcard of every event."""
         return f"{self.prefix}.evt.>"
 
+    # How events are stored: the events stream maps each published subject
+    # ``<prefix>.evt.<workflow>.<type>`` to ``<prefix>.evt.<workflow>.<partition>.<type>``
+    # (a NATS subject transform with ``partition()``), so that a coordinator
+    # consumer can take one partition of the workflows.
+    def event_transform(self, partitions: int) -> tuple[str, str]:
+        """``(source, destination)`` of the events stream's subject transform."""
+        check_partitions(partitions)
+        return (
+            f"{self.prefix}.evt.*.>",
+            f"{self.prefix}.evt.{{{{wildcard(1)}}}}.{{{{partition({partitions},1)}}}}.>",
+        )
+
+    def partition_events(self, partition: int) -> list[str]:
+        """Filters of the stored events of one partition. Partition 0 also takes
+        what the transform leaves alone (a subject with no event type), so that a
+        malformed message is seen by someone and recorded as rejected."""
+        filters = [f"{self.prefix}.evt.*.{partition}.>"]
+        return [*filters, f"{self.prefix}.evt.*"] if partition == 0 else filters
+
+    def stored_events_of_type(self, event_type: str, workflow_id: str = "*") -> str:
+        """Filter of stored events of a type (a token may be ``*``), e.g.
+        ``af.evt.*.*.task.failed``."""
+        return f"{self.prefix}.evt.{workflow_id}.*.{event_type}"
+
     def parse_event_subject(self, subject: str) -> tuple[str, str] | None:
-        """``(workflow_id, event_type)`` of an event subject, or None."""
+        """``(workflow_id, event_type)`` of an event subject, as published or as
+        stored (with its partition token), or None."""
         head = f"{self.prefix}.evt."
         if not subject.startswith(head):
             return None
         workflow_id, _, event_type = subject[len(head) :].partition(".")
+        first, dot, rest = event_type.partition(".")
+        if first.isdigit() and dot:  # no event type starts with a digit
+            event_type = rest
         if not workflow_id or not event_type:
             return None
         return workflow_id, event_type
+
+    def published_subject(self, subject: str) -> str:
+        """The subject an event was published on, given the one it is stored
+        under (signatures and encryption are bound to the published one)."""
+        parsed = self.parse_event_subject(subject)
+        return subject if parsed is None else self.event_subject(*parsed)
 
     def audit_subject(self, node: str) -> str:
         """Subject of one node's audit chain."""
@@ -150,8 +184,17 @@ class Names:
 
     @property
     def coordinator_consumer(self) -> str:
-        """Durable consumer the coordinator folds events from."""
+        """Durable consumer the coordinator folds events from (one partition)."""
         return "coordinator"
+
+    def partition_consumer(self, partition: int, partitions: int) -> str:
+        """Durable consumer of one partition's events (``coordinator`` when there
+        is only one partition)."""
+        return self.coordinator_consumer if partitions == 1 else f"coordinator_p{partition}"
+
+    def coordinator_consumers(self, partitions: int) -> list[str]:
+        """Every partition's consumer."""
+        return [self.partition_consumer(k, partitions) for k in range(partitions)]
 
     # KV buckets ---------------------------------------------------------
     @property
@@ -195,6 +238,32 @@ class Names:
         return f"{self.prefix}_tool_results"
 
 
+MAX_PARTITIONS = 64
+"""Most coordinator partitions a deployment may have."""
+
+
+def check_partitions(partitions: int) -> int:
+    """``partitions`` if it is a valid partition count; raises ConfigError."""
+    if not 1 <= partitions <= MAX_PARTITIONS:
+        raise ConfigError(f"partitions must be 1 to {MAX_PARTITIONS}, not {partitions}")
+    return partitions
+
+
+def partition_of(workflow_id: str, partitions: int) -> int:
+    """The partition of a workflow: what NATS's ``partition(n, 1)`` computes
+    (FNV-1a, 32 bits, of the token, modulo n)."""
+    digest = 0x811C9DC5
+    for byte in workflow_id.encode():
+        digest = ((digest ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return digest % partitions
+
+
+def partitions_of_transform(destination: str) -> int | None:
+    """The partition count in an events transform's destination, or None."""
+    found = re.search(r"partition\((\d+),", destination)
+    return int(found.group(1)) if found else None
+
+
 ROUTE_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}\Z")
 """A route: a private set of queues served only by the workers started with it."""
 
@@ -215,4 +284,14 @@ def queue_of(capability: str, route: str | None = None) -> str:
 SYSTEM_WORKFLOW = "_system"
 """Pseudo workflow id for events that belong to no workflow."""
 
-__all__ = ["ROUTE_RE", "ROUTE_SEPARATOR", "SYSTEM_WORKFLOW", "Names", "queue_of"]
+__all__ = [
+    "MAX_PARTITIONS",
+    "ROUTE_RE",
+    "ROUTE_SEPARATOR",
+    "SYSTEM_WORKFLOW",
+    "Names",
+    "check_partitions",
+    "partition_of",
+    "partitions_of_transform",
+    "queue_of",
+]

@@ -37,6 +37,7 @@ from nats.js.api import (
     StorageType,
     StoreCompression,
     StreamConfig,
+    SubjectTransform,
 )
 from nats.js.kv import KeyValue
 from tenacity import (
@@ -64,6 +65,7 @@ from shared.errors import (
     TransportError,
 )
 from shared.events import Event
+from shared.names import partitions_of_transform
 from shared.security import Seal
 
 log = structlog.get_logger("agenticflow.bus")
@@ -292,19 +294,7 @@ class Bus:
                 await self._created(f"stream {stream}", info)
             return
         await self._ensure_stream(self._work_queue(n.tasks_stream, n.task_subjects))
-        await self._ensure_stream(
-            StreamConfig(
-                name=n.events_stream,
-                subjects=[n.event_subjects],
-                retention=RetentionPolicy.LIMITS,
-                storage=StorageType.FILE,
-                num_replicas=s.replicas,
-                duplicate_window=min(s.dedupe_window_s, s.events_max_age_s),
-                max_age=s.events_max_age_s,
-                max_bytes=s.events_max_bytes,
-                compression=StoreCompression.S2,
-            )
-        )
+        await self._ensure_events_stream()
         # A direct message whose worker died unclaimed is purged when its claim
         # expires (the coordinator); max_age bounds any the purge missed.
         await self._ensure_stream(
@@ -340,6 +330,48 @@ class Bus:
         for bucket in (n.breakers_bucket, n.ratelimits_bucket):
             await self.kv(bucket, history=1)
         await self.kv(n.tool_results_bucket, history=1, ttl=s.tool_results_ttl_s)
+
+    async def _ensure_events_stream(self) -> None:
+        s, n = self.settings, self.names
+        source, destination = n.event_transform(s.partitions)
+        config = StreamConfig(
+            name=n.events_stream,
+            subjects=[n.event_subjects],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=s.replicas,
+            duplicate_window=min(s.dedupe_window_s, s.events_max_age_s),
+            max_age=s.events_max_age_s,
+            max_bytes=s.events_max_bytes,
+            compression=StoreCompression.S2,
+            subject_transform=SubjectTransform(src=source, dest=destination),
+        )
+        existing = await self.event_partitions()
+        if existing is not None and existing != s.partitions:
+            # The partition count is fixed once events are stored: every stored
+            # subject carries its partition, and every coordinator must agree.
+            log.warning(
+                "the events stream keeps its partition count",
+                stream=n.events_stream,
+                stream_partitions=existing,
+                configured=s.partitions,
+            )
+            config.subject_transform = SubjectTransform(
+                src=source, dest=n.event_transform(existing)[1]
+            )
+        await self._ensure_stream(config)
+
+    async def event_partitions(self) -> int | None:
+        """The events stream's partition count (None: no stream yet, or one
+        created before partitions, whose subjects carry none)."""
+        try:
+            info = await self.js.stream_info(self.names.events_stream)
+        except nats.js.errors.NotFoundError:
+            return None
+        except nats.errors.Error as exc:
+            raise _ours(exc, f"read stream {self.names.events_stream}") from exc
+        transform = info.config.subject_transform
+        return partitions_of_transform(transform.dest or "") if transform else None
 
     async def _ensure_stream(self, config: StreamConfig) -> None:
         try:

@@ -32,15 +32,22 @@ FAST = {"task_ack_wait_s": 2, "lease_ttl_s": 3, "coordinator_ack_wait_s": 2}
 
 @asynccontextmanager
 async def chaos_cluster(
-    nats_server: NatsServer, log_dir: Path, name: str, **kwargs: Any
+    nats_server: NatsServer,
+    log_dir: Path,
+    name: str,
+    *,
+    settings: dict[str, Any] | None = None,
+    **kwargs: Any,
 ) -> AsyncIterator[tuple[DevCluster, Client, Observer]]:
+    """A dev cluster with FAST timers (and ``settings`` on top), a bus, a client
+    and an observer of every event."""
     prefix = unique_prefix(name)
     async with (
         DevCluster(
             app=CHAOS_APP,
             nats_url=nats_server.url,
             prefix=prefix,
-            settings=FAST,
+            settings={**FAST, **(settings or {})},
             log_dir=log_dir / prefix,
             **kwargs,
         ) as cluster,

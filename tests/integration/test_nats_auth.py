@@ -444,17 +444,17 @@ async def test_client_credentials_cannot_take_over_the_coordinators_consumer(
     secure: Secure, topology: Bus, as_role: Any
 ) -> None:
     names, stream = topology.names, topology.names.events_stream
-    consumer = names.coordinator_consumer
     client = await as_role(CLIENT)
-    refused = {
+    refused: dict[str, bytes] = {}
+    # The single coordinator's consumer, and a partition's (AGENTICFLOW_PARTITIONS > 1).
+    for consumer in (names.coordinator_consumer, names.partition_consumer(63, 64)):
         # Reading through it would steal the coordinator's events.
-        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}": pull_request(),
+        refused[f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"] = pull_request()
         # Redefining it: by name, or through an unnamed create whose body names it.
-        f"$JS.API.CONSUMER.CREATE.{stream}.{consumer}.{names.event_subjects}": b"{}",
-        f"$JS.API.CONSUMER.CREATE.{stream}": json.dumps(
+        refused[f"$JS.API.CONSUMER.CREATE.{stream}.{consumer}.{names.event_subjects}"] = b"{}"
+        refused[f"$JS.API.CONSUMER.CREATE.{stream}"] = json.dumps(
             {"stream_name": stream, "config": {"name": consumer, "filter_subject": "x"}}
-        ).encode(),
-    }
+        ).encode()
     for subject, body in refused.items():
         with pytest.raises(nats.errors.TimeoutError):
             await client.nc.request(subject, body, timeout=DENIED_S)

@@ -35,7 +35,9 @@ async def copy_as_v1(source: Bus, source_id: str, target: Bus) -> list[int]:
     seqs = []
     for msg in msgs:
         headers = dict(msg.headers or {})
-        subject = msg.subject.replace(source.names.prefix + ".", target.names.prefix + ".", 1)
+        # As published: the stored subject carries the source's partition token.
+        subject = source.names.published_subject(msg.subject)
+        subject = subject.replace(source.names.prefix + ".", target.names.prefix + ".", 1)
         subject = subject.replace(source_id, COPY)
         headers[H_MSG_ID] = headers[H_MSG_ID].replace(source_id, COPY)
         body = msg.data

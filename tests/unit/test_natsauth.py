@@ -235,6 +235,9 @@ def test_a_client_submits_and_reads_but_never_dispatches() -> None:
     # An unnamed create lets the body name (and redefine) the coordinator's consumer.
     assert "$JS.API.CONSUMER.CREATE.AF_EVENTS" not in publish
     assert "$JS.API.CONSUMER.MSG.NEXT.AF_EVENTS.coordinator" in perms.publish_deny
+    for partition in (0, 63):  # every partition's consumer, whatever the count
+        assert f"$JS.API.CONSUMER.MSG.NEXT.AF_EVENTS.coordinator_p{partition}" in perms.publish_deny
+        assert f"$JS.API.CONSUMER.CREATE.AF_EVENTS.coordinator_p{partition}.>" in perms.publish_deny
     assert not perms.allow_responses
 
 
