@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CODE   := agenticflow coordinator worker shared examples tests benchmarks
 
-.PHONY: install demo test lint typecheck imports unit integration chaos bench bench-replay bench-tools bench-telemetry bench-security bench-supervisor bench-peers clean
+.PHONY: install demo test lint typecheck imports unit integration chaos bench bench-replay bench-tools bench-telemetry bench-security bench-supervisor bench-peers bench-scaling clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(MAKE) bench-telemetry
 	$(MAKE) bench-security
 	$(MAKE) bench-supervisor
+	$(MAKE) bench-scaling
 
 # Replay (read, decode, fold, verify) on streams of 100,000+ events; results/replay.json.
 # Options: make bench-replay REPLAY_ARGS='--quick' (or '--synthetic --runs 1')
@@ -76,6 +77,12 @@ bench-security: $(STAMP)
 SUPERVISOR_ARGS ?=
 bench-supervisor: $(STAMP)
 	$(BIN)/python -m benchmarks.supervisor $(SUPERVISOR_ARGS)
+
+# Throughput with 1, 2, 4 workers and 1, 2 coordinators on I/O-bound tasks; results/scaling.json.
+# Options: make bench-scaling SCALING_ARGS='--quick' (or '--rounds 5 --latency-ms 100')
+SCALING_ARGS ?=
+bench-scaling: $(STAMP)
+	$(BIN)/python -m benchmarks.scaling $(SCALING_ARGS)
 
 # W1-W3 on AgenticFlow, Temporal, Celery + Redis and Ray (benchmarks/peers). Each
 # peer's packages (the `peers` extra) install on their own: one that fails is skipped.

@@ -230,7 +230,13 @@ class NatsCluster:
         return None
 
     def meta_leader(self) -> int | None:
-        """Index of the JetStream meta leader, when the live nodes agree on one."""
+        """Index of the JetStream meta leader, when the live nodes agree on one
+        (a single node has no meta group: it leads once its JetStream answers)."""
+        if self.size == 1:
+            with contextlib.suppress(TransportError):
+                if self.nodes[0].alive and self.jsz(0).get("config") is not None:
+                    return 0
+            return None
         names: set[str] = set()
         for node in self.nodes:
             if not node.alive:
@@ -261,6 +267,8 @@ class NatsCluster:
             time.sleep(0.05)  # polling the monitoring endpoint, bounded by the deadline
 
     def _peers_current(self, leader: int) -> bool:
+        if self.size == 1:
+            return True
         try:
             meta = self.jsz(leader).get("meta_cluster") or {}
         except TransportError:
@@ -276,6 +284,13 @@ class NatsCluster:
         routes = "\n".join(f"    nats-route://{HOST}:{n.cluster_port}" for n in self.nodes)
         client = node.client_port if node.client_port is not None else -1
         http = node.http_port if node.http_port is not None else -1
+        cluster = (
+            "cluster {\n"
+            f"  name: {self.cluster_name}\n"
+            f"  listen: {HOST}:{node.cluster_port}\n"
+            f"  routes: [\n{routes}\n  ]\n"
+            "}\n"
+        )
         return (
             f"server_name: {node.name}\n"
             f"host: {HOST}\n"
@@ -283,11 +298,8 @@ class NatsCluster:
             f'http: "{HOST}:{http}"\n'
             f'ports_file_dir: "{node.directory / "ports"}"\n'
             f'jetstream {{\n  store_dir: "{node.directory / "store"}"\n}}\n'
-            "cluster {\n"
-            f"  name: {self.cluster_name}\n"
-            f"  listen: {HOST}:{node.cluster_port}\n"
-            f"  routes: [\n{routes}\n  ]\n"
-            "}\n"
+            # One node routing to itself would wait for a second peer forever.
+            + (cluster if self.size > 1 else "")
         )
 
     def _spawn(self, node: NatsNode) -> None:

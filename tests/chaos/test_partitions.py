@@ -17,8 +17,10 @@ import pytest
 from agenticflow.devcluster import DevCluster
 from agenticflow.server import NatsServer
 from coordinator.client import Client
+from coordinator.state import WorkflowStatus
 from shared.codec import unpack
 from shared.events import EventType
+from shared.hierarchy import child_workflow_id
 from shared.names import partition_of
 from shared.transport import Bus, FetchTimeout
 from tests.chaos.helpers import Observer, assert_exactly_once
@@ -134,6 +136,28 @@ async def test_two_active_coordinators_share_then_one_takes_over(
         for workflow_id, (pid,) in folded_by.items():
             assert before[partition_of(workflow_id, PARTITIONS)] == pid
         assert {pid for (pid,) in folded_by.values()} == pids, "one coordinator carried no load"
+
+        # A parent and its child workflow folded by different processes.
+        parent_id = next(
+            w
+            for w in (f"wf-parent-{i}" for i in range(1000))
+            if before[partition_of(w, PARTITIONS)]
+            != before[partition_of(child_workflow_id(w, "c", 1), PARTITIONS)]
+        )
+        parent = wf(
+            {"id": "first", "capability": "add", "params": {"value": 1}},
+            {
+                "id": "c",
+                "depends_on": ["first"],
+                "workflow": {"name": "inner", "tasks": [{"id": "s", "capability": "echo"}]},
+            },
+            {"id": "after", "capability": "echo", "depends_on": ["c"]},
+        )
+        await client.submit(parent, workflow_id=parent_id)
+        done = await client.wait(parent_id, timeout=60)
+        assert done.status == WorkflowStatus.COMPLETED, done.reason
+        child = await client.wait(child_workflow_id(parent_id, "c", 1), timeout=10)
+        assert child.status == WorkflowStatus.COMPLETED
 
         # Kill one while workflows of all partitions are in flight.
         second = [await client.submit(chain(1.0)) for _ in range(24)]
