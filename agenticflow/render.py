@@ -288,12 +288,17 @@ def _work(report: dict[str, Any]) -> str:
             text += f"; [red]open breakers: {', '.join(worker['open_breakers'])}[/red]"
         return text
     coordinator = report.get("coordinator") or {}
+    owned = coordinator.get("owned")
+    of = f" of {coordinator.get('partitions')}" if owned is not None else ""
     if coordinator.get("role") != "active":
-        return "standby"
-    return (
+        return f"standby (no partition{of})" if of else "standby"
+    text = (
         f"active: {coordinator.get('workflows_running', 0)} workflows running, "
         f"{coordinator.get('events_folded', 0)} events folded"
     )
+    if owned is not None:
+        text += f"; partitions {','.join(str(k) for k in owned)}{of}"
+    return text
 
 
 __all__ = [

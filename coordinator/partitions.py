@@ -106,7 +106,14 @@ class PartitionedCoordinators:
     async def run(self) -> None:
         """Serve until :meth:`shutdown`."""
         await self.bus.ensure_topology()
-        self.partitions = await self.bus.event_partitions() or self.bus.settings.partitions
+        configured = self.bus.settings.partitions
+        self.partitions = await self.bus.event_partitions() or configured
+        if self.partitions != configured:
+            log.warning(
+                "the events stream was created with another partition count; using it",
+                stream_partitions=self.partitions,
+                configured=configured,
+            )
         if self.partitions == 1:
             self.single = LeaderElected(bus=self.bus, node_id=self.node_id)
             if self._stop.is_set():

@@ -349,13 +349,8 @@ class Bus:
         existing = await self.event_partitions()
         if existing is not None and existing != s.partitions:
             # The partition count is fixed once events are stored: every stored
-            # subject carries its partition, and every coordinator must agree.
-            log.warning(
-                "the events stream keeps its partition count",
-                stream=n.events_stream,
-                stream_partitions=existing,
-                configured=s.partitions,
-            )
+            # subject carries its partition, and every coordinator must agree
+            # (a coordinator configured otherwise says so; see coordinator.partitions).
             config.subject_transform = SubjectTransform(
                 src=source, dest=n.event_transform(existing)[1]
             )

@@ -101,3 +101,13 @@ def test_preference_is_a_rotation_of_every_partition(node: str, partitions: int)
     order = preference(node, partitions)
     assert sorted(order) == list(range(partitions))
     assert all((b - a) % partitions == 1 for a, b in itertools.pairwise(order))
+
+
+def test_health_shows_the_partitions_a_coordinator_owns() -> None:
+    from agenticflow.render import _work
+
+    active = {"role": "active", "partitions": 4, "owned": [0, 2], "workflows_running": 3}
+    assert _work({"coordinator": active}).endswith("partitions 0,2 of 4")
+    waiting = {"role": "standby", "partitions": 4, "owned": []}
+    assert _work({"coordinator": waiting}) == "standby (no partition of 4)"
+    assert _work({"coordinator": {"role": "standby"}}) == "standby"
