@@ -185,12 +185,12 @@ async def test_two_active_coordinators_share_then_one_takes_over(
         moved = [w for w in second if partition_of(w, PARTITIONS) in lost]
         assert moved, "no workflow of the victim's partitions was in flight"
         for workflow_id in moved:
-            done = [
+            finished = [
                 e
                 for e in await client.events(workflow_id)
                 if e.type == EventType.WORKFLOW_COMPLETED
             ]
-            assert [pid_of(e.source) for e in done] == [survivor]
+            assert [pid_of(e.source) for e in finished] == [survivor]
         print(
             f"\nPARTITIONS: {report.workflows + result.workflows} workflows, "
             f"lost={result.lost} applied_twice={result.applied_twice}, "

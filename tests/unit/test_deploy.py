@@ -1,0 +1,1164 @@
+"""The deployment files in deploy/: valid for their tools, and consistent.
+
+Offline and without Docker. Each file is checked against its schema:
+
+- Kubernetes manifests (every document of every file in deploy/k8s) against
+  the Kubernetes 1.30 OpenAPI schemas bundled by ``kubernetes-validate``, in
+  strict mode (an unknown field is an error);
+- KEDA's ScaledObject against the CRD's openAPIV3Schema, vendored in
+  deploy/schemas (strict too);
+- deploy/compose.yaml against the Compose Specification schema, vendored;
+- deploy/k8s/nats-values.yaml against the keys the NATS chart's templates read;
+- deploy/compose/nats.conf with ``nats-server -t``;
+
+then against the facts a deployment relies on: probes on the metrics port,
+non-root pods, PDBs that select their Deployment, KEDA triggers naming the
+consumers of exactly the capabilities the worker Deployment serves (a wrong
+name makes KEDA scale to the maximum), one image for coordinator and worker.
+
+Every checker returns a list of problems; each has a test that feeds it a
+broken copy, so a checker that accepts everything fails here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import kubernetes_validate.utils as kubernetes_validate  # type: ignore[import-untyped]
+import pytest
+import typer.main
+import yaml
+
+from agenticflow.cli import app as cli_app
+from agenticflow.server import nats_server_binary
+from shared.config import Settings
+from shared.names import Names
+from worker.app import load_app
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+SCHEMAS = DEPLOY / "schemas"
+COMPOSE_FILE = DEPLOY / "compose.yaml"
+DOCKERFILE = DEPLOY / "Dockerfile"
+NATS_VALUES = K8S / "nats-values.yaml"
+KUSTOMIZATION = K8S / "kustomization.yaml"
+NOT_MANIFESTS = {KUSTOMIZATION.name, NATS_VALUES.name}
+K8S_VERSION = "1.30"
+"""Oldest Kubernetes the manifests must apply to (bundled by kubernetes-validate)."""
+NATS_RELEASE = "nats"
+"""The Helm release name deploy/README.md installs the NATS chart under."""
+
+Doc = dict[str, Any]
+
+
+# ---------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------
+
+
+def load_documents(path: Path) -> list[Doc]:
+    """Every non-empty YAML document of a file."""
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def manifest_files() -> list[Path]:
+    """The Kubernetes manifests in deploy/k8s (not kustomization or Helm values)."""
+    return sorted(p for p in K8S.glob("*.yaml") if p.name not in NOT_MANIFESTS)
+
+
+def manifests() -> list[Doc]:
+    """Every document of every manifest file."""
+    return [doc for path in manifest_files() for doc in load_documents(path)]
+
+
+def of_kind(docs: Iterable[Doc], kind: str) -> list[Doc]:
+    """The documents of one kind."""
+    return [doc for doc in docs if doc.get("kind") == kind]
+
+
+def one(docs: Iterable[Doc], kind: str, name: str) -> Doc:
+    """The single document of a kind and name; fails the test if not exactly one."""
+    found = [doc for doc in of_kind(docs, kind) if doc["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
+def load_json(path: Path) -> Doc:
+    """A JSON file as a dict."""
+    data: Doc = json.loads(path.read_text())
+    return data
+
+
+@dataclass
+class K8s:
+    """The parsed deployment: the objects the tests look at."""
+
+    docs: list[Doc]
+    coordinator: Doc
+    worker: Doc
+    configmap: Doc
+    scaled_object: Doc
+    nats_values: Doc
+
+    @property
+    def settings_env(self) -> dict[str, str]:
+        """The ConfigMap's variables."""
+        return {str(k): str(v) for k, v in self.configmap["data"].items()}
+
+
+def load_k8s() -> K8s:
+    """Parse deploy/k8s."""
+    docs = manifests()
+    return K8s(
+        docs=docs,
+        coordinator=one(docs, "Deployment", "agenticflow-coordinator"),
+        worker=one(docs, "Deployment", "agenticflow-worker"),
+        configmap=one(docs, "ConfigMap", "agenticflow-config"),
+        scaled_object=one(docs, "ScaledObject", "agenticflow-worker"),
+        nats_values=load_documents(NATS_VALUES)[0],
+    )
+
+
+@pytest.fixture(scope="module")
+def k8s() -> K8s:
+    """deploy/k8s, parsed once per module; tests deep-copy before breaking it."""
+    return load_k8s()
+
+
+@pytest.fixture(scope="module")
+def compose() -> Doc:
+    """deploy/compose.yaml, with YAML anchors and merge keys resolved."""
+    data: Doc = yaml.safe_load(COMPOSE_FILE.read_text())
+    return data
+
+
+# ---------------------------------------------------------------------------
+# Validators
+# ---------------------------------------------------------------------------
+
+
+def kubernetes_problems(doc: Mapping[str, Any]) -> list[str]:
+    """Problems of one built-in Kubernetes object against the OpenAPI schema."""
+    try:
+        kubernetes_validate.validate(dict(doc), K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        where = ".".join(str(part) for part in error.path)
+        return [f"{doc.get('kind')}: {where}: {error.message}"]
+    except kubernetes_validate.SchemaNotFoundError as error:
+        return [f"{doc.get('kind')}: {error.message}"]
+    return []
+
+
+def strict(schema: Any) -> Any:
+    """A CRD schema that rejects unknown fields, as ``kubectl --validate=strict``
+    does: ``additionalProperties: false`` wherever an object lists its properties."""
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: strict(value) for key, value in schema.items()}
+    if (
+        "properties" in schema
+        and "additionalProperties" not in schema
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    if "properties" in schema:
+        # Property names are not schemas: keep them as they are.
+        out["properties"] = {name: strict(sub) for name, sub in schema["properties"].items()}
+    return out
+
+
+def _schema_problems(validator: jsonschema.protocols.Validator, doc: Any) -> list[str]:
+    return [
+        f"{'.'.join(str(p) for p in error.absolute_path) or '<root>'}: {error.message}"
+        for error in sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    ]
+
+
+KEDA_VALIDATOR = jsonschema.Draft7Validator(
+    strict(load_json(SCHEMAS / "keda-scaledobject-v1alpha1.json"))
+)
+COMPOSE_VALIDATOR = jsonschema.Draft7Validator(load_json(SCHEMAS / "compose-spec.json"))
+"""compose-spec.json declares draft-07 (its ``$schema`` URL lacks the ``#`` that
+jsonschema's lookup wants, hence the explicit class)."""
+
+
+def keda_problems(doc: Mapping[str, Any]) -> list[str]:
+    """Problems of a ScaledObject against KEDA's CRD schema."""
+    return _schema_problems(KEDA_VALIDATOR, doc)
+
+
+def compose_problems(doc: Mapping[str, Any]) -> list[str]:
+    """Problems of a compose file against the Compose Specification."""
+    return _schema_problems(COMPOSE_VALIDATOR, doc)
+
+
+def manifest_problems(doc: Mapping[str, Any]) -> list[str]:
+    """Schema problems of any manifest document: KEDA's CRD or Kubernetes'."""
+    if str(doc.get("apiVersion", "")).startswith("keda.sh/"):
+        return keda_problems(doc)
+    return kubernetes_problems(doc)
+
+
+FREE_FORM = "any"
+
+
+def values_key_problems(values: Any, keys: Any, path: str = "") -> list[str]:
+    """Keys of Helm values that the chart does not read (``keys``: the
+    skeleton in deploy/schemas/nats-chart-values-keys.yaml)."""
+    if keys == FREE_FORM:
+        return []
+    if keys is None:
+        if isinstance(values, dict):
+            return [f"{path}: the chart takes a scalar or a list here, not a map"]
+        return []
+    if not isinstance(values, dict):
+        return [f"{path}: the chart takes a map here"]
+    problems: list[str] = []
+    for key, value in values.items():
+        here = f"{path}.{key}" if path else str(key)
+        if key not in keys:
+            problems.append(f"{here}: not a value of the NATS chart")
+        else:
+            problems.extend(values_key_problems(value, keys[key], here))
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# Facts about the Kubernetes objects
+# ---------------------------------------------------------------------------
+
+
+def pod_spec(deployment: Mapping[str, Any]) -> Doc:
+    """The pod template's spec."""
+    spec: Doc = deployment["spec"]["template"]["spec"]
+    return spec
+
+
+def pod_labels(deployment: Mapping[str, Any]) -> dict[str, str]:
+    """The pod template's labels."""
+    labels: dict[str, str] = deployment["spec"]["template"]["metadata"].get("labels", {})
+    return labels
+
+
+def selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Whether a label selector (matchLabels only) selects these labels."""
+    match = selector.get("matchLabels", {})
+    return bool(match) and all(labels.get(k) == v for k, v in match.items())
+
+
+def container_port(container: Mapping[str, Any], port: int | str) -> int | None:
+    """A probe's port (a number or a container port's name) as a number."""
+    if isinstance(port, int):
+        return port
+    for entry in container.get("ports", []):
+        if entry.get("name") == port:
+            number: int = entry["containerPort"]
+            return number
+    return None
+
+
+def _probe_problems(container: Mapping[str, Any], where: str, metrics_port: int) -> list[str]:
+    problems: list[str] = []
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        http = container.get(probe, {}).get("httpGet")
+        if http is None:
+            problems.append(f"{where}: no {probe} with httpGet")
+            continue
+        if http.get("path") != path:
+            problems.append(f"{where}: {probe} reads {http.get('path')}, not {path}")
+        if container_port(container, http.get("port", "")) != metrics_port:
+            problems.append(
+                f"{where}: {probe} port {http.get('port')} is not the metrics port "
+                f"{metrics_port} (AGENTICFLOW_METRICS_PORT)"
+            )
+    return problems
+
+
+def _container_problems(
+    container: Mapping[str, Any], where: str, pod: Mapping[str, Any]
+) -> list[str]:
+    """Resources, a locked-down security context, a writable /tmp, the settings."""
+    problems: list[str] = []
+    resources = container.get("resources", {})
+    for kind, needed in (("requests", ("cpu", "memory")), ("limits", ("memory",))):
+        missing = [r for r in needed if r not in resources.get(kind, {})]
+        if missing:
+            problems.append(f"{where}: resources.{kind} lacks {', '.join(missing)}")
+    security = container.get("securityContext", {})
+    pod_security = pod.get("securityContext", {})
+    if security.get("allowPrivilegeEscalation") is not False:
+        problems.append(f"{where}: allowPrivilegeEscalation is not false")
+    if "ALL" not in security.get("capabilities", {}).get("drop", []):
+        problems.append(f"{where}: capabilities do not drop ALL")
+    seccomp = security.get("seccompProfile") or pod_security.get("seccompProfile") or {}
+    if seccomp.get("type") != "RuntimeDefault":
+        problems.append(f"{where}: seccompProfile is not RuntimeDefault")
+    if security.get("readOnlyRootFilesystem") is not True:
+        problems.append(f"{where}: the root filesystem is writable")
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    tmp = [m for m in container.get("volumeMounts", []) if m.get("mountPath") == "/tmp"]
+    if not tmp or "emptyDir" not in volumes.get(tmp[0]["name"], {}):
+        problems.append(f"{where}: no emptyDir mounted on /tmp")
+    if not any(
+        ref.get("configMapRef", {}).get("name") == "agenticflow-config"
+        for ref in container.get("envFrom", [])
+    ):
+        problems.append(f"{where}: settings not taken from the agenticflow-config ConfigMap")
+    return problems
+
+
+def deployment_problems(deployment: Mapping[str, Any], metrics_port: int) -> list[str]:
+    """What a coordinator or worker Deployment must have: probes on the
+    metrics port, resources, a non-root locked-down pod, a writable /tmp."""
+    name = deployment["metadata"]["name"]
+    problems: list[str] = []
+    spec = pod_spec(deployment)
+    if not selects(deployment["spec"]["selector"], pod_labels(deployment)):
+        problems.append(f"{name}: the selector does not select the pod template")
+    pod_security = spec.get("securityContext", {})
+    if pod_security.get("runAsNonRoot") is not True:
+        problems.append(f"{name}: pod securityContext.runAsNonRoot is not true")
+    if pod_security.get("runAsUser", 0) == 0:
+        problems.append(f"{name}: pod securityContext.runAsUser is missing or root")
+    if spec.get("automountServiceAccountToken") is not False:
+        problems.append(f"{name}: the pod mounts a service account token it does not need")
+    for container in spec["containers"]:
+        where = f"{name}/{container['name']}"
+        problems.extend(_probe_problems(container, where, metrics_port))
+        problems.extend(_container_problems(container, where, spec))
+    return problems
+
+
+def pdb_problems(pdbs: list[Doc], deployments: list[Doc]) -> list[str]:
+    """Each Deployment has exactly one PDB, and each PDB selects exactly one
+    Deployment's pods."""
+    problems: list[str] = []
+    for pdb in pdbs:
+        selected = [
+            d["metadata"]["name"]
+            for d in deployments
+            if selects(pdb["spec"].get("selector", {}), pod_labels(d))
+        ]
+        if len(selected) != 1:
+            problems.append(f"PDB {pdb['metadata']['name']} selects {selected or 'no Deployment'}")
+    for deployment in deployments:
+        covering = [
+            p for p in pdbs if selects(p["spec"].get("selector", {}), pod_labels(deployment))
+        ]
+        if len(covering) != 1:
+            problems.append(
+                f"Deployment {deployment['metadata']['name']} is covered by {len(covering)} PDBs"
+            )
+    return problems
+
+
+def worker_app_spec(args: list[str]) -> str | None:
+    """The ``--app module:attr`` of a worker command line."""
+    for i, arg in enumerate(args):
+        if arg == "--app" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--app="):
+            return arg.removeprefix("--app=")
+    return None
+
+
+def cli_flag_problems(args: list[str]) -> list[str]:
+    """Flags of an ``agenticflow`` command line that its subcommand does not have."""
+    if not args:
+        return ["empty command line"]
+    group = typer.main.get_command(cli_app)
+    command = getattr(group, "commands", {}).get(args[0])
+    if command is None:
+        return [f"agenticflow has no command {args[0]!r}"]
+    known = {opt for param in command.params for opt in getattr(param, "opts", [])}
+    return [
+        f"agenticflow {args[0]} has no option {arg.split('=')[0]}"
+        for arg in args[1:]
+        if arg.startswith("--") and arg.split("=")[0] not in known
+    ]
+
+
+def expected_consumers(app_spec: str, prefix: str) -> set[str]:
+    """The task consumer of every capability of an agent app."""
+    names = Names(prefix)
+    return {names.task_consumer(cap) for cap in load_app(app_spec).capabilities}
+
+
+@dataclass
+class NatsTopology:
+    """Where the NATS chart's servers are, from the Helm values and release."""
+
+    replicas: int
+    monitor_port: int
+    namespace: str = NATS_RELEASE
+    release: str = NATS_RELEASE
+    client_port: int = 4222
+
+    @property
+    def headless(self) -> str:
+        """DNS name of the chart's headless service."""
+        return f"{self.release}-headless.{self.namespace}.svc.cluster.local"
+
+    @property
+    def client_urls(self) -> list[str]:
+        """The URL of every server pod of the StatefulSet."""
+        return [
+            f"nats://{self.release}-{i}.{self.headless}:{self.client_port}"
+            for i in range(self.replicas)
+        ]
+
+
+def nats_topology(values: Mapping[str, Any]) -> NatsTopology:
+    """The servers the NATS chart runs with these values."""
+    config = values.get("config", {})
+    return NatsTopology(
+        replicas=int(config.get("cluster", {}).get("replicas", 1)),
+        monitor_port=int(config.get("monitor", {}).get("port", 8222)),
+    )
+
+
+def _target_problems(spec: Mapping[str, Any], worker: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    target = spec["scaleTargetRef"]
+    if target.get("name") != worker["metadata"]["name"]:
+        problems.append(f"scaleTargetRef names {target.get('name')!r}, not the worker Deployment")
+    kind = (target.get("apiVersion", "apps/v1"), target.get("kind", "Deployment"))
+    if kind != ("apps/v1", "Deployment"):
+        problems.append("scaleTargetRef is not an apps/v1 Deployment")
+    if not 1 <= spec.get("minReplicaCount", 0) <= spec.get("maxReplicaCount", 100):
+        problems.append("minReplicaCount must be at least 1 (the workers create the consumers)")
+    return problems
+
+
+def _trigger_problems(
+    trigger: Mapping[str, Any], consumers: set[str], stream: str, nats: NatsTopology
+) -> list[str]:
+    """One nats-jetstream trigger: a consumer of the app, the right stream,
+    the NATS monitoring port, numbers as strings."""
+    meta = trigger.get("metadata", {})
+    label = trigger.get("name") or meta.get("consumer")
+    if trigger.get("type") != "nats-jetstream":
+        return [f"trigger {label}: type {trigger.get('type')!r}, not nats-jetstream"]
+    problems: list[str] = []
+    if meta.get("stream") != stream:
+        problems.append(f"trigger {label}: stream {meta.get('stream')!r}, not {stream}")
+    if meta.get("consumer") not in consumers:
+        problems.append(
+            f"trigger {label}: consumer {meta.get('consumer')!r} serves no capability of "
+            "the worker's app (KEDA would scale to the maximum)"
+        )
+    if meta.get("account") != "$G":
+        problems.append(f"trigger {label}: account {meta.get('account')!r}, not $G")
+    endpoint = urlsplit(f"//{meta.get('natsServerMonitoringEndpoint', '')}")
+    if endpoint.hostname != nats.headless or endpoint.port != nats.monitor_port:
+        problems.append(
+            f"trigger {label}: monitoring endpoint {endpoint.netloc!r}, not "
+            f"{nats.headless}:{nats.monitor_port}"
+        )
+    problems.extend(
+        f"trigger {label}: {key} is not a whole number"
+        for key in ("lagThreshold", "activationLagThreshold")
+        if not re.fullmatch(r"\d+", str(meta.get(key, "")))
+    )
+    if meta.get("useHttps", "false") not in ("true", "false"):
+        problems.append(f"trigger {label}: useHttps is not 'true' or 'false'")
+    return problems
+
+
+def scaled_object_problems(
+    scaled: Mapping[str, Any], worker: Mapping[str, Any], env: Mapping[str, str], nats: NatsTopology
+) -> list[str]:
+    """A KEDA ScaledObject scales the worker Deployment on the consumers of
+    exactly the capabilities that Deployment serves, read from the right
+    stream on the NATS monitoring port."""
+    spec = scaled["spec"]
+    problems = _target_problems(spec, worker)
+    app_spec = worker_app_spec(pod_spec(worker)["containers"][0].get("args", []))
+    if app_spec is None:
+        return [*problems, "the worker Deployment runs no --app"]
+    prefix = env.get("AGENTICFLOW_PREFIX", "af")
+    wanted = expected_consumers(app_spec, prefix)
+    stream = Names(prefix).tasks_stream
+    for trigger in spec["triggers"]:
+        problems.extend(_trigger_problems(trigger, wanted, stream, nats))
+    seen = [t.get("metadata", {}).get("consumer", "") for t in spec["triggers"]]
+    problems.extend(
+        f"no trigger for consumer {consumer}: its backlog would not scale workers"
+        for consumer in sorted(wanted - set(seen))
+    )
+    duplicates = sorted({c for c in seen if seen.count(c) > 1})
+    if duplicates:
+        problems.append(f"several triggers read {', '.join(duplicates)}")
+    return problems
+
+
+def settings_problems(env: Mapping[str, str], nats: NatsTopology) -> list[str]:
+    """The ConfigMap's settings parse, and point at every NATS server with
+    streams replicated on all of them."""
+    # The variables as pydantic-settings reads them, minus the process's own
+    # environment: validation only.
+    fields = {
+        key.removeprefix("AGENTICFLOW_").lower(): value
+        for key, value in env.items()
+        if key.startswith("AGENTICFLOW_")
+    }
+    try:
+        settings = Settings.model_validate(fields)
+    except ValueError as error:
+        return [f"the settings do not parse: {error}"]
+    problems: list[str] = []
+    if settings.servers != nats.client_urls:
+        problems.append(f"AGENTICFLOW_NATS_URL {settings.servers} is not {nats.client_urls}")
+    if settings.replicas != nats.replicas:
+        problems.append(f"AGENTICFLOW_REPLICAS {settings.replicas} != {nats.replicas} servers")
+    if settings.metrics_port is None:
+        problems.append("AGENTICFLOW_METRICS_PORT is unset: no probes, no metrics")
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# Dockerfile
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Stage:
+    """One FROM ... stage of a Dockerfile."""
+
+    base: str
+    alias: str | None
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def all(self, keyword: str) -> list[str]:
+        """The arguments of every instruction with this keyword."""
+        return [args for kw, args in self.instructions if kw == keyword]
+
+
+def parse_dockerfile(text: str) -> list[Stage]:
+    """Stages of a Dockerfile: line continuations joined, comments dropped,
+    ``${ARG}`` in FROM replaced by the global ARG's default."""
+    joined = re.sub(r"\\\n", " ", text)
+    args: dict[str, str] = {}
+    stages: list[Stage] = []
+    for raw in joined.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        keyword, _, rest = line.partition(" ")
+        keyword, rest = keyword.upper(), rest.strip()
+        if keyword == "ARG" and not stages and "=" in rest:
+            name, _, default = rest.partition("=")
+            args[name] = default
+        elif keyword == "FROM":
+            words = [w for w in rest.split() if not w.startswith("--")]
+            base = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), words[0])
+            alias = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
+            stages.append(Stage(base=base, alias=alias))
+        elif stages:
+            stages[-1].instructions.append((keyword, rest))
+    return stages
+
+
+def exec_form(args: str) -> list[str] | None:
+    """The JSON array of an exec-form ENTRYPOINT/CMD, or None for shell form."""
+    try:
+        value = json.loads(args)
+    except json.JSONDecodeError:
+        return None
+    return [str(v) for v in value] if isinstance(value, list) else None
+
+
+def dockerfile_problems(text: str) -> list[str]:
+    """A multi-stage build whose final stage is python:3.11-slim, holds the
+    builder's virtualenv and the examples, runs as a fixed non-root uid, and
+    starts ``agenticflow coordinator`` unless told otherwise."""
+    stages = parse_dockerfile(text)
+    if len(stages) < 2:
+        return [f"{len(stages)} stage(s): not a multi-stage build"]
+    problems: list[str] = []
+    builder, final = stages[0], stages[-1]
+    if not any(re.search(r"\bpip install (\S+ )*\.(\s|$)", run) for run in builder.all("RUN")):
+        problems.append("the builder does not `pip install .` the project")
+    if final.base != "python:3.11-slim":
+        problems.append(f"the final stage is based on {final.base}, not python:3.11-slim")
+    copies = final.all("COPY")
+    if not any(c.startswith(f"--from={builder.alias} ") and "/opt/venv" in c for c in copies):
+        problems.append("the final stage does not copy the builder's virtualenv")
+    if not any(c.split()[0].rstrip("/") == "examples" for c in copies if c):
+        problems.append("the final stage does not copy examples/ (the demo apps)")
+    users = final.all("USER")
+    uid = users[-1].split(":")[0] if users else ""
+    if not uid.isdigit() or int(uid) == 0:
+        problems.append(f"the final stage runs as {uid or 'root'}, not a fixed non-root uid")
+    entrypoints, cmds = final.all("ENTRYPOINT"), final.all("CMD")
+    if not entrypoints or exec_form(entrypoints[-1]) != ["agenticflow"]:
+        problems.append('ENTRYPOINT is not ["agenticflow"]')
+    if not cmds or exec_form(cmds[-1]) != ["coordinator"]:
+        problems.append('CMD is not ["coordinator"]')
+    return problems
+
+
+def dockerignore_patterns() -> list[str]:
+    """The patterns of the repository's .dockerignore."""
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore pattern as a regex (Go's filepath.Match plus ``**``)."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "[" and "]" in pattern[i:]:
+            end = pattern.index("]", i)
+            out.append(pattern[i : end + 1])  # a character class, as in Go
+            i = end + 1
+        else:
+            char = pattern[i]
+            out.append({"*": "[^/]*", "?": "[^/]"}.get(char, re.escape(char)))
+            i += 1
+    return re.compile("".join(out))
+
+
+def ignored(path: str, patterns: list[str]) -> bool:
+    """Whether .dockerignore leaves a path (or a directory above it) out of the
+    build context; ours uses no ``!`` exceptions."""
+    parts = Path(path).parts
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    regexes = [_pattern_regex(p.strip("/")) for p in patterns]
+    return any(regex.fullmatch(prefix) for prefix in prefixes for regex in regexes)
+
+
+def copied_sources(stages: list[Stage]) -> Iterator[str]:
+    """The build-context paths every COPY (not ``--from``) reads."""
+    for stage in stages:
+        for args in stage.all("COPY"):
+            words = [w for w in shlex.split(args) if not w.startswith("--")]
+            if args.startswith("--from="):
+                continue
+            yield from words[:-1]
+
+
+# ---------------------------------------------------------------------------
+# Compose
+# ---------------------------------------------------------------------------
+
+
+def compose_env(service: Mapping[str, Any]) -> dict[str, str]:
+    """A service's environment as a dict (map or list form)."""
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        return dict(item.split("=", 1) for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def nats_services(doc: Mapping[str, Any]) -> dict[str, Doc]:
+    """The compose services running nats-server."""
+    return {
+        name: svc
+        for name, svc in doc["services"].items()
+        if str(svc.get("image", "")).split("/")[-1].startswith(("nats:", "${NATS_IMAGE:-nats:"))
+    }
+
+
+def routes_of(conf: str) -> set[str]:
+    """Host names of the cluster routes of a nats-server config."""
+    return set(re.findall(r"nats-route://([\w.-]+):6222", conf))
+
+
+def _nats_node_problems(doc: Mapping[str, Any]) -> list[str]:
+    """Three NATS nodes, each with its own named volume on /data and a config
+    whose routes name all of them."""
+    nats = nats_services(doc)
+    problems = [] if len(nats) == 3 else [f"{len(nats)} NATS services, not 3"]
+    volumes: list[str] = []
+    for name, svc in nats.items():
+        mounts = [str(v) for v in svc.get("volumes", [])]
+        data = [v.split(":")[0] for v in mounts if v.endswith(":/data")]
+        if len(data) != 1 or data[0] not in (doc.get("volumes") or {}):
+            problems.append(f"{name}: no named volume of its own on /data")
+        volumes.extend(data)
+        confs = [COMPOSE_FILE.parent / v.split(":")[0] for v in mounts if ".conf:" in v]
+        if not confs or not all(conf.is_file() for conf in confs):
+            problems.append(f"{name}: no nats-server configuration mounted")
+        elif any(routes_of(conf.read_text()) != set(nats) for conf in confs):
+            problems.append(f"{name}: the config's routes do not name every NATS node")
+    if len(set(volumes)) != len(volumes):
+        problems.append("NATS nodes share a volume")
+    return problems
+
+
+def _agenticflow_service_problems(
+    name: str, svc: Mapping[str, Any], servers: set[str]
+) -> list[str]:
+    """A coordinator or worker service: every node, R3, a healthcheck on the
+    metrics port, real CLI flags."""
+    problems: list[str] = []
+    env = compose_env(svc)
+    if set(env.get("AGENTICFLOW_NATS_URL", "").split(",")) != servers:
+        problems.append(f"{name}: AGENTICFLOW_NATS_URL does not list every NATS node")
+    if env.get("AGENTICFLOW_REPLICAS") != "3":
+        problems.append(f"{name}: AGENTICFLOW_REPLICAS is not 3")
+    port = env.get("AGENTICFLOW_METRICS_PORT", "")
+    test = " ".join(svc.get("healthcheck", {}).get("test", []))
+    if not port or f":{port}/healthz" not in test:
+        problems.append(f"{name}: the healthcheck does not read /healthz on the metrics port")
+    if svc.get("user") in ("root", "0", "0:0"):
+        problems.append(f"{name}: runs as root")
+    problems.extend(f"{name}: {p}" for p in cli_flag_problems(list(svc.get("command", []))))
+    return problems
+
+
+def compose_problems_semantic(doc: Mapping[str, Any]) -> list[str]:
+    """What deploy/compose.yaml promises: a 3-node NATS cluster with a volume
+    each, workers that scale (no fixed name, no host port), every AgenticFlow
+    process pointed at all nodes with R3 streams, healthchecks."""
+    services: dict[str, Doc] = doc["services"]
+    problems = _nats_node_problems(doc)
+    servers = {f"nats://{name}:4222" for name in nats_services(doc)}
+    for name in ("coordinator", "worker"):
+        if name not in services:
+            problems.append(f"no {name} service")
+        else:
+            problems.extend(_agenticflow_service_problems(name, services[name], servers))
+    worker = services.get("worker", {})
+    if "container_name" in worker:
+        problems.append("worker: container_name prevents --scale worker=N")
+    if worker.get("ports"):
+        problems.append("worker: ports prevent --scale worker=N (host ports clash)")
+    problems.extend(
+        f"{name}: no healthcheck"
+        for name, svc in services.items()
+        if "tracing" not in svc.get("profiles", []) and "healthcheck" not in svc
+    )
+    return problems
+
+
+# ===========================================================================
+# Tests: Kubernetes schemas
+# ===========================================================================
+
+
+def test_every_manifest_document_is_valid_for_its_schema() -> None:
+    docs = manifests()
+    kinds = sorted({doc["kind"] for doc in docs})
+    assert kinds == [
+        "ConfigMap",
+        "Deployment",
+        "Namespace",
+        "PodDisruptionBudget",
+        "ScaledObject",
+        "Service",
+        "ServiceAccount",
+    ]
+    problems = [p for doc in docs for p in manifest_problems(doc)]
+    assert problems == []
+
+
+def test_kubernetes_validation_rejects_an_unknown_field_and_a_wrong_type(k8s: K8s) -> None:
+    typo = copy.deepcopy(k8s.worker)
+    container = pod_spec(typo)["containers"][0]
+    container["resource"] = container.pop("resources")
+    assert any("resource" in p for p in kubernetes_problems(typo))
+    wrong_type = copy.deepcopy(k8s.coordinator)
+    wrong_type["spec"]["replicas"] = "two"
+    assert kubernetes_problems(wrong_type) != []
+    assert kubernetes_problems({"apiVersion": "v1", "kind": "Nonsense", "metadata": {}}) != []
+
+
+def test_the_keda_schema_rejects_unknown_fields_and_non_string_metadata(k8s: K8s) -> None:
+    assert keda_problems(k8s.scaled_object) == []
+    unknown = copy.deepcopy(k8s.scaled_object)
+    unknown["spec"]["maxReplicas"] = 5  # the HPA's name for maxReplicaCount
+    assert any("maxReplicas" in p for p in keda_problems(unknown))
+    number = copy.deepcopy(k8s.scaled_object)
+    number["spec"]["triggers"][0]["metadata"]["lagThreshold"] = 8  # KEDA takes strings
+    assert any("lagThreshold" in p for p in keda_problems(number))
+    untyped = copy.deepcopy(k8s.scaled_object)
+    del untyped["spec"]["triggers"][0]["type"]
+    assert any("'type' is a required property" in p for p in keda_problems(untyped))
+
+
+def test_kustomization_lists_every_manifest_in_one_namespace(k8s: K8s) -> None:
+    kustomization = load_documents(KUSTOMIZATION)[0]
+    assert kustomization["kind"] == "Kustomization"
+    assert sorted(kustomization["resources"]) == [p.name for p in manifest_files()]
+    namespace = kustomization["namespace"]
+    assert [ns["metadata"]["name"] for ns in of_kind(k8s.docs, "Namespace")] == [namespace]
+    assert {doc["metadata"].get("namespace") for doc in k8s.docs if doc["kind"] != "Namespace"} == {
+        namespace
+    }
+    images = {image["name"] for image in kustomization.get("images", [])}
+    used = {
+        c["image"].split(":")[0]
+        for d in of_kind(k8s.docs, "Deployment")
+        for c in pod_spec(d)["containers"]
+    }
+    assert used == images == {"agenticflow"}, "one image for coordinator and worker"
+
+
+# ===========================================================================
+# Tests: Kubernetes semantics
+# ===========================================================================
+
+
+def test_deployments_probe_the_metrics_port_and_run_locked_down(k8s: K8s) -> None:
+    port = int(k8s.settings_env["AGENTICFLOW_METRICS_PORT"])
+    for deployment in (k8s.coordinator, k8s.worker):
+        assert deployment_problems(deployment, port) == []
+
+
+def test_deployment_checks_catch_a_probe_on_the_wrong_port_and_root(k8s: K8s) -> None:
+    port = int(k8s.settings_env["AGENTICFLOW_METRICS_PORT"])
+    broken = copy.deepcopy(k8s.worker)
+    container = pod_spec(broken)["containers"][0]
+    container["readinessProbe"]["httpGet"]["port"] = port + 1
+    container["livenessProbe"]["httpGet"]["path"] = "/metrics"
+    pod_spec(broken)["securityContext"]["runAsUser"] = 0
+    del container["resources"]["limits"]
+    container["securityContext"]["readOnlyRootFilesystem"] = False
+    problems = " | ".join(deployment_problems(broken, port))
+    for expected in (
+        "readinessProbe port",
+        "livenessProbe reads /metrics",
+        "runAsUser",
+        "resources.limits",
+        "root filesystem is writable",
+    ):
+        assert expected in problems
+
+
+def test_coordinators_are_two_active_partition_owners(k8s: K8s) -> None:
+    assert k8s.coordinator["spec"]["replicas"] == 2
+    assert pod_spec(k8s.coordinator)["containers"][0]["args"] == ["coordinator"]
+    partitions = int(k8s.settings_env["AGENTICFLOW_PARTITIONS"])
+    assert partitions >= k8s.coordinator["spec"]["replicas"], "a coordinator without a partition"
+
+
+def test_the_worker_deployment_leaves_its_replica_count_to_keda(k8s: K8s) -> None:
+    assert "replicas" not in k8s.worker["spec"]
+    args = pod_spec(k8s.worker)["containers"][0]["args"]
+    assert args[0] == "worker"
+    assert cli_flag_problems(args) == []
+    assert cli_flag_problems(["worker", "--app", "x:y", "--concurency", "8"]) == [
+        "agenticflow worker has no option --concurency"
+    ]
+
+
+def test_each_deployment_has_one_pdb_selecting_its_pods(k8s: K8s) -> None:
+    pdbs = of_kind(k8s.docs, "PodDisruptionBudget")
+    deployments = of_kind(k8s.docs, "Deployment")
+    assert pdb_problems(pdbs, deployments) == []
+    loose = copy.deepcopy(pdbs)
+    loose[0]["spec"]["selector"]["matchLabels"] = {"app.kubernetes.io/name": "agenticflow"}
+    assert pdb_problems(loose, deployments) != []  # now it selects both Deployments
+    assert pdb_problems(pdbs[:1], deployments) != []  # one Deployment left without
+
+
+def test_the_metrics_service_reaches_every_agenticflow_pod(k8s: K8s) -> None:
+    (service,) = of_kind(k8s.docs, "Service")
+    port = int(k8s.settings_env["AGENTICFLOW_METRICS_PORT"])
+    for deployment in (k8s.coordinator, k8s.worker):
+        assert selects({"matchLabels": service["spec"]["selector"]}, pod_labels(deployment))
+        container = pod_spec(deployment)["containers"][0]
+        for entry in service["spec"]["ports"]:
+            assert container_port(container, entry["targetPort"]) == port
+
+
+def test_the_configmap_settings_point_at_every_nats_server(k8s: K8s) -> None:
+    nats = nats_topology(k8s.nats_values)
+    assert nats.replicas == 3
+    assert settings_problems(k8s.settings_env, nats) == []
+    two_servers = dict(k8s.settings_env, AGENTICFLOW_NATS_URL=",".join(nats.client_urls[:2]))
+    assert "AGENTICFLOW_NATS_URL" in settings_problems(two_servers, nats)[0]
+    r1 = dict(k8s.settings_env, AGENTICFLOW_REPLICAS="1")
+    assert any("AGENTICFLOW_REPLICAS" in p for p in settings_problems(r1, nats))
+    assert "do not parse" in settings_problems(dict(r1, AGENTICFLOW_REPLICAS="9"), nats)[0]
+
+
+# ===========================================================================
+# Tests: KEDA autoscaling
+# ===========================================================================
+
+
+def test_keda_scales_the_worker_on_exactly_its_apps_consumers(k8s: K8s) -> None:
+    nats = nats_topology(k8s.nats_values)
+    assert scaled_object_problems(k8s.scaled_object, k8s.worker, k8s.settings_env, nats) == []
+    app_spec = worker_app_spec(pod_spec(k8s.worker)["containers"][0]["args"])
+    assert app_spec == "examples.customer_service.app:app"
+    consumers = {t["metadata"]["consumer"] for t in k8s.scaled_object["spec"]["triggers"]}
+    names = Names(k8s.settings_env["AGENTICFLOW_PREFIX"])
+    assert consumers == {names.task_consumer(c) for c in load_app(app_spec).capabilities}
+    assert {t["metadata"]["stream"] for t in k8s.scaled_object["spec"]["triggers"]} == {"AF_TASKS"}
+
+
+def test_keda_checks_catch_a_wrong_consumer_stream_target_and_a_missing_trigger(
+    k8s: K8s,
+) -> None:
+    nats = nats_topology(k8s.nats_values)
+
+    def problems_after(change: str) -> str:
+        scaled = copy.deepcopy(k8s.scaled_object)
+        triggers = scaled["spec"]["triggers"]
+        if change == "consumer":
+            triggers[0]["metadata"]["consumer"] = "task_triag"
+        elif change == "stream":
+            triggers[1]["metadata"]["stream"] = "TASKS"
+        elif change == "target":
+            scaled["spec"]["scaleTargetRef"]["name"] = "agenticflow-workers"
+        elif change == "missing":
+            triggers.pop()
+        elif change == "port":
+            triggers[0]["metadata"]["natsServerMonitoringEndpoint"] = f"{nats.headless}:4222"
+        return " | ".join(scaled_object_problems(scaled, k8s.worker, k8s.settings_env, nats))
+
+    assert "consumer 'task_triag' serves no capability" in problems_after("consumer")
+    assert "stream 'TASKS', not AF_TASKS" in problems_after("stream")
+    assert "scaleTargetRef names 'agenticflow-workers'" in problems_after("target")
+    assert "no trigger for consumer task_manager_escalation" in problems_after("missing")
+    assert "monitoring endpoint" in problems_after("port")
+    other_prefix = dict(k8s.settings_env, AGENTICFLOW_PREFIX="shop")
+    assert "not SHOP_TASKS" in " ".join(
+        scaled_object_problems(k8s.scaled_object, k8s.worker, other_prefix, nats)
+    )
+
+
+def test_one_scaled_object_per_scale_target(k8s: K8s) -> None:
+    targets = [so["spec"]["scaleTargetRef"]["name"] for so in of_kind(k8s.docs, "ScaledObject")]
+    assert sorted(targets) == sorted(set(targets)), "KEDA refuses two ScaledObjects per target"
+
+
+# ===========================================================================
+# Tests: NATS Helm values
+# ===========================================================================
+
+
+def test_nats_values_use_only_keys_the_chart_reads(k8s: K8s) -> None:
+    keys = load_documents(SCHEMAS / "nats-chart-values-keys.yaml")[0]
+    assert values_key_problems(k8s.nats_values, keys) == []
+    old = copy.deepcopy(k8s.nats_values)
+    old["config"]["jetstream"]["fileStorage"] = {"enabled": True}  # the 0.x chart's key
+    old["cluster"] = {"enabled": True}  # 0.x: top-level
+    assert values_key_problems(old, keys) == [
+        "config.jetstream.fileStorage: not a value of the NATS chart",
+        "cluster: not a value of the NATS chart",
+    ]
+    assert values_key_problems({"config": {"monitor": {"port": {"x": 1}}}}, keys) != []
+
+
+def test_nats_values_give_a_3_node_jetstream_cluster_on_disk_with_monitoring(k8s: K8s) -> None:
+    config = k8s.nats_values["config"]
+    assert config["cluster"] == {"enabled": True, "replicas": 3}
+    jetstream = config["jetstream"]
+    assert jetstream["enabled"] is True
+    assert jetstream["fileStore"]["enabled"] is True
+    assert jetstream["fileStore"]["pvc"]["enabled"] is True
+    assert re.fullmatch(r"\d+[GT]i", jetstream["fileStore"]["pvc"]["size"])
+    assert config["monitor"] == {"enabled": True, "port": 8222}
+    assert k8s.nats_values["container"]["image"]["tag"].startswith("2.11")
+
+
+# ===========================================================================
+# Tests: compose
+# ===========================================================================
+
+
+def test_compose_file_is_valid_for_the_compose_spec(compose: Doc) -> None:
+    assert compose_problems(compose) == []
+
+
+def test_compose_schema_rejects_an_unknown_service_key(compose: Doc) -> None:
+    broken = copy.deepcopy(compose)
+    broken["services"]["worker"]["replica"] = 3
+    assert any("replica" in p for p in compose_problems(broken))
+    broken = copy.deepcopy(compose)
+    broken["services"]["nats-1"]["healthcheck"]["interval"] = 5
+    assert compose_problems(broken) != []
+
+
+def test_compose_runs_a_3_node_cluster_and_scalable_workers(compose: Doc) -> None:
+    assert compose_problems_semantic(compose) == []
+    assert set(nats_services(compose)) == {"nats-1", "nats-2", "nats-3"}
+    worker = compose["services"]["worker"]
+    assert worker_app_spec(worker["command"]) == "examples.customer_service.app:app"
+    assert load_app("examples.customer_service.app:app").capabilities
+    for name in ("coordinator", "worker"):
+        build = compose["services"][name]["build"]
+        assert (COMPOSE_FILE.parent / build["context"] / build["dockerfile"]).resolve() == (
+            DOCKERFILE
+        )
+        assert compose_env(compose["services"][name])["AGENTICFLOW_PARTITIONS"] == "8"
+    assert compose["services"]["coordinator"]["image"] == worker["image"]
+
+
+def test_compose_checks_catch_a_pinned_worker_and_a_shared_volume(compose: Doc) -> None:
+    broken = copy.deepcopy(compose)
+    broken["services"]["worker"]["container_name"] = "worker"
+    broken["services"]["worker"]["ports"] = ["9464:9464"]
+    broken["services"]["nats-3"]["volumes"][1] = "nats-2-data:/data"
+    broken["services"]["coordinator"]["environment"]["AGENTICFLOW_REPLICAS"] = "1"
+    del broken["services"]["nats-2"]["healthcheck"]
+    problems = " | ".join(compose_problems_semantic(broken))
+    for expected in (
+        "container_name",
+        "ports prevent",
+        "share a volume",
+        "coordinator: AGENTICFLOW_REPLICAS",
+        "nats-2: no healthcheck",
+    ):
+        assert expected in problems
+
+
+def test_the_tracing_profile_sends_spans_to_jaeger(compose: Doc) -> None:
+    services = compose["services"]
+    assert services["otel-collector"]["profiles"] == ["tracing"]
+    assert services["jaeger"]["profiles"] == ["tracing"]
+    (mount,) = services["otel-collector"]["volumes"]
+    collector = load_documents(COMPOSE_FILE.parent / mount.split(":")[0])[0]
+    pipeline = collector["service"]["pipelines"]["traces"]
+    assert pipeline["receivers"] == ["otlp"]
+    (exporter,) = pipeline["exporters"]
+    assert collector["exporters"][exporter]["endpoint"].split(":")[0] in services
+    http = collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+    assert http == "0.0.0.0:4318"
+    # Tracing is off unless the variable is set (README: the tracing profile).
+    env = compose_env(services["worker"])
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "${OTEL_EXPORTER_OTLP_ENDPOINT:-}"
+
+
+def test_the_compose_nats_config_passes_nats_server_check(tmp_path: Path) -> None:
+    binary = nats_server_binary()
+    conf = DEPLOY / "compose" / "nats.conf"
+    env = {"PATH": os.environ.get("PATH", ""), "SERVER_NAME": "nats-1"}
+    result = subprocess.run(  # noqa: PLW1510 - the return code is the assertion
+        [binary, "-c", str(conf), "-t"], capture_output=True, text=True, env=env, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    broken = tmp_path / "nats.conf"
+    broken.write_text(conf.read_text().replace("cluster {", "cluster {{"))
+    result = subprocess.run(  # noqa: PLW1510
+        [binary, "-c", str(broken), "-t"], capture_output=True, text=True, env=env, timeout=30
+    )
+    assert result.returncode != 0
+
+
+# ===========================================================================
+# Tests: Dockerfile and build context
+# ===========================================================================
+
+
+def test_the_dockerfile_builds_one_non_root_image_for_both_roles() -> None:
+    text = DOCKERFILE.read_text()
+    assert dockerfile_problems(text) == []
+    stages = parse_dockerfile(text)
+    assert [s.alias for s in stages] == ["builder", "runtime"]
+    assert "AGENTICFLOW_METRICS_PORT=9464" in " ".join(stages[-1].all("ENV"))
+
+
+def test_dockerfile_checks_catch_root_a_single_stage_and_a_shell_entrypoint() -> None:
+    text = DOCKERFILE.read_text()
+    assert "not a fixed non-root uid" in " ".join(
+        dockerfile_problems(text.replace("USER 10001:10001", "USER root"))
+    )
+    assert "not a fixed non-root uid" in " ".join(
+        dockerfile_problems(text.replace("USER 10001:10001", ""))
+    )
+    single = "FROM python:3.11-slim\nRUN pip install .\nENTRYPOINT agenticflow\n"
+    assert dockerfile_problems(single) == ["1 stage(s): not a multi-stage build"]
+    shell = text.replace('ENTRYPOINT ["agenticflow"]', "ENTRYPOINT agenticflow coordinator")
+    assert 'ENTRYPOINT is not ["agenticflow"]' in dockerfile_problems(shell)
+    assert "not python:3.11-slim" in " ".join(
+        dockerfile_problems(text.replace("python:3.11-slim", "python:3.12"))
+    )
+
+
+def test_everything_the_dockerfile_copies_is_in_the_build_context() -> None:
+    patterns = dockerignore_patterns()
+    sources = list(copied_sources(parse_dockerfile(DOCKERFILE.read_text())))
+    assert {"pyproject.toml", "README.md", "examples/"} <= set(sources)
+    for source in sources:
+        assert (ROOT / source).exists(), source
+        assert not ignored(source.rstrip("/"), patterns), f"{source} is in .dockerignore"
+    for heavy in (".venv", ".git", "data", "benchmarks/results", "shared/__pycache__", "x.pyc"):
+        assert ignored(heavy, patterns), f"{heavy} would be sent to the Docker daemon"
+
+
+def test_the_image_entrypoint_is_the_projects_console_script() -> None:
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["agenticflow"] == "agenticflow.cli:main"
+    assert cli_flag_problems(["coordinator"]) == []
+    assert cli_flag_problems(["coordinate"]) == ["agenticflow has no command 'coordinate'"]
+
+
+def test_the_readme_names_only_files_that_exist() -> None:
+    readme = (DEPLOY / "README.md").read_text()
+    # Files only: `kubectl exec deploy/NAME` is a Deployment, not a path.
+    paths = set(re.findall(r"\bdeploy/(?:[\w./-]*\.(?:yaml|conf|json|md)|Dockerfile)\b", readme))
+    assert {"deploy/Dockerfile", "deploy/compose.yaml", "deploy/k8s/nats-values.yaml"} <= paths
+    missing = sorted(p for p in paths if not (ROOT / p).exists())
+    assert missing == []
+    assert "come in a later issue" not in readme
+
+
+# ===========================================================================
+# Optional: a real image build
+# ===========================================================================
+
+
+def _docker_works() -> bool:
+    docker = shutil.which("docker")
+    if docker is None:
+        return False
+    try:
+        return subprocess.run([docker, "info"], capture_output=True, timeout=20).returncode == 0  # noqa: PLW1510
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(1800)
+@pytest.mark.skipif(not _docker_works(), reason="no reachable Docker engine")
+def test_the_image_builds_and_runs_as_uid_10001() -> None:
+    docker = shutil.which("docker") or "docker"
+    tag = "agenticflow:test-deploy"
+    build = [docker, "build", "-f", str(DOCKERFILE), "-t", tag, str(ROOT)]
+    subprocess.run(build, check=True, capture_output=True, timeout=1700)
+    uid = subprocess.run(
+        [docker, "run", "--rm", "--entrypoint", "id", tag, "-u"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert uid.stdout.strip() == "10001"
+    help_text = subprocess.run(
+        [docker, "run", "--rm", tag, "worker", "--help"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "--app" in help_text.stdout
