@@ -52,7 +52,9 @@ async def cluster(nats_server: NatsServer, log_dir: Path) -> AsyncIterator[DevCl
     dev = DevCluster(
         app=TEST_APP,
         workers=2,
-        concurrency=16,
+        # More slots than the app has capabilities (20): with fewer, capabilities
+        # take turns holding a pull request open and each waits its turn.
+        concurrency=32,
         nats_url=nats_server.url,
         prefix=unique_prefix("cl"),
         log_dir=log_dir / "cluster",

@@ -88,7 +88,7 @@ async def test_an_approval_wait_survives_killing_every_process(
 async def test_a_suspended_instance_pulls_no_task_until_resumed(
     nats_server: NatsServer, log_dir: Path
 ) -> None:
-    async with steering_cluster(nats_server, log_dir, "suspend", workers=2, concurrency=4) as (
+    async with steering_cluster(nats_server, log_dir, "suspend", workers=2, concurrency=32) as (
         cluster,
         client,
     ):
