@@ -80,9 +80,10 @@ class DevCluster:
         with their role's credentials, :attr:`settings` are the admin's.
 
         ``coordinators``: coordinator processes to start (with ``coordinator``);
-        one is active, the others stand by, unless ``AGENTICFLOW_PARTITIONS`` (in
-        ``env`` or ``settings``) is above 1: then they share the partitions.
-        Raises ConfigError."""
+        one is active, the others stand by, unless ``settings={"partitions": P}``
+        with P above 1: then they share the partitions (give it as a setting, not
+        in ``env``: this process creates the events stream too, and its
+        partition count is fixed then). Raises ConfigError."""
         if workers < 0:
             raise ConfigError("--workers must be 0 or more")
         if coordinators < 1:
