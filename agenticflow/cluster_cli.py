@@ -1,0 +1,290 @@
+"""``agenticflow cluster up|status|down``: a production-shaped cluster on this machine.
+
+``up`` starts a JetStream cluster of ``--nodes`` nats-server processes on
+127.0.0.1, ``--coordinators`` coordinators and ``--workers`` workers of
+``--app``, owned by a detached supervisor (see :mod:`agenticflow.localcluster`),
+and returns once it is ready, printing how to use it. ``status`` shows what
+runs; ``down`` stops it all.
+
+Exit codes: 0 done (``status``: a cluster runs); 2 invalid options, or a
+cluster already runs in that directory (``up``); 3 the cluster did not start
+(``up``) or none runs there (``status``); 4 not ready within ``--timeout``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agenticflow.cli import EXIT_INPUT, EXIT_TIMEOUT, EXIT_UNREACHABLE, JsonOpt, _print_json, app
+from agenticflow.localcluster import (
+    DEFAULT_APP,
+    DEFAULT_DIR,
+    ClusterSpec,
+    app_pools,
+    cluster_status,
+    parse_autoscale,
+    start_supervisor,
+    stop_cluster,
+)
+from shared.errors import AgenticFlowError, ConfigError, NotFoundError, TransportError
+
+out = Console()
+err = Console(stderr=True)
+
+cluster_app = typer.Typer(
+    help="A local cluster: N nats-server nodes, coordinators with fail-over, workers "
+    "(optionally autoscaled), kept running in the background.",
+    no_args_is_help=True,
+)
+app.add_typer(cluster_app, name="cluster")
+
+DirOpt = Annotated[
+    Path,
+    typer.Option(
+        "--dir", help="State directory: state file, logs, NATS stores.", show_default=True
+    ),
+]
+
+
+def _fail(code: int, message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
+    return typer.Exit(code)
+
+
+def _line(text: str) -> None:
+    """A line meant to be copied: never wrapped, no markup."""
+    sys.stdout.write(text + "\n")
+
+
+@cluster_app.command("up")
+def up(  # noqa: PLR0917 - a typer command: one parameter per option
+    nodes: Annotated[
+        int, typer.Option(min=1, max=9, help="nats-server nodes (R3 streams from 3).")
+    ] = 3,
+    coordinators: Annotated[int, typer.Option(min=1, max=16, help="Coordinator processes.")] = 2,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=256, help="Worker processes at start (default 2; MIN with --autoscale)."
+        ),
+    ] = None,
+    app_spec: Annotated[
+        str, typer.Option("--app", help="Agent app the workers serve, as 'module:attribute'.")
+    ] = DEFAULT_APP,
+    concurrency: Annotated[int, typer.Option(min=1, help="Tasks each worker runs at once.")] = 8,
+    autoscale: Annotated[
+        str | None,
+        typer.Option(
+            "--autoscale",
+            metavar="MIN:MAX",
+            help="Add and remove workers from the task consumers' lag, within MIN..MAX.",
+        ),
+    ] = None,
+    scale_down_after: Annotated[
+        float,
+        typer.Option(
+            "--scale-down-after",
+            min=0,
+            help="Seconds a surplus of workers lasts before one is stopped (and between two).",
+        ),
+    ] = 30.0,
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=64, help="Coordinator partitions (default 8 with several coordinators)."
+        ),
+    ] = None,
+    prefix: Annotated[
+        str, typer.Option("--prefix", envvar="AGENTICFLOW_PREFIX", help="Subject prefix.")
+    ] = "af",
+    metrics: Annotated[
+        bool,
+        typer.Option("--metrics", help="Each process serves /metrics and /health on a free port."),
+    ] = False,
+    directory: DirOpt = DEFAULT_DIR,
+    timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds to wait for the cluster to be ready.")
+    ] = 120.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start the cluster in the background; return once it is ready."""
+    try:
+        spec = ClusterSpec.build(
+            nodes=nodes,
+            coordinators=coordinators,
+            workers=workers,
+            app=app_spec,
+            concurrency=concurrency,
+            autoscale=parse_autoscale(autoscale) if autoscale is not None else None,
+            scale_down_after_s=scale_down_after,
+            partitions=partitions,
+            prefix=prefix,
+            metrics=metrics,
+        )
+        app_pools(spec)  # the app imports, here and now, rather than in every worker
+    except (ConfigError, NotFoundError) as exc:
+        raise _fail(EXIT_INPUT, str(exc)) from exc
+    directory = directory.resolve()
+    started = time.monotonic()
+    try:
+        state = start_supervisor(spec, directory, timeout=timeout)
+    except ConfigError as exc:
+        raise _fail(EXIT_INPUT, str(exc)) from exc
+    except TransportError as exc:
+        raise _fail(EXIT_UNREACHABLE, str(exc)) from exc
+    except TimeoutError as exc:
+        raise _fail(EXIT_TIMEOUT, str(exc)) from exc
+    except KeyboardInterrupt:
+        with contextlib.suppress(AgenticFlowError):
+            stop_cluster(directory)
+        raise _fail(EXIT_INPUT, "interrupted; stopped what had started") from None
+    if as_json:
+        _print_json(state)
+        return
+    took = time.monotonic() - started
+    out.print(
+        f"[green]AgenticFlow cluster ready[/green] in {took:.1f}s: {spec.nodes} NATS node"
+        f"{'s' * (spec.nodes != 1)} (R{spec.replicas}), {spec.coordinators} coordinator"
+        f"{'s' * (spec.coordinators != 1)} ({spec.effective_partitions} partition"
+        f"{'s' * (spec.effective_partitions != 1)}), {spec.initial_workers} worker"
+        f"{'s' * (spec.initial_workers != 1)} of {spec.app}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for node in state.get("nodes") or []:
+        _line(f"  {node['name']}: {node['url']}  (monitoring {node['monitor_url']})")
+    if spec.autoscale is not None:
+        low, high = spec.autoscale
+        _line(f"  autoscaler: {low}..{high} workers, one fewer after {scale_down_after:g}s idle")
+    _line(f"  state and logs: {directory}")
+    _line("Use it from this shell with:")
+    _line(export_line(state))
+    where = "" if directory == DEFAULT_DIR.resolve() else f" --dir {directory}"
+    _line(f"Then: agenticflow cluster status{where} · agenticflow cluster down{where}")
+
+
+def export_line(state: dict[str, Any]) -> str:
+    """``export AGENTICFLOW_NATS_URL=... AGENTICFLOW_REPLICAS=...`` for a client.
+
+    The replica count matters: a client creates missing streams and buckets,
+    and one with the default of 1 would turn R3 streams into R1."""
+    env = state.get("env") or {}
+    names = ["AGENTICFLOW_NATS_URL", "AGENTICFLOW_REPLICAS"]
+    if env.get("AGENTICFLOW_PREFIX", "af") != "af":
+        names.append("AGENTICFLOW_PREFIX")
+    if env.get("AGENTICFLOW_PARTITIONS", "1") != "1":
+        names.append("AGENTICFLOW_PARTITIONS")
+    return "export " + " ".join(f"{k}={env[k]}" for k in names if k in env)
+
+
+@cluster_app.command("status")
+def status(directory: DirOpt = DEFAULT_DIR, as_json: JsonOpt = False) -> None:
+    """Nodes, coordinators and workers with their pids and whether they run; the
+    autoscaler's last decision."""
+    directory = directory.resolve()
+    state = cluster_status(directory)
+    if state is None or not state.get("running"):
+        if as_json:
+            _print_json({"running": False, "dir": str(directory), **(state or {})})
+        else:
+            what = "no cluster runs" if state is None else "the supervisor is gone (stale state)"
+            out.print(f"{what} in {directory}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_UNREACHABLE)
+    if as_json:
+        _print_json(state)
+        return
+    _print_status(state)
+
+
+def _age(since: float | None) -> str:
+    if not since:
+        return ""
+    seconds = max(0.0, time.time() - since)
+    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
+
+
+def _print_status(state: dict[str, Any]) -> None:
+    supervisor = state.get("supervisor") or {}
+    out.print(
+        f"cluster in {state.get('dir')} ({state.get('status')}), supervisor pid "
+        f"{supervisor.get('pid')}, up {_age(state.get('started_at'))}, "
+        f"R{state.get('replicas')}, {state.get('partitions')} partition(s)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    table = Table("process", "pid", "state", "age", "where", box=None, pad_edge=False)
+    for node in state.get("nodes") or []:
+        alive = "up" if node.get("alive") else f"dead ({node.get('exit_code')})"
+        table.add_row(f"nats {node['name']}", str(node.get("pid")), alive, "", node.get("url"))
+    for kind in ("coordinators", "workers"):
+        for member in state.get(kind) or []:
+            alive = member.get("state") if member.get("alive") else "exited"
+            if not member.get("alive") and member.get("exit_code") is not None:
+                alive = f"exited ({member['exit_code']})"
+            table.add_row(
+                member["name"],
+                str(member.get("pid")),
+                alive,
+                _age(member.get("started")),
+                member.get("log"),
+            )
+    out.print(table)
+    scaler = state.get("autoscaler")
+    if scaler:
+        last = scaler.get("last") or {}
+        out.print(
+            f"autoscaler {scaler['min']}..{scaler['max']}: "
+            + (
+                f"{last.get('current')} -> {last.get('desired')} workers ({last.get('reason')}), "
+                f"{_age(last.get('at'))} ago"
+                if last
+                else "no reading yet"
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
+        for change in (scaler.get("history") or [])[-5:]:
+            out.print(
+                f"  {_age(change['at'])} ago: {change['current']} -> {change['desired']} "
+                f"({change['reason']})",
+                highlight=False,
+            )
+    _line(export_line(state))
+
+
+@cluster_app.command("down")
+def down(
+    directory: DirOpt = DEFAULT_DIR,
+    timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds to let the supervisor stop everything.")
+    ] = 60.0,
+) -> None:
+    """Stop workers, coordinators, then NATS nodes, and wait for them."""
+    directory = directory.resolve()
+    try:
+        stopped = stop_cluster(directory, timeout=timeout)
+    except TransportError as exc:
+        raise _fail(EXIT_UNREACHABLE, str(exc)) from exc
+    if stopped is None:
+        out.print(f"no cluster runs in {directory}; nothing to stop", highlight=False)
+        return
+    counts = {k: len(stopped.get(k) or []) for k in ("workers", "coordinators", "nodes")}
+    out.print(
+        f"stopped {counts['workers']} worker(s), {counts['coordinators']} coordinator(s) and "
+        f"{counts['nodes']} NATS node(s) in {directory}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if stopped.get("killed_leftovers"):
+        out.print(f"killed left-over processes: {', '.join(stopped['killed_leftovers'])}")
+
+
+__all__ = ["cluster_app", "export_line"]
