@@ -369,13 +369,17 @@ class Bus:
         return partitions_of_transform(transform.dest or "") if transform else None
 
     async def _ensure_stream(self, config: StreamConfig) -> None:
-        try:
-            await self.js.add_stream(config)
-        except nats.js.errors.BadRequestError:
-            # Exists with another config (e.g. limits changed): update in place.
-            await self._call(self.js.update_stream(config))
-        except nats.errors.Error as exc:
-            raise TransportError(f"cannot create stream {config.name}: {exc}") from exc
+        async def create() -> None:
+            try:
+                await self.js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                # Exists with another config (e.g. limits changed): update in place.
+                await self.js.update_stream(config)
+
+        # Retried while the cluster is busy (a replicated stream on a loaded or
+        # just-formed cluster can miss one request's timeout); creating it again is
+        # a no-op.
+        await self.call(create, what=f"create stream {config.name}")
 
     async def kv(self, bucket: str, *, history: int = 1, ttl: float | None = None) -> KeyValue:
         """The KV bucket, created if missing."""
