@@ -4,8 +4,9 @@ The lease is one key in the ``<prefix>_leases`` bucket, whose entries expire
 after ``lease_ttl_s``. A coordinator acquires it with ``create`` (which fails
 while another holds it), renews it every third of the TTL with an update by
 revision (compare-and-set), and gives it up on a clean shutdown. A renewal
-that loses the compare-and-set, or a TTL that passes without a successful
-renewal, means leadership is lost: the coordinator stops serving at once.
+that loses the compare-and-set means leadership is lost, and so does going
+without a successful renewal until a margin before the server could expire the
+lease: the coordinator stops serving at once, before anyone else can take it.
 A standby retries ``create`` every second, so it takes over within about one
 TTL of the leader's death (immediately after a clean shutdown).
 
@@ -51,6 +52,7 @@ class Lease:
     async def try_acquire(self) -> bool:
         """Take the lease if nobody holds it; True when this node now holds it."""
         store = await self._kv()
+        sent = time.monotonic()
         try:
             self.revision = int(await store.create(self.key, self.node_id.encode()))
         except KVConflict:
@@ -58,7 +60,7 @@ class Lease:
         except (TimeoutError, nats.errors.Error) as exc:
             log.warning("lease acquire failed", error=str(exc) or type(exc).__name__)
             return False
-        self._renewed_at = time.monotonic()
+        self._renewed_at = sent
         self.lost.clear()
         log.info("lease acquired: this coordinator is active", node=self.node_id)
         return True
@@ -81,30 +83,47 @@ class Lease:
             return None
         return entry.value.decode() if entry.value else None
 
+    @property
+    def margin_s(self) -> float:
+        """How long before the lease could expire on the server its holder stops."""
+        return max(1.0, self.ttl_s / 5)
+
     async def keep(self, stop: asyncio.Event) -> None:
-        """Renew until ``stop`` is set or the lease is lost (then set ``lost``)."""
+        """Renew until ``stop`` is set or the lease is lost (then set ``lost``).
+
+        The server expires the lease ``ttl_s`` after the last renewal it stored,
+        which was sent no earlier than ``_renewed_at``; so the holder gives up
+        ``margin_s`` before ``_renewed_at + ttl_s`` unless a renewal got through,
+        and a standby can never take over while this holder still serves."""
         store = await self._kv()
         interval = self.ttl_s / 3
-        while not stop.is_set():
+        next_at = self._renewed_at + interval
+        while True:
+            deadline = self._renewed_at + self.ttl_s - self.margin_s
+            now = time.monotonic()
+            if now >= deadline:
+                log.error("lease not renewed in time; stepping down", key=self.key)
+                self.lost.set()
+                return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+                await asyncio.wait_for(stop.wait(), timeout=max(0.0, min(next_at, deadline) - now))
             if stop.is_set():
                 return
+            sent = time.monotonic()
+            if sent >= deadline:
+                continue  # reported at the top
             try:
-                self.revision = int(
-                    await store.update(self.key, self.node_id.encode(), last=self.revision)
-                )
-                self._renewed_at = time.monotonic()
+                renewal = store.update(self.key, self.node_id.encode(), last=self.revision)
+                self.revision = int(await asyncio.wait_for(renewal, timeout=deadline - sent))
+                self._renewed_at, next_at = sent, sent + interval
             except KVConflict:
-                log.error("lease taken by another coordinator; stepping down")
+                log.error("lease taken by another coordinator; stepping down", key=self.key)
                 self.lost.set()
                 return
             except (TimeoutError, nats.errors.Error) as exc:
-                # The bus is down: we may still hold the lease until its TTL runs out.
-                if time.monotonic() - self._renewed_at >= self.ttl_s:
-                    log.error("lease not renewed within its TTL; stepping down", error=str(exc))
-                    self.lost.set()
-                    return
+                # The bus is down or slow: retry soon; we hold the lease until the deadline.
+                log.warning("lease renewal failed", key=self.key, error=str(exc) or "timeout")
+                next_at = time.monotonic() + min(0.5, interval)
 
     async def release(self) -> None:
         """Give the lease up so a standby takes over at once (best effort)."""
