@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import fcntl
 import json
 import math
@@ -62,7 +63,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agenticflow.natsauth import settings_from_env
 from agenticflow.natscluster import NatsCluster
-from agenticflow.procs import child_preexec
 from shared.codec import unpack
 from shared.config import Settings
 from shared.errors import AgenticFlowError, ConfigError, TransportError
@@ -449,6 +449,23 @@ class Member:
         }
 
 
+_PR_SET_PDEATHSIG = 1
+_LIBC: ctypes.CDLL | None = None
+if sys.platform.startswith("linux"):  # loaded here: the child only makes the system call
+    with contextlib.suppress(OSError):
+        _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+
+
+def _member_preexec() -> None:
+    """In a coordinator or worker before exec: its own process group, and SIGKILL
+    when the supervisor dies. Not SIGTERM (see :func:`agenticflow.procs.child_preexec`):
+    the nodes die with the supervisor, and a graceful shutdown that needs NATS
+    would then retry forever."""
+    os.setpgrp()
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _create_time(pid: int) -> float:
     with contextlib.suppress(psutil.Error):
         return float(psutil.Process(pid).create_time())
@@ -472,8 +489,8 @@ class LocalCluster:
 
     ``async with LocalCluster(spec, directory=D)`` starts everything and
     returns once ready; leaving stops workers, coordinators, then nodes. Start
-    it from the main thread: children get SIGTERM when the thread that started
-    them ends (see :func:`agenticflow.procs.child_preexec`).
+    it from the main thread: children are signalled when the thread that
+    started them ends (``PR_SET_PDEATHSIG``), not only when the process does.
     """
 
     def __init__(self, spec: ClusterSpec, *, directory: Path) -> None:
@@ -660,7 +677,7 @@ class LocalCluster:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
-                preexec_fn=child_preexec,  # noqa: PLW1509 - only setpgrp + prctl
+                preexec_fn=_member_preexec,  # noqa: PLW1509 - only setpgrp + prctl
             )
         finally:
             os.close(out)
@@ -750,8 +767,8 @@ class Supervisor:
             try:
                 starting.result()
                 await self._start_autoscaler()
-            except (AgenticFlowError, OSError) as exc:
-                log.error("cluster did not start", error=str(exc))
+            except Exception as exc:  # whatever it was, the user must hear it from `up`
+                log.exception("cluster did not start")
                 _notify(ready, f"error {exc}")
                 return 3
             self.status = "ready"
