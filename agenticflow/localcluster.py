@@ -38,12 +38,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import fcntl
+import functools
 import json
 import math
 import os
-import re
 import select
 import shutil
 import signal
@@ -63,10 +62,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agenticflow.natsauth import settings_from_env
 from agenticflow.natscluster import NatsCluster
+from agenticflow.procs import child_preexec
 from shared.codec import unpack
 from shared.config import Settings
 from shared.errors import AgenticFlowError, ConfigError, TransportError
 from shared.health import cluster_health
+from shared.ids import node_pid
 from shared.names import Names
 from shared.transport import Bus, FetchTimeout
 from worker.app import load_app
@@ -449,21 +450,10 @@ class Member:
         }
 
 
-_PR_SET_PDEATHSIG = 1
-_LIBC: ctypes.CDLL | None = None
-if sys.platform.startswith("linux"):  # loaded here: the child only makes the system call
-    with contextlib.suppress(OSError):
-        _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
-
-
-def _member_preexec() -> None:
-    """In a coordinator or worker before exec: its own process group, and SIGKILL
-    when the supervisor dies. Not SIGTERM (see :func:`agenticflow.procs.child_preexec`):
-    the nodes die with the supervisor, and a graceful shutdown that needs NATS
-    would then retry forever."""
-    os.setpgrp()
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+_member_preexec = functools.partial(child_preexec, death_signal=signal.SIGKILL)
+"""In a coordinator or worker before exec: its own process group, and SIGKILL
+when the supervisor dies. Not SIGTERM: the nodes die with the supervisor, and a
+graceful shutdown that needs NATS would then retry forever."""
 
 
 def _create_time(pid: int) -> float:
@@ -718,16 +708,6 @@ def _wait_all(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-_NODE_ID = re.compile(r"-(\d+)-[0-9a-f]+(?:-p\d+)?$")
-
-
-def node_pid(node_id: str) -> int:
-    """The pid in a node id (``role-host-pid-random``, a partition's with
-    ``-p<n>`` after it), 0 if there is none."""
-    found = _NODE_ID.search(node_id)
-    return int(found.group(1)) if found else 0
 
 
 # The supervisor -------------------------------------------------------------

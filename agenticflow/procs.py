@@ -19,15 +19,16 @@ if sys.platform.startswith("linux"):
         _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
 
 
-def child_preexec() -> None:
-    """Run in a child before exec: own process group, SIGTERM if the parent dies.
+def child_preexec(death_signal: int = signal.SIGTERM) -> None:
+    """Run in a child before exec: own process group, ``death_signal`` if the
+    parent dies.
 
     The own group keeps a terminal's Ctrl-C from reaching children directly, so
     the parent stops them in order (workers, coordinator, then the server).
     """
     os.setpgrp()
     if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        _LIBC.prctl(_PR_SET_PDEATHSIG, death_signal)
 
 
 def stop_process(proc: subprocess.Popen[bytes], *, timeout: float = 15.0) -> int:

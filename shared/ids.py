@@ -42,6 +42,16 @@ def new_node_id(role: str) -> str:
     return f"{role}-{host}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
+_NODE_PID = re.compile(r"-(\d+)-[0-9a-f]+(?:-p\d+)?$")
+
+
+def node_pid(node_id: str) -> int:
+    """The pid in a node id from :func:`new_node_id` (a partition coordinator's
+    has ``-p<n>`` after it), 0 if there is none."""
+    found = _NODE_PID.search(node_id)
+    return int(found.group(1)) if found else 0
+
+
 def task_key(workflow_id: str, task_id: str, attempt: int, what: str) -> str:
     """Derived idempotency key, e.g. ``wf:task:2:completed``."""
     return f"{workflow_id}:{task_id}:{attempt}:{what}"
@@ -57,6 +67,7 @@ __all__ = [
     "TASK_ID_RE",
     "new_node_id",
     "new_workflow_id",
+    "node_pid",
     "task_key",
     "uuid7",
     "workflow_key",

@@ -5,7 +5,6 @@ twice."""
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +20,7 @@ from coordinator.state import WorkflowStatus
 from shared.codec import unpack
 from shared.events import EventType
 from shared.hierarchy import child_workflow_id
+from shared.ids import node_pid
 from shared.names import partition_of
 from shared.transport import Bus, FetchTimeout
 from tests.chaos.helpers import Observer, assert_exactly_once
@@ -30,13 +30,6 @@ from tests.integration.helpers import wf
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(180)]
 
 PARTITIONS = 4
-_PID = re.compile(r"-(\d+)-[0-9a-f]{6}(?:-p\d+)?$")
-
-
-def pid_of(source: str) -> int | None:
-    """The process id in a coordinator's node id (``coord-host-pid-rand[-pN]``)."""
-    found = _PID.search(source)
-    return int(found.group(1)) if found else None
 
 
 class Owners:
@@ -61,8 +54,8 @@ class Owners:
                 if entry.value:
                     info = unpack(entry.value)
                     if info.get("role") == "coordinator" and "partition" in info:
-                        pid = pid_of(str(info["coordinator"]))
-                        assert pid is not None
+                        pid = node_pid(str(info["coordinator"]))
+                        assert pid
                         self._keys[entry.key] = int(info["partition"])
                         self.by_partition[int(info["partition"])] = pid
                 elif entry.key in self._keys:  # handed over: its coordinator deleted it
@@ -129,8 +122,8 @@ async def test_two_active_coordinators_share_then_one_takes_over(
         for workflow_id in first:
             for event in await client.events(workflow_id):
                 if event.type == EventType.WORKFLOW_COMPLETED:
-                    pid = pid_of(event.source)
-                    assert pid is not None
+                    pid = node_pid(event.source)
+                    assert pid
                     folded_by.setdefault(workflow_id, set()).add(pid)
         assert all(len(p) == 1 for p in folded_by.values()), folded_by
         for workflow_id, (pid,) in folded_by.items():
@@ -190,7 +183,7 @@ async def test_two_active_coordinators_share_then_one_takes_over(
                 for e in await client.events(workflow_id)
                 if e.type == EventType.WORKFLOW_COMPLETED
             ]
-            assert [pid_of(e.source) for e in finished] == [survivor]
+            assert [node_pid(e.source) for e in finished] == [survivor]
         print(
             f"\nPARTITIONS: {report.workflows + result.workflows} workflows, "
             f"lost={result.lost} applied_twice={result.applied_twice}, "

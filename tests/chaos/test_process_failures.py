@@ -18,6 +18,7 @@ from agenticflow.server import NatsServer
 from coordinator.client import Client
 from coordinator.lease import LEASE_KEY
 from shared.events import EventType
+from shared.ids import node_pid
 from shared.transport import connected
 from tests.chaos.helpers import Observer, Report, assert_exactly_once, chain_workflow
 from tests.conftest import CHAOS_APP, unique_prefix
@@ -58,13 +59,8 @@ async def chaos_cluster(
         yield cluster, Client(bus=bus, node_id=f"chaos-{name}"), observer
 
 
-def pid_of(node_id: str) -> int:
-    """Node ids are ``role-host-pid-random``."""
-    return int(node_id.rsplit("-", 2)[1])
-
-
 def proc_by_node(procs: list[subprocess.Popen[bytes]], node_id: str) -> subprocess.Popen[bytes]:
-    pid = pid_of(node_id)
+    pid = node_pid(node_id)
     return next(p for p in procs if p.pid == pid)
 
 
@@ -177,7 +173,7 @@ async def test_coordinator_killed_with_50_workflows_in_flight(
         result = await assert_exactly_once(client, list(ids))
         resumed = observer.first_after(
             restarted_at,
-            lambda e: e.type == EventType.TASK_SCHEDULED and pid_of(e.source) == new.pid,
+            lambda e: e.type == EventType.TASK_SCHEDULED and node_pid(e.source) == new.pid,
         )
         assert resumed is not None
         result.figures["resume_after_restart"] = resumed - restarted_at
@@ -205,11 +201,11 @@ async def test_standby_coordinator_takes_over(
         result = await assert_exactly_once(client, list(ids))
         took_over = observer.first_after(
             killed_at,
-            lambda e: e.type == EventType.TASK_SCHEDULED and pid_of(e.source) == standby.pid,
+            lambda e: e.type == EventType.TASK_SCHEDULED and node_pid(e.source) == standby.pid,
         )
         assert took_over is not None, "the standby dispatched work after the kill"
         new_node = ((await leases.get(LEASE_KEY)).value or b"").decode()
-        assert pid_of(new_node) == standby.pid
+        assert node_pid(new_node) == standby.pid
         result.figures["takeover"] = took_over - killed_at
         result.figures["lease_ttl"] = float(FAST["lease_ttl_s"])
         report(request, result)

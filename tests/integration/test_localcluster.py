@@ -30,12 +30,12 @@ import psutil
 import pytest
 
 from agenticflow import AgentApp
-from agenticflow.localcluster import node_pid
 from agenticflow.natsauth import settings_from_env
 from coordinator.client import Client
 from examples.trading.app import app as trading
 from shared.codec import unpack
 from shared.events import EventType
+from shared.ids import node_pid
 from shared.transport import Bus, FetchTimeout, connected
 from shared.workflow import load_workflow_file
 from tests.chaos.helpers import Observer, assert_exactly_once, chain_workflow

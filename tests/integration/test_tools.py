@@ -21,6 +21,7 @@ from agenticflow.server import NatsServer
 from coordinator.client import Client
 from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
 from shared.events import Event, EventType, TaskToolCalled
+from shared.ids import node_pid
 from shared.resilience import CircuitOpenError
 from shared.transport import Bus, connected
 from tests.chaos.helpers import Observer
@@ -294,11 +295,6 @@ async def test_a_rate_limit_holds_across_two_worker_processes(
 # --- effectively once: a worker killed after the side effect --------------------------
 
 
-def pid_of(node_id: str) -> int:
-    """Node ids are ``role-host-pid-random``."""
-    return int(node_id.rsplit("-", 2)[1])
-
-
 @pytest.mark.chaos
 async def test_a_redelivered_task_does_not_repeat_a_tool_call(
     tc: ToolsCluster, tmp_path: Path
@@ -320,7 +316,7 @@ async def test_a_redelivered_task_does_not_repeat_a_tool_call(
     assert isinstance(event.data, TaskToolCalled)
     assert event.data.outcome == "ok"
     assert len(lines(counter)) == 1
-    victim = next(p for p in tc.cluster.worker_procs if p.pid == pid_of(event.data.worker))
+    victim = next(p for p in tc.cluster.worker_procs if p.pid == node_pid(event.data.worker))
     DevCluster.kill(victim)  # SIGKILL after the side effect, before the task completed
 
     def served_from_cache(observer: Observer) -> bool:

@@ -16,11 +16,11 @@ from agenticflow.localcluster import (
     ScaleMemory,
     ScalePolicy,
     decide,
-    node_pid,
     parse_autoscale,
     workers_needed,
 )
 from shared.errors import ConfigError
+from shared.ids import node_pid
 
 PROPS = settings(database=None, max_examples=300, deadline=None)
 
