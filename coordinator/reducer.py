@@ -21,9 +21,11 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from coordinator import children
+from coordinator.admission import ADMISSION_CODES, REPLAY_RULES, Ignore, Refuse, Rules, admit
 from coordinator.auction import AuctionState, Bid, accepts, best
 from coordinator.state import (
     ACTIVE_TASK,
+    COORDINATOR_NODE,
     DONE_TASK,
     TERMINAL_TASK,
     PendingApproval,
@@ -35,7 +37,6 @@ from coordinator.state import (
 from shared.codec import TaskMessage
 from shared.dag import graph_problems, sinks
 from shared.events import (
-    FORBIDDEN,
     NOT_FOLDED,
     ApprovalDecision,
     ErrorInfo,
@@ -44,6 +45,7 @@ from shared.events import (
     InterventionApplied,
     InterventionRefused,
     InterventionRequested,
+    MessageRejected,
     Modification,
     Payload,
     TaskApprovalDecided,
@@ -75,11 +77,6 @@ from shared.ids import task_key, workflow_key
 from shared.names import ROUTE_RE, queue_of
 from shared.vclock import VectorClock
 from shared.workflow import TaskSpec, WorkflowDefinition
-
-COORDINATOR_NODE = "coord"
-"""Vector clock entry of the coordinator role. Leadership is exclusive and the
-counter lives in the workflow state, so a coordinator that takes over continues
-the same entry monotonically; ``AF-Source`` still names the process."""
 
 SHELL_NODE = "coord-shell"
 """Vector clock entry of events the shell emits on its own (timers, hints)."""
@@ -178,6 +175,7 @@ class _Folder:
         task.scheduled_at = self.event.timestamp
         task.started_at = task.finished_at = task.deadline_ns = task.retry_due_ns = None
         task.worker = task.agent = task.instance = task.note = None
+        task.claimed_by = task.alive_ns = None
         clock = self.emit(
             EventType.TASK_SCHEDULED,
             TaskScheduled(capability=spec.capability),
@@ -185,6 +183,7 @@ class _Folder:
             task_id=task_id,
             attempt=attempt,
         )
+        task.dispatch_coord = clock.get(COORDINATOR_NODE)
         if spec.workflow is not None:  # a child workflow runs it, not a worker
             submission = children.start(
                 state, task_id, attempt, clock, timestamp=self.event.timestamp, source=self.source
@@ -422,9 +421,25 @@ class _Folder:
 
 
 def reduce(
+    state: WorkflowState | None,
+    event: Event,
+    *,
+    source: str = COORDINATOR_NODE,
+    rules: Rules = REPLAY_RULES,
+) -> tuple[WorkflowState | None, list[Command]]:
+    """Admit, then fold, one event: what replay and tests run. An event that
+    admission ignores or refuses (see :mod:`coordinator.admission`) changes
+    nothing and issues no command. The coordinator calls :func:`admit` itself
+    (it records refusals), then :func:`apply`."""
+    if isinstance(admit(state, event, rules), Ignore | Refuse):
+        return state, []
+    return apply(state, event, source=source)
+
+
+def apply(
     state: WorkflowState | None, event: Event, *, source: str = COORDINATOR_NODE
 ) -> tuple[WorkflowState | None, list[Command]]:
-    """Fold one event; returns the new state and the commands to execute
+    """Fold one admitted event; returns the new state and the commands to execute
     (see :func:`_reduce`), with what its child workflows and its parent must be
     told (see :mod:`coordinator.children`)."""
     state, commands = _reduce(state, event, source=source)
@@ -651,17 +666,24 @@ def _on_dead_lettered(folder: _Folder, task_id: str, task: TaskState) -> None:
 
 
 def _on_started(folder: _Folder, task_id: str, task: TaskState) -> None:
-    event = folder.event
-    if (
-        task.status != TaskStatus.SCHEDULED
-        or event.attempt != task.attempts
-        or not isinstance(event.data, TaskStarted)
-    ):
+    event, data = folder.event, folder.event.data
+    if event.attempt != task.attempts or not isinstance(data, TaskStarted):
+        return
+    if task.status == TaskStatus.RUNNING:
+        if event.signer is None or event.signer == task.claimed_by:
+            return  # the same principal again (or no signatures: the first runner stays)
+        # Redelivered to another principal (admission checked the claimant was silent).
+        task.worker, task.agent, task.instance = data.worker, data.agent, data.instance
+        task.claimed_by, task.alive_ns = event.signer, event.stored_ns
+        folder.changed()
+        return
+    if task.status != TaskStatus.SCHEDULED:
         return
     task.status = TaskStatus.RUNNING
     task.started_at = event.timestamp
-    task.worker, task.agent, task.note = event.data.worker, event.data.agent, None
-    task.instance = event.data.instance
+    task.worker, task.agent, task.note = data.worker, data.agent, None
+    task.instance = data.instance
+    task.claimed_by, task.alive_ns = event.signer, event.stored_ns
     _arm_deadline(folder, task_id, task)
     folder.changed()
 
@@ -687,6 +709,8 @@ def _arm_deadline(folder: _Folder, task_id: str, task: TaskState) -> None:
 def _on_heartbeat(folder: _Folder, task_id: str, task: TaskState) -> None:
     if task.status != TaskStatus.RUNNING or folder.event.attempt != task.attempts:
         return
+    if folder.event.signer == task.claimed_by and folder.event.stored_ns is not None:
+        task.alive_ns = folder.event.stored_ns
     if folder.state.spec(task_id).heartbeat_timeout_s is None:
         return
     _arm_deadline(folder, task_id, task)
@@ -1163,25 +1187,29 @@ _TASK_HANDLERS = {
 
 
 def fold(events: list[Event], *, source: str = COORDINATOR_NODE) -> WorkflowState | None:
-    """Fold a workflow's whole event history (replay).
+    """Fold a workflow's whole event history (replay), through the same admission.
 
-    An intervention the coordinator refused by policy (a refusal with code
-    ``forbidden``) is skipped, as the coordinator skipped it: the policy is not
-    part of the history, its verdict is."""
-    forbidden = {
-        e.data.request_id
-        for e in events
-        if e.type == EventType.INTERVENTION_REFUSED
-        and isinstance(e.data, InterventionRefused)
-        and e.data.code == FORBIDDEN
-    }
+    What the coordinator refused by its configuration is skipped as it was: an
+    intervention refused by policy (a refusal with code ``forbidden``) and every
+    event it recorded as ``message.rejected`` (by stream sequence). The policy
+    and limits are not part of the history; their verdicts are."""
+    forbidden: set[str] = set()
+    refused: set[int] = set()
+    for e in events:
+        data = e.data
+        if isinstance(data, InterventionRefused) and data.code in ADMISSION_CODES:
+            forbidden.add(data.request_id)
+        elif (
+            isinstance(data, MessageRejected)
+            and data.stream_seq is not None
+            and f".evt.{e.workflow_id}." in data.subject
+        ):
+            refused.add(data.stream_seq)
     state: WorkflowState | None = None
     for event in events:
-        if (
-            forbidden
-            and isinstance(event.data, InterventionRequested)
-            and event.data.request_id in forbidden
-        ):
+        if event.type in NOT_FOLDED or (event.seq is not None and event.seq in refused):
+            continue
+        if isinstance(event.data, InterventionRequested) and event.data.request_id in forbidden:
             continue
         state, _ = reduce(state, event, source=source)
     return state
@@ -1230,6 +1258,7 @@ __all__ = [
     "Command",
     "Dispatch",
     "Emit",
+    "apply",
     "fold",
     "pending_timers",
     "reduce",

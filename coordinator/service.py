@@ -24,7 +24,7 @@ import itertools
 import json
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry.trace import SpanKind
 
 from coordinator import children
+from coordinator.admission import Ignore, Refuse, Rules, admit, sender
 from coordinator.known import KnownIds
 from coordinator.reducer import (
     SHELL_NODE,
@@ -41,15 +42,17 @@ from coordinator.reducer import (
     Command,
     Dispatch,
     Emit,
+    apply,
     pending_timers,
-    reduce,
 )
 from coordinator.state import TaskStatus, WorkflowState
 from shared.audit import AuditKind
 from shared.auditor import Auditor
 from shared.codec import (
+    H_SOURCE,
     TaskMessage,
     pack,
+    parse_uint,
     task_identity,
     unpack,
 )
@@ -80,6 +83,7 @@ from shared.events import (
     TaskUnserved,
     WorkflowCompleted,
     WorkflowRejected,
+    WorkflowSubmitted,
 )
 from shared.ids import ID_RE, task_key, workflow_key
 from shared.lifecycle import every, stop_when_closed
@@ -184,6 +188,20 @@ class _Job:
     finished: list[str]
 
 
+class _PoisonedError(Exception):
+    """Decoding, admitting, folding or snapshotting one stored event raised: the
+    event is dead-lettered (recorded as rejected, never folded) and the batch
+    folded again without it."""
+
+    def __init__(self, seq: int, subject: str, workflow_id: str | None, cause: Exception) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.seq, self.subject, self.workflow_id = seq, subject, workflow_id
+
+
+class _UnsavableError(Exception):
+    """A folded state could not be encoded as a snapshot (culprit unknown yet)."""
+
+
 class Coordinator:
     """Folds events into workflow state and dispatches ready tasks.
 
@@ -239,6 +257,16 @@ class Coordinator:
         """Task queues by name: pending, in flight, lag (read every heartbeat)."""
         self._unobserve: list[Callable[[], None]] = []
         self.policy = load_policy(self.settings.policy_file, self.settings.security_dir)
+        self.rules = Rules(
+            max_clock_entries=self.settings.max_clock_entries,
+            claim_timeout_ns=int(self.settings.task_ack_wait_s * 1e9),
+            policy=self.policy,
+        )
+        """What admission checks events against (coordinator.admission)."""
+        self._poisoned: set[int] = set()
+        """Stream sequences of events dead-lettered because handling them raised."""
+        self._careful = False
+        """Check after each fold that the state still encodes (after a snapshot failed)."""
         self.audit = Auditor(bus, node_id)
         """This coordinator's audit chain: interventions, approvals, refusals, rejections."""
         """RBAC: who may steer workflows (None: anyone who can publish the request)."""
@@ -507,7 +535,25 @@ class Coordinator:
             try:
                 for msg in msgs:
                     await self._fold(msg, touched, commands)
+                saves = self._capture(touched.values(), strict=True)
                 break
+            except _PoisonedError as poison:
+                # Message content, not the bus: dead-letter that event, fold the rest again.
+                await self._jobs.join()
+                self._forget(touched)
+                if poison.workflow_id is not None:
+                    self._cache.pop(poison.workflow_id, None)
+                self._poisoned.add(poison.seq)
+                await self._until_done(
+                    functools.partial(self._record_poison, poison), "poison not recorded"
+                )
+            except _UnsavableError:
+                await self._jobs.join()
+                self._forget(touched)
+                if self._careful:
+                    log.error("a state cannot be saved and no event is to blame; retrying")
+                    delay = await self._pause(delay)
+                self._careful = True  # fold again, checking the state after each event
             except Exception:
                 await self._jobs.join()  # nothing in flight for the states we drop
                 self._forget(touched)
@@ -518,8 +564,9 @@ class Coordinator:
                     with contextlib.suppress(Exception):
                         await msg.in_progress()
                 delay = await self._pause(delay)
+        self._careful = False
         finished = [wf for wf, entry in touched.items() if entry.state.is_terminal]
-        await self._jobs.put(_Job(msgs, commands, self._capture(touched.values()), finished))
+        await self._jobs.put(_Job(msgs, commands, saves, finished))
 
     async def _write_behind(self) -> None:
         """The writer: each batch's commands, its snapshots, then its acks, in
@@ -587,30 +634,49 @@ class Coordinator:
 
     async def _flush_due(self) -> None:
         """Hand over snapshots whose interval has passed (between batches)."""
-        saves = self._capture(e for e in self._cache.values() if e.dirty)
+        try:
+            saves = self._capture([e for e in self._cache.values() if e.dirty], strict=True)
+        except _UnsavableError as exc:
+            # Drop the states that cannot be saved: the next event of each reloads
+            # it from KV and the stream, and finds the event to blame.
+            await self._jobs.join()
+            for workflow_id in exc.args[0]:
+                self._cache.pop(workflow_id, None)
+            return
         if saves:
             await self._jobs.put(_Job([], [], saves, []))
 
-    async def _fold(self, msg: Msg, touched: dict[str, _Entry], commands: list[Command]) -> None:
+    async def _decoded(self, msg: Msg, commands: list[Command]) -> Event | None:
+        """The event to fold of a fetched message; None when there is none (an
+        echo, a record, a poison message, which is recorded as rejected)."""
         parsed = self.names.parse_event_subject(msg.subject)
         events_folded.add(parsed[1] if parsed else "?")
         if parsed is not None and (
             parsed[1] in _NOT_FOLDED  # agent moves and tool audit records: not state
             or (parsed[1] in _ECHOES and parsed[0] in self._cache)
         ):
-            return  # (an echo: a decision of the reducer, applied when it was made)
+            return None  # (an echo: a decision of the reducer, applied when it was made)
         seq = msg.metadata.sequence.stream
+        if seq in self._poisoned:
+            return None
         try:
             event = self.bus.decode_event(msg, seq=seq)
         except MalformedMessageError as exc:
             await self._reject(msg, seq, exc, commands)
-            return
+            return None
         if event.workflow_id == SYSTEM_WORKFLOW:
-            return
+            return None
         if event.workflow_id in self._finished:
             if event.type not in _REOPENING:
-                return  # a finished workflow ignores it (our own terminal event, a late outcome)
+                return None  # a finished workflow ignores it (our own terminal event, a late one)
             del self._finished[event.workflow_id]
+        return event
+
+    async def _fold(self, msg: Msg, touched: dict[str, _Entry], commands: list[Command]) -> None:
+        event = await self._decoded(msg, commands)
+        if event is None:
+            return
+        seq = msg.metadata.sequence.stream
         entry = touched.get(event.workflow_id)
         if entry is None and not (
             event.type == EventType.WORKFLOW_SUBMITTED
@@ -618,28 +684,39 @@ class Coordinator:
             and event.workflow_id not in self._known
         ):  # a submission this process has never heard of is certainly new: no KV read
             entry = await self._load(event.workflow_id, commands)
-        if (entry is not None and seq <= entry.state.last_seq) or await self._refused(event):
-            return  # already folded before a restart, or refused by the policy
-        state, new_commands = reduce(entry.state if entry else None, event, source=self.node_id)
+        if entry is not None and seq <= entry.state.last_seq:
+            return  # already folded before a restart
+        state = entry.state if entry else None
+        with self._guard(msg.subject, seq, event.workflow_id):
+            verdict = admit(state, event, self.rules)
+        if isinstance(verdict, Ignore):
+            return
+        if isinstance(verdict, Refuse):
+            await self._refuse(event, verdict)
+            return
+        with self._guard(msg.subject, seq, event.workflow_id):
+            state, new_commands = apply(state, event, source=self.node_id)
+            if self._careful and state is not None:
+                state.to_snapshot()
         self.events_folded += 1
         _count(event, state, new_commands)
         if state is None:
-            if event.type == EventType.INTERVENTION_REQUESTED:
-                await self._refuse_unknown(event)
-            elif event.type not in (EventType.MESSAGE_REJECTED, EventType.INTERVENTION_REFUSED):
-                log.warning(
-                    "event for an unknown workflow ignored",
-                    workflow_id=event.workflow_id,
-                    event_type=event.type.value,
-                    seq=seq,
-                )
-            return
+            return  # a submission's rejection for a workflow never stored: nothing to keep
         if entry is None:
             self._remember(state, 0, 0)
             self._known.add(event.workflow_id)
             entry = self._cache[event.workflow_id]
         touched[event.workflow_id] = entry
         commands.extend(new_commands)
+
+    @contextlib.contextmanager
+    def _guard(self, subject: str, seq: int, workflow_id: str | None) -> Iterator[None]:
+        """Whatever raises while admitting or folding one event is that event's fault."""
+        try:
+            yield
+        except Exception as exc:
+            log.exception("event could not be folded; dead-lettered", seq=seq, subject=subject)
+            raise _PoisonedError(seq, subject, workflow_id, exc) from exc
 
     async def _audit_decision(self, event: Event) -> None:
         """An intervention applied or refused, or an approval decided, on the audit chain."""
@@ -650,68 +727,95 @@ class Coordinator:
         }.get(event.type, AuditKind.APPROVAL_DECIDED)
         await self.audit.note(kind, workflow_id=event.workflow_id, task_id=event.task_id, **data)
 
-    def _forbidden(self, event: Event) -> str | None:
-        """Why the policy refuses this intervention to its sender, or None.
-
-        The sender is the principal whose key signed the request; without
-        signatures, the name the request gives (``by``), which proves nothing."""
-        if self.policy is None or event.type != EventType.INTERVENTION_REQUESTED:
-            return None
-        data = event.data
-        assert isinstance(data, InterventionRequested)
-        principal = event.signer or data.by or "anonymous"
-        permission = f"workflow:{data.action}"
-        if self.policy.context(principal).can(permission):
-            return None
-        return f"{principal} lacks permission {permission}"
-
-    async def _refused(self, event: Event) -> bool:
-        """Refuse an intervention the policy does not allow; whether it did (replay
-        skips the request by this refusal's code, as the coordinator did)."""
-        reason = self._forbidden(event)
-        if reason is None:
-            return False
-        data = event.data
-        assert isinstance(data, InterventionRequested)
-        log.warning("intervention refused by policy", workflow_id=event.workflow_id, reason=reason)
-        await self.audit.note(
-            AuditKind.ACCESS_DENIED,
+    async def _refuse(self, event: Event, refused: Refuse) -> None:
+        """Record an event admission refused: audited, then answered once, as
+        ``workflow.intervention_refused`` for an intervention (its sender waits
+        for a verdict) and as ``message.rejected`` for anything else."""
+        who = sender(event)
+        log.warning(
+            "event refused",
             workflow_id=event.workflow_id,
-            principal=event.signer or data.by,
-            action=data.action,
-            request_id=data.request_id,
-            reason=reason,
+            event_type=event.type.value,
+            seq=event.seq,
+            code=refused.code,
+            reason=refused.reason,
+            sender=who,
         )
-        await self._shell_emit(
-            event.workflow_id,
-            EventType.INTERVENTION_REFUSED,
-            InterventionRefused(
-                request_id=data.request_id,
-                action=data.action,
-                reason=reason,
-                code=FORBIDDEN,
-                by=event.signer or data.by,
-            ),
-            key=workflow_key(event.workflow_id, f"intervention:{data.request_id}:refused"),
-        )
-        return True
-
-    async def _refuse_unknown(self, event: Event) -> None:
-        """An intervention on a workflow nobody submitted: refused, on the record."""
         data = event.data
-        if not isinstance(data, InterventionRequested):
+        if isinstance(data, InterventionRequested):
+            if refused.code == FORBIDDEN:
+                await self.audit.note(
+                    AuditKind.ACCESS_DENIED,
+                    workflow_id=event.workflow_id,
+                    principal=who,
+                    action=data.action,
+                    request_id=data.request_id,
+                    reason=refused.reason,
+                )
+            else:
+                await self._audit_rejection(event, refused)
+            await self._shell_emit(
+                event.workflow_id,
+                EventType.INTERVENTION_REFUSED,
+                InterventionRefused(
+                    request_id=data.request_id,
+                    action=data.action,
+                    reason=refused.reason,
+                    code=refused.code,
+                    by=event.signer or data.by,
+                ),
+                key=workflow_key(event.workflow_id, f"intervention:{data.request_id}:refused"),
+            )
             return
+        await self._audit_rejection(event, refused)
+        if event.type == EventType.MESSAGE_REJECTED:
+            return  # never answer a rejection with another one
+        subject = self.names.event_subject(event.workflow_id, event.type.value)
         await self._shell_emit(
             event.workflow_id,
-            EventType.INTERVENTION_REFUSED,
-            InterventionRefused(
-                request_id=data.request_id,
-                action=data.action,
-                reason=f"no workflow {event.workflow_id!r} has been submitted",
-                code="unknown_workflow",
-                by=data.by,
+            EventType.MESSAGE_REJECTED,
+            MessageRejected(
+                reason=refused.reason,
+                code=refused.code,
+                subject=subject,
+                stream_seq=event.seq,
+                sender=who,
             ),
-            key=workflow_key(event.workflow_id, f"intervention:{data.request_id}:refused"),
+            key=f"rejected:{self.names.events_stream}:{event.seq}",
+        )
+        if (
+            isinstance(event.data, WorkflowSubmitted)
+            and event.data.parent is None
+            and event.workflow_id not in self._cache
+        ):  # the submitter waits for a verdict (a forged child link gets none: its
+            # id is the real child's, which must stay free)
+            await self._shell_emit(
+                event.workflow_id,
+                EventType.WORKFLOW_REJECTED,
+                WorkflowRejected(reason=refused.reason, problems=[refused.reason]),
+                key=workflow_key(event.workflow_id, "rejected"),
+            )
+
+    async def _audit_rejection(self, event: Event, refused: Refuse) -> None:
+        denied = refused.code == FORBIDDEN
+        kind = AuditKind.ACCESS_DENIED if denied else AuditKind.MESSAGE_REJECTED
+        await self.audit.note(
+            kind,
+            workflow_id=event.workflow_id,
+            subject=self.names.event_subject(event.workflow_id, event.type.value),
+            stream_seq=event.seq,
+            code=refused.code,
+            reason=refused.reason,
+            principal=sender(event),
+        )
+
+    async def _record_poison(self, poison: _PoisonedError) -> None:
+        await self._record_rejection(
+            subject=self.names.published_subject(poison.subject),
+            seq=poison.seq,
+            code="poison_message",
+            reason=f"handling it raised {poison}",
+            sender="",
         )
 
     async def _reject(
@@ -719,27 +823,16 @@ class Coordinator:
     ) -> None:
         """Record a poison event: never applied, never redelivered."""
         subject = self.names.published_subject(msg.subject)
-        parsed = self.names.parse_event_subject(subject)
-        workflow_id = parsed[0] if parsed and ID_RE.match(parsed[0]) else SYSTEM_WORKFLOW
-        log.warning("malformed event rejected", subject=subject, seq=seq, reason=str(exc))
-        await self.audit.note(
-            AuditKind.MESSAGE_REJECTED,
-            workflow_id=workflow_id,
+        source = (msg.headers or {}).get(H_SOURCE, "")
+        workflow_id, parsed = await self._record_rejection(
             subject=subject,
-            stream_seq=seq,
+            seq=seq,
             code=exc.code,
             reason=str(exc),
-        )
-        if parsed and parsed[1] == EventType.MESSAGE_REJECTED.value:
-            return  # never answer a bad rejection with another one
-        await self._shell_emit(
-            workflow_id,
-            EventType.MESSAGE_REJECTED,
-            MessageRejected(reason=str(exc), code=exc.code, subject=subject, stream_seq=seq),
-            key=f"rejected:{self.names.events_stream}:{seq}",
+            sender=source if len(source) <= 128 else source[:128] + "...",
         )
         if (
-            parsed
+            parsed is not None
             and parsed[1] == EventType.WORKFLOW_SUBMITTED.value
             and workflow_id != SYSTEM_WORKFLOW
         ):
@@ -753,6 +846,34 @@ class Coordinator:
                     ),
                     key=workflow_key(workflow_id, "rejected"),
                 )
+
+    async def _record_rejection(
+        self, *, subject: str, seq: int, code: str, reason: str, sender: str
+    ) -> tuple[str, tuple[str, str] | None]:
+        """Audit and record (``message.rejected``) one stored event refused before
+        it could be read or folded; returns its workflow and parsed subject."""
+        parsed = self.names.parse_event_subject(subject)
+        workflow_id = parsed[0] if parsed and ID_RE.match(parsed[0]) else SYSTEM_WORKFLOW
+        log.warning("event rejected", subject=subject, seq=seq, code=code, reason=reason)
+        await self.audit.note(
+            AuditKind.MESSAGE_REJECTED,
+            workflow_id=workflow_id,
+            subject=subject,
+            stream_seq=seq,
+            code=code,
+            reason=reason,
+        )
+        if parsed and parsed[1] == EventType.MESSAGE_REJECTED.value:
+            return workflow_id, parsed  # never answer a bad rejection with another one
+        await self._shell_emit(
+            workflow_id,
+            EventType.MESSAGE_REJECTED,
+            MessageRejected(
+                reason=reason, code=code, subject=subject, stream_seq=seq, sender=sender
+            ),
+            key=f"rejected:{self.names.events_stream}:{seq}",
+        )
+        return workflow_id, parsed
 
     # State --------------------------------------------------------------
     def _remember(self, state: WorkflowState, revision: int, saved_version: int) -> None:
@@ -791,13 +912,18 @@ class Coordinator:
         )
         for msg in tail:
             seq = msg.metadata.sequence.stream
+            if seq in self._poisoned:
+                continue
             try:
                 event = self.bus.decode_event(msg, seq=seq)
             except MalformedMessageError:
                 continue  # the live consumer records it as rejected
-            if self._forbidden(event) is not None:
-                continue  # the live consumer refused it
-            _, new_commands = reduce(state, event, source=self.node_id)
+            with self._guard(msg.subject, seq, workflow_id):
+                if isinstance(admit(state, event, self.rules), Ignore | Refuse):
+                    continue  # the live consumer records a refusal
+                _, new_commands = apply(state, event, source=self.node_id)
+                if self._careful:
+                    state.to_snapshot()
             commands.extend(new_commands)
         self._remember(state, int(kv_entry.revision or 0), saved_version)
         return self._cache[workflow_id]
@@ -817,18 +943,34 @@ class Coordinator:
             entry.dirty_since = now
         return now - entry.dirty_since >= self.settings.snapshot_interval_s
 
-    def _capture(self, entries: Iterable[_Entry], *, force: bool = False) -> list[_Save]:
-        """Snapshot bytes of the entries due to be saved, taken now."""
+    def _capture(
+        self, entries: Iterable[_Entry], *, force: bool = False, strict: bool = False
+    ) -> list[_Save]:
+        """Snapshot bytes of the entries due to be saved, taken now. A state that
+        cannot be encoded is left out; with ``strict``, _UnsavableError (naming
+        those workflows) is raised instead and no entry is marked as handed over."""
         now = time.monotonic()
         limit = self.bus.max_payload - _KV_HEADROOM
-        saves = []
+        encoded: list[tuple[_Entry, bytes, str | None]] = []
+        unsavable: list[str] = []
         for entry in entries:
             if not (entry.dirty if force else self._due(entry, now)):
                 continue
             state = entry.state
             if entry.oversize and not state.is_terminal:
                 continue  # its abort is on the way; the stream keeps every event
-            data, left_out = state.snapshot_within(limit)
+            try:
+                data, left_out = state.snapshot_within(limit)
+            except Exception:
+                log.exception("workflow state cannot be encoded", workflow_id=state.workflow_id)
+                unsavable.append(state.workflow_id)
+                continue
+            encoded.append((entry, data, left_out))
+        if unsavable and strict:
+            raise _UnsavableError(unsavable)
+        saves = []
+        for entry, data, left_out in encoded:
+            state = entry.state
             if len(data) > limit:
                 entry.oversize = True
                 self._abort_oversize(state, len(data), limit)
@@ -926,16 +1068,7 @@ class Coordinator:
                 event = command.event.model_copy(update={"timestamp": now})
                 if event.type in _AUDITED:
                     audited.append(event)
-                try:
-                    outgoing.append(self.bus.encode_event(event))
-                except PayloadTooLargeError as too_big:
-                    # The state keeps the data; the event says where to find it.
-                    log.warning(
-                        "event too large; stored without its bulky data", error=str(too_big)
-                    )
-                    # A child workflow that cannot start fails its parent's task instead.
-                    instead = children.too_large(event, too_big) or _slim(event)
-                    outgoing.append(self.bus.encode_event(instead))
+                self._encode_emit(event, outgoing)
             elif isinstance(command, Dispatch):
                 task = command.task
                 await self.bus.ensure_task_consumer(task.queue)
@@ -949,6 +1082,14 @@ class Coordinator:
                         outgoing.append(self.bus.encode_task(task))
                 except PayloadTooLargeError as too_big:
                     too_large.append((task, too_big))
+                    continue
+                except MalformedMessageError as unencodable:
+                    log.error(
+                        "task message cannot be encoded; not published",
+                        workflow_id=task.workflow_id,
+                        task_id=task.task_id,
+                        error=str(unencodable),
+                    )
                     continue
                 if not self._served(task.queue):
                     unserved.append(task)
@@ -985,6 +1126,25 @@ class Coordinator:
                 key=task_key(task.workflow_id, task.task_id, task.attempt, "failed"),
                 task_id=task.task_id,
                 attempt=task.attempt,
+            )
+
+    def _encode_emit(self, event: Event, outgoing: list[Outgoing]) -> None:
+        """Add an emitted event to ``outgoing`` (slimmed when too large; left out,
+        never retried for ever, when it cannot be encoded at all)."""
+        try:
+            outgoing.append(self.bus.encode_event(event))
+        except PayloadTooLargeError as too_big:
+            # The state keeps the data; the event says where to find it.
+            log.warning("event too large; stored without its bulky data", error=str(too_big))
+            # A child workflow that cannot start fails its parent's task instead.
+            instead = children.too_large(event, too_big) or _slim(event)
+            outgoing.append(self.bus.encode_event(instead))
+        except MalformedMessageError as unencodable:
+            log.error(
+                "event cannot be encoded; not published",
+                workflow_id=event.workflow_id,
+                event_type=event.type.value,
+                error=str(unencodable),
             )
 
     async def _shell_emit(
@@ -1174,11 +1334,11 @@ class Coordinator:
     async def _dead_letter(self, advisory: bytes) -> None:
         try:
             info = json.loads(advisory)
-            seq = int(info["stream_seq"])
-        except (ValueError, KeyError, TypeError):
+            seq = parse_uint(str(info["stream_seq"]), "stream_seq")
+            deliveries = parse_uint(str(info.get("deliveries", 0)), "deliveries", digits=9)
+        except (ValueError, KeyError, TypeError, AttributeError, MalformedMessageError):
             log.warning("unreadable max-deliveries advisory ignored")
             return
-        deliveries = int(info.get("deliveries", 0))
         stored = await self.bus.get_stored(self.names.tasks_stream, seq)
         if stored is None:
             return  # already handled (and deleted) by an earlier attempt
@@ -1234,10 +1394,21 @@ class Coordinator:
 
     def _served(self, capability: str) -> bool:
         horizon = time.time_ns() - int(self.settings.agent_ttl_s * 1e9)
-        return any(
-            capability in info.get("capabilities", ()) and info.get("heartbeat", 0) >= horizon
-            for info in self._live.values()
-        )
+        return any(_serves(info, capability, horizon) for info in self._live.values())
+
+
+def _serves(info: Any, capability: str, horizon: int) -> bool:
+    """Whether a registry entry (any shape: whoever may write the bucket wrote it)
+    is a live agent serving ``capability``."""
+    if not isinstance(info, dict):
+        return False
+    capabilities, beat = info.get("capabilities"), info.get("heartbeat")
+    return (
+        isinstance(capabilities, list)
+        and capability in capabilities
+        and isinstance(beat, int)
+        and beat >= horizon
+    )
 
 
 def _count(event: Event, state: WorkflowState | None, commands: list[Command]) -> None:

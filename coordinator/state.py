@@ -14,7 +14,7 @@ from shared.dag import dependents_index
 from shared.errors import MalformedMessageError
 from shared.events import ApprovalDecision, ErrorInfo, Origin, RecordedEffect
 from shared.hierarchy import ParentLink
-from shared.vclock import VectorClock
+from shared.vclock import COORDINATOR_NODE, VectorClock
 from shared.workflow import TaskSpec, WorkflowDefinition
 
 SNAPSHOT_VERSION = 2
@@ -126,6 +126,13 @@ class TaskState(BaseModel):
     """The auction of its latest auctioned attempt (``allocation: auction``)."""
     child: str | None = None
     """The child workflow its latest attempt started (a task with ``workflow:``)."""
+    dispatch_coord: int = 0
+    """The coordinator's clock entry when its current attempt was dispatched: an
+    outcome's clock must reach it (see :mod:`coordinator.admission`)."""
+    claimed_by: str | None = None
+    """The principal whose signed ``task.started`` claimed the current attempt."""
+    alive_ns: int | None = None
+    """Server time of the claimant's last sign of life (started, heartbeat)."""
 
 
 class WorkflowState(BaseModel):
@@ -311,6 +318,7 @@ class WorkflowState(BaseModel):
 
 __all__ = [
     "ACTIVE_TASK",
+    "COORDINATOR_NODE",
     "DONE_TASK",
     "TERMINAL_TASK",
     "TERMINAL_WORKFLOW",

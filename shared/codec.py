@@ -109,7 +109,12 @@ def check_headers(headers: Mapping[str, str] | None) -> None:
 
 
 def check_size(headers: Mapping[str, str], body: bytes, max_payload: int) -> None:
-    """Raise PayloadTooLargeError when headers + body exceed ``max_payload``."""
+    """Raise PayloadTooLargeError when headers + body exceed ``max_payload``, and
+    MalformedMessageError when a header value holds CR, LF or NUL (which the
+    server would turn into spaces or a broken frame)."""
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise MalformedMessageError(f"header {name} holds CR, LF or NUL: not sent")
     size = len(body) + _HEADER_OVERHEAD + sum(len(k) + len(v) + 4 for k, v in headers.items())
     if size > max_payload:
         raise PayloadTooLargeError(
@@ -124,11 +129,17 @@ def _header(headers: Mapping[str, str] | None, name: str) -> str:
     return value
 
 
-def _schema(headers: Mapping[str, str] | None) -> int:
-    text = _header(headers, H_SCHEMA)
-    if not (text.isascii() and text.isdigit()):
-        raise MalformedMessageError(f"invalid {H_SCHEMA} header {text!r}")
+def parse_uint(text: str, what: str, *, digits: int = 19) -> int:
+    """A non-negative decimal integer of at most ``digits`` digits (bounded work:
+    checked before it is converted); raises MalformedMessageError."""
+    if not (0 < len(text) <= digits and text.isascii() and text.isdigit()):
+        shown = text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+        raise MalformedMessageError(f"invalid {what} {shown!r}: expected up to {digits} digits")
     return int(text)
+
+
+def _schema(headers: Mapping[str, str] | None) -> int:
+    return parse_uint(_header(headers, H_SCHEMA), f"{H_SCHEMA} header", digits=6)
 
 
 # Events ---------------------------------------------------------------------
@@ -175,7 +186,25 @@ def decode_event(
 
     With a seal, the message is verified (replays by ``stored_ns``, the server's
     time of storing it) and decrypted first; the event's ``signer`` names the
-    principal whose key signed it."""
+    principal whose key signed it (and ``signer_role`` its role)."""
+    try:
+        return _decode_event(subject, headers, body, names, seq=seq, seal=seal, stored_ns=stored_ns)
+    except MalformedMessageError:
+        raise
+    except Exception as exc:  # whatever a decoder raises, it is the message's fault
+        raise MalformedMessageError(f"event cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
+def _decode_event(
+    subject: str,
+    headers: Mapping[str, str] | None,
+    body: bytes,
+    names: Names,
+    *,
+    seq: int | None,
+    seal: Seal | None,
+    stored_ns: int | None,
+) -> Event:
     check_headers(headers)
     subject = names.published_subject(subject)  # the stored one carries its partition
     signer: TrustedKey | None = None
@@ -212,7 +241,9 @@ def decode_event(
             attempt=raw.get("attempt"),
             migrated_from=version if version != REGISTRY.version(event_type.value) else None,
             seq=seq,
+            stored_ns=stored_ns,
             signer=signer.principal if signer else None,
+            signer_role=signer.role if signer else None,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -319,6 +350,21 @@ def decode_task(
 ) -> TaskMessage:
     """Rebuild a task message; raises MalformedMessageError (with a seal: also
     when it is not signed by a coordinator, replayed or undecryptable)."""
+    try:
+        return _decode_task(subject, headers, body, seal, stored_ns)
+    except MalformedMessageError:
+        raise
+    except Exception as exc:  # whatever a decoder raises, it is the message's fault
+        raise MalformedMessageError(f"task cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
+def _decode_task(
+    subject: str,
+    headers: Mapping[str, str] | None,
+    body: bytes,
+    seal: Seal | None,
+    stored_ns: int | None,
+) -> TaskMessage:
     check_headers(headers)
     if seal is not None:
         body, _ = seal.open(subject, headers, body, stored_ns=stored_ns)
@@ -361,10 +407,21 @@ def decode_task(
 def task_identity(headers: Mapping[str, str] | None) -> tuple[str, str, int] | None:
     """``(workflow, task, attempt)`` from a task's headers, even if its body is bad."""
     try:
-        attempt = int(_header(headers, H_ATTEMPT))
-        return _header(headers, H_WORKFLOW), _header(headers, H_TASK), attempt
-    except (MalformedMessageError, ValueError):
+        attempt = parse_uint(_header(headers, H_ATTEMPT), f"{H_ATTEMPT} header", digits=9)
+        workflow_id, task_id = _header(headers, H_WORKFLOW), _header(headers, H_TASK)
+    except MalformedMessageError:
         return None
+    if not ID_RE.match(workflow_id) or not 0 < len(task_id) <= 128 or attempt < 1:
+        return None
+    return workflow_id, task_id, attempt
+
+
+def task_clock(headers: Mapping[str, str] | None) -> VectorClock:
+    """The dispatch clock in a task's headers, even if its body is bad (empty if unreadable)."""
+    try:
+        return VectorClock.decode(_header(headers, H_VCLOCK))
+    except MalformedMessageError:
+        return VectorClock()
 
 
 __all__ = [
@@ -385,6 +442,8 @@ __all__ = [
     "encode_event",
     "encode_task",
     "pack",
+    "parse_uint",
+    "task_clock",
     "task_identity",
     "unpack",
 ]

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     snapshot_interval_s: float = Field(default=1.0, gt=0)
     """...or this long after its first unsaved change. The stream is the truth:
     a recovering coordinator re-folds the events after the snapshot."""
+    max_clock_entries: int = Field(default=64, ge=4, le=4096)
+    """Most entries a vector clock may have: an event whose clock has more, or
+    would grow its workflow's clock past this, is refused (one entry per node
+    that acted on the workflow: raise it for workflows touched by more nodes)."""
     coordinator_ack_wait_s: float = Field(default=15, gt=0)
     """How long an event fetched by a dead coordinator waits before redelivery."""
     tool_results_ttl_s: float = Field(default=86400, gt=0)

@@ -279,6 +279,8 @@ class MessageRejected(Payload):
     code: str
     subject: str
     stream_seq: int | None = None
+    sender: str = ""
+    """Who sent the refused message: its signer (secure mode), else its ``AF-Source``."""
 
 
 class ApprovalDecision(BaseModel):
@@ -528,8 +530,12 @@ class Event(BaseModel):
     migrated it to the current version (see :mod:`shared.schemas`)."""
     seq: int | None = None
     """Stream sequence, known once the event was read from the stream."""
+    stored_ns: int | None = Field(default=None, exclude=True)
+    """When JetStream stored it (server time), known when signatures are checked."""
     signer: str | None = Field(default=None, exclude=True)
     """The principal whose key signed it, when signatures are checked."""
+    signer_role: str | None = Field(default=None, exclude=True)
+    """That principal's role (``coordinator``, ``worker``, ``client``, ``admin``)."""
 
     @field_validator("workflow_id")
     @classmethod

@@ -498,10 +498,10 @@ class Seal:
                 f"{signer.principal} ({signer.role}) may not send {message_type!r} messages"
             )
         if stored_ns is not None:
-            try:
-                signed_ns = int(headers.get(H_TS, ""))
-            except ValueError as exc:
-                raise ForgedMessageError(f"message on {subject} has no valid {H_TS}") from exc
+            text = headers.get(H_TS, "")
+            if not (0 < len(text) <= 19 and text.isascii() and text.isdigit()):
+                raise ForgedMessageError(f"message on {subject} has no valid {H_TS}")
+            signed_ns = int(text)
             if abs(stored_ns - signed_ns) > self.window_ns:
                 raise ReplayedMessageError(
                     f"message on {subject} signed by {signer.principal} was stored "

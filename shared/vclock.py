@@ -22,6 +22,16 @@ from shared.errors import MalformedMessageError
 
 _NODE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}\Z")
 _MAX_ENTRIES = 4096
+"""Most entries any clock may hold (the coordinator admits far fewer, see
+:mod:`coordinator.admission`); a bound on the work a received clock can cause."""
+MAX_COUNTER = 2**63 - 1
+"""Largest counter: every clock fits a signed 64-bit integer (msgpack, snapshots)."""
+_MAX_DIGITS = 19
+COORDINATOR_NODE = "coord"
+"""Vector clock entry of the coordinator role. Leadership is exclusive and the
+counter lives in the workflow state, so a coordinator that takes over continues
+the same entry monotonically; ``AF-Source`` still names the process. Every task
+message a coordinator dispatches carries it."""
 
 
 class Ordering(enum.Enum):
@@ -42,9 +52,15 @@ class VectorClock(Mapping[str, int]):
         clean: dict[str, int] = {}
         for node, counter in (entries or {}).items():
             if not isinstance(node, str) or not _NODE_RE.match(node):
-                raise MalformedMessageError(f"invalid vector clock node id {node!r}")
-            if not isinstance(counter, int) or isinstance(counter, bool) or counter < 0:
-                raise MalformedMessageError(f"invalid vector clock counter {counter!r}")
+                raise MalformedMessageError(f"invalid vector clock node id {_short(node)}")
+            if (
+                not isinstance(counter, int)
+                or isinstance(counter, bool)
+                or not 0 <= counter <= MAX_COUNTER
+            ):
+                raise MalformedMessageError(
+                    f"invalid vector clock counter {_short(counter)} (0 to 2^63-1)"
+                )
             if counter:
                 clean[node] = counter
         if len(clean) > _MAX_ENTRIES:
@@ -122,15 +138,24 @@ class VectorClock(Mapping[str, int]):
 
     @classmethod
     def decode(cls, text: str) -> VectorClock:
-        """Parse the header form; raises MalformedMessageError."""
+        """Parse the header form; raises MalformedMessageError (bounded work:
+        at most 4,096 entries, counters of at most 19 digits, checked before
+        any number is converted)."""
         text = text.strip()
         if not text:
             return cls()
+        if text.count(",") >= _MAX_ENTRIES:
+            raise MalformedMessageError(f"vector clock has more than {_MAX_ENTRIES} entries")
         entries: dict[str, int] = {}
         for part in text.split(","):
             node, sep, counter = part.partition(":")
-            if not sep or not (counter.isascii() and counter.isdigit()) or node in entries:
-                raise MalformedMessageError(f"invalid vector clock {text!r}")
+            if (
+                not sep
+                or not 0 < len(counter) <= _MAX_DIGITS
+                or not (counter.isascii() and counter.isdigit())
+                or node in entries
+            ):
+                raise MalformedMessageError(f"invalid vector clock {_short(text)}")
             entries[node] = int(counter)
         return cls(entries)
 
@@ -162,6 +187,15 @@ class VectorClock(Mapping[str, int]):
         )
 
 
+def _short(value: object) -> str:
+    """``repr`` of a received value, cut to a length fit for an error message."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print (Python refuses over 4,300 digits)
+        return "<a number too long to print>"
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
 class ClockBook:
     """One node's vector clock per workflow (DESIGN section 7), the most
     recently used ``keep`` of them: merge what you act on, then tick."""
@@ -190,4 +224,4 @@ class ClockBook:
         return clock
 
 
-__all__ = ["ClockBook", "Ordering", "VectorClock"]
+__all__ = ["COORDINATOR_NODE", "MAX_COUNTER", "ClockBook", "Ordering", "VectorClock"]

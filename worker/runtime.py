@@ -39,7 +39,7 @@ from opentelemetry.trace import SpanKind
 
 from shared.audit import AuditKind
 from shared.auditor import Auditor
-from shared.codec import TaskMessage, pack, task_identity, unpack
+from shared.codec import TaskMessage, pack, task_clock, task_identity, unpack
 from shared.errors import (
     AgenticFlowError,
     ForgedMessageError,
@@ -77,7 +77,7 @@ from shared.puller import Puller
 from shared.rbac import load_policy
 from shared.telemetry import extract, tracer
 from shared.transport import Bus
-from shared.vclock import ClockBook, VectorClock
+from shared.vclock import COORDINATOR_NODE, ClockBook, VectorClock
 from worker.app import AgentApp, AgentSpec
 from worker.bidding import AgentLoad, Bidder
 from worker.context import ApprovalPending, Feedback, TaskContext
@@ -533,7 +533,7 @@ class Worker:
     async def _handle(self, msg: Msg, agent: str) -> None:
         try:
             try:
-                task = self.bus.decode_task(msg)
+                task = self._admitted(self.bus.decode_task(msg))
             except MalformedMessageError as exc:
                 await self._reject(msg, exc)
                 return
@@ -920,6 +920,22 @@ class Worker:
                         f"heartbeat:{beats}",
                     )
 
+    def _admitted(self, task: TaskMessage) -> TaskMessage:
+        """The task, if a coordinator could have dispatched it; raises
+        MalformedMessageError. (With keys, the seal already checked that a
+        coordinator signed it; without, anyone on the bus may publish tasks,
+        and this refuses at least what no coordinator sends.)"""
+        limit = self.bus.settings.max_clock_entries
+        if len(task.vclock) > limit:
+            raise MalformedMessageError(
+                f"task's vector clock has {len(task.vclock)} entries, more than {limit}"
+            )
+        if not task.vclock.get(COORDINATOR_NODE):
+            raise ForgedMessageError(
+                "task was not dispatched by a coordinator: its clock has no coordinator entry"
+            )
+        return task
+
     async def _reject(self, msg: Msg, exc: MalformedMessageError) -> None:
         """A poison task: record it, fail its task if we can name it, terminate it.
 
@@ -937,7 +953,12 @@ class Worker:
             code=exc.code,
             reason=str(exc),
         )
-        clock = self._tick(workflow_id, VectorClock())
+        # The dispatch's clock from the headers (readable even when the body is
+        # not), so the failure follows the dispatch; an oversized one is not merged.
+        dispatched = task_clock(msg.headers)
+        if len(dispatched) > self.bus.settings.max_clock_entries:
+            dispatched = VectorClock()
+        clock = self._tick(workflow_id, dispatched)
         await self.bus.publish_event(
             Event(
                 id=f"rejected:{self.names.tasks_stream}:{seq}",

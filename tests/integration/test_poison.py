@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from agenticflow.devcluster import DevCluster
 from coordinator.client import Client
-from coordinator.state import WorkflowStatus
+from coordinator.state import TaskStatus, WorkflowStatus
 from shared.codec import (
     H_ATTEMPT,
     H_MSG_ID,
@@ -15,34 +15,48 @@ from shared.codec import (
     H_VCLOCK,
     H_WORKFLOW,
 )
-from shared.events import EventType, MessageRejected
+from shared.events import Event, EventType, MessageRejected
 from shared.names import SYSTEM_WORKFLOW
 from shared.transport import Bus
+from tests.chaos.helpers import Observer
 from tests.integration.helpers import of_type, run, wf
 from tests.support.acks import AckWatch
 
 
-async def test_unreadable_task_fails_its_workflow_clearly(client: Client, bus: Bus) -> None:
+async def _waiting_task(client: Client) -> tuple[str, Event]:
+    """A workflow whose one task waits in a queue nobody serves, and its dispatch."""
     workflow_id = await client.submit(wf({"id": "lonely", "capability": "nobody-serves-this"}))
     async for state in client.states(workflow_id):
         if state.tasks["lonely"].attempts == 1:
             break
-    acks = await AckWatch(bus, "echo").start()
-    # A forged task on a served subject, naming the waiting task, with a garbage body.
+    (scheduled,) = of_type(await client.events(workflow_id), EventType.TASK_SCHEDULED)
+    return workflow_id, scheduled
+
+
+async def _garbage_task(bus: Bus, workflow_id: str, msg_id: str, clock: str) -> int:
+    """A task on a served subject, naming the waiting task, with a garbage body."""
     seq, _ = await bus.publish_raw(
         bus.names.task_subject("echo"),
         b"\xc1\xc1 not msgpack",
         {
-            H_MSG_ID: "forged-1",
+            H_MSG_ID: msg_id,
             H_TYPE: "task",
             H_SCHEMA: "1",
-            H_VCLOCK: "x:1",
+            H_VCLOCK: clock,
             H_SOURCE: "attacker",
             H_WORKFLOW: workflow_id,
             H_TASK: "lonely",
             H_ATTEMPT: "1",
         },
     )
+    return seq
+
+
+async def test_unreadable_task_fails_its_workflow_clearly(client: Client, bus: Bus) -> None:
+    # A dispatched task message that cannot be read (its clock is the dispatch's).
+    workflow_id, scheduled = await _waiting_task(client)
+    acks = await AckWatch(bus, "echo").start()
+    seq = await _garbage_task(bus, workflow_id, "corrupt-1", scheduled.vclock.encode())
     state = await client.wait(workflow_id, timeout=30)
     assert state.status == WorkflowStatus.FAILED
     error = state.tasks["lonely"].error
@@ -56,6 +70,32 @@ async def test_unreadable_task_fails_its_workflow_clearly(client: Client, bus: B
     assert "msgpack" in rejected[0].data.reason
     assert await acks.next("+TERM") == seq, "terminated, never redelivered"
     await acks.stop()
+
+
+async def test_garbage_from_someone_who_never_saw_the_dispatch_fails_nothing(
+    client: Client, bus: Bus
+) -> None:
+    workflow_id, _ = await _waiting_task(client)
+    observer = Observer(bus)
+    await observer.start()
+    acks = await AckWatch(bus, "echo").start()
+    seq = await _garbage_task(bus, workflow_id, "forged-1", "x:1")
+    assert await acks.next("+TERM") == seq, "terminated, never redelivered"
+    # The worker records the task as rejected and reports a failure, which admission
+    # refuses: its clock does not follow the dispatch.
+    await observer.until(
+        lambda o: any(
+            isinstance(e.data, MessageRejected) and e.data.code == "clock_behind_dispatch"
+            for _, e in o.seen
+            if e.workflow_id == workflow_id
+        ),
+        timeout=30,
+    )
+    await acks.stop()
+    state = await client.status(workflow_id)
+    assert state.status == WorkflowStatus.RUNNING
+    assert state.tasks["lonely"].status == TaskStatus.SCHEDULED
+    assert state.tasks["lonely"].error is None
 
 
 async def test_anonymous_garbage_is_recorded_and_workers_keep_serving(

@@ -837,7 +837,9 @@ def test_a_completion_of_another_attempt_after_success_is_ignored() -> None:
     assert len(sim.dispatched) == dispatched
 
 
-def test_the_first_success_of_any_attempt_wins() -> None:
+def test_only_the_current_attempt_settles_a_task() -> None:
+    # A superseded attempt (timed out, retried) finishing late changes nothing:
+    # the attempt currently dispatched is the only one that may settle the task.
     defn = definition(
         {"id": "t", "capability": "x", "timeout_s": 1, "retry": QUICK_RETRY},
         {"id": "after", "capability": "x", "depends_on": ["t"]},
@@ -848,23 +850,23 @@ def test_the_first_success_of_any_attempt_wins() -> None:
     retry = only_timer(sim.publish(sim.timed_out(timeout)))
     second = only_dispatch(sim.publish(sim.retry_due(retry)))
 
-    after = only_dispatch(sim.publish(sim.completed(first, "slow but fine", worker="w1")))
-    assert after.inputs == {"t": "slow but fine"}
+    sim.assert_ignored(sim.completed(first, "slow but superseded", worker="w1"))
+    assert sim.st.tasks["t"].result is None
+    sim.publish(sim.started(second, worker="w2"))
+    after = only_dispatch(sim.publish(sim.completed(second, "fine", worker="w2")))
+    assert after.inputs == {"t": "fine"}
     assert sim.st.tasks["t"].status == TaskStatus.COMPLETED
-    assert sim.st.tasks["t"].error is None
-    sim.assert_ignored(sim.started(second, worker="w2"))
-    sim.assert_ignored(sim.completed(second, "too late", worker="w2"))
     assert sim.st.completed == 1
 
 
-def test_a_completion_arriving_during_retry_wait_completes_the_task() -> None:
+def test_a_completion_of_a_failed_attempt_changes_nothing() -> None:
+    # The attempt already reported its failure: a completion of it afterwards is
+    # not one the runner of a dispatched attempt sends; the retry goes ahead.
     sim, tasks = start_retrying()
     timer = only_timer(sim.publish(sim.failed(tasks["t"])))
-    child = only_dispatch(sim.publish(sim.completed(tasks["t"], "T1")))
-    assert child.task_id == "child"
-    assert sim.st.tasks["t"].retry_due_ns is None
-    assert pending_timers(sim.st) == []
-    sim.assert_ignored(sim.retry_due(timer))
+    sim.assert_ignored(sim.completed(tasks["t"], "T1"))
+    assert sim.st.tasks["t"].status == TaskStatus.RETRY_WAIT
+    assert only_dispatch(sim.publish(sim.retry_due(timer))).attempt == 2
 
 
 def test_stale_and_duplicate_failures_are_ignored() -> None:

@@ -256,8 +256,13 @@ def test_decode_strips_outer_whitespace() -> None:
     assert VectorClock.decode("  a:1,b:2 ") == VectorClock({"a": 1, "b": 2})
 
 
-def test_decode_large_counter() -> None:
-    assert VectorClock.decode(f"a:{2**70}").get("a") == 2**70
+def test_decode_counters_up_to_two_to_the_63() -> None:
+    assert VectorClock.decode(f"a:{2**63 - 1}").get("a") == 2**63 - 1
+    for text in (f"a:{2**63}", f"a:{2**70}", "a:" + "9" * 4400, "a:" + "0" * 20):
+        with pytest.raises(MalformedMessageError):
+            VectorClock.decode(text)
+    with pytest.raises(MalformedMessageError):
+        VectorClock({"a": 2**64})
 
 
 def test_decode_unicode_digit_is_malformed() -> None:

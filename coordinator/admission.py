@@ -1,0 +1,349 @@
+"""Admission: whether the coordinator may fold an event at all.
+
+A pure function, ``admit(state, event, rules) -> Admit | Ignore | Refuse``, run
+before the reducer on every event the coordinator consumes (and by replay and
+crash recovery, over the same stream). It decides from the event, its sender's
+verified identity (``event.signer`` and ``event.signer_role`` when signatures
+are checked; only the unverifiable ``AF-Source`` otherwise) and the current
+workflow state. No I/O, no clock reads.
+
+* **Admit**: fold it.
+* **Ignore**: a harmless leftover of at-least-once delivery (a duplicate, an
+  outcome of an attempt that was superseded or already settled, anything for a
+  finished workflow): not folded, its clock not merged, nothing recorded.
+* **Refuse(code, reason)**: the sender may not say this. Not folded, its clock
+  not merged; the shell acks it, records it once (``message.rejected``, or
+  ``workflow.intervention_refused`` for an intervention) and audits it.
+
+Rules, in order:
+
+1. **Clocks are bounded**: at most ``max_clock_entries`` entries, and merging
+   it may not grow the workflow's clock past that; counters below
+   :data:`COUNTER_LIMIT` (headroom under 2^63 for our own increments). Node ids
+   and the 19-digit bound are checked when the header is parsed.
+2. **Unknown workflows**: only a submission (or the coordinator's own
+   rejection of one) may name a workflow that does not exist.
+3. **Submissions**: a child link (``parent``) only from a coordinator;
+   ``reuse`` only for a fork or rerun (``origin``), which need
+   ``workflow:fork`` / ``workflow:rerun``.
+4. **RBAC** for every intervention (``workflow:<action>``) and every resume or
+   re-run (``workflow:resume``, which ``dlq retry`` sends too). Signed
+   coordinators are exempt (relayed parent interventions, oversize aborts).
+5. **Outcomes** (``task.started/completed/failed/heartbeat``, approval
+   requests, recorded effects) name an attempt; it must be the one currently
+   dispatched and not settled, with a clock that reaches the dispatch's
+   coordinator entry. A task running a child workflow is settled only by that
+   child's report. With signatures, the principal whose signed
+   ``task.started`` claimed the attempt is the only one that may settle it; a
+   different principal may take the claim over only once the claimant has been
+   silent for ``claim_timeout_ns`` (server time), as when JetStream redelivers
+   the task of a dead worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coordinator.state import COORDINATOR_NODE, TaskStatus, WorkflowState, WorkflowStatus
+from shared.events import (
+    FORBIDDEN,
+    Event,
+    EventType,
+    InterventionRequested,
+    WorkflowResumeRequested,
+    WorkflowSubmitted,
+)
+from shared.rbac import Policy
+from shared.vclock import MAX_COUNTER
+
+COUNTER_LIMIT = MAX_COUNTER - 2**32
+"""Largest clock counter admitted: the coordinator increments merged entries, and
+a counter that could reach 2^63 would make the workflow's state unencodable."""
+
+OUTCOMES = frozenset(
+    {
+        EventType.TASK_STARTED,
+        EventType.TASK_COMPLETED,
+        EventType.TASK_FAILED,
+        EventType.TASK_HEARTBEAT,
+        EventType.TASK_APPROVAL_REQUESTED,
+        EventType.TASK_EFFECT_RECORDED,
+    }
+)
+"""What the runner of a dispatched attempt reports about it."""
+_SETTLING = frozenset(
+    {EventType.TASK_COMPLETED, EventType.TASK_FAILED, EventType.TASK_APPROVAL_REQUESTED}
+)
+"""Outcomes that end an attempt."""
+_RECORDS = frozenset({EventType.MESSAGE_REJECTED, EventType.INTERVENTION_REFUSED})
+"""Records of refusals: folded (for their clock) only when a coordinator made them."""
+_TASK_DISPATCHED = frozenset({TaskStatus.SCHEDULED, TaskStatus.RUNNING})
+ADMISSION_CODES = frozenset(
+    {
+        FORBIDDEN,
+        "clock_too_large",
+        "clock_overflow",
+        "unknown_workflow",
+        "wrong_role",
+        "malformed_request",
+    }
+)
+"""Codes of refusals that admission (not the reducer) makes of an intervention:
+replay skips a request refused with one of them, as the coordinator did."""
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    """Fold the event."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ignore:
+    """Skip the event without a record (a duplicate or a late leftover)."""
+
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """The sender may not say this: record the refusal, change nothing."""
+
+    code: str
+    reason: str
+
+
+Verdict = Admit | Ignore | Refuse
+ADMIT = Admit()
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What admission checks against besides the state (one per coordinator)."""
+
+    max_clock_entries: int = 64
+    claim_timeout_ns: int = 30_000_000_000
+    """Silence of a claimant after which another principal may claim its attempt
+    (the task queue's ack_wait: JetStream redelivers no sooner)."""
+    policy: Policy | None = None
+    """RBAC; None: anyone who may publish the event may steer."""
+
+
+REPLAY_RULES = Rules(max_clock_entries=4096, claim_timeout_ns=0)
+"""Rules replay uses: the refusals that depended on configuration are recorded
+in the stream (``message.rejected``) and skipped by their sequence instead."""
+
+
+def sender(event: Event) -> str:
+    """Who sent it: the verified signer, else the node the event names."""
+    return event.signer or event.source
+
+
+def admit(  # noqa: PLR0911 - one return per rule reads best
+    state: WorkflowState | None, event: Event, rules: Rules
+) -> Verdict:
+    """Whether to fold ``event`` into ``state`` (None: no such workflow yet)."""
+    refused = _clock(state, event, rules)
+    if refused is not None:
+        return refused
+    kind = event.type
+    if kind in _RECORDS:
+        if state is None or (event.signer_role not in (None, "coordinator")):
+            return Ignore("a record of a refusal")
+        return ADMIT
+    if state is None:
+        return _unknown(event, rules)
+    if kind == EventType.WORKFLOW_SUBMITTED:
+        return Ignore("the workflow exists already")
+    if kind == EventType.WORKFLOW_REJECTED:
+        return ADMIT if _is_coordinator(event) else _wrong_role(event)
+    if kind == EventType.INTERVENTION_REQUESTED:
+        return _intervention(event, rules)
+    if kind == EventType.WORKFLOW_RESUME_REQUESTED:
+        return _resume(event, rules)
+    if kind in OUTCOMES or kind == EventType.TASK_BID:
+        return _outcome(state, event, rules)
+    # The coordinator's own events (timers, hints, echoes of its decisions): the
+    # seal already lets only coordinators sign them.
+    if not _is_coordinator(event):
+        return _wrong_role(event)
+    return ADMIT
+
+
+def _is_coordinator(event: Event) -> bool:
+    return event.signer_role in (None, "coordinator")
+
+
+def _wrong_role(event: Event) -> Refuse:
+    return Refuse(
+        "wrong_role",
+        f"{sender(event)} ({event.signer_role}) may not send {event.type.value}",
+    )
+
+
+def _clock(state: WorkflowState | None, event: Event, rules: Rules) -> Refuse | None:
+    clock = event.vclock
+    limit = rules.max_clock_entries
+    if len(clock) > limit:
+        return Refuse(
+            "clock_too_large", f"its vector clock has {len(clock)} entries, more than {limit}"
+        )
+    for node, counter in clock.items():
+        if counter > COUNTER_LIMIT:
+            return Refuse(
+                "clock_overflow", f"its vector clock's counter for {node!r} is too close to 2^63"
+            )
+    if state is not None:
+        known = state.vclock
+        grown = len(known) + sum(1 for node in clock if node not in known)
+        if grown > limit:
+            return Refuse(
+                "clock_too_large",
+                f"merging its vector clock would give the workflow {grown} clock entries, "
+                f"more than {limit}",
+            )
+    return None
+
+
+def _unknown(event: Event, rules: Rules) -> Verdict:
+    kind = event.type
+    if kind == EventType.WORKFLOW_SUBMITTED:
+        return _submission(event, rules)
+    if kind == EventType.WORKFLOW_REJECTED:
+        return ADMIT if _is_coordinator(event) else _wrong_role(event)
+    return Refuse("unknown_workflow", f"no workflow {event.workflow_id!r} has been submitted")
+
+
+def _submission(event: Event, rules: Rules) -> Verdict:
+    data = event.data
+    if not isinstance(data, WorkflowSubmitted):
+        return Refuse("malformed_request", "a workflow.submitted event without a submission")
+    if data.parent is not None:
+        if event.signer_role is not None and event.signer_role != "coordinator":
+            return Refuse(
+                "forged_child_link",
+                f"{sender(event)} ({event.signer_role}) may not start a child workflow: "
+                "only the coordinator that dispatched the parent task does",
+            )
+        return ADMIT
+    if data.reuse and data.origin is None:
+        return Refuse(
+            "reuse_without_origin",
+            "a submission may reuse results only as a fork or rerun of another workflow",
+        )
+    if data.origin is not None:
+        permission = f"workflow:{'rerun' if data.origin.kind == 'rerun' else 'fork'}"
+        return _rbac(event, rules, permission, data.submitted_by)
+    return ADMIT
+
+
+def _rbac(event: Event, rules: Rules, permission: str, claimed: str) -> Verdict:
+    """RBAC: the signer (else the name the event gives, which proves nothing)."""
+    if rules.policy is None or event.signer_role == "coordinator":
+        return ADMIT
+    principal = event.signer or claimed or "anonymous"
+    if rules.policy.context(principal).can(permission):
+        return ADMIT
+    return Refuse(FORBIDDEN, f"{principal} lacks permission {permission}")
+
+
+def _intervention(event: Event, rules: Rules) -> Verdict:
+    data = event.data
+    if not isinstance(data, InterventionRequested):
+        return Refuse("malformed_request", "an intervention request without a request")
+    return _rbac(event, rules, f"workflow:{data.action}", data.by)
+
+
+def _resume(event: Event, rules: Rules) -> Verdict:
+    data = event.data
+    if not isinstance(data, WorkflowResumeRequested):
+        return Refuse("malformed_request", "a resume request without a request")
+    return _rbac(event, rules, "workflow:resume", data.requested_by)
+
+
+def _outcome(  # noqa: PLR0911 - one return per rule reads best
+    state: WorkflowState, event: Event, rules: Rules
+) -> Verdict:
+    kind, role = event.type, event.signer_role
+    if role is not None and role not in ("worker", "coordinator"):
+        return _wrong_role(event)
+    if state.status != WorkflowStatus.RUNNING:
+        return Ignore(f"the workflow is {state.status.value}")
+    task_id = event.task_id
+    task = state.tasks.get(task_id) if task_id is not None else None
+    if task_id is None or task is None:
+        return Refuse("unknown_task", f"workflow {state.workflow_id!r} has no task {task_id!r}")
+    attempt = event.attempt
+    if attempt is None:
+        return Refuse("no_attempt", f"{kind.value} for task {task_id!r} names no attempt")
+    if attempt > task.attempts:
+        return Refuse(
+            "not_dispatched",
+            f"attempt {attempt} of task {task_id!r} was never dispatched "
+            f"(the current attempt is {task.attempts})",
+        )
+    if attempt < task.attempts or attempt <= task.attempt_base:
+        return Ignore("an outcome of a superseded attempt")
+    if kind == EventType.TASK_BID:
+        return ADMIT if task.status == TaskStatus.AUCTION else Ignore("the auction is closed")
+    if task.status not in _TASK_DISPATCHED:
+        if kind in _SETTLING and task.status in (TaskStatus.WAITING_APPROVAL, TaskStatus.AUCTION):
+            return Refuse(
+                "not_dispatched",
+                f"task {task_id!r} is {task.status.value}: no attempt of it runs "
+                "(only approve or reject settle a task that waits for approval)",
+            )
+        return Ignore("the attempt is settled")
+    return _runner(state, task_id, event, rules)
+
+
+def _runner(  # noqa: PLR0911 - one return per rule reads best
+    state: WorkflowState, task_id: str, event: Event, rules: Rules
+) -> Verdict:
+    """Whether the sender runs the dispatched attempt of ``task_id``."""
+    task = state.tasks[task_id]
+    if state.spec(task_id).workflow is not None:
+        if event.source != task.child or not _is_coordinator(event):
+            return Refuse(
+                "not_claimant",
+                f"task {task_id!r} runs child workflow {task.child!r}: only its report settles it",
+            )
+        return ADMIT
+    if event.vclock.get(COORDINATOR_NODE) < task.dispatch_coord:
+        return Refuse(
+            "clock_behind_dispatch",
+            f"its vector clock does not follow the dispatch of attempt {task.attempts} "
+            f"of task {task_id!r}",
+        )
+    claimant = task.claimed_by
+    if event.signer is None or claimant is None or event.signer == claimant:
+        return ADMIT
+    if event.signer_role == "coordinator":
+        return ADMIT  # the shell fails a task whose message it cannot publish
+    if (
+        event.type == EventType.TASK_STARTED
+        and event.stored_ns is not None
+        and task.alive_ns is not None
+        and event.stored_ns - task.alive_ns >= rules.claim_timeout_ns
+    ):
+        return ADMIT  # redelivered after its claimant went silent: the claim moves
+    return Refuse(
+        "not_claimant",
+        f"attempt {task.attempts} of task {task_id!r} was claimed by {claimant}, "
+        f"not {event.signer}",
+    )
+
+
+__all__ = [
+    "ADMISSION_CODES",
+    "ADMIT",
+    "COUNTER_LIMIT",
+    "OUTCOMES",
+    "REPLAY_RULES",
+    "Admit",
+    "Ignore",
+    "Refuse",
+    "Rules",
+    "Verdict",
+    "admit",
+    "sender",
+]

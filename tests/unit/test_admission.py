@@ -1,0 +1,393 @@
+"""Admission: one pure rule per attack, each with its control (the honest
+version of the same event is admitted).
+
+The workflows run on the reducer's simulator (:class:`tests.unit.test_reducer.Sim`),
+whose ``reduce`` admits every event with the replay rules; the tests call
+:func:`admit` with a coordinator's rules where configuration matters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from coordinator.admission import (
+    ADMIT,
+    COUNTER_LIMIT,
+    Ignore,
+    Refuse,
+    Rules,
+    Verdict,
+    admit,
+)
+from coordinator.reducer import COORDINATOR_NODE, apply, fold, reduce
+from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
+from shared.codec import TaskMessage
+from shared.events import (
+    FORBIDDEN,
+    Event,
+    EventType,
+    InterventionRequested,
+    MessageRejected,
+    Origin,
+    TaskCompleted,
+    TaskHeartbeat,
+    WorkflowResumeRequested,
+    WorkflowSubmitted,
+)
+from shared.hierarchy import ParentLink
+from shared.ids import task_key, workflow_key
+from shared.rbac import Policy
+from shared.vclock import VectorClock
+from tests.unit.test_reducer import WF, Sim, definition, only_dispatch, submitted
+
+RULES = Rules(max_clock_entries=8, claim_timeout_ns=30 * 10**9)
+GATED = definition(
+    {"id": "pay", "capability": "pay", "approval": {"required": True}},
+    {"id": "after", "capability": "x", "depends_on": ["pay"]},
+)
+ONE = definition({"id": "t", "capability": "x"})
+POLICY = Policy.from_dict(
+    {
+        "roles": {
+            "operator": {"permissions": ["workflow:*"]},
+            "commenter": {"permissions": ["workflow:feedback"]},
+        },
+        "principals": {"alice": ["operator"], "mallory": ["commenter"]},
+    }
+)
+
+
+def signed(event: Event, principal: str, role: str, *, stored_ns: int | None = None) -> Event:
+    """``event`` as the coordinator reads it from the stream once its seal verified it."""
+    return event.model_copy(
+        update={"signer": principal, "signer_role": role, "stored_ns": stored_ns}
+    )
+
+
+def snapshot(state: WorkflowState | None) -> bytes | None:
+    return None if state is None else state.to_snapshot()
+
+
+def assert_changes_nothing(sim: Sim, event: Event, expected: type[Verdict]) -> Verdict:
+    """Admission says ``expected``, and folding the event as replay does changes nothing."""
+    verdict = admit(sim.state, event, RULES)
+    assert isinstance(verdict, expected), verdict
+    before = snapshot(sim.state)
+    assert sim.publish(event) == []
+    assert snapshot(sim.state) == before
+    return verdict
+
+
+def refused(sim: Sim, event: Event, code: str) -> str:
+    verdict = assert_changes_nothing(sim, event, Refuse)
+    assert isinstance(verdict, Refuse)
+    assert verdict.code == code, verdict.reason
+    return verdict.reason
+
+
+def completed_for(task: TaskMessage, sim: Sim, **update: Any) -> Event:
+    return sim.completed(task, "forged").model_copy(update=update)
+
+
+# Outcomes -------------------------------------------------------------------
+
+
+def test_an_outcome_must_name_its_attempt() -> None:
+    sim = Sim()
+    task = only_dispatch(sim.submit(ONE))
+    reason = refused(sim, completed_for(task, sim, attempt=None), "no_attempt")
+    assert "names no attempt" in reason
+    sim.publish(sim.completed(task, "real"))  # the control
+    assert sim.st.status == WorkflowStatus.COMPLETED
+
+
+def test_an_outcome_for_an_attempt_never_dispatched_is_refused() -> None:
+    sim = Sim()
+    task = only_dispatch(sim.submit(ONE))
+    reason = refused(sim, completed_for(task, sim, attempt=5), "not_dispatched")
+    assert "attempt 5" in reason
+    assert sim.st.tasks["t"].status == TaskStatus.SCHEDULED
+    sim.publish(sim.completed(task, "real"))
+    assert sim.st.tasks["t"].result == "real"
+
+
+def test_a_task_waiting_at_its_gate_settles_only_by_a_decision() -> None:
+    sim = Sim()
+    assert sim.submit(GATED)  # the gate's approval request; no dispatch
+    assert sim.st.tasks["pay"].status == TaskStatus.WAITING_APPROVAL
+    fake = TaskMessage(
+        workflow_id=WF, task_id="pay", attempt=1, capability="pay", vclock=sim.st.vclock
+    )
+    for attempt in (None, 0, 1, 2):
+        forged = completed_for(fake, sim, attempt=attempt)
+        assert admit(sim.state, forged, RULES) != ADMIT
+        assert sim.publish(forged) == []
+    assert sim.st.tasks["pay"].status == TaskStatus.WAITING_APPROVAL
+    approve = _intervention("approve", by="alice", task_id="pay")
+    task = only_dispatch(sim.publish(approve))  # the control: a decision dispatches it
+    assert (task.task_id, task.attempt) == ("pay", 1)
+
+
+def test_an_outcome_that_does_not_follow_its_dispatch_is_refused() -> None:
+    sim = Sim()
+    task = only_dispatch(sim.submit(ONE))
+    blind = completed_for(task, sim, vclock=VectorClock({"mallory": 1}))
+    refused(sim, blind, "clock_behind_dispatch")
+    behind = task.vclock.to_dict()
+    behind[COORDINATOR_NODE] -= 1
+    refused(sim, completed_for(task, sim, vclock=VectorClock(behind)), "clock_behind_dispatch")
+
+
+def test_late_outcomes_of_superseded_or_settled_attempts_are_ignored_silently() -> None:
+    sim = Sim()
+    task = only_dispatch(sim.submit(ONE))
+    sim.publish(sim.started(task))
+    done = sim.completed(task, "real")
+    sim.publish(done)
+    again = done.model_copy(update={"id": "again"})
+    assert_changes_nothing(sim, again, Ignore)
+
+
+def test_only_the_claimant_settles_a_signed_attempt() -> None:
+    sim = Sim()
+    task = only_dispatch(sim.submit(ONE))
+    sim.publish(signed(sim.started(task, worker="w1"), "worker-1", "worker", stored_ns=10**9))
+    assert sim.st.tasks["t"].claimed_by == "worker-1"
+    other = signed(sim.completed(task, "forged", worker="w2"), "worker-2", "worker")
+    assert "claimed by worker-1" in refused(sim, other, "not_claimant")
+    beat = sim.worker_event(
+        task, EventType.TASK_HEARTBEAT, TaskHeartbeat(worker="w2"), "heartbeat:1", "w2"
+    )
+    refused(sim, signed(beat, "worker-2", "worker"), "not_claimant")
+    own = signed(sim.completed(task, "real", worker="w1"), "worker-1", "worker")
+    sim.publish(own)
+    assert sim.st.tasks["t"].result == "real"
+
+
+def test_a_silent_claim_moves_to_the_worker_a_redelivery_reached() -> None:
+    sim = Sim()
+    task = only_dispatch(sim.submit(ONE))
+    t0 = 10**12
+    sim.publish(signed(sim.started(task, worker="w1"), "worker-1", "worker", stored_ns=t0))
+    early = signed(sim.started(task, worker="w2"), "worker-2", "worker", stored_ns=t0 + 10**9)
+    assert isinstance(admit(sim.state, early, RULES), Refuse)  # the claimant may be alive
+    late = signed(sim.started(task, worker="w2"), "worker-2", "worker", stored_ns=t0 + 31 * 10**9)
+    assert admit(sim.state, late, RULES) == ADMIT
+    state, _ = apply(sim.state, late)
+    assert state is not None
+    assert (state.tasks["t"].claimed_by, state.tasks["t"].worker) == ("worker-2", "w2")
+    stale = signed(sim.completed(task, "old", worker="w1"), "worker-1", "worker")
+    assert isinstance(admit(state, stale, RULES), Refuse)
+
+
+def test_an_outcome_signed_by_a_client_is_refused() -> None:
+    sim = Sim()
+    task = only_dispatch(sim.submit(ONE))
+    refused(sim, signed(sim.completed(task, "x"), "client", "client"), "wrong_role")
+
+
+# Clocks -----------------------------------------------------------------------
+
+
+def test_clocks_are_bounded_in_entries_and_counters() -> None:
+    sim = Sim()
+    task = only_dispatch(sim.submit(ONE))
+    sim.publish(sim.started(task))  # the workflow's clock: client-1, coord, w1
+
+    def verdict(clock: VectorClock) -> Verdict:
+        return admit(sim.state, completed_for(task, sim, vclock=clock), RULES)
+
+    wide = verdict(task.vclock.merge({f"n{i}": 1 for i in range(9)}))
+    assert isinstance(wide, Refuse)
+    assert (wide.code, "more than 8" in wide.reason) == ("clock_too_large", True)
+    # within the bound alone, but the workflow's clock would outgrow it
+    growing = task.vclock.merge({f"g{i}": 1 for i in range(8 - len(task.vclock))})
+    assert len(growing) == 8
+    assert verdict(growing) == Refuse(
+        "clock_too_large",
+        "merging its vector clock would give the workflow 9 clock entries, more than 8",
+    )
+    huge = verdict(task.vclock.merge({"x": COUNTER_LIMIT + 1}))
+    assert isinstance(huge, Refuse)
+    assert huge.code == "clock_overflow"
+    sim.publish(sim.completed(task, "real"))  # the control
+    assert sim.st.status == WorkflowStatus.COMPLETED
+    assert len(sim.st.vclock) <= 8
+
+
+# Unknown workflows, records ------------------------------------------------
+
+
+def test_events_for_unknown_workflows_are_refused() -> None:
+    task = TaskMessage(workflow_id="nobody", task_id="t", attempt=1, capability="x")
+    sim = Sim()
+    event = sim.completed(task, 1)
+    verdict = admit(None, event, RULES)
+    assert isinstance(verdict, Refuse)
+    assert verdict.code == "unknown_workflow"
+    assert reduce(None, event) == (None, [])
+    rejection = event.model_copy(
+        update={
+            "type": EventType.MESSAGE_REJECTED,
+            "data": MessageRejected(reason="r", code="c", subject="s"),
+        }
+    )
+    assert isinstance(admit(None, rejection, RULES), Ignore)  # never answered again
+
+
+# Submissions and child links --------------------------------------------------
+
+
+def _child_submission(**update: Any) -> Event:
+    base = submitted(ONE)
+    data = WorkflowSubmitted(
+        definition=ONE,
+        parent=ParentLink(workflow_id="victim", task_id="pay", attempt=1),
+        reuse={"t": "forged"},
+    )
+    return base.model_copy(update={"workflow_id": "fake-child", "data": data, **update})
+
+
+def test_only_a_coordinator_starts_a_child_workflow() -> None:
+    verdict = admit(None, signed(_child_submission(), "client", "client"), RULES)
+    assert isinstance(verdict, Refuse)
+    assert verdict.code == "forged_child_link"
+    assert admit(None, signed(_child_submission(), "coordinator", "coordinator"), RULES) == ADMIT
+
+
+def test_a_report_from_a_workflow_that_is_not_the_tasks_child_is_refused() -> None:
+    parent = definition({"id": "sub", "workflow": {"tasks": [{"id": "a", "capability": "x"}]}})
+    sim = Sim()
+    sim.submit(parent)
+    child = sim.st.tasks["sub"].child
+    assert child is not None
+    fake = TaskMessage(
+        workflow_id=WF, task_id="sub", attempt=1, capability="workflow", vclock=sim.st.vclock
+    )
+    report = completed_for(fake, sim, source="fake-child")
+    refused(sim, report, "not_claimant")
+    real = completed_for(fake, sim, source=child)
+    assert admit(sim.state, real, RULES) == ADMIT
+
+
+def test_reuse_needs_an_origin_and_forks_need_permission() -> None:
+    plain = submitted(ONE).model_copy(
+        update={"data": WorkflowSubmitted(definition=ONE, reuse={"t": "forged"})}
+    )
+    verdict = admit(None, plain, RULES)
+    assert isinstance(verdict, Refuse)
+    assert verdict.code == "reuse_without_origin"
+    fork = submitted(ONE).model_copy(
+        update={
+            "data": WorkflowSubmitted(
+                definition=ONE, reuse={"t": 1}, origin=Origin(kind="fork", workflow_id="src")
+            )
+        }
+    )
+    rules = Rules(policy=POLICY)
+    refusal = admit(None, signed(fork, "mallory", "client"), rules)
+    assert isinstance(refusal, Refuse)
+    assert (refusal.code, refusal.reason) == (FORBIDDEN, "mallory lacks permission workflow:fork")
+    assert admit(None, signed(fork, "alice", "client"), rules) == ADMIT
+
+
+# RBAC on interventions and resumes -------------------------------------------
+
+
+def _intervention(action: str, *, by: str, task_id: str | None = None) -> Event:
+    return Event(
+        id=workflow_key(WF, f"intervention:{action}"),
+        type=EventType.INTERVENTION_REQUESTED,
+        workflow_id=WF,
+        source=by,
+        timestamp=2 * 10**18,
+        vclock=VectorClock({by: 1}),
+        data=InterventionRequested(request_id=f"r-{action}", action=action, by=by, task_id=task_id),
+    )
+
+
+def _resume(by: str, from_task: str | None = "t") -> Event:
+    return Event(
+        id=workflow_key(WF, "resume:1"),
+        type=EventType.WORKFLOW_RESUME_REQUESTED,
+        workflow_id=WF,
+        source=by,
+        timestamp=2 * 10**18,
+        vclock=VectorClock({by: 1}),
+        data=WorkflowResumeRequested(from_task=from_task, requested_by=by),
+    )
+
+
+@pytest.mark.parametrize("principal", ["mallory", "nobody"])
+def test_resuming_or_rerunning_a_finished_workflow_needs_permission(principal: str) -> None:
+    sim = Sim()
+    task = only_dispatch(sim.submit(ONE))
+    sim.publish(sim.completed(task, "done"))
+    rules = Rules(policy=POLICY)
+    verdict = admit(sim.state, signed(_resume(principal), principal, "client"), rules)
+    assert verdict == Refuse(FORBIDDEN, f"{principal} lacks permission workflow:resume")
+    assert admit(sim.state, signed(_resume("alice"), "alice", "client"), rules) == ADMIT
+    relayed = signed(_resume("x"), "coordinator", "coordinator")
+    assert admit(sim.state, relayed, rules) == ADMIT
+
+
+def test_every_intervention_is_checked_against_the_signers_roles() -> None:
+    sim = Sim()
+    sim.submit(ONE)
+    rules = Rules(policy=POLICY)
+    for action in ("pause", "abort", "approve", "modify"):
+        verdict = admit(
+            sim.state, signed(_intervention(action, by="x"), "mallory", "client"), rules
+        )
+        assert isinstance(verdict, Refuse)
+        assert verdict.code == FORBIDDEN
+    feedback = signed(_intervention("feedback", by="x"), "mallory", "client")
+    assert admit(sim.state, feedback, rules) == ADMIT
+
+
+# Replay ---------------------------------------------------------------------
+
+
+def test_replay_skips_what_the_coordinator_recorded_as_refused() -> None:
+    sim = Sim()
+    task = only_dispatch(sim.submit(ONE))
+    # With a bound of 8 the coordinator refused this; replay's own bound is wider,
+    # so the recorded refusal is what makes replay skip it.
+    wide = completed_for(task, sim, vclock=task.vclock.merge({f"n{i}": 1 for i in range(9)}))
+    stored = wide.model_copy(update={"seq": 100})
+    record = Event(
+        id="rejected:AF_EVENTS:100",
+        type=EventType.MESSAGE_REJECTED,
+        workflow_id=WF,
+        source="coordinator",
+        timestamp=stored.timestamp,
+        vclock=sim.st.vclock.increment("coord-shell"),
+        data=MessageRejected(
+            reason="too wide",
+            code="clock_too_large",
+            subject=f"af.evt.{WF}.task.completed",
+            stream_seq=100,
+        ),
+        seq=101,
+    )
+    replayed = fold([*sim.log, stored, record])
+    assert replayed is not None
+    assert replayed.tasks["t"].status == TaskStatus.SCHEDULED
+    assert fold([*sim.log, stored]) is not None
+    completed = fold([*sim.log, stored])
+    assert completed is not None
+    assert completed.tasks["t"].status == TaskStatus.COMPLETED  # without the record it would apply
+
+
+def test_a_completed_payload_alone_cannot_complete_a_task() -> None:
+    # The reducer's own checks stay as a second line behind admission.
+    sim = Sim()
+    task = only_dispatch(sim.submit(ONE))
+    event = sim.completed(task, "x").model_copy(update={"data": TaskHeartbeat(worker="w")})
+    state, _ = apply(sim.state, event)
+    assert state is not None
+    assert state.tasks["t"].status == TaskStatus.SCHEDULED
+    assert task_key(WF, "t", 1, "completed") == event.id
+    assert isinstance(TaskCompleted(result=1), TaskCompleted)
