@@ -23,7 +23,9 @@ Rules, in order:
    and the 19-digit bound are checked when the header is parsed.
 2. **Unknown workflows**: only a submission (or the coordinator's own
    rejection of one) may name a workflow that does not exist.
-3. **Submissions**: a child link (``parent``) only from a coordinator;
+3. **Submissions**: a child link (``parent``) only from a coordinator, under
+   the child id derived from the parent's task and attempt (and a task that runs
+   no child refuses a report from one);
    ``reuse`` only for a fork or rerun (``origin``), which need
    ``workflow:fork`` / ``workflow:rerun``.
 4. **RBAC** for every intervention (``workflow:<action>``) and every resume or
@@ -50,9 +52,11 @@ from shared.events import (
     Event,
     EventType,
     InterventionRequested,
+    TaskApprovalRequested,
     WorkflowResumeRequested,
     WorkflowSubmitted,
 )
+from shared.hierarchy import ParentLink, child_workflow_id
 from shared.rbac import Policy
 from shared.vclock import MAX_COUNTER
 
@@ -217,22 +221,33 @@ def _submission(event: Event, rules: Rules) -> Verdict:
     data = event.data
     if not isinstance(data, WorkflowSubmitted):
         return Refuse("malformed_request", "a workflow.submitted event without a submission")
-    if data.parent is not None:
-        if event.signer_role is not None and event.signer_role != "coordinator":
-            return Refuse(
-                "forged_child_link",
-                f"{sender(event)} ({event.signer_role}) may not start a child workflow: "
-                "only the coordinator that dispatched the parent task does",
-            )
-        return ADMIT
     if data.reuse and data.origin is None:
         return Refuse(
             "reuse_without_origin",
             "a submission may reuse results only as a fork or rerun of another workflow",
         )
+    if data.parent is not None:
+        return _child_link(event, data.parent)
     if data.origin is not None:
         permission = f"workflow:{'rerun' if data.origin.kind == 'rerun' else 'fork'}"
         return _rbac(event, rules, permission, data.submitted_by)
+    return ADMIT
+
+
+def _child_link(event: Event, link: ParentLink) -> Verdict:
+    """A child workflow's start: only from a coordinator, under its derived id."""
+    if event.signer_role is not None and event.signer_role != "coordinator":
+        return Refuse(
+            "forged_child_link",
+            f"{sender(event)} ({event.signer_role}) may not start a child workflow: "
+            "only the coordinator that dispatched the parent task does",
+        )
+    if event.workflow_id != child_workflow_id(link.workflow_id, link.task_id, link.attempt):
+        return Refuse(
+            "forged_child_link",
+            f"{event.workflow_id!r} is not the child workflow of attempt {link.attempt} "
+            f"of task {link.task_id!r} of {link.workflow_id!r}",
+        )
     return ADMIT
 
 
@@ -268,6 +283,8 @@ def _outcome(  # noqa: PLR0911 - one return per rule reads best
         return _wrong_role(event)
     if state.status != WorkflowStatus.RUNNING:
         return Ignore(f"the workflow is {state.status.value}")
+    if isinstance(event.data, TaskApprovalRequested) and event.data.gate:
+        return Ignore("the coordinator's own request at a gate")
     task_id = event.task_id
     task = state.tasks.get(task_id) if task_id is not None else None
     if task_id is None or task is None:
@@ -308,6 +325,10 @@ def _runner(  # noqa: PLR0911 - one return per rule reads best
                 f"task {task_id!r} runs child workflow {task.child!r}: only its report settles it",
             )
         return ADMIT
+    if event.source == child_workflow_id(state.workflow_id, task_id, task.attempts):
+        return Refuse(
+            "not_claimant", f"task {task_id!r} runs no child workflow: a child's report is refused"
+        )
     if event.vclock.get(COORDINATOR_NODE) < task.dispatch_coord:
         return Refuse(
             "clock_behind_dispatch",

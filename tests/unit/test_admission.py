@@ -36,7 +36,7 @@ from shared.events import (
     WorkflowResumeRequested,
     WorkflowSubmitted,
 )
-from shared.hierarchy import ParentLink
+from shared.hierarchy import ParentLink, child_workflow_id
 from shared.ids import task_key, workflow_key
 from shared.rbac import Policy
 from shared.vclock import VectorClock
@@ -250,11 +250,25 @@ def _child_submission(**update: Any) -> Event:
     return base.model_copy(update={"workflow_id": "fake-child", "data": data, **update})
 
 
-def test_only_a_coordinator_starts_a_child_workflow() -> None:
+def test_only_a_coordinator_starts_a_child_workflow_under_its_derived_id() -> None:
     verdict = admit(None, signed(_child_submission(), "client", "client"), RULES)
     assert isinstance(verdict, Refuse)
     assert verdict.code == "forged_child_link"
-    assert admit(None, signed(_child_submission(), "coordinator", "coordinator"), RULES) == ADMIT
+    derived = {"workflow_id": child_workflow_id("victim", "pay", 1)}
+    real = signed(_child_submission(**derived), "coordinator", "coordinator")
+    assert admit(None, real, RULES) == ADMIT
+    for unsigned in (_child_submission(), _child_submission(workflow_id="victim-pay-1")):
+        refused_link = admit(None, unsigned, RULES)  # default mode: the id gives it away
+        assert isinstance(refused_link, Refuse)
+        assert "is not the child workflow" in refused_link.reason
+    assert admit(None, _child_submission(**derived), RULES) == ADMIT
+
+
+def test_a_task_that_runs_no_child_refuses_a_childs_report() -> None:
+    sim = Sim()
+    task = only_dispatch(sim.submit(ONE))
+    report = completed_for(task, sim, source=child_workflow_id(WF, "t", 1))
+    refused(sim, report, "not_claimant")
 
 
 def test_a_report_from_a_workflow_that_is_not_the_tasks_child_is_refused() -> None:

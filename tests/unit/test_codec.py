@@ -712,3 +712,38 @@ def test_task_completed_result_round_trip(result: Any) -> None:
 def test_task_params_round_trip(params: dict[str, Any]) -> None:
     task = make_task(params=params, inputs={"dep": params})
     assert decode_task(*encode_task(task, NAMES)) == task
+
+
+@pytest.mark.parametrize("bad", ["a\rb", "a\nb", "a\x00b", "x\r\nAF-Type: workflow.submitted"])
+def test_header_values_with_line_breaks_or_nul_are_never_sent(bad: str) -> None:
+    event = make_event(EventType.TASK_STARTED).model_copy(update={"source": bad})
+    with pytest.raises(MalformedMessageError, match="AF-Source holds CR, LF or NUL"):
+        encode_event(event, NAMES)
+    with pytest.raises(MalformedMessageError, match="holds CR, LF or NUL"):
+        check_size({"X-Note": bad}, b"", DEFAULT_MAX_PAYLOAD)
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("AF-Schema", "1" * 4400),
+        ("AF-Schema", "1" * 20),
+        ("AF-Schema", "\u0661"),
+        ("AF-VClock", "x:" + "9" * 4400),
+        ("AF-VClock", f"x:{2**63}"),
+        ("AF-VClock", ",".join(f"n{i}:1" for i in range(5000))[:8000]),
+    ],
+)
+def test_numbers_in_headers_are_bounded_before_they_are_parsed(header: str, value: str) -> None:
+    subject, headers, body = encode_event(make_event(EventType.TASK_STARTED), NAMES)
+    with pytest.raises(MalformedMessageError):
+        decode_event(subject, {**headers, header: value}, body, NAMES)
+
+
+def test_a_task_identity_with_a_huge_attempt_is_unreadable() -> None:
+    _, headers, _ = encode_task(
+        TaskMessage(workflow_id="wf", task_id="t", attempt=1, capability="x"), NAMES
+    )
+    assert task_identity(headers) == ("wf", "t", 1)
+    assert task_identity({**headers, "AF-Attempt": "1" * 4400}) is None
+    assert task_identity({**headers, "AF-Workflow": "../etc"}) is None

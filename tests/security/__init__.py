@@ -1,0 +1,1 @@
+"""Security tests: admission and decoding under hostile input."""

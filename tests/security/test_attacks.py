@@ -1,0 +1,344 @@
+"""The attacks of issue 19, each against the default and the secure cluster.
+
+Every test attacks, waits for the coordinator's record of the refusal, then
+checks that nothing changed and that the honest action (its control) still
+works; the cluster keeps serving after each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
+from shared.codec import H_SCHEMA, H_VCLOCK, TaskMessage, encode_task
+from shared.events import (
+    EventType,
+    InterventionRequested,
+    MessageRejected,
+    TaskCompleted,
+    TaskHeartbeat,
+    WorkflowResumeRequested,
+    WorkflowSubmitted,
+)
+from shared.hierarchy import ParentLink, child_workflow_id
+from shared.ids import uuid7
+from shared.vclock import VectorClock
+from tests.integration.helpers import of_type, run, wf
+from tests.security.conftest import Target, forged
+
+pytestmark = pytest.mark.timeout(180)
+
+GATED = wf(
+    {"id": "pay", "capability": "echo", "approval": {"required": True}, "params": {"to": "bob"}},
+    {"id": "after", "capability": "echo", "depends_on": ["pay"]},
+)
+
+
+async def _gated(target: Target) -> WorkflowState:
+    workflow_id = await target.client.submit(GATED)
+    return await target.until_state(
+        workflow_id, lambda s: s.tasks["pay"].status == TaskStatus.WAITING_APPROVAL
+    )
+
+
+async def _still_serving(target: Target) -> None:
+    """A fresh workflow completes, and the coordinator process is alive."""
+    state = await run(
+        target.client, wf({"id": "fresh", "capability": "add", "params": {"value": 2}})
+    )
+    assert state.status == WorkflowStatus.COMPLETED
+    assert state.tasks["fresh"].result == 2
+    coordinator = target.cluster.coordinator
+    assert coordinator is not None
+    assert coordinator.poll() is None
+
+
+async def _approve_and_finish(target: Target, victim: WorkflowState) -> WorkflowState:
+    """The control: a person approves the gate; the genuine handler's result counts."""
+    await target.client.approve(victim.workflow_id, "pay", "ok")
+    state = await target.client.wait(victim.workflow_id, timeout=60)
+    assert state.status == WorkflowStatus.COMPLETED
+    result = state.tasks["pay"].result
+    assert isinstance(result, dict)
+    assert "forged" not in repr(result)
+    return state
+
+
+# 1. Fake child link --------------------------------------------------------------
+
+
+async def test_a_fake_child_workflow_cannot_settle_another_workflows_task(target: Target) -> None:
+    victim = await _gated(target)
+    link = ParentLink(
+        workflow_id=victim.workflow_id, task_id="pay", attempt=1, vclock=victim.vclock
+    )
+    fake = wf({"id": "t", "capability": "echo"})
+    derived = child_workflow_id(victim.workflow_id, "pay", 1)
+    seqs = []
+    for workflow_id, reuse in (("fake-child-1", {"t": "forged"}), (derived, {"t": "forged"})):
+        event = forged(
+            workflow_id,
+            EventType.WORKFLOW_SUBMITTED,
+            WorkflowSubmitted(definition=fake, parent=link, reuse=reuse, submitted_by="mallory"),
+        )
+        seqs.append(await target.publish(event, as_="mallory"))
+    codes = {(await target.rejection(seq)).code for seq in seqs}
+    assert codes == {"reuse_without_origin"}
+    # Without results to reuse, under the derived id: a coordinator's start only
+    # (secure); else the fake child runs, and its report is what is refused.
+    seq = await target.publish(
+        forged(
+            derived,
+            EventType.WORKFLOW_SUBMITTED,
+            WorkflowSubmitted(definition=fake, parent=link, submitted_by="mallory"),
+        ),
+        as_="mallory",
+    )
+    if target.secure:
+        assert (await target.rejection(seq)).code == "forged_child_link"
+    else:
+        await target.client.wait(derived, timeout=60)
+        await target.observer.until(
+            lambda o: any(
+                isinstance(e.data, MessageRejected) and e.data.code == "not_dispatched"
+                for e in target.seen(victim.workflow_id, EventType.MESSAGE_REJECTED)
+            )
+        )
+    state = await target.client.status(victim.workflow_id)
+    assert state.tasks["pay"].status == TaskStatus.WAITING_APPROVAL
+    assert state.tasks["pay"].result is None
+    await _approve_and_finish(target, victim)
+
+
+# 2. Outcome from the wrong worker -------------------------------------------------
+
+
+async def test_an_outcome_cannot_settle_a_task_waiting_for_approval(target: Target) -> None:
+    victim = await _gated(target)
+    seqs = [
+        await target.publish(
+            forged(
+                victim.workflow_id,
+                EventType.TASK_COMPLETED,
+                TaskCompleted(result={"forged": True}, worker="w-evil", agent="echo"),
+                vclock=victim.vclock.increment("w-evil"),
+                task_id="pay",
+                attempt=attempt,
+            ),
+            as_="worker-2",
+        )
+        for attempt in (None, 1)
+    ]
+    codes = [(await target.rejection(seq)).code for seq in seqs]
+    assert codes == ["no_attempt", "not_dispatched"]
+    state = await target.client.status(victim.workflow_id)
+    assert state.tasks["pay"].status == TaskStatus.WAITING_APPROVAL
+    assert state.tasks["after"].status == TaskStatus.PENDING
+    await _approve_and_finish(target, victim)
+
+
+async def test_only_the_worker_that_claimed_an_attempt_settles_it(target: Target) -> None:
+    if not target.secure:
+        pytest.skip("without keys no sender is known: the attempt and clock rules apply")
+    workflow_id = await target.client.submit(
+        wf({"id": "s", "capability": "slow", "params": {"seconds": 1.5}})
+    )
+    started = await target.until_state(
+        workflow_id, lambda s: s.tasks["s"].status == TaskStatus.RUNNING
+    )
+    assert started.tasks["s"].claimed_by == "worker"
+    seq = await target.publish(
+        forged(
+            workflow_id,
+            EventType.TASK_COMPLETED,
+            TaskCompleted(result="forged", worker="w-evil"),
+            vclock=started.vclock.increment("w-evil"),
+            task_id="s",
+            attempt=1,
+        ),
+        as_="worker-2",
+    )
+    rejected = await target.rejection(seq)
+    assert (rejected.code, rejected.sender) == ("not_claimant", "worker-2")
+    state = await target.client.wait(workflow_id, timeout=60)
+    assert state.tasks["s"].result != "forged"
+    assert state.status == WorkflowStatus.COMPLETED
+
+
+# 3. Outcome for an attempt never dispatched ---------------------------------------
+
+
+async def test_an_outcome_for_an_attempt_never_dispatched_is_refused(target: Target) -> None:
+    workflow_id = await target.client.submit(
+        wf(
+            {"id": "s", "capability": "slow", "params": {"seconds": 1.5}},
+            {"id": "next", "capability": "echo", "depends_on": ["s"]},
+        )
+    )
+    running = await target.until_state(
+        workflow_id, lambda s: s.tasks["s"].status == TaskStatus.RUNNING
+    )
+    seq = await target.publish(
+        forged(
+            workflow_id,
+            EventType.TASK_COMPLETED,
+            TaskCompleted(result="forged", worker="w-evil"),
+            vclock=running.vclock.increment("w-evil"),
+            task_id="s",
+            attempt=5,
+        ),
+        as_="worker-2",
+    )
+    rejected = await target.rejection(seq)
+    assert rejected.code == "not_dispatched"
+    assert "attempt 5" in rejected.reason
+    state = await target.client.wait(workflow_id, timeout=60)
+    assert state.status == WorkflowStatus.COMPLETED
+    assert state.tasks["s"].result != "forged"
+    assert state.tasks["next"].result["inputs"]["s"] == state.tasks["s"].result
+    records = [
+        e
+        for e in target.seen(workflow_id, EventType.MESSAGE_REJECTED)
+        if isinstance(e.data, MessageRejected) and e.data.stream_seq == seq
+    ]
+    assert len(records) == 1, "recorded once"
+
+
+# 4. Resume and re-run check RBAC --------------------------------------------------
+
+
+async def test_a_resume_without_permission_runs_nothing_again(target: Target) -> None:
+    if not target.secure:
+        pytest.skip("RBAC needs signatures: without keys anyone may steer (documented)")
+    state = await run(target.client, wf({"id": "charge", "capability": "echo"}))
+    assert state.status == WorkflowStatus.COMPLETED
+    seq = await target.publish(
+        forged(
+            state.workflow_id,
+            EventType.WORKFLOW_RESUME_REQUESTED,
+            WorkflowResumeRequested(from_task="charge", requested_by="client"),
+            vclock=state.vclock.increment("mallory"),
+        ),
+        as_="mallory",
+    )
+    rejected = await target.rejection(seq)
+    assert rejected.code == "forbidden"
+    assert rejected.reason == "mallory lacks permission workflow:resume"
+    events = await target.client.events(state.workflow_id)
+    assert not of_type(events, EventType.WORKFLOW_RESUMED)
+    assert len(of_type(events, EventType.TASK_STARTED)) == 1, "the side effect ran once"
+    # the control: the operator may re-run it
+    await target.client.resume(state.workflow_id, from_task="charge")
+    final = await target.client.wait_for_resume(state.workflow_id, 1, timeout=60)
+    assert final.status == WorkflowStatus.COMPLETED
+    assert len(of_type(await target.client.events(state.workflow_id), EventType.TASK_STARTED)) == 2
+
+
+# 5-7. Poison headers, clock overflow, clock bloat, unknown workflows -------------
+
+
+async def test_no_poison_stops_the_coordinator(target: Target) -> None:
+    workflow_id = await target.client.submit(
+        wf({"id": "s", "capability": "slow", "params": {"seconds": 2}})
+    )
+    running = await target.until_state(
+        workflow_id, lambda s: s.tasks["s"].status == TaskStatus.RUNNING
+    )
+    clock = running.vclock.increment("w-evil")
+    beat = forged(
+        workflow_id,
+        EventType.TASK_HEARTBEAT,
+        TaskHeartbeat(worker="w-evil"),
+        vclock=clock,
+        task_id="s",
+        attempt=1,
+    )
+
+    def header(name: str, value: str) -> Callable[[dict[str, str]], None]:
+        return lambda headers: headers.__setitem__(name, value)
+
+    wide = VectorClock({f"n{i:03}": 1 for i in range(600)})
+    resume = forged(
+        workflow_id,
+        EventType.WORKFLOW_RESUME_REQUESTED,
+        WorkflowResumeRequested(requested_by="client"),
+        vclock=wide,
+    )
+    pause = forged(
+        workflow_id,
+        EventType.INTERVENTION_REQUESTED,
+        InterventionRequested(request_id="bloat", action="pause", by="client"),
+        vclock=VectorClock({f"m{i:03}": 1 for i in range(65)}),
+    )
+    attacks = {
+        "schema of 4,400 digits": (beat, "worker", header(H_SCHEMA, "1" * 4400), None),
+        "counter of 2^64": (beat, "worker", header(H_VCLOCK, f"x:{2**64}"), None),
+        "counter of 2^63 - 1": (beat, "worker", header(H_VCLOCK, f"x:{2**63 - 1}"), None),
+        "600-entry clock": (resume, "client", None, None),
+        "not msgpack": (beat, "worker", None, b"\xc1\xc1\xc1"),
+    }
+    expected = {
+        "schema of 4,400 digits": "malformed_message",
+        "counter of 2^64": "malformed_message",
+        "counter of 2^63 - 1": "clock_overflow",
+        "600-entry clock": "clock_too_large",
+        "not msgpack": "malformed_message",
+    }
+    seqs: dict[str, int] = {}
+    for name, (event, principal, alter, body) in attacks.items():
+        seqs[name] = await target.publish(
+            event.model_copy(update={"id": f"{event.id}-{len(seqs)}"}),
+            as_=principal,
+            headers=alter,
+            body=body,
+        )
+    codes = {name: (await target.rejection(seq)).code for name, seq in seqs.items()}
+    assert codes == expected
+    # An intervention refused by admission is answered as one: its sender waits for it.
+    await target.publish(pause, as_="client")
+    await target.observer.until(
+        lambda o: any(
+            getattr(e.data, "request_id", None) == "bloat"
+            and e.type == EventType.INTERVENTION_REFUSED
+            for _, e in o.seen
+        )
+    )
+    state = await target.client.wait(workflow_id, timeout=60)
+    assert state.status == WorkflowStatus.COMPLETED
+    assert not state.paused
+    assert len(state.vclock) <= target.bus.settings.max_clock_entries
+    assert max(state.vclock.values()) < 2**62
+    await _still_serving(target)
+
+
+async def test_events_for_unknown_workflows_are_refused_and_recorded(target: Target) -> None:
+    seq = await target.publish(
+        forged(
+            "nobody-submitted-this",
+            EventType.TASK_COMPLETED,
+            TaskCompleted(result="forged"),
+            task_id="t",
+            attempt=1,
+        ),
+        as_="worker-2",
+    )
+    rejected = await target.rejection(seq)
+    assert rejected.code == "unknown_workflow"
+    await _still_serving(target)
+
+
+async def test_a_task_message_no_coordinator_dispatched_is_not_run(target: Target) -> None:
+    workflow_id = "ghost-" + uuid7()[-12:]
+    task = TaskMessage(workflow_id=workflow_id, task_id="t", attempt=1, capability="echo")
+    subject, headers, body = encode_task(task, target.bus.names, seal=target.seal("mallory"))
+    await target.bus.publish_raw(subject, body, headers)
+    await target.observer.until(
+        lambda o: bool(target.seen(workflow_id, EventType.MESSAGE_REJECTED)), timeout=30
+    )
+    (rejected,) = [e.data for e in target.seen(workflow_id, EventType.MESSAGE_REJECTED)]
+    assert isinstance(rejected, MessageRejected)
+    assert rejected.code == "forged_message"
+    assert not target.seen(workflow_id, EventType.TASK_STARTED), "the handler never ran"
+    await _still_serving(target)
