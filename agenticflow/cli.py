@@ -246,6 +246,13 @@ def _check_route(route: str | None) -> None:
         raise typer.Exit(EXIT_INPUT) from exc
 
 
+NO_KEYS_WARNING = (
+    "warning: no keys (AGENTICFLOW_SECURITY_DIR unset): messages are not signed, so anyone "
+    "who can publish to this NATS server can submit and steer workflows and report task "
+    "outcomes; see 'Threat model' in the README"
+)
+
+
 @app.command()
 def dev(
     app_spec: Annotated[
@@ -301,6 +308,8 @@ def dev(
                 for role in ("client", "admin"):
                     out.print(f"  {role}: set -a; . {cluster.auth.env_file(role)}; set +a")
             out.print(f"  {workers} worker(s) serving {app_spec}; Ctrl-C stops everything")
+            if cluster.settings.security_dir is None:
+                out.print(NO_KEYS_WARNING, style="yellow", markup=False, highlight=False)
             stop_wait = asyncio.create_task(stop.wait())
             while not stop_wait.done():
                 await asyncio.wait({stop_wait}, timeout=1.0)

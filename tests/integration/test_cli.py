@@ -205,15 +205,17 @@ def test_dev_runs_a_cluster_and_sigterm_leaves_no_orphans(tmp_path: Path) -> Non
     )  # fmt: skip
     try:
         assert proc.stdout is not None
-        url = ""
+        url, warned = "", False
         deadline = time.monotonic() + 60
-        while not url and time.monotonic() < deadline:
+        while not warned and time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
                 break
             if "AGENTICFLOW_NATS_URL=" in line:
                 url = line.strip().split("AGENTICFLOW_NATS_URL=", 1)[1]
+            warned = line.startswith("warning: no keys")
         assert url.startswith("nats://127.0.0.1:"), "dev printed its URL"
+        assert warned, "dev without keys says plainly what that leaves open"
         children = _children(proc.pid)
         assert len(children) >= 4  # nats-server, coordinator, 2 workers
         flow = write(tmp_path / "wf.yaml", DIAMOND)
