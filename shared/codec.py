@@ -21,6 +21,7 @@ maps nested at most :data:`MAX_DEPTH` deep.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,7 +35,7 @@ from shared.errors import (
     UnknownSchemaVersionError,
 )
 from shared.events import SCHEMA_VERSION, ApprovalDecision, Event, EventType, RecordedEffect
-from shared.ids import ID_RE
+from shared.ids import ID_RE, TASK_ID_RE
 from shared.names import Names, queue_of
 from shared.schemas import REGISTRY, read_payload
 from shared.security import Seal, TrustedKey
@@ -56,6 +57,10 @@ MAX_DEPTH = 64
 """Deepest nesting of lists and maps accepted in a received body."""
 MAX_HEADERS = 32
 MAX_HEADER_BYTES = 8 * 1024
+MAX_ATTEMPT = 2**31 - 1
+"""Largest attempt number a received event may name."""
+_NAME_RE = re.compile(r"^[\x21-\x7e]{1,128}\Z")
+"""A node id or principal in a header: 1-128 printable ASCII characters, no spaces."""
 _HEADER_OVERHEAD = 64  # "NATS/1.0\r\n", separators and the trailing CRLF
 
 
@@ -227,18 +232,26 @@ def _decode_event(
     raw = unpack(body, max_depth=MAX_DEPTH)
     if not isinstance(raw, dict):
         raise MalformedMessageError("event body must be a map")
+    source = _header(headers, H_SOURCE)
+    if not _NAME_RE.match(source):
+        raise MalformedMessageError(f"invalid {H_SOURCE} header: 1-128 printable ASCII characters")
+    task_id, attempt = raw.get("task"), raw.get("attempt")
+    if task_id is not None and not (isinstance(task_id, str) and TASK_ID_RE.match(task_id)):
+        raise MalformedMessageError("invalid task id in the event body")
+    if attempt is not None and not (type(attempt) is int and 0 <= attempt <= MAX_ATTEMPT):
+        raise MalformedMessageError(f"invalid attempt in the event body (0 to {MAX_ATTEMPT})")
     try:
         data = read_payload(event_type, version, raw.get("data") or {})
         return Event(
             id=_header(headers, H_MSG_ID),
             type=event_type,
             workflow_id=workflow_id,
-            source=_header(headers, H_SOURCE),
+            source=source,
             timestamp=raw.get("ts"),
             vclock=VectorClock.decode(_header(headers, H_VCLOCK)),
             data=data,
-            task_id=raw.get("task"),
-            attempt=raw.get("attempt"),
+            task_id=task_id,
+            attempt=attempt,
             migrated_from=version if version != REGISTRY.version(event_type.value) else None,
             seq=seq,
             stored_ns=stored_ns,

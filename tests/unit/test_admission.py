@@ -245,7 +245,6 @@ def _child_submission(**update: Any) -> Event:
     data = WorkflowSubmitted(
         definition=ONE,
         parent=ParentLink(workflow_id="victim", task_id="pay", attempt=1),
-        reuse={"t": "forged"},
     )
     return base.model_copy(update={"workflow_id": "fake-child", "data": data, **update})
 
@@ -262,6 +261,11 @@ def test_only_a_coordinator_starts_a_child_workflow_under_its_derived_id() -> No
         assert isinstance(refused_link, Refuse)
         assert "is not the child workflow" in refused_link.reason
     assert admit(None, _child_submission(**derived), RULES) == ADMIT
+    with_results = _child_submission(**derived)
+    data = with_results.data.model_copy(update={"reuse": {"t": "forged"}})
+    taking = admit(None, with_results.model_copy(update={"data": data}), RULES)
+    assert isinstance(taking, Refuse)
+    assert taking.code == "reuse_without_origin"
 
 
 def test_a_task_that_runs_no_child_refuses_a_childs_report() -> None:

@@ -747,3 +747,24 @@ def test_a_task_identity_with_a_huge_attempt_is_unreadable() -> None:
     assert task_identity(headers) == ("wf", "t", 1)
     assert task_identity({**headers, "AF-Attempt": "1" * 4400}) is None
     assert task_identity({**headers, "AF-Workflow": "../etc"}) is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"headers": {"AF-Source": "a b"}},
+        {"headers": {"AF-Source": "x" * 129}},
+        {"headers": {"AF-Source": "caf\u00e9"}},
+        {"body": {"task": "../../x"}},
+        {"body": {"task": 7}},
+        {"body": {"attempt": 2**31}},
+        {"body": {"attempt": -1}},
+        {"body": {"attempt": True}},
+        {"body": {"attempt": "1"}},
+    ],
+)
+def test_event_envelope_fields_are_checked_by_pattern_and_range(change: dict[str, Any]) -> None:
+    subject, headers, body = encode_event(make_event(EventType.TASK_STARTED), NAMES)
+    raw = {**msgpack.unpackb(body), **change.get("body", {})}
+    with pytest.raises(MalformedMessageError):
+        decode_event(subject, {**headers, **change.get("headers", {})}, pack(raw), NAMES)
