@@ -144,6 +144,7 @@ _AUDITED = frozenset(
 """Decisions the coordinator also appends to its audit chain."""
 """Events a finished workflow still answers: a resume, or an intervention (refused)."""
 _FINISHED_KEPT = 100_000
+_POISON_KEPT = 100_000
 _KV_HEADROOM = 4096
 """Bytes of a KV message kept for its subject and headers (snapshots use the rest)."""
 """Ids of workflows this process saw finish: their later events (our own terminal
@@ -199,7 +200,11 @@ class _PoisonedError(Exception):
 
 
 class _UnsavableError(Exception):
-    """A folded state could not be encoded as a snapshot (culprit unknown yet)."""
+    """Folded states could not be encoded as snapshots (the culprit unknown yet)."""
+
+    def __init__(self, workflows: list[str]) -> None:
+        super().__init__(f"states of {', '.join(workflows)} cannot be encoded")
+        self.workflows = workflows
 
 
 class Coordinator:
@@ -263,10 +268,12 @@ class Coordinator:
             policy=self.policy,
         )
         """What admission checks events against (coordinator.admission)."""
-        self._poisoned: set[int] = set()
-        """Stream sequences of events dead-lettered because handling them raised."""
-        self._careful = False
-        """Check after each fold that the state still encodes (after a snapshot failed)."""
+        self._poisoned: OrderedDict[int, None] = OrderedDict()
+        """Stream sequences of events dead-lettered because handling them raised (the
+        latest _POISON_KEPT; one met again after that is found and recorded again)."""
+        self._suspects: set[str] = set()
+        """Workflows whose state failed to encode: each of their folds is checked
+        (the state must still encode) until one encodes again, to find the event."""
         self.audit = Auditor(bus, node_id)
         """This coordinator's audit chain: interventions, approvals, refusals, rejections."""
         """RBAC: who may steer workflows (None: anyone who can publish the request)."""
@@ -543,17 +550,15 @@ class Coordinator:
                 self._forget(touched)
                 if poison.workflow_id is not None:
                     self._cache.pop(poison.workflow_id, None)
-                self._poisoned.add(poison.seq)
-                await self._until_done(
-                    functools.partial(self._record_poison, poison), "poison not recorded"
-                )
-            except _UnsavableError:
+                await self._dead_letter_event(poison)
+            except _UnsavableError as unsavable:
+                # Fold again, checking those states after each event to find the culprit.
                 await self._jobs.join()
                 self._forget(touched)
-                if self._careful:
+                if self._suspects.issuperset(unsavable.workflows):
                     log.error("a state cannot be saved and no event is to blame; retrying")
                     delay = await self._pause(delay)
-                self._careful = True  # fold again, checking the state after each event
+                self._suspects.update(unsavable.workflows)
             except Exception:
                 await self._jobs.join()  # nothing in flight for the states we drop
                 self._forget(touched)
@@ -564,7 +569,6 @@ class Coordinator:
                     with contextlib.suppress(Exception):
                         await msg.in_progress()
                 delay = await self._pause(delay)
-        self._careful = False
         finished = [wf for wf, entry in touched.items() if entry.state.is_terminal]
         await self._jobs.put(_Job(msgs, commands, saves, finished))
 
@@ -636,11 +640,12 @@ class Coordinator:
         """Hand over snapshots whose interval has passed (between batches)."""
         try:
             saves = self._capture([e for e in self._cache.values() if e.dirty], strict=True)
-        except _UnsavableError as exc:
-            # Drop the states that cannot be saved: the next event of each reloads
-            # it from KV and the stream, and finds the event to blame.
+        except _UnsavableError as unsavable:
+            # Drop the states that cannot be saved: the next load of each re-folds
+            # its stream tail carefully and dead-letters the event to blame.
             await self._jobs.join()
-            for workflow_id in exc.args[0]:
+            self._suspects.update(unsavable.workflows)
+            for workflow_id in unsavable.workflows:
                 self._cache.pop(workflow_id, None)
             return
         if saves:
@@ -696,7 +701,7 @@ class Coordinator:
             return
         with self._guard(msg.subject, seq, event.workflow_id):
             state, new_commands = apply(state, event, source=self.node_id)
-            if self._careful and state is not None:
+            if state is not None and event.workflow_id in self._suspects:
                 state.to_snapshot()
         self.events_folded += 1
         _count(event, state, new_commands)
@@ -809,6 +814,15 @@ class Coordinator:
             principal=sender(event),
         )
 
+    async def _dead_letter_event(self, poison: _PoisonedError) -> None:
+        """Never fold this stored event again (in this process); record why."""
+        self._poisoned[poison.seq] = None
+        while len(self._poisoned) > _POISON_KEPT:
+            self._poisoned.popitem(last=False)
+        await self._until_done(
+            functools.partial(self._record_poison, poison), "poison not recorded"
+        )
+
     async def _record_poison(self, poison: _PoisonedError) -> None:
         await self._record_rejection(
             subject=self.names.published_subject(poison.subject),
@@ -892,11 +906,31 @@ class Coordinator:
     async def _load(self, workflow_id: str, commands: list[Command]) -> _Entry | None:
         """The workflow's state: cached, or its snapshot plus a re-fold of the events
         stored after it (snapshots are saved lazily; the stream is the truth). The
-        re-fold's commands are added to ``commands`` for the caller to execute."""
+        re-fold's commands are added to ``commands`` for the caller to execute. A
+        stored event whose re-fold raises is dead-lettered and the load starts over
+        without it (so a coordinator that starts on poison does not stop)."""
         entry = self._cache.get(workflow_id)
         if entry is not None:
             self._cache.move_to_end(workflow_id)
             return entry
+        while True:
+            try:
+                loaded = await self._read_state(workflow_id)
+            except _PoisonedError as poison:
+                await self._dead_letter_event(poison)
+                continue
+            if loaded is None:
+                return None
+            state, revision, saved_version, refolded = loaded
+            commands.extend(refolded)
+            self._remember(state, revision, saved_version)
+            return self._cache[workflow_id]
+
+    async def _read_state(
+        self, workflow_id: str
+    ) -> tuple[WorkflowState, int, int, list[Command]] | None:
+        """Snapshot + re-folded tail: ``(state, revision, saved version, commands)``;
+        raises _PoisonedError naming the stored event whose re-fold raised."""
         try:
             kv_entry = await self._workflows.get(workflow_id)
         except KVNotFound:
@@ -910,6 +944,8 @@ class Coordinator:
             self.names.workflow_events(workflow_id),
             start_seq=state.last_seq + 1,
         )
+        careful = workflow_id in self._suspects
+        commands: list[Command] = []
         for msg in tail:
             seq = msg.metadata.sequence.stream
             if seq in self._poisoned:
@@ -922,11 +958,10 @@ class Coordinator:
                 if isinstance(admit(state, event, self.rules), Ignore | Refuse):
                     continue  # the live consumer records a refusal
                 _, new_commands = apply(state, event, source=self.node_id)
-                if self._careful:
+                if careful:
                     state.to_snapshot()
             commands.extend(new_commands)
-        self._remember(state, int(kv_entry.revision or 0), saved_version)
-        return self._cache[workflow_id]
+        return state, int(kv_entry.revision or 0), saved_version, commands
 
     def _due(self, entry: _Entry, now: float) -> bool:
         """Whether a changed snapshot must be written now (see Settings.snapshot_*)."""
@@ -965,6 +1000,7 @@ class Coordinator:
                 log.exception("workflow state cannot be encoded", workflow_id=state.workflow_id)
                 unsavable.append(state.workflow_id)
                 continue
+            self._suspects.discard(state.workflow_id)
             encoded.append((entry, data, left_out))
         if unsavable and strict:
             raise _UnsavableError(unsavable)
