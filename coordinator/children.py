@@ -13,10 +13,12 @@ snapshot. That is what makes the hierarchy exactly-once across crashes:
   reducer (the workflow exists).
 * **outcome**: when the child reaches a terminal state, the fold that got it
   there also publishes the parent task's ``task.completed`` (the child's
-  output) or ``task.failed`` (its reason), with the outcome's usual derived
-  id. If the coordinator dies before that is stored, the child's last event is
-  redelivered and re-folded, issuing it again; the parent's reducer applies
-  one outcome per attempt and ignores the rest.
+  output) or ``task.failed`` (its reason), with a derived id of its own
+  (``<parent>:<task>:<attempt>:child_completed``, never a worker's, so a
+  report can take no worker outcome's place). If the coordinator dies before
+  that is stored, the child's last event is redelivered and re-folded,
+  issuing it again; the parent's reducer applies one outcome per attempt and
+  ignores the rest.
 * **interventions**: a parent that fails or is aborted aborts its running
   children; pausing or resuming it pauses or resumes them (and a paused
   parent starts no child: its tasks are held).
@@ -152,13 +154,13 @@ def _report(state: WorkflowState, timestamp: int) -> Event:
     assert link is not None
     data: Payload
     if state.status == WorkflowStatus.COMPLETED:
-        event_type, what = EventType.TASK_COMPLETED, "completed"
+        event_type, what = EventType.TASK_COMPLETED, "child_completed"
         elapsed = ((state.finished_at or timestamp) - state.created_at) / 1e6
         data = TaskCompleted(
             result=dict(state.output), agent=CHILD_AGENT, duration_ms=max(elapsed, 0.0)
         )
     else:
-        event_type, what = EventType.TASK_FAILED, "failed"
+        event_type, what = EventType.TASK_FAILED, "child_failed"
         error_type, code = _FAILURES.get(state.status, _FAILURES[WorkflowStatus.FAILED])
         data = TaskFailed(
             error=ErrorInfo(
@@ -212,7 +214,7 @@ def too_large(event: Event, error: PayloadTooLargeError) -> Event | None:
         return None
     link = data.parent
     return Event(
-        id=task_key(link.workflow_id, link.task_id, link.attempt, "failed"),
+        id=task_key(link.workflow_id, link.task_id, link.attempt, "child_failed"),
         type=EventType.TASK_FAILED,
         workflow_id=link.workflow_id,
         source=event.workflow_id,

@@ -613,6 +613,8 @@ def _on_resume(folder: _Folder) -> None:
         task = state.tasks[task_id]
         if task.status in DONE_TASK:
             state.completed -= 1
+        if task.gate is not None and not task.gate.approved:
+            task.gate = None  # a rejected gate is asked again, never run past
         task.status = TaskStatus.PENDING
         task.attempt_base = task.attempts
         task.result = task.error = task.note = None

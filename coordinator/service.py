@@ -747,18 +747,8 @@ class Coordinator:
             sender=who,
         )
         data = event.data
+        await self._audit_rejection(event, refused)
         if isinstance(data, InterventionRequested):
-            if refused.code == FORBIDDEN:
-                await self.audit.note(
-                    AuditKind.ACCESS_DENIED,
-                    workflow_id=event.workflow_id,
-                    principal=who,
-                    action=data.action,
-                    request_id=data.request_id,
-                    reason=refused.reason,
-                )
-            else:
-                await self._audit_rejection(event, refused)
             await self._shell_emit(
                 event.workflow_id,
                 EventType.INTERVENTION_REFUSED,
@@ -772,7 +762,6 @@ class Coordinator:
                 key=workflow_key(event.workflow_id, f"intervention:{data.request_id}:refused"),
             )
             return
-        await self._audit_rejection(event, refused)
         if event.type == EventType.MESSAGE_REJECTED:
             return  # never answer a rejection with another one
         subject = self.names.event_subject(event.workflow_id, event.type.value)
@@ -802,6 +791,13 @@ class Coordinator:
             )
 
     async def _audit_rejection(self, event: Event, refused: Refuse) -> None:
+        """On the audit chain: access denied (RBAC) or a rejected message."""
+        data = event.data
+        about = (
+            {"action": data.action, "request_id": data.request_id}
+            if isinstance(data, InterventionRequested)
+            else {}
+        )
         denied = refused.code == FORBIDDEN
         kind = AuditKind.ACCESS_DENIED if denied else AuditKind.MESSAGE_REJECTED
         await self.audit.note(
@@ -812,6 +808,7 @@ class Coordinator:
             code=refused.code,
             reason=refused.reason,
             principal=sender(event),
+            **about,
         )
 
     async def _dead_letter_event(self, poison: _PoisonedError) -> None:

@@ -22,7 +22,8 @@ maps nested at most :data:`MAX_DEPTH` deep.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import msgpack
@@ -40,7 +41,7 @@ from shared.names import Names, queue_of
 from shared.schemas import REGISTRY, read_payload
 from shared.security import Seal, TrustedKey
 from shared.telemetry import inject
-from shared.vclock import VectorClock
+from shared.vclock import MAX_COUNTER, VectorClock
 
 H_MSG_ID = "Nats-Msg-Id"
 H_TYPE = "AF-Type"
@@ -127,6 +128,17 @@ def check_size(headers: Mapping[str, str], body: bytes, max_payload: int) -> Non
         )
 
 
+@contextmanager
+def _unreadable(what: str) -> Iterator[None]:
+    """Whatever a decoder raises is the message's fault: a MalformedMessageError."""
+    try:
+        yield
+    except MalformedMessageError:
+        raise
+    except Exception as exc:
+        raise MalformedMessageError(f"{what} cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
 def _header(headers: Mapping[str, str] | None, name: str) -> str:
     value = (headers or {}).get(name)
     if value is None:
@@ -156,7 +168,7 @@ def encode_event(
     """``(subject, headers, body)`` of an event; raises PayloadTooLargeError."""
     subject = names.event_subject(event.workflow_id, event.type.value)
     headers = {
-        H_MSG_ID: event.id,
+        H_MSG_ID: seal.message_id(event.id) if seal is not None else event.id,
         H_TYPE: event.type.value,
         H_SCHEMA: str(REGISTRY.version(event.type.value)),
         H_VCLOCK: event.vclock.encode(),
@@ -192,12 +204,8 @@ def decode_event(
     With a seal, the message is verified (replays by ``stored_ns``, the server's
     time of storing it) and decrypted first; the event's ``signer`` names the
     principal whose key signed it (and ``signer_role`` its role)."""
-    try:
+    with _unreadable("event"):
         return _decode_event(subject, headers, body, names, seq=seq, seal=seal, stored_ns=stored_ns)
-    except MalformedMessageError:
-        raise
-    except Exception as exc:  # whatever a decoder raises, it is the message's fault
-        raise MalformedMessageError(f"event cannot be read: {type(exc).__name__}: {exc}") from exc
 
 
 def _decode_event(
@@ -235,7 +243,9 @@ def _decode_event(
     source = _header(headers, H_SOURCE)
     if not _NAME_RE.match(source):
         raise MalformedMessageError(f"invalid {H_SOURCE} header: 1-128 printable ASCII characters")
-    task_id, attempt = raw.get("task"), raw.get("attempt")
+    task_id, attempt, ts = raw.get("task"), raw.get("attempt"), raw.get("ts")
+    if not (type(ts) is int and 0 <= ts <= MAX_COUNTER):
+        raise MalformedMessageError("invalid timestamp in the event body (0 to 2^63-1 ns)")
     if task_id is not None and not (isinstance(task_id, str) and TASK_ID_RE.match(task_id)):
         raise MalformedMessageError("invalid task id in the event body")
     if attempt is not None and not (type(attempt) is int and 0 <= attempt <= MAX_ATTEMPT):
@@ -247,7 +257,7 @@ def _decode_event(
             type=event_type,
             workflow_id=workflow_id,
             source=source,
-            timestamp=raw.get("ts"),
+            timestamp=ts,
             vclock=VectorClock.decode(_header(headers, H_VCLOCK)),
             data=data,
             task_id=task_id,
@@ -332,7 +342,7 @@ def encode_task(
 ) -> tuple[str, dict[str, str], bytes]:
     """``(subject, headers, body)`` of a task message; raises PayloadTooLargeError."""
     headers = {
-        H_MSG_ID: task.msg_id,
+        H_MSG_ID: seal.message_id(task.msg_id) if seal is not None else task.msg_id,
         H_TYPE: TASK_TYPE,
         H_SCHEMA: str(SCHEMA_VERSION),
         H_VCLOCK: task.vclock.encode(),
@@ -363,12 +373,8 @@ def decode_task(
 ) -> TaskMessage:
     """Rebuild a task message; raises MalformedMessageError (with a seal: also
     when it is not signed by a coordinator, replayed or undecryptable)."""
-    try:
+    with _unreadable("task"):
         return _decode_task(subject, headers, body, seal, stored_ns)
-    except MalformedMessageError:
-        raise
-    except Exception as exc:  # whatever a decoder raises, it is the message's fault
-        raise MalformedMessageError(f"task cannot be read: {type(exc).__name__}: {exc}") from exc
 
 
 def _decode_task(

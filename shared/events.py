@@ -18,6 +18,11 @@ from shared.ids import ID_RE
 from shared.vclock import VectorClock
 from shared.workflow import TaskSpec, WorkflowDefinition
 
+MAX_APPROVAL_WAIT_S = 30 * 86400
+"""Longest an approval may wait (a gate's ``timeout_s``, a handler's request)."""
+MAX_APPROVALS = 10_000
+"""Most ``ctx.request_approval`` calls one task may make."""
+
 SCHEMA_VERSION = 1
 """Version of task messages, and the first version of every event payload
 (payloads changed since have their own in :mod:`shared.schemas`)."""
@@ -311,9 +316,9 @@ class TaskApprovalRequested(Payload):
     data: Any = None
     gate: bool = False
     """True for the workflow file's ``approval:`` gate (asked before the task runs)."""
-    index: int = 0
+    index: int = Field(default=0, ge=0, le=MAX_APPROVALS)
     """Which ``ctx.request_approval`` call of the handler asked (0, 1, ...)."""
-    timeout_s: float | None = None
+    timeout_s: float | None = Field(default=None, gt=0, le=MAX_APPROVAL_WAIT_S)
     on_timeout: str = "reject"
     worker: str = ""
 
@@ -519,7 +524,7 @@ class Event(BaseModel):
     type: EventType
     workflow_id: str
     source: str
-    timestamp: int
+    timestamp: int = Field(ge=0, le=2**63 - 1)
     """Nanoseconds since the epoch, on the publishing node."""
     vclock: VectorClock
     data: SerializeAsAny[Payload]
@@ -548,6 +553,8 @@ class Event(BaseModel):
 __all__ = [
     "FORBIDDEN",
     "INTERVENTIONS",
+    "MAX_APPROVALS",
+    "MAX_APPROVAL_WAIT_S",
     "NOT_FOLDED",
     "PAYLOADS",
     "SCHEMA_VERSION",

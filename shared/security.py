@@ -398,6 +398,13 @@ class Seal:
         self._ciphers = {
             kid: AESGCM(key) for kid, key in (data_keys.keys if data_keys else {}).items()
         }
+        self._id_key = (
+            hashlib.blake2b(
+                b"agenticflow message ids", key=data_keys.keys[data_keys.current]
+            ).digest()
+            if data_keys is not None
+            else None
+        )
 
     @property
     def active(self) -> bool:
@@ -410,6 +417,17 @@ class Seal:
         return self.identity.principal if self.identity else ""
 
     # Messages ---------------------------------------------------------------
+    def message_id(self, derived: str) -> str:
+        """The ``Nats-Msg-Id`` to publish a derived id under: with a data key, the
+        id followed by a digest keyed by it. Every holder of the key computes the
+        same id (so a re-sent or re-issued message is still deduplicated), and
+        nobody without it can store a message under that id first and have
+        JetStream drop the genuine one as a duplicate."""
+        if self._id_key is None:
+            return derived
+        digest = hashlib.blake2b(derived.encode(), key=self._id_key, digest_size=8).hexdigest()
+        return f"{derived}:{digest}"
+
     def close(
         self,
         subject: str,

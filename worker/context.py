@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from shared.events import ApprovalDecision
+from shared.events import MAX_APPROVAL_WAIT_S, ApprovalDecision
 from worker.effects import Effects
 
 if TYPE_CHECKING:
@@ -153,6 +153,10 @@ class TaskContext:
         """
         if on_timeout not in ON_TIMEOUT:
             raise ValueError(f"on_timeout must be one of {', '.join(ON_TIMEOUT)}")
+        if timeout_s is not None and not 0 < timeout_s <= MAX_APPROVAL_WAIT_S:
+            raise ValueError(
+                f"timeout_s must be over 0 and at most {MAX_APPROVAL_WAIT_S} (30 days)"
+            )
         index = self._approval_calls[0]
         self._approval_calls[0] += 1
         if index < len(self.approvals):

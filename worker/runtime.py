@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import os
 import socket
 import time
@@ -173,8 +172,6 @@ class Worker:
         """Capabilities refused a slot, longest waiting first (when slots are scarce)."""
         """Task messages delivered to this process and not finished yet."""
         self._clocks = ClockBook(node_id, keep=_CLOCKS_KEPT)
-        self._id_key = os.urandom(16)
-        """Keys the digest that ends this process's event ids (see :meth:`_event`)."""
         self._running: set[asyncio.Task[Any]] = set()
         now = time.time_ns()
         self.instances: dict[str, list[AgentInstance]] = {
@@ -495,17 +492,9 @@ class Worker:
         return self._clocks.tick(workflow_id, incoming)
 
     def _event(self, task: TaskMessage, event_type: EventType, data: Payload, what: str) -> Event:
-        """An event about ``task``, its clock ticked now (so clocks follow call order).
-
-        Its id is derived (a re-sent publish is deduplicated) and ends in a keyed
-        digest only this process can compute: nobody can store a message under
-        the id of an outcome first and so have JetStream drop the genuine one. A
-        redelivered task run by another worker reports under other ids; the
-        coordinator applies one outcome per attempt."""
-        key = task_key(task.workflow_id, task.task_id, task.attempt, what)
-        digest = hashlib.blake2b(key.encode(), key=self._id_key, digest_size=8).hexdigest()
+        """An event about ``task``, its clock ticked now (so clocks follow call order)."""
         return Event(
-            id=f"{key}:{digest}",
+            id=task_key(task.workflow_id, task.task_id, task.attempt, what),
             type=event_type,
             workflow_id=task.workflow_id,
             source=self.node_id,

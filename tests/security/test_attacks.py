@@ -30,6 +30,9 @@ from tests.security.conftest import Target, forged
 
 pytestmark = pytest.mark.timeout(180)
 
+LISTENING = {"id": "s", "capability": "listen", "params": {"timeout": 90}}
+"""A task that runs until feedback arrives (``_finish``): no race with the attack."""
+
 GATED = wf(
     {"id": "pay", "capability": "echo", "approval": {"required": True}, "params": {"to": "bob"}},
     {"id": "after", "capability": "echo", "depends_on": ["pay"]},
@@ -53,6 +56,15 @@ async def _still_serving(target: Target) -> None:
     coordinator = target.cluster.coordinator
     assert coordinator is not None
     assert coordinator.poll() is None
+
+
+async def _finish(target: Target, workflow_id: str) -> WorkflowState:
+    """Wake the listening task with feedback; the workflow completes."""
+    await target.client.feedback(workflow_id, "go on")
+    state = await target.client.wait(workflow_id, timeout=60)
+    assert state.status == WorkflowStatus.COMPLETED
+    assert state.tasks["s"].result["got"] == "go on"
+    return state
 
 
 async def _approve_and_finish(target: Target, victim: WorkflowState) -> WorkflowState:
@@ -142,9 +154,7 @@ async def test_an_outcome_cannot_settle_a_task_waiting_for_approval(target: Targ
 async def test_only_the_worker_that_claimed_an_attempt_settles_it(target: Target) -> None:
     if not target.secure:
         pytest.skip("without keys no sender is known: the attempt and clock rules apply")
-    workflow_id = await target.client.submit(
-        wf({"id": "s", "capability": "slow", "params": {"seconds": 1.5}})
-    )
+    workflow_id = await target.client.submit(wf(LISTENING))
     started = await target.until_state(
         workflow_id, lambda s: s.tasks["s"].status == TaskStatus.RUNNING
     )
@@ -162,9 +172,7 @@ async def test_only_the_worker_that_claimed_an_attempt_settles_it(target: Target
     )
     rejected = await target.rejection(seq)
     assert (rejected.code, rejected.sender) == ("not_claimant", "worker-2")
-    state = await target.client.wait(workflow_id, timeout=60)
-    assert state.tasks["s"].result != "forged"
-    assert state.status == WorkflowStatus.COMPLETED
+    await _finish(target, workflow_id)
 
 
 # 3. Outcome for an attempt never dispatched ---------------------------------------
@@ -173,7 +181,7 @@ async def test_only_the_worker_that_claimed_an_attempt_settles_it(target: Target
 async def test_an_outcome_for_an_attempt_never_dispatched_is_refused(target: Target) -> None:
     workflow_id = await target.client.submit(
         wf(
-            {"id": "s", "capability": "slow", "params": {"seconds": 1.5}},
+            LISTENING,
             {"id": "next", "capability": "echo", "depends_on": ["s"]},
         )
     )
@@ -194,9 +202,7 @@ async def test_an_outcome_for_an_attempt_never_dispatched_is_refused(target: Tar
     rejected = await target.rejection(seq)
     assert rejected.code == "not_dispatched"
     assert "attempt 5" in rejected.reason
-    state = await target.client.wait(workflow_id, timeout=60)
-    assert state.status == WorkflowStatus.COMPLETED
-    assert state.tasks["s"].result != "forged"
+    state = await _finish(target, workflow_id)
     assert state.tasks["next"].result["inputs"]["s"] == state.tasks["s"].result
     records = [
         e
@@ -240,9 +246,7 @@ async def test_a_resume_without_permission_runs_nothing_again(target: Target) ->
 
 
 async def test_no_poison_stops_the_coordinator(target: Target) -> None:
-    workflow_id = await target.client.submit(
-        wf({"id": "s", "capability": "slow", "params": {"seconds": 2}})
-    )
+    workflow_id = await target.client.submit(wf(LISTENING))
     running = await target.until_state(
         workflow_id, lambda s: s.tasks["s"].status == TaskStatus.RUNNING
     )
@@ -305,8 +309,7 @@ async def test_no_poison_stops_the_coordinator(target: Target) -> None:
             for _, e in o.seen
         )
     )
-    state = await target.client.wait(workflow_id, timeout=60)
-    assert state.status == WorkflowStatus.COMPLETED
+    state = await _finish(target, workflow_id)
     assert not state.paused
     assert len(state.vclock) <= target.bus.settings.max_clock_entries
     assert max(state.vclock.values()) < 2**62

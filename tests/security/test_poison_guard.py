@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from agenticflow.server import NatsServer
-from coordinator import service
+from coordinator import reducer, service
 from coordinator.client import Client
 from coordinator.service import Coordinator
 from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
@@ -28,7 +28,7 @@ from shared.transport import Bus, connected
 from tests.chaos.helpers import Observer
 from tests.conftest import unique_prefix
 from tests.integration.helpers import run, wf
-from tests.support.app import core
+from tests.support.app import app
 from worker.runtime import Worker
 
 pytestmark = pytest.mark.timeout(120)
@@ -54,8 +54,9 @@ class Rig:
         return records[0]
 
     async def running(self) -> WorkflowState:
+        """A workflow whose task runs until feedback arrives."""
         workflow_id = await self.client.submit(
-            wf({"id": "s", "capability": "slow", "params": {"seconds": 4.0}})
+            wf({"id": "s", "capability": "listen", "params": {"timeout": 90}})
         )
         async for state in self.client.states(workflow_id):
             if state.tasks["s"].status == TaskStatus.RUNNING:
@@ -79,7 +80,7 @@ async def rig(nats_server: NatsServer) -> AsyncIterator[Rig]:
         connected(settings, name="guard-coordinator", role="coordinator") as coordinator_bus,
         Coordinator(bus=coordinator_bus, node_id="coord-guard"),
         connected(settings, name="guard-worker", role="worker") as worker_bus,
-        Worker(bus=worker_bus, app=core, node_id="w-guard", concurrency=4),
+        Worker(bus=worker_bus, app=app, node_id="w-guard", concurrency=32),
         connected(settings, name="guard-client") as bus,
     ):
         observer = Observer(bus)
@@ -88,7 +89,7 @@ async def rig(nats_server: NatsServer) -> AsyncIterator[Rig]:
 
 
 def _raising_for(marker: Callable[[Event], bool]) -> Callable[..., Any]:
-    real = service.apply
+    real = reducer.apply
 
     def apply(state: WorkflowState | None, event: Event, **kwargs: Any) -> Any:
         if marker(event):
@@ -122,6 +123,7 @@ async def test_an_event_whose_fold_raises_is_dead_lettered(
     record = await rig.poison_record(seq)
     assert record.code == "poison_message"
     assert "injected fault while folding" in record.reason
+    await rig.client.feedback(state.workflow_id, "go on")
     done = await rig.client.wait(state.workflow_id, timeout=60)
     assert done.status == WorkflowStatus.COMPLETED
     fresh = await run(rig.client, wf({"id": "a", "capability": "add", "params": {"value": 1}}))

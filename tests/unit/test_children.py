@@ -498,7 +498,9 @@ def test_a_refold_after_a_crash_reissues_the_same_messages() -> None:
         assert first == _ids_of_commands(events)
     ids = [e.id for e in world.stream]
     assert len(ids) == len(set(ids))
-    assert _ids_of_commands(world.events(CHILD))[-1] == task_key(ROOT, "research", 1, "completed")
+    assert _ids_of_commands(world.events(CHILD))[-1] == task_key(
+        ROOT, "research", 1, "child_completed"
+    )
 
 
 def _ids_of_commands(events: list[Event]) -> list[str]:
@@ -582,7 +584,7 @@ def test_an_oversized_child_submission_fails_its_parent_task_instead() -> None:
     start = next(e for e in world.stream if e.workflow_id == CHILD)
     failure = children.too_large(start, PayloadTooLargeError("too big"))
     assert failure is not None
-    assert failure.id == task_key(ROOT, "research", 1, "failed")
+    assert failure.id == task_key(ROOT, "research", 1, "child_failed")
     assert isinstance(failure.data, TaskFailed)
     assert not failure.data.error.retryable
     assert children.too_large(world.stream[0], PayloadTooLargeError("x")) is None

@@ -1,0 +1,33 @@
+"""The README's threat model names, for each attack, a test that exists."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _threat_model() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("### Threat model")
+    return text[start : text.index("\n## ", start)]
+
+
+def test_every_attack_in_the_readme_table_names_an_existing_test() -> None:
+    text = _threat_model()
+    table = text[text.index("| attack | defence | test |") :].split("\n\n", 1)[0]
+    rows = table.splitlines()[2:]
+    assert len(rows) >= 10
+    cited = [re.findall(r"`(tests/[^`:]+)(?:::(\w+))?`", row) for row in rows]
+    assert all(cited), "every row cites a test"
+    for path, name in (ref for refs in cited for ref in refs):
+        source = (ROOT / path).read_text(encoding="utf-8")
+        if name:
+            assert re.search(rf"^(async )?def {name}\(", source, re.M), f"{path}::{name}"
+
+
+def test_the_readme_says_plainly_what_default_mode_does_not_protect() -> None:
+    text = _threat_model()
+    assert "Default mode protects against accidents, not attackers" in text
+    assert "anyone who can publish" in text
