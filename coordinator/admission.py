@@ -18,9 +18,11 @@ workflow state. No I/O, no clock reads.
 Rules, in order:
 
 1. **Clocks are bounded**: at most ``max_clock_entries`` entries, and merging
-   it may not grow the workflow's clock past that; counters below
-   :data:`COUNTER_LIMIT` (headroom under 2^63 for our own increments). Node ids
-   and the 19-digit bound are checked when the header is parsed.
+   it may not grow the workflow's clock past that; an event adds no entry but
+   its sender's (and the coordinator's own two), and moves no entry more than
+   :data:`MAX_STEP` past the workflow's; counters below :data:`COUNTER_LIMIT`
+   (headroom under 2^63 for our own increments). Node ids and the 19-digit
+   bound are checked when the header is parsed.
 2. **Unknown workflows**: only a submission (or the coordinator's own
    rejection of one) may name a workflow that does not exist.
 3. **Submissions**: a child link (``parent``) only from a coordinator, under
@@ -53,14 +55,20 @@ from shared.events import (
     EventType,
     InterventionRequested,
     TaskApprovalRequested,
+    TaskBid,
     WorkflowResumeRequested,
     WorkflowSubmitted,
 )
 from shared.hierarchy import ParentLink, child_workflow_id
 from shared.rbac import Policy
-from shared.vclock import MAX_COUNTER
+from shared.vclock import MAX_COUNTER, VectorClock
 
 COUNTER_LIMIT = MAX_COUNTER - 2**32
+MAX_STEP = 2**32
+"""Most an event may move one clock entry past the workflow's: no node publishes
+2^32 events about one workflow, and 2^63 stays out of reach."""
+_COORDINATOR_ENTRIES = (COORDINATOR_NODE, "coord-shell")
+"""The coordinator's own entries: any of its events may add them."""
 """Largest clock counter admitted: the coordinator increments merged entries, and
 a counter that could reach 2^63 would make the workflow's state unencodable."""
 
@@ -87,6 +95,8 @@ ADMISSION_CODES = frozenset(
         FORBIDDEN,
         "clock_too_large",
         "clock_overflow",
+        "clock_jump",
+        "clock_foreign_entries",
         "unknown_workflow",
         "wrong_role",
         "malformed_request",
@@ -191,21 +201,42 @@ def _clock(state: WorkflowState | None, event: Event, rules: Rules) -> Refuse | 
         return Refuse(
             "clock_too_large", f"its vector clock has {len(clock)} entries, more than {limit}"
         )
+    known = state.vclock if state is not None else VectorClock()
     for node, counter in clock.items():
         if counter > COUNTER_LIMIT:
             return Refuse(
                 "clock_overflow", f"its vector clock's counter for {node!r} is too close to 2^63"
             )
-    if state is not None:
-        known = state.vclock
-        grown = len(known) + sum(1 for node in clock if node not in known)
-        if grown > limit:
+        if counter - known.get(node) > MAX_STEP:
             return Refuse(
-                "clock_too_large",
-                f"merging its vector clock would give the workflow {grown} clock entries, "
-                f"more than {limit}",
+                "clock_jump",
+                f"its vector clock moves {node!r} more than 2^32 ahead of the workflow's",
             )
+    return None if state is None else _growth(known, event, limit)
+
+
+def _growth(known: VectorClock, event: Event, limit: int) -> Refuse | None:
+    """Merging the event's clock adds only its sender's entry, within the bound."""
+    new = [node for node in event.vclock if node not in known]
+    foreign = [node for node in new if node not in (event.source, *_COORDINATOR_ENTRIES)]
+    if foreign:
+        return Refuse(
+            "clock_foreign_entries",
+            f"its vector clock adds entries for other nodes ({_listed(foreign)}): an event "
+            "may add only its sender's",
+        )
+    if len(known) + len(new) > limit:
+        return Refuse(
+            "clock_too_large",
+            f"merging its vector clock would give the workflow {len(known) + len(new)} "
+            f"clock entries, more than {limit}",
+        )
     return None
+
+
+def _listed(nodes: list[str]) -> str:
+    shown = ", ".join(repr(n) for n in nodes[:3])
+    return shown + (f" and {len(nodes) - 3} more" if len(nodes) > 3 else "")
 
 
 def _unknown(event: Event, rules: Rules) -> Verdict:
@@ -301,7 +332,11 @@ def _outcome(  # noqa: PLR0911 - one return per rule reads best
     if attempt < task.attempts or attempt <= task.attempt_base:
         return Ignore("an outcome of a superseded attempt")
     if kind == EventType.TASK_BID:
-        return ADMIT if task.status == TaskStatus.AUCTION else Ignore("the auction is closed")
+        if task.status != TaskStatus.AUCTION:
+            return Ignore("the auction is closed")
+        if not isinstance(event.data, TaskBid) or event.data.worker != event.source:
+            return Refuse("not_claimant", "a bid names another worker than its sender")
+        return ADMIT
     if task.status not in _TASK_DISPATCHED:
         if kind in _SETTLING and task.status in (TaskStatus.WAITING_APPROVAL, TaskStatus.AUCTION):
             return Refuse(

@@ -1199,11 +1199,18 @@ def fold(events: list[Event], *, source: str = COORDINATOR_NODE) -> WorkflowStat
     refused: set[int] = set()
     for e in events:
         data = e.data
+        if e.signer_role not in (None, "coordinator"):
+            continue  # only the coordinator's records of its refusals count
         if isinstance(data, InterventionRefused) and data.code in ADMISSION_CODES:
-            forbidden.add(data.request_id)
+            if data.stream_seq is None:
+                forbidden.add(data.request_id)  # recorded before refusals named the request
+            elif e.seq is None or data.stream_seq < e.seq:
+                refused.add(data.stream_seq)
         elif (
             isinstance(data, MessageRejected)
             and data.stream_seq is not None
+            and (e.seq is None or data.stream_seq < e.seq)
+            and e.id.startswith("rejected:")
             and f".evt.{e.workflow_id}." in data.subject
         ):
             refused.add(data.stream_seq)

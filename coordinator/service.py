@@ -758,6 +758,7 @@ class Coordinator:
                     reason=refused.reason,
                     code=refused.code,
                     by=event.signer or data.by,
+                    stream_seq=event.seq,
                 ),
                 key=workflow_key(event.workflow_id, f"intervention:{data.request_id}:refused"),
             )
@@ -1165,13 +1166,12 @@ class Coordinator:
         """Add an emitted event to ``outgoing`` (slimmed when too large; left out,
         never retried for ever, when it cannot be encoded at all)."""
         try:
-            outgoing.append(self.bus.encode_event(event))
+            encoded = self.bus.encode_event(event)
         except PayloadTooLargeError as too_big:
-            # The state keeps the data; the event says where to find it.
+            # The state keeps the data; the event says where to find it. A child
+            # workflow that cannot start fails its parent's task instead.
             log.warning("event too large; stored without its bulky data", error=str(too_big))
-            # A child workflow that cannot start fails its parent's task instead.
             instead = children.too_large(event, too_big) or _slim(event)
-            outgoing.append(self.bus.encode_event(instead))
         except MalformedMessageError as unencodable:
             log.error(
                 "event cannot be encoded; not published",
@@ -1179,6 +1179,21 @@ class Coordinator:
                 event_type=event.type.value,
                 error=str(unencodable),
             )
+            return
+        else:
+            outgoing.append(encoded)
+            return
+        for attempt in (instead, _shrunk(instead)):
+            if attempt is None:
+                break
+            with contextlib.suppress(PayloadTooLargeError, MalformedMessageError):
+                outgoing.append(self.bus.encode_event(attempt))
+                return
+        log.error(
+            "event too large even cut short; not published",
+            workflow_id=event.workflow_id,
+            event_type=event.type.value,
+        )
 
     async def _shell_emit(
         self,
@@ -1195,19 +1210,21 @@ class Coordinator:
         base = entry.state.vclock if entry else VectorClock()
         counter = max(self._shell_counters.get(workflow_id, 0), base.get(SHELL_NODE)) + 1
         self._shell_counters[workflow_id] = counter
-        await self.bus.publish_event(
-            Event(
-                id=key,
-                type=event_type,
-                workflow_id=workflow_id,
-                source=self.node_id,
-                timestamp=time.time_ns(),
-                vclock=base.merge({SHELL_NODE: counter}),
-                data=data,
-                task_id=task_id,
-                attempt=attempt,
-            )
+        event = Event(
+            id=key,
+            type=event_type,
+            workflow_id=workflow_id,
+            source=self.node_id,
+            timestamp=time.time_ns(),
+            vclock=base.merge({SHELL_NODE: counter}),
+            data=data,
+            task_id=task_id,
+            attempt=attempt,
         )
+        outgoing: list[Outgoing] = []
+        self._encode_emit(event, outgoing)  # never raises for what the event holds
+        if outgoing:
+            await self.bus.publish_many(outgoing)
 
     # Timers -------------------------------------------------------------
     def _arm(self, timer: ArmTimer) -> None:
@@ -1476,6 +1493,31 @@ def _slim(event: Event) -> Event:
         data = data.model_copy(update={"output": dict.fromkeys(data.output, note)})
     elif isinstance(data, TaskApprovalRequested):
         data = data.model_copy(update={"data": {"omitted": "too large for one message"}})
+    return event.model_copy(update={"data": data})
+
+
+_CUT_TEXT = 2048
+_CUT_ITEMS = 64
+
+
+def _shrunk(event: Event) -> Event | None:
+    """The event with every text cut to 2 KiB and every list and map to 64 items
+    (None if its payload is not valid so cut): the last resort before dropping
+    an event too large to publish, such as a failure repeating a huge message."""
+
+    def cut(value: Any) -> Any:
+        if isinstance(value, str) and len(value) > _CUT_TEXT:
+            return f"{value[:_CUT_TEXT]}... ({len(value)} characters, cut)"
+        if isinstance(value, list):
+            return [cut(v) for v in value[:_CUT_ITEMS]]
+        if isinstance(value, dict):
+            return {k: cut(v) for k, v in list(value.items())[:_CUT_ITEMS]}
+        return value
+
+    try:
+        data = type(event.data).model_validate(cut(event.data.model_dump(mode="python")))
+    except ValueError:
+        return None
     return event.model_copy(update={"data": data})
 
 

@@ -374,11 +374,15 @@ FORBIDDEN = "forbidden"
 """Code of an intervention refused because its sender's roles do not allow it."""
 
 
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
+"""What a request id may be: it becomes part of message ids (headers)."""
+
+
 class InterventionRequested(Payload):
     """Someone steers a running workflow (the coordinator applies or refuses it)."""
 
-    request_id: str
-    action: str
+    request_id: str = Field(pattern=REQUEST_ID_PATTERN)
+    action: str = Field(max_length=32)
     """One of :data:`INTERVENTIONS`."""
     by: str = ""
     reason: str = ""
@@ -411,6 +415,9 @@ class InterventionRefused(Payload):
     reason: str
     code: str
     by: str = ""
+    stream_seq: int | None = None
+    """The refused request's stream sequence, when admission refused it (replay
+    skips that request, not every request with its id)."""
 
 
 class WorkflowAborted(Payload):

@@ -46,7 +46,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from coordinator.admission import Admit, Rules, Verdict, admit
+from coordinator.admission import COUNTER_LIMIT, Admit, Rules, Verdict, admit
 from coordinator.reducer import COORDINATOR_NODE, ArmTimer, Command, Dispatch, Emit, apply, reduce
 from coordinator.state import (
     ACTIVE_TASK,
@@ -470,7 +470,7 @@ CLOCKS = st.builds(
     shape=st.sampled_from(
         [
             *("dispatch", "dispatch", "dispatch", "behind", "behind"),
-            *("empty", "workflow", "plus_one", "wide", "huge"),
+            *("empty", "workflow", "plus_one", "wide", "huge", "near_limit", "fill"),
         ]
     ),
     width=st.integers(1, 100),
@@ -901,6 +901,11 @@ class AdmissionMachine(RuleBasedStateMachine):
             return world.state.vclock.merge({"evil": max(1, choice.counter)})
         if choice.shape == "wide":
             return dispatched.merge({f"n{i}": max(1, choice.counter) for i in range(choice.width)})
+        if choice.shape == "near_limit":  # the coordinator's next increment would overflow
+            return dispatched.merge({COORDINATOR_NODE: COUNTER_LIMIT - choice.width})
+        if choice.shape == "fill":  # junk entries up to the bound: no newcomer would fit
+            room = MAX_CLOCK - len(dispatched) - 1
+            return dispatched.merge({f"j{i}": 1 for i in range(max(room, 0))})
         return dispatched.merge({COORDINATOR_NODE: choice.counter, "evil": choice.counter})
 
     def stored_ns(self, choice: str | int, task: TaskState | None) -> int | None:
@@ -936,6 +941,8 @@ class AdmissionMachine(RuleBasedStateMachine):
         assert WorkflowState.from_snapshot(data).to_snapshot() == data
         assert len(state.vclock) <= MAX_CLOCK, state.vclock
         assert all(0 < counter < 2**63 for counter in state.vclock.values()), state.vclock
+        # ... and far from its limits: one event cannot freeze the workflow
+        assert all(counter < 2**40 for counter in state.vclock.values()), state.vclock
 
     @invariant()
     def task_counts_add_up(self) -> None:

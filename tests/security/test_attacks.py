@@ -11,14 +11,19 @@ from collections.abc import Callable
 
 import pytest
 
+from coordinator.admission import COUNTER_LIMIT
 from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
-from shared.codec import H_SCHEMA, H_VCLOCK, TaskMessage, encode_task
+from shared.codec import H_SCHEMA, H_VCLOCK, TaskMessage, encode_event, encode_task, pack, unpack
 from shared.events import (
+    ErrorInfo,
+    Event,
     EventType,
     InterventionRequested,
     MessageRejected,
     TaskCompleted,
+    TaskFailed,
     TaskHeartbeat,
+    WorkflowFailed,
     WorkflowResumeRequested,
     WorkflowSubmitted,
 )
@@ -135,6 +140,7 @@ async def test_an_outcome_cannot_settle_a_task_waiting_for_approval(target: Targ
                 victim.workflow_id,
                 EventType.TASK_COMPLETED,
                 TaskCompleted(result={"forged": True}, worker="w-evil", agent="echo"),
+                source="w-evil",
                 vclock=victim.vclock.increment("w-evil"),
                 task_id="pay",
                 attempt=attempt,
@@ -164,6 +170,7 @@ async def test_only_the_worker_that_claimed_an_attempt_settles_it(target: Target
             workflow_id,
             EventType.TASK_COMPLETED,
             TaskCompleted(result="forged", worker="w-evil"),
+            source="w-evil",
             vclock=started.vclock.increment("w-evil"),
             task_id="s",
             attempt=1,
@@ -193,6 +200,7 @@ async def test_an_outcome_for_an_attempt_never_dispatched_is_refused(target: Tar
             workflow_id,
             EventType.TASK_COMPLETED,
             TaskCompleted(result="forged", worker="w-evil"),
+            source="w-evil",
             vclock=running.vclock.increment("w-evil"),
             task_id="s",
             attempt=5,
@@ -255,6 +263,7 @@ async def test_no_poison_stops_the_coordinator(target: Target) -> None:
         workflow_id,
         EventType.TASK_HEARTBEAT,
         TaskHeartbeat(worker="w-evil"),
+        source="w-evil",
         vclock=clock,
         task_id="s",
         attempt=1,
@@ -345,3 +354,98 @@ async def test_a_task_message_no_coordinator_dispatched_is_not_run(target: Targe
     assert rejected.code == "forged_message"
     assert not target.seen(workflow_id, EventType.TASK_STARTED), "the handler never ran"
     await _still_serving(target)
+
+
+async def test_a_refusal_that_cannot_be_written_stops_nothing(target: Target) -> None:
+    # An intervention whose request id holds a line feed, or is 600 KB long: its
+    # refusal record would repeat the id in a header. Refused as unreadable.
+    workflow_id = await target.client.submit(wf(LISTENING))
+    running = await target.until_state(
+        workflow_id, lambda s: s.tasks["s"].status == TaskStatus.RUNNING
+    )
+    request = forged(
+        workflow_id,
+        EventType.INTERVENTION_REQUESTED,
+        InterventionRequested(request_id="placeholder", action="pause", by="client"),
+        source="client",
+        vclock=running.vclock.increment("client"),
+    )
+    _, _, plain = encode_event(request, target.bus.names)
+    seqs: list[int] = []
+    for bad in ("x\ny", "r" * 600_000):
+        body = unpack(plain)
+        body["data"]["request_id"] = bad
+        seqs.append(
+            await target.publish(
+                request.model_copy(update={"id": f"{request.id}-{len(seqs)}"}),
+                as_="client",
+                body=pack(body),
+            )
+        )
+    codes = [(await target.rejection(seq)).code for seq in seqs]
+    assert codes == ["malformed_message", "malformed_message"]
+    assert not (await target.client.status(workflow_id)).paused
+    await _finish(target, workflow_id)
+    await _still_serving(target)
+
+
+async def test_a_huge_failure_message_does_not_jam_the_coordinator(target: Target) -> None:
+    # A 600 KB error message: the workflow's failure repeats it twice (over 1 MiB).
+    workflow_id = await target.client.submit(wf(LISTENING))
+    running = await target.until_state(
+        workflow_id, lambda s: s.tasks["s"].status == TaskStatus.RUNNING
+    )
+    failure = TaskFailed(
+        error=ErrorInfo(type="Boom", message="m" * 600_000, retryable=False),
+        worker=running.tasks["s"].worker or "",
+    )
+    await target.publish(
+        forged(
+            workflow_id,
+            EventType.TASK_FAILED,
+            failure,
+            source=running.tasks["s"].worker or "w",
+            vclock=running.vclock.increment(running.tasks["s"].worker or "w"),
+            task_id="s",
+            attempt=1,
+        ),
+        as_="worker",
+    )
+    state = await target.client.wait(workflow_id, timeout=60)
+    assert state.status == WorkflowStatus.FAILED
+    (failed,) = target.seen(workflow_id, EventType.WORKFLOW_FAILED)
+    assert isinstance(failed.data, WorkflowFailed)
+    assert "characters, cut" in failed.data.reason
+    await _still_serving(target)
+
+
+async def test_one_event_cannot_freeze_a_workflows_clock(target: Target) -> None:
+    # A counter next to the limit on the coordinator's entry (its next increment
+    # would overflow), or 60 junk entries (new nodes would not fit): both refused.
+    workflow_id = await target.client.submit(wf(LISTENING))
+    running = await target.until_state(
+        workflow_id, lambda s: s.tasks["s"].status == TaskStatus.RUNNING
+    )
+    worker = running.tasks["s"].worker or "w"
+
+    def beat(clock: VectorClock) -> Event:
+        return forged(
+            workflow_id,
+            EventType.TASK_HEARTBEAT,
+            TaskHeartbeat(worker=worker),
+            source=worker,
+            vclock=clock,
+            task_id="s",
+            attempt=1,
+        )
+
+    near = running.vclock.merge({"coord": COUNTER_LIMIT}).increment(worker)
+    junk = running.vclock.merge({f"j{i}": 1 for i in range(60)}).increment(worker)
+    codes = [
+        (await target.rejection(await target.publish(beat(clock), as_="worker"))).code
+        for clock in (near, junk)
+    ]
+    assert codes == ["clock_jump", "clock_foreign_entries"]
+    # the honest actions still work: an intervention from a new client, the outcome
+    state = await _finish(target, workflow_id)
+    assert state.vclock.get("coord") < 2**32

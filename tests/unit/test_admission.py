@@ -28,6 +28,7 @@ from shared.events import (
     FORBIDDEN,
     Event,
     EventType,
+    InterventionRefused,
     InterventionRequested,
     MessageRejected,
     Origin,
@@ -88,6 +89,9 @@ def refused(sim: Sim, event: Event, code: str) -> str:
 
 
 def completed_for(task: TaskMessage, sim: Sim, **update: Any) -> Event:
+    """A completion of ``task``; another ``source`` ticks its own clock entry."""
+    if "source" in update and "vclock" not in update:
+        update["vclock"] = task.vclock.increment(update["source"])
     return sim.completed(task, "forged").model_copy(update=update)
 
 
@@ -133,7 +137,7 @@ def test_a_task_waiting_at_its_gate_settles_only_by_a_decision() -> None:
 def test_an_outcome_that_does_not_follow_its_dispatch_is_refused() -> None:
     sim = Sim()
     task = only_dispatch(sim.submit(ONE))
-    blind = completed_for(task, sim, vclock=VectorClock({"mallory": 1}))
+    blind = completed_for(task, sim, vclock=VectorClock({"w1": 1}))
     refused(sim, blind, "clock_behind_dispatch")
     behind = task.vclock.to_dict()
     behind[COORDINATOR_NODE] -= 1
@@ -202,16 +206,26 @@ def test_clocks_are_bounded_in_entries_and_counters() -> None:
     wide = verdict(task.vclock.merge({f"n{i}": 1 for i in range(9)}))
     assert isinstance(wide, Refuse)
     assert (wide.code, "more than 8" in wide.reason) == ("clock_too_large", True)
-    # within the bound alone, but the workflow's clock would outgrow it
-    growing = task.vclock.merge({f"g{i}": 1 for i in range(8 - len(task.vclock))})
-    assert len(growing) == 8
-    assert verdict(growing) == Refuse(
+    # an event adds no entry but its sender's: a few junk entries would fill the clock
+    junk = verdict(task.vclock.merge({"n1": 1, "w1": 1}))
+    assert isinstance(junk, Refuse)
+    assert junk.code == "clock_foreign_entries"
+    # nor moves an entry far ahead of the workflow's (the coordinator's next
+    # increment would then pass 2^63 and every later event be refused)
+    jump = verdict(task.vclock.merge({COORDINATOR_NODE: 2**40}))
+    assert isinstance(jump, Refuse)
+    assert jump.code == "clock_jump"
+    huge = verdict(task.vclock.merge({"w1": COUNTER_LIMIT + 1}))
+    assert isinstance(huge, Refuse)
+    assert huge.code == "clock_overflow"
+    # a sender's own new entry, when the workflow's clock is full
+    full = sim.st.model_copy(update={"vclock": sim.st.vclock.merge({f"f{i}": 1 for i in range(5)})})
+    assert len(full.vclock) == 8
+    newcomer = completed_for(task, sim, source="w9", vclock=task.vclock.merge({"w9": 1}))
+    assert admit(full, newcomer, RULES) == Refuse(
         "clock_too_large",
         "merging its vector clock would give the workflow 9 clock entries, more than 8",
     )
-    huge = verdict(task.vclock.merge({"x": COUNTER_LIMIT + 1}))
-    assert isinstance(huge, Refuse)
-    assert huge.code == "clock_overflow"
     sim.publish(sim.completed(task, "real"))  # the control
     assert sim.st.status == WorkflowStatus.COMPLETED
     assert len(sim.st.vclock) <= 8
@@ -368,35 +382,73 @@ def test_every_intervention_is_checked_against_the_signers_roles() -> None:
 # Replay ---------------------------------------------------------------------
 
 
-def test_replay_skips_what_the_coordinator_recorded_as_refused() -> None:
-    sim = Sim()
-    task = only_dispatch(sim.submit(ONE))
-    # With a bound of 8 the coordinator refused this; replay's own bound is wider,
-    # so the recorded refusal is what makes replay skip it.
-    wide = completed_for(task, sim, vclock=task.vclock.merge({f"n{i}": 1 for i in range(9)}))
-    stored = wide.model_copy(update={"seq": 100})
-    record = Event(
-        id="rejected:AF_EVENTS:100",
+def _record(sim: Sim, seq: int, refused_seq: int, **update: Any) -> Event:
+    """The coordinator's ``message.rejected`` of the event stored at ``refused_seq``."""
+    return Event(
+        id=f"rejected:AF_EVENTS:{refused_seq}",
         type=EventType.MESSAGE_REJECTED,
         workflow_id=WF,
         source="coordinator",
-        timestamp=stored.timestamp,
+        timestamp=sim.tick(),
         vclock=sim.st.vclock.increment("coord-shell"),
         data=MessageRejected(
-            reason="too wide",
-            code="clock_too_large",
-            subject=f"af.evt.{WF}.task.completed",
+            reason="mallory lacks permission workflow:resume",
+            code=FORBIDDEN,
+            subject=f"af.evt.{WF}.workflow.resume_requested",
+            stream_seq=refused_seq,
+        ),
+        seq=seq,
+    ).model_copy(update=update)
+
+
+def test_replay_skips_what_the_coordinator_recorded_as_refused() -> None:
+    # The coordinator refused mallory's re-run by its policy; replay has no policy,
+    # so the recorded refusal is what makes it skip the request.
+    sim = Sim()
+    sim.publish(sim.completed(only_dispatch(sim.submit(ONE)), "done"))
+    resume = _resume("mallory").model_copy(update={"seq": 100})
+    assert fold([*sim.log, resume]).status == WorkflowStatus.RUNNING  # type: ignore[union-attr]
+    replayed = fold([*sim.log, resume, _record(sim, 101, 100)])
+    assert replayed is not None
+    assert replayed.status == WorkflowStatus.COMPLETED
+    # A record only counts if the coordinator made it, after the event it names.
+    for forged in (
+        _record(sim, 101, 100, signer="mallory", signer_role="client"),
+        _record(sim, 99, 100),
+        _record(sim, 101, 100, id="attack-1"),
+    ):
+        again = fold([*sim.log, resume, forged])
+        assert again is not None
+        assert again.status == WorkflowStatus.RUNNING
+
+
+def test_replay_skips_only_the_intervention_admission_refused() -> None:
+    # A refused request reusing the id of an applied one must not erase it in replay.
+    sim = Sim()
+    sim.submit(GATED)
+    approve = _intervention("approve", by="alice", task_id="pay")
+    sim.publish(approve)
+    assert sim.st.tasks["pay"].status == TaskStatus.SCHEDULED
+    reused = approve.model_copy(update={"seq": 100, "source": "mallory"})
+    refusal = Event(
+        id=workflow_key(WF, "intervention:r-approve:refused"),
+        type=EventType.INTERVENTION_REFUSED,
+        workflow_id=WF,
+        source="coordinator",
+        timestamp=sim.tick(),
+        vclock=sim.st.vclock.increment("coord-shell"),
+        data=InterventionRefused(
+            request_id="r-approve",
+            action="approve",
+            reason="mallory lacks permission workflow:approve",
+            code=FORBIDDEN,
             stream_seq=100,
         ),
         seq=101,
     )
-    replayed = fold([*sim.log, stored, record])
+    replayed = fold([*sim.log, reused, refusal])
     assert replayed is not None
-    assert replayed.tasks["t"].status == TaskStatus.SCHEDULED
-    assert fold([*sim.log, stored]) is not None
-    completed = fold([*sim.log, stored])
-    assert completed is not None
-    assert completed.tasks["t"].status == TaskStatus.COMPLETED  # without the record it would apply
+    assert replayed.tasks["pay"].status == TaskStatus.SCHEDULED
 
 
 def test_a_completed_payload_alone_cannot_complete_a_task() -> None:

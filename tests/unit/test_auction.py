@@ -10,7 +10,16 @@ from hypothesis import strategies as st
 
 from coordinator.auction import AuctionState, Bid, accepts, best
 from coordinator.causality import causality_violations
-from coordinator.reducer import ArmTimer, Command, Dispatch, Emit, fold, pending_timers, reduce
+from coordinator.reducer import (
+    COORDINATOR_NODE,
+    ArmTimer,
+    Command,
+    Dispatch,
+    Emit,
+    fold,
+    pending_timers,
+    reduce,
+)
 from coordinator.replay import BOOKKEEPING
 from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
 from shared.codec import TaskMessage, decode_task, encode_task
@@ -54,7 +63,7 @@ class Run:
         self.state: WorkflowState | None = None
         self.stream: list[Event] = []
         self.commands: list[Command] = []
-        self.clock = VectorClock()
+        self.clocks: dict[str, VectorClock] = {}
         self.fold(
             Event(
                 id=workflow_key(WF, "submitted"),
@@ -87,8 +96,11 @@ class Run:
         attempt: int = 1,
         what: str | None = None,
     ) -> list[Command]:
-        """An event from a worker or the shell, ``at`` seconds after the start."""
-        self.clock = self.clock.merge(self.task_clock(attempt)).increment(source)
+        """An event from a worker or the shell, ``at`` seconds after the start: each
+        node's clock follows what it saw of the task (its own entry ticked)."""
+        seen = self.task_clock(attempt)
+        clock = self.clocks.get(source, VectorClock()).merge(seen).increment(source)
+        self.clocks[source] = clock
         return self.fold(
             Event(
                 id=task_key(WF, "t", attempt, what or f"{event_type.value}:{source}"),
@@ -96,7 +108,7 @@ class Run:
                 workflow_id=WF,
                 source=source,
                 timestamp=T0 + int(at * S),
-                vclock=self.clock,
+                vclock=clock,
                 data=data,
                 task_id="t",
                 attempt=attempt,
@@ -104,7 +116,11 @@ class Run:
         )
 
     def task_clock(self, attempt: int) -> VectorClock:
-        clocks = [e.vclock for e in self.stream if e.task_id == "t" and (e.attempt or 0) <= attempt]
+        clocks = [
+            e.vclock
+            for e in self.stream
+            if e.task_id == "t" and (e.attempt or 0) <= attempt and e.source == COORDINATOR_NODE
+        ]
         merged = VectorClock()
         for clock in clocks:
             merged = merged.merge(clock)
