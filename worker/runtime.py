@@ -954,11 +954,12 @@ class Worker:
             reason=str(exc),
         )
         # The dispatch's clock from the headers (readable even when the body is
-        # not), so the failure follows the dispatch; an oversized one is not merged.
+        # not), so the failure follows the dispatch. Nobody vouches for it, so it
+        # is not kept for this worker's later events (an oversized one not used).
         dispatched = task_clock(msg.headers)
         if len(dispatched) > self.bus.settings.max_clock_entries:
             dispatched = VectorClock()
-        clock = self._tick(workflow_id, dispatched)
+        clock = self._tick(workflow_id, VectorClock()).merge(dispatched)
         await self.bus.publish_event(
             Event(
                 id=f"rejected:{self.names.tasks_stream}:{seq}",
@@ -982,7 +983,7 @@ class Worker:
                         workflow_id=workflow_id,
                         source=self.node_id,
                         timestamp=time.time_ns(),
-                        vclock=self._tick(workflow_id, clock),
+                        vclock=self._tick(workflow_id, VectorClock()).merge(clock),
                         data=TaskFailed.for_good(
                             type(exc).__name__,
                             exc.code,
