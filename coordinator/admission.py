@@ -59,7 +59,7 @@ from shared.events import (
     WorkflowResumeRequested,
     WorkflowSubmitted,
 )
-from shared.hierarchy import ParentLink, child_workflow_id
+from shared.hierarchy import CHILD_CAPABILITY, ParentLink, child_workflow_id
 from shared.rbac import Policy
 from shared.vclock import MAX_COUNTER, VectorClock
 
@@ -68,6 +68,8 @@ MAX_STEP = 2**32
 """Most an event may move one clock entry past the workflow's: no node publishes
 2^32 events about one workflow, and 2^63 stays out of reach."""
 _COORDINATOR_ENTRIES = (COORDINATOR_NODE, "coord-shell")
+_CHILD_HEAD = 32
+"""A child's id begins with (at least this much of) its parent's."""
 """The coordinator's own entries: any of its events may add them."""
 """Largest clock counter admitted: the coordinator increments merged entries, and
 a counter that could reach 2^63 would make the workflow's state unencodable."""
@@ -147,6 +149,9 @@ REPLAY_RULES = Rules(max_clock_entries=4096, claim_timeout_ns=0)
 in the stream (``message.rejected``) and skipped by their sequence instead."""
 
 
+_EMPTY = VectorClock()
+
+
 def sender(event: Event) -> str:
     """Who sent it: the verified signer, else the node the event names."""
     return event.signer or event.source
@@ -201,18 +206,21 @@ def _clock(state: WorkflowState | None, event: Event, rules: Rules) -> Refuse | 
         return Refuse(
             "clock_too_large", f"its vector clock has {len(clock)} entries, more than {limit}"
         )
-    known = state.vclock if state is not None else VectorClock()
+    known = state.vclock if state is not None else _EMPTY
+    grows = False
     for node, counter in clock.items():
         if counter > COUNTER_LIMIT:
             return Refuse(
                 "clock_overflow", f"its vector clock's counter for {node!r} is too close to 2^63"
             )
-        if counter - known.get(node) > MAX_STEP:
+        mine = known.get(node)
+        if counter - mine > MAX_STEP:
             return Refuse(
                 "clock_jump",
                 f"its vector clock moves {node!r} more than 2^32 ahead of the workflow's",
             )
-    return None if state is None else _growth(known, event, limit)
+        grows = grows or not mine
+    return _growth(known, event, limit) if grows and state is not None else None
 
 
 def _growth(known: VectorClock, event: Event, limit: int) -> Refuse | None:
@@ -353,14 +361,16 @@ def _runner(  # noqa: PLR0911 - one return per rule reads best
 ) -> Verdict:
     """Whether the sender runs the dispatched attempt of ``task_id``."""
     task = state.tasks[task_id]
-    if state.spec(task_id).workflow is not None:
+    if task.capability == CHILD_CAPABILITY:  # (reserved: a task that runs a child)
         if event.source != task.child or not _is_coordinator(event):
             return Refuse(
                 "not_claimant",
                 f"task {task_id!r} runs child workflow {task.child!r}: only its report settles it",
             )
         return ADMIT
-    if event.source == child_workflow_id(state.workflow_id, task_id, task.attempts):
+    if event.source.startswith(state.workflow_id[:_CHILD_HEAD]) and event.source == (
+        child_workflow_id(state.workflow_id, task_id, task.attempts)
+    ):
         return Refuse(
             "not_claimant", f"task {task_id!r} runs no child workflow: a child's report is refused"
         )

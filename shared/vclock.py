@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import re
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, Mapping
 from typing import Any
 
 from pydantic import GetCoreSchemaHandler
@@ -77,6 +77,13 @@ class VectorClock(Mapping[str, int]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def items(self) -> ItemsView[str, int]:
+        """``(node, counter)`` pairs (the dict's own view: no Mapping detour)."""
+        return self._entries.items()
+
+    def __contains__(self, node: object) -> bool:
+        return node in self._entries
 
     def get(self, node: str, default: int = 0) -> int:  # type: ignore[override]
         """Counter of ``node`` (zero when absent)."""
