@@ -36,9 +36,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import os
+import tempfile
 import time
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -141,12 +143,27 @@ def _unb64(text: str, what: str) -> bytes:
 
 def _write_secret(path: Path, data: bytes) -> None:
     """Write a file only its owner can read (created 0600, never world-readable)."""
+    _write_atomic(path, data, 0o600)
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Replace ``path`` with a new file holding ``data``: written to a temporary
+    file of a fresh random name, created exclusively (O_EXCL, so no file or
+    symlink someone planted beside it is reused or followed) with ``mode``, synced,
+    then renamed over ``path`` (a symlink there is replaced, not followed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -595,7 +612,7 @@ def init_keys(directory: Path, identities: Iterable[tuple[str, str]]) -> list[Id
         raise ConfigError(f"{directory / TRUST_FILE} exists: use `agenticflow keys add`")
     directory.mkdir(parents=True, exist_ok=True)
     _write_secret(directory / DATA_KEYS_FILE, DataKeys.generate().to_json().encode())
-    (directory / TRUST_FILE).write_text(TrustStore({}).to_json())
+    _write_atomic(directory / TRUST_FILE, TrustStore({}).to_json().encode(), 0o644)
     return [add_identity(directory, principal, role) for principal, role in identities]
 
 
@@ -603,13 +620,13 @@ def add_identity(directory: Path, principal: str, role: str) -> Identity:
     """A new identity in the directory, added to its trust store."""
     identity = Identity.generate(principal, role)
     key_path = directory / f"{principal}.key"
-    if key_path.exists():
+    if os.path.lexists(key_path):  # a symlink too, even one that leads nowhere
         raise ConfigError(f"{key_path} exists: remove it (and its trust entry) first")
     trust_path = directory / TRUST_FILE
     trust = TrustStore.load(trust_path) if trust_path.exists() else TrustStore({})
     _write_secret(key_path, identity.private_pem())
     keys = {**trust.keys, identity.kid: identity.trusted()}
-    trust_path.write_text(TrustStore(keys).to_json())
+    _write_atomic(trust_path, TrustStore(keys).to_json().encode(), 0o644)
     return identity
 
 
@@ -621,7 +638,7 @@ def revoke(directory: Path, principal: str) -> list[str]:
     if not dropped:
         raise ConfigError(f"no trusted key belongs to {principal!r}")
     keys = {kid: k for kid, k in trust.keys.items() if kid not in dropped}
-    trust_path.write_text(TrustStore(keys).to_json())
+    _write_atomic(trust_path, TrustStore(keys).to_json().encode(), 0o644)
     return dropped
 
 
