@@ -277,6 +277,22 @@ async def test_http_request_refusals(http_server: str, url: str, method: str, wh
         await box(request).call("http_request", url=url.format(server=http_server), method=method)
 
 
+@pytest.mark.parametrize("header", ["Host", "host", ":authority", "Transfer-Encoding", "Forwarded"])
+async def test_http_request_refuses_headers_that_route_the_request(
+    http_server: str, header: str
+) -> None:
+    # A Host header would reach another virtual host behind the allowed address.
+    request = http_tool(allow_hosts=["127.0.0.1"], max_bytes=1000)
+    with pytest.raises(ToolRefusedError, match="may not set header"):
+        await box(request).call(
+            "http_request", url=f"{http_server}/hi", headers={header: "internal.admin"}
+        )
+    answer = await box(request).call(  # the control: an ordinary header goes through
+        "http_request", url=f"{http_server}/hi", headers={"Accept": "text/plain"}
+    )
+    assert answer["status"] == 200
+
+
 def test_host_allow_list_wildcards() -> None:
     from worker.tools.web import host_allowed
 

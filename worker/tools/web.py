@@ -9,7 +9,9 @@ Safety rules (refusals are :class:`~shared.errors.ToolRefusedError`):
 
 - ``http``/``https`` only, and the URL's host must be on the allow-list
   (``host``, ``host:port``, or ``*.domain`` for its subdomains); redirects are
-  not followed (a 3xx comes back as is), so one cannot lead elsewhere;
+  not followed (a 3xx comes back as is), so one cannot lead elsewhere; the
+  caller may not set headers that route or frame the request (``Host``,
+  ``:authority``, ``Forwarded``, ``Connection``, ``Transfer-Encoding``...);
 - the body is streamed and the request aborted as soon as it passes
   ``max_bytes`` (a ``Content-Length`` over it is refused before reading);
 - a timeout per request (:class:`~shared.errors.ToolTimeoutError`), and the
@@ -33,6 +35,22 @@ from worker.tools.pool import Pool
 from worker.tools.spec import BreakerPolicy, RateLimit, Tool, make_tool
 
 Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+_CALLER_MAY_NOT_SET = frozenset(
+    {
+        "host",
+        ":authority",
+        "forwarded",
+        "x-forwarded-host",
+        "connection",
+        "transfer-encoding",
+        "content-length",
+        "te",
+        "upgrade",
+        "proxy-authorization",
+    }
+)
+"""Headers that route or frame a request: set by the client, never by the caller
+(a ``Host`` would reach another virtual host behind an allowed address)."""
 
 
 class HttpRequest(BaseModel):
@@ -108,6 +126,13 @@ def http_tool(
         if not url.host or not host_allowed(allow, url.host, url.port):
             raise ToolRefusedError(
                 f"{name}: host {url.host!r} is not allowed (allowed: {', '.join(sorted(allow))})",
+                tool=name,
+            )
+        routing = sorted(h for h in params.headers if h.lower() in _CALLER_MAY_NOT_SET)
+        if routing:
+            raise ToolRefusedError(
+                f"{name}: the caller may not set header(s) {', '.join(routing)}: they choose "
+                "where or how the request goes, which the allow-list decides",
                 tool=name,
             )
         if params.method not in allowed_methods:
