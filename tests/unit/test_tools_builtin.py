@@ -186,6 +186,18 @@ async def test_sql_query_refuses_anything_but_reading(database: Path, statement:
     conn.close()
 
 
+async def test_sql_query_cannot_allocate_a_huge_value(database: Path) -> None:
+    # randomblob(999999999) allocated 1 GB in the worker.
+    with pytest.raises(ToolRefusedError, match="too big"):
+        await box(sql_tool(database)).call("sql_query", query="SELECT randomblob(999999999)")
+    with pytest.raises(ToolRefusedError, match="too big"):
+        await box(sql_tool(database, max_value_bytes=1000)).call(
+            "sql_query", query="SELECT zeroblob(2000)"
+        )
+    small = await box(sql_tool(database)).call("sql_query", query="SELECT length(zeroblob(10))")
+    assert small["rows"] == [[10]]  # the control
+
+
 async def test_sql_query_times_out(database: Path) -> None:
     slow = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n"
     with pytest.raises(ToolTimeoutError, match=r"longer than 0\.2s"):

@@ -15,7 +15,8 @@ Safety rules:
   placeholders), never into the query text;
 - at most ``max_rows`` rows come back (``truncated`` says when there were
   more); a query running past the timeout is interrupted
-  (:class:`~shared.errors.ToolTimeoutError`).
+  (:class:`~shared.errors.ToolTimeoutError`); no text or blob may grow past
+  ``max_value_bytes`` (1 MiB), nor the query text past 100 KB.
 
 Connections come from a :class:`Pool` (``pool_size`` per worker), each used by
 one thread at a time.
@@ -44,6 +45,9 @@ _ALLOWED = frozenset(
 )
 
 
+_MAX_QUERY_BYTES = 100_000
+
+
 class SqlQuery(BaseModel):
     """Input of ``sql_query``."""
 
@@ -57,12 +61,18 @@ def _authorize(action: int, *_: Any) -> int:
     return sqlite3.SQLITE_OK if action in _ALLOWED else sqlite3.SQLITE_DENY
 
 
-def connect_read_only(database: str | os.PathLike[str]) -> sqlite3.Connection:
-    """A read-only connection that may only read (see the module docstring)."""
+def connect_read_only(
+    database: str | os.PathLike[str], *, max_value_bytes: int = 1024 * 1024
+) -> sqlite3.Connection:
+    """A read-only connection that may only read (see the module docstring), on
+    which no text or blob may grow past ``max_value_bytes`` and no query text
+    past 100 KB (SQLite's own limits)."""
     uri = f"file:{quote(os.path.abspath(database))}?mode=ro"
     conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA query_only = ON")
     conn.set_authorizer(_authorize)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max_value_bytes)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, _MAX_QUERY_BYTES)
     return conn
 
 
@@ -71,12 +81,14 @@ def sql_tool(
     *,
     name: str = "sql_query",
     max_rows: int = 1000,
+    max_value_bytes: int = 1024 * 1024,
     timeout_s: float = 10.0,
     pool_size: int = 2,
     permission: str = "db:read",
 ) -> Tool:
     """A ``sql_query`` tool on the SQLite file ``database``; raises ConfigError
-    if it does not exist."""
+    if it does not exist. No value a query makes may pass ``max_value_bytes``
+    (``randomblob(999999999)`` is refused instead of allocating 1 GB)."""
     if not Path(database).is_file():
         raise ConfigError(f"{name}: no SQLite database at {database!s}")
     if max_rows < 1:
@@ -86,7 +98,10 @@ def sql_tool(
         conn.close()
 
     pool: Pool[sqlite3.Connection] = Pool(
-        name, factory=lambda: connect_read_only(database), close=close, limit=pool_size
+        name,
+        factory=lambda: connect_read_only(database, max_value_bytes=max_value_bytes),
+        close=close,
+        limit=pool_size,
     )
 
     def run(conn: sqlite3.Connection, params: SqlQuery) -> dict[str, Any]:
