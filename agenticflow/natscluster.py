@@ -319,7 +319,7 @@ class NatsCluster:
         assert node.proc is not None
         ports_file = node.directory / "ports" / f"nats-server_{node.proc.pid}.ports"
         deadline = time.monotonic() + timeout
-        while not ports_file.exists():
+        while (ports := _read_ports(ports_file)) is None:
             if node.proc.poll() is not None:
                 raise TransportError(
                     f"{node.name} exited with code {node.proc.returncode}; see {node.log_path}"
@@ -327,7 +327,6 @@ class NatsCluster:
             if time.monotonic() > deadline:
                 raise TransportError(f"{node.name} did not start within {timeout}s")
             time.sleep(0.02)  # the server writes this file once its listeners are up
-        ports = json.loads(ports_file.read_text())  # the server removes it when it exits
         node.client_port = int(ports["nats"][0].rsplit(":", 1)[1])
         node.http_port = int(ports["monitoring"][0].rsplit(":", 1)[1])
 
@@ -351,6 +350,16 @@ class NatsCluster:
             except subprocess.TimeoutExpired:
                 node.proc.kill()
                 node.proc.wait()
+
+
+def _read_ports(path: Path) -> dict[str, Any] | None:
+    """The server's ports file, or None while it is missing or half written (the
+    server creates it, then writes it; it removes it when it exits)."""
+    try:
+        ports = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return ports if isinstance(ports, dict) else None
 
 
 __all__ = ["NatsCluster", "NatsNode"]
