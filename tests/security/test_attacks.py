@@ -63,6 +63,14 @@ async def _still_serving(target: Target) -> None:
     assert coordinator.poll() is None
 
 
+async def _listening(target: Target) -> WorkflowState:
+    """A workflow whose task ``s`` runs until feedback arrives, once it runs."""
+    workflow_id = await target.client.submit(wf(LISTENING))
+    return await target.until_state(
+        workflow_id, lambda s: s.tasks["s"].status == TaskStatus.RUNNING
+    )
+
+
 async def _finish(target: Target, workflow_id: str) -> WorkflowState:
     """Wake the listening task with feedback; the workflow completes."""
     await target.client.feedback(workflow_id, "go on")
@@ -160,10 +168,8 @@ async def test_an_outcome_cannot_settle_a_task_waiting_for_approval(target: Targ
 async def test_only_the_worker_that_claimed_an_attempt_settles_it(target: Target) -> None:
     if not target.secure:
         pytest.skip("without keys no sender is known: the attempt and clock rules apply")
-    workflow_id = await target.client.submit(wf(LISTENING))
-    started = await target.until_state(
-        workflow_id, lambda s: s.tasks["s"].status == TaskStatus.RUNNING
-    )
+    started = await _listening(target)
+    workflow_id = started.workflow_id
     assert started.tasks["s"].claimed_by == "worker"
     seq = await target.publish(
         forged(
@@ -254,10 +260,8 @@ async def test_a_resume_without_permission_runs_nothing_again(target: Target) ->
 
 
 async def test_no_poison_stops_the_coordinator(target: Target) -> None:
-    workflow_id = await target.client.submit(wf(LISTENING))
-    running = await target.until_state(
-        workflow_id, lambda s: s.tasks["s"].status == TaskStatus.RUNNING
-    )
+    running = await _listening(target)
+    workflow_id = running.workflow_id
     clock = running.vclock.increment("w-evil")
     beat = forged(
         workflow_id,
@@ -359,10 +363,8 @@ async def test_a_task_message_no_coordinator_dispatched_is_not_run(target: Targe
 async def test_a_refusal_that_cannot_be_written_stops_nothing(target: Target) -> None:
     # An intervention whose request id holds a line feed, or is 600 KB long: its
     # refusal record would repeat the id in a header. Refused as unreadable.
-    workflow_id = await target.client.submit(wf(LISTENING))
-    running = await target.until_state(
-        workflow_id, lambda s: s.tasks["s"].status == TaskStatus.RUNNING
-    )
+    running = await _listening(target)
+    workflow_id = running.workflow_id
     request = forged(
         workflow_id,
         EventType.INTERVENTION_REQUESTED,
@@ -391,10 +393,8 @@ async def test_a_refusal_that_cannot_be_written_stops_nothing(target: Target) ->
 
 async def test_a_huge_failure_message_does_not_jam_the_coordinator(target: Target) -> None:
     # A 600 KB error message: the workflow's failure repeats it twice (over 1 MiB).
-    workflow_id = await target.client.submit(wf(LISTENING))
-    running = await target.until_state(
-        workflow_id, lambda s: s.tasks["s"].status == TaskStatus.RUNNING
-    )
+    running = await _listening(target)
+    workflow_id = running.workflow_id
     failure = TaskFailed(
         error=ErrorInfo(type="Boom", message="m" * 600_000, retryable=False),
         worker=running.tasks["s"].worker or "",
@@ -422,10 +422,8 @@ async def test_a_huge_failure_message_does_not_jam_the_coordinator(target: Targe
 async def test_one_event_cannot_freeze_a_workflows_clock(target: Target) -> None:
     # A counter next to the limit on the coordinator's entry (its next increment
     # would overflow), or 60 junk entries (new nodes would not fit): both refused.
-    workflow_id = await target.client.submit(wf(LISTENING))
-    running = await target.until_state(
-        workflow_id, lambda s: s.tasks["s"].status == TaskStatus.RUNNING
-    )
+    running = await _listening(target)
+    workflow_id = running.workflow_id
     worker = running.tasks["s"].worker or "w"
 
     def beat(clock: VectorClock) -> Event:
