@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from coordinator.exports import event_dict
 from coordinator.forks import Divergence
@@ -197,7 +198,7 @@ def print_divergence(console: Console, found: Divergence, first: str, second: st
 
 
 def print_tool_states(console: Console, states: list[dict[str, Any]]) -> None:
-    """Cluster-wide circuit breakers and rate-limit windows of tools, as a table."""
+    """Cluster-wide circuit breakers and rate limits of tools, as a table."""
     table = Table(show_edge=False, pad_edge=False)
     for column in ("tools", "key", "state", "detail", "changed by"):
         table.add_column(column)
@@ -216,14 +217,20 @@ def print_tool_states(console: Console, states: list[dict[str, Any]]) -> None:
                 detail,
                 str(info.get("by", "")),
             )
-        else:
-            per_s = info.get("per_s") or 0
+        else:  # a GCRA record (worker.tools.ratelimit.RateRecord)
+            per_s = info.get("per_s")
+            period = f"{per_s:g}" if isinstance(per_s, int | float) else "?"
+            burst = info.get("burst") or 1
+            at_us = info.get("at_us")
             table.add_row(
                 "rate limit",
-                str(info.get("key")),
-                f"{info.get('count', 0)}/{info.get('calls', '?')}",
-                f"in the current {per_s:g}s window" if per_s else "",
-                "",
+                Text(str(info.get("key"))),
+                Text(
+                    f"{info.get('calls', '?')}/{period}s"
+                    + (f" burst {burst}" if burst != 1 else "")
+                ),
+                f"last call {when(int(at_us) * 1000)}" if isinstance(at_us, int) and at_us else "",
+                Text(str(info.get("by", ""))),
             )
     console.print(table)
 

@@ -4,9 +4,13 @@ cache, call_many, audit records, and the effect record (rerun)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
 from shared.errors import (
@@ -33,6 +37,7 @@ from worker.tools import (
     ToolRegistry,
     tool,
 )
+from worker.tools.ratelimit import RateRecord, take
 from worker.tools.registry import grants
 from worker.tools.state import BREAKERS
 
@@ -319,7 +324,7 @@ async def test_caller_mistakes_do_not_count_against_the_breaker() -> None:
 # --- rate limit --------------------------------------------------------------------
 
 
-async def test_rate_limit_waits_for_the_next_window_or_refuses() -> None:
+async def test_rate_limit_spaces_calls_and_waits_or_refuses() -> None:
     now = [60.0]
 
     async def sleep(seconds: float) -> None:
@@ -337,13 +342,122 @@ async def test_rate_limit_waits_for_the_next_window_or_refuses() -> None:
     audit = Audit()
     box = make_box(ping, impatient, state=state, audit=audit)
     times = [await box.call("ping") for _ in range(5)]
-    # Two per 10-second window: the third waits for second 70, the fifth for 80.
-    assert [int(t) for t in times] == [60, 60, 70, 70, 80]
-    assert int(await box.call("impatient")) == 80
+    # Two per 10 seconds, burst 1: one call every 5 seconds (plus <= 5 ms of jitter each).
+    assert [round(t - 60) for t in times] == [0, 5, 10, 15, 20]
+    assert all(later - earlier >= 5 for earlier, later in itertools.pairwise(times))
+    first = await box.call("impatient")
     with pytest.raises(RateLimitedError, match="no free slot within 1s") as limited:
         await box.call("impatient")
-    assert limited.value.retry_after_s == pytest.approx(10, abs=0.01)
+    assert limited.value.retry_after_s == pytest.approx(10 - (now[0] - first), abs=0.01)
     assert audit.outcomes[-1] == "rate_limited"
+
+
+async def test_a_burst_goes_at_once_then_the_sustained_rate_is_lower() -> None:
+    now = [1000.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    @tool(rate_limit=RateLimit(4, per_s=10, burst=3, max_wait_s=60), breaker=None, once=False)
+    async def bursty(params: Fail) -> float:
+        return now[0]
+
+    box = make_box(bursty, state=MemoryToolState(clock=lambda: now[0], sleep=sleep))
+    times = [await box.call("bursty") for _ in range(6)]
+    # 3 at once; then one per per_s / (calls - burst + 1) = 5 s: 4 in [0, 10), 2 in [5, 15).
+    assert [round(t - 1000) for t in times] == [0, 0, 0, 5, 10, 15]
+    with pytest.raises(ConfigError, match="burst must be between 1 and calls"):
+        RateLimit(2, burst=3)
+    assert str(RateLimit(4, per_s=10, burst=3)) == "4/10s burst 3"
+
+
+def admitted_within(times: list[float], per_s: float) -> int:
+    """The most admitted calls in any half-open window ``[t, t + per_s)``."""
+    ordered = sorted(times)
+    most, first = 0, 0
+    for last, at in enumerate(ordered):
+        while at - ordered[first] >= per_s:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+def gaps(per_s: float, calls: int) -> st.SearchStrategy[float]:
+    """Gaps between attempts, biased to the edges: exact intervals and periods."""
+    step = per_s / calls
+    edges = [0.0, step, per_s, per_s - 1e-6, per_s + 1e-6, step - 1e-6, step / 2]
+    return st.one_of(st.sampled_from(edges), st.floats(0, 2 * per_s, allow_nan=False))
+
+
+@st.composite
+def schedules(draw: st.DrawFn) -> tuple[RateLimit, list[tuple[int, float]]]:
+    calls = draw(st.integers(1, 12))
+    per_s = draw(st.sampled_from([0.001, 0.5, 1.0, 1 / 3, 60.0, 3600.0]))
+    burst = draw(st.integers(1, calls))
+    start = draw(st.sampled_from([0.0, 1_765_000_000.0, 1_765_000_000.123457]))
+    attempts, now = [], start
+    for _ in range(draw(st.integers(1, 120))):
+        now += draw(gaps(per_s, calls))
+        attempts.append((draw(st.integers(0, 2)), now))
+    return RateLimit(calls, per_s=per_s, burst=burst), attempts
+
+
+@settings(max_examples=300, deadline=None)
+@given(schedules())
+def test_no_sliding_window_admits_more_than_the_limit(
+    schedule: tuple[RateLimit, list[tuple[int, float]]],
+) -> None:
+    limit, attempts = schedule
+    record = RateRecord()
+    admitted: list[float] = []
+    for _, now in attempts:
+        new, wait = take(record, now, limit)
+        if new is None:
+            assert wait > 0
+            # The wait is exact: a call then is admitted.
+            assert take(record, now + wait + 1e-6, limit)[0] is not None
+            continue
+        record = new
+        admitted.append(now)
+    assert admitted, "the first call is always admitted"
+    assert admitted_within(admitted, limit.per_s) <= limit.calls
+    # Every call admitted from the start (no sleeping) up to the burst.
+    first = [now for _, now in attempts if now == attempts[0][1]]
+    assert len([a for a in admitted if a == attempts[0][1]]) == min(len(first), limit.burst)
+
+
+@settings(max_examples=150, deadline=None)
+@given(schedules())
+def test_workers_sharing_one_record_never_exceed_the_limit(
+    schedule: tuple[RateLimit, list[tuple[int, float]]],
+) -> None:
+    """Three workers with stale views of the shared record (compare-and-set
+    conflicts), attempts in any order of workers: still exact."""
+    limit, attempts = schedule
+    now = [attempts[0][1]]
+    shared = MemoryToolState(clock=lambda: now[0])
+    workers = [shared] + [MemoryToolState(worker=f"w{i}", clock=lambda: now[0]) for i in (1, 2)]
+    for worker in workers[1:]:
+        worker.data = shared.data
+    admitted: list[float] = []
+    waits: list[float | None] = []
+
+    async def run() -> None:
+        for who, at in attempts:
+            now[0] = at
+            try:
+                await workers[who].acquire("k", limit, max_wait_s=0)
+            except RateLimitedError as exc:
+                waits.append(exc.retry_after_s)
+                continue
+            admitted.append(at)
+
+    asyncio.run(run())
+    assert admitted_within(admitted, limit.per_s) <= limit.calls
+    record = RateRecord.from_dict(shared.data["ratelimits"]["k"][0])
+    assert record.calls == limit.calls
+    assert record.at_us == math.floor(admitted[-1] * 1e6)
+    assert all(wait is not None and wait > 0 for wait in waits)
 
 
 # --- call_many ---------------------------------------------------------------------

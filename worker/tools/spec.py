@@ -35,18 +35,24 @@ _PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0, "h
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """At most ``calls`` calls per ``per_s`` seconds, counted across the cluster
-    in fixed windows (``floor(now / per_s)``)."""
+    """At most ``calls`` calls in any ``per_s`` seconds (a sliding window),
+    counted across the cluster with GCRA (:mod:`worker.tools.ratelimit`)."""
 
     calls: int
     per_s: float = 60.0
     max_wait_s: float | None = None
     """How long a call waits for a free slot before RateLimitedError; None: the
     tool's timeout."""
+    burst: int = 1
+    """Calls that may go at once (1 <= burst <= calls); 1 spaces calls
+    ``per_s / calls`` apart, ``b`` lowers the sustained rate to
+    ``(calls - b + 1) / per_s``. Never more than ``calls`` per ``per_s`` either way."""
 
     def __post_init__(self) -> None:
         if self.calls < 1 or self.per_s <= 0:
             raise ConfigError("a rate limit needs calls >= 1 and per_s > 0")
+        if not 1 <= self.burst <= self.calls:
+            raise ConfigError(f"a rate limit's burst must be between 1 and calls ({self.calls})")
 
     @classmethod
     def parse(cls, text: str) -> RateLimit:
@@ -59,7 +65,8 @@ class RateLimit:
         return cls(int(match.group(1)), per_s=count * _PERIODS[unit])
 
     def __str__(self) -> str:
-        return f"{self.calls}/{self.per_s:g}s"
+        burst = f" burst {self.burst}" if self.burst > 1 else ""
+        return f"{self.calls}/{self.per_s:g}s{burst}"
 
 
 @dataclass(frozen=True, slots=True)

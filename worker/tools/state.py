@@ -23,7 +23,7 @@ import structlog
 from shared.errors import RateLimitedError, StateConflictError
 from shared.resilience import CircuitOpenError
 from worker.tools.breaker import CLOSED, BreakerRecord, admit, settle
-from worker.tools.ratelimit import WindowRecord, take
+from worker.tools.ratelimit import RateRecord, take
 from worker.tools.spec import BreakerPolicy, RateLimit
 
 log = structlog.get_logger("agenticflow.tools")
@@ -76,8 +76,8 @@ class ToolState:
         self.worker = worker
         self._clock = clock
         self._sleep = sleep
-        self._windows: dict[str, tuple[WindowRecord, int]] = {}
-        """Last window written per rate limit: the revision to try first."""
+        self._limits: dict[str, tuple[RateRecord, int]] = {}
+        """Last record written per rate limit: the revision to try first."""
 
     # The store (overridden) ----------------------------------------------
     async def _get(self, space: str, key: str) -> tuple[Any, int]:
@@ -168,25 +168,26 @@ class ToolState:
 
     # Rate limits --------------------------------------------------------
     async def acquire(self, key: str, limit: RateLimit, *, max_wait_s: float) -> None:
-        """Take a slot of ``key``'s rate limit, waiting up to ``max_wait_s`` for the
-        next window; raises RateLimitedError (with ``retry_after_s``)."""
+        """Take a slot of ``key``'s rate limit (GCRA, :mod:`worker.tools.ratelimit`),
+        waiting up to ``max_wait_s`` for one; raises RateLimitedError (with
+        ``retry_after_s``). One compare-and-set per admitted call; a conflict
+        (another worker admitted a call meanwhile) re-reads and decides again."""
         deadline = self._clock() + max_wait_s
-        known = self._windows.get(key)
+        known = self._limits.get(key)
         if known is None:
-            value, revision = await self._get(WINDOWS, key)
-            record = WindowRecord.from_dict(value)
+            record, revision = await self._rate_record(key)
         else:
             record, revision = known
         while True:
             new, wait = take(record, self._clock(), limit)
             if new is not None:
+                new = replace(new, by=self.worker)
                 try:
                     revision = await self._cas(WINDOWS, key, new.to_dict(), revision)
                 except StateConflictError:
-                    value, revision = await self._get(WINDOWS, key)
-                    record = WindowRecord.from_dict(value)
+                    record, revision = await self._rate_record(key)
                     continue
-                self._windows[key] = (new, revision)
+                self._limits[key] = (new, revision)
                 return
             if self._clock() + wait > deadline:
                 raise RateLimitedError(
@@ -194,10 +195,13 @@ class ToolState:
                     tool=key,
                     retry_after_s=wait,
                 )
-            # Spread the waiters over the first few ms of the next window.
+            # Waiters of several workers wake together: spread them over a few ms.
             await self._sleep(wait + random.uniform(0, 0.005))  # noqa: S311 - not secrecy
-            value, revision = await self._get(WINDOWS, key)
-            record = WindowRecord.from_dict(value)
+            record, revision = await self._rate_record(key)
+
+    async def _rate_record(self, key: str) -> tuple[RateRecord, int]:
+        value, revision = await self._get(WINDOWS, key)
+        return RateRecord.from_dict(value), revision
 
     # Result cache -------------------------------------------------------
     async def cached(self, idempotency_key: str) -> CachedResult | None:
