@@ -498,7 +498,7 @@ def page_manager(params: Page, call: ToolCall) -> dict[str, Any]:
     return {"paged": params.manager, "page_id": call.key}
 
 
-query_tickets = sql_tool(ensure_data(DATA_DIR), max_rows=50)
+query_tickets = sql_tool(ensure_data(DATA_DIR), tables=["tickets"], max_rows=50)
 _, write_note = file_tools(DATA_DIR / "notes", max_bytes=64 * 1024)
 
 

@@ -137,12 +137,15 @@ def database(tmp_path: Path) -> Path:
             "INSERT INTO items (name, price) VALUES (?, ?)",
             [(f"item{i}", i * 1.5) for i in range(10)],
         )
+        conn.execute("CREATE TABLE users (name TEXT, password_hash TEXT)")
+        conn.execute("INSERT INTO users VALUES ('admin', 'pbkdf2$secret')")
+        conn.execute("CREATE VIEW cheap AS SELECT name, price FROM items WHERE price < 5")
     conn.close()
     return path
 
 
 async def test_sql_query_is_parameterised_and_capped(database: Path) -> None:
-    query = sql_tool(database, max_rows=3)
+    query = sql_tool(database, tables=["items"], max_rows=3)
     tools = box(query)
     found = await tools.call(
         "sql_query", query="SELECT name, price FROM items WHERE id = ?", params=[2]
@@ -179,7 +182,7 @@ async def test_sql_query_is_parameterised_and_capped(database: Path) -> None:
 )
 async def test_sql_query_refuses_anything_but_reading(database: Path, statement: str) -> None:
     with pytest.raises(ToolRefusedError):
-        await box(sql_tool(database)).call("sql_query", query=statement)
+        await box(sql_tool(database, tables=["items"])).call("sql_query", query=statement)
     with sqlite3.connect(database) as conn:
         assert conn.execute("SELECT count(*) FROM items").fetchone() == (10,)
         assert conn.execute("SELECT min(price) FROM items").fetchone() == (0.0,)
@@ -189,23 +192,96 @@ async def test_sql_query_refuses_anything_but_reading(database: Path, statement:
 async def test_sql_query_cannot_allocate_a_huge_value(database: Path) -> None:
     # randomblob(999999999) allocated 1 GB in the worker.
     with pytest.raises(ToolRefusedError, match="too big"):
-        await box(sql_tool(database)).call("sql_query", query="SELECT randomblob(999999999)")
+        await box(sql_tool(database, tables=["items"])).call(
+            "sql_query", query="SELECT randomblob(999999999)"
+        )
     with pytest.raises(ToolRefusedError, match="too big"):
-        await box(sql_tool(database, max_value_bytes=1000)).call(
+        await box(sql_tool(database, tables=["items"], max_value_bytes=1000)).call(
             "sql_query", query="SELECT zeroblob(2000)"
         )
-    small = await box(sql_tool(database)).call("sql_query", query="SELECT length(zeroblob(10))")
+    small = await box(sql_tool(database, tables=["items"])).call(
+        "sql_query", query="SELECT length(zeroblob(10))"
+    )
     assert small["rows"] == [[10]]  # the control
 
 
 async def test_sql_query_times_out(database: Path) -> None:
-    slow = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n"
+    slow = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(x) FROM n"
     with pytest.raises(ToolTimeoutError, match=r"longer than 0\.2s"):
-        await box(sql_tool(database, timeout_s=0.2)).call("sql_query", query=slow)
+        await box(sql_tool(database, tables=["items"], timeout_s=0.2)).call("sql_query", query=slow)
+
+
+async def test_sql_query_reads_only_listed_tables(database: Path) -> None:
+    tools = box(sql_tool(database, tables=["items", "cheap"]))
+    for statement in (
+        "SELECT * FROM users",
+        "SELECT name FROM items UNION SELECT password_hash FROM users",
+        "SELECT (SELECT password_hash FROM users LIMIT 1)",
+        "SELECT sql FROM sqlite_master",
+        "SELECT * FROM pragma_table_info('users')",
+        "WITH u AS (SELECT * FROM users) SELECT * FROM u",
+        # A CTE (or alias) named like a listed table or view does not make its source listed.
+        "WITH items AS (SELECT * FROM users) SELECT * FROM items",
+        "WITH cheap AS (SELECT * FROM users) SELECT * FROM cheap",
+        "SELECT * FROM (SELECT * FROM users) AS items",
+        "SELECT count(*) FROM users",
+        "SELECT * FROM dbstat",
+        "SELECT * FROM json_each('[1]')",
+    ):
+        with pytest.raises(ToolRefusedError, match="only reading listed tables|vtable constructor"):
+            await tools.call("sql_query", query=statement)
+    # The controls: a listed table, and a listed view (on a listed table).
+    assert (await tools.call("sql_query", query="SELECT count(*) FROM items"))["rows"] == [[10]]
+    assert (await tools.call("sql_query", query="SELECT count(*) FROM cheap"))["rows"] == [[4]]
+    # Every table only when asked for by name.
+    everything = box(sql_tool(database, tables="*"))
+    found = await everything.call("sql_query", query="SELECT name FROM users")
+    assert found["rows"] == [["admin"]]
+
+
+def test_sql_tool_needs_a_table_list(database: Path) -> None:
+    with pytest.raises(ConfigError, match="name the tables a query may use"):
+        sql_tool(database)
+    with pytest.raises(ConfigError, match="tables is empty"):
+        sql_tool(database, tables=[])
+    with pytest.raises(ConfigError, match="list of names or '\\*'"):
+        sql_tool(database, tables="items")
+
+
+async def test_sql_writes_need_the_option_and_stay_on_listed_tables(database: Path) -> None:
+    writer = sql_tool(database, tables=["items"], allow_writes=True)
+    assert writer.permissions == frozenset({"db:write"})
+    assert writer.once  # a retried task does not write twice
+    tools = box(writer)
+    await tools.call("sql_query", query="UPDATE items SET price = ? WHERE id = 1", params=[99])
+    for statement in (
+        "UPDATE users SET password_hash = 'x'",
+        "DELETE FROM users",
+        "CREATE TABLE t (x)",
+        "DROP TABLE items",
+        "ATTACH DATABASE ':memory:' AS other",
+        "PRAGMA journal_mode = OFF",
+    ):
+        with pytest.raises(ToolRefusedError):
+            await tools.call("sql_query", query=statement)
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("SELECT price FROM items WHERE id = 1").fetchone() == (99.0,)
+        assert conn.execute("SELECT password_hash FROM users").fetchone() == ("pbkdf2$secret",)
+        assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone() == (3,)
+    conn.close()
+
+
+async def test_sql_result_size_is_capped(database: Path) -> None:
+    tools = box(sql_tool(database, tables=["items"], max_result_bytes=100_000))
+    big = "SELECT randomblob(20000) FROM items"
+    with pytest.raises(ToolRefusedError, match="over 100000 bytes after 5 rows"):
+        await tools.call("sql_query", query=big)
+    small = await tools.call("sql_query", query="SELECT randomblob(9000) FROM items")
+    assert len(small["rows"]) == 10  # the control
 
 
 async def test_sql_connections_come_from_a_bounded_pool(database: Path) -> None:
-    query = sql_tool(database, pool_size=2)
+    query = sql_tool(database, tables=["items"], pool_size=2)
     tools = box(query)
     results = await tools.call_many(
         [("sql_query", {"query": "SELECT ?", "params": [i]}) for i in range(6)], concurrency=6
