@@ -29,7 +29,10 @@ Rules, in order:
    the child id derived from the parent's task and attempt (and a task that runs
    no child refuses a report from one);
    ``reuse`` only for a fork or rerun (``origin``), which need
-   ``workflow:fork`` / ``workflow:rerun``.
+   ``workflow:fork`` / ``workflow:rerun``. With a policy, every capability
+   the definition runs (its child workflows' included) needs
+   ``workflow:submit:<capability>`` (code ``forbidden``); without one,
+   anyone who may publish a submission may submit anything.
 4. **RBAC** for every intervention (``workflow:<action>``) and every resume or
    re-run (``workflow:resume``, which ``dlq retry`` sends too). Signed
    coordinators are exempt (relayed parent interventions, oversize aborts).
@@ -62,6 +65,7 @@ from shared.events import (
 from shared.hierarchy import CHILD_CAPABILITY, ParentLink, child_workflow_id
 from shared.rbac import Policy
 from shared.vclock import MAX_COUNTER, VectorClock
+from shared.workflow import WorkflowDefinition
 
 COUNTER_LIMIT = MAX_COUNTER - 2**32
 MAX_STEP = 2**32
@@ -269,8 +273,34 @@ def _submission(event: Event, rules: Rules) -> Verdict:
         return _child_link(event, data.parent)
     if data.origin is not None:
         permission = f"workflow:{'rerun' if data.origin.kind == 'rerun' else 'fork'}"
-        return _rbac(event, rules, permission, data.submitted_by)
-    return ADMIT
+        verdict = _rbac(event, rules, permission, data.submitted_by)
+        if verdict != ADMIT:
+            return verdict
+    return _capabilities(event, rules, data)
+
+
+def _capabilities(event: Event, rules: Rules, data: WorkflowSubmitted) -> Verdict:
+    """RBAC on what a submission runs: ``workflow:submit:<capability>`` for every
+    capability of its definition, the child workflows' it will start included
+    (a child's own submission comes from the coordinator and is not checked again)."""
+    if rules.policy is None or event.signer_role == "coordinator":
+        return ADMIT
+    principal = event.signer or data.submitted_by or "anonymous"
+    denial = rules.policy.context(principal).submit_denial(used_capabilities(data.definition))
+    return ADMIT if denial is None else Refuse(FORBIDDEN, denial)
+
+
+def used_capabilities(definition: WorkflowDefinition) -> set[str]:
+    """Every capability ``definition`` runs, nested child workflows' included."""
+    found: set[str] = set()
+    stack = [definition]
+    while stack:
+        for task in stack.pop().tasks:
+            if task.workflow is not None:
+                stack.append(task.workflow)
+            else:
+                found.add(task.capability)
+    return found
 
 
 def _child_link(event: Event, link: ParentLink) -> Verdict:
@@ -412,4 +442,5 @@ __all__ = [
     "Verdict",
     "admit",
     "sender",
+    "used_capabilities",
 ]

@@ -18,16 +18,26 @@ A policy file (TOML, ``policy.toml`` in the security directory or
     [roles.operator]
     permissions = ["workflow:*"]
 
+    [roles.reporter]                    # may submit workflows of these capabilities only
+    permissions = ["workflow:submit:summarize", "workflow:submit:report_*"]
+
     [principals]
     "agent:researcher" = ["researcher"]  # an agent, by name
     "alice" = ["operator"]               # a person or service, by signing principal
+    "bob" = ["reporter"]
 
 Workers check every tool call of an agent (principal ``agent:<name>``): the
 tool's required permissions must be granted by the agent's roles, and the call's
 parameters must pass every rule of those roles that names the tool and the
 parameter (when several rules name the same parameter, one passing is enough).
 Coordinators check every intervention against its signer's roles
-(``workflow:pause``, ``workflow:abort``, ``workflow:approve``...).
+(``workflow:pause``, ``workflow:abort``, ``workflow:approve``...), and every
+submission against the capabilities it uses: each capability of the definition
+(child workflows' included) needs ``workflow:submit:<capability>``, so
+``workflow:*`` or ``workflow:submit:*`` submits anything and
+``workflow:submit:report_*`` only capabilities named ``report_...``
+(:meth:`SecurityContext.submit_denial`). ``planner:unattended`` lets
+``agenticflow ask`` run a plan without asking the person first.
 
 Permissions match exactly, or by a trailing wildcard (``fs:*``, ``*``).
 """
@@ -47,6 +57,15 @@ from urllib.parse import urlsplit
 from shared.errors import ConfigError
 
 _RULE_KINDS = ("paths", "hosts", "values", "pattern")
+SUBMIT = "workflow:submit"
+"""Prefix of the permission to submit a capability: ``workflow:submit:<capability>``."""
+UNATTENDED = "planner:unattended"
+"""The permission to run a planned query without a person confirming it."""
+
+
+def submit_permission(capability: str) -> str:
+    """The permission a principal needs to submit a workflow that uses ``capability``."""
+    return f"{SUBMIT}:{capability}"
 
 
 def grants(granted: Iterable[str], permission: str) -> bool:
@@ -138,6 +157,24 @@ class SecurityContext:
     def can(self, permission: str) -> bool:
         """Whether the roles grant ``permission``."""
         return grants(self.permissions, permission)
+
+    def may_submit(self, capability: str) -> bool:
+        """Whether the roles let this principal submit work for ``capability``."""
+        return self.can(submit_permission(capability))
+
+    def submit_denial(self, capabilities: Iterable[str]) -> str | None:
+        """Why this principal may not submit a workflow using ``capabilities``, or None."""
+        refused = sorted({c for c in capabilities if not self.may_submit(c)})
+        if not refused:
+            return None
+        shown = ", ".join(repr(c) for c in refused[:5])
+        more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+        plural = "ies" if len(refused) > 1 else "y"
+        return (
+            f"{self.principal} may not submit capabilit{plural} {shown}{more} "
+            f"(it lacks {submit_permission(refused[0])}; "
+            f"roles: {', '.join(r.name for r in self.roles) or 'none'})"
+        )
 
     def denial(self, tool: str, required: Iterable[str], params: Mapping[str, Any]) -> str | None:
         """Why this principal may not call ``tool`` with ``params``, or None."""
@@ -249,4 +286,14 @@ def load_policy(policy_file: Path | None, security_dir: Path | None) -> Policy |
     return None
 
 
-__all__ = ["ParamRule", "Policy", "Role", "SecurityContext", "grants", "load_policy"]
+__all__ = [
+    "SUBMIT",
+    "UNATTENDED",
+    "ParamRule",
+    "Policy",
+    "Role",
+    "SecurityContext",
+    "grants",
+    "load_policy",
+    "submit_permission",
+]

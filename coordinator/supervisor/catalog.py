@@ -6,6 +6,13 @@ The planners match a query's words against it, and the supervisor checks a
 plan against it before anything runs: a step no live agent serves is
 reported up front, not discovered as an ``unserved`` task later.
 
+Registry entries are written by workers, so their text is untrusted:
+:meth:`Catalog.from_registry` keeps only capability names a workflow can use
+(``ID_RE``), and agent names, descriptions and breaker names cleaned and cut
+(:func:`clean_text`, :data:`MAX_DESCRIPTION`); the ``llm`` planner quotes them
+as data. Which entries are read at all is decided in one place,
+:func:`coordinator.supervisor.supervisor.registry_entries`.
+
 Matching is plain and deterministic: words are lower-cased and reduced to a
 rough stem (``summarising`` and ``summaries`` both become ``summar``), a
 synonym table maps common verbs onto each other (``condense`` → summarize),
@@ -17,13 +24,37 @@ verb, usually). Equal scores go to the healthier and less loaded capability.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.names import ROUTE_SEPARATOR
+from shared.ids import ID_RE
 
 _WORD = re.compile(r"[a-z0-9]+")
+
+MAX_DESCRIPTION = 300
+"""Characters of one registry description the catalog keeps (more is cut)."""
+MAX_DESCRIPTIONS = 3
+"""Distinct descriptions kept per capability (agents serving it may differ)."""
+MAX_NAME = 64
+"""Characters of an agent or breaker name the catalog keeps."""
+MAX_BREAKERS = 10
+"""Open breaker names kept per capability."""
+
+
+def clean_text(text: object, limit: int) -> str:
+    """Registry text made safe to show and to quote: control, format (zero-width,
+    bidi override), private-use and unassigned characters dropped, whitespace
+    runs made one space, and at most ``limit`` characters (``...`` marks a cut)."""
+    kept = "".join(
+        " " if ch.isspace() else ch
+        for ch in str(text)
+        if ch.isspace() or unicodedata.category(ch)[0] != "C"
+    )
+    kept = " ".join(kept.split())
+    return kept if len(kept) <= limit else kept[: max(limit - 3, 0)] + "..."
+
 
 STOPWORDS = frozenset(
     [
@@ -236,25 +267,37 @@ class Catalog:
         for entry in entries:
             if entry.get("role", "worker") != "worker" or entry.get("route"):
                 continue
-            if int(entry.get("heartbeat", 0) or 0) < horizon:
+            if _int(entry.get("heartbeat")) < horizon:
                 continue
-            live = int(entry.get("instances", 0) or 0) - int(entry.get("suspended", 0) or 0)
-            for capability in entry.get("capabilities", ()):
-                if not isinstance(capability, str) or ROUTE_SEPARATOR in capability:
+            live = _int(entry.get("instances")) - _int(entry.get("suspended"))
+            capabilities = entry.get("capabilities", ())
+            for capability in capabilities if isinstance(capabilities, (list, tuple)) else ():
+                # A name a workflow could not use is no capability (and no prompt
+                # text); a private route's ``name~route`` fails the pattern too.
+                if not isinstance(capability, str) or not ID_RE.match(capability):
                     continue
                 slot = found.setdefault(
                     capability,
                     {"agents": set(), "descriptions": [], "instances": 0, "busy": 0,
                      "workers": set(), "breakers": set()},
                 )  # fmt: skip
-                slot["agents"].add(str(entry.get("agent", "")))
-                description = str(entry.get("description", "") or "")
-                if description and description not in slot["descriptions"]:
-                    slot["descriptions"].append(description)
+                slot["agents"].add(clean_text(entry.get("agent", ""), MAX_NAME))
+                description = clean_text(entry.get("description", "") or "", MAX_DESCRIPTION)
+                descriptions: list[str] = slot["descriptions"]
+                if (
+                    description
+                    and description not in descriptions
+                    and len(descriptions) < MAX_DESCRIPTIONS
+                ):
+                    descriptions.append(description)
                 slot["instances"] += max(live, 0)
-                slot["busy"] += int(entry.get("load", 0) or 0)
+                slot["busy"] += _int(entry.get("load"))
                 slot["workers"].add(str(entry.get("worker", "")))
-                slot["breakers"].update(entry.get("open_breakers", ()) or ())
+                breakers = entry.get("open_breakers", ()) or ()
+                if isinstance(breakers, (list, tuple)):
+                    slot["breakers"].update(
+                        clean_text(b, MAX_NAME) for b in breakers[:MAX_BREAKERS]
+                    )
         return cls(
             CapabilityInfo(
                 name=name,
@@ -263,7 +306,7 @@ class Catalog:
                 instances=slot["instances"],
                 busy=min(slot["busy"], slot["instances"]),
                 workers=len(slot["workers"]),
-                open_breakers=tuple(sorted(slot["breakers"])),
+                open_breakers=tuple(sorted(b for b in slot["breakers"] if b)[:MAX_BREAKERS]),
             )
             for name, slot in sorted(found.items())
         )
@@ -276,6 +319,10 @@ class Catalog:
             CapabilityInfo(name=name, description=text, instances=1, workers=1)
             for name, text in capabilities.items()
         )
+
+    def permitted(self, allowed: Callable[[str], bool]) -> Catalog:
+        """The capabilities ``allowed`` accepts (e.g. those a principal may submit)."""
+        return Catalog(info for info in self.capabilities.values() if allowed(info.name))
 
     def __contains__(self, capability: object) -> bool:
         return capability in self.capabilities
@@ -339,6 +386,13 @@ class Catalog:
         ]
 
 
+def _int(value: object) -> int:
+    """A registry number, or 0 for anything else (a writer's junk counts as nothing)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0
+    return int(value) if abs(value) < 2**63 else 0
+
+
 def _origin(stem_: str, stems: Mapping[str, str]) -> str:
     """The query word whose synonym produced ``stem_``."""
     for s, word in stems.items():
@@ -353,11 +407,13 @@ def _rank(match: Match) -> tuple[Any, ...]:
 
 
 __all__ = [
+    "MAX_DESCRIPTION",
     "STOPWORDS",
     "SYNONYMS",
     "CapabilityInfo",
     "Catalog",
     "Match",
+    "clean_text",
     "expand",
     "stem",
     "words",

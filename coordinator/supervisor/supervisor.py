@@ -13,6 +13,15 @@ before anything starts (:class:`~shared.errors.UnservedCapabilityError`).
 The ``llm`` planner falls back to the ``rules`` planner when its endpoint is
 down or slow, and the plan's notes say so; an LLM plan that stays invalid
 after one repair is an error, never silently replaced.
+
+Submission rights: given the RBAC policy and the principal that will submit,
+the planners see only the capabilities that principal may submit
+(``workflow:submit:<capability>``), the plan's notes name the ones left out,
+and a plan that still uses another (a template names it) is refused with
+:class:`~shared.errors.PermissionDeniedError` before anything is sent. The
+coordinator's admission makes the same check on every submission; this one
+only says it sooner. Registry entries reach the planners only through
+:func:`registry_entries`.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from coordinator.supervisor.catalog import Catalog
 from coordinator.supervisor.plan import Plan, PlanStep
@@ -28,12 +37,31 @@ from coordinator.supervisor.planner import Planner
 from coordinator.supervisor.rules import RulesPlanner
 from coordinator.supervisor.templates import Templates
 from shared.config import Settings
-from shared.errors import ConfigError, PlannerUnavailableError, UnservedCapabilityError
+from shared.errors import (
+    ConfigError,
+    PermissionDeniedError,
+    PlannerUnavailableError,
+    UnservedCapabilityError,
+)
+from shared.rbac import Policy, SecurityContext
 
 if TYPE_CHECKING:
     from coordinator.client import Client
 
 Allocation = Literal["queue", "auction"]
+
+
+async def registry_entries(client: Client) -> list[dict[str, Any]]:
+    """The registry entries planning may use: the only way registry text
+    (capabilities, agent names, descriptions) enters the supervisor.
+
+    Entries are what workers wrote to the agents bucket. Once registry
+    records are signed (issue 20: KV records owned and signed), this is where
+    an entry whose signature does not verify, or whose signer does not own its
+    key, is dropped when security is on; until then it returns what
+    :meth:`Client.agents` reads. Raises TransportError.
+    """
+    return await client.agents()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +83,17 @@ class Supervisor:
         settings: Settings,
         templates: Templates | None = None,
         planners: Mapping[str, Planner] | None = None,
+        policy: Policy | None = None,
+        principal: str | None = None,
     ) -> None:
-        """``client`` may be None for planning against a given catalog only."""
+        """``client`` may be None for planning against a given catalog only.
+
+        With a ``policy``, plans are limited to the capabilities ``principal``
+        (default: the settings' principal, else ``client``) may submit."""
         self.client = client
         self.settings = settings
+        self.policy = policy
+        self.principal = principal or settings.principal or "client"
         self.templates = templates if templates is not None else Templates.load()
         self.planners: dict[str, Planner] = dict(planners or {})
         self.planners.setdefault("rules", RulesPlanner())
@@ -80,7 +115,7 @@ class Supervisor:
         """The capabilities of the live agents (registry entries within the TTL)."""
         if self.client is None:
             raise ConfigError("the supervisor has no client: pass a catalog")
-        entries = await self.client.agents()
+        entries = await registry_entries(self.client)
         return Catalog.from_registry(
             entries, now_ns=time.time_ns(), ttl_s=float(self.settings.agent_ttl_s)
         )
@@ -100,33 +135,50 @@ class Supervisor:
         gives the rules planner's plan, with a note saying so. ``allocation``
         sets every capability step's allocation (e.g. ``auction``).
         Raises PlanningError (empty or unplannable query), InvalidPlanError,
-        PlannerUnavailableError (without fallback), UnservedCapabilityError.
+        PlannerUnavailableError (without fallback), UnservedCapabilityError,
+        PermissionDeniedError (the plan uses a capability the principal may
+        not submit).
         """
         chosen = self.planner(planner)
         catalog = catalog if catalog is not None else await self.catalog()
+        context = self.context()
+        usable = catalog if context is None else catalog.permitted(context.may_submit)
+        hidden = sorted(set(catalog.names()) - set(usable.names()))
         started = time.perf_counter()
         try:
-            plan = await chosen.plan(query, catalog=catalog, templates=self.templates)
+            plan = await chosen.plan(query, catalog=usable, templates=self.templates)
         except PlannerUnavailableError as exc:
             if not fallback or chosen.name == "rules":
                 raise
-            plan = await self.planner("rules").plan(
-                query, catalog=catalog, templates=self.templates
-            )
+            plan = await self.planner("rules").plan(query, catalog=usable, templates=self.templates)
             plan = plan.with_notes(
                 f"the {chosen.name} planner was unavailable ({exc}); "
                 "planned with the rules planner instead"
             )
         if allocation is not None:
             plan = plan.model_copy(update={"steps": _allocate(plan.steps, allocation)})
+        if hidden and context is not None:
+            plan = plan.with_notes(
+                f"planned without the capabilities {context.principal} may not submit: "
+                f"{', '.join(hidden)}"
+            )
         planning_ms = (time.perf_counter() - started) * 1000
         plan.check()
+        if context is not None:
+            check_permitted(plan, context)
         check_served(plan, catalog)
         return Planned(plan=plan, catalog=catalog, planning_ms=planning_ms)
 
+    def context(self) -> SecurityContext | None:
+        """The submitting principal's roles under the policy (None: no policy)."""
+        return None if self.policy is None else self.policy.context(self.principal)
+
     async def submit(self, plan: Plan, *, workflow_id: str | None = None) -> str:
         """Run ``plan`` as a workflow; returns its id. Raises InvalidPlanError,
-        TransportError."""
+        PermissionDeniedError, TransportError."""
+        context = self.context()
+        if context is not None:
+            check_permitted(plan, context)
         if self.client is None:
             raise ConfigError("the supervisor has no client to submit with")
         definition = plan.to_workflow()
@@ -145,6 +197,14 @@ def check_served(plan: Plan, catalog: Catalog) -> None:
         )
 
 
+def check_permitted(plan: Plan, context: SecurityContext) -> None:
+    """Raise PermissionDeniedError when ``plan`` uses a capability the principal of
+    ``context`` may not submit (the coordinator would refuse the workflow)."""
+    denial = context.submit_denial(plan.capabilities())
+    if denial is not None:
+        raise PermissionDeniedError(f"the plan cannot be submitted: {denial}")
+
+
 def _allocate(steps: tuple[PlanStep, ...], allocation: Allocation) -> tuple[PlanStep, ...]:
     return tuple(
         step.model_copy(update={"steps": _allocate(step.steps, allocation)})
@@ -154,4 +214,11 @@ def _allocate(steps: tuple[PlanStep, ...], allocation: Allocation) -> tuple[Plan
     )
 
 
-__all__ = ["Allocation", "Planned", "Supervisor", "check_served"]
+__all__ = [
+    "Allocation",
+    "Planned",
+    "Supervisor",
+    "check_permitted",
+    "check_served",
+    "registry_entries",
+]

@@ -651,7 +651,11 @@ class AdmissionMachine(RuleBasedStateMachine):
         """A client submits the workflow: ``plain`` is dispatched, ``gated`` waits."""
         self.world = World(secure=secure)
         world = self.world
-        handled = world.handle(world.sign(submitted(DEFN, ts=world.sim.tick()), *OPERATOR))
+        honest = submitted(DEFN, ts=world.sim.tick())
+        honest = honest.model_copy(  # unsigned, the name it gives is the principal checked
+            update={"data": honest.data.model_copy(update={"submitted_by": OPERATOR[0]})}
+        )
+        handled = world.handle(world.sign(honest, *OPERATOR))
         assert isinstance(handled.verdict, Admit)
         assert only_dispatch(handled.commands).task_id == "plain"
 

@@ -20,6 +20,7 @@ from coordinator.admission import (
     Rules,
     Verdict,
     admit,
+    used_capabilities,
 )
 from coordinator.reducer import COORDINATOR_NODE, apply, fold, reduce
 from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
@@ -323,6 +324,136 @@ def test_reuse_needs_an_origin_and_forks_need_permission() -> None:
     assert isinstance(refusal, Refuse)
     assert (refusal.code, refusal.reason) == (FORBIDDEN, "mallory lacks permission workflow:fork")
     assert admit(None, signed(fork, "alice", "client"), rules) == ADMIT
+
+
+# RBAC on submissions ------------------------------------------------------------
+SUBMITTERS = Policy.from_dict(
+    {
+        "roles": {
+            "operator": {"permissions": ["workflow:*"]},
+            "reporter": {"permissions": ["workflow:submit:x", "workflow:submit:report_*"]},
+            "commenter": {"permissions": ["workflow:feedback"]},
+        },
+        "principals": {"alice": ["operator"], "bob": ["reporter"], "mallory": ["commenter"]},
+    }
+)
+NESTED = definition(
+    {"id": "t", "capability": "x"},
+    {
+        "id": "child",
+        "depends_on": ["t"],
+        "workflow": {
+            "tasks": [
+                {"id": "a", "capability": "report_weekly"},
+                {"id": "deep", "workflow": {"tasks": [{"id": "p", "capability": "pay"}]}},
+            ]
+        },
+    },
+)
+
+
+def _submission(defn: Any, *, by: str, **more: Any) -> Event:
+    event = submitted(defn)
+    data = WorkflowSubmitted(definition=defn, submitted_by=by, **more)
+    return event.model_copy(update={"data": data})
+
+
+def test_used_capabilities_include_every_child_workflows() -> None:
+    assert used_capabilities(NESTED) == {"x", "report_weekly", "pay"}
+    assert used_capabilities(ONE) == {"x"}
+
+
+def test_a_submission_needs_submit_rights_for_every_capability_it_runs() -> None:
+    rules = Rules(policy=SUBMITTERS)
+    # bob may submit x and report_*: a flat workflow of x is admitted ...
+    assert admit(None, signed(_submission(ONE, by="bob"), "bob", "client"), rules) == ADMIT
+    # ... one that reaches pay three levels down is not, and nothing of it is folded.
+    verdict = admit(None, signed(_submission(NESTED, by="bob"), "bob", "client"), rules)
+    assert verdict == Refuse(
+        FORBIDDEN,
+        "bob may not submit capability 'pay' (it lacks workflow:submit:pay; roles: reporter)",
+    )
+    # A principal with no submit right, and one the policy does not name.
+    for who in ("mallory", "nobody"):
+        refusal = admit(None, signed(_submission(ONE, by=who), who, "client"), rules)
+        assert isinstance(refusal, Refuse)
+        assert (refusal.code, refusal.reason.split(" (")[0]) == (
+            FORBIDDEN,
+            f"{who} may not submit capability 'x'",
+        )
+    assert admit(None, signed(_submission(NESTED, by="a"), "alice", "client"), rules) == ADMIT
+
+
+def test_the_signer_not_the_claimed_submitter_is_checked() -> None:
+    rules = Rules(policy=SUBMITTERS)
+    claims_alice = signed(_submission(NESTED, by="alice"), "mallory", "client")
+    verdict = admit(None, claims_alice, rules)
+    assert isinstance(verdict, Refuse)
+    assert verdict.reason.startswith("mallory may not submit")
+    # Unsigned (no keys): the claimed name is all there is, and it proves nothing.
+    assert admit(None, _submission(NESTED, by="alice"), rules) == ADMIT
+    assert isinstance(admit(None, _submission(ONE, by="mallory"), rules), Refuse)
+
+
+def test_without_a_policy_any_submission_is_admitted_as_before() -> None:
+    for event in (_submission(NESTED, by="mallory"), signed(_submission(NESTED, by="m"), "m", "x")):
+        assert admit(None, event, Rules()) == ADMIT
+
+
+def test_the_coordinators_child_submission_is_not_checked_again() -> None:
+    """A child's definition was checked as part of its parent's submission."""
+    rules = Rules(policy=SUBMITTERS)
+    child = NESTED.tasks[1].workflow
+    assert child is not None
+    derived = {"workflow_id": child_workflow_id("victim", "pay", 1)}
+    real = signed(_child_submission(**derived), "coordinator", "coordinator")
+    real = real.model_copy(update={"data": real.data.model_copy(update={"definition": child})})
+    assert admit(None, real, rules) == ADMIT
+
+
+def test_a_fork_needs_its_permission_and_submit_rights() -> None:
+    rules = Rules(policy=SUBMITTERS)
+    origin = Origin(kind="fork", workflow_id="src")
+    fork = _submission(NESTED, by="bob", reuse={"t": 1}, origin=origin)
+    assert admit(None, signed(fork, "bob", "client"), rules) == Refuse(
+        FORBIDDEN, "bob lacks permission workflow:fork"
+    )
+    assert admit(None, signed(fork, "alice", "client"), rules) == ADMIT
+    submit_only = Policy.from_dict(
+        {
+            "roles": {"forker": {"permissions": ["workflow:fork", "workflow:submit:x"]}},
+            "principals": {"fran": ["forker"]},
+        }
+    )
+    verdict = admit(None, signed(fork, "fran", "client"), Rules(policy=submit_only))
+    assert isinstance(verdict, Refuse)
+    assert verdict.reason.startswith("fran may not submit capabilities 'pay', 'report_weekly'")
+
+
+def test_a_refused_submission_is_skipped_by_replay_as_the_coordinator_recorded_it() -> None:
+    event = signed(_submission(NESTED, by="bob"), "bob", "client").model_copy(update={"seq": 1})
+    verdict = admit(None, event, Rules(policy=SUBMITTERS))
+    assert isinstance(verdict, Refuse)
+    record = Event(
+        id="rejected:AF_EVENTS:1",
+        type=EventType.MESSAGE_REJECTED,
+        workflow_id=WF,
+        source=COORDINATOR_NODE,
+        timestamp=2 * 10**18,
+        vclock=VectorClock({COORDINATOR_NODE: 1}),
+        seq=2,
+        data=MessageRejected(
+            reason=verdict.reason,
+            code=verdict.code,
+            subject=f"af.evt.{WF}.workflow.submitted",
+            stream_seq=1,
+            sender="bob",
+        ),
+    )
+    assert fold([event, record]) is None  # nothing of it was ever folded
+    unrecorded = fold([event])  # the control: replay alone has no policy
+    assert unrecorded is not None
+    assert unrecorded.status == WorkflowStatus.RUNNING
 
 
 # RBAC on interventions and resumes -------------------------------------------

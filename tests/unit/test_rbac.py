@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from shared.errors import ConfigError, ToolPermissionError
 from shared.events import TaskToolCalled
-from shared.rbac import Policy, grants, load_policy
+from shared.rbac import UNATTENDED, Policy, grants, load_policy, submit_permission
 from worker.tools import MemoryToolState, ToolBox, ToolRegistry, tool
 
 POLICY = """
@@ -178,3 +178,56 @@ def test_the_readme_policy_is_valid_and_means_what_it_says() -> None:
     assert researcher.denial("read_file", {"fs:read"}, {"path": "/etc/passwd"}) is not None
     assert policy.context("alice").can("workflow:abort")
     assert not researcher.can("workflow:abort")
+
+
+# Submission rights ------------------------------------------------------------
+SUBMITTERS = Policy.from_dict(
+    {
+        "roles": {
+            "operator": {"permissions": ["workflow:*"]},
+            "reporter": {"permissions": ["workflow:submit:summarize", "workflow:submit:report_*"]},
+            "any": {"permissions": ["workflow:submit:*"]},
+            "commenter": {"permissions": ["workflow:feedback"]},
+            "robot": {"permissions": ["planner:unattended", "workflow:submit:echo"]},
+        },
+        "principals": {
+            "alice": ["operator"],
+            "bob": ["reporter"],
+            "carol": ["any"],
+            "mallory": ["commenter"],
+            "cron": ["robot"],
+        },
+    }
+)
+
+
+def test_submitting_a_capability_needs_workflow_submit_for_it() -> None:
+    assert submit_permission("pay") == "workflow:submit:pay"
+    bob = SUBMITTERS.context("bob")
+    assert bob.may_submit("summarize")
+    assert bob.may_submit("report_weekly")
+    assert not bob.may_submit("reporter")  # the wildcard is report_*, not report*
+    assert not bob.may_submit("pay")
+    assert bob.submit_denial(["summarize", "report_q3"]) is None
+    assert bob.submit_denial(["summarize", "pay", "wire"]) == (
+        "bob may not submit capabilities 'pay', 'wire' (it lacks workflow:submit:pay; "
+        "roles: reporter)"
+    )
+    # workflow:* and workflow:submit:* cover every capability; feedback covers none.
+    assert SUBMITTERS.context("alice").submit_denial(["pay", "x"]) is None
+    assert SUBMITTERS.context("carol").submit_denial(["pay", "x"]) is None
+    assert SUBMITTERS.context("mallory").submit_denial(["x"]) == (
+        "mallory may not submit capability 'x' (it lacks workflow:submit:x; roles: commenter)"
+    )
+    stranger = SUBMITTERS.context("stranger").submit_denial(["x"])
+    assert stranger is not None
+    assert "roles: none" in stranger
+    many = SUBMITTERS.context("mallory").submit_denial([f"c{i}" for i in range(8)])
+    assert many is not None
+    assert "and 3 more" in many
+
+
+def test_unattended_planning_is_a_permission_of_its_own() -> None:
+    assert SUBMITTERS.context("cron").can(UNATTENDED)
+    assert not SUBMITTERS.context("alice").can(UNATTENDED)  # workflow:* is not planner:*
+    assert not SUBMITTERS.context("carol").can(UNATTENDED)

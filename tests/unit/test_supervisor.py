@@ -21,19 +21,24 @@ from coordinator.supervisor import (
     Plan,
     PlanStep,
     RulesPlanner,
+    Supervisor,
     Templates,
     check_served,
     load_template,
     parse_plan,
 )
 from coordinator.supervisor.catalog import stem
+from coordinator.supervisor.supervisor import check_permitted
+from shared.config import Settings
 from shared.errors import (
     InvalidPlanError,
     NotFoundError,
+    PermissionDeniedError,
     PlanningError,
     UnservedCapabilityError,
     WorkflowDefinitionError,
 )
+from shared.rbac import Policy
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "templates"
 
@@ -657,3 +662,71 @@ workflow:
         ("french", "translate"),
     ]
     assert found.to_workflow().tasks[1].workflow is not None
+
+
+# Submission rights ------------------------------------------------------------
+REPORTER = Policy.from_dict(
+    {
+        "roles": {
+            "reporter": {"permissions": ["workflow:submit:summarize", "workflow:submit:tr*"]}
+        },
+        "principals": {"bob": ["reporter"]},
+    }
+)
+NESTED_TEMPLATE = """
+template: nested
+keywords: [dossier, compile]
+workflow:
+  name: nested
+  tasks:
+    - {id: short, capability: summarize}
+    - id: deep
+      depends_on: [short]
+      workflow:
+        tasks:
+          - {id: gather, capability: fetch}
+"""
+
+
+def _supervisor(tmp_path: Path, **options: Any) -> Supervisor:
+    (tmp_path / "nested.yaml").write_text(NESTED_TEMPLATE, encoding="utf-8")
+    templates = Templates.load([EXAMPLES, tmp_path])
+    return Supervisor(client=None, settings=Settings(), templates=templates, **options)
+
+
+async def test_planners_see_only_what_the_principal_may_submit(tmp_path: Path) -> None:
+    supervisor = _supervisor(tmp_path, policy=REPORTER, principal="bob")
+    planned = await supervisor.plan("Summarize the report, then translate it", catalog=CATALOG)
+    assert planned.plan.capabilities() == {"summarize", "translate"}
+    (note,) = planned.plan.notes
+    assert note.startswith("planned without the capabilities bob may not submit: classify, ")
+    assert "fetch" in note
+    # The control: the same query without a policy, and one that needs a hidden capability.
+    free = await _supervisor(tmp_path).plan("Download the page", catalog=CATALOG)
+    assert free.plan.capabilities() == {"fetch"}
+    with pytest.raises(PlanningError) as caught:
+        await supervisor.plan("Download the page", catalog=CATALOG)
+    assert not isinstance(caught.value, UnservedCapabilityError)
+
+
+async def test_a_template_with_a_forbidden_capability_is_refused_before_submitting(
+    tmp_path: Path,
+) -> None:
+    supervisor = _supervisor(tmp_path, policy=REPORTER, principal="bob")
+    with pytest.raises(PermissionDeniedError, match=r"bob may not submit capability 'fetch'"):
+        await supervisor.plan("compile the dossier", catalog=CATALOG)
+    allowed = await _supervisor(tmp_path).plan("compile the dossier", catalog=CATALOG)
+    assert allowed.plan.capabilities() == {"summarize", "fetch"}
+    with pytest.raises(PermissionDeniedError, match="lacks workflow:submit:fetch"):
+        await supervisor.submit(allowed.plan)  # a plan made elsewhere is checked too
+
+
+def test_check_permitted_names_the_missing_permission() -> None:
+    found = plan("Summarize this quarterly report")
+    check_permitted(found, REPORTER.context("bob"))
+    with pytest.raises(PermissionDeniedError) as caught:
+        check_permitted(found, REPORTER.context("mallory"))
+    assert str(caught.value) == (
+        "the plan cannot be submitted: mallory may not submit capability 'summarize' "
+        "(it lacks workflow:submit:summarize; roles: none)"
+    )
