@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import json
 import os
+import re
+import socket
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -24,6 +31,7 @@ from worker.tools import (
     sql_tool,
 )
 from worker.tools.spec import Tool
+from worker.tools.web import address_allowed, host_allowed, parse_rule
 
 
 def box(*tools: Tool, permissions: set[str] | None = None) -> ToolBox:
@@ -228,7 +236,9 @@ async def test_sql_query_reads_only_listed_tables(database: Path) -> None:
         "SELECT * FROM dbstat",
         "SELECT * FROM json_each('[1]')",
     ):
-        with pytest.raises(ToolRefusedError, match="only reading listed tables|vtable constructor"):
+        with pytest.raises(
+            ToolRefusedError, match=r"only reading listed tables|vtable constructor"
+        ):
             await tools.call("sql_query", query=statement)
     # The controls: a listed table, and a listed view (on a listed table).
     assert (await tools.call("sql_query", query="SELECT count(*) FROM items"))["rows"] == [[10]]
@@ -296,9 +306,15 @@ async def test_sql_connections_come_from_a_bounded_pool(database: Path) -> None:
 
 # --- http --------------------------------------------------------------------------
 
+LOOPBACK = ["127.0.0.0/8"]
+"""The tests' server is on 127.0.0.1: reaching it needs this explicit opt-in."""
+
 
 class _Handler(BaseHTTPRequestHandler):
+    hits: list[str]  # set per server
+
     def do_GET(self) -> None:
+        self.hits.append(self.path)
         if self.path.startswith("/big"):
             body = b"z" * 5000
         elif self.path.startswith("/stream"):
@@ -308,11 +324,16 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"y" * 1000)
             return
         elif self.path.startswith("/redirect"):
-            self.send_response(302)
-            self.send_header("Location", "http://example.com/")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self._redirect("http://example.com/")
             return
+        elif self.path.startswith("/to/"):  # /to/<url>: a redirect there
+            self._redirect(urllib.parse.unquote(self.path[len("/to/") :]))
+            return
+        elif self.path.startswith("/loop"):
+            self._redirect("/loop")
+            return
+        elif self.path.startswith("/echo"):
+            body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
         else:
             body = f"hello {self.path}".encode()
         self.send_response(200)
@@ -320,29 +341,52 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def log_message(self, *args: Any) -> None:
         pass
 
 
+@dataclass
+class Server:
+    url: str
+    port: int
+    hits: list[str]
+
+
 @pytest.fixture(scope="module")
-def http_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+def http_server() -> Iterator[Server]:
+    hits: list[str] = []
+    handler = type("Handler", (_Handler,), {"hits": hits})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    port = server.server_address[1]
+    yield Server(f"http://127.0.0.1:{port}", port, hits)
     server.shutdown()
     server.server_close()
     thread.join(5)
 
 
-async def test_http_request_to_an_allowed_host(http_server: str) -> None:
-    request = http_tool(allow_hosts=["127.0.0.1"], max_bytes=1000)
+def local_tool(server: Server, *more: str, **options: Any) -> Tool:
+    return http_tool(
+        [f"127.0.0.1:{server.port}", *more], allow_networks=LOOPBACK, max_bytes=1000, **options
+    )
+
+
+async def test_http_request_to_an_allowed_host(http_server: Server) -> None:
+    request = local_tool(http_server)
     tools = box(request)
-    answer = await tools.call("http_request", url=f"{http_server}/hi", params={"q": "1"})
+    answer = await tools.call("http_request", url=f"{http_server.url}/hi", params={"q": "1"})
     assert answer["status"] == 200
     assert answer["text"] == "hello /hi?q=1"
-    moved = await tools.call("http_request", url=f"{http_server}/redirect")
-    assert moved["status"] == 302  # not followed: a redirect cannot lead off the list
+    moved = await tools.call("http_request", url=f"{http_server.url}/redirect")
+    assert moved["status"] == 302  # not followed by default: the caller sees where it leads
+    assert moved["redirect_to"] == "http://example.com/"
     (metrics,) = ToolRegistry([request]).pool_metrics()
     assert metrics["created"] == 1
     assert metrics["acquired"] == 2
@@ -357,40 +401,161 @@ async def test_http_request_to_an_allowed_host(http_server: str) -> None:
         ("{server}/x", "DELETE", "method DELETE is not allowed"),
         ("{server}/big", "GET", "5000 bytes is over the 1000-byte limit"),
         ("{server}/stream", "GET", "over the 1000-byte limit \\(aborted\\)"),
+        ("http://127.0.0.1/x", "GET", "port 80 of '127.0.0.1' is not allowed"),
+        ("https://127.0.0.1:1/x", "GET", "port 1 of '127.0.0.1' is not allowed"),
     ],
 )
-async def test_http_request_refusals(http_server: str, url: str, method: str, why: str) -> None:
-    request = http_tool(allow_hosts=["127.0.0.1", "*.example.org"], max_bytes=1000)
+async def test_http_request_refusals(http_server: Server, url: str, method: str, why: str) -> None:
+    request = local_tool(http_server, "*.example.org")
     with pytest.raises(ToolRefusedError, match=why):
-        await box(request).call("http_request", url=url.format(server=http_server), method=method)
+        await box(request).call(
+            "http_request", url=url.format(server=http_server.url), method=method
+        )
 
 
 @pytest.mark.parametrize("header", ["Host", "host", ":authority", "Transfer-Encoding", "Forwarded"])
 async def test_http_request_refuses_headers_that_route_the_request(
-    http_server: str, header: str
+    http_server: Server, header: str
 ) -> None:
     # A Host header would reach another virtual host behind the allowed address.
-    request = http_tool(allow_hosts=["127.0.0.1"], max_bytes=1000)
+    request = local_tool(http_server)
     with pytest.raises(ToolRefusedError, match="may not set header"):
         await box(request).call(
-            "http_request", url=f"{http_server}/hi", headers={header: "internal.admin"}
+            "http_request", url=f"{http_server.url}/hi", headers={header: "internal.admin"}
         )
     answer = await box(request).call(  # the control: an ordinary header goes through
-        "http_request", url=f"{http_server}/hi", headers={"Accept": "text/plain"}
+        "http_request", url=f"{http_server.url}/hi", headers={"Accept": "text/plain"}
     )
     assert answer["status"] == 200
 
 
-def test_host_allow_list_wildcards() -> None:
-    from worker.tools.web import host_allowed
-
-    allow = frozenset({"api.example.com", "*.example.org", "10.0.0.1:8080"})
+def test_host_allow_list_hosts_and_ports() -> None:
+    allow = ["api.example.com", "*.example.org", "10.0.0.1:8080", "any.example.net:*", "[::1]:99"]
     assert host_allowed(allow, "API.example.com.", None)
+    assert host_allowed(allow, "api.example.com", 443, "https")
+    assert host_allowed(allow, "api.example.com", 80, "http")
+    # A bare host allows the scheme's default port only.
+    assert not host_allowed(allow, "api.example.com", 8443, "https")
+    assert not host_allowed(allow, "api.example.com", 80, "https")
+    assert not host_allowed(allow, "api.example.com", 443, "http")
     assert host_allowed(allow, "a.b.example.org", 443)
+    assert not host_allowed(allow, "a.b.example.org", 444)
     assert not host_allowed(allow, "example.org", 443)
     assert not host_allowed(allow, "evil-example.org", 443)
     assert host_allowed(allow, "10.0.0.1", 8080)
+    assert host_allowed(allow, "10.0.0.1", 8080, "http")
     assert not host_allowed(allow, "10.0.0.1", 8081)
+    assert not host_allowed(allow, "10.0.0.1", None)
+    assert host_allowed(allow, "any.example.net", 1)
+    assert host_allowed(allow, "0:0::1", 99)
+    assert str(parse_rule("*.Example.org:*")) == "*.example.org:*"
+    for bad in ("", "host:0", "host:70000", "host:x", "a*.b", "*", "[::1", "10.0.0.0/8"):
+        with pytest.raises(ConfigError, match="allow_hosts entry"):
+            parse_rule(bad)
+    with pytest.raises(ConfigError, match="allow_networks entry 'x' is not a network"):
+        http_tool(["example.com"], allow_networks=["x"])
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("0.0.0.0", "unspecified"),
+        ("::", "unspecified"),
+        ("10.1.2.3", "private"),
+        ("172.16.0.1", "private"),
+        ("192.168.1.1", "private"),
+        ("169.254.169.254", "link-local"),
+        ("fe80::1", "link-local"),
+        ("fd00::1", "private"),
+        ("224.0.0.1", "multicast"),
+        ("ff02::1", "multicast"),
+        ("100.64.0.1", "not a public address"),
+        ("240.0.0.1", "private|reserved"),
+        ("::ffff:127.0.0.1", "loopback.*inside"),
+        ("::ffff:169.254.169.254", "link-local.*inside"),
+        ("::127.0.0.1", "loopback.*inside"),
+        ("64:ff9b::a9fe:a9fe", "link-local.*inside"),
+        ("2002:7f00:1::1", "loopback.*inside"),
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo"),
+        ("fec0::1", "site-local"),
+    ],
+)
+def test_addresses_that_are_not_public_are_refused(address: str, why: str) -> None:
+    ip = ipaddress.ip_address(address)
+    assert re.search(why, address_allowed(ip, ()) or "")
+
+
+def test_public_addresses_and_opted_in_networks_are_allowed() -> None:
+    for public in ("93.184.216.34", "8.8.8.8", "2606:2800:220:1:248:1893:25c8:1946"):
+        assert address_allowed(ipaddress.ip_address(public), ()) is None
+    loopback = (ipaddress.ip_network("127.0.0.0/8"),)
+    assert address_allowed(ipaddress.ip_address("127.0.0.2"), loopback) is None
+    assert address_allowed(ipaddress.ip_address("::ffff:127.0.0.1"), loopback) is None
+    assert address_allowed(ipaddress.ip_address("169.254.169.254"), loopback) is not None
+
+
+class FakeDns:
+    """A resolver with fixed answers that counts its lookups."""
+
+    def __init__(self, answers: dict[str, list[str]]) -> None:
+        self.answers = answers
+        self.lookups: list[str] = []
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.lookups.append(host)
+        if host not in self.answers:
+            raise socket.gaierror(f"no such host {host}")
+        return self.answers[host]
+
+
+async def test_the_connection_goes_to_the_checked_address_keeping_the_name(
+    http_server: Server,
+) -> None:
+    # api.test exists only in this resolver: the request reaches the server,
+    # so the connection used the checked address, not a second lookup.
+    dns = FakeDns({"api.test": ["127.0.0.1"]})
+    request = http_tool([f"api.test:{http_server.port}"], allow_networks=LOOPBACK, resolver=dns)
+    answer = await box(request).call("http_request", url=f"http://api.test:{http_server.port}/echo")
+    assert json.loads(answer["text"])["host"] == f"api.test:{http_server.port}"
+    assert dns.lookups == ["api.test"]
+    # One answer out of range refuses the name, whatever the order.
+    dns.answers["api.test"] = ["127.0.0.1", "10.0.0.7"]
+    with pytest.raises(
+        ToolRefusedError, match=re.escape("resolves to 10.0.0.7, a private address")
+    ):
+        await box(request).call("http_request", url=f"http://api.test:{http_server.port}/echo")
+
+
+async def test_redirects_are_followed_only_when_asked_and_each_hop_is_checked(
+    http_server: Server,
+) -> None:
+    other = f"other.test:{http_server.port}"
+    dns = FakeDns({"other.test": ["127.0.0.1"], "127.0.0.1": ["127.0.0.1"]})
+    request = local_tool(
+        http_server,
+        other,
+        max_redirects=2,
+        resolver=dns,
+        headers={"Authorization": "Bearer s3cret"},
+    )
+    tools = box(request)
+    same = await tools.call("http_request", url=f"{http_server.url}/to/{quote('/echo', safe='')}")
+    assert same["redirects"] == 1
+    assert same["url"] == f"{http_server.url}/echo"
+    assert json.loads(same["text"])["authorization"] == "Bearer s3cret"
+    # Another allowed origin: followed, without the tool's credentials.
+    there = quote(f"http://{other}/echo", safe="")
+    moved = await tools.call("http_request", url=f"{http_server.url}/to/{there}")
+    assert moved["url"] == f"http://{other}/echo"
+    assert "authorization" not in json.loads(moved["text"])
+    with pytest.raises(
+        ToolRefusedError, match=re.escape("redirect 1 to http://example.com/ refused")
+    ):
+        await tools.call("http_request", url=f"{http_server.url}/redirect")
+    with pytest.raises(ToolRefusedError, match="more than 2 redirects"):
+        await tools.call("http_request", url=f"{http_server.url}/loop")
 
 
 # --- pool --------------------------------------------------------------------------
