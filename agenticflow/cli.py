@@ -1406,8 +1406,9 @@ def audit_verify(
         Path | None,
         typer.Option(
             "--anchor",
-            help="Compare each chain with the heads kept in FILE by an earlier run (catches "
-            "truncation and rewritten history), then keep the new heads there if intact.",
+            help="Also compare each chain with the heads kept in FILE by an earlier run, "
+            "then keep the new heads there if intact: a copy kept away from the cluster "
+            "still catches an admin who deleted both the audit and the anchors stream.",
         ),
     ] = None,
     as_json: JsonOpt = False,
@@ -1415,7 +1416,9 @@ def audit_verify(
     prefix: PrefixOpt = None,
 ) -> None:
     """Check every record of the audit trail: signatures, each node's hash chain,
-    no removed or reordered record. Exit 0 when intact, 1 with the problems."""
+    no removed or reordered record, and each chain against its signed anchors
+    (a deleted, re-created or truncated stream). Exit 0 when intact, 1 with the
+    problems."""
     from shared.audit import load_anchor, save_anchor, verify_audit
 
     settings = _settings(nats, prefix)
@@ -1437,9 +1440,12 @@ def audit_verify(
         )
         out.print(
             f"[green]intact[/green]: {report.records} records in {len(report.chains)} "
-            f"chains ({checked})"
+            f"chains ({checked}; {report.anchors} anchors compared)"
         )
-    else:
+    if not as_json:
+        for note in report.notes:
+            out.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    if not as_json and not report.ok:
         for problem in report.problems:
             out.print(str(problem), style="red", markup=False, highlight=False, soft_wrap=True)
         total = report.problems_total

@@ -117,6 +117,46 @@ def _stream_admin(stream: str) -> list[str]:
     ]
 
 
+def _append_only(stream: str) -> list[str]:
+    """An audit stream as the coordinator owns it: create it, read it, read
+    through consumers, but never update, purge or delete it (nor its messages:
+    an update could set limits that wipe it, a delete lets it be re-created)."""
+    return [
+        *_api(
+            f"STREAM.CREATE.{stream}",
+            f"STREAM.INFO.{stream}",
+            f"STREAM.MSG.GET.{stream}",
+            f"DIRECT.GET.{stream}",
+            f"DIRECT.GET.{stream}.>",
+            f"CONSUMER.CREATE.{stream}",
+            f"CONSUMER.CREATE.{stream}.*.>",
+            f"CONSUMER.INFO.{stream}.*",
+            f"CONSUMER.DELETE.{stream}.*",
+            f"CONSUMER.MSG.NEXT.{stream}.*",
+        ),
+        f"$JS.FC.{stream}.>",
+    ]
+
+
+def _own_chains(names: Names, scope: str) -> list[str]:
+    """Append to the audit chains of one scope (a role's), anchor their heads, and
+    read back only those: the last message of a chain (direct get, pinned to the
+    subject) and a scan of them (a consumer whose filter the subject pins)."""
+    audit, anchors = names.audit_stream, names.anchor_stream
+    chains = names.audit_scope_subjects(scope)
+    return [
+        chains,
+        names.anchor_scope_subjects(scope),
+        *_api(
+            f"DIRECT.GET.{audit}.{chains}",
+            f"DIRECT.GET.{anchors}.{names.anchor_scope_subjects(scope)}",
+            f"CONSUMER.CREATE.{audit}.*.{chains}",
+            f"CONSUMER.INFO.{audit}.*",
+            f"CONSUMER.MSG.NEXT.{audit}.*",
+        ),
+    ]
+
+
 def _stream_read(stream: str, *, watch: bool) -> list[str]:
     """Read a stream: info, single messages, and consumers of one's own.
 
@@ -186,7 +226,6 @@ def coordinator_permissions(names: Names) -> Permissions:
         names.direct_stream,
         names.events_stream,
         names.advisories_stream,
-        names.audit_stream,
     ]
     buckets = _kv_buckets(names)
     return Permissions(
@@ -194,7 +233,15 @@ def coordinator_permissions(names: Names) -> Permissions:
             f"{names.prefix}.task.>",
             f"{names.prefix}.direct.>",
             names.event_subjects,
-            names.audit_subjects,
+            # Its own audit chains; it reads the others' (verify) but cannot loosen,
+            # purge or delete the audit streams (admin only).
+            names.audit_scope_subjects(COORDINATOR),
+            names.anchor_scope_subjects(COORDINATOR),
+            *(
+                s
+                for stream in (names.audit_stream, names.anchor_stream)
+                for s in _append_only(stream)
+            ),
             *(s for stream in streams for s in _stream_admin(stream)),
             *(s for b in buckets for s in [*_stream_admin(_kv_stream(b)), *_kv_write(b)]),
             *_api("INFO", "STREAM.NAMES", "STREAM.LIST"),
@@ -254,15 +301,17 @@ def worker_permissions(names: Names, group: WorkerGroup) -> Permissions:
         f"{prefix}.evt.*.message.rejected",
         # Acks of the direct tasks it won (consumer names are per process: not narrower).
         f"$JS.ACK.{names.direct_stream}.*.>",
-        *_api(f"STREAM.INFO.{names.tasks_stream}", f"STREAM.INFO.{names.events_stream}"),
+        # Whether the streams exist (no STREAM.INFO: with a subjects filter it lists
+        # every stored subject, the events stream's workflow ids among them).
+        "$JS.API.STREAM.NAMES",
         # The registry: write its own entries (keys are per process: not narrower).
         f"$JS.API.STREAM.INFO.{_kv_stream(agents)}",
         *_kv_write(agents),
         *_kv_read(control),  # suspend/resume commands: read and watch only
         *(s for b in kv_buckets for s in [*_kv_read(b), *_kv_write(b)]),
-        # Its audit chain (node ids are per process: not narrower; records are signed).
-        names.audit_subjects,
-        *_stream_read(names.audit_stream, watch=False),
+        # Its group's audit chains and their anchors, nobody else's (node ids are per
+        # process: not narrower; records and anchors are signed).
+        *_own_chains(names, role),
     ]
     return Permissions(
         publish=tuple(publish),
@@ -311,7 +360,18 @@ def admin_permissions(names: Names) -> Permissions:
     """The coordinator's rights plus the operator commands' (health, top...)."""
     base = coordinator_permissions(names)
     return Permissions(
-        publish=(*base.publish, "$SRV.>", f"{names.prefix}.health.*"),
+        publish=(
+            *base.publish,
+            "$SRV.>",
+            f"{names.prefix}.health.*",
+            # Everything on the audit streams, including what the coordinator may not
+            # (update, delete): detected by the anchors, or by an anchor file kept
+            # elsewhere when both streams are deleted.
+            f"{names.prefix}.audit.>",
+            f"{names.prefix}.anchor.>",
+            *_stream_admin(names.audit_stream),
+            *_stream_admin(names.anchor_stream),
+        ),
         subscribe=(f"{inbox_prefix(names, ADMIN)}.>", names.event_subjects),
         allow_responses=True,
     )
@@ -588,6 +648,8 @@ class NatsAuthFiles:
             **self.credentials[role],
             f"{_ENV}NATS_INBOX_PREFIX": inbox_prefix(names, role),
         }
+        if role.startswith(WORKER_ROLE_PREFIX):
+            env[f"{_ENV}AUDIT_SCOPE"] = role  # the only audit chains it may write
         if self.ca_file is not None:
             env[f"{_ENV}NATS_TLS_CA_FILE"] = str(self.ca_file)
         if not self.roles[role].manage_topology:

@@ -86,15 +86,18 @@ import structlog
 
 from shared.codec import H_MSG_ID, H_SCHEMA, H_SOURCE, H_TYPE, pack, unpack
 from shared.errors import (
+    AgenticFlowError,
     ConfigError,
     ConnectionLostError,
     ForgedMessageError,
     MalformedMessageError,
+    NotFoundError,
     ReplayedMessageError,
     StateConflictError,
     TransportError,
     UndecryptableMessageError,
 )
+from shared.metrics import Tally
 from shared.names import Names
 from shared.security import (
     AUDIT_TYPE,
@@ -126,7 +129,14 @@ _DOMAIN = b"agenticflow-audit-v1\n"
 _NODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\Z")
 _PAGE = 1000
-_APPEND_ATTEMPTS = 3
+_APPEND_ATTEMPTS = 6
+"""Tries to store one record (with backoff) before it is counted lost and raised."""
+_FENCED_JUNK_CONFLICTS = 2
+"""Appends refused because of junk before appending without the sequence check."""
+_SCAN_LIMIT = 1000
+"""Most messages read after a refused append to find what moved the chain."""
+DEFAULT_SCOPE = "node"
+"""The scope of a chain whose writer names none (``Settings.audit_scope`` unset)."""
 _MAX_PROBLEMS = 1000
 
 
@@ -344,6 +354,10 @@ class AuditReport:
     unreadable: int
     """Records encrypted with a data key this verifier lacks (still hash-checked)."""
     principals: Mapping[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """What is not a problem but worth knowing (records removed by retention)."""
+    anchors: int = 0
+    """Anchors the chains were compared with (from the anchors stream and a file)."""
 
     @property
     def ok(self) -> bool:
@@ -363,6 +377,8 @@ class AuditReport:
                 node: {**head.to_json(), "principal": self.principals.get(node)}
                 for node, head in sorted(self.chains.items())
             },
+            "anchors": self.anchors,
+            "notes": list(self.notes),
             "problems_total": self.problems_total,
             "problems": [p.to_json() for p in self.problems],
         }
@@ -390,12 +406,23 @@ class AuditVerifier:
         seal: Seal,
         first_seq: int = 1,
         anchor: Mapping[str, ChainHead] | None = None,
+        anchors: Iterable[Anchor] = (),
+        retention: bool = False,
         max_problems: int = _MAX_PROBLEMS,
     ) -> None:
         self._names = names
         self._seal = seal
         self._first_seq = max(first_seq, 1)
-        self._anchor = dict(anchor or {})
+        self._anchors: dict[str, list[Anchor]] = {}
+        for node, head in sorted((anchor or {}).items()):
+            self._anchors.setdefault(node, []).append(Anchor(head, "the anchor file"))
+        for found in anchors:
+            self._anchors.setdefault(found.head.node, []).append(found)
+        self._watched = {chain: {a.head.n for a in found} for chain, found in self._anchors.items()}
+        self._seen: dict[str, dict[int, ChainHead]] = {}
+        """Each chain's head when it reached an anchored record."""
+        self._retention = retention
+        self._notes: list[str] = []
         self._max_problems = max_problems
         self._chains: dict[str, _Chain] = {}
         self._problems: list[AuditProblem] = []
@@ -514,7 +541,8 @@ class AuditVerifier:
         chain.head = ChainHead(node, n, seq, digest.hex())
         chain.raw_hash = digest
         chain.principal = chain.principal or signer
-        self._check_anchor(chain.head)
+        if n in self._watched.get(node, ()):
+            self._seen.setdefault(node, {})[n] = chain.head
 
     @staticmethod
     def _mislinked(chain: _Chain, n: int, prev_seq: int, prev: bytes) -> str:
@@ -530,21 +558,70 @@ class AuditVerifier:
             f"#{last.seq}: moved (a rebuilt or reordered stream)"
         )
 
-    def _check_anchor(self, head: ChainHead) -> None:
-        anchored = self._anchor.get(head.node)
-        if anchored is None or anchored.n != head.n:
-            return
-        if anchored.hash != head.hash:
-            self.problem(
-                f"record {head.n} differs from the anchor: the chain's history was rewritten",
-                seq=head.seq,
-                chain=head.node,
+    def _check_anchor(self, anchor: Anchor, last_seq: int) -> None:
+        want, name = anchor.head, anchor.head.node
+        chain = self._chains.get(name)
+        where = f"(anchor: {anchor.source})"
+        if (
+            anchor.signer is not None
+            and chain is not None
+            and chain.principal
+            not in (
+                None,
+                anchor.signer,
             )
-        elif anchored.seq != head.seq:
+        ):
             self.problem(
-                f"record {head.n} was anchored at #{anchored.seq}: the stream was rebuilt",
-                seq=head.seq,
-                chain=head.node,
+                f"anchor {anchor.source} is signed by {anchor.signer}, but the chain is "
+                f"written by {chain.principal}: not trusted",
+                chain=name,
+            )
+            return
+        seen = self._seen.get(name, {}).get(want.n)
+        if seen is not None:
+            if seen.hash != want.hash:
+                self.problem(
+                    f"record {want.n} differs from the anchor {where}: the chain's history "
+                    "was rewritten",
+                    seq=seen.seq,
+                    chain=name,
+                )
+            elif seen.seq != want.seq:
+                self.problem(
+                    f"record {want.n} was anchored at #{want.seq} {where}: the stream was rebuilt",
+                    seq=seen.seq,
+                    chain=name,
+                )
+            return
+        recreated = (
+            f"; the anchor names #{want.seq}, past the stream's last #{last_seq}: the stream "
+            "was deleted and re-created"
+            if want.seq > last_seq
+            else ""
+        )
+        expired = want.seq < self._first_seq and self._retention and not recreated
+        if chain is None:
+            if expired:
+                self._notes.append(
+                    f"chain {name}: its records up to {want.n} (#{want.seq}) were removed by "
+                    "the stream's retention"
+                )
+            else:
+                self.problem(
+                    f"chain is gone (the anchor saw {want.n} records at #{want.seq}) "
+                    f"{where}{recreated}",
+                    chain=name,
+                )
+        elif chain.head.n < want.n:
+            self.problem(
+                f"chain ends at record {chain.head.n} (#{chain.head.seq}), the anchor saw "
+                f"{want.n} {where}: its newest records were removed{recreated}",
+                chain=name,
+            )
+        elif not expired:
+            self.problem(
+                f"anchored record {want.n} (#{want.seq}) is not in the chain {where}",
+                chain=name,
             )
 
     def head_of(self, node: str) -> ChainHead | None:
@@ -555,24 +632,23 @@ class AuditVerifier:
     def finish(self, *, last_seq: int) -> AuditReport:
         """The report, once every record up to ``last_seq`` was fed."""
         if self._first_seq > 1:
-            self.problem(
-                f"stream sequences {_span(1, self._first_seq - 1)} are gone (purged, or "
-                "removed by limits added to the stream)"
-            )
+            gone = _span(1, self._first_seq - 1)
+            if self._retention:
+                self._notes.append(
+                    f"stream sequences {gone} were removed by the stream's retention limits"
+                )
+            else:
+                self.problem(
+                    f"stream sequences {gone} are gone (purged, or removed by limits added "
+                    "to the stream)"
+                )
         if last_seq >= self._next_seq:
             self.problem(
                 f"stream sequences {_span(self._next_seq, last_seq)} are missing (deleted)"
             )
-        for node, anchored in sorted(self._anchor.items()):
-            chain = self._chains.get(node)
-            if chain is None:
-                self.problem(f"chain is gone (the anchor saw {anchored.n} records)", chain=node)
-            elif chain.head.n < anchored.n:
-                self.problem(
-                    f"chain ends at record {chain.head.n} (#{chain.head.seq}), the anchor saw "
-                    f"{anchored.n}: its newest records were removed",
-                    chain=node,
-                )
+        for _, anchors in sorted(self._anchors.items()):
+            for anchor in anchors:
+                self._check_anchor(anchor, last_seq)
         return AuditReport(
             records=self._records,
             chains={node: c.head for node, c in self._chains.items()},
@@ -583,6 +659,8 @@ class AuditVerifier:
             signatures_checked=self._seal.trust is not None,
             unreadable=self._unreadable,
             principals={node: c.principal for node, c in self._chains.items() if c.principal},
+            notes=list(self._notes),
+            anchors=sum(len(a) for a in self._anchors.values()),
         )
 
 
@@ -598,15 +676,30 @@ def verify_records(
     first_seq: int = 1,
     last_seq: int | None = None,
     anchor: Mapping[str, ChainHead] | None = None,
+    anchors: Iterable[Anchor] = (),
+    retention: bool = False,
 ) -> AuditReport:
     """Verify stored records (in stream order) without any I/O; ``last_seq`` is
-    the stream's last sequence (default: the last record's)."""
-    verifier = AuditVerifier(names=names, seal=seal, first_seq=first_seq, anchor=anchor)
+    the stream's last sequence (default: the last record's); ``retention``:
+    the stream has limits, so records missing from its start are expected."""
+    verifier = AuditVerifier(
+        names=names,
+        seal=seal,
+        first_seq=first_seq,
+        anchor=anchor,
+        anchors=anchors,
+        retention=retention,
+    )
     last = 0
     for record in records:
         verifier.feed(record)
         last = record.seq
     return verifier.finish(last_seq=last if last_seq is None else last_seq)
+
+
+def has_retention(config: Mapping[str, Any]) -> bool:
+    """Whether the stream's configuration (as the API gives it) removes old records."""
+    return any(int(config.get(limit) or 0) > 0 for limit in ("max_age", "max_bytes", "max_msgs"))
 
 
 def config_problems(config: Mapping[str, Any]) -> list[str]:
@@ -620,14 +713,43 @@ def config_problems(config: Mapping[str, Any]) -> list[str]:
 
 
 # The writer -----------------------------------------------------------------
+appends = Tally(
+    "agenticflow.audit.appends",
+    "outcome",
+    unit="{record}",
+    description=(
+        "Audit chain activity by outcome: stored, lost (not stored; logged as an error), "
+        "junk (a message not of the chain, stepped over), gap (the stream lost this "
+        "chain's records), anchored"
+    ),
+)
+"""Counts of the audit writers of this process (``agenticflow_audit_appends_total``)."""
+
+
 class AuditLog:
     """Appends one node's records to its chain; ``async with`` or :meth:`close`.
 
-    Appends are serialised and each is awaited until stored. Only one process
-    should write a node's chain (node ids are unique); if another one does, the
-    conflicting append re-reads the head and is retried after it. A forged
-    message on the chain's subject is stepped over, not linked to: the next
-    record links to the chain's last genuine one (with a trust store).
+    The chain is ``<scope>.<node>`` on subject ``<prefix>.audit.<scope>.<node>``;
+    the scope is the writer's NATS role, whose user may publish there and
+    nowhere else in the audit stream. Appends are serialised and each is awaited
+    until stored. Only one process should write a node's chain (node ids are
+    unique); if another one does, the conflicting append re-reads the head and
+    is retried after it.
+
+    **Junk** on the chain's subject (anything that is not a genuine record of
+    the chain: unsigned, forged, unparsable) is stepped over, never linked to
+    and never a reason to drop a record: the append that it made fail its
+    expected-sequence check reads what was stored since its last one, and
+    appends again after it; if junk keeps arriving, without the sequence check
+    (the record still links to the chain's last genuine one). A record that
+    cannot be stored after :data:`_APPEND_ATTEMPTS` tries is counted as
+    ``lost`` and raised, for the caller to log.
+
+    **Anchors** (:meth:`anchor`): the chain's head, signed, on
+    ``<prefix>.anchor.<chain>`` in its own append-only stream. When the audit
+    stream has lost the chain's newest records (deleted and re-created), the
+    writer goes on after its anchored head, so the gap stays in the chain for
+    ``audit verify`` to report, and logs an error.
     """
 
     def __init__(
@@ -636,6 +758,7 @@ class AuditLog:
         bus: Bus,
         seal: Seal,
         node: str,
+        scope: str | None = None,
         principal: str | None = None,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -646,25 +769,39 @@ class AuditLog:
                 f"audit records of {node} are signed by {seal.signer!r}, not {principal!r}: "
                 "name who acted in the record's detail instead"
             )
+        names = bus.names
         self._bus = bus
         self._seal = seal
         self._clock = clock
         self.node = node
+        self.scope = scope or bus.settings.audit_scope or DEFAULT_SCOPE
+        self.chain = names.audit_chain(self.scope, node)
+        """The chain's name, ``<scope>.<node>`` (the key of reports and anchors)."""
         self.principal = seal.signer or principal or node
-        self._stream = bus.names.audit_stream
-        self._subject = bus.names.audit_subject(node)
+        self._stream = names.audit_stream
+        self._subject = names.audit_subject(self.chain)
         self._lock = asyncio.Lock()
         self._head: ChainHead | None = None
         self._fence = 0
         """Stream sequence of the last message on the chain's subject, genuine or not."""
+        self._anchored: ChainHead | None = None
         self._closed = False
 
     @classmethod
-    async def open(cls, bus: Bus, seal: Seal, node: str, principal: str | None = None) -> AuditLog:
-        """A log positioned after the chain's stored head. Raises ConfigError,
-        NotFoundError when the audit stream does not exist
-        (``Bus.ensure_topology`` creates it), TransportError."""
-        audit = cls(bus=bus, seal=seal, node=node, principal=principal)
+    async def open(
+        cls,
+        bus: Bus,
+        seal: Seal,
+        node: str,
+        principal: str | None = None,
+        *,
+        scope: str | None = None,
+    ) -> AuditLog:
+        """A log positioned after the chain's stored head (or its anchored head,
+        when the stream lost records). Raises ConfigError, NotFoundError when
+        the audit stream does not exist (``Bus.ensure_topology`` creates it),
+        TransportError."""
+        audit = cls(bus=bus, seal=seal, node=node, scope=scope, principal=principal)
         async with audit._lock:
             await audit._load_head()
         return audit
@@ -702,75 +839,185 @@ class AuditLog:
         """
         async with self._lock:
             if self._closed:
-                raise ConnectionLostError(f"the audit log of {self.node} is closed")
-            for _ in range(_APPEND_ATTEMPTS):
-                head = self._head or await self._load_head()
-                fence = self._fence
-                subject, headers, body, digest = build_record(
-                    names=self._bus.names,
-                    seal=self._seal,
-                    head=head,
-                    principal=self.principal,
-                    kind=kind,
-                    ts_ns=self._clock(),
-                    workflow_id=workflow_id,
-                    task_id=task_id,
-                    detail=detail,
-                )
-                headers[H_EXPECTED] = str(fence)
-                stored = await self._publish(subject, headers, body, digest, fence)
-                if stored is not None:
-                    self._head, self._fence = stored, stored.seq
-                    return stored
-            raise StateConflictError(
-                f"another process keeps appending to audit chain {self.node}: node ids must "
-                "be unique"
-            )
+                raise ConnectionLostError(f"the audit log of {self.chain} is closed")
+            try:
+                head = await self._append(kind, workflow_id, task_id, detail)
+            except AgenticFlowError:
+                appends.add("lost")
+                raise
+            appends.add("stored")
+            return head
 
-    async def _publish(
-        self, subject: str, headers: dict[str, str], body: bytes, digest: bytes, fence: int
-    ) -> ChainHead | None:
-        """The stored record's head, or None when the chain moved meanwhile."""
-        try:
-            # A duplicate ack would be this very record, stored by an earlier attempt
-            # (the Msg-Id is derived from its content).
-            seq, _ = await self._bus.publish_raw(subject, body, headers)
-        except TransportError:
-            # Refused (the chain moved: wrong last subject sequence) or unanswered,
-            # perhaps after being stored: the stored chain tells which.
-            self._head = None
-            current = await self._load_head()
-            if current.hash == digest.hex():
-                return current
-            if self._fence != fence:
-                log.warning("another writer appended to this audit chain", node=self.node)
-                return None
-            raise
-        return ChainHead(self.node, int(headers[H_MSG_ID].split(":")[1]), seq, digest.hex())
+    async def _append(
+        self,
+        kind: str,
+        workflow_id: str | None,
+        task_id: str | None,
+        detail: Mapping[str, Any],
+    ) -> ChainHead:
+        head = self._head or await self._load_head()
+        built: tuple[ChainHead, str, dict[str, str], bytes, bytes] | None = None
+        junk_conflicts = 0
+        for attempt in range(_APPEND_ATTEMPTS):
+            if built is None or built[0] != head:
+                # Rebuilt only when the head moved: a retry of the same record keeps
+                # its Msg-Id, so a stored earlier attempt is a duplicate.
+                built = (
+                    head,
+                    *build_record(
+                        names=self._bus.names,
+                        seal=self._seal,
+                        head=head,
+                        principal=self.principal,
+                        kind=kind,
+                        ts_ns=self._clock(),
+                        workflow_id=workflow_id,
+                        task_id=task_id,
+                        detail=detail,
+                    ),
+                )
+            _, subject, headers, body, digest = built
+            sent = dict(headers)
+            if junk_conflicts < _FENCED_JUNK_CONFLICTS:
+                sent[H_EXPECTED] = str(self._fence)
+            try:
+                seq, _ = await self._bus.publish_raw(subject, body, sent)
+            except TransportError:
+                # Refused (the chain's subject moved: another writer, or junk) or
+                # unanswered, perhaps after being stored: the stored chain tells which.
+                outcome = await self._catch_up(head, digest)
+                if outcome == "stored":
+                    assert self._head is not None
+                    return self._head
+                if outcome == "unchanged":
+                    raise
+                junk_conflicts = junk_conflicts + 1 if outcome == "junk" else 0
+                head = self._head or head
+                await asyncio.sleep(min(0.02 * 2**attempt, 1.0))  # backoff before retrying
+                continue
+            stored = ChainHead(self.chain, head.n + 1, seq, digest.hex())
+            self._head, self._fence = stored, seq
+            return stored
+        raise StateConflictError(
+            f"audit record of chain {self.chain} not stored after {_APPEND_ATTEMPTS} attempts: "
+            "another process keeps appending to it (node ids must be unique)"
+        )
+
+    async def _catch_up(self, head: ChainHead, digest: bytes) -> str:
+        """After a refused append, read what the chain's subject got since the
+        fence: ``stored`` (the record is there: an answer was lost), ``moved``
+        (another writer appended: the head follows it), ``junk`` (only messages
+        that are not the chain's, stepped over), ``reset`` (the chain's records
+        are gone) or ``unchanged`` (nothing new: refused for another reason)."""
+        last = await self._last_stored()
+        if last is None:
+            if self._fence == 0:
+                return "unchanged"
+            self._lost_records(stored=0)
+            self._fence = 0
+            return "reset"
+        if last.seq == self._fence:
+            return "unchanged"
+        outcome, junk = "junk", 0
+        scanned = 0
+        async for record in iter_stored(
+            self._bus, start_seq=self._fence + 1, end_seq=last.seq, subject=self._subject
+        ):
+            scanned += 1
+            found = self._genuine(record)
+            if found is not None and found.hash == digest.hex():
+                self._head, outcome = found, "stored"
+            elif found is not None and found.n == head.n + 1:
+                # Signed by this chain's principal: another writer (linked to the head
+                # or not: then verification reports it, and the chain goes on after it).
+                log.warning("another writer appended to this audit chain", chain=self.chain)
+                self._head = head = found
+                outcome = "moved"
+            else:
+                junk += 1  # not the chain's, or not linked to its head: stepped over
+            if scanned >= _SCAN_LIMIT:
+                break  # a flood: whatever else is there is stepped over as well
+        if junk:
+            appends.add("junk", junk)
+            log.warning(
+                "messages that are not records of this audit chain were published on its "
+                "subject: stepped over",
+                chain=self.chain,
+                count=junk,
+                last_seq=last.seq,
+            )
+        self._fence = max(last.seq, self._head.seq if self._head else 0)
+        return outcome
+
+    def _genuine(self, record: StoredRecord) -> ChainHead | None:
+        """The head ``record`` makes if it is a genuine record of this chain."""
+        identity = _chain_id(self._bus.names, record)
+        if isinstance(identity, str) or identity[0] != self.chain:
+            return None
+        opened = _open(self._seal, record)
+        if opened.refused is not None:
+            return None
+        if opened.signer is not None and opened.signer.principal != self.principal:
+            return None  # another principal's: not this chain's writer
+        _, n, _, prev = identity
+        digest = record_hash(prev, record.subject, record.headers, record.body)
+        return ChainHead(self.chain, n, record.seq, digest.hex())
+
+    async def _last_stored(self) -> StoredRecord | None:
+        found = await self._bus.last_stored(self._stream, self._subject)
+        if found is None:
+            return None
+        seq, subject, headers, body = found
+        return StoredRecord(seq, subject, headers, body)
 
     async def _load_head(self) -> ChainHead:
-        """Read the chain's head and fence from the stream."""
-        info = await self._bus.api(
-            f"STREAM.INFO.{self._stream}", {"subjects_filter": self._subject}
-        )
-        subjects = (info.get("state") or {}).get("subjects") or {}
-        head = genesis(self.node)
+        """Read the chain's head and fence from the stream, and the chain's last
+        anchor: the head is the anchored one when the stream lost records."""
+        last = await self._last_stored()
+        head = genesis(self.chain)
         self._fence = 0
-        if subjects.get(self._subject):
-            answer = await self._bus.api(
-                f"STREAM.MSG.GET.{self._stream}", {"last_by_subj": self._subject}
-            )
-            last = _raw_message(answer.get("message") or {})
+        if last is not None:
             self._fence = last.seq
-            identity = _chain_id(self._bus.names, last)
-            if not isinstance(identity, str) and _open(self._seal, last).refused is None:
-                _, n, _, prev = identity
-                digest = record_hash(prev, last.subject, last.headers, last.body)
-                head = ChainHead(self.node, n, last.seq, digest.hex())
-            else:
-                head = await self._genuine_head(last.seq)
+            head = self._genuine(last) or await self._genuine_head(last.seq)
+        anchored = await self._own_anchor()
+        if anchored is not None and anchored.n > head.n:
+            self._lost_records(stored=head.n, anchored=anchored)
+            head = anchored
+        self._anchored = anchored
         self._head = head
         return head
+
+    def _lost_records(self, *, stored: int, anchored: ChainHead | None = None) -> None:
+        appends.add("gap")
+        log.error(
+            "the audit stream has lost records of this chain (deleted and re-created, or "
+            "truncated): appending after the last head this writer knows, so that the gap "
+            "stays visible to `agenticflow audit verify`",
+            chain=self.chain,
+            stored_records=stored,
+            anchored_records=anchored.n if anchored is not None else None,
+        )
+
+    async def _own_anchor(self) -> ChainHead | None:
+        """The chain's last anchor, if signed by this writer's own key (with a
+        trust store; without one nothing is trusted)."""
+        if self._seal.trust is None or not self._seal.signer:
+            return None
+        names = self._bus.names
+        try:
+            found = await self._bus.last_stored(
+                names.anchor_stream, names.anchor_subject(self.chain)
+            )
+        except TransportError as exc:
+            log.warning("cannot read this audit chain's anchor", chain=self.chain, error=str(exc))
+            return None
+        if found is None:
+            return None
+        anchor = read_anchor(names, self._seal, StoredRecord(*found))
+        if isinstance(anchor, str) or anchor.signer != self._seal.signer:
+            log.warning("this audit chain's last anchor is not its own: ignored", chain=self.chain)
+            return None
+        return anchor.head
 
     async def _genuine_head(self, last_seq: int) -> ChainHead:
         """The chain's last record that is not forged (a scan of the chain: only
@@ -778,35 +1025,34 @@ class AuditLog:
         log.warning(
             "the audit chain ends with a forged message: appending after it, linked to the "
             "last genuine record",
-            node=self.node,
+            chain=self.chain,
             seq=last_seq,
         )
         verifier = AuditVerifier(names=self._bus.names, seal=self._seal)
         async for record in iter_stored(self._bus, end_seq=last_seq, subject=self._subject):
             verifier.feed(record)
-        return verifier.head_of(self.node) or genesis(self.node)
+        return verifier.head_of(self.chain) or genesis(self.chain)
+
+    async def anchor(self) -> ChainHead | None:
+        """Publish the chain's head, signed (never encrypted: an auditor checks it
+        with the trust store alone), to the anchors stream; returns it, or None
+        when there is nothing new to anchor. Raises TransportError."""
+        async with self._lock:
+            head = self._head
+            if head is None or head.n == 0 or (self._anchored and self._anchored.n >= head.n):
+                return None
+            subject, headers, body = build_anchor(
+                names=self._bus.names, seal=self._seal, head=head, ts_ns=self._clock()
+            )
+            await self._bus.publish_raw(subject, body, headers)
+            self._anchored = head
+            appends.add("anchored")
+            return head
 
     async def close(self) -> None:
         """Wait for the append in flight, then refuse more (idempotent)."""
         async with self._lock:
             self._closed = True
-
-
-def _raw_message(message: Mapping[str, Any]) -> StoredRecord:
-    """A message as ``STREAM.MSG.GET`` returns it (base64 headers and data)."""
-    try:
-        raw_headers = base64.b64decode(message.get("hdrs") or "")
-        body = base64.b64decode(message.get("data") or "")
-    except (binascii.Error, ValueError) as exc:
-        raise MalformedMessageError(f"stored message is not valid base64: {exc}") from exc
-    headers: dict[str, str] = {}
-    for line in raw_headers.decode(errors="replace").split("\r\n")[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip()] = value.strip()
-    return StoredRecord(
-        int(message.get("seq") or 0), str(message.get("subject") or ""), headers, body
-    )
 
 
 # Reading ----------------------------------------------------------------------
@@ -822,14 +1068,16 @@ async def iter_stored(
     end_seq: int,
     subject: str | None = None,
     page: int = _PAGE,
+    stream: str | None = None,
 ) -> AsyncIterator[StoredRecord]:
     """Stored audit records (of every chain, or on ``subject``) from ``start_seq``
-    to ``end_seq``, in stream order, a page (one ephemeral consumer) at a time."""
+    to ``end_seq``, in stream order, a page (one ephemeral consumer) at a time
+    (of ``stream``: the anchors', with its ``subject``)."""
     names = bus.names
     seq = max(start_seq, 1)
     while seq <= end_seq:
         msgs = await bus.read_stored(
-            names.audit_stream,
+            stream or names.audit_stream,
             subject or names.audit_subjects,
             start_seq=seq,
             limit=min(page, end_seq - seq + 1),
@@ -845,17 +1093,34 @@ async def iter_stored(
 
 
 async def verify_audit(
-    bus: Bus, seal: Seal, *, anchor: Mapping[str, ChainHead] | None = None
+    bus: Bus,
+    seal: Seal,
+    *,
+    anchor: Mapping[str, ChainHead] | None = None,
+    stream_anchors: bool = True,
 ) -> AuditReport:
     """Verify the whole audit stream as it is now (records appended meanwhile are
-    left for the next run). ``seal`` needs only the trust store (signatures) and,
-    to check record bodies, the data keys. Raises NotFoundError, TransportError."""
+    left for the next run), and compare each chain with its anchors: the signed
+    heads in the anchors stream (``stream_anchors``) and ``anchor`` (a file's).
+    ``seal`` needs only the trust store (signatures) and, to check record
+    bodies, the data keys. Raises NotFoundError, TransportError."""
+    # Anchors first: every one names a record stored before the stream is read.
+    anchors, problems = await read_anchors(bus, seal) if stream_anchors else ([], [])
     info = await stream_state(bus)
-    state = info.get("state") or {}
+    state, config = info.get("state") or {}, info.get("config") or {}
     first, last = int(state.get("first_seq") or 0), int(state.get("last_seq") or 0)
-    verifier = AuditVerifier(names=bus.names, seal=seal, first_seq=first, anchor=anchor)
-    for what in config_problems(info.get("config") or {}):
+    verifier = AuditVerifier(
+        names=bus.names,
+        seal=seal,
+        first_seq=first,
+        anchor=anchor,
+        anchors=anchors,
+        retention=has_retention(config),
+    )
+    for what in config_problems(config):
         verifier.problem(what)
+    for problem in problems:
+        verifier.problem(problem.what, seq=problem.seq, chain=problem.chain)
     async for record in iter_stored(bus, start_seq=first, end_seq=last):
         verifier.feed(record)
     return verifier.finish(last_seq=last)
@@ -941,6 +1206,108 @@ async def read_audit(bus: Bus, seal: Seal, *, last: int | None = None) -> list[A
     ]
 
 
+# Anchors ----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """A chain head kept outside the audit stream, to compare the chain with."""
+
+    head: ChainHead
+    source: str
+    """Where it was kept (``#<seq> of <anchors stream>``, ``the anchor file``)."""
+    signer: str | None = None
+    """The principal whose signature verified (None: no trust store, or a file)."""
+    ts_ns: int | None = None
+    """When it was anchored (ns since the epoch), if known."""
+
+
+def build_anchor(
+    *, names: Names, seal: Seal, head: ChainHead, ts_ns: int
+) -> tuple[str, dict[str, str], bytes]:
+    """A chain head as published to the anchors stream: ``(subject, headers,
+    body)``, signed by ``seal``'s key and never encrypted (an auditor reads it
+    with the trust store alone)."""
+    subject = names.anchor_subject(head.node)
+    plain = pack(
+        {
+            "v": SCHEMA,
+            "chain": head.node,
+            "n": head.n,
+            "seq": head.seq,
+            "hash": head.hash,
+            "ts": ts_ns,
+        }
+    )
+    headers = {
+        H_MSG_ID: f"anchor:{head.node}:{head.n}:{head.hash[:16]}",
+        H_TYPE: AUDIT_TYPE,
+        H_SCHEMA: str(SCHEMA),
+        H_SOURCE: head.node,
+    }
+    body = Seal(identity=seal.identity).close(subject, headers, plain)
+    return subject, headers, body
+
+
+def read_anchor(names: Names, seal: Seal, record: StoredRecord) -> Anchor | str:
+    """The anchor a message of the anchors stream holds, or why it is not
+    trusted (unsigned or forged with a trust store, malformed, not its subject's)."""
+    chain = names.anchor_chain(record.subject)
+    if chain is None:
+        return f"subject {record.subject!r} is not an anchor's"
+    checker = Seal(trust=seal.trust, window_s=seal.window_ns / 1e9)
+    stored = record.stored_ns if seal.trust is not None else None
+    try:
+        plain, signer = checker.open(record.subject, record.headers, record.body, stored_ns=stored)
+    except (ForgedMessageError, ReplayedMessageError, UndecryptableMessageError) as exc:
+        return str(exc)
+    body = _decode(plain) or {}
+    n, seq, digest, ts = body.get("n"), body.get("seq"), body.get("hash"), body.get("ts")
+    if (
+        body.get("chain") != chain
+        or not (isinstance(n, int) and n >= 1)
+        or not (isinstance(seq, int) and seq >= 1)
+        or not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest))
+        or not isinstance(ts, int)
+    ):
+        return "not a chain head of its subject's chain (malformed)"
+    return Anchor(
+        ChainHead(chain, n, seq, digest),
+        f"#{record.seq} of {names.anchor_stream}",
+        signer.principal if signer is not None else None,
+        ts,
+    )
+
+
+async def read_anchors(bus: Bus, seal: Seal) -> tuple[list[Anchor], list[AuditProblem]]:
+    """Every anchor of the anchors stream that ``seal`` trusts, and a problem for
+    each one it does not (and for a missing or loosened anchors stream).
+    Raises TransportError."""
+    names = bus.names
+    stream = names.anchor_stream
+    try:
+        info = await bus.api(f"STREAM.INFO.{stream}")
+    except NotFoundError:
+        missing = f"the anchors stream {stream} is missing (deleted?): chains are not compared"
+        return [], [AuditProblem(None, None, missing)]
+    problems = [
+        AuditProblem(None, None, f"{stream}: {what}")
+        for what in config_problems(info.get("config") or {})
+    ]
+    state = info.get("state") or {}
+    first, last = int(state.get("first_seq") or 0), int(state.get("last_seq") or 0)
+    anchors: list[Anchor] = []
+    async for record in iter_stored(
+        bus, start_seq=first, end_seq=last, subject=names.anchor_subjects, stream=stream
+    ):
+        found = read_anchor(names, seal, record)
+        if isinstance(found, str):
+            chain = names.anchor_chain(record.subject)
+            what = f"anchor #{record.seq} of {stream} refused, not trusted: {found}"
+            problems.append(AuditProblem(None, chain, what))
+        else:
+            anchors.append(found)
+    return anchors, problems
+
+
 # Keys and anchors -------------------------------------------------------------
 def reader_seal(directory: Path | None, *, window_s: float = 120.0) -> Seal:
     """The seal an auditor needs: the trust store (to check signatures) and the
@@ -986,8 +1353,10 @@ def save_anchor(path: Path, report: AuditReport) -> None:
 
 
 __all__ = [
+    "DEFAULT_SCOPE",
     "GENESIS",
     "H_PREV",
+    "Anchor",
     "AuditEntry",
     "AuditKind",
     "AuditLog",
@@ -996,11 +1365,16 @@ __all__ = [
     "AuditVerifier",
     "ChainHead",
     "StoredRecord",
+    "appends",
+    "build_anchor",
     "build_record",
     "config_problems",
     "genesis",
+    "has_retention",
     "iter_stored",
     "load_anchor",
+    "read_anchor",
+    "read_anchors",
     "read_audit",
     "read_entry",
     "reader_seal",

@@ -9,6 +9,10 @@ their chains in ``<PREFIX>_AUDIT`` (see :mod:`shared.audit`).
   every request refused by the policy (``access.denied``) and every event
   rejected (forged, replayed, malformed).
 
+Each chain's head is anchored, signed, in the anchors stream, so that
+``agenticflow audit verify`` can tell a truncated, deleted or re-created audit
+stream without a local file (see :mod:`shared.audit`).
+
 An :class:`Auditor` never fails the work it records: a record that cannot be
 stored (the server unreachable past the publish retries) is logged as an
 error, and the chain goes on from its stored head.
@@ -16,6 +20,9 @@ error, and the chain goes on from its stored head.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from typing import Any
 
 import structlog
@@ -40,21 +47,32 @@ def key_summary(seal: Seal) -> dict[str, Any]:
 
 
 class Auditor:
-    """One process's audit chain, for the framework's records."""
+    """One process's audit chain, for the framework's records, and its anchors.
+
+    The chain's head is anchored (:meth:`AuditLog.anchor`) at start, at most
+    every ``Settings.audit_anchor_interval_s`` after a record (by a timer this
+    object owns), and at close.
+    """
 
     def __init__(self, bus: Bus, node: str) -> None:
         self.bus = bus
         self.node = node
         self._log: AuditLog | None = None
+        self._interval = bus.settings.audit_anchor_interval_s
+        self._anchored_at = 0.0
+        self._timer: asyncio.Task[None] | None = None
 
-    async def start(self, **detail: Any) -> None:
-        """Open the chain and record ``keys.loaded``."""
+    async def start(self, *, role: str, **detail: Any) -> None:
+        """Open the chain (scope: ``Settings.audit_scope``, else ``role``), record
+        ``keys.loaded`` and anchor the head."""
+        scope = self.bus.settings.audit_scope or role
         try:
-            self._log = await AuditLog.open(self.bus, self.bus.seal, self.node)
+            self._log = await AuditLog.open(self.bus, self.bus.seal, self.node, scope=scope)
         except AgenticFlowError as exc:
             log.error("audit trail unavailable", node=self.node, error=str(exc))
             return
-        await self.note(AuditKind.KEYS_LOADED, **key_summary(self.bus.seal), **detail)
+        await self.note(AuditKind.KEYS_LOADED, role=role, **key_summary(self.bus.seal), **detail)
+        await self._anchor()
 
     async def note(
         self,
@@ -70,11 +88,42 @@ class Auditor:
         try:
             await self._log.record(kind, workflow_id=workflow_id, task_id=task_id, **detail)
         except AgenticFlowError as exc:
-            log.error("audit record not stored", kind=kind, workflow_id=workflow_id, error=str(exc))
+            log.error(
+                "audit record not stored",
+                chain=self._log.chain,
+                kind=kind,
+                workflow_id=workflow_id,
+                error=str(exc),
+            )
+            return
+        if self._timer is None or self._timer.done():
+            self._timer = asyncio.create_task(
+                self._anchor_later(), name=f"audit-anchor-{self.node}"
+            )
+
+    async def _anchor_later(self) -> None:
+        """Anchor once the interval since the last anchor is over."""
+        await asyncio.sleep(max(0.0, self._anchored_at + self._interval - time.monotonic()))
+        await self._anchor()
+
+    async def _anchor(self) -> None:
+        if self._log is None:
+            return
+        self._anchored_at = time.monotonic()
+        try:
+            await self._log.anchor()
+        except AgenticFlowError as exc:
+            log.error("audit chain head not anchored", chain=self._log.chain, error=str(exc))
 
     async def close(self) -> None:
-        """Close the chain (idempotent)."""
+        """Anchor the head, then close the chain (idempotent)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+            self._timer = None
         if self._log is not None:
+            await self._anchor()
             await self._log.close()
             self._log = None
 

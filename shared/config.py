@@ -72,6 +72,18 @@ class Settings(BaseSettings):
     that acted on the workflow: raise it for workflows touched by more nodes)."""
     coordinator_ack_wait_s: float = Field(default=15, gt=0)
     """How long an event fetched by a dead coordinator waits before redelivery."""
+    audit_scope: str = Field(default="", pattern=r"^[A-Za-z0-9_-]{0,128}$")
+    """The scope of this process's audit chain (``<prefix>.audit.<scope>.<node>``):
+    its NATS role, whose user may publish only there (``agenticflow nats-config``
+    sets ``worker-GROUP``); default: the process's role (``coordinator``, ``worker``)."""
+    audit_max_age_s: float = Field(default=400 * 86400, gt=0)
+    """Audit records older than this are removed by the server (retention)."""
+    audit_max_bytes: int = Field(default=4 << 30, ge=-1)
+    """Most bytes the audit stream keeps (-1: no limit); the oldest records go first."""
+    audit_max_msg_size: int = Field(default=64 << 10, ge=1024)
+    """Largest audit record (or anchor) the server stores."""
+    audit_anchor_interval_s: float = Field(default=60, gt=0)
+    """How often, at most, a node anchors its chain head (and at start and stop)."""
     tool_results_ttl_s: float = Field(default=86400, gt=0)
     """How long a tool's result stays cached under its idempotency key, so a
     redelivered task does not repeat the call."""

@@ -14,6 +14,8 @@ from typing import Any
 from shared.errors import ConfigError
 
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")
+"""A node id or audit scope: one subject token."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,20 +143,67 @@ class Names:
         parsed = self.parse_event_subject(subject)
         return subject if parsed is None else self.event_subject(*parsed)
 
-    def audit_subject(self, node: str) -> str:
-        """Subject of one node's audit chain."""
-        return f"{self.prefix}.audit.{node}"
+    # Audit chains: ``<prefix>.audit.<scope>.<node>``. The scope is the writer's
+    # NATS role (``coordinator``, ``worker-GROUP``), so a role's permissions can
+    # hold it to its own chains; the chain's name is ``<scope>.<node>``. Chains of
+    # an earlier version (``<prefix>.audit.<node>``, named ``<node>``) still verify.
+    def audit_chain(self, scope: str, node: str) -> str:
+        """The name of ``node``'s chain in ``scope``; raises ConfigError for a
+        scope or node that is not 1-128 letters, digits, '_' or '-'."""
+        for what, token in (("scope", scope), ("node", node)):
+            if not _TOKEN_RE.match(token):
+                raise ConfigError(
+                    f"audit {what} {token!r} must be 1-128 letters, digits, '_' or '-'"
+                )
+        return f"{scope}.{node}"
+
+    def audit_subject(self, chain: str) -> str:
+        """Subject of one audit chain (named by :meth:`audit_chain`)."""
+        return f"{self.prefix}.audit.{chain}"
 
     @property
     def audit_subjects(self) -> str:
-        """Wildcard of every audit chain (one subject token per node)."""
-        return f"{self.prefix}.audit.*"
+        """Wildcard of every audit chain (a scope token and a node token)."""
+        return f"{self.prefix}.audit.*.*"
+
+    def audit_scope_subjects(self, scope: str) -> str:
+        """Wildcard of every audit chain of one scope (a role's permission)."""
+        return f"{self.prefix}.audit.{scope}.*"
 
     def audit_node(self, subject: str) -> str | None:
-        """The node whose audit chain ``subject`` is, or None."""
+        """The chain ``subject`` is the audit subject of (``scope.node``, or a
+        bare ``node`` for an earlier version's chain), or None."""
         head = f"{self.prefix}.audit."
-        node = subject[len(head) :] if subject.startswith(head) else ""
-        return node if node and "." not in node else None
+        chain = subject[len(head) :] if subject.startswith(head) else ""
+        tokens = chain.split(".")
+        if len(tokens) > 2 or not all(_TOKEN_RE.match(t) for t in tokens):
+            return None
+        return chain
+
+    @property
+    def anchor_stream(self) -> str:
+        """Append-only stream of signed audit chain heads (anchors)."""
+        return f"{self.prefix.upper()}_AUDIT_ANCHORS"
+
+    def anchor_subject(self, chain: str) -> str:
+        """Subject of one chain's anchors (``chain`` is ``scope.node``)."""
+        return f"{self.prefix}.anchor.{chain}"
+
+    @property
+    def anchor_subjects(self) -> str:
+        """Wildcard of every chain's anchors."""
+        return f"{self.prefix}.anchor.*.*"
+
+    def anchor_scope_subjects(self, scope: str) -> str:
+        """Wildcard of the anchors of one scope's chains (a role's permission)."""
+        return f"{self.prefix}.anchor.{scope}.*"
+
+    def anchor_chain(self, subject: str) -> str | None:
+        """The chain an anchor subject is about, or None."""
+        head = f"{self.prefix}.anchor."
+        chain = subject[len(head) :] if subject.startswith(head) else ""
+        tokens = chain.split(".")
+        return chain if len(tokens) == 2 and all(_TOKEN_RE.match(t) for t in tokens) else None
 
     def capability_of(self, task_subject: str) -> str | None:
         """Capability named by a task subject, or None."""

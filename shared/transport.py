@@ -96,6 +96,10 @@ DIRECT_MAX_AGE_S = 3600.0
 DIRECT_INACTIVE_S = 30.0
 """How long a worker's direct consumer outlives its last listener."""
 
+ANCHORS_KEPT = 16
+"""Anchors (signed chain heads) kept per audit chain."""
+ANCHORS_MAX_BYTES = 64 << 20
+"""Most bytes the anchors stream keeps (the oldest go first)."""
 _STREAM_NOT_FOUND = 10059
 """JetStream API error code of a missing stream."""
 _FIRST_CONNECT_ATTEMPTS = 3
@@ -271,6 +275,17 @@ class Bus:
             pause = min(pause * 2, 1.0)
 
     def _work_queue(self, name: str, subjects: str, **more: Any) -> StreamConfig:
+    async def _stream_exists(self, stream: str, subject: str) -> None:
+        """Raise nats' NotFoundError unless ``stream`` (which stores ``subject``)
+        exists. Asked by name (``STREAM.NAMES``), not ``STREAM.INFO``: permissions
+        cannot filter a request's body, and an info request with a subjects
+        filter lists every stored subject (the events stream's workflow ids)."""
+        reply = await self.nc.request(
+            "$JS.API.STREAM.NAMES", json.dumps({"subject": subject}).encode(), timeout=_ATTEMPT_S
+        )
+        if stream not in (json.loads(reply.data).get("streams") or ()):
+            raise nats.js.errors.NotFoundError
+
         """A task stream: WorkQueue retention, new messages refused when full."""
         return StreamConfig(
             name=name,
@@ -289,9 +304,12 @@ class Bus:
         ``manage_topology``, wait until the task and event streams exist."""
         s, n = self.settings, self.names
         if not s.manage_topology:
-            for stream in (n.tasks_stream, n.events_stream):
-                info = functools.partial(self.js.stream_info, stream)
-                await self._created(f"stream {stream}", info)
+            for stream, subject in (
+                (n.tasks_stream, n.task_subjects),
+                (n.events_stream, n.event_subjects),
+            ):
+                exists = functools.partial(self._stream_exists, stream, subject)
+                await self._created(f"stream {stream}", exists)
             return
         await self._ensure_stream(self._work_queue(n.tasks_stream, n.task_subjects))
         await self._ensure_events_stream()
@@ -310,18 +328,35 @@ class Bus:
                 max_age=s.events_max_age_s,
             )
         )
-        await self._ensure_stream(
-            StreamConfig(
+        # Append-only as far as the server enforces it: deny_delete and deny_purge
+        # cannot be turned off again by a stream update (see shared.audit); the
+        # limits are the documented retention.
+        audit = functools.partial(
+            StreamConfig,
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=s.replicas,
+            discard=DiscardPolicy.OLD,
+            max_msg_size=s.audit_max_msg_size,
+            allow_direct=True,  # a node reads its own chain's head: one subject, no more
+            deny_delete=True,
+            deny_purge=True,
+        )
+        await self._ensure_audit_stream(
+            audit(
                 name=n.audit_stream,
                 subjects=[n.audit_subjects],
-                retention=RetentionPolicy.LIMITS,
-                storage=StorageType.FILE,
-                num_replicas=s.replicas,
                 duplicate_window=s.dedupe_window_s,
-                # Append-only as far as the server enforces it: neither can be
-                # turned off again by a stream update (see shared.audit).
-                deny_delete=True,
-                deny_purge=True,
+                max_age=s.audit_max_age_s,
+                max_bytes=s.audit_max_bytes,
+            )
+        )
+        await self._ensure_audit_stream(
+            audit(
+                name=n.anchor_stream,
+                subjects=[n.anchor_subjects],
+                max_msgs_per_subject=ANCHORS_KEPT,
+                max_bytes=ANCHORS_MAX_BYTES,
             )
         )
         await self.kv(n.workflows_bucket, history=1)
@@ -332,6 +367,31 @@ class Bus:
         await self.kv(n.tool_results_bucket, history=1, ttl=s.tool_results_ttl_s)
 
     async def _ensure_events_stream(self) -> None:
+    async def _ensure_audit_stream(self, config: StreamConfig) -> None:
+        """Create an audit stream if missing. One that exists with another
+        configuration is updated only by credentials that may (an admin's: a
+        coordinator's may not loosen the audit's limits); otherwise the
+        difference is logged and the stream left as it is."""
+
+        async def create() -> bool:
+            try:
+                await self.js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                return False  # exists with another configuration
+            return True
+
+        if await self.call(create, what=f"create stream {config.name}"):
+            return
+        try:
+            await self.js.update_stream(config)
+        except nats.errors.Error as exc:  # refused by permissions: no answer
+            log.error(
+                "the audit stream's configuration differs from the settings, and these "
+                "credentials may not update it: start a coordinator once with the admin's",
+                stream=config.name,
+                error=str(exc) or type(exc).__name__,
+            )
+
         s, n = self.settings, self.names
         source, destination = n.event_transform(s.partitions)
         config = StreamConfig(
@@ -708,6 +768,31 @@ class Bus:
             stored = await self.js.get_msg(stream, seq)
         except nats.js.errors.NotFoundError:
             return None
+    async def last_stored(
+        self, stream: str, subject: str
+    ) -> tuple[int, str, dict[str, str], bytes] | None:
+        """``(seq, subject, headers, body)`` of the last message stored on
+        ``subject`` (a direct get, which a permission can pin to the subject;
+        a request to the stream's leader for a stream that allows none), or
+        None. Raises NotFoundError (no such stream), TransportError."""
+
+        async def get() -> Any:
+            try:
+                try:
+                    return await self.js.get_msg(stream, subject=subject, direct=True)
+                except nats.errors.NoRespondersError:  # a stream without allow_direct
+                    return await self.js.get_msg(stream, subject=subject)
+            except nats.js.errors.NotFoundError as exc:
+                if exc.err_code == _STREAM_NOT_FOUND:
+                    raise NotFoundError(f"stream {stream} does not exist") from exc
+                return None
+
+        msg = await self.call(get, what=f"read the last message on {subject}")
+        if msg is None:
+            return None
+        headers = {k: v for k, v in (msg.headers or {}).items() if isinstance(v, str)}
+        return int(msg.seq or 0), str(msg.subject or subject), headers, bytes(msg.data or b"")
+
         except nats.errors.Error as exc:
             raise TransportError(f"cannot read {stream} #{seq}: {exc}") from exc
         return stored.subject or "", dict(stored.headers or {})
