@@ -95,11 +95,11 @@ DIRECT_MAX_AGE_S = 3600.0
 """How long a direct task message (to an auction's winner) is kept at most."""
 DIRECT_INACTIVE_S = 30.0
 """How long a worker's direct consumer outlives its last listener."""
-
 ANCHORS_KEPT = 16
 """Anchors (signed chain heads) kept per audit chain."""
 ANCHORS_MAX_BYTES = 64 << 20
 """Most bytes the anchors stream keeps (the oldest go first)."""
+
 _STREAM_NOT_FOUND = 10059
 """JetStream API error code of a missing stream."""
 _FIRST_CONNECT_ATTEMPTS = 3
@@ -274,7 +274,6 @@ class Bus:
             await asyncio.sleep(pause)  # polling the server: nothing announces a new stream
             pause = min(pause * 2, 1.0)
 
-    def _work_queue(self, name: str, subjects: str, **more: Any) -> StreamConfig:
     async def _stream_exists(self, stream: str, subject: str) -> None:
         """Raise nats' NotFoundError unless ``stream`` (which stores ``subject``)
         exists. Asked by name (``STREAM.NAMES``), not ``STREAM.INFO``: permissions
@@ -286,6 +285,7 @@ class Bus:
         if stream not in (json.loads(reply.data).get("streams") or ()):
             raise nats.js.errors.NotFoundError
 
+    def _work_queue(self, name: str, subjects: str, **more: Any) -> StreamConfig:
         """A task stream: WorkQueue retention, new messages refused when full."""
         return StreamConfig(
             name=name,
@@ -366,7 +366,6 @@ class Bus:
             await self.kv(bucket, history=1)
         await self.kv(n.tool_results_bucket, history=1, ttl=s.tool_results_ttl_s)
 
-    async def _ensure_events_stream(self) -> None:
     async def _ensure_audit_stream(self, config: StreamConfig) -> None:
         """Create an audit stream if missing. One that exists with another
         configuration is updated only by credentials that may (an admin's: a
@@ -392,6 +391,7 @@ class Bus:
                 error=str(exc) or type(exc).__name__,
             )
 
+    async def _ensure_events_stream(self) -> None:
         s, n = self.settings, self.names
         source, destination = n.event_transform(s.partitions)
         config = StreamConfig(
@@ -762,12 +762,6 @@ class Bus:
         state = info.get("state", {})
         return int(state.get("first_seq", 0)), sorted(int(s) for s in state.get("deleted") or ())
 
-    async def get_stored(self, stream: str, seq: int) -> tuple[str, dict[str, str]] | None:
-        """``(subject, headers)`` of a stored message, or None if it is gone."""
-        try:
-            stored = await self.js.get_msg(stream, seq)
-        except nats.js.errors.NotFoundError:
-            return None
     async def last_stored(
         self, stream: str, subject: str
     ) -> tuple[int, str, dict[str, str], bytes] | None:
@@ -793,6 +787,12 @@ class Bus:
         headers = {k: v for k, v in (msg.headers or {}).items() if isinstance(v, str)}
         return int(msg.seq or 0), str(msg.subject or subject), headers, bytes(msg.data or b"")
 
+    async def get_stored(self, stream: str, seq: int) -> tuple[str, dict[str, str]] | None:
+        """``(subject, headers)`` of a stored message, or None if it is gone."""
+        try:
+            stored = await self.js.get_msg(stream, seq)
+        except nats.js.errors.NotFoundError:
+            return None
         except nats.errors.Error as exc:
             raise TransportError(f"cannot read {stream} #{seq}: {exc}") from exc
         return stored.subject or "", dict(stored.headers or {})
