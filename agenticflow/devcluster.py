@@ -31,9 +31,9 @@ from agenticflow.natsauth import (
 )
 from agenticflow.procs import child_preexec, stop_process
 from agenticflow.server import NatsServer
-from shared.codec import unpack
 from shared.config import Settings
 from shared.errors import ConfigError, TransportError
+from shared.registry import open_update
 from shared.transport import Bus, FetchTimeout
 from worker.app import load_app
 
@@ -265,7 +265,7 @@ class DevCluster:
                 except FetchTimeout:
                     continue
                 if entry is not None and getattr(entry, "value", None):
-                    info = unpack(entry.value)
+                    info = open_update(bus.seal, entry)
                     if isinstance(info, dict) and info.get("role") == "worker":
                         seen.add(str(info["worker"]))
                     elif isinstance(info, dict) and info.get("role") == "coordinator":

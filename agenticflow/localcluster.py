@@ -63,12 +63,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from agenticflow.natsauth import settings_from_env
 from agenticflow.natscluster import NatsCluster
 from agenticflow.procs import child_preexec
-from shared.codec import unpack
 from shared.config import Settings
 from shared.errors import AgenticFlowError, ConfigError, TransportError
 from shared.health import cluster_health
 from shared.ids import node_pid
 from shared.names import Names
+from shared.registry import open_update
 from shared.transport import Bus, FetchTimeout
 from worker.app import load_app
 
@@ -635,7 +635,7 @@ class LocalCluster:
                     entry = await watcher.updates(timeout=0.5)
                 except FetchTimeout:
                     continue
-                info = unpack(entry.value) if entry is not None and entry.value else None
+                info = open_update(self.bus.seal, entry)
                 if isinstance(info, dict) and info.get("role") == "worker":
                     workers.add(int(info.get("pid") or 0))
                 elif isinstance(info, dict) and info.get("role") == "coordinator":

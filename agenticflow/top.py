@@ -48,13 +48,13 @@ from rich.table import Table
 from rich.text import Text
 
 from agenticflow.render import _STATE_STYLE, short, when
-from coordinator.state import TaskStatus, WorkflowState
-from shared.codec import unpack
+from coordinator.state import TaskStatus, WorkflowState, open_snapshot
 from shared.config import Settings
 from shared.errors import AgenticFlowError, MalformedMessageError
 from shared.events import Event, EventType, TaskFailed, WorkflowFailed
 from shared.names import Names
-from shared.transport import Bus
+from shared.registry import open_entry
+from shared.transport import Bus, stored_ns
 
 WORKFLOW_SCAN = 500
 """Workflow snapshots read per refresh: the most recently written ones."""
@@ -510,20 +510,10 @@ def _kv_stream(bucket: str) -> tuple[str, str]:
 
 async def _registry(bus: Bus) -> list[dict[str, Any]]:
     """Live agents registry entries (one consumer, not one request per key)."""
-    return _infos(await bus.kv_values(bus.names.agents_bucket, limit=REGISTRY_SCAN))
-
-
-def _infos(values: list[bytes]) -> list[dict[str, Any]]:
-    """Registry values decoded; unreadable ones left out."""
-    out = []
-    for value in values:
-        try:
-            info = unpack(value)
-        except MalformedMessageError:
-            continue
-        if isinstance(info, dict):
-            out.append(info)
-    return out
+    bucket = bus.names.agents_bucket
+    entries = await bus.kv_entries(bucket, limit=REGISTRY_SCAN)
+    infos = (open_entry(bus.seal, bucket, k, v, stored_ns=ns) for k, v, ns in entries)
+    return [info for info in infos if info is not None]
 
 
 async def _workflows(bus: Bus) -> tuple[list[WorkflowState], int]:
@@ -542,10 +532,19 @@ async def _workflows(bus: Bus) -> tuple[list[WorkflowState], int]:
     for msg in msgs:
         if not msg.data:
             continue
+        workflow_id = msg.subject.removeprefix(f"$KV.{bus.names.workflows_bucket}.")
         try:
-            out.append(WorkflowState.from_snapshot(msg.data))
+            out.append(
+                open_snapshot(
+                    bus.seal,
+                    bus.names.workflows_bucket,
+                    workflow_id,
+                    msg.data,
+                    stored_ns=stored_ns(msg),
+                )
+            )
         except MalformedMessageError:
-            continue
+            continue  # refused (forged, altered, undecryptable) or unreadable: not shown
     return out, len(msgs)
 
 

@@ -15,13 +15,14 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
+import structlog
 from nats.js.api import DeliverPolicy
 from opentelemetry.trace import SpanKind
 
 from coordinator.forks import recorded_effects
 from coordinator.replay import UNREADABLE, reading_problems, state_until
-from coordinator.state import TaskStatus, WorkflowState
-from shared.codec import pack, unpack
+from coordinator.state import TaskStatus, WorkflowState, open_snapshot
+from shared.codec import pack
 from shared.dag import validate_graph
 from shared.errors import (
     ConfigError,
@@ -45,10 +46,13 @@ from shared.events import (
 )
 from shared.ids import ID_RE, new_workflow_id, workflow_key
 from shared.names import queue_of
+from shared.registry import open_entry, open_update
 from shared.telemetry import traceparent, tracer
-from shared.transport import Bus, KVNotFound
+from shared.transport import Bus
 from shared.vclock import ClockBook, VectorClock
 from shared.workflow import WorkflowDefinition
+
+log = structlog.get_logger("agenticflow.client")
 
 
 class Client:
@@ -156,18 +160,23 @@ class Client:
 
     async def _snapshot(self, workflow_id: str) -> WorkflowState | None:
         await self._topology()
-        store = await self.bus.kv(self.names.workflows_bucket)
-
-        async def get() -> Any:
-            try:
-                return await store.get(workflow_id)
-            except KVNotFound:
-                return None
-
-        entry = await self.bus.call(get, what="read state")
-        if entry is None or entry.value is None:
+        bucket = self.names.workflows_bucket
+        stored = await self.bus.kv_read(await self.bus.kv(bucket), workflow_id)
+        if stored is None or not stored.value:
             return None
-        return WorkflowState.from_snapshot(entry.value)
+        return open_snapshot(
+            self.bus.seal, bucket, workflow_id, stored.value, stored_ns=stored.stored_ns
+        )
+
+    async def _readable(self, workflow_id: str) -> WorkflowState | None:
+        """The snapshot, or None when there is none or it is refused (forged,
+        altered, undecryptable: logged). The coordinator, which rebuilds such a
+        workflow from its events, writes the next one."""
+        try:
+            return await self._snapshot(workflow_id)
+        except MalformedMessageError as exc:
+            log.warning("workflow snapshot refused", workflow_id=workflow_id, error=str(exc))
+            return None
 
     async def _until(
         self, workflow_id: str, done: Callable[[WorkflowState], bool], timeout: float | None
@@ -186,7 +195,7 @@ class Client:
             async with asyncio.timeout(timeout):
                 while True:
                     changed.clear()
-                    state = await self._snapshot(workflow_id)
+                    state = await self._readable(workflow_id)
                     if state is not None and done(state):
                         return state
                     await changed.wait()
@@ -234,7 +243,14 @@ class Client:
             async for entry in watcher:
                 if entry is None or entry.value is None:
                     continue
-                state = WorkflowState.from_snapshot(entry.value)
+                created = getattr(entry, "created", None)
+                state = open_snapshot(
+                    self.bus.seal,
+                    self.names.workflows_bucket,
+                    workflow_id,
+                    entry.value,
+                    stored_ns=int(created.timestamp() * 1e9) if created is not None else None,
+                )
                 yield state
                 if done(state):
                     return
@@ -422,7 +438,7 @@ class Client:
                 f"{workflow_id!r} is not a workflow id", code="unknown_workflow"
             )
         await self._topology()
-        state = await self._snapshot(workflow_id)
+        state = await self._readable(workflow_id)
         clock = self._clocks.tick(workflow_id, state.vclock if state else None)
         request_id = os.urandom(8).hex()
         loop = asyncio.get_running_loop()
@@ -545,7 +561,8 @@ class Client:
         when its worker did not report the change in time.
         """
         await self._topology()
-        registry = await self.bus.kv(self.names.agents_bucket)
+        registry_bucket = self.names.agents_bucket
+        registry = await self.bus.kv(registry_bucket)
         key = instance.rpartition(".")[0]
 
         def shows(info: Any) -> dict[str, Any] | None:
@@ -556,17 +573,25 @@ class Client:
                     return dict(entry)
             return None
 
-        try:
-            current = shows(unpack((await registry.get(key)).value or b""))
-        except (*KVNotFound, MalformedMessageError, ValueError):
-            current = None
+        stored = await self.bus.kv_read(registry, key)
+        current = (
+            shows(
+                open_entry(
+                    self.bus.seal, registry_bucket, key, stored.value, stored_ns=stored.stored_ns
+                )
+            )
+            if stored is not None
+            else None
+        )
         if current is None:
             raise NotFoundError(
                 f"no live worker hosts agent instance {instance!r} (see `agenticflow agents`)"
             )
-        control = await self.bus.kv(self.names.control_bucket)
+        control_bucket = self.names.control_bucket
+        control = await self.bus.kv(control_bucket)
         record = {"suspended": suspended, "by": by or self.node_id, "at": time.time_ns()}
-        await self.bus.call(lambda: control.put(instance, pack(record)), what="control agent")
+        body = self.bus.seal.seal_record(control_bucket, instance, pack(record))
+        await self.bus.call(lambda: control.put(instance, body), what="control agent")
 
         def done(entry: dict[str, Any]) -> bool:
             if suspended:
@@ -582,7 +607,7 @@ class Client:
                     update = await watcher.updates(timeout=timeout)
                     if update is None or update.value is None:
                         continue
-                    found = shows(unpack(update.value))
+                    found = shows(open_update(self.bus.seal, update))
                     if found is not None and done(found):
                         return found
         except TimeoutError:
@@ -634,10 +659,12 @@ class Client:
         """Registered agent instances with their capabilities and last heartbeat."""
         await self._topology()
         await self.bus.kv(self.names.agents_bucket)  # created if missing
-        infos = [unpack(value) for value in await self.bus.kv_values(self.names.agents_bucket)]
+        bucket = self.names.agents_bucket
+        entries = await self.bus.kv_entries(bucket)
+        infos = (open_entry(self.bus.seal, bucket, k, v, stored_ns=ns) for k, v, ns in entries)
         # The registry key is the entry's "instance".
         return sorted(
-            (info for info in infos if isinstance(info, dict)),
+            (info for info in infos if info is not None),
             key=lambda info: str(info.get("instance", "")),
         )
 

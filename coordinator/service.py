@@ -45,16 +45,14 @@ from coordinator.reducer import (
     apply,
     pending_timers,
 )
-from coordinator.state import TaskStatus, WorkflowState
+from coordinator.state import ACTIVE_TASK, TaskStatus, WorkflowState, open_snapshot
 from shared.audit import AuditKind
 from shared.auditor import Auditor
 from shared.codec import (
     H_SOURCE,
     TaskMessage,
-    pack,
     parse_uint,
     task_identity,
-    unpack,
 )
 from shared.config import Settings
 from shared.errors import (
@@ -101,8 +99,9 @@ from shared.metrics import (
 from shared.names import SYSTEM_WORKFLOW, check_partitions, partition_of, queue_of
 from shared.puller import Puller
 from shared.rbac import load_policy
+from shared.registry import open_update, seal_entry
 from shared.telemetry import context_of, tracer
-from shared.transport import Bus, FetchTimeout, KVNotFound, Outgoing
+from shared.transport import Bus, FetchTimeout, Outgoing
 from shared.vclock import VectorClock
 
 log = structlog.get_logger("agenticflow.coordinator")
@@ -421,7 +420,10 @@ class Coordinator:
             "partition": self.partition,
             "partitions": self.partitions,
         }
-        await self._agents.put(self._registry_key, pack(info))
+        await self._agents.put(
+            self._registry_key,
+            seal_entry(self.bus.seal, self.names.agents_bucket, self._registry_key, info),
+        )
 
     async def _read_queues(self) -> dict[str, dict[str, int]]:
         """Depth and lag of every task queue, from its consumer's info."""
@@ -928,21 +930,53 @@ class Coordinator:
         self, workflow_id: str
     ) -> tuple[WorkflowState, int, int, list[Command]] | None:
         """Snapshot + re-folded tail: ``(state, revision, saved version, commands)``;
-        raises _PoisonedError naming the stored event whose re-fold raised."""
+        raises _PoisonedError naming the stored event whose re-fold raised. A
+        snapshot that is refused (not signed by a coordinator, altered, moved,
+        an old one put back, undecryptable) or unreadable is not trusted: the
+        workflow is rebuilt from all its events."""
+        stored = await self.bus.kv_read(self._workflows, workflow_id)
+        if stored is None:
+            return None
         try:
-            kv_entry = await self._workflows.get(workflow_id)
-        except KVNotFound:
-            return None
-        if kv_entry.value is None:
-            return None
-        state = WorkflowState.from_snapshot(kv_entry.value)
+            state = open_snapshot(
+                self.bus.seal,
+                self.names.workflows_bucket,
+                workflow_id,
+                stored.value,
+                stored_ns=stored.stored_ns,
+            )
+        except MalformedMessageError as exc:
+            log.error(
+                "workflow snapshot refused; rebuilding the workflow from its events",
+                workflow_id=workflow_id,
+                error=str(exc),
+                error_type=type(exc).__name__,
+            )
+            rebuilt, commands = await self._refold(workflow_id, None)
+            if rebuilt is None:
+                return None
+            return rebuilt, stored.revision, 0, commands
         saved_version = state.version
+        _, commands = await self._refold(workflow_id, state)
+        return state, stored.revision, saved_version, commands
+
+    async def _refold(
+        self, workflow_id: str, state: WorkflowState | None
+    ) -> tuple[WorkflowState | None, list[Command]]:
+        """Fold the events stored after ``state`` (None: all of them) into it.
+
+        From no state (a refused snapshot), the commands of events whose effects
+        the stream already shows are dropped: emitted events that are stored,
+        and dispatches of attempts that have since settled. The rest are
+        re-issued (deduplicated where JetStream still remembers them)."""
         tail = await self.bus.read_stored(
             self.names.events_stream,
             self.names.workflow_events(workflow_id),
-            start_seq=state.last_seq + 1,
+            start_seq=state.last_seq + 1 if state is not None else 1,
         )
         careful = workflow_id in self._suspects
+        rebuild = state is None
+        seen: set[str] = set()
         commands: list[Command] = []
         for msg in tail:
             seq = msg.metadata.sequence.stream
@@ -952,14 +986,17 @@ class Coordinator:
                 event = self.bus.decode_event(msg, seq=seq)
             except MalformedMessageError:
                 continue  # the live consumer records it as rejected
+            seen.add(event.id)
             with self._guard(msg.subject, seq, workflow_id):
                 if isinstance(admit(state, event, self.rules), Ignore | Refuse):
                     continue  # the live consumer records a refusal
-                _, new_commands = apply(state, event, source=self.node_id)
-                if careful:
+                state, new_commands = apply(state, event, source=self.node_id)
+                if careful and state is not None:
                     state.to_snapshot()
             commands.extend(new_commands)
-        return state, int(kv_entry.revision or 0), saved_version, commands
+        if rebuild and state is not None:
+            commands = [c for c in commands if _still_due(c, state, seen)]
+        return state, commands
 
     def _due(self, entry: _Entry, now: float) -> bool:
         """Whether a changed snapshot must be written now (see Settings.snapshot_*)."""
@@ -994,6 +1031,9 @@ class Coordinator:
                 continue  # its abort is on the way; the stream keeps every event
             try:
                 data, left_out = state.snapshot_within(limit)
+                data = self.bus.seal.seal_record(
+                    self.names.workflows_bucket, state.workflow_id, data
+                )
             except Exception:
                 log.exception("workflow state cannot be encoded", workflow_id=state.workflow_id)
                 unsavable.append(state.workflow_id)
@@ -1038,7 +1078,7 @@ class Coordinator:
             except StateConflictError:
                 stored = await self._stored(workflow_id)
                 if stored is not None and stored.value == save.data:
-                    entry.revision = int(stored.revision or 0)  # ours; its reply was lost
+                    entry.revision = stored.revision  # ours; its reply was lost
                 elif entry.revision != 0:
                     raise
                 else:
@@ -1081,7 +1121,7 @@ class Coordinator:
 
     async def _stored(self, workflow_id: str) -> Any:
         with contextlib.suppress(Exception):
-            return await self._workflows.get(workflow_id)
+            return await self.bus.kv_read(self._workflows, workflow_id)
         return None
 
     # Commands -----------------------------------------------------------
@@ -1434,13 +1474,11 @@ class Coordinator:
                 raise
             if entry is None or not hasattr(entry, "key"):
                 continue
-            if entry.value is None or entry.operation in ("DEL", "PURGE"):
+            info = open_update(self.bus.seal, entry)
+            if info is None:  # deleted, expired, or refused (logged)
                 self._live.pop(entry.key, None)
                 continue
-            try:
-                self._live[entry.key] = unpack(entry.value)
-            except MalformedMessageError:
-                continue
+            self._live[entry.key] = info
 
     def _served(self, capability: str) -> bool:
         horizon = time.time_ns() - int(self.settings.agent_ttl_s * 1e9)
@@ -1459,6 +1497,22 @@ def _serves(info: Any, capability: str, horizon: int) -> bool:
         and isinstance(beat, int)
         and beat >= horizon
     )
+
+
+def _still_due(command: Command, state: WorkflowState, stored: set[str]) -> bool:
+    """Whether a command of a workflow rebuilt from all its events must be
+    re-issued: not an event the stream already holds, not the dispatch of an
+    attempt that is no longer the task's live one."""
+    if isinstance(command, Emit):
+        return command.event.id not in stored
+    if isinstance(command, Dispatch):
+        task = state.tasks.get(command.task.task_id)
+        return (
+            task is not None
+            and task.attempts == command.task.attempt
+            and task.status in ACTIVE_TASK
+        )
+    return True
 
 
 def _count(event: Event, state: WorkflowState | None, commands: list[Command]) -> None:

@@ -14,6 +14,7 @@ from shared.dag import dependents_index
 from shared.errors import MalformedMessageError
 from shared.events import ApprovalDecision, ErrorInfo, Origin, RecordedEffect
 from shared.hierarchy import ParentLink
+from shared.security import Seal
 from shared.vclock import COORDINATOR_NODE, VectorClock
 from shared.workflow import TaskSpec, WorkflowDefinition
 
@@ -316,14 +317,33 @@ class WorkflowState(BaseModel):
         }
 
 
+SNAPSHOT_WRITERS = ("coordinator",)
+"""The role whose signature a workflow snapshot must carry when keys are configured."""
+
+
+def open_snapshot(
+    seal: Seal, bucket: str, workflow_id: str, blob: bytes, *, stored_ns: int | None
+) -> WorkflowState:
+    """The state in a stored snapshot (a record of
+    :meth:`~shared.security.Seal.seal_record`): signed by a coordinator for this
+    workflow's key, decrypted. Raises MalformedMessageError (or its
+    ForgedMessageError, ReplayedMessageError, UndecryptableMessageError)."""
+    plain, _ = seal.open_record(
+        bucket, workflow_id, blob, roles=SNAPSHOT_WRITERS, stored_ns=stored_ns
+    )
+    return WorkflowState.from_snapshot(plain)
+
+
 __all__ = [
     "ACTIVE_TASK",
     "COORDINATOR_NODE",
     "DONE_TASK",
+    "SNAPSHOT_WRITERS",
     "TERMINAL_TASK",
     "TERMINAL_WORKFLOW",
     "TaskState",
     "TaskStatus",
     "WorkflowState",
     "WorkflowStatus",
+    "open_snapshot",
 ]

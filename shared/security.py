@@ -42,7 +42,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Collection, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from shared.errors import (
     ConfigError,
     ForgedMessageError,
+    MalformedMessageError,
     ReplayedMessageError,
     UndecryptableMessageError,
 )
@@ -121,6 +122,8 @@ TRUST_FILE = "trust.json"
 DATA_KEYS_FILE = "data-keys.json"
 POLICY_FILE = "policy.toml"
 _VALUE_MAGIC = b"AFE1"
+_RECORD_MAGIC = b"AFR1"
+_SIGNED_FLAG, _ENCRYPTED = 1, 2
 _NONCE = 12
 
 
@@ -388,6 +391,56 @@ class DataKeys:
 
 
 # The envelope -----------------------------------------------------------------
+def _record_aad(bucket: str, key: str) -> bytes:
+    return f"{bucket}/{key}".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredRecord:
+    """The parts of a value written by :meth:`Seal.seal_record`:
+    ``AFR1 | flags | [kid len, kid, time (8), signature (64)] | [kid len, kid,
+    nonce] | body``."""
+
+    flags: int
+    head: bytes
+    """Signing key length, key id, signing time (empty: unsigned)."""
+    signature: bytes
+    enc: bytes
+    """Data key length, data key id, nonce (empty: not encrypted)."""
+    body: bytes
+
+    @classmethod
+    def parse(cls, where: str, blob: bytes) -> _StoredRecord:
+        """Raises MalformedMessageError for a truncated record."""
+        flags, at = blob[4:5], 5
+        head = signature = enc = b""
+        if flags and flags[0] & _SIGNED_FLAG and len(blob) > at:
+            size = 1 + blob[at] + 8
+            head, signature = blob[at : at + size], blob[at + size : at + size + 64]
+            at += size + 64
+        if flags and flags[0] & _ENCRYPTED and len(blob) > at:
+            size = 1 + blob[at] + _NONCE
+            enc = blob[at : at + size]
+            at += size
+        if (
+            not flags
+            or flags[0] & ~(_SIGNED_FLAG | _ENCRYPTED)
+            or bool(flags[0] & _SIGNED_FLAG) != bool(head)
+            or bool(flags[0] & _ENCRYPTED) != bool(enc)
+            or at > len(blob)
+        ):
+            raise MalformedMessageError(f"{where} is a truncated or unknown record")
+        return cls(flags[0], head, signature, enc, blob[at:])
+
+    def signed(self, bucket: str, key: str) -> bytes:
+        """What the signature covers: bucket, key, and everything but itself."""
+        return _record_signed(bucket, key, self.flags, self.head, self.enc, self.body)
+
+
+def _record_signed(bucket: str, key: str, flags: int, *parts: bytes) -> bytes:
+    return b"".join((_RECORD_MAGIC, f"{bucket}\n{key}\n".encode(), bytes([flags]), *parts))
+
+
 def _canonical(subject: str, headers: Mapping[str, str], body: bytes) -> bytes:
     parts = [subject, *(f"{name}:{headers.get(name, '')}" for name in _SIGNED)]
     return "\n".join(parts).encode() + b"\n\n" + body
@@ -545,9 +598,128 @@ class Seal:
                 )
         return signer
 
-    # KV values ------------------------------------------------------------
+    # KV records -----------------------------------------------------------
+    def seal_record(
+        self, bucket: str, key: str, plain: bytes, *, now_ns: int | None = None
+    ) -> bytes:
+        """A KV value as stored: encrypted with the current data key (associated
+        data: bucket and key) and signed by this node over bucket, key, signing
+        time and body, so a value moved to another key, altered, written by
+        someone without a trusted key, or put back after the replay window
+        (:meth:`open_record` with ``stored_ns``) is refused. Plain ``plain``
+        when nothing is configured."""
+        if self.identity is None and self.data_keys is None:
+            return plain
+        flags, enc, body = 0, b"", plain
+        if self.data_keys is not None:
+            kid = self.data_keys.current.encode()
+            nonce = os.urandom(_NONCE)
+            body = self._ciphers[self.data_keys.current].encrypt(
+                nonce, plain, _record_aad(bucket, key)
+            )
+            enc = bytes([len(kid)]) + kid + nonce
+            flags |= _ENCRYPTED
+        signed = b""
+        if self.identity is not None:
+            flags |= _SIGNED_FLAG
+            kid = self._kid.encode()
+            stamp = now_ns if now_ns is not None else time.time_ns()
+            head = bytes([len(kid)]) + kid + stamp.to_bytes(8, "big")
+            signature = self.identity.sign(_record_signed(bucket, key, flags, head, enc, body))
+            signed = head + signature
+        return _RECORD_MAGIC + bytes([flags]) + signed + enc + body
+
+    def open_record(
+        self,
+        bucket: str,
+        key: str,
+        blob: bytes,
+        *,
+        roles: Collection[str] | None = None,
+        stored_ns: int | None = None,
+    ) -> tuple[bytes, TrustedKey | None]:
+        """``(plain value, signer)`` of a value written by :meth:`seal_record`.
+
+        With a trust store the value must be signed by a trusted key whose role
+        is one of ``roles`` (None: any), bound to this bucket and key, and, when
+        ``stored_ns`` (the server's time of storing it) is given, signed within
+        the replay window of it: an old value put back later is refused. With
+        data keys it must be encrypted. Raises ForgedMessageError,
+        ReplayedMessageError, UndecryptableMessageError or MalformedMessageError.
+        """
+        where = f"{bucket}/{key}"
+        if not blob.startswith(_RECORD_MAGIC):
+            if self.trust is not None:
+                raise ForgedMessageError(f"{where} is not signed: refused")
+            if blob.startswith(_VALUE_MAGIC):  # written before records were signed
+                return self.open_value(where, blob), None
+            if self.data_keys is not None:
+                raise UndecryptableMessageError(
+                    f"{where} is not encrypted, and this cluster requires encryption"
+                )
+            return blob, None
+        record = _StoredRecord.parse(where, blob)
+        signer = None
+        if self.trust is not None:
+            signer = self._record_signer(bucket, key, record, roles, stored_ns)
+        if not record.enc:
+            if self.data_keys is not None:
+                raise UndecryptableMessageError(
+                    f"{where} is not encrypted, and this cluster requires encryption"
+                )
+            return record.body, signer
+        size = record.enc[0]
+        data_kid = record.enc[1 : 1 + size].decode("ascii", errors="replace")
+        cipher = self._ciphers.get(data_kid)
+        if cipher is None:
+            raise UndecryptableMessageError(
+                f"{where} is encrypted with unknown data key {data_kid!r}"
+            )
+        try:
+            plain = cipher.decrypt(record.enc[1 + size :], record.body, _record_aad(bucket, key))
+        except (InvalidTag, ValueError) as exc:
+            raise UndecryptableMessageError(f"{where} does not decrypt: altered or moved") from exc
+        return plain, signer
+
+    def _record_signer(
+        self,
+        bucket: str,
+        key: str,
+        record: _StoredRecord,
+        roles: Collection[str] | None,
+        stored_ns: int | None,
+    ) -> TrustedKey:
+        assert self.trust is not None
+        where = f"{bucket}/{key}"
+        if not record.head:
+            raise ForgedMessageError(f"{where} is not signed: refused")
+        kid = record.head[1:-8].decode("ascii", errors="replace")
+        signer = self.trust.get(kid)
+        if signer is None:
+            raise ForgedMessageError(f"{where} is signed by unknown key {kid!r}")
+        if not signer.verify(record.signed(bucket, key), record.signature):
+            raise ForgedMessageError(
+                f"{where} has a bad signature for key {kid!r} ({signer.principal}): "
+                "altered, forged, or moved from another key"
+            )
+        if roles is not None and signer.role not in roles:
+            raise ForgedMessageError(
+                f"{where} was written by {signer.principal} ({signer.role}), which "
+                f"may not write it (only {', '.join(sorted(roles))})"
+            )
+        signed_ns = int.from_bytes(record.head[-8:], "big")
+        if stored_ns is not None and abs(stored_ns - signed_ns) > self.window_ns:
+            raise ReplayedMessageError(
+                f"{where} signed by {signer.principal} was stored "
+                f"{(stored_ns - signed_ns) / 1e9:.0f}s after it was signed (window "
+                f"{self.window_ns / 1e9:g}s): an old value put back"
+            )
+        return signer
+
+    # KV values (before signed records) ------------------------------------
     def seal_value(self, context: str, plain: bytes) -> bytes:
-        """Encrypt a stored value (agent memory) bound to ``context`` (bucket/key)."""
+        """Encrypt a stored value bound to ``context`` (the format read back for
+        values written before :meth:`seal_record`; new values use records)."""
         if self.data_keys is None:
             return plain
         kid = self.data_keys.current.encode()

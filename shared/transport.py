@@ -17,6 +17,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -738,12 +739,17 @@ class Bus:
             raise TransportError(f"{subject}: {error.get('description', error)}")
         return answer
 
-    async def kv_values(self, bucket: str, *, limit: int | None = None) -> list[bytes]:
-        """The current value of every key of a KV bucket kept with history 1
-        (deleted keys left out), read through one consumer rather than one
-        request per key."""
-        msgs = await self.read_stored(f"KV_{bucket}", f"$KV.{bucket}.>", limit=limit)
-        return [msg.data for msg in msgs if msg.data]
+    async def kv_entries(
+        self, bucket: str, *, limit: int | None = None
+    ) -> list[tuple[str, bytes, int | None]]:
+        """``(key, value, stored ns)`` of every key of a KV bucket kept with
+        history 1 (deleted keys left out), read through one consumer rather than
+        one request per key."""
+        prefix = f"$KV.{bucket}."
+        msgs = await self.read_stored(f"KV_{bucket}", f"{prefix}>", limit=limit)
+        return [
+            (msg.subject.removeprefix(prefix), msg.data, stored_ns(msg)) for msg in msgs if msg.data
+        ]
 
     async def consumer_infos(self, stream: str) -> list[dict[str, Any]]:
         """Every consumer of ``stream``, as the API describes it (all pages)."""
@@ -811,6 +817,30 @@ class Bus:
             raise TransportError(f"cannot delete {what}: {exc}") from exc
 
     # KV helpers ---------------------------------------------------------
+    async def kv_read(self, store: KeyValue, key: str) -> StoredValue | None:
+        """The key's current value, revision and the server's time of storing it
+        (what :meth:`Seal.open_record` checks a record's signing time against);
+        None when the key is absent or deleted."""
+        subject = f"{store._pre}{key}"  # nats-py keeps the stream and prefix private
+
+        async def get() -> Any:
+            try:
+                return await self.js.get_msg(
+                    store._stream,
+                    subject=subject,
+                    direct=store._direct,
+                )
+            except nats.js.errors.NotFoundError:
+                return None
+
+        msg = await self.call(get, what=f"read {key}")
+        if msg is None or msg.subject != subject:
+            return None
+        if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
+            return None
+        stored = int(msg.time.timestamp() * 1e9) if msg.time is not None else None
+        return StoredValue(msg.data or b"", int(msg.seq or 0), stored)
+
     async def kv_put_cas(self, store: KeyValue, key: str, value: bytes, revision: int) -> int:
         """Create (revision 0) or update by revision; raises StateConflictError."""
         try:
@@ -827,6 +857,16 @@ class Bus:
             return await awaitable
         except nats.errors.Error as exc:
             raise TransportError(str(exc) or type(exc).__name__) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class StoredValue:
+    """A KV entry's current value (see :meth:`Bus.kv_read`)."""
+
+    value: bytes
+    revision: int
+    stored_ns: int | None
+    """When the server stored it (ns since the epoch), if it said."""
 
 
 def stored_ns(msg: Msg) -> int | None:
@@ -847,4 +887,12 @@ async def connected(settings: Settings, *, name: str, role: str = "client") -> A
         await bus.close()
 
 
-__all__ = ["Bus", "FetchTimeout", "KVConflict", "KVNotFound", "connected", "stored_ns"]
+__all__ = [
+    "Bus",
+    "FetchTimeout",
+    "KVConflict",
+    "KVNotFound",
+    "StoredValue",
+    "connected",
+    "stored_ns",
+]

@@ -7,9 +7,11 @@ worker can take any task and find what an earlier task remembered::
     await ctx.memory.set("seen", [*seen, ctx.params["url"]])
 
 Values are plain data serialised with msgpack (never pickle: reading memory
-cannot run code) and, when the cluster has data keys, encrypted with AES-GCM
-bound to their bucket and key (:meth:`shared.security.Seal.seal_value`), so a
-value copied to another key or altered does not decrypt. Writes are
+cannot run code), stored as records (:meth:`shared.security.Seal.seal_record`):
+with data keys, encrypted with AES-GCM bound to their bucket and key; with
+signing keys, signed by the writing worker over bucket, key, time and value.
+A value altered, copied to another key, written by anyone but a worker, or put
+back after the replay window is refused when read. Writes are
 last-writer-wins; :meth:`AgentMemory.update` is a compare-and-set loop for
 read-modify-write.
 """
@@ -24,10 +26,12 @@ from nats.js.kv import KeyValue
 
 from shared.codec import MAX_DEPTH, pack, unpack
 from shared.errors import ConfigError, StateConflictError
-from shared.transport import Bus, KVNotFound
+from shared.transport import Bus
 
 _NAME = re.compile(r"^[A-Za-z0-9_\-=]{1,128}\Z")
 MAX_VALUE_BYTES = 256 * 1024
+_WRITERS = ("worker",)
+"""The role whose signature memory values must carry when keys are configured."""
 _MISSING = object()
 
 
@@ -53,7 +57,7 @@ class AgentMemory:
         return self._store
 
     def _encode(self, key: str, value: Any) -> bytes:
-        blob = self.bus.seal.seal_value(f"{self.bucket}/{key}", pack(value))
+        blob = self.bus.seal.seal_record(self.bucket, key, pack(value))
         if len(blob) > MAX_VALUE_BYTES:
             raise ConfigError(
                 f"memory value {key!r} is {len(blob)} bytes, over {MAX_VALUE_BYTES}: "
@@ -61,22 +65,24 @@ class AgentMemory:
             )
         return blob
 
-    def _decode(self, key: str, blob: bytes) -> Any:
-        return unpack(self.bus.seal.open_value(f"{self.bucket}/{key}", blob), max_depth=MAX_DEPTH)
+    def _decode(self, key: str, blob: bytes, stored_ns: int | None) -> Any:
+        plain, _ = self.bus.seal.open_record(
+            self.bucket, key, blob, roles=_WRITERS, stored_ns=stored_ns
+        )
+        return unpack(plain, max_depth=MAX_DEPTH)
 
     async def _read(self, key: str) -> tuple[Any, int]:
-        store = await self._kv()
-        try:
-            entry = await store.get(key)
-        except KVNotFound:
+        stored = await self.bus.kv_read(await self._kv(), key)
+        if stored is None:
             return _MISSING, 0
-        if entry.value is None:
-            return _MISSING, int(entry.revision or 0)
-        return self._decode(key, entry.value), int(entry.revision or 0)
+        return self._decode(key, stored.value, stored.stored_ns), stored.revision
 
     async def get(self, name: str, default: Any = None) -> Any:
-        """The remembered value, or ``default``. Raises UndecryptableMessageError
-        for a value that is not what this cluster wrote."""
+        """The remembered value, or ``default``. Raises ForgedMessageError (or
+        its ReplayedMessageError) and UndecryptableMessageError for a value that
+        is not what a worker of this cluster wrote there: unsigned, signed by a
+        key that is not a worker's, moved from another key, or an old value put
+        back after the replay window."""
         value, _ = await self._read(self._key(name))
         return default if value is _MISSING else value
 

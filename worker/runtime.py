@@ -75,6 +75,7 @@ from shared.metrics import task_queue_wait as task_queue_wait_metric
 from shared.names import SYSTEM_WORKFLOW, queue_of
 from shared.puller import Puller
 from shared.rbac import load_policy
+from shared.registry import seal_entry, watched_ns
 from shared.telemetry import extract, tracer
 from shared.transport import Bus
 from shared.vclock import COORDINATOR_NODE, ClockBook, VectorClock
@@ -89,6 +90,8 @@ from worker.tools import breaker_states, live_pools, task_toolbox
 log = structlog.get_logger("agenticflow.worker")
 
 _CLOCKS_KEPT = 10_000
+_CONTROLLERS = ("client", "admin", "coordinator")
+"""Roles whose signature an agent control entry (suspend/resume) must carry."""
 _ABORTED_KEPT = 10_000
 
 Pending = Coroutine[Any, Any, Any]
@@ -417,7 +420,10 @@ class Worker:
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
             }
-            await self._registry.put(self._registry_key(agent), pack(info))
+            key = self._registry_key(agent)
+            await self._registry.put(
+                key, seal_entry(self.bus.seal, self.names.agents_bucket, key, info)
+            )
 
     async def _deregister(self) -> None:
         for agent in self.app.agents:
@@ -797,15 +803,38 @@ class Worker:
                     continue
                 if entry is None or entry.key not in self._by_id:
                     continue
-                wanted = entry.value is not None and entry.operation is None
-                if wanted:
-                    info = unpack(entry.value)
-                    wanted = bool(isinstance(info, dict) and info.get("suspended"))
+                wanted = self._control_says(entry)
+                if wanted is None:
+                    continue
                 with contextlib.suppress(AgenticFlowError):
                     await self._set_suspended(self._by_id[entry.key], suspended=wanted)
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()
+
+    def _control_says(self, entry: Any) -> bool | None:
+        """Whether a control entry asks for its instance suspended; None when it
+        is refused (with keys: unsigned, signed by a worker, altered, moved, an
+        old command put back) and changes nothing. A deletion resumes, but not
+        with keys (a deletion cannot be signed; resuming is a signed put)."""
+        if entry.value is None or entry.operation is not None:
+            if self.bus.seal.trust is not None:
+                log.warning("unsigned control deletion ignored", instance=entry.key)
+                return None
+            return False
+        try:
+            plain, _ = self.bus.seal.open_record(
+                self.names.control_bucket,
+                entry.key,
+                entry.value,
+                roles=_CONTROLLERS,
+                stored_ns=watched_ns(entry),
+            )
+            info = unpack(plain)
+        except MalformedMessageError as exc:
+            log.warning("control entry refused", instance=entry.key, error=str(exc))
+            return None
+        return bool(isinstance(info, dict) and info.get("suspended"))
 
     async def _set_suspended(self, instance: AgentInstance, *, suspended: bool) -> None:
         pool = self._idle[instance.agent]

@@ -276,12 +276,12 @@ async def test_agent_memory_is_msgpack_encrypted_and_bound_to_its_key(secure: Se
     note = await store.get("remember.note")
     assert note.value is not None
     assert MARKER.encode() not in note.value  # encrypted at rest
-    # a value moved to another key does not decrypt: AES-GCM binds it to its key
+    # a value moved to another key is refused: its signature (and AES-GCM) bind it
     await store.put("remember.runs", note.value)
-    with pytest.raises(MalformedMessageError, match="does not decrypt"):
+    with pytest.raises(MalformedMessageError, match="moved from another key"):
         await AgentMemory(s.bus, "remember").get("runs")
     await store.put("remember.runs", b"\x81\xa1x\x01")  # plaintext msgpack: refused too
-    with pytest.raises(MalformedMessageError, match="not encrypted"):
+    with pytest.raises(MalformedMessageError, match="not signed"):
         await AgentMemory(s.bus, "remember").get("runs")
     await store.delete("remember.runs")
 

@@ -18,20 +18,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
+from datetime import datetime
 from typing import Any
 
 import structlog
 from nats.js.kv import KeyValue
 
 from shared.codec import pack, unpack
-from shared.errors import AgenticFlowError, MalformedMessageError
-from shared.transport import Bus, FetchTimeout, KVNotFound
+from shared.errors import MalformedMessageError
+from shared.transport import Bus, FetchTimeout
 from worker.tools.breaker import BreakerRecord
 from worker.tools.state import BREAKERS, RESULTS, WINDOWS, ToolState
 
 log = structlog.get_logger("agenticflow.tools")
 
 _INITIAL_SYNC_S = 5.0
+_WRITERS = ("worker",)
+"""The role whose signature tool-state records must carry when keys are configured."""
 
 
 class ClusterToolState(ToolState):
@@ -58,28 +61,28 @@ class ClusterToolState(ToolState):
         return await self.bus.kv(bucket)
 
     async def _get(self, space: str, key: str) -> tuple[Any, int]:
-        store = await self._store(space)
+        stored = await self.bus.kv_read(await self._store(space), key)
+        if stored is None:
+            return None, 0
+        return self._open(space, key, stored.value, stored.stored_ns), stored.revision
 
-        async def get() -> Any:
-            try:
-                return await store.get(key)
-            except KVNotFound:
-                return None
+    def _open(self, space: str, key: str, blob: bytes | None, stored_ns: int | None) -> Any:
+        """The record's data; None for an empty, malformed or refused value (a
+        refused one is logged, and is overwritten by the next compare-and-set)."""
+        if not blob:
+            return None
+        return open_record(self.bus, self._buckets[space], key, blob, stored_ns=stored_ns)
 
-        entry = await self.bus.call(get, what=f"read {key}")
-        if entry is None or entry.value is None:
-            return None, int(entry.revision or 0) if entry is not None else 0
-        try:
-            return unpack(entry.value), int(entry.revision or 0)
-        except MalformedMessageError:
-            return None, int(entry.revision or 0)
+    def _seal(self, space: str, key: str, value: dict[str, Any]) -> bytes:
+        return self.bus.seal.seal_record(self._buckets[space], key, pack(value))
 
     async def _cas(self, space: str, key: str, value: dict[str, Any], revision: int) -> int:
-        return await self.bus.kv_put_cas(await self._store(space), key, pack(value), revision)
+        body = self._seal(space, key, value)
+        return await self.bus.kv_put_cas(await self._store(space), key, body, revision)
 
     async def _put(self, space: str, key: str, value: dict[str, Any]) -> None:
         store = await self._store(space)
-        body = pack(value)
+        body = self._seal(space, key, value)
         await self.bus.call(lambda: store.put(key, body), what=f"write {key}")
 
     # The watched view of breakers ----------------------------------------
@@ -115,11 +118,10 @@ class ClusterToolState(ToolState):
         if entry.operation in ("DEL", "PURGE") or entry.value is None:
             self._view[entry.key] = (BreakerRecord(), revision)
             return
-        try:
-            record = BreakerRecord.from_dict(unpack(entry.value))
-        except MalformedMessageError:
-            return
-        self._saw_breaker(entry.key, record, revision)
+        created = getattr(entry, "created", None)
+        stored = int(created.timestamp() * 1e9) if isinstance(created, datetime) else None
+        data = self._open(BREAKERS, entry.key, entry.value, stored)
+        self._saw_breaker(entry.key, BreakerRecord.from_dict(data), revision)
 
     async def _follow(self, watcher: Any) -> None:
         try:
@@ -187,17 +189,32 @@ async def read_states(bus: Bus) -> list[dict[str, Any]]:
         with contextlib.suppress(Exception):  # nats-py raises NoKeysError for an empty bucket
             keys = await store.keys()
         for key in sorted(keys):
-            try:
-                entry = await store.get(key)
-            except KVNotFound:
+            stored = await bus.kv_read(store, key)
+            if stored is None or not stored.value:
                 continue
-            if entry.value is None:
-                continue
-            with contextlib.suppress(AgenticFlowError):
-                value = unpack(entry.value)
-                if isinstance(value, dict):
-                    out.append({**value, "role": role, "key": key, "capabilities": []})
+            value = open_record(bus, bucket, key, stored.value, stored_ns=stored.stored_ns)
+            if isinstance(value, dict):
+                out.append({**value, "role": role, "key": key, "capabilities": []})
     return out
+
+
+def open_record(bus: Bus, bucket: str, key: str, blob: bytes, *, stored_ns: int | None) -> Any:
+    """The data of a tool-state record (written by a worker, see
+    :meth:`shared.security.Seal.open_record`), or None when it is malformed or
+    refused: unsigned, signed by a non-worker or an unknown key, moved from
+    another key, or an old value put back. A refusal is logged."""
+    try:
+        plain, _ = bus.seal.open_record(bucket, key, blob, roles=_WRITERS, stored_ns=stored_ns)
+        return unpack(plain)
+    except MalformedMessageError as exc:
+        log.warning(
+            "tool state record refused",
+            bucket=bucket,
+            key=key,
+            error=str(exc),
+            error_type=type(exc).__name__,
+        )
+        return None
 
 
 __all__ = ["ClusterToolState", "cluster_state", "read_states"]
