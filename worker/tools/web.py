@@ -478,7 +478,7 @@ class _Checker:
         port = url.port or _DEFAULT_PORTS[url.scheme]
         try:
             async with asyncio.timeout(self.timeout_s):
-                answers = list(await self.resolve(host, port))
+                answers = [host] if _is_address(host) else list(await self.resolve(host, port))
         except TimeoutError as exc:
             raise ToolTimeoutError(
                 f"{self.name}: resolving {url.host} took too long", tool=self.name
@@ -532,7 +532,12 @@ class _Fetcher:
         )
         hops = 0
         while True:
-            target = await self.checker.target(request.url)
+            try:
+                target = await self.checker.target(request.url)
+            except ToolRefusedError as exc:
+                if not hops:
+                    raise
+                raise self._hop_refused(hops, request.url, exc) from exc
             response = await self._send(client, request, target)
             location = response.headers.get("location")
             if response.status_code not in _REDIRECTS or location is None:
@@ -561,7 +566,7 @@ class _Fetcher:
         try:
             url = self.checker.parse(str(url))
         except ToolRefusedError as exc:
-            raise self.checker.refuse(f"redirect {hop} to {url} refused: {exc}") from exc
+            raise self._hop_refused(hop, url, exc) from exc
         if request.url.scheme == "https" and url.scheme == "http":
             raise self.checker.refuse(f"redirect {hop} to {url} refused: https to http")
         method = request.method
@@ -583,6 +588,10 @@ class _Fetcher:
             for header in self.fixed:  # the client adds them again: not for another origin
                 new.headers.pop(header, None)
         return new
+
+    def _hop_refused(self, hop: int, url: httpx.URL, exc: ToolRefusedError) -> ToolRefusedError:
+        why = str(exc).removeprefix(f"{self.name}: ")
+        return self.checker.refuse(f"redirect {hop} to {url} refused: {why}")
 
     async def _send(
         self, client: httpx.AsyncClient, request: httpx.Request, target: _Target
@@ -639,6 +648,15 @@ class _Fetcher:
             result["url"] = str(target.url)
             result["redirects"] = hops
         return result
+
+
+def _is_address(host: str) -> bool:
+    """An IP literal in its standard spelling (others go to the resolver)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int]:
