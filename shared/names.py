@@ -199,11 +199,11 @@ class Names:
         return f"{self.prefix}.anchor.{scope}.*"
 
     def anchor_chain(self, subject: str) -> str | None:
-        """The chain an anchor subject is about, or None."""
+        """The chain an anchor subject is about (named as by :meth:`audit_node`), or None."""
         head = f"{self.prefix}.anchor."
         chain = subject[len(head) :] if subject.startswith(head) else ""
         tokens = chain.split(".")
-        return chain if len(tokens) == 2 and all(_TOKEN_RE.match(t) for t in tokens) else None
+        return chain if len(tokens) <= 2 and all(_TOKEN_RE.match(t) for t in tokens) else None
 
     def capability_of(self, task_subject: str) -> str | None:
         """Capability named by a task subject, or None."""

@@ -23,14 +23,18 @@ from hypothesis import strategies as st
 from shared.audit import (
     GENESIS,
     H_PREV,
+    Anchor,
     AuditReport,
     AuditVerifier,
     ChainHead,
     StoredRecord,
+    build_anchor,
     build_record,
     config_problems,
     genesis,
+    has_retention,
     load_anchor,
+    read_anchor,
     read_entry,
     record_hash,
     save_anchor,
@@ -39,7 +43,7 @@ from shared.audit import (
 from shared.codec import H_MSG_ID, pack, unpack
 from shared.errors import ConfigError
 from shared.names import Names
-from shared.security import H_SIG, H_TS, DataKeys, Identity, Seal, TrustStore
+from shared.security import H_ENC, H_SIG, H_TS, DataKeys, Identity, Seal, TrustStore
 
 NAMES = Names("ut")
 NODES = ("coord-1", "worker-a", "worker-b")
@@ -591,3 +595,159 @@ def test_build_record_refuses_a_bad_kind() -> None:
             names=NAMES, seal=Seal(), head=genesis("n1"), principal="p", kind="Tool Called",
             ts_ns=0,
         )  # fmt: skip
+
+
+# Scoped chains and signed anchors (issue 20) ---------------------------------
+def test_a_chain_is_named_by_its_writers_scope_and_node() -> None:
+    chain = NAMES.audit_chain("worker-gpu", "n1")
+    assert chain == "worker-gpu.n1"
+    assert NAMES.audit_subject(chain) == "ut.audit.worker-gpu.n1"
+    assert NAMES.audit_node("ut.audit.worker-gpu.n1") == chain
+    assert NAMES.audit_node("ut.audit.n1") == "n1"  # an earlier version's chain
+    for subject in ("ut.audit.a.b.c", "ut.audit.", "ut.audit.a..b", "ut.audit.a b", "ut.evt.x"):
+        assert NAMES.audit_node(subject) is None, subject
+    assert NAMES.anchor_chain(NAMES.anchor_subject(chain)) == chain
+    assert NAMES.anchor_chain("ut.anchor.a.b.c") is None
+    for scope, node in (("a.b", "n1"), ("", "n1"), ("s", "n>"), ("s", "")):
+        with pytest.raises(ConfigError):
+            NAMES.audit_chain(scope, node)
+
+
+def signed_anchor(node: str, head: ChainHead, *, seq: int = 1, seal: Seal | None = None) -> Anchor:
+    """``head`` anchored by ``node`` (or by ``seal``) and read back as an auditor would."""
+    subject, headers, body = build_anchor(
+        names=NAMES, seal=seal or Mode(True, False).writer(node), head=head, ts_ns=1
+    )
+    stored = int(headers[H_TS]) + 1_000_000 if H_TS in headers else None
+    found = read_anchor(
+        NAMES, Mode(True, True).verifier(), StoredRecord(seq, subject, headers, body, stored)
+    )
+    assert isinstance(found, Anchor), found
+    return found
+
+
+def test_an_anchor_is_signed_never_encrypted_and_read_with_the_trust_store_alone() -> None:
+    head = ChainHead("coord-1", 7, 12, "ab" * 32)
+    writer = Seal(identity=IDENTITIES["coord-1"], data_keys=DATA)
+    subject, headers, body = build_anchor(names=NAMES, seal=writer, head=head, ts_ns=5)
+    assert subject == "ut.anchor.coord-1"
+    assert H_ENC not in headers
+    assert unpack(body)["hash"] == head.hash
+    found = read_anchor(NAMES, Seal(trust=TRUST), StoredRecord(3, subject, headers, body))
+    assert found == Anchor(head, "#3 of UT_AUDIT_ANCHORS", "coordinator", 5)
+
+
+def test_forged_anchors_are_refused_with_the_reason() -> None:
+    head = ChainHead("worker-a.n1", 3, 9, "cd" * 32)
+    trusted = Seal(trust=TRUST)
+
+    def read(seal: Seal, **change: Any) -> Anchor | str:
+        subject, headers, body = build_anchor(names=NAMES, seal=seal, head=head, ts_ns=1)
+        record = StoredRecord(1, change.get("subject", subject), headers, change.get("body", body))
+        return read_anchor(NAMES, trusted, record)
+
+    own = Seal(identity=IDENTITIES["worker-a"])
+    assert isinstance(read(own), Anchor)
+    assert "unsigned" in str(read(Seal()))
+    assert "unknown key" in str(read(Seal(identity=INTRUDER)))
+    moved = read(own, subject=NAMES.anchor_subject("worker-a.n2"))
+    assert "bad signature" in str(moved)  # bound to its chain's subject
+    altered = pack({"v": 1, "chain": head.node, "n": 99, "seq": 9, "hash": head.hash, "ts": 1})
+    assert "bad signature" in str(read(own, body=altered))
+    # Validly signed, but not a chain head of its subject's chain.
+    for body in (
+        {"v": 1, "chain": "worker-a.n2", "n": 3, "seq": 9, "hash": head.hash, "ts": 1},
+        {"v": 1, "chain": head.node, "n": 0, "seq": 9, "hash": head.hash, "ts": 1},
+        {"v": 1, "chain": head.node, "n": 3, "seq": 9, "hash": "xyz", "ts": 1},
+    ):
+        subject = NAMES.anchor_subject(head.node)
+        headers = {H_MSG_ID: "m", "AF-Type": "audit"}
+        sealed = own.close(subject, headers, pack(body))
+        found = read_anchor(NAMES, trusted, StoredRecord(1, subject, headers, sealed))
+        assert found == "not a chain head of its subject's chain (malformed)", body
+
+
+@PROPS
+@given(plan=plans, mode=SIGNED, cut=st.integers(0, 1000))
+def test_chains_agree_with_every_anchor_of_their_history(
+    plan: list[int], mode: Mode, cut: int
+) -> None:
+    records, _ = stream(plan, mode)
+    earlier = records[: cut % len(plan) + 1]  # the heads of a while ago
+    anchors = [signed_anchor(node, head) for node, head in verify(earlier, mode).chains.items()]
+    report = verify_records(records, names=NAMES, seal=mode.verifier(), anchors=anchors)
+    assert report.ok, [str(p) for p in report.problems]
+    assert report.anchors == len(anchors)
+
+
+@PROPS
+@given(plan=plans, mode=SIGNED)
+def test_a_deleted_and_recreated_stream_is_reported_from_the_anchors(
+    plan: list[int], mode: Mode
+) -> None:
+    _, heads = stream(plan, mode)
+    anchors = [signed_anchor(node, head) for node, head in heads.items()]
+    # The stream deleted and re-created: every chain starts again at record 1.
+    again, _ = stream(sorted(set(plan)), mode)
+    report = verify_records(again, names=NAMES, seal=mode.verifier(), anchors=anchors)
+    for node, head in heads.items():
+        found = [p.what for p in report.problems if p.chain == node]
+        if head.n == 1:
+            # Record 1 again, at another sequence or with another hash.
+            assert found, node
+            continue
+        assert len(found) == 1, found
+        assert f"the anchor saw {head.n}" in found[0]
+        assert "newest records were removed" in found[0]
+        if head.seq > len(again):
+            assert "deleted and re-created" in found[0]
+
+
+def test_a_chain_gone_with_the_stream_is_reported_from_its_anchor() -> None:
+    mode = Mode(signed=True, encrypted=False)
+    records, heads = stream([0, 1, 0, 1], mode)
+    anchor = signed_anchor("worker-a", heads["worker-a"])
+    kept = [r for r in records if node_of(r) == "coord-1"]
+    report = verify_records(renumbered(kept), names=NAMES, seal=mode.verifier(), anchors=[anchor])
+    assert [str(p) for p in report.problems] == [
+        "stream worker-a: chain is gone (the anchor saw 2 records at #4) "
+        "(anchor: #1 of UT_AUDIT_ANCHORS); the anchor names #4, past the stream's last #2: "
+        "the stream was deleted and re-created"
+    ]
+
+
+def test_an_anchor_signed_by_another_principal_is_reported_and_not_trusted() -> None:
+    mode = Mode(signed=True, encrypted=False)
+    records, _ = stream([0, 1, 1], mode)
+    # worker-b claims worker-a's chain went further than it did.
+    claim = ChainHead("worker-a", 9, 30, "ee" * 32)
+    forged = signed_anchor("worker-b", claim)
+    report = verify_records(records, names=NAMES, seal=mode.verifier(), anchors=[forged])
+    assert [str(p) for p in report.problems] == [
+        "stream worker-a: anchor #1 of UT_AUDIT_ANCHORS is signed by worker-b, but the chain "
+        "is written by worker-a: not trusted"
+    ]
+
+
+def test_records_removed_by_retention_are_noted_and_anchors_before_them_too() -> None:
+    mode = Mode(signed=True, encrypted=False)
+    records, heads = stream([0, 1, 0, 2, 0], mode)
+    anchors = [signed_anchor("worker-a", heads["worker-a"])]  # record 1 at #2
+    kept = records[2:]  # sequences 1..2 removed by max_age or max_bytes
+    report = verify_records(
+        kept, names=NAMES, seal=mode.verifier(), first_seq=3, anchors=anchors, retention=True
+    )
+    assert report.ok, [str(p) for p in report.problems]
+    assert report.notes == [
+        "stream sequences 1..2 were removed by the stream's retention limits",
+        "chain worker-a: its records up to 1 (#2) were removed by the stream's retention",
+    ]
+    # Without retention limits the same stream is missing records.
+    assert not verify_records(kept, names=NAMES, seal=mode.verifier(), first_seq=3).ok
+
+
+def test_has_retention_reads_the_stream_limits() -> None:
+    assert not has_retention({"max_age": 0, "max_bytes": -1, "max_msgs": -1})
+    assert has_retention({"max_age": 86400 * 10**9})
+    assert has_retention({"max_bytes": 1 << 30})
+    assert has_retention({"max_msgs": 5})

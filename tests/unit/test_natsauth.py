@@ -19,7 +19,9 @@ from agenticflow.natsauth import (
     CLIENT,
     CONFIG_FILE,
     COORDINATOR,
+    Permissions,
     WorkerGroup,
+    admin_permissions,
     client_permissions,
     coordinator_permissions,
     generate,
@@ -277,3 +279,90 @@ def test_no_group_or_a_duplicate_group_is_a_config_error(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="prefix"):
         generate(tmp_path, prefix="Bad.Prefix", workers=[GPU])
     assert not (tmp_path / CONFIG_FILE).exists()
+
+
+# The audit streams (issue 20: audit that cannot be silenced) ----------------
+
+
+def matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` one token, ``>`` one or more at the end."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or token not in ("*", have[i]):
+            return False
+    return len(want) == len(have)
+
+
+def may_publish(perms: Permissions, subject: str) -> bool:
+    allowed = any(matches(p, subject) for p in perms.publish)
+    return allowed and not any(matches(d, subject) for d in perms.publish_deny)
+
+
+def all_roles() -> dict[str, Permissions]:
+    return {
+        COORDINATOR: coordinator_permissions(NAMES),
+        CLIENT: client_permissions(NAMES),
+        ADMIN: admin_permissions(NAMES),
+        GPU.role: worker_permissions(NAMES, GPU),
+    }
+
+
+def test_the_matcher_follows_nats_wildcards() -> None:
+    assert matches("af.audit.*.*", "af.audit.coordinator.c1")
+    assert not matches("af.audit.*.*", "af.audit.c1")
+    assert matches("af.audit.>", "af.audit.c1")
+    assert not matches("af.audit.>", "af.audit")
+    assert not matches("af.audit.worker-gpu.*", "af.audit.worker-gpu.n1.x")
+
+
+def test_each_role_appends_only_to_its_own_audit_chains_and_anchors() -> None:
+    roles = all_roles()
+    own = {COORDINATOR: COORDINATOR, GPU.role: GPU.role}
+    for role, perms in roles.items():
+        for scope in (COORDINATOR, GPU.role, "worker-cpu", "node", CLIENT):
+            for subject in (f"af.audit.{scope}.n1", f"af.anchor.{scope}.n1"):
+                expected = role == ADMIN or own.get(role) == scope
+                assert may_publish(perms, subject) is expected, (role, subject)
+        # The one-token chains of earlier versions are no one's to extend but the admin's.
+        assert may_publish(perms, "af.audit.c1") is (role == ADMIN), role
+
+
+@pytest.mark.parametrize("stream", ["AF_AUDIT", "AF_AUDIT_ANCHORS"])
+def test_only_an_admin_may_update_purge_or_delete_the_audit_streams(stream: str) -> None:
+    assert stream in (NAMES.audit_stream, NAMES.anchor_stream)
+    for role, perms in all_roles().items():
+        for op in ("STREAM.UPDATE", "STREAM.DELETE", "STREAM.PURGE", "STREAM.MSG.DELETE"):
+            subject = f"$JS.API.{op}.{stream}"
+            assert may_publish(perms, subject) is (role == ADMIN), (role, subject)
+    coordinator = coordinator_permissions(NAMES)
+    for op in ("STREAM.CREATE", "STREAM.INFO", "STREAM.MSG.GET"):
+        assert may_publish(coordinator, f"$JS.API.{op}.{stream}")
+
+
+def test_a_worker_reads_back_only_its_own_chains_and_lists_no_stored_subjects() -> None:
+    perms = worker_permissions(NAMES, GPU)
+    mine, theirs = "af.audit.worker-gpu.n1", "af.audit.coordinator.c1"
+    assert may_publish(perms, f"$JS.API.DIRECT.GET.AF_AUDIT.{mine}")
+    assert not may_publish(perms, f"$JS.API.DIRECT.GET.AF_AUDIT.{theirs}")
+    assert not may_publish(perms, "$JS.API.DIRECT.GET.AF_AUDIT")  # by sequence: any message
+    assert may_publish(perms, "$JS.API.DIRECT.GET.AF_AUDIT_ANCHORS.af.anchor.worker-gpu.n1")
+    assert not may_publish(perms, "$JS.API.DIRECT.GET.AF_AUDIT_ANCHORS.af.anchor.coordinator.c1")
+    assert may_publish(perms, f"$JS.API.CONSUMER.CREATE.AF_AUDIT.x1.{mine}")
+    assert not may_publish(perms, f"$JS.API.CONSUMER.CREATE.AF_AUDIT.x1.{theirs}")
+    assert not may_publish(perms, "$JS.API.CONSUMER.CREATE.AF_AUDIT.x1.af.audit.*.*")
+    assert not may_publish(perms, "$JS.API.CONSUMER.CREATE.AF_AUDIT")
+    # No STREAM.INFO on the events or task streams (a subjects filter lists workflow
+    # ids and queues), nor a message by sequence; stream names are enough to wait.
+    for stream in ("AF_EVENTS", "AF_TASKS", "AF_AUDIT", "AF_AUDIT_ANCHORS"):
+        assert not may_publish(perms, f"$JS.API.STREAM.INFO.{stream}"), stream
+        assert not may_publish(perms, f"$JS.API.STREAM.MSG.GET.{stream}"), stream
+    assert may_publish(perms, "$JS.API.STREAM.NAMES")
+
+
+def test_a_workers_env_names_its_audit_scope(tmp_path: Path) -> None:
+    files = generate(tmp_path / "auth", workers=[GPU], tls=False, auth="password")
+    assert files.settings(GPU.role).audit_scope == GPU.role
+    assert files.settings(COORDINATOR).audit_scope == ""  # its role: coordinator
+    assert files.settings(CLIENT).audit_scope == ""
