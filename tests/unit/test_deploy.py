@@ -42,6 +42,7 @@ import typer.main
 import yaml
 
 from agenticflow.cli import app as cli_app
+from agenticflow.natsauth import WorkerGroup, generate
 from agenticflow.server import nats_server_binary
 from shared.config import Settings
 from shared.names import Names
@@ -673,37 +674,55 @@ def compose_env(service: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in env.items()}
 
 
+def default_services(doc: Mapping[str, Any]) -> dict[str, Doc]:
+    """The services ``docker compose up`` starts (no profile)."""
+    return {name: svc for name, svc in doc["services"].items() if not svc.get("profiles")}
+
+
 def nats_services(doc: Mapping[str, Any]) -> dict[str, Doc]:
-    """The compose services running nats-server."""
+    """The compose services of the default profile running nats-server."""
     return {
         name: svc
-        for name, svc in doc["services"].items()
+        for name, svc in default_services(doc).items()
         if str(svc.get("image", "")).split("/")[-1].startswith(("nats:", "${NATS_IMAGE:-nats:"))
     }
 
 
-def routes_of(conf: str) -> set[str]:
-    """Host names of the cluster routes of a nats-server config."""
-    return set(re.findall(r"nats-route://([\w.-]+):6222", conf))
+def init_script(doc: Mapping[str, Any]) -> str:
+    """The init service's shell script, as the container runs it (``$$`` is ``$``)."""
+    command = doc["services"].get("init", {}).get("command", [""])
+    return str(command[-1]).replace("$$", "$")
+
+
+def route_hosts(doc: Mapping[str, Any]) -> set[str]:
+    """The NATS nodes init writes routes to (cluster.conf)."""
+    env = compose_env(doc["services"].get("init", {}))
+    return set(env.get("NATS_ROUTE_HOSTS", "").split())
+
+
+def mounted_confs(svc: Mapping[str, Any]) -> list[Path]:
+    """The nats-server configurations a service bind-mounts from deploy/."""
+    mounts = [str(v) for v in svc.get("volumes", [])]
+    return [COMPOSE_FILE.parent / v.split(":")[0] for v in mounts if ".conf:" in v]
 
 
 def _nats_node_problems(doc: Mapping[str, Any]) -> list[str]:
-    """Three NATS nodes, each with its own named volume on /data and a config
-    whose routes name all of them."""
+    """Three NATS nodes, each with its own named volume on /data, a config,
+    and init's routes naming all of them."""
     nats = nats_services(doc)
     problems = [] if len(nats) == 3 else [f"{len(nats)} NATS services, not 3"]
     volumes: list[str] = []
     for name, svc in nats.items():
         mounts = [str(v) for v in svc.get("volumes", [])]
-        data = [v.split(":")[0] for v in mounts if v.endswith(":/data")]
+        data = [v.split(":")[0] for v in mounts if v.split(":")[1:2] == ["/data"]]
         if len(data) != 1 or data[0] not in (doc.get("volumes") or {}):
             problems.append(f"{name}: no named volume of its own on /data")
         volumes.extend(data)
-        confs = [COMPOSE_FILE.parent / v.split(":")[0] for v in mounts if ".conf:" in v]
+        confs = mounted_confs(svc)
         if not confs or not all(conf.is_file() for conf in confs):
             problems.append(f"{name}: no nats-server configuration mounted")
-        elif any(routes_of(conf.read_text()) != set(nats) for conf in confs):
-            problems.append(f"{name}: the config's routes do not name every NATS node")
+    if route_hosts(doc) != set(nats):
+        problems.append("init's NATS_ROUTE_HOSTS do not name every NATS node")
     if len(set(volumes)) != len(volumes):
         problems.append("NATS nodes share a volume")
     return problems
@@ -736,7 +755,7 @@ def compose_problems_semantic(doc: Mapping[str, Any]) -> list[str]:
     process pointed at all nodes with R3 streams, healthchecks."""
     services: dict[str, Doc] = doc["services"]
     problems = _nats_node_problems(doc)
-    servers = {f"nats://{name}:4222" for name in nats_services(doc)}
+    servers = {f"tls://{name}:4222" for name in nats_services(doc)}
     for name in ("coordinator", "worker"):
         if name not in services:
             problems.append(f"no {name} service")
@@ -749,10 +768,166 @@ def compose_problems_semantic(doc: Mapping[str, Any]) -> list[str]:
         problems.append("worker: ports prevent --scale worker=N (host ports clash)")
     problems.extend(
         f"{name}: no healthcheck"
-        for name, svc in services.items()
-        if "tracing" not in svc.get("profiles", []) and "healthcheck" not in svc
+        for name, svc in default_services(doc).items()
+        if name != "init" and "healthcheck" not in svc
     )
     return problems
+
+
+# ---------------------------------------------------------------------------
+# Compose: secure by default
+# ---------------------------------------------------------------------------
+
+SECRETS_MOUNT = "/etc/agenticflow"
+"""Where init generates everything, and where every other service mounts its
+role's volume (so the paths nats-config writes hold in every container)."""
+EXPORT_ROOT = "/srv/agenticflow"
+SECRET_SUFFIXES = (".nk", ".key", "-key.pem", "data-keys.json", "cluster.conf")
+"""Files that hold a secret (a seed, a signing or TLS key, the data key, the
+route password)."""
+
+
+def shared_files(doc: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Role volume (as init mounts it) -> the files init's ``share`` copies there."""
+    init = doc["services"].get("init", {})
+    mounts = {target: source for source, target in _volume_pairs(init)}
+    shared: dict[str, list[str]] = {}
+    for line in init_script(doc).splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "share":
+            volume = mounts.get(f"{EXPORT_ROOT}/{words[1]}", f"<unmounted {words[1]}>")
+            shared[volume] = words[2:]
+    return shared
+
+
+def _volume_pairs(svc: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(named volume, mount path) of a service's short-syntax volumes."""
+    pairs = []
+    for entry in svc.get("volumes", []):
+        source, target = [*str(entry).split(":"), ""][:2]
+        if not source.startswith((".", "/")):
+            pairs.append((source, target))
+    return pairs
+
+
+def secret_volume(svc: Mapping[str, Any]) -> str | None:
+    """The named volume a service mounts on /etc/agenticflow."""
+    found = [source for source, target in _volume_pairs(svc) if target == SECRETS_MOUNT]
+    return found[0] if len(found) == 1 else None
+
+
+def _role_files_problems(name: str, svc: Mapping[str, Any], shared: list[str]) -> list[str]:
+    """An AgenticFlow service: TLS, its own NATS seed and signing key from its
+    own volume, and no secret of another role there."""
+    env = compose_env(svc)
+    problems: list[str] = []
+    if not env.get("AGENTICFLOW_NATS_URL", "").startswith("tls://"):
+        problems.append(f"{name}: AGENTICFLOW_NATS_URL is not tls://")
+    wanted = {
+        "AGENTICFLOW_NATS_TLS_CA_FILE": "nats/ca.pem",
+        "AGENTICFLOW_NATS_NKEY_SEED_FILE": None,
+        "AGENTICFLOW_SECURITY_DIR": "keys",
+    }
+    for key, expected in wanted.items():
+        value = env.get(key, "")
+        if not value.startswith(SECRETS_MOUNT + "/"):
+            problems.append(f"{name}: {key} is not in its own volume ({SECRETS_MOUNT})")
+        elif expected is not None and value != f"{SECRETS_MOUNT}/{expected}":
+            problems.append(f"{name}: {key} is {value}, not {SECRETS_MOUNT}/{expected}")
+    seed = env.get("AGENTICFLOW_NATS_NKEY_SEED_FILE", "").removeprefix(SECRETS_MOUNT + "/")
+    principal = env.get("AGENTICFLOW_PRINCIPAL") or str((svc.get("command") or [""])[0])
+    own = {seed, f"keys/{principal}.key"}
+    missing = sorted(own - set(shared))
+    if missing:
+        problems.append(f"{name}: init does not give it {', '.join(missing)}")
+    foreign = sorted(f for f in shared if f.endswith(SECRET_SUFFIXES[:3]) and f not in own)
+    foreign += [f for f in shared if f.endswith("cluster.conf")]
+    if foreign:
+        problems.append(f"{name}: its volume holds other roles' secrets: {', '.join(foreign)}")
+    return problems
+
+
+NATS_FILES = [
+    "nats/cluster.conf",
+    "nats/nats-server.conf",
+    "nats/server-key.pem",
+    "nats/server.pem",
+]
+"""What init gives the NATS nodes: no client seed, no signing key, no CA key."""
+
+
+def _nats_conf_problems(name: str, conf: Path) -> list[str]:
+    """A node's config includes init's users, TLS and routes, and keeps
+    monitoring on loopback."""
+    text = conf.read_text() if conf.is_file() else ""
+    problems = [
+        f"{name}: {conf.name} does not include {needed} (init's)"
+        for needed in ("nats/nats-server.conf", "nats/cluster.conf")
+        if not re.search(rf'^\s*include\s+"[^"]*{re.escape(needed)}"', text, re.M)
+    ]
+    http = re.findall(r"^\s*http(?:_port)?\s*:\s*(\S+)", text, re.M)
+    if http != ["127.0.0.1:8222"]:
+        problems.append(f"{name}: monitoring on {http or 'nothing'}, not 127.0.0.1:8222")
+    if re.search(r"^\s*(no_auth_user|authorization)\b", text, re.M):
+        problems.append(f"{name}: {conf.name} changes the users init generated")
+    return problems
+
+
+def _volume_sharing_problems(services: Mapping[str, Doc]) -> list[str]:
+    """Only init mounts the volume holding everything; no two roles share one."""
+    users: dict[str, list[str]] = {}
+    for name, svc in services.items():
+        for source, _ in _volume_pairs(svc):
+            if source.endswith("secrets"):
+                users.setdefault(source, []).append(name)
+    problems = []
+    if users.get("secrets") != ["init"]:
+        problems.append(f"the volume holding every secret is mounted by {users.get('secrets')}")
+    for volume, mounted_by in users.items():
+        kinds = {"nats" if n.startswith("nats-") else n for n in mounted_by} - {"init"}
+        if volume != "secrets" and len(kinds) > 1:
+            problems.append(f"{volume} is shared by {sorted(kinds)}")
+    return problems
+
+
+def compose_security_problems(doc: Mapping[str, Any]) -> list[str]:
+    """The default profile is secure: NATS with TLS and users (the init's
+    nats-config output included), monitoring on loopback, no host port; every
+    AgenticFlow service reads its own role's volume and nothing else; only init
+    mounts the volume holding everything."""
+    services: dict[str, Doc] = doc["services"]
+    problems: list[str] = []
+    shared = shared_files(doc)
+    for name, svc in nats_services(doc).items():
+        if svc.get("ports"):
+            problems.append(f"{name}: publishes {svc['ports']} on the host")
+        for conf in mounted_confs(svc):
+            problems.extend(_nats_conf_problems(name, conf))
+        files = sorted(shared.get(secret_volume(svc) or "", []))
+        if files != NATS_FILES:
+            problems.append(f"{name}: its volume is not the NATS files of init ({files})")
+    for name in ("coordinator", "worker", "cli"):
+        role: Doc | None = services.get(name)
+        volume = secret_volume(role) if role is not None else None
+        if role is None or volume is None:
+            problems.append(f"{name}: no service with a role volume on {SECRETS_MOUNT}")
+            continue
+        problems.extend(_role_files_problems(name, role, shared.get(volume, [])))
+    return problems + _volume_sharing_problems(services)
+
+
+def insecure_services(doc: Mapping[str, Any]) -> list[str]:
+    """Services that talk to NATS without TLS or run NATS without users."""
+    found = []
+    for name, svc in doc["services"].items():
+        env = compose_env(svc)
+        url = env.get("AGENTICFLOW_NATS_URL", "")
+        if url and not url.startswith("tls://"):
+            found.append(name)
+        image = str(svc.get("image", ""))
+        if "nats:" in image and "--config" not in svc.get("command", []):
+            found.append(name)
+    return found
 
 
 # ===========================================================================
@@ -1003,21 +1178,23 @@ def test_compose_runs_a_3_node_cluster_and_scalable_workers(compose: Doc) -> Non
     worker = compose["services"]["worker"]
     assert worker_app_spec(worker["command"]) == "examples.customer_service.app:app"
     assert load_app("examples.customer_service.app:app").capabilities
-    for name in ("coordinator", "worker"):
+    for name in ("init", "coordinator", "worker", "cli"):
         build = compose["services"][name]["build"]
         assert (COMPOSE_FILE.parent / build["context"] / build["dockerfile"]).resolve() == (
             DOCKERFILE
         )
+        assert compose["services"][name]["image"] == worker["image"]
+    for name in ("coordinator", "worker"):
         assert compose_env(compose["services"][name])["AGENTICFLOW_PARTITIONS"] == "8"
-    assert compose["services"]["coordinator"]["image"] == worker["image"]
 
 
 def test_compose_checks_catch_a_pinned_worker_and_a_shared_volume(compose: Doc) -> None:
     broken = copy.deepcopy(compose)
     broken["services"]["worker"]["container_name"] = "worker"
     broken["services"]["worker"]["ports"] = ["9464:9464"]
-    broken["services"]["nats-3"]["volumes"][1] = "nats-2-data:/data"
+    broken["services"]["nats-3"]["volumes"][2] = "nats-2-data:/data"
     broken["services"]["coordinator"]["environment"]["AGENTICFLOW_REPLICAS"] = "1"
+    broken["services"]["init"]["environment"]["NATS_ROUTE_HOSTS"] = "nats-1 nats-2"
     del broken["services"]["nats-2"]["healthcheck"]
     problems = " | ".join(compose_problems_semantic(broken))
     for expected in (
@@ -1025,9 +1202,88 @@ def test_compose_checks_catch_a_pinned_worker_and_a_shared_volume(compose: Doc) 
         "ports prevent",
         "share a volume",
         "coordinator: AGENTICFLOW_REPLICAS",
+        "NATS_ROUTE_HOSTS",
         "nats-2: no healthcheck",
     ):
         assert expected in problems
+
+
+def test_the_default_profile_runs_nats_with_tls_users_and_private_monitoring(
+    compose: Doc,
+) -> None:
+    assert compose_security_problems(compose) == []
+    insecure = insecure_services(compose)
+    assert insecure == ["dev-nats", "dev-coordinator", "dev-worker"]
+    for name in insecure:
+        assert compose["services"][name]["profiles"] == ["dev"], name
+    assert set(default_services(compose)) == {
+        "init",
+        "nats-1",
+        "nats-2",
+        "nats-3",
+        "coordinator",
+        "worker",
+    }
+    assert compose["services"]["cli"]["profiles"] == ["cli"]
+    # Every service waits for init; NATS waits for it to have finished.
+    for name in nats_services(compose):
+        depends = compose["services"][name]["depends_on"]
+        assert depends["init"]["condition"] == "service_completed_successfully"
+    # The worker group's credentials cover exactly the app the workers run.
+    spec = worker_app_spec(compose["services"]["worker"]["command"])
+    assert spec is not None
+    group = re.search(r"--worker agents=(\S+)", init_script(compose))
+    assert group is not None
+    assert set(group.group(1).split(",")) == set(load_app(spec).capabilities)
+
+
+def test_security_checks_catch_open_nats_shared_secrets_and_public_monitoring(
+    compose: Doc, tmp_path: Path
+) -> None:
+    def problems_after(change: str) -> str:
+        broken = copy.deepcopy(compose)
+        services = broken["services"]
+        if change == "port":
+            services["nats-1"]["ports"] = ["127.0.0.1:4222:4222"]
+        elif change == "everything":
+            services["worker"]["volumes"] = ["secrets:/etc/agenticflow:ro"]
+        elif change == "coordinator key":
+            broken["services"]["init"]["command"] = [
+                init_script(compose).replace(
+                    "share worker nats/ca.pem", "share worker keys/coordinator.key nats/ca.pem"
+                )
+            ]
+        elif change == "plain":
+            services["worker"]["environment"]["AGENTICFLOW_NATS_URL"] = "nats://nats-1:4222"
+        elif change == "shared volume":
+            services["cli"]["volumes"] = ["worker-secrets:/etc/agenticflow:ro"]
+        elif change == "conf":
+            conf = tmp_path / "nats.conf"
+            text = (DEPLOY / "compose" / "nats.conf").read_text()
+            conf.write_text(
+                text.replace("127.0.0.1:8222", "0.0.0.0:8222").replace(
+                    'include "../agenticflow/nats/nats-server.conf"', ""
+                )
+            )
+            for name in nats_services(broken):
+                services[name]["volumes"][0] = f"{conf}:/etc/nats/agenticflow.conf:ro"
+        return " | ".join(compose_security_problems(broken))
+
+    assert "nats-1: publishes" in problems_after("port")
+    assert "the volume holding every secret is mounted by ['init', 'worker']" in problems_after(
+        "everything"
+    )
+    assert "worker: its volume holds other roles' secrets: keys/coordinator.key" in (
+        problems_after("coordinator key")
+    )
+    assert "worker: AGENTICFLOW_NATS_URL is not tls://" in problems_after("plain")
+    assert "worker-secrets is shared by ['cli', 'worker']" in problems_after("shared volume")
+    opened = problems_after("conf")
+    assert "does not include nats/nats-server.conf" in opened
+    assert "monitoring on ['0.0.0.0:8222']" in opened
+    assert insecure_services({"services": {"n": {"image": "nats:2.11", "command": ["-js"]}}}) == [
+        "n"
+    ]
 
 
 def test_the_tracing_profile_sends_spans_to_jaeger(compose: Doc) -> None:
@@ -1048,17 +1304,28 @@ def test_the_tracing_profile_sends_spans_to_jaeger(compose: Doc) -> None:
 
 
 def test_the_compose_nats_config_passes_nats_server_check(tmp_path: Path) -> None:
+    """With what init generates beside it, as the containers mount it."""
     binary = nats_server_binary()
-    conf = DEPLOY / "compose" / "nats.conf"
+    etc = tmp_path / "etc"
+    auth = generate(
+        etc / "agenticflow" / "nats",
+        workers=[WorkerGroup("agents", ("triage",))],
+        host="0.0.0.0",
+    )
+    (auth.directory / "cluster.conf").write_text(
+        'authorization { user: "route", password: "x" }\nroutes: ["nats-route://route:x@nats-1:6222"]\n'
+    )
+    conf = etc / "nats" / "agenticflow.conf"
+    conf.parent.mkdir()
+    conf.write_text((DEPLOY / "compose" / "nats.conf").read_text())
     env = {"PATH": os.environ.get("PATH", ""), "SERVER_NAME": "nats-1"}
     result = subprocess.run(  # noqa: PLW1510 - the return code is the assertion
         [binary, "-c", str(conf), "-t"], capture_output=True, text=True, env=env, timeout=30
     )
     assert result.returncode == 0, result.stderr
-    broken = tmp_path / "nats.conf"
-    broken.write_text(conf.read_text().replace("cluster {", "cluster {{"))
+    conf.write_text(conf.read_text().replace("cluster {", "cluster {{"))
     result = subprocess.run(  # noqa: PLW1510
-        [binary, "-c", str(broken), "-t"], capture_output=True, text=True, env=env, timeout=30
+        [binary, "-c", str(conf), "-t"], capture_output=True, text=True, env=env, timeout=30
     )
     assert result.returncode != 0
 

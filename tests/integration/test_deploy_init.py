@@ -1,0 +1,540 @@
+"""The compose deployment's first start, for real but without Docker.
+
+The ``init`` service's command is taken from deploy/compose.yaml as written
+(with Compose's ``$$`` escapes undone) and run twice in a temporary directory
+standing in for its volumes. Then three nats-server processes run
+deploy/compose/nats.conf, each with a copy of the ``nats-secrets`` volume,
+exactly as the ``nats-N`` containers mount them (only ports, addresses and the
+data directory change, so that three nodes fit on one host), and a
+coordinator, a worker and the ``cli`` run with their compose environment and
+their own role's volume. Attacks on that cluster:
+
+- a connection without TLS, and one with TLS but no user, are refused;
+- a worker's user cannot delete or purge a stream (it can read its info);
+- a server without the route password cannot join the cluster;
+- a role's volume holds that role's secrets and nothing else.
+
+A workflow submitted through the ``cli`` service's settings completes: the
+shipped settings work together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import filecmp
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.errors
+import pytest
+import yaml
+
+from agenticflow.server import NatsServer, nats_server_binary
+from shared.config import Settings
+from shared.credentials import connect_options
+from shared.transport import Bus
+from tests.integration.helpers import ROOT
+
+COMPOSE_FILE = ROOT / "deploy" / "compose.yaml"
+NODE_CONF = ROOT / "deploy" / "compose" / "nats.conf"
+SECRETS_ROOT = "/etc/agenticflow"
+"""Where init generates everything (volume ``secrets``) and where every other
+service mounts its role's volume."""
+EXPORT_ROOT = "/srv/agenticflow"
+"""Where init mounts the role volumes it fills."""
+DENIED_S = 0.5
+"""How long a request the server refuses is waited for (it never answers)."""
+
+pytestmark = pytest.mark.timeout(240)
+
+Doc = dict[str, Any]
+
+
+# Compose, read the way Compose reads it ------------------------------------
+
+_VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?::-(?P<default>[^}]*))?\}|\$(?P<bare>\w+)")
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> str:
+    """Compose's interpolation of one value: ``$$`` is a literal ``$``,
+    ``${NAME:-default}``, ``${NAME}`` and ``$NAME`` come from ``env``."""
+    parts = text.split("$$")
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group("name") or match.group("bare")
+        return env.get(name) or (match.group("default") or "")
+
+    return "$".join(_VARIABLE.sub(value, part) for part in parts)
+
+
+def load_compose() -> Doc:
+    data: Doc = yaml.safe_load(COMPOSE_FILE.read_text())
+    return data
+
+
+def service_env(service: Mapping[str, Any]) -> dict[str, str]:
+    """A service's environment, interpolated with an empty host environment."""
+    env = service.get("environment", {})
+    return {str(k): interpolate(str(v), {}) for k, v in env.items()}
+
+
+def init_command(compose: Mapping[str, Any]) -> list[str]:
+    """The init service's entrypoint and command, as the container runs them."""
+    init = compose["services"]["init"]
+    return [interpolate(arg, {}) for arg in [*init["entrypoint"], *init["command"]]]
+
+
+def volume_mounts(service: Mapping[str, Any]) -> dict[str, str]:
+    """Named volume -> mount path (short syntax)."""
+    mounts: dict[str, str] = {}
+    for entry in service.get("volumes", []):
+        source, target = str(entry).split(":")[:2]
+        if not source.startswith("."):
+            mounts[source] = target
+    return mounts
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# The deployment ----------------------------------------------------------------
+
+
+@dataclass
+class Deployment:
+    """The init's output and three NATS nodes running the compose config."""
+
+    root: Path
+    compose: Doc
+    secrets: Path
+    export: Path
+    nodes: list[NatsServer] = field(default_factory=list)
+    route_ports: list[int] = field(default_factory=list)
+
+    @property
+    def urls(self) -> str:
+        return ",".join(node.url for node in self.nodes)
+
+    def volume_dir(self, volume: str) -> Path:
+        """Where the test keeps a named volume's content (as init filled it)."""
+        init_mounts = volume_mounts(self.compose["services"]["init"])
+        target = init_mounts[volume]
+        if target == SECRETS_ROOT:
+            return self.secrets
+        return self.export / Path(target).relative_to(EXPORT_ROOT)
+
+    def role_dir(self, service: str) -> Path:
+        """The volume a service mounts on /etc/agenticflow."""
+        mounts = volume_mounts(self.compose["services"][service])
+        (volume,) = [v for v, target in mounts.items() if target == SECRETS_ROOT]
+        return self.volume_dir(volume)
+
+    def env(self, service: str, **changes: str) -> dict[str, str]:
+        """A service's compose environment, its paths in its volume's copy here,
+        pointed at the test's nodes."""
+        here = str(self.role_dir(service))
+        env = {
+            k: here + v.removeprefix(SECRETS_ROOT) if v.startswith(SECRETS_ROOT + "/") else v
+            for k, v in service_env(self.compose["services"][service]).items()
+        }
+        env["AGENTICFLOW_NATS_URL"] = self.urls
+        env.update(changes)
+        return env
+
+    def settings(self, service: str) -> Settings:
+        fields = {
+            k.removeprefix("AGENTICFLOW_").lower(): v
+            for k, v in self.env(service).items()
+            if k.startswith("AGENTICFLOW_")
+        }
+        return Settings.model_validate(fields)
+
+
+def run_init(compose: Mapping[str, Any], secrets: Path, export: Path) -> None:
+    init = compose["services"]["init"]
+    env = {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(ROOT),
+        "HOME": str(secrets.parent),
+        **service_env(init),
+        # The volumes' mount points, moved into the temporary directory.
+        "AF_SECRETS": str(secrets),
+        "AF_EXPORT": str(export),
+    }
+    done = subprocess.run(
+        init_command(compose), env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()
+    }
+
+
+def start_nodes(deployment: Deployment) -> None:
+    """The compose NATS nodes, each with its copy of the nats-secrets volume."""
+    compose = deployment.compose
+    nats_services = [n for n in compose["services"] if re.fullmatch(r"nats-\d", n)]
+    ports = {name: free_port() for name in nats_services}
+    deployment.route_ports = list(ports.values())
+    for name in nats_services:
+        service = compose["services"][name]
+        node = deployment.root / name
+        etc = node / "etc"
+        # The volume, as the container sees it: generated paths point into it.
+        (volume,) = [v for v, t in volume_mounts(service).items() if t == SECRETS_ROOT]
+        shutil.copytree(deployment.volume_dir(volume), etc / "agenticflow")
+        for file in (etc / "agenticflow").rglob("*"):
+            if file.is_file():
+                text = file.read_text().replace(str(deployment.secrets), str(etc / "agenticflow"))
+                for peer, port in ports.items():
+                    text = text.replace(f"@{peer}:6222", f"@127.0.0.1:{port}")
+                file.write_text(text)
+        (etc / "nats").mkdir(parents=True)
+        conf = NODE_CONF.read_text()
+        for old, new in (
+            ("listen: 0.0.0.0:6222", f"listen: 127.0.0.1:{ports[name]}"),
+            ("http: 127.0.0.1:8222", f"http: 127.0.0.1:{free_port()}"),
+            ("store_dir: /data", f"store_dir: {json.dumps(str(node / 'data'))}"),
+        ):
+            assert old in conf, old
+            conf = conf.replace(old, new)
+        (etc / "nats" / "agenticflow.conf").write_text(conf)
+        server = NatsServer(store_dir=node / "log", config_file=etc / "nats" / "agenticflow.conf")
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in service_env(service).items():
+                patch.setenv(key, value)
+            server.start()
+        deployment.nodes.append(server)
+
+
+def monitoring_url(node: NatsServer) -> str:
+    assert node.config_file is not None
+    port = re.search(r"http: 127\.0\.0\.1:(\d+)", node.config_file.read_text())
+    assert port is not None
+    return f"http://127.0.0.1:{port.group(1)}"
+
+
+def wait_healthy(nodes: list[NatsServer], timeout: float = 60) -> None:
+    """Every node's /healthz answers 200 (JetStream current with the cluster)."""
+    deadline = time.monotonic() + timeout
+    for node in nodes:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{monitoring_url(node)}/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            assert time.monotonic() < deadline, "the compose NATS cluster did not form"
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    root = tmp_path_factory.mktemp("deploy-init")
+    compose = load_compose()
+    running = Deployment(root, compose, root / "secrets", root / "export")
+    run_init(compose, running.secrets, running.export)
+    try:
+        start_nodes(running)
+        wait_healthy(running.nodes)
+        yield running
+    finally:
+        for node in running.nodes:
+            node.stop()
+
+
+@pytest.fixture(scope="module")
+async def coordinator_bus(deployment: Deployment) -> AsyncIterator[Bus]:
+    """The coordinator's connection, after it created the topology (R3)."""
+    bus = await Bus.connect(deployment.settings("coordinator"), name="deploy-coordinator")
+    await bus.ensure_topology()
+    yield bus
+    await bus.close()
+
+
+# Init ---------------------------------------------------------------------
+
+
+def test_init_is_idempotent_and_every_role_gets_only_its_own_files(
+    deployment: Deployment,
+) -> None:
+    before = {v: snapshot(deployment.volume_dir(v)) for v in ("secrets", "worker-secrets")}
+    run_init(deployment.compose, deployment.secrets, deployment.export)
+    after = {v: snapshot(deployment.volume_dir(v)) for v in ("secrets", "worker-secrets")}
+    assert after == before, "a second start regenerated credentials or keys"
+
+    files = {
+        service: sorted(snapshot(deployment.role_dir(service)))
+        for service in ("nats-1", "coordinator", "worker", "cli")
+    }
+    assert files == {
+        "nats-1": [
+            "nats/cluster.conf",
+            "nats/nats-server.conf",
+            "nats/server-key.pem",
+            "nats/server.pem",
+        ],
+        "coordinator": [
+            "keys/coordinator.key",
+            "keys/data-keys.json",
+            "keys/trust.json",
+            "nats/ca.pem",
+            "nats/coordinator.nk",
+        ],
+        "worker": [
+            "keys/data-keys.json",
+            "keys/trust.json",
+            "keys/worker.key",
+            "nats/ca.pem",
+            "nats/worker-agents.nk",
+        ],
+        "cli": [
+            "keys/client.key",
+            "keys/data-keys.json",
+            "keys/trust.json",
+            "nats/admin.nk",
+            "nats/ca.pem",
+        ],
+    }
+    for service in ("nats-1", "coordinator", "worker", "cli"):
+        for path in deployment.role_dir(service).rglob("*"):
+            if path.is_file():
+                assert path.stat().st_mode & 0o077 == 0, f"{service}: {path} readable by others"
+    # What each role got is what init generated (no stale copy).
+    assert filecmp.cmp(
+        deployment.secrets / "keys" / "worker.key",
+        deployment.role_dir("worker") / "keys" / "worker.key",
+        shallow=False,
+    )
+
+
+def test_the_compose_environment_is_what_nats_config_writes_for_each_role(
+    deployment: Deployment,
+) -> None:
+    """The credentials part of each service's environment is the env file
+    `agenticflow nats-config` wrote for its NATS user (URL aside)."""
+    from agenticflow.natsauth import read_env_file
+
+    for service, user in (
+        ("coordinator", "coordinator"),
+        ("worker", "worker-agents"),
+        ("cli", "admin"),
+    ):
+        generated = read_env_file(deployment.secrets / "nats" / f"{user}.env")
+        env = service_env(deployment.compose["services"][service])
+        expected = {
+            k: v.replace(str(deployment.secrets), SECRETS_ROOT)
+            for k, v in generated.items()
+            if k not in ("AGENTICFLOW_NATS_URL", "AGENTICFLOW_TOPOLOGY_WAIT_S")
+        }
+        assert {k: env.get(k) for k in expected} == expected, service
+
+
+# Attacks on the running cluster ---------------------------------------------
+
+
+async def _refused(settings: Settings, **overrides: Any) -> str:
+    """Connect; returns what the server or the TLS layer said."""
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(f"{type(exc).__name__}: {exc}")
+
+    options = {**connect_options(settings), **overrides}
+    try:
+        nc = await nats.connect(
+            servers=settings.servers,
+            error_cb=on_error,
+            allow_reconnect=False,
+            connect_timeout=2,
+            **options,
+        )
+    except (nats.errors.Error, OSError, TimeoutError) as exc:
+        errors.append(f"{type(exc).__name__}: {exc}")
+    else:
+        await nc.close()
+        pytest.fail(f"connected to {settings.servers} with {sorted(options)}")
+    return " | ".join(errors)
+
+
+async def test_nats_refuses_a_client_without_tls_or_without_a_user(
+    deployment: Deployment, coordinator_bus: Bus
+) -> None:
+    worker = deployment.settings("worker")
+    # Plain text: the server announces TLS as required and never answers a PING.
+    host, port = deployment.nodes[0].url.removeprefix("tls://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        info = json.loads((await reader.readline()).removeprefix(b"INFO "))
+        assert info["tls_required"] is True
+        assert info["auth_required"] is True
+        writer.write(b'CONNECT {"verbose":false}\r\nPING\r\n')
+        await writer.drain()
+        async with asyncio.timeout(10):
+            answer = await reader.read()  # until the server closes the connection
+        assert b"PONG" not in answer, answer
+    finally:
+        writer.close()
+    anonymous = worker.model_copy(update={"nats_nkey_seed_file": None})
+    said = await _refused(anonymous)
+    assert "authorization violation" in said.lower(), said
+    # Control: the same settings with the worker's seed connect.
+    nc = await nats.connect(servers=worker.servers, connect_timeout=2, **connect_options(worker))
+    await nc.close()
+
+
+async def test_a_worker_cannot_delete_or_purge_a_stream(
+    deployment: Deployment, coordinator_bus: Bus
+) -> None:
+    worker = deployment.settings("worker")
+    errors: list[str] = []
+    told = asyncio.Event()
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc))
+        told.set()
+
+    nc = await nats.connect(
+        servers=worker.servers, error_cb=on_error, connect_timeout=2, **connect_options(worker)
+    )
+    try:
+        names = coordinator_bus.names
+        stream = names.tasks_stream
+        # Control: what its permissions allow is answered (the registry's info).
+        registry = f"KV_{names.agents_bucket}"
+        info = await nc.request(f"$JS.API.STREAM.INFO.{registry}", b"", timeout=5)
+        assert json.loads(info.data)["config"]["name"] == registry
+        for verb in ("DELETE", "PURGE"):
+            subject = f"$JS.API.STREAM.{verb}.{stream}"
+            with pytest.raises(nats.errors.TimeoutError):
+                await nc.request(subject, b"", timeout=DENIED_S)
+            # nats-py reports the server's -ERR lower-cased.
+            said = f'permissions violation for publish to "{subject.lower()}"'
+            async with asyncio.timeout(5):
+                while not any(said in e.lower() for e in errors):
+                    told.clear()
+                    await told.wait()
+    finally:
+        await nc.close()
+    assert (await coordinator_bus.js.stream_info(stream)).config.name == stream
+
+
+def test_a_server_without_the_route_password_cannot_join(deployment: Deployment) -> None:
+    log = deployment.root / "rogue.log"
+    rogue_route = free_port()
+    args = [
+        nats_server_binary(),
+        "-a",
+        "127.0.0.1",
+        "-p",
+        "-1",
+        "--cluster_name",
+        "agenticflow",
+        "--cluster_listen",
+        f"nats://127.0.0.1:{rogue_route}",
+        "--routes",
+        f"nats-route://127.0.0.1:{deployment.route_ports[0]}",
+    ]
+    with log.open("wb") as out:
+        rogue = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while "Authorization Violation" not in log.read_text():
+            assert rogue.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        with urllib.request.urlopen(
+            f"{monitoring_url(deployment.nodes[0])}/routez", timeout=2
+        ) as r:
+            routes = json.loads(r.read())["routes"]
+        assert all(route.get("port") != rogue_route for route in routes)
+        names = {route.get("remote_name") for route in routes}
+        assert len(names) == 2, names  # the two genuine peers only
+    finally:
+        rogue.terminate()
+        rogue.wait(10)
+
+
+# The shipped settings work together ------------------------------------------
+
+
+def test_a_workflow_runs_on_the_compose_settings(deployment: Deployment) -> None:
+    logs = deployment.root / "logs"
+    logs.mkdir(exist_ok=True)
+    base = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(ROOT),
+        "HOME": str(deployment.root),
+    }
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for service in ("coordinator", "worker"):
+            command = deployment.compose["services"][service]["command"]
+            with (logs / f"{service}.log").open("wb") as out:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "agenticflow", *command],
+                        env={**base, **deployment.env(service, AGENTICFLOW_METRICS_PORT="0")},
+                        cwd=ROOT,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        example = ROOT / "examples" / "customer_service"
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "agenticflow",
+                "submit",
+                str(example / "workflow.yaml"),
+                "--input",
+                f"@{example / 'input.json'}",
+                "--wait",
+                "--json",
+                "--timeout",
+                "90",
+            ],
+            env={**base, **deployment.env("cli", AGENTICFLOW_METRICS_PORT="0")},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=150,
+            check=False,
+        )
+        assert done.returncode == 0, (done.stderr, [p.poll() for p in procs])
+        state = json.loads(done.stdout)
+        assert state["state"] == "completed"
+        assert state["output"]["escalation"]["page_id"].endswith(":tool:page_manager")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    for log in logs.glob("*.log"):
+        assert "permissions violation" not in log.read_text().lower(), log
