@@ -1,29 +1,44 @@
 """``agenticflow ask`` and ``agenticflow templates``: the supervisor from the shell.
 
 ``ask "QUERY"`` plans the query against the live agents (the ``rules``
-planner by default, ``--planner llm`` for an OpenAI-compatible endpoint) and
-runs the plan; ``--dry-run`` only prints it: the steps, their dependencies,
-the capability each goes to and why. ``templates`` lists the workflow
-templates ``submit --template`` and the planners use.
+planner by default, ``--planner llm`` for an OpenAI-compatible endpoint),
+shows the plan, and runs it only when told to: ``--yes``, a ``y`` at the
+prompt when stdin is a terminal, or a policy that grants the principal
+``planner:unattended``. Otherwise it prints the plan and exits 6 without
+submitting anything. ``--dry-run`` only prints the plan: the steps, their
+dependencies, the capability each goes to and why. ``templates`` lists the
+workflow templates ``submit --template`` and the planners use.
+
+Every string in a plan (names, descriptions, reasons, notes: a model or the
+registry may have written them) is printed as plain text: never read as rich
+markup, control characters shown escaped.
 
 Exit codes: 0 done (or planned, with ``--dry-run``), 1 the workflow failed,
 2 the query cannot be planned (empty, nothing matches, invalid LLM plan, a
 capability no live agent serves), 3 NATS or the LLM endpoint unreachable,
-4 ``--wait`` timed out.
+4 ``--wait`` timed out, 5 the plan uses a capability the principal may not
+submit (``workflow:submit:<capability>``), 6 planned but not run (no
+``--yes``, declined at the prompt, or no terminal to ask on).
 """
 
 from __future__ import annotations
 
+import sys
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from agenticflow import render
 from agenticflow.cli import (
     EXIT_INPUT,
+    EXIT_REFUSED,
     EXIT_UNREACHABLE,
     JsonOpt,
     NatsOpt,
@@ -39,23 +54,41 @@ from coordinator.client import Client
 from coordinator.state import WorkflowState
 from coordinator.supervisor import PlanStep, Supervisor, Templates
 from coordinator.supervisor.supervisor import Allocation, Planned
+from shared.config import Settings
 from shared.errors import (
+    ConfigError,
     NotFoundError,
+    PermissionDeniedError,
     PlannerUnavailableError,
     PlanningError,
     WorkflowDefinitionError,
 )
+from shared.rbac import UNATTENDED, Policy, load_policy
 
 out = Console()
 err = Console(stderr=True)
+
+EXIT_NOT_RUN = 6
+"""``ask`` planned the query but ran nothing: nobody confirmed the plan."""
 
 
 def _load_templates() -> Templates:
     try:
         return Templates.load()
     except WorkflowDefinitionError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(Text(f"error: {exc}"))
         raise typer.Exit(EXIT_INPUT) from exc
+
+
+def safe(value: object) -> str:
+    """``value`` as one line of plain text: line breaks become spaces, other
+    control and format characters (ESC, bidi overrides...) are shown escaped."""
+    text = str(value)
+    return "".join(
+        " " if ch in "\r\n\t" else
+        ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch)[0] == "C" else ch
+        for ch in text
+    )  # fmt: skip
 
 
 def plan_dict(planned: Planned) -> dict[str, Any]:
@@ -68,39 +101,115 @@ def plan_dict(planned: Planned) -> dict[str, Any]:
 
 
 def print_plan(console: Console, planned: Planned) -> None:
-    """The plan as a tree: strategy, steps with capability, dependencies and why."""
+    """The plan as a tree: strategy, steps with capability, dependencies and why.
+    Every string of the plan is printed as text (:func:`safe`), never as markup."""
     plan = planned.plan
     how = "one agent can handle it" if plan.strategy == "single" else f"{plan.strategy} workflow"
     source = f"template {plan.template}" if plan.template else f"{plan.planner} planner"
+    count = plan.count()
     tree = Tree(
-        f"[bold]{plan.name}[/bold]: {how}, {plan.count()} step"
-        f"{'s' * (plan.count() != 1)} ({source}, planned in {planned.planning_ms:.1f} ms)"
+        Text.assemble(
+            (safe(plan.name), "bold"),
+            f": {how}, {count} step{'s' * (count != 1)} "
+            f"({safe(source)}, planned in {planned.planning_ms:.1f} ms)",
+        )
     )
-    _add_steps(tree, plan.steps, planned)
+    _add_steps(tree, plan.steps)
     console.print(tree)
     if plan.input:
-        console.print(f"input: {plan.input}")
+        console.print(Text(f"input: {safe(render.to_json(plan.input))}"))
     for note in plan.notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(Text.assemble(("note:", "yellow"), f" {safe(note)}"))
 
 
-def _add_steps(tree: Tree, steps: tuple[PlanStep, ...], planned: Planned) -> None:
+def _add_steps(tree: Tree, steps: tuple[PlanStep, ...]) -> None:
     for step in steps:
-        after = f" [dim]after {', '.join(step.depends_on)}[/dim]" if step.depends_on else ""
+        after = (
+            ("", "")
+            if not step.depends_on
+            else (f" after {safe(', '.join(step.depends_on))}", "dim")
+        )
         if step.steps:
-            branch = tree.add(f"[bold]{step.id}[/bold] child workflow{after}")
+            branch = tree.add(Text.assemble((step.id, "bold"), " child workflow", after))
             if step.why:
-                branch.add(f"[dim]why: {step.why}[/dim]")
-            _add_steps(branch, step.steps, planned)
+                branch.add(Text(f"why: {safe(step.why)}", style="dim"))
+            _add_steps(branch, step.steps)
             continue
-        auction = " [magenta](auction)[/magenta]" if step.allocation == "auction" else ""
+        auction = (" (auction)", "magenta") if step.allocation == "auction" else ("", "")
         branch = tree.add(
-            f"[bold]{step.id}[/bold] → [cyan]{step.capability}[/cyan]{auction}{after}"
+            Text.assemble((step.id, "bold"), " → ", (step.capability or "", "cyan"), auction, after)
         )
         if step.description:
-            branch.add(step.description)
+            branch.add(Text(safe(step.description)))
         if step.why:
-            branch.add(f"[dim]why: {step.why}[/dim]")
+            branch.add(Text(f"why: {safe(step.why)}", style="dim"))
+
+
+def _policy(settings: Settings) -> Policy | None:
+    """The RBAC policy this client can read (None: none here; the coordinator
+    still checks every submission against its own)."""
+    try:
+        return load_policy(settings.policy_file, settings.security_dir)
+    except ConfigError as exc:
+        err.print(Text(f"error: {exc}"))
+        raise typer.Exit(EXIT_INPUT) from exc
+
+
+def unattended(policy: Policy | None, principal: str) -> bool:
+    """Whether the policy lets ``principal`` run plans nobody confirmed."""
+    return policy is not None and policy.context(principal).can(UNATTENDED)
+
+
+def _show_plan(planned: Planned, *, as_json: bool) -> None:
+    """The plan on stdout: JSON with ``--json``, else the tree."""
+    if as_json:
+        _print_json(plan_dict(planned))
+    else:
+        print_plan(out, planned)
+
+
+@contextmanager
+def _planning_errors() -> Iterator[None]:
+    """The supervisor's refusals as messages and exit codes."""
+    try:
+        yield
+    except PlannerUnavailableError as exc:
+        err.print(Text(f"planner unavailable: {exc}"))
+        raise typer.Exit(EXIT_UNREACHABLE) from exc
+    except PlanningError as exc:
+        err.print(Text(f"cannot plan ({exc.code}): {exc}"))
+        for problem in getattr(exc, "problems", [])[1:]:
+            err.print(Text(f"  {problem}"))
+        raise typer.Exit(EXIT_INPUT) from exc
+    except PermissionDeniedError as exc:
+        err.print(Text(f"refused ({exc.code}): {exc}"))
+        raise typer.Exit(EXIT_REFUSED) from exc
+
+
+def _confirm(planned: Planned, *, yes: bool, as_json: bool, who: str) -> None:
+    """Show the plan; return if it may run (``yes``: ``--yes`` or an unattended
+    policy; else a person at a terminal answered ``y``), else exit 6."""
+    if yes:
+        if as_json:  # stdout keeps the JSON of the outcome
+            shown = planned.plan
+            err.print(Text(f"planned {shown.count()} steps ({shown.strategy}, {shown.planner})"))
+        else:
+            print_plan(err, planned)
+        return
+    if sys.stdin.isatty() and not as_json:
+        print_plan(err, planned)
+        if typer.confirm("Run this plan?", default=False, err=True):
+            return
+        err.print(Text(f"not run (exit {EXIT_NOT_RUN})"))
+        raise typer.Exit(EXIT_NOT_RUN)
+    _show_plan(planned, as_json=as_json)
+    err.print(
+        Text(
+            f"not run: pass --yes to run it (or grant {safe(who)} {UNATTENDED}); "
+            f"exit {EXIT_NOT_RUN}"
+        )
+    )
+    raise typer.Exit(EXIT_NOT_RUN)
 
 
 @app.command()
@@ -111,6 +220,12 @@ def ask(
     ] = "rules",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan; run nothing.")
+    ] = False,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes", "-y", help="Run the plan without asking (otherwise: ask, or exit 6)."
+        ),
     ] = False,
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait for the end; exit 1 if it failed.")
@@ -131,50 +246,50 @@ def ask(
     nats: NatsOpt = None,
     prefix: PrefixOpt = None,
 ) -> None:
-    """Plan a plain-language query into a workflow and run it."""
+    """Plan a plain-language query into a workflow, show it, and run it once
+    confirmed (--yes, a 'y' at the prompt, or planner:unattended)."""
     settings = _settings(nats, prefix)
     if planner not in ("rules", "llm"):
-        err.print(f"[red]error:[/red] --planner must be rules or llm, not {planner!r}")
+        err.print(Text(f"error: --planner must be rules or llm, not {safe(planner)!r}"))
         raise typer.Exit(EXIT_INPUT)
     if allocation not in (None, "queue", "auction"):
-        err.print(f"[red]error:[/red] --allocation must be queue or auction, not {allocation!r}")
+        err.print(Text(f"error: --allocation must be queue or auction, not {safe(allocation)!r}"))
         raise typer.Exit(EXIT_INPUT)
     chosen: Allocation | None = allocation  # type: ignore[assignment]
     templates = _load_templates()
+    policy = _policy(settings)
+    principal = settings.principal or "client"
 
-    async def go(client: Client) -> WorkflowState | str:
-        supervisor = Supervisor(client=client, settings=settings, templates=templates)
-        try:
-            planned = await supervisor.plan(
+    def supervisor(client: Client) -> Supervisor:
+        return Supervisor(
+            client=client,
+            settings=settings,
+            templates=templates,
+            policy=policy,
+            principal=principal,
+        )
+
+    async def plan(client: Client) -> Planned:
+        with _planning_errors():
+            return await supervisor(client).plan(
                 query, planner=planner, allocation=chosen, fallback=not no_fallback
             )
-        except PlannerUnavailableError as exc:
-            err.print(f"[red]planner unavailable:[/red] {exc}")
-            raise typer.Exit(EXIT_UNREACHABLE) from exc
-        except PlanningError as exc:
-            err.print(f"[red]cannot plan ({exc.code}):[/red] {exc}")
-            for problem in getattr(exc, "problems", [])[1:]:
-                err.print(f"  {problem}")
-            raise typer.Exit(EXIT_INPUT) from exc
-        if as_json and dry_run:
-            _print_json(plan_dict(planned))
-        elif as_json:  # stdout keeps the JSON of the outcome
-            plan = planned.plan
-            err.print(f"planned {plan.count()} steps ({plan.strategy}, {plan.planner})")
-        else:
-            print_plan(err if not dry_run else out, planned)
-        if dry_run:
-            return ""
-        wid = await supervisor.submit(planned.plan, workflow_id=workflow_id)
+
+    planned = _run(_with_client(settings, plan))
+    if dry_run:
+        _show_plan(planned, as_json=as_json)
+        return
+    _confirm(planned, yes=yes or unattended(policy, principal), as_json=as_json, who=principal)
+
+    async def go(client: Client) -> WorkflowState | str:
+        with _planning_errors():
+            wid = await supervisor(client).submit(planned.plan, workflow_id=workflow_id)
         if not wait:
             return wid
         if not as_json:
             err.print(f"submitted {wid}; waiting…")
         return await client.wait(wid, timeout=timeout)
 
-    if dry_run:
-        _run(_with_client(settings, go))
-        return
     _show_outcome(settings, go, timeout=timeout, as_json=as_json)
 
 
@@ -191,7 +306,7 @@ def templates_command(
         try:
             template = templates.get(name)
         except NotFoundError as exc:
-            err.print(f"[red]error:[/red] {exc}")
+            err.print(Text(f"error: {exc}"))
             raise typer.Exit(EXIT_INPUT) from exc
         data = {
             **template.describe(),
@@ -201,13 +316,20 @@ def templates_command(
         if as_json:
             _print_json(data)
             return
-        out.print(f"[bold]{template.name}[/bold] ({template.strategy}): {template.description}")
-        out.print(f"source: {template.source}")
+        out.print(
+            Text.assemble(
+                (safe(template.name), "bold"),
+                f" ({template.strategy}): {safe(template.description)}",
+            )
+        )
+        out.print(Text(f"source: {safe(template.source)}"))
         for key, param in template.params.items():
-            out.print(f"  --param {key}=…  {param.description} (default {param.default!r})")
+            out.print(
+                Text(f"  --param {key}=…  {safe(param.description)} (default {param.default!r})")
+            )
         for task in template.workflow.tasks:
             after = f" after {', '.join(task.depends_on)}" if task.depends_on else ""
-            out.print(f"  {task.id} → {task.capability}{after}")
+            out.print(Text(f"  {task.id} → {task.capability}{after}"))
         return
     if as_json:
         _print_json(templates.describe())
@@ -215,10 +337,16 @@ def templates_command(
     table = Table("template", "strategy", "capabilities", "params (defaults)")
     for info in templates.describe():
         table.add_row(
-            info["name"],
-            info["strategy"],
-            ", ".join(info["capabilities"]),
-            ", ".join(f"{k}={render.short(v['default'], 24)}" for k, v in info["params"].items()),
+            Text(safe(info["name"])),
+            Text(info["strategy"]),
+            Text(", ".join(info["capabilities"])),
+            Text(
+                safe(
+                    ", ".join(
+                        f"{k}={render.short(v['default'], 24)}" for k, v in info["params"].items()
+                    )
+                )
+            ),
         )
     out.print(table)
     out.print("[dim]agenticflow templates NAME: its description, parameters and tasks[/dim]")
@@ -226,4 +354,12 @@ def templates_command(
         err.print("no templates found: set AGENTICFLOW_TEMPLATES_PATH to a directory of them")
 
 
-__all__ = ["ask", "plan_dict", "print_plan", "templates_command"]
+__all__ = [
+    "EXIT_NOT_RUN",
+    "ask",
+    "plan_dict",
+    "print_plan",
+    "safe",
+    "templates_command",
+    "unattended",
+]

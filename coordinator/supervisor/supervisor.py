@@ -15,10 +15,12 @@ down or slow, and the plan's notes say so; an LLM plan that stays invalid
 after one repair is an error, never silently replaced.
 
 Submission rights: given the RBAC policy and the principal that will submit,
-the planners see only the capabilities that principal may submit
-(``workflow:submit:<capability>``), the plan's notes name the ones left out,
-and a plan that still uses another (a template names it) is refused with
+a plan that uses a capability the principal may not submit
+(``workflow:submit:<capability>``) is refused with
 :class:`~shared.errors.PermissionDeniedError` before anything is sent. The
+``llm`` planner is shown only the capabilities the principal may submit (the
+plan's notes name the ones left out); the ``rules`` planner matches the same
+way whoever asks, so its refusal names the capability. The
 coordinator's admission makes the same check on every submission; this one
 only says it sooner. Registry entries reach the planners only through
 :func:`registry_entries`.
@@ -55,13 +57,19 @@ async def registry_entries(client: Client) -> list[dict[str, Any]]:
     """The registry entries planning may use: the only way registry text
     (capabilities, agent names, descriptions) enters the supervisor.
 
-    Entries are what workers wrote to the agents bucket. Once registry
-    records are signed (issue 20: KV records owned and signed), this is where
-    an entry whose signature does not verify, or whose signer does not own its
-    key, is dropped when security is on; until then it returns what
-    :meth:`Client.agents` reads. Raises TransportError.
+    :meth:`Client.agents` opens each entry as a signed record
+    (:func:`shared.registry.open_entry`): with a trust store it refuses one
+    that is unsigned, altered, moved to another key, replayed, or whose role
+    is not its signer's. Here, with a trust store, an entry that does not name
+    its verified signer (``signed_by``) is dropped as well, so no reader path
+    that forgets to verify can feed the planner. What a trusted worker says
+    about itself is still only data (see :mod:`coordinator.supervisor.llm`).
+    Raises TransportError.
     """
-    return await client.agents()
+    entries = await client.agents()
+    if client.bus.seal.trust is None:
+        return entries
+    return [entry for entry in entries if entry.get("signed_by")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +150,12 @@ class Supervisor:
         chosen = self.planner(planner)
         catalog = catalog if catalog is not None else await self.catalog()
         context = self.context()
-        usable = catalog if context is None else catalog.permitted(context.may_submit)
+        # A model reads the registry's text and could be talked into anything:
+        # it sees only what the principal may submit. The rules planner's
+        # matching stays the same whoever asks; its plan is checked below.
+        usable = catalog
+        if context is not None and chosen.name != RulesPlanner.name:
+            usable = catalog.permitted(context.may_submit)
         hidden = sorted(set(catalog.names()) - set(usable.names()))
         started = time.perf_counter()
         try:
@@ -150,7 +163,9 @@ class Supervisor:
         except PlannerUnavailableError as exc:
             if not fallback or chosen.name == "rules":
                 raise
-            plan = await self.planner("rules").plan(query, catalog=usable, templates=self.templates)
+            plan = await self.planner("rules").plan(
+                query, catalog=catalog, templates=self.templates
+            )
             plan = plan.with_notes(
                 f"the {chosen.name} planner was unavailable ({exc}); "
                 "planned with the rules planner instead"

@@ -128,7 +128,9 @@ def test_ask_dry_run_prints_the_plan_and_runs_nothing(cluster: DevCluster) -> No
 
 
 def test_ask_runs_the_plan_and_waits(cluster: DevCluster) -> None:
-    done = cli(cluster, "ask", "Write about lighthouses then translate it", "--wait", "--json")
+    done = cli(
+        cluster, "ask", "Write about lighthouses then translate it", "--yes", "--wait", "--json"
+    )
     assert done.returncode == 0, done.stderr
     final = json.loads(done.stdout)
     assert final["state"] == "completed"
@@ -175,7 +177,7 @@ def test_submit_template_with_parameters(cluster: DevCluster, tmp_path: Path) ->
     bad = cli(cluster, "submit", "--template", "shout", "--param", "volume=11", env=env)
     assert bad.returncode == 2
     assert "has no parameter 'volume' (it takes: word)" in bad.stderr
-    asked = cli(cluster, "ask", "shout yo", "--wait", "--json", env=env)
+    asked = cli(cluster, "ask", "shout yo", "--yes", "--wait", "--json", env=env)
     assert asked.returncode == 0, asked.stderr
     assert json.loads(asked.stdout)["tasks"]["say"]["result"]["params"] == {"value": "yo"}
 

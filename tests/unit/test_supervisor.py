@@ -8,6 +8,8 @@ and never fails with anything but a PlanningError.
 
 from __future__ import annotations
 
+import io
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rich.console import Console
 
+from agenticflow.ask_cli import print_plan, unattended
 from coordinator.supervisor import (
     Catalog,
     Plan,
@@ -28,7 +32,7 @@ from coordinator.supervisor import (
     parse_plan,
 )
 from coordinator.supervisor.catalog import stem
-from coordinator.supervisor.supervisor import check_permitted
+from coordinator.supervisor.supervisor import Planned, check_permitted
 from shared.config import Settings
 from shared.errors import (
     InvalidPlanError,
@@ -694,19 +698,48 @@ def _supervisor(tmp_path: Path, **options: Any) -> Supervisor:
     return Supervisor(client=None, settings=Settings(), templates=templates, **options)
 
 
-async def test_planners_see_only_what_the_principal_may_submit(tmp_path: Path) -> None:
-    supervisor = _supervisor(tmp_path, policy=REPORTER, principal="bob")
-    planned = await supervisor.plan("Summarize the report, then translate it", catalog=CATALOG)
-    assert planned.plan.capabilities() == {"summarize", "translate"}
+class Recording:
+    """A planner (as the llm one is used) that plans one summarize step and keeps
+    the catalog it was shown."""
+
+    name = "llm"
+
+    def __init__(self) -> None:
+        self.shown: list[Catalog] = []
+
+    async def plan(self, query: str, *, catalog: Catalog, templates: Templates) -> Plan:
+        self.shown.append(catalog)
+        return Plan(
+            query=query, strategy="single", steps=(PlanStep(id="s", capability="summarize"),)
+        )
+
+
+async def test_a_model_is_shown_only_what_the_principal_may_submit(tmp_path: Path) -> None:
+    model = Recording()
+    supervisor = _supervisor(tmp_path, policy=REPORTER, principal="bob", planners={"llm": model})
+    planned = await supervisor.plan("Summarize the report", planner="llm", catalog=CATALOG)
+    assert model.shown[-1].names() == ["summarize", "translate", "triage"]
     (note,) = planned.plan.notes
     assert note.startswith("planned without the capabilities bob may not submit: classify, ")
     assert "fetch" in note
-    # The control: the same query without a policy, and one that needs a hidden capability.
+    # The control: without a policy the model sees the whole catalog.
+    await _supervisor(tmp_path, planners={"llm": model}).plan(
+        "Summarize the report", planner="llm", catalog=CATALOG
+    )
+    assert model.shown[-1].names() == CATALOG.names()
+
+
+async def test_a_rules_plan_with_a_forbidden_capability_is_refused_by_name(
+    tmp_path: Path,
+) -> None:
+    supervisor = _supervisor(tmp_path, policy=REPORTER, principal="bob")
+    planned = await supervisor.plan("Summarize the report, then translate it", catalog=CATALOG)
+    assert planned.plan.capabilities() == {"summarize", "translate"}
+    assert not planned.plan.notes  # the rules planner matched as for anyone
+    with pytest.raises(PermissionDeniedError, match=r"bob may not submit capability 'fetch'"):
+        await supervisor.plan("Download the page", catalog=CATALOG)
     free = await _supervisor(tmp_path).plan("Download the page", catalog=CATALOG)
     assert free.plan.capabilities() == {"fetch"}
-    with pytest.raises(PlanningError) as caught:
-        await supervisor.plan("Download the page", catalog=CATALOG)
-    assert not isinstance(caught.value, UnservedCapabilityError)
 
 
 async def test_a_template_with_a_forbidden_capability_is_refused_before_submitting(
@@ -730,3 +763,38 @@ def test_check_permitted_names_the_missing_permission() -> None:
         "the plan cannot be submitted: mallory may not submit capability 'summarize' "
         "(it lacks workflow:submit:summarize; roles: none)"
     )
+
+
+def test_a_plan_is_printed_as_text_whatever_its_strings_say() -> None:
+    """A model wrote the plan: its markup is shown, its escape sequences are inert."""
+    evil = Plan(
+        query="q",
+        name="[bold red]PAID[/bold red]",
+        strategy="single",
+        steps=(
+            PlanStep(
+                id="s",
+                capability="summarize",
+                description="\x1b]8;;http://x\x07click\x1b[2J",
+                why="[link=http://x]y[/link]",
+            ),
+        ),
+        notes=("[red]note\u202e",),
+    )
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, color_system="truecolor", width=200)
+    print_plan(console, Planned(plan=evil, catalog=CATALOG, planning_ms=1.0))
+    shown = screen.getvalue()
+    for literal in ("[bold red]PAID[/bold red]", "[link=http://x]y[/link]", "[red]note\\u202e"):
+        assert literal in shown
+    assert "\\x1b]8;;http://x\\x07click\\x1b[2J" in shown
+    assert "\x07" not in shown
+    assert "\u202e" not in shown
+    # The only escape sequences are the console's own styles (SGR: ESC [ ... m).
+    assert not re.findall(r"\x1b(?!\[[0-9;]*m)", shown)
+    assert unattended(None, "client") is False
+    robot = Policy.from_dict(
+        {"roles": {"r": {"permissions": ["planner:unattended"]}}, "principals": {"cron": ["r"]}}
+    )
+    assert unattended(robot, "cron")
+    assert not unattended(robot, "client")
