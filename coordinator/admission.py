@@ -145,7 +145,8 @@ class Rules:
     """Silence of a claimant after which another principal may claim its attempt
     (the task queue's ack_wait: JetStream redelivers no sooner)."""
     policy: Policy | None = None
-    """RBAC; None: anyone who may publish the event may steer."""
+    """RBAC; None: anyone who may publish the event may steer, and submit any
+    capability."""
 
 
 REPLAY_RULES = Rules(max_clock_entries=4096, claim_timeout_ns=0)

@@ -156,6 +156,12 @@ class Supervisor:
         usable = catalog
         if context is not None and chosen.name != RulesPlanner.name:
             usable = catalog.permitted(context.may_submit)
+            if len(catalog) and not len(usable):
+                raise PermissionDeniedError(
+                    f"{context.principal} may submit none of the live capabilities "
+                    f"({', '.join(catalog.names())}): its roles grant no "
+                    "workflow:submit:<capability> for them"
+                )
         hidden = sorted(set(catalog.names()) - set(usable.names()))
         started = time.perf_counter()
         try:

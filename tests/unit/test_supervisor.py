@@ -727,6 +727,9 @@ async def test_a_model_is_shown_only_what_the_principal_may_submit(tmp_path: Pat
         "Summarize the report", planner="llm", catalog=CATALOG
     )
     assert model.shown[-1].names() == CATALOG.names()
+    nothing = _supervisor(tmp_path, policy=REPORTER, principal="eve", planners={"llm": model})
+    with pytest.raises(PermissionDeniedError, match="eve may submit none of the live"):
+        await nothing.plan("Summarize the report", planner="llm", catalog=CATALOG)
 
 
 async def test_a_rules_plan_with_a_forbidden_capability_is_refused_by_name(
