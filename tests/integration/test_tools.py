@@ -7,8 +7,10 @@ per real call in a file, so the tests count side effects across processes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,15 +22,17 @@ from agenticflow.devcluster import DevCluster
 from agenticflow.server import NatsServer
 from coordinator.client import Client
 from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
+from shared.codec import unpack
 from shared.events import Event, EventType, TaskToolCalled
 from shared.ids import node_pid
 from shared.resilience import CircuitOpenError
-from shared.transport import Bus, connected
+from shared.transport import Bus, FetchTimeout, connected
 from tests.chaos.helpers import Observer
 from tests.conftest import unique_prefix
 from tests.integration.helpers import agenticflow, of_type, run, wf
 from tests.support import tools_app
 from worker.tools import ClusterToolState, ToolBox, ToolRegistry, read_states
+from worker.tools.ratelimit import RateRecord
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -258,38 +262,67 @@ async def test_a_breaker_opened_in_one_process_stops_the_others(
 async def test_a_rate_limit_holds_across_two_worker_processes(
     tc: ToolsCluster, tmp_path: Path
 ) -> None:
+    """``limited`` allows 3 calls in any 1-second window (GCRA, burst 1), for both
+    processes together. Every admission is one compare-and-set on the shared
+    record, so the test follows the record and checks the admission times
+    themselves: exact, with no allowance for scheduling jitter."""
     trace = tmp_path / "limited.txt"
     both = {"on_feedback": True, "args": {"path": str(trace)}}
     definition = wf(
         task("x", "use_tool", tool="limited", times=6, **both),
         task("y", "use_tool", tool="limited", times=6, **both),
     )
-    wid = await tc.client.submit(definition)
-    await tc.client.wait_for(
-        wid,
-        lambda s: s.is_terminal or all(t.status == TaskStatus.RUNNING for t in s.tasks.values()),
-        timeout=60,
-    )
-    await tc.client.feedback(wid, "go")  # both handlers start calling now
-    state = await tc.client.wait(wid, timeout=60)
-    assert state.status == WorkflowStatus.COMPLETED, state.reason
+    since_us = math.floor(time.time() * 1e6)
+    store = await tc.bus.kv(tc.bus.names.ratelimits_bucket)
+    watcher = await store.watch("limited")
+    admissions: list[RateRecord] = []
+
+    async def follow() -> None:
+        while len(admissions) < 12:
+            try:
+                entry = await watcher.updates(timeout=1.0)
+            except FetchTimeout:
+                continue
+            if entry is None or entry.value is None:
+                continue
+            record = RateRecord.from_dict(unpack(entry.value))
+            if record.at_us >= since_us:
+                admissions.append(record)
+
+    following = asyncio.create_task(follow())
+    try:
+        wid = await tc.client.submit(definition)
+        await tc.client.wait_for(
+            wid,
+            lambda s: (
+                s.is_terminal or all(t.status == TaskStatus.RUNNING for t in s.tasks.values())
+            ),
+            timeout=60,
+        )
+        await tc.client.feedback(wid, "go")  # both handlers start calling now
+        state = await tc.client.wait(wid, timeout=60)
+        assert state.status == WorkflowStatus.COMPLETED, state.reason
+        async with asyncio.timeout(10):
+            await following
+    finally:
+        following.cancel()
+        await watcher.stop()
     calls = [(float(t), pid) for t, pid in (line.split() for line in lines(trace))]
     assert len(calls) == 12
-    by_pid: dict[str, list[float]] = {}
-    for at, pid in calls:
-        by_pid.setdefault(pid, []).append(at)
-    assert len(by_pid) == 2, "both worker processes called the tool"
-    # The feedback starts both tasks' calls at the same moment, so with a
-    # per-process limit the first windows would each hold 6 calls.
-    # limited allows 3 calls per 1-second window, for both processes together
-    # (each on its own would have allowed 6 per window between them).
-    windows: dict[int, int] = {}
-    for at, _ in calls:
-        windows[math.floor(at)] = windows.get(math.floor(at), 0) + 1
-    assert max(windows.values()) <= 3, windows
-    assert max(at for at, _ in calls) - min(at for at, _ in calls) > 2.0
+    assert len({pid for _, pid in calls}) == 2, "both worker processes called the tool"
+    assert len({record.by for record in admissions}) == 2, "both admitted calls"
+    # The feedback starts both tasks' calls at the same moment: with a
+    # per-process limit, or a fixed window at its edge, 4 or more admissions
+    # would fall within one second. Any 4 consecutive ones span a full second.
+    at = sorted(record.at_us for record in admissions)
+    assert len(at) == 12
+    spans = [later - earlier for earlier, later in zip(at, at[3:], strict=False)]
+    assert min(spans) >= 1_000_000, spans
+    # Burst 1: calls are spaced a third of a second apart, so 12 take > 3.6 s.
+    assert at[-1] - at[0] >= 11 * 1_000_000 // 3
     limits = {e["key"]: e for e in await read_states(tc.bus) if e["role"] == "rate_limit"}
     assert limits["limited"]["calls"] == 3
+    assert limits["limited"]["at_us"] == at[-1]
 
 
 # --- effectively once: a worker killed after the side effect --------------------------
