@@ -17,17 +17,25 @@ Files holding a secret are written mode 0600 in a 0700 directory.
 The roles (``Names`` gives every subject, stream and bucket):
 
 - ``coordinator``: owns the topology: manages the prefix's streams, their
-  consumers and KV buckets; publishes tasks and events; holds the lease;
+  consumers and KV buckets; publishes tasks and events; holds the lease; it
+  creates and reads the audit and anchors streams but may not update, purge or
+  delete them, and appends only to its own audit chains
+  (``<prefix>.audit.coordinator.*``);
 - ``worker-GROUP``, one per ``--worker GROUP=cap1,cap2``: pulls from and acks
   only its capabilities' task consumers (it may create exactly those, with
   their filter pinned by the API subject), publishes task and agent events,
   writes the agent registry and the tools' buckets, watches the control
-  bucket; it cannot publish a task, read another capability's queue or
-  create a stream;
+  bucket; appends to and anchors its own group's audit chains
+  (``<prefix>.audit.worker-GROUP.*``, ``AGENTICFLOW_AUDIT_SCOPE`` in its env
+  file) and reads back only those; it cannot publish a task, read another
+  capability's queue, create a stream, or ask for a stream's info (with a
+  subjects filter that lists workflow ids): it waits for the streams by name;
 - ``client``: submits workflows and steers them (the submission, resume and
   intervention events only), reads events and workflow state;
 - ``admin``: what the coordinator may do, plus the operator commands
-  (``agenticflow health``, ``top``, ``agent suspend``...).
+  (``agenticflow health``, ``top``, ``agent suspend``...) and everything on the
+  audit streams (an admin who deletes them is reported by ``audit verify``: from
+  the anchors, or from an anchor file kept elsewhere when both are deleted).
 
 Every role reads its replies on an inbox prefix of its own, so no role sees
 another's replies. Workers and clients run with

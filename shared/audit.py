@@ -3,12 +3,35 @@
 Security-relevant events (tool calls and denials, interventions, approvals,
 rejected messages, key changes, refused access) are appended by the node that
 saw them to the stream ``<PREFIX>_AUDIT`` on its own subject
-``<prefix>.audit.<node>``. Each node's records form a **hash chain**, so
-writers never contend with each other::
+``<prefix>.audit.<scope>.<node>``: the scope is the writer's NATS role
+(``coordinator``, ``worker-GROUP``; ``Settings.audit_scope``), and each role's
+NATS user may publish only on its own scope (:mod:`agenticflow.natsauth`); the
+chain is named ``<scope>.<node>``. Each chain is a **hash chain**, so writers
+never contend with each other::
 
-    log = await AuditLog.open(bus, seal, node=node_id)
+    log = await AuditLog.open(bus, seal, node=node_id, scope="coordinator")
     await log.record(AuditKind.TOOL_CALLED, workflow_id=wf, task_id=t, tool="http")
+    await log.anchor()                             # the signed head, kept apart
     report = await verify_audit(bus, seal)        # or `agenticflow audit verify`
+
+**Retention.** The stream keeps records ``Settings.audit_max_age_s`` (400 days
+by default) and at most ``audit_max_bytes`` (4 GiB), the oldest going first,
+and refuses a record over ``audit_max_msg_size`` (64 KiB): junk cannot fill the
+disk for good. Records removed by these limits are a note of the report, not a
+problem. Only an admin's NATS user may update, purge or delete the stream.
+
+**Anchors.** Every writer publishes its chain's head (chain, ``n``, stream
+sequence, hash, time), signed by its key and never encrypted, to the stream
+``<PREFIX>_AUDIT_ANCHORS`` (append-only, the last 16 per chain) on
+``<prefix>.anchor.<chain>``: at start, at most every
+``audit_anchor_interval_s`` and at stop (:class:`shared.auditor.Auditor`).
+Verification compares every chain with them, so a deleted and re-created,
+truncated or rebuilt audit stream is reported without any local file; an
+anchor that is unsigned, forged or signed by another principal than the
+chain's is reported and not trusted. A writer that finds its chain shorter
+than its own last anchor appends after the anchored head, so the gap stays in
+the chain. An admin may delete both streams: an anchor file kept elsewhere
+(``audit verify --anchor FILE``) still catches that.
 
 **Record.** The body is the msgpack map ``{v, n, prev, prev_seq, ts, node,
 principal, kind, workflow_id, task_id, detail}`` (``n`` counts the chain's
@@ -25,6 +48,10 @@ hash-checked and signature-checked; only reading its details needs the key.
 Each record is published with ``Nats-Expected-Last-Subject-Sequence`` set to
 the chain's last stored message, so a second process writing the same chain
 cannot fork it (it re-reads the head and appends after it, logging a warning).
+Junk on a chain's subject (whatever is not a genuine record of the chain) is
+stepped over, counted and logged, and never costs the chain a record: after
+two refusals caused by junk the record is appended without the sequence check,
+still linked to the chain's last genuine record (see :class:`AuditLog`).
 
 **What verify detects**, each reported with the stream sequence it concerns,
 every one of them (up to a cap), not just the first:
@@ -43,12 +70,15 @@ every one of them (up to a cap), not just the first:
   ``n``, a ``Nats-Msg-Id`` of another chain; a signed record stored long after it
   was signed (a stream rebuilt by re-publishing copies);
 - a stream recreated without ``deny_delete``/``deny_purge``;
-- with an **anchor** (the chain heads of an earlier verification, kept
-  elsewhere: ``agenticflow audit verify --anchor FILE``): a chain that is gone,
-  shorter than it was (its newest records removed), or whose history up to the
-  anchored record was rewritten, even by the holder of its key.
+- with the **anchors** (signed heads in the anchors stream, and those of an
+  earlier verification kept in a file: ``agenticflow audit verify --anchor
+  FILE``): a chain that is gone, shorter than it was (its newest records
+  removed), or whose history up to the anchored record was rewritten (even by
+  the holder of its key) or moved; a stream deleted and re-created (an anchor
+  naming a sequence past the stream's end).
 
-**What it cannot detect.** Without an anchor, the removal of a chain's newest
+**What it cannot detect.** Without an anchor (a chain's newest records written
+after its last anchor), the removal of a chain's newest
 records when nothing after them in the stream names them (truncation of a
 rebuilt stream), or of a whole chain whose records were all at the end. Without
 a trust store (nothing signed), anyone with write access can append a
