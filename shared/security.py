@@ -49,6 +49,7 @@ from typing import Any
 
 import nacl.exceptions
 import nacl.signing
+import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -61,6 +62,8 @@ from shared.errors import (
     ReplayedMessageError,
     UndecryptableMessageError,
 )
+
+log = structlog.get_logger("agenticflow.security")
 
 H_KEY = "AF-Key"
 H_SIG = "AF-Sig"
@@ -125,6 +128,8 @@ _VALUE_MAGIC = b"AFE1"
 _RECORD_MAGIC = b"AFR1"
 _SIGNED_FLAG, _ENCRYPTED = 1, 2
 _NONCE = 12
+_TRUST_CHECK_S = 1.0
+"""How often, at most, a seal looks whether its trust store file changed."""
 
 
 def key_id(public: Ed25519PublicKey) -> str:
@@ -391,6 +396,15 @@ class DataKeys:
 
 
 # The envelope -----------------------------------------------------------------
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """What tells a changed file: modification time and size (None: gone)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
+
+
 def _record_aad(bucket: str, key: str) -> bytes:
     return f"{bucket}/{key}".encode()
 
@@ -464,6 +478,10 @@ class Seal:
         self.trust = trust
         self.data_keys = data_keys
         self.window_ns = int(window_s * 1e9)
+        self.trust_file: Path | None = None
+        """Where ``trust`` was read from: re-read when it changes (see :meth:`follow`)."""
+        self._trust_stamp: tuple[int, int] | None = None
+        self._trust_checked = 0.0
         self._kid = identity.kid if identity else ""
         self._ciphers = {
             kid: AESGCM(key) for kid, key in (data_keys.keys if data_keys else {}).items()
@@ -474,6 +492,42 @@ class Seal:
             ).digest()
             if data_keys is not None
             else None
+        )
+
+    def follow(self, path: Path) -> None:
+        """Re-read the trust store from ``path`` whenever it changes (checked at
+        most once a second, when a message or record is verified): a key revoked
+        with ``agenticflow keys revoke`` is refused from then on, without a restart."""
+        self.trust_file = path
+        self._trust_stamp = _stamp(path)
+        self._trust_checked = time.monotonic()
+
+    def _fresh_trust(self) -> TrustStore | None:
+        if self.trust_file is not None:
+            now = time.monotonic()
+            if now - self._trust_checked >= _TRUST_CHECK_S:
+                self._trust_checked = now
+                stamp = _stamp(self.trust_file)
+                if stamp != self._trust_stamp:
+                    self._reload_trust(stamp)
+        return self.trust
+
+    def _reload_trust(self, stamp: tuple[int, int] | None) -> None:
+        assert self.trust_file is not None
+        try:
+            trust = TrustStore.load(self.trust_file)
+        except ConfigError as exc:  # keep what we have; say so each time it changes
+            log.error("trust store not reloaded", path=str(self.trust_file), error=str(exc))
+            self._trust_stamp = stamp
+            return
+        dropped = sorted(
+            f"{k.principal} ({kid})"
+            for kid, k in (self.trust.keys if self.trust else {}).items()
+            if kid not in trust.keys
+        )
+        self.trust, self._trust_stamp = trust, stamp
+        log.warning(
+            "trust store reloaded", path=str(self.trust_file), keys=len(trust.keys), revoked=dropped
         )
 
     @property
@@ -535,7 +589,7 @@ class Seal:
         """
         headers = headers or {}
         signer: TrustedKey | None = None
-        if self.trust is not None:
+        if self._fresh_trust() is not None:
             signer = self._verify(subject, headers, body, stored_ns)
         kid = headers.get(H_ENC)
         if kid is None:
@@ -648,6 +702,7 @@ class Seal:
         ReplayedMessageError, UndecryptableMessageError or MalformedMessageError.
         """
         where = f"{bucket}/{key}"
+        self._fresh_trust()
         if not blob.startswith(_RECORD_MAGIC):
             if self.trust is not None:
                 raise ForgedMessageError(f"{where} is not signed: refused")
@@ -773,7 +828,10 @@ class Seal:
                 f"({key_path.name}): nodes must sign what they publish"
             )
         data_keys = DataKeys.load(keys_path) if keys_path.exists() else None
-        return cls(identity=identity, trust=trust, data_keys=data_keys, window_s=window_s)
+        seal = cls(identity=identity, trust=trust, data_keys=data_keys, window_s=window_s)
+        if trust is not None:
+            seal.follow(trust_path)
+        return seal
 
 
 # Key directory management -----------------------------------------------------

@@ -15,6 +15,7 @@ import functools
 import json
 import ssl
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ from shared.errors import (
     ConnectionLostError,
     NotFoundError,
     PublishTimeoutError,
+    ReplayedMessageError,
     StateConflictError,
     TransportError,
 )
@@ -83,6 +85,8 @@ _TRANSIENT = (
 
 KVConflict = nats.js.errors.KeyWrongLastSequenceError
 KVNotFound = (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError)
+_CORE_SEEN = 16_384
+"""Core-subscription deliveries remembered to refuse a second copy."""
 FetchTimeout = (nats.errors.TimeoutError, asyncio.TimeoutError)
 
 Outgoing = tuple[str, dict[str, str], bytes]
@@ -147,6 +151,8 @@ class Bus:
         self._consumers: set[str] = set()
         self._kv: dict[str, KeyValue] = {}
         self._reconnect_hooks: list[Callable[[], None]] = []
+        self._core_seen: OrderedDict[tuple[int, str], None] = OrderedDict()
+        """Events taken from core subscriptions, newest last (see decode_event)."""
 
     def on_reconnect(self, hook: Callable[[], None]) -> None:
         """Call ``hook`` after every reconnect (e.g. to re-send pull requests)."""
@@ -560,17 +566,42 @@ class Bus:
         return encode_task(task, self.names, max_payload=self.max_payload, seal=self._sealing)
 
     def decode_event(self, msg: Msg, *, seq: int | None = None) -> Event:
-        """An event read from JetStream, verified and decrypted; raises
-        MalformedMessageError (ForgedMessageError... for a message the seal refuses)."""
-        return decode_event(
+        """An event read from JetStream or a core subscription, verified and
+        decrypted; raises MalformedMessageError (ForgedMessageError... for a
+        message the seal refuses).
+
+        With keys, a JetStream message's signing time is checked against the
+        server's time of storing it. A core message (an intervention, an
+        auction call) has no stored time: it is checked against the time it
+        arrived, and a copy of one this subscription already took is refused
+        (ReplayedMessageError), so a captured message re-sent within the
+        window is not applied twice either."""
+        if self._sealing is None:
+            return decode_event(msg.subject, msg.headers, msg.data, self.names, seq=seq)
+        stored = stored_ns(msg)
+        event = decode_event(
             msg.subject,
             msg.headers,
             msg.data,
             self.names,
             seq=seq,
             seal=self._sealing,
-            stored_ns=stored_ns(msg) if self._sealing else None,
+            stored_ns=stored if stored is not None else time.time_ns(),
         )
+        if stored is None:
+            self._first_delivery(msg, event.id)
+        return event
+
+    def _first_delivery(self, msg: Msg, event_id: str) -> None:
+        """Refuse a core message this subscription has taken already."""
+        key = (msg.sid, event_id)
+        if key in self._core_seen:
+            raise ReplayedMessageError(
+                f"message {event_id!r} on {msg.subject} was received already: a replay"
+            )
+        self._core_seen[key] = None
+        if len(self._core_seen) > _CORE_SEEN:
+            self._core_seen.popitem(last=False)
 
     def decode_task(self, msg: Msg) -> TaskMessage:
         """A task message pulled from its queue, verified and decrypted."""
