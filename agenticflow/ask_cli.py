@@ -76,7 +76,7 @@ def _load_templates() -> Templates:
     try:
         return Templates.load()
     except WorkflowDefinitionError as exc:
-        err.print(Text(f"error: {exc}"))
+        err.print(Text(f"error: {safe(exc)}"))
         raise typer.Exit(EXIT_INPUT) from exc
 
 
@@ -151,7 +151,7 @@ def _policy(settings: Settings) -> Policy | None:
     try:
         return load_policy(settings.policy_file, settings.security_dir)
     except ConfigError as exc:
-        err.print(Text(f"error: {exc}"))
+        err.print(Text(f"error: {safe(exc)}"))
         raise typer.Exit(EXIT_INPUT) from exc
 
 
@@ -174,15 +174,15 @@ def _planning_errors() -> Iterator[None]:
     try:
         yield
     except PlannerUnavailableError as exc:
-        err.print(Text(f"planner unavailable: {exc}"))
+        err.print(Text(f"planner unavailable: {safe(exc)}"))
         raise typer.Exit(EXIT_UNREACHABLE) from exc
     except PlanningError as exc:
-        err.print(Text(f"cannot plan ({exc.code}): {exc}"))
+        err.print(Text(f"cannot plan ({exc.code}): {safe(exc)}"))
         for problem in getattr(exc, "problems", [])[1:]:
-            err.print(Text(f"  {problem}"))
+            err.print(Text(f"  {safe(problem)}"))
         raise typer.Exit(EXIT_INPUT) from exc
     except PermissionDeniedError as exc:
-        err.print(Text(f"refused ({exc.code}): {exc}"))
+        err.print(Text(f"refused ({exc.code}): {safe(exc)}"))
         raise typer.Exit(EXIT_REFUSED) from exc
 
 
@@ -192,7 +192,9 @@ def _confirm(planned: Planned, *, yes: bool, as_json: bool, who: str) -> None:
     if yes:
         if as_json:  # stdout keeps the JSON of the outcome
             shown = planned.plan
-            err.print(Text(f"planned {shown.count()} steps ({shown.strategy}, {shown.planner})"))
+            err.print(
+                Text(f"planned {shown.count()} steps ({shown.strategy}, {safe(shown.planner)})")
+            )
         else:
             print_plan(err, planned)
         return
@@ -306,7 +308,7 @@ def templates_command(
         try:
             template = templates.get(name)
         except NotFoundError as exc:
-            err.print(Text(f"error: {exc}"))
+            err.print(Text(f"error: {safe(exc)}"))
             raise typer.Exit(EXIT_INPUT) from exc
         data = {
             **template.describe(),
