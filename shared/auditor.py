@@ -71,7 +71,21 @@ class Auditor:
         except AgenticFlowError as exc:
             log.error("audit trail unavailable", node=self.node, error=str(exc))
             return
-        await self.note(AuditKind.KEYS_LOADED, role=role, **key_summary(self.bus.seal), **detail)
+        try:
+            await self._log.record(
+                AuditKind.KEYS_LOADED, role=role, **key_summary(self.bus.seal), **detail
+            )
+        except AgenticFlowError as exc:
+            # Not one slow failure per record from here on: the trail is off, loudly.
+            log.error(
+                "audit trail unavailable: its first record was not stored (an audit stream "
+                "created by an earlier version may need an admin to update it: start a "
+                "coordinator once with the admin's credentials)",
+                chain=self._log.chain,
+                error=str(exc),
+            )
+            self._log = None
+            return
         await self._anchor()
 
     async def note(

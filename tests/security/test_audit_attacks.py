@@ -22,6 +22,7 @@ import pytest
 from agenticflow.natsauth import ADMIN, CLIENT, COORDINATOR
 from shared.audit import AuditKind, AuditLog, appends, reader_seal, verify_audit
 from shared.auditor import Auditor
+from shared.errors import TransportError
 from shared.security import init_keys
 from shared.transport import Bus
 from tests.integration.helpers import agenticflow
@@ -248,3 +249,25 @@ async def test_an_admin_deleting_both_streams_is_caught_by_an_anchor_file_kept_e
     code, out = verify_cli(secure, keys, "--anchor", str(kept))
     assert code == 1, out
     assert "chain is gone (the anchor saw 2 records at #2) (anchor: the anchor file)" in out
+
+
+async def test_the_audit_stream_refuses_a_message_over_its_size_limit(
+    buses: dict[str, Bus], keys: Path
+) -> None:
+    coordinator, admin = buses[COORDINATOR], buses[ADMIN]
+    names = coordinator.names
+    limit = coordinator.settings.audit_max_msg_size
+    log = await AuditLog.open(coordinator, coordinator.seal, "coord-1", scope=COORDINATOR)
+    subject = names.audit_subject(log.chain)
+    with pytest.raises(TransportError, match="maximum"):
+        await admin.publish_raw(subject, b"x" * (limit + 1), {"Nats-Msg-Id": "big-junk"})
+    lost = appends.counts.get("lost", 0)
+    with pytest.raises(TransportError, match="maximum"):
+        await log.record(AuditKind.TOOL_CALLED, blob="y" * limit)
+    assert appends.counts["lost"] == lost + 1  # counted, and raised for the caller to log
+    # Control: the chain goes on, and the stream holds nothing but its records.
+    await log.record(AuditKind.TOOL_CALLED, blob="y" * 100)
+    report = await verify_audit(admin, reader_seal(keys))
+    assert report.ok, [str(p) for p in report.problems]
+    assert report.records == 1
+    assert report.chains[log.chain].n == 1
