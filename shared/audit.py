@@ -336,6 +336,28 @@ def _open(seal: Seal, record: StoredRecord) -> _Opened:
     return _Opened(plain=plain, signer=signer, replayed=replayed)
 
 
+def scope_role(chain: str) -> str | None:
+    """The key role a chain's scope requires of its signer (``coordinator.*``:
+    a coordinator's key, ``worker*.*``: a worker's), or None (any)."""
+    scope, dot, _ = chain.partition(".")
+    if not dot:
+        return None
+    if scope == "coordinator":
+        return "coordinator"
+    return "worker" if scope == "worker" or scope.startswith("worker-") else None
+
+
+def scope_mismatch(chain: str, signer: TrustedKey) -> str | None:
+    """Why ``signer`` may not write (or anchor) ``chain``, or None."""
+    role = scope_role(chain)
+    if role is None or signer.role == role:
+        return None
+    return (
+        f"signed by {signer.principal} ({signer.role}), but only a {role}'s key may write "
+        f"the chains of scope {chain.partition('.')[0]!r}"
+    )
+
+
 def _canonical_b64(text: str) -> bool:
     try:
         return base64.b64encode(base64.b64decode(text, validate=True)).decode() == text
@@ -489,6 +511,8 @@ class AuditVerifier:
             self._unreadable += 1
         else:
             self._check_body(record, node, n, opened)
+        if opened.signer is not None and (wrong := scope_mismatch(node, opened.signer)):
+            self.problem(f"record {n}: {wrong}", seq=seq, chain=node)
         digest = record_hash(prev, record.subject, record.headers, record.body)
         signer = opened.signer.principal if opened.signer is not None else None
         self._link(record, identity, digest, signer)
@@ -1289,6 +1313,8 @@ def read_anchor(names: Names, seal: Seal, record: StoredRecord) -> Anchor | str:
         plain, signer = checker.open(record.subject, record.headers, record.body, stored_ns=stored)
     except (ForgedMessageError, ReplayedMessageError, UndecryptableMessageError) as exc:
         return str(exc)
+    if signer is not None and (wrong := scope_mismatch(chain, signer)):
+        return wrong
     body = _decode(plain) or {}
     n, seq, digest, ts = body.get("n"), body.get("seq"), body.get("hash"), body.get("ts")
     if (
@@ -1410,6 +1436,8 @@ __all__ = [
     "reader_seal",
     "record_hash",
     "save_anchor",
+    "scope_mismatch",
+    "scope_role",
     "stream_state",
     "verify_audit",
     "verify_records",

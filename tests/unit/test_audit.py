@@ -751,3 +751,32 @@ def test_has_retention_reads_the_stream_limits() -> None:
     assert has_retention({"max_age": 86400 * 10**9})
     assert has_retention({"max_bytes": 1 << 30})
     assert has_retention({"max_msgs": 5})
+
+
+def test_a_chains_scope_binds_the_role_of_the_key_that_may_write_and_anchor_it() -> None:
+    mode = Mode(signed=True, encrypted=False)
+    for chain, node, wrong in (
+        ("coordinator.c1", "worker-a", "only a coordinator's key"),
+        ("worker-gpu.w1", "coord-1", "only a worker's key"),
+        ("worker.w1", "coord-1", "only a worker's key"),
+    ):
+        records: list[StoredRecord] = []
+        append(records, {}, chain, mode.writer(node))
+        report = verify(records, mode)
+        assert [p.seq for p in report.problems] == [1], chain
+        assert wrong in report.problems[0].what
+        subject, headers, body = build_anchor(
+            names=NAMES, seal=mode.writer(node), head=ChainHead(chain, 1, 1, "aa" * 32), ts_ns=1
+        )
+        refused = read_anchor(NAMES, mode.verifier(), StoredRecord(1, subject, headers, body))
+        assert isinstance(refused, str)
+        assert wrong in refused
+    # Controls: the right role, and scopes that bind none.
+    for chain, node in (
+        ("coordinator.c1", "coord-1"),
+        ("worker-gpu.w1", "worker-a"),
+        ("node.x", "worker-b"),
+    ):
+        records = []
+        append(records, {}, chain, mode.writer(node))
+        assert verify(records, mode).ok, chain
