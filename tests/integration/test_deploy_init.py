@@ -538,3 +538,260 @@ def test_a_workflow_runs_on_the_compose_settings(deployment: Deployment) -> None
                 proc.wait()
     for log in logs.glob("*.log"):
         assert "permissions violation" not in log.read_text().lower(), log
+
+
+# Kubernetes: the init Job's script, against a stand-in for the API server -------
+
+K8S_BASE = ROOT / "deploy" / "k8s" / "base"
+K8S_INIT = K8S_BASE / "init"
+CHART_CONF_DIR = "nats-config"
+"""The NATS chart's config directory; its includes are relative to it."""
+CHART_CERTS = "nats-certs/nats"
+"""Where the chart mounts config.nats.tls.secretName (nats-values.yaml)."""
+TOKEN = "test-token"
+
+
+class SecretsApi:
+    """The part of the Kubernetes API the init Job uses (get and create Secrets),
+    over TLS, checking the service account's token."""
+
+    def __init__(self, tls: tuple[Path, Path]) -> None:
+        import http.server
+        import ssl
+        import threading
+
+        self.secrets: dict[tuple[str, str], Doc] = {}
+        self.posts = 0
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def _answer(self, status: int, body: Doc | None = None) -> None:
+                data = json.dumps(body or {}).encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _where(self) -> list[str] | None:
+                if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                    self._answer(401)
+                    return None
+                return self.path.strip("/").split("/")  # api v1 namespaces NS secrets [NAME]
+
+            def do_GET(self) -> None:
+                where = self._where()
+                if where is not None:
+                    secret = api.secrets.get((where[3], where[5]))
+                    self._answer(200 if secret else 404, secret)
+
+            def do_POST(self) -> None:
+                where = self._where()
+                if where is None:
+                    return
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                key = (where[3], body["metadata"]["name"])
+                api.posts += 1
+                if key in api.secrets:
+                    self._answer(409)
+                else:
+                    api.secrets[key] = body
+                    self._answer(201, body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(tls[0]), str(tls[1]))
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        port: int = self.server.server_address[1]
+        return port
+
+    def files(self, namespace: str, name: str) -> dict[str, bytes]:
+        import base64
+
+        data = self.secrets[(namespace, name)]["data"]
+        return {key: base64.b64decode(value) for key, value in data.items()}
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class K8sInit:
+    root: Path
+    api: SecretsApi
+    job: Doc
+
+    def run(self) -> subprocess.CompletedProcess[str]:
+        """init/init.sh as the Job's container runs it, its directories moved here."""
+        (container,) = self.job["spec"]["template"]["spec"]["containers"]
+        work = self.root / f"run-{time.monotonic_ns()}"
+        env = {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(ROOT),
+            "HOME": str(self.root),
+            "AGENTICFLOW_PREFIX": "af",  # configmap.yaml's
+            **{e["name"]: e["value"] for e in container["env"] if "value" in e},
+            "AF_SECRETS": str(work / "generated"),
+            "AF_EXPORT": str(work / "export"),
+            "AF_INIT": str(K8S_INIT),
+            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            "KUBERNETES_SERVICE_PORT": str(self.api.port),
+            "SERVICE_ACCOUNT_DIR": str(self.root / "serviceaccount"),
+        }
+        command = [*container["command"][:-1], str(K8S_INIT / "init.sh")]
+        return subprocess.run(  # the Job's own command
+            command, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+
+
+@pytest.fixture(scope="module")
+def k8s_init(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K8sInit]:
+    from agenticflow.natsauth import make_test_ca
+
+    root = tmp_path_factory.mktemp("k8s-init")
+    account = root / "serviceaccount"
+    account.mkdir()
+    ca, cert, key = make_test_ca(account, ["127.0.0.1"])
+    shutil.copy(ca, account / "ca.crt")
+    (account / "token").write_text(TOKEN + "\n")
+    api = SecretsApi((cert, key))
+    jobs = [
+        d
+        for d in yaml.safe_load_all((K8S_BASE / "init-job.yaml").read_text())
+        if d and d["kind"] == "Job"
+    ]
+    try:
+        yield K8sInit(root, api, jobs[0])
+    finally:
+        api.stop()
+
+
+def test_the_k8s_init_job_publishes_each_roles_secret_once(k8s_init: K8sInit) -> None:
+    first = k8s_init.run()
+    assert first.returncode == 0, first.stderr + first.stdout
+    api = k8s_init.api
+    assert sorted(api.secrets) == [
+        ("agenticflow", "agenticflow-cli"),
+        ("agenticflow", "agenticflow-coordinator"),
+        ("agenticflow", "agenticflow-worker"),
+        ("nats", "nats-auth"),
+    ]
+    assert sorted(api.files("agenticflow", "agenticflow-worker")) == [
+        "ca.pem",
+        "data-keys.json",
+        "trust.json",
+        "worker-agents.nk",
+        "worker.key",
+    ]
+    assert sorted(api.files("nats", "nats-auth")) == [
+        "auth.conf",
+        "cluster.conf",
+        "server-key.pem",
+        "server.pem",
+    ]
+    posts, before = api.posts, {k: json.dumps(v) for k, v in api.secrets.items()}
+    again = k8s_init.run()
+    assert again.returncode == 0, again.stderr
+    assert "already in place" in again.stdout
+    assert (api.posts, {k: json.dumps(v) for k, v in api.secrets.items()}) == (posts, before)
+
+    # Some Secrets but not all: stop, never generate a second set beside them.
+    saved = api.secrets.pop(("nats", "nats-auth"))
+    try:
+        partial = k8s_init.run()
+        assert partial.returncode != 0
+        assert "only some Secrets exist" in partial.stdout
+        assert api.posts == posts
+    finally:
+        api.secrets[("nats", "nats-auth")] = saved
+
+
+def _materialize(api: SecretsApi, deployment: Doc, into: Path) -> None:
+    """A Deployment's Secret volume as the kubelet lays it out (items -> paths)."""
+    spec = deployment["spec"]["template"]["spec"]
+    (volume,) = [v for v in spec["volumes"] if "secret" in v]
+    files = api.files("agenticflow", volume["secret"]["secretName"])
+    for item in volume["secret"]["items"]:
+        target = into / item["path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(files[item["key"]])
+
+
+async def test_nats_as_the_chart_runs_it_refuses_anonymous_and_admits_the_worker(
+    k8s_init: K8sInit,
+) -> None:
+    """The nats-auth Secret where the chart mounts it, the includes of
+    nats-values.yaml, and the worker pod's Secret volume: TLS and users work."""
+    if not k8s_init.api.secrets:
+        assert k8s_init.run().returncode == 0
+    etc = k8s_init.root / "etc"
+    certs = etc / CHART_CERTS
+    certs.mkdir(parents=True, exist_ok=True)
+    for name, data in k8s_init.api.files("nats", "nats-auth").items():
+        (certs / name).write_bytes(data)
+    values = yaml.safe_load((ROOT / "deploy" / "k8s" / "nats-values.yaml").read_text())["config"]
+    tls = values["nats"]["tls"]
+    conf_dir = etc / CHART_CONF_DIR
+    conf_dir.mkdir(exist_ok=True)
+    # What the chart renders from these values, minus the cluster (one server here).
+    conf = conf_dir / "nats.conf"
+    conf.write_text(
+        f"include {values['merge']['00$include']};\n"
+        f"listen: 127.0.0.1:{free_port()}\n"
+        f"tls {{ cert_file: {json.dumps(str(certs / tls['cert']))}, "
+        f"key_file: {json.dumps(str(certs / tls['key']))} }}\n"
+        f"jetstream {{ store_dir: {json.dumps(str(k8s_init.root / 'data'))} }}\n"
+    )
+    # The cluster block, as rendered, parses with init's cluster.conf.
+    clustered = conf_dir / "clustered.conf"
+    routes = values["cluster"]["merge"]["00$include"]
+    clustered.write_text(
+        conf.read_text() + f"cluster {{ include {routes}; name: nats; port: 6222 }}\n"
+    )
+    checked = await asyncio.to_thread(
+        subprocess.run,
+        [nats_server_binary(), "-c", str(clustered), "-t"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+
+    workers = [
+        d
+        for d in yaml.safe_load_all((K8S_BASE / "worker.yaml").read_text())
+        if d and d["kind"] == "Deployment"
+    ]
+    pod = k8s_init.root / "worker-pod"
+    _materialize(k8s_init.api, workers[0], pod)
+    server = NatsServer(store_dir=k8s_init.root / "log", config_file=conf)
+    server.start()
+    try:
+        env = {
+            e["name"]: e["value"]
+            for e in workers[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+            if "value" in e and e["name"].startswith("AGENTICFLOW_")
+        }
+        configmap = yaml.safe_load((K8S_BASE / "configmap.yaml").read_text())["data"]
+        fields = {
+            k.removeprefix("AGENTICFLOW_").lower(): str(v).replace(SECRETS_ROOT, str(pod))
+            for k, v in {**configmap, **env}.items()
+            if k.startswith("AGENTICFLOW_")
+        }
+        fields["nats_url"] = server.url
+        worker = Settings.model_validate(fields)
+        nc = await nats.connect(servers=[server.url], connect_timeout=2, **connect_options(worker))
+        await nc.close()
+        said = await _refused(worker.model_copy(update={"nats_nkey_seed_file": None}))
+        assert "authorization violation" in said.lower(), said
+    finally:
+        server.stop()

@@ -51,12 +51,17 @@ from worker.app import load_app
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
+BASE = K8S / "base"
+DEV = K8S / "dev"
+NATS_NS = K8S / "nats"
+SECCOMP = K8S / "seccomp"
+INIT_SH = BASE / "init" / "init.sh"
 SCHEMAS = DEPLOY / "schemas"
 COMPOSE_FILE = DEPLOY / "compose.yaml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 NATS_VALUES = K8S / "nats-values.yaml"
-KUSTOMIZATION = K8S / "kustomization.yaml"
-NOT_MANIFESTS = {KUSTOMIZATION.name, NATS_VALUES.name}
+KUSTOMIZATION = BASE / "kustomization.yaml"
+NOT_MANIFESTS = {KUSTOMIZATION.name}
 K8S_VERSION = "1.30"
 """Oldest Kubernetes the manifests must apply to (bundled by kubernetes-validate)."""
 NATS_RELEASE = "nats"
@@ -76,8 +81,8 @@ def load_documents(path: Path) -> list[Doc]:
 
 
 def manifest_files() -> list[Path]:
-    """The Kubernetes manifests in deploy/k8s (not kustomization or Helm values)."""
-    return sorted(p for p in K8S.glob("*.yaml") if p.name not in NOT_MANIFESTS)
+    """The Kubernetes manifests in deploy/k8s/base (not its kustomization)."""
+    return sorted(p for p in BASE.glob("*.yaml") if p.name not in NOT_MANIFESTS)
 
 
 def manifests() -> list[Doc]:
@@ -307,8 +312,12 @@ def _container_problems(
     if "ALL" not in security.get("capabilities", {}).get("drop", []):
         problems.append(f"{where}: capabilities do not drop ALL")
     seccomp = security.get("seccompProfile") or pod_security.get("seccompProfile") or {}
-    if seccomp.get("type") != "RuntimeDefault":
-        problems.append(f"{where}: seccompProfile is not RuntimeDefault")
+    shipped = SECCOMP / Path(str(seccomp.get("localhostProfile", "-"))).name
+    if not (
+        seccomp.get("type") == "RuntimeDefault"
+        or (seccomp.get("type") == "Localhost" and shipped.is_file())
+    ):
+        problems.append(f"{where}: seccompProfile is not RuntimeDefault or one shipped in seccomp/")
     if security.get("readOnlyRootFilesystem") is not True:
         problems.append(f"{where}: the root filesystem is writable")
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
@@ -409,6 +418,7 @@ class NatsTopology:
     namespace: str = NATS_RELEASE
     release: str = NATS_RELEASE
     client_port: int = 4222
+    tls: bool = False
 
     @property
     def headless(self) -> str:
@@ -419,7 +429,7 @@ class NatsTopology:
     def client_urls(self) -> list[str]:
         """The URL of every server pod of the StatefulSet."""
         return [
-            f"nats://{self.release}-{i}.{self.headless}:{self.client_port}"
+            f"{'tls' if self.tls else 'nats'}://{self.release}-{i}.{self.headless}:{self.client_port}"
             for i in range(self.replicas)
         ]
 
@@ -430,6 +440,7 @@ def nats_topology(values: Mapping[str, Any]) -> NatsTopology:
     return NatsTopology(
         replicas=int(config.get("cluster", {}).get("replicas", 1)),
         monitor_port=int(config.get("monitor", {}).get("port", 8222)),
+        tls=bool(config.get("nats", {}).get("tls", {}).get("enabled", False)),
     )
 
 
@@ -941,12 +952,17 @@ def test_every_manifest_document_is_valid_for_its_schema() -> None:
     assert kinds == [
         "ConfigMap",
         "Deployment",
+        "Job",
         "Namespace",
         "PodDisruptionBudget",
+        "Role",
+        "RoleBinding",
         "ScaledObject",
         "Service",
         "ServiceAccount",
     ]
+    nats_docs = [doc for path in sorted(NATS_NS.glob("*.yaml")) for doc in load_documents(path)]
+    docs += [doc for doc in nats_docs if doc.get("kind") != "Kustomization"]
     problems = [p for doc in docs for p in manifest_problems(doc)]
     assert problems == []
 
@@ -1144,7 +1160,10 @@ def test_nats_values_use_only_keys_the_chart_reads(k8s: K8s) -> None:
 
 def test_nats_values_give_a_3_node_jetstream_cluster_on_disk_with_monitoring(k8s: K8s) -> None:
     config = k8s.nats_values["config"]
-    assert config["cluster"] == {"enabled": True, "replicas": 3}
+    assert {k: config["cluster"][k] for k in ("enabled", "replicas")} == {
+        "enabled": True,
+        "replicas": 3,
+    }
     jetstream = config["jetstream"]
     assert jetstream["enabled"] is True
     assert jetstream["fileStore"]["enabled"] is True
@@ -1152,6 +1171,301 @@ def test_nats_values_give_a_3_node_jetstream_cluster_on_disk_with_monitoring(k8s
     assert re.fullmatch(r"\d+[GT]i", jetstream["fileStore"]["pvc"]["size"])
     assert config["monitor"] == {"enabled": True, "port": 8222}
     assert k8s.nats_values["container"]["image"]["tag"].startswith("2.11")
+
+
+# ===========================================================================
+# Tests: Kubernetes, secure by default
+# ===========================================================================
+
+ROLE_SECRETS = {
+    "agenticflow-coordinator": ("coordinator", "coordinator.nk"),
+    "agenticflow-worker": ("worker", "worker-agents.nk"),
+}
+
+
+def init_secrets() -> dict[str, str]:
+    """NAMESPACE/NAME -> role directory, as init/init.sh publishes them."""
+    found = re.search(r'^secrets_list="([^"]*)"', INIT_SH.read_text(), re.M)
+    assert found is not None, "init.sh names no Secrets"
+    return dict(item.split("=", 1) for item in found.group(1).split())
+
+
+def init_shares(script: str) -> dict[str, list[str]]:
+    """Role directory -> the files a script's ``share`` lines give it."""
+    shares: dict[str, list[str]] = {}
+    for line in script.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "share":
+            shares[words[1]] = words[2:]
+    return shares
+
+
+def credentials_problems(deployment: Mapping[str, Any], env: Mapping[str, str]) -> list[str]:
+    """A Deployment mounts exactly one Secret, its own role's, on
+    /etc/agenticflow, with the files init gives that role and nothing else, and
+    its settings point into it."""
+    name = deployment["metadata"]["name"]
+    role, seed_file = ROLE_SECRETS.get(name, ("?", "?"))
+    spec = pod_spec(deployment)
+    secrets = [v for v in spec.get("volumes", []) if "secret" in v]
+    problems: list[str] = []
+    if [v["secret"]["secretName"] for v in secrets] != [name]:
+        return [
+            f"{name}: mounts Secrets {[v['secret']['secretName'] for v in secrets]}, not {name}"
+        ]
+    items = {i["key"]: i["path"] for i in secrets[0]["secret"].get("items", [])}
+    published = init_shares(INIT_SH.read_text()).get(init_secrets().get(f"agenticflow/{name}", ""))
+    if published is None:
+        problems.append(f"{name}: the init Job does not publish its Secret")
+    elif sorted(items.values()) != sorted(published):
+        problems.append(f"{name}: mounts {sorted(items.values())}, init gives {sorted(published)}")
+    mounts = [
+        m
+        for c in spec["containers"]
+        for m in c.get("volumeMounts", [])
+        if m["name"] == secrets[0]["name"]
+    ]
+    if [m["mountPath"] for m in mounts] != [SECRETS_MOUNT] or not mounts[0].get("readOnly"):
+        problems.append(f"{name}: its Secret is not mounted read-only on {SECRETS_MOUNT}")
+    container_env = {
+        e["name"]: e.get("value", "") for c in spec["containers"] for e in c.get("env", [])
+    }
+    merged = {**env, **container_env}
+    expected = {
+        "AGENTICFLOW_NATS_NKEY_SEED_FILE": f"{SECRETS_MOUNT}/nats/{seed_file}",
+        "AGENTICFLOW_NATS_TLS_CA_FILE": f"{SECRETS_MOUNT}/nats/ca.pem",
+        "AGENTICFLOW_SECURITY_DIR": f"{SECRETS_MOUNT}/keys",
+        "AGENTICFLOW_PRINCIPAL": role,
+    }
+    problems.extend(
+        f"{name}: {k} is {merged.get(k)!r}, not {v!r}"
+        for k, v in expected.items()
+        if merged.get(k) != v
+    )
+    if f"nats/{seed_file}" not in items.values() or f"keys/{role}.key" not in items.values():
+        problems.append(f"{name}: its own seed or signing key is not mounted")
+    return problems
+
+
+def test_every_pod_mounts_only_its_own_roles_secret(k8s: K8s) -> None:
+    for deployment in (k8s.coordinator, k8s.worker):
+        assert credentials_problems(deployment, k8s.settings_env) == []
+    # Only the init Job's pod gets an API token (it creates the Secrets).
+    tokens = [
+        d["metadata"]["name"]
+        for d in k8s.docs
+        if d["kind"] in ("Deployment", "Job")
+        and pod_spec(d).get("automountServiceAccountToken") is not False
+    ]
+    assert tokens == ["agenticflow-init"]
+    assert init_secrets() == {
+        "agenticflow/agenticflow-coordinator": "coordinator",
+        "agenticflow/agenticflow-worker": "worker",
+        "agenticflow/agenticflow-cli": "cli",
+        "nats/nats-auth": "nats",
+    }
+
+
+def test_credential_checks_catch_a_foreign_secret_and_an_extra_key(k8s: K8s) -> None:
+    worker = copy.deepcopy(k8s.worker)
+    pod_spec(worker)["volumes"][-1]["secret"]["secretName"] = "agenticflow-coordinator"
+    assert (
+        "mounts Secrets ['agenticflow-coordinator']"
+        in credentials_problems(worker, k8s.settings_env)[0]
+    )
+    worker = copy.deepcopy(k8s.worker)
+    items = pod_spec(worker)["volumes"][-1]["secret"]["items"]
+    items.append({"key": "coordinator.key", "path": "keys/coordinator.key"})
+    assert "init gives" in " ".join(credentials_problems(worker, k8s.settings_env))
+    env = dict(k8s.settings_env, AGENTICFLOW_SECURITY_DIR="/tmp/keys")
+    assert "AGENTICFLOW_SECURITY_DIR" in " ".join(credentials_problems(k8s.worker, env))
+
+
+def test_the_k8s_init_job_generates_what_the_compose_init_does(compose: Doc) -> None:
+    """Same commands (nats-config, keys init, route password) and the same
+    files per role; only NATS's share differs (the chart writes its own config)."""
+    k8s_script = INIT_SH.read_text()
+    compose_lines = [
+        line
+        for line in init_script(compose).splitlines()
+        if not line.startswith(("share nats ", "echo "))
+    ]
+    k8s_lines = k8s_script.splitlines()
+    start = k8s_lines.index(compose_lines[0])
+    assert k8s_lines[start : start + len(compose_lines)] == compose_lines
+    shares = init_shares(k8s_script)
+    assert {r: f for r, f in shares.items() if r != "nats"} == {
+        r: f for r, f in init_shares(init_script(compose)).items() if r != "nats"
+    }
+    assert sorted(shares["nats"]) == ["nats/cluster.conf", "nats/server-key.pem", "nats/server.pem"]
+    assert "sed -n '/^authorization {/,$p'" in k8s_script  # the users block, into auth.conf
+    job = one(manifests(), "Job", "agenticflow-init")
+    (container,) = pod_spec(job)["containers"]
+    mounted = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}
+    for path in (SECRETS_MOUNT, EXPORT_ROOT):
+        assert volumes[mounted[path]]["emptyDir"]["medium"] == "Memory", path
+    assert container["command"] == ["sh", "/opt/agenticflow-init/init.sh"]
+    generator = load_documents(KUSTOMIZATION)[0]["configMapGenerator"][0]
+    assert generator["files"] == ["init/init.sh", "init/publish_secrets.py"]
+    assert volumes[mounted["/opt/agenticflow-init"]]["configMap"]["name"] == generator["name"]
+    hosts = {e["name"]: e.get("value") for e in container["env"]}["NATS_ROUTE_HOSTS"].split()
+    assert hosts == [f"{NATS_RELEASE}-{i}.{NATS_RELEASE}-headless" for i in range(3)]
+
+
+def test_nats_values_turn_on_tls_users_and_route_credentials(k8s: K8s) -> None:
+    config = k8s.nats_values["config"]
+    tls = config["nats"]["tls"]
+    assert tls == {
+        "enabled": True,
+        "secretName": "nats-auth",
+        "cert": "server.pem",
+        "key": "server-key.pem",
+    }
+    # The chart mounts the secret on /etc/nats-certs/nats; includes are
+    # relative to /etc/nats-config.
+    assert config["merge"]["00$include"] == "../nats-certs/nats/auth.conf"
+    assert config["cluster"]["merge"]["00$include"] == "../nats-certs/nats/cluster.conf"
+    assert {"op": "remove", "path": "/routes"} in config["cluster"]["patch"]
+    assert "nats/nats-auth" in init_secrets()
+    assert "routeURLs" not in config["cluster"], "route credentials in values would be public"
+    dev = load_documents(DEV / "nats-values.yaml")[0]["config"]
+    assert "tls" not in dev.get("nats", {})
+    assert "00$include" not in dev.get("merge", {})
+
+
+def test_the_nats_network_policy_admits_clients_peers_and_keda_only() -> None:
+    (policy,) = [
+        d for d in load_documents(NATS_NS / "network-policy.yaml") if d["kind"] == "NetworkPolicy"
+    ]
+    assert kubernetes_problems(policy) == []
+    assert policy["metadata"]["namespace"] == NATS_RELEASE
+    labels = {"app.kubernetes.io/name": "nats", "app.kubernetes.io/component": "nats"}
+    assert policy["spec"]["podSelector"]["matchLabels"] == labels  # the chart's pod labels
+    rules = {rule["ports"][0]["port"]: rule["from"][0] for rule in policy["spec"]["ingress"]}
+    assert rules == {
+        4222: {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "agenticflow"}}
+        },
+        6222: {"podSelector": {"matchLabels": labels}},
+        8222: {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}},
+    }
+    rbac = {d["kind"]: d for d in load_documents(NATS_NS / "init-rbac.yaml")}
+    assert rbac["RoleBinding"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "agenticflow-init", "namespace": "agenticflow"}
+    ]
+    assert rbac["Role"]["rules"][1]["resourceNames"] == ["nats-auth"]
+
+
+def seccomp_problems(profile: Mapping[str, Any]) -> list[str]:
+    """A Localhost profile that denies by default and allows, beyond what
+    RuntimeDefault allows a container without capabilities, only unshare of
+    user, pid and network namespaces, and chroot."""
+    problems: list[str] = []
+    if profile.get("defaultAction") != "SCMP_ACT_ERRNO":
+        problems.append(f"defaultAction is {profile.get('defaultAction')}, not SCMP_ACT_ERRNO")
+    allowed: dict[str, list[Any]] = {}
+    for rule in profile.get("syscalls", []):
+        if rule.get("action") == "SCMP_ACT_ALLOW":
+            for name in rule["names"]:
+                allowed.setdefault(name, []).append(rule.get("args"))
+    never = (
+        "mount",
+        "umount2",
+        "setns",
+        "bpf",
+        "pivot_root",
+        "init_module",
+        "kexec_load",
+        "clone3",
+    )
+    problems.extend(f"allows {name}" for name in never if name in allowed)
+    unshare = allowed.get("unshare", [])
+    sandbox = 0x10000000 | 0x20000000 | 0x40000000
+    wanted = [
+        [{"index": 0, "value": 0xFFFFFFFF & ~sandbox, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]
+    ]
+    if unshare != wanted:
+        problems.append(f"unshare is allowed as {unshare}, not for user, pid and network only")
+    clone = allowed.get("clone", [])
+    if any(not args for args in clone):
+        problems.append("clone is allowed with namespace flags")
+    if allowed.get("chroot") != [None]:
+        problems.append("chroot is not allowed")
+    return problems
+
+
+def test_the_worker_pod_lets_the_sandbox_unshare_and_nothing_more(k8s: K8s) -> None:
+    spec = pod_spec(k8s.worker)
+    assert spec["hostUsers"] is False
+    seccomp = spec["securityContext"]["seccompProfile"]
+    assert seccomp == {"type": "Localhost", "localhostProfile": "profiles/agenticflow-worker.json"}
+    profile = load_json(SECCOMP / "agenticflow-worker.json")
+    assert seccomp_problems(profile) == []
+    names = {n for rule in profile["syscalls"] for n in rule["names"]}
+    assert {"read", "write", "openat", "execve", "socket", "clone", "unshare", "chroot"} <= names
+    # Neither AppArmor nor capabilities are loosened; the coordinator keeps RuntimeDefault.
+    assert "appArmorProfile" not in json.dumps(k8s.worker)
+    assert pod_spec(k8s.coordinator)["securityContext"]["seccompProfile"] == {
+        "type": "RuntimeDefault"
+    }
+    loose = copy.deepcopy(profile)
+    loose["syscalls"].append({"names": ["unshare", "mount"], "action": "SCMP_ACT_ALLOW"})
+    loose["syscalls"] = [r for r in loose["syscalls"] if r["names"] != ["chroot"]]
+    problems = " | ".join(seccomp_problems(loose))
+    assert "allows mount" in problems
+    assert "not for user, pid and network only" in problems
+    assert "chroot is not allowed" in problems
+
+
+def _kustomize(path: Path) -> list[Doc]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl (kustomize) is not installed")
+    built = subprocess.run(  # noqa: PLW1510 - the return code is checked
+        [kubectl, "kustomize", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert built.returncode == 0, built.stderr
+    return [doc for doc in yaml.safe_load_all(built.stdout) if doc]
+
+
+def insecure_objects(docs: list[Doc]) -> list[str]:
+    """Objects that talk to NATS in plain text, run without their credentials,
+    or let sandboxed tools run without isolation."""
+    found = []
+    for doc in docs:
+        name = f"{doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] == "ConfigMap" and str(
+            doc.get("data", {}).get("AGENTICFLOW_NATS_URL", "tls://")
+        ).startswith("nats://"):
+            found.append(name)
+        if doc["kind"] == "Deployment":
+            text = json.dumps(pod_spec(doc))
+            if "secretName" not in text or "AGENTICFLOW_ALLOW_WEAK_SANDBOX" in text:
+                found.append(name)
+    return found
+
+
+def test_the_dev_overlay_is_the_only_insecure_kubernetes_variant() -> None:
+    secure = _kustomize(K8S)
+    assert insecure_objects(secure) == []
+    assert {d["kind"] for d in secure} >= {"Job", "Role", "RoleBinding", "Deployment"}
+    dev = _kustomize(DEV)
+    assert insecure_objects(dev) == [
+        "ConfigMap/agenticflow-config",
+        "Deployment/agenticflow-coordinator",
+        "Deployment/agenticflow-worker",
+    ]
+    assert not [d for d in dev if "init" in d["metadata"]["name"]]
+    # No other file in deploy/k8s names a plain nats:// URL or the weak sandbox.
+    for path in K8S.rglob("*.yaml"):
+        if DEV in path.parents:
+            continue
+        text = "\n".join(
+            line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")
+        )
+        assert "nats://nats-" not in text, path
+        assert "ALLOW_WEAK_SANDBOX" not in text, path
 
 
 # ===========================================================================
