@@ -97,6 +97,16 @@ MetricsPortOpt = Annotated[
         "(0: any free one).",
     ),
 ]
+WeakSandboxOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-weak-sandbox",
+        help="Run sandboxed tools even where the kernel refuses user namespaces (host "
+        "network, the worker's user, only an audit hook on files): a warning at start-up and "
+        "in `health`. Default: such calls fail and the tool is not run. Also "
+        "AGENTICFLOW_ALLOW_WEAK_SANDBOX=1.",
+    ),
+]
 
 
 def _settings(nats: str | None, prefix: str | None, **more: Any) -> Settings:
@@ -211,9 +221,12 @@ def worker(
     nats: NatsOpt = None,
     prefix: PrefixOpt = None,
     metrics_port: MetricsPortOpt = None,
+    allow_weak_sandbox: WeakSandboxOpt = False,
 ) -> None:
     """Run a worker hosting the agents of an app."""
-    settings = _settings(nats, prefix, metrics_port=metrics_port)
+    settings = _settings(
+        nats, prefix, metrics_port=metrics_port, allow_weak_sandbox=allow_weak_sandbox or None
+    )
     agent_app = _load_app(app_spec)
     _check_route(route)
     _serve(
@@ -278,6 +291,7 @@ def dev(
             help="With --secure: write (and keep) the credentials here (default: temporary).",
         ),
     ] = None,
+    allow_weak_sandbox: WeakSandboxOpt = False,
 ) -> None:
     """Start an embedded nats-server, a coordinator and N workers; Ctrl-C stops all."""
     from agenticflow.devcluster import DevCluster
@@ -290,6 +304,7 @@ def dev(
         prefix=prefix or "af",
         secure=secure,
         secure_dir=secure_dir,
+        env={"AGENTICFLOW_ALLOW_WEAK_SANDBOX": "1"} if allow_weak_sandbox else None,
     )
 
     async def main() -> None:

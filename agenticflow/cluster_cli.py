@@ -14,6 +14,7 @@ cluster already runs in that directory (``up``); 3 the cluster did not start
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agenticflow.cli import EXIT_INPUT, EXIT_TIMEOUT, EXIT_UNREACHABLE, JsonOpt, _print_json, app
+from agenticflow.cli import (
+    EXIT_INPUT,
+    EXIT_TIMEOUT,
+    EXIT_UNREACHABLE,
+    JsonOpt,
+    WeakSandboxOpt,
+    _print_json,
+    app,
+)
 from agenticflow.localcluster import (
     DEFAULT_APP,
     DEFAULT_DIR,
@@ -114,8 +123,11 @@ def up(  # noqa: PLR0917 - a typer command: one parameter per option
         float, typer.Option(min=1, help="Seconds to wait for the cluster to be ready.")
     ] = 120.0,
     as_json: JsonOpt = False,
+    allow_weak_sandbox: WeakSandboxOpt = False,
 ) -> None:
     """Start the cluster in the background; return once it is ready."""
+    if allow_weak_sandbox:  # the supervisor and every worker inherit it
+        os.environ["AGENTICFLOW_ALLOW_WEAK_SANDBOX"] = "1"
     try:
         spec = ClusterSpec.build(
             nodes=nodes,

@@ -265,6 +265,14 @@ def print_health(console: Console, reports: list[dict[str, Any]]) -> None:
             (str(report.get("node")), p) for p in (report.get("worker") or {}).get("pools", [])
         )
     console.print(table)
+    for report in reports:
+        for warning in report.get("warnings") or []:
+            console.print(
+                f"warning: {report.get('kind', '')} {report.get('node', '')}: {warning}",
+                style="yellow",
+                markup=False,
+                highlight=False,
+            )
     if pools:
         pool_table = Table(show_edge=False, pad_edge=False, title="resource pools")
         for column in ("node", "pool", "in use", "idle", "limit", "waits", "max wait"):

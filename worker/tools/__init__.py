@@ -52,6 +52,7 @@ def task_toolbox(
     effects: Effects | None,
     publish: AuditPublish,
     security: SecurityContext | None = None,
+    allow_weak_sandbox: bool = False,
 ) -> ToolBox:
     """The worker runtime's ToolBox for one task attempt (cluster-wide state)."""
     return ToolBox(
@@ -66,6 +67,7 @@ def task_toolbox(
         effects=effects,
         publish=publish,
         security=security,
+        allow_weak_sandbox=allow_weak_sandbox,
     )
 
 

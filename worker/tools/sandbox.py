@@ -40,24 +40,41 @@ leftovers   killed and reaped by the supervisor, a subreaper (so a detached
 ==========  ===========================================================
 
 Where the kernel cannot (no user namespaces for unprivileged users, a seccomp
-filter against ``unshare`` as in Docker's default profile, no CAP_SYS_CHROOT):
+filter against ``unshare`` as in Docker's and Kubernetes' RuntimeDefault
+profile, no CAP_SYS_CHROOT), the sandbox **fails closed**: the tool is not
+run, and the call fails with :class:`~shared.errors.SandboxIsolationError`
+(non-retryable) naming what is missing. Full isolation means a chroot jail,
+a network namespace when ``network=False``, and a user of its own (the
+worker's user only inside a user namespace). Only the operator may accept
+less, by name: ``agenticflow worker --allow-weak-sandbox``
+(``AGENTICFLOW_ALLOW_WEAK_SANDBOX=1``, ``Settings.allow_weak_sandbox``); the
+worker then warns at start-up and in its health report, and a tool declared
+with ``SandboxLimits(require_isolation=True)`` is still refused. What such a
+weak sandbox gives:
 
 - as root, the pid and network namespaces need no user namespace and chroot
   needs none either; without ``unshare`` the tool keeps the host's network,
   and its leftovers are found by uid and by descent;
 - as another user without a user namespace there is no chroot: a Python audit
-  hook refuses file access outside the directory, new programs, ctypes and
-  signals to other processes (``jail="audit-hook"``). **It is not a security
-  boundary**: a C extension or a ctypes object made before goes around it.
-  The tool keeps the host's network and runs as the worker's user, and
-  RLIMIT_NPROC counts all that user's processes (the limit is raised by
-  their number when the tool starts).
+  hook (with guards on the ``os`` functions Python does not audit) refuses
+  file access outside the directory, whether by path or through a directory
+  descriptor (``dir_fd``, ``os.scandir(fd)``, ``os.fchdir``), paths with
+  ``..``, symbolic links pointing out, new programs, ctypes and signals to
+  other processes (``jail="audit-hook"``): so ``/proc`` (the worker's
+  ``environ``) and the key directory are out of reach of ordinary Python
+  code. **It is not a security boundary**: a C extension or a ctypes object
+  made before goes around it. The tool keeps the host's network and runs as
+  the worker's user, and RLIMIT_NPROC counts all that user's processes (the
+  limit is raised by their number when the tool starts).
 
 What one call got is an :class:`Isolation` (:func:`sandbox_run` returns it);
-short of full isolation (chroot and, with ``network=False``, a network
-namespace) the worker logs a warning once per tool, or, with
-``SandboxLimits(require_isolation=True)``, refuses to run the tool
-(SandboxError).
+a weak call allowed by the operator is logged once per tool.
+
+The tool process inherits nothing secret from the worker: its environment is
+``PATH``, ``LANG``, ``HOME``, ``TMPDIR`` and ``PYTHONDONTWRITEBYTECODE`` only
+(no ``AGENTICFLOW_*`` setting, no NATS credentials), no descriptor but its
+pipes, and the interpreter runs isolated (``-I``: no ``PYTHON*`` variables,
+no user site).
 
 A tool author must know: the tool sees only its working directory (``/``
 inside the chroot, also ``HOME`` and ``TMPDIR``), so what it imports must be
@@ -92,7 +109,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from shared.codec import pack, unpack
-from shared.errors import AgenticFlowError, ConfigError, SandboxError, ToolTimeoutError
+from shared.errors import (
+    AgenticFlowError,
+    ConfigError,
+    SandboxError,
+    SandboxIsolationError,
+    ToolTimeoutError,
+)
 from worker.tools.spec import SandboxLimits, Tool, ToolCall, plain, vars_of
 
 log = logging.getLogger(__name__)
@@ -143,6 +166,9 @@ class Isolation:
     user_namespace: bool = False
     uid: int = -1
     """The user the tool ran as, seen from outside any user namespace."""
+    same_user: bool = False
+    """The tool ran as the worker's own user outside any user namespace (it
+    may signal, trace and read the files of the worker's processes)."""
 
     def gaps(self, limits: SandboxLimits) -> list[str]:
         """What falls short of full isolation under ``limits`` (empty: nothing)."""
@@ -151,6 +177,8 @@ class Isolation:
             missing.append("no chroot jail (only an audit hook guards the files)")
         if not limits.network and not self.network_isolated:
             missing.append("no network namespace (the host's network is reachable)")
+        if self.same_user:
+            missing.append("no user of its own (it runs as the worker's user)")
         return missing
 
 
@@ -163,24 +191,37 @@ class SandboxRun:
 
 
 async def run_sandboxed(
-    tool: Tool, params: dict[str, Any], call: ToolCall, *, without: Collection[str] = ()
+    tool: Tool,
+    params: dict[str, Any],
+    call: ToolCall,
+    *,
+    without: Collection[str] = (),
+    allow_weak: bool = False,
 ) -> Any:
     """Run ``tool`` with ``params`` in a sandboxed process; returns its result.
 
-    Raises ToolTimeoutError after ``tool.timeout_s`` (every process of the call
-    is killed) and SandboxError when the tool fails in any other way.
+    ``allow_weak``: the operator accepts less than full isolation
+    (``Settings.allow_weak_sandbox``). Raises SandboxIsolationError where the
+    kernel cannot isolate the tool as declared (the tool is not run),
+    ToolTimeoutError after ``tool.timeout_s`` (every process of the call is
+    killed) and SandboxError when the tool fails in any other way.
     """
-    return (await sandbox_run(tool, params, call, without=without)).result
+    return (await sandbox_run(tool, params, call, without=without, allow_weak=allow_weak)).result
 
 
 async def sandbox_run(
-    tool: Tool, params: dict[str, Any], call: ToolCall, *, without: Collection[str] = ()
+    tool: Tool,
+    params: dict[str, Any],
+    call: ToolCall,
+    *,
+    without: Collection[str] = (),
+    allow_weak: bool = False,
 ) -> SandboxRun:
     """:func:`run_sandboxed`, also reporting how the call was isolated.
 
     ``without`` names :data:`MECHANISMS` to do without, as on a kernel (or a
     user) that cannot have them: for tests. Raises ConfigError for an unknown
-    mechanism, ToolTimeoutError and SandboxError.
+    mechanism, SandboxIsolationError, ToolTimeoutError and SandboxError.
     """
     unknown = set(without) - MECHANISMS
     if unknown:
@@ -196,6 +237,7 @@ async def sandbox_run(
             "limits": vars_of(tool.limits),
             "timeout_s": tool.timeout_s,
             "without": sorted(without),
+            "allow_weak": allow_weak,
         }
     )
     env = {
@@ -229,7 +271,7 @@ async def sandbox_run(
             await _stop(proc)
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
-    return _answer(tool, proc.returncode or 0, out, err)
+    return _answer(tool, proc.returncode or 0, out, err, allow_weak=allow_weak)
 
 
 async def _exchange(proc: asyncio.subprocess.Process, request: bytes) -> tuple[bytes, bytes]:
@@ -301,10 +343,35 @@ def _timed_out(tool: Tool) -> ToolTimeoutError:
 
 @functools.cache
 def _warn_once(tool: str, gaps: str) -> None:
-    log.warning("sandboxed tool %r runs with weaker isolation here: %s", tool, gaps)
+    log.warning(
+        "sandboxed tool %r runs with weaker isolation here (allowed by --allow-weak-sandbox): %s",
+        tool,
+        gaps,
+    )
 
 
-def _answer(tool: Tool, code: int, out: bytes, err: bytes) -> SandboxRun:
+def _refused(tool: Tool, gaps: list[str], *, allowed: bool) -> SandboxIsolationError:
+    """The error of a call the sandbox did not run for want of isolation."""
+    missing = "; ".join(gaps) or "isolation the kernel refused"
+    if allowed:
+        how = (
+            "SandboxLimits(require_isolation=True) refuses it even where the operator "
+            "allows a weak sandbox"
+        )
+    else:
+        how = (
+            "give the worker user namespaces (see the README's Sandbox section: seccomp and "
+            "AppArmor profiles that allow unshare) or accept weaker isolation by name: "
+            "agenticflow worker --allow-weak-sandbox (AGENTICFLOW_ALLOW_WEAK_SANDBOX=1)"
+        )
+    return SandboxIsolationError(
+        f"sandboxed tool {tool.name!r} was not run: the sandbox here has {missing}; {how}",
+        tool=tool.name,
+        missing=gaps,
+    )
+
+
+def _answer(tool: Tool, code: int, out: bytes, err: bytes, *, allow_weak: bool) -> SandboxRun:
     """The supervisor's answer as a result, or the error it describes."""
     answer: Any = None
     if out and len(out) <= _MAX_ANSWER + _MIB:
@@ -321,11 +388,13 @@ def _answer(tool: Tool, code: int, out: bytes, err: bytes) -> SandboxRun:
         )
     isolation = Isolation(**answer.get("isolation", {}))
     gaps = isolation.gaps(tool.limits)
+    kind = str(answer.get("type", "Exception"))
+    if kind == "IsolationUnavailable":
+        raise _refused(tool, gaps, allowed=allow_weak)
     if gaps and isolation.jail != "none":
         _warn_once(tool.name, "; ".join(gaps))
     if answer.get("ok") is True:
         return SandboxRun(answer.get("result"), isolation)
-    kind = str(answer.get("type", "Exception"))
     if kind == "Timeout":
         raise _timed_out(tool)
     if kind == "ProcessDied":
@@ -350,8 +419,6 @@ def _failure(limits: SandboxLimits, isolation: Isolation, answer: dict[str, Any]
     what = f"failed: {kind}: {message}"
     if kind == "MemoryError":
         what = f"failed: MemoryError: ran out of memory (limit {limits.memory_mb} MiB)"
-    elif kind == "IsolationUnavailable":
-        what = f"was not run: {message} (SandboxLimits(require_isolation=True))"
     elif kind == "TooLarge":
         what = f"failed: its answer is over {_MAX_ANSWER // _MIB} MiB"
     elif (kind == "BlockingIOError" and number == errno.EAGAIN) or (
@@ -539,6 +606,7 @@ class _Plan:
             pid_namespace=self.pid_namespace,
             user_namespace=self.user_namespace,
             uid=self.uid,
+            same_user=not self.own_user and not self.user_namespace,
         )
 
 
@@ -633,69 +701,168 @@ def _limit(limits: SandboxLimits, processes: int) -> None:
     resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
 
 
-def _jail_hook(root: str) -> Callable[[str, tuple[Any, ...]], None]:
-    """An audit hook refusing paths outside ``root``, new programs, native
-    code and signals to other processes.
+_PATH_EVENTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    # event: (indexes of paths, indexes of directory descriptors) in its args.
+    # "open" carries no dir_fd: os.open is wrapped for that (see _Jail.guard).
+    "open": ((0,), ()),
+    "os.listdir": ((0,), ()),
+    "os.scandir": ((0,), ()),
+    "os.chdir": ((0,), ()),
+    "os.mkdir": ((0,), (2,)),
+    "os.remove": ((0,), (1,)),
+    "os.rmdir": ((0,), (1,)),
+    "os.rename": ((0, 1), (2, 3)),
+    "os.link": ((0, 1), (2, 3)),
+    "os.symlink": ((1,), (2,)),
+    "os.chmod": ((0,), (2,)),
+    "os.chown": ((0,), (3,)),
+    "os.truncate": ((0,), ()),
+    "os.utime": ((0,), (3,)),
+    "os.listxattr": ((0,), ()),
+    "os.getxattr": ((0,), ()),
+    "os.setxattr": ((0,), ()),
+    "os.removexattr": ((0,), ()),
+    "os.walk": ((0,), ()),
+    "os.fwalk": ((0,), (4,)),
+    "glob.glob/2": ((0, 2), (3,)),
+    "shutil.copyfile": ((0, 1), ()),
+    "shutil.rmtree": ((0,), (1,)),
+}
+_FORBIDDEN = (
+    "os.exec",
+    "os.posix_spawn",
+    "os.spawn",
+    "os.system",
+    "os.startfile",
+    "subprocess.Popen",
+    "ctypes.dlopen",
+    "ctypes.dlsym",
+    "ctypes.call_function",
+    "os.chroot",
+)
+_UNAUDITED = ("open", "stat", "lstat", "access", "readlink", "mkfifo", "mknod", "statvfs")
+"""``os`` functions that take a path or ``dir_fd`` without an audit event of
+their own with it (``os.open`` raises ``open`` without its ``dir_fd``)."""
+_METADATA = frozenset({"stat", "lstat", "access", "readlink", "statvfs"})
+"""Of those, the ones that only look: allowed on the jail's ancestors too (so
+``os.path.realpath`` works inside it)."""
+
+
+class _Jail:
+    """Where the kernel allows no chroot: a Python audit hook, and guards on the
+    ``os`` functions Python does not audit, that keep ordinary Python code in
+    the working directory ``root``.
+
+    The rules hold together: every path must be inside ``root`` (absolute) or
+    relative without ``..``; every directory descriptor it is relative to
+    (``dir_fd``, ``os.scandir(fd)``, ``os.fchdir``) must name a directory
+    inside ``root`` (read from ``/proc/self/fd``); no symbolic link may point
+    out (its target, too, inside or relative without ``..``). So whatever is
+    renamed or swapped meanwhile, no path resolves outside: ``/proc`` (the
+    worker's ``environ``), the key directory and every other file stay out
+    of reach. Also refused: new programs, ctypes, chroot, and signals to other
+    processes.
 
     Not a security boundary: code that reaches the system calls without going
     through an audited function (ctypes objects made before, a C extension)
-    is not stopped. It only stands in where the kernel allows no chroot.
+    is not stopped. It only stands in where the kernel allows no chroot, and
+    only when the operator accepts a weak sandbox.
     """
-    paths = {
-        "open": (0,),
-        "os.listdir": (0,),
-        "os.scandir": (0,),
-        "os.chdir": (0,),
-        "os.mkdir": (0,),
-        "os.remove": (0,),
-        "os.rmdir": (0,),
-        "os.rename": (0, 1),
-        "os.link": (0, 1),
-        "os.symlink": (1,),
-        "os.chmod": (0,),
-        "os.chown": (0,),
-        "os.truncate": (0,),
-        "os.utime": (0,),
-        "os.listxattr": (0,),
-        "os.getxattr": (0,),
-        "os.setxattr": (0,),
-        "os.removexattr": (0,),
-        "shutil.copyfile": (0, 1),
-    }
-    forbidden = (
-        "os.exec",
-        "os.posix_spawn",
-        "os.spawn",
-        "os.system",
-        "os.startfile",
-        "subprocess.Popen",
-        "ctypes.dlopen",
-        "ctypes.dlsym",
-        "ctypes.call_function",
-        "os.chroot",
-    )
-    me = os.getpid()
 
-    def inside(path: Any) -> bool:
-        if isinstance(path, int) or path is None:
-            return True  # an open file descriptor, or the current directory
-        real = os.path.realpath(os.fsdecode(path))
-        return real == root or real.startswith(root + os.sep)
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.me = os.getpid()
+        self.readlink = os.readlink
+        self.above = {root}
+        parent = root
+        while parent != os.path.dirname(parent):
+            parent = os.path.dirname(parent)
+            self.above.add(parent)
 
-    def hook(event: str, args: tuple[Any, ...]) -> None:
-        if event in paths:
-            for index in paths[event]:
-                if index < len(args) and not inside(args[index]):
-                    raise PermissionError(
-                        errno.EACCES,
-                        f"sandbox: {args[index]!r} is outside the tool's working directory",
-                    )
-        elif event.startswith(forbidden):
+    def refuse(self, what: Any, why: str = "") -> NoReturn:
+        raise PermissionError(
+            errno.EACCES,
+            f"sandbox: {what!r} is outside the tool's working directory" + why,
+        )
+
+    def inside(self, path: str) -> bool:
+        return path == self.root or path.startswith(self.root + os.sep)
+
+    def check_path(self, path: Any, *, look: bool = False) -> None:
+        """Refuse ``path`` unless it stays inside (``look``: a metadata call,
+        which may also name the jail's ancestors)."""
+        if path is None:
+            return  # the current directory
+        if isinstance(path, int):
+            self.check_fd(path)
+            return
+        text = os.fsdecode(path)
+        if ".." in text.split(os.sep):
+            self.refuse(path, " (no '..' in a sandboxed path)")
+        if os.path.isabs(text):
+            normal = os.path.normpath(text)
+            if not (self.inside(normal) or (look and normal in self.above)):
+                self.refuse(path)
+
+    def check_fd(self, fd: Any) -> None:
+        """Refuse a descriptor that names a file or directory outside (a
+        negative one: the current directory, as audit events pass no dir_fd)."""
+        if fd is None or not isinstance(fd, int) or fd < 0:
+            return
+        try:
+            target = self.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            self.refuse(fd, " (its descriptor cannot be checked)")
+        if target.startswith(os.sep) and not self.inside(target.removesuffix(" (deleted)")):
+            self.refuse(fd, f" (descriptor {fd} is {target!r})")
+
+    def check_target(self, target: Any) -> None:
+        """A symbolic link's target: inside, or relative without ``..``."""
+        text = os.fsdecode(target)
+        if ".." in text.split(os.sep) or (
+            os.path.isabs(text) and not self.inside(os.path.normpath(text))
+        ):
+            self.refuse(target, " (a symbolic link may not point out)")
+
+    def hook(self, event: str, args: tuple[Any, ...]) -> None:
+        if event in _PATH_EVENTS:
+            paths, fds = _PATH_EVENTS[event]
+            for index in paths:
+                if index < len(args):
+                    self.check_path(args[index])
+            for index in fds:
+                if index < len(args):
+                    self.check_fd(args[index])
+            if event == "os.symlink" and args:
+                self.check_target(args[0])
+        elif event.startswith(_FORBIDDEN):
             raise PermissionError(errno.EPERM, f"sandbox: {event} is not allowed")
-        elif event in {"os.kill", "os.killpg"} and args and args[0] not in {0, me, os.getpid()}:
+        elif (
+            event in {"os.kill", "os.killpg"} and args and args[0] not in {0, self.me, os.getpid()}
+        ):
             raise PermissionError(errno.EPERM, f"sandbox: {event}{args} is not allowed")
 
-    return hook
+    def guard(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` (an ``os`` function) checking its path and ``dir_fd`` first."""
+        look = name in _METADATA
+
+        @functools.wraps(fn)
+        def guarded(path: Any, *args: Any, **kwargs: Any) -> Any:
+            self.check_path(path, look=look)
+            self.check_fd(kwargs.get("dir_fd"))
+            return fn(path, *args, **kwargs)
+
+        return guarded
+
+    def install(self) -> None:
+        """Guard the unaudited functions (in ``os`` and ``posix``), add the hook."""
+        import posix
+
+        for name in _UNAUDITED:
+            guarded = self.guard(name, getattr(posix, name))
+            setattr(posix, name, guarded)
+            setattr(os, name, guarded)
+        sys.addaudithook(self.hook)
 
 
 def _confine(kernel: _Kernel, plan: _Plan, limits: SandboxLimits) -> str:
@@ -724,28 +891,37 @@ def _confine(kernel: _Kernel, plan: _Plan, limits: SandboxLimits) -> str:
     os.environ["HOME"] = os.environ["TMPDIR"] = workdir
     tempfile.tempdir = workdir
     if jail == "audit-hook":
-        sys.addaudithook(_jail_hook(os.path.realpath(workdir)))
+        _Jail(os.path.realpath(workdir)).install()
     return jail
 
 
 class _IsolationUnavailableError(Exception):
-    """The kernel refuses what ``require_isolation`` asks for."""
+    """The kernel refuses the isolation the tool declares, and the operator did
+    not accept less (or the tool requires it anyway)."""
 
 
-def _check_isolation(isolation: Isolation, limits: SandboxLimits) -> None:
+def _check_isolation(isolation: Isolation, limits: SandboxLimits, *, allow_weak: bool) -> None:
+    """Fail closed: a gap is allowed only by the operator (``allow_weak``), and
+    never for a tool with ``require_isolation``."""
     missing = isolation.gaps(limits)
-    if limits.require_isolation and missing:
+    if missing and (limits.require_isolation or not allow_weak):
         raise _IsolationUnavailableError("; ".join(missing))
 
 
-_Job = tuple[Tool, Any, ToolCall, SandboxLimits]
-"""The tool, its validated params, the call and the limits."""
+@dataclass(frozen=True, slots=True)
+class _Job:
+    tool: Tool
+    model: Any
+    """The validated params."""
+    call: ToolCall
+    limits: SandboxLimits
+    allow_weak: bool
 
 
 def _tool_process(kernel: _Kernel, plan: _Plan, job: _Job, answer_fd: int) -> NoReturn:
     """Confine, call, answer, exit. Processes the tool forks come back through
     here and leave without answering."""
-    tool, model, call, limits = job
+    tool, model, call, limits = job.tool, job.model, job.call, job.limits
     me = os.getpid()
     body = b""
     jail = "none"
@@ -753,7 +929,7 @@ def _tool_process(kernel: _Kernel, plan: _Plan, job: _Job, answer_fd: int) -> No
         kernel.must_prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         os.setpgid(0, 0)
         jail = _confine(kernel, plan, limits)
-        _check_isolation(plan.isolation(jail), limits)
+        _check_isolation(plan.isolation(jail), limits, allow_weak=job.allow_weak)
         args: tuple[Any, ...] = (model, call) if tool.takes_call else (model,)
         result = tool.fn(*args)
         if asyncio.iscoroutine(result):
@@ -914,7 +1090,13 @@ def _run(
     """Everything the supervisor does between reading the request and answering."""
     limits = SandboxLimits(**request["limits"])
     tool = _resolve(str(request["target"]))
-    job = (tool, tool.validate(request["params"]), ToolCall(**request["call"]), limits)
+    job = _Job(
+        tool,
+        tool.validate(request["params"]),
+        ToolCall(**request["call"]),
+        limits,
+        allow_weak=request.get("allow_weak") is True,
+    )
     for name in _PRELOAD:
         __import__(name)
     kernel.prctl(_PR_SET_CHILD_SUBREAPER, 1)

@@ -107,13 +107,15 @@ class SandboxLimits:
     (RLIMIT_NPROC, counted per call where the kernel allows: a fork bomb stops
     there)."""
     network: bool = False
-    """False: the process gets its own empty network namespace where the kernel
-    allows it (otherwise it keeps the host's network, unless
-    ``require_isolation``)."""
+    """False: the process gets its own empty network namespace (where the kernel
+    cannot give it one, the tool is not run unless the operator allows a weak
+    sandbox)."""
     require_isolation: bool = False
-    """True: refuse to run the tool (SandboxError) where the kernel allows no
-    chroot jail or, with ``network=False``, no network namespace. False: run it
-    with what the kernel allows (the worker logs a warning once per tool)."""
+    """The sandbox fails closed whatever this says: where the kernel allows no
+    chroot jail, no network namespace (with ``network=False``) or no user of
+    the tool's own, the tool is not run (SandboxIsolationError) unless the
+    operator allows a weak sandbox (``agenticflow worker --allow-weak-sandbox``).
+    True: refuse it even then."""
 
     def __post_init__(self) -> None:
         numbers = ("cpu_s", "memory_mb", "open_files", "file_size_mb", "processes")

@@ -135,9 +135,13 @@ class ToolBox:
         publish: AuditPublish | None = None,
         concurrency: int = 8,
         security: SecurityContext | None = None,
+        allow_weak_sandbox: bool = False,
     ) -> None:
         self.registry = registry
         self.security = security
+        self.allow_weak_sandbox = allow_weak_sandbox
+        """Run sandboxed tools where the kernel cannot isolate them as declared
+        (``Settings.allow_weak_sandbox``); False: SandboxIsolationError."""
         """The agent's RBAC context (``agent:<name>`` in the policy); None: no policy."""
         self.state = state if state is not None else MemoryToolState(worker=worker)
         self.workflow_id = workflow_id
@@ -317,7 +321,9 @@ class ToolBox:
 
     async def _invoke(self, found: Tool, model: BaseModel, call: ToolCall) -> Any:
         if found.sandbox:
-            return await run_sandboxed(found, model.model_dump(mode="json"), call)
+            return await run_sandboxed(
+                found, model.model_dump(mode="json"), call, allow_weak=self.allow_weak_sandbox
+            )
         args: tuple[Any, ...] = (model, call) if found.takes_call else (model,)
         try:
             async with asyncio.timeout(found.timeout_s) as deadline:
