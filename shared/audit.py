@@ -947,7 +947,8 @@ class AuditLog:
                     raise
                 junk_conflicts = junk_conflicts + 1 if outcome == "junk" else 0
                 head = self._head or head
-                await asyncio.sleep(min(0.02 * 2**attempt, 1.0))  # backoff before retrying
+                if outcome == "moved":  # contention: back off; junk is stepped over at once
+                    await asyncio.sleep(min(0.02 * 2**attempt, 1.0))
                 continue
             stored = ChainHead(self.chain, head.n + 1, seq, digest.hex())
             self._head, self._fence = stored, seq
