@@ -107,9 +107,6 @@ class Settings(BaseSettings):
     principal: str = ""
     """Who this process signs as (its key file's name); default: its role
     (``coordinator``, ``worker`` or ``client``)."""
-    identity_timeout_s: float = Field(default=120, gt=0)
-    """How long a worker with keys waits at start-up for a coordinator to issue
-    its process identity (see :mod:`shared.identity`) before it gives up."""
     policy_file: Path | None = None
     """RBAC policy (TOML); default: ``policy.toml`` in ``security_dir`` if present."""
     allow_weak_sandbox: bool = False
