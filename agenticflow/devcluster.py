@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -23,10 +24,12 @@ from typing import Any
 from agenticflow.natsauth import (
     ADMIN,
     ALL_CAPABILITIES,
+    CLIENT,
     COORDINATOR,
     NatsAuthFiles,
     WorkerGroup,
     generate,
+    read_env_file,
     settings_from_env,
 )
 from agenticflow.procs import child_preexec, stop_process
@@ -34,11 +37,16 @@ from agenticflow.server import NatsServer
 from shared.config import Settings
 from shared.errors import ConfigError, TransportError
 from shared.registry import open_update
+from shared.security import TRUST_FILE, init_keys
 from shared.transport import Bus, FetchTimeout
 from worker.app import load_app
 
 DEV_WORKERS = "dev"
 """The worker group (role ``worker-dev``) of a secure dev cluster's workers."""
+
+SIGNERS = {COORDINATOR: "coordinator", f"worker-{DEV_WORKERS}": "worker", CLIENT: "client"}
+"""The signing principal of each NATS role of a secure dev cluster (admin signs
+as the client), as in deploy/compose.yaml's init: ``keys init`` makes these."""
 
 
 def app_capabilities(app_spec: str) -> list[str]:
@@ -74,10 +82,13 @@ class DevCluster:
         every process, as ``AGENTICFLOW_*`` variables, and to :attr:`settings`.
 
         ``secure``: the embedded server runs with TLS and one least-privilege
-        user per role (see :mod:`agenticflow.natsauth`), written to
-        ``secure_dir`` (default: a temporary directory, removed on stop); the
-        coordinator and the workers (group ``dev``: the app's capabilities) run
-        with their role's credentials, :attr:`settings` are the admin's.
+        user per role (see :mod:`agenticflow.natsauth`), and every process signs
+        and encrypts with keys of its own: ``secure_dir`` (default: a temporary
+        directory, removed on stop) gets the layout of deploy/compose.yaml's
+        init, ``nats/`` (``agenticflow nats-config``, new each start) and
+        ``keys/`` (``agenticflow keys init``, kept once made). The coordinator
+        and the workers (group ``dev``: the app's capabilities) run with their
+        role's credentials, :attr:`settings` are the admin's.
 
         ``coordinators``: coordinator processes to start (with ``coordinator``);
         one is active, the others stand by, unless ``settings={"partitions": P}``
@@ -111,6 +122,8 @@ class DevCluster:
         self._secure_tmp: Path | None = None
         self.auth: NatsAuthFiles | None = None
         """A secure cluster's credentials and TLS files (once started)."""
+        self.keys: Path | None = None
+        """A secure cluster's key directory (once started)."""
         self.coordinator: subprocess.Popen[bytes] | None = None
         self.coordinators: list[subprocess.Popen[bytes]] = []
         self.worker_procs: list[subprocess.Popen[bytes]] = []
@@ -127,7 +140,16 @@ class DevCluster:
         ``worker-dev``, ``coordinator``, ``admin``); raises ConfigError."""
         if self.auth is None:
             raise ConfigError("only a started secure dev cluster has roles")
-        return settings_from_env({**self.auth.env(role, url=self.url), **self._overrides_env})
+        return settings_from_env({**self._role_env(role), **self._overrides_env})
+
+    def _role_env(self, role: str) -> dict[str, str]:
+        """A secure cluster role's variables: its NATS user and its signing key."""
+        assert self.auth is not None
+        env = self.auth.env(role, url=self.url)
+        if self.keys is not None:
+            env["AGENTICFLOW_SECURITY_DIR"] = str(self.keys)
+            env["AGENTICFLOW_PRINCIPAL"] = SIGNERS.get(role, SIGNERS[CLIENT])
+        return env
 
     @property
     def _overrides_env(self) -> dict[str, str]:
@@ -137,10 +159,15 @@ class DevCluster:
         inherited = dict(os.environ)
         secure: dict[str, str] = {}
         if self.auth is not None:
-            # Only the role's own credentials: none inherited from this process.
-            inherited = {k: v for k, v in inherited.items() if not k.startswith("AGENTICFLOW_NATS")}
-            secure = self.auth.env(
-                COORDINATOR if role == "coordinator" else f"worker-{DEV_WORKERS}", url=self.url
+            # Only the role's own credentials and keys: none inherited from this process.
+            inherited = {
+                k: v
+                for k, v in inherited.items()
+                if not k.startswith("AGENTICFLOW_NATS")
+                and k not in ("AGENTICFLOW_SECURITY_DIR", "AGENTICFLOW_PRINCIPAL")
+            }
+            secure = self._role_env(
+                COORDINATOR if role == "coordinator" else f"worker-{DEV_WORKERS}"
             )
         env = {
             **inherited,
@@ -180,6 +207,7 @@ class DevCluster:
             self.url = await asyncio.to_thread(self.server.start)
             if self.auth is not None:
                 self.auth.write_env(url=self.url)
+                self._write_key_env()
         for _ in range(self.coordinator_count):
             self.add_coordinator()
         for _ in range(self.workers):
@@ -198,7 +226,7 @@ class DevCluster:
             directory = self._secure_tmp = Path(tempfile.mkdtemp(prefix="agenticflow-secure-"))
         group = WorkerGroup(name=DEV_WORKERS, queues=tuple(app_capabilities(self.app)))
         self.auth = generate(
-            directory,
+            directory / "nats",
             prefix=self.prefix,
             workers=[group],
             tls=True,
@@ -208,6 +236,22 @@ class DevCluster:
             force=True,  # a dev cluster's keys are its own: new ones every start
         )
         server.config_file = self.auth.config
+        keys = directory / "keys"
+        if not (keys / TRUST_FILE).exists():
+            init_keys(
+                keys, [(principal, principal) for principal in dict.fromkeys(SIGNERS.values())]
+            )
+        self.keys = keys
+
+    def _write_key_env(self) -> None:
+        """Add the key directory and principal to every role's env file."""
+        assert self.auth is not None
+        for role in self.auth.roles:
+            path = self.auth.env_file(role)
+            known = read_env_file(path)
+            extra = {k: v for k, v in self._role_env(role).items() if k not in known}
+            with path.open("a", encoding="utf-8") as file:
+                file.writelines(f"{k}={shlex.quote(v)}\n" for k, v in extra.items())
 
     def add_coordinator(self) -> subprocess.Popen[bytes]:
         """Start one more coordinator process (a standby when one is active)."""

@@ -795,3 +795,59 @@ async def test_nats_as_the_chart_runs_it_refuses_anonymous_and_admits_the_worker
         assert "authorization violation" in said.lower(), said
     finally:
         server.stop()
+
+
+# agenticflow dev --secure: the same material as the deploy init ----------------
+
+
+async def test_dev_secure_generates_the_deploy_init_layout_and_signs_everything(
+    deployment: Deployment, tmp_path: Path, log_dir: Path
+) -> None:
+    from agenticflow.devcluster import DevCluster
+    from agenticflow.natsauth import CLIENT
+    from coordinator.client import Client
+    from tests.conftest import TEST_APP, unique_prefix
+    from tests.integration.helpers import wf
+
+    secure_dir = tmp_path / "secure"
+    async with DevCluster(
+        app=TEST_APP,
+        workers=1,
+        prefix=unique_prefix("dsec"),
+        secure_dir=secure_dir,
+        log_dir=log_dir / "dev-secure",
+    ) as cluster:
+        assert cluster.auth is not None
+        assert cluster.auth.directory == secure_dir.resolve() / "nats"
+        assert cluster.keys == secure_dir / "keys"
+        # The keys directory holds what the deploy init's does.
+        assert sorted(p.name for p in cluster.keys.iterdir()) == sorted(
+            p.name for p in (deployment.secrets / "keys").iterdir()
+        )
+        client_env = cluster.auth.env_file(CLIENT).read_text()
+        assert f"AGENTICFLOW_SECURITY_DIR={cluster.keys}" in client_env
+        assert "AGENTICFLOW_PRINCIPAL=client" in client_env
+
+        bus = await Bus.connect(cluster.settings_for(CLIENT), name="dev-secure-client")
+        try:
+            client = Client(bus=bus, node_id="dev-secure-client")
+            workflow_id = await client.submit(
+                wf({"id": "a", "capability": "add", "params": {"value": 2}})
+            )
+            state = await client.wait(workflow_id, timeout=60)
+            assert state.status.value == "completed", state.reason
+        finally:
+            await bus.close()
+        # What is on the stream is signed (and its body sealed): every process had keys.
+        admin = await Bus.connect(cluster.settings, name="dev-secure-admin")
+        try:
+            names = admin.names
+            info = await admin.js.stream_info(names.events_stream)
+            assert info.state.messages > 0
+            for seq in range(info.state.first_seq, info.state.last_seq + 1):
+                msg = await admin.js.get_msg(names.events_stream, seq)
+                assert msg.headers is not None
+                assert "AF-Sig" in msg.headers, (seq, msg.subject)
+                assert b"value" not in (msg.data or b""), (seq, msg.subject)
+        finally:
+            await admin.close()
