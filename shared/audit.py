@@ -973,25 +973,49 @@ class AuditLog:
             return "reset"
         if last.seq == self._fence:
             return "unchanged"
-        outcome, junk = "junk", 0
-        scanned = 0
+        start = self._fence + 1
+        found, stored, junk = await self._walk(head, start, last.seq, digest, limit=_SCAN_LIMIT)
+        self._note_junk(junk, last.seq)
+        self._head = found
+        self._fence = max(last.seq, found.seq)
+        if stored:
+            return "stored"
+        return "moved" if found != head else "junk"
+
+    async def _walk(
+        self,
+        head: ChainHead,
+        start_seq: int,
+        end_seq: int,
+        digest: bytes | None = None,
+        *,
+        limit: int | None = None,
+    ) -> tuple[ChainHead, bool, int]:
+        """Follow the chain from ``head`` through what its subject holds from
+        ``start_seq`` to ``end_seq``: ``(new head, whether the record of
+        ``digest`` is among them, junk stepped over)``."""
+        stored, junk, scanned = False, 0, 0
         async for record in iter_stored(
-            self._bus, start_seq=self._fence + 1, end_seq=last.seq, subject=self._subject
+            self._bus, start_seq=start_seq, end_seq=end_seq, subject=self._subject
         ):
             scanned += 1
             found = self._genuine(record)
-            if found is not None and found.hash == digest.hex():
-                self._head, outcome = found, "stored"
+            if found is not None and digest is not None and found.hash == digest.hex():
+                head, stored = found, True
             elif found is not None and found.n == head.n + 1:
                 # Signed by this chain's principal: another writer (linked to the head
-                # or not: then verification reports it, and the chain goes on after it).
-                log.warning("another writer appended to this audit chain", chain=self.chain)
-                self._head = head = found
-                outcome = "moved"
+                # or not: then verification reports it, and the chain goes on after it),
+                # or this one's before a restart.
+                if digest is not None:
+                    log.warning("another writer appended to this audit chain", chain=self.chain)
+                head = found
             else:
                 junk += 1  # not the chain's, or not linked to its head: stepped over
-            if scanned >= _SCAN_LIMIT:
+            if limit is not None and scanned >= limit:
                 break  # a flood: whatever else is there is stepped over as well
+        return head, stored, junk
+
+    def _note_junk(self, junk: int, last_seq: int) -> None:
         if junk:
             appends.add("junk", junk)
             log.warning(
@@ -999,10 +1023,8 @@ class AuditLog:
                 "subject: stepped over",
                 chain=self.chain,
                 count=junk,
-                last_seq=last.seq,
+                last_seq=last_seq,
             )
-        self._fence = max(last.seq, self._head.seq if self._head else 0)
-        return outcome
 
     def _genuine(self, record: StoredRecord) -> ChainHead | None:
         """The head ``record`` makes if it is a genuine record of this chain."""
@@ -1029,12 +1051,20 @@ class AuditLog:
         """Read the chain's head and fence from the stream, and the chain's last
         anchor: the head is the anchored one when the stream lost records."""
         last = await self._last_stored()
+        anchored = await self._own_anchor()
         head = genesis(self.chain)
         self._fence = 0
         if last is not None:
             self._fence = last.seq
-            head = self._genuine(last) or await self._genuine_head(last.seq)
-        anchored = await self._own_anchor()
+            genuine = self._genuine(last)
+            if genuine is not None:
+                head = genuine
+            elif anchored is not None and anchored.seq < last.seq:
+                # Junk ends the chain: follow it from its anchor, not from the start.
+                head, _, junk = await self._walk(anchored, anchored.seq + 1, last.seq)
+                self._note_junk(junk, last.seq)
+            else:
+                head = await self._genuine_head(last.seq)
         if anchored is not None and anchored.n > head.n:
             self._lost_records(stored=head.n, anchored=anchored)
             head = anchored

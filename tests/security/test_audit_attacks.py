@@ -271,3 +271,26 @@ async def test_the_audit_stream_refuses_a_message_over_its_size_limit(
     assert report.ok, [str(p) for p in report.problems]
     assert report.records == 1
     assert report.chains[log.chain].n == 1
+
+
+async def test_a_restarted_writer_whose_chain_ends_with_junk_follows_it_from_its_anchor(
+    buses: dict[str, Bus], keys: Path
+) -> None:
+    coordinator, admin = buses[COORDINATOR], buses[ADMIN]
+    log = await AuditLog.open(coordinator, coordinator.seal, "coord-1", scope=COORDINATOR)
+    await log.record(AuditKind.KEYS_LOADED)
+    assert await log.anchor() is not None  # record 1
+    await log.record(AuditKind.TOOL_CALLED, i=2)
+    head = await log.record(AuditKind.TOOL_CALLED, i=3)
+    await log.close()
+    subject = admin.names.audit_subject(log.chain)
+    junk = [
+        (await admin.publish_raw(subject, b"junk", {"Nats-Msg-Id": f"junk-{i}"}))[0]
+        for i in range(3)
+    ]
+    again = await AuditLog.open(coordinator, coordinator.seal, "coord-1", scope=COORDINATOR)
+    assert again.head == head  # records 2 and 3 followed from the anchor, junk stepped over
+    assert (await again.record(AuditKind.TOOL_CALLED, i=4)).n == 4
+    report = await verify_audit(admin, reader_seal(keys))
+    assert report.chains[log.chain].n == 4
+    assert [p.seq for p in report.problems] == junk
