@@ -68,6 +68,9 @@ class Mode:
     without: tuple[str, ...] = ()
     no_namespaces: bool = False
     allow_weak: bool = False
+    allow_unshare: bool = False
+    """Under the same seccomp filter with ``unshare`` allowed: the Localhost
+    profile the sandbox asks deployments for."""
 
     @property
     def jail(self) -> str:
@@ -82,7 +85,12 @@ ROOT_WEAK = Mode("root worker, no namespaces, opt-in", no_namespaces=True, allow
 USER_WEAK = Mode(
     "ordinary worker, no namespaces, opt-in", without=("root",), no_namespaces=True, allow_weak=True
 )
-MODES = [ROOT_NAMESPACES, USER_NAMESPACES, ROOT_WEAK, USER_WEAK]
+USER_PROFILE = Mode(
+    "ordinary worker, RuntimeDefault filter with unshare allowed",
+    without=("root",),
+    allow_unshare=True,
+)
+MODES = [ROOT_NAMESPACES, USER_NAMESPACES, USER_PROFILE, ROOT_WEAK, USER_WEAK]
 
 
 @dataclass
@@ -118,12 +126,15 @@ async def host(mode: Mode, tool: str, *, env: dict[str, str] | None = None, **pa
         "without": list(mode.without),
         "no_namespaces": mode.no_namespaces,
         "allow_weak": mode.allow_weak,
+        "allow_unshare": mode.allow_unshare,
     }
     out, err = await asyncio.wait_for(proc.communicate(json.dumps(request).encode()), 120)
     assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
     answer = json.loads(out)
     if mode.no_namespaces:
         assert answer["unshare_refused"] is True  # the kernel itself refuses namespaces
+    if mode.allow_unshare:
+        assert answer["unshare_refused"] is False
     if answer.get("ok"):
         assert answer["isolation"]["jail"] == mode.jail
     return Host(proc.pid, answer)
@@ -294,6 +305,24 @@ async def test_a_tool_that_requires_isolation_is_refused_even_with_the_opt_in() 
     refused = await host(ROOT_WEAK, "must_be_isolated")
     assert refused.answer["error"] == "SandboxIsolationError"
     assert "refuses it even where the operator allows a weak sandbox" in refused.message
+
+
+@pytest.mark.parametrize("without", [(), ("root",)], ids=["root worker", "ordinary worker"])
+async def test_the_seccomp_profile_the_sandbox_asks_for_gives_full_isolation(
+    without: tuple[str, ...], namespaces_work: None
+) -> None:
+    """RuntimeDefault refuses ``unshare``; the same filter with ``unshare``
+    allowed (what deployments are asked to give the worker) is enough."""
+    done = await host(
+        Mode("profile", without=without, allow_unshare=True), "sandboxed_add", path="-"
+    )
+    assert done.answer["ok"] is True, done.answer
+    isolation = done.answer["isolation"]
+    assert isolation["jail"] == "chroot"
+    assert isolation["network_isolated"] is True
+    assert isolation["pid_namespace"] is True
+    assert isolation["same_user"] is False
+    assert isolation["user_namespace"] is bool(without)  # root needs none
 
 
 # --- the worker's secrets ----------------------------------------------------------------

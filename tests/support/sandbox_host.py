@@ -6,6 +6,9 @@ refuses namespaces, and prints what happened (JSON on stdout).
     {"target": "tests.support.tools_app:connect_out", "params": {...},
      "without": [...], "allow_weak": false, "no_namespaces": true}
 
+(``"allow_unshare": true`` instead of ``no_namespaces``: the same filter but
+``unshare`` allowed, the Localhost profile a deployment gives the worker.)
+
 With ``no_namespaces`` it first installs a seccomp filter, as Docker's and
 Kubernetes' RuntimeDefault profiles do for a process without CAP_SYS_ADMIN:
 ``unshare`` and ``setns`` fail with EPERM, ``clone`` with a namespace flag too,
@@ -54,14 +57,16 @@ _JSET_K = 0x45
 _RET_K = 0x06
 
 
-def _filter() -> bytes:
-    """The BPF program: namespaces refused, everything else allowed."""
+def _filter(*, allow_unshare: bool = False) -> bytes:
+    """The BPF program: namespaces refused, everything else allowed
+    (``allow_unshare``: but ``unshare``, as the Localhost profile the sandbox
+    asks deployments for)."""
     arch, unshare, setns, clone, clone3 = _ARCHES[platform.machine()]
     program = [
         (_LD_W_ABS, 0, 0, 4),  # 0: A = arch
         (_JEQ_K, 0, 7, arch),  # 1: another ABI: allow (9)
         (_LD_W_ABS, 0, 0, 0),  # 2: A = syscall number
-        (_JEQ_K, 6, 0, unshare),  # 3: -> EPERM (10)
+        (_JEQ_K, 0 if allow_unshare else 6, 0, unshare),  # 3: -> EPERM (10)
         (_JEQ_K, 5, 0, setns),  # 4: -> EPERM (10)
         (_JEQ_K, 5, 0, clone3),  # 5: -> ENOSYS (11)
         (_JEQ_K, 0, 2, clone),  # 6: not clone: allow (9)
@@ -74,11 +79,10 @@ def _filter() -> bytes:
     return b"".join(struct.pack("=HBBI", *op) for op in program)
 
 
-def refuse_namespaces() -> bool:
-    """Install the filter on this (single-threaded) process; True when
-    ``unshare(CLONE_NEWUSER)`` then fails with EPERM."""
+def install_filter(*, allow_unshare: bool = False) -> None:
+    """Install the filter on this (single-threaded) process and all it starts."""
     libc = ctypes.CDLL(None, use_errno=True)
-    code = _filter()
+    code = _filter(allow_unshare=allow_unshare)
     buffer = ctypes.create_string_buffer(code, len(code))
 
     class Program(ctypes.Structure):
@@ -90,9 +94,25 @@ def refuse_namespaces() -> bool:
         raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
     if libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(program), zero, zero) != 0:
         raise OSError(ctypes.get_errno(), "PR_SET_SECCOMP failed")
-    if libc.unshare(ctypes.c_int(_CLONE_NEWUSER)) == 0:
-        return False
-    return ctypes.get_errno() == errno.EPERM
+
+
+def unshare_refused() -> bool:
+    """Whether ``unshare(CLONE_NEWUSER)`` fails with EPERM here (tried in a
+    child, so that this process stays in its namespaces)."""
+    pid = os.fork()
+    if pid == 0:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(ctypes.c_int(_CLONE_NEWUSER)) == 0:
+            os._exit(0)
+        os._exit(1 if ctypes.get_errno() == errno.EPERM else 2)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 1
+
+
+def refuse_namespaces() -> bool:
+    """Install the RuntimeDefault-like filter; True when ``unshare`` is then refused."""
+    install_filter()
+    return unshare_refused()
 
 
 def _tool(target: str) -> Tool:
@@ -135,7 +155,12 @@ def main() -> None:
         app(sys.argv[1:], prog_name="agenticflow")
         return
     request = json.loads(sys.stdin.read())
-    refused = refuse_namespaces() if request.get("no_namespaces") else None
+    refused = None
+    if request.get("no_namespaces"):
+        refused = refuse_namespaces()
+    elif request.get("allow_unshare"):
+        install_filter(allow_unshare=True)
+        refused = unshare_refused()
     answer = asyncio.run(_call(request))
     answer["unshare_refused"] = refused
     answer["pid"] = os.getpid()
