@@ -353,11 +353,13 @@ def _warn_once(tool: str, gaps: str) -> None:
 def _refused(tool: Tool, gaps: list[str], *, allowed: bool) -> SandboxIsolationError:
     """The error of a call the sandbox did not run for want of isolation."""
     missing = "; ".join(gaps) or "isolation the kernel refused"
-    if allowed:
+    if allowed and tool.limits.require_isolation:
         how = (
             "SandboxLimits(require_isolation=True) refuses it even where the operator "
             "allows a weak sandbox"
         )
+    elif allowed:
+        how = "the sandbox cannot fall back to a weak one from inside a namespace it entered"
     else:
         how = (
             "give the worker user namespaces (see the README's Sandbox section: seccomp and "
@@ -390,6 +392,8 @@ def _answer(tool: Tool, code: int, out: bytes, err: bytes, *, allow_weak: bool) 
     gaps = isolation.gaps(tool.limits)
     kind = str(answer.get("type", "Exception"))
     if kind == "IsolationUnavailable":
+        if isolation.jail == "none":  # refused before the tool process: the reason is all
+            gaps = [str(answer.get("message") or "isolation the kernel refused")]
         raise _refused(tool, gaps, allowed=allow_weak)
     if gaps and isolation.jail != "none":
         _warn_once(tool.name, "; ".join(gaps))
@@ -641,13 +645,16 @@ def _prepare(kernel: _Kernel, limits: SandboxLimits, without: set[str]) -> _Plan
     if may and kernel.unshare(_CLONE_NEWUSER | wanted):
         # Map only ourselves (what an unprivileged process may): root inside,
         # the worker's user outside. setgroups must be denied first.
-        for name, text in (
-            ("setgroups", "deny"),
-            ("uid_map", f"0 {outside_uid} 1"),
-            ("gid_map", f"0 {outside_gid} 1"),
-        ):
-            with open(f"/proc/self/{name}", "w", encoding="ascii") as f:
-                f.write(text)
+        try:
+            for name, text in (
+                ("setgroups", "deny"),
+                ("uid_map", f"0 {outside_uid} 1"),
+                ("gid_map", f"0 {outside_gid} 1"),
+            ):
+                with open(f"/proc/self/{name}", "w", encoding="ascii") as f:
+                    f.write(text)
+        except OSError as exc:  # e.g. an AppArmor policy that restricts user namespaces
+            raise _IsolationUnavailableError(f"an unusable user namespace ({exc})") from exc
         return _Plan(
             uid=outside_uid,
             own_user=False,
@@ -1125,7 +1132,12 @@ def main(started: float | None = None) -> None:
         request = unpack(sys.stdin.buffer.read())
         answer = _run(kernel, request, started, answer_to.fileno())
     except Exception as exc:
-        answer = {"ok": False, "type": type(exc).__name__, "message": f"sandbox setup: {exc}"}
+        kind = "IsolationUnavailable" if isinstance(exc, _IsolationUnavailableError) else None
+        answer = {
+            "ok": False,
+            "type": kind or type(exc).__name__,
+            "message": str(exc) if kind else f"sandbox setup: {exc}",
+        }
     answer_to.write(pack(answer))
     answer_to.flush()
 
