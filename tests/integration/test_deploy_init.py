@@ -851,3 +851,161 @@ async def test_dev_secure_generates_the_deploy_init_layout_and_signs_everything(
                 assert b"value" not in (msg.data or b""), (seq, msg.subject)
         finally:
             await admin.close()
+
+
+# The worker's seccomp profile, loaded into the kernel ---------------------------
+
+SECCOMP_PROFILE = ROOT / "deploy" / "k8s" / "seccomp" / "agenticflow-worker.json"
+NOBODY = 65534
+
+SECCOMP_HOST = r"""
+import asyncio, ctypes, json, os, sys
+
+profile = json.load(open(sys.argv[1]))
+left_out = set(filter(None, sys.argv[2].split(",")))
+lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+
+
+class Cmp(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
+                ("a", ctypes.c_uint64), ("b", ctypes.c_uint64)]
+
+
+lib.seccomp_init.restype = ctypes.c_void_p
+lib.seccomp_init.argtypes = [ctypes.c_uint32]
+lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+lib.seccomp_rule_add_array.argtypes = [
+    ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(Cmp)]
+lib.seccomp_load.argtypes = [ctypes.c_void_p]
+OPS = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4,
+       "SCMP_CMP_GE": 5, "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
+
+
+def action(where, key, errno_key):
+    if where[key] == "SCMP_ACT_ALLOW":
+        return 0x7FFF0000
+    assert where[key] == "SCMP_ACT_ERRNO", where[key]
+    return 0x00050000 | (where.get(errno_key, 1) & 0xFFFF)
+
+
+# As runc loads a Localhost profile: the native architecture, every rule.
+ctx = lib.seccomp_init(action(profile, "defaultAction", "defaultErrnoRet"))
+for rule in profile["syscalls"]:
+    args = rule.get("args") or []
+    cmps = (Cmp * max(len(args), 1))(
+        *[Cmp(a["index"], OPS[a["op"]], a["value"], a.get("valueTwo", 0)) for a in args])
+    for name in rule["names"]:
+        number = lib.seccomp_syscall_resolve_name(name.encode())
+        if name in left_out or number < 0:
+            continue
+        code = lib.seccomp_rule_add_array(
+            ctx, action(rule, "action", "errnoRet"), number, len(args), cmps)
+        assert code == 0, (name, code)
+assert lib.seccomp_load(ctx) == 0
+# Then the pod's user: not root, no capability.
+os.setgroups([])
+os.setresgid(NOBODY, NOBODY, NOBODY)
+os.setresuid(NOBODY, NOBODY, NOBODY)
+
+from shared.errors import AgenticFlowError
+from tests.support.tools_app import env_in_sandbox
+from worker.tools.sandbox import sandbox_run
+from worker.tools.spec import ToolCall, vars_of
+
+try:
+    done = asyncio.run(sandbox_run(env_in_sandbox, {}, ToolCall(key="k", tool=env_in_sandbox.name)))
+    print(json.dumps({"isolation": vars_of(done.isolation)}))
+except AgenticFlowError as exc:
+    print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+""".replace("NOBODY", str(NOBODY))
+
+
+def _python_for_nobody(tmp_path: Path) -> tuple[str, dict[str, str]]:
+    """An interpreter of this Python version that the unprivileged user can
+    run with the project's packages (this one may live where only root reads,
+    e.g. under /root); skips the test when there is none."""
+    import site
+
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *site.getsitepackages()]),
+        "HOME": str(tmp_path),
+    }
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (sys.executable, shutil.which(version), f"/usr/bin/{version}"):
+        if candidate is None or not Path(candidate).exists():
+            continue
+        try:
+            works = subprocess.run(
+                [candidate, "-c", "import _decimal, pydantic_core, worker.tools.sandbox"],
+                user=NOBODY,
+                env=env,
+                cwd="/",
+                capture_output=True,
+                check=False,
+                timeout=60,
+            )
+        except OSError:  # not even executable for that user
+            continue
+        if works.returncode == 0:
+            return candidate, env
+    pytest.skip(f"no {version} the unprivileged user can run with the project's packages")
+
+
+def _under_profile(tmp_path: Path, left_out: str = "") -> dict[str, Any]:
+    import ctypes.util
+    import platform
+
+    if (
+        platform.machine() not in ("x86_64", "aarch64")
+        or ctypes.util.find_library("seccomp") is None
+    ):
+        pytest.skip("needs libseccomp on x86_64 or aarch64")
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become the pod's unprivileged user")
+    probe = subprocess.run(
+        ["unshare", "--user", "true"],
+        user=NOBODY,
+        capture_output=True,
+        check=False,
+        timeout=10,
+    )
+    if probe.returncode != 0:
+        pytest.skip("this kernel refuses unprivileged user namespaces")
+    python, env = _python_for_nobody(tmp_path)
+    tmp_path.chmod(0o755)
+    done = subprocess.run(
+        [python, "-c", SECCOMP_HOST, str(SECCOMP_PROFILE), left_out],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    answer: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return answer
+
+
+def test_the_worker_seccomp_profile_gives_the_sandbox_its_namespaces(tmp_path: Path) -> None:
+    """The shipped profile, loaded by the kernel, with the pod's non-root user:
+    the tool runs in its own user, pid and network namespaces, chrooted."""
+    answer = _under_profile(tmp_path)
+    assert "isolation" in answer, answer
+    isolation = answer["isolation"]
+    assert isolation["user_namespace"] is True
+    assert isolation["pid_namespace"] is True
+    assert isolation["network_isolated"] is True
+    assert isolation["jail"] == "chroot"
+    assert isolation["same_user"] is False
+
+
+def test_without_its_two_additions_the_profile_is_runtime_default_and_the_tool_refuses(
+    tmp_path: Path,
+) -> None:
+    """The control: the same profile minus unshare and chroot (what
+    RuntimeDefault allows a container without capabilities) and the sandboxed
+    tool is not run (no --allow-weak-sandbox)."""
+    answer = _under_profile(tmp_path, "unshare,chroot")
+    assert answer.get("error") == "SandboxIsolationError", answer
