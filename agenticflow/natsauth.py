@@ -213,6 +213,7 @@ def _kv_buckets(names: Names) -> list[str]:
         names.breakers_bucket,
         names.ratelimits_bucket,
         names.tool_results_bucket,
+        names.identities_bucket,
     ]
 
 
@@ -257,6 +258,7 @@ def coordinator_permissions(names: Names) -> Permissions:
         subscribe=(
             f"{inbox_prefix(names, COORDINATOR)}.>",
             f"{names.prefix}.health.*",
+            names.identity_subject,  # issues process identities (answers, nothing else)
             *_micro("coordinator"),
         ),
         allow_responses=True,
@@ -320,6 +322,8 @@ def worker_permissions(names: Names, group: WorkerGroup) -> Permissions:
         # Its group's audit chains and their anchors, nobody else's (node ids are per
         # process: not narrower; records and anchors are signed).
         *_own_chains(names, role),
+        # Asks a coordinator for its process identity at start-up.
+        names.identity_subject,
     ]
     return Permissions(
         publish=tuple(publish),

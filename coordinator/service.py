@@ -83,6 +83,7 @@ from shared.events import (
     WorkflowRejected,
     WorkflowSubmitted,
 )
+from shared.identity import serve_identities
 from shared.ids import ID_RE, task_key, workflow_key
 from shared.lifecycle import every, stop_when_closed
 from shared.metrics import (
@@ -255,6 +256,7 @@ class Coordinator:
         self._puller: Puller
         self._watcher: Any = None
         self._dlq_sub: Any = None
+        self._stop_issuing: Callable[[], Awaitable[None]] | None = None
         self.runner: asyncio.Task[None] | None = None
         self.events_folded = 0
         self.queues: dict[str, dict[str, int]] = {}
@@ -290,6 +292,8 @@ class Coordinator:
         if self.runner is not None:
             return
         await self.bus.ensure_topology()
+        # Workers with keys wait for their process identity before they start.
+        self._stop_issuing = await serve_identities(self.bus)
         await self.audit.start(role="coordinator", policy=self.policy is not None)
         self._workflows = await self.bus.kv(self.names.workflows_bucket)
         self._agents = await self.bus.kv(self.names.agents_bucket)
@@ -352,6 +356,9 @@ class Coordinator:
         if self.runner is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.runner
+        if self._stop_issuing is not None:
+            with contextlib.suppress(Exception):
+                await self._stop_issuing()
         await self.audit.close()
 
     async def _serve(self) -> None:

@@ -15,9 +15,10 @@ never contend with each other::
     report = await verify_audit(bus, seal)        # or `agenticflow audit verify`
 
 **Retention.** The stream keeps records ``Settings.audit_max_age_s`` (400 days
-by default) and at most ``audit_max_bytes`` (4 GiB), the oldest going first,
-and refuses a record over ``audit_max_msg_size`` (64 KiB): junk cannot fill the
-disk for good. Records removed by these limits are a note of the report, not a
+by default), at most ``audit_max_msgs`` of them (a million) and, if set,
+``audit_max_bytes`` (JetStream reserves that much on the server), the oldest
+going first, and refuses a record over ``audit_max_msg_size`` (64 KiB): junk
+cannot fill the disk for good. Records removed by these limits are a note of the report, not a
 problem. Only an admin's NATS user may update, purge or delete the stream.
 
 **Anchors.** Every writer publishes its chain's head (chain, ``n``, stream
@@ -592,6 +593,13 @@ class AuditVerifier:
                 seq=seq,
                 chain=node,
             )
+        elif signer is not None and "/" in signer and signer.rpartition("/")[2] != _node_of(node):
+            # A process identity (``<group>/<node>``) writes only its own node's chain.
+            self.problem(
+                f"record {n} is signed by the process {signer}, not by node {_node_of(node)}",
+                seq=seq,
+                chain=node,
+            )
         chain.head = ChainHead(node, n, seq, digest.hex())
         chain.raw_hash = digest
         chain.principal = chain.principal or signer
@@ -716,6 +724,11 @@ class AuditVerifier:
             notes=list(self._notes),
             anchors=sum(len(a) for a in self._anchors.values()),
         )
+
+
+def _node_of(chain: str) -> str:
+    """The node a chain (``scope.node``, or a bare ``node``) belongs to."""
+    return chain.rpartition(".")[2]
 
 
 def _span(first: int, last: int) -> str:
@@ -1328,7 +1341,7 @@ def build_anchor(
         H_SCHEMA: str(SCHEMA),
         H_SOURCE: head.node,
     }
-    body = Seal(identity=seal.identity).close(subject, headers, plain)
+    body = seal.signing_only().close(subject, headers, plain)
     return subject, headers, body
 
 

@@ -78,8 +78,14 @@ class Settings(BaseSettings):
     sets ``worker-GROUP``); default: the process's role (``coordinator``, ``worker``)."""
     audit_max_age_s: float = Field(default=400 * 86400, gt=0)
     """Audit records older than this are removed by the server (retention)."""
-    audit_max_bytes: int = Field(default=4 << 30, ge=-1)
-    """Most bytes the audit stream keeps (-1: no limit); the oldest records go first."""
+    audit_max_msgs: int = Field(default=1_000_000, ge=-1)
+    """Most records the audit stream keeps (-1: no limit); the oldest go first.
+    With ``audit_max_msg_size`` this bounds its disk use without reserving it."""
+    audit_max_bytes: int = Field(default=-1, ge=-1)
+    """Most bytes the audit stream keeps (-1, the default: no byte limit; the
+    record count and age limits apply). JetStream *reserves* a byte limit on
+    the server when the stream is created, so set it only where the server's
+    ``max_file_store`` has room for it."""
     audit_max_msg_size: int = Field(default=64 << 10, ge=1024)
     """Largest audit record (or anchor) the server stores."""
     audit_anchor_interval_s: float = Field(default=60, gt=0)
@@ -107,6 +113,9 @@ class Settings(BaseSettings):
     principal: str = ""
     """Who this process signs as (its key file's name); default: its role
     (``coordinator``, ``worker`` or ``client``)."""
+    identity_timeout_s: float = Field(default=120, gt=0)
+    """How long a worker with keys waits at start-up for a coordinator to issue
+    its process identity (see :mod:`shared.identity`) before it gives up."""
     policy_file: Path | None = None
     """RBAC policy (TOML); default: ``policy.toml`` in ``security_dir`` if present."""
     allow_weak_sandbox: bool = False

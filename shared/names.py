@@ -286,6 +286,17 @@ class Names:
         """KV bucket caching tool results by idempotency key (entries expire)."""
         return f"{self.prefix}_tool_results"
 
+    @property
+    def identities_bucket(self) -> str:
+        """KV bucket of the process identities coordinators issued, by node id
+        (one per node: see :class:`shared.security.Certificate`)."""
+        return f"{self.prefix}_identities"
+
+    @property
+    def identity_subject(self) -> str:
+        """Where a worker asks a coordinator for its process identity (request/reply)."""
+        return f"{self.prefix}.identity.issue"
+
 
 MAX_PARTITIONS = 64
 """Most coordinator partitions a deployment may have."""

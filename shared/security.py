@@ -69,6 +69,8 @@ H_KEY = "AF-Key"
 H_SIG = "AF-Sig"
 H_TS = "AF-TS"
 H_ENC = "AF-Enc"
+H_CERT = "AF-Cert"
+"""A process identity's certificate (see :class:`Certificate`), on what it signs."""
 
 ROLES = ("coordinator", "worker", "client", "admin")
 TASK_TYPE = "task"
@@ -128,6 +130,8 @@ _VALUE_MAGIC = b"AFE1"
 _RECORD_MAGIC = b"AFR1"
 _SIGNED_FLAG, _ENCRYPTED = 1, 2
 _NONCE = 12
+_CERTIFIED_KEPT = 65_536
+"""Process keys remembered as verified (oldest forgotten first)."""
 _TRUST_CHECK_S = 1.0
 """How often, at most, a seal looks whether its trust store file changed."""
 
@@ -396,6 +400,10 @@ class DataKeys:
 
 
 # The envelope -----------------------------------------------------------------
+def _fields(cert: Certificate) -> dict[str, Any]:
+    return {name: getattr(cert, name) for name in Certificate.__dataclass_fields__}
+
+
 def _stamp(path: Path) -> tuple[int, int] | None:
     """What tells a changed file: modification time and size (None: gone)."""
     try:
@@ -460,6 +468,104 @@ def _canonical(subject: str, headers: Mapping[str, str], body: bytes) -> bytes:
     return "\n".join(parts).encode() + b"\n\n" + body
 
 
+CERT_TTL_S = 30 * 86400
+"""How long a process identity issued by a coordinator is valid."""
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    """A process identity, issued by a coordinator: the process's own key pair,
+    named ``<principal>/<node>`` after the key that asked for it (the group's
+    key, its ``parent``), with that key's role.
+
+    A worker asks for one at start-up with its group key
+    (:meth:`Seal.identity_request`); a coordinator issues it once per node id
+    (:meth:`Seal.issue`). The worker then signs events with the process key
+    and sends the certificate with them (``AF-Cert``), so receivers verify it
+    without a lookup: issued by a trusted coordinator key, for this key, not
+    expired, and its parent still trusted (revoking the group key revokes
+    every process identity it asked for). So principals are per process: a
+    compromised worker holds its group key and its own process key, not its
+    peers' process keys, and cannot settle their tasks or write their chains.
+    """
+
+    kid: str
+    public: bytes
+    principal: str
+    role: str
+    node: str
+    parent: str
+    issuer: str
+    issued_ns: int
+    expires_ns: int
+    signature: bytes = b""
+
+    def signed_part(self) -> bytes:
+        """What the issuer's signature covers."""
+        return b"\n".join(
+            (
+                b"agenticflow process identity",
+                self.kid.encode(),
+                self.public,
+                self.principal.encode(),
+                self.role.encode(),
+                self.node.encode(),
+                self.parent.encode(),
+                self.issuer.encode(),
+                str(self.issued_ns).encode(),
+                str(self.expires_ns).encode(),
+            )
+        )
+
+    def encode(self) -> str:
+        """The ``AF-Cert`` header value."""
+        return _b64(
+            json.dumps(
+                [
+                    self.kid,
+                    _b64(self.public),
+                    self.principal,
+                    self.role,
+                    self.node,
+                    self.parent,
+                    self.issuer,
+                    self.issued_ns,
+                    self.expires_ns,
+                    _b64(self.signature),
+                ],
+                separators=(",", ":"),
+            ).encode()
+        )
+
+    @classmethod
+    def decode(cls, text: str) -> Certificate:
+        """Raises ForgedMessageError for anything but a well-formed certificate."""
+        if len(text) > _MAX_CERT:
+            raise ForgedMessageError(f"{H_CERT} header is too long")
+        try:
+            fields = json.loads(base64.b64decode(text, validate=True))
+            kid, public, principal, role, node, parent, issuer, issued, expires, sig = fields
+            cert = cls(
+                str(kid),
+                base64.b64decode(str(public), validate=True),
+                str(principal),
+                str(role),
+                str(node),
+                str(parent),
+                str(issuer),
+                int(issued),
+                int(expires),
+                base64.b64decode(str(sig), validate=True),
+            )
+        except (ValueError, TypeError, binascii.Error) as exc:
+            raise ForgedMessageError(f"malformed {H_CERT} header: {exc}") from None
+        return cert
+
+
+_MAX_CERT = 2048
+_NODE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
 class Seal:
     """Signs, verifies, encrypts and decrypts messages for one process.
 
@@ -483,6 +589,15 @@ class Seal:
         self._trust_stamp: tuple[int, int] | None = None
         self._trust_checked = 0.0
         self._kid = identity.kid if identity else ""
+        self.record_identity = identity
+        """Signs KV records: the key from the key directory (records carry no
+        certificate), also after :meth:`adopt` gave messages a process key."""
+        self.certificate: Certificate | None = None
+        self._cert_header = ""
+        self._certified: dict[str, TrustedKey] = {}
+        """Process keys whose certificates verified, by key id."""
+        self._cert_terms: dict[str, tuple[str, int, int]] = {}
+        """Their group key, issue and expiry times, checked on every use."""
         self._ciphers = {
             kid: AESGCM(key) for kid, key in (data_keys.keys if data_keys else {}).items()
         }
@@ -530,6 +645,15 @@ class Seal:
             "trust store reloaded", path=str(self.trust_file), keys=len(trust.keys), revoked=dropped
         )
 
+    def signing_only(self) -> Seal:
+        """A seal that signs as this one does (its process identity included)
+        and neither encrypts nor verifies (for what is stored in the clear)."""
+        seal = Seal(identity=self.identity, window_s=self.window_ns / 1e9)
+        seal._kid, seal._cert_header = self._kid, self._cert_header
+        seal.certificate = self.certificate
+        seal.record_identity = self.record_identity
+        return seal
+
     @property
     def active(self) -> bool:
         """Whether this seal changes or checks anything."""
@@ -571,6 +695,8 @@ class Seal:
         if self.identity is not None:
             headers[H_KEY] = self._kid
             headers[H_TS] = str(now_ns if now_ns is not None else time.time_ns())
+            if self._cert_header:
+                headers[H_CERT] = self._cert_header
             headers[H_SIG] = _b64(self.identity.sign(_canonical(subject, headers, body)))
         return body
 
@@ -622,6 +748,8 @@ class Seal:
             raise ForgedMessageError(f"unsigned message on {subject} refused")
         signer = self.trust.get(kid)
         if signer is None:
+            signer = self._process_key(kid, headers.get(H_CERT), headers.get(H_TS, ""))
+        if signer is None:
             raise ForgedMessageError(f"message on {subject} is signed by unknown key {kid!r}")
         try:
             valid = signer.verify(
@@ -652,6 +780,129 @@ class Seal:
                 )
         return signer
 
+    # Process identities ---------------------------------------------------
+    def identity_request(self, node: str, *, now_ns: int | None = None) -> tuple[bytes, Identity]:
+        """A request for a process identity for ``node``, signed with this
+        seal's key, and the new key pair it asks to certify."""
+        if self.identity is None:
+            raise ConfigError("only a node with a signing key can ask for a process identity")
+        fresh = Identity(self.identity.principal, self.identity.role, Ed25519PrivateKey.generate())
+        public = fresh.private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        stamp = now_ns if now_ns is not None else time.time_ns()
+        body = json.dumps([node, _b64(public), stamp, self._kid], separators=(",", ":")).encode()
+        return body + b"\n" + _b64(self.identity.sign(b"identity request\n" + body)).encode(), fresh
+
+    def issue(self, request: bytes, *, now_ns: int | None = None) -> Certificate:
+        """A coordinator certifies a process key asked for by a trusted key
+        (:meth:`identity_request`); raises ForgedMessageError. Uniqueness of
+        the node id is the caller's to enforce (one certificate per node)."""
+        if self.identity is None or self.identity.role != "coordinator":
+            raise ConfigError("only a coordinator with its signing key issues process identities")
+        if self.trust is None:
+            raise ConfigError("issuing process identities needs a trust store")
+        try:
+            body, _, sig = request.partition(b"\n")
+            node, public_b64, stamp, parent = json.loads(body)
+            public = base64.b64decode(str(public_b64), validate=True)
+            signature = base64.b64decode(sig, validate=True)
+            node, parent, stamp = str(node), str(parent), int(stamp)
+            Ed25519PublicKey.from_public_bytes(public)
+        except (ValueError, TypeError, binascii.Error) as exc:
+            raise ForgedMessageError(f"malformed identity request: {exc}") from None
+        trust = self._fresh_trust()
+        requester = trust.get(parent) if trust is not None else None
+        if requester is None or not requester.verify(b"identity request\n" + body, signature):
+            raise ForgedMessageError(
+                f"identity request for {node!r} is not signed by a trusted key"
+            )
+        if requester.role not in ("worker", "client"):
+            raise ForgedMessageError(
+                f"{requester.principal} ({requester.role}) may not ask for process identities"
+            )
+        if not (0 < len(node) <= 128 and set(node) <= _NODE):
+            raise ForgedMessageError(f"identity request names an invalid node {node[:64]!r}")
+        now = now_ns if now_ns is not None else time.time_ns()
+        if abs(now - stamp) > self.window_ns:
+            raise ReplayedMessageError(f"identity request for {node!r} is stale: a replay")
+        cert = Certificate(
+            kid=hashlib.sha256(public).hexdigest()[:16],
+            public=public,
+            principal=f"{requester.principal}/{node}",
+            role=requester.role,
+            node=node,
+            parent=parent,
+            issuer=self._kid,
+            issued_ns=now,
+            expires_ns=now + CERT_TTL_S * 10**9,
+        )
+        return Certificate(**{**_fields(cert), "signature": self.identity.sign(cert.signed_part())})
+
+    def adopt(self, identity: Identity, certificate: Certificate) -> None:
+        """Sign messages with a process key from now on (records stay signed by
+        the key directory's key); raises ConfigError for a certificate of
+        another key."""
+        if certificate.kid != identity.kid:
+            raise ConfigError("the certificate is for another key")
+        self.identity = Identity(certificate.principal, certificate.role, identity.private)
+        self._kid = identity.kid
+        self.certificate = certificate
+        self._cert_header = certificate.encode()
+
+    def _process_key(self, kid: str, header: str | None, signed: str) -> TrustedKey | None:
+        """The process key ``kid`` if ``header`` holds a valid certificate for it,
+        its group key is still trusted and the message was signed (``AF-TS``,
+        which the signature covers) while the certificate was valid."""
+        known = self._certified.get(kid)
+        if known is None:
+            if not header:
+                return None
+            cert = Certificate.decode(header)
+            known = self.verify_certificate(kid, cert)
+            if len(self._certified) >= _CERTIFIED_KEPT:
+                oldest = next(iter(self._certified))
+                self._certified.pop(oldest)
+                self._cert_terms.pop(oldest, None)
+            self._certified[kid] = known
+        parent, issued, expires = self._cert_terms[kid]
+        signed_ns = int(signed) if 0 < len(signed) <= 19 and signed.isdigit() else -1
+        trust = self.trust
+        if trust is None or trust.get(parent) is None:
+            raise ForgedMessageError(
+                f"the process identity {known.principal} ({kid}): its group key was revoked"
+            )
+        if not issued - self.window_ns <= signed_ns <= expires:
+            raise ForgedMessageError(
+                f"the process identity {known.principal} ({kid}) was not valid when this was signed"
+            )
+        return known
+
+    def verify_certificate(self, kid: str, cert: Certificate) -> TrustedKey:
+        """The trusted key a certificate makes of ``kid``; raises ForgedMessageError
+        (not issued by a trusted coordinator, forged, for another key, its group
+        key not trusted, naming another principal)."""
+        trust = self.trust
+        assert trust is not None
+        issuer = trust.get(cert.issuer)
+        if issuer is None or issuer.role != "coordinator":
+            raise ForgedMessageError(f"certificate of {kid} is not issued by a trusted coordinator")
+        if not issuer.verify(cert.signed_part(), cert.signature):
+            raise ForgedMessageError(f"certificate of {kid} has a bad signature: forged")
+        if cert.kid != kid or hashlib.sha256(cert.public).hexdigest()[:16] != kid:
+            raise ForgedMessageError(f"certificate of {cert.kid} does not certify key {kid}")
+        parent = trust.get(cert.parent)
+        if parent is None or parent.role != cert.role:
+            raise ForgedMessageError(f"certificate of {kid}: its group key is not trusted")
+        if cert.principal != f"{parent.principal}/{cert.node}":
+            raise ForgedMessageError(f"certificate of {kid} names another principal")
+        self._cert_terms[kid] = (cert.parent, cert.issued_ns, cert.expires_ns)
+        try:
+            public = Ed25519PublicKey.from_public_bytes(cert.public)
+        except ValueError as exc:
+            raise ForgedMessageError(f"certificate of {kid}: invalid key") from exc
+        return TrustedKey(kid, cert.principal, cert.role, public)
+
     # KV records -----------------------------------------------------------
     def seal_record(
         self, bucket: str, key: str, plain: bytes, *, now_ns: int | None = None
@@ -662,7 +913,7 @@ class Seal:
         someone without a trusted key, or put back after the replay window
         (:meth:`open_record` with ``stored_ns``) is refused. Plain ``plain``
         when nothing is configured."""
-        if self.identity is None and self.data_keys is None:
+        if self.record_identity is None and self.data_keys is None:
             return plain
         flags, enc, body = 0, b"", plain
         if self.data_keys is not None:
@@ -674,12 +925,14 @@ class Seal:
             enc = bytes([len(kid)]) + kid + nonce
             flags |= _ENCRYPTED
         signed = b""
-        if self.identity is not None:
+        if self.record_identity is not None:
             flags |= _SIGNED_FLAG
-            kid = self._kid.encode()
+            kid = self.record_identity.kid.encode()
             stamp = now_ns if now_ns is not None else time.time_ns()
             head = bytes([len(kid)]) + kid + stamp.to_bytes(8, "big")
-            signature = self.identity.sign(_record_signed(bucket, key, flags, head, enc, body))
+            signature = self.record_identity.sign(
+                _record_signed(bucket, key, flags, head, enc, body)
+            )
             signed = head + signature
         return _RECORD_MAGIC + bytes([flags]) + signed + enc + body
 
@@ -882,8 +1135,10 @@ def rotate_data_key(directory: Path) -> DataKeys:
 
 __all__ = [
     "AUDIT_TYPE",
+    "CERT_TTL_S",
     "CLIENT_SENDS",
     "DATA_KEYS_FILE",
+    "H_CERT",
     "H_ENC",
     "H_KEY",
     "H_SIG",
@@ -892,6 +1147,7 @@ __all__ = [
     "ROLES",
     "TRUST_FILE",
     "WORKER_SENDS",
+    "Certificate",
     "DataKeys",
     "Identity",
     "Seal",

@@ -102,8 +102,8 @@ DIRECT_INACTIVE_S = 30.0
 """How long a worker's direct consumer outlives its last listener."""
 ANCHORS_KEPT = 16
 """Anchors (signed chain heads) kept per audit chain."""
-ANCHORS_MAX_BYTES = 64 << 20
-"""Most bytes the anchors stream keeps (the oldest go first)."""
+ANCHORS_MAX_MSGS = 1_000_000
+"""Most anchors kept in all (a count: a byte limit would be reserved on the server)."""
 
 _STREAM_NOT_FOUND = 10059
 """JetStream API error code of a missing stream."""
@@ -355,6 +355,7 @@ class Bus:
                 subjects=[n.audit_subjects],
                 duplicate_window=s.dedupe_window_s,
                 max_age=s.audit_max_age_s,
+                max_msgs=s.audit_max_msgs,
                 max_bytes=s.audit_max_bytes,
             )
         )
@@ -363,7 +364,7 @@ class Bus:
                 name=n.anchor_stream,
                 subjects=[n.anchor_subjects],
                 max_msgs_per_subject=ANCHORS_KEPT,
-                max_bytes=ANCHORS_MAX_BYTES,
+                max_msgs=ANCHORS_MAX_MSGS,
             )
         )
         await self.kv(n.workflows_bucket, history=1)
@@ -846,6 +847,39 @@ class Bus:
             return
         except nats.errors.Error as exc:
             raise TransportError(f"cannot delete {what}: {exc}") from exc
+
+    async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes:
+        """A core request's answer; raises TimeoutError when nobody answers in
+        time (no responders included), TransportError for the rest."""
+        try:
+            reply = await self.nc.request(subject, data, timeout=timeout)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            raise TimeoutError(f"no answer on {subject} within {timeout:g}s") from None
+        except nats.errors.Error as exc:
+            raise _ours(exc, f"request on {subject}") from exc
+        return bytes(reply.data)
+
+    async def serve(
+        self,
+        subject: str,
+        answer: Callable[[bytes], Awaitable[bytes]],
+        *,
+        queue: str = "",
+    ) -> Callable[[], Awaitable[None]]:
+        """Answer core requests on ``subject`` with ``answer(request body)`` (one
+        member of ``queue`` each); returns what stops it."""
+
+        async def on_request(msg: Msg) -> None:
+            try:
+                reply = await answer(msg.data)
+            except Exception:
+                log.exception("request handler failed", subject=subject)
+                return
+            with contextlib.suppress(nats.errors.Error):
+                await msg.respond(reply)
+
+        sub = await self._call(self.nc.subscribe(subject, queue=queue, cb=on_request))
+        return sub.unsubscribe
 
     # KV helpers ---------------------------------------------------------
     async def kv_read(self, store: KeyValue, key: str) -> StoredValue | None:

@@ -67,6 +67,7 @@ from shared.events import (
     WorkflowAborted,
 )
 from shared.health import WEAK_SANDBOX_WARNING
+from shared.identity import take_process_identity
 from shared.ids import ID_RE, task_key
 from shared.lifecycle import every, stop_when_closed
 from shared.metrics import AGENT_INSTANCES, CIRCUIT_BREAKERS, Reading, observe
@@ -219,6 +220,10 @@ class Worker:
         if self._runner is not None:
             return
         await self.bus.ensure_topology()
+        # With keys: sign as this process from here on (issued by a coordinator).
+        await take_process_identity(
+            self.bus, self.node_id, timeout=self.settings.identity_timeout_s
+        )
         self._registry = await self.bus.kv(self.names.agents_bucket)
         await self.audit.start(role="worker", policy=self.policy is not None)
         capabilities = self.app.capabilities

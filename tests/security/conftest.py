@@ -23,6 +23,7 @@ from coordinator.state import WorkflowState
 from shared.codec import encode_event
 from shared.config import Settings
 from shared.events import Event, EventType, MessageRejected, Payload
+from shared.identity import take_process_identity
 from shared.ids import uuid7
 from shared.security import Seal, init_keys
 from shared.transport import Bus, connected
@@ -55,6 +56,7 @@ class Target:
     observer: Observer
     keys: Path | None
     seals: dict[str, Seal] = field(default_factory=dict)
+    buses: list[Bus] = field(default_factory=list)
 
     @property
     def secure(self) -> bool:
@@ -67,6 +69,20 @@ class Target:
         if principal not in self.seals:
             self.seals[principal] = Seal.from_dir(self.keys, principal)
         return self.seals[principal]
+
+    async def process(self, node: str) -> str:
+        """Sign as a worker *process* from now on when publishing ``as_=node``:
+        a process identity for ``node`` asked of the cluster's coordinator with
+        the worker group's key (what a compromised worker process holds).
+        Returns the principal (``worker/<node>``)."""
+        assert self.keys is not None
+        settings = self.bus.settings.model_copy(update={"principal": "worker"})
+        bus = await Bus.connect(settings, name=f"attacker-{node}", role="worker")
+        self.buses.append(bus)
+        certificate = await take_process_identity(bus, node, timeout=30)
+        assert certificate is not None
+        self.seals[node] = bus.seal
+        return certificate.principal
 
     async def publish(
         self,
@@ -172,7 +188,14 @@ async def _target(
     ):
         observer = Observer(bus)
         await observer.start()
-        yield Target(mode, cluster, bus, Client(bus=bus, node_id=f"{mode}-client"), observer, keys)
+        target = Target(
+            mode, cluster, bus, Client(bus=bus, node_id=f"{mode}-client"), observer, keys
+        )
+        try:
+            yield target
+        finally:
+            for extra in target.buses:
+                await extra.close()
 
 
 @pytest.fixture(scope="module", params=["default", "secure"])

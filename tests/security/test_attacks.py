@@ -14,6 +14,7 @@ import pytest
 from coordinator.admission import COUNTER_LIMIT
 from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
 from shared.codec import H_SCHEMA, H_VCLOCK, TaskMessage, encode_event, encode_task, pack, unpack
+from shared.errors import ConfigError
 from shared.events import (
     ErrorInfo,
     Event,
@@ -23,12 +24,15 @@ from shared.events import (
     TaskCompleted,
     TaskFailed,
     TaskHeartbeat,
+    TaskStarted,
     WorkflowFailed,
     WorkflowResumeRequested,
     WorkflowSubmitted,
 )
 from shared.hierarchy import ParentLink, child_workflow_id
+from shared.identity import take_process_identity
 from shared.ids import uuid7
+from shared.transport import Bus
 from shared.vclock import VectorClock
 from tests.integration.helpers import of_type, run, wf
 from tests.security.conftest import Target, forged
@@ -170,21 +174,27 @@ async def test_only_the_worker_that_claimed_an_attempt_settles_it(target: Target
         pytest.skip("without keys no sender is known: the attempt and clock rules apply")
     started = await _listening(target)
     workflow_id = started.workflow_id
-    assert started.tasks["s"].claimed_by == "worker"
-    seq = await target.publish(
-        forged(
-            workflow_id,
-            EventType.TASK_COMPLETED,
-            TaskCompleted(result="forged", worker="w-evil"),
-            source="w-evil",
-            vclock=started.vclock.increment("w-evil"),
-            task_id="s",
-            attempt=1,
-        ),
-        as_="worker-2",
-    )
-    rejected = await target.rejection(seq)
-    assert (rejected.code, rejected.sender) == ("not_claimant", "worker-2")
+    # Claimed by the worker process's own identity, not its group's principal.
+    claimant = started.tasks["s"].claimed_by
+    assert claimant is not None
+    assert claimant.startswith("worker/")
+    # Another group's key, and the same group's key (what any process of the
+    # group holds): neither is the claiming process.
+    for as_ in ("worker-2", "worker"):
+        seq = await target.publish(
+            forged(
+                workflow_id,
+                EventType.TASK_COMPLETED,
+                TaskCompleted(result="forged", worker="w-evil"),
+                source="w-evil",
+                vclock=started.vclock.increment("w-evil"),
+                task_id="s",
+                attempt=1,
+            ),
+            as_=as_,
+        )
+        rejected = await target.rejection(seq)
+        assert (rejected.code, rejected.sender) == ("not_claimant", as_)
     await _finish(target, workflow_id)
 
 
@@ -393,23 +403,52 @@ async def test_a_refusal_that_cannot_be_written_stops_nothing(target: Target) ->
 
 async def test_a_huge_failure_message_does_not_jam_the_coordinator(target: Target) -> None:
     # A 600 KB error message: the workflow's failure repeats it twice (over 1 MiB).
-    running = await _listening(target)
-    workflow_id = running.workflow_id
+    # Sent by the process that claimed the attempt (in secure mode: a compromised
+    # worker process with its own identity; the genuine worker cuts messages).
+    if target.secure:
+        node = f"w-evil-{uuid7()[-8:]}"
+        principal = await target.process(node)
+        workflow_id = await target.client.submit(wf(LISTENING), route="nobody-serves-this")
+        scheduled = await target.until_state(
+            workflow_id, lambda s: s.tasks["s"].status == TaskStatus.SCHEDULED
+        )
+        clock = scheduled.vclock.increment(node)
+        await target.publish(
+            forged(
+                workflow_id,
+                EventType.TASK_STARTED,
+                TaskStarted(worker=node, agent="listen", instance=f"{node}.listen.0"),
+                source=node,
+                vclock=clock,
+                task_id="s",
+                attempt=1,
+            ),
+            as_=node,
+        )
+        running = await target.until_state(
+            workflow_id, lambda s: s.tasks["s"].status == TaskStatus.RUNNING
+        )
+        assert running.tasks["s"].claimed_by == principal
+        worker, as_ = node, node
+    else:
+        running = await _listening(target)
+        workflow_id = running.workflow_id
+        worker, as_ = running.tasks["s"].worker or "w", "worker"
     failure = TaskFailed(
         error=ErrorInfo(type="Boom", message="m" * 600_000, retryable=False),
-        worker=running.tasks["s"].worker or "",
+        worker=worker,
     )
     await target.publish(
         forged(
             workflow_id,
             EventType.TASK_FAILED,
             failure,
-            source=running.tasks["s"].worker or "w",
-            vclock=running.vclock.increment(running.tasks["s"].worker or "w"),
+            source=worker,
+            vclock=running.vclock.increment(worker),
             task_id="s",
             attempt=1,
         ),
-        as_="worker",
+        as_=as_,
     )
     state = await target.client.wait(workflow_id, timeout=60)
     assert state.status == WorkflowStatus.FAILED
@@ -447,3 +486,26 @@ async def test_one_event_cannot_freeze_a_workflows_clock(target: Target) -> None
     # the honest actions still work: an intervention from a new client, the outcome
     state = await _finish(target, workflow_id)
     assert state.vclock.get("coord") < 2**32
+
+
+# Per-process identities -----------------------------------------------------------------
+
+
+async def test_a_node_id_is_issued_once(target: Target) -> None:
+    """A holder of the group key cannot take the identity of a running process."""
+    if target.keys is None:
+        pytest.skip("no keys: no identities")
+    workers = [i for i in await target.client.agents() if i.get("role") == "worker"]
+    assert workers
+    taken = str(workers[0]["worker"])
+    settings = target.bus.settings.model_copy(update={"principal": "worker"})
+    bus = await Bus.connect(settings, name="identity-thief", role="worker")
+    try:
+        with pytest.raises(ConfigError, match="has a process identity already"):
+            await take_process_identity(bus, taken, timeout=30)
+        assert bus.seal.certificate is None  # still only the group key
+        # A new node id is issued (the control).
+        principal = await target.process(f"{taken}-fresh")
+        assert principal == f"worker/{taken}-fresh"
+    finally:
+        await bus.close()
