@@ -118,6 +118,14 @@ def up(  # noqa: PLR0917 - a typer command: one parameter per option
         bool,
         typer.Option("--metrics", help="Each process serves /metrics and /health on a free port."),
     ] = False,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="TLS, one least-privilege NATS user per role, signing and data keys "
+            "(what the deploy files generate on first start).",
+        ),
+    ] = False,
     directory: DirOpt = DEFAULT_DIR,
     timeout: Annotated[
         float, typer.Option(min=1, help="Seconds to wait for the cluster to be ready.")
@@ -140,6 +148,7 @@ def up(  # noqa: PLR0917 - a typer command: one parameter per option
             partitions=partitions,
             prefix=prefix,
             metrics=metrics,
+            secure=secure,
         )
         app_pools(spec)  # the app imports, here and now, rather than in every worker
     except (ConfigError, NotFoundError) as exc:
@@ -178,7 +187,8 @@ def up(  # noqa: PLR0917 - a typer command: one parameter per option
         _line(f"  autoscaler: {low}..{high} workers, one fewer after {scale_down_after:g}s idle")
     _line(f"  state and logs: {directory}")
     _line("Use it from this shell with:")
-    _line(export_line(state))
+    env_file = state.get("env_file")
+    _line(f"set -a; . {env_file}; set +a" if env_file else export_line(state))
     where = "" if directory == DEFAULT_DIR.resolve() else f" --dir {directory}"
     _line(f"Then: agenticflow cluster status{where} · agenticflow cluster down{where}")
 

@@ -25,6 +25,15 @@ decisions; rewritten every second), ``spec.json`` (what was asked),
 ``supervisor.lock`` (held by the supervisor while it runs), ``supervisor.log``,
 ``logs/<process>.log`` and ``nats/n<i>/`` (each node's config, store and log).
 
+With ``secure`` (``cluster up --secure``), ``secure/`` holds what
+deploy/compose.yaml's init generates: ``nats/`` (``agenticflow nats-config``:
+TLS, one user per role, the worker group ``cluster`` for the app's
+capabilities; new each start, like the store) and ``keys/`` (``agenticflow
+keys init``: the data key and the coordinator's, worker's and client's signing
+keys; kept once made), and the routes need a password. Each process runs with
+its own role's NATS user and signing key; clients use the admin's user and the
+client's key (``secure/nats/admin.env``).
+
 The autoscaler is a pure decision, :func:`decide`, and an I/O shell: every
 ``interval_s`` the supervisor reads ``num_pending + num_ack_pending`` of the
 app's task consumers (the lag, per agent pool), decides, and starts workers
@@ -43,7 +52,9 @@ import functools
 import json
 import math
 import os
+import secrets
 import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -60,8 +71,16 @@ import psutil
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agenticflow.natsauth import settings_from_env
-from agenticflow.natscluster import NatsCluster
+from agenticflow.natsauth import (
+    ADMIN,
+    COORDINATOR,
+    NatsAuthFiles,
+    WorkerGroup,
+    generate,
+    read_env_file,
+    settings_from_env,
+)
+from agenticflow.natscluster import NatsCluster, NodeSecurity
 from agenticflow.procs import child_preexec
 from shared.config import Settings
 from shared.errors import AgenticFlowError, ConfigError, TransportError
@@ -69,6 +88,7 @@ from shared.health import cluster_health
 from shared.ids import node_pid
 from shared.names import Names
 from shared.registry import open_update
+from shared.security import TRUST_FILE, init_keys
 from shared.transport import Bus, FetchTimeout
 from worker.app import load_app
 
@@ -329,6 +349,8 @@ class ClusterSpec(BaseModel):
     """How often the supervisor checks its processes and reads the lag."""
     metrics: bool = False
     """Each coordinator and worker serves /metrics and /health on a free port."""
+    secure: bool = False
+    """TLS, one NATS user per role, signing and data keys, route passwords."""
     cwd: str = Field(default_factory=os.getcwd)
     """Where the app is imported from (the workers' working directory)."""
 
@@ -414,6 +436,13 @@ def app_pools(spec: ClusterSpec) -> tuple[dict[str, str], dict[str, int]]:
 
 Role = Literal["coordinator", "worker"]
 
+SECURE_DIR = "secure"
+"""Where a secure cluster's credentials and keys live, in the state directory."""
+WORKER_GROUP = "cluster"
+"""The worker group (NATS role ``worker-cluster``) of a secure cluster's workers."""
+_SIGNERS = {COORDINATOR: "coordinator", f"worker-{WORKER_GROUP}": "worker", ADMIN: "client"}
+"""Each NATS role's signing principal (clients sign as ``client``)."""
+
 
 @dataclass
 class Member:
@@ -494,6 +523,10 @@ class LocalCluster:
         NATS credentials and a fixed metrics port, which would not fit)."""
         self.bus: Bus | None = None
         self._workers_started = 0
+        self.auth: NatsAuthFiles | None = None
+        """A secure cluster's NATS users and TLS files (once started)."""
+        self.keys: Path | None = None
+        """A secure cluster's key directory (once started)."""
 
     # Settings -----------------------------------------------------------
     @property
@@ -503,24 +536,80 @@ class LocalCluster:
 
     @property
     def settings(self) -> Settings:
-        """Settings of a client of this cluster (those its processes use)."""
-        return settings_from_env(self._child_env())
+        """Settings of a client of this cluster (a secure cluster's admin)."""
+        return settings_from_env(self._child_env(ADMIN))
 
-    def _child_env(self) -> dict[str, str]:
+    def _child_env(self, role: str = ADMIN) -> dict[str, str]:
+        """A child's environment; ``role``: whose NATS user and key (secure only)."""
+        secret = ("AGENTICFLOW_SECURITY_DIR", "AGENTICFLOW_PRINCIPAL")
         inherited = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith("AGENTICFLOW_NATS") and k != "AGENTICFLOW_METRICS_PORT"
+            if not k.startswith("AGENTICFLOW_NATS")
+            and k != "AGENTICFLOW_METRICS_PORT"
+            and (self.auth is None or k not in secret)
         }
         path = os.pathsep.join(p for p in (self.spec.cwd, os.environ.get("PYTHONPATH", "")) if p)
         metrics = {"AGENTICFLOW_METRICS_PORT": "0"} if self.spec.metrics else {}
-        return {**inherited, "PYTHONPATH": path, **metrics, **self.env}
+        return {**inherited, "PYTHONPATH": path, **metrics, **self.env, **self._role_env(role)}
+
+    def settings_for(self, role: str) -> Settings:
+        """Settings of one role's process (``coordinator``, ``worker-cluster``,
+        ``client``, ``admin`` in a secure cluster)."""
+        return settings_from_env(self._child_env(role))
+
+    def _role_env(self, role: str) -> dict[str, str]:
+        """A secure cluster role's NATS user and signing key (nothing otherwise)."""
+        if self.auth is None:
+            return {}
+        env = self.auth.env(role, url=self.urls)
+        if self.keys is not None:
+            env["AGENTICFLOW_SECURITY_DIR"] = str(self.keys)
+            env["AGENTICFLOW_PRINCIPAL"] = _SIGNERS.get(role, "client")
+        return env
 
     def settings_env(self) -> dict[str, str]:
         """The ``AGENTICFLOW_*`` variables a client needs (the cluster's, and
         the overrides this process was started with)."""
         env = self._child_env()
         return {k: env[k] for k in sorted(env) if k.startswith("AGENTICFLOW_")}
+
+    def _prepare_secure(self) -> None:
+        """What deploy/compose.yaml's init generates, for these nodes and this app."""
+        directory = self.directory / SECURE_DIR
+        queues, _ = app_pools(self.spec)
+        self.auth = generate(
+            directory / "nats",
+            prefix=self.spec.prefix,
+            workers=[WorkerGroup(WORKER_GROUP, tuple(queues))],
+            tls=True,
+            force=True,  # new with every start, like the store
+        )
+        keys = directory / "keys"
+        if not (keys / TRUST_FILE).exists():
+            init_keys(keys, [(p, p) for p in dict.fromkeys(_SIGNERS.values())])
+        self.keys = keys
+        users = self.auth.directory / "auth.conf"
+        text = self.auth.config.read_text()
+        users.write_text(text[text.index("authorization {") :])
+        self.nats.security = NodeSecurity(
+            users=users,
+            cert=self.auth.directory / "server.pem",
+            key=self.auth.directory / "server-key.pem",
+            route_user="route",
+            route_password=secrets.token_urlsafe(24),
+        )
+
+    def _write_env_files(self) -> None:
+        """Every role's env file with the nodes' URLs and its signing key."""
+        assert self.auth is not None
+        self.auth.write_env(url=self.urls)
+        for role in self.auth.roles:
+            path = self.auth.env_file(role)
+            known = read_env_file(path)
+            extra = {k: v for k, v in self._role_env(role).items() if k not in known}
+            with path.open("a", encoding="utf-8") as file:
+                file.writelines(f"{k}={shlex.quote(v)}\n" for k, v in extra.items())
 
     # Lifecycle ----------------------------------------------------------
     async def start(self, *, timeout: float = 120.0) -> None:
@@ -532,8 +621,12 @@ class LocalCluster:
         # Each start is a fresh cluster: new ports, so a store of an earlier run
         # would name peers that no longer exist.
         shutil.rmtree(self.directory / "nats", ignore_errors=True)
+        if self.spec.secure:
+            self._prepare_secure()
         self.nats.start(timeout=max(1.0, deadline - time.monotonic()))  # main thread: see above
         self.env = self.spec.cluster_env(self.urls)
+        if self.auth is not None:
+            self._write_env_files()
         self.bus = await Bus.connect(self.settings, name="agenticflow-cluster")
         await self.bus.ensure_topology()
         for i in range(self.spec.coordinators):
@@ -662,7 +755,9 @@ class LocalCluster:
         try:
             proc = subprocess.Popen(  # noqa: S603 - our own entry point
                 [sys.executable, "-m", "agenticflow", role, *args],
-                env=self._child_env(),
+                env=self._child_env(
+                    COORDINATOR if role == "coordinator" else f"worker-{WORKER_GROUP}"
+                ),
                 cwd=self.spec.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -680,6 +775,7 @@ class LocalCluster:
         return {
             "urls": self.urls,
             "env": self.settings_env(),
+            "env_file": str(self.auth.env_file(ADMIN)) if self.auth is not None else None,
             "nodes": [
                 {
                     "name": node.name,

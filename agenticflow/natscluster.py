@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import socket
@@ -36,6 +37,20 @@ from shared.errors import TransportError
 HOST = "127.0.0.1"
 
 
+@dataclass(frozen=True)
+class NodeSecurity:
+    """What a secure cluster's nodes run with (``agenticflow cluster up --secure``):
+    the users block ``agenticflow nats-config`` wrote, its server certificate,
+    and a user and password every route must present."""
+
+    users: Path
+    """A file holding only the ``authorization { ... }`` block."""
+    cert: Path
+    key: Path
+    route_user: str
+    route_password: str
+
+
 @dataclass
 class NatsNode:
     """One member of the cluster; ports are pinned after its first start."""
@@ -47,11 +62,13 @@ class NatsNode:
     client_port: int | None = None
     http_port: int | None = None
     proc: subprocess.Popen[bytes] | None = None
+    scheme: str = "nats"
+    """``tls`` when clients must use TLS."""
 
     @property
     def url(self) -> str:
         """Client URL (known once the node has started)."""
-        return f"nats://{HOST}:{self.client_port}"
+        return f"{self.scheme}://{HOST}:{self.client_port}"
 
     @property
     def monitor_url(self) -> str:
@@ -95,11 +112,15 @@ class NatsCluster:
         *,
         base_dir: str | Path | None = None,
         cluster_name: str = "af-test",
+        security: NodeSecurity | None = None,
     ) -> None:
+        """``security``: clients need TLS and a user of the given users block,
+        routes the given user and password (default: neither)."""
         if size < 1:
             raise ValueError("a cluster needs at least one node")
         self.size = size
         self.cluster_name = cluster_name
+        self.security = security
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if base_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="agenticflow-cluster-")
@@ -122,6 +143,7 @@ class NatsCluster:
                     name=f"n{i}",
                     directory=self.base_dir / f"n{i}",
                     cluster_port=ports[i],
+                    scheme="nats" if self.security is None else "tls",
                 )
                 for i in range(self.size)
             ]
@@ -281,16 +303,35 @@ class NatsCluster:
 
     # Processes ----------------------------------------------------------
     def _config(self, node: NatsNode) -> str:
-        routes = "\n".join(f"    nats-route://{HOST}:{n.cluster_port}" for n in self.nodes)
+        secure = self.security
+        auth = ""
+        if secure is not None:
+            auth = f"{secure.route_user}:{secure.route_password}@"
+        routes = "\n".join(f"    nats-route://{auth}{HOST}:{n.cluster_port}" for n in self.nodes)
         client = node.client_port if node.client_port is not None else -1
         http = node.http_port if node.http_port is not None else -1
+        route_users = ""
+        if secure is not None:
+            route_users = (
+                f"  authorization {{ user: {json.dumps(secure.route_user)}, "
+                f"password: {json.dumps(secure.route_password)} }}\n"
+            )
         cluster = (
             "cluster {\n"
             f"  name: {self.cluster_name}\n"
             f"  listen: {HOST}:{node.cluster_port}\n"
+            f"{route_users}"
             f"  routes: [\n{routes}\n  ]\n"
             "}\n"
         )
+        users = ""
+        if secure is not None:
+            # Includes are relative to the configuration's directory.
+            users = (
+                f"include {json.dumps(os.path.relpath(secure.users, node.directory))}\n"
+                f"tls {{\n  cert_file: {json.dumps(str(secure.cert))}\n"
+                f"  key_file: {json.dumps(str(secure.key))}\n  timeout: 2\n}}\n"
+            )
         return (
             f"server_name: {node.name}\n"
             f"host: {HOST}\n"
@@ -298,6 +339,7 @@ class NatsCluster:
             f'http: "{HOST}:{http}"\n'
             f'ports_file_dir: "{node.directory / "ports"}"\n'
             f'jetstream {{\n  store_dir: "{node.directory / "store"}"\n}}\n'
+            + users
             # One node routing to itself would wait for a second peer forever.
             + (cluster if self.size > 1 else "")
         )
@@ -362,4 +404,4 @@ def _read_ports(path: Path) -> dict[str, Any] | None:
     return ports if isinstance(ports, dict) else None
 
 
-__all__ = ["NatsCluster", "NatsNode"]
+__all__ = ["NatsCluster", "NatsNode", "NodeSecurity"]

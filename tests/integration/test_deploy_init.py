@@ -1009,3 +1009,84 @@ def test_without_its_two_additions_the_profile_is_runtime_default_and_the_tool_r
     tool is not run (no --allow-weak-sandbox)."""
     answer = _under_profile(tmp_path, "unshare,chroot")
     assert answer.get("error") == "SandboxIsolationError", answer
+
+
+# agenticflow cluster up --secure: the same material, on a 3-node cluster ----------
+
+
+async def test_cluster_up_secure_runs_the_deploy_init_material_and_refuses_attacks(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    from agenticflow.localcluster import ClusterSpec, LocalCluster
+    from agenticflow.natsauth import ADMIN
+    from tests.conftest import TEST_APP, unique_prefix
+
+    spec = ClusterSpec.build(
+        nodes=3,
+        coordinators=1,
+        workers=1,
+        app=TEST_APP,
+        prefix=unique_prefix("csec"),
+        secure=True,
+        cwd=str(ROOT),
+    )
+    directory = tmp_path / "cluster"
+    async with LocalCluster(spec, directory=directory) as cluster:
+        assert cluster.auth is not None
+        assert cluster.keys is not None
+        assert cluster.urls.startswith("tls://")
+        assert sorted(p.name for p in cluster.keys.iterdir()) == sorted(
+            p.name for p in (deployment.secrets / "keys").iterdir()
+        )
+        # A CLI with nothing but the admin's env file (what `cluster up` prints).
+        env_file = cluster.to_json()["env_file"]
+        assert env_file == str(cluster.auth.env_file(ADMIN))
+        from agenticflow.natsauth import read_env_file
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTICFLOW_")}
+        env.update(read_env_file(Path(env_file)))
+        flow = tmp_path / "flow.yaml"
+        flow.write_text("tasks:\n  - {id: one, capability: add, params: {value: 5}}\n")
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "agenticflow", "submit", str(flow), "--wait", "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=90,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["tasks"]["one"]["result"] == 5
+
+        worker_settings = cluster.settings_for("worker-cluster")
+        said = await _refused(worker_settings.model_copy(update={"nats_nkey_seed_file": None}))
+        assert "authorization violation" in said.lower(), said
+        errors: list[str] = []
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(str(exc).lower())
+
+        nc = await nats.connect(
+            servers=worker_settings.servers,
+            error_cb=on_error,
+            connect_timeout=2,
+            **connect_options(worker_settings),
+        )
+        try:
+            subject = f"$JS.API.STREAM.DELETE.{worker_settings.names.events_stream}"
+            with pytest.raises(nats.errors.TimeoutError):
+                await nc.request(subject, b"", timeout=DENIED_S)
+        finally:
+            await nc.close()
+        assert any("permissions violation" in e for e in errors), errors
+        assert cluster.bus is not None
+        info = await cluster.bus.js.stream_info(worker_settings.names.events_stream)
+        # Every event is signed: the processes had their keys.
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await cluster.bus.js.get_msg(worker_settings.names.events_stream, seq)
+            assert msg.headers is not None
+            assert "AF-Sig" in msg.headers, seq
+    for log in (directory / "logs").glob("*.log"):
+        assert "permissions violation" not in log.read_text().lower(), log
