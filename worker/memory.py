@@ -10,8 +10,9 @@ Values are plain data serialised with msgpack (never pickle: reading memory
 cannot run code), stored as records (:meth:`shared.security.Seal.seal_record`):
 with data keys, encrypted with AES-GCM bound to their bucket and key; with
 signing keys, signed by the writing worker over bucket, key, time and value.
-A value altered, copied to another key, written by anyone but a worker, or put
-back after the replay window is refused when read. Writes are
+A value altered, copied to another key, written by anyone but a worker of the
+reader's own group (its key directory's principal: ``worker``, or one per
+group), or put back after the replay window is refused when read. Writes are
 last-writer-wins; :meth:`AgentMemory.update` is a compare-and-set loop for
 read-modify-write.
 """
@@ -25,7 +26,7 @@ from typing import Any
 from nats.js.kv import KeyValue
 
 from shared.codec import MAX_DEPTH, pack, unpack
-from shared.errors import ConfigError, StateConflictError
+from shared.errors import ConfigError, ForgedMessageError, StateConflictError
 from shared.transport import Bus
 
 _NAME = re.compile(r"^[A-Za-z0-9_\-=]{1,128}\Z")
@@ -66,9 +67,15 @@ class AgentMemory:
         return blob
 
     def _decode(self, key: str, blob: bytes, stored_ns: int | None) -> Any:
-        plain, _ = self.bus.seal.open_record(
+        plain, signer = self.bus.seal.open_record(
             self.bucket, key, blob, roles=_WRITERS, stored_ns=stored_ns
         )
+        owner = self.bus.seal.record_identity
+        if signer is not None and owner is not None and signer.principal != owner.principal:
+            raise ForgedMessageError(
+                f"{self.bucket}/{key} was written by {signer.principal}, not by this "
+                f"worker group ({owner.principal}): an agent's memory is its group's"
+            )
         return unpack(plain, max_depth=MAX_DEPTH)
 
     async def _read(self, key: str) -> tuple[Any, int]:

@@ -48,6 +48,7 @@ pytestmark = pytest.mark.timeout(180)
 PRINCIPALS = [
     ("coordinator", "coordinator"),
     ("worker", "worker"),
+    ("billing", "worker"),
     ("client", "client"),
     ("mallory", "client"),
 ]
@@ -279,6 +280,13 @@ async def test_memory_refuses_a_forged_value_and_an_old_one_put_back(
                 await memory.get("plan")
             await raw.put(key, pack({"step": 666}))
             with pytest.raises(ForgedMessageError, match="not signed"):
+                await memory.get("plan")
+            # Another worker group's key: a worker, but not of this agent's group.
+            other = seal_of(keys, "billing").seal_record(
+                worker_bus.names.memory_bucket, key, pack({"step": 7})
+            )
+            await raw.put(key, other)
+            with pytest.raises(ForgedMessageError, match="not by this worker group"):
                 await memory.get("plan")
         # The honest writer takes it back.
         await store.put(
