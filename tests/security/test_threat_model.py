@@ -31,3 +31,28 @@ def test_the_readme_says_plainly_what_default_mode_does_not_protect() -> None:
     text = _threat_model()
     assert "Default mode protects against accidents, not attackers" in text
     assert "anyone who can publish" in text
+
+
+def test_every_test_the_security_section_cites_exists() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("\n## Security\n")
+    security = text[start : text.index("\n## ", start + 1)]
+    cited = re.findall(r"`(tests/[^`:\s]+\.py)(?:::(\w+))?`", security)
+    assert len(cited) >= 60
+    missing = []
+    for path, name in cited:
+        file = ROOT / path
+        if not file.is_file():
+            missing.append(path)
+        elif name and not re.search(
+            rf"^(async )?def {name}\(", file.read_text(encoding="utf-8"), re.M
+        ):
+            missing.append(f"{path}::{name}")
+    assert not missing, missing
+    # Every table of defences cites a test in each row.
+    for table in re.findall(r"(?:^\|.*\|\n)+", security, re.M):
+        rows = table.splitlines()
+        if "test" not in rows[0].lower() and "proved by" not in rows[0].lower():
+            continue
+        for row in rows[2:]:
+            assert "`tests/" in row, f"a row cites no test: {row[:120]}"
