@@ -3,7 +3,8 @@
 # as its Secret. AF_SECRETS, AF_EXPORT and AF_INIT move its directories (tests).
 set -eu
 publish="python ${AF_INIT:-/opt/agenticflow-init}/publish_secrets.py"
-secrets_list="agenticflow/agenticflow-coordinator=coordinator agenticflow/agenticflow-worker=worker agenticflow/agenticflow-cli=cli nats/nats-auth=nats"
+# nats-auth first: without deploy/k8s/nats's Role it fails before anything exists.
+secrets_list="nats/nats-auth=nats agenticflow/agenticflow-coordinator=coordinator agenticflow/agenticflow-worker=worker agenticflow/agenticflow-cli=cli"
 # Secrets already there: never regenerate what running pods use.
 state=0
 $publish check $secrets_list || state=$?
