@@ -139,10 +139,10 @@ class ToolBox:
     ) -> None:
         self.registry = registry
         self.security = security
+        """The agent's RBAC context (``agent:<name>`` in the policy); None: no policy."""
         self.allow_weak_sandbox = allow_weak_sandbox
         """Run sandboxed tools where the kernel cannot isolate them as declared
         (``Settings.allow_weak_sandbox``); False: SandboxIsolationError."""
-        """The agent's RBAC context (``agent:<name>`` in the policy); None: no policy."""
         self.state = state if state is not None else MemoryToolState(worker=worker)
         self.workflow_id = workflow_id
         self.task_id = task_id
