@@ -115,14 +115,22 @@ class ParamRule:
 
 
 def _inside(path: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether ``path`` is inside one of ``prefixes``, both as written (``..``
+    folded) and once symbolic links are resolved on this host: a link under an
+    allowed prefix that leads out of it does not pass."""
     if "\x00" in path:
         return False
-    resolved = os.path.normpath(os.path.join("/", path) if not os.path.isabs(path) else path)
-    for prefix in prefixes:
-        base = os.path.normpath(prefix)
-        if resolved == base or resolved.startswith(base.rstrip("/") + "/"):
-            return True
-    return False
+    lexical = os.path.normpath(os.path.join("/", path) if not os.path.isabs(path) else path)
+    real = os.path.realpath(lexical)
+    return any(
+        _under(lexical, os.path.normpath(prefix))
+        and _under(real, os.path.realpath(os.path.normpath(prefix)))
+        for prefix in prefixes
+    )
+
+
+def _under(path: str, base: str) -> bool:
+    return path == base or path.startswith(base.rstrip("/") + "/")
 
 
 def _host_allowed(text: str, hosts: tuple[str, ...]) -> bool:

@@ -120,6 +120,39 @@ def test_param_rules(
         assert principal in denial
 
 
+def test_path_rules_hold_on_resolved_paths(tmp_path: Path) -> None:
+    """A symbolic link under an allowed prefix that leads out of it is refused
+    (the rule was lexical: the link passed); one that stays inside is fine."""
+    reports, secret = tmp_path / "reports", tmp_path / "secret"
+    reports.mkdir()
+    secret.mkdir()
+    (secret / "key").write_text("s")
+    (reports / "out").symlink_to(secret)
+    (reports / "sub").mkdir()
+    (reports / "in").symlink_to(reports / "sub")
+    text = f"""
+[roles.reader]
+permissions = ["fs:read"]
+[[roles.reader.rules]]
+tool = "read"
+param = "path"
+paths = ["{reports}"]
+[principals]
+"agent:reader" = ["reader"]
+"""
+    (tmp_path / "policy.toml").write_text(text)
+    policy = load_policy(tmp_path / "policy.toml", None)
+    assert policy is not None
+    context = policy.context("agent:reader")
+    assert context.denial("read", read.permissions, {"path": str(reports / "a.txt")}) is None
+    assert context.denial("read", read.permissions, {"path": str(reports / "in" / "x")}) is None
+    denial = context.denial("read", read.permissions, {"path": str(reports / "out" / "key")})
+    assert denial is not None
+    assert "inside" in denial
+    escape = context.denial("read", read.permissions, {"path": str(reports / ".." / "secret")})
+    assert escape is not None
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
