@@ -228,7 +228,7 @@ class _Folder:
         task.auction = AuctionState(
             attempt=attempt,
             opened_at=now,
-            due_ns=now + int(policy.window_s * 1e9),
+            due_ns=_capped(now + int(policy.window_s * 1e9)),
             claim_timeout_s=policy.claim_timeout_s,
         )
         task.note = f"auction: bids until {policy.window_s:g}s after the call"
@@ -396,7 +396,7 @@ class _Folder:
         tries = attempt - task.attempt_base
         if retryable and tries < policy.max_attempts:
             delay = policy.delay_s(tries)
-            due = self.event.timestamp + int(delay * 1e9)
+            due = _capped(_sent_at(self.event) + int(delay * 1e9))
             task.status = TaskStatus.RETRY_WAIT
             task.retry_due_ns = due
             task.deadline_ns = None
@@ -682,7 +682,7 @@ def _on_started(folder: _Folder, task_id: str, task: TaskState) -> None:
     if task.status != TaskStatus.SCHEDULED:
         return
     task.status = TaskStatus.RUNNING
-    task.started_at = event.timestamp
+    task.started_at = _sent_at(event)
     task.worker, task.agent, task.note = data.worker, data.agent, None
     task.instance = data.instance
     task.claimed_by, task.alive_ns = event.signer, event.stored_ns
@@ -692,7 +692,7 @@ def _on_started(folder: _Folder, task_id: str, task: TaskState) -> None:
 
 def _arm_deadline(folder: _Folder, task_id: str, task: TaskState) -> None:
     """Deadline of a running attempt: its next heartbeat, capped by its timeout."""
-    state, now = folder.state, folder.event.timestamp
+    state, now = folder.state, _sent_at(folder.event)
     assert state.definition is not None
     spec = state.spec(task_id)
     deadlines = []
@@ -702,7 +702,7 @@ def _arm_deadline(folder: _Folder, task_id: str, task: TaskState) -> None:
     if spec.heartbeat_timeout_s is not None:
         deadlines.append(now + int(spec.heartbeat_timeout_s * 1e9))
     if deadlines:
-        task.deadline_ns = min(deadlines)
+        task.deadline_ns = _capped(min(deadlines))
         folder.commands.append(
             ArmTimer("timeout", state.workflow_id, task_id, task.attempts, task.deadline_ns)
         )
@@ -796,7 +796,24 @@ def _on_unserved(folder: _Folder, task_id: str, task: TaskState) -> None:
 
 
 def _due(now: int, timeout_s: float | None) -> int | None:
-    return None if timeout_s is None else now + int(timeout_s * 1e9)
+    return None if timeout_s is None else _capped(now + int(timeout_s * 1e9))
+
+
+_LATEST_NS = 2**63 - 1
+"""No deadline past this (the largest timestamp an event may carry)."""
+
+
+def _capped(due_ns: int) -> int:
+    return min(due_ns, _LATEST_NS)
+
+
+def _sent_at(event: Event) -> int:
+    """When a worker's event happened, for the deadlines it sets: its own
+    timestamp, but never later than the server stored it (a runner cannot put
+    its timeout or its approval's expiry off by claiming a time to come)."""
+    if event.stored_ns is None:
+        return event.timestamp
+    return min(event.timestamp, event.stored_ns)
 
 
 def _on_approval_requested(folder: _Folder, task_id: str, task: TaskState) -> None:
@@ -818,7 +835,7 @@ def _on_approval_requested(folder: _Folder, task_id: str, task: TaskState) -> No
             data=data.data,
             index=data.index,
             requested_at=event.timestamp,
-            due_ns=_due(event.timestamp, data.timeout_s),
+            due_ns=_due(_sent_at(event), data.timeout_s),
             on_timeout=data.on_timeout,
         ),
     )
@@ -1138,7 +1155,7 @@ def _on_auction_closed(folder: _Folder, task_id: str, task: TaskState) -> None:
     )
     folder.schedule(task_id, auction.attempt)
     if winner is not None:  # (dispatched: a pause was handled above)
-        auction.claim_due_ns = folder.event.timestamp + int(auction.claim_timeout_s * 1e9)
+        auction.claim_due_ns = _capped(folder.event.timestamp + int(auction.claim_timeout_s * 1e9))
         task.note = f"awarded to {winner.worker} (bid {winner.value:g})"
         folder.commands.append(
             ArmTimer("claim", state.workflow_id, task_id, auction.attempt, auction.claim_due_ns)

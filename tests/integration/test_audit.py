@@ -208,7 +208,7 @@ async def test_records_removed_by_the_streams_retention_are_a_note_not_a_problem
     stream = audit_bus.names.audit_stream
     config = (await audit_bus.api(f"STREAM.INFO.{stream}"))["config"]
     assert config["max_age"] > 0  # the documented retention
-    assert config["max_bytes"] > 0
+    assert config["max_msgs"] > 0  # (a count: a byte limit is reserved on the server)
     await audit_bus.api(f"STREAM.UPDATE.{stream}", {**config, "max_msgs": 2})  # an admin may
     report = await verify_audit(audit_bus, reader_seal(keys))
     assert report.ok, [str(p) for p in report.problems]

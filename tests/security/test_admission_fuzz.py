@@ -988,6 +988,36 @@ def test_a_runners_timestamp_cannot_make_the_state_unencodable() -> None:
     state.to_snapshot()
 
 
+def test_a_runner_cannot_put_its_deadlines_off_with_a_time_to_come() -> None:
+    """A runner's task.started, failure or approval request once set the task's
+    deadline, retry or expiry from its own timestamp: 2**63-1 put them off for
+    ever (and past int64). They now count from when the server stored it."""
+    sim = Sim()
+    spec = {"id": "t", "capability": "x", "timeout_s": 10, "retry": QUICK_RETRY}
+    task = only_dispatch(sim.submit(definition(spec)))
+    started = sim.started(task)
+    stored = started.timestamp
+    lie = started.model_copy(update={"timestamp": 2**63 - 1, "stored_ns": stored})
+    sim.state, commands = apply(sim.state, lie)
+    (timer,) = [c for c in commands if isinstance(c, ArmTimer) and c.kind == "timeout"]
+    assert timer.due_ns <= stored + 20 * 10**9
+    failed = sim.failed(task)
+    lie = failed.model_copy(update={"timestamp": 2**63 - 1, "stored_ns": failed.timestamp})
+    sim.state, commands = apply(sim.state, lie)
+    (retry,) = [c for c in commands if isinstance(c, ArmTimer) and c.kind == "retry"]
+    assert retry.due_ns <= failed.timestamp + 60 * 10**9
+    # Without a stored time (a test, a replay of an old record), deadlines are capped.
+    sim.state, commands = apply(sim.state, sim.retry_due(retry))
+    unstored = sim.started(only_dispatch(commands))
+    sim.state, commands = apply(
+        sim.state, unstored.model_copy(update={"timestamp": 2**63 - 1, "stored_ns": None})
+    )
+    (timer,) = [c for c in commands if isinstance(c, ArmTimer) and c.kind == "timeout"]
+    assert timer.due_ns == 2**63 - 1
+    assert sim.state is not None
+    sim.state.to_snapshot()
+
+
 def test_a_rejected_gate_is_asked_again_after_a_resume() -> None:
     """A resume once dispatched a task whose gate was rejected (its message
     carrying the rejection): a rejected gate is now asked again."""

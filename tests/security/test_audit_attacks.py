@@ -139,7 +139,7 @@ async def test_no_role_but_the_admin_may_update_purge_or_delete_the_audit_stream
         config = (await buses[ADMIN].api(f"STREAM.INFO.{stream}"))["config"]
         assert config["deny_delete"]
         assert config["deny_purge"]
-        assert config["max_bytes"] > 0
+        assert config["max_msgs"] > 0
         assert config["max_msg_size"] > 0
     assert (await buses[ADMIN].api(f"STREAM.INFO.{audit}"))["config"]["max_age"] > 0
     # Control: the admin may (it deletes the anchors stream here; the coordinator

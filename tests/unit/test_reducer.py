@@ -168,7 +168,8 @@ class Sim:
         return self.state
 
     def tick(self, at_least: int = 0) -> int:
-        self.now = max(self.now + STEP_NS, at_least)
+        # Capped at the largest timestamp an event may carry (deadlines are too).
+        self.now = min(max(self.now + STEP_NS, at_least), 2**63 - 1)
         return self.now
 
     # The coordinator's consumer ---------------------------------------------
