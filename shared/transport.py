@@ -714,10 +714,13 @@ class Bus:
         start_seq: int = 1,
         start_time: datetime | None = None,
         limit: int | None = None,
+        drain: bool = False,
     ) -> list[Msg]:
         """Every stored message on ``subject`` from ``start_seq`` (or from
         ``start_time``) on, in stream order, at most ``limit`` (an ephemeral
-        consumer, deleted afterwards)."""
+        consumer, deleted afterwards). With ``drain``, also what was stored
+        while reading (until the consumer has nothing pending): a KV value
+        re-written during the read then comes twice, and none is missed."""
         policy = DeliverPolicy.ALL
         if start_time is not None:
             policy = DeliverPolicy.BY_START_TIME
@@ -740,12 +743,19 @@ class Bus:
             total = int(info.num_pending or 0)
             total = min(total, limit) if limit is not None else total
             out: list[Msg] = []
-            while len(out) < total:
-                try:
-                    out.extend(await sub.fetch(min(500, total - len(out)), timeout=5))
-                except FetchTimeout:
-                    break
-            return out
+            while True:
+                while len(out) < total:
+                    try:
+                        out.extend(await sub.fetch(min(500, total - len(out)), timeout=5))
+                    except FetchTimeout:
+                        break
+                if not drain or (limit is not None and len(out) >= limit):
+                    return out
+                info = await self.call(sub.consumer_info, what=f"read {subject}")
+                more = int(info.num_pending or 0)
+                if more == 0 or len(out) < total:
+                    return out
+                total = len(out) + more if limit is None else min(len(out) + more, limit)
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
@@ -778,10 +788,16 @@ class Bus:
         history 1 (deleted keys left out), read through one consumer rather than
         one request per key."""
         prefix = f"$KV.{bucket}."
-        msgs = await self.read_stored(f"KV_{bucket}", f"{prefix}>", limit=limit)
-        return [
-            (msg.subject.removeprefix(prefix), msg.data, stored_ns(msg)) for msg in msgs if msg.data
-        ]
+        msgs = await self.read_stored(f"KV_{bucket}", f"{prefix}>", limit=limit, drain=True)
+        # A key written again during the read is delivered twice (its old value
+        # first): the later one wins; a deletion marker drops the key.
+        latest: dict[str, tuple[str, bytes, int | None]] = {}
+        for msg in msgs:
+            key = msg.subject.removeprefix(prefix)
+            latest.pop(key, None)
+            if msg.data and (msg.headers or {}).get("KV-Operation") not in ("DEL", "PURGE"):
+                latest[key] = (key, msg.data, stored_ns(msg))
+        return list(latest.values())
 
     async def consumer_infos(self, stream: str) -> list[dict[str, Any]]:
         """Every consumer of ``stream``, as the API describes it (all pages)."""

@@ -4,6 +4,7 @@ benchmark, against real processes."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,9 @@ def test_quick_benchmark_run_reports_w1_and_w4(tmp_path: Path) -> None:
     assert fanout["median"] > 0
     assert fanout["raw_loop"] is not None, "the raw loop ran in the same session"
     assert figures["w4", "coordinator_peak_mb"]["median"] > 0
-    assert figures["w4", "kb_per_idle_instance"]["median"] >= 0
+    # Reported, not judged: an RSS difference over a quick run can be slightly
+    # negative (memory returned to the system between the two readings).
+    assert math.isfinite(figures["w4", "kb_per_idle_instance"]["median"])
     w4 = data["raw"]["w4"][0]
     assert w4["instances"] == 2 * data["sizes"]["scale_instances"]
     assert w4["workflows_per_s"] > 0

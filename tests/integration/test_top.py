@@ -14,6 +14,7 @@ import datetime as dt
 import io
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -96,6 +97,22 @@ async def scene(cluster: DevCluster, bus: Bus, client: Client) -> AsyncIterator[
         )
 
 
+async def registered(bus: Bus, workers: int, timeout: float = 30) -> ClusterView:
+    """The first snapshot in which every worker's registry entries are live.
+
+    Entries are re-put on each heartbeat and expire after ``agent_ttl_s``: under
+    the full suite's load a worker's entry has been seen missing for a moment
+    (cause not found yet), so wait for the registry rather than read it once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = await snapshot(bus)
+        counts = {q.queue: q.workers for q in view.queues}
+        if all(counts.get(c) == workers for c in test_app.capabilities):
+            return view
+        assert time.monotonic() < deadline, f"registry never showed {workers} workers: {counts}"
+        await asyncio.sleep(0.2)
+
+
 def check_queues(queues: list[dict[str, Any]], scene: Scene, workers: int) -> None:
     by_name = {q["queue"]: q for q in queues}
     for capability in test_app.capabilities:
@@ -157,7 +174,7 @@ def check_failures(failures: list[dict[str, Any]], scene: Scene) -> None:
 async def test_snapshot_shows_queues_instances_workflows_and_failures(
     cluster: DevCluster, bus: Bus, scene: Scene
 ) -> None:
-    view = await snapshot(bus)
+    view = await registered(bus, cluster.workers)
     data = view.to_dict()
     check_queues(data["queues"], scene, cluster.workers)
     check_instances(data, scene, cluster)
