@@ -24,7 +24,6 @@ submit (``workflow:submit:<capability>``), 6 planned but not run (no
 from __future__ import annotations
 
 import sys
-import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -50,6 +49,7 @@ from agenticflow.cli import (
     _with_client,
     app,
 )
+from agenticflow.render import safe
 from coordinator.client import Client
 from coordinator.state import WorkflowState
 from coordinator.supervisor import PlanStep, Supervisor, Templates
@@ -78,17 +78,6 @@ def _load_templates() -> Templates:
     except WorkflowDefinitionError as exc:
         err.print(Text(f"error: {safe(exc)}"))
         raise typer.Exit(EXIT_INPUT) from exc
-
-
-def safe(value: object) -> str:
-    """``value`` as one line of plain text: line breaks become spaces, other
-    control and format characters (ESC, bidi overrides...) are shown escaped."""
-    text = str(value)
-    return "".join(
-        " " if ch in "\r\n\t" else
-        ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch)[0] == "C" else ch
-        for ch in text
-    )  # fmt: skip
 
 
 def plan_dict(planned: Planned) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from rich.console import Console
 
 from agenticflow import render
 from agenticflow.keys_cli import keys_app
+from agenticflow.render import esc
 from coordinator import exports
 from coordinator import replay as replay_mod
 from coordinator.client import Client
@@ -119,7 +120,7 @@ def _settings(nats: str | None, prefix: str | None, **more: Any) -> Settings:
         settings = Settings(**overrides)
         _ = settings.names  # validates the prefix
     except (ValueError, ConfigError) as exc:
-        err.print(f"[red]error:[/red] invalid settings: {exc}")
+        err.print(f"[red]error:[/red] invalid settings: {esc(exc)}")
         raise typer.Exit(EXIT_INPUT) from exc
     return settings
 
@@ -129,19 +130,19 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except WorkflowDefinitionError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {esc(exc)}")
         raise typer.Exit(EXIT_INPUT) from exc
     except NotFoundError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {esc(exc)}")
         raise typer.Exit(EXIT_UNREACHABLE) from exc
     except TransportError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {esc(exc)}")
         raise typer.Exit(EXIT_UNREACHABLE) from exc
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {esc(exc)}")
         raise typer.Exit(EXIT_INPUT) from exc
     except InterventionRefusedError as exc:
-        err.print(f"[red]refused ({exc.code}):[/red] {exc}")
+        err.print(f"[red]refused ({esc(exc.code)}):[/red] {esc(exc)}")
         code = EXIT_UNREACHABLE if exc.code == "unknown_workflow" else EXIT_REFUSED
         raise typer.Exit(code) from exc
 
@@ -180,7 +181,7 @@ def _serve(settings: Settings, make: Callable[[Bus], Any], *, name: str) -> None
     try:
         asyncio.run(main())
     except AgenticFlowError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {esc(exc)}")
         raise typer.Exit(
             EXIT_UNREACHABLE if isinstance(exc, TransportError) else EXIT_INPUT
         ) from exc
@@ -247,7 +248,7 @@ def _load_app(app_spec: str) -> AgentApp:
     try:
         return load_app(app_spec)
     except AgenticFlowError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {esc(exc)}")
         raise typer.Exit(EXIT_INPUT) from exc
 
 
@@ -255,7 +256,7 @@ def _check_route(route: str | None) -> None:
     try:
         queue_of("any", route)
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {esc(exc)}")
         raise typer.Exit(EXIT_INPUT) from exc
 
 
@@ -313,16 +314,17 @@ def dev(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with cluster:
-            out.print(f"[green]AgenticFlow dev cluster ready[/green] at [bold]{cluster.url}[/bold]")
+            url = esc(cluster.url)
+            out.print(f"[green]AgenticFlow dev cluster ready[/green] at [bold]{url}[/bold]")
             if cluster.auth is None:
-                out.print(f"  export AGENTICFLOW_NATS_URL={cluster.url}")
+                out.print(f"  export AGENTICFLOW_NATS_URL={esc(cluster.url)}")
             else:
                 kept = "" if secure_dir else " (removed on exit: --secure-dir keeps them)"
                 where = cluster.auth.directory
-                out.print(f"  TLS and least-privilege users; credentials in {where}{kept}")
+                out.print(f"  TLS and least-privilege users; credentials in {esc(where)}{kept}")
                 for role in ("client", "admin"):
-                    out.print(f"  {role}: set -a; . {cluster.auth.env_file(role)}; set +a")
-            out.print(f"  {workers} worker(s) serving {app_spec}; Ctrl-C stops everything")
+                    out.print(f"  {role}: set -a; . {esc(cluster.auth.env_file(role))}; set +a")
+            out.print(f"  {workers} worker(s) serving {esc(app_spec)}; Ctrl-C stops everything")
             if cluster.settings.security_dir is None:
                 out.print(NO_KEYS_WARNING, style="yellow", markup=False, highlight=False)
             stop_wait = asyncio.create_task(stop.wait())
@@ -377,12 +379,12 @@ def nats_config(
             force=force,
         )
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {esc(exc)}")
         raise typer.Exit(EXIT_INPUT) from exc
-    out.print(f"wrote {files.config} and the credentials of: {', '.join(files.roles)}")
-    out.print(f"  server:  nats-server -c {files.config}")
+    out.print(f"wrote {esc(files.config)} and the credentials of: {esc(', '.join(files.roles))}")
+    out.print(f"  server:  nats-server -c {esc(files.config)}")
     for role in files.roles:
-        out.print(f"  {role}: set -a; . {files.env_file(role)}; set +a")
+        out.print(f"  {esc(role)}: set -a; . {esc(files.env_file(role))}; set +a")
 
 
 # Client commands ------------------------------------------------------------
@@ -396,12 +398,12 @@ def _parse_input(text: str | None) -> dict[str, Any]:
         try:
             source = Path(text[1:]).read_text(encoding="utf-8")
         except OSError as exc:
-            err.print(f"[red]error:[/red] --input {text}: {exc.strerror}")
+            err.print(f"[red]error:[/red] --input {esc(text)}: {esc(exc.strerror)}")
             raise typer.Exit(EXIT_INPUT) from exc
     try:
         value = json.loads(source)
     except json.JSONDecodeError as exc:
-        err.print(f"[red]error:[/red] --input is not valid JSON: {exc}")
+        err.print(f"[red]error:[/red] --input is not valid JSON: {esc(exc)}")
         raise typer.Exit(EXIT_INPUT) from exc
     if not isinstance(value, dict):
         err.print("[red]error:[/red] --input must be a JSON object")
@@ -436,7 +438,11 @@ def _show_outcome(
         err.print(f"[red]error:[/red] the workflow did not finish within {timeout:g}s")
         raise typer.Exit(EXIT_TIMEOUT) from exc
     if isinstance(result, str):
-        out.print(render.to_json({"workflow_id": result}) if as_json else result)
+        out.print(
+            render.to_json({"workflow_id": result}) if as_json else result,
+            markup=False,
+            highlight=False,
+        )
         return
     _finish(result, as_json)
 
@@ -482,9 +488,9 @@ def submit(
             load_workflow_file(file) if file is not None else _from_template(template, params)
         )
     except WorkflowDefinitionError as exc:
-        err.print(f"[red]error:[/red] invalid {'workflow file' if file else 'template'}:")
+        err.print(f"[red]error:[/red] invalid {esc('workflow file' if file else 'template')}:")
         for problem in exc.problems:
-            err.print(f"  {problem}")
+            err.print(f"  {esc(problem)}")
         raise typer.Exit(EXIT_INPUT) from exc
     data = _parse_input(input_json)
 
@@ -493,7 +499,7 @@ def submit(
         if not wait:
             return wid
         if not as_json:
-            err.print(f"submitted {wid}; waiting…")
+            err.print(f"submitted {esc(wid)}; waiting…")
         return await client.wait(wid, timeout=timeout)
 
     _show_outcome(settings, go, timeout=timeout, as_json=as_json)
@@ -507,7 +513,7 @@ def _from_template(name: str | None, params: list[str] | None) -> WorkflowDefini
     for item in params or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise WorkflowDefinitionError(f"--param {item!r} must be key=value")
+            raise WorkflowDefinitionError(f"--param {esc(repr(item))} must be key=value")
         given[key.strip()] = value
     try:
         return Templates.load().get(str(name)).render(given)
@@ -616,7 +622,7 @@ def replay(
             cut = replay_mod.parse_until(until)
         start = replay_mod.parse_since(since, now_ns=time.time_ns()) if since else None
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {esc(exc)}")
         raise typer.Exit(EXIT_INPUT) from exc
     if start is not None:
         if cut is not None and cut[0] is not None:
@@ -637,7 +643,7 @@ def replay(
     found, snapshot, warnings = _run(_with_client(settings, read))
     _require_events(found, workflow_id)
     for warning in warnings:  # replay goes on with what could be read
-        err.print(f"[yellow]warning:[/yellow] {warning}")
+        err.print(f"[yellow]warning:[/yellow] {esc(warning)}")
     problems = replay_mod.verify(found, snapshot) if check else []
     if fmt != "text":
         _export(fmt, found, cut, output, problems=problems, warnings=warnings)
@@ -688,7 +694,7 @@ def _check_export_options(fmt: str, output: Path | None, *, as_json: bool, windo
     elif output is not None and fmt == "text":
         misfit = "--output writes an export: give --format json, mermaid or chrome-trace"
     if misfit is not None:
-        err.print(f"[red]error:[/red] {misfit}")
+        err.print(f"[red]error:[/red] {esc(misfit)}")
         raise typer.Exit(EXIT_INPUT)
 
 
@@ -716,9 +722,9 @@ def _export(
     try:
         output.write_text(text, encoding="utf-8")
     except OSError as exc:
-        err.print(f"[red]error:[/red] cannot write {output}: {exc.strerror}")
+        err.print(f"[red]error:[/red] cannot write {esc(output)}: {esc(exc.strerror)}")
         raise typer.Exit(EXIT_INPUT) from exc
-    err.print(f"wrote {fmt} of {len(found)} events to {output}")
+    err.print(f"wrote {esc(fmt)} of {esc(len(found))} events to {esc(output)}")
 
 
 def _replay_window(
@@ -748,13 +754,13 @@ def _replay_window(
         return
     window = f"since {start.isoformat(timespec='seconds')}" + (f", type {types}" if types else "")
     if not found:
-        out.print(f"no events {window}")
+        out.print(f"no events {esc(window)}")
         return
     workflows = len({e.workflow_id for e in found})
-    out.print(f"{len(found)} events of {workflows} workflow(s) {window}:")
+    out.print(f"{esc(len(found))} events of {esc(workflows)} workflow(s) {esc(window)}:")
     render.print_timeline(out, found, show_workflow=True)
     if len(found) >= limit:
-        err.print(f"[yellow]showing the first {limit}:[/yellow] narrow with --type or --until")
+        err.print(f"[yellow]showing the first {esc(limit)}:[/yellow] narrow with --type or --until")
 
 
 def _require_events(found: list[Event], workflow_id: str) -> None:
@@ -768,20 +774,20 @@ def _show_state_until(
 ) -> None:
     state = replay_mod.state_until(found, seq=cut[0], at_ns=cut[1])
     if state is None:
-        err.print(f"[red]error:[/red] the workflow had not been submitted at {until}")
+        err.print(f"[red]error:[/red] the workflow had not been submitted at {esc(until)}")
         raise typer.Exit(EXIT_FAILED)
     if as_json:
         _print_json(state.public_view())
         return
-    out.print(f"as of {until} (seq {state.last_seq}):")
+    out.print(f"as of {esc(until)} (seq {esc(state.last_seq)}):")
     render.print_state(out, state)
 
 
 def _print_verdict(problems: list[str], count: int, *, has_snapshot: bool) -> None:
     if problems:
-        err.print(f"[red]verify failed:[/red] {problems[0]}")
+        err.print(f"[red]verify failed:[/red] {esc(problems[0])}")
         for problem in problems[1:]:
-            err.print(f"  also: {problem}")
+            err.print(f"  also: {esc(problem)}")
         return
     out.print(
         f"[green]verified:[/green] {count} events; "
@@ -884,7 +890,7 @@ def health(
         err.print(f"[red]no AgenticFlow process of prefix {settings.prefix!r} answered[/red]")
         raise typer.Exit(EXIT_UNREACHABLE)
     if expect is not None and len(reports) < expect:
-        err.print(f"[red]{len(reports)} of {expect} processes answered[/red]")
+        err.print(f"[red]{esc(len(reports))} of {esc(expect)} processes answered[/red]")
         raise typer.Exit(EXIT_FAILED)
     if not all(report.get("ready") for report in reports):
         raise typer.Exit(EXIT_FAILED)
@@ -961,12 +967,12 @@ def _intervene(
     try:
         applied = _run(_with_client(settings, call))
     except TimeoutError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {esc(exc)}")
         raise typer.Exit(EXIT_TIMEOUT) from exc
     if as_json:
         _print_json(applied.model_dump(mode="json"))
     else:
-        out.print(f"[green]{applied.action}:[/green] {applied.summary}")
+        out.print(f"[green]{esc(applied.action)}:[/green] {esc(applied.summary)}")
 
 
 WorkflowArg = Annotated[str, typer.Argument(help="Workflow id.")]
@@ -1051,10 +1057,12 @@ def _changes(path: Path | None, remove: list[str], params: list[str]) -> dict[st
             text = path.read_text(encoding="utf-8")
             loaded = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         except (OSError, ValueError, yaml.YAMLError) as exc:
-            err.print(f"[red]error:[/red] {path}: {exc}")
+            err.print(f"[red]error:[/red] {esc(path)}: {esc(exc)}")
             raise typer.Exit(EXIT_INPUT) from exc
         if not isinstance(loaded, dict):
-            err.print(f"[red]error:[/red] {path}: expected a mapping of add/remove/replace/params")
+            err.print(
+                f"[red]error:[/red] {esc(path)}: expected a mapping of add/remove/replace/params"
+            )
             raise typer.Exit(EXIT_INPUT)
         changes = loaded
     if remove:
@@ -1064,10 +1072,10 @@ def _changes(path: Path | None, remove: list[str], params: list[str]) -> dict[st
         try:
             value = json.loads(raw) if sep else None
         except json.JSONDecodeError as exc:
-            err.print(f"[red]error:[/red] --params {item!r}: not JSON: {exc}")
+            err.print(f"[red]error:[/red] --params {esc(repr(item))}: not JSON: {esc(exc)}")
             raise typer.Exit(EXIT_INPUT) from exc
         if not isinstance(value, dict):
-            err.print(f"[red]error:[/red] --params {item!r}: expected TASK={{...}}")
+            err.print(f"[red]error:[/red] --params {esc(repr(item))}: expected TASK={{...}}")
             raise typer.Exit(EXIT_INPUT)
         changes.setdefault("params", {})[task_id] = value
     if not changes:
@@ -1128,10 +1136,10 @@ def _set_suspended(
             )
         )
     except TimeoutError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {esc(exc)}")
         raise typer.Exit(EXIT_TIMEOUT) from exc
     note = " (finishing its task first)" if info.get("suspending") else ""
-    out.print(f"{instance}: {info.get('state')}{note}")
+    out.print(f"{esc(instance)}: {esc(info.get('state'))}{esc(note)}")
 
 
 @agent_app.command("suspend")
@@ -1258,13 +1266,13 @@ def _branch(
             new_id = await start(client, route)
             if not wait:
                 return new_id
-            err.print(f"{what} {new_id}; waiting…")
+            err.print(f"{esc(what)} {esc(new_id)}; waiting…")
             return await client.wait(new_id, timeout=timeout)
         private = route or f"dbg-{os.urandom(4).hex()}"
         worker = Worker(bus=client.bus, app=agent_app, node_id=new_node_id("w"), route=private)
         async with worker:
             new_id = await start(client, private)
-            err.print(f"{what} {new_id} on {app_spec} (route {private}); waiting…")
+            err.print(f"{what} {esc(new_id)} on {esc(app_spec)} (route {esc(private)}); waiting…")
             return await client.wait(new_id, timeout=timeout)
 
     _show_outcome(settings, go, timeout=timeout, as_json=as_json)
@@ -1440,7 +1448,7 @@ def audit_verify(
     try:
         heads = load_anchor(anchor) if anchor is not None else None
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {esc(exc)}")
         raise typer.Exit(EXIT_INPUT) from exc
     report = _run(_with_audit(settings, lambda bus, seal: verify_audit(bus, seal, anchor=heads)))
     if anchor is not None and report.ok:

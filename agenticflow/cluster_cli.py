@@ -43,6 +43,7 @@ from agenticflow.localcluster import (
     start_supervisor,
     stop_cluster,
 )
+from agenticflow.render import esc
 from shared.errors import AgenticFlowError, ConfigError, NotFoundError, TransportError
 
 out = Console()
@@ -64,7 +65,7 @@ DirOpt = Annotated[
 
 
 def _fail(code: int, message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
+    err.print(f"[red]error:[/red] {esc(message)}", soft_wrap=True, highlight=False)
     return typer.Exit(code)
 
 
@@ -218,7 +219,7 @@ def status(directory: DirOpt = DEFAULT_DIR, as_json: JsonOpt = False) -> None:
             _print_json({"running": False, "dir": str(directory), **(state or {})})
         else:
             what = "no cluster runs" if state is None else "the supervisor is gone (stale state)"
-            out.print(f"{what} in {directory}", highlight=False, soft_wrap=True)
+            out.print(f"{esc(what)} in {esc(directory)}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_UNREACHABLE)
     if as_json:
         _print_json(state)
@@ -296,7 +297,7 @@ def down(
     except TransportError as exc:
         raise _fail(EXIT_UNREACHABLE, str(exc)) from exc
     if stopped is None:
-        out.print(f"no cluster runs in {directory}; nothing to stop", highlight=False)
+        out.print(f"no cluster runs in {esc(directory)}; nothing to stop", highlight=False)
         return
     counts = {k: len(stopped.get(k) or []) for k in ("workers", "coordinators", "nodes")}
     out.print(
@@ -306,7 +307,7 @@ def down(
         soft_wrap=True,
     )
     if stopped.get("killed_leftovers"):
-        out.print(f"killed left-over processes: {', '.join(stopped['killed_leftovers'])}")
+        out.print(f"killed left-over processes: {esc(', '.join(stopped['killed_leftovers']))}")
 
 
 __all__ = ["cluster_app", "export_line"]

@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from agenticflow.render import esc
 from shared.errors import ConfigError
 from shared.security import (
     DATA_KEYS_FILE,
@@ -45,7 +46,7 @@ def _identity(text: str) -> tuple[str, str]:
 
 
 def _fail(exc: ConfigError) -> typer.Exit:
-    err.print(f"[red]error:[/red] {exc}")
+    err.print(f"[red]error:[/red] {esc(exc)}")
     return typer.Exit(EXIT_INPUT)
 
 
@@ -67,8 +68,8 @@ def keys_init(
     except ConfigError as exc:
         raise _fail(exc) from exc
     for item in made:
-        out.print(f"{item.principal} ({item.role}): key {item.kid}")
-    out.print(f"data key and trust store written to {directory}")
+        out.print(f"{esc(item.principal)} ({esc(item.role)}): key {esc(item.kid)}")
+    out.print(f"data key and trust store written to {esc(directory)}")
 
 
 @keys_app.command("add")
@@ -82,7 +83,7 @@ def keys_add(
         made = add_identity(directory, principal, role)
     except ConfigError as exc:
         raise _fail(exc) from exc
-    out.print(f"{made.principal} ({made.role}): key {made.kid}")
+    out.print(f"{esc(made.principal)} ({esc(made.role)}): key {esc(made.kid)}")
 
 
 @keys_app.command("revoke")
@@ -92,7 +93,7 @@ def keys_revoke(directory: DirArg, principal: str) -> None:
         dropped = revoke(directory, principal)
     except ConfigError as exc:
         raise _fail(exc) from exc
-    out.print(f"revoked {', '.join(dropped)}")
+    out.print(f"revoked {esc(', '.join(dropped))}")
 
 
 @keys_app.command("rotate")
@@ -102,7 +103,7 @@ def keys_rotate(directory: DirArg) -> None:
         keys = rotate_data_key(directory)
     except ConfigError as exc:
         raise _fail(exc) from exc
-    out.print(f"current data key: {keys.current} ({len(keys.keys)} kept for reading)")
+    out.print(f"current data key: {esc(keys.current)} ({esc(len(keys.keys))} kept for reading)")
 
 
 @keys_app.command("list")
@@ -126,8 +127,8 @@ def keys_list(directory: DirArg, as_json: Annotated[bool, typer.Option("--json")
         out.print_json(json.dumps(listing))
         return
     for entry in identities:
-        out.print(f"{entry['principal']:<20} {entry['role']:<12} {entry['kid']}")
-    out.print(f"data keys: {', '.join(sorted(data.keys))} (current {data.current})")
+        out.print(f"{entry['principal']:<20} {entry['role']:<12} {esc(entry['kid'])}")
+    out.print(f"data keys: {esc(', '.join(sorted(data.keys)))} (current {esc(data.current)})")
 
 
 __all__ = ["keys_app"]

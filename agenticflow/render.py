@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import unicodedata
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -36,6 +38,24 @@ _STATE_STYLE = {
 }
 
 
+def safe(value: object) -> str:
+    """``value`` as one line of plain text: line breaks become spaces, other
+    control and format characters (ESC, bidi overrides...) are shown escaped."""
+    text = str(value)
+    return "".join(
+        " " if ch in "\r\n\t" else
+        ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch)[0] == "C" else ch
+        for ch in text
+    )  # fmt: skip
+
+
+def esc(value: object) -> str:
+    """User-supplied text for a string rich reads as markup (a table cell, a
+    ``console.print``): shown as written, ``[/b]`` and ``[red]`` included, with
+    control characters escaped; never markup, never a terminal escape."""
+    return escape(safe(value))
+
+
 def to_json(value: Any) -> str:
     """Compact JSON; bytes and other odd values become strings."""
     return json.dumps(value, default=str, ensure_ascii=False)
@@ -63,12 +83,13 @@ def print_state(console: Console, state: WorkflowState) -> None:
     """A workflow's status and its tasks as a table."""
     style = _STATE_STYLE.get(state.status.value, "")
     console.print(
-        f"[bold]{state.workflow_id}[/bold] ({state.name}): [{style}]{state.status.value}[/{style}]"
+        f"[bold]{esc(state.workflow_id)}[/bold] ({esc(state.name)}): "
+        f"[{style}]{state.status.value}[/{style}]"
     )
     if state.reason:
-        console.print(f"  reason: {state.reason}")
+        console.print(f"  reason: {esc(state.reason)}")
     for problem in state.problems:
-        console.print(f"  - {problem}")
+        console.print(f"  - {esc(problem)}")
     if not state.tasks:
         return
     table = Table(show_edge=False, pad_edge=False)
@@ -76,21 +97,21 @@ def print_state(console: Console, state: WorkflowState) -> None:
         table.add_column(column)
     for task_id, task in state.tasks.items():
         if task.error is not None and task.status.value != "completed":
-            detail = f"[red]{task.error.type}: {short(task.error.message, 70)}[/red]"
+            detail = f"[red]{esc(task.error.type)}: {esc(short(task.error.message, 70))}[/red]"
         elif task.note:
-            detail = f"[yellow]{task.note}[/yellow]"
+            detail = f"[yellow]{esc(task.note)}[/yellow]"
         else:
-            detail = short(task.result)
+            detail = esc(short(task.result))
         if task.child:  # a task that runs a child workflow: name it (`status <child>`)
             shown = task.result is not None or task.error is not None or task.note
-            detail = f"child workflow {task.child}" + (f": {detail}" if shown else "")
+            detail = f"child workflow {esc(task.child)}" + (f": {detail}" if shown else "")
         tstyle = _STATE_STYLE.get(task.status.value, "")
         table.add_row(
-            task_id,
-            task.capability,
+            esc(task_id),
+            esc(task.capability),
             f"[{tstyle}]{task.status.value}[/{tstyle}]",
             str(task.attempts),
-            (task.worker or "-")[-24:],
+            esc((task.worker or "-")[-24:]),
             detail,
         )
     console.print(table)
@@ -112,17 +133,17 @@ def print_timeline(console: Console, events: list[Event], *, show_workflow: bool
             and event.vclock.compare(previous.vclock) == Ordering.CONCURRENT
         ):
             mark = "[magenta]∥ concurrent with previous[/magenta]"
-        mark = " ".join(part for part in (auction_note(event), mark) if part)
+        mark = " ".join(part for part in (esc(auction_note(event)), mark) if part)
         table.add_row(
-            *((event.workflow_id,) if show_workflow else ()),
+            *((esc(event.workflow_id),) if show_workflow else ()),
             str(event.seq or ""),
             when(event.timestamp),
             event.type.value,
-            event.task_id or "",
+            esc(event.task_id or ""),
             str(event.attempt or ""),
             f"{ms:.1f}" if (ms := duration_ms(event)) is not None else "",
-            event.source[-22:],
-            event.vclock.encode(),
+            esc(event.source[-22:]),
+            esc(event.vclock.encode()),
             mark,
         )
         previous = event
@@ -161,10 +182,10 @@ def print_agents(console: Console, agents: list[dict[str, Any]]) -> None:
                 state += " (suspending)"
             style = _STATE_STYLE.get(str(row.get("state", "")), "")
             table.add_row(
-                str(row.get("id", "")),
-                str(info.get("agent", "")),
-                ", ".join(info.get("capabilities", [])),
-                f"[{style}]{state}[/{style}]" if style else state,
+                esc(row.get("id", "")),
+                esc(info.get("agent", "")),
+                esc(", ".join(str(c) for c in info.get("capabilities", []))),
+                f"[{style}]{esc(state)}[/{style}]" if style else esc(state),
                 when(row.get("since")),
                 str(row.get("tasks_done", "")),
                 when(info.get("heartbeat")),
@@ -177,22 +198,24 @@ def print_divergence(console: Console, found: Divergence, first: str, second: st
     anchor = found.left or found.right
     assert anchor is not None
     task = f" of task {anchor.task_id!r} (attempt {anchor.attempt})" if anchor.task_id else ""
-    console.print(f"[red]diverged[/red] at {anchor.type.value}{task}: {found.why}")
+    console.print(f"[red]diverged[/red] at {anchor.type.value}{esc(task)}: {esc(found.why)}")
     table = Table(show_edge=False, pad_edge=False)
     for column in ("", "workflow", "seq", "time", "event", "node", "data"):
         table.add_column(column)
     for label, workflow_id, event in (("1", first, found.left), ("2", second, found.right)):
         if event is None:
-            table.add_row(label, workflow_id, "", "", "[yellow](no such event)[/yellow]", "", "")
+            table.add_row(
+                label, esc(workflow_id), "", "", "[yellow](no such event)[/yellow]", "", ""
+            )
             continue
         table.add_row(
             label,
-            workflow_id,
+            esc(workflow_id),
             str(event.seq or ""),
             when(event.timestamp),
             event.type.value,
-            event.source[-22:],
-            short(event.data.model_dump(mode="json"), 90),
+            esc(event.source[-22:]),
+            esc(short(event.data.model_dump(mode="json"), 90)),
         )
     console.print(table)
 
@@ -212,10 +235,10 @@ def print_tool_states(console: Console, states: list[dict[str, Any]]) -> None:
                 detail += f"; {short(info['last_error'], 50)}"
             table.add_row(
                 "breaker",
-                str(info.get("key")),
-                str(info.get("state")),
-                detail,
-                str(info.get("by", "")),
+                esc(info.get("key")),
+                esc(info.get("state")),
+                esc(detail),
+                esc(info.get("by", "")),
             )
         else:  # a GCRA record (worker.tools.ratelimit.RateRecord)
             per_s = info.get("per_s")
@@ -245,16 +268,18 @@ def print_health(console: Console, reports: list[dict[str, Any]]) -> None:
         process = report.get("process") or {}
         nats = report.get("nats") or {}
         ready = (
-            "[green]ready[/green]" if report.get("ready") else f"[red]{report.get('problem')}[/red]"
+            "[green]ready[/green]"
+            if report.get("ready")
+            else f"[red]{esc(report.get('problem'))}[/red]"
         )
         link = "connected" if nats.get("connected") else "[red]disconnected[/red]"
         if nats.get("reconnects"):
             link += f", {nats['reconnects']} reconnects"
         table.add_row(
-            str(report.get("kind", "")),
-            str(report.get("node", "")),
+            esc(report.get("kind", "")),
+            esc(report.get("node", "")),
             ready,
-            f"{process.get('host', '?')}:{process.get('pid', '?')}",
+            esc(f"{process.get('host', '?')}:{process.get('pid', '?')}"),
             f"{process.get('uptime_s', 0):.0f}s",
             f"{(process.get('rss_bytes') or 0) / 2**20:.0f} MiB",
             f"{process.get('cpu_percent', 0):.0f}%",
@@ -279,8 +304,8 @@ def print_health(console: Console, reports: list[dict[str, Any]]) -> None:
             pool_table.add_column(column)
         for node, pool in pools:
             pool_table.add_row(
-                node,
-                str(pool.get("name")),
+                esc(node),
+                esc(pool.get("name")),
                 str(pool.get("in_use")),
                 str(pool.get("idle")),
                 str(pool.get("limit")),
@@ -295,12 +320,13 @@ def _work(report: dict[str, Any]) -> str:
     if "worker" in report:
         worker = report["worker"]
         states = ", ".join(f"{n} {s}" for s, n in sorted(worker.get("instances", {}).items()))
-        text = (
+        text = esc(
             f"{worker.get('in_hand', 0)}/{worker.get('concurrency', '?')} tasks in hand, "
             f"{worker.get('tasks_done', 0)} done; {states}"
         )
         if worker.get("open_breakers"):
-            text += f"; [red]open breakers: {', '.join(worker['open_breakers'])}[/red]"
+            breakers = ", ".join(str(b) for b in worker["open_breakers"])
+            text += f"; [red]open breakers: {esc(breakers)}[/red]"
         return text
     coordinator = report.get("coordinator") or {}
     owned = coordinator.get("owned")
@@ -317,6 +343,7 @@ def _work(report: dict[str, Any]) -> str:
 
 
 __all__ = [
+    "esc",
     "event_json",
     "print_agents",
     "print_divergence",
@@ -324,5 +351,6 @@ __all__ = [
     "print_state",
     "print_timeline",
     "print_tool_states",
+    "safe",
     "to_json",
 ]

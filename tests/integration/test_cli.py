@@ -102,6 +102,32 @@ async def test_submit_prints_the_id_and_status_shows_a_table(
     assert "ABC" in table.stdout
 
 
+async def test_user_text_is_shown_as_text_never_markup(cluster: DevCluster, tmp_path: Path) -> None:
+    """A result or an error holding ``[/b]`` once crashed ``status`` and
+    ``submit --wait`` (rich.errors.MarkupError, exit 1), ``[high]`` vanished,
+    and an escape sequence reached the terminal."""
+    text = "[/b] [red]alarm[/red] [high] we are on it \x1b[2J"
+    flow = write(
+        tmp_path / "upper.json", json.dumps({"tasks": [{"id": "u", "capability": "sync_upper"}]})
+    )
+    done = cli(cluster, "submit", str(flow), "--input", json.dumps({"text": text}), "--wait")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[/B] [RED]ALARM[/RED] [HIGH] WE ARE ON IT \\x1b[2J" in done.stdout
+    assert "\x1b" not in done.stdout
+    failing = write(
+        tmp_path / "fatal.json",
+        json.dumps({"tasks": [{"id": "f", "capability": "fatal", "params": {"item": text}}]}),
+    )
+    failed = cli(cluster, "submit", str(failing), "--wait")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "MarkupError" not in failed.stdout + failed.stderr
+    workflow_id = failed.stdout.split()[0]
+    status = cli(cluster, "status", workflow_id)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "cannot process [/b] [red]alarm[/red] [high]" in status.stdout
+    assert "\x1b" not in status.stdout
+
+
 async def test_failed_workflow_exits_1_with_the_error(cluster: DevCluster, tmp_path: Path) -> None:
     flow = write(
         tmp_path / "bad.yaml", "tasks:\n  - {id: x, capability: fatal, params: {item: X-9}}\n"
