@@ -47,7 +47,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from agenticflow.render import _STATE_STYLE, short, when
+from agenticflow.render import _STATE_STYLE, esc, safe, short, when
 from coordinator.state import TaskStatus, WorkflowState, open_snapshot
 from shared.config import Settings
 from shared.errors import AgenticFlowError, MalformedMessageError
@@ -678,7 +678,7 @@ def _age(ns: int, now: int) -> str:
 
 def _styled(state: str, text: str | None = None) -> str:
     style = _STATE_STYLE.get(state, "")
-    shown = text if text is not None else state
+    shown = esc(text if text is not None else state)
     return f"[{style}]{shown}[/{style}]" if style else shown
 
 
@@ -691,13 +691,13 @@ def _table(*columns: str) -> Table:
 
 def _header(view: ClusterView, note: str | None) -> RenderableType:
     text = Text.from_markup(
-        f"[bold]agenticflow top[/bold] · prefix [bold]{view.prefix}[/bold] · "
+        f"[bold]agenticflow top[/bold] · prefix [bold]{esc(view.prefix)}[/bold] · "
         f"{when(view.taken_at)} · tasks/s [bold]{_rate(view.tasks_per_s)}[/bold] · "
         f"events/s [bold]{_rate(view.events_per_s)}[/bold] · lag [bold]{view.lag}[/bold] · "
         f"running workflows [bold]{view.running_workflows}[/bold]"
     )
     coordinators = ", ".join(
-        f"{c.node} ({c.state}, {c.workflows_cached} cached, {c.events_folded} events folded)"
+        esc(f"{c.node} ({c.state}, {c.workflows_cached} cached, {c.events_folded} events folded)")
         for c in view.coordinators
     )
     lines: list[RenderableType] = [
@@ -705,7 +705,7 @@ def _header(view: ClusterView, note: str | None) -> RenderableType:
         Text.from_markup(f"coordinators: {coordinators or '[red]none registered[/red]'}"),
     ]
     if note:
-        lines.append(Text.from_markup(f"[red]{note}[/red]"))
+        lines.append(Text(safe(note), style="red"))
     return Group(*lines)
 
 
@@ -718,7 +718,7 @@ def _queue_table(view: ClusterView) -> Table:
         if q.workers == 0:
             workers = "[red]0[/red]" if q.lag else "[dim]0[/dim]"
         table.add_row(
-            q.queue,
+            esc(q.queue),
             workers,
             str(q.instances),
             str(q.pending),
@@ -738,7 +738,7 @@ def _agent_table(view: ClusterView) -> Table:
             _styled(state, f"{count} {state}") for state, count in sorted(a.states.items())
         )
         table.add_row(
-            a.agent,
+            esc(a.agent),
             str(a.workers),
             str(a.instances),
             states,
@@ -756,7 +756,7 @@ def _busy_table(view: ClusterView) -> Table | None:
     for i in sorted(busy, key=lambda i: i.since)[:BUSY_SHOWN]:
         state = i.state + (" (suspending)" if i.suspending else "")
         table.add_row(
-            i.id, _styled(i.state, state), _age(i.since, view.taken_at), str(i.tasks_done)
+            esc(i.id), _styled(i.state, state), _age(i.since, view.taken_at), str(i.tasks_done)
         )
     if len(busy) > BUSY_SHOWN:
         table.add_row(f"[dim]… {len(busy) - BUSY_SHOWN} more[/dim]", "", "", "")
@@ -770,8 +770,8 @@ def _workflow_table(view: ClusterView) -> Table:
         if w.failed:
             state += f" [red]({w.failed} failed)[/red]"
         table.add_row(
-            w.workflow_id,
-            w.name,
+            esc(w.workflow_id),
+            esc(w.name),
             ProgressBar(total=max(w.total, 1), completed=w.done, width=20),
             f"{w.done}/{w.total}",
             state,
@@ -791,7 +791,11 @@ def _failure_table(view: ClusterView) -> Table:
         task_level = f.error_type and f.type == EventType.TASK_FAILED.value
         error = f"{f.error_type}: {f.message}" if task_level else f.message
         table.add_row(
-            when(f.timestamp), f.type, f.workflow_id, task, f"[red]{short(error, 90)}[/red]"
+            when(f.timestamp),
+            esc(f.type),
+            esc(f.workflow_id),
+            esc(task),
+            f"[red]{esc(short(error, 90))}[/red]",
         )
     return table
 

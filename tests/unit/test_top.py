@@ -327,3 +327,18 @@ def test_render_shows_a_failed_refresh() -> None:
     text = text_of(empty, note=note)
     assert note in text
     assert "none registered" in text
+
+
+def test_render_shows_user_text_as_text() -> None:
+    """An error message holding ``[/b]`` once made ``top`` crash (MarkupError);
+    ``[red]`` styled it, and an escape sequence reached the terminal."""
+    message = "[/b] [red]alarm[/red] [high] \x1b[2J"
+    failed = event(
+        7,
+        EventType.TASK_FAILED,
+        TaskFailed(error=ErrorInfo(type="Boom", message=message, retryable=False), worker="w1"),
+    )
+    text = text_of(build_view(readings(failures=[failed]), NAMES, None), note="[/i] \x1b[0m")
+    assert "Boom: [/b] [red]alarm[/red] [high] \\x1b[2J" in text
+    assert "[/i] \\x1b[0m" in text
+    assert "\x1b" not in text
