@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import json
 import os
 import signal
@@ -64,13 +65,41 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 out = Console()
 err = Console(stderr=True)
 
 
+def _version() -> str:
+    """The installed distribution's version (the package's own when not installed)."""
+    try:
+        return importlib.metadata.version("agenticflow")
+    except importlib.metadata.PackageNotFoundError:
+        from agenticflow import __version__
+
+        return __version__
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        out.print(f"agenticflow {_version()}", markup=False, highlight=False)
+        raise typer.Exit
+
+
 @app.callback()
-def _logging() -> None:
+def _logging(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            help="Show the version and exit.",
+            is_eager=True,
+            callback=_show_version,
+        ),
+    ] = False,
+) -> None:
     """Log to stderr (warnings and worse) unless a command configures more:
     stdout carries only a command's output."""
     configure_logging(level="warning")

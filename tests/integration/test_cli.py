@@ -261,3 +261,26 @@ def test_dev_runs_a_cluster_and_sigterm_leaves_no_orphans(tmp_path: Path) -> Non
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_version_and_short_help() -> None:
+    """``--version`` (``-V``) prints the installed version; ``-h`` is ``--help``
+    on every command and group."""
+    from agenticflow import __version__
+
+    for flag in ("--version", "-V"):
+        shown = subprocess.run(
+            [sys.executable, "-m", "agenticflow", flag],
+            capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.strip() == f"agenticflow {__version__}"
+    for args in (["-h"], ["status", "-h"], ["agent", "-h"], ["keys", "-h"]):
+        helped = subprocess.run(
+            [sys.executable, "-m", "agenticflow", *args],
+            capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+            env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+        assert helped.returncode == 0, (args, helped.stderr)
+        assert "Usage:" in helped.stdout, args
+        assert "-h" in helped.stdout, args
