@@ -48,7 +48,7 @@ from shared.ids import ID_RE, new_workflow_id, workflow_key
 from shared.names import queue_of
 from shared.registry import open_entry, open_update
 from shared.telemetry import traceparent, tracer
-from shared.transport import Bus
+from shared.transport import Bus, watched_ns
 from shared.vclock import ClockBook, VectorClock
 from shared.workflow import WorkflowDefinition
 
@@ -243,13 +243,12 @@ class Client:
             async for entry in watcher:
                 if entry is None or entry.value is None:
                     continue
-                created = getattr(entry, "created", None)
                 state = open_snapshot(
                     self.bus.seal,
                     self.names.workflows_bucket,
                     workflow_id,
                     entry.value,
-                    stored_ns=int(created.timestamp() * 1e9) if created is not None else None,
+                    stored_ns=watched_ns(entry),
                 )
                 yield state
                 if done(state):

@@ -13,7 +13,6 @@ node, never from whoever can write to the bucket.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import structlog
@@ -21,6 +20,7 @@ import structlog
 from shared.codec import pack, unpack
 from shared.errors import MalformedMessageError
 from shared.security import Seal
+from shared.transport import watched_ns
 
 log = structlog.get_logger("agenticflow.registry")
 
@@ -64,12 +64,6 @@ def open_update(seal: Seal, entry: Any) -> dict[str, Any] | None:
     )
 
 
-def watched_ns(entry: Any) -> int | None:
-    """When the server stored a KV entry delivered by a watch (ns), if it says."""
-    created = getattr(entry, "created", None)
-    return int(created.timestamp() * 1e9) if isinstance(created, datetime) else None
-
-
 def _opened(
     seal: Seal, bucket: str, key: str, blob: bytes, stored_ns: int | None
 ) -> dict[str, Any]:
@@ -88,4 +82,4 @@ def _opened(
     return info
 
 
-__all__ = ["WRITERS", "open_entry", "open_update", "seal_entry", "watched_ns"]
+__all__ = ["WRITERS", "open_entry", "open_update", "seal_entry"]

@@ -43,7 +43,7 @@ import os
 import tempfile
 import time
 from collections.abc import Collection, Iterable, Mapping, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -136,10 +136,11 @@ _TRUST_CHECK_S = 1.0
 """How often, at most, a seal looks whether its trust store file changed."""
 
 
-def key_id(public: Ed25519PublicKey) -> str:
+def key_id(public: Ed25519PublicKey | bytes) -> str:
     """A key's id: the first 16 hex digits of the SHA-256 of its raw public key."""
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
+    if not isinstance(public, bytes):
+        public = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(public).hexdigest()[:16]
 
 
 def _b64(data: bytes) -> str:
@@ -400,10 +401,6 @@ class DataKeys:
 
 
 # The envelope -----------------------------------------------------------------
-def _fields(cert: Certificate) -> dict[str, Any]:
-    return {name: getattr(cert, name) for name in Certificate.__dataclass_fields__}
-
-
 def _stamp(path: Path) -> tuple[int, int] | None:
     """What tells a changed file: modification time and size (None: gone)."""
     try:
@@ -827,7 +824,7 @@ class Seal:
         if abs(now - stamp) > self.window_ns:
             raise ReplayedMessageError(f"identity request for {node!r} is stale: a replay")
         cert = Certificate(
-            kid=hashlib.sha256(public).hexdigest()[:16],
+            kid=key_id(public),
             public=public,
             principal=f"{requester.principal}/{node}",
             role=requester.role,
@@ -837,7 +834,7 @@ class Seal:
             issued_ns=now,
             expires_ns=now + CERT_TTL_S * 10**9,
         )
-        return Certificate(**{**_fields(cert), "signature": self.identity.sign(cert.signed_part())})
+        return replace(cert, signature=self.identity.sign(cert.signed_part()))
 
     def adopt(self, identity: Identity, certificate: Certificate) -> None:
         """Sign messages with a process key from now on (records stay signed by
@@ -889,7 +886,7 @@ class Seal:
             raise ForgedMessageError(f"certificate of {kid} is not issued by a trusted coordinator")
         if not issuer.verify(cert.signed_part(), cert.signature):
             raise ForgedMessageError(f"certificate of {kid} has a bad signature: forged")
-        if cert.kid != kid or hashlib.sha256(cert.public).hexdigest()[:16] != kid:
+        if cert.kid != kid or key_id(cert.public) != kid:
             raise ForgedMessageError(f"certificate of {cert.kid} does not certify key {kid}")
         parent = trust.get(cert.parent)
         if parent is None or parent.role != cert.role:

@@ -820,9 +820,18 @@ class Bus:
         self, stream: str, subject: str
     ) -> tuple[int, str, dict[str, str], bytes] | None:
         """``(seq, subject, headers, body)`` of the last message stored on
-        ``subject`` (a direct get, which a permission can pin to the subject;
-        a request to the stream's leader for a stream that allows none), or
-        None. Raises NotFoundError (no such stream), TransportError."""
+        ``subject``, or None. Raises NotFoundError (no such stream), TransportError."""
+        msg = await self._last_msg(stream, subject)
+        if msg is None:
+            return None
+        headers = {k: v for k, v in (msg.headers or {}).items() if isinstance(v, str)}
+        return int(msg.seq or 0), str(msg.subject or subject), headers, bytes(msg.data or b"")
+
+    async def _last_msg(self, stream: str, subject: str) -> Any:
+        """The last message stored on ``subject`` (a direct get, which a
+        permission can pin to the subject; a request to the stream's leader for
+        a stream that allows none), or None. Raises NotFoundError (no such
+        stream), TransportError."""
 
         async def get() -> Any:
             try:
@@ -835,11 +844,7 @@ class Bus:
                     raise NotFoundError(f"stream {stream} does not exist") from exc
                 return None
 
-        msg = await self.call(get, what=f"read the last message on {subject}")
-        if msg is None:
-            return None
-        headers = {k: v for k, v in (msg.headers or {}).items() if isinstance(v, str)}
-        return int(msg.seq or 0), str(msg.subject or subject), headers, bytes(msg.data or b"")
+        return await self.call(get, what=f"read the last message on {subject}")
 
     async def get_stored(self, stream: str, seq: int) -> tuple[str, dict[str, str]] | None:
         """``(subject, headers)`` of a stored message, or None if it is gone."""
@@ -903,18 +908,7 @@ class Bus:
         (what :meth:`Seal.open_record` checks a record's signing time against);
         None when the key is absent or deleted."""
         subject = f"{store._pre}{key}"  # nats-py keeps the stream and prefix private
-
-        async def get() -> Any:
-            try:
-                return await self.js.get_msg(
-                    store._stream,
-                    subject=subject,
-                    direct=store._direct,
-                )
-            except nats.js.errors.NotFoundError:
-                return None
-
-        msg = await self.call(get, what=f"read {key}")
+        msg = await self._last_msg(store._stream, subject)
         if msg is None or msg.subject != subject:
             return None
         if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
@@ -950,6 +944,13 @@ class StoredValue:
     """When the server stored it (ns since the epoch), if it said."""
 
 
+def watched_ns(entry: Any) -> int | None:
+    """When the server stored a KV entry delivered by a watch (ns since the
+    epoch), if it says (nats-py's ``KeyValue.Entry.created``)."""
+    created = getattr(entry, "created", None)
+    return int(created.timestamp() * 1e9) if isinstance(created, datetime) else None
+
+
 def stored_ns(msg: Msg) -> int | None:
     """When JetStream stored a message it delivers (ns since the epoch), or None."""
     try:
@@ -976,4 +977,5 @@ __all__ = [
     "StoredValue",
     "connected",
     "stored_ns",
+    "watched_ns",
 ]

@@ -77,9 +77,9 @@ from shared.metrics import task_queue_wait as task_queue_wait_metric
 from shared.names import SYSTEM_WORKFLOW, queue_of
 from shared.puller import Puller
 from shared.rbac import load_policy
-from shared.registry import seal_entry, watched_ns
+from shared.registry import seal_entry
 from shared.telemetry import extract, tracer
-from shared.transport import Bus
+from shared.transport import Bus, watched_ns
 from shared.vclock import COORDINATOR_NODE, ClockBook, VectorClock
 from worker.app import AgentApp, AgentSpec
 from worker.bidding import AgentLoad, Bidder

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from shared.codec import encode_event
 from shared.config import Settings
 from shared.errors import ConfigError, ForgedMessageError, ReplayedMessageError
 from shared.events import EventType, TaskHeartbeat
-from shared.security import Certificate, Seal, init_keys, revoke
+from shared.security import Seal, init_keys, revoke
 from tests.security.conftest import forged
 
 pytestmark = pytest.mark.timeout(120)
@@ -80,19 +81,9 @@ def test_a_certificate_not_issued_by_a_coordinator_is_refused(keys: Path) -> Non
     request, fresh = worker.identity_request("node-a")
     genuine = seal(keys, "coordinator").issue(request)
     # Self-issued with the group key (what a compromised worker could do).
-    fake = Certificate(
-        **{
-            **{n: getattr(genuine, n) for n in Certificate.__dataclass_fields__},
-            "issuer": worker.identity.kid if worker.identity else "",
-            "signature": b"",
-        }
-    )
-    fake = Certificate(
-        **{
-            **{n: getattr(fake, n) for n in Certificate.__dataclass_fields__},
-            "signature": worker.identity.sign(fake.signed_part()) if worker.identity else b"",
-        }
-    )
+    assert worker.identity is not None
+    fake = replace(genuine, issuer=worker.identity.kid, signature=b"")
+    fake = replace(fake, signature=worker.identity.sign(fake.signed_part()))
     worker.adopt(fresh, fake)
     subject, headers, body = signed_heartbeat(worker)
     with pytest.raises(ForgedMessageError, match="not issued by a trusted coordinator"):
@@ -111,13 +102,7 @@ def test_a_certificate_cannot_be_borrowed_or_altered(keys: Path) -> None:
     # A certificate renamed to another node: the issuer's signature breaks.
     cert = attacker.certificate
     assert cert is not None
-    renamed = Certificate(
-        **{
-            **{n: getattr(cert, n) for n in Certificate.__dataclass_fields__},
-            "principal": "worker/node-a",
-            "node": "node-a",
-        }
-    )
+    renamed = replace(cert, principal="worker/node-a", node="node-a")
     with pytest.raises(ForgedMessageError, match="bad signature"):
         seal(keys, "client").open(subject, {**headers, "AF-Cert": renamed.encode()}, body)
     with pytest.raises(ForgedMessageError, match="malformed"):

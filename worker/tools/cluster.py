@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from datetime import datetime
 from typing import Any
 
 import structlog
@@ -26,7 +25,7 @@ from nats.js.kv import KeyValue
 
 from shared.codec import pack, unpack
 from shared.errors import MalformedMessageError
-from shared.transport import Bus, FetchTimeout
+from shared.transport import Bus, FetchTimeout, watched_ns
 from worker.tools.breaker import BreakerRecord
 from worker.tools.state import BREAKERS, RESULTS, WINDOWS, ToolState
 
@@ -118,9 +117,7 @@ class ClusterToolState(ToolState):
         if entry.operation in ("DEL", "PURGE") or entry.value is None:
             self._view[entry.key] = (BreakerRecord(), revision)
             return
-        created = getattr(entry, "created", None)
-        stored = int(created.timestamp() * 1e9) if isinstance(created, datetime) else None
-        data = self._open(BREAKERS, entry.key, entry.value, stored)
+        data = self._open(BREAKERS, entry.key, entry.value, watched_ns(entry))
         self._saw_breaker(entry.key, BreakerRecord.from_dict(data), revision)
 
     async def _follow(self, watcher: Any) -> None:
