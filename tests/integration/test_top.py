@@ -14,7 +14,6 @@ import datetime as dt
 import io
 import json
 import os
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -100,17 +99,22 @@ async def scene(cluster: DevCluster, bus: Bus, client: Client) -> AsyncIterator[
 async def registered(bus: Bus, workers: int, timeout: float = 30) -> ClusterView:
     """The first snapshot in which every worker's registry entries are live.
 
-    Entries are re-put on each heartbeat and expire after ``agent_ttl_s``: under
-    the full suite's load a worker's entry has been seen missing for a moment
-    (cause not found yet), so wait for the registry rather than read it once."""
-    deadline = time.monotonic() + timeout
-    while True:
-        view = await snapshot(bus)
-        counts = {q.queue: q.workers for q in view.queues}
-        if all(counts.get(c) == workers for c in test_app.capabilities):
-            return view
-        assert time.monotonic() < deadline, f"registry never showed {workers} workers: {counts}"
-        await asyncio.sleep(0.2)
+    Entries are re-put on each heartbeat and expire after ``agent_ttl_s``; a
+    read that raced a heartbeat once missed one (see ``Bus.kv_entries``), so
+    this takes a new snapshot after each registry change until all are there."""
+    store = await bus.kv(bus.names.agents_bucket)
+    watcher = await store.watchall(inactive_threshold=5.0)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                view = await snapshot(bus)
+                counts = {q.queue: q.workers for q in view.queues}
+                if all(counts.get(c) == workers for c in test_app.capabilities):
+                    return view
+                with contextlib.suppress(*FetchTimeout):
+                    await watcher.updates(timeout=timeout)
+    finally:
+        await watcher.stop()
 
 
 def check_queues(queues: list[dict[str, Any]], scene: Scene, workers: int) -> None:

@@ -170,15 +170,21 @@ def forged(
 
 
 async def _target(
-    mode: str, nats_server: NatsServer, log_dir: Path, keys: Path | None
+    mode: str,
+    nats_server: NatsServer,
+    log_dir: Path,
+    keys: Path | None,
+    *,
+    app: str = "tests.support.app:app",
+    concurrency: int = 24,
 ) -> AsyncIterator[Target]:
     prefix = unique_prefix(f"atk{mode[0]}")
     overrides: dict[str, Any] = {"security_dir": str(keys)} if keys else {}
     async with (
         DevCluster(
-            app="tests.support.app:app",
+            app=app,
             workers=1,
-            concurrency=24,
+            concurrency=concurrency,
             nats_url=nats_server.url,
             prefix=prefix,
             settings=overrides,
@@ -208,20 +214,25 @@ async def target(
     """The default cluster, then the secure one (each test runs against both)."""
     keys = None
     if request.param == "secure":
-        keys = tmp_path_factory.mktemp("attack-keys")
-        init_keys(
-            keys,
-            [
-                ("coordinator", "coordinator"),
-                ("worker", "worker"),
-                ("worker-2", "worker"),
-                ("client", "client"),
-                ("mallory", "client"),
-            ],
-        )
-        (keys / "policy.toml").write_text(POLICY)
+        principals = [("worker-2", "worker"), ("client", "client"), ("mallory", "client")]
+        keys = attack_keys(tmp_path_factory, "attack-keys", principals, POLICY)
     async for target in _target(request.param, nats_server, log_dir, keys):
         yield target
+
+
+def attack_keys(
+    factory: pytest.TempPathFactory,
+    name: str,
+    principals: list[tuple[str, str]],
+    policy: str | None = None,
+) -> Path:
+    """A key directory: a coordinator, a worker, ``principals`` ((name, role)),
+    and ``policy`` as its policy.toml."""
+    keys = factory.mktemp(name)
+    init_keys(keys, [("coordinator", "coordinator"), ("worker", "worker"), *principals])
+    if policy is not None:
+        (keys / "policy.toml").write_text(policy)
+    return keys
 
 
 def settings_as(target: Target, principal: str) -> Settings:

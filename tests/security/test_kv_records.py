@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +21,6 @@ from hypothesis import strategies as st
 
 from agenticflow.devcluster import DevCluster
 from agenticflow.server import NatsServer
-from coordinator.client import Client
 from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
 from shared.codec import pack
 from shared.config import Settings
@@ -34,31 +32,21 @@ from shared.errors import (
 )
 from shared.ids import new_workflow_id
 from shared.registry import open_entry
-from shared.security import Identity, Seal, init_keys
+from shared.security import Identity, Seal
 from shared.transport import Bus, connected
-from tests.conftest import unique_prefix
 from tests.integration.helpers import wf
-from tests.security.conftest import Target
+from tests.security.conftest import Target, _target, attack_keys
 from worker.effects import params_hash
 from worker.memory import AgentMemory
 from worker.tools.state import cache_key
 
 pytestmark = pytest.mark.timeout(180)
 
-PRINCIPALS = [
-    ("coordinator", "coordinator"),
-    ("worker", "worker"),
-    ("billing", "worker"),
-    ("client", "client"),
-    ("mallory", "client"),
-]
-
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("kv-keys")
-    init_keys(directory, PRINCIPALS)
-    return directory
+    others = [("billing", "worker"), ("client", "client"), ("mallory", "client")]
+    return attack_keys(tmp_path_factory, "kv-keys", others)
 
 
 def seal_of(keys: Path, principal: str) -> Seal:
@@ -134,35 +122,21 @@ def test_no_bytes_open_as_a_record_but_what_a_trusted_key_sealed(
 # --- attacks on a real cluster -------------------------------------------------------------
 
 
-async def _tools_cluster(
-    nats_server: NatsServer, log_dir: Path, keys: Path | None
-) -> AsyncIterator[tuple[DevCluster, Bus, Client]]:
-    prefix = unique_prefix("kvrec")
-    overrides: dict[str, Any] = {"security_dir": str(keys)} if keys else {}
-    async with (
-        DevCluster(
-            app="tests.support.tools_app:app",
-            workers=1,
-            concurrency=4,
-            nats_url=nats_server.url,
-            prefix=prefix,
-            settings=overrides,
-            log_dir=log_dir / prefix,
-        ) as cluster,
-        connected(cluster.settings, name="kv-records") as bus,
-    ):
-        yield cluster, bus, Client(bus=bus, node_id="kv-records")
-
-
 @pytest.fixture(scope="module", params=["default", "secure"])
 async def tools(
     request: pytest.FixtureRequest, nats_server: NatsServer, log_dir: Path, keys: Path
-) -> AsyncIterator[tuple[str, DevCluster, Bus, Client]]:
-    secure = request.param == "secure"
-    async for cluster, bus, client in _tools_cluster(
-        nats_server, log_dir, keys if secure else None
+) -> AsyncIterator[Target]:
+    """A cluster serving the tools app, without keys, then with them."""
+    secure_keys = keys if request.param == "secure" else None
+    async for target in _target(
+        request.param,
+        nats_server,
+        log_dir,
+        secure_keys,
+        app="tests.support.tools_app:app",
+        concurrency=4,
     ):
-        yield request.param, cluster, bus, client
+        yield target
 
 
 @asynccontextmanager
@@ -174,9 +148,9 @@ async def _attacker(cluster: DevCluster) -> AsyncIterator[Bus]:
 
 
 async def test_a_forged_tool_result_is_not_served_and_the_tool_really_runs(
-    tools: tuple[str, DevCluster, Bus, Client], keys: Path, tmp_path: Path
+    tools: Target, keys: Path, tmp_path: Path
 ) -> None:
-    mode, cluster, bus, client = tools
+    mode, cluster, bus, client = tools.mode, tools.cluster, tools.bus, tools.client
     trace = tmp_path / "trace.txt"
     args = {"path": str(trace), "value": 1}
     digest = params_hash((), args)
@@ -221,10 +195,8 @@ async def test_a_forged_tool_result_is_not_served_and_the_tool_really_runs(
     assert called == sorted(f"{workflow_id}:{t}:0:tool:bump" for t in blobs)
 
 
-async def test_a_forged_registry_entry_never_reaches_the_readers(
-    tools: tuple[str, DevCluster, Bus, Client], keys: Path
-) -> None:
-    mode, cluster, bus, client = tools
+async def test_a_forged_registry_entry_never_reaches_the_readers(tools: Target, keys: Path) -> None:
+    mode, cluster, bus, client = tools.mode, tools.cluster, tools.bus, tools.client
     bucket = bus.names.agents_bucket
     fake = {
         "instance": "evil.planner",
@@ -255,9 +227,9 @@ async def test_a_forged_registry_entry_never_reaches_the_readers(
 
 
 async def test_memory_refuses_a_forged_value_and_an_old_one_put_back(
-    tools: tuple[str, DevCluster, Bus, Client], keys: Path
+    tools: Target, keys: Path
 ) -> None:
-    mode, cluster, _, _ = tools
+    mode, cluster = tools.mode, tools.cluster
     if mode == "default":
         pytest.skip("without keys memory values carry no writer (documented)")
     settings = cluster.settings.model_copy(update={"principal": "worker"})

@@ -24,10 +24,9 @@ from agenticflow.server import NatsServer
 from coordinator.state import WorkflowStatus
 from shared.events import EventType, WorkflowSubmitted
 from shared.ids import uuid7
-from shared.security import init_keys
 from shared.workflow import WorkflowDefinition
 from tests.integration.helpers import ROOT, of_type, wf
-from tests.security.conftest import Target, _target, forged
+from tests.security.conftest import Target, _target, attack_keys, forged
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -73,19 +72,8 @@ async def target(
     """A cluster without keys or policy, then one with this module's policy."""
     keys = None
     if request.param == "secure":
-        keys = tmp_path_factory.mktemp("submit-keys")
-        init_keys(
-            keys,
-            [
-                ("coordinator", "coordinator"),
-                ("worker", "worker"),
-                ("client", "client"),
-                ("bob", "client"),
-                ("mallory", "client"),
-                ("cron", "client"),
-            ],
-        )
-        (keys / "policy.toml").write_text(POLICY)
+        principals = [(name, "client") for name in ("client", "bob", "mallory", "cron")]
+        keys = attack_keys(tmp_path_factory, "submit-keys", principals, POLICY)
     async for found in _target(request.param, nats_server, log_dir, keys):
         yield found
 
