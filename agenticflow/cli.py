@@ -753,7 +753,7 @@ def _export(
     except OSError as exc:
         err.print(f"[red]error:[/red] cannot write {esc(output)}: {esc(exc.strerror)}")
         raise typer.Exit(EXIT_INPUT) from exc
-    err.print(f"wrote {esc(fmt)} of {esc(len(found))} events to {esc(output)}")
+    err.print(f"wrote {esc(fmt)} of {len(found)} events to {esc(output)}")
 
 
 def _replay_window(
@@ -786,10 +786,10 @@ def _replay_window(
         out.print(f"no events {esc(window)}")
         return
     workflows = len({e.workflow_id for e in found})
-    out.print(f"{esc(len(found))} events of {esc(workflows)} workflow(s) {esc(window)}:")
+    out.print(f"{len(found)} events of {workflows} workflow(s) {esc(window)}:")
     render.print_timeline(out, found, show_workflow=True)
     if len(found) >= limit:
-        err.print(f"[yellow]showing the first {esc(limit)}:[/yellow] narrow with --type or --until")
+        err.print(f"[yellow]showing the first {limit}:[/yellow] narrow with --type or --until")
 
 
 def _require_events(found: list[Event], workflow_id: str) -> None:
@@ -808,7 +808,7 @@ def _show_state_until(
     if as_json:
         _print_json(state.public_view())
         return
-    out.print(f"as of {esc(until)} (seq {esc(state.last_seq)}):")
+    out.print(f"as of {esc(until)} (seq {state.last_seq}):")
     render.print_state(out, state)
 
 
@@ -919,7 +919,7 @@ def health(
         err.print(f"[red]no AgenticFlow process of prefix {settings.prefix!r} answered[/red]")
         raise typer.Exit(EXIT_UNREACHABLE)
     if expect is not None and len(reports) < expect:
-        err.print(f"[red]{esc(len(reports))} of {esc(expect)} processes answered[/red]")
+        err.print(f"[red]{len(reports)} of {expect} processes answered[/red]")
         raise typer.Exit(EXIT_FAILED)
     if not all(report.get("ready") for report in reports):
         raise typer.Exit(EXIT_FAILED)

@@ -103,7 +103,7 @@ def keys_rotate(directory: DirArg) -> None:
         keys = rotate_data_key(directory)
     except ConfigError as exc:
         raise _fail(exc) from exc
-    out.print(f"current data key: {esc(keys.current)} ({esc(len(keys.keys))} kept for reading)")
+    out.print(f"current data key: {esc(keys.current)} ({len(keys.keys)} kept for reading)")
 
 
 @keys_app.command("list")
