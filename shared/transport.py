@@ -827,14 +827,17 @@ class Bus:
         headers = {k: v for k, v in (msg.headers or {}).items() if isinstance(v, str)}
         return int(msg.seq or 0), str(msg.subject or subject), headers, bytes(msg.data or b"")
 
-    async def _last_msg(self, stream: str, subject: str) -> Any:
+    async def _last_msg(self, stream: str, subject: str, *, direct: bool = True) -> Any:
         """The last message stored on ``subject`` (a direct get, which a
         permission can pin to the subject; a request to the stream's leader for
-        a stream that allows none), or None. Raises NotFoundError (no such
-        stream), TransportError."""
+        a stream that allows none, or with ``direct=False`` when the stream is
+        known to allow none: no wasted round trip), or None. Raises
+        NotFoundError (no such stream), TransportError."""
 
         async def get() -> Any:
             try:
+                if not direct:
+                    return await self.js.get_msg(stream, subject=subject)
                 try:
                     return await self.js.get_msg(stream, subject=subject, direct=True)
                 except nats.errors.NoRespondersError:  # a stream without allow_direct
@@ -908,7 +911,7 @@ class Bus:
         (what :meth:`Seal.open_record` checks a record's signing time against);
         None when the key is absent or deleted."""
         subject = f"{store._pre}{key}"  # nats-py keeps the stream and prefix private
-        msg = await self._last_msg(store._stream, subject)
+        msg = await self._last_msg(store._stream, subject, direct=store._direct)
         if msg is None or msg.subject != subject:
             return None
         if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
