@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m examples.demo
+	$(BIN)/python -m agenticflow.examples.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check $(CODE)

@@ -49,13 +49,12 @@ from agenticflow.cli import (
     _with_client,
     app,
 )
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import WorkflowState
+from agenticflow.coordinator.supervisor import PlanStep, Supervisor, Templates
+from agenticflow.coordinator.supervisor.supervisor import Allocation, Planned
 from agenticflow.render import safe
-from coordinator.client import Client
-from coordinator.state import WorkflowState
-from coordinator.supervisor import PlanStep, Supervisor, Templates
-from coordinator.supervisor.supervisor import Allocation, Planned
-from shared.config import Settings
-from shared.errors import (
+from agenticflow.shared.errors import (
     ConfigError,
     NotFoundError,
     PermissionDeniedError,
@@ -63,7 +62,8 @@ from shared.errors import (
     PlanningError,
     WorkflowDefinitionError,
 )
-from shared.rbac import UNATTENDED, Policy, load_policy
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.security.rbac import UNATTENDED, Policy, load_policy
 
 out = Console()
 err = Console(stderr=True)

@@ -26,16 +26,16 @@ import yaml
 from rich.console import Console
 
 from agenticflow import render
+from agenticflow.coordinator import exports
+from agenticflow.coordinator import replay as replay_mod
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.forks import first_divergence
+from agenticflow.coordinator.partitions import PartitionedCoordinators
+from agenticflow.coordinator.state import WorkflowState
 from agenticflow.keys_cli import keys_app
 from agenticflow.render import esc
-from coordinator import exports
-from coordinator import replay as replay_mod
-from coordinator.client import Client
-from coordinator.forks import first_divergence
-from coordinator.partitions import PartitionedCoordinators
-from coordinator.state import WorkflowState
-from shared.config import Settings
-from shared.errors import (
+from agenticflow.shared.bus.transport import Bus, connected
+from agenticflow.shared.errors import (
     AgenticFlowError,
     ConfigError,
     InterventionRefusedError,
@@ -43,17 +43,17 @@ from shared.errors import (
     TransportError,
     WorkflowDefinitionError,
 )
-from shared.events import Event, InterventionApplied, MessageRejected
-from shared.health import serve_health
-from shared.ids import new_node_id
-from shared.logging import configure_logging
-from shared.metrics import configure_metrics, shutdown_metrics
-from shared.names import queue_of
-from shared.telemetry import configure_tracing, shutdown_tracing
-from shared.transport import Bus, connected
-from shared.workflow import WorkflowDefinition, load_workflow_file
-from worker.app import AgentApp, load_app
-from worker.runtime import Worker
+from agenticflow.shared.graph.workflow import WorkflowDefinition, load_workflow_file
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.ops.health import serve_health
+from agenticflow.shared.ops.logging import configure_logging
+from agenticflow.shared.ops.metrics import configure_metrics, shutdown_metrics
+from agenticflow.shared.ops.telemetry import configure_tracing, shutdown_tracing
+from agenticflow.shared.wire.events import Event, InterventionApplied, MessageRejected
+from agenticflow.shared.wire.ids import new_node_id
+from agenticflow.shared.wire.names import queue_of
+from agenticflow.worker.app import AgentApp, load_app
+from agenticflow.worker.runtime import Worker
 
 T = TypeVar("T")
 
@@ -300,7 +300,7 @@ NO_KEYS_WARNING = (
 def dev(
     app_spec: Annotated[
         str, typer.Option("--app", help="Agent app as 'module:attribute'.")
-    ] = "examples.apps:app",
+    ] = "agenticflow.examples.apps:app",
     workers: Annotated[int, typer.Option(min=0, help="Worker processes.")] = 2,
     port: Annotated[int | None, typer.Option(help="Client port (default: a free one).")] = None,
     store: Annotated[
@@ -324,7 +324,7 @@ def dev(
     allow_weak_sandbox: WeakSandboxOpt = False,
 ) -> None:
     """Start an embedded nats-server, a coordinator and N workers; Ctrl-C stops all."""
-    from agenticflow.devcluster import DevCluster
+    from agenticflow.cluster.dev import DevCluster
 
     cluster = DevCluster(
         app=app_spec,
@@ -393,7 +393,7 @@ def nats_config(
     """Write a nats-server configuration with one least-privilege user per role
     (coordinator, each worker group, client, admin), their credentials and env
     files, and with --tls a test CA and server certificate."""
-    from agenticflow.natsauth import generate, parse_auth, parse_worker_group
+    from agenticflow.cluster.nats_auth import generate, parse_auth, parse_worker_group
 
     try:
         groups = [parse_worker_group(spec) for spec in worker]
@@ -536,7 +536,7 @@ def submit(
 
 def _from_template(name: str | None, params: list[str] | None) -> WorkflowDefinition:
     """The template's workflow with ``k=v`` parameters; raises WorkflowDefinitionError."""
-    from coordinator.supervisor.templates import Templates  # only for --template
+    from agenticflow.coordinator.supervisor.templates import Templates  # only for --template
 
     given: dict[str, str] = {}
     for item in params or []:
@@ -868,7 +868,7 @@ def agents(as_json: JsonOpt = False, nats: NatsOpt = None, prefix: PrefixOpt = N
     """List registered agent instances, their capabilities and last heartbeat,
     then the cluster-wide circuit breakers and rate limits of tools (in JSON:
     entries with ``role`` ``breaker`` or ``rate_limit``)."""
-    from worker.tools import read_states
+    from agenticflow.worker.tools import read_states
 
     async def both(client: Client) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         return await client.agents(), await read_states(client.bus)
@@ -904,7 +904,7 @@ def health(
     Processes are found through their NATS micro services (``nats micro ls``
     lists them too). Exit 0 when all answer ready, 1 when one is not (or fewer
     than --expect answered), 3 when none answers."""
-    from shared.health import cluster_health
+    from agenticflow.shared.ops.health import cluster_health
 
     async def go(client: Client) -> list[dict[str, Any]]:
         return await cluster_health(client.bus, wait_s=wait, expect=expect)
@@ -1444,7 +1444,7 @@ async def _with_audit(settings: Settings, fn: Callable[[Bus, Any], Awaitable[T]]
     """Connect without signing anything (these commands only read) and check
     with the trust store and data keys of AGENTICFLOW_SECURITY_DIR, if set: an
     auditor needs no key of its own."""
-    from shared.audit import reader_seal
+    from agenticflow.shared.security.audit import reader_seal
 
     seal = reader_seal(settings.security_dir, window_s=settings.dedupe_window_s)
     reading = settings.model_copy(update={"security_dir": None})
@@ -1471,7 +1471,7 @@ def audit_verify(
     no removed or reordered record, and each chain against its signed anchors
     (a deleted, re-created or truncated stream). Exit 0 when intact, 1 with the
     problems."""
-    from shared.audit import load_anchor, save_anchor, verify_audit
+    from agenticflow.shared.security.audit import load_anchor, save_anchor, verify_audit
 
     settings = _settings(nats, prefix)
     try:
@@ -1516,7 +1516,7 @@ def audit_show(
     prefix: PrefixOpt = None,
 ) -> None:
     """Print audit records, oldest first, decrypted where the data keys allow."""
-    from shared.audit import read_audit
+    from agenticflow.shared.security.audit import read_audit
 
     settings = _settings(nats, prefix)
     entries = _run(_with_audit(settings, lambda bus, seal: read_audit(bus, seal, last=last)))

@@ -2,7 +2,7 @@
 
 ``up`` starts a JetStream cluster of ``--nodes`` nats-server processes on
 127.0.0.1, ``--coordinators`` coordinators and ``--workers`` workers of
-``--app``, owned by a detached supervisor (see :mod:`agenticflow.localcluster`),
+``--app``, owned by a detached supervisor (see :mod:`agenticflow.cluster.local`),
 and returns once it is ready, printing how to use it. ``status`` shows what
 runs; ``down`` stops it all.
 
@@ -33,7 +33,7 @@ from agenticflow.cli import (
     _print_json,
     app,
 )
-from agenticflow.localcluster import (
+from agenticflow.cluster.local import (
     DEFAULT_APP,
     DEFAULT_DIR,
     ClusterSpec,
@@ -44,7 +44,7 @@ from agenticflow.localcluster import (
     stop_cluster,
 )
 from agenticflow.render import esc
-from shared.errors import AgenticFlowError, ConfigError, NotFoundError, TransportError
+from agenticflow.shared.errors import AgenticFlowError, ConfigError, NotFoundError, TransportError
 
 out = Console()
 err = Console(stderr=True)

@@ -4,7 +4,7 @@
 ``keys add`` / ``keys revoke`` manage identities in the trust store; ``keys
 rotate`` adds a new current data key (old ones stay for reading); ``keys list``
 shows what a directory holds. Processes read it through
-``AGENTICFLOW_SECURITY_DIR`` (see :mod:`shared.security`). Running processes
+``AGENTICFLOW_SECURITY_DIR`` (see :mod:`agenticflow.shared.security.seal`). Running processes
 load the keys when they start: restart them (one at a time) after a change.
 """
 
@@ -18,8 +18,8 @@ import typer
 from rich.console import Console
 
 from agenticflow.render import esc
-from shared.errors import ConfigError
-from shared.security import (
+from agenticflow.shared.errors import ConfigError
+from agenticflow.shared.security.seal import (
     DATA_KEYS_FILE,
     TRUST_FILE,
     DataKeys,

@@ -12,12 +12,18 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from coordinator.exports import event_dict
-from coordinator.forks import Divergence
-from coordinator.replay import duration_ms
-from coordinator.state import WorkflowState
-from shared.events import Event, TaskAuctionOpened, TaskAwarded, TaskBid, TaskClaimExpired
-from shared.vclock import Ordering
+from agenticflow.coordinator.exports import event_dict
+from agenticflow.coordinator.forks import Divergence
+from agenticflow.coordinator.replay import duration_ms
+from agenticflow.coordinator.state import WorkflowState
+from agenticflow.shared.wire.events import (
+    Event,
+    TaskAuctionOpened,
+    TaskAwarded,
+    TaskBid,
+    TaskClaimExpired,
+)
+from agenticflow.shared.wire.vclock import Ordering
 
 _STATE_STYLE = {
     "completed": "green",
@@ -240,7 +246,7 @@ def print_tool_states(console: Console, states: list[dict[str, Any]]) -> None:
                 esc(detail),
                 esc(info.get("by", "")),
             )
-        else:  # a GCRA record (worker.tools.ratelimit.RateRecord)
+        else:  # a GCRA record (agenticflow.worker.tools.ratelimit.RateRecord)
             per_s = info.get("per_s")
             period = f"{per_s:g}" if isinstance(per_s, int | float) else "?"
             burst = info.get("burst") or 1

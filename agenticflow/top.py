@@ -47,14 +47,14 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from agenticflow.coordinator.state import TaskStatus, WorkflowState, open_snapshot
 from agenticflow.render import _STATE_STYLE, esc, safe, short, when
-from coordinator.state import TaskStatus, WorkflowState, open_snapshot
-from shared.config import Settings
-from shared.errors import AgenticFlowError, MalformedMessageError
-from shared.events import Event, EventType, TaskFailed, WorkflowFailed
-from shared.names import Names
-from shared.registry import open_entry
-from shared.transport import Bus, stored_ns
+from agenticflow.shared.bus.registry import open_entry
+from agenticflow.shared.bus.transport import Bus, stored_ns
+from agenticflow.shared.errors import AgenticFlowError, MalformedMessageError
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.wire.events import Event, EventType, TaskFailed, WorkflowFailed
+from agenticflow.shared.wire.names import Names
 
 WORKFLOW_SCAN = 500
 """Workflow snapshots read per refresh: the most recently written ones."""

@@ -18,10 +18,10 @@ import os
 import time
 from pathlib import Path
 
-from agenticflow.devcluster import DevCluster
-from coordinator.client import Client
-from shared.transport import connected
-from shared.workflow import parse_workflow
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.coordinator.client import Client
+from agenticflow.shared.bus.transport import connected
+from agenticflow.shared.graph.workflow import parse_workflow
 
 RESULTS = Path(__file__).resolve().parent / "results" / "backpressure.json"
 

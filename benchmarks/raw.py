@@ -451,7 +451,7 @@ class RawLoop:
         await sub.unsubscribe()
 
     def _spawn(self, index: int) -> subprocess.Popen[bytes]:
-        from agenticflow.procs import child_preexec
+        from agenticflow.cluster.procs import child_preexec
 
         env = {
             **os.environ,
@@ -492,7 +492,7 @@ class RawLoop:
 
     async def stop(self) -> None:
         """Stop the workers, delete the streams, close the connection (idempotent)."""
-        from agenticflow.procs import stop_process
+        from agenticflow.cluster.procs import stop_process
 
         procs, self._procs = self._procs, []
         for proc in procs:
@@ -624,7 +624,7 @@ def quantile(values: Sequence[float], pct: int) -> float:
 
 async def bench(url: str | None, runs: int, fanout: int, chain: int, diamonds: int) -> None:
     """Run the raw loop alone and print its figures."""
-    from agenticflow.server import NatsServer
+    from agenticflow.cluster.nats_server import NatsServer
 
     server = NatsServer() if url is None else None
     if server is not None:

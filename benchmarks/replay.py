@@ -27,7 +27,7 @@ and the garbage collector hold only the replay), each phase on its own:
 
 - **read**: :meth:`Bus.read_stored` (the ephemeral pull consumer replay uses),
   messages per second;
-- **decode**: :func:`shared.codec.decode_event` over those messages (for the
+- **decode**: :func:`agenticflow.shared.wire.codec.decode_event` over those messages (for the
   one workflow also with the garbage collector paused, which shows what the
   collector's passes over a large heap of fresh objects cost);
 - **read+decode**: :meth:`Client.events` for the one workflow (what
@@ -35,9 +35,9 @@ and the garbage collector hold only the replay), each phase on its own:
   of every event (there is no public API for it: the bus and the codec, as
   ``Client`` uses them), and ``Client.events`` of a sample of workflows one by
   one;
-- **fold**: :func:`coordinator.reducer.fold`, per workflow;
-- **causality**: :func:`coordinator.causality.causality_violations` alone;
-- **verify**: :func:`coordinator.replay.verify` (the re-fold compared with the
+- **fold**: :func:`agenticflow.coordinator.reducer.fold`, per workflow;
+- **causality**: :func:`agenticflow.coordinator.causality.causality_violations` alone;
+- **verify**: :func:`agenticflow.coordinator.replay.verify` (the re-fold compared with the
   snapshot, plus causality); every workflow must verify clean;
 - **cli**: ``agenticflow replay ID --verify`` (and with ``--json``) on the one
   workflow, end to end: a subprocess, its output sent to /dev/null; first run
@@ -75,19 +75,19 @@ from typing import Any, TypeVar
 
 from rich.table import Table
 
-from agenticflow.devcluster import DevCluster
-from agenticflow.server import NatsServer
-from benchmarks.run import console, environment
-from benchmarks.scale import memory_kb
-from coordinator.causality import causality_violations
-from coordinator.client import Client
-from coordinator.reducer import SHELL_NODE, ArmTimer, Dispatch, Emit, fold, reduce
-from coordinator.replay import verify
-from coordinator.state import WorkflowState, WorkflowStatus
-from shared.codec import TaskMessage, decode_event, encode_event, pack, unpack
-from shared.config import Settings
-from shared.errors import MalformedMessageError
-from shared.events import (
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator.causality import causality_violations
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.reducer import SHELL_NODE, ArmTimer, Dispatch, Emit, fold, reduce
+from agenticflow.coordinator.replay import verify
+from agenticflow.coordinator.state import WorkflowState, WorkflowStatus
+from agenticflow.shared.bus.transport import Bus, connected
+from agenticflow.shared.errors import MalformedMessageError
+from agenticflow.shared.graph.workflow import WorkflowDefinition, parse_workflow
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.wire.codec import TaskMessage, decode_event, encode_event, pack, unpack
+from agenticflow.shared.wire.events import (
     ErrorInfo,
     Event,
     EventType,
@@ -100,11 +100,11 @@ from shared.events import (
     TaskStarted,
     WorkflowSubmitted,
 )
-from shared.ids import new_node_id, task_key, workflow_key
-from shared.names import Names
-from shared.transport import Bus, connected
-from shared.vclock import VectorClock
-from shared.workflow import WorkflowDefinition, parse_workflow
+from agenticflow.shared.wire.ids import new_node_id, task_key, workflow_key
+from agenticflow.shared.wire.names import Names
+from agenticflow.shared.wire.vclock import VectorClock
+from benchmarks.run import console, environment
+from benchmarks.scale import memory_kb
 
 APP = "benchmarks.app:app"
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,7 +175,7 @@ class Simulation:
 
     The coordinator folds every worker and shell event as it is stored and
     stores the events it emits right after it; workers merge the task's clock
-    and tick their own entry for every event, as :mod:`worker.runtime` does.
+    and tick their own entry for every event, as :mod:`agenticflow.worker.runtime` does.
     """
 
     def __init__(self, workflow_id: str, shape: Shape, *, start_ns: int) -> None:

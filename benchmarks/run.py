@@ -58,16 +58,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from agenticflow.devcluster import DevCluster
-from agenticflow.server import nats_server_binary
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.nats_server import nats_server_binary
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import WorkflowStatus
+from agenticflow.shared.bus.transport import connected
+from agenticflow.shared.graph.workflow import WorkflowDefinition, parse_workflow
+from agenticflow.shared.wire.events import EventType
+from agenticflow.shared.wire.ids import new_node_id
 from benchmarks.raw import RawLoop, RawLoopError
 from benchmarks.scale import ScaleError, measure_scale
-from coordinator.client import Client
-from coordinator.state import WorkflowStatus
-from shared.events import EventType
-from shared.ids import new_node_id
-from shared.transport import connected
-from shared.workflow import WorkflowDefinition, parse_workflow
 
 APP = "benchmarks.app:app"
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"

@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agenticflow.devcluster import DevCluster
-from coordinator.client import Client
-from coordinator.state import WorkflowStatus
-from shared.ids import new_node_id
-from shared.transport import connected
-from shared.workflow import WorkflowDefinition, parse_workflow
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import WorkflowStatus
+from agenticflow.shared.bus.transport import connected
+from agenticflow.shared.graph.workflow import WorkflowDefinition, parse_workflow
+from agenticflow.shared.wire.ids import new_node_id
 
 SCALE_APP = "benchmarks.app:scale_app"
 ONE_APP = "benchmarks.app:one_app"

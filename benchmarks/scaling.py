@@ -27,7 +27,7 @@ cores; "other load" is what the rest of the machine used meanwhile (on a shared
 VM, the noise: a run with other work going on is slower for it).
 
 Configurations, each on a fresh cluster (an embedded nats-server, coordinator
-and worker processes, see :class:`agenticflow.devcluster.DevCluster`):
+and worker processes, see :class:`agenticflow.cluster.dev.DevCluster`):
 
 - **workers** (``--workers``, default 1 2 4) with one coordinator, I/O-bound
   tasks: speed-up against the fewest workers and scaling efficiency
@@ -68,14 +68,14 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from agenticflow.devcluster import DevCluster
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import WorkflowState, WorkflowStatus
+from agenticflow.shared.bus.transport import Bus, connected
+from agenticflow.shared.graph.workflow import WorkflowDefinition, parse_workflow
+from agenticflow.shared.ops.health import cluster_health
+from agenticflow.shared.wire.ids import new_node_id
 from benchmarks.scaling_app import CAPABILITY
-from coordinator.client import Client
-from coordinator.state import WorkflowState, WorkflowStatus
-from shared.health import cluster_health
-from shared.ids import new_node_id
-from shared.transport import Bus, connected
-from shared.workflow import WorkflowDefinition, parse_workflow
 
 APP = "benchmarks.scaling_app:app"
 RESULTS = Path(__file__).resolve().parent / "results" / "scaling.json"

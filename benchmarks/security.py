@@ -32,9 +32,9 @@ from typing import Any
 
 from rich.console import Console
 
+from agenticflow.shared.security.seal import DATA_KEYS_FILE, TRUST_FILE, init_keys
 from benchmarks.run import Options
 from benchmarks.telemetry import SCENARIO_KEYS, one_round, report_modes, summarise
-from shared.security import DATA_KEYS_FILE, TRUST_FILE, init_keys
 
 RESULTS = Path(__file__).parent / "results" / "security.json"
 MODES = ("off", "sign", "encrypt", "both")

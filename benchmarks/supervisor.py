@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from coordinator.supervisor import Catalog, Plan, RulesPlanner, Templates
+from agenticflow.coordinator.supervisor import Catalog, Plan, RulesPlanner, Templates
 
 RESULTS = Path(__file__).parent / "results" / "supervisor.json"
 TEMPLATES = Path(__file__).resolve().parents[1] / "examples" / "templates"

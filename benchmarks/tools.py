@@ -38,14 +38,20 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agenticflow.server import NatsServer
-from shared.config import Settings
-from shared.events import Event, EventType, Payload, TaskEffectRecorded, TaskToolCalled
-from shared.ids import task_key
-from shared.transport import Bus
-from shared.vclock import VectorClock
-from worker.effects import Effects
-from worker.tools import (
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.wire.events import (
+    Event,
+    EventType,
+    Payload,
+    TaskEffectRecorded,
+    TaskToolCalled,
+)
+from agenticflow.shared.wire.ids import task_key
+from agenticflow.shared.wire.vclock import VectorClock
+from agenticflow.worker.effects import Effects
+from agenticflow.worker.tools import (
     ClusterToolState,
     MemoryToolState,
     RateLimit,

@@ -51,8 +51,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coordinator.state import COORDINATOR_NODE, TaskStatus, WorkflowState, WorkflowStatus
-from shared.events import (
+from agenticflow.coordinator.state import (
+    COORDINATOR_NODE,
+    TaskStatus,
+    WorkflowState,
+    WorkflowStatus,
+)
+from agenticflow.shared.graph.hierarchy import CHILD_CAPABILITY, ParentLink, child_workflow_id
+from agenticflow.shared.graph.workflow import WorkflowDefinition
+from agenticflow.shared.security.rbac import Policy
+from agenticflow.shared.wire.events import (
     FORBIDDEN,
     Event,
     EventType,
@@ -62,10 +70,7 @@ from shared.events import (
     WorkflowResumeRequested,
     WorkflowSubmitted,
 )
-from shared.hierarchy import CHILD_CAPABILITY, ParentLink, child_workflow_id
-from shared.rbac import Policy
-from shared.vclock import MAX_COUNTER, VectorClock
-from shared.workflow import WorkflowDefinition
+from agenticflow.shared.wire.vclock import MAX_COUNTER, VectorClock
 
 COUNTER_LIMIT = MAX_COUNTER - 2**32
 MAX_STEP = 2**32

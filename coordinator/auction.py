@@ -35,7 +35,8 @@ class Bid(BaseModel):
 
 
 class AuctionState(BaseModel):
-    """The auction of one attempt of one task (on :class:`~coordinator.state.TaskState`)."""
+    """The auction of one attempt of one task
+    (on :class:`~agenticflow.coordinator.state.TaskState`)."""
 
     model_config = ConfigDict(extra="ignore")
 

@@ -5,9 +5,15 @@ Pure functions over the event list, used by the demo, the tests and replay.
 
 from __future__ import annotations
 
-from coordinator.reducer import COORDINATOR_NODE, SHELL_NODE
-from shared.events import FORBIDDEN, Event, EventType, InterventionRefused, WorkflowSubmitted
-from shared.vclock import Ordering
+from agenticflow.coordinator.reducer import COORDINATOR_NODE, SHELL_NODE
+from agenticflow.shared.wire.events import (
+    FORBIDDEN,
+    Event,
+    EventType,
+    InterventionRefused,
+    WorkflowSubmitted,
+)
+from agenticflow.shared.wire.vclock import Ordering
 
 _SHELL_TYPES = frozenset(
     {
@@ -24,7 +30,7 @@ _OUTCOMES = frozenset({EventType.TASK_STARTED, EventType.TASK_COMPLETED, EventTy
 
 UNREADABLE = "unreadable:"
 """Id prefix of the ``message.rejected`` stand-in for a stored event that could
-not be read (see :meth:`coordinator.client.Client.events`): no one published
+not be read (see :meth:`agenticflow.coordinator.client.Client.events`): no one published
 it, so it has no clock to check."""
 
 

@@ -1,13 +1,13 @@
 """Child workflows: the reducer's decisions about a task that is a workflow.
 
-Pure functions (no I/O, no clock reads) called by :mod:`coordinator.reducer`;
+Pure functions (no I/O, no clock reads) called by :mod:`agenticflow.coordinator.reducer`;
 they return the events to publish, which the shell stores like any other
 command, before it acks the event that caused them and before it saves the
 snapshot. That is what makes the hierarchy exactly-once across crashes:
 
 * **start**: when a ``workflow:`` task is ready, the parent publishes the
   child's ``workflow.submitted`` on the child's own subject, with a derived
-  workflow id (:func:`shared.hierarchy.child_workflow_id`) and the derived
+  workflow id (:func:`agenticflow.shared.graph.hierarchy.child_workflow_id`) and the derived
   ``Nats-Msg-Id`` ``<child>:submitted``. A re-fold after a crash issues the
   same message (deduplicated) and a late duplicate is ignored by the child's
   reducer (the workflow exists).
@@ -33,9 +33,10 @@ must advance in its own stream.
 
 from __future__ import annotations
 
-from coordinator.state import ACTIVE_TASK, TaskStatus, WorkflowState, WorkflowStatus
-from shared.errors import PayloadTooLargeError
-from shared.events import (
+from agenticflow.coordinator.state import ACTIVE_TASK, TaskStatus, WorkflowState, WorkflowStatus
+from agenticflow.shared.errors import PayloadTooLargeError
+from agenticflow.shared.graph.hierarchy import ParentLink, child_workflow_id
+from agenticflow.shared.wire.events import (
     ErrorInfo,
     Event,
     EventType,
@@ -46,9 +47,8 @@ from shared.events import (
     TaskFailed,
     WorkflowSubmitted,
 )
-from shared.hierarchy import ParentLink, child_workflow_id
-from shared.ids import task_key, workflow_key
-from shared.vclock import VectorClock
+from agenticflow.shared.wire.ids import task_key, workflow_key
+from agenticflow.shared.wire.vclock import VectorClock
 
 CHILD_AGENT = "workflow"
 """The ``agent`` named in the outcome a child reports to its parent."""

@@ -19,19 +19,23 @@ import structlog
 from nats.js.api import DeliverPolicy
 from opentelemetry.trace import SpanKind
 
-from coordinator.forks import recorded_effects
-from coordinator.replay import UNREADABLE, reading_problems, state_until
-from coordinator.state import TaskStatus, WorkflowState, open_snapshot
-from shared.codec import pack
-from shared.dag import validate_graph
-from shared.errors import (
+from agenticflow.coordinator.forks import recorded_effects
+from agenticflow.coordinator.replay import UNREADABLE, reading_problems, state_until
+from agenticflow.coordinator.state import TaskStatus, WorkflowState, open_snapshot
+from agenticflow.shared.bus.registry import open_entry, open_update
+from agenticflow.shared.bus.transport import Bus, watched_ns
+from agenticflow.shared.errors import (
     ConfigError,
     InterventionRefusedError,
     MalformedMessageError,
     NotFoundError,
     WorkflowDefinitionError,
 )
-from shared.events import (
+from agenticflow.shared.graph.dag import validate_graph
+from agenticflow.shared.graph.workflow import WorkflowDefinition
+from agenticflow.shared.ops.telemetry import traceparent, tracer
+from agenticflow.shared.wire.codec import pack
+from agenticflow.shared.wire.events import (
     INTERVENTIONS,
     Event,
     EventType,
@@ -44,13 +48,9 @@ from shared.events import (
     WorkflowResumeRequested,
     WorkflowSubmitted,
 )
-from shared.ids import ID_RE, new_workflow_id, workflow_key
-from shared.names import queue_of
-from shared.registry import open_entry, open_update
-from shared.telemetry import traceparent, tracer
-from shared.transport import Bus, watched_ns
-from shared.vclock import ClockBook, VectorClock
-from shared.workflow import WorkflowDefinition
+from agenticflow.shared.wire.ids import ID_RE, new_workflow_id, workflow_key
+from agenticflow.shared.wire.names import queue_of
+from agenticflow.shared.wire.vclock import ClockBook, VectorClock
 
 log = structlog.get_logger("agenticflow.client")
 
@@ -360,7 +360,7 @@ class Client:
 
     async def reading_problems(self, events: list[Event]) -> list[str]:
         """What could not be read of these events (see
-        :func:`coordinator.replay.reading_problems`)."""
+        :func:`agenticflow.coordinator.replay.reading_problems`)."""
         first_seq, deleted = await self.bus.stream_holes(self.names.events_stream)
         return reading_problems(events, first_seq=first_seq, deleted=deleted)
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from coordinator.state import WorkflowState
-from shared.events import Event, EventType, TaskStarted
+from agenticflow.coordinator.state import WorkflowState
+from agenticflow.shared.wire.events import Event, EventType, TaskStarted
 
 FORMATS = ("text", "json", "mermaid", "chrome-trace")
 

@@ -1,6 +1,6 @@
 """Forks and re-executions of a recorded workflow, and how two runs compare.
 
-Pure functions over event lists (read by :meth:`coordinator.client.Client.events`):
+Pure functions over event lists (read by :meth:`agenticflow.coordinator.client.Client.events`):
 :func:`recorded_effects` collects what a run's side effects returned, for
 ``agenticflow rerun``; :func:`first_divergence` names the first event where
 two runs differ, for ``agenticflow diff``.
@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from coordinator.replay import first_difference
-from shared.events import (
+from agenticflow.coordinator.replay import first_difference
+from agenticflow.shared.wire.events import (
     Event,
     EventType,
     RecordedEffect,

@@ -8,9 +8,9 @@ from typing import Any
 
 import structlog
 
-from coordinator.lease import Lease
-from coordinator.service import Coordinator
-from shared.transport import Bus
+from agenticflow.coordinator.lease import Lease
+from agenticflow.coordinator.service import Coordinator
+from agenticflow.shared.bus.transport import Bus
 
 log = structlog.get_logger("agenticflow.leader")
 

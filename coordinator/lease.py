@@ -24,7 +24,7 @@ import nats.errors
 import structlog
 from nats.js.kv import KeyValue
 
-from shared.transport import Bus, KVConflict
+from agenticflow.shared.bus.transport import Bus, KVConflict
 
 log = structlog.get_logger("agenticflow.lease")
 

@@ -1,7 +1,7 @@
 """Several active coordinators: the workflows are split into partitions.
 
 The events stream stores each event under its workflow's partition (a NATS
-subject transform with ``partition(n, 1)``, see :mod:`shared.names`), and each
+subject transform with ``partition(n, 1)``, see :mod:`agenticflow.shared.wire.names`), and each
 partition has its own durable consumer. A partition is owned through a lease
 in KV (``coordinator.p<k>`` in ``<prefix>_leases``, :class:`Lease`); its owner
 runs a :class:`Coordinator` for it alone. So the control plane is as many
@@ -36,10 +36,10 @@ import nats.errors
 import nats.js.errors
 import structlog
 
-from coordinator.leader import LeaderElected
-from coordinator.lease import LEASE_KEY, Lease
-from coordinator.service import Coordinator
-from shared.transport import Bus
+from agenticflow.coordinator.leader import LeaderElected
+from agenticflow.coordinator.lease import LEASE_KEY, Lease
+from agenticflow.coordinator.service import Coordinator
+from agenticflow.shared.bus.transport import Bus
 
 log = structlog.get_logger("agenticflow.partitions")
 

@@ -2,7 +2,7 @@
 
 No I/O, no clock reads, no randomness: every time it uses comes from the event
 it folds, so the same events always give the same state. The shell
-(:mod:`coordinator.service`) executes the commands, and replay and crash
+(:mod:`agenticflow.coordinator.service`) executes the commands, and replay and crash
 recovery are this same function over the stored stream.
 
 For speed the reducer updates the state object it is given in place (copying a
@@ -20,10 +20,17 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from coordinator import children
-from coordinator.admission import ADMISSION_CODES, REPLAY_RULES, Ignore, Refuse, Rules, admit
-from coordinator.auction import AuctionState, Bid, accepts, best
-from coordinator.state import (
+from agenticflow.coordinator import children
+from agenticflow.coordinator.admission import (
+    ADMISSION_CODES,
+    REPLAY_RULES,
+    Ignore,
+    Refuse,
+    Rules,
+    admit,
+)
+from agenticflow.coordinator.auction import AuctionState, Bid, accepts, best
+from agenticflow.coordinator.state import (
     ACTIVE_TASK,
     COORDINATOR_NODE,
     DONE_TASK,
@@ -34,9 +41,10 @@ from coordinator.state import (
     WorkflowState,
     WorkflowStatus,
 )
-from shared.codec import TaskMessage
-from shared.dag import graph_problems, sinks
-from shared.events import (
+from agenticflow.shared.graph.dag import graph_problems, sinks
+from agenticflow.shared.graph.workflow import TaskSpec, WorkflowDefinition
+from agenticflow.shared.wire.codec import TaskMessage
+from agenticflow.shared.wire.events import (
     NOT_FOLDED,
     ApprovalDecision,
     ErrorInfo,
@@ -73,10 +81,9 @@ from shared.events import (
     WorkflowStarted,
     WorkflowSubmitted,
 )
-from shared.ids import task_key, workflow_key
-from shared.names import ROUTE_RE, queue_of
-from shared.vclock import VectorClock
-from shared.workflow import TaskSpec, WorkflowDefinition
+from agenticflow.shared.wire.ids import task_key, workflow_key
+from agenticflow.shared.wire.names import ROUTE_RE, queue_of
+from agenticflow.shared.wire.vclock import VectorClock
 
 SHELL_NODE = "coord-shell"
 """Vector clock entry of events the shell emits on its own (timers, hints)."""
@@ -428,7 +435,7 @@ def reduce(
     rules: Rules = REPLAY_RULES,
 ) -> tuple[WorkflowState | None, list[Command]]:
     """Admit, then fold, one event: what replay and tests run. An event that
-    admission ignores or refuses (see :mod:`coordinator.admission`) changes
+    admission ignores or refuses (see :mod:`agenticflow.coordinator.admission`) changes
     nothing and issues no command. The coordinator calls :func:`admit` itself
     (it records refusals), then :func:`apply`."""
     if isinstance(admit(state, event, rules), Ignore | Refuse):
@@ -441,7 +448,7 @@ def apply(
 ) -> tuple[WorkflowState | None, list[Command]]:
     """Fold one admitted event; returns the new state and the commands to execute
     (see :func:`_reduce`), with what its child workflows and its parent must be
-    told (see :mod:`coordinator.children`)."""
+    told (see :mod:`agenticflow.coordinator.children`)."""
     state, commands = _reduce(state, event, source=source)
     if state is not None and (state.parent is not None or state.children):
         emitted = [command.event for command in commands if isinstance(command, Emit)]

@@ -1,7 +1,7 @@
 """Replay a workflow from its recorded events: verify and time travel.
 
 Pure functions over the event list (read from the stream by
-:meth:`coordinator.client.Client.events`): the coordinator's own reducer
+:meth:`agenticflow.coordinator.client.Client.events`): the coordinator's own reducer
 re-folds them, so what replay shows is what the coordinator decided.
 """
 
@@ -11,11 +11,17 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from coordinator.causality import UNREADABLE, causality_violations
-from coordinator.reducer import fold
-from coordinator.state import WorkflowState
-from shared.errors import ConfigError
-from shared.events import Event, EventType, MessageRejected, TaskCompleted, TaskFailed
+from agenticflow.coordinator.causality import UNREADABLE, causality_violations
+from agenticflow.coordinator.reducer import fold
+from agenticflow.coordinator.state import WorkflowState
+from agenticflow.shared.errors import ConfigError
+from agenticflow.shared.wire.events import (
+    Event,
+    EventType,
+    MessageRejected,
+    TaskCompleted,
+    TaskFailed,
+)
 
 BOOKKEEPING = {"version", "last_seq"}
 """Snapshot fields that are the live shell's bookkeeping, not workflow state."""
@@ -137,7 +143,7 @@ def reading_problems(events: list[Event], *, first_seq: int, deleted: list[int])
     """What replay could not read, each naming its stream sequence: unreadable
     events (skipped), a history whose beginning is gone, and messages deleted
     from the stream between the workflow's events. ``first_seq`` and
-    ``deleted`` describe the stream (:meth:`shared.transport.Bus.stream_holes`)."""
+    ``deleted`` describe the stream (:meth:`agenticflow.shared.bus.transport.Bus.stream_holes`)."""
     problems = [
         f"seq {e.seq}: unreadable event, skipped: {e.data.reason}"
         for e in events

@@ -1,4 +1,4 @@
-"""The coordinator's imperative shell around :func:`coordinator.reducer.reduce`.
+"""The coordinator's imperative shell around :func:`agenticflow.coordinator.reducer.reduce`.
 
 Loop: fetch a batch of events from the durable ``coordinator`` consumer, fold
 each into its workflow's state, execute the resulting commands (publish events
@@ -33,10 +33,10 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry.trace import SpanKind
 
-from coordinator import children
-from coordinator.admission import Ignore, Refuse, Rules, admit, sender
-from coordinator.known import KnownIds
-from coordinator.reducer import (
+from agenticflow.coordinator import children
+from agenticflow.coordinator.admission import Ignore, Refuse, Rules, admit, sender
+from agenticflow.coordinator.known import KnownIds
+from agenticflow.coordinator.reducer import (
     SHELL_NODE,
     ArmTimer,
     Command,
@@ -45,23 +45,41 @@ from coordinator.reducer import (
     apply,
     pending_timers,
 )
-from coordinator.state import ACTIVE_TASK, TaskStatus, WorkflowState, open_snapshot
-from shared.audit import AuditKind
-from shared.auditor import Auditor
-from shared.codec import (
-    H_SOURCE,
-    TaskMessage,
-    parse_uint,
-    task_identity,
-)
-from shared.config import Settings
-from shared.errors import (
+from agenticflow.coordinator.state import ACTIVE_TASK, TaskStatus, WorkflowState, open_snapshot
+from agenticflow.shared.bus.puller import Puller
+from agenticflow.shared.bus.registry import open_update, seal_entry
+from agenticflow.shared.bus.transport import Bus, FetchTimeout, Outgoing
+from agenticflow.shared.errors import (
     ConfigError,
     MalformedMessageError,
     PayloadTooLargeError,
     StateConflictError,
 )
-from shared.events import (
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.ops.lifecycle import every, stop_when_closed
+from agenticflow.shared.ops.metrics import (
+    QUEUE_LAG,
+    QUEUE_PENDING,
+    Reading,
+    events_folded,
+    observe,
+    tasks_completed,
+    tasks_dispatched,
+    tasks_failed,
+    tasks_retried,
+)
+from agenticflow.shared.ops.telemetry import context_of, tracer
+from agenticflow.shared.security.audit import AuditKind
+from agenticflow.shared.security.auditor import Auditor
+from agenticflow.shared.security.identity import serve_identities
+from agenticflow.shared.security.rbac import load_policy
+from agenticflow.shared.wire.codec import (
+    H_SOURCE,
+    TaskMessage,
+    parse_uint,
+    task_identity,
+)
+from agenticflow.shared.wire.events import (
     FORBIDDEN,
     NOT_FOLDED,
     Event,
@@ -83,27 +101,9 @@ from shared.events import (
     WorkflowRejected,
     WorkflowSubmitted,
 )
-from shared.identity import serve_identities
-from shared.ids import ID_RE, task_key, workflow_key
-from shared.lifecycle import every, stop_when_closed
-from shared.metrics import (
-    QUEUE_LAG,
-    QUEUE_PENDING,
-    Reading,
-    events_folded,
-    observe,
-    tasks_completed,
-    tasks_dispatched,
-    tasks_failed,
-    tasks_retried,
-)
-from shared.names import SYSTEM_WORKFLOW, check_partitions, partition_of, queue_of
-from shared.puller import Puller
-from shared.rbac import load_policy
-from shared.registry import open_update, seal_entry
-from shared.telemetry import context_of, tracer
-from shared.transport import Bus, FetchTimeout, Outgoing
-from shared.vclock import VectorClock
+from agenticflow.shared.wire.ids import ID_RE, task_key, workflow_key
+from agenticflow.shared.wire.names import SYSTEM_WORKFLOW, check_partitions, partition_of, queue_of
+from agenticflow.shared.wire.vclock import VectorClock
 
 log = structlog.get_logger("agenticflow.coordinator")
 
@@ -228,7 +228,8 @@ class Coordinator:
         self.node_id = node_id
         self.partition = partition
         """The workflows this coordinator folds: those hashed to ``partition`` of
-        ``partitions`` (:func:`shared.names.partition_of`); all when there is one."""
+        ``partitions`` (:func:`agenticflow.shared.wire.names.partition_of`); all when
+        there is one."""
         self.partitions = check_partitions(partitions)
         if not 0 <= partition < partitions:
             raise ConfigError(f"partition {partition} is not one of 0..{partitions - 1}")
@@ -268,7 +269,7 @@ class Coordinator:
             claim_timeout_ns=int(self.settings.task_ack_wait_s * 1e9),
             policy=self.policy,
         )
-        """What admission checks events against (coordinator.admission)."""
+        """What admission checks events against (agenticflow.coordinator.admission)."""
         self._poisoned: OrderedDict[int, None] = OrderedDict()
         """Stream sequences of events dead-lettered because handling them raised (the
         latest _POISON_KEPT; one met again after that is found and recorded again)."""

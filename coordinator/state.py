@@ -8,15 +8,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from coordinator.auction import AuctionState
-from shared.codec import pack, unpack
-from shared.dag import dependents_index
-from shared.errors import MalformedMessageError
-from shared.events import ApprovalDecision, ErrorInfo, Origin, RecordedEffect
-from shared.hierarchy import ParentLink
-from shared.security import Seal
-from shared.vclock import COORDINATOR_NODE, VectorClock
-from shared.workflow import TaskSpec, WorkflowDefinition
+from agenticflow.coordinator.auction import AuctionState
+from agenticflow.shared.errors import MalformedMessageError
+from agenticflow.shared.graph.dag import dependents_index
+from agenticflow.shared.graph.hierarchy import ParentLink
+from agenticflow.shared.graph.workflow import TaskSpec, WorkflowDefinition
+from agenticflow.shared.security.seal import Seal
+from agenticflow.shared.wire.codec import pack, unpack
+from agenticflow.shared.wire.events import ApprovalDecision, ErrorInfo, Origin, RecordedEffect
+from agenticflow.shared.wire.vclock import COORDINATOR_NODE, VectorClock
 
 SNAPSHOT_VERSION = 2
 """2: large snapshots are zlib-compressed (``{"v": 2, "z": bytes}``); version 1
@@ -129,7 +129,7 @@ class TaskState(BaseModel):
     """The child workflow its latest attempt started (a task with ``workflow:``)."""
     dispatch_coord: int = 0
     """The coordinator's clock entry when its current attempt was dispatched: an
-    outcome's clock must reach it (see :mod:`coordinator.admission`)."""
+    outcome's clock must reach it (see :mod:`agenticflow.coordinator.admission`)."""
     claimed_by: str | None = None
     """The principal whose signed ``task.started`` claimed the current attempt."""
     alive_ns: int | None = None
@@ -325,7 +325,7 @@ def open_snapshot(
     seal: Seal, bucket: str, workflow_id: str, blob: bytes, *, stored_ns: int | None
 ) -> WorkflowState:
     """The state in a stored snapshot (a record of
-    :meth:`~shared.security.Seal.seal_record`): signed by a coordinator for this
+    :meth:`~agenticflow.shared.security.seal.Seal.seal_record`): signed by a coordinator for this
     workflow's key, decrypted. Raises MalformedMessageError (or its
     ForgedMessageError, ReplayedMessageError, UndecryptableMessageError)."""
     plain, _ = seal.open_record(

@@ -3,7 +3,7 @@
 Starts an embedded nats-server, a coordinator and two worker processes (one
 task at a time each, so parallel tasks land on different workers), submits the
 trading workflow, and prints the result and the event timeline with vector
-clocks. Run another example with ``python -m examples.demo customer_service``.
+clocks. Run another example with ``python -m agenticflow.examples.demo customer_service``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ async def demo(example: str, workers: int) -> int:
     started = time.perf_counter()
     console.rule(f"[bold]AgenticFlow demo: {definition.name}")
     async with DevCluster(
-        app=f"examples.{example}.app:app", workers=workers, concurrency=4
+        app=f"agenticflow.examples.{example}.app:app", workers=workers, concurrency=4
     ) as cluster:
         console.print(
             f"nats-server at [bold]{cluster.url}[/bold], 1 coordinator, {workers} worker processes "
@@ -101,7 +101,7 @@ async def _approve_gates(console: Console, client: Client, workflow_id: str) -> 
 
 
 def main() -> None:
-    """Entry point of ``python -m examples.demo``."""
+    """Entry point of ``python -m agenticflow.examples.demo``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("example", nargs="?", default="trading", choices=EXAMPLES)
     parser.add_argument("--workers", type=int, default=2)

@@ -88,7 +88,7 @@ class MalformedMessageError(MessageError):
 
 class UnknownSchemaVersionError(MalformedMessageError):
     """A payload's schema version is newer than this node's, or older than any
-    migration in :mod:`shared.schemas` reaches."""
+    migration in :mod:`agenticflow.shared.wire.schemas` reaches."""
 
     code = "unknown_schema_version"
 

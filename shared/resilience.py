@@ -11,7 +11,7 @@ few trial calls through once it may have recovered::
 While it is OPEN, and while HALF_OPEN already runs ``half_open_max_calls``
 trials, a call raises :class:`CircuitOpenError` without reaching the dependency.
 That error is retryable by the framework's rules (it is not a
-:class:`~shared.errors.NonRetryableError`), and its ``retry_after_s`` says when
+:class:`~agenticflow.shared.errors.NonRetryableError`), and its ``retry_after_s`` says when
 trying again makes sense.
 
 :func:`retry_policy` and :func:`retry_async` retry a call with capped exponential
@@ -43,7 +43,7 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from shared.errors import AgenticFlowError, ConfigError, NonRetryableError
+from agenticflow.shared.errors import AgenticFlowError, ConfigError, NonRetryableError
 
 log = structlog.get_logger("agenticflow.resilience")
 
@@ -102,7 +102,7 @@ class CircuitBreaker:
     call's own result or error through.
 
     A call that raises one of ``excluded`` (for example a caller's mistake such
-    as :class:`~shared.errors.NonRetryableError`) counts neither as a failure nor
+    as :class:`~agenticflow.shared.errors.NonRetryableError`) counts neither as a failure nor
     as a success, and neither does a cancelled call. ``clock`` returns seconds
     on a monotonic scale; tests pass a fake one instead of sleeping.
     ``on_change`` listeners are called as ``listener(old, new)`` on every

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from agenticflow.devcluster import DevCluster
-from agenticflow.server import NatsServer
-from coordinator.client import Client
-from shared.config import Settings
-from shared.transport import Bus
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator.client import Client
+from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.ops.config import Settings
 
 TEST_APP = "tests.support.app:app"
 CHAOS_APP = "tests.support.app:core"

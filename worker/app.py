@@ -20,12 +20,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.errors import ConfigError, NotFoundError
-from shared.ids import ID_RE
-from worker.bidding import BidFunction
-from worker.context import TaskContext
-from worker.tools.registry import ToolRegistry
-from worker.tools.spec import Tool
+from agenticflow.shared.errors import ConfigError, NotFoundError
+from agenticflow.shared.wire.ids import ID_RE
+from agenticflow.worker.bidding import BidFunction
+from agenticflow.worker.context import TaskContext
+from agenticflow.worker.tools.registry import ToolRegistry
+from agenticflow.worker.tools.spec import Tool
 
 Handler = Callable[[TaskContext], Awaitable[Any]] | Callable[[TaskContext], Any]
 OutcomeHook = Callable[[TaskContext, str], Awaitable[None]]
@@ -50,7 +50,7 @@ class AgentSpec:
     tools: ToolRegistry = field(default_factory=ToolRegistry)
     """The agent's tools and granted permissions (``ctx.tools`` in its handler)."""
     bid: BidFunction | None = None
-    """Its bid for an auctioned task (see :mod:`worker.bidding`); None: its load."""
+    """Its bid for an auctioned task (see :mod:`agenticflow.worker.bidding`); None: its load."""
 
 
 class AgentApp:

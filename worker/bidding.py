@@ -1,4 +1,5 @@
-"""The worker's side of auction allocation (contract net; see :mod:`coordinator.auction`).
+"""The worker's side of auction allocation
+(contract net; see :mod:`agenticflow.coordinator.auction`).
 
 A worker listens (core NATS) for ``task.auction_opened`` calls of the queues
 it serves. For each, unless it is stopping or every instance of the agent is
@@ -26,11 +27,11 @@ from typing import Any
 import structlog
 from nats.aio.msg import Msg
 
-from shared.errors import AgenticFlowError, MalformedMessageError
-from shared.events import Event, EventType, TaskAuctionOpened, TaskBid
-from shared.ids import task_key
-from shared.transport import Bus
-from shared.vclock import VectorClock
+from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.errors import AgenticFlowError, MalformedMessageError
+from agenticflow.shared.wire.events import Event, EventType, TaskAuctionOpened, TaskBid
+from agenticflow.shared.wire.ids import task_key
+from agenticflow.shared.wire.vclock import VectorClock
 
 log = structlog.get_logger("agenticflow.bidding")
 

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from shared.events import MAX_APPROVAL_WAIT_S, ApprovalDecision
-from worker.effects import Effects
+from agenticflow.shared.wire.events import MAX_APPROVAL_WAIT_S, ApprovalDecision
+from agenticflow.worker.effects import Effects
 
 if TYPE_CHECKING:
-    from worker.memory import AgentMemory
-    from worker.tools import ToolBox
+    from agenticflow.worker.memory import AgentMemory
+    from agenticflow.worker.tools import ToolBox
 
 
 class ApprovalPending(BaseException):

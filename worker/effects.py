@@ -10,7 +10,7 @@ debugging (``agenticflow rerun``) hands each attempt the effects its
 counterpart recorded, and :class:`Effects` serves the calls from them in call
 order, without calling the outside world: the same code then produces the same
 events. A call the recording does not have (other name, other parameters, or
-one call too many) raises :class:`~shared.errors.ReplayDivergedError`.
+one call too many) raises :class:`~agenticflow.shared.errors.ReplayDivergedError`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from shared.codec import pack
-from shared.errors import (
+from agenticflow.shared.errors import (
     AgenticFlowError,
     MalformedMessageError,
     PayloadTooLargeError,
@@ -29,8 +28,9 @@ from shared.errors import (
     ReplayDivergedError,
     TaskError,
 )
-from shared.events import ErrorInfo, RecordedEffect, TaskEffectRecorded
-from shared.telemetry import tracer
+from agenticflow.shared.ops.telemetry import tracer
+from agenticflow.shared.wire.codec import pack
+from agenticflow.shared.wire.events import ErrorInfo, RecordedEffect, TaskEffectRecorded
 
 Publish = Callable[[TaskEffectRecorded, int], Awaitable[None]]
 """Stores the event of call number ``n`` (raises PayloadTooLargeError if too big)."""

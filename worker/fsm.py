@@ -14,7 +14,7 @@ again; the task runs later (on any instance) with the decision.
 
 The machine is pure: :meth:`AgentFSM.fire` returns the :class:`Transition` it
 made (the worker publishes it as ``agent.state_changed``) or raises
-:class:`~shared.errors.IllegalTransitionError`.
+:class:`~agenticflow.shared.errors.IllegalTransitionError`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from shared.errors import IllegalTransitionError
+from agenticflow.shared.errors import IllegalTransitionError
 
 
 class AgentState(enum.StrEnum):

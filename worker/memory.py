@@ -7,7 +7,7 @@ worker can take any task and find what an earlier task remembered::
     await ctx.memory.set("seen", [*seen, ctx.params["url"]])
 
 Values are plain data serialised with msgpack (never pickle: reading memory
-cannot run code), stored as records (:meth:`shared.security.Seal.seal_record`):
+cannot run code), stored as records (:meth:`agenticflow.shared.security.seal.Seal.seal_record`):
 with data keys, encrypted with AES-GCM bound to their bucket and key; with
 signing keys, signed by the writing worker over bucket, key, time and value.
 A value altered, copied to another key, written by anyone but a worker of the
@@ -25,9 +25,9 @@ from typing import Any
 
 from nats.js.kv import KeyValue
 
-from shared.codec import MAX_DEPTH, pack, unpack
-from shared.errors import ConfigError, ForgedMessageError, StateConflictError
-from shared.transport import Bus
+from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.errors import ConfigError, ForgedMessageError, StateConflictError
+from agenticflow.shared.wire.codec import MAX_DEPTH, pack, unpack
 
 _NAME = re.compile(r"^[A-Za-z0-9_\-=]{1,128}\Z")
 MAX_VALUE_BYTES = 256 * 1024

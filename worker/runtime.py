@@ -2,7 +2,7 @@
 
 For every capability of the loaded app the worker binds to the capability's
 shared durable pull consumer (pulling continuously, see
-:class:`shared.puller.Puller`); concurrency is bounded for the whole process
+:class:`agenticflow.shared.bus.puller.Puller`); concurrency is bounded for the whole process
 (``--concurrency``): a capability asks only for free slots, and
 ``max_ack_pending`` on the consumer is the cluster-wide backpressure. For
 each task it publishes ``task.started``, runs the handler (sending
@@ -37,10 +37,10 @@ import structlog
 from nats.aio.msg import Msg
 from opentelemetry.trace import SpanKind
 
-from shared.audit import AuditKind
-from shared.auditor import Auditor
-from shared.codec import TaskMessage, pack, task_clock, task_identity, unpack
-from shared.errors import (
+from agenticflow.shared.bus.puller import Puller
+from agenticflow.shared.bus.registry import seal_entry
+from agenticflow.shared.bus.transport import Bus, watched_ns
+from agenticflow.shared.errors import (
     AgenticFlowError,
     ForgedMessageError,
     MalformedMessageError,
@@ -50,7 +50,19 @@ from shared.errors import (
     TaskError,
     TaskTimeoutError,
 )
-from shared.events import (
+from agenticflow.shared.ops.health import WEAK_SANDBOX_WARNING
+from agenticflow.shared.ops.lifecycle import every, stop_when_closed
+from agenticflow.shared.ops.metrics import AGENT_INSTANCES, CIRCUIT_BREAKERS, Reading, observe
+from agenticflow.shared.ops.metrics import enabled as metrics_enabled
+from agenticflow.shared.ops.metrics import task_duration as task_duration_metric
+from agenticflow.shared.ops.metrics import task_queue_wait as task_queue_wait_metric
+from agenticflow.shared.ops.telemetry import extract, tracer
+from agenticflow.shared.security.audit import AuditKind
+from agenticflow.shared.security.auditor import Auditor
+from agenticflow.shared.security.identity import take_process_identity
+from agenticflow.shared.security.rbac import load_policy
+from agenticflow.shared.wire.codec import TaskMessage, pack, task_clock, task_identity, unpack
+from agenticflow.shared.wire.events import (
     AgentStateChanged,
     Event,
     EventType,
@@ -66,28 +78,16 @@ from shared.events import (
     TaskToolCalled,
     WorkflowAborted,
 )
-from shared.health import WEAK_SANDBOX_WARNING
-from shared.identity import take_process_identity
-from shared.ids import ID_RE, task_key
-from shared.lifecycle import every, stop_when_closed
-from shared.metrics import AGENT_INSTANCES, CIRCUIT_BREAKERS, Reading, observe
-from shared.metrics import enabled as metrics_enabled
-from shared.metrics import task_duration as task_duration_metric
-from shared.metrics import task_queue_wait as task_queue_wait_metric
-from shared.names import SYSTEM_WORKFLOW, queue_of
-from shared.puller import Puller
-from shared.rbac import load_policy
-from shared.registry import seal_entry
-from shared.telemetry import extract, tracer
-from shared.transport import Bus, watched_ns
-from shared.vclock import COORDINATOR_NODE, ClockBook, VectorClock
-from worker.app import AgentApp, AgentSpec
-from worker.bidding import AgentLoad, Bidder
-from worker.context import ApprovalPending, Feedback, TaskContext
-from worker.effects import Effects, error_info
-from worker.fsm import AgentFSM, AgentState, Trigger
-from worker.memory import AgentMemory
-from worker.tools import breaker_states, live_pools, task_toolbox
+from agenticflow.shared.wire.ids import ID_RE, task_key
+from agenticflow.shared.wire.names import SYSTEM_WORKFLOW, queue_of
+from agenticflow.shared.wire.vclock import COORDINATOR_NODE, ClockBook, VectorClock
+from agenticflow.worker.app import AgentApp, AgentSpec
+from agenticflow.worker.bidding import AgentLoad, Bidder
+from agenticflow.worker.context import ApprovalPending, Feedback, TaskContext
+from agenticflow.worker.effects import Effects, error_info
+from agenticflow.worker.fsm import AgentFSM, AgentState, Trigger
+from agenticflow.worker.memory import AgentMemory
+from agenticflow.worker.tools import breaker_states, live_pools, task_toolbox
 
 log = structlog.get_logger("agenticflow.worker")
 
@@ -344,7 +344,7 @@ class Worker:
 
     # Health and metrics -------------------------------------------------
     def ready(self) -> str | None:
-        """None while serving; otherwise why not (see :mod:`shared.health`)."""
+        """None while serving; otherwise why not (see :mod:`agenticflow.shared.ops.health`)."""
         if self._stop.is_set():
             return "stopping"
         if not self._started.is_set():

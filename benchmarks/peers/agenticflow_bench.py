@@ -15,7 +15,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from agenticflow.devcluster import DevCluster
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.coordinator.client import Client
+from agenticflow.shared.bus.transport import connected
+from agenticflow.shared.wire.ids import new_node_id
 from benchmarks.peers.common import (
     BenchArgs,
     RunFigures,
@@ -32,9 +35,6 @@ from benchmarks.run import (
     measure_fanout,
     warm_up,
 )
-from coordinator.client import Client
-from shared.ids import new_node_id
-from shared.transport import connected
 
 WORKERS = 2
 CONCURRENCY = 64

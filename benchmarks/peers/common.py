@@ -28,7 +28,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
 
-from agenticflow.procs import child_preexec, stop_process
+from agenticflow.cluster.procs import child_preexec, stop_process
 
 RunFigures = dict[str, dict[str, float]]
 """One run's figures by workload key (``w1``, ``w2``, ``w3``)."""
@@ -226,7 +226,7 @@ class Processes:
     """The servers and workers of one benchmark; all stopped on exit, however it exits.
 
     Each child gets its own process group and SIGTERM when this process dies
-    (:func:`agenticflow.procs.child_preexec`), and logs to ``<log_dir>/<name>.log``.
+    (:func:`agenticflow.cluster.procs.child_preexec`), and logs to ``<log_dir>/<name>.log``.
     """
 
     def __init__(self, log_dir: Path) -> None:

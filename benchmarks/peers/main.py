@@ -35,7 +35,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from agenticflow.procs import child_preexec, stop_process
+from agenticflow.cluster.procs import child_preexec, stop_process
 from benchmarks.peers.common import (
     WORKLOADS,
     RunFigures,

@@ -11,7 +11,7 @@ Registry entries are written by workers, so their text is untrusted:
 (``ID_RE``), and agent names, descriptions and breaker names cleaned and cut
 (:func:`clean_text`, :data:`MAX_DESCRIPTION`); the ``llm`` planner quotes them
 as data. Which entries are read at all is decided in one place,
-:func:`coordinator.supervisor.supervisor.registry_entries`.
+:func:`agenticflow.coordinator.supervisor.supervisor.registry_entries`.
 
 Matching is plain and deterministic: words are lower-cased and reduced to a
 rough stem (``summarising`` and ``summaries`` both become ``summar``), a
@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.ids import ID_RE
+from agenticflow.shared.wire.ids import ID_RE
 
 _WORD = re.compile(r"[a-z0-9]+")
 

@@ -9,14 +9,14 @@ guarded:
   that trickles its body cannot hold it longer;
 - a connection error, a timeout, a 429 or a 5xx is retried with capped
   exponential backoff, up to ``attempts`` tries;
-- every attempt goes through a :class:`~shared.resilience.CircuitBreaker`
+- every attempt goes through a :class:`~agenticflow.shared.resilience.CircuitBreaker`
   (one per client): after ``breaker_failures`` failures in a row the endpoint
   is not called at all for ``breaker_recovery_s``;
 - any other 4xx (a wrong key, an unknown model) fails at once with the
   server's own message. A 400 while JSON mode (``response_format``) is on is
   tried once more without it, since not every server supports it.
 
-Everything ends as :class:`~shared.errors.PlannerUnavailableError` saying what
+Everything ends as :class:`~agenticflow.shared.errors.PlannerUnavailableError` saying what
 happened, where, and what to do; httpx's errors do not leave this module. An
 answer whose *content* is useless (empty, not JSON) is the caller's business:
 this module only checks the protocol (a JSON body with ``choices``).
@@ -33,8 +33,8 @@ from typing import Any
 
 import httpx
 
-from shared.errors import PlannerUnavailableError
-from shared.resilience import CircuitBreaker, CircuitOpenError, Sleep, retry_async
+from agenticflow.shared.errors import PlannerUnavailableError
+from agenticflow.shared.resilience import CircuitBreaker, CircuitOpenError, Sleep, retry_async
 
 _TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
 """4xx answers that mean "try again later", not "you asked wrongly"."""

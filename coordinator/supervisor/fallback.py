@@ -1,8 +1,8 @@
 """Planning with a fallback: when one planner's backend is unavailable, another plans.
 
-Only :class:`~shared.errors.PlannerUnavailableError` (an LLM endpoint unset,
+Only :class:`~agenticflow.shared.errors.PlannerUnavailableError` (an LLM endpoint unset,
 down, slow or refusing) falls back, and the plan's notes tell the person. An
-invalid plan (:class:`~shared.errors.InvalidPlanError`) or an unplannable query
+invalid plan (:class:`~agenticflow.shared.errors.InvalidPlanError`) or an unplannable query
 is reported as it is: another planner's guess must not hide it.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import structlog
 
-from coordinator.supervisor.catalog import Catalog
-from coordinator.supervisor.plan import Plan
-from coordinator.supervisor.planner import Planner
-from coordinator.supervisor.templates import Templates
-from shared.errors import PlannerUnavailableError
+from agenticflow.coordinator.supervisor.catalog import Catalog
+from agenticflow.coordinator.supervisor.plan import Plan
+from agenticflow.coordinator.supervisor.planner import Planner
+from agenticflow.coordinator.supervisor.templates import Templates
+from agenticflow.shared.errors import PlannerUnavailableError
 
 log = structlog.get_logger("agenticflow.supervisor")
 

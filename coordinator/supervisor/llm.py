@@ -13,10 +13,10 @@ The answer is validated with pydantic (:func:`parse_plan`) and against the
 catalog: every capability must be one the catalog lists. An invalid answer
 (not JSON, empty, cut off, a cycle, an unknown capability or template...) is
 sent back once with the problems; a second invalid answer is rejected with
-them (:class:`~shared.errors.InvalidPlanError`). The endpoint being down, slow,
-refusing or unconfigured is :class:`~shared.errors.PlannerUnavailableError`
-(see :mod:`coordinator.supervisor.chat` for timeouts, retries and the circuit
-breaker); :func:`~coordinator.supervisor.fallback.plan_with_fallback` turns
+them (:class:`~agenticflow.shared.errors.InvalidPlanError`). The endpoint being down, slow,
+refusing or unconfigured is :class:`~agenticflow.shared.errors.PlannerUnavailableError`
+(see :mod:`agenticflow.coordinator.supervisor.chat` for timeouts, retries and the circuit
+breaker); :func:`~agenticflow.coordinator.supervisor.fallback.plan_with_fallback` turns
 that into another planner's plan plus a note.
 
 Prompt building and answer reading are pure functions (:func:`messages`,
@@ -36,20 +36,20 @@ import httpx
 import structlog
 from pydantic import ValidationError
 
-from coordinator.supervisor.catalog import Catalog
-from coordinator.supervisor.chat import ChatAnswer, ChatClient
-from coordinator.supervisor.plan import MAX_DEPTH, Plan, PlanStep, parse_plan
-from coordinator.supervisor.rules import MAX_QUERY
-from coordinator.supervisor.templates import Templates
-from shared.config import Settings
-from shared.errors import (
+from agenticflow.coordinator.supervisor.catalog import Catalog
+from agenticflow.coordinator.supervisor.chat import ChatAnswer, ChatClient
+from agenticflow.coordinator.supervisor.plan import MAX_DEPTH, Plan, PlanStep, parse_plan
+from agenticflow.coordinator.supervisor.rules import MAX_QUERY
+from agenticflow.coordinator.supervisor.templates import Templates
+from agenticflow.shared.errors import (
     InvalidPlanError,
     NotFoundError,
     PlannerUnavailableError,
     PlanningError,
     WorkflowDefinitionError,
 )
-from shared.resilience import Sleep
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.resilience import Sleep
 
 log = structlog.get_logger("agenticflow.supervisor.llm")
 

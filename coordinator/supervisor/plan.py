@@ -4,7 +4,7 @@ Every planner (the offline rules, an LLM, a template) produces a :class:`Plan`:
 steps, each served by a capability or itself a sub-plan (run as a child
 workflow), with dependencies, the strategy that shaped them and, per step,
 *why* that capability was chosen. :meth:`Plan.to_workflow` turns it into the
-:class:`~shared.workflow.WorkflowDefinition` the coordinator runs, and
+:class:`~agenticflow.shared.graph.workflow.WorkflowDefinition` the coordinator runs, and
 :meth:`Plan.problems` says what is wrong with it (cycles, unknown or duplicate
 steps) in words a planner (or a person) can act on.
 """
@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from shared.dag import graph_problems
-from shared.errors import InvalidPlanError, WorkflowDefinitionError
-from shared.ids import ID_RE, TASK_ID_RE
-from shared.workflow import WorkflowDefinition, parse_workflow
+from agenticflow.shared.errors import InvalidPlanError, WorkflowDefinitionError
+from agenticflow.shared.graph.dag import graph_problems
+from agenticflow.shared.graph.workflow import WorkflowDefinition, parse_workflow
+from agenticflow.shared.wire.ids import ID_RE, TASK_ID_RE
 
 Strategy = Literal["single", "sequential", "parallel", "hierarchical", "pipeline"]
 """How the steps relate: one agent; a chain; independent steps joined at the

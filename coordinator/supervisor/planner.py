@@ -1,10 +1,10 @@
 """The interface every planner implements.
 
-A planner turns a person's query into a :class:`~coordinator.supervisor.plan.Plan`
-using the live :class:`~coordinator.supervisor.catalog.Catalog` (what the
-cluster can do now) and the :class:`~coordinator.supervisor.templates.Templates`
+A planner turns a person's query into a :class:`~agenticflow.coordinator.supervisor.plan.Plan`
+using the live :class:`~agenticflow.coordinator.supervisor.catalog.Catalog` (what the
+cluster can do now) and the :class:`~agenticflow.coordinator.supervisor.templates.Templates`
 (named, parameterised workflows). It raises
-:class:`~shared.errors.PlanningError` (or a subclass) with a reason a person
+:class:`~agenticflow.shared.errors.PlanningError` (or a subclass) with a reason a person
 can act on; it never hangs (an LLM planner bounds every call with a timeout).
 """
 
@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from coordinator.supervisor.catalog import Catalog
-    from coordinator.supervisor.plan import Plan
-    from coordinator.supervisor.templates import Templates
+    from agenticflow.coordinator.supervisor.catalog import Catalog
+    from agenticflow.coordinator.supervisor.plan import Plan
+    from agenticflow.coordinator.supervisor.templates import Templates
 
 
 class Planner(Protocol):

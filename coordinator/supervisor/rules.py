@@ -17,7 +17,7 @@ How a query is read:
    that``, ``finally``, ``;`` or a full stop, and each stage into parallel
    parts at ``and``, ``also``, ``,`` where every part names something an agent
    does. Each part goes to the best matching live capability (see
-   :class:`~coordinator.supervisor.catalog.Catalog`); a stage waits for the
+   :class:`~agenticflow.coordinator.supervisor.catalog.Catalog`); a stage waits for the
    whole previous stage. A stage that asks for a template, among other stages,
    becomes a sub-plan (a child workflow: the *hierarchical* strategy).
 
@@ -30,10 +30,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from coordinator.supervisor.catalog import Catalog, Match, words
-from coordinator.supervisor.plan import Plan, PlanStep, Strategy
-from coordinator.supervisor.templates import Template, Templates
-from shared.errors import PlanningError
+from agenticflow.coordinator.supervisor.catalog import Catalog, Match, words
+from agenticflow.coordinator.supervisor.plan import Plan, PlanStep, Strategy
+from agenticflow.coordinator.supervisor.templates import Template, Templates
+from agenticflow.shared.errors import PlanningError
 
 MAX_QUERY = 10_000
 """Characters; a longer query is refused."""

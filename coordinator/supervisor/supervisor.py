@@ -9,7 +9,7 @@
 
 Planning reads the live agent registry first (:class:`Catalog`), so the plan
 uses what is running now, and a step no live agent can serve is reported
-before anything starts (:class:`~shared.errors.UnservedCapabilityError`).
+before anything starts (:class:`~agenticflow.shared.errors.UnservedCapabilityError`).
 The ``llm`` planner falls back to the ``rules`` planner when its endpoint is
 down or slow, and the plan's notes say so; an LLM plan that stays invalid
 after one repair is an error, never silently replaced.
@@ -17,7 +17,7 @@ after one repair is an error, never silently replaced.
 Submission rights: given the RBAC policy and the principal that will submit,
 a plan that uses a capability the principal may not submit
 (``workflow:submit:<capability>``) is refused with
-:class:`~shared.errors.PermissionDeniedError` before anything is sent. The
+:class:`~agenticflow.shared.errors.PermissionDeniedError` before anything is sent. The
 ``llm`` planner is shown only the capabilities the principal may submit (the
 plan's notes name the ones left out); the ``rules`` planner matches the same
 way whoever asks, so its refusal names the capability. The
@@ -33,22 +33,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from coordinator.supervisor.catalog import Catalog
-from coordinator.supervisor.plan import Plan, PlanStep
-from coordinator.supervisor.planner import Planner
-from coordinator.supervisor.rules import RulesPlanner
-from coordinator.supervisor.templates import Templates
-from shared.config import Settings
-from shared.errors import (
+from agenticflow.coordinator.supervisor.catalog import Catalog
+from agenticflow.coordinator.supervisor.plan import Plan, PlanStep
+from agenticflow.coordinator.supervisor.planner import Planner
+from agenticflow.coordinator.supervisor.rules import RulesPlanner
+from agenticflow.coordinator.supervisor.templates import Templates
+from agenticflow.shared.errors import (
     ConfigError,
     PermissionDeniedError,
     PlannerUnavailableError,
     UnservedCapabilityError,
 )
-from shared.rbac import Policy, SecurityContext
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.security.rbac import Policy, SecurityContext
 
 if TYPE_CHECKING:
-    from coordinator.client import Client
+    from agenticflow.coordinator.client import Client
 
 Allocation = Literal["queue", "auction"]
 
@@ -58,12 +58,12 @@ async def registry_entries(client: Client) -> list[dict[str, Any]]:
     (capabilities, agent names, descriptions) enters the supervisor.
 
     :meth:`Client.agents` opens each entry as a signed record
-    (:func:`shared.registry.open_entry`): with a trust store it refuses one
+    (:func:`agenticflow.shared.bus.registry.open_entry`): with a trust store it refuses one
     that is unsigned, altered, moved to another key, replayed, or whose role
     is not its signer's. Here, with a trust store, an entry that does not name
     its verified signer (``signed_by``) is dropped as well, so no reader path
     that forgets to verify can feed the planner. What a trusted worker says
-    about itself is still only data (see :mod:`coordinator.supervisor.llm`).
+    about itself is still only data (see :mod:`agenticflow.coordinator.supervisor.llm`).
     Raises TransportError.
     """
     entries = await client.agents()
@@ -110,7 +110,7 @@ class Supervisor:
         """The planner called ``name``; the ``llm`` one is made from the settings
         on first use. Raises ConfigError for an unknown name."""
         if name not in self.planners and name == "llm":
-            from coordinator.supervisor.llm import LlmPlanner  # httpx only when used
+            from agenticflow.coordinator.supervisor.llm import LlmPlanner  # httpx only when used
 
             self.planners["llm"] = LlmPlanner.from_settings(self.settings)
         if name not in self.planners:

@@ -19,7 +19,8 @@ longer string, by its text). ``agenticflow submit --template NAME --param
 k=v`` runs one; both planners may choose one for a query.
 
 Templates are read from the directories on ``AGENTICFLOW_TEMPLATES_PATH``
-(``os.pathsep``-separated) and from the examples' ``examples/templates``.
+(``os.pathsep``-separated), then from the templates that ship with the package
+(``agenticflow/examples/templates``); the first template of a name wins.
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from coordinator.supervisor.catalog import stem, words
-from coordinator.supervisor.plan import Plan, PlanStep, Strategy
-from shared.dag import graph_problems
-from shared.errors import NotFoundError, WorkflowDefinitionError
-from shared.workflow import WorkflowDefinition, load_workflow_file, parse_workflow
+from agenticflow.coordinator.supervisor.catalog import stem, words
+from agenticflow.coordinator.supervisor.plan import Plan, PlanStep, Strategy
+from agenticflow.shared.errors import NotFoundError, WorkflowDefinitionError
+from agenticflow.shared.graph.dag import graph_problems
+from agenticflow.shared.graph.workflow import WorkflowDefinition, load_workflow_file, parse_workflow
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -285,14 +286,12 @@ def load_template(path: str | Path) -> Template:
 
 
 def default_paths() -> list[Path]:
-    """``AGENTICFLOW_TEMPLATES_PATH`` entries, then the examples' templates
-    (``examples/templates`` of the importable ``examples`` package, or under the
-    current directory)."""
+    """``AGENTICFLOW_TEMPLATES_PATH`` entries, then the templates that ship with
+    the package (``agenticflow/examples/templates``)."""
     paths = [Path(p) for p in os.environ.get("AGENTICFLOW_TEMPLATES_PATH", "").split(os.pathsep)]
-    spec = importlib.util.find_spec("examples")
+    spec = importlib.util.find_spec("agenticflow.examples")
     if spec is not None and spec.submodule_search_locations:
         paths.extend(Path(p) / "templates" for p in spec.submodule_search_locations)
-    paths.append(Path.cwd() / "examples" / "templates")  # where `agenticflow worker` finds apps
     unique: dict[Path, None] = {}
     for path in paths:
         if str(path) not in ("", "."):

@@ -1,10 +1,10 @@
 """Content pipeline: research → (write ∥ fact-check) → edit.
 
-Run with ``agenticflow worker --app examples.content_pipeline.app:app`` and submit
+Run with ``agenticflow worker --app agenticflow.examples.content_pipeline.app:app`` and submit
 ``workflow.yaml`` with an input such as ``input.json``: ``{"topic": "honeybees"}``.
 
 Research pulls candidate claims about the topic out of the bundled corpus
-(:mod:`examples.content_pipeline.corpus`); the writer turns them into a draft
+(:mod:`agenticflow.examples.content_pipeline.corpus`); the writer turns them into a draft
 while the fact-checker compares each claim with the trusted reference facts;
 the editor keeps only verified claims and reports readability statistics.
 """
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from agenticflow import AgentApp, NonRetryableError, TaskContext
-from examples.content_pipeline.corpus import TOPICS, Topic
+from agenticflow.examples.content_pipeline.corpus import TOPICS, Topic
 
 app = AgentApp("content-pipeline")
 

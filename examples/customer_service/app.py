@@ -1,6 +1,6 @@
 """Customer-service escalation: triage → technical resolution → manager escalation.
 
-Run with ``agenticflow worker --app examples.customer_service.app:app`` and submit
+Run with ``agenticflow worker --app agenticflow.examples.customer_service.app:app`` and submit
 ``workflow.yaml`` with an input such as ``input.json``::
 
     {"customer": "Dana" | {"name": "Dana", ...}, "message": "Our API is down ..."}

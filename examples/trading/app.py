@@ -1,6 +1,6 @@
 """Trading desk: (sentiment ∥ technical analysis) → risk assessment → position sizing.
 
-Run with ``agenticflow worker --app examples.trading.app:app`` and submit
+Run with ``agenticflow worker --app agenticflow.examples.trading.app:app`` and submit
 ``workflow.yaml`` with an input such as ``input.json``::
 
     {"symbol": "ACME", "capital": 100000, "risk_per_trade": 0.01}

@@ -10,14 +10,14 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from coordinator.client import Client
-from coordinator.reducer import fold
-from coordinator.replay import BOOKKEEPING
-from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
-from shared.errors import MalformedMessageError
-from shared.events import Event, EventType
-from shared.transport import Bus
-from shared.workflow import WorkflowDefinition, parse_workflow
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.reducer import fold
+from agenticflow.coordinator.replay import BOOKKEEPING
+from agenticflow.coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
+from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.errors import MalformedMessageError
+from agenticflow.shared.graph.workflow import WorkflowDefinition, parse_workflow
+from agenticflow.shared.wire.events import Event, EventType
 
 
 class Observer:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from agenticflow.server import NatsServer
-from coordinator.state import TaskStatus, WorkflowStatus
-from shared.events import EventType, TaskDeadLettered
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator.state import TaskStatus, WorkflowStatus
+from agenticflow.shared.wire.events import EventType, TaskDeadLettered
 from tests.chaos.test_process_failures import chaos_cluster
 from tests.integration.helpers import of_type, wf
 

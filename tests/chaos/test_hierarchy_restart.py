@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from agenticflow.devcluster import DevCluster
-from agenticflow.server import NatsServer
-from coordinator.client import Client
-from coordinator.replay import verify
-from shared.events import EventType
-from shared.hierarchy import child_workflow_id
-from shared.transport import connected
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.replay import verify
+from agenticflow.shared.bus.transport import connected
+from agenticflow.shared.graph.hierarchy import child_workflow_id
+from agenticflow.shared.wire.events import EventType
 from tests.chaos.helpers import Observer, assert_exactly_once
 from tests.conftest import CHAOS_APP, unique_prefix
 from tests.integration.helpers import wf

@@ -14,12 +14,12 @@ from typing import TypeVar
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from agenticflow.devcluster import DevCluster
-from agenticflow.natscluster import NatsCluster
-from agenticflow.server import NatsServer
-from coordinator.client import Client
-from shared.events import EventType
-from shared.transport import Bus, connected
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.nats_cluster import NatsCluster
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator.client import Client
+from agenticflow.shared.bus.transport import Bus, connected
+from agenticflow.shared.wire.events import EventType
 from tests.chaos.helpers import Observer, Report, assert_exactly_once, chain_workflow
 from tests.conftest import CHAOS_APP, unique_prefix
 

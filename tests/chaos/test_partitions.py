@@ -13,16 +13,16 @@ from typing import Any
 
 import pytest
 
-from agenticflow.devcluster import DevCluster
-from agenticflow.server import NatsServer
-from coordinator.client import Client
-from coordinator.state import WorkflowStatus
-from shared.codec import unpack
-from shared.events import EventType
-from shared.hierarchy import child_workflow_id
-from shared.ids import node_pid
-from shared.names import partition_of
-from shared.transport import Bus, FetchTimeout
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import WorkflowStatus
+from agenticflow.shared.bus.transport import Bus, FetchTimeout
+from agenticflow.shared.graph.hierarchy import child_workflow_id
+from agenticflow.shared.wire.codec import unpack
+from agenticflow.shared.wire.events import EventType
+from agenticflow.shared.wire.ids import node_pid
+from agenticflow.shared.wire.names import partition_of
 from tests.chaos.helpers import Observer, assert_exactly_once
 from tests.chaos.test_process_failures import FAST, chaos_cluster
 from tests.integration.helpers import wf

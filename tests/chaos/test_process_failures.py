@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from agenticflow.devcluster import DevCluster
-from agenticflow.server import NatsServer
-from coordinator.client import Client
-from coordinator.lease import LEASE_KEY
-from shared.events import EventType
-from shared.ids import node_pid
-from shared.transport import connected
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.lease import LEASE_KEY
+from agenticflow.shared.bus.transport import connected
+from agenticflow.shared.wire.events import EventType
+from agenticflow.shared.wire.ids import node_pid
 from tests.chaos.helpers import Observer, Report, assert_exactly_once, chain_workflow
 from tests.conftest import CHAOS_APP, unique_prefix
 from tests.integration.helpers import wf

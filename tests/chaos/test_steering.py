@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from agenticflow.devcluster import DevCluster
-from agenticflow.server import NatsServer
-from coordinator.client import Client
-from coordinator.state import TaskStatus, WorkflowStatus
-from shared.errors import NotFoundError
-from shared.events import EventType
-from shared.transport import connected
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import TaskStatus, WorkflowStatus
+from agenticflow.shared.bus.transport import connected
+from agenticflow.shared.errors import NotFoundError
+from agenticflow.shared.wire.events import EventType
 from tests.conftest import TEST_APP, unique_prefix
 from tests.integration.helpers import agenticflow, of_type, wf
 

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from coordinator.client import Client
-from coordinator.state import WorkflowState
-from shared.config import Settings
-from shared.events import Event, EventType
-from shared.workflow import WorkflowDefinition, parse_workflow
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import WorkflowState
+from agenticflow.shared.graph.workflow import WorkflowDefinition, parse_workflow
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.wire.events import Event, EventType
 
 
 def wf(*tasks: dict[str, Any], **extra: Any) -> WorkflowDefinition:

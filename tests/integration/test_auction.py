@@ -13,16 +13,16 @@ from typing import Any
 
 import pytest
 
-from agenticflow.devcluster import DevCluster
-from agenticflow.server import NatsServer
-from coordinator.causality import causality_violations
-from coordinator.client import Client
-from coordinator.reducer import fold
-from coordinator.replay import BOOKKEEPING, verify
-from coordinator.state import WorkflowState, WorkflowStatus
-from shared.codec import unpack
-from shared.events import Event, EventType, TaskAwarded, TaskBid, TaskStarted
-from shared.transport import Bus
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator.causality import causality_violations
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.reducer import fold
+from agenticflow.coordinator.replay import BOOKKEEPING, verify
+from agenticflow.coordinator.state import WorkflowState, WorkflowStatus
+from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.wire.codec import unpack
+from agenticflow.shared.wire.events import Event, EventType, TaskAwarded, TaskBid, TaskStarted
 from tests.chaos.helpers import Observer
 from tests.conftest import unique_prefix
 from tests.integration.helpers import of_type, wf

@@ -10,7 +10,10 @@ from typing import Any
 
 import pytest
 
-from shared.audit import (
+from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.errors import ConfigError, TransportError
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.security.audit import (
     AuditKind,
     AuditLog,
     ChainHead,
@@ -20,10 +23,7 @@ from shared.audit import (
     reader_seal,
     verify_audit,
 )
-from shared.config import Settings
-from shared.errors import ConfigError, TransportError
-from shared.security import Identity, Seal, init_keys
-from shared.transport import Bus
+from agenticflow.shared.security.seal import Identity, Seal, init_keys
 from tests.integration.helpers import agenticflow
 
 PRINCIPALS = [("coordinator", "coordinator"), ("worker-1", "worker"), ("worker-2", "worker")]

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from agenticflow.devcluster import DevCluster
-from shared.codec import H_VCLOCK
-from shared.vclock import Ordering, VectorClock
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.shared.wire.codec import H_VCLOCK
+from agenticflow.shared.wire.vclock import Ordering, VectorClock
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -42,10 +42,10 @@ import nats.errors
 import pytest
 import yaml
 
-from agenticflow.server import NatsServer, nats_server_binary
-from shared.config import Settings
-from shared.credentials import connect_options
-from shared.transport import Bus
+from agenticflow.cluster.nats_server import NatsServer, nats_server_binary
+from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.security.credentials import connect_options
 from tests.integration.helpers import ROOT
 
 COMPOSE_FILE = ROOT / "deploy" / "compose.yaml"
@@ -334,7 +334,7 @@ def test_the_compose_environment_is_what_nats_config_writes_for_each_role(
 ) -> None:
     """The credentials part of each service's environment is the env file
     `agenticflow nats-config` wrote for its NATS user (URL aside)."""
-    from agenticflow.natsauth import read_env_file
+    from agenticflow.cluster.nats_auth import read_env_file
 
     for service, user in (
         ("coordinator", "coordinator"),
@@ -654,7 +654,7 @@ class K8sInit:
 
 @pytest.fixture(scope="module")
 def k8s_init(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K8sInit]:
-    from agenticflow.natsauth import make_test_ca
+    from agenticflow.cluster.nats_auth import make_test_ca
 
     root = tmp_path_factory.mktemp("k8s-init")
     account = root / "serviceaccount"
@@ -803,9 +803,9 @@ async def test_nats_as_the_chart_runs_it_refuses_anonymous_and_admits_the_worker
 async def test_dev_secure_generates_the_deploy_init_layout_and_signs_everything(
     deployment: Deployment, tmp_path: Path, log_dir: Path
 ) -> None:
-    from agenticflow.devcluster import DevCluster
-    from agenticflow.natsauth import CLIENT
-    from coordinator.client import Client
+    from agenticflow.cluster.dev import DevCluster
+    from agenticflow.cluster.nats_auth import CLIENT
+    from agenticflow.coordinator.client import Client
     from tests.conftest import TEST_APP, unique_prefix
     from tests.integration.helpers import wf
 
@@ -907,10 +907,10 @@ os.setgroups([])
 os.setresgid(NOBODY, NOBODY, NOBODY)
 os.setresuid(NOBODY, NOBODY, NOBODY)
 
-from shared.errors import AgenticFlowError
+from agenticflow.shared.errors import AgenticFlowError
 from tests.support.tools_app import env_in_sandbox
-from worker.tools.sandbox import sandbox_run
-from worker.tools.spec import ToolCall, vars_of
+from agenticflow.worker.tools.sandbox import sandbox_run
+from agenticflow.worker.tools.spec import ToolCall, vars_of
 
 try:
     done = asyncio.run(sandbox_run(env_in_sandbox, {}, ToolCall(key="k", tool=env_in_sandbox.name)))
@@ -937,7 +937,11 @@ def _python_for_nobody(tmp_path: Path) -> tuple[str, dict[str, str]]:
             continue
         try:
             works = subprocess.run(
-                [candidate, "-c", "import _decimal, pydantic_core, worker.tools.sandbox"],
+                [
+                    candidate,
+                    "-c",
+                    "import _decimal, pydantic_core, agenticflow.worker.tools.sandbox",
+                ],
                 user=NOBODY,
                 env=env,
                 cwd="/",
@@ -1017,8 +1021,8 @@ def test_without_its_two_additions_the_profile_is_runtime_default_and_the_tool_r
 async def test_cluster_up_secure_runs_the_deploy_init_material_and_refuses_attacks(
     deployment: Deployment, tmp_path: Path
 ) -> None:
-    from agenticflow.localcluster import ClusterSpec, LocalCluster
-    from agenticflow.natsauth import ADMIN
+    from agenticflow.cluster.local import ClusterSpec, LocalCluster
+    from agenticflow.cluster.nats_auth import ADMIN
     from tests.conftest import TEST_APP, unique_prefix
 
     spec = ClusterSpec.build(
@@ -1041,7 +1045,7 @@ async def test_cluster_up_secure_runs_the_deploy_init_material_and_refuses_attac
         # A CLI with nothing but the admin's env file (what `cluster up` prints).
         env_file = cluster.to_json()["env_file"]
         assert env_file == str(cluster.auth.env_file(ADMIN))
-        from agenticflow.natsauth import read_env_file
+        from agenticflow.cluster.nats_auth import read_env_file
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTICFLOW_")}
         env.update(read_env_file(Path(env_file)))

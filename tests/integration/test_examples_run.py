@@ -1,4 +1,5 @@
-"""The three example workflows run on a real cluster (examples.apps, 2 worker processes)."""
+"""The three example workflows run on a real cluster
+(agenticflow.examples.apps, 2 worker processes)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import asyncio
 from pathlib import Path
 
 from agenticflow import causality_violations
-from agenticflow.devcluster import DevCluster
-from agenticflow.server import NatsServer
-from coordinator.client import Client
-from coordinator.state import WorkflowStatus
-from shared.events import EventType, TaskToolCalled
-from shared.transport import connected
-from shared.workflow import load_workflow_file
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import WorkflowStatus
+from agenticflow.shared.bus.transport import connected
+from agenticflow.shared.graph.workflow import load_workflow_file
+from agenticflow.shared.wire.events import EventType, TaskToolCalled
 from tests.conftest import unique_prefix
 from tests.integration.helpers import of_type
 
@@ -24,7 +25,7 @@ async def test_every_example_completes_with_causal_clocks(
 ) -> None:
     async with (
         DevCluster(
-            app="examples.apps:app",
+            app="agenticflow.examples.apps:app",
             workers=2,
             nats_url=nats_server.url,
             prefix=unique_prefix("ex"),

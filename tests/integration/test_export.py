@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agenticflow.devcluster import DevCluster
-from coordinator.client import Client
-from coordinator.state import WorkflowState
-from shared.events import EventType
-from shared.transport import Bus
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import WorkflowState
+from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.wire.events import EventType
 from tests.integration.helpers import by_task, run, wf
 from tests.integration.test_cli import cli
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import subprocess
 
-from agenticflow.devcluster import DevCluster
-from coordinator.client import Client
-from coordinator.state import TaskStatus, WorkflowStatus
-from shared.events import EventType, TaskEffectRecorded, TaskStarted
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import TaskStatus, WorkflowStatus
+from agenticflow.shared.wire.events import EventType, TaskEffectRecorded, TaskStarted
 from tests.integration.helpers import agenticflow, by_task, of_type, run, wf
 from tests.support.app import FIXED, OUTSIDE_OFF, QUERY_SUFFIX
 

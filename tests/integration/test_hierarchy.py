@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from agenticflow.devcluster import DevCluster
-from coordinator.client import Client
-from coordinator.replay import verify
-from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
-from shared.events import EventType
-from shared.hierarchy import CHILD_CAPABILITY, child_workflow_id
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.replay import verify
+from agenticflow.coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
+from agenticflow.shared.graph.hierarchy import CHILD_CAPABILITY, child_workflow_id
+from agenticflow.shared.wire.events import EventType
 from tests.integration.helpers import agenticflow, of_type, run, wf
 
 pytestmark = pytest.mark.timeout(120)

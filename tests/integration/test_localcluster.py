@@ -30,14 +30,14 @@ import psutil
 import pytest
 
 from agenticflow import AgentApp
-from agenticflow.natsauth import settings_from_env
-from coordinator.client import Client
-from examples.trading.app import app as trading
-from shared.codec import unpack
-from shared.events import EventType
-from shared.ids import node_pid
-from shared.transport import Bus, FetchTimeout, connected
-from shared.workflow import load_workflow_file
+from agenticflow.cluster.nats_auth import settings_from_env
+from agenticflow.coordinator.client import Client
+from agenticflow.examples.trading.app import app as trading
+from agenticflow.shared.bus.transport import Bus, FetchTimeout, connected
+from agenticflow.shared.graph.workflow import load_workflow_file
+from agenticflow.shared.wire.codec import unpack
+from agenticflow.shared.wire.events import EventType
+from agenticflow.shared.wire.ids import node_pid
 from tests.chaos.helpers import Observer, assert_exactly_once, chain_workflow
 from tests.chaos.test_nats_failures import poll
 from tests.integration.helpers import wf

@@ -26,8 +26,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from pydantic import SecretStr
 
-from agenticflow.devcluster import DevCluster
-from agenticflow.natsauth import (
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.nats_auth import (
     ADMIN,
     CLIENT,
     COORDINATOR,
@@ -36,12 +36,12 @@ from agenticflow.natsauth import (
     generate,
     read_env_file,
 )
-from agenticflow.server import NatsServer
-from coordinator.client import Client
-from shared.config import Settings
-from shared.credentials import connect_options
-from shared.errors import NotFoundError, TransportError
-from shared.transport import Bus
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator.client import Client
+from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.errors import NotFoundError, TransportError
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.security.credentials import connect_options
 from tests.conftest import TEST_APP, unique_prefix
 from tests.integration.helpers import ROOT, wf
 

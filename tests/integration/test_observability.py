@@ -20,15 +20,15 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agenticflow.devcluster import DevCluster
-from agenticflow.server import NatsServer
-from coordinator.client import Client
-from coordinator.state import WorkflowStatus
-from shared.codec import unpack
-from shared.config import Settings
-from shared.health import HealthService, cluster_health
-from shared.telemetry import TRACE_FILE_ENV
-from shared.transport import Bus, FetchTimeout, connected
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import WorkflowStatus
+from agenticflow.shared.bus.transport import Bus, FetchTimeout, connected
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.ops.health import HealthService, cluster_health
+from agenticflow.shared.ops.telemetry import TRACE_FILE_ENV
+from agenticflow.shared.wire.codec import unpack
 from tests.conftest import TEST_APP, unique_prefix
 from tests.integration.helpers import agenticflow, run, spans_in, wf
 

@@ -1,5 +1,5 @@
 """The events stream's partition transform on a real server: the stored
-subjects carry :func:`shared.names.partition_of`, the count is fixed once the
+subjects carry :func:`agenticflow.shared.wire.names.partition_of`, the count is fixed once the
 stream exists, and every event reaches exactly one partition's consumer."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import random
 
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from agenticflow.server import NatsServer
-from shared.config import Settings
-from shared.names import partition_of
-from shared.transport import connected
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.shared.bus.transport import connected
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.wire.names import partition_of
 from tests.conftest import unique_prefix
 
 

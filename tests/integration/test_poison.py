@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from agenticflow.devcluster import DevCluster
-from coordinator.client import Client
-from coordinator.state import TaskStatus, WorkflowStatus
-from shared.codec import (
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import TaskStatus, WorkflowStatus
+from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.wire.codec import (
     H_ATTEMPT,
     H_MSG_ID,
     H_SCHEMA,
@@ -15,9 +16,8 @@ from shared.codec import (
     H_VCLOCK,
     H_WORKFLOW,
 )
-from shared.events import Event, EventType, MessageRejected
-from shared.names import SYSTEM_WORKFLOW
-from shared.transport import Bus
+from agenticflow.shared.wire.events import Event, EventType, MessageRejected
+from agenticflow.shared.wire.names import SYSTEM_WORKFLOW
 from tests.chaos.helpers import Observer
 from tests.integration.helpers import of_type, run, wf
 from tests.support.acks import AckWatch

@@ -10,10 +10,10 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
-from agenticflow.server import NatsServer
-from shared.config import Settings
-from shared.puller import Puller
-from shared.transport import Bus
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.shared.bus.puller import Puller
+from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.ops.config import Settings
 from tests.conftest import unique_prefix
 
 

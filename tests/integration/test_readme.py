@@ -6,12 +6,12 @@ import importlib.util
 import re
 from pathlib import Path
 
-from coordinator.client import Client
-from coordinator.state import WorkflowStatus
-from shared.transport import Bus
-from shared.workflow import load_workflow_file
-from worker.app import AgentApp
-from worker.runtime import Worker
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import WorkflowStatus
+from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.graph.workflow import load_workflow_file
+from agenticflow.worker.app import AgentApp
+from agenticflow.worker.runtime import Worker
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -7,13 +7,13 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agenticflow.devcluster import DevCluster
-from coordinator.client import Client
-from coordinator.replay import parse_until, state_until, verify
-from coordinator.state import TaskStatus, WorkflowStatus
-from shared.events import Event, EventType, TaskCompleted
-from shared.transport import Bus
-from shared.vclock import VectorClock
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.replay import parse_until, state_until, verify
+from agenticflow.coordinator.state import TaskStatus, WorkflowStatus
+from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.wire.events import Event, EventType, TaskCompleted
+from agenticflow.shared.wire.vclock import VectorClock
 from tests.integration.helpers import of_type, run, wf
 from tests.integration.test_cli import cli
 

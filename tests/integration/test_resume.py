@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from agenticflow import ConfigError, NotFoundError
-from coordinator.client import Client
-from coordinator.state import WorkflowStatus
-from shared.events import EventType
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import WorkflowStatus
+from agenticflow.shared.wire.events import EventType
 from tests.integration.helpers import of_type, run, wf
 
 

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from agenticflow.devcluster import DevCluster
-from agenticflow.server import NatsServer
-from coordinator.client import Client
-from coordinator.state import WorkflowStatus
-from shared.events import EventType, TaskFailed, TaskToolCalled
-from shared.transport import connected
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import WorkflowStatus
+from agenticflow.shared.bus.transport import connected
+from agenticflow.shared.wire.events import EventType, TaskFailed, TaskToolCalled
 from tests.conftest import unique_prefix
 from tests.integration.helpers import by_task, run, wf
 

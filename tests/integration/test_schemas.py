@@ -12,15 +12,15 @@ from __future__ import annotations
 import json
 import subprocess
 
-from coordinator.client import Client
-from coordinator.reducer import fold
-from coordinator.replay import verify
-from coordinator.state import WorkflowStatus
-from shared.codec import H_MSG_ID, H_SCHEMA, pack, unpack
-from shared.config import Settings
-from shared.events import EventType, MessageRejected, TaskStarted
-from shared.transport import Bus, connected
-from shared.workflow import WorkflowDefinition
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.reducer import fold
+from agenticflow.coordinator.replay import verify
+from agenticflow.coordinator.state import WorkflowStatus
+from agenticflow.shared.bus.transport import Bus, connected
+from agenticflow.shared.graph.workflow import WorkflowDefinition
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.wire.codec import H_MSG_ID, H_SCHEMA, pack, unpack
+from agenticflow.shared.wire.events import EventType, MessageRejected, TaskStarted
 from tests.integration.helpers import agenticflow, run, wf
 
 COPY = "wf-copied-as-v1"

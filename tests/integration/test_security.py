@@ -16,24 +16,24 @@ from pathlib import Path
 
 import pytest
 
-from agenticflow.devcluster import DevCluster
-from agenticflow.server import NatsServer
-from coordinator import replay
-from coordinator.client import Client
-from coordinator.state import WorkflowStatus
-from shared.audit import read_audit, verify_audit
-from shared.codec import TaskMessage, encode_event, encode_task
-from shared.config import Settings
-from shared.errors import InterventionRefusedError, MalformedMessageError
-from shared.events import Event, EventType, InterventionRequested, MessageRejected
-from shared.ids import uuid7 as new_event_id
-from shared.security import DataKeys, Identity, Seal, init_keys
-from shared.transport import Bus, connected
-from shared.vclock import VectorClock
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator import replay
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import WorkflowStatus
+from agenticflow.shared.bus.transport import Bus, connected
+from agenticflow.shared.errors import InterventionRefusedError, MalformedMessageError
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.security.audit import read_audit, verify_audit
+from agenticflow.shared.security.seal import DataKeys, Identity, Seal, init_keys
+from agenticflow.shared.wire.codec import TaskMessage, encode_event, encode_task
+from agenticflow.shared.wire.events import Event, EventType, InterventionRequested, MessageRejected
+from agenticflow.shared.wire.ids import uuid7 as new_event_id
+from agenticflow.shared.wire.vclock import VectorClock
+from agenticflow.worker.memory import AgentMemory
 from tests.chaos.helpers import Observer
 from tests.conftest import unique_prefix
 from tests.integration.helpers import of_type, run, wf
-from worker.memory import AgentMemory
 
 pytestmark = pytest.mark.timeout(120)
 

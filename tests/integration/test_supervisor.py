@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from agenticflow.devcluster import DevCluster
-from coordinator.client import Client
-from coordinator.supervisor import CapabilityInfo, Catalog, Supervisor, Templates
-from shared.errors import PlanningError, UnservedCapabilityError
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.supervisor import CapabilityInfo, Catalog, Supervisor, Templates
+from agenticflow.shared.errors import PlanningError, UnservedCapabilityError
 from tests.integration.helpers import agenticflow
 
 ECHO_TEMPLATE = """

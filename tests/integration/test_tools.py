@@ -18,21 +18,21 @@ from typing import Any
 
 import pytest
 
-from agenticflow.devcluster import DevCluster
-from agenticflow.server import NatsServer
-from coordinator.client import Client
-from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
-from shared.codec import unpack
-from shared.events import Event, EventType, TaskToolCalled
-from shared.ids import node_pid
-from shared.resilience import CircuitOpenError
-from shared.transport import Bus, FetchTimeout, connected
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
+from agenticflow.shared.bus.transport import Bus, FetchTimeout, connected
+from agenticflow.shared.resilience import CircuitOpenError
+from agenticflow.shared.wire.codec import unpack
+from agenticflow.shared.wire.events import Event, EventType, TaskToolCalled
+from agenticflow.shared.wire.ids import node_pid
+from agenticflow.worker.tools import ClusterToolState, ToolBox, ToolRegistry, read_states
+from agenticflow.worker.tools.ratelimit import RateRecord
 from tests.chaos.helpers import Observer
 from tests.conftest import unique_prefix
 from tests.integration.helpers import agenticflow, of_type, run, wf
 from tests.support import tools_app
-from worker.tools import ClusterToolState, ToolBox, ToolRegistry, read_states
-from worker.tools.ratelimit import RateRecord
 
 pytestmark = pytest.mark.timeout(120)
 

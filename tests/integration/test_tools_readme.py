@@ -7,15 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from coordinator.client import Client
-from coordinator.state import WorkflowStatus
-from shared.events import EventType, TaskToolCalled
-from shared.transport import Bus
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import WorkflowStatus
+from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.wire.events import EventType, TaskToolCalled
+from agenticflow.worker.app import AgentApp
+from agenticflow.worker.runtime import Worker
+from agenticflow.worker.tools import cluster_state
 from tests.integration.helpers import ROOT, of_type, wf
 from tests.integration.test_readme import _block
-from worker.app import AgentApp
-from worker.runtime import Worker
-from worker.tools import cluster_state
 
 
 async def test_readme_tools_example_runs(bus: Bus, client: Client, tmp_path: Path) -> None:

@@ -22,14 +22,14 @@ import pytest
 from rich.console import Console
 
 from agenticflow import top
-from agenticflow.devcluster import DevCluster
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import WorkflowStatus
+from agenticflow.shared.bus.transport import Bus, FetchTimeout
+from agenticflow.shared.errors import AgenticFlowError
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.wire.codec import unpack
 from agenticflow.top import ClusterView, run_top, snapshot
-from coordinator.client import Client
-from coordinator.state import WorkflowStatus
-from shared.codec import unpack
-from shared.config import Settings
-from shared.errors import AgenticFlowError
-from shared.transport import Bus, FetchTimeout
 from tests.conftest import unique_prefix
 from tests.integration.helpers import agenticflow, run, wf
 from tests.support.app import app as test_app

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from agenticflow.devcluster import DevCluster
-from agenticflow.server import NatsServer
-from coordinator.client import Client
-from coordinator.state import WorkflowStatus
-from shared.telemetry import TRACE_FILE_ENV, configure_tracing
-from shared.transport import connected
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import WorkflowStatus
+from agenticflow.shared.bus.transport import connected
+from agenticflow.shared.ops.telemetry import TRACE_FILE_ENV, configure_tracing
 from tests.conftest import TEST_APP, unique_prefix
 from tests.integration.helpers import spans_in, wf
 

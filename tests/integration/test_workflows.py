@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import itertools
 
-from coordinator.client import Client
-from coordinator.reducer import fold
-from coordinator.state import TaskStatus, WorkflowStatus
-from shared.events import EventType, TaskCompleted
-from shared.vclock import Ordering
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.reducer import fold
+from agenticflow.coordinator.state import TaskStatus, WorkflowStatus
+from agenticflow.shared.wire.events import EventType, TaskCompleted
+from agenticflow.shared.wire.vclock import Ordering
 from tests.integration.helpers import by_task, of_type, run, wf
 
 

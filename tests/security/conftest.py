@@ -16,18 +16,18 @@ from typing import Any
 
 import pytest
 
-from agenticflow.devcluster import DevCluster
-from agenticflow.server import NatsServer
-from coordinator.client import Client
-from coordinator.state import WorkflowState
-from shared.codec import encode_event
-from shared.config import Settings
-from shared.events import Event, EventType, MessageRejected, Payload
-from shared.identity import take_process_identity
-from shared.ids import uuid7
-from shared.security import Seal, init_keys
-from shared.transport import Bus, connected
-from shared.vclock import VectorClock
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import WorkflowState
+from agenticflow.shared.bus.transport import Bus, connected
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.security.identity import take_process_identity
+from agenticflow.shared.security.seal import Seal, init_keys
+from agenticflow.shared.wire.codec import encode_event
+from agenticflow.shared.wire.events import Event, EventType, MessageRejected, Payload
+from agenticflow.shared.wire.ids import uuid7
+from agenticflow.shared.wire.vclock import VectorClock
 from tests.chaos.helpers import Observer
 from tests.conftest import unique_prefix
 

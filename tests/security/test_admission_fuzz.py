@@ -10,7 +10,7 @@ Every event, honest or not, is handled the way the coordinator handles it:
 ``admit(state, event, RULES)``, then ``apply`` only when admitted, then the
 coordinator's own emitted events are read back (echoes) the same way. After
 each event the checks below hold; they restate the rules documented in
-:mod:`coordinator.admission`, so a transition they do not explain is an attack
+:mod:`agenticflow.coordinator.admission`, so a transition they do not explain is an attack
 that got through:
 
 * admission and folding never raise, and the state always encodes;
@@ -46,9 +46,17 @@ from hypothesis.stateful import (
     rule,
 )
 
-from coordinator.admission import COUNTER_LIMIT, Admit, Rules, Verdict, admit
-from coordinator.reducer import COORDINATOR_NODE, ArmTimer, Command, Dispatch, Emit, apply, reduce
-from coordinator.state import (
+from agenticflow.coordinator.admission import COUNTER_LIMIT, Admit, Rules, Verdict, admit
+from agenticflow.coordinator.reducer import (
+    COORDINATOR_NODE,
+    ArmTimer,
+    Command,
+    Dispatch,
+    Emit,
+    apply,
+    reduce,
+)
+from agenticflow.coordinator.state import (
     ACTIVE_TASK,
     TERMINAL_TASK,
     TaskState,
@@ -56,9 +64,12 @@ from coordinator.state import (
     WorkflowState,
     WorkflowStatus,
 )
-from shared.codec import TaskMessage, decode_event, encode_event, pack, unpack
-from shared.errors import MalformedMessageError
-from shared.events import (
+from agenticflow.shared.errors import MalformedMessageError
+from agenticflow.shared.graph.hierarchy import ParentLink
+from agenticflow.shared.graph.workflow import TaskSpec
+from agenticflow.shared.security.rbac import Policy
+from agenticflow.shared.wire.codec import TaskMessage, decode_event, encode_event, pack, unpack
+from agenticflow.shared.wire.events import (
     ApprovalDecision,
     ErrorInfo,
     Event,
@@ -94,12 +105,9 @@ from shared.events import (
     WorkflowResumeRequested,
     WorkflowSubmitted,
 )
-from shared.hierarchy import ParentLink
-from shared.ids import task_key, workflow_key
-from shared.names import Names
-from shared.rbac import Policy
-from shared.vclock import MAX_COUNTER, VectorClock
-from shared.workflow import TaskSpec
+from agenticflow.shared.wire.ids import task_key, workflow_key
+from agenticflow.shared.wire.names import Names
+from agenticflow.shared.wire.vclock import MAX_COUNTER, VectorClock
 from tests.unit.test_reducer import (
     QUICK_RETRY,
     WF,

@@ -11,11 +11,22 @@ from collections.abc import Callable
 
 import pytest
 
-from coordinator.admission import COUNTER_LIMIT
-from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
-from shared.codec import H_SCHEMA, H_VCLOCK, TaskMessage, encode_event, encode_task, pack, unpack
-from shared.errors import ConfigError
-from shared.events import (
+from agenticflow.coordinator.admission import COUNTER_LIMIT
+from agenticflow.coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
+from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.errors import ConfigError
+from agenticflow.shared.graph.hierarchy import ParentLink, child_workflow_id
+from agenticflow.shared.security.identity import take_process_identity
+from agenticflow.shared.wire.codec import (
+    H_SCHEMA,
+    H_VCLOCK,
+    TaskMessage,
+    encode_event,
+    encode_task,
+    pack,
+    unpack,
+)
+from agenticflow.shared.wire.events import (
     ErrorInfo,
     Event,
     EventType,
@@ -29,11 +40,8 @@ from shared.events import (
     WorkflowResumeRequested,
     WorkflowSubmitted,
 )
-from shared.hierarchy import ParentLink, child_workflow_id
-from shared.identity import take_process_identity
-from shared.ids import uuid7
-from shared.transport import Bus
-from shared.vclock import VectorClock
+from agenticflow.shared.wire.ids import uuid7
+from agenticflow.shared.wire.vclock import VectorClock
 from tests.integration.helpers import of_type, run, wf
 from tests.security.conftest import Target, forged
 

@@ -19,12 +19,18 @@ from pathlib import Path
 import nats.errors
 import pytest
 
-from agenticflow.natsauth import ADMIN, CLIENT, COORDINATOR
-from shared.audit import AuditKind, AuditLog, appends, reader_seal, verify_audit
-from shared.auditor import Auditor
-from shared.errors import TransportError
-from shared.security import init_keys
-from shared.transport import Bus
+from agenticflow.cluster.nats_auth import ADMIN, CLIENT, COORDINATOR
+from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.errors import TransportError
+from agenticflow.shared.security.audit import (
+    AuditKind,
+    AuditLog,
+    appends,
+    reader_seal,
+    verify_audit,
+)
+from agenticflow.shared.security.auditor import Auditor
+from agenticflow.shared.security.seal import init_keys
 from tests.integration.helpers import agenticflow
 from tests.integration.test_nats_auth import DENIED_S, WORKER, Secure, Watched, start_secure
 

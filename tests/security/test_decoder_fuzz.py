@@ -22,7 +22,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.codec import (
+from agenticflow.shared.errors import (
+    ForgedMessageError,
+    MalformedMessageError,
+    UndecryptableMessageError,
+)
+from agenticflow.shared.security.seal import (
+    H_ENC,
+    H_KEY,
+    H_SIG,
+    H_TS,
+    DataKeys,
+    Identity,
+    Seal,
+    TrustStore,
+)
+from agenticflow.shared.wire.codec import (
     H_ATTEMPT,
     H_MSG_ID,
     H_SCHEMA,
@@ -40,12 +55,10 @@ from shared.codec import (
     parse_uint,
     task_identity,
 )
-from shared.errors import ForgedMessageError, MalformedMessageError, UndecryptableMessageError
-from shared.events import Event, EventType
-from shared.ids import ID_RE, TASK_ID_RE
-from shared.names import Names
-from shared.security import H_ENC, H_KEY, H_SIG, H_TS, DataKeys, Identity, Seal, TrustStore
-from shared.vclock import MAX_COUNTER, VectorClock
+from agenticflow.shared.wire.events import Event, EventType
+from agenticflow.shared.wire.ids import ID_RE, TASK_ID_RE
+from agenticflow.shared.wire.names import Names
+from agenticflow.shared.wire.vclock import MAX_COUNTER, VectorClock
 from tests.unit.test_codec import SAMPLES
 
 NAMES = Names(prefix="af")
@@ -75,7 +88,7 @@ SIGNED_HEADERS = (
     H_KEY,
     H_TS,
 )
-"""The headers a signature covers (see ``shared.security``)."""
+"""The headers a signature covers (see ``agenticflow.shared.security.seal``)."""
 HEADER_NAMES = [*SIGNED_HEADERS, H_SIG, "traceparent", "Nats-Sequence", "af-type", "AF-Type "]
 FUZZ = settings(
     max_examples=100,

@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import ConfigError
-from shared.security import DATA_KEYS_FILE, TRUST_FILE, add_identity, init_keys, rotate_data_key
+from agenticflow.shared.errors import ConfigError
+from agenticflow.shared.security.seal import (
+    DATA_KEYS_FILE,
+    TRUST_FILE,
+    add_identity,
+    init_keys,
+    rotate_data_key,
+)
 
 
 def _mode(path: Path) -> int:

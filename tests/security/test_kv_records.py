@@ -19,26 +19,26 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agenticflow.devcluster import DevCluster
-from agenticflow.server import NatsServer
-from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
-from shared.codec import pack
-from shared.config import Settings
-from shared.errors import (
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
+from agenticflow.shared.bus.registry import open_entry
+from agenticflow.shared.bus.transport import Bus, connected
+from agenticflow.shared.errors import (
     ForgedMessageError,
     MalformedMessageError,
     ReplayedMessageError,
     UndecryptableMessageError,
 )
-from shared.ids import new_workflow_id
-from shared.registry import open_entry
-from shared.security import Identity, Seal
-from shared.transport import Bus, connected
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.security.seal import Identity, Seal
+from agenticflow.shared.wire.codec import pack
+from agenticflow.shared.wire.ids import new_workflow_id
+from agenticflow.worker.effects import params_hash
+from agenticflow.worker.memory import AgentMemory
+from agenticflow.worker.tools.state import cache_key
 from tests.integration.helpers import wf
 from tests.security.conftest import Target, _target, attack_keys
-from worker.effects import params_hash
-from worker.memory import AgentMemory
-from worker.tools.state import cache_key
 
 pytestmark = pytest.mark.timeout(180)
 

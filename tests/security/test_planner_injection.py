@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 
-from coordinator.supervisor import Supervisor
-from coordinator.supervisor.llm import DATA_CLOSE, DATA_OPEN, SYSTEM_PROMPT, messages
-from coordinator.supervisor.plan import MAX_DEPTH
-from shared.codec import pack
-from shared.events import EventType
-from shared.ids import uuid7
+from agenticflow.coordinator.supervisor import Supervisor
+from agenticflow.coordinator.supervisor.llm import DATA_CLOSE, DATA_OPEN, SYSTEM_PROMPT, messages
+from agenticflow.coordinator.supervisor.plan import MAX_DEPTH
+from agenticflow.shared.wire.codec import pack
+from agenticflow.shared.wire.events import EventType
+from agenticflow.shared.wire.ids import uuid7
 from tests.integration.helpers import ROOT, of_type
 from tests.security.conftest import Target
 

@@ -16,20 +16,26 @@ from typing import Any
 
 import pytest
 
-from agenticflow.server import NatsServer
-from coordinator import reducer, service
-from coordinator.client import Client
-from coordinator.service import Coordinator
-from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
-from shared.codec import encode_event
-from shared.config import Settings
-from shared.events import Event, EventType, InterventionRequested, MessageRejected, TaskHeartbeat
-from shared.transport import Bus, connected
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator import reducer, service
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.service import Coordinator
+from agenticflow.coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
+from agenticflow.shared.bus.transport import Bus, connected
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.wire.codec import encode_event
+from agenticflow.shared.wire.events import (
+    Event,
+    EventType,
+    InterventionRequested,
+    MessageRejected,
+    TaskHeartbeat,
+)
+from agenticflow.worker.runtime import Worker
 from tests.chaos.helpers import Observer
 from tests.conftest import unique_prefix
 from tests.integration.helpers import run, wf
 from tests.support.app import app
-from worker.runtime import Worker
 
 pytestmark = pytest.mark.timeout(120)
 

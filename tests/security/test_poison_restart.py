@@ -13,20 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from agenticflow.devcluster import DevCluster
-from agenticflow.server import NatsServer
-from coordinator.client import Client
-from coordinator.state import TaskStatus, WorkflowStatus
-from shared.codec import H_SCHEMA, H_VCLOCK
-from shared.events import (
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import TaskStatus, WorkflowStatus
+from agenticflow.shared.bus.transport import connected
+from agenticflow.shared.wire.codec import H_SCHEMA, H_VCLOCK
+from agenticflow.shared.wire.events import (
     EventType,
     MessageRejected,
     TaskCompleted,
     TaskHeartbeat,
     WorkflowResumeRequested,
 )
-from shared.transport import connected
-from shared.vclock import VectorClock
+from agenticflow.shared.wire.vclock import VectorClock
 from tests.chaos.helpers import Observer
 from tests.conftest import unique_prefix
 from tests.integration.helpers import run, wf

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from shared.codec import encode_event
-from shared.config import Settings
-from shared.errors import ConfigError, ForgedMessageError, ReplayedMessageError
-from shared.events import EventType, TaskHeartbeat
-from shared.security import Seal, init_keys, revoke
+from agenticflow.shared.errors import ConfigError, ForgedMessageError, ReplayedMessageError
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.security.seal import Seal, init_keys, revoke
+from agenticflow.shared.wire.codec import encode_event
+from agenticflow.shared.wire.events import EventType, TaskHeartbeat
 from tests.security.conftest import forged
 
 pytestmark = pytest.mark.timeout(120)

@@ -15,14 +15,18 @@ import time
 
 import pytest
 
-from agenticflow.server import NatsServer
-from coordinator.client import Client
-from shared.codec import encode_event
-from shared.config import Settings
-from shared.errors import InterventionRefusedError, MalformedMessageError, ReplayedMessageError
-from shared.events import EventType, InterventionRequested
-from shared.security import add_identity, init_keys, revoke
-from shared.transport import connected
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator.client import Client
+from agenticflow.shared.bus.transport import connected
+from agenticflow.shared.errors import (
+    InterventionRefusedError,
+    MalformedMessageError,
+    ReplayedMessageError,
+)
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.security.seal import add_identity, init_keys, revoke
+from agenticflow.shared.wire.codec import encode_event
+from agenticflow.shared.wire.events import EventType, InterventionRequested
 from tests.conftest import unique_prefix
 from tests.security.conftest import Target, forged
 from tests.security.test_attacks import _listening

@@ -36,14 +36,14 @@ from typing import Any
 
 import pytest
 
-from agenticflow.devcluster import DevCluster
-from agenticflow.server import NatsServer
-from coordinator.client import Client
-from coordinator.state import WorkflowStatus
-from shared.events import EventType
-from shared.health import WEAK_SANDBOX_WARNING, cluster_health
-from shared.security import DATA_KEYS_FILE, init_keys
-from shared.transport import Bus, connected
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import WorkflowStatus
+from agenticflow.shared.bus.transport import Bus, connected
+from agenticflow.shared.ops.health import WEAK_SANDBOX_WARNING, cluster_health
+from agenticflow.shared.security.seal import DATA_KEYS_FILE, init_keys
+from agenticflow.shared.wire.events import EventType
 from tests.conftest import unique_prefix
 from tests.integration.helpers import of_type, run, wf
 

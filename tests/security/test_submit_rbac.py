@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from agenticflow.server import NatsServer
-from coordinator.state import WorkflowStatus
-from shared.events import EventType, WorkflowSubmitted
-from shared.ids import uuid7
-from shared.workflow import WorkflowDefinition
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator.state import WorkflowStatus
+from agenticflow.shared.graph.workflow import WorkflowDefinition
+from agenticflow.shared.wire.events import EventType, WorkflowSubmitted
+from agenticflow.shared.wire.ids import uuid7
 from tests.integration.helpers import ROOT, of_type, wf
 from tests.security.conftest import Target, _target, attack_keys, forged
 

@@ -32,10 +32,22 @@ from urllib.parse import quote, unquote
 
 import pytest
 
-from agenticflow.natsauth import make_test_ca
-from shared.errors import RateLimitedError, ToolError, ToolRefusedError, ToolTimeoutError
-from worker.tools import MemoryToolState, RateLimit, ToolBox, ToolRegistry, http_tool, sql_tool
-from worker.tools.spec import Tool
+from agenticflow.cluster.nats_auth import make_test_ca
+from agenticflow.shared.errors import (
+    RateLimitedError,
+    ToolError,
+    ToolRefusedError,
+    ToolTimeoutError,
+)
+from agenticflow.worker.tools import (
+    MemoryToolState,
+    RateLimit,
+    ToolBox,
+    ToolRegistry,
+    http_tool,
+    sql_tool,
+)
+from agenticflow.worker.tools.spec import Tool
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -359,8 +371,8 @@ def test_sql_a_query_needing_more_memory_than_allowed_fails_not_the_worker(shop:
     script = textwrap.dedent(
         f"""
         import asyncio
-        from shared.errors import ToolRefusedError
-        from worker.tools import MemoryToolState, ToolBox, ToolRegistry, sql_tool
+        from agenticflow.shared.errors import ToolRefusedError
+        from agenticflow.worker.tools import MemoryToolState, ToolBox, ToolRegistry, sql_tool
 
         def box(max_memory_mb):
             tool = sql_tool({str(shop)!r}, tables=["items"], max_memory_mb=max_memory_mb,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from shared.transport import Bus
+from agenticflow.shared.bus.transport import Bus
 
 
 class AckWatch:

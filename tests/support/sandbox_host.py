@@ -33,9 +33,9 @@ import struct
 import sys
 from typing import Any
 
-from shared.errors import AgenticFlowError, NonRetryableError, SandboxIsolationError
-from worker.tools.sandbox import sandbox_run
-from worker.tools.spec import Tool, ToolCall, vars_of
+from agenticflow.shared.errors import AgenticFlowError, NonRetryableError, SandboxIsolationError
+from agenticflow.worker.tools.sandbox import sandbox_run
+from agenticflow.worker.tools.spec import Tool, ToolCall, vars_of
 
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_SECCOMP = 22

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from agenticflow import AgentApp, TaskContext
-from worker.tools import BreakerPolicy, RateLimit, SandboxLimits, ToolCall, tool
+from agenticflow.worker.tools import BreakerPolicy, RateLimit, SandboxLimits, ToolCall, tool
 
 app = AgentApp("tools-tests")
 

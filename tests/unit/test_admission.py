@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from coordinator.admission import (
+from agenticflow.coordinator.admission import (
     ADMIT,
     COUNTER_LIMIT,
     Ignore,
@@ -22,10 +22,12 @@ from coordinator.admission import (
     admit,
     used_capabilities,
 )
-from coordinator.reducer import COORDINATOR_NODE, apply, fold, reduce
-from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
-from shared.codec import TaskMessage
-from shared.events import (
+from agenticflow.coordinator.reducer import COORDINATOR_NODE, apply, fold, reduce
+from agenticflow.coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
+from agenticflow.shared.graph.hierarchy import ParentLink, child_workflow_id
+from agenticflow.shared.security.rbac import Policy
+from agenticflow.shared.wire.codec import TaskMessage
+from agenticflow.shared.wire.events import (
     FORBIDDEN,
     Event,
     EventType,
@@ -38,10 +40,8 @@ from shared.events import (
     WorkflowResumeRequested,
     WorkflowSubmitted,
 )
-from shared.hierarchy import ParentLink, child_workflow_id
-from shared.ids import task_key, workflow_key
-from shared.rbac import Policy
-from shared.vclock import VectorClock
+from agenticflow.shared.wire.ids import task_key, workflow_key
+from agenticflow.shared.wire.vclock import VectorClock
 from tests.unit.test_reducer import WF, Sim, definition, only_dispatch, submitted
 
 RULES = Rules(max_clock_entries=8, claim_timeout_ns=30 * 10**9)

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.auction import AuctionState, Bid, accepts, best
-from coordinator.causality import causality_violations
-from coordinator.reducer import (
+from agenticflow.coordinator.auction import AuctionState, Bid, accepts, best
+from agenticflow.coordinator.causality import causality_violations
+from agenticflow.coordinator.reducer import (
     COORDINATOR_NODE,
     ArmTimer,
     Command,
@@ -20,11 +20,12 @@ from coordinator.reducer import (
     pending_timers,
     reduce,
 )
-from coordinator.replay import BOOKKEEPING
-from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
-from shared.codec import TaskMessage, decode_task, encode_task
-from shared.errors import MalformedMessageError, WorkflowDefinitionError
-from shared.events import (
+from agenticflow.coordinator.replay import BOOKKEEPING
+from agenticflow.coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
+from agenticflow.shared.errors import MalformedMessageError, WorkflowDefinitionError
+from agenticflow.shared.graph.workflow import parse_workflow
+from agenticflow.shared.wire.codec import TaskMessage, decode_task, encode_task
+from agenticflow.shared.wire.events import (
     Event,
     EventType,
     Payload,
@@ -37,10 +38,9 @@ from shared.events import (
     TaskStarted,
     WorkflowSubmitted,
 )
-from shared.ids import task_key, workflow_key
-from shared.names import Names
-from shared.vclock import VectorClock
-from shared.workflow import parse_workflow
+from agenticflow.shared.wire.ids import task_key, workflow_key
+from agenticflow.shared.wire.names import Names
+from agenticflow.shared.wire.vclock import VectorClock
 
 WF = "wf-auction"
 T0 = 1_700_000_000_000_000_000

@@ -20,7 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.audit import (
+from agenticflow.shared.errors import ConfigError
+from agenticflow.shared.security.audit import (
     GENESIS,
     H_PREV,
     Anchor,
@@ -40,10 +41,17 @@ from shared.audit import (
     save_anchor,
     verify_records,
 )
-from shared.codec import H_MSG_ID, pack, unpack
-from shared.errors import ConfigError
-from shared.names import Names
-from shared.security import H_ENC, H_SIG, H_TS, DataKeys, Identity, Seal, TrustStore
+from agenticflow.shared.security.seal import (
+    H_ENC,
+    H_SIG,
+    H_TS,
+    DataKeys,
+    Identity,
+    Seal,
+    TrustStore,
+)
+from agenticflow.shared.wire.codec import H_MSG_ID, pack, unpack
+from agenticflow.shared.wire.names import Names
 
 NAMES = Names("ut")
 NODES = ("coord-1", "worker-a", "worker-b")

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agenticflow.localcluster import (
+from agenticflow.cluster.local import (
     ClusterSpec,
     Decision,
     ScaleMemory,
@@ -19,8 +19,8 @@ from agenticflow.localcluster import (
     parse_autoscale,
     workers_needed,
 )
-from shared.errors import ConfigError
-from shared.ids import node_pid
+from agenticflow.shared.errors import ConfigError
+from agenticflow.shared.wire.ids import node_pid
 
 PROPS = settings(database=None, max_examples=300, deadline=None)
 

@@ -1,6 +1,6 @@
 """Hierarchical workflows in the pure reducer: a task that is a child workflow.
 
-:class:`World` plays a whole cluster around :func:`coordinator.reducer.reduce`:
+:class:`World` plays a whole cluster around :func:`agenticflow.coordinator.reducer.reduce`:
 one stream of events (JetStream's dedupe on the event id, which a test can
 switch off to play a re-send after the window), one state per workflow id (the
 coordinator folds every workflow's events in stream order), and workers that
@@ -19,14 +19,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coordinator import children
-from coordinator.causality import causality_violations
-from coordinator.reducer import SHELL_NODE, ArmTimer, Dispatch, Emit, fold, reduce
-from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
-from shared.codec import TaskMessage, decode_event, encode_event
-from shared.dag import graph_problems, validate_graph
-from shared.errors import PayloadTooLargeError, WorkflowDefinitionError, WorkflowGraphError
-from shared.events import (
+from agenticflow.coordinator import children
+from agenticflow.coordinator.causality import causality_violations
+from agenticflow.coordinator.reducer import SHELL_NODE, ArmTimer, Dispatch, Emit, fold, reduce
+from agenticflow.coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
+from agenticflow.shared.errors import (
+    PayloadTooLargeError,
+    WorkflowDefinitionError,
+    WorkflowGraphError,
+)
+from agenticflow.shared.graph.dag import graph_problems, validate_graph
+from agenticflow.shared.graph.hierarchy import (
+    CHILD_CAPABILITY,
+    MAX_DEPTH,
+    ParentLink,
+    child_workflow_id,
+)
+from agenticflow.shared.graph.workflow import WorkflowDefinition, load_workflow_file, parse_workflow
+from agenticflow.shared.wire.codec import TaskMessage, decode_event, encode_event
+from agenticflow.shared.wire.events import (
     ErrorInfo,
     Event,
     EventType,
@@ -37,11 +48,9 @@ from shared.events import (
     TaskRetryDue,
     WorkflowSubmitted,
 )
-from shared.hierarchy import CHILD_CAPABILITY, MAX_DEPTH, ParentLink, child_workflow_id
-from shared.ids import ID_RE, task_key, workflow_key
-from shared.names import Names
-from shared.vclock import Ordering, VectorClock
-from shared.workflow import WorkflowDefinition, load_workflow_file, parse_workflow
+from agenticflow.shared.wire.ids import ID_RE, task_key, workflow_key
+from agenticflow.shared.wire.names import Names
+from agenticflow.shared.wire.vclock import Ordering, VectorClock
 
 ROOT = "wf-root"
 T0 = 1_700_000_000_000_000_000

@@ -9,8 +9,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import events as ev
-from shared.codec import (
+from agenticflow.shared.errors import (
+    MalformedMessageError,
+    MessageError,
+    PayloadTooLargeError,
+    UnknownSchemaVersionError,
+)
+from agenticflow.shared.graph.workflow import RetryPolicy, parse_workflow
+from agenticflow.shared.wire import events as ev
+from agenticflow.shared.wire.codec import (
     DEFAULT_MAX_PAYLOAD,
     H_MSG_ID,
     H_SOURCE,
@@ -26,13 +33,7 @@ from shared.codec import (
     task_identity,
     unpack,
 )
-from shared.errors import (
-    MalformedMessageError,
-    MessageError,
-    PayloadTooLargeError,
-    UnknownSchemaVersionError,
-)
-from shared.events import (
+from agenticflow.shared.wire.events import (
     PAYLOADS,
     SCHEMA_VERSION,
     ErrorInfo,
@@ -60,11 +61,10 @@ from shared.events import (
     WorkflowStarted,
     WorkflowSubmitted,
 )
-from shared.ids import task_key
-from shared.names import SYSTEM_WORKFLOW, Names
-from shared.schemas import REGISTRY
-from shared.vclock import VectorClock
-from shared.workflow import RetryPolicy, parse_workflow
+from agenticflow.shared.wire.ids import task_key
+from agenticflow.shared.wire.names import SYSTEM_WORKFLOW, Names
+from agenticflow.shared.wire.schemas import REGISTRY
+from agenticflow.shared.wire.vclock import VectorClock
 
 NAMES = Names("af")
 WF = "wf-0123456789abcdef"

@@ -10,9 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.dag import dependents_index, find_cycle, graph_problems, sinks, validate_graph
-from shared.errors import WorkflowDefinitionError, WorkflowGraphError
-from shared.workflow import TaskSpec, WorkflowDefinition
+from agenticflow.shared.errors import WorkflowDefinitionError, WorkflowGraphError
+from agenticflow.shared.graph.dag import (
+    dependents_index,
+    find_cycle,
+    graph_problems,
+    sinks,
+    validate_graph,
+)
+from agenticflow.shared.graph.workflow import TaskSpec, WorkflowDefinition
 
 
 def wf(*tasks: tuple[str, Sequence[str]]) -> WorkflowDefinition:

@@ -42,11 +42,11 @@ import typer.main
 import yaml
 
 from agenticflow.cli import app as cli_app
-from agenticflow.natsauth import WorkerGroup, generate
-from agenticflow.server import nats_server_binary
-from shared.config import Settings
-from shared.names import Names
-from worker.app import load_app
+from agenticflow.cluster.nats_auth import WorkerGroup, generate
+from agenticflow.cluster.nats_server import nats_server_binary
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.wire.names import Names
+from agenticflow.worker.app import load_app
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -1097,7 +1097,7 @@ def test_keda_scales_the_worker_on_exactly_its_apps_consumers(k8s: K8s) -> None:
     nats = nats_topology(k8s.nats_values)
     assert scaled_object_problems(k8s.scaled_object, k8s.worker, k8s.settings_env, nats) == []
     app_spec = worker_app_spec(pod_spec(k8s.worker)["containers"][0]["args"])
-    assert app_spec == "examples.customer_service.app:app"
+    assert app_spec == "agenticflow.examples.customer_service.app:app"
     consumers = {t["metadata"]["consumer"] for t in k8s.scaled_object["spec"]["triggers"]}
     names = Names(k8s.settings_env["AGENTICFLOW_PREFIX"])
     assert consumers == {names.task_consumer(c) for c in load_app(app_spec).capabilities}
@@ -1490,8 +1490,8 @@ def test_compose_runs_a_3_node_cluster_and_scalable_workers(compose: Doc) -> Non
     assert compose_problems_semantic(compose) == []
     assert set(nats_services(compose)) == {"nats-1", "nats-2", "nats-3"}
     worker = compose["services"]["worker"]
-    assert worker_app_spec(worker["command"]) == "examples.customer_service.app:app"
-    assert load_app("examples.customer_service.app:app").capabilities
+    assert worker_app_spec(worker["command"]) == "agenticflow.examples.customer_service.app:app"
+    assert load_app("agenticflow.examples.customer_service.app:app").capabilities
     for name in ("init", "coordinator", "worker", "cli"):
         build = compose["services"][name]["build"]
         assert (COMPOSE_FILE.parent / build["context"] / build["dockerfile"]).resolve() == (

@@ -20,14 +20,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agenticflow import AgentApp, NonRetryableError, TaskContext, ToolBox
-from examples.content_pipeline import app as content
-from examples.content_pipeline import corpus
-from examples.customer_service import app as support
-from examples.trading import app as trading
-from shared.codec import pack, unpack
-from shared.dag import validate_graph
-from shared.workflow import TaskSpec, WorkflowDefinition, load_workflow_file
-from worker.app import load_app
+from agenticflow.examples.content_pipeline import app as content
+from agenticflow.examples.content_pipeline import corpus
+from agenticflow.examples.customer_service import app as support
+from agenticflow.examples.trading import app as trading
+from agenticflow.shared.graph.dag import validate_graph
+from agenticflow.shared.graph.workflow import TaskSpec, WorkflowDefinition, load_workflow_file
+from agenticflow.shared.wire.codec import pack, unpack
+from agenticflow.worker.app import load_app
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 APPS: dict[str, AgentApp] = {
@@ -113,7 +113,7 @@ def test_workflow_is_a_valid_dag_served_by_the_app(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(APPS))
 def test_app_loads_from_its_import_spec(name: str) -> None:
-    assert load_app(f"examples.{name}.app:app") is APPS[name]
+    assert load_app(f"agenticflow.examples.{name}.app:app") is APPS[name]
 
 
 @pytest.mark.parametrize("name", sorted(APPS))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from coordinator.exports import render, to_chrome_trace, to_json, to_mermaid
-from coordinator.reducer import fold
+from agenticflow.coordinator.exports import render, to_chrome_trace, to_json, to_mermaid
+from agenticflow.coordinator.reducer import fold
 from tests.unit.test_forks import run_diamond
 from tests.unit.test_reducer import DIAMOND
 

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from coordinator.forks import first_divergence, recorded_effects
-from coordinator.reducer import Dispatch, Emit, fold, reduce
-from coordinator.state import TaskStatus, WorkflowStatus
-from shared.codec import TaskMessage
-from shared.errors import RecordedEffectError, ReplayDivergedError
-from shared.events import (
+from agenticflow.coordinator.forks import first_divergence, recorded_effects
+from agenticflow.coordinator.reducer import Dispatch, Emit, fold, reduce
+from agenticflow.coordinator.state import TaskStatus, WorkflowStatus
+from agenticflow.shared.errors import RecordedEffectError, ReplayDivergedError
+from agenticflow.shared.wire.codec import TaskMessage
+from agenticflow.shared.wire.events import (
     ErrorInfo,
     Event,
     EventType,
@@ -21,9 +21,9 @@ from shared.events import (
     TaskEffectRecorded,
     WorkflowSubmitted,
 )
-from shared.vclock import VectorClock
+from agenticflow.shared.wire.vclock import VectorClock
+from agenticflow.worker.effects import Effects, params_hash
 from tests.unit.test_reducer import DIAMOND, T0, WF, Sim, default_result, submitted
-from worker.effects import Effects, params_hash
 
 
 def fork_of(reuse: dict[str, Any], **extra: Any) -> Event:
@@ -223,7 +223,7 @@ async def test_a_result_that_cannot_be_recorded_is_marked_not_stored() -> None:
 
     async def publish(data: TaskEffectRecorded, call: int) -> None:
         if data.effect.stored:
-            from shared.errors import MalformedMessageError
+            from agenticflow.shared.errors import MalformedMessageError
 
             raise MalformedMessageError("not msgpack")
         await recorder(data, call)

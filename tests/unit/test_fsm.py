@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.errors import IllegalTransitionError
-from worker.fsm import TRANSITIONS, AgentFSM, AgentState, Trigger
+from agenticflow.shared.errors import IllegalTransitionError
+from agenticflow.worker.fsm import TRANSITIONS, AgentFSM, AgentState, Trigger
 
 
 def test_a_task_moves_idle_processing_idle() -> None:

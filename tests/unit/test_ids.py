@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from shared import ids
-from shared.ids import (
+from agenticflow.shared.wire import ids
+from agenticflow.shared.wire.ids import (
     ID_RE,
     TASK_ID_RE,
     new_node_id,
@@ -20,13 +20,13 @@ from shared.ids import (
     uuid7,
     workflow_key,
 )
-from shared.vclock import VectorClock
+from agenticflow.shared.wire.vclock import VectorClock
 
 _UUID_TEXT = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 
 def _fake_clock(monkeypatch: pytest.MonkeyPatch, millis: list[int]) -> None:
-    """Make ``shared.ids`` see ``millis`` (one value per call) as the time."""
+    """Make ``agenticflow.shared.wire.ids`` see ``millis`` (one value per call) as the time."""
     values: Iterator[int] = iter(ms * 1_000_000 + 123 for ms in millis)
     monkeypatch.setattr(ids, "time", SimpleNamespace(time_ns=lambda: next(values)))
 

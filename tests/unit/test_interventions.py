@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.reducer import ArmTimer, pending_timers
-from coordinator.state import TaskStatus, WorkflowStatus
-from shared.codec import TaskMessage
-from shared.events import (
+from agenticflow.coordinator.reducer import ArmTimer, pending_timers
+from agenticflow.coordinator.state import TaskStatus, WorkflowStatus
+from agenticflow.shared.graph.workflow import TaskSpec
+from agenticflow.shared.wire.codec import TaskMessage
+from agenticflow.shared.wire.events import (
     Event,
     EventType,
     InterventionRequested,
@@ -21,9 +22,8 @@ from shared.events import (
     TaskApprovalExpired,
     TaskApprovalRequested,
 )
-from shared.ids import task_key, workflow_key
-from shared.vclock import VectorClock
-from shared.workflow import TaskSpec
+from agenticflow.shared.wire.ids import task_key, workflow_key
+from agenticflow.shared.wire.vclock import VectorClock
 from tests.unit.test_reducer import DIAMOND, WF, Sim, definition, dispatches, emits, only_dispatch
 
 CHAIN = definition(
@@ -409,7 +409,7 @@ def test_any_sequence_of_interventions_still_runs_every_task_exactly_once(
 
 def test_interventions_replay_to_the_same_state() -> None:
     """Folding the stored stream again (replay, crash recovery) gives the same state."""
-    from coordinator.reducer import fold
+    from agenticflow.coordinator.reducer import fold
 
     sim = Sim()
     a = only_dispatch(sim.submit(CHAIN))

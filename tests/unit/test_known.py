@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coordinator.known import KnownIds
+from agenticflow.coordinator.known import KnownIds
 
 ids = st.text(alphabet=st.characters(codec="ascii"), min_size=1, max_size=64)
 

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from coordinator.supervisor.catalog import MAX_DESCRIPTION, Catalog
-from coordinator.supervisor.chat import ChatAnswer, completions_url
-from coordinator.supervisor.fallback import plan_with_fallback
-from coordinator.supervisor.llm import (
+from agenticflow.coordinator.supervisor.catalog import MAX_DESCRIPTION, Catalog
+from agenticflow.coordinator.supervisor.chat import ChatAnswer, completions_url
+from agenticflow.coordinator.supervisor.fallback import plan_with_fallback
+from agenticflow.coordinator.supervisor.llm import (
     DATA_CLOSE,
     DATA_OPEN,
     SYSTEM_PROMPT,
@@ -32,11 +32,11 @@ from coordinator.supervisor.llm import (
     messages,
     read_answer,
 )
-from coordinator.supervisor.plan import MAX_DEPTH, Plan
-from coordinator.supervisor.rules import RulesPlanner
-from coordinator.supervisor.templates import Template, Templates
-from shared.config import Settings
-from shared.errors import InvalidPlanError, PlannerUnavailableError, PlanningError
+from agenticflow.coordinator.supervisor.plan import MAX_DEPTH, Plan
+from agenticflow.coordinator.supervisor.rules import RulesPlanner
+from agenticflow.coordinator.supervisor.templates import Template, Templates
+from agenticflow.shared.errors import InvalidPlanError, PlannerUnavailableError, PlanningError
+from agenticflow.shared.ops.config import Settings
 
 pytestmark = pytest.mark.timeout(15)
 

@@ -13,7 +13,7 @@ SCRIPT = textwrap.dedent(
     import structlog
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
-    from shared.logging import configure_logging
+    from agenticflow.shared.ops.logging import configure_logging
 
     trace.set_tracer_provider(TracerProvider())
     first = io.StringIO()

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from shared.errors import ConfigError
-from shared.events import EventType
-from shared.ids import ID_RE
-from shared.names import SYSTEM_WORKFLOW, Names
+from agenticflow.shared.errors import ConfigError
+from agenticflow.shared.wire.events import EventType
+from agenticflow.shared.wire.ids import ID_RE
+from agenticflow.shared.wire.names import SYSTEM_WORKFLOW, Names
 
 
 def test_default_prefix() -> None:

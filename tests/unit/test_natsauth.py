@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from agenticflow.natsauth import (
+from agenticflow.cluster.nats_auth import (
     ADMIN,
     CLIENT,
     CONFIG_FILE,
@@ -31,11 +31,11 @@ from agenticflow.natsauth import (
     read_env_file,
     worker_permissions,
 )
-from agenticflow.server import nats_server_binary
-from shared.config import Settings
-from shared.credentials import connect_options, tls_context
-from shared.errors import ConfigError
-from shared.names import Names
+from agenticflow.cluster.nats_server import nats_server_binary
+from agenticflow.shared.errors import ConfigError
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.security.credentials import connect_options, tls_context
+from agenticflow.shared.wire.names import Names
 
 NAMES = Names("af")
 GPU = WorkerGroup("gpu", ("summarize", "translate"))

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coordinator.partitions import fair_share, lease_key, preference
-from shared.errors import ConfigError
-from shared.events import EventType
-from shared.ids import ID_RE
-from shared.names import (
+from agenticflow.coordinator.partitions import fair_share, lease_key, preference
+from agenticflow.shared.errors import ConfigError
+from agenticflow.shared.wire.events import EventType
+from agenticflow.shared.wire.ids import ID_RE
+from agenticflow.shared.wire.names import (
     MAX_PARTITIONS,
     Names,
     check_partitions,

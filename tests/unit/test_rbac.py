@@ -10,10 +10,16 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from shared.errors import ConfigError, ToolPermissionError
-from shared.events import TaskToolCalled
-from shared.rbac import UNATTENDED, Policy, grants, load_policy, submit_permission
-from worker.tools import MemoryToolState, ToolBox, ToolRegistry, tool
+from agenticflow.shared.errors import ConfigError, ToolPermissionError
+from agenticflow.shared.security.rbac import (
+    UNATTENDED,
+    Policy,
+    grants,
+    load_policy,
+    submit_permission,
+)
+from agenticflow.shared.wire.events import TaskToolCalled
+from agenticflow.worker.tools import MemoryToolState, ToolBox, ToolRegistry, tool
 
 POLICY = """
 [roles.reader]

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coordinator.reducer import (
+from agenticflow.coordinator.reducer import (
     COORDINATOR_NODE,
     SHELL_NODE,
     TIMEOUT_GRACE_NS,
@@ -32,10 +32,11 @@ from coordinator.reducer import (
     pending_timers,
     reduce,
 )
-from coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
-from shared.codec import TaskMessage
-from shared.dag import sinks
-from shared.events import (
+from agenticflow.coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
+from agenticflow.shared.graph.dag import sinks
+from agenticflow.shared.graph.workflow import RetryPolicy, WorkflowDefinition, parse_workflow
+from agenticflow.shared.wire.codec import TaskMessage
+from agenticflow.shared.wire.events import (
     ErrorInfo,
     Event,
     EventType,
@@ -54,9 +55,8 @@ from shared.events import (
     WorkflowStarted,
     WorkflowSubmitted,
 )
-from shared.ids import task_key, workflow_key
-from shared.vclock import Ordering, VectorClock
-from shared.workflow import RetryPolicy, WorkflowDefinition, parse_workflow
+from agenticflow.shared.wire.ids import task_key, workflow_key
+from agenticflow.shared.wire.vclock import Ordering, VectorClock
 
 WF = "wf1"
 T0 = 1_700_000_000_000_000_000

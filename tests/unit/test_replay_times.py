@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coordinator.replay import parse_since, parse_until
-from shared.errors import ConfigError
+from agenticflow.coordinator.replay import parse_since, parse_until
+from agenticflow.shared.errors import ConfigError
 
 NOW_NS = 1_800_000_000 * 10**9
 

@@ -9,14 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.errors import (
+from agenticflow.shared.errors import (
     AgenticFlowError,
     ConfigError,
     NonRetryableError,
     TaskError,
     TransportError,
 )
-from shared.resilience import (
+from agenticflow.shared.resilience import (
     BreakerState,
     CircuitBreaker,
     CircuitOpenError,

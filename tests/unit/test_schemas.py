@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from shared.errors import MalformedMessageError, UnknownSchemaVersionError
-from shared.schemas import SchemaRegistry
+from agenticflow.shared.errors import MalformedMessageError, UnknownSchemaVersionError
+from agenticflow.shared.wire.schemas import SchemaRegistry
 
 
 class Reading(BaseModel):

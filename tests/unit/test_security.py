@@ -15,7 +15,24 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from agenticflow.cli import app
-from shared.codec import (
+from agenticflow.shared.errors import (
+    ConfigError,
+    ForgedMessageError,
+    MalformedMessageError,
+    ReplayedMessageError,
+    UndecryptableMessageError,
+)
+from agenticflow.shared.security.seal import (
+    DataKeys,
+    Identity,
+    Seal,
+    TrustStore,
+    add_identity,
+    init_keys,
+    revoke,
+    rotate_data_key,
+)
+from agenticflow.shared.wire.codec import (
     MAX_DEPTH,
     MAX_HEADERS,
     TaskMessage,
@@ -26,26 +43,9 @@ from shared.codec import (
     pack,
     unpack,
 )
-from shared.errors import (
-    ConfigError,
-    ForgedMessageError,
-    MalformedMessageError,
-    ReplayedMessageError,
-    UndecryptableMessageError,
-)
-from shared.events import Event, EventType, TaskStarted
-from shared.names import Names
-from shared.security import (
-    DataKeys,
-    Identity,
-    Seal,
-    TrustStore,
-    add_identity,
-    init_keys,
-    revoke,
-    rotate_data_key,
-)
-from shared.vclock import VectorClock
+from agenticflow.shared.wire.events import Event, EventType, TaskStarted
+from agenticflow.shared.wire.names import Names
+from agenticflow.shared.wire.vclock import VectorClock
 
 NAMES = Names("af")
 SUBJECT = "af.evt.wf-1.task.started"

@@ -10,17 +10,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coordinator.reducer import Dispatch, reduce
-from coordinator.state import (
+from agenticflow.coordinator.reducer import Dispatch, reduce
+from agenticflow.coordinator.state import (
     SNAPSHOT_VERSION,
     TaskState,
     TaskStatus,
     WorkflowState,
     WorkflowStatus,
 )
-from shared.codec import TaskMessage, pack, unpack
-from shared.errors import MalformedMessageError
-from shared.events import (
+from agenticflow.shared.errors import MalformedMessageError
+from agenticflow.shared.graph.workflow import WorkflowDefinition, parse_workflow
+from agenticflow.shared.wire.codec import TaskMessage, pack, unpack
+from agenticflow.shared.wire.events import (
     ErrorInfo,
     Event,
     EventType,
@@ -32,9 +33,8 @@ from shared.events import (
     WorkflowRejected,
     WorkflowSubmitted,
 )
-from shared.ids import task_key
-from shared.vclock import VectorClock
-from shared.workflow import WorkflowDefinition, parse_workflow
+from agenticflow.shared.wire.ids import task_key
+from agenticflow.shared.wire.vclock import VectorClock
 
 WF = "wf1"
 T0 = 1_700_000_000_000_000_000

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from agenticflow.ask_cli import print_plan, unattended
-from coordinator.supervisor import (
+from agenticflow.coordinator.supervisor import (
     Catalog,
     Plan,
     PlanStep,
@@ -31,10 +31,9 @@ from coordinator.supervisor import (
     load_template,
     parse_plan,
 )
-from coordinator.supervisor.catalog import stem
-from coordinator.supervisor.supervisor import Planned, check_permitted
-from shared.config import Settings
-from shared.errors import (
+from agenticflow.coordinator.supervisor.catalog import stem
+from agenticflow.coordinator.supervisor.supervisor import Planned, check_permitted
+from agenticflow.shared.errors import (
     InvalidPlanError,
     NotFoundError,
     PermissionDeniedError,
@@ -42,7 +41,8 @@ from shared.errors import (
     UnservedCapabilityError,
     WorkflowDefinitionError,
 )
-from shared.rbac import Policy
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.security.rbac import Policy
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "templates"
 

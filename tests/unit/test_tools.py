@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
-from shared.errors import (
+from agenticflow.shared.errors import (
     ConfigError,
     NonRetryableError,
     RateLimitedError,
@@ -23,11 +23,16 @@ from shared.errors import (
     ToolValidationError,
     UnknownToolError,
 )
-from shared.events import ErrorInfo, RecordedEffect, TaskEffectRecorded, TaskToolCalled
-from shared.resilience import CircuitOpenError
-from worker.app import AgentApp
-from worker.effects import Effects
-from worker.tools import (
+from agenticflow.shared.resilience import CircuitOpenError
+from agenticflow.shared.wire.events import (
+    ErrorInfo,
+    RecordedEffect,
+    TaskEffectRecorded,
+    TaskToolCalled,
+)
+from agenticflow.worker.app import AgentApp
+from agenticflow.worker.effects import Effects
+from agenticflow.worker.tools import (
     BreakerPolicy,
     MemoryToolState,
     RateLimit,
@@ -37,9 +42,9 @@ from worker.tools import (
     ToolRegistry,
     tool,
 )
-from worker.tools.ratelimit import RateRecord, take
-from worker.tools.registry import grants
-from worker.tools.state import BREAKERS
+from agenticflow.worker.tools.ratelimit import RateRecord, take
+from agenticflow.worker.tools.registry import grants
+from agenticflow.worker.tools.state import BREAKERS
 
 
 class Add(BaseModel):

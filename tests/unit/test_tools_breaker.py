@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from worker.tools.breaker import CLOSED, HALF_OPEN, OPEN, BreakerRecord, admit, settle
-from worker.tools.ratelimit import RateRecord
-from worker.tools.spec import BreakerPolicy
+from agenticflow.worker.tools.breaker import CLOSED, HALF_OPEN, OPEN, BreakerRecord, admit, settle
+from agenticflow.worker.tools.ratelimit import RateRecord
+from agenticflow.worker.tools.spec import BreakerPolicy
 
 POLICY = BreakerPolicy(failure_threshold=3, recovery_timeout_s=10, half_open_max_calls=2)
 

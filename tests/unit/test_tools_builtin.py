@@ -20,8 +20,13 @@ from urllib.parse import quote
 
 import pytest
 
-from shared.errors import ConfigError, ToolRefusedError, ToolTimeoutError, ToolValidationError
-from worker.tools import (
+from agenticflow.shared.errors import (
+    ConfigError,
+    ToolRefusedError,
+    ToolTimeoutError,
+    ToolValidationError,
+)
+from agenticflow.worker.tools import (
     MemoryToolState,
     Pool,
     ToolBox,
@@ -30,8 +35,8 @@ from worker.tools import (
     http_tool,
     sql_tool,
 )
-from worker.tools.spec import Tool
-from worker.tools.web import address_allowed, host_allowed, parse_rule
+from agenticflow.worker.tools.spec import Tool
+from agenticflow.worker.tools.web import address_allowed, host_allowed, parse_rule
 
 
 def box(*tools: Tool, permissions: set[str] | None = None) -> ToolBox:

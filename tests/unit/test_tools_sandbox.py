@@ -21,18 +21,24 @@ from typing import Any
 
 import pytest
 
-from shared.errors import (
+from agenticflow.shared.errors import (
     ConfigError,
     NonRetryableError,
     SandboxError,
     SandboxIsolationError,
     ToolTimeoutError,
 )
+from agenticflow.worker.tools import MemoryToolState, SandboxLimits, ToolBox, ToolRegistry
+from agenticflow.worker.tools import sandbox as sandbox_module
+from agenticflow.worker.tools.sandbox import (
+    UID_BASE,
+    Isolation,
+    SandboxRun,
+    run_sandboxed,
+    sandbox_run,
+)
+from agenticflow.worker.tools.spec import Tool, ToolCall
 from tests.support import tools_app
-from worker.tools import MemoryToolState, SandboxLimits, ToolBox, ToolRegistry
-from worker.tools import sandbox as sandbox_module
-from worker.tools.sandbox import UID_BASE, Isolation, SandboxRun, run_sandboxed, sandbox_run
-from worker.tools.spec import Tool, ToolCall
 
 pytestmark = pytest.mark.timeout(90)
 

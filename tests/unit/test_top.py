@@ -8,6 +8,18 @@ from typing import Any
 
 from rich.console import Console
 
+from agenticflow.coordinator.state import TaskState, TaskStatus, WorkflowState, WorkflowStatus
+from agenticflow.shared.wire.events import (
+    ErrorInfo,
+    Event,
+    EventType,
+    Payload,
+    TaskCompleted,
+    TaskFailed,
+    WorkflowFailed,
+)
+from agenticflow.shared.wire.names import Names
+from agenticflow.shared.wire.vclock import VectorClock
 from agenticflow.top import (
     FAILURES_SHOWN,
     WORKFLOWS_SHOWN,
@@ -19,18 +31,6 @@ from agenticflow.top import (
     per_second,
     render,
 )
-from coordinator.state import TaskState, TaskStatus, WorkflowState, WorkflowStatus
-from shared.events import (
-    ErrorInfo,
-    Event,
-    EventType,
-    Payload,
-    TaskCompleted,
-    TaskFailed,
-    WorkflowFailed,
-)
-from shared.names import Names
-from shared.vclock import VectorClock
 
 NAMES = Names("tp")
 T0 = 1_700_000_000_000_000_000

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field, ValidationError
 
-from shared.errors import MalformedMessageError
-from shared.vclock import Ordering, VectorClock
+from agenticflow.shared.errors import MalformedMessageError
+from agenticflow.shared.wire.vclock import Ordering, VectorClock
 
 NODES = ["a", "b", "c", "n1", "node-2", "x.y", "Z_9"]
 

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from shared.errors import WorkflowDefinitionError
-from shared.workflow import (
+from agenticflow.shared.errors import WorkflowDefinitionError
+from agenticflow.shared.graph.workflow import (
     RetryPolicy,
     TaskSpec,
     WorkflowDefinition,

@@ -1,14 +1,14 @@
 """Agent tools: declared, validated, permission-checked, rate-limited and audited.
 
-- :mod:`~worker.tools.spec`: :func:`tool` declares a :class:`Tool` (input
+- :mod:`~agenticflow.worker.tools.spec`: :func:`tool` declares a :class:`Tool` (input
   model, permissions, timeout, rate limit, breaker, sandbox);
-- :mod:`~worker.tools.registry`: an agent's :class:`ToolRegistry`;
-- :mod:`~worker.tools.toolbox`: :class:`ToolBox`, the registry bound to one
+- :mod:`~agenticflow.worker.tools.registry`: an agent's :class:`ToolRegistry`;
+- :mod:`~agenticflow.worker.tools.toolbox`: :class:`ToolBox`, the registry bound to one
   task (``ctx.tools``): every call is validated, checked, guarded and audited;
-- :mod:`~worker.tools.state` / :mod:`~worker.tools.cluster`: breakers, rate
+- :mod:`~agenticflow.worker.tools.state` / :mod:`~agenticflow.worker.tools.cluster`: breakers, rate
   limits and cached results, in memory or cluster-wide in KV;
-- :mod:`~worker.tools.sandbox`: tools run in a limited process;
-- :mod:`~worker.tools.pool`: bounded resource pools with metrics;
+- :mod:`~agenticflow.worker.tools.sandbox`: tools run in a limited process;
+- :mod:`~agenticflow.worker.tools.pool`: bounded resource pools with metrics;
 - built-ins: :func:`file_tools`, :func:`http_tool`, :func:`sql_tool`.
 """
 
@@ -16,11 +16,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from worker.tools.cluster import ClusterToolState, breaker_states, cluster_state, read_states
-from worker.tools.files import file_tools
-from worker.tools.pool import Pool, live_pools
-from worker.tools.registry import ToolRegistry
-from worker.tools.spec import (
+from agenticflow.worker.tools.cluster import (
+    ClusterToolState,
+    breaker_states,
+    cluster_state,
+    read_states,
+)
+from agenticflow.worker.tools.files import file_tools
+from agenticflow.worker.tools.pool import Pool, live_pools
+from agenticflow.worker.tools.registry import ToolRegistry
+from agenticflow.worker.tools.spec import (
     BreakerPolicy,
     RateLimit,
     SandboxLimits,
@@ -29,16 +34,16 @@ from worker.tools.spec import (
     make_tool,
     tool,
 )
-from worker.tools.sql import sql_tool
-from worker.tools.state import MemoryToolState, ToolState
-from worker.tools.toolbox import AuditPublish, ToolBox, ToolOutcome
-from worker.tools.web import http_tool
+from agenticflow.worker.tools.sql import sql_tool
+from agenticflow.worker.tools.state import MemoryToolState, ToolState
+from agenticflow.worker.tools.toolbox import AuditPublish, ToolBox, ToolOutcome
+from agenticflow.worker.tools.web import http_tool
 
 if TYPE_CHECKING:
-    from shared.codec import TaskMessage
-    from shared.rbac import SecurityContext
-    from shared.transport import Bus
-    from worker.effects import Effects
+    from agenticflow.shared.bus.transport import Bus
+    from agenticflow.shared.security.rbac import SecurityContext
+    from agenticflow.shared.wire.codec import TaskMessage
+    from agenticflow.worker.effects import Effects
 
 
 def task_toolbox(

@@ -1,6 +1,6 @@
 """A circuit breaker whose state is shared data: pure decisions over a record.
 
-The same machine as :class:`shared.resilience.CircuitBreaker`::
+The same machine as :class:`agenticflow.shared.resilience.CircuitBreaker`::
 
     CLOSED ──(failure_threshold consecutive failures)──▶ OPEN
     OPEN ──(recovery_timeout_s has passed; a trial is admitted)──▶ HALF_OPEN
@@ -8,7 +8,7 @@ The same machine as :class:`shared.resilience.CircuitBreaker`::
     HALF_OPEN ──(a trial failure)──▶ OPEN
 
 but the state is a :class:`BreakerRecord` that lives in a KV entry shared by
-every worker (:mod:`worker.tools.cluster`), so these functions take the record
+every worker (:mod:`agenticflow.worker.tools.cluster`), so these functions take the record
 and the time and return the new record, or None when nothing changes (then
 nothing is written: a closed breaker costs no round trip). Times are wall-clock
 seconds since the epoch, as the record is read on other machines. A half-open
@@ -20,14 +20,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from shared.resilience import BreakerState
-from worker.tools.record import Record
-from worker.tools.spec import BreakerPolicy
+from agenticflow.shared.resilience import BreakerState
+from agenticflow.worker.tools.record import Record
+from agenticflow.worker.tools.spec import BreakerPolicy
 
 CLOSED = BreakerState.CLOSED.value
 OPEN = BreakerState.OPEN.value
 HALF_OPEN = BreakerState.HALF_OPEN.value
-"""The record stores the states of :class:`~shared.resilience.BreakerState` as text."""
+"""The record stores the states of :class:`~agenticflow.shared.resilience.BreakerState` as text."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ counts as usual). Every change is a compare-and-set on the entry's revision,
 retried on conflict. Rate-limit windows and cached results are read and
 written per call.
 
-Buckets (see :class:`shared.names.Names`): ``<prefix>_breakers``,
+Buckets (see :class:`agenticflow.shared.wire.names.Names`): ``<prefix>_breakers``,
 ``<prefix>_ratelimits`` and ``<prefix>_tool_results`` (entries expire after
 ``tool_results_ttl_s``).
 """
@@ -23,11 +23,11 @@ from typing import Any
 import structlog
 from nats.js.kv import KeyValue
 
-from shared.codec import pack, unpack
-from shared.errors import MalformedMessageError
-from shared.transport import Bus, FetchTimeout, watched_ns
-from worker.tools.breaker import BreakerRecord
-from worker.tools.state import BREAKERS, RESULTS, WINDOWS, ToolState
+from agenticflow.shared.bus.transport import Bus, FetchTimeout, watched_ns
+from agenticflow.shared.errors import MalformedMessageError
+from agenticflow.shared.wire.codec import pack, unpack
+from agenticflow.worker.tools.breaker import BreakerRecord
+from agenticflow.worker.tools.state import BREAKERS, RESULTS, WINDOWS, ToolState
 
 log = structlog.get_logger("agenticflow.tools")
 
@@ -197,7 +197,7 @@ async def read_states(bus: Bus) -> list[dict[str, Any]]:
 
 def open_record(bus: Bus, bucket: str, key: str, blob: bytes, *, stored_ns: int | None) -> Any:
     """The data of a tool-state record (written by a worker, see
-    :meth:`shared.security.Seal.open_record`), or None when it is malformed or
+    :meth:`agenticflow.shared.security.seal.Seal.open_record`), or None when it is malformed or
     refused: unsigned, signed by a non-worker or an unknown key, moved from
     another key, or an old value put back. A refusal is logged."""
     try:

@@ -4,7 +4,7 @@
 
     file_read, file_write = file_tools(root="/srv/agent-files", max_bytes=1_000_000)
 
-Safety rules (each refusal is a :class:`~shared.errors.ToolRefusedError`):
+Safety rules (each refusal is a :class:`~agenticflow.shared.errors.ToolRefusedError`):
 
 - a path is relative to ``root``; one with a ``..`` part, a NUL byte, or an
   absolute path outside ``root`` is refused;
@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from shared.errors import ConfigError, ToolRefusedError
-from worker.tools.spec import Tool, make_tool
+from agenticflow.shared.errors import ConfigError, ToolRefusedError
+from agenticflow.worker.tools.spec import Tool, make_tool
 
 
 class FileRead(BaseModel):

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
 
-from shared.errors import ConfigError
+from agenticflow.shared.errors import ConfigError
 
 R = TypeVar("R")
 

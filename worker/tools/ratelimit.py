@@ -5,7 +5,7 @@ microseconds since the epoch). With ``n = calls - burst + 1`` the *emission
 interval* is ``T = per_s / n`` and the *burst tolerance* ``tau = (burst - 1) * T``;
 a call at ``now`` is admitted if ``now >= tat - tau``, and then
 ``tat = max(tat, now) + T`` is written back with one compare-and-set on the
-shared KV entry (:mod:`worker.tools.cluster`). A refused call is told to wait
+shared KV entry (:mod:`agenticflow.worker.tools.cluster`). A refused call is told to wait
 ``tat - tau - now`` seconds.
 
 **Guarantee: never more than ``calls`` admitted calls in any sliding window of
@@ -35,8 +35,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from worker.tools.record import Record
-from worker.tools.spec import RateLimit
+from agenticflow.worker.tools.record import Record
+from agenticflow.worker.tools.spec import RateLimit
 
 _SLACK_US = 2
 """Added to ``per_s`` before dividing: covers the rounding of ``now`` to whole

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from shared.errors import ConfigError
-from shared.rbac import grants
-from worker.tools.spec import Tool
+from agenticflow.shared.errors import ConfigError
+from agenticflow.shared.security.rbac import grants
+from agenticflow.worker.tools.spec import Tool
 
 
 class ToolRegistry:

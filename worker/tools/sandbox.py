@@ -42,7 +42,7 @@ leftovers   killed and reaped by the supervisor, a subreaper (so a detached
 Where the kernel cannot (no user namespaces for unprivileged users, a seccomp
 filter against ``unshare`` as in Docker's and Kubernetes' RuntimeDefault
 profile, no CAP_SYS_CHROOT), the sandbox **fails closed**: the tool is not
-run, and the call fails with :class:`~shared.errors.SandboxIsolationError`
+run, and the call fails with :class:`~agenticflow.shared.errors.SandboxIsolationError`
 (non-retryable) naming what is missing. Full isolation means a chroot jail,
 a network namespace when ``network=False``, and a user of its own (the
 worker's user only inside a user namespace). Only the operator may accept
@@ -82,10 +82,10 @@ imported with its module (a lazy import inside the function finds no standard
 library), and host names do not resolve (no ``/etc/resolv.conf``). Not
 limited: the working directory's total size (only each file's).
 
-A failure comes back as :class:`~shared.errors.SandboxError` saying what
+A failure comes back as :class:`~agenticflow.shared.errors.SandboxError` saying what
 happened (the tool raised, ran out of memory, CPU time, processes or open
 files, wrote too big a file, reached for the network or a file outside its
-directory, was killed), or :class:`~shared.errors.ToolTimeoutError`.
+directory, was killed), or :class:`~agenticflow.shared.errors.ToolTimeoutError`.
 """
 
 from __future__ import annotations
@@ -108,22 +108,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from shared.codec import pack, unpack
-from shared.errors import (
+from agenticflow.shared.errors import (
     AgenticFlowError,
     ConfigError,
     SandboxError,
     SandboxIsolationError,
     ToolTimeoutError,
 )
-from worker.tools.spec import SandboxLimits, Tool, ToolCall, plain, vars_of
+from agenticflow.shared.wire.codec import pack, unpack
+from agenticflow.worker.tools.spec import SandboxLimits, Tool, ToolCall, plain, vars_of
 
 log = logging.getLogger(__name__)
 
 _BOOT = (
     "import os, sys, time; started = time.monotonic(); "
     "sys.path[:0] = [p for p in sys.argv[1].split(os.pathsep) if p]; "
-    "from worker.tools.sandbox import main; main(started)"
+    "from agenticflow.worker.tools.sandbox import main; main(started)"
 )
 MECHANISMS = frozenset({"namespaces", "chroot", "root"})
 """What ``without=`` can switch off, to run as on a kernel (or as a user) that

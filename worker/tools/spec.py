@@ -25,7 +25,7 @@ from typing import Any, overload
 
 from pydantic import BaseModel, ValidationError
 
-from shared.errors import ConfigError, ToolValidationError
+from agenticflow.shared.errors import ConfigError, ToolValidationError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 """Tool and provider names: also KV keys and parts of idempotency keys."""
@@ -36,7 +36,7 @@ _PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0, "h
 @dataclass(frozen=True, slots=True)
 class RateLimit:
     """At most ``calls`` calls in any ``per_s`` seconds (a sliding window),
-    counted across the cluster with GCRA (:mod:`worker.tools.ratelimit`)."""
+    counted across the cluster with GCRA (:mod:`agenticflow.worker.tools.ratelimit`)."""
 
     calls: int
     per_s: float = 60.0
@@ -91,7 +91,7 @@ class BreakerPolicy:
 
 @dataclass(frozen=True, slots=True)
 class SandboxLimits:
-    """Limits of a sandboxed tool's process (see :mod:`worker.tools.sandbox`).
+    """Limits of a sandboxed tool's process (see :mod:`agenticflow.worker.tools.sandbox`).
 
     Raises ConfigError for a limit below 1.
     """

@@ -5,7 +5,7 @@
     sql_query = sql_tool(database="tickets.db", tables=["tickets"], max_rows=500)
     await ctx.tools.call("sql_query", query="SELECT * FROM tickets WHERE id = ?", params=[7])
 
-Safety rules (refusals are :class:`~shared.errors.ToolRefusedError`):
+Safety rules (refusals are :class:`~agenticflow.shared.errors.ToolRefusedError`):
 
 - **tables**: a query may touch only the tables (or views) in ``tables``
   (``"*"``: every table, an explicit choice); reading any other table, a
@@ -23,7 +23,7 @@ Safety rules (refusals are :class:`~shared.errors.ToolRefusedError`):
 - one statement per call; values go in ``params`` (``?`` or ``:name``
   placeholders), never into the query text;
 - **time**: a query running past ``timeout_s`` is interrupted by a progress
-  handler (:class:`~shared.errors.ToolTimeoutError`), runaway recursive CTEs
+  handler (:class:`~agenticflow.shared.errors.ToolTimeoutError`), runaway recursive CTEs
   included;
 - **memory and size**: no text or blob may grow past ``max_value_bytes``
   (1 MiB) nor the query text past 100 KB; at most ``max_rows`` rows come back
@@ -51,9 +51,9 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, Field
 
-from shared.errors import ConfigError, ToolRefusedError, ToolTimeoutError
-from worker.tools.pool import Pool
-from worker.tools.spec import Tool, make_tool
+from agenticflow.shared.errors import ConfigError, ToolRefusedError, ToolTimeoutError
+from agenticflow.worker.tools.pool import Pool
+from agenticflow.worker.tools.spec import Tool, make_tool
 
 Scalar = str | int | float | bool | None
 

@@ -4,7 +4,7 @@
 it, take a rate-limit slot, cache a result) over a small key-value interface
 with compare-and-set; :class:`MemoryToolState` keeps the data in this process
 (tests, a ``ToolBox`` without a bus) and
-:class:`worker.tools.cluster.ClusterToolState` in KV buckets shared by every
+:class:`agenticflow.worker.tools.cluster.ClusterToolState` in KV buckets shared by every
 worker, which is what makes breakers and rate limits cluster-wide.
 """
 
@@ -20,11 +20,11 @@ from typing import Any
 
 import structlog
 
-from shared.errors import RateLimitedError, StateConflictError
-from shared.resilience import CircuitOpenError
-from worker.tools.breaker import CLOSED, BreakerRecord, admit, settle
-from worker.tools.ratelimit import RateRecord, take
-from worker.tools.spec import BreakerPolicy, RateLimit
+from agenticflow.shared.errors import RateLimitedError, StateConflictError
+from agenticflow.shared.resilience import CircuitOpenError
+from agenticflow.worker.tools.breaker import CLOSED, BreakerRecord, admit, settle
+from agenticflow.worker.tools.ratelimit import RateRecord, take
+from agenticflow.worker.tools.spec import BreakerPolicy, RateLimit
 
 log = structlog.get_logger("agenticflow.tools")
 
@@ -168,7 +168,7 @@ class ToolState:
 
     # Rate limits --------------------------------------------------------
     async def acquire(self, key: str, limit: RateLimit, *, max_wait_s: float) -> None:
-        """Take a slot of ``key``'s rate limit (GCRA, :mod:`worker.tools.ratelimit`),
+        """Take a slot of ``key``'s rate limit (GCRA, :mod:`agenticflow.worker.tools.ratelimit`),
         waiting up to ``max_wait_s`` for one; raises RateLimitedError (with
         ``retry_after_s``). One compare-and-set per admitted call; a conflict
         (another worker admitted a call meanwhile) re-reads and decides again."""

@@ -7,14 +7,14 @@ Every call goes through the same steps, in order:
    ToolValidationError listing each field);
 3. **permission** check against what the agent was granted (else
    ToolPermissionError naming what is missing);
-4. the **side-effect record** (:class:`~worker.effects.Effects`): the call
+4. the **side-effect record** (:class:`~agenticflow.worker.effects.Effects`): the call
    gets its index and idempotency key, and its result is recorded as a
    ``task.effect_recorded`` event (``agenticflow rerun`` serves it from there);
 5. the **result cache**: a result stored under the same idempotency key (a
    redelivered task) is returned without calling the tool (``cached``);
 6. the **circuit breaker** (CircuitOpenError while open), then the **rate
    limit** (waits for a slot up to ``max_wait_s``, else RateLimitedError),
-   both cluster-wide through :class:`~worker.tools.state.ToolState`;
+   both cluster-wide through :class:`~agenticflow.worker.tools.state.ToolState`;
 7. the tool itself under its **timeout** (ToolTimeoutError), in this process
    or in a sandbox; its result is cached under the key;
 8. an **audit record**: one ``task.tool_called`` event per call, whatever the
@@ -36,8 +36,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from shared.codec import pack
-from shared.errors import (
+from agenticflow.shared.errors import (
     MalformedMessageError,
     NonRetryableError,
     RateLimitedError,
@@ -46,15 +45,16 @@ from shared.errors import (
     ToolValidationError,
     UnknownToolError,
 )
-from shared.events import TaskToolCalled
-from shared.rbac import SecurityContext
-from shared.resilience import CircuitOpenError
-from shared.telemetry import tracer
-from worker.effects import Effects, error_info, params_hash
-from worker.tools.registry import ToolRegistry
-from worker.tools.sandbox import run_sandboxed
-from worker.tools.spec import Tool, ToolCall, plain
-from worker.tools.state import CachedResult, MemoryToolState, ToolState
+from agenticflow.shared.ops.telemetry import tracer
+from agenticflow.shared.resilience import CircuitOpenError
+from agenticflow.shared.security.rbac import SecurityContext
+from agenticflow.shared.wire.codec import pack
+from agenticflow.shared.wire.events import TaskToolCalled
+from agenticflow.worker.effects import Effects, error_info, params_hash
+from agenticflow.worker.tools.registry import ToolRegistry
+from agenticflow.worker.tools.sandbox import run_sandboxed
+from agenticflow.worker.tools.spec import Tool, ToolCall, plain
+from agenticflow.worker.tools.state import CachedResult, MemoryToolState, ToolState
 
 AuditPublish = Callable[[TaskToolCalled, str], Awaitable[None]]
 """Stores a ``task.tool_called`` event; the second argument is the event id's

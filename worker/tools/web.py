@@ -5,7 +5,7 @@
     http_request = http_tool(allow_hosts=["api.example.com", "*.internal.example:8443"],
                              rate_limit="60/min", max_bytes=1_000_000)
 
-Safety rules (refusals are :class:`~shared.errors.ToolRefusedError`):
+Safety rules (refusals are :class:`~agenticflow.shared.errors.ToolRefusedError`):
 
 - ``http``/``https`` only, and the URL's host *and port* must be on the
   allow-list. Entries: ``host`` allows the scheme's default port only (80 for
@@ -36,7 +36,7 @@ Safety rules (refusals are :class:`~shared.errors.ToolRefusedError`):
   ``:authority``, ``Forwarded``, ``Connection``, ``Transfer-Encoding``...);
 - the body is streamed and the request aborted as soon as it passes
   ``max_bytes`` (a ``Content-Length`` over it is refused before reading);
-- a timeout per request (:class:`~shared.errors.ToolTimeoutError`), and the
+- a timeout per request (:class:`~agenticflow.shared.errors.ToolTimeoutError`), and the
   tool's rate limit, counted across the cluster.
 
 Clients come from a :class:`Pool` (``pool_size`` requests at a time per
@@ -61,9 +61,9 @@ import httpcore
 import httpx
 from pydantic import BaseModel, Field
 
-from shared.errors import ConfigError, ToolError, ToolRefusedError, ToolTimeoutError
-from worker.tools.pool import Pool
-from worker.tools.spec import BreakerPolicy, RateLimit, Tool, make_tool
+from agenticflow.shared.errors import ConfigError, ToolError, ToolRefusedError, ToolTimeoutError
+from agenticflow.worker.tools.pool import Pool
+from agenticflow.worker.tools.spec import BreakerPolicy, RateLimit, Tool, make_tool
 
 Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -1,0 +1,1 @@
+"""The bus: the NATS transport, continuous pulling and the agent registry."""

@@ -1,0 +1,85 @@
+"""Registry entries (KV ``<prefix>_agents``): who is alive and what it serves.
+
+Every worker puts one entry per hosted agent (key ``<node>.<agent>``) and every
+coordinator one for itself, refreshed on each heartbeat; entries expire after
+``agent_ttl_s``. Entries are records (:meth:`agenticflow.shared.security.seal.Seal.seal_record`):
+with keys configured they are signed by the node that wrote them, and readers
+refuse one that is unsigned, altered, moved to another key, put back after the
+replay window, or whose ``role`` is not its signer's (a worker posing as a
+coordinator). With data keys they are encrypted. So what the supervisor and the
+planner read about agents (capabilities, descriptions) comes from a trusted
+node, never from whoever can write to the bucket.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from agenticflow.shared.bus.transport import watched_ns
+from agenticflow.shared.errors import MalformedMessageError
+from agenticflow.shared.security.seal import Seal
+from agenticflow.shared.wire.codec import pack, unpack
+
+log = structlog.get_logger("agenticflow.registry")
+
+WRITERS = ("worker", "coordinator")
+"""Roles that may write registry entries (each only entries of its own role)."""
+
+
+def seal_entry(seal: Seal, bucket: str, key: str, info: dict[str, Any]) -> bytes:
+    """The stored form of a registry entry."""
+    return seal.seal_record(bucket, key, pack(info))
+
+
+def open_entry(
+    seal: Seal, bucket: str, key: str, blob: bytes | None, *, stored_ns: int | None = None
+) -> dict[str, Any] | None:
+    """A registry entry's data, with ``signed_by`` (the signing principal) when
+    it is signed; None for an empty, malformed or refused entry (a refusal is
+    logged)."""
+    if not blob:
+        return None
+    try:
+        return _opened(seal, bucket, key, blob, stored_ns)
+    except MalformedMessageError as exc:
+        log.warning(
+            "registry entry refused",
+            bucket=bucket,
+            key=key,
+            error=str(exc),
+            error_type=type(exc).__name__,
+        )
+        return None
+
+
+def open_update(seal: Seal, entry: Any) -> dict[str, Any] | None:
+    """The data of a registry entry delivered by a KV watch (``entry`` is
+    nats-py's ``KeyValue.Entry``); None for a deletion or a refused entry."""
+    if entry is None or getattr(entry, "operation", None) in ("DEL", "PURGE"):
+        return None
+    return open_entry(
+        seal, str(entry.bucket), str(entry.key), entry.value, stored_ns=watched_ns(entry)
+    )
+
+
+def _opened(
+    seal: Seal, bucket: str, key: str, blob: bytes, stored_ns: int | None
+) -> dict[str, Any]:
+    plain, signer = seal.open_record(bucket, key, blob, roles=WRITERS, stored_ns=stored_ns)
+    info = unpack(plain)
+    if not isinstance(info, dict):
+        raise MalformedMessageError(f"{bucket}/{key} is not a registry entry")
+    if signer is None:
+        return info
+    if info.get("role", "worker") != signer.role:
+        raise MalformedMessageError(
+            f"{bucket}/{key} says it is a {info.get('role')!r} but is signed by "
+            f"{signer.principal} ({signer.role})"
+        )
+    info["signed_by"] = signer.principal
+    return info
+
+
+__all__ = ["WRITERS", "open_entry", "open_update", "seal_entry"]

@@ -1,0 +1,984 @@
+"""The bus: the only module that knows nats-py.
+
+:class:`Bus` owns one NATS connection and its JetStream context, creates the
+topology (streams, KV buckets, task consumers) idempotently, and publishes
+events and task messages with their derived ``Nats-Msg-Id`` so a retried
+publish is deduplicated by the server. nats-py errors are re-raised as ours
+(``raise ... from exc``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StoreCompression,
+    StreamConfig,
+    SubjectTransform,
+)
+from nats.js.kv import KeyValue
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from agenticflow.shared.errors import (
+    ConnectionLostError,
+    NotFoundError,
+    PublishTimeoutError,
+    ReplayedMessageError,
+    StateConflictError,
+    TransportError,
+)
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.security.credentials import connect_options
+from agenticflow.shared.security.seal import Seal
+from agenticflow.shared.wire.codec import (
+    TaskMessage,
+    check_size,
+    decode_event,
+    decode_task,
+    encode_event,
+    encode_task,
+)
+from agenticflow.shared.wire.events import Event
+from agenticflow.shared.wire.names import partitions_of_transform
+
+log = structlog.get_logger("agenticflow.bus")
+
+T = TypeVar("T")
+
+_TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
+KVConflict = nats.js.errors.KeyWrongLastSequenceError
+KVNotFound = (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError)
+_CORE_SEEN = 16_384
+"""Core-subscription deliveries remembered to refuse a second copy."""
+FetchTimeout = (nats.errors.TimeoutError, asyncio.TimeoutError)
+
+Outgoing = tuple[str, dict[str, str], bytes]
+"""A message to publish: ``(subject, headers, body)``, as the codec's encoders return it."""
+
+_ATTEMPT_S = 2.0
+"""One publish attempt's wait for the server's acknowledgement."""
+
+
+DIRECT_MAX_AGE_S = 3600.0
+"""How long a direct task message (to an auction's winner) is kept at most."""
+DIRECT_INACTIVE_S = 30.0
+"""How long a worker's direct consumer outlives its last listener."""
+ANCHORS_KEPT = 16
+"""Anchors (signed chain heads) kept per audit chain."""
+ANCHORS_MAX_MSGS = 1_000_000
+"""Most anchors kept in all (a count: a byte limit would be reserved on the server)."""
+
+_STREAM_NOT_FOUND = 10059
+"""JetStream API error code of a missing stream."""
+_FIRST_CONNECT_ATTEMPTS = 3
+"""Attempts per server before the first connection gives up."""
+
+
+def _acked(future: asyncio.Future[Any] | None) -> tuple[int, bool] | None:
+    """``(stream_seq, duplicate)`` of a pipelined publish that was stored, or None
+    (not sent, failed, or not answered yet: then it is abandoned)."""
+    if future is None:
+        return None
+    if not future.done():
+        future.cancel()
+        return None
+    if future.cancelled() or future.exception() is not None:
+        return None
+    ack = future.result()
+    return ack.seq, bool(ack.duplicate)
+
+
+def _ours(exc: nats.errors.Error, what: str) -> TransportError:
+    """A nats-py error as ours."""
+    if isinstance(exc, nats.errors.TimeoutError):
+        return PublishTimeoutError(f"{what}: no answer from the server")
+    if isinstance(exc, nats.errors.ConnectionClosedError):
+        return ConnectionLostError("the NATS connection is closed")
+    return TransportError(f"{what} failed: {exc}")
+
+
+class Bus:
+    """One NATS connection, the JetStream context and the cluster's names."""
+
+    def __init__(self, *, nc: NatsClient, settings: Settings, seal: Seal | None = None) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.settings = settings
+        self.names = settings.names
+        self.seal = seal or Seal()
+        """Signs and encrypts what this process publishes, verifies and decrypts
+        what it reads (see :mod:`agenticflow.shared.security.seal`); a no-op when not configured."""
+        self._sealing = self.seal if self.seal.active else None
+        self.closed = asyncio.Event()
+        self.closing = False
+        self._consumers: set[str] = set()
+        self._kv: dict[str, KeyValue] = {}
+        self._reconnect_hooks: list[Callable[[], None]] = []
+        self._core_seen: OrderedDict[tuple[int, str], None] = OrderedDict()
+        """Events taken from core subscriptions, newest last (see decode_event)."""
+
+    def on_reconnect(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` after every reconnect (e.g. to re-send pull requests)."""
+        self._reconnect_hooks.append(hook)
+
+    def forget_reconnect(self, hook: Callable[[], None]) -> None:
+        """Undo :meth:`on_reconnect` (no error if it was not registered)."""
+        with contextlib.suppress(ValueError):
+            self._reconnect_hooks.remove(hook)
+
+    # Lifecycle ----------------------------------------------------------
+    @classmethod
+    async def connect(cls, settings: Settings, *, name: str, role: str = "client") -> Bus:
+        """Connect (reconnecting forever once up); raises TransportError if no
+        server answers a few attempts (about 2 s, more with slow timeouts).
+
+        ``role`` is the default principal this process signs as (see
+        ``Settings.principal``); raises ConfigError for a bad key directory."""
+        seal = Seal.from_dir(
+            settings.security_dir, settings.principal or role, window_s=settings.dedupe_window_s
+        )
+        holder: list[Bus] = []
+
+        async def on_closed() -> None:
+            if holder:
+                holder[0].closed.set()
+
+        errors: list[str] = []
+        tls_failed = asyncio.Event()
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(str(exc))  # e.g. 'Authorization Violation': only told here
+            del errors[:-4]
+            if isinstance(exc, ssl.SSLError) and not holder:
+                tls_failed.set()  # retrying cannot help (and nats-py would hang: see below)
+            log.warning("nats error", error=str(exc), error_type=type(exc).__name__)
+
+        async def on_disconnected() -> None:
+            if holder and not holder[0].closing:
+                log.warning("nats disconnected")
+
+        async def on_reconnected() -> None:
+            log.info("nats reconnected")
+            if holder:
+                for hook in list(holder[0]._reconnect_hooks):
+                    hook()
+
+        options = connect_options(settings)  # credentials, TLS, inbox prefix
+        stop_on_tls = asyncio.ensure_future(tls_failed.wait())
+        connecting: asyncio.Future[NatsClient] | None = None
+        try:
+            connecting = asyncio.ensure_future(
+                nats.connect(
+                    **options,
+                    servers=settings.servers,
+                    name=name,
+                    connect_timeout=settings.connect_timeout_s,
+                    # Bounded for the first connection: nats-py applies -1 to it too,
+                    # and a command would wait for ever on a wrong URL.
+                    max_reconnect_attempts=_FIRST_CONNECT_ATTEMPTS,
+                    reconnect_time_wait=0.5,
+                    drain_timeout=5,
+                    allow_reconnect=True,
+                    closed_cb=on_closed,
+                    error_cb=on_error,
+                    disconnected_cb=on_disconnected,
+                    reconnected_cb=on_reconnected,
+                )
+            )
+            await asyncio.wait({connecting, stop_on_tls}, return_when=asyncio.FIRST_COMPLETED)
+            if not connecting.done():
+                # After a failed TLS handshake nats-py waits for ever for the plain
+                # stream start_tls took over to close: give up on it (finally).
+                raise TransportError(f"cannot connect to NATS at {settings.nats_url}: {errors[-1]}")
+            nc = connecting.result()
+        except (OSError, nats.errors.Error) as exc:
+            why = f"{exc} ({'; '.join(dict.fromkeys(errors))})" if errors else str(exc)
+            raise TransportError(f"cannot connect to NATS at {settings.nats_url}: {why}") from exc
+        finally:
+            stop_on_tls.cancel()
+            if connecting is not None and not connecting.done():
+                connecting.cancel()
+        nc.options["max_reconnect_attempts"] = -1  # once up, reconnect for ever
+        bus = cls(nc=nc, settings=settings, seal=seal)
+        holder.append(bus)
+        return bus
+
+    async def close(self) -> None:
+        """Drain and close the connection (idempotent)."""
+        if self.nc.is_closed:
+            return
+        self.closing = True
+        try:
+            await self.nc.drain()
+        except (TimeoutError, nats.errors.Error):
+            await self.nc.close()
+
+    @property
+    def max_payload(self) -> int:
+        """The server's max_payload for this connection."""
+        return int(self.nc.max_payload)
+
+    # Topology -----------------------------------------------------------
+    async def _created(self, what: str, probe: Callable[[], Awaitable[T]]) -> T:
+        """``probe()`` once ``what`` exists, for a process that may not create it
+        (``manage_topology`` off): waits up to ``topology_wait_s`` for the
+        coordinator. Raises NotFoundError after that, TransportError when the
+        lookup itself fails (refused by permissions: no answer)."""
+        deadline = time.monotonic() + self.settings.topology_wait_s
+        pause, told = 0.05, False
+        while True:
+            try:
+                return await probe()
+            except nats.js.errors.NotFoundError:
+                pass
+            except nats.errors.Error as exc:
+                raise _ours(exc, f"look up {what} (do the credentials allow it?)") from exc
+            if time.monotonic() >= deadline:
+                raise NotFoundError(
+                    f"{what} does not exist: a coordinator of prefix {self.names.prefix!r} "
+                    "creates it; start one (or check AGENTICFLOW_PREFIX)"
+                )
+            if not told:
+                log.info("waiting for the coordinator to create the topology", missing=what)
+                told = True
+            await asyncio.sleep(pause)  # polling the server: nothing announces a new stream
+            pause = min(pause * 2, 1.0)
+
+    async def _stream_exists(self, stream: str, subject: str) -> None:
+        """Raise nats' NotFoundError unless ``stream`` (which stores ``subject``)
+        exists. Asked by name (``STREAM.NAMES``), not ``STREAM.INFO``: permissions
+        cannot filter a request's body, and an info request with a subjects
+        filter lists every stored subject (the events stream's workflow ids)."""
+        reply = await self.nc.request(
+            "$JS.API.STREAM.NAMES", json.dumps({"subject": subject}).encode(), timeout=_ATTEMPT_S
+        )
+        if stream not in (json.loads(reply.data).get("streams") or ()):
+            raise nats.js.errors.NotFoundError
+
+    def _work_queue(self, name: str, subjects: str, **more: Any) -> StreamConfig:
+        """A task stream: WorkQueue retention, new messages refused when full."""
+        return StreamConfig(
+            name=name,
+            subjects=[subjects],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            num_replicas=self.settings.replicas,
+            duplicate_window=self.settings.dedupe_window_s,
+            discard=DiscardPolicy.NEW,
+            max_msgs=1_000_000,
+            **more,
+        )
+
+    async def ensure_topology(self) -> None:
+        """Create streams and KV buckets if missing (idempotent). Without
+        ``manage_topology``, wait until the task and event streams exist."""
+        s, n = self.settings, self.names
+        if not s.manage_topology:
+            for stream, subject in (
+                (n.tasks_stream, n.task_subjects),
+                (n.events_stream, n.event_subjects),
+            ):
+                exists = functools.partial(self._stream_exists, stream, subject)
+                await self._created(f"stream {stream}", exists)
+            return
+        await self._ensure_stream(self._work_queue(n.tasks_stream, n.task_subjects))
+        await self._ensure_events_stream()
+        # A direct message whose worker died unclaimed is purged when its claim
+        # expires (the coordinator); max_age bounds any the purge missed.
+        await self._ensure_stream(
+            self._work_queue(n.direct_stream, n.direct_subjects, max_age=DIRECT_MAX_AGE_S)
+        )
+        await self._ensure_stream(
+            StreamConfig(
+                name=n.advisories_stream,
+                subjects=[n.max_deliveries_subject],
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                num_replicas=s.replicas,
+                max_age=s.events_max_age_s,
+            )
+        )
+        # Append-only as far as the server enforces it: deny_delete and deny_purge
+        # cannot be turned off again by a stream update (see agenticflow.shared.security.audit); the
+        # limits are the documented retention.
+        audit = functools.partial(
+            StreamConfig,
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=s.replicas,
+            discard=DiscardPolicy.OLD,
+            max_msg_size=s.audit_max_msg_size,
+            allow_direct=True,  # a node reads its own chain's head: one subject, no more
+            deny_delete=True,
+            deny_purge=True,
+        )
+        await self._ensure_audit_stream(
+            audit(
+                name=n.audit_stream,
+                subjects=[n.audit_subjects],
+                duplicate_window=s.dedupe_window_s,
+                max_age=s.audit_max_age_s,
+                max_msgs=s.audit_max_msgs,
+                max_bytes=s.audit_max_bytes,
+            )
+        )
+        await self._ensure_audit_stream(
+            audit(
+                name=n.anchor_stream,
+                subjects=[n.anchor_subjects],
+                max_msgs_per_subject=ANCHORS_KEPT,
+                max_msgs=ANCHORS_MAX_MSGS,
+            )
+        )
+        await self.kv(n.workflows_bucket, history=1)
+        await self.kv(n.agents_bucket, history=1, ttl=float(s.agent_ttl_s))
+        await self.kv(n.control_bucket, history=1)
+        for bucket in (n.breakers_bucket, n.ratelimits_bucket):
+            await self.kv(bucket, history=1)
+        await self.kv(n.tool_results_bucket, history=1, ttl=s.tool_results_ttl_s)
+
+    async def _ensure_audit_stream(self, config: StreamConfig) -> None:
+        """Create an audit stream if missing. One that exists with another
+        configuration is updated only by credentials that may (an admin's: a
+        coordinator's may not loosen the audit's limits); otherwise the
+        difference is logged and the stream left as it is."""
+
+        async def create() -> bool:
+            try:
+                await self.js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                return False  # exists with another configuration
+            return True
+
+        if await self.call(create, what=f"create stream {config.name}"):
+            return
+        try:
+            await self.js.update_stream(config)
+        except nats.errors.Error as exc:  # refused by permissions: no answer
+            log.error(
+                "the audit stream's configuration differs from the settings, and these "
+                "credentials may not update it: start a coordinator once with the admin's",
+                stream=config.name,
+                error=str(exc) or type(exc).__name__,
+            )
+
+    async def _ensure_events_stream(self) -> None:
+        s, n = self.settings, self.names
+        source, destination = n.event_transform(s.partitions)
+        config = StreamConfig(
+            name=n.events_stream,
+            subjects=[n.event_subjects],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=s.replicas,
+            duplicate_window=min(s.dedupe_window_s, s.events_max_age_s),
+            max_age=s.events_max_age_s,
+            max_bytes=s.events_max_bytes,
+            compression=StoreCompression.S2,
+            subject_transform=SubjectTransform(src=source, dest=destination),
+        )
+        existing = await self.event_partitions()
+        if existing is not None and existing != s.partitions:
+            # The partition count is fixed once events are stored: every stored
+            # subject carries its partition, and every coordinator must agree
+            # (a coordinator configured otherwise says so; see agenticflow.coordinator.partitions).
+            config.subject_transform = SubjectTransform(
+                src=source, dest=n.event_transform(existing)[1]
+            )
+        await self._ensure_stream(config)
+
+    async def event_partitions(self) -> int | None:
+        """The events stream's partition count (None: no stream yet, or one
+        created before partitions, whose subjects carry none)."""
+        try:
+            info = await self.js.stream_info(self.names.events_stream)
+        except nats.js.errors.NotFoundError:
+            return None
+        except nats.errors.Error as exc:
+            raise _ours(exc, f"read stream {self.names.events_stream}") from exc
+        transform = info.config.subject_transform
+        return partitions_of_transform(transform.dest or "") if transform else None
+
+    async def _ensure_stream(self, config: StreamConfig) -> None:
+        async def create() -> None:
+            try:
+                await self.js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                # Exists with another config (e.g. limits changed): update in place.
+                await self.js.update_stream(config)
+
+        # Retried while the cluster is busy (a replicated stream on a loaded or
+        # just-formed cluster can miss one request's timeout); creating it again is
+        # a no-op.
+        await self.call(create, what=f"create stream {config.name}")
+
+    async def kv(self, bucket: str, *, history: int = 1, ttl: float | None = None) -> KeyValue:
+        """The KV bucket, created if missing."""
+        if bucket in self._kv:
+            return self._kv[bucket]
+        try:
+            store = await self.js.key_value(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            if not self.settings.manage_topology:
+                store = await self._created(
+                    f"KV bucket {bucket}", functools.partial(self.js.key_value, bucket)
+                )
+                self._kv[bucket] = store
+                return store
+            store = await self._call(
+                self.js.create_key_value(
+                    KeyValueConfig(
+                        bucket=bucket,
+                        history=history,
+                        ttl=ttl,
+                        storage=StorageType.FILE,
+                        replicas=self.settings.replicas,
+                    )
+                )
+            )
+        except nats.errors.Error as exc:  # e.g. refused by permissions: no answer
+            raise _ours(exc, f"open KV bucket {bucket}") from exc
+        self._kv[bucket] = store
+        return store
+
+    async def ensure_task_consumer(self, capability: str) -> str:
+        """Create the capability's shared durable pull consumer; returns its name."""
+        name = self.names.task_consumer(capability)
+        if name in self._consumers:
+            return name
+        s = self.settings
+        config = ConsumerConfig(
+            # With a name, the create request's subject carries the name and the
+            # filter, so a worker's permissions can allow exactly its consumers.
+            name=name,
+            durable_name=name,
+            filter_subject=self.names.task_subject(capability),
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=s.task_ack_wait_s,
+            max_deliver=s.task_max_deliver,
+            max_ack_pending=s.task_max_ack_pending,
+            max_waiting=512,
+        )
+        await self.ensure_consumer(self.names.tasks_stream, config)
+        self._consumers.add(name)
+        return name
+
+    async def open_direct(
+        self, queue: str, node: str, *, deliver_subject: str, max_ack_pending: int
+    ) -> str:
+        """Create worker ``node``'s consumer of its direct tasks of ``queue``, pushing
+        to ``deliver_subject`` (subscribe to it first); returns its name.
+
+        It is ephemeral: the server deletes it once nobody has listened on
+        ``deliver_subject`` for :data:`DIRECT_INACTIVE_S` (the worker stopped or
+        died). Raises TransportError."""
+        s, name = self.settings, self.names.direct_consumer(queue, node)
+        config = ConsumerConfig(
+            name=name,
+            deliver_subject=deliver_subject,
+            filter_subject=self.names.direct_subject(queue, node),
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=s.task_ack_wait_s,
+            max_deliver=s.task_max_deliver,
+            max_ack_pending=max_ack_pending,
+            inactive_threshold=DIRECT_INACTIVE_S,
+        )
+        try:
+            await self.js.add_consumer(self.names.direct_stream, config)
+        except nats.errors.Error as exc:
+            raise _ours(exc, f"create consumer {name}") from exc
+        return name
+
+    async def purge_subject(self, stream: str, subject: str) -> None:
+        """Remove every message of ``subject`` from ``stream``; raises TransportError."""
+        await self._call(self.js.purge_stream(stream, subject=subject))
+
+    async def delete_consumer(self, stream: str, name: str) -> None:
+        """Delete a durable consumer (no error if it is already gone)."""
+        self._consumers.discard(name)
+        await self._delete(self.js.delete_consumer(stream, name), what=f"consumer {name}")
+
+    async def ensure_consumer(self, stream: str, config: ConsumerConfig) -> None:
+        """Create a durable consumer unless it exists (an existing one is kept as
+        is, e.g. with the settings of an earlier version)."""
+        name = config.durable_name or ""
+        try:
+            await self.js.add_consumer(stream, config)
+        except nats.js.errors.BadRequestError:
+            pass  # exists with a different config: keep serving it
+        except nats.errors.Error as exc:
+            raise TransportError(f"cannot create consumer {name}: {exc}") from exc
+
+    # Publishing ---------------------------------------------------------
+    async def publish_event(self, event: Event) -> tuple[int, bool]:
+        """Store an event; returns ``(stream_seq, duplicate)``."""
+        subject, headers, body = self.encode_event(event)
+        return await self.publish_raw(subject, body, headers)
+
+    async def publish_task(self, task: TaskMessage) -> tuple[int, bool]:
+        """Store a task message on its capability's queue."""
+        subject, headers, body = self.encode_task(task)
+        return await self.publish_raw(subject, body, headers)
+
+    def encode_event(self, event: Event) -> Outgoing:
+        """An event as a message, sealed; raises PayloadTooLargeError."""
+        return encode_event(event, self.names, max_payload=self.max_payload, seal=self._sealing)
+
+    def encode_task(self, task: TaskMessage) -> Outgoing:
+        """A task as a message, sealed; raises PayloadTooLargeError."""
+        return encode_task(task, self.names, max_payload=self.max_payload, seal=self._sealing)
+
+    def decode_event(self, msg: Msg, *, seq: int | None = None) -> Event:
+        """An event read from JetStream or a core subscription, verified and
+        decrypted; raises MalformedMessageError (ForgedMessageError... for a
+        message the seal refuses).
+
+        With keys, a JetStream message's signing time is checked against the
+        server's time of storing it. A core message (an intervention, an
+        auction call) has no stored time: it is checked against the time it
+        arrived, and a copy of one this subscription already took is refused
+        (ReplayedMessageError), so a captured message re-sent within the
+        window is not applied twice either."""
+        if self._sealing is None:
+            return decode_event(msg.subject, msg.headers, msg.data, self.names, seq=seq)
+        stored = stored_ns(msg)
+        event = decode_event(
+            msg.subject,
+            msg.headers,
+            msg.data,
+            self.names,
+            seq=seq,
+            seal=self._sealing,
+            stored_ns=stored if stored is not None else time.time_ns(),
+        )
+        if stored is None:
+            self._first_delivery(msg, event.id)
+        return event
+
+    def _first_delivery(self, msg: Msg, event_id: str) -> None:
+        """Refuse a core message this subscription has taken already."""
+        key = (msg.sid, event_id)
+        if key in self._core_seen:
+            raise ReplayedMessageError(
+                f"message {event_id!r} on {msg.subject} was received already: a replay"
+            )
+        self._core_seen[key] = None
+        if len(self._core_seen) > _CORE_SEEN:
+            self._core_seen.popitem(last=False)
+
+    def decode_task(self, msg: Msg) -> TaskMessage:
+        """A task message pulled from its queue, verified and decrypted."""
+        return decode_task(
+            msg.subject,
+            msg.headers,
+            msg.data,
+            seal=self._sealing,
+            stored_ns=stored_ns(msg) if self._sealing else None,
+        )
+
+    async def publish_raw(
+        self, subject: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> tuple[int, bool]:
+        """Publish to JetStream, retrying transient failures with the same Msg-Id."""
+        check_size(headers or {}, body, self.max_payload)
+
+        async def once() -> tuple[int, bool]:
+            # Short attempts: a request on a connection that died is never failed by
+            # nats-py, it just times out; the retry (same Msg-Id) goes out on the new one.
+            ack = await self.js.publish(subject, body, headers=headers, timeout=_ATTEMPT_S)
+            return ack.seq, bool(ack.duplicate)
+
+        try:
+            return await once()  # the common case, without building a retry loop
+        except _TRANSIENT:
+            pass
+        except nats.errors.Error as exc:
+            raise _ours(exc, f"publish to {subject}") from exc
+        return await self.call(once, what=f"publish to {subject}")
+
+    async def publish_many(self, messages: Sequence[Outgoing]) -> list[tuple[int, bool]]:
+        """Publish ``(subject, headers, body)`` messages pipelined; returns their
+        ``(stream_seq, duplicate)`` in order once every one is stored.
+
+        All go out, in order, before any acknowledgement is awaited (nats-py
+        bounds the acks in flight); a message whose acknowledgement fails or
+        does not come within one attempt's time is published again, with the
+        same Msg-Id, by :meth:`publish_raw`, which retries transient failures.
+        Raises PayloadTooLargeError before sending anything if one is too big.
+        """
+        for _, headers, body in messages:
+            check_size(headers, body, self.max_payload)
+        futures = [await self._send(message) for message in messages]
+        pending = [f for f in futures if f is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=_ATTEMPT_S)
+        results: list[tuple[int, bool] | None] = []
+        retries: dict[int, Awaitable[tuple[int, bool]]] = {}
+        for i, future in enumerate(futures):
+            ack = _acked(future)
+            results.append(ack)
+            if ack is None:
+                subject, headers, body = messages[i]
+                retries[i] = self.publish_raw(subject, body, headers)
+        if retries:
+            for i, outcome in zip(retries, await asyncio.gather(*retries.values()), strict=True):
+                results[i] = outcome
+        return [r for r in results if r is not None]
+
+    async def send_event(self, event: Event) -> Coroutine[Any, Any, tuple[int, bool]]:
+        """Put an event on the wire now, so events sent one after another are
+        stored in that order; returns a coroutine to await (or ``close()``)
+        that ends when the event is stored, retrying like :meth:`publish_raw`
+        (a retried event may then be stored after events sent later)."""
+        message = self.encode_event(event)
+        return self._stored(await self._send(message), message)
+
+    async def _send(self, message: Outgoing) -> asyncio.Future[Any] | None:
+        subject, headers, body = message
+        try:
+            return await self.js.publish_async(subject, body, headers=headers)
+        except nats.errors.Error:
+            return None  # the retrying path publishes it
+
+    async def _stored(
+        self, future: asyncio.Future[Any] | None, message: Outgoing
+    ) -> tuple[int, bool]:
+        if future is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait({future}, timeout=_ATTEMPT_S)
+        ack = _acked(future)
+        if ack is not None:
+            return ack
+        subject, headers, body = message
+        return await self.publish_raw(subject, body, headers)
+
+    async def call(self, fn: Callable[[], Awaitable[T]], *, what: str) -> T:
+        """Run a JetStream request, retrying transient failures for up to 30 s with
+        bounded exponential backoff; nats-py errors come out as ours."""
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(_TRANSIENT),
+                wait=wait_exponential(multiplier=0.1, max=2),
+                stop=stop_after_delay(30),
+                reraise=True,
+            ):
+                with attempt:
+                    return await fn()
+        except nats.errors.Error as exc:
+            raise _ours(exc, what) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def read_stored(
+        self,
+        stream: str,
+        subject: str,
+        *,
+        start_seq: int = 1,
+        start_time: datetime | None = None,
+        limit: int | None = None,
+        drain: bool = False,
+    ) -> list[Msg]:
+        """Every stored message on ``subject`` from ``start_seq`` (or from
+        ``start_time``) on, in stream order, at most ``limit`` (an ephemeral
+        consumer, deleted afterwards). With ``drain``, also what was stored
+        while reading (until the consumer has nothing pending): a KV value
+        re-written during the read then comes twice, and none is missed."""
+        policy = DeliverPolicy.ALL
+        if start_time is not None:
+            policy = DeliverPolicy.BY_START_TIME
+        elif start_seq > 1:
+            policy = DeliverPolicy.BY_START_SEQUENCE
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=policy,
+            opt_start_seq=start_seq if policy == DeliverPolicy.BY_START_SEQUENCE else None,
+            opt_start_time=start_time.astimezone(UTC) if start_time else None,
+            inactive_threshold=5,
+            mem_storage=True,
+        )
+        sub: Any = await self.call(
+            lambda: self.js.pull_subscribe(subject, stream=stream, config=config),
+            what=f"read {subject}",
+        )
+        try:
+            info: Any = await self.call(sub.consumer_info, what=f"read {subject}")
+            total = int(info.num_pending or 0)
+            total = min(total, limit) if limit is not None else total
+            out: list[Msg] = []
+            while True:
+                while len(out) < total:
+                    try:
+                        out.extend(await sub.fetch(min(500, total - len(out)), timeout=5))
+                    except FetchTimeout:
+                        break
+                if not drain or (limit is not None and len(out) >= limit):
+                    return out
+                info = await self.call(sub.consumer_info, what=f"read {subject}")
+                more = int(info.num_pending or 0)
+                if more == 0 or len(out) < total:
+                    return out
+                total = len(out) + more if limit is None else min(len(out) + more, limit)
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+
+    async def api(self, subject: str, request: Any = None) -> dict[str, Any]:
+        """A JetStream API request (``$JS.API.<subject>``), its JSON answer;
+        raises NotFoundError for a missing stream, TransportError for any other
+        error. For what nats-py does not expose (paging, deleted details...)."""
+
+        async def ask() -> Any:
+            body = json.dumps(request).encode() if request is not None else b""
+            reply = await self.nc.request(f"$JS.API.{subject}", body, timeout=_ATTEMPT_S)
+            return json.loads(reply.data)
+
+        answer: dict[str, Any] = await self.call(ask, what=subject)
+        error = answer.get("error")
+        if error:
+            if error.get("err_code") == _STREAM_NOT_FOUND:
+                raise NotFoundError(
+                    f"{subject}: stream not found; is {self.names.prefix!r} the prefix of a "
+                    "deployment that has run (AGENTICFLOW_PREFIX / --prefix)?"
+                )
+            raise TransportError(f"{subject}: {error.get('description', error)}")
+        return answer
+
+    async def kv_entries(
+        self, bucket: str, *, limit: int | None = None
+    ) -> list[tuple[str, bytes, int | None]]:
+        """``(key, value, stored ns)`` of every key of a KV bucket kept with
+        history 1 (deleted keys left out), read through one consumer rather than
+        one request per key."""
+        prefix = f"$KV.{bucket}."
+        msgs = await self.read_stored(f"KV_{bucket}", f"{prefix}>", limit=limit, drain=True)
+        # A key written again during the read is delivered twice (its old value
+        # first): the later one wins; a deletion marker drops the key.
+        latest: dict[str, tuple[str, bytes, int | None]] = {}
+        for msg in msgs:
+            key = msg.subject.removeprefix(prefix)
+            latest.pop(key, None)
+            if msg.data and (msg.headers or {}).get("KV-Operation") not in ("DEL", "PURGE"):
+                latest[key] = (key, msg.data, stored_ns(msg))
+        return list(latest.values())
+
+    async def consumer_infos(self, stream: str) -> list[dict[str, Any]]:
+        """Every consumer of ``stream``, as the API describes it (all pages)."""
+        out: list[dict[str, Any]] = []
+        while True:
+            page = await self.api(f"CONSUMER.LIST.{stream}", {"offset": len(out)})
+            items = page.get("consumers") or []
+            out.extend(items)
+            if not items or len(out) >= int(page.get("total") or 0):
+                return out
+
+    async def stream_holes(self, stream: str) -> tuple[int, list[int]]:
+        """``(first_seq, deleted)``: where the stream starts now (older messages
+        expired or were purged) and the sequences deleted after that."""
+        info = await self.api(f"STREAM.INFO.{stream}", {"deleted_details": True})
+        state = info.get("state", {})
+        return int(state.get("first_seq", 0)), sorted(int(s) for s in state.get("deleted") or ())
+
+    async def last_stored(
+        self, stream: str, subject: str
+    ) -> tuple[int, str, dict[str, str], bytes] | None:
+        """``(seq, subject, headers, body)`` of the last message stored on
+        ``subject``, or None. Raises NotFoundError (no such stream), TransportError."""
+        msg = await self._last_msg(stream, subject)
+        if msg is None:
+            return None
+        headers = {k: v for k, v in (msg.headers or {}).items() if isinstance(v, str)}
+        return int(msg.seq or 0), str(msg.subject or subject), headers, bytes(msg.data or b"")
+
+    async def _last_msg(self, stream: str, subject: str, *, direct: bool = True) -> Any:
+        """The last message stored on ``subject`` (a direct get, which a
+        permission can pin to the subject; a request to the stream's leader for
+        a stream that allows none, or with ``direct=False`` when the stream is
+        known to allow none: no wasted round trip), or None. Raises
+        NotFoundError (no such stream), TransportError."""
+
+        async def get() -> Any:
+            try:
+                if not direct:
+                    return await self.js.get_msg(stream, subject=subject)
+                try:
+                    return await self.js.get_msg(stream, subject=subject, direct=True)
+                except nats.errors.NoRespondersError:  # a stream without allow_direct
+                    return await self.js.get_msg(stream, subject=subject)
+            except nats.js.errors.NotFoundError as exc:
+                if exc.err_code == _STREAM_NOT_FOUND:
+                    raise NotFoundError(f"stream {stream} does not exist") from exc
+                return None
+
+        return await self.call(get, what=f"read the last message on {subject}")
+
+    async def get_stored(self, stream: str, seq: int) -> tuple[str, dict[str, str]] | None:
+        """``(subject, headers)`` of a stored message, or None if it is gone."""
+        try:
+            stored = await self.js.get_msg(stream, seq)
+        except nats.js.errors.NotFoundError:
+            return None
+        except nats.errors.Error as exc:
+            raise TransportError(f"cannot read {stream} #{seq}: {exc}") from exc
+        return stored.subject or "", dict(stored.headers or {})
+
+    async def delete_stored(self, stream: str, seq: int) -> None:
+        """Delete a stored message (no error if it is already gone)."""
+        await self._delete(self.js.delete_msg(stream, seq), what=f"{stream} #{seq}")
+
+    @staticmethod
+    async def _delete(deletion: Awaitable[Any], *, what: str) -> None:
+        try:
+            await deletion
+        except nats.js.errors.NotFoundError:
+            return
+        except nats.errors.Error as exc:
+            raise TransportError(f"cannot delete {what}: {exc}") from exc
+
+    async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes:
+        """A core request's answer; raises TimeoutError when nobody answers in
+        time (no responders included), TransportError for the rest."""
+        try:
+            reply = await self.nc.request(subject, data, timeout=timeout)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            raise TimeoutError(f"no answer on {subject} within {timeout:g}s") from None
+        except nats.errors.Error as exc:
+            raise _ours(exc, f"request on {subject}") from exc
+        return bytes(reply.data)
+
+    async def serve(
+        self,
+        subject: str,
+        answer: Callable[[bytes], Awaitable[bytes]],
+        *,
+        queue: str = "",
+    ) -> Callable[[], Awaitable[None]]:
+        """Answer core requests on ``subject`` with ``answer(request body)`` (one
+        member of ``queue`` each); returns what stops it."""
+
+        async def on_request(msg: Msg) -> None:
+            try:
+                reply = await answer(msg.data)
+            except Exception:
+                log.exception("request handler failed", subject=subject)
+                return
+            with contextlib.suppress(nats.errors.Error):
+                await msg.respond(reply)
+
+        sub = await self._call(self.nc.subscribe(subject, queue=queue, cb=on_request))
+        return sub.unsubscribe
+
+    # KV helpers ---------------------------------------------------------
+    async def kv_read(self, store: KeyValue, key: str) -> StoredValue | None:
+        """The key's current value, revision and the server's time of storing it
+        (what :meth:`Seal.open_record` checks a record's signing time against);
+        None when the key is absent or deleted."""
+        subject = f"{store._pre}{key}"  # nats-py keeps the stream and prefix private
+        msg = await self._last_msg(store._stream, subject, direct=store._direct)
+        if msg is None or msg.subject != subject:
+            return None
+        if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
+            return None
+        stored = int(msg.time.timestamp() * 1e9) if msg.time is not None else None
+        return StoredValue(msg.data or b"", int(msg.seq or 0), stored)
+
+    async def kv_put_cas(self, store: KeyValue, key: str, value: bytes, revision: int) -> int:
+        """Create (revision 0) or update by revision; raises StateConflictError."""
+        try:
+            if revision == 0:
+                return int(await store.create(key, value))
+            return int(await store.update(key, value, last=revision))
+        except KVConflict as exc:
+            raise StateConflictError(f"{key} was changed by another writer") from exc
+        except nats.errors.Error as exc:
+            raise TransportError(f"cannot write {key}: {exc}") from exc
+
+    async def _call(self, awaitable: Awaitable[T]) -> T:
+        try:
+            return await awaitable
+        except nats.errors.Error as exc:
+            raise TransportError(str(exc) or type(exc).__name__) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class StoredValue:
+    """A KV entry's current value (see :meth:`Bus.kv_read`)."""
+
+    value: bytes
+    revision: int
+    stored_ns: int | None
+    """When the server stored it (ns since the epoch), if it said."""
+
+
+def watched_ns(entry: Any) -> int | None:
+    """When the server stored a KV entry delivered by a watch (ns since the
+    epoch), if it says (nats-py's ``KeyValue.Entry.created``)."""
+    created = getattr(entry, "created", None)
+    return int(created.timestamp() * 1e9) if isinstance(created, datetime) else None
+
+
+def stored_ns(msg: Msg) -> int | None:
+    """When JetStream stored a message it delivers (ns since the epoch), or None."""
+    try:
+        return int(msg.metadata.timestamp.timestamp() * 1e9)
+    except (nats.errors.Error, AttributeError, TypeError, ValueError):
+        return None
+
+
+@asynccontextmanager
+async def connected(settings: Settings, *, name: str, role: str = "client") -> AsyncIterator[Bus]:
+    """``async with connected(settings, name=...) as bus``: connect, then drain on exit."""
+    bus = await Bus.connect(settings, name=name, role=role)
+    try:
+        yield bus
+    finally:
+        await bus.close()
+
+
+__all__ = [
+    "Bus",
+    "FetchTimeout",
+    "KVConflict",
+    "KVNotFound",
+    "StoredValue",
+    "connected",
+    "stored_ns",
+    "watched_ns",
+]

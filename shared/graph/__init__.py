@@ -1,0 +1,1 @@
+"""Workflow definitions: the task graph, its checks and child workflows."""

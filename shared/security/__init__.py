@@ -1,0 +1,1 @@
+"""Security: keys and seals, process identities, credentials, RBAC and the audit trail."""

@@ -1,0 +1,1 @@
+"""The wire contract: events, their codec and schemas, subjects, ids, vector clocks."""
