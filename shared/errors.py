@@ -8,6 +8,7 @@ each class carries a stable ``code`` used in logs and in events. Foreign errors
 
     AgenticFlowError
     ├── ConfigError
+    │   └── ClusterRunningError          `cluster up` finds one running in that directory
     ├── WorkflowDefinitionError          a workflow file or definition is invalid
     │   └── WorkflowGraphError           cycle, unknown dependency, duplicate id
     ├── MessageError                     a message on the bus cannot be accepted
@@ -56,6 +57,12 @@ class ConfigError(AgenticFlowError):
     """Settings or command-line options are invalid."""
 
     code = "config_error"
+
+
+class ClusterRunningError(ConfigError):
+    """A cluster is already running in that state directory."""
+
+    code = "cluster_running"
 
 
 class WorkflowDefinitionError(AgenticFlowError):

@@ -84,7 +84,12 @@ from agenticflow.cluster.nats_cluster import NatsCluster, NodeSecurity
 from agenticflow.cluster.procs import child_preexec
 from agenticflow.shared.bus.registry import open_update
 from agenticflow.shared.bus.transport import Bus, FetchTimeout
-from agenticflow.shared.errors import AgenticFlowError, ConfigError, TransportError
+from agenticflow.shared.errors import (
+    AgenticFlowError,
+    ClusterRunningError,
+    ConfigError,
+    TransportError,
+)
 from agenticflow.shared.ops.config import Settings
 from agenticflow.shared.ops.health import cluster_health
 from agenticflow.shared.security.seal import TRUST_FILE, init_keys
@@ -105,12 +110,6 @@ _HISTORY = 50
 """Scaling decisions kept in the state file."""
 _EXITED_KEPT = 50
 """Exited workers kept in the state file (an autoscaled cluster starts many)."""
-
-
-class ClusterRunningError(ConfigError):
-    """A cluster is already running in that state directory."""
-
-    code = "cluster_running"
 
 
 # The autoscaler's decision (pure) -------------------------------------------
