@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         AgenticFlowError,
         ApprovalRejectedError,
         ApprovalTimeoutError,
+        CircuitOpenError,
         ConfigError,
         ConnectionLostError,
         IllegalTransitionError,
@@ -78,7 +79,6 @@ if TYPE_CHECKING:
     from agenticflow.shared.resilience import (
         BreakerState,
         CircuitBreaker,
-        CircuitOpenError,
         retry_async,
         retry_policy,
     )
@@ -124,7 +124,7 @@ _EXPORTS: dict[str, str] = {
     "Bus": "agenticflow.shared.bus.transport",
     "Catalog": "agenticflow.coordinator.supervisor",
     "CircuitBreaker": "agenticflow.shared.resilience",
-    "CircuitOpenError": "agenticflow.shared.resilience",
+    "CircuitOpenError": "agenticflow.shared.errors",
     "Client": "agenticflow.coordinator.client",
     "ConfigError": "agenticflow.shared.errors",
     "ConnectionLostError": "agenticflow.shared.errors",

@@ -7,26 +7,36 @@ each class carries a stable ``code`` used in logs and in events. Foreign errors
 ::
 
     AgenticFlowError
-    ├── ConfigError
-    │   └── ClusterRunningError          `cluster up` finds one running in that directory
+    ├── ConfigError                      settings or command-line options are invalid
+    │   └── ClusterRunningError          `cluster up` finds a cluster running in that directory
     ├── WorkflowDefinitionError          a workflow file or definition is invalid
     │   └── WorkflowGraphError           cycle, unknown dependency, duplicate id
     ├── MessageError                     a message on the bus cannot be accepted
     │   ├── MalformedMessageError        undecodable body or header, wrong schema
-    │   │   └── UnknownSchemaVersionError  a payload version this node cannot read
+    │   │   ├── UnknownSchemaVersionError  a payload version this node cannot read
+    │   │   ├── ForgedMessageError       unsigned, wrongly signed or by a role that may not send it
+    │   │   │   └── ReplayedMessageError   signed long before it was stored: a replay
+    │   │   └── UndecryptableMessageError  unknown data key, altered ciphertext
     │   └── PayloadTooLargeError         headers + body exceed the server's limit
+    ├── PermissionDeniedError            RBAC: the principal's roles do not grant it
     ├── TransportError                   the bus failed (wraps nats.errors)
     │   ├── ConnectionLostError
     │   ├── PublishTimeoutError          (also a TimeoutError)
     │   └── StateConflictError           a KV compare-and-set lost the race
     ├── NotFoundError                    no such workflow, app or attribute
+    ├── CircuitOpenError                 a circuit breaker refused the call; retryable
+    ├── InterventionRefusedError         the coordinator refused an intervention (``code`` says why)
+    ├── IllegalTransitionError           a move the agent state machine forbids
     ├── PlanningError                    a query cannot be turned into a workflow
     │   ├── InvalidPlanError             a planner's plan fails validation (after one repair)
     │   ├── PlannerUnavailableError      the LLM endpoint is down, slow or refuses
     │   └── UnservedCapabilityError      no live agent serves a planned task's capability
     └── TaskError                        raised by handlers; decides retries
         ├── NonRetryableError            never retried
-        │   └── ReplayDivergedError      a re-execution made a call the recording lacks
+        │   ├── ReplayDivergedError      a re-execution made a call the recording lacks
+        │   ├── TaskCancelledError       the workflow was aborted while the handler ran
+        │   ├── ApprovalRejectedError    a person (or the gate's policy) rejected it
+        │   └── ApprovalTimeoutError     nobody decided in time (``on_timeout: fail``)
         ├── RecordedEffectError          a side effect's recorded failure, served again
         ├── TaskTimeoutError             (also a TimeoutError); retryable
         └── ToolError                    a call through an agent's tool registry failed
@@ -39,12 +49,20 @@ each class carries a stable ``code`` used in logs and in events. Foreign errors
             └── SandboxError             the sandboxed process failed or was killed
                 └── SandboxIsolationError  not run: the kernel cannot isolate it (non-retryable)
 
+The tool errors marked non-retryable also subclass :class:`NonRetryableError`.
+
 A handler may raise any exception: it becomes a retryable failure unless it is a
 :class:`NonRetryableError` or its class name is listed in the task's retry
 policy as non-retryable. Retry decisions go by class, never by message text.
+:func:`error_info` is how any exception travels on the bus.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agenticflow.shared.wire.events import ErrorInfo
 
 
 class AgenticFlowError(Exception):
@@ -154,6 +172,18 @@ class StateConflictError(TransportError):
     """A compare-and-set on a KV entry lost to another writer."""
 
     code = "state_conflict"
+
+
+class CircuitOpenError(AgenticFlowError):
+    """A circuit breaker refused a call; try again after ``retry_after_s`` seconds."""
+
+    code = "circuit_open"
+    retryable = True
+
+    def __init__(self, name: str, *, retry_after_s: float) -> None:
+        super().__init__(f"circuit {name!r} is open; retry after {retry_after_s:.3f}s")
+        self.name = name
+        self.retry_after_s = retry_after_s
 
 
 class NotFoundError(AgenticFlowError):
@@ -360,10 +390,35 @@ class SandboxIsolationError(SandboxError, NonRetryableError):
         self.missing: list[str] = list(missing or [])
 
 
+MAX_ERROR_MESSAGE = 8 * 1024
+"""Characters of an exception's message that travel on the bus (the rest is cut):
+the coordinator repeats it in the workflow's failure, which must fit a message."""
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    """How an exception travels on the bus; retryability by class."""
+    # Imported here: the wire models import this module (for their own errors).
+    from agenticflow.shared.wire.events import ErrorInfo
+
+    if isinstance(exc, TaskError):
+        code, retryable = exc.code, exc.retryable
+    elif isinstance(exc, AgenticFlowError):
+        code = exc.code
+        retryable = not isinstance(exc, MalformedMessageError | PayloadTooLargeError)
+    else:
+        code, retryable = "exception", True
+    message = str(exc) or repr(exc) if code == "exception" else str(exc)
+    if len(message) > MAX_ERROR_MESSAGE:
+        message = f"{message[:MAX_ERROR_MESSAGE]}... ({len(message)} characters, cut)"
+    return ErrorInfo(type=type(exc).__name__, message=message, code=code, retryable=retryable)
+
+
 __all__ = [
     "AgenticFlowError",
     "ApprovalRejectedError",
     "ApprovalTimeoutError",
+    "CircuitOpenError",
+    "ClusterRunningError",
     "ConfigError",
     "ConnectionLostError",
     "ForgedMessageError",
@@ -401,4 +456,5 @@ __all__ = [
     "UnservedCapabilityError",
     "WorkflowDefinitionError",
     "WorkflowGraphError",
+    "error_info",
 ]

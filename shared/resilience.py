@@ -43,7 +43,7 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from agenticflow.shared.errors import AgenticFlowError, ConfigError, NonRetryableError
+from agenticflow.shared.errors import CircuitOpenError, ConfigError, NonRetryableError
 
 log = structlog.get_logger("agenticflow.resilience")
 
@@ -61,18 +61,6 @@ class BreakerState(enum.StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
-
-
-class CircuitOpenError(AgenticFlowError):
-    """A circuit breaker refused a call; try again after ``retry_after_s`` seconds."""
-
-    code = "circuit_open"
-    retryable = True
-
-    def __init__(self, name: str, *, retry_after_s: float) -> None:
-        super().__init__(f"circuit {name!r} is open; retry after {retry_after_s:.3f}s")
-        self.name = name
-        self.retry_after_s = retry_after_s
 
 
 class BreakerSnapshot(TypedDict):

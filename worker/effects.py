@@ -21,39 +21,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agenticflow.shared.errors import (
-    AgenticFlowError,
     MalformedMessageError,
     PayloadTooLargeError,
     RecordedEffectError,
     ReplayDivergedError,
-    TaskError,
+    error_info,
 )
 from agenticflow.shared.ops.telemetry import tracer
 from agenticflow.shared.wire.codec import pack
-from agenticflow.shared.wire.events import ErrorInfo, RecordedEffect, TaskEffectRecorded
+from agenticflow.shared.wire.events import RecordedEffect, TaskEffectRecorded
 
 Publish = Callable[[TaskEffectRecorded, int], Awaitable[None]]
 """Stores the event of call number ``n`` (raises PayloadTooLargeError if too big)."""
-
-
-MAX_ERROR_MESSAGE = 8 * 1024
-"""Characters of an exception's message that travel on the bus (the rest is cut):
-the coordinator repeats it in the workflow's failure, which must fit a message."""
-
-
-def error_info(exc: BaseException) -> ErrorInfo:
-    """How an exception travels on the bus; retryability by class."""
-    if isinstance(exc, TaskError):
-        code, retryable = exc.code, exc.retryable
-    elif isinstance(exc, AgenticFlowError):
-        code = exc.code
-        retryable = not isinstance(exc, MalformedMessageError | PayloadTooLargeError)
-    else:
-        code, retryable = "exception", True
-    message = str(exc) or repr(exc) if code == "exception" else str(exc)
-    if len(message) > MAX_ERROR_MESSAGE:
-        message = f"{message[:MAX_ERROR_MESSAGE]}... ({len(message)} characters, cut)"
-    return ErrorInfo(type=type(exc).__name__, message=message, code=code, retryable=retryable)
 
 
 def params_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
