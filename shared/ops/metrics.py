@@ -38,7 +38,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -50,7 +49,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
-from agenticflow.shared.ops.telemetry import exporter_names, otlp_protocol, resource
+from agenticflow.shared.ops.telemetry import exporter_names, otlp_exporter, resource
 
 Attributes = Mapping[str, str | int | float | bool]
 Reading = tuple[float, Attributes]
@@ -235,20 +234,8 @@ def _readers(*, prometheus: bool) -> list[MetricReader]:
         if exporter == "console":
             readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
         elif exporter == "otlp":
-            readers.append(PeriodicExportingMetricReader(_otlp()))
+            readers.append(PeriodicExportingMetricReader(otlp_exporter("metrics")))
     return readers
-
-
-def _otlp() -> Any:
-    if otlp_protocol("metrics") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-        return OTLPMetricExporter()
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-        OTLPMetricExporter as HttpExporter,
-    )
-
-    return HttpExporter()
 
 
 __all__ = [

@@ -7,6 +7,8 @@ headers (nothing when no span is recording), :func:`extract` reads it back.
 :func:`configure_tracing` sets up export from the standard environment
 variables: ``OTEL_TRACES_EXPORTER`` (``otlp``, ``console`` or ``none``),
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``,
+``OTEL_EXPORTER_OTLP_PROTOCOL`` (``http/protobuf``, the default, or ``grpc``
+with the ``grpc`` extra: ``pip install 'agenticflow[grpc]'``),
 ``OTEL_SERVICE_NAME``, ``OTEL_SDK_DISABLED``. With none of them set nothing is
 exported and spans cost next to nothing. ``AGENTICFLOW_TRACE_FILE=PATH``
 (``{pid}`` is replaced) writes one JSON line per finished span, for debugging
@@ -15,6 +17,7 @@ and tests.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import socket
@@ -33,6 +36,8 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+
+from agenticflow.shared.errors import ConfigError
 
 TRACE_FILE_ENV = "AGENTICFLOW_TRACE_FILE"
 _lock = threading.Lock()
@@ -150,7 +155,7 @@ def _processors() -> list[Any]:
         if exporter == "console":
             processors.append(BatchSpanProcessor(ConsoleSpanExporter()))
         elif exporter == "otlp":
-            processors.append(BatchSpanProcessor(_otlp()))
+            processors.append(BatchSpanProcessor(otlp_exporter("traces")))
     return processors
 
 
@@ -171,16 +176,36 @@ def otlp_protocol(signal: str) -> str:
     )
 
 
-def _otlp() -> SpanExporter:
-    if otlp_protocol("traces") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+_OTLP_EXPORTERS = {
+    "traces": ("trace", "OTLPSpanExporter"),
+    "metrics": ("metric", "OTLPMetricExporter"),
+}
 
-        return OTLPSpanExporter()
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-        OTLPSpanExporter as HttpExporter,
-    )
 
-    return HttpExporter()
+def otlp_exporter(signal: str) -> Any:
+    """A new OTLP exporter for ``signal`` (``traces`` or ``metrics``): over HTTP
+    unless :func:`otlp_protocol` says ``grpc``. Raises ConfigError for gRPC
+    without the ``grpc`` extra installed, and for a protocol we do not export."""
+    module, name = _OTLP_EXPORTERS[signal]
+    protocol = otlp_protocol(signal)
+    if protocol == "grpc":
+        try:
+            found = importlib.import_module(
+                f"opentelemetry.exporter.otlp.proto.grpc.{module}_exporter"
+            )
+        except ImportError as exc:
+            raise ConfigError(
+                f"OTLP over gRPC (OTEL_EXPORTER_OTLP_PROTOCOL=grpc) needs the grpc extra: "
+                f"pip install 'agenticflow[grpc]' ({exc})"
+            ) from exc
+    elif protocol == "http/protobuf":
+        found = importlib.import_module(f"opentelemetry.exporter.otlp.proto.http.{module}_exporter")
+    else:
+        raise ConfigError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: AgenticFlow exports OTLP as "
+            "'http/protobuf' (the default) or 'grpc'"
+        )
+    return getattr(found, name)()
 
 
 __all__ = [
@@ -191,6 +216,7 @@ __all__ = [
     "exporter_names",
     "extract",
     "inject",
+    "otlp_exporter",
     "otlp_protocol",
     "resource",
     "shutdown_tracing",
