@@ -13,10 +13,19 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from agenticflow.client import (
+        Client,
+        ResultValidationError,
+        WorkflowCancelledError,
+        WorkflowFailedError,
+        WorkflowHandle,
+        connect,
+        connected,
+    )
     from agenticflow.cluster.dev import DevCluster
     from agenticflow.cluster.nats_server import NatsServer
     from agenticflow.coordinator.causality import causality_violations
-    from agenticflow.coordinator.client import Client
+    from agenticflow.coordinator.index import WorkflowSummary
     from agenticflow.coordinator.reducer import fold
     from agenticflow.coordinator.service import Coordinator
     from agenticflow.coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
@@ -30,7 +39,7 @@ if TYPE_CHECKING:
         Templates,
     )
     from agenticflow.coordinator.supervisor.llm import LlmPlanner
-    from agenticflow.shared.bus.transport import Bus, connected
+    from agenticflow.shared.bus.transport import Bus
     from agenticflow.shared.errors import (
         AgenticFlowError,
         ApprovalRejectedError,
@@ -86,7 +95,7 @@ if TYPE_CHECKING:
     from agenticflow.shared.wire.vclock import Ordering, VectorClock
     from agenticflow.worker.app import AgentApp, load_app
     from agenticflow.worker.bidding import AgentLoad, AuctionCall
-    from agenticflow.worker.context import Feedback, TaskContext
+    from agenticflow.worker.context import Cancellation, Feedback, TaskContext
     from agenticflow.worker.fsm import AgentState
     from agenticflow.worker.runtime import Worker
     from agenticflow.worker.tools import (
@@ -125,7 +134,8 @@ _EXPORTS: dict[str, str] = {
     "Catalog": "agenticflow.coordinator.supervisor",
     "CircuitBreaker": "agenticflow.shared.resilience",
     "CircuitOpenError": "agenticflow.shared.errors",
-    "Client": "agenticflow.coordinator.client",
+    "Cancellation": "agenticflow.worker.context",
+    "Client": "agenticflow.client",
     "ConfigError": "agenticflow.shared.errors",
     "ConnectionLostError": "agenticflow.shared.errors",
     "Coordinator": "agenticflow.coordinator.service",
@@ -153,6 +163,7 @@ _EXPORTS: dict[str, str] = {
     "PublishTimeoutError": "agenticflow.shared.errors",
     "RateLimit": "agenticflow.worker.tools",
     "RateLimitedError": "agenticflow.shared.errors",
+    "ResultValidationError": "agenticflow.client",
     "RetryPolicy": "agenticflow.shared.graph.workflow",
     "RulesPlanner": "agenticflow.coordinator.supervisor",
     "SandboxError": "agenticflow.shared.errors",
@@ -183,13 +194,18 @@ _EXPORTS: dict[str, str] = {
     "UnservedCapabilityError": "agenticflow.shared.errors",
     "VectorClock": "agenticflow.shared.wire.vclock",
     "Worker": "agenticflow.worker.runtime",
+    "WorkflowCancelledError": "agenticflow.client",
     "WorkflowDefinition": "agenticflow.shared.graph.workflow",
     "WorkflowDefinitionError": "agenticflow.shared.errors",
+    "WorkflowFailedError": "agenticflow.client",
     "WorkflowGraphError": "agenticflow.shared.errors",
+    "WorkflowHandle": "agenticflow.client",
     "WorkflowState": "agenticflow.coordinator.state",
     "WorkflowStatus": "agenticflow.coordinator.state",
+    "WorkflowSummary": "agenticflow.coordinator.index",
     "causality_violations": "agenticflow.coordinator.causality",
-    "connected": "agenticflow.shared.bus.transport",
+    "connect": "agenticflow.client",
+    "connected": "agenticflow.client",
     "file_tools": "agenticflow.worker.tools",
     "fold": "agenticflow.coordinator.reducer",
     "http_tool": "agenticflow.worker.tools",
@@ -218,6 +234,7 @@ __all__ = [
     "Bus",
     "Catalog",
     "CircuitBreaker",
+    "Cancellation",
     "CircuitOpenError",
     "Client",
     "ConfigError",
@@ -247,6 +264,7 @@ __all__ = [
     "PublishTimeoutError",
     "RateLimit",
     "RateLimitedError",
+    "ResultValidationError",
     "RetryPolicy",
     "RulesPlanner",
     "SandboxError",
@@ -277,13 +295,18 @@ __all__ = [
     "UnservedCapabilityError",
     "VectorClock",
     "Worker",
+    "WorkflowCancelledError",
     "WorkflowDefinition",
     "WorkflowDefinitionError",
+    "WorkflowFailedError",
     "WorkflowGraphError",
+    "WorkflowHandle",
     "WorkflowState",
     "WorkflowStatus",
+    "WorkflowSummary",
     "__version__",
     "causality_violations",
+    "connect",
     "connected",
     "file_tools",
     "fold",

@@ -33,7 +33,9 @@ Rules, in order:
    the definition runs (its child workflows' included) needs
    ``workflow:submit:<capability>`` (code ``forbidden``); without one,
    anyone who may publish a submission may submit anything.
-4. **RBAC** for every intervention (``workflow:<action>``) and every resume or
+4. **RBAC** for every intervention (``workflow:<action>``; see
+   :func:`~agenticflow.shared.security.rbac.intervention_permissions` for cancel,
+   terminate and abort) and every resume or
    re-run (``workflow:resume``, which ``dlq retry`` sends too). Signed
    coordinators are exempt (relayed parent interventions, oversize aborts).
 5. **Outcomes** (``task.started/completed/failed/heartbeat``, approval
@@ -59,7 +61,7 @@ from agenticflow.coordinator.state import (
 )
 from agenticflow.shared.graph.hierarchy import CHILD_CAPABILITY, ParentLink, child_workflow_id
 from agenticflow.shared.graph.workflow import WorkflowDefinition
-from agenticflow.shared.security.rbac import Policy
+from agenticflow.shared.security.rbac import Policy, intervention_permissions
 from agenticflow.shared.wire.events import (
     FORBIDDEN,
     Event,
@@ -326,21 +328,24 @@ def _child_link(event: Event, link: ParentLink) -> Verdict:
     return ADMIT
 
 
-def _rbac(event: Event, rules: Rules, permission: str, claimed: str) -> Verdict:
-    """RBAC: the signer (else the name the event gives, which proves nothing)."""
+def _rbac(event: Event, rules: Rules, permission: str | tuple[str, ...], claimed: str) -> Verdict:
+    """RBAC: the signer (else the name the event gives, which proves nothing)
+    must hold ``permission`` (or one of them)."""
     if rules.policy is None or event.signer_role == "coordinator":
         return ADMIT
     principal = event.signer or claimed or "anonymous"
-    if rules.policy.context(principal).can(permission):
+    wanted = (permission,) if isinstance(permission, str) else permission
+    context = rules.policy.context(principal)
+    if any(context.can(p) for p in wanted):
         return ADMIT
-    return Refuse(FORBIDDEN, f"{principal} lacks permission {permission}")
+    return Refuse(FORBIDDEN, f"{principal} lacks permission {' or '.join(wanted)}")
 
 
 def _intervention(event: Event, rules: Rules) -> Verdict:
     data = event.data
     if not isinstance(data, InterventionRequested):
         return Refuse("malformed_request", "an intervention request without a request")
-    return _rbac(event, rules, f"workflow:{data.action}", data.by)
+    return _rbac(event, rules, intervention_permissions(data.action), data.by)
 
 
 def _resume(event: Event, rules: Rules) -> Verdict:

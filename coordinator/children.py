@@ -20,8 +20,9 @@ snapshot. That is what makes the hierarchy exactly-once across crashes:
   issuing it again; the parent's reducer applies one outcome per attempt and
   ignores the rest.
 * **interventions**: a parent that fails or is aborted aborts its running
-  children; pausing or resuming it pauses or resumes them (and a paused
-  parent starts no child: its tasks are held).
+  children; pausing, resuming or cancelling it pauses, resumes or cancels them
+  (a paused parent starts no child: its tasks are held; a cancelled one waits
+  for its cancelled children to end).
 
 Clocks: the child's submission carries the parent's clock at dispatch, and
 the outcome reported to the parent is that clock advanced in an entry named
@@ -58,14 +59,17 @@ _TERMINAL = frozenset(
         EventType.WORKFLOW_COMPLETED,
         EventType.WORKFLOW_FAILED,
         EventType.WORKFLOW_ABORTED,
+        EventType.WORKFLOW_CANCELLED,
         EventType.WORKFLOW_REJECTED,
     }
 )
 _ENDING = frozenset({EventType.WORKFLOW_FAILED, EventType.WORKFLOW_ABORTED})
-_RELAYED = frozenset({"pause", "resume"})
+_RELAYED = {"pause": "paused", "resume": "resumed", "cancel": "cancelled"}
+"""Interventions a parent passes on to its running children (and how they read)."""
 _FAILURES = {
     WorkflowStatus.FAILED: ("ChildWorkflowFailedError", "child_workflow_failed"),
     WorkflowStatus.ABORTED: ("ChildWorkflowAbortedError", "child_workflow_aborted"),
+    WorkflowStatus.CANCELLED: ("ChildWorkflowCancelledError", "child_workflow_cancelled"),
     WorkflowStatus.REJECTED: ("ChildWorkflowRejectedError", "child_workflow_rejected"),
 }
 
@@ -143,7 +147,8 @@ def follow_up(
             and own.data.action in _RELAYED
             and state.children
         ):
-            reason = f"its parent was {own.data.action}d by {own.data.by or 'someone'}"
+            verb = _RELAYED[own.data.action]
+            reason = f"its parent was {verb} by {own.data.by or 'someone'}"
             out.extend(_relay(state, own.data.action, reason, own, counter))
     return out
 

@@ -12,7 +12,7 @@ import fnmatch
 import os
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -20,8 +20,14 @@ from nats.js.api import DeliverPolicy
 from opentelemetry.trace import SpanKind
 
 from agenticflow.coordinator.forks import recorded_effects
+from agenticflow.coordinator.index import WorkflowSummary, open_summary, parse_state, select
 from agenticflow.coordinator.replay import UNREADABLE, reading_problems, state_until
-from agenticflow.coordinator.state import TaskStatus, WorkflowState, open_snapshot
+from agenticflow.coordinator.state import (
+    TaskStatus,
+    WorkflowState,
+    WorkflowStatus,
+    open_snapshot,
+)
 from agenticflow.shared.bus.registry import open_entry, open_update
 from agenticflow.shared.bus.transport import Bus, watched_ns
 from agenticflow.shared.errors import (
@@ -75,7 +81,7 @@ class Client:
             await self.bus.ensure_topology()
             self._ready = True
 
-    async def submit(
+    async def submit_workflow(
         self,
         definition: WorkflowDefinition,
         *,
@@ -120,6 +126,9 @@ class Client:
                 trace=traceparent(),
             )
         return workflow_id
+
+    submit = submit_workflow
+    """Submit a workflow; returns its id (the same as :meth:`submit_workflow`)."""
 
     async def _publish_submission(
         self,
@@ -297,7 +306,7 @@ class Client:
         while dropped := {t for t in kept if any(d not in kept for d in specs[t].depends_on)}:
             kept -= dropped  # a result is reused only with its dependencies' results
         reuse = {task_id: state.tasks[task_id].result for task_id in sorted(kept)}
-        return await self.submit(
+        return await self.submit_workflow(
             state.definition,
             input=state.input,
             workflow_id=workflow_id,
@@ -317,7 +326,7 @@ class Client:
         submitted = next((e.data for e in events if isinstance(e.data, WorkflowSubmitted)), None)
         if submitted is None:
             raise NotFoundError(f"workflow {source_id!r} has no readable submission")
-        return await self.submit(
+        return await self.submit_workflow(
             submitted.definition,
             input=submitted.input,
             workflow_id=workflow_id,
@@ -419,7 +428,8 @@ class Client:
     ) -> InterventionApplied:
         """Steer a running workflow and wait for the coordinator's verdict.
 
-        ``action`` is one of pause, resume, abort (``reason``), modify
+        ``action`` is one of pause, resume, cancel or terminate (``reason``;
+        abort is terminate's older name), modify
         (``changes``), feedback (``text``), approve or reject (``task_id``,
         ``reason`` as the comment). The request is an event on the workflow's
         stream, so it is ordered with everything else and replayable.
@@ -499,9 +509,24 @@ class Client:
         return await self.intervene(workflow_id, "pause", **kwargs)
 
     async def abort(self, workflow_id: str, reason: str = "", **kwargs: Any) -> InterventionApplied:
-        """End the workflow as aborted: running handlers are cancelled on their
-        workers and every unfinished task ends as cancelled."""
+        """The same as :meth:`terminate` (its older name)."""
         return await self.intervene(workflow_id, "abort", reason=reason, **kwargs)
+
+    async def terminate(
+        self, workflow_id: str, reason: str = "", **kwargs: Any
+    ) -> InterventionApplied:
+        """End the workflow now, as aborted: running handlers are cancelled on
+        their workers, every unfinished task ends as cancelled and late outcomes
+        are ignored."""
+        return await self.intervene(workflow_id, "terminate", reason=reason, **kwargs)
+
+    async def cancel(
+        self, workflow_id: str, reason: str = "", **kwargs: Any
+    ) -> InterventionApplied:
+        """Cancel cooperatively: no new task is dispatched and tasks not started
+        are cancelled; running tasks finish (their results are recorded) or see
+        ``ctx.cancelled`` and stop. The workflow ends ``cancelled`` once none runs."""
+        return await self.intervene(workflow_id, "cancel", reason=reason, **kwargs)
 
     async def modify(
         self, workflow_id: str, changes: Modification | dict[str, Any], **kwargs: Any
@@ -653,6 +678,31 @@ class Client:
                 ),
                 seq=seq,
             )
+
+    async def workflows(
+        self,
+        *,
+        state: str | WorkflowStatus | None = None,
+        name: str | None = None,
+        since: datetime | timedelta | None = None,
+        limit: int | None = 100,
+    ) -> list[WorkflowSummary]:
+        """Workflows from the index (:mod:`agenticflow.coordinator.index`), newest
+        first: filtered by ``state``, ``name`` (a glob), ``since`` (created at or
+        after; a timedelta is an age), at most ``limit`` (None: all). A record
+        that is not a coordinator's is left out (logged). Raises ConfigError for
+        an unknown state or a negative limit."""
+        parse_state(state)  # fail before reading
+        await self._topology()
+        bucket = self.names.workflow_index_bucket
+        await self.bus.kv(bucket)  # created if missing
+        summaries = []
+        for key, value, stored in await self.bus.kv_entries(bucket):
+            try:
+                summaries.append(open_summary(self.bus.seal, bucket, key, value, stored_ns=stored))
+            except MalformedMessageError as exc:
+                log.warning("workflow summary refused", workflow_id=key, error=str(exc))
+        return select(summaries, state=state, name=name, since=since, limit=limit)
 
     async def agents(self) -> list[dict[str, Any]]:
         """Registered agent instances with their capabilities and last heartbeat."""

@@ -73,6 +73,7 @@ from agenticflow.shared.wire.events import (
     TaskTimedOut,
     TaskUnserved,
     WorkflowAborted,
+    WorkflowCancelled,
     WorkflowCompleted,
     WorkflowFailed,
     WorkflowRejected,
@@ -90,6 +91,11 @@ SHELL_NODE = "coord-shell"
 
 TIMEOUT_GRACE_NS = 2_000_000_000
 """How long after a task's own timeout the coordinator declares it timed out."""
+
+_CANCELLED_CODES = frozenset({"task_cancelled", "child_workflow_cancelled"})
+"""Error codes of an attempt that stopped because its workflow was cancelled."""
+_WHILE_CANCELLING = frozenset({"cancel", "terminate", "abort", "feedback"})
+"""What a workflow being cancelled still accepts (nothing that would start a task)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +171,9 @@ class _Folder:
         state = self.state
         spec = state.spec(task_id)
         task = state.tasks[task_id]
+        if state.cancelling:  # (its task was cancelled with the workflow's)
+            task.status, task.finished_at = TaskStatus.CANCELLED, self.event.timestamp
+            return
         if state.paused:  # held: resuming the workflow dispatches it
             task.status = TaskStatus.PENDING
             task.deadline_ns = task.retry_due_ns = None
@@ -295,6 +304,10 @@ class _Folder:
 
     def wait_for_approval(self, task_id: str, waiting: PendingApproval) -> None:
         task = self.state.tasks[task_id]
+        if self.state.cancelling:  # nobody will be asked: the workflow is being cancelled
+            task.status, task.finished_at = TaskStatus.CANCELLED, self.event.timestamp
+            self.end_cancelled()
+            return
         task.status = TaskStatus.WAITING_APPROVAL
         task.waiting = waiting
         task.deadline_ns = task.retry_due_ns = None
@@ -345,6 +358,36 @@ class _Folder:
             ),
         )
 
+    def end_cancelled(self) -> None:
+        """A cancelled workflow ends once none of its tasks runs any more."""
+        state = self.state
+        if any(t.status == TaskStatus.RUNNING for t in state.tasks.values()):
+            return
+        now = self.event.timestamp
+        for task in state.tasks.values():
+            if task.status not in TERMINAL_TASK:
+                task.status, task.finished_at = TaskStatus.CANCELLED, now
+                task.waiting, task.deadline_ns, task.retry_due_ns = None, None, None
+        state.status = WorkflowStatus.CANCELLED
+        state.finished_at = now
+        done = [tid for tid, t in state.tasks.items() if t.status == TaskStatus.COMPLETED]
+        if state.definition is not None:
+            state.output = {
+                tid: state.tasks[tid].result
+                for tid in sinks(state.definition)
+                if state.tasks[tid].status == TaskStatus.COMPLETED
+            }
+        self.emit(
+            EventType.WORKFLOW_CANCELLED,
+            WorkflowCancelled(
+                reason=state.reason or "cancelled",
+                by=state.cancelled_by or "",
+                cancelled=[t for t, v in state.tasks.items() if v.status == TaskStatus.CANCELLED],
+                completed=done,
+            ),
+            key=workflow_key(state.workflow_id, "cancelled"),
+        )
+
     def fail_task_for_good(self, task_id: str, error: ErrorInfo) -> None:
         task = self.state.tasks[task_id]
         task.status = TaskStatus.FAILED
@@ -356,6 +399,9 @@ class _Folder:
         """A task is done (completed or skipped): release its dependents."""
         state = self.state
         state.completed += 1
+        if state.cancelling:
+            self.end_cancelled()
+            return
         for dependent in state.dependents(task_id):
             child = state.tasks[dependent]
             child.remaining_deps -= 1
@@ -378,6 +424,11 @@ class _Folder:
 
     def fail_workflow(self, task_id: str, error: ErrorInfo) -> None:
         state = self.state
+        if state.cancelling:  # the failure is the task's; the workflow ends cancelled
+            if error.code in _CANCELLED_CODES:
+                state.tasks[task_id].status = TaskStatus.CANCELLED
+            self.end_cancelled()
+            return
         state.status = WorkflowStatus.FAILED
         state.finished_at = self.event.timestamp
         state.failed_task = task_id
@@ -401,7 +452,7 @@ class _Folder:
         task.error = error
         retryable = error.retryable and error.type not in policy.non_retryable
         tries = attempt - task.attempt_base
-        if retryable and tries < policy.max_attempts:
+        if retryable and tries < policy.max_attempts and not state.cancelling:
             delay = policy.delay_s(tries)
             due = _capped(_sent_at(self.event) + int(delay * 1e9))
             task.status = TaskStatus.RETRY_WAIT
@@ -916,7 +967,10 @@ def _on_intervention(folder: _Folder) -> None:
         ),
         key=workflow_key(state.workflow_id, f"{key}:applied"),
     )
-    if data.action == "abort":
+    if data.action in ("abort", "terminate"):
+        return
+    if data.action == "cancel":
+        folder.end_cancelled()  # at once when nothing runs
         return
     if data.action in ("resume", "modify"):
         _dispatch_ready(folder)
@@ -938,6 +992,12 @@ def _apply(folder: _Folder, data: InterventionRequested) -> _Outcome:
     action = _ACTIONS.get(data.action)
     if action is None:
         raise _RefusedError("invalid", f"unknown intervention {data.action!r}")
+    if state.cancelling and data.action not in _WHILE_CANCELLING:
+        raise _RefusedError(
+            "cancelling",
+            f"workflow {state.workflow_id!r} is being cancelled: it accepts only "
+            "terminate and feedback",
+        )
     return action(folder, data)
 
 
@@ -981,13 +1041,42 @@ def _abort(folder: _Folder, data: InterventionRequested) -> _Outcome:
     state.status = WorkflowStatus.ABORTED
     state.finished_at = now
     who = data.by or "someone"
-    state.reason = f"aborted by {who}" + (f": {data.reason}" if data.reason else "")
+    verb = "terminated" if data.action == "terminate" else "aborted"
+    state.reason = f"{verb} by {who}" + (f": {data.reason}" if data.reason else "")
     folder.emit(
         EventType.WORKFLOW_ABORTED,
         WorkflowAborted(reason=state.reason, by=data.by, cancelled=cancelled),
         key=workflow_key(state.workflow_id, "aborted"),
     )
-    return f"aborted; {len(cancelled)} unfinished task(s) cancelled", {}
+    return f"{verb}; {len(cancelled)} unfinished task(s) cancelled", {}
+
+
+def _cancel(folder: _Folder, data: InterventionRequested) -> _Outcome:
+    """Cooperative cancel: tasks not running are cancelled now (a queued message
+    that a worker still picks up is not run, or its outcome is ignored); running
+    ones finish or stop on ``ctx.cancelled``; see :meth:`_Folder.end_cancelled`."""
+    state, now = folder.state, folder.event.timestamp
+    if state.cancelling:
+        raise _RefusedError(
+            "already_cancelling", f"workflow {state.workflow_id!r} is already being cancelled"
+        )
+    state.cancelling, state.cancelled_by, state.paused = True, data.by, False
+    who = data.by or "someone"
+    state.reason = f"cancelled by {who}" + (f": {data.reason}" if data.reason else "")
+    cancelled = [
+        tid
+        for tid, t in state.tasks.items()
+        if t.status not in TERMINAL_TASK and t.status != TaskStatus.RUNNING
+    ]
+    for task_id in cancelled:
+        task = state.tasks[task_id]
+        task.status, task.finished_at, task.waiting = TaskStatus.CANCELLED, now, None
+        task.deadline_ns = task.retry_due_ns = None
+    running = sum(1 for t in state.tasks.values() if t.status == TaskStatus.RUNNING)
+    summary = f"cancelling: {len(cancelled)} task(s) not started cancelled"
+    if running:
+        summary += f"; waiting for {running} running task(s) to finish or stop"
+    return summary, {}
 
 
 def _feedback(folder: _Folder, data: InterventionRequested) -> _Outcome:
@@ -1111,6 +1200,8 @@ def _modified(state: WorkflowState, changes: Modification) -> tuple[WorkflowDefi
 _ACTIONS = {
     "pause": _pause,
     "resume": _resume_paused,
+    "cancel": _cancel,
+    "terminate": _abort,
     "abort": _abort,
     "feedback": _feedback,
     "approve": _decision,

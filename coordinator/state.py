@@ -67,6 +67,9 @@ class WorkflowStatus(enum.StrEnum):
     FAILED = "failed"
     REJECTED = "rejected"
     ABORTED = "aborted"
+    """Terminated (``terminate``, or its older name ``abort``): ended at once."""
+    CANCELLED = "cancelled"
+    """Cancelled cooperatively: ended once its running tasks had finished."""
 
 
 TERMINAL_WORKFLOW = frozenset(
@@ -75,6 +78,7 @@ TERMINAL_WORKFLOW = frozenset(
         WorkflowStatus.FAILED,
         WorkflowStatus.REJECTED,
         WorkflowStatus.ABORTED,
+        WorkflowStatus.CANCELLED,
     }
 )
 
@@ -167,6 +171,10 @@ class WorkflowState(BaseModel):
     """The workflow's trace (W3C ``traceparent`` of its submission)."""
     paused: bool = False
     """Paused by a person: no new task is dispatched; running ones finish."""
+    cancelling: bool = False
+    """Cancelled by a person while tasks ran: no new task is dispatched; the
+    workflow ends ``cancelled`` once none runs."""
+    cancelled_by: str | None = None
     parent: ParentLink | None = None
     """A child workflow's parent task, told this workflow's outcome."""
     children: dict[str, str] = Field(default_factory=dict)
@@ -174,7 +182,7 @@ class WorkflowState(BaseModel):
     feedback: list[str] = Field(default_factory=list)
     """Feedback people sent; every later task gets it, running handlers too."""
     interventions: int = 0
-    """Interventions applied (pause, resume, abort, modify, feedback, decisions)."""
+    """Interventions applied (pause, resume, cancel, terminate, modify, feedback, decisions)."""
     last_seq: int = 0
     """Stream sequence of the last event folded into this state."""
     version: int = 0
@@ -209,7 +217,7 @@ class WorkflowState(BaseModel):
 
     @property
     def is_terminal(self) -> bool:
-        """True once the workflow completed, failed or was rejected."""
+        """True once the workflow completed, failed, was rejected, cancelled or terminated."""
         return self.status in TERMINAL_WORKFLOW
 
     def counts(self) -> dict[str, int]:

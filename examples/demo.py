@@ -22,7 +22,7 @@ from agenticflow import (
     DevCluster,
     WorkflowState,
     causality_violations,
-    connected,
+    connect,
     load_workflow_file,
     render,
 )
@@ -45,9 +45,8 @@ async def demo(example: str, workers: int) -> int:
             f"nats-server at [bold]{cluster.url}[/bold], 1 coordinator, {workers} worker processes "
             f"(up in {time.perf_counter() - started:.1f}s)"
         )
-        async with connected(cluster.settings, name="demo") as bus:
-            client = Client(bus=bus, node_id="demo-client")
-            workflow_id = await client.submit(definition, input=data)
+        async with connect(settings=cluster.settings, name="demo", node_id="demo-client") as client:
+            workflow_id = (await client.start(definition, input=data)).id
             console.print(f"submitted [bold]{workflow_id}[/bold] with input {render.to_json(data)}")
             state = await _approve_gates(console, client, workflow_id)
             events = await client.events(workflow_id)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from agenticflow.shared.errors import TaskCancelledError
 from agenticflow.shared.wire.events import MAX_APPROVAL_WAIT_S, ApprovalDecision
 from agenticflow.worker.effects import Effects
 
@@ -84,6 +85,42 @@ class Feedback:
         return f"Feedback({self._items!r})"
 
 
+class Cancellation:
+    """Whether the task's workflow was cancelled while the task runs
+    (``agenticflow workflow cancel``, ``handle.cancel()``).
+
+    Cancel is cooperative: the handler may finish (its result is kept) or stop
+    early: check ``ctx.cancelled``, ``await ctx.cancellation.wait()``, or call
+    ``ctx.raise_if_cancelled()`` (raises TaskCancelledError, which records the
+    task as cancelled). A terminate does not wait: it cancels the handler.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.reason = ""
+
+    def set(self, reason: str = "") -> None:
+        """Called by the worker when the workflow is cancelled."""
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    def is_set(self) -> bool:
+        """Whether the workflow was cancelled."""
+        return self._event.is_set()
+
+    async def wait(self, timeout: float | None = None) -> None:
+        """Wait until the workflow is cancelled; raises TimeoutError after ``timeout``."""
+        async with asyncio.timeout(timeout):
+            await self._event.wait()
+
+    def __bool__(self) -> bool:
+        return self._event.is_set()
+
+    def __repr__(self) -> str:
+        return f"Cancellation(cancelled={self.is_set()}, reason={self.reason!r})"
+
+
 ON_TIMEOUT = ("reject", "approve", "fail")
 
 
@@ -120,7 +157,24 @@ class TaskContext:
     """The agent's tools, bound to this task: ``await ctx.tools.call(name, **params)``."""
     memory: AgentMemory | None = None
     """The agent's durable memory (KV, encrypted): ``await ctx.memory.get(name)``."""
+    cancellation: Cancellation = field(default_factory=Cancellation)
+    """Set when the workflow is cancelled while the task runs (see :attr:`cancelled`)."""
     _approval_calls: list[int] = field(default_factory=lambda: [0])
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the workflow was cancelled: finish now (the result is kept)
+        or stop (:meth:`raise_if_cancelled`)."""
+        return self.cancellation.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        """Raise TaskCancelledError if the workflow was cancelled: the task ends
+        as cancelled (never retried)."""
+        if self.cancellation.is_set():
+            reason = self.cancellation.reason
+            raise TaskCancelledError(
+                "the workflow was cancelled" + (f": {reason}" if reason else "")
+            )
 
     async def effect(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Call the outside world through this: ``await ctx.effect("search", fn, q)``
@@ -164,4 +218,4 @@ class TaskContext:
         raise ApprovalPending(reason, data, index, timeout_s, on_timeout)
 
 
-__all__ = ["ON_TIMEOUT", "ApprovalPending", "Feedback", "TaskContext"]
+__all__ = ["ON_TIMEOUT", "ApprovalPending", "Cancellation", "Feedback", "TaskContext"]

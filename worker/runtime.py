@@ -195,7 +195,8 @@ class Worker:
         self._live: dict[str, set[_Running]] = {}
         """Handlers running now, by workflow (abort cancels them, feedback reaches them)."""
         self._aborted: OrderedDict[str, str] = OrderedDict()
-        """Workflows recently aborted, with the reason: their tasks do not start."""
+        """Workflows recently aborted (terminated) or cancelled, with the reason:
+        their tasks do not start."""
         self._idle = {name: list(pool) for name, pool in self.instances.items()}
         self._agent_in_hand = dict.fromkeys(self.instances, 0)
         self._freed = {name: asyncio.Event() for name in self.instances}
@@ -741,7 +742,7 @@ class Worker:
         """Run the handler as its own task, so an abort can cancel just it."""
         reason = self._aborted.get(task.workflow_id)
         if reason is not None:
-            raise TaskCancelledError(f"the workflow was aborted: {reason}")
+            raise TaskCancelledError(f"the workflow was stopped ({reason})")
         handler = asyncio.create_task(self._invoke(agent, ctx, task.timeout_s))
         running.handler = handler
         try:
@@ -750,7 +751,7 @@ class Worker:
             if running.aborted is None:
                 handler.cancel()  # we are being cancelled (shutdown)
                 raise
-            raise TaskCancelledError(f"the workflow was aborted: {running.aborted}") from None
+            raise TaskCancelledError(f"the workflow was stopped ({running.aborted})") from None
 
     def _forget(self, workflow_id: str, running: _Running) -> None:
         live = self._live.get(workflow_id)
@@ -870,7 +871,8 @@ class Worker:
         await self._heartbeat()
 
     async def _on_intervention(self, msg: Msg) -> None:
-        """Abort and feedback reach the handlers running here."""
+        """Terminate (``workflow.aborted``), cancel and feedback reach the handlers
+        running here."""
         try:
             event = self.bus.decode_event(msg)
         except MalformedMessageError:
@@ -878,9 +880,7 @@ class Worker:
         running = list(self._live.get(event.workflow_id, ()))
         data = event.data
         if isinstance(data, WorkflowAborted):
-            self._aborted[event.workflow_id] = data.reason
-            while len(self._aborted) > _ABORTED_KEPT:
-                self._aborted.popitem(last=False)
+            self._stop_starting(event.workflow_id, data.reason)
             for run in running:
                 run.aborted = data.reason
                 if run.handler is not None:
@@ -892,6 +892,19 @@ class Worker:
         elif isinstance(data, InterventionApplied) and data.action == "feedback":
             for run in running:
                 run.ctx.feedback.add(data.text)
+        elif isinstance(data, InterventionApplied) and data.action == "cancel":
+            # Cooperative: running handlers see ctx.cancelled; queued tasks of the
+            # workflow (already cancelled by the coordinator) do not start here.
+            why = f"cancelled by {data.by or 'someone'}"
+            self._stop_starting(event.workflow_id, why)
+            for run in running:
+                run.ctx.cancellation.set(why)
+
+    def _stop_starting(self, workflow_id: str, reason: str) -> None:
+        """Tasks of the workflow that have not started here do not start."""
+        self._aborted[workflow_id] = reason
+        while len(self._aborted) > _ABORTED_KEPT:
+            self._aborted.popitem(last=False)
 
     async def _record_effect(self, task: TaskMessage, data: TaskEffectRecorded, call: int) -> None:
         await self._emit(task, EventType.TASK_EFFECT_RECORDED, data, f"effect:{call}")

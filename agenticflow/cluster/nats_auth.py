@@ -206,6 +206,7 @@ def _kv_write(bucket: str) -> list[str]:
 def _kv_buckets(names: Names) -> list[str]:
     return [
         names.workflows_bucket,
+        names.workflow_index_bucket,
         names.leases_bucket,
         names.agents_bucket,
         names.memory_bucket,
@@ -354,6 +355,7 @@ def client_permissions(names: Names) -> Permissions:
             *_api(f"STREAM.INFO.{names.tasks_stream}", "STREAM.NAMES"),
             *_stream_read(events, watch=False),
             *_kv_read(names.workflows_bucket),
+            *_kv_read(names.workflow_index_bucket),
         ),
         publish_deny=(
             # Read events, but never through (or by redefining) a coordinator's consumer.

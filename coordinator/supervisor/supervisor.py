@@ -203,7 +203,9 @@ class Supervisor:
         if self.client is None:
             raise ConfigError("the supervisor has no client to submit with")
         definition = plan.to_workflow()
-        return await self.client.submit(definition, input=plan.input, workflow_id=workflow_id)
+        return await self.client.submit_workflow(
+            definition, input=plan.input, workflow_id=workflow_id
+        )
 
 
 def check_served(plan: Plan, catalog: Catalog) -> None:

@@ -368,6 +368,7 @@ class Bus:
             )
         )
         await self.kv(n.workflows_bucket, history=1)
+        await self.kv(n.workflow_index_bucket, history=1)
         await self.kv(n.agents_bucket, history=1, ttl=float(s.agent_ttl_s))
         await self.kv(n.control_bucket, history=1)
         for bucket in (n.breakers_bucket, n.ratelimits_bucket):

@@ -31,7 +31,9 @@ tool's required permissions must be granted by the agent's roles, and the call's
 parameters must pass every rule of those roles that names the tool and the
 parameter (when several rules name the same parameter, one passing is enough).
 Coordinators check every intervention against its signer's roles
-(``workflow:pause``, ``workflow:abort``, ``workflow:approve``...), and every
+(``workflow:pause``, ``workflow:cancel``, ``workflow:terminate``,
+``workflow:approve``...; see :func:`intervention_permissions`: ``workflow:abort``
+is ``workflow:terminate``'s older name, and either also allows a cancel), and every
 submission against the capabilities it uses: each capability of the definition
 (child workflows' included) needs ``workflow:submit:<capability>``, so
 ``workflow:*`` or ``workflow:submit:*`` submits anything and
@@ -61,6 +63,21 @@ SUBMIT = "workflow:submit"
 """Prefix of the permission to submit a capability: ``workflow:submit:<capability>``."""
 UNATTENDED = "planner:unattended"
 """The permission to run a planned query without a person confirming it."""
+
+
+_INTERVENTION_GRANTS = {
+    "terminate": ("workflow:terminate", "workflow:abort"),
+    "abort": ("workflow:terminate", "workflow:abort"),
+    "cancel": ("workflow:cancel", "workflow:terminate", "workflow:abort"),
+}
+
+
+def intervention_permissions(action: str) -> tuple[str, ...]:
+    """The permissions any one of which allows the intervention ``action``:
+    ``workflow:<action>``; for ``terminate`` and its older name ``abort`` either
+    permission; for ``cancel`` (which ends a workflow more gently) also either
+    of those."""
+    return _INTERVENTION_GRANTS.get(action, (f"workflow:{action}",))
 
 
 def submit_permission(capability: str) -> str:
@@ -302,6 +319,7 @@ __all__ = [
     "Role",
     "SecurityContext",
     "grants",
+    "intervention_permissions",
     "load_policy",
     "submit_permission",
 ]

@@ -62,6 +62,7 @@ class EventType(enum.StrEnum):
     INTERVENTION_APPLIED = "workflow.intervention_applied"
     INTERVENTION_REFUSED = "workflow.intervention_refused"
     WORKFLOW_ABORTED = "workflow.aborted"
+    WORKFLOW_CANCELLED = "workflow.cancelled"
     AGENT_STATE_CHANGED = "agent.state_changed"
     MESSAGE_REJECTED = "message.rejected"
 
@@ -370,7 +371,20 @@ class Modification(BaseModel):
     """New params by task id (merged over the old ones)."""
 
 
-INTERVENTIONS = ("pause", "resume", "abort", "modify", "feedback", "approve", "reject")
+INTERVENTIONS = (
+    "pause",
+    "resume",
+    "cancel",
+    "terminate",
+    "abort",
+    "modify",
+    "feedback",
+    "approve",
+    "reject",
+)
+"""What a person may ask of a running workflow. ``cancel`` is cooperative (no new
+task; running ones finish or see ``ctx.cancelled``), ``terminate`` ends it now;
+``abort`` is terminate's older name."""
 FORBIDDEN = "forbidden"
 """Code of an intervention refused because its sender's roles do not allow it."""
 
@@ -387,7 +401,7 @@ class InterventionRequested(Payload):
     """One of :data:`INTERVENTIONS`."""
     by: str = ""
     reason: str = ""
-    """Why (abort), or the comment (approve, reject)."""
+    """Why (cancel, terminate, abort), or the comment (approve, reject)."""
     text: str = ""
     """The feedback."""
     task_id: str | None = None
@@ -396,7 +410,8 @@ class InterventionRequested(Payload):
 
 
 class InterventionApplied(Payload):
-    """The coordinator applied an intervention; workers react to abort and feedback."""
+    """The coordinator applied an intervention; workers react to cancel and feedback
+    (and to ``workflow.aborted``)."""
 
     request_id: str
     action: str
@@ -422,11 +437,21 @@ class InterventionRefused(Payload):
 
 
 class WorkflowAborted(Payload):
-    """Someone aborted the workflow: unfinished tasks are cancelled."""
+    """Someone terminated (aborted) the workflow: unfinished tasks are cancelled."""
 
     reason: str
     by: str = ""
     cancelled: list[str] = Field(default_factory=list)
+
+
+class WorkflowCancelled(Payload):
+    """A cancelled workflow ended once no task ran any more: ``cancelled`` lists
+    the tasks that never finished; ``completed`` those whose results were kept."""
+
+    reason: str
+    by: str = ""
+    cancelled: list[str] = Field(default_factory=list)
+    completed: list[str] = Field(default_factory=list)
 
 
 class TaskAuctionOpened(Payload):
@@ -513,6 +538,7 @@ PAYLOADS: dict[EventType, type[Payload]] = {
     EventType.INTERVENTION_APPLIED: InterventionApplied,
     EventType.INTERVENTION_REFUSED: InterventionRefused,
     EventType.WORKFLOW_ABORTED: WorkflowAborted,
+    EventType.WORKFLOW_CANCELLED: WorkflowCancelled,
     EventType.AGENT_STATE_CHANGED: AgentStateChanged,
     EventType.MESSAGE_REJECTED: MessageRejected,
     EventType.TASK_AUCTION_OPENED: TaskAuctionOpened,
@@ -600,6 +626,7 @@ __all__ = [
     "TaskToolCalled",
     "TaskUnserved",
     "WorkflowAborted",
+    "WorkflowCancelled",
     "WorkflowCompleted",
     "WorkflowFailed",
     "WorkflowRejected",

@@ -252,6 +252,11 @@ class Names:
         return f"{self.prefix}_workflows"
 
     @property
+    def workflow_index_bucket(self) -> str:
+        """KV bucket of one small summary per workflow (listing; written by coordinators)."""
+        return f"{self.prefix}_workflow_index"
+
+    @property
     def leases_bucket(self) -> str:
         """KV bucket of leases (entries expire unless renewed)."""
         return f"{self.prefix}_leases"

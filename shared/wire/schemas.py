@@ -22,6 +22,10 @@ History:
 - ``task.started`` v2 (2026-11): adds ``instance``, the agent instance that
   ran the attempt. v1 payloads name the worker and agent only; the migration
   names the agent's registry entry on that worker (``worker.agent``).
+- ``workflow.cancelled`` v1 (2026-12, issue 21): new, the end of a cooperative
+  cancel. ``workflow.intervention_requested`` gains the actions ``cancel`` and
+  ``terminate`` (``abort`` stays terminate's name): additive, no version change;
+  a coordinator of an older version refuses them as unknown interventions.
 """
 
 from __future__ import annotations

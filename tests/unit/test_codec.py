@@ -161,6 +161,9 @@ SAMPLES: dict[EventType, Payload] = {
         request_id="r1", action="pause", reason="already paused", code="already_paused"
     ),
     EventType.WORKFLOW_ABORTED: ev.WorkflowAborted(reason="stop", by="ann", cancelled=["b"]),
+    EventType.WORKFLOW_CANCELLED: ev.WorkflowCancelled(
+        reason="enough", by="ann", cancelled=["b"], completed=["a"]
+    ),
     EventType.AGENT_STATE_CHANGED: ev.AgentStateChanged(
         instance="w1.a.0",
         agent="a",

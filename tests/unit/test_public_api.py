@@ -25,6 +25,8 @@ EXPECTED = {
     "PlanningError", "RulesPlanner", "Supervisor", "Template", "Templates",
     "UnservedCapabilityError",
     "AgentLoad", "AuctionCall", "AuctionPolicy",
+    "Cancellation", "ResultValidationError", "WorkflowCancelledError", "WorkflowFailedError",
+    "WorkflowHandle", "WorkflowSummary", "connect",
 }  # fmt: skip
 
 

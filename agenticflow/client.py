@@ -1,0 +1,416 @@
+"""The Python client: connect to a cluster, start workflows, wait for their
+results, list them and steer them.
+
+::
+
+    import agenticflow
+
+    async with agenticflow.connect("nats://127.0.0.1:4222") as client:
+        handle = await client.start("workflow.yaml", input={"topic": "rust"})
+        print(await handle.result(timeout=60))
+
+``connect()`` can be awaited too (``client = await agenticflow.connect()``;
+then ``await client.close()``). Settings come from
+:func:`agenticflow.profiles.resolve`: the URL given, else ``NATS_URL``, else
+the active profile, else the ``AGENTICFLOW_*`` environment.
+
+The client closes the NATS connection it opened. The old way
+(``connected(Settings(...))`` then ``Client(bus=..., node_id=...)``, and
+``Client.submit`` returning an id) still works for this release and warns
+(DeprecationWarning).
+
+Errors defined here (the rest of the tree is in :mod:`agenticflow.shared.errors`)::
+
+    AgenticFlowError
+    ├── WorkflowFailedError              result(): the workflow failed or was rejected
+    │   └── WorkflowCancelledError       result(): it was cancelled or terminated
+    └── ResultValidationError            result(type=...): the output does not fit the type
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import os
+import warnings
+from collections.abc import AsyncIterator, Generator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+from pydantic import TypeAdapter, ValidationError
+
+from agenticflow.coordinator.client import Client as _CoreClient
+from agenticflow.coordinator.index import WorkflowSummary
+from agenticflow.coordinator.state import WorkflowState, WorkflowStatus
+from agenticflow.shared.bus import transport
+from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.errors import AgenticFlowError, ConfigError
+from agenticflow.shared.graph.workflow import WorkflowDefinition, load_workflow_file
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.wire.events import Event, InterventionApplied, Modification
+
+T = TypeVar("T")
+
+_WORKFLOW_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class WorkflowFailedError(AgenticFlowError):
+    """The workflow ended without a result: it failed or was rejected.
+
+    ``workflow_id``, ``state`` (its :class:`WorkflowStatus`), ``reason``,
+    ``failed_task`` and ``status`` (the whole :class:`WorkflowState`) say why.
+    """
+
+    code = "workflow_failed"
+
+    def __init__(self, message: str, *, status: WorkflowState) -> None:
+        super().__init__(message)
+        self.status = status
+        self.workflow_id = status.workflow_id
+        self.state = status.status
+        self.reason = status.reason
+        self.failed_task = status.failed_task
+
+
+class WorkflowCancelledError(WorkflowFailedError):
+    """The workflow was cancelled (cooperatively) or terminated before it completed."""
+
+    code = "workflow_cancelled"
+
+
+class ResultValidationError(AgenticFlowError, ValueError):
+    """``result(type=...)``: the workflow's output does not validate as that type
+    (the pydantic error is the ``__cause__``)."""
+
+    code = "result_invalid"
+
+
+class Client(_CoreClient):
+    """A connection to a cluster: start, list, wait for and steer workflows.
+
+    Made by :func:`connect`. Constructing it directly
+    (``Client(bus=..., node_id=...)``) is deprecated.
+    """
+
+    def __init__(self, *, bus: Bus, node_id: str, _owns_bus: bool = False) -> None:
+        if not _owns_bus:
+            warnings.warn(
+                "Client(bus=..., node_id=...) is deprecated: use "
+                "`client = await agenticflow.connect(url)` (or `async with "
+                "agenticflow.connect(url) as client`)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        super().__init__(bus=bus, node_id=node_id)
+        self._owns_bus = _owns_bus
+        self._closed = False
+
+    # Lifecycle ----------------------------------------------------------
+    async def close(self) -> None:
+        """Close the NATS connection this client opened (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._notifier is not None:
+            with contextlib.suppress(Exception):
+                await self._notifier.unsubscribe()
+            self._notifier = None
+        if self._owns_bus:
+            await self.bus.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # Workflows ----------------------------------------------------------
+    async def start(
+        self,
+        workflow: WorkflowDefinition | str | os.PathLike[str],
+        *,
+        input: dict[str, Any] | None = None,
+        id: str | None = None,
+        route: str | None = None,
+    ) -> WorkflowHandle:
+        """Start a workflow; returns its handle without waiting.
+
+        ``workflow`` is a definition, a path to a YAML or JSON workflow file,
+        or the name of a template (see ``agenticflow templates``; ``input``
+        fills its parameters). ``id`` makes the start idempotent: starting
+        again with the same id starts nothing new.
+
+        Raises WorkflowDefinitionError (WorkflowGraphError) for an invalid
+        workflow or id, NotFoundError for an unknown file or template,
+        TransportError when the bus fails.
+        """
+        definition = _definition(workflow, input)
+        workflow_id = await self.submit_workflow(
+            definition, input=input, workflow_id=id, route=route
+        )
+        return WorkflowHandle(workflow_id, self)
+
+    async def run(
+        self,
+        workflow: WorkflowDefinition | str | os.PathLike[str],
+        *,
+        input: dict[str, Any] | None = None,
+        id: str | None = None,
+        type: Any = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Start the workflow and wait for its result (see :meth:`WorkflowHandle.result`)."""
+        handle = await self.start(workflow, input=input, id=id)
+        return await handle.result(timeout=timeout, type=type)
+
+    def handle(self, workflow_id: str) -> WorkflowHandle:
+        """The handle of a workflow started earlier (by anyone)."""
+        return WorkflowHandle(workflow_id, self)
+
+    async def list(
+        self,
+        *,
+        state: str | WorkflowStatus | None = None,
+        name: str | None = None,
+        since: datetime | timedelta | None = None,
+        limit: int | None = 100,
+    ) -> builtins.list[WorkflowSummary]:
+        """Workflows, newest first: ``state`` (``running``, ``completed``,
+        ``failed``, ``cancelled``, ``aborted``, ``rejected``), ``name`` (a glob:
+        ``report-*``), ``since`` (created at or after; a timedelta means that
+        long ago), at most ``limit`` (None: all).
+
+        Reads the workflow index the coordinators keep (one small record per
+        workflow), not the event stream, so it sees every workflow whatever
+        their number. Raises ConfigError for an unknown state."""
+        return await self.workflows(state=state, name=name, since=since, limit=limit)
+
+    async def submit(self, *args: Any, **kwargs: Any) -> str:
+        """Deprecated: use :meth:`start` (returns a handle) or :meth:`run`."""
+        warnings.warn(
+            "Client.submit() is deprecated: use `handle = await client.start(workflow, "
+            "input=..., id=...)` (handle.id is the workflow id) or `await client.run(...)`",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return await self.submit_workflow(*args, **kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowHandle:
+    """One workflow, by id: wait for its result, read it, steer it."""
+
+    id: str
+    client: Client
+
+    @overload
+    async def result(self, *, timeout: float | None = ..., type: None = ...) -> Any: ...
+
+    @overload
+    async def result(self, *, timeout: float | None = ..., type: builtins.type[T]) -> T: ...
+
+    @overload
+    async def result(self, *, timeout: float | None = ..., type: Any) -> Any: ...
+
+    async def result(self, *, timeout: float | None = None, type: Any = None) -> Any:
+        """Wait until the workflow ends; returns its output: the result of its
+        sink task (the one no other task depends on), or a dict of results by
+        task id when it has several sinks. With ``type`` the output is
+        validated (and converted) by pydantic (``type=MyModel``,
+        ``type=list[int]``...).
+
+        Raises WorkflowFailedError (failed or rejected), WorkflowCancelledError
+        (cancelled or terminated), ResultValidationError (``type`` does not
+        fit), TimeoutError after ``timeout`` seconds (None: wait for ever).
+        """
+        state = await self.wait(timeout=timeout)
+        output = _output_of(state)
+        if type is None:
+            return output
+        try:
+            return TypeAdapter(type).validate_python(output)
+        except ValidationError as exc:
+            raise ResultValidationError(
+                f"the output of workflow {self.id!r} is not a valid {_type_name(type)}: {exc}"
+            ) from exc
+
+    async def wait(self, *, timeout: float | None = None) -> WorkflowState:
+        """Wait until the workflow ends (whatever the outcome); returns its state.
+        Raises TimeoutError."""
+        try:
+            return await self.client.wait(self.id, timeout=timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"workflow {self.id!r} did not finish within {timeout:g}s"
+                if timeout is not None
+                else f"workflow {self.id!r} did not finish"
+            ) from None
+
+    async def status(self) -> WorkflowState:
+        """Its latest state; raises NotFoundError before a coordinator recorded it."""
+        return await self.client.status(self.id)
+
+    async def events(self) -> builtins.list[Event]:
+        """Its events so far, in stream order."""
+        return await self.client.events(self.id)
+
+    async def states(self) -> AsyncIterator[WorkflowState]:
+        """Every new state of the workflow, until it ends (for live progress)."""
+        async for state in self.client.states(self.id):
+            yield state
+
+    async def cancel(self, reason: str = "") -> InterventionApplied:
+        """Cooperative cancel: no new task is dispatched, tasks that have not
+        started are cancelled, running ones finish (their results are kept) or
+        see ``ctx.cancelled`` and stop; the workflow then ends ``cancelled``.
+        Raises InterventionRefusedError (``code`` says why)."""
+        return await self.client.cancel(self.id, reason)
+
+    async def terminate(self, reason: str = "") -> InterventionApplied:
+        """End the workflow now (``aborted``): running handlers are cancelled and
+        late outcomes ignored. Raises InterventionRefusedError."""
+        return await self.client.terminate(self.id, reason)
+
+    async def pause(self) -> InterventionApplied:
+        """Dispatch no new task until :meth:`resume`; running tasks finish."""
+        return await self.client.pause(self.id)
+
+    async def resume(self) -> InterventionApplied:
+        """Resume a paused workflow."""
+        return await self.client.intervene(self.id, "resume")
+
+    async def feedback(self, text: str) -> InterventionApplied:
+        """Send feedback to running handlers (``ctx.feedback``) and every later task."""
+        return await self.client.feedback(self.id, text)
+
+    async def approve(self, task: str, comment: str = "") -> InterventionApplied:
+        """Approve the task waiting for approval."""
+        return await self.client.approve(self.id, task, comment)
+
+    async def reject(self, task: str, comment: str = "") -> InterventionApplied:
+        """Reject the task waiting for approval."""
+        return await self.client.reject(self.id, task, comment)
+
+    async def modify(self, changes: Modification | dict[str, Any]) -> InterventionApplied:
+        """Change tasks that have not started (see :class:`Modification`)."""
+        return await self.client.modify(self.id, changes)
+
+
+def _output_of(state: WorkflowState) -> Any:
+    if state.status == WorkflowStatus.COMPLETED:
+        output = state.output
+        return next(iter(output.values())) if len(output) == 1 else dict(output)
+    what = f"workflow {state.workflow_id!r} {state.status.value}"
+    message = f"{what}: {state.reason}" if state.reason else what
+    if state.status in (WorkflowStatus.CANCELLED, WorkflowStatus.ABORTED):
+        raise WorkflowCancelledError(message, status=state)
+    raise WorkflowFailedError(message, status=state)
+
+
+def _type_name(kind: Any) -> str:
+    return getattr(kind, "__name__", None) or repr(kind)
+
+
+def _definition(
+    workflow: WorkflowDefinition | str | os.PathLike[str], input: dict[str, Any] | None
+) -> WorkflowDefinition:
+    if isinstance(workflow, WorkflowDefinition):
+        return workflow
+    path = Path(workflow)
+    if isinstance(workflow, os.PathLike) or path.suffix in _WORKFLOW_SUFFIXES or path.exists():
+        return load_workflow_file(path)
+    from agenticflow.coordinator.supervisor.templates import Templates
+
+    return Templates.load().get(str(workflow)).render(input or {})
+
+
+class _Connecting:
+    """What :func:`connect` returns: await it, or use it with ``async with``."""
+
+    def __init__(self, settings: Settings, name: str, node_id: str | None) -> None:
+        self._settings = settings
+        self._name = name
+        self._node_id = node_id
+        self._client: Client | None = None
+
+    async def _open(self) -> Client:
+        bus = await Bus.connect(self._settings, name=self._name, role="client")
+        node_id = self._node_id or f"client-{os.urandom(4).hex()}"
+        return Client(bus=bus, node_id=node_id, _owns_bus=True)
+
+    def __await__(self) -> Generator[Any, None, Client]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> Client:
+        self._client = await self._open()
+        return self._client
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+def connect(
+    url: str | None = None,
+    *,
+    profile: str | None = None,
+    settings: Settings | None = None,
+    name: str = "agenticflow-client",
+    node_id: str | None = None,
+) -> _Connecting:
+    """Connect to a cluster: ``client = await connect(url)`` or
+    ``async with connect(url) as client``.
+
+    ``settings`` is used as given (then give no ``url`` or ``profile``);
+    otherwise they are resolved from ``url``,
+    ``profile``, ``NATS_URL`` and the environment
+    (:func:`agenticflow.profiles.resolve`). ``node_id`` names this client in
+    vector clocks and audit records (default: a random ``client-...``).
+
+    Raises ConfigError for an unknown profile or invalid settings (when
+    called), ConnectionLostError (a TransportError) when NATS is unreachable
+    (when awaited or entered).
+    """
+    if settings is None:
+        from agenticflow.profiles import resolve
+
+        settings = resolve(url, profile)
+    elif url is not None or profile is not None:
+        raise ConfigError("connect() takes settings, or a url and/or a profile, not both")
+    return _Connecting(settings, name, node_id)
+
+
+def connected(settings: Settings, *, name: str, role: str = "client") -> Any:
+    """Deprecated: use :func:`connect` (``async with agenticflow.connect(url) as client``)."""
+    warnings.warn(
+        "agenticflow.connected(Settings(...)) is deprecated: use "
+        "`async with agenticflow.connect(url) as client` (or connect(settings=...))",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return transport.connected(settings, name=name, role=role)
+
+
+__all__ = [
+    "Client",
+    "ResultValidationError",
+    "WorkflowCancelledError",
+    "WorkflowFailedError",
+    "WorkflowHandle",
+    "WorkflowSummary",
+    "connect",
+    "connected",
+]

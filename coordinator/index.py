@@ -1,0 +1,180 @@
+"""The workflow index: one small record per workflow, for listing them.
+
+KV ``<prefix>_workflow_index``, key = workflow id, written by the coordinator
+that owns the workflow each time it saves a snapshot whose summary changed
+(state, task counts); never by anyone else. A record is a sealed record
+(:meth:`~agenticflow.shared.security.seal.Seal.seal_record`): with keys it is
+signed by a coordinator and bound to its key, with data keys encrypted, so a
+client lists what coordinators wrote and nothing else.
+
+Why an index and not the event stream or the snapshots: listing from the
+stream reads every event (or only the N most recent ones); listing from the
+snapshots reads every workflow's whole state (up to ``max_payload`` each). A
+summary is about 150 bytes, read through one consumer over the bucket; it is
+written alongside the snapshot the coordinator saves anyway (snapshot writes
+are already batched: see ``Settings.snapshot_*``), concurrently with it, and
+only when the summary changed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict
+
+from agenticflow.coordinator.state import DONE_TASK, WorkflowState, WorkflowStatus
+from agenticflow.shared.errors import ConfigError, MalformedMessageError
+from agenticflow.shared.security.seal import Seal
+from agenticflow.shared.wire.codec import pack, unpack
+
+INDEX_WRITERS = ("coordinator",)
+"""The role whose signature an index record must carry when keys are configured."""
+
+
+class WorkflowSummary(BaseModel):
+    """One workflow as listed: what ``client.list()`` returns."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    name: str
+    state: WorkflowStatus
+    created_at: datetime
+    updated_at: datetime
+    """When the coordinator last recorded a change (at snapshot granularity)."""
+    tasks_done: int = 0
+    """Tasks completed or skipped."""
+    tasks_total: int = 0
+    paused: bool = False
+    reason: str | None = None
+    """Why it failed, was rejected, cancelled or terminated."""
+
+    def record(self) -> dict[str, object]:
+        """The plain data stored (times in nanoseconds)."""
+        return {
+            "v": 1,
+            "id": self.id,
+            "name": self.name,
+            "state": self.state.value,
+            "created_at": _ns(self.created_at),
+            "updated_at": _ns(self.updated_at),
+            "tasks_done": self.tasks_done,
+            "tasks_total": self.tasks_total,
+            "paused": self.paused,
+            "reason": self.reason,
+        }
+
+
+def summary_of(state: WorkflowState, *, now_ns: int) -> WorkflowSummary:
+    """The summary of a workflow's state, as of ``now_ns``."""
+    return WorkflowSummary(
+        id=state.workflow_id,
+        name=state.name,
+        state=state.status,
+        created_at=_time(state.created_at),
+        updated_at=_time(now_ns),
+        tasks_done=sum(1 for t in state.tasks.values() if t.status in DONE_TASK),
+        tasks_total=len(state.tasks),
+        paused=state.paused,
+        reason=(state.reason or "")[:500] or None,
+    )
+
+
+def listed_fields(state: WorkflowState) -> tuple[object, ...]:
+    """What a record shows of a state, but its update time: a record is written
+    only when this changed."""
+    done = sum(1 for t in state.tasks.values() if t.status in DONE_TASK)
+    return (state.status, state.name, done, len(state.tasks), state.paused, state.reason)
+
+
+def seal_summary(seal: Seal, bucket: str, summary: WorkflowSummary) -> bytes:
+    """The stored form of a summary (signed and encrypted as configured)."""
+    return seal.seal_record(bucket, summary.id, pack(summary.record()))
+
+
+def open_summary(
+    seal: Seal, bucket: str, key: str, blob: bytes, *, stored_ns: int | None
+) -> WorkflowSummary:
+    """A stored summary; raises MalformedMessageError (or ForgedMessageError...)
+    for one that is not a coordinator's record of this key."""
+    plain, _ = seal.open_record(bucket, key, blob, roles=INDEX_WRITERS, stored_ns=stored_ns)
+    raw = unpack(plain)
+    if not isinstance(raw, dict) or raw.get("id") != key:
+        raise MalformedMessageError(f"{bucket}/{key} is not a workflow summary")
+    try:
+        return WorkflowSummary(
+            id=key,
+            name=str(raw.get("name", "")),
+            state=WorkflowStatus(raw["state"]),
+            created_at=_time(int(raw["created_at"])),
+            updated_at=_time(int(raw.get("updated_at") or stored_ns or raw["created_at"])),
+            tasks_done=int(raw.get("tasks_done", 0)),
+            tasks_total=int(raw.get("tasks_total", 0)),
+            paused=bool(raw.get("paused", False)),
+            reason=raw.get("reason"),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedMessageError(f"{bucket}/{key} is not a valid summary: {exc}") from exc
+
+
+def parse_state(state: str | WorkflowStatus | None) -> WorkflowStatus | None:
+    """The state filter; raises ConfigError for an unknown state."""
+    if state is None or isinstance(state, WorkflowStatus):
+        return state
+    try:
+        return WorkflowStatus(state.lower())
+    except ValueError:
+        known = ", ".join(s.value for s in WorkflowStatus)
+        raise ConfigError(f"unknown workflow state {state!r} (one of {known})") from None
+
+
+def select(
+    summaries: Iterable[WorkflowSummary],
+    *,
+    state: str | WorkflowStatus | None = None,
+    name: str | None = None,
+    since: datetime | timedelta | None = None,
+    limit: int | None = None,
+    now: datetime | None = None,
+) -> list[WorkflowSummary]:
+    """The summaries that pass the filters, newest (``created_at``) first, at
+    most ``limit``. ``name`` is a glob; ``since`` a time or an age. Raises
+    ConfigError for an unknown state or a negative limit."""
+    wanted = parse_state(state)
+    if limit is not None and limit < 0:
+        raise ConfigError(f"limit must be 0 or more, not {limit}")
+    if isinstance(since, timedelta):
+        since = (now or datetime.now(UTC)) - since
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    found = [
+        s
+        for s in summaries
+        if (wanted is None or s.state == wanted)
+        and (name is None or fnmatch.fnmatchcase(s.name, name))
+        and (since is None or s.created_at >= since)
+    ]
+    found.sort(key=lambda s: (s.created_at, s.id), reverse=True)
+    return found if limit is None else found[:limit]
+
+
+def _time(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC)
+
+
+def _ns(moment: datetime) -> int:
+    return int(moment.timestamp() * 1e9)
+
+
+__all__ = [
+    "INDEX_WRITERS",
+    "WorkflowSummary",
+    "listed_fields",
+    "open_summary",
+    "parse_state",
+    "seal_summary",
+    "select",
+    "summary_of",
+]
