@@ -26,6 +26,23 @@ CHAOS_APP = "tests.support.app:core"
 _prefixes = itertools.count()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def profiles_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Profiles (agenticflow.profiles) in a temporary directory: the tests and
+    the processes they start never read or write the user's, and no current
+    profile of the user changes what a command connects to."""
+    home = tmp_path_factory.mktemp("agenticflow-home")
+    saved = {k: os.environ.get(k) for k in ("AGENTICFLOW_HOME", "AGENTICFLOW_PROFILE")}
+    os.environ["AGENTICFLOW_HOME"] = str(home)
+    os.environ.pop("AGENTICFLOW_PROFILE", None)
+    yield home
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
     """A real nats-server with JetStream, for the whole session."""
