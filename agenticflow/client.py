@@ -368,15 +368,16 @@ def connect(
     *,
     profile: str | None = None,
     settings: Settings | None = None,
+    prefix: str | None = None,
     name: str = "agenticflow-client",
     node_id: str | None = None,
 ) -> _Connecting:
     """Connect to a cluster: ``client = await connect(url)`` or
     ``async with connect(url) as client``.
 
-    ``settings`` is used as given (then give no ``url`` or ``profile``);
-    otherwise they are resolved from ``url``,
-    ``profile``, ``NATS_URL`` and the environment
+    ``settings`` is used as given (then give no ``url``, ``profile`` or
+    ``prefix``); otherwise they are resolved from ``url``, ``prefix`` (the
+    deployment's subject prefix), ``profile``, ``NATS_URL`` and the environment
     (:func:`agenticflow.profiles.resolve`). ``node_id`` names this client in
     vector clocks and audit records (default: a random ``client-...``).
 
@@ -387,9 +388,9 @@ def connect(
     if settings is None:
         from agenticflow.profiles import resolve
 
-        settings = resolve(url, profile)
-    elif url is not None or profile is not None:
-        raise ConfigError("connect() takes settings, or a url and/or a profile, not both")
+        settings = resolve(url, profile, prefix=prefix)
+    elif url is not None or profile is not None or prefix is not None:
+        raise ConfigError("connect() takes settings, or url, profile and prefix, not both")
     return _Connecting(settings, name, node_id)
 
 

@@ -35,6 +35,7 @@ from opentelemetry.trace import SpanKind
 
 from agenticflow.coordinator import children
 from agenticflow.coordinator.admission import Ignore, Refuse, Rules, admit, sender
+from agenticflow.coordinator.index import listed_fields, seal_summary, summary_of
 from agenticflow.coordinator.known import KnownIds
 from agenticflow.coordinator.reducer import (
     SHELL_NODE,
@@ -162,6 +163,8 @@ class _Entry:
     dirty_since: float | None = None
     oversize: bool = False
     """Its snapshot outgrew max_payload while running: it is being aborted."""
+    listed: tuple[object, ...] | None = None
+    """What its index record shows (None: not written by this process yet)."""
 
     def __post_init__(self) -> None:
         self.queued_version = max(self.queued_version, self.saved_version)
@@ -177,6 +180,8 @@ class _Save:
     entry: _Entry
     data: bytes
     version: int
+    summary: bytes | None = None
+    """Its new index record, when what the index shows of it changed."""
 
 
 @dataclass(slots=True)
@@ -297,6 +302,7 @@ class Coordinator:
         self._stop_issuing = await serve_identities(self.bus)
         await self.audit.start(role="coordinator", policy=self.policy is not None)
         self._workflows = await self.bus.kv(self.names.workflows_bucket)
+        self._index = await self.bus.kv(self.names.workflow_index_bucket)
         self._agents = await self.bus.kv(self.names.agents_bucket)
         await self._recover()
         await self._heartbeat()
@@ -480,6 +486,11 @@ class Coordinator:
         except Exception:  # nats-py raises NoKeysError for an empty bucket
             keys = []
         self._known.update(keys)
+        try:
+            indexed = set(await self._index.keys())
+        except Exception:  # NoKeysError for an empty bucket
+            indexed = set()
+        unlisted: list[WorkflowState] = []
         recovered = 0
         commands: list[Command] = []
         for key in keys:
@@ -488,6 +499,8 @@ class Coordinator:
             except MalformedMessageError:
                 log.exception("unreadable snapshot skipped", workflow_id=key)
                 continue
+            if entry is not None and key not in indexed:
+                unlisted.append(entry.state)  # saved before the index existed
             if entry is None or entry.state.is_terminal:
                 self._cache.pop(key, None)
                 continue
@@ -496,6 +509,12 @@ class Coordinator:
             recovered += 1
         # Commands of events folded after the snapshots: re-issued, deduplicated.
         await self._execute(commands)
+        await asyncio.gather(
+            *(
+                self._put_summary(state.workflow_id, self._summary(state, state.finished_at))
+                for state in unlisted
+            )
+        )
         if recovered:
             log.info("recovered running workflows", count=recovered)
 
@@ -1063,7 +1082,10 @@ class Coordinator:
                     workflow_id=state.workflow_id,
                     left_out=left_out,
                 )
-            saves.append(_Save(entry, data, state.version))
+            listed = listed_fields(state)
+            summary = None if listed == entry.listed else self._summary(state)
+            saves.append(_Save(entry, data, state.version, summary))
+            entry.listed = listed
             entry.queued_version = entry.state.version
             entry.dirty_since = None
         return saves
@@ -1098,7 +1120,32 @@ class Coordinator:
                     return
             entry.saved_version = max(entry.saved_version, save.version)
 
-        await asyncio.gather(*(write(save) for save in saves))
+        await asyncio.gather(
+            *(write(save) for save in saves),
+            *(
+                self._put_summary(save.entry.state.workflow_id, save.summary)
+                for save in saves
+                if save.summary is not None
+            ),
+        )
+
+    def _summary(self, state: WorkflowState, at_ns: int | None = None) -> bytes:
+        """The workflow's index record (see agenticflow.coordinator.index)."""
+        summary = summary_of(state, now_ns=at_ns or time.time_ns())
+        return seal_summary(self.bus.seal, self.names.workflow_index_bucket, summary)
+
+    async def _put_summary(self, workflow_id: str, record: bytes) -> None:
+        """Write an index record (last writer wins: one coordinator owns a
+        workflow, and the writer stores a workflow's batches in order); retried
+        like snapshots. Written concurrently with the snapshot, so it adds no
+        round trip to the batch."""
+        await self._until_done(
+            lambda: self.bus.call(
+                lambda: self._index.put(workflow_id, record), what="index a workflow"
+            ),
+            "workflow summary not saved",
+            workflow_id=workflow_id,
+        )
 
     def _abort_oversize(self, state: WorkflowState, size: int, limit: int) -> None:
         """A running workflow whose state no longer fits in a KV value: abort it

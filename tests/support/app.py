@@ -155,6 +155,18 @@ async def listen(ctx: TaskContext) -> dict[str, Any]:
     return {"before": before, "got": got}
 
 
+@steering.agent(capabilities=["cancellable"])
+async def cancellable(ctx: TaskContext) -> str:
+    """Wait up to ``params.seconds`` for the workflow's cancellation and stop when
+    it comes (``ctx.raise_if_cancelled``); else return ``"not cancelled"``."""
+    try:
+        await ctx.cancellation.wait(timeout=float(ctx.params.get("seconds", 120)))
+    except TimeoutError:
+        return "not cancelled"
+    ctx.raise_if_cancelled()
+    return "unreachable"
+
+
 @steering.agent(capabilities=["context"])
 async def context(ctx: TaskContext) -> dict[str, Any]:
     """What the context carries: the gate's decision, feedback, params."""
