@@ -10,12 +10,21 @@ few trial calls through once it may have recovered::
 
 While it is OPEN, and while HALF_OPEN already runs ``half_open_max_calls``
 trials, a call raises :class:`CircuitOpenError` without reaching the dependency.
+
+The machine itself is pure: :func:`admit` and :func:`settle` take a
+:class:`Circuit` (the state as a value), the time and the limits, and return the
+new value (None when nothing changes). :class:`CircuitBreaker` keeps one in
+memory; the tools' cluster-wide breaker
+(:mod:`agenticflow.worker.tools.breaker`) keeps one in a KV record shared by
+every worker. Both make the same transitions.
 That error is retryable by the framework's rules (it is not a
 :class:`~agenticflow.shared.errors.NonRetryableError`), and its ``retry_after_s`` says when
 trying again makes sense.
 
-:func:`retry_policy` and :func:`retry_async` retry a call with capped exponential
-backoff (built on tenacity) and re-raise the last error when they give up.
+:func:`backoff_delay` is the one backoff formula (capped exponential, optional
+jitter): :func:`retry_policy` and :func:`retry_async` retry a call with it (built
+on tenacity) and re-raise the last error when they give up; task retries
+(``RetryPolicy.delay_s``) and the bus's and coordinator's retry loops use it too.
 
 Neither is thread-safe: use one breaker from one event loop. Within that loop
 the breaker needs no lock, because it never awaits between reading and
@@ -27,21 +36,18 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, ParamSpec, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypedDict, TypeVar
 
 import structlog
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    retry_if_not_exception_type,
-    stop_after_attempt,
-)
+
+if TYPE_CHECKING:
+    from tenacity import AsyncRetrying, RetryCallState
 
 from agenticflow.shared.errors import CircuitOpenError, ConfigError, NonRetryableError
 
@@ -53,6 +59,9 @@ T = TypeVar("T")
 ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
 Listener = Callable[["BreakerState", "BreakerState"], None]
 Sleep = Callable[[float], Awaitable[None]]
+Outcome = Literal["ok", "failure", "neutral"]
+"""How an admitted call ended: ``neutral`` counts neither way (a caller's
+mistake, a cancelled call)."""
 
 
 class BreakerState(enum.StrEnum):
@@ -63,6 +72,132 @@ class BreakerState(enum.StrEnum):
     HALF_OPEN = "half_open"
 
 
+# The state machine (pure) ------------------------------------------------
+class BreakerLimits(Protocol):
+    """The thresholds the machine reads (a :class:`CircuitBreaker`, a tool's
+    ``BreakerPolicy``)."""
+
+    @property
+    def failure_threshold(self) -> int: ...
+    @property
+    def recovery_timeout_s(self) -> float: ...
+    @property
+    def half_open_max_calls(self) -> int: ...
+    @property
+    def success_threshold(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Circuit:
+    """A breaker's state as a value, for :func:`admit` and :func:`settle`.
+
+    Times are on whatever clock the caller passes as ``now`` (monotonic in
+    memory, wall clock in a shared record). A half-open trial holds its slot
+    until ``trial_until``: a holder that dies during a trial (another process)
+    does not keep the circuit half-open for ever.
+    """
+
+    state: BreakerState = BreakerState.CLOSED
+    failures: int = 0
+    """Consecutive failures (reset by a success while closed)."""
+    successes: int = 0
+    """Trial successes while half-open."""
+    trials: int = 0
+    """Trial calls in flight while half-open."""
+    opened_until: float = 0.0
+    trial_until: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What :func:`admit` decided."""
+
+    allowed: bool
+    trial: bool = False
+    circuit: Circuit | None = None
+    """The state to keep before the call goes through (it took a trial slot)."""
+    retry_after_s: float = 0.0
+
+
+_CLOSED = Circuit()
+_ADMITTED = Admission(allowed=True)
+"""A closed circuit's answer: no new state, no allocation."""
+
+
+def elapsed(circuit: Circuit, now: float) -> Circuit | None:
+    """The circuit once its open period is over (HALF_OPEN), or None if unchanged."""
+    if circuit.state is BreakerState.OPEN and now >= circuit.opened_until:
+        return replace(
+            circuit, state=BreakerState.HALF_OPEN, successes=0, trials=0, trial_until=0.0
+        )
+    return None
+
+
+def admit(
+    circuit: Circuit, now: float, limits: BreakerLimits, *, trial_s: float = math.inf
+) -> Admission:
+    """May a call go through now? ``trial_s`` bounds how long a trial holds its slot."""
+    if circuit.state is BreakerState.CLOSED:
+        return _ADMITTED
+    if circuit.state is BreakerState.OPEN:
+        if now < circuit.opened_until:
+            return Admission(allowed=False, retry_after_s=circuit.opened_until - now)
+        circuit = replace(circuit, state=BreakerState.HALF_OPEN, trials=0, trial_until=0.0)
+    # HALF_OPEN
+    if now >= circuit.trial_until:  # no trial in flight, or the ones in flight are overdue
+        taken = replace(
+            circuit, state=BreakerState.HALF_OPEN, trials=1, successes=0, trial_until=now + trial_s
+        )
+        return Admission(allowed=True, trial=True, circuit=taken)
+    if circuit.trials >= limits.half_open_max_calls:
+        return Admission(allowed=False, retry_after_s=circuit.trial_until - now)
+    taken = replace(circuit, trials=circuit.trials + 1, trial_until=now + trial_s)
+    return Admission(allowed=True, trial=True, circuit=taken)
+
+
+def settle(
+    circuit: Circuit, now: float, limits: BreakerLimits, *, trial: bool, outcome: Outcome
+) -> Circuit | None:
+    """The circuit after an admitted call ended, or None if it does not change.
+
+    A late outcome (of a call admitted before the circuit opened, or a non-trial
+    call while half-open) changes nothing, except that a late success while
+    closed still resets the failure count.
+    """
+    if outcome == "neutral":
+        if trial and circuit.state is BreakerState.HALF_OPEN and circuit.trials > 0:
+            return replace(circuit, trials=circuit.trials - 1)
+        return None
+    if outcome == "ok":
+        return _succeeded(circuit, limits, trial=trial)
+    return _failed(circuit, now, limits, trial=trial)
+
+
+def _succeeded(circuit: Circuit, limits: BreakerLimits, *, trial: bool) -> Circuit | None:
+    if circuit.state is BreakerState.CLOSED:
+        return replace(circuit, failures=0) if circuit.failures else None
+    if circuit.state is not BreakerState.HALF_OPEN or not trial:
+        return None
+    if circuit.successes + 1 >= limits.success_threshold:
+        return _CLOSED
+    return replace(circuit, successes=circuit.successes + 1, trials=max(circuit.trials - 1, 0))
+
+
+def _failed(circuit: Circuit, now: float, limits: BreakerLimits, *, trial: bool) -> Circuit | None:
+    state = circuit.state
+    if state is BreakerState.CLOSED:
+        if circuit.failures + 1 < limits.failure_threshold:
+            return replace(circuit, failures=circuit.failures + 1)
+    elif state is not BreakerState.HALF_OPEN or not trial:
+        return None  # a late failure of a call admitted before the circuit opened
+    return Circuit(
+        state=BreakerState.OPEN,
+        failures=circuit.failures + 1,
+        opened_until=now + limits.recovery_timeout_s,
+    )
+
+
+# The in-memory breaker ---------------------------------------------------
 class BreakerSnapshot(TypedDict):
     """What :meth:`CircuitBreaker.snapshot` returns."""
 
@@ -124,13 +259,10 @@ class CircuitBreaker:
         )
         self.on_change: list[Listener] = list(on_change)
         self._clock = clock
-        self._state = BreakerState.CLOSED
+        self._circuit = _CLOSED
         # Bumped on every transition so a call that outlives its state period
         # (e.g. admitted while CLOSED, finished after the breaker opened) is ignored.
         self._generation = 0
-        self._failures = 0
-        self._successes = 0
-        self._trials = 0
         self._opened_at: float | None = None
         self._last_error: type[BaseException] | None = None
         # ``async with breaker`` keeps no per-call object, so tickets are kept per task.
@@ -140,30 +272,32 @@ class CircuitBreaker:
     @property
     def state(self) -> BreakerState:
         """The current state; reading it moves OPEN to HALF_OPEN once the timeout has passed."""
-        if (
-            self._state is BreakerState.OPEN
-            and self._opened_at is not None
-            and self._clock() >= self._opened_at + self.recovery_timeout_s
-        ):
-            self._transition(BreakerState.HALF_OPEN)
-        return self._state
+        if self._circuit.state is BreakerState.OPEN:
+            now = self._clock()
+            moved = elapsed(self._circuit, now)
+            if moved is not None:
+                self._set(moved, now)
+        return self._circuit.state
 
     def snapshot(self) -> BreakerSnapshot:
         """The breaker's state for logs, health checks and metrics."""
         return {
             "name": self.name,
             "state": self.state.value,
-            "failures": self._failures,
+            "failures": self._circuit.failures,
             "opened_at": self._opened_at,
             "last_error": self._last_error.__name__ if self._last_error else None,
         }
 
     def reset(self) -> None:
         """Close the breaker and forget failures (an operator's override)."""
-        self._transition(BreakerState.CLOSED)
+        old = self._circuit.state
+        self._circuit = _CLOSED
+        self._changed(old, BreakerState.CLOSED, self._clock())
 
     def __repr__(self) -> str:
-        return f"<CircuitBreaker {self.name!r} {self._state.value} failures={self._failures}>"
+        circuit = self._circuit
+        return f"<CircuitBreaker {self.name!r} {circuit.state.value} failures={circuit.failures}>"
 
     # Use ----------------------------------------------------------------
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -205,55 +339,52 @@ class CircuitBreaker:
             del self._entered[task]
         self._settle(ticket, exc)
 
-    # Core ---------------------------------------------------------------
+    # Core: the pure machine above, plus tickets --------------------------
     def _admit(self) -> _Ticket:
-        state = self.state
-        if state is BreakerState.CLOSED:
+        circuit = self._circuit
+        if circuit.state is BreakerState.CLOSED:  # the hot path: no clock, no allocation
             return _Ticket(self._generation, trial=False)
-        if state is BreakerState.OPEN:
-            assert self._opened_at is not None
-            remaining = self._opened_at + self.recovery_timeout_s - self._clock()
-            raise CircuitOpenError(self.name, retry_after_s=max(remaining, 0.0))
-        if self._trials >= self.half_open_max_calls:
-            # A trial is running; if it fails, the breaker stays open this long.
-            raise CircuitOpenError(self.name, retry_after_s=self.recovery_timeout_s)
-        self._trials += 1
-        return _Ticket(self._generation, trial=True)
+        now = self._clock()
+        admission = admit(circuit, now, self)
+        if admission.circuit is not None:
+            self._set(admission.circuit, now)
+        if not admission.allowed:
+            retry_after = admission.retry_after_s
+            if math.isinf(retry_after):
+                # A trial is running; if it fails, the breaker stays open this long.
+                retry_after = self.recovery_timeout_s
+            raise CircuitOpenError(self.name, retry_after_s=retry_after)
+        return _Ticket(self._generation, trial=admission.trial)
 
     def _settle(self, ticket: _Ticket, exc: BaseException | None) -> None:
         if ticket.generation != self._generation:
             return
-        if ticket.trial:
-            self._trials -= 1
+        outcome: Outcome
         if exc is None:
-            self._on_success()
+            outcome = "ok"
         elif isinstance(exc, Exception) and not isinstance(exc, self.excluded):
-            self._on_failure(exc)
+            outcome = "failure"
+            self._last_error = type(exc)
+        else:
+            outcome = "neutral"
+        # Only a failure can open the circuit, the one move that reads the time:
+        # a success (the hot path) reads no clock and, while closed, allocates nothing.
+        now = self._clock() if outcome == "failure" else 0.0
+        new = settle(self._circuit, now, self, trial=ticket.trial, outcome=outcome)
+        if new is not None:
+            self._set(new, now)
 
-    def _on_success(self) -> None:
-        if self._state is BreakerState.CLOSED:
-            self._failures = 0
-            return
-        self._successes += 1
-        if self._successes >= self.success_threshold:
-            self._transition(BreakerState.CLOSED)
+    def _set(self, new: Circuit, now: float) -> None:
+        old = self._circuit.state
+        self._circuit = new
+        if new.state is not old:
+            self._changed(old, new.state, now)
 
-    def _on_failure(self, exc: Exception) -> None:
-        self._last_error = type(exc)
-        self._failures += 1
-        if self._state is BreakerState.HALF_OPEN or self._failures >= self.failure_threshold:
-            self._transition(BreakerState.OPEN)
-
-    def _transition(self, new: BreakerState) -> None:
-        old = self._state
-        self._state = new
+    def _changed(self, old: BreakerState, new: BreakerState, now: float) -> None:
         self._generation += 1
-        self._successes = 0
-        self._trials = 0
         if new is BreakerState.OPEN:
-            self._opened_at = self._clock()
+            self._opened_at = now
         elif new is BreakerState.CLOSED:
-            self._failures = 0
             self._opened_at = None
         if old is new:
             return
@@ -262,7 +393,7 @@ class CircuitBreaker:
                 "circuit opened",
                 circuit=self.name,
                 previous=old.value,
-                failures=self._failures,
+                failures=self._circuit.failures,
                 error_type=self._last_error.__name__ if self._last_error else None,
             )
         else:
@@ -327,6 +458,14 @@ def retry_policy(
     """
     if attempts < 1 or initial_s < 0 or max_s < 0 or backoff < 1:
         raise ConfigError("retry policy: attempts >= 1, delays >= 0 and backoff >= 1 required")
+    # Imported here: the backoff formula and the breaker need no tenacity, and
+    # the workflow model (RetryPolicy) imports this module.
+    from tenacity import (
+        AsyncRetrying,
+        retry_if_exception_type,
+        retry_if_not_exception_type,
+        stop_after_attempt,
+    )
 
     def wait(state: RetryCallState) -> float:
         return backoff_delay(

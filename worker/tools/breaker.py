@@ -1,26 +1,32 @@
-"""A circuit breaker whose state is shared data: pure decisions over a record.
+"""A circuit breaker whose state is shared data: the shared machine over a KV record.
 
-The same machine as :class:`agenticflow.shared.resilience.CircuitBreaker`::
+The state machine is the one in :mod:`agenticflow.shared.resilience` (its
+``admit`` and ``settle``), which :class:`~agenticflow.shared.resilience.CircuitBreaker`
+runs in memory::
 
     CLOSED ──(failure_threshold consecutive failures)──▶ OPEN
     OPEN ──(recovery_timeout_s has passed; a trial is admitted)──▶ HALF_OPEN
     HALF_OPEN ──(success_threshold trial successes)──▶ CLOSED
     HALF_OPEN ──(a trial failure)──▶ OPEN
 
-but the state is a :class:`BreakerRecord` that lives in a KV entry shared by
-every worker (:mod:`agenticflow.worker.tools.cluster`), so these functions take the record
-and the time and return the new record, or None when nothing changes (then
-nothing is written: a closed breaker costs no round trip). Times are wall-clock
-seconds since the epoch, as the record is read on other machines. A half-open
-trial holds its slot until ``trial_until``: a worker that dies during a trial
-does not keep the circuit half-open for ever.
+Here the state is a :class:`BreakerRecord` that lives in a KV entry shared by
+every worker (:mod:`agenticflow.worker.tools.cluster`): this module only maps the
+record to the machine's :class:`~agenticflow.shared.resilience.Circuit` and back,
+adding what the record keeps beside it (the last error, when and by whom it
+changed). :func:`admit` and :func:`settle` take the record and the time and
+return the new record, or None when nothing changes (then nothing is written: a
+closed breaker costs no round trip). Times are wall-clock seconds since the
+epoch, as the record is read on other machines. A half-open trial holds its
+slot until ``trial_until``: a worker that dies during a trial does not keep the
+circuit half-open for ever.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from agenticflow.shared.resilience import BreakerState
+from agenticflow.shared import resilience
+from agenticflow.shared.resilience import BreakerState, Circuit, Outcome
 from agenticflow.worker.tools.record import Record
 from agenticflow.worker.tools.spec import BreakerPolicy
 
@@ -59,21 +65,9 @@ class Admission:
 
 def admit(record: BreakerRecord, now: float, policy: BreakerPolicy, *, trial_s: float) -> Admission:
     """May a call go through? ``trial_s`` bounds how long a trial holds its slot."""
-    if record.state == CLOSED:
-        return Admission(allowed=True)
-    if record.state == OPEN:
-        if now < record.opened_until:
-            return Admission(allowed=False, retry_after_s=record.opened_until - now)
-        taken = replace(record, state=HALF_OPEN, trials=1, successes=0, trial_until=now + trial_s)
-        return Admission(allowed=True, trial=True, record=taken)
-    # HALF_OPEN
-    if now >= record.trial_until:  # the trials in flight are overdue: their workers died
-        taken = replace(record, trials=1, successes=0, trial_until=now + trial_s)
-        return Admission(allowed=True, trial=True, record=taken)
-    if record.trials >= policy.half_open_max_calls:
-        return Admission(allowed=False, retry_after_s=record.trial_until - now)
-    taken = replace(record, trials=record.trials + 1, trial_until=now + trial_s)
-    return Admission(allowed=True, trial=True, record=taken)
+    decided = resilience.admit(_circuit(record), now, policy, trial_s=trial_s)
+    taken = None if decided.circuit is None else _with(record, decided.circuit)
+    return Admission(decided.allowed, decided.trial, taken, decided.retry_after_s)
 
 
 def settle(
@@ -82,63 +76,40 @@ def settle(
     policy: BreakerPolicy,
     *,
     trial: bool,
-    outcome: str,
+    outcome: Outcome,
     error: str | None = None,
 ) -> BreakerRecord | None:
     """The record after a call ended (``outcome``: ``ok``, ``failure`` or
     ``neutral``, e.g. a caller's mistake), or None if it does not change."""
-    if outcome == "neutral":
-        if trial and record.state == HALF_OPEN and record.trials > 0:
-            return replace(record, trials=record.trials - 1, changed_at=now)
+    new = resilience.settle(_circuit(record), now, policy, trial=trial, outcome=outcome)
+    if new is None:
         return None
-    if outcome == "ok":
-        return _succeeded(record, now, policy, trial=trial)
-    return _failed(record, now, policy, trial=trial, error=error)
+    if new.state is BreakerState.CLOSED and record.state != CLOSED:
+        return BreakerRecord(changed_at=now)  # closed again: a fresh record
+    last_error = error if outcome == "failure" else record.last_error
+    return replace(_with(record, new), last_error=last_error, changed_at=now)
 
 
-def _succeeded(
-    record: BreakerRecord, now: float, policy: BreakerPolicy, *, trial: bool
-) -> BreakerRecord | None:
-    if record.state == CLOSED:
-        return replace(record, failures=0, changed_at=now) if record.failures else None
-    if record.state != HALF_OPEN or not trial:
-        return None
-    if record.successes + 1 >= policy.success_threshold:
-        return BreakerRecord(changed_at=now)
-    return replace(
-        record,
-        successes=record.successes + 1,
-        trials=max(record.trials - 1, 0),
-        changed_at=now,
+def _circuit(record: BreakerRecord) -> Circuit:
+    return Circuit(
+        state=BreakerState(record.state),
+        failures=record.failures,
+        successes=record.successes,
+        trials=record.trials,
+        opened_until=record.opened_until,
+        trial_until=record.trial_until,
     )
 
 
-def _failed(
-    record: BreakerRecord, now: float, policy: BreakerPolicy, *, trial: bool, error: str | None
-) -> BreakerRecord | None:
-    if record.state == CLOSED:
-        failures = record.failures + 1
-        if failures >= policy.failure_threshold:
-            return _opened(record, now, policy, failures, error)
-        return replace(record, failures=failures, last_error=error, changed_at=now)
-    if record.state == HALF_OPEN and trial:
-        return _opened(record, now, policy, record.failures + 1, error)
-    return None  # a late failure of a call admitted before the circuit opened
-
-
-def _opened(
-    record: BreakerRecord, now: float, policy: BreakerPolicy, failures: int, error: str | None
-) -> BreakerRecord:
+def _with(record: BreakerRecord, circuit: Circuit) -> BreakerRecord:
     return replace(
         record,
-        state=OPEN,
-        failures=failures,
-        successes=0,
-        trials=0,
-        opened_until=now + policy.recovery_timeout_s,
-        trial_until=0.0,
-        last_error=error,
-        changed_at=now,
+        state=circuit.state.value,
+        failures=circuit.failures,
+        successes=circuit.successes,
+        trials=circuit.trials,
+        opened_until=circuit.opened_until,
+        trial_until=circuit.trial_until,
     )
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from agenticflow.shared.errors import RateLimitedError, StateConflictError
-from agenticflow.shared.resilience import CircuitOpenError
+from agenticflow.shared.resilience import CircuitOpenError, Outcome
 from agenticflow.worker.tools.breaker import CLOSED, BreakerRecord, admit, settle
 from agenticflow.worker.tools.ratelimit import RateRecord, take
 from agenticflow.worker.tools.spec import BreakerPolicy, RateLimit
@@ -125,7 +125,7 @@ class ToolState:
             return Ticket(key, policy, trial=True)
         raise CircuitOpenError(key, retry_after_s=1.0)  # too contended: back off
 
-    async def settle(self, ticket: Ticket, outcome: str, error: str | None = None) -> None:
+    async def settle(self, ticket: Ticket, outcome: Outcome, error: str | None = None) -> None:
         """Record how an admitted call ended: ``ok``, ``failure`` or ``neutral``."""
         if ticket.policy is None:
             return
