@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-CODE   := agenticflow coordinator worker shared examples tests benchmarks
+CODE   := agenticflow coordinator worker shared examples tests benchmarks docs
 
 .PHONY: install demo test lint typecheck imports docs unit integration chaos bench bench-replay bench-tools bench-telemetry bench-security bench-supervisor bench-peers bench-scaling clean
 
@@ -36,7 +36,7 @@ integration: $(STAMP)
 
 # The docs site (mkdocs.yml, docs/) into site/; --strict: a broken link or a warning fails it.
 docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 test: lint typecheck imports docs
 	$(BIN)/pytest -q -p no:cacheprovider --cov --cov-report=term:skip-covered
