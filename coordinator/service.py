@@ -70,6 +70,7 @@ from agenticflow.shared.ops.metrics import (
     tasks_retried,
 )
 from agenticflow.shared.ops.telemetry import context_of, tracer
+from agenticflow.shared.resilience import backoff_delay
 from agenticflow.shared.security.audit import AuditKind
 from agenticflow.shared.security.auditor import Auditor
 from agenticflow.shared.security.identity import serve_identities
@@ -564,7 +565,7 @@ class Coordinator:
         snapshot and then skip the redelivered ones as already applied.
         Re-issued commands carry the same message ids and are deduplicated.
         """
-        delay = 0.2
+        failures = 0
         while True:
             touched: dict[str, _Entry] = {}
             commands: list[Command] = []
@@ -586,7 +587,7 @@ class Coordinator:
                 self._forget(touched)
                 if self._suspects.issuperset(unsavable.workflows):
                     log.error("a state cannot be saved and no event is to blame; retrying")
-                    delay = await self._pause(delay)
+                    failures = await self._pause(failures)
                 self._suspects.update(unsavable.workflows)
             except Exception:
                 await self._jobs.join()  # nothing in flight for the states we drop
@@ -597,7 +598,7 @@ class Coordinator:
                 for msg in msgs:
                     with contextlib.suppress(Exception):
                         await msg.in_progress()
-                delay = await self._pause(delay)
+                failures = await self._pause(failures)
         finished = [wf for wf, entry in touched.items() if entry.state.is_terminal]
         await self._jobs.put(_Job(msgs, commands, saves, finished))
 
@@ -647,7 +648,7 @@ class Coordinator:
         """Run ``attempt`` until it succeeds, backing off between failures (it must
         be idempotent). StateConflictError, and any error once the coordinator
         stops, propagate."""
-        delay = 0.2
+        failures = 0
         while True:
             try:
                 return await attempt()
@@ -657,13 +658,16 @@ class Coordinator:
                 if self._stop.is_set():
                     raise
                 log.exception(f"{what}; retrying", **about)
-                delay = await self._pause(delay)
+                failures = await self._pause(failures)
 
-    async def _pause(self, delay: float) -> float:
-        """Wait ``delay`` (less if the coordinator stops); returns the next delay."""
+    async def _pause(self, failures: int) -> int:
+        """Back off after one more failure (0.2 s doubling up to 5 s; less if the
+        coordinator stops); returns the failures so far."""
+        failures += 1
+        delay = backoff_delay(failures, initial_s=0.2, backoff=2.0, max_s=5.0, jitter=False)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=delay)
-        return min(delay * 2, 5.0)
+        return failures
 
     async def _flush_due(self) -> None:
         """Hand over snapshots whose interval has passed (between batches)."""

@@ -421,17 +421,31 @@ def backoff_delay(
 ) -> float:
     """Seconds to wait after failed attempt number ``attempt`` (1-based).
 
-    ``initial_s * backoff ** (attempt - 1)``, capped at ``max_s``; with
+    ``initial_s * backoff ** (attempt - 1)``, capped at ``max_s`` (an attempt
+    below 1 counts as 1); with
     ``jitter`` a uniform pick from the upper half of that, so clients that
     failed together do not retry together, and the cap still holds.
     """
     try:
-        delay = min(max_s, initial_s * backoff ** (attempt - 1))
+        delay = min(max_s, initial_s * backoff ** max(attempt - 1, 0))
     except OverflowError:  # a huge attempt number: the cap applies
         delay = max_s if initial_s > 0 else 0.0
     if jitter:
         delay = random.uniform(delay / 2, delay)  # noqa: S311 - spreading load, not secrecy
     return delay
+
+
+def backoff_wait(
+    *, initial_s: float, backoff: float, max_s: float, jitter: bool
+) -> Callable[[RetryCallState], float]:
+    """:func:`backoff_delay` as a tenacity ``wait``."""
+
+    def wait(state: RetryCallState) -> float:
+        return backoff_delay(
+            state.attempt_number, initial_s=initial_s, backoff=backoff, max_s=max_s, jitter=jitter
+        )
+
+    return wait
 
 
 def retry_policy(
@@ -467,11 +481,6 @@ def retry_policy(
         stop_after_attempt,
     )
 
-    def wait(state: RetryCallState) -> float:
-        return backoff_delay(
-            state.attempt_number, initial_s=initial_s, backoff=backoff, max_s=max_s, jitter=jitter
-        )
-
     def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         log.info(
@@ -485,7 +494,7 @@ def retry_policy(
     return AsyncRetrying(
         sleep=sleep,
         stop=stop_after_attempt(attempts),
-        wait=wait,
+        wait=backoff_wait(initial_s=initial_s, backoff=backoff, max_s=max_s, jitter=jitter),
         retry=retry_if_exception_type(retry_on) & retry_if_not_exception_type(give_up_on),
         before_sleep=before_sleep,
         reraise=True,
@@ -529,6 +538,7 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
     "backoff_delay",
+    "backoff_wait",
     "retry_async",
     "retry_policy",
 ]

@@ -42,12 +42,7 @@ from nats.js.api import (
     SubjectTransform,
 )
 from nats.js.kv import KeyValue
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential,
-)
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay
 
 from agenticflow.shared.errors import (
     ConnectionLostError,
@@ -58,6 +53,7 @@ from agenticflow.shared.errors import (
     TransportError,
 )
 from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.resilience import backoff_wait
 from agenticflow.shared.security.credentials import connect_options
 from agenticflow.shared.security.seal import Seal
 from agenticflow.shared.wire.codec import (
@@ -697,7 +693,7 @@ class Bus:
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(_TRANSIENT),
-                wait=wait_exponential(multiplier=0.1, max=2),
+                wait=backoff_wait(initial_s=0.1, backoff=2.0, max_s=2.0, jitter=False),
                 stop=stop_after_delay(30),
                 reraise=True,
             ):

@@ -23,6 +23,7 @@ from pydantic import (
 
 from agenticflow.shared.errors import WorkflowDefinitionError
 from agenticflow.shared.graph.hierarchy import CHILD_CAPABILITY
+from agenticflow.shared.resilience import backoff_delay
 from agenticflow.shared.wire.ids import ID_RE, TASK_ID_RE
 
 
@@ -40,9 +41,13 @@ class RetryPolicy(BaseModel):
 
     def delay_s(self, attempt: int) -> float:
         """Delay before the attempt after ``attempt`` (1-based)."""
-        exponent = min(max(attempt - 1, 0), 200)  # 10**200 s is capped anyway; avoids overflow
-        delay = self.initial_interval_s * (self.backoff**exponent)
-        return float(min(delay, self.max_interval_s))
+        return backoff_delay(
+            attempt,
+            initial_s=self.initial_interval_s,
+            backoff=self.backoff,
+            max_s=self.max_interval_s,
+            jitter=False,
+        )
 
 
 class ApprovalGate(BaseModel):

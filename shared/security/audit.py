@@ -129,6 +129,7 @@ from agenticflow.shared.errors import (
     UndecryptableMessageError,
 )
 from agenticflow.shared.ops.metrics import Tally
+from agenticflow.shared.resilience import backoff_delay
 from agenticflow.shared.security.seal import (
     AUDIT_TYPE,
     DATA_KEYS_FILE,
@@ -961,7 +962,11 @@ class AuditLog:
                 junk_conflicts = junk_conflicts + 1 if outcome == "junk" else 0
                 head = self._head or head
                 if outcome == "moved":  # contention: back off; junk is stepped over at once
-                    await asyncio.sleep(min(0.02 * 2**attempt, 1.0))
+                    await asyncio.sleep(
+                        backoff_delay(
+                            attempt + 1, initial_s=0.02, backoff=2.0, max_s=1.0, jitter=False
+                        )
+                    )
                 continue
             stored = ChainHead(self.chain, head.n + 1, seq, digest.hex())
             self._head, self._fence = stored, seq
