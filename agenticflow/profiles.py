@@ -235,6 +235,17 @@ def active(profile: str | None = None) -> str | None:
     return profile or os.environ.get(PROFILE_ENV) or current()
 
 
+def env_fields(env: Mapping[str, str]) -> dict[str, str]:
+    """The profile fields (:data:`FIELDS`) among ``AGENTICFLOW_*`` variables;
+    the others are left out."""
+    fields = {}
+    for key, value in env.items():
+        name = key[len(ENV_PREFIX) :].lower()
+        if key.startswith(ENV_PREFIX) and name in FIELDS:
+            fields[name] = value
+    return fields
+
+
 def _in_environment(name: str) -> bool:
     wanted = (ENV_PREFIX + name).upper()
     return any(key.upper() == wanted for key in os.environ)
@@ -245,15 +256,19 @@ def resolve(
     profile: str | None = None,
     *,
     prefix: str | None = None,
+    implicit: bool = True,
     **overrides: Any,
 ) -> Settings:
     """The settings to connect with (precedence in the module docstring).
 
     ``overrides`` are further explicit settings (``None`` values are ignored).
-    Raises ConfigError for an unknown profile or invalid settings."""
+    ``implicit=False``: no profile unless ``profile`` names one (not
+    ``AGENTICFLOW_PROFILE``, not the current one), for a coordinator or worker
+    process, configured by its environment alone. Raises ConfigError for an
+    unknown profile or invalid settings."""
     from agenticflow.shared.ops.config import Settings
 
-    name = active(profile)
+    name = active(profile) if implicit else profile
     fields: dict[str, Any] = {}
     if name is not None:
         stored = get(name)
@@ -280,6 +295,7 @@ __all__ = [
     "active",
     "current",
     "delete",
+    "env_fields",
     "fields_of",
     "get",
     "home",

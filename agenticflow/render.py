@@ -5,25 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import unicodedata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from agenticflow.coordinator.exports import event_dict
-from agenticflow.coordinator.forks import Divergence
-from agenticflow.coordinator.replay import duration_ms
-from agenticflow.coordinator.state import WorkflowState
-from agenticflow.shared.wire.events import (
-    Event,
-    TaskAuctionOpened,
-    TaskAwarded,
-    TaskBid,
-    TaskClaimExpired,
-)
-from agenticflow.shared.wire.vclock import Ordering
+if TYPE_CHECKING:  # the CLI imports this module to start; these load when used
+    from agenticflow.coordinator.forks import Divergence
+    from agenticflow.coordinator.state import WorkflowState
+    from agenticflow.shared.wire.events import Event
 
 _STATE_STYLE = {
     "completed": "green",
@@ -82,6 +74,8 @@ def short(value: Any, limit: int = 60) -> str:
 
 def event_json(event: Event) -> dict[str, Any]:
     """The JSON-lines form of ``agenticflow events --json``."""
+    from agenticflow.coordinator.exports import event_dict
+
     return event_dict(event)
 
 
@@ -126,6 +120,9 @@ def print_state(console: Console, state: WorkflowState) -> None:
 def print_timeline(console: Console, events: list[Event], *, show_workflow: bool = False) -> None:
     """Events in stream order with vector clocks; marks causally concurrent
     neighbours (of one workflow: clocks of different workflows are unrelated)."""
+    from agenticflow.coordinator.replay import duration_ms
+    from agenticflow.shared.wire.vclock import Ordering
+
     table = Table(show_edge=False, pad_edge=False)
     columns = ("seq", "time", "event", "task", "att", "ms", "node", "vector clock", "")
     for column in ("workflow", *columns) if show_workflow else columns:
@@ -158,6 +155,13 @@ def print_timeline(console: Console, events: list[Event], *, show_workflow: bool
 
 def auction_note(event: Event) -> str:
     """What an auction event says, in a few words (empty for other events)."""
+    from agenticflow.shared.wire.events import (
+        TaskAuctionOpened,
+        TaskAwarded,
+        TaskBid,
+        TaskClaimExpired,
+    )
+
     data = event.data
     if isinstance(data, TaskAuctionOpened):
         return f"call to {data.queue}, bids for {data.window_s:g}s"
@@ -170,6 +174,27 @@ def auction_note(event: Event) -> str:
     if isinstance(data, TaskClaimExpired):
         return f"{data.winner} did not start it in {data.claim_timeout_s:g}s: shared queue"
     return ""
+
+
+def print_workflows(console: Console, rows: list[dict[str, Any]]) -> None:
+    """Workflow summaries (``workflow list``) as a table: one row per workflow."""
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("workflow", no_wrap=True)  # an id is copied whole
+    for column in ("name", "state", "tasks", "created", "updated"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        state = str(row.get("state", ""))
+        state = "paused" if row.get("paused") and state == "running" else state
+        style = _STATE_STYLE.get(state, "")
+        table.add_row(
+            esc(row.get("id", "")),
+            esc(row.get("name") or ""),
+            f"[{style}]{esc(state)}[/{style}]" if style else esc(state),
+            f"{row.get('tasks_done', 0)}/{row.get('tasks_total', 0)}",
+            when(row.get("created_at")),
+            when(row.get("updated_at")),
+        )
+    console.print(table)
 
 
 def print_agents(console: Console, agents: list[dict[str, Any]]) -> None:

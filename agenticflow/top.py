@@ -849,7 +849,7 @@ async def run_top(
         view = await snapshot(bus)
         if once:
             if as_json:
-                console.file.write(json.dumps(view.to_dict(), indent=2) + "\n")
+                console.file.write(json.dumps(view.to_dict(), separators=(",", ":")) + "\n")
             else:
                 console.print(render(view))
             return

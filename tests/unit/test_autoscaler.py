@@ -10,15 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agenticflow.cluster.local import (
-    ClusterSpec,
+from agenticflow.cluster.autoscaler import (
     Decision,
     ScaleMemory,
     ScalePolicy,
     decide,
-    parse_autoscale,
     workers_needed,
 )
+from agenticflow.cluster.local import ClusterSpec, parse_autoscale
 from agenticflow.shared.errors import ConfigError
 from agenticflow.shared.wire.ids import node_pid
 

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from agenticflow.ask_cli import print_plan, unattended
+from agenticflow.cli.ask import print_plan, unattended
 from agenticflow.coordinator.supervisor import (
     Catalog,
     Plan,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -35,44 +35,42 @@ from rich.text import Text
 from rich.tree import Tree
 
 from agenticflow import render
-from agenticflow.cli import (
+from agenticflow.cli._common import (
     EXIT_INPUT,
     EXIT_REFUSED,
     EXIT_UNREACHABLE,
     JsonOpt,
     NatsOpt,
+    Output,
+    OutputOpt,
     PrefixOpt,
-    _print_json,
-    _run,
-    _settings,
-    _show_outcome,
-    _with_client,
-    app,
+    TimeoutOpt,
+    emit,
+    err,
+    out,
+    output_of,
+    run,
+    settings,
+    with_client,
 )
-from agenticflow.coordinator.client import Client
-from agenticflow.coordinator.state import WorkflowState
-from agenticflow.coordinator.supervisor import PlanStep, Supervisor, Templates
-from agenticflow.coordinator.supervisor.supervisor import Allocation, Planned
 from agenticflow.render import safe
-from agenticflow.shared.errors import (
-    ConfigError,
-    NotFoundError,
-    PermissionDeniedError,
-    PlannerUnavailableError,
-    PlanningError,
-    WorkflowDefinitionError,
-)
-from agenticflow.shared.ops.config import Settings
-from agenticflow.shared.security.rbac import UNATTENDED, Policy, load_policy
 
-out = Console()
-err = Console(stderr=True)
+if TYPE_CHECKING:
+    from agenticflow.client import Client
+    from agenticflow.coordinator.state import WorkflowState
+    from agenticflow.coordinator.supervisor import PlanStep, Templates
+    from agenticflow.coordinator.supervisor.supervisor import Allocation, Planned
+    from agenticflow.shared.ops.config import Settings
+    from agenticflow.shared.security.rbac import Policy
 
 EXIT_NOT_RUN = 6
 """``ask`` planned the query but ran nothing: nobody confirmed the plan."""
 
 
 def _load_templates() -> Templates:
+    from agenticflow.coordinator.supervisor import Templates
+    from agenticflow.shared.errors import WorkflowDefinitionError
+
     try:
         return Templates.load()
     except WorkflowDefinitionError as exc:
@@ -137,6 +135,9 @@ def _add_steps(tree: Tree, steps: tuple[PlanStep, ...]) -> None:
 def _policy(settings: Settings) -> Policy | None:
     """The RBAC policy this client can read (None: none here; the coordinator
     still checks every submission against its own)."""
+    from agenticflow.shared.errors import ConfigError
+    from agenticflow.shared.security.rbac import load_policy
+
     try:
         return load_policy(settings.policy_file, settings.security_dir)
     except ConfigError as exc:
@@ -146,13 +147,15 @@ def _policy(settings: Settings) -> Policy | None:
 
 def unattended(policy: Policy | None, principal: str) -> bool:
     """Whether the policy lets ``principal`` run plans nobody confirmed."""
+    from agenticflow.shared.security.rbac import UNATTENDED
+
     return policy is not None and policy.context(principal).can(UNATTENDED)
 
 
-def _show_plan(planned: Planned, *, as_json: bool) -> None:
-    """The plan on stdout: JSON with ``--json``, else the tree."""
-    if as_json:
-        _print_json(plan_dict(planned))
+def _show_plan(planned: Planned, *, fmt: Output) -> None:
+    """The plan on stdout: JSON with ``-o json``, else the tree."""
+    if fmt is not Output.table:
+        emit(plan_dict(planned), fmt)
     else:
         print_plan(out, planned)
 
@@ -160,6 +163,12 @@ def _show_plan(planned: Planned, *, as_json: bool) -> None:
 @contextmanager
 def _planning_errors() -> Iterator[None]:
     """The supervisor's refusals as messages and exit codes."""
+    from agenticflow.shared.errors import (
+        PermissionDeniedError,
+        PlannerUnavailableError,
+        PlanningError,
+    )
+
     try:
         yield
     except PlannerUnavailableError as exc:
@@ -175,9 +184,12 @@ def _planning_errors() -> Iterator[None]:
         raise typer.Exit(EXIT_REFUSED) from exc
 
 
-def _confirm(planned: Planned, *, yes: bool, as_json: bool, who: str) -> None:
+def _confirm(planned: Planned, *, yes: bool, fmt: Output, who: str) -> None:
     """Show the plan; return if it may run (``yes``: ``--yes`` or an unattended
     policy; else a person at a terminal answered ``y``), else exit 6."""
+    from agenticflow.shared.security.rbac import UNATTENDED
+
+    as_json = fmt is not Output.table
     if yes:
         if as_json:  # stdout keeps the JSON of the outcome
             shown = planned.plan
@@ -193,7 +205,7 @@ def _confirm(planned: Planned, *, yes: bool, as_json: bool, who: str) -> None:
             return
         err.print(Text(f"not run (exit {EXIT_NOT_RUN})"))
         raise typer.Exit(EXIT_NOT_RUN)
-    _show_plan(planned, as_json=as_json)
+    _show_plan(planned, fmt=fmt)
     err.print(
         Text(
             f"not run: pass --yes to run it (or grant {safe(who)} {UNATTENDED}); "
@@ -203,7 +215,6 @@ def _confirm(planned: Planned, *, yes: bool, as_json: bool, who: str) -> None:
     raise typer.Exit(EXIT_NOT_RUN)
 
 
-@app.command()
 def ask(
     query: Annotated[str, typer.Argument(help="What you want done, in plain language.")],
     planner: Annotated[
@@ -221,7 +232,7 @@ def ask(
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait for the end; exit 1 if it failed.")
     ] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 300.0,
+    timeout: TimeoutOpt = 300.0,
     allocation: Annotated[
         str | None,
         typer.Option("--allocation", help="queue or auction: how every step finds its agent."),
@@ -233,13 +244,19 @@ def ask(
     workflow_id: Annotated[
         str | None, typer.Option("--id", help="Workflow id (idempotency key).")
     ] = None,
+    output: OutputOpt = None,
     as_json: JsonOpt = False,
     nats: NatsOpt = None,
     prefix: PrefixOpt = None,
 ) -> None:
     """Plan a plain-language query into a workflow, show it, and run it once
     confirmed (--yes, a 'y' at the prompt, or planner:unattended)."""
-    settings = _settings(nats, prefix)
+    from agenticflow.cli import _live
+    from agenticflow.cli.workflow import show_outcome
+    from agenticflow.coordinator.supervisor import Supervisor
+
+    fmt = output_of(output, as_json)
+    conf = settings(nats, prefix)
     if planner not in ("rules", "llm"):
         err.print(Text(f"error: --planner must be rules or llm, not {safe(planner)!r}"))
         raise typer.Exit(EXIT_INPUT)
@@ -248,13 +265,13 @@ def ask(
         raise typer.Exit(EXIT_INPUT)
     chosen: Allocation | None = allocation  # type: ignore[assignment]
     templates = _load_templates()
-    policy = _policy(settings)
-    principal = settings.principal or "client"
+    policy = _policy(conf)
+    principal = conf.principal or "client"
 
     def supervisor(client: Client) -> Supervisor:
         return Supervisor(
             client=client,
-            settings=settings,
+            settings=conf,
             templates=templates,
             policy=policy,
             principal=principal,
@@ -266,32 +283,33 @@ def ask(
                 query, planner=planner, allocation=chosen, fallback=not no_fallback
             )
 
-    planned = _run(_with_client(settings, plan))
+    planned = run(with_client(conf, plan))
     if dry_run:
-        _show_plan(planned, as_json=as_json)
+        _show_plan(planned, fmt=fmt)
         return
-    _confirm(planned, yes=yes or unattended(policy, principal), as_json=as_json, who=principal)
+    _confirm(planned, yes=yes or unattended(policy, principal), fmt=fmt, who=principal)
 
     async def go(client: Client) -> WorkflowState | str:
         with _planning_errors():
             wid = await supervisor(client).submit(planned.plan, workflow_id=workflow_id)
         if not wait:
             return wid
-        if not as_json:
-            err.print(f"submitted {wid}; waiting…")
-        return await client.wait(wid, timeout=timeout)
+        return await _live.wait(client, wid, timeout=timeout, what=f"submitted {wid}")
 
-    _show_outcome(settings, go, timeout=timeout, as_json=as_json)
+    show_outcome(conf, go, timeout=timeout, fmt=fmt)
 
 
-@app.command("templates")
 def templates_command(
     name: Annotated[
         str | None, typer.Argument(help="Show this template's workflow and parameters.")
     ] = None,
+    output: OutputOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List the workflow templates (``submit --template NAME --param k=v`` runs one)."""
+    from agenticflow.shared.errors import NotFoundError
+
+    fmt = output_of(output, as_json)
     templates = _load_templates()
     if name is not None:
         try:
@@ -304,8 +322,8 @@ def templates_command(
             "source": template.source,
             "workflow": template.workflow.model_dump(mode="json", exclude_defaults=True),
         }
-        if as_json:
-            _print_json(data)
+        if fmt is not Output.table:
+            emit(data, fmt)
             return
         out.print(
             Text.assemble(
@@ -322,8 +340,8 @@ def templates_command(
             after = f" after {', '.join(task.depends_on)}" if task.depends_on else ""
             out.print(Text(f"  {task.id} → {task.capability}{after}"))
         return
-    if as_json:
-        _print_json(templates.describe())
+    if fmt is not Output.table:
+        emit(templates.describe(), fmt)
         return
     table = Table("template", "strategy", "capabilities", "params (defaults)")
     for info in templates.describe():
@@ -345,12 +363,18 @@ def templates_command(
         err.print("no templates found: set AGENTICFLOW_TEMPLATES_PATH to a directory of them")
 
 
+def register(app: typer.Typer) -> None:
+    """``ask`` and ``templates``, on ``app``."""
+    app.command("ask", rich_help_panel="Workflows")(ask)
+    app.command("templates", rich_help_panel="Workflows")(templates_command)
+
+
 __all__ = [
     "EXIT_NOT_RUN",
     "ask",
     "plan_dict",
     "print_plan",
-    "safe",
+    "register",
     "templates_command",
     "unattended",
 ]

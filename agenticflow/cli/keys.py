@@ -10,30 +10,25 @@ load the keys when they start: restart them (one at a time) after a change.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from agenticflow.render import esc
-from agenticflow.shared.errors import ConfigError
-from agenticflow.shared.security.seal import (
-    DATA_KEYS_FILE,
-    TRUST_FILE,
-    DataKeys,
-    TrustStore,
-    add_identity,
-    init_keys,
-    revoke,
-    rotate_data_key,
+from agenticflow.cli._common import (
+    JsonOpt,
+    Output,
+    OutputOpt,
+    config_errors,
+    emit,
+    out,
+    output_of,
 )
+from agenticflow.render import esc
 
-keys_app = typer.Typer(help="Signing and encryption keys (AGENTICFLOW_SECURITY_DIR).")
-out = Console()
-err = Console(stderr=True)
-EXIT_INPUT = 2
+keys_app = typer.Typer(
+    help="Signing and encryption keys (AGENTICFLOW_SECURITY_DIR).", no_args_is_help=True
+)
 
 _DEFAULT_IDENTITIES = ("coordinator:coordinator", "worker:worker", "client:client")
 
@@ -43,11 +38,6 @@ DirArg = Annotated[Path, typer.Argument(help="The key directory.")]
 def _identity(text: str) -> tuple[str, str]:
     principal, _, role = text.partition(":")
     return principal, role or principal
-
-
-def _fail(exc: ConfigError) -> typer.Exit:
-    err.print(f"[red]error:[/red] {esc(exc)}")
-    return typer.Exit(EXIT_INPUT)
 
 
 @keys_app.command("init")
@@ -63,10 +53,10 @@ def keys_init(
     ] = None,
 ) -> None:
     """Create a key directory: a data key and trusted identities."""
-    try:
+    from agenticflow.shared.security.seal import init_keys
+
+    with config_errors():
         made = init_keys(directory, [_identity(i) for i in identity or _DEFAULT_IDENTITIES])
-    except ConfigError as exc:
-        raise _fail(exc) from exc
     for item in made:
         out.print(f"{esc(item.principal)} ({esc(item.role)}): key {esc(item.kid)}")
     out.print(f"data key and trust store written to {esc(directory)}")
@@ -79,55 +69,59 @@ def keys_add(
     role: Annotated[str, typer.Option(help="coordinator, worker, client or admin.")] = "worker",
 ) -> None:
     """Add an identity (a new signing key) to the trust store."""
-    try:
+    from agenticflow.shared.security.seal import add_identity
+
+    with config_errors():
         made = add_identity(directory, principal, role)
-    except ConfigError as exc:
-        raise _fail(exc) from exc
     out.print(f"{esc(made.principal)} ({esc(made.role)}): key {esc(made.kid)}")
 
 
 @keys_app.command("revoke")
 def keys_revoke(directory: DirArg, principal: str) -> None:
     """Remove every trusted key of a principal: its messages are refused from now on."""
-    try:
+    from agenticflow.shared.security.seal import revoke
+
+    with config_errors():
         dropped = revoke(directory, principal)
-    except ConfigError as exc:
-        raise _fail(exc) from exc
     out.print(f"revoked {esc(', '.join(dropped))}")
 
 
 @keys_app.command("rotate")
 def keys_rotate(directory: DirArg) -> None:
     """Add a new current data key; older keys stay to read what they encrypted."""
-    try:
+    from agenticflow.shared.security.seal import rotate_data_key
+
+    with config_errors():
         keys = rotate_data_key(directory)
-    except ConfigError as exc:
-        raise _fail(exc) from exc
     out.print(f"current data key: {esc(keys.current)} ({len(keys.keys)} kept for reading)")
 
 
 @keys_app.command("list")
-def keys_list(directory: DirArg, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def keys_list(directory: DirArg, output: OutputOpt = None, as_json: JsonOpt = False) -> None:
     """Show the trusted identities and data key ids (never the secrets)."""
-    try:
+    from agenticflow.shared.security.seal import DATA_KEYS_FILE, TRUST_FILE, DataKeys, TrustStore
+
+    with config_errors():
         trust = TrustStore.load(directory / TRUST_FILE)
         data = DataKeys.load(directory / DATA_KEYS_FILE)
-    except ConfigError as exc:
-        raise _fail(exc) from exc
     identities = [
         {"kid": k.kid, "principal": k.principal, "role": k.role}
         for k in sorted(trust.keys.values(), key=lambda k: k.principal)
     ]
-    if as_json:
+    fmt = output_of(output, as_json)
+    if fmt is Output.jsonl:
+        emit(identities, fmt)
+        return
+    if fmt is Output.json:
         listing = {
             "identities": identities,
             "data_keys": sorted(data.keys),
             "current_data_key": data.current,
         }
-        out.print_json(json.dumps(listing))
+        emit(listing, fmt)
         return
     for entry in identities:
-        out.print(f"{entry['principal']:<20} {entry['role']:<12} {esc(entry['kid'])}")
+        out.print(f"{esc(entry['principal']):<20} {esc(entry['role']):<12} {esc(entry['kid'])}")
     out.print(f"data keys: {esc(', '.join(sorted(data.keys)))} (current {esc(data.current)})")
 
 

@@ -21,40 +21,33 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from agenticflow.cli import (
+from agenticflow.cli._common import (
     EXIT_INPUT,
     EXIT_TIMEOUT,
     EXIT_UNREACHABLE,
     JsonOpt,
+    Output,
+    OutputOpt,
     WeakSandboxOpt,
-    _print_json,
-    app,
+    emit,
+    fail,
+    out,
+    output_of,
 )
-from agenticflow.cluster.local import (
-    DEFAULT_APP,
-    DEFAULT_DIR,
-    ClusterSpec,
-    app_pools,
-    cluster_status,
-    parse_autoscale,
-    start_supervisor,
-    stop_cluster,
-)
+from agenticflow.cli.services import SaveAsOpt, save_profile
 from agenticflow.render import esc
-from agenticflow.shared.errors import AgenticFlowError, ConfigError, NotFoundError, TransportError
-
-out = Console()
-err = Console(stderr=True)
 
 cluster_app = typer.Typer(
     help="A local cluster: N nats-server nodes, coordinators with fail-over, workers "
     "(optionally autoscaled), kept running in the background.",
     no_args_is_help=True,
 )
-app.add_typer(cluster_app, name="cluster")
+
+# The defaults of agenticflow.cluster.local (not imported here, to start fast;
+# tests/unit/test_cli_package.py checks they are the same).
+DEFAULT_DIR = Path(".agenticflow") / "cluster"
+DEFAULT_APP = "agenticflow.examples.apps:app"
 
 DirOpt = Annotated[
     Path,
@@ -64,18 +57,12 @@ DirOpt = Annotated[
 ]
 
 
-def _fail(code: int, message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {esc(message)}", soft_wrap=True, highlight=False)
-    return typer.Exit(code)
-
-
 def _line(text: str) -> None:
     """A line meant to be copied: never wrapped, no markup."""
     sys.stdout.write(text + "\n")
 
 
-@cluster_app.command("up")
-def up(  # noqa: PLR0917 - a typer command: one parameter per option
+def up(
     nodes: Annotated[
         int, typer.Option(min=1, max=9, help="nats-server nodes (R3 streams from 3).")
     ] = 3,
@@ -131,10 +118,28 @@ def up(  # noqa: PLR0917 - a typer command: one parameter per option
     timeout: Annotated[
         float, typer.Option(min=1, help="Seconds to wait for the cluster to be ready.")
     ] = 120.0,
+    save_as: SaveAsOpt = "local",
+    output: OutputOpt = None,
     as_json: JsonOpt = False,
     allow_weak_sandbox: WeakSandboxOpt = False,
 ) -> None:
-    """Start the cluster in the background; return once it is ready."""
+    """Start the cluster in the background; return once it is ready. Saves the
+    profile 'local' (--save-as) and makes it current."""
+    from agenticflow.cluster.local import (
+        ClusterSpec,
+        app_pools,
+        parse_autoscale,
+        start_supervisor,
+        stop_cluster,
+    )
+    from agenticflow.shared.errors import (
+        AgenticFlowError,
+        ConfigError,
+        NotFoundError,
+        TransportError,
+    )
+
+    fmt = output_of(output, as_json)
     if allow_weak_sandbox:  # the supervisor and every worker inherit it
         os.environ["AGENTICFLOW_ALLOW_WEAK_SANDBOX"] = "1"
     try:
@@ -153,23 +158,24 @@ def up(  # noqa: PLR0917 - a typer command: one parameter per option
         )
         app_pools(spec)  # the app imports, here and now, rather than in every worker
     except (ConfigError, NotFoundError) as exc:
-        raise _fail(EXIT_INPUT, str(exc)) from exc
+        fail(EXIT_INPUT, exc)
     directory = directory.resolve()
     started = time.monotonic()
     try:
         state = start_supervisor(spec, directory, timeout=timeout)
     except ConfigError as exc:
-        raise _fail(EXIT_INPUT, str(exc)) from exc
+        fail(EXIT_INPUT, exc)
     except TransportError as exc:
-        raise _fail(EXIT_UNREACHABLE, str(exc)) from exc
+        fail(EXIT_UNREACHABLE, exc)
     except TimeoutError as exc:
-        raise _fail(EXIT_TIMEOUT, str(exc)) from exc
+        fail(EXIT_TIMEOUT, exc)
     except KeyboardInterrupt:
         with contextlib.suppress(AgenticFlowError):
             stop_cluster(directory)
-        raise _fail(EXIT_INPUT, "interrupted; stopped what had started") from None
-    if as_json:
-        _print_json(state)
+        fail(EXIT_INPUT, "interrupted; stopped what had started")
+    saved = save_profile(save_as, profile_fields(state))
+    if fmt is not Output.table:
+        emit(state, fmt)
         return
     took = time.monotonic() - started
     out.print(
@@ -187,11 +193,27 @@ def up(  # noqa: PLR0917 - a typer command: one parameter per option
         low, high = spec.autoscale
         _line(f"  autoscaler: {low}..{high} workers, one fewer after {scale_down_after:g}s idle")
     _line(f"  state and logs: {directory}")
-    _line("Use it from this shell with:")
     env_file = state.get("env_file")
+    if saved:
+        _line(f"  {saved}")
+    _line("Or in another shell:")
     _line(f"set -a; . {env_file}; set +a" if env_file else export_line(state))
     where = "" if directory == DEFAULT_DIR.resolve() else f" --dir {directory}"
     _line(f"Then: agenticflow cluster status{where} · agenticflow cluster down{where}")
+
+
+def profile_fields(state: dict[str, Any]) -> dict[str, str]:
+    """What a client of the cluster needs, as profile fields: the cluster's
+    variables and, for a secure one, the admin's credentials (its env file)."""
+    from agenticflow import profiles
+    from agenticflow.cluster.nats_auth import read_env_file
+    from agenticflow.shared.errors import ConfigError
+
+    env = dict(state.get("env") or {})
+    if state.get("env_file"):
+        with contextlib.suppress(ConfigError):  # the warning comes from the profile
+            env.update(read_env_file(Path(state["env_file"])))
+    return profiles.env_fields(env)
 
 
 def export_line(state: dict[str, Any]) -> str:
@@ -208,21 +230,25 @@ def export_line(state: dict[str, Any]) -> str:
     return "export " + " ".join(f"{k}={env[k]}" for k in names if k in env)
 
 
-@cluster_app.command("status")
-def status(directory: DirOpt = DEFAULT_DIR, as_json: JsonOpt = False) -> None:
+def status(
+    directory: DirOpt = DEFAULT_DIR, output: OutputOpt = None, as_json: JsonOpt = False
+) -> None:
     """Nodes, coordinators and workers with their pids and whether they run; the
     autoscaler's last decision."""
+    from agenticflow.cluster.local import cluster_status
+
+    fmt = output_of(output, as_json)
     directory = directory.resolve()
     state = cluster_status(directory)
     if state is None or not state.get("running"):
-        if as_json:
-            _print_json({"running": False, "dir": str(directory), **(state or {})})
+        if fmt is not Output.table:
+            emit({"running": False, "dir": str(directory), **(state or {})}, fmt)
         else:
             what = "no cluster runs" if state is None else "the supervisor is gone (stale state)"
             out.print(f"{esc(what)} in {esc(directory)}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_UNREACHABLE)
-    if as_json:
-        _print_json(state)
+    if fmt is not Output.table:
+        emit(state, fmt)
         return
     _print_status(state)
 
@@ -235,6 +261,8 @@ def _age(since: float | None) -> str:
 
 
 def _print_status(state: dict[str, Any]) -> None:
+    from rich.table import Table
+
     supervisor = state.get("supervisor") or {}
     out.print(
         f"cluster in {state.get('dir')} ({state.get('status')}), supervisor pid "
@@ -283,7 +311,6 @@ def _print_status(state: dict[str, Any]) -> None:
     _line(export_line(state))
 
 
-@cluster_app.command("down")
 def down(
     directory: DirOpt = DEFAULT_DIR,
     timeout: Annotated[
@@ -291,11 +318,14 @@ def down(
     ] = 60.0,
 ) -> None:
     """Stop workers, coordinators, then NATS nodes, and wait for them."""
+    from agenticflow.cluster.local import stop_cluster
+    from agenticflow.shared.errors import TransportError
+
     directory = directory.resolve()
     try:
         stopped = stop_cluster(directory, timeout=timeout)
     except TransportError as exc:
-        raise _fail(EXIT_UNREACHABLE, str(exc)) from exc
+        fail(EXIT_UNREACHABLE, exc)
     if stopped is None:
         out.print(f"no cluster runs in {esc(directory)}; nothing to stop", highlight=False)
         return
@@ -310,4 +340,12 @@ def down(
         out.print(f"killed left-over processes: {esc(', '.join(stopped['killed_leftovers']))}")
 
 
-__all__ = ["cluster_app", "export_line"]
+def register(app: typer.Typer) -> None:
+    """``cluster up|status|down``, on ``app``."""
+    cluster_app.command("up")(up)
+    cluster_app.command("status")(status)
+    cluster_app.command("down")(down)
+    app.add_typer(cluster_app, name="cluster", rich_help_panel="Processes")
+
+
+__all__ = ["DEFAULT_APP", "DEFAULT_DIR", "cluster_app", "export_line", "profile_fields", "register"]
