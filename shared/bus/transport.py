@@ -53,7 +53,7 @@ from agenticflow.shared.errors import (
     TransportError,
 )
 from agenticflow.shared.ops.config import Settings
-from agenticflow.shared.resilience import backoff_wait
+from agenticflow.shared.resilience import backoff_delay, backoff_wait
 from agenticflow.shared.security.credentials import connect_options
 from agenticflow.shared.security.seal import Seal
 from agenticflow.shared.wire.codec import (
@@ -258,7 +258,7 @@ class Bus:
         coordinator. Raises NotFoundError after that, TransportError when the
         lookup itself fails (refused by permissions: no answer)."""
         deadline = time.monotonic() + self.settings.topology_wait_s
-        pause, told = 0.05, False
+        polls, told = 0, False
         while True:
             try:
                 return await probe()
@@ -274,8 +274,10 @@ class Bus:
             if not told:
                 log.info("waiting for the coordinator to create the topology", missing=what)
                 told = True
-            await asyncio.sleep(pause)  # polling the server: nothing announces a new stream
-            pause = min(pause * 2, 1.0)
+            polls += 1  # polling the server: nothing announces a new stream
+            await asyncio.sleep(
+                backoff_delay(polls, initial_s=0.05, backoff=2.0, max_s=1.0, jitter=False)
+            )
 
     async def _stream_exists(self, stream: str, subject: str) -> None:
         """Raise nats' NotFoundError unless ``stream`` (which stores ``subject``)

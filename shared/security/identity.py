@@ -32,6 +32,7 @@ from agenticflow.shared.errors import (
     StateConflictError,
     TransportError,
 )
+from agenticflow.shared.resilience import backoff_delay
 from agenticflow.shared.security.seal import CERT_TTL_S, Certificate
 
 log = structlog.get_logger("agenticflow.identity")
@@ -49,13 +50,15 @@ async def take_process_identity(bus: Bus, node: str, *, timeout: float) -> Certi
         return seal.certificate
     request, fresh = seal.identity_request(node)
     deadline = time.monotonic() + timeout
-    delay = 0.1
+    attempts = 0
     while True:
         try:
             answer = json.loads(
                 await bus.request(bus.names.identity_subject, request, timeout=_ASK_TIMEOUT_S)
             )
         except TimeoutError:
+            attempts += 1
+            delay = backoff_delay(attempts, initial_s=0.1, backoff=2.0, max_s=2.0, jitter=False)
             if time.monotonic() + delay > deadline:
                 raise TransportError(
                     f"no coordinator issued this worker's process identity within {timeout:g}s "
@@ -63,7 +66,6 @@ async def take_process_identity(bus: Bus, node: str, *, timeout: float) -> Certi
                     "AGENTICFLOW_IDENTITY_TIMEOUT_S)"
                 ) from None
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
             continue
         except ValueError as exc:
             raise TransportError(f"unreadable answer to the identity request: {exc}") from exc
