@@ -189,7 +189,41 @@ def configuration_page() -> str:
         out.append(
             f"| `{name}` | {env} | `{_cell(_type_name(field))}` | {_cell(shown)} | {_cell(what)} |"
         )
-    out.append("")
+    out += [
+        "",
+        "## Where a value comes from",
+        "",
+        "A command or client resolves its settings in this order: its own arguments",
+        "(`--nats`, `--prefix`, `connect(url)`), the `AGENTICFLOW_*` environment, `NATS_URL`",
+        "(the NATS tools' variable) for the URL, the profile named by the argument or",
+        "`AGENTICFLOW_PROFILE`, else the current profile (`agenticflow profile use NAME`),",
+        "then the defaults above. Coordinators and workers read the environment.",
+        "",
+        "Set `AGENTICFLOW_REPLICAS=3` (and `AGENTICFLOW_PARTITIONS`) on every process of a",
+        "3-node cluster, clients included: a client creates the streams and buckets it",
+        "misses, and one left at 1 replica would make the R3 streams R1 (profiles",
+        "written by `cluster up` carry both).",
+        "",
+        "## Other environment variables",
+        "",
+        "| variable | what |",
+        "|---|---|",
+        "| `NATS_URL` | the server URL(s), after `AGENTICFLOW_NATS_URL` |",
+        "| `AGENTICFLOW_HOME` | where `profiles.json` lives (default "
+        "`$XDG_CONFIG_HOME/agenticflow`, else `~/.config/agenticflow`) |",
+        "| `AGENTICFLOW_PROFILE` | the profile to use instead of the current one |",
+        "| `AGENTICFLOW_TEMPLATES_PATH` | more template directories, `:`-separated "
+        "([the supervisor](../guides/supervisor.md)) |",
+        "| `AGENTICFLOW_TRACE_FILE` | write one JSON line per span (`spans-{pid}.jsonl`) |",
+        "| `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_SERVICE_NAME`, "
+        "`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`, `OTEL_TRACES_EXPORTER`, "
+        "`OTEL_METRIC_EXPORT_INTERVAL` | OpenTelemetry's own "
+        "([observability](../guides/observability.md)) |",
+        "",
+        "NATS server configurations for one node and a 3-node cluster are in",
+        "`deploy/nats/` ([deploying](../guides/deploying.md)).",
+        "",
+    ]
     return "\n".join(out)
 
 

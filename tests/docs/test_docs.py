@@ -35,7 +35,7 @@ from tests.docs.cli_lines import agenticflow_commands, check
 
 PAGES = pages()
 BASH_TIMEOUT_S = 90
-MAX_SKIPPED_SHARE = 0.3
+MAX_SKIPPED_SHARE = 0.25
 """Blocks that cannot run are the exception: at most this share of all code blocks."""
 
 
