@@ -10,7 +10,8 @@ Then the wheel goes into a fresh virtualenv, used from an empty directory that
 holds its own ``worker.py``, ``shared/`` and ``coordinator.py`` (common names in
 agent projects, which the old top-level packages clashed with): ``--version``,
 ``templates``, ``dev`` with the packaged example app, and a packaged example
-workflow submitted from another process and waited for to completion.
+workflow submitted from another process (found through the profile ``dev``
+saves, as a new user's second shell would) and waited for to completion.
 
 Slow (about a minute: two isolated builds, one install); ``make test`` runs it.
 Dependencies come from pip's configured index and cache.
@@ -155,11 +156,12 @@ def installed(dists: Dists, tmp_path_factory: pytest.TempPathFactory) -> Install
     venv = tmp_path_factory.mktemp("venv")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     project = tmp_path_factory.mktemp("project")
+    config = tmp_path_factory.mktemp("config")
     for name, text in CLASHING.items():
         (project / name).parent.mkdir(exist_ok=True)
         (project / name).write_text(text)
     # Nothing of the test run's environment: no checkout on the path, no
-    # AgenticFlow settings, no coverage hooks.
+    # AgenticFlow settings or profiles (a new user's empty config), no coverage hooks.
     env = {
         key: value
         for key, value in os.environ.items()
@@ -169,6 +171,7 @@ def installed(dists: Dists, tmp_path_factory: pytest.TempPathFactory) -> Install
     env |= {
         "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
         "VIRTUAL_ENV": str(venv),
+        "XDG_CONFIG_HOME": str(config),
         "COLUMNS": "200",
         "NO_COLOR": "1",
     }
@@ -292,6 +295,7 @@ def test_dev_runs_a_packaged_example_workflow(
 ) -> None:
     url, output = dev_cluster
     assert url.startswith("nats://127.0.0.1:")
+    assert f"export AGENTICFLOW_NATS_URL={url}" in "".join(output)
     assert f"serving {EXAMPLE_APP}" in "".join(output)
     examples = installed.run(
         installed.bin("python"),
@@ -300,7 +304,7 @@ def test_dev_runs_a_packaged_example_workflow(
     ).stdout.strip()
     assert examples.startswith(str(installed.venv))
     workflow = Path(examples) / "customer_service"
-    env = installed.env | {"AGENTICFLOW_NATS_URL": url}
+    # As the README's second shell: no settings, the profile `dev` saved finds the cluster.
     done = subprocess.run(
         [
             installed.bin("agenticflow"),
@@ -311,11 +315,12 @@ def test_dev_runs_a_packaged_example_workflow(
             "--wait",
             "--timeout",
             "60",
-            "--json",
+            "-o",
+            "json",
         ],
         check=False,
         cwd=installed.project,
-        env=env,
+        env=installed.env,
         capture_output=True,
         text=True,
         timeout=90,
