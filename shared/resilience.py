@@ -23,8 +23,10 @@ trying again makes sense.
 
 :func:`backoff_delay` is the one backoff formula (capped exponential, optional
 jitter): :func:`retry_policy` and :func:`retry_async` retry a call with it (built
-on tenacity) and re-raise the last error when they give up; task retries
-(``RetryPolicy.delay_s``) and the bus's and coordinator's retry loops use it too.
+on tenacity) and re-raise the last error when they give up. Every other wait
+between tries uses it too: task retries (``RetryPolicy.delay_s``), the bus's
+JetStream retries and topology poll, the coordinator's retry-in-place, the
+audit chain's contention back-off and the process-identity request.
 
 Neither is thread-safe: use one breaker from one event loop. Within that loop
 the breaker needs no lock, because it never awaits between reading and
