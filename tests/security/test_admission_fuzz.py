@@ -98,6 +98,7 @@ from agenticflow.shared.wire.events import (
     TaskTimedOut,
     TaskUnserved,
     WorkflowAborted,
+    WorkflowCancelled,
     WorkflowCompleted,
     WorkflowFailed,
     WorkflowRejected,
@@ -255,7 +256,8 @@ def check_task(
         assert event.task_id == task_id, why
         assert event.attempt == old.attempts, why
     elif new.status == TaskStatus.CANCELLED:
-        assert after.status in (WorkflowStatus.ABORTED, WorkflowStatus.FAILED), why
+        stopped = (WorkflowStatus.ABORTED, WorkflowStatus.FAILED, WorkflowStatus.CANCELLED)
+        assert after.status in stopped or after.cancelling, why
     elif new.status == TaskStatus.WAITING_APPROVAL:
         assert new.waiting is not None, why
         asked = event.type == EventType.TASK_APPROVAL_REQUESTED
@@ -268,6 +270,10 @@ def check_task(
         assert resumes(event), why
 
 
+STOPS = ("cancel", "terminate", "abort")
+"""The interventions that end a workflow (cancel once nothing runs)."""
+
+
 def check_transitions(before: WorkflowState, after: WorkflowState, event: Event) -> None:
     """Every change ``event`` made is one the documented rules allow."""
     for task_id in before.tasks:
@@ -278,12 +284,17 @@ def check_transitions(before: WorkflowState, after: WorkflowState, event: Event)
             check_task(before, after, event, task_id, new)
     if after.interventions > before.interventions:
         assert steers(
-            event, ["pause", "resume", "abort", "modify", "feedback", "approve", "reject"]
+            event,
+            [*STOPS, "pause", "resume", "modify", "feedback", "approve", "reject"],
         )
     if after.resumes > before.resumes:
         assert resumes(event), event
     if after.status == WorkflowStatus.ABORTED and before.status != WorkflowStatus.ABORTED:
-        assert steers(event, ["abort"]), event
+        assert steers(event, ["abort", "terminate"]), event
+    if after.cancelling and not before.cancelling:
+        assert steers(event, ["cancel"]), event
+    if after.status == WorkflowStatus.CANCELLED:
+        assert after.cancelling, event
     if after.paused != before.paused:
         assert steers(event, ["pause", "resume"]), event
 
@@ -451,7 +462,7 @@ class Knobs:
 KNOBS = st.builds(
     Knobs,
     action=st.sampled_from(
-        ["pause", "resume", "abort", "modify", "feedback", "approve", "reject", "explode"]
+        [*STOPS, "pause", "resume", "modify", "feedback", "approve", "reject", "explode"]
     ),
     by=st.sampled_from(["alice", "mallory", "nobody", "", "coordinator"]),
     flag=st.booleans(),
@@ -540,6 +551,7 @@ COORDINATOR_KINDS = (
     EventType.WORKFLOW_COMPLETED,
     EventType.WORKFLOW_FAILED,
     EventType.WORKFLOW_ABORTED,
+    EventType.WORKFLOW_CANCELLED,
     EventType.WORKFLOW_RESUMED,
     EventType.MESSAGE_REJECTED,
     EventType.INTERVENTION_REFUSED,
@@ -637,6 +649,7 @@ def payload(kind: EventType, knobs: Knobs, task_id: str | None, due_ns: int) -> 
         EventType.WORKFLOW_COMPLETED: WorkflowCompleted(output={"forged": True}),
         EventType.WORKFLOW_FAILED: WorkflowFailed(reason="forged", task_id=task_id),
         EventType.WORKFLOW_ABORTED: WorkflowAborted(reason="forged", by=knobs.by),
+        EventType.WORKFLOW_CANCELLED: WorkflowCancelled(reason="forged", by=knobs.by),
         EventType.WORKFLOW_RESUMED: WorkflowResumed(tasks=list(TASK_IDS)),
         EventType.MESSAGE_REJECTED: MessageRejected(reason="forged", code="x", subject="s"),
         EventType.INTERVENTION_REFUSED: InterventionRefused(
