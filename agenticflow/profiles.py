@@ -166,8 +166,9 @@ def save(
     Raises ConfigError for a bad name, an unknown or invalid field, or a file
     that cannot be written."""
     _check_name(name)
-    fields = fields_of(settings_or_fields)
-    _validate(name, fields)
+    given = fields_of(settings_or_fields)
+    valid = _validate(name, given)
+    fields = {k: _plain(getattr(valid, k)) for k in given}  # typed: "3" is stored as 3
     data = _load()
     data["profiles"][name] = fields
     if make_current:
@@ -176,7 +177,7 @@ def save(
     return fields
 
 
-def _validate(name: str, fields: Mapping[str, Any]) -> None:
+def _validate(name: str, fields: Mapping[str, Any]) -> Settings:
     from agenticflow.shared.ops.config import Settings
 
     try:
@@ -184,6 +185,7 @@ def _validate(name: str, fields: Mapping[str, Any]) -> None:
         _ = settings.names  # validates the prefix
     except (ValueError, ConfigError) as exc:  # pydantic's ValidationError; the prefix
         raise ConfigError(f"profile {name!r}: invalid settings: {exc}") from exc
+    return settings
 
 
 def use(name: str) -> None:

@@ -50,10 +50,23 @@ async def wait(
     terminal; ``what``: its first label (e.g. ``submitted ID``)."""
     import asyncio
 
+    await _require_known(client, workflow_id)
     done = until or (lambda state: state.is_terminal)
     if not live_terminal():
         return await client.wait_for(workflow_id, done, timeout=timeout)
     return await asyncio.wait_for(_follow(client, workflow_id, what, done), timeout)
+
+
+async def _require_known(client: Client, workflow_id: str) -> None:
+    """Raise NotFoundError for a workflow nobody submitted (rather than wait for
+    it until the timeout); one just submitted has its submission event."""
+    from agenticflow.shared.errors import NotFoundError
+
+    try:
+        await client.status(workflow_id)
+    except NotFoundError:
+        if not await client.events(workflow_id):
+            raise
 
 
 async def _follow(

@@ -129,8 +129,10 @@ def test_result_prints_only_the_output(cluster: DevCluster, done_id: str, tmp_pa
     assert failed.returncode == 1
     assert failed.stdout == ""
     assert "failed" in failed.stderr
-    missing = run_cli("workflow", "result", "wf-nope", "--no-wait", env=on(cluster))
-    assert missing.returncode == 3, missing.stderr
+    for more in ([], ["--no-wait"]):  # an unknown workflow: exit 3 at once, no waiting
+        missing = run_cli("workflow", "result", "wf-nope", *more, env=on(cluster))
+        assert missing.returncode == 3, missing.stderr
+        assert "no workflow 'wf-nope'" in missing.stderr
 
 
 def _json_forms(args: list[str], cluster: DevCluster) -> tuple[Any, list[Any], str]:

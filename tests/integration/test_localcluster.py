@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import psutil
 import pytest
 
-from agenticflow import AgentApp
+from agenticflow import AgentApp, profiles
 from agenticflow.cluster.nats_auth import settings_from_env
 from agenticflow.coordinator.client import Client
 from agenticflow.examples.trading.app import app as trading
@@ -385,6 +385,12 @@ async def test_autoscaler_scales_up_on_a_burst_and_back_down_when_idle(
         *("--scale-down-after", "3", "--app", APP),
     ) as state:
         assert [w["alive"] for w in state["workers"]] == [True]
+        # cluster up saved how to reach it as the current profile 'local'
+        assert profiles.current() == "local"
+        saved = profiles.get("local")
+        assert saved["nats_url"] == state["env"]["AGENTICFLOW_NATS_URL"]
+        assert saved["replicas"] == int(state["env"]["AGENTICFLOW_REPLICAS"])
+        assert saved["partitions"] == int(state["env"]["AGENTICFLOW_PARTITIONS"])
         settings = settings_from_env(state["env"])
         async with (
             connected(settings, name="test-autoscaler") as bus,

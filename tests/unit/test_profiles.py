@@ -27,7 +27,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_round_trip_and_mode(home: Path) -> None:
     assert profiles.names() == []
     assert profiles.current() is None
-    profiles.save("local", {"AGENTICFLOW_NATS_URL": "nats://a:1", "replicas": 3})
+    profiles.save("local", {"AGENTICFLOW_NATS_URL": "nats://a:1", "replicas": "3"})
     profiles.save("dev", Settings(nats_url="nats://b:2", prefix="dv"), make_current=True)
     assert profiles.names() == ["dev", "local"]
     assert profiles.current() == "dev"
