@@ -203,6 +203,19 @@ async def test_a_workflow_runs_end_to_end_on_a_secure_dev_cluster(
             state = await client.wait(workflow_id, timeout=60)
             assert state.status.value == "completed", state
             assert state.tasks["b"].result == 3
+            # The workflow index is readable (and watchable) with client credentials.
+            index = await bus.kv(bus.names.workflow_index_bucket)
+            watcher = await index.watch(workflow_id, inactive_threshold=5.0)
+            try:
+                async with asyncio.timeout(30):
+                    while not [
+                        s
+                        for s in await client.workflows(state="completed", limit=None)
+                        if s.id == workflow_id
+                    ]:
+                        await watcher.updates(timeout=30)
+            finally:
+                await watcher.stop()
         finally:
             await bus.close()
 
