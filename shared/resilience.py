@@ -89,6 +89,14 @@ class BreakerLimits(Protocol):
     def success_threshold(self) -> int: ...
 
 
+def check_limits(limits: BreakerLimits, *, what: str) -> None:
+    """Raise ConfigError unless the thresholds are at least 1 and the timeout not negative."""
+    if min(limits.failure_threshold, limits.half_open_max_calls, limits.success_threshold) < 1:
+        raise ConfigError(f"{what}: thresholds and max calls must be at least 1")
+    if limits.recovery_timeout_s < 0:
+        raise ConfigError(f"{what}: recovery_timeout_s must not be negative")
+
+
 @dataclass(frozen=True, slots=True)
 class Circuit:
     """A breaker's state as a value, for :func:`admit` and :func:`settle`.
@@ -247,15 +255,12 @@ class CircuitBreaker:
         on_change: Iterable[Listener] = (),
     ) -> None:
         """Raises ConfigError if a threshold is below 1 or the timeout is negative."""
-        if failure_threshold < 1 or half_open_max_calls < 1 or success_threshold < 1:
-            raise ConfigError(f"circuit {name!r}: thresholds and max calls must be at least 1")
-        if recovery_timeout_s < 0:
-            raise ConfigError(f"circuit {name!r}: recovery_timeout_s must not be negative")
         self.name = name
         self.failure_threshold = failure_threshold
         self.recovery_timeout_s = recovery_timeout_s
         self.half_open_max_calls = half_open_max_calls
         self.success_threshold = success_threshold
+        check_limits(self, what=f"circuit {name!r}")
         self.excluded: tuple[type[BaseException], ...] = (
             excluded if isinstance(excluded, tuple) else (excluded,)
         )
@@ -535,12 +540,20 @@ async def retry_async(
 
 
 __all__ = [
+    "Admission",
+    "BreakerLimits",
     "BreakerSnapshot",
     "BreakerState",
+    "Circuit",
     "CircuitBreaker",
     "CircuitOpenError",
+    "Outcome",
+    "admit",
     "backoff_delay",
     "backoff_wait",
+    "check_limits",
+    "elapsed",
     "retry_async",
     "retry_policy",
+    "settle",
 ]

@@ -26,6 +26,7 @@ from typing import Any, overload
 from pydantic import BaseModel, ValidationError
 
 from agenticflow.shared.errors import ConfigError, ToolValidationError
+from agenticflow.shared.resilience import check_limits
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 """Tool and provider names: also KV keys and parts of idempotency keys."""
@@ -83,10 +84,7 @@ class BreakerPolicy:
     """Trial successes that close the circuit."""
 
     def __post_init__(self) -> None:
-        if min(self.failure_threshold, self.half_open_max_calls, self.success_threshold) < 1:
-            raise ConfigError("breaker thresholds and max calls must be at least 1")
-        if self.recovery_timeout_s < 0:
-            raise ConfigError("breaker recovery_timeout_s must not be negative")
+        check_limits(self, what="breaker")
 
 
 @dataclass(frozen=True, slots=True)
