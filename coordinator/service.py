@@ -123,6 +123,7 @@ _ECHOES = frozenset(
         EventType.WORKFLOW_FAILED,
         EventType.WORKFLOW_REJECTED,
         EventType.WORKFLOW_ABORTED,
+        EventType.WORKFLOW_CANCELLED,
         EventType.INTERVENTION_APPLIED,
         EventType.INTERVENTION_REFUSED,
         EventType.TASK_APPROVAL_DECIDED,
