@@ -1,0 +1,50 @@
+"""The client facade's pure parts: what ``start`` accepts, what ``result`` returns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import agenticflow
+from agenticflow.client import _definition, _output_of
+from agenticflow.coordinator.state import WorkflowState, WorkflowStatus
+from agenticflow.shared.errors import ConfigError, NotFoundError, WorkflowDefinitionError
+from tests.unit.test_reducer import DIAMOND
+
+
+def test_start_accepts_a_definition_a_file_or_a_template_name(tmp_path: Path) -> None:
+    assert _definition(DIAMOND, None) is DIAMOND
+    file = tmp_path / "one.json"
+    file.write_text('{"name": "one", "tasks": [{"id": "a", "capability": "echo"}]}')
+    assert _definition(file, None).name == "one"
+    assert _definition(str(file), None).name == "one"
+    with pytest.raises(WorkflowDefinitionError, match="cannot read"):
+        _definition(tmp_path / "missing.yaml", None)
+    rendered = _definition("content-pipeline", {"topic": "coffee"})
+    assert rendered.tasks
+    with pytest.raises(NotFoundError):
+        _definition("no-such-template", None)
+
+
+def test_the_output_is_the_single_sinks_result_or_a_dict() -> None:
+    one = WorkflowState(workflow_id="w", status=WorkflowStatus.COMPLETED, output={"d": 4})
+    assert _output_of(one) == 4
+    two = one.model_copy(update={"output": {"x": 1, "y": 2}})
+    assert _output_of(two) == {"x": 1, "y": 2}
+    failed = one.model_copy(update={"status": WorkflowStatus.FAILED, "reason": "task 'd' failed"})
+    with pytest.raises(agenticflow.WorkflowFailedError, match="w' failed: task 'd' failed"):
+        _output_of(failed)
+    for stopped in (WorkflowStatus.CANCELLED, WorkflowStatus.ABORTED):
+        with pytest.raises(agenticflow.WorkflowCancelledError) as raised:
+            _output_of(one.model_copy(update={"status": stopped}))
+        assert raised.value.state == stopped
+
+
+def test_connect_checks_its_arguments_before_any_connection() -> None:
+    settings = agenticflow.Settings()
+    with pytest.raises(ConfigError, match="not both"):
+        agenticflow.connect("nats://127.0.0.1:1", settings=settings)
+    pending = agenticflow.connect(settings=settings)  # nothing is opened until awaited
+    assert hasattr(pending, "__await__")
+    assert hasattr(pending, "__aenter__")
