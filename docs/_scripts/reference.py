@@ -215,6 +215,7 @@ def configuration_page() -> str:
         "| `AGENTICFLOW_TEMPLATES_PATH` | more template directories, `:`-separated "
         "([the supervisor](../guides/supervisor.md)) |",
         "| `AGENTICFLOW_TRACE_FILE` | write one JSON line per span (`spans-{pid}.jsonl`) |",
+        "| `AGENTICFLOW_CLI_LOG_LEVEL` | the CLI's own log level (default: errors only) |",
         "| `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_SERVICE_NAME`, "
         "`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`, `OTEL_TRACES_EXPORTER`, "
         "`OTEL_METRIC_EXPORT_INTERVAL` | OpenTelemetry's own "

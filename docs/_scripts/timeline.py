@@ -21,6 +21,8 @@ from typing import Any
 OUT = Path(__file__).resolve().parents[1] / "images" / "timeline.svg"
 EXAMPLES = Path(__file__).resolve().parents[2] / "agenticflow" / "examples"
 ROW_H, LABEL_W, WIDTH, TOP = 26, 250, 1100, 48
+CHAR_W = 6.6
+"""Roughly the width of one character of the 12 px labels."""
 COLOURS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1"]
 
 
@@ -61,6 +63,31 @@ async def record_trace() -> dict[str, Any]:
             server.stop()
 
 
+def _label(span: dict[str, Any]) -> str:
+    return f"{span['name']} ({span['dur'] / 1000:.1f} ms)"
+
+
+def _lanes(
+    spans: list[dict[str, Any]], scale: float
+) -> dict[tuple[int, int, int], list[dict[str, Any]]]:
+    """Spans by (pid, tid, lane): a span goes to the first lane of its thread
+    where it (and its label) does not overlap the one before, as Perfetto
+    stacks overlapping slices."""
+    lanes: dict[tuple[int, int, int], list[dict[str, Any]]] = {}
+    ends: dict[tuple[int, int], list[float]] = {}
+    for span in sorted(spans, key=lambda e: e["ts"]):
+        start = span["ts"] * scale
+        stop = max(span["dur"] * scale, 2.0) + start + 8 + CHAR_W * len(_label(span))
+        taken = ends.setdefault((span["pid"], span["tid"]), [])
+        lane = next((n for n, end in enumerate(taken) if end <= start), len(taken))
+        if lane == len(taken):
+            taken.append(stop)
+        else:
+            taken[lane] = stop
+        lanes.setdefault((span["pid"], span["tid"], lane), []).append(span)
+    return lanes
+
+
 def draw(trace: dict[str, Any]) -> str:
     """The SVG of a chrome trace's spans and instants, Perfetto's layout."""
     events = trace["traceEvents"]
@@ -68,10 +95,16 @@ def draw(trace: dict[str, Any]) -> str:
     threads = {
         (e["pid"], e["tid"]): e["args"]["name"] for e in events if e["name"] == "thread_name"
     }
-    rows = sorted(threads, key=lambda key: (key[0], key[1]))
-    spans = [e for e in events if e["ph"] in {"X", "i"}]
-    end = max((e["ts"] + e.get("dur", 0) for e in spans), default=1.0) or 1.0
+    spans = [e for e in events if e["ph"] == "X"]
+    instants = [e for e in events if e["ph"] == "i"]
+    end = max((e["ts"] + e.get("dur", 0) for e in spans + instants), default=1.0) or 1.0
     scale = (WIDTH - LABEL_W - 190) / end  # room for the last label
+    lanes = _lanes(spans, scale)
+    for instant in instants:
+        lanes.setdefault((instant["pid"], instant["tid"], 0), [])
+    for pid, tid in threads:
+        lanes.setdefault((pid, tid, 0), [])
+    rows = sorted(lanes)
     height = TOP + ROW_H * len(rows) + 30
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
@@ -89,46 +122,47 @@ def draw(trace: dict[str, Any]) -> str:
         out.append(
             f'<line x1="{x:.1f}" y1="{TOP - 8}" x2="{x:.1f}" y2="{height - 24}" stroke="#e5e5e5"/>'
         )
-        out.append(f'<text x="{x:.1f}" y="{TOP - 12}" fill="#666666">{ms:.0f} ms</text>')
-    y_of: dict[tuple[int, int], float] = {}
+        out.append(f'<text x="{x:.1f}" y="{TOP - 12}" fill="#666666">{ms:.1f} ms</text>')
+    y_of: dict[tuple[int, int, int], float] = {}
     previous_pid = None
+    colour_of: dict[str, str] = {}
     for n, key in enumerate(rows):
         y: float = TOP + n * ROW_H
         y_of[key] = y
         if n % 2 == 0:
             out.append(f'<rect x="0" y="{y}" width="{WIDTH}" height="{ROW_H}" fill="#f7f7f9"/>')
-        label = threads[key]
-        if key[0] != previous_pid:
-            label = f"{processes.get(key[0], key[0])} · {label}"
-            previous_pid = key[0]
-        out.append(f'<text x="12" y="{y + 17}" fill="#333333">{escape(label)}</text>')
-    for number, span in enumerate(e for e in spans if e["ph"] == "X"):
-        y = y_of[(span["pid"], span["tid"])]
-        x, w = LABEL_W + span["ts"] * scale, max(2.0, span["dur"] * scale)
-        queued = span.get("cat") == "queue"
-        fill = "url(#hatch)" if queued else COLOURS[number % len(COLOURS)]
-        colour = "#444444" if queued else "#ffffff"
-        out.append(
-            f'<rect x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="{ROW_H - 6}" rx="2" '
-            f'fill="{fill}"><title>{escape(span["name"])}: {span["dur"] / 1000:.1f} ms'
-            "</title></rect>"
-        )
-        inside = w > 8 * len(span["name"])
-        out.append(
-            f'<text x="{x + 4 if inside else x + w + 4:.1f}" y="{y + 17}" '
-            f'fill="{colour if inside else "#333333"}">'
-            f"{escape(span['name'])} ({span['dur'] / 1000:.1f} ms)</text>"
-        )
-    for instant in (e for e in spans if e["ph"] == "i"):
-        y = y_of[(instant["pid"], instant["tid"])]
+        if key[2] == 0:
+            label = threads.get((key[0], key[1]), str(key[1]))
+            if key[0] != previous_pid:
+                label = f"{processes.get(key[0], key[0])} · {label}"
+                previous_pid = key[0]
+            out.append(f'<text x="12" y="{y + 17}" fill="#333333">{escape(label)}</text>')
+        for span in lanes[key]:
+            x, w = LABEL_W + span["ts"] * scale, max(2.0, span["dur"] * scale)
+            queued = span.get("cat") == "queue"
+            task = str(span["args"].get("task_id", span["name"]))
+            colour = colour_of.setdefault(task, COLOURS[len(colour_of) % len(COLOURS)])
+            out.append(
+                f'<rect x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="{ROW_H - 6}" rx="2" '
+                f'fill="{"url(#hatch)" if queued else colour}"'
+                f"{f' stroke={chr(34)}{colour}{chr(34)}' if queued else ''}>"
+                f"<title>{escape(_label(span))}</title></rect>"
+            )
+            out.append(
+                f'<text x="{x + w + 4:.1f}" y="{y + 17}" fill="#333333">'
+                f"{escape(_label(span))}</text>"
+            )
+    for instant in instants:
+        y = y_of[(instant["pid"], instant["tid"], 0)]
         x = LABEL_W + instant["ts"] * scale
         out.append(
             f'<path d="M{x:.1f},{y + 5} l5,8 l-5,8 l-5,-8 z" fill="#555555">'
             f"<title>{escape(instant['name'])}</title></path>"
         )
     out.append(
-        f'<text x="12" y="{height - 8}" fill="#666666">a bar per task attempt (worker and agent '
-        "rows); hatched: waiting in the queue; diamonds: workflow events</text>"
+        f'<text x="12" y="{height - 8}" fill="#666666">a bar per task attempt on its worker '
+        "and agent; hatched: waiting in the queue (outlined in the task's colour); "
+        "diamonds: workflow.submitted, started, completed</text>"
     )
     out.append("</svg>")
     return "\n".join(out) + "\n"

@@ -86,8 +86,18 @@ def coordinator(name: str, partitions: list[int], at: int) -> dict[str, Any]:
     }
 
 
+TASKS = {
+    "trading": ["sentiment", "technical", "risk", "sizing"],
+    "content-pipeline": ["research", "write", "fact_check", "edit"],
+}
+AGES = {"trade-0201": 4, "trade-0202": 2, "article-bees": 95, "article-coffee": 310}
+
+
 def workflow(wid: str, name: str, statuses: list[TaskStatus], **extra: Any) -> WorkflowState:
-    tasks = {f"t{n}": TaskState(status=s, capability="x") for n, s in enumerate(statuses)}
+    tasks = {
+        task: TaskState(status=s, capability="x")
+        for task, s in zip(TASKS[name], statuses, strict=True)
+    }
     definition = WorkflowDefinition.model_validate(
         {"name": name, "tasks": [{"id": t, "capability": "x"} for t in tasks]}
     )
@@ -96,7 +106,7 @@ def workflow(wid: str, name: str, statuses: list[TaskStatus], **extra: Any) -> W
         definition=definition,
         tasks=tasks,
         completed=sum(s == TaskStatus.COMPLETED for s in statuses),
-        created_at=T0 - 40 * S,
+        created_at=T0 - AGES.get(wid, 40) * S,
         **extra,
     )
 
