@@ -43,14 +43,19 @@ from typing import Any, TypeVar, overload
 from pydantic import TypeAdapter, ValidationError
 
 from agenticflow.coordinator.client import Client as _CoreClient
-from agenticflow.coordinator.index import WorkflowSummary
+from agenticflow.coordinator.index import States, WorkflowSummary
 from agenticflow.coordinator.state import WorkflowState, WorkflowStatus
 from agenticflow.shared.bus import transport
 from agenticflow.shared.bus.transport import Bus
 from agenticflow.shared.errors import AgenticFlowError, ConfigError
 from agenticflow.shared.graph.workflow import WorkflowDefinition, load_workflow_file
 from agenticflow.shared.ops.config import Settings
-from agenticflow.shared.wire.events import Event, InterventionApplied, Modification
+from agenticflow.shared.wire.events import (
+    Event,
+    InterventionApplied,
+    Modification,
+    WorkflowCompleted,
+)
 
 T = TypeVar("T")
 
@@ -178,13 +183,14 @@ class Client(_CoreClient):
     async def list(
         self,
         *,
-        state: str | WorkflowStatus | None = None,
+        state: States = None,
         name: str | None = None,
         since: datetime | timedelta | None = None,
         limit: int | None = 100,
     ) -> builtins.list[WorkflowSummary]:
         """Workflows, newest first: ``state`` (``running``, ``completed``,
-        ``failed``, ``cancelled``, ``aborted``, ``rejected``), ``name`` (a glob:
+        ``failed``, ``cancelled``, ``aborted``, ``rejected``, or a list of
+        them), ``name`` (a glob:
         ``report-*``), ``since`` (created at or after; a timedelta means that
         long ago), at most ``limit`` (None: all).
 
@@ -232,6 +238,8 @@ class WorkflowHandle:
         fit), TimeoutError after ``timeout`` seconds (None: wait for ever).
         """
         state = await self.wait(timeout=timeout)
+        if state.status == WorkflowStatus.COMPLETED and not state.output and state.problems:
+            state = await self._untrimmed(state)
         output = _output_of(state)
         if type is None:
             return output
@@ -241,6 +249,14 @@ class WorkflowHandle:
             raise ResultValidationError(
                 f"the output of workflow {self.id!r} is not a valid {_type_name(type)}: {exc}"
             ) from exc
+
+    async def _untrimmed(self, state: WorkflowState) -> WorkflowState:
+        """A snapshot too large for NATS leaves the output out (see
+        :meth:`WorkflowState.snapshot_within`): take it from the stream."""
+        for event in reversed(await self.events()):
+            if isinstance(event.data, WorkflowCompleted):
+                return state.model_copy(update={"output": event.data.output})
+        return state
 
     async def wait(self, *, timeout: float | None = None) -> WorkflowState:
         """Wait until the workflow ends (whatever the outcome); returns its state.

@@ -20,12 +20,17 @@ from nats.js.api import DeliverPolicy
 from opentelemetry.trace import SpanKind
 
 from agenticflow.coordinator.forks import recorded_effects
-from agenticflow.coordinator.index import WorkflowSummary, open_summary, parse_state, select
+from agenticflow.coordinator.index import (
+    States,
+    WorkflowSummary,
+    open_summary,
+    parse_state,
+    select,
+)
 from agenticflow.coordinator.replay import UNREADABLE, reading_problems, state_until
 from agenticflow.coordinator.state import (
     TaskStatus,
     WorkflowState,
-    WorkflowStatus,
     open_snapshot,
 )
 from agenticflow.shared.bus.registry import open_entry, open_update
@@ -682,13 +687,13 @@ class Client:
     async def workflows(
         self,
         *,
-        state: str | WorkflowStatus | None = None,
+        state: States = None,
         name: str | None = None,
         since: datetime | timedelta | None = None,
         limit: int | None = 100,
     ) -> list[WorkflowSummary]:
         """Workflows from the index (:mod:`agenticflow.coordinator.index`), newest
-        first: filtered by ``state``, ``name`` (a glob), ``since`` (created at or
+        first: filtered by ``state`` (one or several), ``name`` (a glob), ``since`` (created at or
         after; a timedelta is an age), at most ``limit`` (None: all). A record
         that is not a coordinator's is left out (logged). Raises ConfigError for
         an unknown state or a negative limit."""

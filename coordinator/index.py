@@ -119,9 +119,20 @@ def open_summary(
         raise MalformedMessageError(f"{bucket}/{key} is not a valid summary: {exc}") from exc
 
 
-def parse_state(state: str | WorkflowStatus | None) -> WorkflowStatus | None:
-    """The state filter; raises ConfigError for an unknown state."""
-    if state is None or isinstance(state, WorkflowStatus):
+States = str | WorkflowStatus | Iterable[str | WorkflowStatus] | None
+"""A state filter: one state, several (any of them), or None (all)."""
+
+
+def parse_state(state: States) -> frozenset[WorkflowStatus] | None:
+    """The states a filter accepts (None: all); raises ConfigError for an unknown one."""
+    if state is None:
+        return None
+    given = [state] if isinstance(state, str) else list(state)
+    return frozenset(_one_state(one) for one in given)
+
+
+def _one_state(state: str | WorkflowStatus) -> WorkflowStatus:
+    if isinstance(state, WorkflowStatus):
         return state
     try:
         return WorkflowStatus(state.lower())
@@ -133,15 +144,16 @@ def parse_state(state: str | WorkflowStatus | None) -> WorkflowStatus | None:
 def select(
     summaries: Iterable[WorkflowSummary],
     *,
-    state: str | WorkflowStatus | None = None,
+    state: States = None,
     name: str | None = None,
     since: datetime | timedelta | None = None,
     limit: int | None = None,
     now: datetime | None = None,
 ) -> list[WorkflowSummary]:
     """The summaries that pass the filters, newest (``created_at``) first, at
-    most ``limit``. ``name`` is a glob; ``since`` a time or an age. Raises
-    ConfigError for an unknown state or a negative limit."""
+    most ``limit``. ``state`` is one state or several; ``name`` a glob;
+    ``since`` a time or an age. Raises ConfigError for an unknown state or a
+    negative limit."""
     wanted = parse_state(state)
     if limit is not None and limit < 0:
         raise ConfigError(f"limit must be 0 or more, not {limit}")
@@ -152,7 +164,7 @@ def select(
     found = [
         s
         for s in summaries
-        if (wanted is None or s.state == wanted)
+        if (wanted is None or s.state in wanted)
         and (name is None or fnmatch.fnmatchcase(s.name, name))
         and (since is None or s.created_at >= since)
     ]
@@ -170,6 +182,7 @@ def _ns(moment: datetime) -> int:
 
 __all__ = [
     "INDEX_WRITERS",
+    "States",
     "WorkflowSummary",
     "listed_fields",
     "open_summary",

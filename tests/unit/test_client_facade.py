@@ -10,6 +10,8 @@ import agenticflow
 from agenticflow.client import _definition, _output_of
 from agenticflow.coordinator.state import WorkflowState, WorkflowStatus
 from agenticflow.shared.errors import ConfigError, NotFoundError, WorkflowDefinitionError
+from agenticflow.shared.wire.events import Event, EventType, WorkflowCompleted
+from agenticflow.shared.wire.vclock import VectorClock
 from tests.unit.test_reducer import DIAMOND
 
 
@@ -48,3 +50,35 @@ def test_connect_checks_its_arguments_before_any_connection() -> None:
     pending = agenticflow.connect(settings=settings)  # nothing is opened until awaited
     assert hasattr(pending, "__await__")
     assert hasattr(pending, "__aenter__")
+
+
+class _Stub:
+    """A client whose stored snapshot left the output out (too large for NATS)."""
+
+    def __init__(self, state: WorkflowState, events: list[Event]) -> None:
+        self.state, self.stored = state, events
+
+    async def wait(self, workflow_id: str, *, timeout: float | None = None) -> WorkflowState:
+        return self.state
+
+    async def events(self, workflow_id: str) -> list[Event]:
+        return self.stored
+
+
+async def test_a_trimmed_snapshots_output_is_read_from_the_stream() -> None:
+    trimmed = WorkflowState(
+        workflow_id="w",
+        status=WorkflowStatus.COMPLETED,
+        problems=["the snapshot left out the task results and output to fit"],
+    )
+    completed = Event(
+        id="w:completed",
+        type=EventType.WORKFLOW_COMPLETED,
+        workflow_id="w",
+        source="coord",
+        timestamp=1,
+        vclock=VectorClock(),
+        data=WorkflowCompleted(output={"d": "big"}),
+    )
+    handle = agenticflow.WorkflowHandle("w", _Stub(trimmed, [completed]))  # type: ignore[arg-type]
+    assert await handle.result() == "big"

@@ -65,6 +65,10 @@ def test_select_filters_and_orders_newest_first() -> None:
     assert [s.id for s in select(rows)] == ["wf-4", "wf-3", "wf-2", "wf-1"]
     assert [s.id for s in select(rows, state="failed")] == ["wf-2"]
     assert [s.id for s in select(rows, state=WorkflowStatus.RUNNING)] == ["wf-4"]
+    assert [s.id for s in select(rows, state=["failed", WorkflowStatus.RUNNING])] == [
+        "wf-4",
+        "wf-2",
+    ]
     assert [s.id for s in select(rows, name="daily-*")] == ["wf-4", "wf-3"]
     assert [s.id for s in select(rows, since=T0 + timedelta(minutes=3))] == ["wf-4", "wf-3"]
     now = T0 + timedelta(minutes=5)
