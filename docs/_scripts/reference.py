@@ -75,8 +75,8 @@ def _param_row(param: Any, ctx: Any) -> str:
     else:
         name = f"`{record[0]}`" if record else f"`{param.name}`"
         help_text = record[1] if record else ""
-    if param.required:
-        help_text = f"Required. {help_text}"
+    if param.required and "[required]" not in help_text:
+        help_text = f"{help_text} [required]".strip()
     return f"| {name} | {_cell(help_text)} |"
 
 
