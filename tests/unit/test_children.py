@@ -316,10 +316,11 @@ def test_child_ids_are_valid_workflow_ids_and_derived(parent: str, task: str, at
     assert made != child_workflow_id(parent, task, attempt + 1)
 
 
-def test_the_readme_example_loads_and_a_cycle_in_its_child_names_the_path(
+def test_the_guides_example_loads_and_a_cycle_in_its_child_names_the_path(
     tmp_path: Path,
 ) -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    guide = Path(__file__).resolve().parents[2] / "docs" / "guides" / "workflows.md"
+    readme = guide.read_text()
     block = next(
         m.group(1)
         for m in re.finditer(r"```yaml\n(.*?)```", readme, re.S)

@@ -207,8 +207,9 @@ async def test_the_tool_box_enforces_the_policy_and_audits_the_denial(policy: Po
     assert await unchecked.call("read", path="/etc/passwd") == "read /etc/passwd"  # the control
 
 
-def test_the_readme_policy_is_valid_and_means_what_it_says() -> None:
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+def test_the_security_guides_policy_is_valid_and_means_what_it_says() -> None:
+    guide = Path(__file__).resolve().parents[2] / "docs" / "guides" / "security.md"
+    text = guide.read_text()
     block = re.search(r"```toml\n(\[roles\.researcher\].*?)```", text, re.S)
     assert block is not None
     policy = Policy.from_dict(tomllib.loads(block.group(1)))

@@ -616,23 +616,24 @@ def test_the_planning_benchmark_plans_every_shape() -> None:
     assert rows["hierarchical"]["strategy"] == "hierarchical"
 
 
-def test_the_readme_template_loads_and_reads_its_parameter(tmp_path: Path) -> None:
+def test_the_guides_template_loads_and_reads_its_parameter(tmp_path: Path) -> None:
     import re
     import shutil
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    guide = Path(__file__).resolve().parents[2] / "docs" / "guides" / "supervisor.md"
     block = next(
         m.group(1)
-        for m in re.finditer(r"```yaml\n(.*?)```", readme, re.S)
-        if m.group(1).startswith("template: content-pipeline")
+        for m in re.finditer(r"```yaml\n(.*?)```", guide.read_text(encoding="utf-8"), re.S)
+        if m.group(1).startswith("# templates/articles.yaml")
     )
     (tmp_path / "templates").mkdir()
-    (tmp_path / "content_pipeline").mkdir()
+    (tmp_path / "examples" / "content_pipeline").mkdir(parents=True)
     shutil.copy(
-        EXAMPLES.parent / "content_pipeline" / "workflow.yaml", tmp_path / "content_pipeline"
+        EXAMPLES.parent / "content_pipeline" / "workflow.yaml",
+        tmp_path / "examples" / "content_pipeline",
     )
-    (tmp_path / "templates" / "readme.yaml").write_text(block, encoding="utf-8")
-    template = Templates.load([tmp_path / "templates"]).get("content-pipeline")
+    (tmp_path / "templates" / "articles.yaml").write_text(block, encoding="utf-8")
+    template = Templates.load([tmp_path / "templates"]).get("articles")
     assert template.extract("an essay about coffee") == {"topic": "coffee"}
     assert template.render({"topic": "tea"}).input["topic"] == "tea"
 
