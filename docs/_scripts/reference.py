@@ -309,6 +309,7 @@ _GROUPS = [
         (
             "agenticflow.client",
             "agenticflow.coordinator.client",
+            "agenticflow.coordinator.index",
             "agenticflow.coordinator.service",
             "agenticflow.coordinator.state",
             "agenticflow.coordinator.reducer",
