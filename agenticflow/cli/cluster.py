@@ -30,6 +30,7 @@ from agenticflow.cli._common import (
     Output,
     OutputOpt,
     WeakSandboxOpt,
+    configure_cli_logging,
     emit,
     fail,
     out,
@@ -139,6 +140,7 @@ def up(
         TransportError,
     )
 
+    configure_cli_logging()
     fmt = output_of(output, as_json)
     if allow_weak_sandbox:  # the supervisor and every worker inherit it
         os.environ["AGENTICFLOW_ALLOW_WEAK_SANDBOX"] = "1"

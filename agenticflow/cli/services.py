@@ -22,6 +22,7 @@ from agenticflow.cli._common import (
     PrefixOpt,
     WeakSandboxOpt,
     check_route,
+    configure_cli_logging,
     err,
     fail,
     load_app,
@@ -216,6 +217,7 @@ def dev(
 
     from agenticflow.cluster.dev import DevCluster
 
+    configure_cli_logging()
     cluster = DevCluster(
         app=app_spec,
         workers=workers,
