@@ -138,6 +138,9 @@ class _Running:
     ctx: TaskContext
     handler: asyncio.Task[Any] | None = None
     aborted: str | None = None
+    stopped_before: str | None = None
+    """Its workflow was stopped (terminated or cancelled) before its
+    ``task.started`` was sent: the coordinator had cancelled the task already."""
 
 
 class Worker:
@@ -652,7 +655,9 @@ class Worker:
             approval=task.approval,
             approvals=list(task.approvals),
         )
-        running = _Running(ctx)
+        # Registered in the same step as task.started is sent: a cancel seen after
+        # this reaches the handler (ctx.cancelled); one seen before stops it.
+        running = _Running(ctx, stopped_before=self._aborted.get(task.workflow_id))
         self._live.setdefault(task.workflow_id, set()).add(running)
         keepalive = asyncio.create_task(self._keep_alive(msg, task))
         try:
@@ -740,7 +745,7 @@ class Worker:
         self, agent: AgentSpec, ctx: TaskContext, task: TaskMessage, running: _Running
     ) -> Any:
         """Run the handler as its own task, so an abort can cancel just it."""
-        reason = self._aborted.get(task.workflow_id)
+        reason = running.stopped_before or running.aborted
         if reason is not None:
             raise TaskCancelledError(f"the workflow was stopped ({reason})")
         handler = asyncio.create_task(self._invoke(agent, ctx, task.timeout_s))
@@ -893,15 +898,17 @@ class Worker:
             for run in running:
                 run.ctx.feedback.add(data.text)
         elif isinstance(data, InterventionApplied) and data.action == "cancel":
-            # Cooperative: running handlers see ctx.cancelled; queued tasks of the
-            # workflow (already cancelled by the coordinator) do not start here.
+            # Cooperative: handlers registered here see ctx.cancelled (their
+            # task.started went out first: the task may well be running for the
+            # coordinator); tasks of the workflow taken after this (already
+            # cancelled by the coordinator) do not start.
             why = f"cancelled by {data.by or 'someone'}"
             self._stop_starting(event.workflow_id, why)
             for run in running:
                 run.ctx.cancellation.set(why)
 
     def _stop_starting(self, workflow_id: str, reason: str) -> None:
-        """Tasks of the workflow that have not started here do not start."""
+        """Tasks of the workflow taken from now on do not start."""
         self._aborted[workflow_id] = reason
         while len(self._aborted) > _ABORTED_KEPT:
             self._aborted.popitem(last=False)

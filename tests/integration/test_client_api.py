@@ -132,9 +132,11 @@ async def test_a_failed_workflow_raises_with_its_reason(api: agenticflow.Client)
 async def test_cancel_lets_a_task_that_ignores_it_finish_and_keeps_its_result(
     api: agenticflow.Client,
 ) -> None:
+    # "s" waits for feedback and never looks at ctx.cancelled: it finishes when
+    # the feedback comes, after the cancel.
     handle = await api.start(
         named(
-            {"id": "s", "capability": "slow", "params": {"seconds": 1.5}},
+            {"id": "s", "capability": "listen", "params": {"timeout": 60}},
             {"id": "after", "capability": "echo", "depends_on": ["s"]},
             name="api-cancel-ignored",
         )
@@ -142,12 +144,14 @@ async def test_cancel_lets_a_task_that_ignores_it_finish_and_keeps_its_result(
     await until_running(handle, "s")
     applied = await handle.cancel("enough")
     assert applied.action == "cancel"
+    assert (await handle.status()).status == WorkflowStatus.RUNNING  # s still runs
+    await handle.feedback("finish what you have")
     with pytest.raises(WorkflowCancelledError, match="cancelled by api-tests: enough") as ended:
         await handle.result(timeout=60)
     state = ended.value.status
     assert state.status == WorkflowStatus.CANCELLED
     assert state.tasks["s"].status == TaskStatus.COMPLETED
-    assert state.tasks["s"].result == "done"
+    assert state.tasks["s"].result["got"] == "finish what you have"
     assert state.tasks["after"].status == TaskStatus.CANCELLED  # never dispatched
     events = await handle.events()
     assert not [e for e in of_type(events, EventType.TASK_SCHEDULED) if e.task_id == "after"]
