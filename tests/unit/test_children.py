@@ -650,3 +650,32 @@ def test_any_delivery_order_and_resends_complete_the_parent_exactly_once(
         assert replayed.output == state.output
     root = world.states[ROOT]
     assert root.tasks["c"].result == world.states[child_workflow_id(ROOT, "c", 1)].output
+
+
+def test_cancelling_the_parent_cancels_its_children_and_waits_for_their_reports() -> None:
+    defn = definition(
+        {
+            "id": "outer",
+            "workflow": child(
+                {"id": "inner", "workflow": child({"id": "y", "capability": "echo"})},
+            ),
+        },
+        {"id": "later", "capability": "echo", "depends_on": ["outer"]},
+    )
+    world = World()
+    world.submit(defn)
+    world.settle(work=False)
+    middle = child_workflow_id(ROOT, "outer", 1)
+    leaf = child_workflow_id(middle, "inner", 1)
+    world.intervene(ROOT, "cancel")
+    world.settle(work=False)
+    # Each level cancelled its queued task, then ended once its child had reported.
+    assert {s.status for s in world.states.values()} == {WorkflowStatus.CANCELLED}
+    assert world.states[leaf].reason == (
+        "cancelled by coordinator: its parent was cancelled by coordinator"
+    )
+    assert world.states[ROOT].tasks["outer"].status == TaskStatus.CANCELLED
+    assert world.states[ROOT].tasks["later"].status == TaskStatus.CANCELLED
+    reports = [e for e in world.stream if e.source in (middle, leaf) and e.task_id]
+    assert [e.type for e in reports] == [EventType.TASK_FAILED, EventType.TASK_FAILED]
+    world.check_histories()
