@@ -335,7 +335,7 @@ def _definition(
     if isinstance(workflow, WorkflowDefinition):
         return workflow
     path = Path(workflow)
-    if isinstance(workflow, os.PathLike) or path.suffix in _WORKFLOW_SUFFIXES or path.exists():
+    if isinstance(workflow, os.PathLike) or path.suffix in _WORKFLOW_SUFFIXES or path.is_file():
         return load_workflow_file(path)
     from agenticflow.coordinator.supervisor.templates import Templates
 
