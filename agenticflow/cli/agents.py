@@ -73,7 +73,12 @@ agent_app = typer.Typer(help="Operate on one agent instance.", no_args_is_help=T
 
 
 def _set_suspended(
-    instance: str, suspended: bool, by: str | None, nats: str | None, prefix: str | None
+    instance: str,
+    suspended: bool,
+    by: str | None,
+    fmt: Output,
+    nats: str | None,
+    prefix: str | None,
 ) -> None:
     conf = settings(nats, prefix)
     try:
@@ -82,6 +87,9 @@ def _set_suspended(
         )
     except TimeoutError as exc:
         fail(EXIT_TIMEOUT, exc)
+    if fmt is not Output.table:
+        emit({"instance": instance, **info}, fmt)
+        return
     note = " (finishing its task first)" if info.get("suspending") else ""
     out.print(f"{esc(instance)}: {esc(info.get('state'))}{esc(note)}")
 
@@ -90,22 +98,24 @@ def _set_suspended(
 def agent_suspend(
     instance: Annotated[str, typer.Argument(help="Agent instance id (see `agenticflow agents`).")],
     by: ByOpt = None,
+    output: OutputOpt = None,
     nats: NatsOpt = None,
     prefix: PrefixOpt = None,
 ) -> None:
     """Suspend an agent instance: it pulls no new task (a busy one finishes first)."""
-    _set_suspended(instance, True, by, nats, prefix)
+    _set_suspended(instance, True, by, output_of(output, False), nats, prefix)
 
 
 @agent_app.command("resume")
 def agent_resume(
     instance: Annotated[str, typer.Argument(help="Agent instance id.")],
     by: ByOpt = None,
+    output: OutputOpt = None,
     nats: NatsOpt = None,
     prefix: PrefixOpt = None,
 ) -> None:
     """Resume a suspended agent instance."""
-    _set_suspended(instance, False, by, nats, prefix)
+    _set_suspended(instance, False, by, output_of(output, False), nats, prefix)
 
 
 def health(
