@@ -322,3 +322,47 @@ def test_replay_writes_with_file_and_the_former_o(
     assert events[0]["type"] == "workflow.submitted"
     document = json.loads(run_cli("replay", done_id, "-o", "json", env=on(cluster)).stdout)
     assert [e["seq"] for e in document["events"]] == [e["seq"] for e in events]
+
+
+def on_a_terminal(*args: str, env: dict[str, str], timeout: float = 60) -> str:
+    """``agenticflow ARGS`` with stdout and stderr on a pseudo-terminal; all it wrote."""
+    import pty
+    import select
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agenticflow", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        env={**os.environ, "COLUMNS": "120", "TERM": "xterm", **env},
+        cwd=ROOT,
+    )
+    os.close(follower)
+    chunks = []
+    try:
+        while True:
+            ready, _, _ = select.select([leader], [], [], timeout)
+            assert ready, f"no output within {timeout}s"
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+        proc.wait(timeout=timeout)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_waiting_shows_progress_on_a_terminal_only(cluster: DevCluster, tmp_path: Path) -> None:
+    path = flow(tmp_path, ADD, name="cli-progress")
+    shown = on_a_terminal("submit", str(path), "--wait", env=on(cluster))
+    assert "2/2" in shown, shown  # the bar: tasks done of the total
+    assert "b: " in shown, shown  # the latest task changes
+    assert "completed" in shown
+    piped = run_cli("submit", str(path), "--wait", env=on(cluster))
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stderr == "", "nothing extra when piped"
