@@ -25,7 +25,7 @@ import typer
 
 from agenticflow.cli import agents, ask, audit, cluster, debug, keys, profile, services, steer
 from agenticflow.cli import workflow as workflow_commands
-from agenticflow.cli._common import out
+from agenticflow.cli._common import complete_profile, out
 
 app = typer.Typer(
     name="agenticflow",
@@ -71,6 +71,7 @@ def _root(
         typer.Option(
             "--profile",
             "-p",
+            autocompletion=complete_profile,
             help="Connect with this profile (default: AGENTICFLOW_PROFILE, else the current "
             "one; see `agenticflow profile`).",
             show_default=False,
@@ -95,8 +96,9 @@ profile.register(app)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point (and ``python -m agenticflow``: the same
+    program name, so usage lines and shell completion say ``agenticflow``)."""
+    app(prog_name="agenticflow")
 
 
 __all__ = ["app", "main", "version"]

@@ -116,6 +116,17 @@ def config_errors() -> Iterator[None]:
         fail(EXIT_INPUT, exc)
 
 
+def complete_profile(incomplete: str) -> list[str]:
+    """Shell completion of a profile name."""
+    from agenticflow import profiles
+    from agenticflow.shared.errors import ConfigError
+
+    try:
+        return [name for name in profiles.names() if name.startswith(incomplete)]
+    except ConfigError:
+        return []
+
+
 def output_of(output: Output | None, as_json: bool, *, legacy: Output = Output.json) -> Output:
     """The chosen format: ``-o``, else ``legacy`` for ``--json`` (what the command
     printed with it before ``-o``), else a table."""
@@ -277,6 +288,7 @@ __all__ = [
     "WeakSandboxOpt",
     "WorkflowArg",
     "check_route",
+    "complete_profile",
     "config_errors",
     "configure_cli_logging",
     "emit",

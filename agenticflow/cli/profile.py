@@ -18,6 +18,7 @@ from agenticflow.cli._common import (
     JsonOpt,
     Output,
     OutputOpt,
+    complete_profile,
     config_errors,
     emit,
     fail,
@@ -32,7 +33,7 @@ profile_app = typer.Typer(
     no_args_is_help=True,
 )
 
-NameArg = Annotated[str, typer.Argument(help="Profile name.")]
+NameArg = Annotated[str, typer.Argument(help="Profile name.", autocompletion=complete_profile)]
 SECRET_FIELDS = frozenset({"nats_password"})
 
 

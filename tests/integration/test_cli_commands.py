@@ -92,6 +92,11 @@ def test_help_lists_every_verb_and_option() -> None:
     profile = run_cli("profile", "-h")
     for verb in ("save", "use", "list", "show"):
         assert verb in profile.stdout, verb
+    completed = run_cli(
+        env={"_AGENTICFLOW_COMPLETE": "complete_bash", "COMP_WORDS": "agenticflow workf",
+             "COMP_CWORD": "1"}
+    )  # fmt: skip
+    assert completed.stdout.split() == ["workflow"], "shell completion is on"
 
 
 def test_importing_the_cli_loads_no_heavy_module() -> None:
