@@ -215,12 +215,13 @@ def test_list_filters(cluster: DevCluster, done_id: str, tmp_path: Path) -> None
 async def test_cancel_lets_running_tasks_finish_terminate_does_not(
     cluster: DevCluster, client: Client, tmp_path: Path
 ) -> None:
-    tasks = [
-        {"id": "s", "capability": "slow", "params": {"seconds": 2}},
-        {"id": "t", "capability": "add", "params": {"value": 1}, "depends_on": ["s"]},
-    ]
     ended: dict[str, WorkflowState] = {}
-    for verb in ("cancel", "terminate"):
+    # cancel waits for the running task (4 s); terminate must not (it would take 60 s)
+    for verb, seconds in (("cancel", 4), ("terminate", 60)):
+        tasks = [
+            {"id": "s", "capability": "slow", "params": {"seconds": seconds}},
+            {"id": "t", "capability": "add", "params": {"value": 1}, "depends_on": ["s"]},
+        ]
         wid = f"cli-{verb}-{os.getpid()}"
         started = run_cli("submit", str(flow(tmp_path, tasks)), "--id", wid, env=on(cluster))
         assert started.returncode == 0, started.stderr
