@@ -115,7 +115,8 @@ def open_summary(
             paused=bool(raw.get("paused", False)),
             reason=raw.get("reason"),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError, OSError) as exc:
+        # (OverflowError, OSError: a time no datetime holds, such as 1e300 or inf)
         raise MalformedMessageError(f"{bucket}/{key} is not a valid summary: {exc}") from exc
 
 

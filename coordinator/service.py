@@ -35,7 +35,12 @@ from opentelemetry.trace import SpanKind
 
 from agenticflow.coordinator import children
 from agenticflow.coordinator.admission import Ignore, Refuse, Rules, admit, sender
-from agenticflow.coordinator.index import listed_fields, seal_summary, summary_of
+from agenticflow.coordinator.index import (
+    WorkflowSummary,
+    listed_fields,
+    seal_summary,
+    summary_of,
+)
 from agenticflow.coordinator.known import KnownIds
 from agenticflow.coordinator.reducer import (
     SHELL_NODE,
@@ -182,7 +187,7 @@ class _Save:
     entry: _Entry
     data: bytes
     version: int
-    summary: bytes | None = None
+    summary: WorkflowSummary | None = None
     """Its new index record, when what the index shows of it changed."""
 
 
@@ -1134,19 +1139,23 @@ class Coordinator:
             ),
         )
 
-    def _summary(self, state: WorkflowState, at_ns: int | None = None) -> bytes:
-        """The workflow's index record (see agenticflow.coordinator.index)."""
-        summary = summary_of(state, now_ns=at_ns or time.time_ns())
-        return seal_summary(self.bus.seal, self.names.workflow_index_bucket, summary)
+    def _summary(self, state: WorkflowState, at_ns: int | None = None) -> WorkflowSummary:
+        """The workflow's index summary (see agenticflow.coordinator.index)."""
+        return summary_of(state, now_ns=at_ns or time.time_ns())
 
-    async def _put_summary(self, workflow_id: str, record: bytes) -> None:
+    async def _put_summary(self, workflow_id: str, summary: WorkflowSummary) -> None:
         """Write an index record (last writer wins: one coordinator owns a
         workflow, and the writer stores a workflow's batches in order); retried
         like snapshots. Written concurrently with the snapshot, so it adds no
-        round trip to the batch."""
+        round trip to the batch. Sealed at each attempt: a record signed before
+        an outage longer than the replay window and stored after it would be
+        refused by every reader (an old value put back), and a finished
+        workflow's record is never written again."""
+        bucket = self.names.workflow_index_bucket
         await self._until_done(
             lambda: self.bus.call(
-                lambda: self._index.put(workflow_id, record), what="index a workflow"
+                lambda: self._index.put(workflow_id, seal_summary(self.bus.seal, bucket, summary)),
+                what="index a workflow",
             ),
             "workflow summary not saved",
             workflow_id=workflow_id,
