@@ -30,8 +30,10 @@ T = TypeVar("T")
 
 EXIT_FAILED, EXIT_INPUT, EXIT_UNREACHABLE, EXIT_TIMEOUT, EXIT_REFUSED = 1, 2, 3, 4, 5
 
-out = Console()
-err = Console(stderr=True)
+# No emoji codes: rich would show a user's ":warning:" (a workflow name, a
+# result, an error) as an emoji, with markup and highlighting off too.
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 
 
 class Output(enum.StrEnum):
