@@ -38,8 +38,29 @@ SECRET_FIELDS = frozenset({"nats_password"})
 
 
 def _shown(fields: dict[str, object]) -> dict[str, object]:
-    """Fields to print: secrets masked."""
-    return {k: ("***" if k in SECRET_FIELDS else v) for k, v in sorted(fields.items())}
+    """Fields to print: secrets masked (a password or token in the URL too)."""
+    return {
+        k: "***" if k in SECRET_FIELDS else _url_shown(v) if k == "nats_url" else v
+        for k, v in sorted(fields.items())
+    }
+
+
+def _url_shown(urls: object) -> object:
+    """NATS URL(s), comma-separated, with each one's password (``user:***@``) or
+    token (``***@``) masked."""
+    if not isinstance(urls, str):
+        return urls
+    shown = []
+    for url in urls.split(","):
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            scheme, rest = "", url
+        userinfo, at, host = rest.rpartition("@")
+        if at:
+            user, colon, _ = userinfo.partition(":")
+            rest = f"{user}:***@{host}" if colon else f"***@{host}"
+        shown.append(f"{scheme}{sep}{rest}")
+    return ",".join(shown)
 
 
 @profile_app.command("save")
@@ -116,7 +137,7 @@ def profile_list(output: OutputOpt = None, as_json: JsonOpt = False) -> None:
             {
                 "name": name,
                 "current": name == current,
-                "nats_url": profiles.get(name).get("nats_url"),
+                "nats_url": _url_shown(profiles.get(name).get("nats_url")),
             }
             for name in profiles.names()
         ]
