@@ -278,13 +278,15 @@ def print_tool_states(console: Console, states: list[dict[str, Any]]) -> None:
             at_us = info.get("at_us")
             table.add_row(
                 "rate limit",
-                Text(str(info.get("key"))),
+                Text(safe(info.get("key"))),
                 Text(
-                    f"{info.get('calls', '?')}/{period}s"
-                    + (f" burst {burst}" if burst != 1 else "")
+                    safe(
+                        f"{info.get('calls', '?')}/{period}s"
+                        + (f" burst {burst}" if burst != 1 else "")
+                    )
                 ),
                 f"last call {when(int(at_us) * 1000)}" if isinstance(at_us, int) and at_us else "",
-                Text(str(info.get("by", ""))),
+                Text(safe(info.get("by", ""))),
             )
     console.print(table)
 
@@ -324,7 +326,8 @@ def print_health(console: Console, reports: list[dict[str, Any]]) -> None:
     for report in reports:
         for warning in report.get("warnings") or []:
             console.print(
-                f"warning: {report.get('kind', '')} {report.get('node', '')}: {warning}",
+                f"warning: {safe(report.get('kind', ''))} {safe(report.get('node', ''))}: "
+                f"{safe(warning)}",
                 style="yellow",
                 markup=False,
                 highlight=False,

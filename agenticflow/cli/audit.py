@@ -107,11 +107,12 @@ def _print_report(report: Any) -> None:
             f"chains ({checked}; {report.anchors} anchors compared)"
         )
     for note in report.notes:
-        out.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+        out.print(render.safe(f"note: {note}"), markup=False, highlight=False, soft_wrap=True)
     if report.ok:
         return
     for problem in report.problems:
-        out.print(str(problem), style="red", markup=False, highlight=False, soft_wrap=True)
+        shown = render.safe(problem)
+        out.print(shown, style="red", markup=False, highlight=False, soft_wrap=True)
     total = report.problems_total
     hidden = total - len(report.problems)
     more = f" ({hidden} not shown)" if hidden else ""

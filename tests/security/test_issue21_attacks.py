@@ -421,6 +421,27 @@ def test_the_cli_consoles_show_emoji_codes_and_markup_as_written() -> None:
         assert f"reason: {text}" in shown
 
 
+def test_tool_states_and_health_warnings_written_by_workers_reach_no_terminal_escape() -> None:
+    """A rate-limit record (in a KV bucket workers write) and a process's health
+    warnings: shown with their escape sequences inert."""
+    from rich.console import Console
+
+    console = Console(width=200, emoji=False)
+    with console.capture() as captured:
+        render.print_tool_states(
+            console,
+            [{"role": "ratelimit", "key": "k\x1b[2J", "by": "w\x1b]8;;http://x\x07", "per_s": 1}],
+        )
+        render.print_health(
+            console,
+            [{"kind": "worker\x1b[31m", "node": "n\x1b[0m", "warnings": ["bad \x1b[2J"]}],
+        )
+    shown = captured.get()
+    assert "\x1b" not in shown, repr(shown)
+    assert "k\\x1b[2J" in shown
+    assert "warning: worker\\x1b[31m n\\x1b[0m: bad \\x1b[2J" in shown
+
+
 # Pure: profiles ------------------------------------------------------------------------
 
 
