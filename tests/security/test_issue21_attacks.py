@@ -137,7 +137,76 @@ async def test_a_signed_cancel_moved_onto_another_workflow_changes_nothing(
     assert (await target.client.wait(victim, timeout=30)).status == WorkflowStatus.ABORTED
 
 
+async def test_a_cancelled_workflow_replays_to_its_snapshot_and_forks_from_what_it_kept(
+    target: Target,
+) -> None:
+    """Cancel while one task stops on ``ctx.cancelled`` and another ignores it:
+    the stored events re-fold to the stored snapshot; the index says cancelled;
+    a fork reuses the kept result only."""
+    client = target.client
+    workflow_id = await client.submit_workflow(
+        wf(
+            {"id": "c", "capability": "cancellable", "params": {"seconds": 120}},
+            {"id": "s", "capability": "slow", "params": {"seconds": 6}},
+            {"id": "after", "capability": "add", "params": {"value": 1}, "depends_on": ["s"]},
+        )
+    )
+    await client.wait_for(
+        workflow_id,
+        lambda st: {st.tasks["c"].status, st.tasks["s"].status} == {TaskStatus.RUNNING},
+        timeout=30,
+    )
+    await client.cancel(workflow_id, "review")
+    state = await client.wait(workflow_id, timeout=60)
+    assert state.status == WorkflowStatus.CANCELLED
+    statuses = {t: task.status for t, task in state.tasks.items()}
+    assert statuses == {
+        "c": TaskStatus.CANCELLED,
+        "s": TaskStatus.COMPLETED,  # it finished: its result is kept
+        "after": TaskStatus.CANCELLED,
+    }
+    assert state.tasks["s"].result == "done"
+    events = await client.events(workflow_id)
+    assert [e.type for e in events].count(EventType.WORKFLOW_CANCELLED) == 1
+    assert replay.verify(events, state) == []
+    again = fold(events)
+    assert again is not None
+    assert again.status == WorkflowStatus.CANCELLED
+    assert again.tasks == state.tasks
+    listed = await _until_listed(target, workflow_id, WorkflowStatus.CANCELLED)
+    assert listed.reason == state.reason
+    with pytest.raises(ConfigError, match="only a failed workflow"):
+        await client.resume(workflow_id)
+    forked = await client.fork(workflow_id)
+    fork = await client.wait_for(
+        forked, lambda st: st.tasks["c"].status == TaskStatus.RUNNING, timeout=30
+    )
+    assert fork.tasks["s"].status == TaskStatus.COMPLETED
+    assert fork.tasks["s"].result == "done"
+    await client.terminate(forked, "cleanup")
+    assert (await client.wait(forked, timeout=30)).status == WorkflowStatus.ABORTED
+
+
 # The workflow index against the real clusters ----------------------------------------
+
+
+async def _until_listed(target: Target, workflow_id: str, state: WorkflowStatus) -> WorkflowSummary:
+    """The workflow's summary once ``list`` shows it in ``state`` (the coordinator
+    writes the record beside the snapshot, so it may come a moment later)."""
+    index = await target.bus.kv(target.bus.names.workflow_index_bucket)
+
+    async def find() -> WorkflowSummary | None:
+        found = [s for s in await target.client.workflows(state=state, limit=None)]
+        return next((s for s in found if s.id == workflow_id), None)
+
+    watcher = await index.watch(workflow_id, inactive_threshold=5.0)
+    try:
+        async with asyncio.timeout(30):
+            while (summary := await find()) is None:
+                await watcher.updates(timeout=30)
+            return summary
+    finally:
+        await watcher.stop()
 
 
 def _record(key: str, **changes: Any) -> dict[str, Any]:
@@ -164,20 +233,13 @@ async def test_list_leaves_out_records_that_are_not_a_coordinators_and_never_cra
         wf({"id": "a", "capability": "add", "params": {"value": 1}})
     )
     await target.client.wait(honest, timeout=30)
-    names = target.bus.names
-    bucket = names.workflow_index_bucket
+    bucket = target.bus.names.workflow_index_bucket
     index = await target.bus.kv(bucket)
 
     async def listed() -> dict[str, WorkflowSummary]:
         return {s.id: s for s in await target.client.workflows(limit=None)}
 
-    watcher = await index.watch(honest, inactive_threshold=5.0)
-    try:  # the coordinator writes its record beside the snapshot
-        async with asyncio.timeout(30):
-            while honest not in await listed():
-                await watcher.updates(timeout=30)
-    finally:
-        await watcher.stop()
+    await _until_listed(target, honest, WorkflowStatus.COMPLETED)
     stored = await index.get(honest)
     assert stored.value is not None
     tag = new_workflow_id()[-8:]
