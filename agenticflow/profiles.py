@@ -223,7 +223,10 @@ def get(name: str) -> dict[str, Any]:
     data = _load()
     if name not in data["profiles"]:
         raise ConfigError(_unknown(name, data))
-    return dict(data["profiles"][name])
+    fields = data["profiles"][name]
+    if not isinstance(fields, dict):  # a hand-edited file: one clean error, not a traceback
+        raise ConfigError(f"{path()}: profile {name!r} must be an object of settings")
+    return dict(fields)
 
 
 def _unknown(name: str, data: Mapping[str, Any]) -> str:

@@ -601,3 +601,18 @@ async def test_only_a_coordinator_may_write_or_delete_an_index_record(
         assert entry.value == b"the coordinator's"
     finally:
         await coordinator.close()
+
+
+def test_a_malformed_profile_is_one_clean_error(home: Path) -> None:
+    home.mkdir()
+    (home / "profiles.json").write_text(
+        json.dumps({"current": "x", "profiles": {"x": "nats://h:1", "y": [1, 2]}})
+    )
+    for name in ("x", "y"):
+        with pytest.raises(ConfigError, match=f"profile '{name}' must be an object"):
+            profiles.get(name)
+    with pytest.raises(ConfigError, match="profile 'x' must be an object"):
+        profiles.resolve()  # what every client command does first (x is current)
+    shown = CliRunner().invoke(profile_app, ["show"])
+    assert shown.exit_code == 2, shown.output
+    assert "must be an object" in shown.output
