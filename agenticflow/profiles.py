@@ -22,10 +22,12 @@ a client or command, by precedence:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -115,6 +117,26 @@ def _store(data: Mapping[str, Any]) -> None:
         raise ConfigError(f"cannot write {file}: {exc.strerror or exc}") from exc
 
 
+@contextmanager
+def _locked() -> Iterator[None]:
+    """Hold the lock of the profiles file (``.profiles.lock`` beside it) for a
+    read-modify-write: ``dev``, ``cluster up`` and ``profile save`` running at
+    once would otherwise each write back what they read, and lose the others'
+    profile. Raises ConfigError."""
+    file = path()
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(file.parent / ".profiles.lock", flags, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"cannot lock {file}: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _check_name(name: str) -> str:
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ConfigError(f"profile name {name!r}: use letters, digits, '-', '_' or '.'")
@@ -169,11 +191,12 @@ def save(
     given = fields_of(settings_or_fields)
     valid = _validate(name, given)
     fields = {k: _plain(getattr(valid, k)) for k in given}  # typed: "3" is stored as 3
-    data = _load()
-    data["profiles"][name] = fields
-    if make_current:
-        data["current"] = name
-    _store(data)
+    with _locked():
+        data = _load()
+        data["profiles"][name] = fields
+        if make_current:
+            data["current"] = name
+        _store(data)
     return fields
 
 
@@ -190,21 +213,27 @@ def _validate(name: str, fields: Mapping[str, Any]) -> Settings:
 
 def use(name: str) -> None:
     """Make a stored profile the current one; raises ConfigError when there is none."""
-    data = _load()
-    if name not in data["profiles"]:
-        raise ConfigError(_unknown(name, data))
-    data["current"] = name
-    _store(data)
+    get(name)  # an unknown one: refused before anything is created or locked
+    with _locked():
+        data = _load()
+        if name not in data["profiles"]:
+            raise ConfigError(_unknown(name, data))
+        data["current"] = name
+        _store(data)
 
 
 def delete(name: str) -> None:
     """Remove a profile (and un-set it as current); raises ConfigError when absent."""
-    data = _load()
-    if data["profiles"].pop(name, None) is None:
-        raise ConfigError(_unknown(name, data))
-    if data["current"] == name:
-        data["current"] = None
-    _store(data)
+    known = _load()
+    if name not in known["profiles"]:  # refused before anything is created or locked
+        raise ConfigError(_unknown(name, known))
+    with _locked():
+        data = _load()
+        if data["profiles"].pop(name, None) is None:
+            raise ConfigError(_unknown(name, data))
+        if data["current"] == name:
+            data["current"] = None
+        _store(data)
 
 
 def names() -> list[str]:

@@ -616,3 +616,41 @@ def test_a_malformed_profile_is_one_clean_error(home: Path) -> None:
     shown = CliRunner().invoke(profile_app, ["show"])
     assert shown.exit_code == 2, shown.output
     assert "must be an object" in shown.output
+
+
+def test_concurrent_saves_keep_each_others_profile(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``dev`` saving ``dev`` while ``cluster up`` saves ``local``: each reads
+    the file, adds its profile and writes it back. The second reader must wait
+    for the first writer, or one profile is lost."""
+    import threading
+
+    first_storing, second_read = threading.Event(), threading.Event()
+    load, store = profiles._load, profiles._store
+
+    def loading() -> dict[str, Any]:
+        if threading.current_thread().name == "second":
+            second_read.set()
+        return load()
+
+    def storing(data: Any) -> None:
+        if threading.current_thread().name == "first":
+            first_storing.set()
+            second_read.wait(timeout=1.0)  # the other save reads now, if nothing stops it
+        store(data)
+
+    monkeypatch.setattr(profiles, "_load", loading)
+    monkeypatch.setattr(profiles, "_store", storing)
+    first = threading.Thread(
+        target=profiles.save, args=("dev", {"nats_url": "nats://a:1"}), name="first"
+    )
+    second = threading.Thread(
+        target=profiles.save, args=("local", {"nats_url": "nats://b:1"}), name="second"
+    )
+    first.start()
+    assert first_storing.wait(timeout=10)  # it has read the file and is about to write it
+    second.start()
+    first.join(timeout=30)
+    second.join(timeout=30)
+    assert profiles.names() == ["dev", "local"]
