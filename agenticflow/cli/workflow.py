@@ -301,12 +301,10 @@ def list_workflows(
         fail(EXIT_INPUT, exc)
 
     async def read(client: Client) -> list[dict[str, Any]]:
-        found = []
-        wanted: list[str | None] = list(state) if state else [None]
-        for one in wanted:  # the index filters by one state at a time
-            found += await client.list(state=one, name=name, since=start, limit=limit)
-        found.sort(key=lambda s: s.created_at, reverse=True)
-        return [summary_json(s) for s in found[:limit]]
+        found = await client.list(
+            state=list(state) if state else None, name=name, since=start, limit=limit
+        )
+        return [summary_json(s) for s in found]
 
     rows = run(with_client(conf, read))
     if fmt is not Output.table:

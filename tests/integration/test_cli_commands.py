@@ -205,6 +205,9 @@ def test_list_filters(cluster: DevCluster, done_id: str, tmp_path: Path) -> None
     running = run_cli("workflow", "list", "--name", name, "--state", "running", "-o", "json",
                       env=on(cluster))  # fmt: skip
     assert json.loads(running.stdout) == []
+    either = run_cli("workflow", "list", "--name", name, "--state", "running", "--state",
+                     "completed", "-o", "json", env=on(cluster))  # fmt: skip
+    assert [row["id"] for row in json.loads(either.stdout)] == [mine]
     recent = run_cli("workflow", "list", "--since", "1h", "--limit", "1", "-o", "json",
                      env=on(cluster))  # fmt: skip
     assert len(json.loads(recent.stdout)) == 1
