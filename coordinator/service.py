@@ -516,12 +516,13 @@ class Coordinator:
             recovered += 1
         # Commands of events folded after the snapshots: re-issued, deduplicated.
         await self._execute(commands)
-        await asyncio.gather(
-            *(
-                self._put_summary(state.workflow_id, self._summary(state, state.finished_at))
-                for state in unlisted
+        for start in range(0, len(unlisted), 64):  # at most 64 puts in flight
+            await asyncio.gather(
+                *(
+                    self._put_summary(state.workflow_id, self._summary(state, state.finished_at))
+                    for state in unlisted[start : start + 64]
+                )
             )
-        )
         if recovered:
             log.info("recovered running workflows", count=recovered)
 
