@@ -11,8 +11,9 @@ results, list them and steer them.
 
 ``connect()`` can be awaited too (``client = await agenticflow.connect()``;
 then ``await client.close()``). Settings come from
-:func:`agenticflow.profiles.resolve`: the URL given, else ``NATS_URL``, else
-the active profile, else the ``AGENTICFLOW_*`` environment.
+:func:`agenticflow.profiles.resolve`: the URL given, else a profile named by
+``profile=`` or ``AGENTICFLOW_PROFILE``, else the ``AGENTICFLOW_*``
+environment, else ``NATS_URL``, else the current profile.
 
 The client closes the NATS connection it opened. The old way
 (``connected(Settings(...))`` then ``Client(bus=..., node_id=...)``, and
@@ -382,8 +383,9 @@ def connect(
 
     ``settings`` is used as given (then give no ``url``, ``profile`` or
     ``prefix``); otherwise they are resolved from ``url``, ``prefix`` (the
-    deployment's subject prefix), ``profile``, ``NATS_URL`` and the environment
-    (:func:`agenticflow.profiles.resolve`). ``node_id`` names this client in
+    deployment's subject prefix), then ``profile`` (or ``AGENTICFLOW_PROFILE``),
+    then the ``AGENTICFLOW_*`` environment, then ``NATS_URL``, then the current
+    profile (:func:`agenticflow.profiles.resolve`). ``node_id`` names this client in
     vector clocks and audit records (default: a random ``client-...``).
 
     Raises ConfigError for an unknown profile or invalid settings (when

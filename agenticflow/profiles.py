@@ -13,11 +13,13 @@ password.
 a client or command, by precedence:
 
 1. explicit arguments (``--nats``, ``--prefix``, ``connect(url)``);
-2. ``AGENTICFLOW_*`` environment variables;
-3. ``NATS_URL`` (the NATS tools' variable) for the URL;
-4. the profile named by the argument, else by ``AGENTICFLOW_PROFILE``, else
-   the current profile (``agenticflow profile use NAME``);
-5. the defaults of ``Settings``.
+2. a profile named by the argument (``--profile``, ``connect(profile=)``) or
+   by ``AGENTICFLOW_PROFILE``: naming one is a choice, so a stale variable
+   left in the shell cannot send its commands to another cluster;
+3. ``AGENTICFLOW_*`` environment variables;
+4. ``NATS_URL`` (the NATS tools' variable) for the URL;
+5. the current profile (``agenticflow profile use NAME``);
+6. the defaults of ``Settings``.
 """
 
 from __future__ import annotations
@@ -302,13 +304,15 @@ def resolve(
     unknown profile or invalid settings."""
     from agenticflow.shared.ops.config import Settings
 
-    name = active(profile) if implicit else profile
+    named = (profile or os.environ.get(PROFILE_ENV)) if implicit else profile
+    name = named or (current() if implicit else None)
     fields: dict[str, Any] = {}
     if name is not None:
         stored = get(name)
-        fields = {k: v for k, v in stored.items() if not _in_environment(k)}
+        # A named profile beats the environment; the current one gives way to it.
+        fields = {k: v for k, v in stored.items() if named or not _in_environment(k)}
     nats_url_env = os.environ.get("NATS_URL")
-    if nats_url_env and not _in_environment("nats_url"):
+    if nats_url_env and not _in_environment("nats_url") and not (named and "nats_url" in fields):
         fields["nats_url"] = nats_url_env
     explicit = {k: v for k, v in overrides.items() if v is not None}
     if url:

@@ -48,8 +48,8 @@ NatsOpt = Annotated[
     str | None,
     typer.Option(
         "--nats",
-        help="NATS server URL(s), comma-separated (default: AGENTICFLOW_NATS_URL, "
-        "NATS_URL, then the profile).",
+        help="NATS server URL(s), comma-separated (default: a profile named by --profile "
+        "or AGENTICFLOW_PROFILE, AGENTICFLOW_NATS_URL, NATS_URL, then the current profile).",
         show_default=False,
     ),
 ]

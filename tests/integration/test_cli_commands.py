@@ -308,6 +308,9 @@ def test_profiles_and_precedence(cluster: DevCluster, done_id: str, tmp_path: Pa
     chosen = run_cli("--profile", "here", "status", done_id, env={**home,
                      "AGENTICFLOW_PROFILE": "nowhere"})  # fmt: skip
     assert chosen.returncode == 0, "--profile beats AGENTICFLOW_PROFILE"
+    stale = {**home, "AGENTICFLOW_NATS_URL": "nats://127.0.0.1:1", "NATS_URL": "nats://127.0.0.1:1"}
+    named = run_cli("--profile", "here", "status", done_id, env=stale)
+    assert named.returncode == 0, "a named profile beats stale variables in the shell"
     assert run_cli("profile", "use", "nowhere", env=home).returncode == 0
     assert status() == 3
     unknown = run_cli("--profile", "nope", "status", done_id, env=home)

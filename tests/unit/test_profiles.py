@@ -67,6 +67,23 @@ def test_named_profile_beats_env_choice_and_current(monkeypatch: pytest.MonkeyPa
     assert profiles.resolve(profile="c").nats_url == "nats://c:1"
 
 
+def test_a_named_profile_beats_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    profiles.save("cur", {"nats_url": "nats://cur:1", "prefix": "cp"}, make_current=True)
+    profiles.save("prod", {"nats_url": "nats://prod:1", "prefix": "pp"})
+    monkeypatch.setenv("AGENTICFLOW_NATS_URL", "nats://stale:1")
+    monkeypatch.setenv("NATS_URL", "nats://stale:2")
+    monkeypatch.setenv("AGENTICFLOW_REPLICAS", "3")
+    got = profiles.resolve()  # the current profile gives way to the environment
+    assert (got.nats_url, got.prefix, got.replicas) == ("nats://stale:1", "cp", 3)
+    got = profiles.resolve(profile="prod")  # a named one does not
+    assert (got.nats_url, got.prefix, got.replicas) == ("nats://prod:1", "pp", 3)
+    monkeypatch.setenv("AGENTICFLOW_PROFILE", "prod")
+    assert profiles.resolve().nats_url == "nats://prod:1"
+    monkeypatch.delenv("AGENTICFLOW_NATS_URL")
+    assert profiles.resolve().nats_url == "nats://prod:1", "NATS_URL gives way to it too"
+    assert profiles.resolve("nats://flag:1").nats_url == "nats://flag:1"
+
+
 def test_errors() -> None:
     with pytest.raises(ConfigError, match="no profile 'x'"):
         profiles.resolve(profile="x")
