@@ -1,0 +1,63 @@
+"""A coordinator that starts on workflows saved before the workflow index
+existed (or whose record was lost) writes their index records, so
+``Client.list`` sees every workflow after an upgrade."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.service import Coordinator
+from agenticflow.coordinator.state import WorkflowStatus
+from agenticflow.shared.bus.transport import connected
+from agenticflow.shared.ops.config import Settings
+from agenticflow.worker.runtime import Worker
+from tests.conftest import unique_prefix
+from tests.integration.helpers import run, wf
+from tests.support.app import app
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def test_a_starting_coordinator_indexes_workflows_the_index_lacks(
+    nats_server: NatsServer,
+) -> None:
+    settings = Settings(nats_url=nats_server.url, prefix=unique_prefix("backfill"))
+    name = "backfilled"
+    async with connected(settings, name="backfill-client") as bus:
+        client = Client(bus=bus, node_id="backfill-client")
+        async with (
+            connected(settings, name="bf-coordinator", role="coordinator") as cbus,
+            Coordinator(bus=cbus, node_id="coord-bf-1"),
+            connected(settings, name="bf-worker", role="worker") as wbus,
+            Worker(bus=wbus, app=app, node_id="w-bf", concurrency=8),
+        ):
+            done = [
+                await run(client, wf({"id": "a", "capability": "echo"}, name=name))
+                for _ in range(3)
+            ]
+        assert all(s.status == WorkflowStatus.COMPLETED for s in done)
+        ids = {s.workflow_id for s in done}
+        index = await bus.kv(bus.names.workflow_index_bucket)
+        for workflow_id in ids:  # as if saved before the index existed
+            await index.purge(workflow_id)
+        assert await client.workflows(name=name) == []
+
+        watcher = await index.watchall(inactive_threshold=5.0)
+        try:
+            async with (
+                connected(settings, name="bf-coordinator-2", role="coordinator") as cbus,
+                Coordinator(bus=cbus, node_id="coord-bf-2"),
+            ):
+                async with asyncio.timeout(30):
+                    while {s.id for s in await client.workflows(name=name)} != ids:
+                        await watcher.updates(timeout=30)
+        finally:
+            await watcher.stop()
+        listed = await client.workflows(name=name)
+        assert {(s.state, s.tasks_done, s.tasks_total) for s in listed} == {
+            (WorkflowStatus.COMPLETED, 1, 1)
+        }
