@@ -47,7 +47,12 @@ from agenticflow.coordinator.index import States, WorkflowSummary
 from agenticflow.coordinator.state import WorkflowState, WorkflowStatus
 from agenticflow.shared.bus import transport
 from agenticflow.shared.bus.transport import Bus
-from agenticflow.shared.errors import AgenticFlowError, ConfigError
+from agenticflow.shared.errors import (
+    ConfigError,
+    ResultValidationError,
+    WorkflowCancelledError,
+    WorkflowFailedError,
+)
 from agenticflow.shared.graph.workflow import WorkflowDefinition, load_workflow_file
 from agenticflow.shared.ops.config import Settings
 from agenticflow.shared.wire.events import (
@@ -60,37 +65,6 @@ from agenticflow.shared.wire.events import (
 T = TypeVar("T")
 
 _WORKFLOW_SUFFIXES = (".yaml", ".yml", ".json")
-
-
-class WorkflowFailedError(AgenticFlowError):
-    """The workflow ended without a result: it failed or was rejected.
-
-    ``workflow_id``, ``state`` (its :class:`WorkflowStatus`), ``reason``,
-    ``failed_task`` and ``status`` (the whole :class:`WorkflowState`) say why.
-    """
-
-    code = "workflow_failed"
-
-    def __init__(self, message: str, *, status: WorkflowState) -> None:
-        super().__init__(message)
-        self.status = status
-        self.workflow_id = status.workflow_id
-        self.state = status.status
-        self.reason = status.reason
-        self.failed_task = status.failed_task
-
-
-class WorkflowCancelledError(WorkflowFailedError):
-    """The workflow was cancelled (cooperatively) or terminated before it completed."""
-
-    code = "workflow_cancelled"
-
-
-class ResultValidationError(AgenticFlowError, ValueError):
-    """``result(type=...)``: the workflow's output does not validate as that type
-    (the pydantic error is the ``__cause__``)."""
-
-    code = "result_invalid"
 
 
 class Client(_CoreClient):

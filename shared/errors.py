@@ -24,6 +24,9 @@ each class carries a stable ``code`` used in logs and in events. Foreign errors
     │   ├── PublishTimeoutError          (also a TimeoutError)
     │   └── StateConflictError           a KV compare-and-set lost the race
     ├── NotFoundError                    no such workflow, app or attribute
+    ├── WorkflowFailedError              result(): the workflow failed or was rejected
+    │   └── WorkflowCancelledError       result(): it was cancelled or terminated
+    ├── ResultValidationError            result(type=): the output is not that type (a ValueError)
     ├── CircuitOpenError                 a circuit breaker refused the call; retryable
     ├── InterventionRefusedError         the coordinator refused an intervention (``code`` says why)
     ├── IllegalTransitionError           a move the agent state machine forbids
@@ -59,7 +62,7 @@ policy as non-retryable. Retry decisions go by class, never by message text.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agenticflow.shared.wire.events import ErrorInfo
@@ -136,6 +139,38 @@ class UndecryptableMessageError(MalformedMessageError):
     or plaintext where encryption is required)."""
 
     code = "undecryptable_message"
+
+
+class WorkflowFailedError(AgenticFlowError):
+    """The workflow ended without a result: it failed or was rejected
+    (``handle.result()``, ``client.run()``).
+
+    ``workflow_id``, ``state`` (its ``WorkflowStatus``), ``reason``,
+    ``failed_task`` and ``status`` (the whole ``WorkflowState``) say why.
+    """
+
+    code = "workflow_failed"
+
+    def __init__(self, message: str, *, status: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.workflow_id: str = status.workflow_id
+        self.state = status.status
+        self.reason: str | None = status.reason
+        self.failed_task: str | None = status.failed_task
+
+
+class WorkflowCancelledError(WorkflowFailedError):
+    """The workflow was cancelled (cooperatively) or terminated before it completed."""
+
+    code = "workflow_cancelled"
+
+
+class ResultValidationError(AgenticFlowError, ValueError):
+    """``result(type=...)``: the workflow's output does not validate as that type
+    (the pydantic error is the ``__cause__``)."""
+
+    code = "result_invalid"
 
 
 class PermissionDeniedError(AgenticFlowError):
@@ -438,6 +473,7 @@ __all__ = [
     "RecordedEffectError",
     "ReplayDivergedError",
     "ReplayedMessageError",
+    "ResultValidationError",
     "SandboxError",
     "SandboxIsolationError",
     "StateConflictError",
@@ -454,7 +490,9 @@ __all__ = [
     "UnknownSchemaVersionError",
     "UnknownToolError",
     "UnservedCapabilityError",
+    "WorkflowCancelledError",
     "WorkflowDefinitionError",
+    "WorkflowFailedError",
     "WorkflowGraphError",
     "error_info",
 ]
