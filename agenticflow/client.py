@@ -165,7 +165,8 @@ class Client(_CoreClient):
 
         Reads the workflow index the coordinators keep (one small record per
         workflow), not the event stream, so it sees every workflow whatever
-        their number. Raises ConfigError for an unknown state."""
+        their number; a running workflow's count of done tasks may be up to
+        two seconds late. Raises ConfigError for an unknown state."""
         return await self.workflows(state=state, name=name, since=since, limit=limit)
 
     async def submit(self, *args: Any, **kwargs: Any) -> str:

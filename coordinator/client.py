@@ -694,7 +694,9 @@ class Client:
     ) -> list[WorkflowSummary]:
         """Workflows from the index (:mod:`agenticflow.coordinator.index`), newest
         first: filtered by ``state`` (one or several), ``name`` (a glob), ``since`` (created at or
-        after; a timedelta is an age), at most ``limit`` (None: all). A record
+        after; a timedelta is an age), at most ``limit`` (None: all). A state
+        change shows at once, a running workflow's count of done tasks at most
+        :data:`~agenticflow.coordinator.index.PROGRESS_EVERY_S` late. A record
         that is not a coordinator's is left out (logged). Raises ConfigError for
         an unknown state or a negative limit."""
         parse_state(state)  # fail before reading

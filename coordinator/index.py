@@ -82,11 +82,29 @@ def summary_of(state: WorkflowState, *, now_ns: int) -> WorkflowSummary:
     )
 
 
+PROGRESS_EVERY_S = 2.0
+"""While a workflow runs, a record that would change only its count of done
+tasks is written at most this often: every completed task would otherwise
+cost a second KV write beside the snapshot (W2 and W3 measured 8-14% slower)."""
+
+
 def listed_fields(state: WorkflowState) -> tuple[object, ...]:
-    """What a record shows of a state, but its update time: a record is written
-    only when this changed."""
+    """What a record shows of a state, but its update time (see :func:`due`)."""
     done = sum(1 for t in state.tasks.values() if t.status in DONE_TASK)
     return (state.status, state.name, done, len(state.tasks), state.paused, state.reason)
+
+
+def due(now: tuple[object, ...], shown: tuple[object, ...] | None, age_s: float) -> bool:
+    """Whether to write a record showing ``now`` where the index shows ``shown``
+    (None: nothing yet), written ``age_s`` seconds ago: at once for any change
+    but the count of done tasks (state, pause, reason, the task count), and for
+    that count at most every :data:`PROGRESS_EVERY_S`."""
+    if shown is None:
+        return True
+    if now == shown:
+        return False
+    only_progress = now[:2] + now[3:] == shown[:2] + shown[3:]
+    return not only_progress or age_s >= PROGRESS_EVERY_S
 
 
 def seal_summary(seal: Seal, bucket: str, summary: WorkflowSummary) -> bytes:
@@ -183,8 +201,10 @@ def _ns(moment: datetime) -> int:
 
 __all__ = [
     "INDEX_WRITERS",
+    "PROGRESS_EVERY_S",
     "States",
     "WorkflowSummary",
+    "due",
     "listed_fields",
     "open_summary",
     "parse_state",

@@ -25,7 +25,7 @@ import json
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
@@ -36,7 +36,9 @@ from opentelemetry.trace import SpanKind
 from agenticflow.coordinator import children
 from agenticflow.coordinator.admission import Ignore, Refuse, Rules, admit, sender
 from agenticflow.coordinator.index import (
+    PROGRESS_EVERY_S,
     WorkflowSummary,
+    due,
     listed_fields,
     seal_summary,
     summary_of,
@@ -172,6 +174,8 @@ class _Entry:
     """Its snapshot outgrew max_payload while running: it is being aborted."""
     listed: tuple[object, ...] | None = None
     """What its index record shows (None: not written by this process yet)."""
+    listed_at: float = 0.0
+    """When that record was handed to the writer (monotonic seconds)."""
 
     def __post_init__(self) -> None:
         self.queued_version = max(self.queued_version, self.saved_version)
@@ -199,6 +203,9 @@ class _Job:
     commands: list[Command]
     saves: list[_Save]
     finished: list[str]
+    progress: list[tuple[str, WorkflowSummary]] = field(default_factory=list)
+    """Index records of running workflows whose count of done tasks moved
+    (written after the snapshots, in batch order like everything else)."""
 
 
 class _PoisonedError(Exception):
@@ -256,6 +263,7 @@ class Coordinator:
         """Workflow ids that may have a snapshot (listed at start or created here)."""
         self._reload = False
         self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=2)
+        self._progress_at = 0.0
         """Folded batches for the writer (None: stop)."""
         self._timers: list[tuple[int, int, ArmTimer]] = []
         self._timer_seq = itertools.count()
@@ -628,6 +636,7 @@ class Coordinator:
                         size=len(job.msgs),
                     )
                     await self._write(job.saves)
+                    await asyncio.gather(*(self._put_summary(w, sm) for w, sm in job.progress))
                 except StateConflictError:
                     log.exception("lost a snapshot race: another coordinator is active; stopping")
                     self._stop.set()
@@ -688,8 +697,28 @@ class Coordinator:
             for workflow_id in unsavable.workflows:
                 self._cache.pop(workflow_id, None)
             return
-        if saves:
-            await self._jobs.put(_Job([], [], saves, []))
+        progress = self._progress_due()
+        if saves or progress:
+            await self._jobs.put(_Job([], [], saves, [], progress))
+
+    def _progress_due(self) -> list[tuple[str, WorkflowSummary]]:
+        """Index records held back because only their count of done tasks
+        moved (see :func:`agenticflow.coordinator.index.due`), once they are
+        :data:`PROGRESS_EVERY_S` old; looked for at most that often."""
+        now = time.monotonic()
+        if now - self._progress_at < PROGRESS_EVERY_S:
+            return []
+        self._progress_at = now
+        due_now = []
+        for entry in self._cache.values():
+            state = entry.state
+            if entry.listed is None or state.is_terminal:
+                continue  # not indexed yet, or its final record is on its way
+            listed = listed_fields(state)
+            if due(listed, entry.listed, now - entry.listed_at):
+                entry.listed, entry.listed_at = listed, now
+                due_now.append((state.workflow_id, self._summary(state)))
+        return due_now
 
     async def _decoded(self, msg: Msg, commands: list[Command]) -> Event | None:
         """The event to fold of a fetched message; None when there is none (an
@@ -1093,10 +1122,12 @@ class Coordinator:
                     workflow_id=state.workflow_id,
                     left_out=left_out,
                 )
-            listed = listed_fields(state)
-            summary = None if listed == entry.listed else self._summary(state)
+            listed, now = listed_fields(state), time.monotonic()
+            summary = None
+            if due(listed, entry.listed, now - entry.listed_at):
+                summary = self._summary(state)
+                entry.listed, entry.listed_at = listed, now
             saves.append(_Save(entry, data, state.version, summary))
-            entry.listed = listed
             entry.queued_version = entry.state.version
             entry.dirty_since = None
         return saves

@@ -103,3 +103,21 @@ def test_with_keys_only_a_coordinators_record_is_listed(tmp_path: Path) -> None:
         open_summary(client, BUCKET, "wf-1", forged, stored_ns=None)
     with pytest.raises(ForgedMessageError):
         open_summary(client, BUCKET, "wf-1", seal_summary(Seal(), BUCKET, row), stored_ns=None)
+
+
+def test_a_record_is_due_at_once_but_for_progress_which_waits() -> None:
+    from agenticflow.coordinator.index import PROGRESS_EVERY_S, due
+
+    shown = ("running", "w", 1, 4, False, None)
+    assert due(shown, None, 0.0), "the first record"
+    assert not due(shown, shown, 3600.0), "nothing changed"
+    progressed = ("running", "w", 2, 4, False, None)
+    assert not due(progressed, shown, 0.1)
+    assert due(progressed, shown, PROGRESS_EVERY_S)
+    for changed in (
+        ("completed", "w", 2, 4, False, None),  # its state, with progress
+        ("running", "w", 1, 4, True, None),  # paused
+        ("running", "w", 1, 5, False, None),  # a task added
+        ("running", "w", 1, 4, False, "why"),  # a reason
+    ):
+        assert due(changed, shown, 0.0), changed

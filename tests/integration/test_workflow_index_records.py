@@ -1,6 +1,8 @@
-"""A coordinator that starts on workflows saved before the workflow index
-existed (or whose record was lost) writes their index records, so
-``Client.list`` sees every workflow after an upgrade."""
+"""The workflow index on a real server: a coordinator that starts on
+workflows saved before the index existed (or whose record was lost) writes
+their records, so ``Client.list`` sees every workflow after an upgrade; and a
+running workflow's count of done tasks reaches its record even when nothing
+else happens to it (progress-only records are held back, not dropped)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ import pytest
 
 from agenticflow.cluster.nats_server import NatsServer
 from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.index import PROGRESS_EVERY_S
 from agenticflow.coordinator.service import Coordinator
-from agenticflow.coordinator.state import WorkflowStatus
+from agenticflow.coordinator.state import TaskStatus, WorkflowStatus
 from agenticflow.shared.bus.transport import connected
 from agenticflow.shared.ops.config import Settings
 from agenticflow.worker.runtime import Worker
@@ -61,3 +64,39 @@ async def test_a_starting_coordinator_indexes_workflows_the_index_lacks(
         assert {(s.state, s.tasks_done, s.tasks_total) for s in listed} == {
             (WorkflowStatus.COMPLETED, 1, 1)
         }
+
+
+async def test_a_running_workflows_progress_reaches_its_record(nats_server: NatsServer) -> None:
+    settings = Settings(nats_url=nats_server.url, prefix=unique_prefix("progress"))
+    async with (
+        connected(settings, name="progress-client") as bus,
+        connected(settings, name="pr-coordinator", role="coordinator") as cbus,
+        Coordinator(bus=cbus, node_id="coord-pr"),
+        connected(settings, name="pr-worker", role="worker") as wbus,
+        Worker(bus=wbus, app=app, node_id="w-pr", concurrency=8),
+    ):
+        client = Client(bus=bus, node_id="progress-client")
+        index = await bus.kv(bus.names.workflow_index_bucket)
+        watcher = await index.watchall(inactive_threshold=5.0)
+        definition = wf(
+            {"id": "a", "capability": "echo"},
+            {"id": "b", "capability": "slow", "params": {"seconds": 60}, "depends_on": ["a"]},
+            name="progress",
+        )
+        workflow_id = await client.submit(definition)
+        try:
+            # `a` is done within the first PROGRESS_EVERY_S, so its record is held
+            # back; then nothing happens to the workflow for a minute.
+            await client.wait_for(
+                workflow_id, lambda s: s.tasks["b"].status == TaskStatus.RUNNING, timeout=30
+            )
+            async with asyncio.timeout(PROGRESS_EVERY_S + 30):
+                while True:
+                    (shown,) = await client.workflows(name="progress")
+                    if shown.tasks_done == 1:
+                        break
+                    await watcher.updates(timeout=PROGRESS_EVERY_S + 30)
+            assert (shown.state, shown.tasks_total) == (WorkflowStatus.RUNNING, 2)
+        finally:
+            await watcher.stop()
+            await client.terminate(workflow_id, reason="test over")
