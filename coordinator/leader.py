@@ -47,7 +47,18 @@ class LeaderElected:
         self.active = coordinator
         keeper = asyncio.create_task(self.lease.keep(self._stop), name="lease-keeper")
         try:
-            await coordinator.start()
+            try:
+                await coordinator.start()
+            except Exception:
+                # Typically NATS without a stream leader for a moment (a server
+                # died): give the lease back and stand by again rather than end
+                # the process, which would leave the cluster with no coordinator.
+                log.exception("coordinator did not start; standing by again", node=self.node_id)
+                with contextlib.suppress(Exception):
+                    await self.lease.release()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=1.0)
+                return
             assert coordinator.runner is not None
             waiters = {
                 asyncio.create_task(self._stop.wait()),

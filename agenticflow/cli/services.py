@@ -87,6 +87,8 @@ def serve(settings: Settings, make: Callable[[Bus], Any], *, name: str) -> None:
             try:
                 async with serve_health(bus, service, kind=kind, node_id=service.node_id):
                     await service.run()
+            except TimeoutError as exc:  # an OSError too, but NATS's, not the port's
+                raise TransportError(f"NATS did not answer in time: {exc}") from exc
             except OSError as exc:  # the HTTP port is taken
                 raise ConfigError(f"cannot serve health and metrics: {exc}") from exc
 
