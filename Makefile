@@ -39,7 +39,7 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 test: lint typecheck imports docs
-	$(BIN)/pytest -q -p no:cacheprovider --cov --cov-report=term:skip-covered
+	$(BIN)/pytest -q -p no:cacheprovider --durations=30 --cov --cov-report=term:skip-covered
 
 chaos: $(STAMP)
 	$(BIN)/pytest tests/chaos -q -p no:cacheprovider -s -m chaos
