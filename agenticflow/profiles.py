@@ -27,7 +27,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,19 +101,13 @@ def _load() -> dict[str, Any]:
 
 def _store(data: Mapping[str, Any]) -> None:
     """Write the file atomically with mode 0600; raises ConfigError."""
+    from agenticflow.shared.security.seal import write_secret
+
     file = path()
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     try:
         file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(prefix=".profiles-", dir=file.parent)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, indent=2, sort_keys=True)
-                handle.write("\n")
-            os.replace(tmp, file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_secret(file, text.encode())
     except OSError as exc:
         raise ConfigError(f"cannot write {file}: {exc.strerror or exc}") from exc
 

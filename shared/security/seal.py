@@ -154,7 +154,7 @@ def _unb64(text: str, what: str) -> bytes:
         raise ConfigError(f"{what} is not valid base64") from exc
 
 
-def _write_secret(path: Path, data: bytes) -> None:
+def write_secret(path: Path, data: bytes) -> None:
     """Write a file only its owner can read (created 0600, never world-readable)."""
     _write_atomic(path, data, 0o600)
 
@@ -1091,7 +1091,7 @@ def init_keys(directory: Path, identities: Iterable[tuple[str, str]]) -> list[Id
     if (directory / TRUST_FILE).exists():
         raise ConfigError(f"{directory / TRUST_FILE} exists: use `agenticflow keys add`")
     directory.mkdir(parents=True, exist_ok=True)
-    _write_secret(directory / DATA_KEYS_FILE, DataKeys.generate().to_json().encode())
+    write_secret(directory / DATA_KEYS_FILE, DataKeys.generate().to_json().encode())
     _write_atomic(directory / TRUST_FILE, TrustStore({}).to_json().encode(), 0o644)
     return [add_identity(directory, principal, role) for principal, role in identities]
 
@@ -1104,7 +1104,7 @@ def add_identity(directory: Path, principal: str, role: str) -> Identity:
         raise ConfigError(f"{key_path} exists: remove it (and its trust entry) first")
     trust_path = directory / TRUST_FILE
     trust = TrustStore.load(trust_path) if trust_path.exists() else TrustStore({})
-    _write_secret(key_path, identity.private_pem())
+    write_secret(key_path, identity.private_pem())
     keys = {**trust.keys, identity.kid: identity.trusted()}
     _write_atomic(trust_path, TrustStore(keys).to_json().encode(), 0o644)
     return identity
@@ -1126,7 +1126,7 @@ def rotate_data_key(directory: Path) -> DataKeys:
     """Add a new current data key; old keys stay for reading."""
     path = directory / DATA_KEYS_FILE
     rotated = DataKeys.load(path).rotated()
-    _write_secret(path, rotated.to_json().encode())
+    write_secret(path, rotated.to_json().encode())
     return rotated
 
 
@@ -1155,4 +1155,5 @@ __all__ = [
     "key_id",
     "revoke",
     "rotate_data_key",
+    "write_secret",
 ]
