@@ -140,7 +140,9 @@ def _transform(source: str, destination: str, subject: str) -> str:
 
 
 def _utc(ns: int) -> datetime:
-    return datetime.fromtimestamp(ns / _NS, UTC)
+    """A stored time as a datetime, cut (not rounded) to the microsecond: reading
+    from a message's own time then includes it."""
+    return _EPOCH + timedelta(microseconds=ns // 1000)
 
 
 def _iso(ns: int) -> str:
@@ -162,6 +164,7 @@ class _Metadata:
     stream: str
     consumer: str
     num_pending: int = 0
+    """Not tracked (counting would cost a scan per delivery): consumer_infos has it."""
 
 
 @dataclass(slots=True)
@@ -595,7 +598,6 @@ class _Consumer:
             _utc(stored.time_ns),
             self.stream.name,
             self.name,
-            self.num_pending(),
         )
         return StreamMessage(waiter.bus, waiter.sid, stored, meta, self)
 
@@ -828,27 +830,38 @@ def _entry(bucket: str, stored: _Stored, *, delta: int = 0, meta_only: bool = Fa
 
 
 class Watcher:
-    """A KV watch: current values, then None, then changes as they are stored."""
+    """A KV watch: current values, then None, then changes as they are stored.
+    Iterating ends once it is stopped."""
 
     def __init__(self, bus: MemoryBus) -> None:
         self._bus = bus
         self.sub: _Sub | None = None
-        self._queue: asyncio.Queue[KVEntry | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[KVEntry | None] | tuple[()]] = asyncio.Queue()
+        """Updates, each in a 1-tuple; an empty tuple: stopped."""
         self._stopped = False
 
     def put(self, entry: KVEntry | None) -> None:
         if not self._stopped:
-            self._queue.put_nowait(entry)
+            self._queue.put_nowait((entry,))
+
+    async def _next(self) -> tuple[KVEntry | None] | tuple[()]:
+        if self._stopped and self._queue.empty():
+            return ()
+        return await self._queue.get()
 
     async def updates(self, timeout: float = 5.0) -> KVEntry | None:
         try:
             async with asyncio.timeout(timeout):
-                return await self._queue.get()
+                while not (update := await self._next()):
+                    await asyncio.Event().wait()  # stopped: nothing comes any more
         except TimeoutError:
             raise TimeoutError(f"no KV update within {timeout:g}s") from None
+        return update[0]
 
     async def stop(self) -> None:
-        self._stopped = True
+        if not self._stopped:
+            self._stopped = True
+            self._queue.put_nowait(())  # wakes an iteration
         if self.sub is not None:
             self._bus.forget(self.sub)
 
@@ -856,8 +869,8 @@ class Watcher:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[KVEntry | None]:
-        while not self._stopped:
-            yield await self._queue.get()
+        while update := await self._next():
+            yield update[0]
 
 
 class MemoryKV:
@@ -971,6 +984,9 @@ class MemoryServer:
         """Set (and replaced) whenever a stream is added: what a waiting process waits on."""
         self._turns: dict[tuple[str, str], int] = {}
         self._stream_of: dict[str, _Stream | None] = {}
+        self._exact: dict[str, dict[int, _Sub]] = {}
+        """Subscriptions to a literal subject (most: inboxes), by subject."""
+        self._wild: dict[int, _Sub] = {}
 
     @classmethod
     def get(cls, url: str) -> MemoryServer:
@@ -1007,6 +1023,8 @@ class MemoryServer:
     def stream_for(self, subject: str) -> _Stream | None:
         """The stream that captures messages published on ``subject``."""
         if subject not in self._stream_of:
+            if len(self._stream_of) > 10_000:  # inboxes: each subject once
+                self._stream_of.clear()
             self._stream_of[subject] = next(
                 (
                     s
@@ -1029,17 +1047,35 @@ class MemoryServer:
                 sub.put(StreamMessage(sub.bus, sub.sid, stored, meta, None))
 
     # Core messages
+    def add_sub(self, sub: _Sub) -> None:
+        self.subs[sub.sid] = sub
+        literal = "*" not in sub.subject and ">" not in sub.subject
+        (self._exact.setdefault(sub.subject, {}) if literal else self._wild)[sub.sid] = sub
+        self.interest_changed()
+
+    def drop_sub(self, sub: _Sub) -> None:
+        if self.subs.pop(sub.sid, None) is None:
+            return
+        self._wild.pop(sub.sid, None)
+        exact = self._exact.get(sub.subject, {})
+        exact.pop(sub.sid, None)
+        if not exact:
+            self._exact.pop(sub.subject, None)
+        self.interest_changed()
+
+    def _matching(self, subject: str) -> list[_Sub]:
+        found = list(self._exact.get(subject, {}).values())
+        return found + [s for s in self._wild.values() if subject_matches(s.subject, subject)]
+
     def has_interest(self, subject: str) -> bool:
-        return any(subject_matches(s.subject, subject) for s in self.subs.values())
+        return bool(self._matching(subject))
 
     def route(self, subject: str, make: Callable[[_Sub], Message]) -> int:
         """Hand a message to every matching subscriber (one per queue group);
         returns how many took it."""
         groups: dict[str, list[_Sub]] = {}
         taken = 0
-        for sub in list(self.subs.values()):
-            if not subject_matches(sub.subject, subject):
-                continue
+        for sub in self._matching(subject):
             if sub.queue:
                 groups.setdefault(sub.queue, []).append(sub)
             else:
@@ -1556,16 +1592,15 @@ class MemoryBus(Bus):
             await handler(msg)
 
         sub = _Sub(self, next(self.server.sids), subject, counted, queue=queue)
-        self._subs[sub.sid] = self.server.subs[sub.sid] = sub
-        self.server.interest_changed()
+        self._subs[sub.sid] = sub
+        self.server.add_sub(sub)
         return sub
 
     def forget(self, sub: _Sub) -> None:
         """End a subscription or follow (idempotent)."""
         self._subs.pop(sub.sid, None)
         self.server.follows.pop(sub.sid, None)
-        if self.server.subs.pop(sub.sid, None) is not None:
-            self.server.interest_changed()
+        self.server.drop_sub(sub)
         sub.close()
 
     def new_inbox(self) -> str:

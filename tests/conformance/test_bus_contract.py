@@ -78,7 +78,8 @@ class Inbox:
         self.msgs: list[Message] = []
         self._grew = asyncio.Event()
 
-    async def __call__(self, msg: Message) -> None:
+    async def take(self, msg: Message) -> None:
+        """The handler."""
         self.msgs.append(msg)
         self._grew.set()
 
@@ -123,20 +124,22 @@ async def test_read_stored_from_sequence_and_time(any_bus: Bus) -> None:
     assert [m.data for m in from_seq] == [b"3", b"4"]
     limited = await any_bus.read_stored(n.events_stream, n.workflow_events("wf2"), limit=2)
     assert [m.data for m in limited] == [b"1", b"2"]
+    # A microsecond before the third's time (a stored time may be rounded to the µs).
+    start = third.timestamp - timedelta(microseconds=1)
     from_time = await any_bus.read_stored(
-        n.events_stream, n.workflow_events("wf2"), start_time=third.timestamp
+        n.events_stream, n.workflow_events("wf2"), start_time=start
     )
-    # Everything stored at or after that instant (to the microsecond), nothing before.
-    expected = [m.data for m in every if m.metadata.timestamp >= third.timestamp]
+    expected = [m.data for m in every if m.metadata.timestamp >= start]
     assert [m.data for m in from_time] == expected
     assert expected[-2:] == [b"3", b"4"]
+    assert b"1" not in expected
     assert await any_bus.read_stored(n.events_stream, n.workflow_events("none")) == []
     count = any_bus.count_stored
     wf2 = n.workflow_events("wf2")
     assert await count(n.events_stream, wf2, start_seq=third.sequence.stream) == 2
     assert await count(n.events_stream, wf2, start_seq=1) == 4
-    third_ns = (third.timestamp - EPOCH) // timedelta(microseconds=1) * 1000
-    assert await count(n.events_stream, wf2, start_ns=third_ns) == len(expected)
+    start_ns = (start - EPOCH) // timedelta(microseconds=1) * 1000
+    assert await count(n.events_stream, wf2, start_ns=start_ns) == len(expected)
     assert await count(n.events_stream, n.event_subjects, start_ns=0) == 5
 
 
@@ -176,7 +179,7 @@ async def test_follow_pushes_what_is_stored_from_now_on(any_bus: Bus) -> None:
     n = any_bus.names
     await any_bus.publish_raw(n.event_subject("wf3", "before"), b"old", msg_id())
     inbox = Inbox()
-    sub = await any_bus.follow(n.workflow_events("wf3"), inbox)
+    sub = await any_bus.follow(n.workflow_events("wf3"), inbox.take)
     try:
         for body in (b"1", b"2", b"3"):
             await any_bus.publish_raw(n.event_subject("wf3", "after"), body, msg_id())
@@ -340,6 +343,8 @@ async def test_max_deliver_stores_an_advisory(any_bus: Bus) -> None:
     seq, _ = await any_bus.publish_raw(n.task_subject("crashy"), b"t", msg_id())
     deliveries = [await fetch_one(fetcher) for _ in range(MAX_DELIVER)]
     assert [m.metadata.num_delivered for m in deliveries] == [1, 2]
+    # Still pulling (JetStream gives up on a message when it would deliver it again).
+    await nothing_within(fetcher, 3 * ACK_WAIT_S)
     dead = await any_bus.fetcher(
         n.advisories_stream, ConsumerSpec(name=n.dead_letter_consumer, ack_wait_s=30)
     )
@@ -350,7 +355,6 @@ async def test_max_deliver_stores_an_advisory(any_bus: Bus) -> None:
     assert (body["stream_seq"], body["deliveries"]) == (seq, MAX_DELIVER)
     assert advisory.subject == n.max_deliveries_subject.replace("*", "task_crashy")
     await advisory.ack()
-    await nothing_within(fetcher, 2 * ACK_WAIT_S)  # given up on
     assert await any_bus.get_stored(n.tasks_stream, seq) is not None  # left for the DLQ flow
 
 
@@ -397,7 +401,7 @@ async def test_direct_consumer_pushes_to_its_listener(any_bus: Bus) -> None:
     n = any_bus.names
     inbox = Inbox()
     deliver = any_bus.new_inbox()
-    sub = await any_bus.subscribe(deliver, inbox)
+    sub = await any_bus.subscribe(deliver, inbox.take)
     try:
         name = await any_bus.open_direct("q", "node1", deliver_subject=deliver, max_ack_pending=1)
         assert name == n.direct_consumer("q", "node1")
@@ -498,6 +502,28 @@ async def test_kv_watch_current_values_marker_then_changes(any_bus: Bus) -> None
         await watcher.stop()
 
 
+async def test_kv_watch_iteration_ends_when_stopped(any_bus: Bus) -> None:
+    kv = await any_bus.kv(f"{any_bus.names.prefix}_stopped")
+    await kv.put("k", b"v")
+    watcher = await kv.watchall()
+    seen: list[Any] = []
+    marker = asyncio.Event()
+
+    async def iterate() -> None:
+        async for entry in watcher:
+            seen.append(entry)
+            if entry is None:
+                marker.set()
+
+    iterating = asyncio.create_task(iterate())
+    async with asyncio.timeout(WAIT_S):
+        await marker.wait()  # the value, then the end of what is stored
+    await watcher.stop()
+    async with asyncio.timeout(WAIT_S):
+        await iterating  # ends: no more updates come
+    assert [getattr(e, "key", e) for e in seen] == ["k", None]
+
+
 async def test_kv_watch_can_skip_deletes(any_bus: Bus) -> None:
     kv = await any_bus.kv(f"{any_bus.names.prefix}_skip")
     await kv.put("gone", b"x")
@@ -519,8 +545,8 @@ async def test_kv_watch_can_skip_deletes(any_bus: Bus) -> None:
 async def test_core_publish_subscribe_and_queue_groups(any_bus: Bus) -> None:
     subject = f"{any_bus.names.prefix}.core.ping"
     every, members = Inbox(), [Inbox(), Inbox()]
-    subs = [await any_bus.subscribe(f"{any_bus.names.prefix}.core.*", every)]
-    subs += [await any_bus.subscribe(subject, m, queue="workers") for m in members]
+    subs = [await any_bus.subscribe(f"{any_bus.names.prefix}.core.*", every.take)]
+    subs += [await any_bus.subscribe(subject, m.take, queue="workers") for m in members]
     try:
         for i in range(10):
             await any_bus.publish(subject, str(i).encode(), headers={"K": "v"})
@@ -542,10 +568,26 @@ async def test_core_publish_subscribe_and_queue_groups(any_bus: Bus) -> None:
             await sub.unsubscribe()
 
 
+async def test_a_handler_may_be_any_async_callable(any_bus: Bus) -> None:
+    subject = f"{any_bus.names.prefix}.core.callable"
+    inbox = Inbox()
+
+    class Handler:
+        async def __call__(self, msg: Message) -> None:
+            await inbox.take(msg)
+
+    sub = await any_bus.subscribe(subject, Handler())
+    try:
+        await any_bus.publish(subject, b"x")
+        assert [m.data for m in await inbox.wait(1)] == [b"x"]
+    finally:
+        await sub.unsubscribe()
+
+
 async def test_stored_messages_reach_core_subscribers(any_bus: Bus) -> None:
     n = any_bus.names
     inbox = Inbox()
-    sub = await any_bus.subscribe(n.event_subject("*", "workflow.aborted"), inbox)
+    sub = await any_bus.subscribe(n.event_subject("*", "workflow.aborted"), inbox.take)
     try:
         await any_bus.publish_raw(n.event_subject("wf7", "workflow.aborted"), b"stop", msg_id())
         (msg,) = await inbox.wait(1)
@@ -589,7 +631,7 @@ async def test_service_answers_endpoint_and_stats(any_bus: Bus) -> None:
     )
     replies = Inbox()
     inbox = any_bus.new_inbox()
-    sub = await any_bus.subscribe(inbox, replies)
+    sub = await any_bus.subscribe(inbox, replies.take)
     try:
         assert await any_bus.request(endpoint, b"", timeout=WAIT_S) == b'{"ok": true}'
         await any_bus.publish(STATS_SUBJECT, b"", reply=inbox)
