@@ -72,7 +72,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from agenticflow.shared.bus.base import (
     Bus,
@@ -174,12 +174,15 @@ local function first_seq(S)
   if #r == 0 then return nil end
   return seq_of(r[1][1])
 end
-local function last_seq(S) return tonumber(redis.call('HGET', key('meta', S), 'last_seq') or '0') end
+local function last_seq(S)
+  return tonumber(redis.call('HGET', key('meta', S), 'last_seq') or '0')
+end
 local function cfg_of(S)
   local raw = redis.call('HGETALL', key('cfg', S))
   if #raw == 0 then return nil end
   local c = fields(raw)
-  for _, k in ipairs({'max_msgs', 'max_bytes', 'max_age_ms', 'per_subject', 'max_msg_size', 'dup_ms'}) do
+  local numbers = {'max_msgs', 'max_bytes', 'max_age_ms', 'per_subject', 'max_msg_size', 'dup_ms'}
+  for _, k in ipairs(numbers) do
     c[k] = tonumber(c[k])
   end
   return c
@@ -202,7 +205,8 @@ local function iso(sec, us)
   local z = days + 719468
   local era = math.floor(z / 146097)
   local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local yoe = doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)
+  yoe = math.floor(yoe / 365)
   local y = yoe + era * 400
   local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
   local mp = math.floor((5 * doy + 2) / 153)
@@ -284,7 +288,8 @@ local function store(S, orig, subject, h, b, o)
     if o.exp_subj ~= '' then target = o.exp_subj end
     local found = last_on(S, target) or 0
     if tonumber(o.exp_subj_seq) ~= found then
-      fail('AFCONFLICT wrong last sequence on ' .. subject .. ': ' .. found .. ', not ' .. o.exp_subj_seq)
+      fail('AFCONFLICT wrong last sequence on ' .. subject .. ': ' .. found
+        .. ', not ' .. o.exp_subj_seq)
     end
   end
   if o.kvcreate == '1' then
@@ -343,7 +348,8 @@ local function advisory(kind, typ, S, C, seq, n)
   if target then
     pcall(store, target, subject, subject, '', body, NONE)
   else
-    redis.call('PUBLISH', key('m', subject), cmsgpack.pack({subject .. '#' .. ns, subject, '', '', body}))
+    local envelope = cmsgpack.pack({subject .. '#' .. ns, subject, '', '', body})
+    redis.call('PUBLISH', key('m', subject), envelope)
   end
 end
 local function spec_of(S, C)
@@ -420,7 +426,8 @@ if want > 0 then
   local cursor = tonumber(redis.call('HGET', state, 'cursor') or '1')
   local nxt, ended = scan(S, spec.filters, cursor, '+inf', math.max(want, 1) * 4 + 64, function(e)
     deliver(e, 1)
-    return #got >= batch or (spec.max_ack_pending > 0 and redis.call('ZCARD', pend) >= spec.max_ack_pending)
+    if #got >= batch then return true end
+    return spec.max_ack_pending > 0 and redis.call('ZCARD', pend) >= spec.max_ack_pending
   end)
   if ended then nxt = last_seq(S) + 1 else more = 1 end
   if nxt > cursor then redis.call('HSET', state, 'cursor', nxt) end
@@ -458,7 +465,8 @@ return 1
 """
 
 _ENSURE_CONSUMER = r"""
-local S, C, spec, filters, deliver_new, alive_ms, replace = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
+local S, C, spec, filters = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local deliver_new, alive_ms, replace = ARGV[6], tonumber(ARGV[7]), ARGV[8]
 must_cfg(S)
 local exists = redis.call('HEXISTS', key('cons', S), C) == 1
 if alive_ms > 0 then redis.call('SET', key('alive', S, C), '1', 'PX', alive_ms) end
@@ -484,7 +492,8 @@ return 1
 """
 
 _READ = r"""
-local S, filter, start, since, limit, upto = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local S, filter, upto = ARGV[2], ARGV[3], ARGV[7]
+local start, since, limit = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local c = must_cfg(S)
 trim(S, c, clock())
 local out = {}
@@ -536,7 +545,9 @@ _DELETE = r"""
 local S, seq = ARGV[2], tonumber(ARGV[3])
 local c = cfg_of(S)
 if not c then return 0 end
-if c.deny_delete == '1' then fail('AFDENIED cannot delete ' .. S .. ' #' .. seq .. ': the stream denies deletes') end
+if c.deny_delete == '1' then
+  fail('AFDENIED cannot delete ' .. S .. ' #' .. seq .. ': the stream denies deletes')
+end
 if remove(S, seq) then return 1 end
 return 0
 """
@@ -587,12 +598,16 @@ for i = 1, #all, 2 do
   else
     local cursor = tonumber(st.cursor or '1')
     local n = 0
-    if spec.filters ~= '' and not wild(spec.filters) and not string.find(spec.filters, ' ', 1, true) then
+    local f = spec.filters
+    if f ~= '' and not wild(f) and not string.find(f, ' ', 1, true) then
       n = redis.call('ZCOUNT', key('z', S, spec.filters), cursor, '+inf')
     else
       local start = cursor
       while start do
-        local nxt, ended = scan(S, spec.filters, start, '+inf', 4096, function(e) n = n + 1 return false end)
+        local nxt, ended = scan(S, f, start, '+inf', 4096, function(e)
+          n = n + 1
+          return false
+        end)
         if ended then start = nil else start = nxt end
       end
     end
@@ -1170,11 +1185,12 @@ class RedisBus(Bus):
             sub.close()
         self._subs.clear()
         self._routes.clear()
-        for task in [self._reader, *self._tasks]:
-            if task is not None:
-                task.cancel()
-        for event in (e for events in self._wakers.values() for e in events):
-            event.set()
+        self._wake_all()
+        tasks = {t for t in (self._reader, *self._tasks) if t is not None}
+        for task in tasks:
+            task.cancel()
+        if tasks:  # ended before the connections close, or one would reconnect
+            await asyncio.wait(tasks, timeout=2 * SAFETY_POLL_S)
         with contextlib.suppress(Exception):
             await self._pubsub.aclose()
         with contextlib.suppress(Exception):
@@ -1228,10 +1244,12 @@ class RedisBus(Bus):
             raise TransportError(f"{what} failed: {exc}") from exc
 
     # Pub/sub plumbing -------------------------------------------------------------
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """A background task of this connection (ended by :meth:`close`)."""
+        task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _subscribe(
         self,
@@ -1722,39 +1740,42 @@ class RedisBus(Bus):
     ) -> tuple[int, bool]:
         """Store a message on the stream capturing ``subject`` (and publish it
         to core subscribers); raises TransportError when none does."""
+        args = await self._store_args(
+            subject, body, headers, reply=reply, kvcreate=kvcreate, stream=stream
+        )
+        seq, duplicate = await self._run("store", *args)
+        self._count("out", body)
+        return int(seq), bool(duplicate)
+
+    async def _store_args(
+        self,
+        subject: str,
+        body: bytes,
+        headers: dict[str, str] | None,
+        *,
+        reply: str = "",
+        kvcreate: str = "",
+        stream: str | None = None,
+    ) -> list[Any]:
+        """The store script's arguments: the stream's (transformed) subject and
+        the headers it acts on."""
         stream = stream or await self._stream_for(subject, fresh=True)
         if stream is None:
             raise TransportError(f"publish to {subject} failed: no stream stores it")
         transform = self._streams[stream][1]
         stored = _transform(*transform, subject) if transform is not None else subject
         h = headers or {}
-        seq, duplicate = await self._run(
-            "store", *self._store_args(stream, subject, stored, h, body, reply, kvcreate)
-        )
-        self._count("out", body)
-        return int(seq), bool(duplicate)
-
-    @staticmethod
-    def _store_args(
-        stream: str,
-        subject: str,
-        stored: str,
-        headers: dict[str, str],
-        body: bytes,
-        reply: str,
-        kvcreate: str,
-    ) -> list[Any]:
         return [
             stream,
             subject,
             stored,
-            _headers_json(headers),
-            headers.get(H_MSG_ID, ""),
-            headers.get(H_EXPECTED_SUBJECT_SEQ, ""),
-            headers.get(H_EXPECTED_SUBJECT, ""),
-            headers.get(H_EXPECTED_SEQ, ""),
-            headers.get(H_KV_OP, ""),
-            headers.get(H_ROLLUP, ""),
+            _headers_json(h),
+            h.get(H_MSG_ID, ""),
+            h.get(H_EXPECTED_SUBJECT_SEQ, ""),
+            h.get(H_EXPECTED_SUBJECT, ""),
+            h.get(H_EXPECTED_SEQ, ""),
+            h.get(H_KV_OP, ""),
+            h.get(H_ROLLUP, ""),
             kvcreate,
             reply,
             body,
@@ -1772,16 +1793,10 @@ class RedisBus(Bus):
         self.check()
         for _, headers, body in messages:
             check_size(headers, body, self.max_payload)
-        args: list[list[Any]] = []
-        for subject, headers, body in messages:
-            stream = await self._stream_for(subject, fresh=True)
-            if stream is None:
-                raise TransportError(f"publish to {subject} failed: no stream stores it")
-            transform = self._streams[stream][1]
-            stored = _transform(*transform, subject) if transform is not None else subject
-            args.append(
-                [self._kp, *self._store_args(stream, subject, stored, headers, body, "", "")]
-            )
+        args = [
+            [self._kp, *await self._store_args(subject, body, headers)]
+            for subject, headers, body in messages
+        ]
         pipe = self.client.pipeline(transaction=False)
         for arg in args:
             await self._scripts["store"](keys=[], args=arg, client=pipe)
@@ -2030,14 +2045,14 @@ class RedisBus(Bus):
 
         sub = await self._subscribe("m", self.new_inbox(), handler=on_reply)
         try:
-            if await self._publish(subject, data, reply=sub.subject) == 0:
-                raise TimeoutError(f"no responders on {subject}")
-            async with asyncio.timeout(timeout):
-                return await answer
+            if await self._publish(subject, data, reply=sub.subject) != 0:  # 0: no responders
+                async with asyncio.timeout(timeout):
+                    return await answer
         except TimeoutError:
-            raise TimeoutError(f"no answer on {subject} within {timeout:g}s") from None
+            pass
         finally:
             await self._forget(sub)
+        raise TimeoutError(f"no answer on {subject} within {timeout:g}s")
 
     async def add_service(
         self,
@@ -2078,13 +2093,17 @@ class RedisBus(Bus):
             await msg.respond(json.dumps(body).encode())
 
         subs = [await self._subscribe("m", endpoint, handler=on_endpoint, queue="q")]
-        for verb, answer in (("PING", on_ping), ("STATS", on_stats)):
-            for subject in (
-                f"$SRV.{verb}",
-                f"$SRV.{verb}.{info.name}",
-                f"$SRV.{verb}.{info.name}.{service_id}",
-            ):
-                subs.append(await self._subscribe("m", subject, handler=answer))
+        subs.extend(
+            [
+                await self._subscribe("m", subject, handler=answer)
+                for verb, answer in (("PING", on_ping), ("STATS", on_stats))
+                for subject in (
+                    f"$SRV.{verb}",
+                    f"$SRV.{verb}.{info.name}",
+                    f"$SRV.{verb}.{info.name}.{service_id}",
+                )
+            ]
+        )
 
         async def deregister() -> None:
             for sub in subs:
@@ -2143,7 +2162,7 @@ class Puller:
 
     async def start(self) -> None:
         self._wake = await self._bus._waker(self._stream, self._name)
-        self._task = asyncio.create_task(self._run(), name=f"redis-puller-{self.what}")
+        self._task = self._bus._spawn(self._run(), f"redis-puller-{self.what}")
 
     def _room(self) -> int:
         try:
@@ -2251,7 +2270,7 @@ class _Push:
 
     async def start(self) -> None:
         self._wake = await self._bus._waker(self._stream, self._name)
-        self._task = asyncio.create_task(self._run(), name=f"redis-push-{self._name}")
+        self._task = self._bus._spawn(self._run(), f"redis-push-{self._name}")
 
     def kick(self) -> None:
         if self._wake is not None:
