@@ -123,6 +123,10 @@ SAFETY_POLL_S = 1.0
 """Longest a blocked puller waits without asking Redis again (a missed wake)."""
 SCAN = 512
 """Messages a read or fetch script looks at per call (bounds a script's run time)."""
+MAX_CONNECTIONS = 32
+"""Connections to Redis per process at most (one is the pub/sub connection)."""
+COMMAND_TIMEOUT_S = 30.0
+"""Longest wait for a command's answer (a script scans a bounded range)."""
 CLAIM_MS = 60_000
 """How long a queue group's claim on a core message is kept."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -1138,6 +1142,9 @@ class RedisBus(Bus):
         self._reader: asyncio.Task[None] | None = None
         self._routes: dict[bytes, dict[int, _Sub]] = {}
         self._confirm: dict[bytes, deque[asyncio.Future[None]]] = {}
+        """Subscriptions sent to Redis, by name, until Redis confirms them."""
+        self._ready: dict[bytes, asyncio.Future[None]] = {}
+        """Each Redis subscription's confirmation."""
         self._subs: dict[int, _Sub] = {}
         self._sids = iter(range(1, 1 << 62))
         self._kv: dict[str, RedisKV] = {}
@@ -1157,13 +1164,19 @@ class RedisBus(Bus):
         """Connect; raises TransportError (with the URL) when Redis does not answer."""
         url = settings.bus_url
         try:
-            client = aioredis.Redis.from_url(
+            # Blocking: a burst of commands (acks) waits for a connection
+            # rather than failing with "too many connections".
+            pool = aioredis.BlockingConnectionPool.from_url(
                 url,
+                max_connections=MAX_CONNECTIONS,
+                timeout=COMMAND_TIMEOUT_S,
                 socket_connect_timeout=settings.connect_timeout_s,
                 socket_keepalive=True,
+                socket_timeout=COMMAND_TIMEOUT_S,
                 retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
                 client_name=name.replace(" ", "_") or None,
             )
+            client = aioredis.Redis.from_pool(pool)
         except (ValueError, RedisError) as exc:
             raise TransportError(f"cannot connect to Redis at {url}: {exc}") from exc
         try:
@@ -1276,9 +1289,15 @@ class RedisBus(Bus):
         self._subs[sub.sid] = sub
         route = self._routes.setdefault(sub.name, {})
         route[sub.sid] = sub
-        if len(route) > 1:
+        if len(route) > 1:  # subscribed on Redis already (or being: wait for it)
+            ready = self._ready.get(sub.name)
+            if ready is not None:
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    async with asyncio.timeout(self.settings.connect_timeout_s):
+                        await asyncio.shield(ready)
             return sub
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ready[sub.name] = done
         self._confirm.setdefault(sub.name, deque()).append(done)
         try:
             if sub.wild:
@@ -1304,6 +1323,7 @@ class RedisBus(Bus):
         if route or self.closing:
             return
         self._routes.pop(sub.name, None)
+        self._ready.pop(sub.name, None)
         with contextlib.suppress(RedisError, OSError):
             if sub.wild:
                 await self._pubsub.punsubscribe(sub.name)
