@@ -12,7 +12,9 @@ atomic against competing processes is one Lua script. What maps to what
   (``last_seq``, ``last_ns``, ``bytes``), its messages in the Redis stream
   ``K x:S`` under ID ``<seq>-0`` (fields subject, headers as JSON, body, stored
   time in ns, KV operation), the sequences of each subject ``K z:S:<subject>``
-  (sorted set), its subjects ``K subs:S``, the deleted sequences after the
+  (sorted set), its subjects ``K subs:S`` (sorted by name: a filter's literal
+  head, e.g. one workflow's events, finds its few subjects, whose sequences
+  are merged; a broad filter scans the Redis stream), the deleted sequences after the
   first ``K del:S`` and one ``K id:S:<msg-id>`` per ``Nats-Msg-Id`` (``SET NX
   PX`` the duplicate window). Publishing (the sequence ``HINCRBY``, dedupe,
   ``Nats-Expected-Last-(Subject-)Sequence`` fencing, limits, work-queue
@@ -220,6 +222,34 @@ local function iso(sec, us)
   return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06dZ', y, m, d,
     math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60, us)
 end
+-- The stream's subjects matching ``filter``, found by the literal tokens it
+-- starts with (``subs:S`` is sorted by name); at most ``cap`` looked at, if given
+-- (then the second result says whether there were more).
+local function subjects(S, filter, cap)
+  local prefix = {}
+  for _, tok in ipairs(split(filter)) do
+    if tok == '*' or tok == '>' then break end
+    prefix[#prefix + 1] = tok
+  end
+  local low, high = '-', '+'
+  if #prefix > 0 then
+    local p = table.concat(prefix, '.')
+    if #prefix == #split(filter) then return {filter}, false end
+    low, high = '[' .. p .. '.', '(' .. p .. '.' .. '\255'
+  end
+  local found
+  if cap then
+    found = redis.call('ZRANGEBYLEX', key('subs', S), low, high, 'LIMIT', 0, cap + 1)
+  else
+    found = redis.call('ZRANGEBYLEX', key('subs', S), low, high)
+  end
+  local more = cap ~= nil and #found > cap
+  local out = {}
+  for _, s in ipairs(found) do
+    if matches(filter, s) then out[#out + 1] = s end
+  end
+  return out, more
+end
 local function last_on(S, subject)
   if not wild(subject) then
     local r = redis.call('ZREVRANGE', key('z', S, subject), 0, 0)
@@ -227,8 +257,8 @@ local function last_on(S, subject)
     return nil
   end
   local best = nil
-  for _, s in ipairs(redis.call('SMEMBERS', key('subs', S))) do
-    if matches(subject, s) then
+  for _, s in ipairs(subjects(S, subject)) do
+    do
       local r = redis.call('ZREVRANGE', key('z', S, s), 0, 0)
       if r[1] and (best == nil or tonumber(r[1]) > best) then best = tonumber(r[1]) end
     end
@@ -241,7 +271,7 @@ local function remove(S, seq)
   redis.call('XDEL', key('x', S), seq .. '-0')
   local z = key('z', S, e.s)
   redis.call('ZREM', z, seq)
-  if redis.call('ZCARD', z) == 0 then redis.call('SREM', key('subs', S), e.s) end
+  if redis.call('ZCARD', z) == 0 then redis.call('ZREM', key('subs', S), e.s) end
   redis.call('HINCRBY', key('meta', S), 'bytes', -(#e.s + #e.b + #e.h))
   for _, c in ipairs(redis.call('HKEYS', key('cf', S))) do
     if redis.call('ZREM', key('p', S, c), seq) == 1 then redis.call('HDEL', key('d', S, c), seq) end
@@ -319,7 +349,7 @@ local function store(S, orig, subject, h, b, o)
   redis.call('XADD', x, seq .. '-0', 's', subject, 'h', h, 'b', b, 't', ns, 'o', o.op)
   local z = key('z', S, subject)
   redis.call('ZADD', z, seq, seq)
-  redis.call('SADD', key('subs', S), subject)
+  redis.call('ZADD', key('subs', S), 0, subject)
   if o.msgid ~= '' then redis.call('SET', key('id', S, o.msgid), seq, 'PX', c.dup_ms) end
   if o.rollup == 'sub' then
     for _, s in ipairs(redis.call('ZRANGE', z, 0, -2)) do remove(S, tonumber(s)) end
@@ -356,6 +386,7 @@ local function advisory(kind, typ, S, C, seq, n)
     redis.call('PUBLISH', key('m', subject), envelope)
   end
 end
+local MERGE_SUBJECTS = 64
 local function spec_of(S, C)
   local raw = redis.call('HGET', key('cons', S), C)
   if not raw then fail('AFNOCONSUMER consumer ' .. C .. ' of stream ' .. S .. ' does not exist') end
@@ -372,6 +403,26 @@ local function scan(S, filter, start, upto, limit, visit)
     end
     if #seqs < limit then return nil, true end
     return tonumber(seqs[#seqs]) + 1, false
+  end
+  if filter ~= '' and not string.find(filter, ' ', 1, true) then
+    -- A few subjects match (e.g. one workflow's events): merge their sequences.
+    local few, more = subjects(S, filter, MERGE_SUBJECTS)
+    if not more then
+      local seqs, full = {}, false
+      for _, s in ipairs(few) do
+        local z = key('z', S, s)
+        local got = redis.call('ZRANGEBYSCORE', z, start, upto, 'LIMIT', 0, limit)
+        if #got >= limit then full = true end
+        for _, q in ipairs(got) do seqs[#seqs + 1] = tonumber(q) end
+      end
+      table.sort(seqs)
+      local n = math.min(#seqs, limit)
+      for i = 1, n do
+        if visit(entry(S, seqs[i])) then return seqs[i] + 1, false end
+      end
+      if not full and n == #seqs then return nil, true end
+      return seqs[n] + 1, false
+    end
   end
   local stop = '+'
   if upto ~= '+inf' then stop = upto .. '-0' end
@@ -561,8 +612,14 @@ local S, subject = ARGV[2], ARGV[3]
 local c = must_cfg(S)
 if c.deny_purge == '1' then fail('AFDENIED cannot purge ' .. S .. ': the stream denies purges') end
 local n = 0
-for _, s in ipairs(redis.call('SMEMBERS', key('subs', S))) do
-  if subject == '' or matches(subject, s) then
+local found
+if subject == '' then
+  found = redis.call('ZRANGE', key('subs', S), 0, -1)
+else
+  found = subjects(S, subject)
+end
+for _, s in ipairs(found) do
+  do
     for _, seq in ipairs(redis.call('ZRANGE', key('z', S, s), 0, -1)) do
       remove(S, tonumber(seq))
       n = n + 1
@@ -583,7 +640,7 @@ if first then first_ns = entry(S, first).t end
 local deleted = redis.call('ZRANGE', key('del', S), 0, -1)
 return {c.api, meta.created or '0', redis.call('XLEN', key('x', S)), tonumber(meta.bytes or '0'),
   first or 0, first_ns, tonumber(meta.last_seq or '0'), meta.last_ns or '0',
-  redis.call('SCARD', key('subs', S)), deleted, redis.call('HLEN', key('cons', S))}
+  redis.call('ZCARD', key('subs', S)), deleted, redis.call('HLEN', key('cons', S))}
 """
 
 _CONSUMERS = r"""
@@ -634,8 +691,8 @@ local S, pattern = ARGV[2], ARGV[3]
 local c = must_cfg(S)
 trim(S, c, clock())
 local out = {}
-for _, s in ipairs(redis.call('SMEMBERS', key('subs', S))) do
-  if matches(pattern, s) then
+for _, s in ipairs(subjects(S, pattern)) do
+  do
     local r = redis.call('ZREVRANGE', key('z', S, s), 0, 0)
     if r[1] then
       local e = entry(S, tonumber(r[1]))

@@ -159,3 +159,24 @@ async def test_an_unreachable_url_is_a_transport_error_at_once(url: str) -> None
     with pytest.raises(TransportError, match=r"127\.0\.0\.1"):
         await Bus.connect(Settings(backend="redis", url=url), name="nobody")
     assert time.monotonic() - started < 3.0
+
+
+async def test_reads_by_wildcard_over_many_subjects(buses: list[Bus]) -> None:
+    bus = buses[0]
+    n, total = bus.names, 80  # more subjects than a read merges: it scans the stream
+    published = [
+        (await bus.publish_raw(n.event_subject(f"wf{i}", "step"), str(i).encode(), msg_id()))[0]
+        for i in range(total)
+    ]
+    every = await bus.read_stored(n.events_stream, n.event_subjects)
+    assert [int(m.data) for m in every] == list(range(total))
+    later = await bus.read_stored(n.events_stream, n.event_subjects, start_seq=published[70])
+    assert [int(m.data) for m in later] == list(range(70, total))
+    some = await bus.read_stored(n.events_stream, n.stored_events_of_type("step"), limit=5)
+    assert [int(m.data) for m in some] == list(range(5))
+    assert await bus.count_stored(n.events_stream, n.event_subjects, start_seq=1) == total
+    one = await bus.read_stored(n.events_stream, n.workflow_events("wf42"))
+    assert [m.data for m in one] == [b"42"]
+    last = await bus.last_stored(n.events_stream, n.event_subjects)
+    assert last is not None
+    assert last[0] == published[-1]
