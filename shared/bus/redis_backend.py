@@ -14,8 +14,8 @@ atomic against competing processes is one Lua script. What maps to what
   time in ns, KV operation), the sequences of each subject ``K z:S:<subject>``
   (sorted set), its subjects ``K subs:S`` (sorted by name: a filter's literal
   head, e.g. one workflow's events, finds its few subjects, whose sequences
-  are merged; a broad filter scans the Redis stream), the deleted sequences after the
-  first ``K del:S`` and one ``K id:S:<msg-id>`` per ``Nats-Msg-Id`` (``SET NX
+  are merged; a broad filter scans the Redis stream), the deleted sequences
+  after the first ``K del:S`` and one ``K id:S:<msg-id>`` per ``Nats-Msg-Id`` (``SET NX
   PX`` the duplicate window). Publishing (the sequence ``HINCRBY``, dedupe,
   ``Nats-Expected-Last-(Subject-)Sequence`` fencing, limits, work-queue
   removal on ack) is one script. ``max_age`` is enforced lazily: by every
@@ -26,7 +26,9 @@ atomic against competing processes is one Lua script. What maps to what
   and delivery counts ``K d:S:C``. A fetch (one script) takes due
   redeliveries first (or, past ``max_deliver``, stores JetStream's advisory
   JSON on the stream capturing it), then new matching messages from the
-  cursor, bounded by ``max_ack_pending``; ack / nak(delay) / term /
+  cursor, bounded by ``max_ack_pending``. (So the advisory is stored when
+  someone fetches after the deadline, not by a server timer: a consumer nobody
+  pulls from stores none.) Ack / nak(delay) / term /
   in_progress are scripts on the pending set, so a delivery a killed process
   held comes back after ``ack_wait`` to whoever fetches next. Blocked pullers
   wait on the wake channel ``K w:S:C`` (published by a store, ack or nak) or
@@ -47,13 +49,16 @@ What Redis guarantees, against JetStream with R3 file storage: persistence is
 whatever the server's is (``appendonly yes`` with ``appendfsync everysec``
 loses up to about 1 s of acknowledged writes on a crash; RDB snapshots more);
 replication is asynchronous, so a Sentinel (or Cluster) failover can lose
-acknowledged writes, and a replica promoted mid-script may hold part of
-nothing rather than all (scripts replicate as their effects); pub/sub is
+acknowledged writes (a script's effects replicate as one transaction: a
+replica holds all of a publish or none of it), and JetStream's quorum has no
+such window; pub/sub is
 at-most-once, so a follow or a KV watch misses what is stored while its
 connection is down (consumers do not: they read from Redis). There are no
 per-subject permissions on the server: ACLs restrict by key pattern and
 channel only (per deployment, not per role); ``max_age`` needs traffic on the
-stream to take effect.
+stream to take effect. The scripts use keys they do not declare: right on one
+server (or Sentinel); on a Cluster they stay in the deployment's slot, which
+Redis tolerates but does not promise.
 """
 
 from __future__ import annotations
@@ -1878,7 +1883,7 @@ class RedisBus(Bus):
         for arg in args:
             await self._scripts["store"](keys=[], args=arg, client=pipe)
         try:
-            results = await pipe.execute(raise_on_error=False)
+            results = await _shielded(pipe.execute(raise_on_error=False))
         except RedisError as exc:
             raise _ours(exc, "publish") from exc
         out: list[tuple[int, bool]] = []
