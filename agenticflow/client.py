@@ -34,7 +34,7 @@ import builtins
 import contextlib
 import os
 import warnings
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Generator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -53,7 +53,11 @@ from agenticflow.shared.errors import (
     WorkflowCancelledError,
     WorkflowFailedError,
 )
-from agenticflow.shared.graph.workflow import WorkflowDefinition, load_workflow_file
+from agenticflow.shared.graph.workflow import (
+    WorkflowDefinition,
+    load_workflow_file,
+    parse_workflow,
+)
 from agenticflow.shared.ops.config import Settings
 from agenticflow.shared.wire.events import (
     Event,
@@ -65,6 +69,10 @@ from agenticflow.shared.wire.events import (
 T = TypeVar("T")
 
 _WORKFLOW_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+WorkflowLike = WorkflowDefinition | Mapping[str, Any] | str | os.PathLike[str]
+"""What :meth:`Client.start` takes: a definition, its dict, a file or a template name."""
 
 
 class Client(_CoreClient):
@@ -109,7 +117,7 @@ class Client(_CoreClient):
     # Workflows ----------------------------------------------------------
     async def start(
         self,
-        workflow: WorkflowDefinition | str | os.PathLike[str],
+        workflow: WorkflowLike,
         *,
         input: dict[str, Any] | None = None,
         id: str | None = None,
@@ -117,8 +125,8 @@ class Client(_CoreClient):
     ) -> WorkflowHandle:
         """Start a workflow; returns its handle without waiting.
 
-        ``workflow`` is a definition, a path to a YAML or JSON workflow file,
-        or the name of a template (see ``agenticflow templates``; ``input``
+        ``workflow`` is a definition (or its dict, as in a workflow file), a
+        path to a YAML or JSON workflow file, or the name of a template (see ``agenticflow templates``; ``input``
         fills its parameters). ``id`` makes the start idempotent: starting
         again with the same id starts nothing new.
 
@@ -134,7 +142,7 @@ class Client(_CoreClient):
 
     async def run(
         self,
-        workflow: WorkflowDefinition | str | os.PathLike[str],
+        workflow: WorkflowLike,
         *,
         input: dict[str, Any] | None = None,
         id: str | None = None,
@@ -305,11 +313,11 @@ def _type_name(kind: Any) -> str:
     return getattr(kind, "__name__", None) or repr(kind)
 
 
-def _definition(
-    workflow: WorkflowDefinition | str | os.PathLike[str], input: dict[str, Any] | None
-) -> WorkflowDefinition:
+def _definition(workflow: WorkflowLike, input: dict[str, Any] | None) -> WorkflowDefinition:
     if isinstance(workflow, WorkflowDefinition):
         return workflow
+    if isinstance(workflow, Mapping):
+        return parse_workflow(dict(workflow))
     path = Path(workflow)
     if isinstance(workflow, os.PathLike) or path.suffix in _WORKFLOW_SUFFIXES or path.is_file():
         return load_workflow_file(path)
@@ -350,6 +358,7 @@ def connect(
     profile: str | None = None,
     settings: Settings | None = None,
     prefix: str | None = None,
+    backend: str | None = None,
     name: str = "agenticflow-client",
     node_id: str | None = None,
 ) -> _Connecting:
@@ -360,8 +369,10 @@ def connect(
     ``prefix``); otherwise they are resolved from ``url``, ``prefix`` (the
     deployment's subject prefix), then ``profile`` (or ``AGENTICFLOW_PROFILE``),
     then the ``AGENTICFLOW_*`` environment, then ``NATS_URL``, then the current
-    profile (:func:`agenticflow.profiles.resolve`). ``node_id`` names this client in
-    vector clocks and audit records (default: a random ``client-...``).
+    profile (:func:`agenticflow.profiles.resolve`). ``url``'s scheme picks the
+    backend (``nats://``, ``memory://<name>``; or say ``backend``). ``node_id``
+    names this client in vector clocks and audit records (default: a random
+    ``client-...``).
 
     Raises ConfigError for an unknown profile or invalid settings (when
     called), ConnectionLostError (a TransportError) when NATS is unreachable
@@ -370,9 +381,9 @@ def connect(
     if settings is None:
         from agenticflow.profiles import resolve
 
-        settings = resolve(url, profile, prefix=prefix)
-    elif url is not None or profile is not None or prefix is not None:
-        raise ConfigError("connect() takes settings, or url, profile and prefix, not both")
+        settings = resolve(url, profile, prefix=prefix, backend=backend)
+    elif url is not None or profile is not None or prefix is not None or backend is not None:
+        raise ConfigError("connect() takes settings, or url, profile, prefix and backend, not both")
     return _Connecting(settings, name, node_id)
 
 

@@ -43,6 +43,8 @@ PROFILE_ENV = "AGENTICFLOW_PROFILE"
 FILE_NAME = "profiles.json"
 
 FIELDS = (
+    "backend",
+    "url",
     "nats_url",
     "prefix",
     "replicas",
@@ -309,7 +311,12 @@ def resolve(
         fields["nats_url"] = nats_url_env
     explicit = {k: v for k, v in overrides.items() if v is not None}
     if url:
-        explicit["nats_url"] = url
+        # An explicit URL decides the backend: it beats AGENTICFLOW_URL/_BACKEND.
+        scheme = url.strip().partition("://")[0].lower()
+        if scheme in ("memory", "redis", "rediss", "unix"):
+            explicit |= {"url": url, "backend": explicit.get("backend")}
+        else:
+            explicit |= {"nats_url": url, "url": None, "backend": explicit.get("backend")}
     if prefix:
         explicit["prefix"] = prefix
     try:

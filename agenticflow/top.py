@@ -28,11 +28,9 @@ is the loop behind the command.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import datetime as dt
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -49,8 +47,8 @@ from rich.text import Text
 
 from agenticflow.coordinator.state import TaskStatus, WorkflowState, open_snapshot
 from agenticflow.render import _STATE_STYLE, esc, safe, short, when
+from agenticflow.shared.bus.base import Bus, stored_ns
 from agenticflow.shared.bus.registry import open_entry
-from agenticflow.shared.bus.transport import Bus, stored_ns
 from agenticflow.shared.errors import AgenticFlowError, MalformedMessageError
 from agenticflow.shared.ops.config import Settings
 from agenticflow.shared.wire.events import Event, EventType, TaskFailed, WorkflowFailed
@@ -499,7 +497,7 @@ def build_view(readings: Readings, names: Names, previous: ClusterView | None) -
 
 
 async def _stream_state(bus: Bus, stream: str) -> dict[str, Any]:
-    info = await bus.api(f"STREAM.INFO.{stream}")
+    info = await bus.stream_info(stream)
     return dict(info.get("state") or {})
 
 
@@ -554,29 +552,9 @@ async def _count_from(
     """How many events on ``subject`` are stored from ``start_ns`` (a time) or
     ``start_seq`` (a stream sequence) on: an ephemeral consumer is created for
     its ``num_pending`` and deleted, no message is read."""
-    stream = bus.names.events_stream
-    name = f"top_{os.urandom(6).hex()}"
-    config: dict[str, Any] = {
-        "name": name,
-        "filter_subject": subject,
-        "ack_policy": "none",
-        "inactive_threshold": 5_000_000_000,
-        "mem_storage": True,
-        "num_replicas": 1,
-    }
-    if start_seq is not None:
-        config |= {"deliver_policy": "by_start_sequence", "opt_start_seq": start_seq}
-    else:
-        start = dt.datetime.fromtimestamp((start_ns or 0) / 1e9, tz=dt.UTC).isoformat()
-        config |= {"deliver_policy": "by_start_time", "opt_start_time": start}
-    request = {"stream_name": stream, "config": config}
-    info = await bus.api(f"CONSUMER.CREATE.{stream}.{name}", request)
-    try:
-        return int(info.get("num_pending") or 0)
-    finally:
-        # If this fails, it goes by itself after its inactive threshold.
-        with contextlib.suppress(AgenticFlowError):
-            await bus.api(f"CONSUMER.DELETE.{stream}.{name}")
+    return await bus.count_stored(
+        bus.names.events_stream, subject, start_seq=start_seq, start_ns=start_ns
+    )
 
 
 async def _newest_start(bus: Bus, subject: str, first_seq: int, last_seq: int) -> int:

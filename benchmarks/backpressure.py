@@ -20,8 +20,8 @@ from pathlib import Path
 
 from agenticflow.cluster.dev import DevCluster
 from agenticflow.coordinator.client import Client
-from agenticflow.shared.bus.transport import connected
 from agenticflow.shared.graph.workflow import parse_workflow
+from tests.support.natsbus import connected
 
 RESULTS = Path(__file__).resolve().parent / "results" / "backpressure.json"
 

@@ -82,7 +82,7 @@ from agenticflow.coordinator.client import Client
 from agenticflow.coordinator.reducer import SHELL_NODE, ArmTimer, Dispatch, Emit, fold, reduce
 from agenticflow.coordinator.replay import verify
 from agenticflow.coordinator.state import WorkflowState, WorkflowStatus
-from agenticflow.shared.bus.transport import Bus, connected
+from agenticflow.shared.bus.nats_backend import NatsBus as Bus
 from agenticflow.shared.errors import MalformedMessageError
 from agenticflow.shared.graph.workflow import WorkflowDefinition, parse_workflow
 from agenticflow.shared.ops.config import Settings
@@ -105,6 +105,7 @@ from agenticflow.shared.wire.names import Names
 from agenticflow.shared.wire.vclock import VectorClock
 from benchmarks.run import console, environment
 from benchmarks.scale import memory_kb
+from tests.support.natsbus import connected
 
 APP = "benchmarks.app:app"
 ROOT = Path(__file__).resolve().parents[1]

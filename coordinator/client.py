@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from nats.js.api import DeliverPolicy
 from opentelemetry.trace import SpanKind
 
 from agenticflow.coordinator.forks import recorded_effects
@@ -33,8 +32,8 @@ from agenticflow.coordinator.state import (
     WorkflowState,
     open_snapshot,
 )
+from agenticflow.shared.bus.base import Bus, Message, watched_ns
 from agenticflow.shared.bus.registry import open_entry, open_update
-from agenticflow.shared.bus.transport import Bus, watched_ns
 from agenticflow.shared.errors import (
     ConfigError,
     InterventionRefusedError,
@@ -225,21 +224,11 @@ class Client:
             await self._topology()
             prefix = f"$KV.{self.names.workflows_bucket}."
 
-            async def on_change(msg: Any) -> None:
+            async def on_change(msg: Message) -> None:
                 for waiter in self._changed.get(msg.subject[len(prefix) :], ()):
                     waiter.set()
 
-            self._notifier = await self.bus.call(
-                lambda: self.bus.js.subscribe(
-                    f"{prefix}>",
-                    cb=on_change,
-                    ordered_consumer=True,
-                    deliver_policy=DeliverPolicy.NEW,
-                    headers_only=True,
-                    inactive_threshold=5.0,
-                ),
-                what="watch workflow states",
-            )
+            self._notifier = await self.bus.follow(f"{prefix}>", on_change, headers_only=True)
 
     async def states(
         self, workflow_id: str, *, until: Callable[[WorkflowState], bool] | None = None
@@ -458,7 +447,7 @@ class Client:
         loop = asyncio.get_running_loop()
         verdict: asyncio.Future[Event] = loop.create_future()
 
-        async def on_verdict(msg: Any) -> None:
+        async def on_verdict(msg: Message) -> None:
             try:
                 event = self.bus.decode_event(msg)
             except MalformedMessageError:
@@ -467,9 +456,7 @@ class Client:
                 verdict.set_result(event)
 
         subs = [
-            await self.bus.nc.subscribe(
-                self.names.event_subject(workflow_id, kind.value), cb=on_verdict
-            )
+            await self.bus.subscribe(self.names.event_subject(workflow_id, kind.value), on_verdict)
             for kind in (EventType.INTERVENTION_APPLIED, EventType.INTERVENTION_REFUSED)
         ]
         try:

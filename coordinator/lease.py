@@ -20,11 +20,10 @@ import asyncio
 import contextlib
 import time
 
-import nats.errors
 import structlog
-from nats.js.kv import KeyValue
 
-from agenticflow.shared.bus.transport import Bus, KVConflict
+from agenticflow.shared.bus.base import Bus, KeyValue
+from agenticflow.shared.errors import NotFoundError, StateConflictError, TransportError
 
 log = structlog.get_logger("agenticflow.lease")
 
@@ -55,9 +54,9 @@ class Lease:
         sent = time.monotonic()
         try:
             self.revision = int(await store.create(self.key, self.node_id.encode()))
-        except KVConflict:
+        except StateConflictError:
             return False
-        except (TimeoutError, nats.errors.Error) as exc:
+        except (TimeoutError, TransportError) as exc:
             log.warning("lease acquire failed", error=str(exc) or type(exc).__name__)
             return False
         self._renewed_at = sent
@@ -79,7 +78,7 @@ class Lease:
         store = await self._kv()
         try:
             entry = await store.get(self.key)
-        except (TimeoutError, nats.errors.Error):
+        except (TimeoutError, TransportError, NotFoundError):
             return None
         return entry.value.decode() if entry.value else None
 
@@ -116,11 +115,11 @@ class Lease:
                 renewal = store.update(self.key, self.node_id.encode(), last=self.revision)
                 self.revision = int(await asyncio.wait_for(renewal, timeout=deadline - sent))
                 self._renewed_at, next_at = sent, sent + interval
-            except KVConflict:
+            except StateConflictError:
                 log.error("lease taken by another coordinator; stepping down", key=self.key)
                 self.lost.set()
                 return
-            except (TimeoutError, nats.errors.Error) as exc:
+            except (TimeoutError, TransportError) as exc:
                 # The bus is down or slow: retry soon; we hold the lease until the deadline.
                 log.warning("lease renewal failed", key=self.key, error=str(exc) or "timeout")
                 next_at = time.monotonic() + min(0.5, interval)
@@ -130,7 +129,7 @@ class Lease:
         if self.lost.is_set() or not self.revision:
             return
         store = await self._kv()
-        with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError, KVConflict):
+        with contextlib.suppress(TransportError, TimeoutError):
             await store.delete(self.key, last=self.revision)
         self.revision = 0
 

@@ -32,14 +32,13 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats.errors
-import nats.js.errors
 import structlog
 
 from agenticflow.coordinator.leader import LeaderElected
 from agenticflow.coordinator.lease import LEASE_KEY, Lease
 from agenticflow.coordinator.service import Coordinator
-from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.bus.base import Bus
+from agenticflow.shared.errors import TransportError
 
 log = structlog.get_logger("agenticflow.partitions")
 
@@ -128,7 +127,7 @@ class PartitionedCoordinators:
             while not self._stop.is_set():
                 try:
                     await self._balance()
-                except (TimeoutError, nats.errors.Error) as exc:
+                except (TimeoutError, TransportError) as exc:
                     log.warning("partition balance skipped", error=str(exc) or type(exc).__name__)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), timeout=self.poll_s)
@@ -161,10 +160,7 @@ class PartitionedCoordinators:
             self._announced = time.monotonic()
 
     async def _members(self) -> list[str]:
-        try:
-            keys = await self._store.keys()
-        except nats.js.errors.NoKeysError:
-            keys = []
+        keys = await self._store.keys()
         found = {k[len(MEMBER_PREFIX) :] for k in keys if k.startswith(MEMBER_PREFIX)}
         return sorted(found | {self.node_id})
 

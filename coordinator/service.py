@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
-from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry.trace import SpanKind
 
 from agenticflow.coordinator import children
@@ -54,9 +52,8 @@ from agenticflow.coordinator.reducer import (
     pending_timers,
 )
 from agenticflow.coordinator.state import ACTIVE_TASK, TaskStatus, WorkflowState, open_snapshot
-from agenticflow.shared.bus.puller import Puller
+from agenticflow.shared.bus.base import Bus, ConsumerSpec, Fetching, Message, Outgoing, Pulling
 from agenticflow.shared.bus.registry import open_update, seal_entry
-from agenticflow.shared.bus.transport import Bus, FetchTimeout, Outgoing
 from agenticflow.shared.errors import (
     ConfigError,
     MalformedMessageError,
@@ -199,7 +196,7 @@ class _Save:
 class _Job:
     """The second half of a batch: store its commands, write its snapshots, ack it."""
 
-    msgs: list[Msg]
+    msgs: list[Message]
     commands: list[Command]
     saves: list[_Save]
     finished: list[str]
@@ -272,11 +269,11 @@ class Coordinator:
         self._live: dict[str, dict[str, Any]] = {}
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
-        self._inbox: deque[Msg] = deque()
+        self._inbox: deque[Message] = deque()
         self._has_mail = asyncio.Event()
-        self._puller: Puller
+        self._puller: Pulling
         self._watcher: Any = None
-        self._dlq_sub: Any = None
+        self._dlq_sub: Fetching | None = None
         self._stop_issuing: Callable[[], Awaitable[None]] | None = None
         self.runner: asyncio.Task[None] | None = None
         self.events_folded = 0
@@ -323,24 +320,21 @@ class Coordinator:
         await self._heartbeat()
         self._watcher = await self._agents.watchall()
         consumer = self.names.partition_consumer(self.partition, self.partitions)
-        filters: dict[str, Any] = (
-            {"filter_subject": self.names.event_subjects}
+        filters = (
+            (self.names.event_subjects,)
             if self.partitions == 1
-            else {"filter_subjects": self.names.partition_events(self.partition)}
+            else tuple(self.names.partition_events(self.partition))
         )
         await self.bus.ensure_consumer(
             self.names.events_stream,
-            ConsumerConfig(
-                durable_name=consumer,
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=self.settings.coordinator_ack_wait_s,
+            ConsumerSpec(
+                name=consumer,
+                filter_subjects=filters,
+                ack_wait_s=self.settings.coordinator_ack_wait_s,
                 max_ack_pending=-1,
-                **filters,
             ),
         )
-        self._puller = Puller(
-            self.bus,
+        self._puller = self.bus.puller(
             stream=self.names.events_stream,
             consumer=consumer,
             on_message=self._arrived,
@@ -351,11 +345,13 @@ class Coordinator:
         await self._puller.start()
         self.bus.on_reconnect(self._after_reconnect)
         if self._first:  # cluster-wide duties: one partition's coordinator has them
-            self._dlq_sub = await self.bus.js.pull_subscribe(
-                self.names.max_deliveries_subject,
-                durable=self.names.dead_letter_consumer,
-                stream=self.names.advisories_stream,
-                config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30),
+            self._dlq_sub = await self.bus.fetcher(
+                self.names.advisories_stream,
+                ConsumerSpec(
+                    name=self.names.dead_letter_consumer,
+                    filter_subjects=(self.names.max_deliveries_subject,),
+                    ack_wait_s=30,
+                ),
             )
             self._unobserve = [
                 observe(QUEUE_PENDING, functools.partial(self._queue_readings, "pending")),
@@ -535,7 +531,7 @@ class Coordinator:
             log.info("recovered running workflows", count=recovered)
 
     # Event loop ---------------------------------------------------------
-    def _arrived(self, msg: Msg) -> None:
+    def _arrived(self, msg: Message) -> None:
         self._inbox.append(msg)
         self._has_mail.set()
 
@@ -566,7 +562,7 @@ class Coordinator:
             await self._process(msgs)
         await self._jobs.put(None)  # the writer finishes what was handed over, then stops
 
-    async def _process(self, msgs: list[Msg]) -> None:
+    async def _process(self, msgs: list[Message]) -> None:
         """Fold one batch, then hand it to the writer, which stores its
         commands, saves its due snapshots and acks it while the next batch is
         folded.
@@ -720,7 +716,7 @@ class Coordinator:
                 due_now.append((state.workflow_id, self._summary(state)))
         return due_now
 
-    async def _decoded(self, msg: Msg, commands: list[Command]) -> Event | None:
+    async def _decoded(self, msg: Message, commands: list[Command]) -> Event | None:
         """The event to fold of a fetched message; None when there is none (an
         echo, a record, a poison message, which is recorded as rejected)."""
         parsed = self.names.parse_event_subject(msg.subject)
@@ -746,7 +742,9 @@ class Coordinator:
             del self._finished[event.workflow_id]
         return event
 
-    async def _fold(self, msg: Msg, touched: dict[str, _Entry], commands: list[Command]) -> None:
+    async def _fold(
+        self, msg: Message, touched: dict[str, _Entry], commands: list[Command]
+    ) -> None:
         event = await self._decoded(msg, commands)
         if event is None:
             return
@@ -900,7 +898,7 @@ class Coordinator:
         )
 
     async def _reject(
-        self, msg: Msg, seq: int, exc: MalformedMessageError, commands: list[Command]
+        self, msg: Message, seq: int, exc: MalformedMessageError, commands: list[Command]
     ) -> None:
         """Record a poison event: never applied, never redelivered."""
         subject = self.names.published_subject(msg.subject)
@@ -1501,10 +1499,12 @@ class Coordinator:
         read it by sequence to know its workflow and task, record the event,
         then delete it so nothing is left to redeliver.
         """
+        dlq = self._dlq_sub
+        assert dlq is not None
         while not self._stop.is_set():
             try:
-                msgs = await self._dlq_sub.fetch(16, timeout=self._fetch_timeout)
-            except FetchTimeout:
+                msgs = await dlq.fetch(16, timeout=self._fetch_timeout)
+            except TimeoutError:
                 continue
             except Exception as exc:
                 if self._stop.is_set():
@@ -1567,7 +1567,7 @@ class Coordinator:
         while not self._stop.is_set():
             try:
                 entry = await watcher.updates(timeout=1.0)
-            except FetchTimeout:
+            except TimeoutError:
                 continue
             except Exception:
                 if self._stop.is_set():

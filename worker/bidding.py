@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from nats.aio.msg import Msg
 
-from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.bus.base import Bus, Message
 from agenticflow.shared.errors import AgenticFlowError, MalformedMessageError
 from agenticflow.shared.wire.events import Event, EventType, TaskAuctionOpened, TaskBid
 from agenticflow.shared.wire.ids import task_key
@@ -94,7 +93,7 @@ class Bidder:
         agent_of: Callable[[str], str],
         bid_of: Callable[[str], BidFunction | None],
         load_of: Callable[[str], AgentLoad],
-        deliver: Callable[[str, Msg], None],
+        deliver: Callable[[str, Message], None],
         stopping: Callable[[], bool],
         tick: Callable[[str, VectorClock], VectorClock],
     ) -> None:
@@ -115,7 +114,7 @@ class Bidder:
     async def start(self) -> None:
         """Listen for auction calls; returns once subscribed."""
         subject = self.bus.names.event_subject("*", EventType.TASK_AUCTION_OPENED.value)
-        self._subs.append(await self.bus.nc.subscribe(subject, cb=self._on_call))
+        self._subs.append(await self.bus.subscribe(subject, self._on_call))
 
     async def stop(self) -> None:
         """Stop bidding and receiving direct tasks (idempotent): the direct
@@ -125,7 +124,7 @@ class Bidder:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _on_call(self, msg: Msg) -> None:
+    async def _on_call(self, msg: Message) -> None:
         try:
             event = self.bus.decode_event(msg)
         except MalformedMessageError:
@@ -183,9 +182,8 @@ class Bidder:
         async with self._direct.setdefault(queue, asyncio.Lock()):
             if queue in self._opened:
                 return
-            nc = self.bus.nc
-            inbox = nc.new_inbox()
-            sub = await nc.subscribe(inbox, cb=self._receiver(agent))
+            inbox = self.bus.new_inbox()
+            sub = await self.bus.subscribe(inbox, self._receiver(agent))
             try:
                 await self.bus.open_direct(
                     queue,
@@ -200,8 +198,8 @@ class Bidder:
             self._subs.append(sub)
             self._opened.add(queue)
 
-    def _receiver(self, agent: str) -> Callable[[Msg], Awaitable[None]]:
-        async def receive(msg: Msg) -> None:
+    def _receiver(self, agent: str) -> Callable[[Message], Awaitable[None]]:
+        async def receive(msg: Message) -> None:
             self._deliver(agent, msg)
 
         return receive

@@ -23,9 +23,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from nats.js.kv import KeyValue
-
-from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.bus.base import Bus, KeyValue
 from agenticflow.shared.errors import ConfigError, ForgedMessageError, StateConflictError
 from agenticflow.shared.wire.codec import MAX_DEPTH, pack, unpack
 

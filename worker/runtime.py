@@ -2,7 +2,7 @@
 
 For every capability of the loaded app the worker binds to the capability's
 shared durable pull consumer (pulling continuously, see
-:class:`agenticflow.shared.bus.puller.Puller`); concurrency is bounded for the whole process
+:meth:`agenticflow.shared.bus.base.Bus.puller`); concurrency is bounded for the whole process
 (``--concurrency``): a capability asks only for free slots, and
 ``max_ack_pending`` on the consumer is the cluster-wide backpressure. For
 each task it publishes ``task.started``, runs the handler (sending
@@ -31,15 +31,13 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import structlog
-from nats.aio.msg import Msg
 from opentelemetry.trace import SpanKind
 
-from agenticflow.shared.bus.puller import Puller
+from agenticflow.shared.bus.base import Bus, Message, Pulling, watched_ns
 from agenticflow.shared.bus.registry import seal_entry
-from agenticflow.shared.bus.transport import Bus, watched_ns
 from agenticflow.shared.errors import (
     AgenticFlowError,
     ForgedMessageError,
@@ -88,6 +86,11 @@ from agenticflow.worker.effects import Effects, error_info
 from agenticflow.worker.fsm import AgentFSM, AgentState, Trigger
 from agenticflow.worker.memory import AgentMemory
 from agenticflow.worker.tools import breaker_states, live_pools, task_toolbox
+
+Settlement = Literal["ack", "nak", "term"]
+"""How a delivered task message is settled (see ``Worker._handle``)."""
+NAK_DELAY_S = 2.0
+"""How long a task whose outcome could not be stored waits before it comes again."""
 
 log = structlog.get_logger("agenticflow.worker")
 
@@ -206,7 +209,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
-        self._pullers: dict[str, Puller] = {}
+        self._pullers: dict[str, Pulling] = {}
         self._unobserve: list[Callable[[], None]] = []
         self.started_at = time.time_ns()
         self.tasks_done = 0
@@ -240,8 +243,7 @@ class Worker:
         expires = 0.5 if self._scarce else 5.0
         for capability in capabilities:
             consumer = await self.bus.ensure_task_consumer(self._queues[capability])
-            self._pullers[capability] = Puller(
-                self.bus,
+            self._pullers[capability] = self.bus.puller(
                 stream=self.names.tasks_stream,
                 consumer=consumer,
                 on_message=functools.partial(
@@ -250,12 +252,11 @@ class Worker:
                 credit=functools.partial(self._credit, capability),
                 max_batch=share,
                 expires_s=expires,
-                heartbeat_s=expires / 5,
             )
         self._control = await self.bus.kv(self.names.control_bucket)
         self._subs = [
-            await self.bus.nc.subscribe(
-                self.names.event_subject("*", event_type.value), cb=self._on_intervention
+            await self.bus.subscribe(
+                self.names.event_subject("*", event_type.value), self._on_intervention
             )
             for event_type in (EventType.WORKFLOW_ABORTED, EventType.INTERVENTION_APPLIED)
         ]
@@ -486,7 +487,7 @@ class Worker:
             if i.fsm.state != AgentState.SUSPENDED and not i.suspend_wanted
         )
 
-    def _deliver(self, agent: str, msg: Msg) -> None:
+    def _deliver(self, agent: str, msg: Message) -> None:
         if self._stop.is_set():
             # Delivered while stopping: hand it back at once rather than after ack_wait.
             self._spawn(msg.nak())
@@ -548,27 +549,48 @@ class Worker:
     ) -> None:
         await self.bus.publish_event(self._event(task, event_type, data, what))
 
-    async def _handle(self, msg: Msg, agent: str) -> None:
+    async def _handle(self, msg: Message, agent: str) -> None:
+        """Handle one delivery; it ends in exactly one settlement, applied here:
+        ``ack`` (the outcome is stored), ``nak`` (it could not be: the task comes
+        back after :data:`NAK_DELAY_S`) or ``term`` (a poison message, recorded).
+        A cancelled handling (shutdown) settles nothing: the task is redelivered
+        after its ack wait."""
         try:
-            try:
-                task = self._admitted(self.bus.decode_task(msg))
-            except MalformedMessageError as exc:
-                await self._reject(msg, exc)
-                return
-            try:
-                await self._run_task(msg, task)
-            except AgenticFlowError as exc:
-                # The outcome could not be stored: let JetStream bring the task back.
-                log.warning("outcome not stored; task will be redelivered", error=str(exc))
-                with contextlib.suppress(Exception):
-                    await msg.nak(delay=2)
+            await self._settle_delivery(msg, await self._outcome(msg))
         finally:
             self._in_hand -= 1
             self._agent_in_hand[agent] -= 1
             for puller in self._pullers.values():
                 puller.kick()
 
-    async def _run_task(self, msg: Msg, task: TaskMessage) -> None:
+    async def _outcome(self, msg: Message) -> Settlement:
+        try:
+            task = self._admitted(self.bus.decode_task(msg))
+        except MalformedMessageError as exc:
+            await self._reject(msg, exc)
+            return "term"
+        try:
+            await self._run_task(msg, task)
+        except AgenticFlowError as exc:
+            # The outcome could not be stored: let the bus bring the task back.
+            log.warning("outcome not stored; task will be redelivered", error=str(exc))
+            return "nak"
+        self.tasks_done += 1
+        return "ack"
+
+    @staticmethod
+    async def _settle_delivery(msg: Message, settlement: Settlement) -> None:
+        try:
+            if settlement == "ack":
+                await msg.ack()
+            elif settlement == "nak":
+                await msg.nak(delay=NAK_DELAY_S)
+            else:
+                await msg.term()
+        except Exception as exc:  # any backend's failure: the bus redelivers it after its ack wait
+            log.warning("delivery not settled", settlement=settlement, error=str(exc))
+
+    async def _run_task(self, msg: Message, task: TaskMessage) -> None:
         agent = self.app.for_capability(task.capability)
         if metrics_enabled():
             with contextlib.suppress(Exception):  # a message without JetStream metadata
@@ -605,7 +627,7 @@ class Worker:
             await self._give_back(instance)
 
     async def _run_on(
-        self, instance: AgentInstance, agent: AgentSpec, msg: Msg, task: TaskMessage
+        self, instance: AgentInstance, agent: AgentSpec, msg: Message, task: TaskMessage
     ) -> None:
         # Agent transitions and task.started are stored while the handler runs
         # (one round trip off the critical path).
@@ -699,8 +721,6 @@ class Worker:
         if asked is None:
             for hook in self.app.outcome_hooks:
                 await hook(ctx, outcome[2])
-        await msg.ack()
-        self.tasks_done += 1
 
     async def _attempt(
         self, agent: AgentSpec, ctx: TaskContext, task: TaskMessage, running: _Running
@@ -875,7 +895,7 @@ class Worker:
         log.info("agent instance " + instance.state, instance=instance.id)
         await self._heartbeat()
 
-    async def _on_intervention(self, msg: Msg) -> None:
+    async def _on_intervention(self, msg: Message) -> None:
         """Terminate (``workflow.aborted``), cancel and feedback reach the handlers
         running here."""
         try:
@@ -952,7 +972,7 @@ class Worker:
                 raise
             raise TaskTimeoutError(f"the handler ran longer than {timeout_s:g}s") from exc
 
-    async def _keep_alive(self, msg: Msg, task: TaskMessage) -> None:
+    async def _keep_alive(self, msg: Message, task: TaskMessage) -> None:
         """While the handler runs: ``in_progress()`` so JetStream does not redeliver,
         and ``task.heartbeat`` events when the task asks for them."""
         ack_every = max(self.settings.task_ack_wait_s / 3, 0.5)
@@ -994,7 +1014,7 @@ class Worker:
             )
         return task
 
-    async def _reject(self, msg: Msg, exc: MalformedMessageError) -> None:
+    async def _reject(self, msg: Message, exc: MalformedMessageError) -> None:
         """A poison task: record it, fail its task if we can name it, terminate it.
 
         A forged task (not signed by a coordinator we trust) fails nothing: its
@@ -1052,7 +1072,6 @@ class Worker:
                         attempt=attempt,
                     )
                 )
-        await msg.term()
 
 
 __all__ = ["AgentInstance", "NonRetryableError", "Worker", "error_info"]

@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -34,8 +33,8 @@ from agenticflow.cluster.nats_auth import (
 )
 from agenticflow.cluster.nats_server import NatsServer
 from agenticflow.cluster.procs import child_preexec, stop_process
-from agenticflow.shared.bus.registry import open_update
-from agenticflow.shared.bus.transport import Bus, FetchTimeout
+from agenticflow.shared.bus.registry import wait_registered
+from agenticflow.shared.bus.transport import Bus
 from agenticflow.shared.errors import ConfigError, TransportError
 from agenticflow.shared.ops.config import Settings
 from agenticflow.shared.security.seal import TRUST_FILE, init_keys
@@ -292,29 +291,20 @@ class DevCluster:
         bus = await Bus.connect(self.settings, name="agenticflow-dev")
         try:
             await bus.ensure_topology()
-            store = await bus.kv(bus.names.agents_bucket)
-            watcher = await store.watchall(inactive_threshold=5.0)
-            seen: set[str] = set()
-            seen_coordinators: set[str] = set()
-            deadline = time.monotonic() + timeout
-            while len(seen) < workers or len(seen_coordinators) < coordinators:
-                self._check_children()
-                if time.monotonic() > deadline:
-                    raise TransportError(
-                        f"{len(seen)} of {workers} workers and {len(seen_coordinators)} of "
-                        f"{coordinators} coordinators registered within {timeout}s"
-                    )
-                try:
-                    entry = await watcher.updates(timeout=0.5)
-                except FetchTimeout:
-                    continue
-                if entry is not None and getattr(entry, "value", None):
-                    info = open_update(bus.seal, entry)
-                    if isinstance(info, dict) and info.get("role") == "worker":
-                        seen.add(str(info["worker"]))
-                    elif isinstance(info, dict) and info.get("role") == "coordinator":
-                        seen_coordinators.add(str(info["coordinator"]))
-            await watcher.stop()
+            try:
+                await wait_registered(
+                    bus,
+                    lambda seen: (
+                        len(seen.workers) >= workers and len(seen.coordinators) >= coordinators
+                    ),
+                    timeout=timeout,
+                    check=self._check_children,
+                )
+            except TimeoutError as exc:
+                raise TransportError(
+                    f"not every process registered ({workers} workers and "
+                    f"{coordinators} coordinators wanted): {exc}"
+                ) from exc
         finally:
             await bus.close()
 

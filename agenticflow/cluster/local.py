@@ -81,8 +81,8 @@ from agenticflow.cluster.nats_auth import (
 )
 from agenticflow.cluster.nats_cluster import NatsCluster, NodeSecurity
 from agenticflow.cluster.procs import child_preexec
-from agenticflow.shared.bus.registry import open_update
-from agenticflow.shared.bus.transport import Bus, FetchTimeout
+from agenticflow.shared.bus.registry import Registered, wait_registered
+from agenticflow.shared.bus.transport import Bus
 from agenticflow.shared.errors import (
     AgenticFlowError,
     ClusterRunningError,
@@ -502,36 +502,20 @@ class LocalCluster:
         """Wait until a coordinator of ours is active and every live worker of
         ours has registered in the agents bucket; raises TransportError."""
         assert self.bus is not None
-        store = await self.bus.kv(self.bus.names.agents_bucket)
-        watcher = await store.watchall(inactive_threshold=5.0)
-        workers: set[int] = set()
-        coordinators: set[int] = set()
-        deadline = time.monotonic() + timeout
+        ours = {c.proc.pid for c in self.coordinators}
+
+        def ready(seen: Registered) -> bool:
+            pids = {int(info.get("pid") or 0) for info in seen.workers.values()}
+            active = {node_pid(node) for node in seen.coordinators}
+            return {w.proc.pid for w in self.live_workers} <= pids and bool(active & ours)
+
         try:
-            while True:
-                wanted = {w.proc.pid for w in self.live_workers}
-                ours = {c.proc.pid for c in self.coordinators}
-                if wanted <= workers and coordinators & ours:
-                    return
-                self._check_started()
-                if time.monotonic() > deadline:
-                    raise TransportError(
-                        f"{len(wanted & workers)} of {len(wanted)} workers registered and "
-                        f"{'a' if coordinators & ours else 'no'} coordinator active within "
-                        f"{timeout:.0f}s; logs in {self.directory}"
-                    )
-                try:
-                    entry = await watcher.updates(timeout=0.5)
-                except FetchTimeout:
-                    continue
-                info = open_update(self.bus.seal, entry)
-                if isinstance(info, dict) and info.get("role") == "worker":
-                    workers.add(int(info.get("pid") or 0))
-                elif isinstance(info, dict) and info.get("role") == "coordinator":
-                    coordinators.add(node_pid(str(info.get("coordinator", ""))))
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
+            await wait_registered(self.bus, ready, timeout=timeout, check=self._check_started)
+        except TimeoutError as exc:
+            raise TransportError(
+                f"not every worker registered, or no coordinator active, within "
+                f"{timeout:.0f}s ({exc}); logs in {self.directory}"
+            ) from exc
 
     def _check_started(self) -> None:
         for member in [*self.coordinators, *self.workers]:

@@ -13,11 +13,15 @@ node, never from whoever can write to the bucket.
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from agenticflow.shared.bus.transport import watched_ns
+from agenticflow.shared.bus.base import Bus, watched_ns
 from agenticflow.shared.errors import MalformedMessageError
 from agenticflow.shared.security.seal import Seal
 from agenticflow.shared.wire.codec import pack, unpack
@@ -82,4 +86,61 @@ def _opened(
     return info
 
 
-__all__ = ["WRITERS", "open_entry", "open_update", "seal_entry"]
+@dataclass(slots=True)
+class Registered:
+    """The processes seen registering (see :func:`wait_registered`), by node id."""
+
+    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    coordinators: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+async def wait_registered(
+    bus: Bus,
+    until: Callable[[Registered], bool],
+    *,
+    timeout: float,
+    check: Callable[[], None] | None = None,
+) -> Registered:
+    """Watch the agents bucket until ``until(registered)`` holds; returns what
+    was seen. ``check()`` is called between updates (e.g. to raise when a
+    process being waited for exited). Raises TimeoutError after ``timeout``
+    seconds. Entries that fail to open (forged, malformed) are not counted."""
+    store = await bus.kv(bus.names.agents_bucket)
+    watcher = await store.watchall(inactive_threshold=5.0)
+    seen = Registered()
+    deadline = time.monotonic() + timeout
+    try:
+        while not until(seen):
+            if check is not None:
+                check()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(
+                    f"{len(seen.workers)} workers and {len(seen.coordinators)} coordinators "
+                    f"registered within {timeout:g}s"
+                )
+            try:
+                entry = await watcher.updates(timeout=min(0.5, left))
+            except TimeoutError:
+                continue
+            info = open_update(bus.seal, entry)
+            if info is None:
+                continue
+            if info.get("role") == "worker":
+                seen.workers[str(info.get("worker", ""))] = info
+            elif info.get("role") == "coordinator":
+                seen.coordinators[str(info.get("coordinator", ""))] = info
+        return seen
+    finally:
+        with contextlib.suppress(Exception):
+            await watcher.stop()
+
+
+__all__ = [
+    "WRITERS",
+    "Registered",
+    "open_entry",
+    "open_update",
+    "seal_entry",
+    "wait_registered",
+]

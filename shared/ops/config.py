@@ -7,8 +7,9 @@ for example ``AGENTICFLOW_NATS_URL=nats://10.0.0.5:4222``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agenticflow.shared.wire.names import Names
@@ -22,6 +23,14 @@ class Settings(BaseSettings):
     )
     # validate_by_name: fields with env aliases (llm_*) can still be passed by name.
 
+    backend: Literal["nats", "memory", "redis"] | None = None
+    """The bus (``AGENTICFLOW_BACKEND``): ``nats`` (JetStream, the default),
+    ``memory`` (in this process: tests and notebooks) or ``redis``; when not
+    given, the scheme of :attr:`url` says."""
+    url: str | None = None
+    """The bus's URL (``AGENTICFLOW_URL``): ``nats://...`` (comma-separated for
+    several servers), ``memory://<name>`` or ``redis://...``; for NATS it
+    replaces :attr:`nats_url`."""
     nats_url: str = "nats://127.0.0.1:4222"
     """Comma-separated server URLs (``tls://`` for TLS)."""
     # Credentials and TLS (see `agenticflow nats-config`, which writes them per role).
@@ -150,10 +159,61 @@ class Settings(BaseSettings):
         """Names derived from the prefix."""
         return Names(self.prefix)
 
+    @model_validator(mode="after")
+    def _backend_matches_url(self) -> Settings:
+        scheme = _scheme(self.url)
+        if self.backend is not None and scheme is not None and _BACKEND_OF[scheme] != self.backend:
+            raise ValueError(
+                f"AGENTICFLOW_URL {self.url!r} is not a {self.backend} URL "
+                f"(AGENTICFLOW_BACKEND={self.backend})"
+            )
+        return self
+
+    @property
+    def bus_backend(self) -> str:
+        """The backend in use: :attr:`backend`, else the scheme of :attr:`url`, else nats."""
+        scheme = _scheme(self.url)
+        return self.backend or (_BACKEND_OF[scheme] if scheme else "nats")
+
+    @property
+    def bus_url(self) -> str:
+        """The backend's URL: :attr:`url`, else its default (:attr:`nats_url` for NATS)."""
+        backend = self.bus_backend
+        if self.url:
+            return self.url
+        if backend == "nats":
+            return self.nats_url
+        return "memory://default" if backend == "memory" else "redis://127.0.0.1:6379/0"
+
     @property
     def servers(self) -> list[str]:
-        """Server URLs as a list."""
-        return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+        """NATS server URLs as a list."""
+        urls = self.bus_url if self.bus_backend == "nats" else self.nats_url
+        return [url.strip() for url in urls.split(",") if url.strip()]
+
+
+_BACKEND_OF = {
+    "nats": "nats",
+    "tls": "nats",
+    "ws": "nats",
+    "wss": "nats",
+    "memory": "memory",
+    "redis": "redis",
+    "rediss": "redis",
+    "unix": "redis",
+}
+
+
+def _scheme(url: str | None) -> str | None:
+    """The scheme of a bus URL (None without one); raises ValueError for an unknown one."""
+    if not url:
+        return None
+    scheme, sep, _ = url.strip().partition("://")
+    if not sep or scheme.lower() not in _BACKEND_OF:
+        raise ValueError(
+            f"{url!r} is not a bus URL: nats://, tls://, memory:// or redis:// (AGENTICFLOW_URL)"
+        )
+    return scheme.lower()
 
 
 __all__ = ["Settings"]

@@ -27,17 +27,15 @@ import json
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Protocol
 
 import psutil
 import structlog
-from nats.micro import add_service
-from nats.micro.request import Request
-from nats.micro.service import EndpointStats, Service, ServiceConfig
 
-from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.bus.base import Bus, Message, ServiceInfo
 from agenticflow.shared.ops.config import Settings
 from agenticflow.shared.ops.metrics import prometheus_text
 
@@ -103,23 +101,8 @@ def process_report(process: psutil.Process, started: float) -> dict[str, Any]:
 
 
 def nats_report(bus: Bus) -> dict[str, Any]:
-    """The state of the process's NATS connection."""
-    nc = bus.nc
-    stats = dict(nc.stats)
-    return {
-        "connected": bool(nc.is_connected),
-        "reconnecting": bool(nc.is_reconnecting),
-        "closed": bool(nc.is_closed),
-        "server": str(nc.connected_url.netloc) if nc.connected_url else None,
-        "server_id": (nc._server_info or {}).get("server_id"),
-        "reconnects": int(stats.get("reconnects", 0)),
-        "in_msgs": int(stats.get("in_msgs", 0)),
-        "out_msgs": int(stats.get("out_msgs", 0)),
-        "in_bytes": int(stats.get("in_bytes", 0)),
-        "out_bytes": int(stats.get("out_bytes", 0)),
-        "buffered_bytes": int(nc.pending_data_size),
-        "max_payload": int(nc.max_payload),
-    }
+    """The state of the process's connection to the bus."""
+    return bus.connection_report()
 
 
 @dataclass(slots=True)
@@ -156,7 +139,7 @@ class HealthService:
         self.started = time.time()
         self._process = psutil.Process()
         self._process.cpu_percent(None)  # the first reading is meaningless
-        self._micro: Service | None = None
+        self._micro: Callable[[], Awaitable[None]] | None = None
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> HealthService:
@@ -187,10 +170,10 @@ class HealthService:
 
     def not_ready(self) -> str | None:
         """Why this process is not ready (None when it is)."""
-        if self.bus.nc.is_closed or self.bus.closed.is_set():
-            return "the NATS connection is closed"
-        if not self.bus.nc.is_connected:
-            return "not connected to NATS (reconnecting)"
+        if self.bus.closed.is_set():
+            return f"the {self.bus.backend} connection is closed"
+        if not self.bus.is_connected:
+            return f"not connected to {self.bus.backend} (reconnecting)"
         return self.service.ready()
 
     @property
@@ -209,9 +192,8 @@ class HealthService:
             self.port = int(self._server.sockets[0].getsockname()[1])
             log.info("health and metrics served", url=self.url)
         if self._micro is None:
-            self._micro = await add_service(
-                self.bus.nc,
-                ServiceConfig(
+            self._micro = await self.bus.add_service(
+                ServiceInfo(
                     name=self.name,
                     version=version(),
                     description=f"AgenticFlow {self.kind}",
@@ -221,33 +203,23 @@ class HealthService:
                         "kind": self.kind,
                         "http": self.url or "",
                     },
-                    stats_handler=self._stats,
                 ),
-            )
-            await self._micro.add_endpoint(
-                name="health",
-                subject=f"{self.bus.names.prefix}.health.{self.node_id}",
-                handler=self._on_request,
+                endpoint=f"{self.bus.names.prefix}.health.{self.node_id}",
+                handler=lambda: json.dumps(self.report(), default=str).encode(),
+                stats=self.report,
             )
 
     async def stop(self) -> None:
         """Deregister and stop serving HTTP (idempotent)."""
-        micro, self._micro = self._micro, None
-        if micro is not None and not self.bus.nc.is_closed:
+        deregister, self._micro = self._micro, None
+        if deregister is not None:
             with contextlib.suppress(Exception):
-                await micro.stop()
+                await deregister()
         server, self._server = self._server, None
         if server is not None:
             server.close()
             with contextlib.suppress(Exception):
                 await server.wait_closed()
-
-    # Micro ----------------------------------------------------------------
-    def _stats(self, _endpoint: EndpointStats) -> dict[str, Any]:
-        return self.report()
-
-    async def _on_request(self, request: Request) -> None:
-        await request.respond(json.dumps(self.report(), default=str).encode())
 
     # HTTP -----------------------------------------------------------------
     def _route(self, path: str) -> _Response:
@@ -325,7 +297,7 @@ async def cluster_health(
     enough = asyncio.Event()
     prefix = bus.names.prefix
 
-    async def on_reply(msg: Any) -> None:
+    async def on_reply(msg: Message) -> None:
         try:
             stats = json.loads(msg.data)
         except ValueError:
@@ -341,13 +313,13 @@ async def cluster_health(
         if expect is not None and len(reports) >= expect:
             enough.set()
 
-    inbox = bus.nc.new_inbox()
-    sub = await bus.nc.subscribe(inbox, cb=on_reply)
+    inbox = bus.new_inbox()
+    sub = await bus.subscribe(inbox, on_reply)
     try:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait_s):
                 while True:
-                    await bus.nc.publish(STATS_SUBJECT, b"", reply=inbox)
+                    await bus.publish(STATS_SUBJECT, b"", reply=inbox)
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(0.5 if expect is not None else None):
                             await enough.wait()

@@ -1161,7 +1161,7 @@ class AuditLog:
 # Reading ----------------------------------------------------------------------
 async def stream_state(bus: Bus) -> dict[str, Any]:
     """The audit stream's info (``config`` and ``state``); raises NotFoundError."""
-    return await bus.api(f"STREAM.INFO.{bus.names.audit_stream}")
+    return await bus.stream_info(bus.names.audit_stream)
 
 
 async def iter_stored(
@@ -1389,7 +1389,7 @@ async def read_anchors(bus: Bus, seal: Seal) -> tuple[list[Anchor], list[AuditPr
     names = bus.names
     stream = names.anchor_stream
     try:
-        info = await bus.api(f"STREAM.INFO.{stream}")
+        info = await bus.stream_info(stream)
     except NotFoundError:
         missing = f"the anchors stream {stream} is missing (deleted?): chains are not compared"
         return [], [AuditProblem(None, None, missing)]

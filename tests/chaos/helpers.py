@@ -8,13 +8,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from nats.aio.msg import Msg
-
 from agenticflow.coordinator.client import Client
 from agenticflow.coordinator.reducer import fold
 from agenticflow.coordinator.replay import BOOKKEEPING
 from agenticflow.coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
-from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.bus.base import Bus, Message
 from agenticflow.shared.errors import MalformedMessageError
 from agenticflow.shared.graph.workflow import WorkflowDefinition, parse_workflow
 from agenticflow.shared.wire.events import Event, EventType
@@ -29,9 +27,9 @@ class Observer:
         self._changed = asyncio.Condition()
 
     async def start(self) -> None:
-        await self.bus.nc.subscribe(self.bus.names.event_subjects, cb=self._on_msg)
+        await self.bus.subscribe(self.bus.names.event_subjects, self._on_msg)
 
-    async def _on_msg(self, msg: Msg) -> None:
+    async def _on_msg(self, msg: Message) -> None:
         try:
             event = self.bus.decode_event(msg)
         except MalformedMessageError:

@@ -18,10 +18,11 @@ from agenticflow.cluster.dev import DevCluster
 from agenticflow.cluster.nats_cluster import NatsCluster
 from agenticflow.cluster.nats_server import NatsServer
 from agenticflow.coordinator.client import Client
-from agenticflow.shared.bus.transport import Bus, connected
+from agenticflow.shared.bus.nats_backend import NatsBus as Bus
 from agenticflow.shared.wire.events import EventType
 from tests.chaos.helpers import Observer, Report, assert_exactly_once, chain_workflow
 from tests.conftest import CHAOS_APP, unique_prefix
+from tests.support.natsbus import connected
 
 pytestmark = pytest.mark.chaos
 

@@ -17,7 +17,7 @@ from agenticflow.cluster.dev import DevCluster
 from agenticflow.cluster.nats_server import NatsServer
 from agenticflow.coordinator.client import Client
 from agenticflow.coordinator.state import WorkflowStatus
-from agenticflow.shared.bus.transport import Bus, FetchTimeout
+from agenticflow.shared.bus.base import Bus
 from agenticflow.shared.graph.hierarchy import child_workflow_id
 from agenticflow.shared.wire.codec import unpack
 from agenticflow.shared.wire.events import EventType
@@ -46,7 +46,7 @@ class Owners:
         while True:
             try:
                 entry = await watcher.updates(timeout=1.0)
-            except FetchTimeout:
+            except TimeoutError:
                 continue
             if entry is None:
                 continue

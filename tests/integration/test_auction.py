@@ -20,7 +20,7 @@ from agenticflow.coordinator.client import Client
 from agenticflow.coordinator.reducer import fold
 from agenticflow.coordinator.replay import BOOKKEEPING, verify
 from agenticflow.coordinator.state import WorkflowState, WorkflowStatus
-from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.bus.nats_backend import NatsBus as Bus
 from agenticflow.shared.wire.codec import unpack
 from agenticflow.shared.wire.events import Event, EventType, TaskAwarded, TaskBid, TaskStarted
 from tests.chaos.helpers import Observer

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.bus.nats_backend import NatsBus as Bus
 from agenticflow.shared.errors import ConfigError, TransportError
 from agenticflow.shared.ops.config import Settings
 from agenticflow.shared.security.audit import (

@@ -248,7 +248,7 @@ async def test_connect_awaited_by_url_and_prefix_then_closed(cluster: DevCluster
         assert await client.run(named({"id": "a", "capability": "add"}, name="api-url")) == 0
     finally:
         await client.close()
-    assert client.bus.nc.is_closed
+    assert client.bus.closed.is_set()
     await client.close()  # idempotent
     with pytest.raises(ConfigError):
         agenticflow.connect(cluster.url, settings=cluster.settings)

@@ -43,10 +43,11 @@ import pytest
 import yaml
 
 from agenticflow.cluster.nats_server import NatsServer, nats_server_binary
-from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.bus.nats_backend import NatsBus as Bus
 from agenticflow.shared.ops.config import Settings
 from agenticflow.shared.security.credentials import connect_options
 from tests.integration.helpers import ROOT
+from tests.support.natsbus import nats_of
 
 COMPOSE_FILE = ROOT / "deploy" / "compose.yaml"
 NODE_CONF = ROOT / "deploy" / "compose" / "nats.conf"
@@ -1086,10 +1087,11 @@ async def test_cluster_up_secure_runs_the_deploy_init_material_and_refuses_attac
             await nc.close()
         assert any("permissions violation" in e for e in errors), errors
         assert cluster.bus is not None
-        info = await cluster.bus.js.stream_info(worker_settings.names.events_stream)
+        admin = nats_of(cluster.bus)
+        info = await admin.js.stream_info(worker_settings.names.events_stream)
         # Every event is signed: the processes had their keys.
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            msg = await cluster.bus.js.get_msg(worker_settings.names.events_stream, seq)
+            msg = await admin.js.get_msg(worker_settings.names.events_stream, seq)
             assert msg.headers is not None
             assert "AF-Sig" in msg.headers, seq
     for log in (directory / "logs").glob("*.log"):

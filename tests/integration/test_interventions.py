@@ -17,13 +17,14 @@ from agenticflow.cluster.dev import DevCluster
 from agenticflow.coordinator.client import Client
 from agenticflow.coordinator.replay import verify
 from agenticflow.coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
-from agenticflow.shared.bus.transport import Bus, connected
+from agenticflow.shared.bus.nats_backend import NatsBus as Bus
 from agenticflow.shared.errors import InterventionRefusedError
 from agenticflow.shared.wire.codec import decode_event
 from agenticflow.shared.wire.events import Event, EventType
 from agenticflow.worker.runtime import Worker
 from tests.integration.helpers import agenticflow, of_type, wf
 from tests.support.app import steering
+from tests.support.natsbus import connected
 
 
 def task_is(task_id: str, *statuses: TaskStatus) -> Callable[[WorkflowState], bool]:

@@ -33,7 +33,8 @@ from agenticflow import AgentApp, profiles
 from agenticflow.cluster.nats_auth import settings_from_env
 from agenticflow.coordinator.client import Client
 from agenticflow.examples.trading.app import app as trading
-from agenticflow.shared.bus.transport import Bus, FetchTimeout, connected
+from agenticflow.shared.bus.nats_backend import FetchTimeout
+from agenticflow.shared.bus.nats_backend import NatsBus as Bus
 from agenticflow.shared.graph.workflow import load_workflow_file
 from agenticflow.shared.wire.codec import unpack
 from agenticflow.shared.wire.events import EventType
@@ -42,6 +43,7 @@ from tests.chaos.helpers import Observer, assert_exactly_once, chain_workflow
 from tests.chaos.test_nats_failures import poll
 from tests.integration.helpers import wf
 from tests.support.app import core
+from tests.support.natsbus import connected
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.integration.test_localcluster:app"

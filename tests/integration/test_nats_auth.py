@@ -38,7 +38,7 @@ from agenticflow.cluster.nats_auth import (
 )
 from agenticflow.cluster.nats_server import NatsServer
 from agenticflow.coordinator.client import Client
-from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.bus.nats_backend import NatsBus as Bus
 from agenticflow.shared.errors import NotFoundError, TransportError
 from agenticflow.shared.ops.config import Settings
 from agenticflow.shared.security.credentials import connect_options

@@ -24,13 +24,15 @@ from agenticflow.cluster.dev import DevCluster
 from agenticflow.cluster.nats_server import NatsServer
 from agenticflow.coordinator.client import Client
 from agenticflow.coordinator.state import WorkflowStatus
-from agenticflow.shared.bus.transport import Bus, FetchTimeout, connected
+from agenticflow.shared.bus.nats_backend import FetchTimeout
+from agenticflow.shared.bus.nats_backend import NatsBus as Bus
 from agenticflow.shared.ops.config import Settings
 from agenticflow.shared.ops.health import HealthService, cluster_health
 from agenticflow.shared.ops.telemetry import TRACE_FILE_ENV
 from agenticflow.shared.wire.codec import unpack
 from tests.conftest import TEST_APP, unique_prefix
 from tests.integration.helpers import agenticflow, run, spans_in, wf
+from tests.support.natsbus import connected
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 

@@ -9,10 +9,10 @@ import random
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from agenticflow.cluster.nats_server import NatsServer
-from agenticflow.shared.bus.transport import connected
 from agenticflow.shared.ops.config import Settings
 from agenticflow.shared.wire.names import partition_of
 from tests.conftest import unique_prefix
+from tests.support.natsbus import connected
 
 
 async def test_stored_subjects_carry_the_partition(nats_server: NatsServer) -> None:

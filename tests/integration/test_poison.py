@@ -5,7 +5,7 @@ from __future__ import annotations
 from agenticflow.cluster.dev import DevCluster
 from agenticflow.coordinator.client import Client
 from agenticflow.coordinator.state import TaskStatus, WorkflowStatus
-from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.bus.nats_backend import NatsBus as Bus
 from agenticflow.shared.wire.codec import (
     H_ATTEMPT,
     H_MSG_ID,

@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
-from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.api import StreamConfig
 
 from agenticflow.cluster.nats_server import NatsServer
-from agenticflow.shared.bus.puller import Puller
-from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.bus.base import ConsumerSpec, Message
+from agenticflow.shared.bus.nats_backend import NatsBus as Bus
+from agenticflow.shared.bus.nats_puller import Puller
 from agenticflow.shared.ops.config import Settings
 from tests.conftest import unique_prefix
 
@@ -22,7 +22,7 @@ class Owner:
     """Holds delivered messages until told to ack them; records what it saw."""
 
     capacity: int
-    held: list[Msg] = field(default_factory=list)
+    held: list[Message] = field(default_factory=list)
     seen: list[int] = field(default_factory=list)
     most_held: int = 0
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -32,7 +32,7 @@ class Owner:
     def credit(self) -> int:
         return self.capacity - len(self.held)
 
-    def on_message(self, msg: Msg) -> None:
+    def on_message(self, msg: Message) -> None:
         self.held.append(msg)
         self.seen.append(int(msg.data))
         self.most_held = max(self.most_held, len(self.held))
@@ -69,9 +69,7 @@ async def setup(nats_server: NatsServer) -> AsyncIterator[tuple[Bus, str]]:
     bus = await Bus.connect(Settings(nats_url=nats_server.url, prefix=prefix), name="puller")
     stream = prefix.upper()
     await bus.js.add_stream(StreamConfig(name=stream, subjects=[f"{prefix}.>"]))
-    await bus.ensure_consumer(
-        stream, ConsumerConfig(durable_name="c", ack_policy=AckPolicy.EXPLICIT, ack_wait=30)
-    )
+    await bus.ensure_consumer(stream, ConsumerSpec(name="c", ack_wait_s=30))
     yield bus, stream
     await bus.js.delete_stream(stream)
     await bus.close()
@@ -127,7 +125,7 @@ async def test_pullers_sharing_credit_keep_to_their_share(setup: tuple[Bus, str]
     other = f"{stream.lower()}.other"
     await bus.ensure_consumer(
         stream,
-        ConsumerConfig(durable_name="idle", filter_subject=other, ack_policy=AckPolicy.EXPLICIT),
+        ConsumerSpec(name="idle", filter_subjects=(other,)),
     )
     owner = Owner(capacity=4)
     pulls: list[Puller] = []
@@ -172,9 +170,7 @@ async def test_a_deleted_consumer_is_survived_and_pulling_resumes_when_it_is_bac
     await owner.ended_with("409")  # "Consumer Deleted" ends the open request
     await bus.ensure_consumer(
         stream,
-        ConsumerConfig(
-            durable_name="c", ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW
-        ),
+        ConsumerSpec(name="c", deliver_new=True),
     )
     await publish(bus, stream, range(3, 6))
     await owner.until(6)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from nats.js.api import StoreCompression
 
-from agenticflow.shared.bus.transport import connected
 from agenticflow.shared.ops.config import Settings
+from tests.support.natsbus import connected
 
 
 async def test_events_stream_limits_come_from_config_and_follow_changes(

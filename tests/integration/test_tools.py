@@ -22,7 +22,8 @@ from agenticflow.cluster.dev import DevCluster
 from agenticflow.cluster.nats_server import NatsServer
 from agenticflow.coordinator.client import Client
 from agenticflow.coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
-from agenticflow.shared.bus.transport import Bus, FetchTimeout, connected
+from agenticflow.shared.bus.nats_backend import FetchTimeout
+from agenticflow.shared.bus.nats_backend import NatsBus as Bus
 from agenticflow.shared.resilience import CircuitOpenError
 from agenticflow.shared.wire.codec import unpack
 from agenticflow.shared.wire.events import Event, EventType, TaskToolCalled
@@ -33,6 +34,7 @@ from tests.chaos.helpers import Observer
 from tests.conftest import unique_prefix
 from tests.integration.helpers import agenticflow, of_type, run, wf
 from tests.support import tools_app
+from tests.support.natsbus import connected
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -25,7 +25,8 @@ from agenticflow import top
 from agenticflow.cluster.dev import DevCluster
 from agenticflow.coordinator.client import Client
 from agenticflow.coordinator.state import WorkflowStatus
-from agenticflow.shared.bus.transport import Bus, FetchTimeout
+from agenticflow.shared.bus.nats_backend import FetchTimeout
+from agenticflow.shared.bus.nats_backend import NatsBus as Bus
 from agenticflow.shared.errors import AgenticFlowError
 from agenticflow.shared.ops.config import Settings
 from agenticflow.shared.wire.codec import unpack

@@ -15,12 +15,12 @@ from agenticflow.coordinator.client import Client
 from agenticflow.coordinator.index import PROGRESS_EVERY_S
 from agenticflow.coordinator.service import Coordinator
 from agenticflow.coordinator.state import TaskStatus, WorkflowStatus
-from agenticflow.shared.bus.transport import connected
 from agenticflow.shared.ops.config import Settings
 from agenticflow.worker.runtime import Worker
 from tests.conftest import unique_prefix
 from tests.integration.helpers import run, wf
 from tests.support.app import app
+from tests.support.natsbus import connected, nats_of
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -46,7 +46,10 @@ async def test_a_starting_coordinator_indexes_workflows_the_index_lacks(
         ids = {s.workflow_id for s in done}
         index = await bus.kv(bus.names.workflow_index_bucket)
         for workflow_id in ids:  # as if saved before the index existed
-            await index.purge(workflow_id)
+            await nats_of(bus).js.purge_stream(
+                f"KV_{bus.names.workflow_index_bucket}",
+                subject=f"$KV.{bus.names.workflow_index_bucket}.{workflow_id}",
+            )
         assert await client.workflows(name=name) == []
 
         watcher = await index.watchall(inactive_threshold=5.0)

@@ -20,7 +20,7 @@ import nats.errors
 import pytest
 
 from agenticflow.cluster.nats_auth import ADMIN, CLIENT, COORDINATOR
-from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.bus.nats_backend import NatsBus as Bus
 from agenticflow.shared.errors import TransportError
 from agenticflow.shared.security.audit import (
     AuditKind,

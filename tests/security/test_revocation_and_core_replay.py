@@ -17,7 +17,6 @@ import pytest
 
 from agenticflow.cluster.nats_server import NatsServer
 from agenticflow.coordinator.client import Client
-from agenticflow.shared.bus.transport import connected
 from agenticflow.shared.errors import (
     InterventionRefusedError,
     MalformedMessageError,
@@ -30,6 +29,7 @@ from agenticflow.shared.wire.events import EventType, InterventionRequested
 from tests.conftest import unique_prefix
 from tests.security.conftest import Target, forged
 from tests.security.test_attacks import _listening
+from tests.support.natsbus import connected
 
 pytestmark = pytest.mark.timeout(120)
 

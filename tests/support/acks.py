@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.bus.base import Bus
 
 
 class AckWatch:
@@ -27,7 +27,7 @@ class AckWatch:
             kind = (msg.data or b"+ACK").split(b" ", 1)[0].decode()
             await self._queue.put((kind, int(tokens[4]), int(tokens[5])))
 
-        self._sub = await self.bus.nc.subscribe(self.subject, cb=on_msg)
+        self._sub = await self.bus.subscribe(self.subject, on_msg)
         return self
 
     async def stop(self) -> None:

@@ -21,9 +21,8 @@ import weakref
 from typing import Any
 
 import structlog
-from nats.js.kv import KeyValue
 
-from agenticflow.shared.bus.transport import Bus, FetchTimeout, watched_ns
+from agenticflow.shared.bus.base import Bus, KeyValue, watched_ns
 from agenticflow.shared.errors import MalformedMessageError
 from agenticflow.shared.wire.codec import pack, unpack
 from agenticflow.worker.tools.breaker import BreakerRecord
@@ -106,7 +105,7 @@ class ClusterToolState(ToolState):
                 lambda: store.watchall(inactive_threshold=30.0), what="watch breakers"
             )
             # Take the current records before the first call is admitted.
-            with contextlib.suppress(*FetchTimeout):
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_INITIAL_SYNC_S):
                     while (entry := await watcher.updates(timeout=_INITIAL_SYNC_S)) is not None:
                         self._apply(entry)
@@ -127,7 +126,7 @@ class ClusterToolState(ToolState):
             while not self._stopping and not self.bus.closed.is_set():
                 try:
                     entry = await watcher.updates(timeout=1.0)
-                except FetchTimeout:
+                except TimeoutError:
                     continue
                 if entry is None:
                     continue
@@ -182,9 +181,7 @@ async def read_states(bus: Bus) -> list[dict[str, Any]]:
         ("rate_limit", bus.names.ratelimits_bucket),
     ):
         store = await bus.kv(bucket)
-        keys: list[str] = []
-        with contextlib.suppress(Exception):  # nats-py raises NoKeysError for an empty bucket
-            keys = await store.keys()
+        keys = await store.keys()
         for key in sorted(keys):
             stored = await bus.kv_read(store, key)
             if stored is None or not stored.value:

@@ -29,12 +29,15 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from nats.aio.msg import Msg
 
-from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.bus.base import Message
+
+if TYPE_CHECKING:
+    from agenticflow.shared.bus.nats_backend import NatsBus
 
 log = structlog.get_logger("agenticflow.puller")
 
@@ -65,11 +68,11 @@ class Puller:
 
     def __init__(
         self,
-        bus: Bus,
+        bus: NatsBus,
         *,
         stream: str,
         consumer: str,
-        on_message: Callable[[Msg], None],
+        on_message: Callable[[Message], None],
         credit: Callable[[], int],
         max_batch: int = 64,
         max_open: int = 8,
