@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CODE   := agenticflow coordinator worker shared examples tests benchmarks docs
 
-.PHONY: install demo test lint typecheck imports docs unit integration chaos bench bench-replay bench-tools bench-telemetry bench-security bench-supervisor bench-peers bench-scaling clean
+.PHONY: install demo test redis-server lint typecheck imports docs unit integration chaos bench bench-replay bench-tools bench-telemetry bench-security bench-supervisor bench-peers bench-scaling clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,8 +38,20 @@ integration: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
-test: lint typecheck imports docs
-	$(BIN)/pytest -q -p no:cacheprovider --durations=30 --cov --cov-report=term:skip-covered
+# The redis backend's tests start Debian's redis-server: installed here when
+# missing and this is root with apt-get (CI); otherwise say how.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's redis-server"; \
+	    apt-get install -y -q redis-server >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q redis-server >/dev/null; }; \
+	  else echo "redis-server is missing: install it (Debian: apt-get install redis-server)"; fi; }
+
+# Both cores: one pytest worker each; a file's tests stay on one worker
+# (its module-scoped servers are started once).
+test: lint typecheck imports docs redis-server
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=30 --cov --cov-report=term:skip-covered
 
 chaos: $(STAMP)
 	$(BIN)/pytest tests/chaos -q -p no:cacheprovider -s -m chaos

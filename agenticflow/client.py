@@ -126,9 +126,10 @@ class Client(_CoreClient):
         """Start a workflow; returns its handle without waiting.
 
         ``workflow`` is a definition (or its dict, as in a workflow file), a
-        path to a YAML or JSON workflow file, or the name of a template (see ``agenticflow templates``; ``input``
-        fills its parameters). ``id`` makes the start idempotent: starting
-        again with the same id starts nothing new.
+        path to a YAML or JSON workflow file, or the name of a template (see
+        ``agenticflow templates``; ``input`` fills its parameters). ``id``
+        makes the start idempotent: starting again with the same id starts
+        nothing new.
 
         Raises WorkflowDefinitionError (WorkflowGraphError) for an invalid
         workflow or id, NotFoundError for an unknown file or template,

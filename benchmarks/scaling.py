@@ -69,6 +69,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.nats_server import NatsServer
 from agenticflow.coordinator.client import Client
 from agenticflow.coordinator.state import WorkflowState, WorkflowStatus
 from agenticflow.shared.bus.transport import Bus, connected
@@ -218,7 +219,7 @@ def percentile(values: Sequence[float], pct: int) -> float:
 
 def process_groups(cluster: DevCluster) -> dict[str, list[int]]:
     """The pids of the cluster's processes by kind, and this process's."""
-    server = cluster.server.proc if cluster.server is not None else None
+    server = cluster.server.proc if isinstance(cluster.server, NatsServer) else None
     return {
         "coordinator": [p.pid for p in cluster.coordinators],
         "workers": [p.pid for p in cluster.worker_procs],

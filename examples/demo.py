@@ -3,16 +3,21 @@
 Starts an embedded nats-server, a coordinator and two worker processes (one
 task at a time each, so parallel tasks land on different workers), submits the
 trading workflow, and prints the result and the event timeline with vector
-clocks. Run another example with ``python -m agenticflow.examples.demo customer_service``.
+clocks. Run another example with ``python -m agenticflow.examples.demo customer_service``,
+on another backend with ``--backend redis`` (an embedded redis-server) or
+``--backend memory`` (everything in this process: workers are services of it).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import importlib
 import json
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from rich.console import Console
@@ -28,9 +33,33 @@ from agenticflow import (
 )
 
 EXAMPLES = ("trading", "customer_service", "content_pipeline")
+BACKENDS = ("nats", "redis", "memory")
 
 
-async def demo(example: str, workers: int) -> int:
+@contextlib.asynccontextmanager
+async def _cluster(example: str, workers: int, backend: str) -> AsyncIterator[tuple[Client, str]]:
+    """A client of a cluster serving the example, and what the cluster is."""
+    spec = f"agenticflow.examples.{example}.app"
+    if backend == "memory":
+        from agenticflow.testing import cluster
+
+        app = importlib.import_module(spec).app
+        async with cluster(app, workers=workers, concurrency=4) as client:
+            yield client, f"in this process (memory backend): 1 coordinator, {workers} workers"
+        return
+    async with DevCluster(
+        app=f"{spec}:app", workers=workers, concurrency=4, backend=backend
+    ) as dev:
+        server = "redis-server" if backend == "redis" else "nats-server"
+        async with connect(settings=dev.settings, name="demo", node_id="demo-client") as client:
+            url = render.esc(dev.url)
+            yield (
+                client,
+                f"{server} at [bold]{url}[/bold], 1 coordinator, {workers} worker processes",
+            )
+
+
+async def demo(example: str, workers: int, backend: str = "nats") -> int:
     """Run one example end to end; returns the process exit code."""
     console = Console(width=max(Console().width, 140))
     folder = Path(__file__).parent / example
@@ -38,18 +67,12 @@ async def demo(example: str, workers: int) -> int:
     data = json.loads((folder / "input.json").read_text())
     started = time.perf_counter()
     console.rule(f"[bold]AgenticFlow demo: {definition.name}")
-    async with DevCluster(
-        app=f"agenticflow.examples.{example}.app:app", workers=workers, concurrency=4
-    ) as cluster:
-        console.print(
-            f"nats-server at [bold]{cluster.url}[/bold], 1 coordinator, {workers} worker processes "
-            f"(up in {time.perf_counter() - started:.1f}s)"
-        )
-        async with connect(settings=cluster.settings, name="demo", node_id="demo-client") as client:
-            workflow_id = (await client.start(definition, input=data)).id
-            console.print(f"submitted [bold]{workflow_id}[/bold] with input {render.to_json(data)}")
-            state = await _approve_gates(console, client, workflow_id)
-            events = await client.events(workflow_id)
+    async with _cluster(example, workers, backend) as (client, what):
+        console.print(f"{what} (up in {time.perf_counter() - started:.1f}s)")
+        workflow_id = (await client.start(definition, input=data)).id
+        console.print(f"submitted [bold]{workflow_id}[/bold] with input {render.to_json(data)}")
+        state = await _approve_gates(console, client, workflow_id)
+        events = await client.events(workflow_id)
         console.rule("result")
         render.print_state(console, state)
         console.print_json(render.to_json(state.output))
@@ -104,8 +127,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("example", nargs="?", default="trading", choices=EXAMPLES)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--backend", default="nats", choices=BACKENDS)
     args = parser.parse_args()
-    sys.exit(asyncio.run(demo(args.example, args.workers)))
+    sys.exit(asyncio.run(demo(args.example, args.workers, args.backend)))
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ import pytest
 
 from agenticflow.cluster.dev import DevCluster
 from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.cluster.redis_server import RedisServer
 from agenticflow.coordinator.client import Client
 from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.errors import ConfigError
 from agenticflow.shared.ops.config import Settings
 
 TEST_APP = "tests.support.app:app"
@@ -98,3 +100,18 @@ def client(bus: Bus) -> Client:
 def settings_for(nats_server: NatsServer) -> Settings:
     """Settings with a fresh prefix, for tests that start their own processes."""
     return Settings(nats_url=nats_server.url, prefix=unique_prefix())
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free local port, without persistence, for the
+    session (`make` installs Debian's redis-server when it is missing)."""
+    server = RedisServer(data_dir=tmp_path_factory.mktemp("redis"))
+    try:
+        server.start()
+    except ConfigError as exc:
+        pytest.fail(f"{exc}")
+    try:
+        yield server
+    finally:
+        server.stop()

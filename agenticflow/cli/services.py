@@ -211,25 +211,50 @@ def dev(
     ] = None,
     save_as: SaveAsOpt = "dev",
     allow_weak_sandbox: WeakSandboxOpt = False,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            envvar="AGENTICFLOW_BACKEND",
+            help="nats (an embedded nats-server), redis (an embedded redis-server) or "
+            "memory (everything in this process: runs the packaged examples, then exits).",
+        ),
+    ] = "nats",
 ) -> None:
-    """Start an embedded nats-server, a coordinator and N workers; Ctrl-C stops all.
-    Saves the profile 'dev' (--save-as) and makes it current."""
+    """Start an embedded server (nats-server, or redis-server with --backend redis),
+    a coordinator and N workers; Ctrl-C stops all. Saves the profile 'dev'
+    (--save-as) and makes it current. With --backend memory nothing outside
+    this process could reach the cluster: it runs every packaged example in
+    it instead and exits (0 when all complete)."""
 
     import asyncio
 
     from agenticflow.cluster.dev import DevCluster
+    from agenticflow.shared.errors import ConfigError
 
     configure_cli_logging()
-    cluster = DevCluster(
-        app=app_spec,
-        workers=workers,
-        port=port,
-        store_dir=store,
-        prefix=prefix,
-        secure=secure,
-        secure_dir=secure_dir,
-        env={"AGENTICFLOW_ALLOW_WEAK_SANDBOX": "1"} if allow_weak_sandbox else None,
-    )
+    if backend == "memory":
+        from agenticflow.examples.demo import EXAMPLES, demo
+
+        async def examples() -> int:
+            codes = [await demo(example, max(workers, 1), "memory") for example in EXAMPLES]
+            return max(codes)
+
+        raise typer.Exit(run(examples()))
+    try:
+        cluster = DevCluster(
+            app=app_spec,
+            workers=workers,
+            port=port,
+            store_dir=store,
+            prefix=prefix,
+            secure=secure,
+            secure_dir=secure_dir,
+            env={"AGENTICFLOW_ALLOW_WEAK_SANDBOX": "1"} if allow_weak_sandbox else None,
+            backend=backend,
+        )
+    except ConfigError as exc:
+        fail(EXIT_INPUT, exc)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -239,7 +264,9 @@ def dev(
         async with cluster:
             url = esc(cluster.url)
             out.print(f"[green]AgenticFlow dev cluster ready[/green] at [bold]{url}[/bold]")
-            if cluster.auth is None:
+            if backend == "redis":
+                out.print(f"  export AGENTICFLOW_URL={esc(cluster.url)}", soft_wrap=True)
+            elif cluster.auth is None:
                 out.print(f"  export AGENTICFLOW_NATS_URL={esc(cluster.url)}", soft_wrap=True)
             else:
                 kept = "" if secure_dir else " (removed on exit: --secure-dir keeps them)"

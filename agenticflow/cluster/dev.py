@@ -33,6 +33,7 @@ from agenticflow.cluster.nats_auth import (
 )
 from agenticflow.cluster.nats_server import NatsServer
 from agenticflow.cluster.procs import child_preexec, stop_process
+from agenticflow.cluster.redis_server import RedisServer
 from agenticflow.shared.bus.registry import wait_registered
 from agenticflow.shared.bus.transport import Bus
 from agenticflow.shared.errors import ConfigError, TransportError
@@ -76,6 +77,7 @@ class DevCluster:
         settings: dict[str, Any] | None = None,
         secure: bool = False,
         secure_dir: str | Path | None = None,
+        backend: str = "nats",
     ) -> None:
         """``settings`` are Settings fields (e.g. ``{"task_ack_wait_s": 2}``) given to
         every process, as ``AGENTICFLOW_*`` variables, and to :attr:`settings`.
@@ -93,13 +95,28 @@ class DevCluster:
         one is active, the others stand by, unless ``settings={"partitions": P}``
         with P above 1: then they share the partitions (give it as a setting, not
         in ``env``: this process creates the events stream too, and its
-        partition count is fixed then). Raises ConfigError."""
+        partition count is fixed then).
+
+        ``backend``: ``nats`` (an embedded nats-server unless ``nats_url``) or
+        ``redis`` (an embedded redis-server, see
+        :mod:`agenticflow.cluster.redis_server`; not with ``secure``, whose
+        server-side users are NATS's). ``memory`` runs in one process: see
+        :mod:`agenticflow.testing`. Raises ConfigError."""
         if workers < 0:
             raise ConfigError("--workers must be 0 or more")
         if coordinators < 1:
             raise ConfigError("coordinators must be 1 or more")
         if secure and nats_url is not None:
             raise ConfigError("a secure dev cluster starts its own server: give no nats_url")
+        if backend not in ("nats", "redis"):
+            raise ConfigError(
+                f"a dev cluster's processes share a nats or redis server, not {backend!r}: "
+                "the memory backend runs in one process (agenticflow.testing, "
+                "or `agenticflow dev --backend memory`)"
+            )
+        if backend == "redis" and (secure or secure_dir is not None):
+            raise ConfigError("--secure makes NATS users and TLS: it needs --backend nats")
+        self.backend = backend
         self.app = app
         self.workers = workers
         self.concurrency = concurrency
@@ -112,8 +129,10 @@ class DevCluster:
             **{f"AGENTICFLOW_{k.upper()}": str(v) for k, v in self.overrides.items()},
             **(env or {}),
         }
-        self.server: NatsServer | None = None
-        if nats_url is None:
+        self.server: NatsServer | RedisServer | None = None
+        if backend == "redis":
+            self.server = RedisServer(port=port, data_dir=store_dir)
+        elif nats_url is None:
             self.server = NatsServer(port=port, store_dir=store_dir)
         self.url = nats_url or ""
         self.secure = secure or secure_dir is not None
@@ -132,6 +151,8 @@ class DevCluster:
         """Settings a client of this cluster uses (a secure cluster's admin)."""
         if self.auth is not None:
             return self.settings_for(ADMIN)
+        if self.backend == "redis":
+            return Settings(**{**self.overrides, "url": self.url, "prefix": self.prefix})
         return Settings(**{**self.overrides, "nats_url": self.url, "prefix": self.prefix})
 
     def settings_for(self, role: str) -> Settings:
@@ -170,7 +191,11 @@ class DevCluster:
             )
         env = {
             **inherited,
-            "AGENTICFLOW_NATS_URL": self.url,
+            **(
+                {"AGENTICFLOW_URL": self.url, "AGENTICFLOW_BACKEND": "redis"}
+                if self.backend == "redis"
+                else {"AGENTICFLOW_NATS_URL": self.url}
+            ),
             "AGENTICFLOW_PREFIX": self.prefix,
             "PYTHONPATH": os.pathsep.join(
                 p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p
@@ -200,7 +225,9 @@ class DevCluster:
     async def start(self, *, timeout: float = 60.0) -> None:
         """Start every part; returns once every worker has registered its agents,
         a coordinator is active and every process is still running."""
-        if self.server is not None:
+        if isinstance(self.server, RedisServer):
+            self.url = await asyncio.to_thread(self.server.start)
+        elif self.server is not None:
             if self.secure:
                 self._prepare_secure(self.server)
             self.url = await asyncio.to_thread(self.server.start)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal, Protocol, Self, TypeVar, cast
 
-from agenticflow.shared.errors import ReplayedMessageError, TransportError
+from agenticflow.shared.errors import ConfigError, ReplayedMessageError, TransportError
 from agenticflow.shared.ops.config import Settings
 from agenticflow.shared.security.seal import Seal
 from agenticflow.shared.wire.codec import (
@@ -671,8 +671,12 @@ def _backend_class(backend: str) -> type[Bus]:
 
         return MemoryBus
     if backend == "redis":
-        from agenticflow.shared.bus.redis_backend import RedisBus
-
+        try:
+            from agenticflow.shared.bus.redis_backend import RedisBus
+        except ImportError as exc:
+            raise ConfigError(
+                f"the redis backend needs redis-py ({exc}): pip install 'agenticflow[redis]'"
+            ) from exc
         return RedisBus
     raise TransportError(f"the {backend!r} backend is not available (nats, memory, redis)")
 

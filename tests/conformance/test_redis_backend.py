@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from agenticflow.cluster.redis_server import RedisServer
 from agenticflow.shared.bus.base import Bus, ConsumerSpec, Message
 from agenticflow.shared.errors import TransportError
 from agenticflow.shared.ops.config import Settings
-from tests.conformance.conftest import ACK_WAIT_S, RedisServer, contract_settings
+from tests.conformance.conftest import ACK_WAIT_S, contract_settings
 
 WAIT_S = 5.0
 

@@ -1,0 +1,182 @@
+"""The end-to-end behaviours every backend must give: the same app, the same
+workflows and the same assertions on ``memory``, ``nats`` (and ``redis``),
+with the coordinator and workers in this process
+(:func:`agenticflow.testing.cluster` on each backend's URL).
+
+What needs separate processes (killing a worker mid-task) is in
+tests/chaos for NATS and test_redis_backend for Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import agenticflow.examples.apps
+import agenticflow.testing
+from agenticflow import AgentApp
+from agenticflow.client import Client
+from agenticflow.coordinator.replay import verify
+from agenticflow.coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
+from agenticflow.examples.apps import app as examples_app
+from agenticflow.shared.errors import WorkflowFailedError
+from tests.conformance.conftest import BACKENDS
+from tests.integration.helpers import wf
+from tests.support.app import core, steering
+
+EXAMPLES = Path(agenticflow.examples.apps.__file__).parent
+APP = AgentApp("conformance").include(core).include(steering)
+
+Start = Callable[..., AbstractAsyncContextManager[Client]]
+
+
+def backend_url(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """The URL a cluster of ``backend`` runs on (None: a new memory server)."""
+    if backend == "memory":
+        return None
+    return str(request.getfixturevalue(f"{backend}_server").url)
+
+
+@pytest.fixture(params=BACKENDS)
+def start(request: pytest.FixtureRequest) -> Start:
+    """``async with start(app) as client``: a cluster of ``app`` on this test's backend."""
+    backend: str = request.param
+
+    def starting(app: AgentApp = APP, **kwargs: Any) -> AbstractAsyncContextManager[Client]:
+        url = backend_url(backend, request)
+        prefix = f"e2e{os.getpid()}x{os.urandom(3).hex()}"
+        settings = {"prefix": prefix, "task_ack_wait_s": 5, **kwargs.pop("settings", {})}
+        return agenticflow.testing.cluster(app, url=url, settings=settings, **kwargs)
+
+    return starting
+
+
+@pytest.mark.parametrize("example", ["customer_service", "content_pipeline", "trading"])
+async def test_every_example_runs_to_completion(start: Start, example: str) -> None:
+    given = json.loads((EXAMPLES / example / "input.json").read_text())
+    async with start(examples_app, workers=2) as client:
+        handle = await client.start(EXAMPLES / example / "workflow.yaml", input=given)
+        approved: set[str] = set()
+
+        def waiting(state: WorkflowState) -> set[str]:
+            return {
+                task_id
+                for task_id, task in state.tasks.items()
+                if task.status == TaskStatus.WAITING_APPROVAL and task_id not in approved
+            }
+
+        while True:  # approve every gate the example waits on (content_pipeline has one)
+            state = await client.wait_for(
+                handle.id, lambda s: s.is_terminal or bool(waiting(s)), timeout=60
+            )
+            if state.is_terminal:
+                break
+            for task_id in waiting(state):
+                await client.approve(handle.id, task_id, "fine", by="tests")
+                approved.add(task_id)
+    assert state.status == WorkflowStatus.COMPLETED
+    assert {t.status for t in state.tasks.values()} == {TaskStatus.COMPLETED}
+
+
+async def test_a_failed_attempt_is_retried_and_the_workflow_completes(start: Start) -> None:
+    async with start() as client:
+        result = await client.run(
+            wf(
+                {
+                    "id": "a",
+                    "capability": "flaky",
+                    "params": {"succeed_on": 2},
+                    "retry": {"max_attempts": 3, "initial_interval_s": 0},
+                }
+            ),
+            timeout=30,
+        )
+    assert result == {"succeeded_on": 2}
+
+
+async def test_a_task_over_its_timeout_fails_after_its_attempts(start: Start) -> None:
+    async with start() as client:
+        with pytest.raises(WorkflowFailedError, match="longer than"):
+            await client.run(
+                wf(
+                    {
+                        "id": "a",
+                        "capability": "slow",
+                        "params": {"seconds": 30},
+                        "timeout_s": 0.2,
+                        "retry": {"max_attempts": 2, "initial_interval_s": 0},
+                    }
+                ),
+                timeout=30,
+            )
+
+
+async def test_an_approval_gate_holds_the_task_until_approved(start: Start) -> None:
+    async with start() as client:
+        handle = await client.start(
+            wf({"id": "a", "capability": "context", "approval": {"reason": "ok?"}})
+        )
+        waiting = await client.wait_for(
+            handle.id, lambda s: s.tasks["a"].status == TaskStatus.WAITING_APPROVAL, timeout=30
+        )
+        assert waiting.status == WorkflowStatus.RUNNING
+        await client.approve(handle.id, "a", "go", by="ann")
+        result = await handle.result(timeout=30)
+    assert (result["approval"]["approved"], result["approval"]["comment"]) == (True, "go")
+
+
+async def test_cancel_reaches_the_running_handler(start: Start) -> None:
+    async with start() as client:
+        handle = await client.start(wf({"id": "a", "capability": "cancellable"}))
+        await client.wait_for(
+            handle.id, lambda s: s.tasks["a"].status == TaskStatus.RUNNING, timeout=30
+        )
+        await handle.cancel()
+        state = await client.wait(handle.id, timeout=30)
+    assert state.status == WorkflowStatus.CANCELLED
+
+
+async def test_replay_verifies_and_a_fork_reuses_the_results(start: Start) -> None:
+    async with start() as client:
+        source = await client.wait(
+            await client.submit_workflow(
+                wf(
+                    {"id": "a", "capability": "add", "params": {"value": 2}},
+                    {"id": "b", "capability": "add", "params": {"value": 3}, "depends_on": ["a"]},
+                )
+            ),
+            timeout=30,
+        )
+        events = await client.events(source.workflow_id)
+        assert verify(events, source) == []
+        assert await client.reading_problems(events) == []
+        fork = await client.wait(await client.fork(source.workflow_id), timeout=30)
+    assert fork.status == WorkflowStatus.COMPLETED
+    assert fork.tasks["b"].result == 5
+    assert fork.tasks["a"].result == source.tasks["a"].result
+
+
+async def test_workflows_run_side_by_side_and_each_task_once(start: Start) -> None:
+    async with start(workers=2) as client:
+        handles = [
+            await client.start(
+                wf(
+                    *(
+                        {"id": f"t{n}", "capability": "add", "params": {"value": n}}
+                        for n in range(5)
+                    )
+                )
+            )
+            for _ in range(10)
+        ]
+        states = await asyncio.gather(*(client.wait(h.id, timeout=60) for h in handles))
+        for handle in handles:
+            started = [e for e in await client.events(handle.id) if e.type.value == "task.started"]
+            assert len(started) == 5, "a task ran twice"
+    assert {s.status for s in states} == {WorkflowStatus.COMPLETED}
