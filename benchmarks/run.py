@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 import platform
@@ -454,6 +455,9 @@ class Options:
     """Also run the raw JetStream loop."""
     env: dict[str, str] = field(default_factory=dict)
     """Environment of the coordinator and worker processes (benchmarks.telemetry)."""
+    backend: str = "nats"
+    """The bus: nats (embedded nats-server), redis (embedded redis-server) or
+    memory (coordinator and workers in this process)."""
 
 
 async def warm_up(client: Client, timeout: float) -> None:
@@ -501,28 +505,50 @@ async def run_all(options: Options) -> Outcome:
     figures_raw: dict[str, list[dict[str, float]]] = {
         s.key: [] for s in scenarios if options.raw and s.raw is not None
     }
+    where = {
+        "nats": "nats-server",
+        "redis": "redis-server",
+        "memory": "memory backend, all in this process",
+    }[options.backend]
     console.print(
-        f"cluster: nats-server, 1 coordinator, {options.workers} workers "
+        f"cluster: {where}, 1 coordinator, {options.workers} workers "
         f"x {options.concurrency} slots"
-        + (f"; raw loop: {options.workers} workers, batch 64" if options.raw else "")
-    )
-    cluster = DevCluster(
-        app=APP,
-        workers=options.workers,
-        concurrency=options.concurrency,
-        prefix="bench",
-        log_dir=options.log_dir,
-        env=options.env,
+        + (f"; raw loop: {options.workers} workers, batch 64" if figures_raw else "")
     )
     async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(cluster)
-        bus = await stack.enter_async_context(connected(cluster.settings, name="agenticflow-bench"))
+        client: Client
         raw: RawLoop | None = None
-        if figures_raw:
-            raw = await stack.enter_async_context(
-                RawLoop(cluster.url, workers=options.workers, log_dir=options.log_dir)
+        if options.backend == "memory":
+            from agenticflow.testing import cluster as in_process
+
+            module, attribute = APP.split(":")
+            client = await stack.enter_async_context(
+                in_process(
+                    getattr(importlib.import_module(module), attribute),
+                    workers=options.workers,
+                    concurrency=options.concurrency,
+                    settings={"prefix": "bench"},
+                )
             )
-        client = Client(bus=bus, node_id=new_node_id("bench"))
+        else:
+            cluster = DevCluster(
+                app=APP,
+                workers=options.workers,
+                concurrency=options.concurrency,
+                prefix="bench",
+                log_dir=options.log_dir,
+                env=options.env,
+                backend=options.backend,
+            )
+            await stack.enter_async_context(cluster)
+            bus = await stack.enter_async_context(
+                connected(cluster.settings, name="agenticflow-bench")
+            )
+            if figures_raw:
+                raw = await stack.enter_async_context(
+                    RawLoop(cluster.url, workers=options.workers, log_dir=options.log_dir)
+                )
+            client = Client(bus=bus, node_id=new_node_id("bench"))
         await warm_up(client, options.timeout)
         if raw is not None:
             await raw.warm_up()
@@ -652,7 +678,8 @@ def write_report(outcome: Outcome, env: dict[str, Any], options: Options, elapse
         "mode": "quick" if options.quick else "full",
         "runs": options.runs,
         "cluster": {
-            "nats_servers": 1,
+            "backend": options.backend,
+            "nats_servers": 1 if options.backend == "nats" else 0,
             "coordinators": 1,
             "workers": options.workers,
             "concurrency_per_worker": options.concurrency,
@@ -699,6 +726,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument(
         "--no-raw", action="store_true", help="leave out the raw JetStream loop (benchmarks.raw)"
     )
+    parser.add_argument(
+        "--backend",
+        choices=("nats", "redis", "memory"),
+        default="nats",
+        help="the bus (redis: an embedded redis-server; memory: all in this process); "
+        "the raw loop runs on nats only",
+    )
     args = parser.parse_args(argv)
     if args.runs < 1 or args.workers < 1 or args.concurrency < 1:
         parser.error("--runs, --workers and --concurrency must be at least 1")
@@ -711,7 +745,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         only=tuple(args.only),
         output=args.output,
         log_dir=args.log_dir,
-        raw=not args.no_raw,
+        raw=not args.no_raw and args.backend == "nats",
+        backend=args.backend,
     )
 
 

@@ -53,7 +53,7 @@ from agenticflow.coordinator.reducer import (
 )
 from agenticflow.coordinator.state import ACTIVE_TASK, TaskStatus, WorkflowState, open_snapshot
 from agenticflow.shared.bus.base import Bus, ConsumerSpec, Fetching, Message, Outgoing, Pulling
-from agenticflow.shared.bus.registry import open_update, seal_entry
+from agenticflow.shared.bus.registry import CoordinatorEntry, open_update, seal_entry
 from agenticflow.shared.errors import (
     ConfigError,
     MalformedMessageError,
@@ -432,19 +432,17 @@ class Coordinator:
         if self._first:
             with contextlib.suppress(Exception):  # metrics only: never stop the heartbeat
                 self.queues = await self._read_queues()
-        info = {
-            "instance": self._registry_key,
-            "role": "coordinator",
-            "coordinator": self.node_id,
-            "agent": "coordinator",
-            "capabilities": [],
-            "state": "active",
-            "load": len(self._cache),
-            "heartbeat": now,
-            "events_folded": self.events_folded,
-            "partition": self.partition,
-            "partitions": self.partitions,
-        }
+        info = CoordinatorEntry(
+            instance=self._registry_key,
+            coordinator=self.node_id,
+            agent="coordinator",
+            state="active",
+            load=len(self._cache),
+            heartbeat=now,
+            events_folded=self.events_folded,
+            partition=self.partition,
+            partitions=self.partitions,
+        )
         await self._agents.put(
             self._registry_key,
             seal_entry(self.bus.seal, self.names.agents_bucket, self._registry_key, info),

@@ -37,7 +37,7 @@ import structlog
 from opentelemetry.trace import SpanKind
 
 from agenticflow.shared.bus.base import Bus, Message, Pulling, watched_ns
-from agenticflow.shared.bus.registry import seal_entry
+from agenticflow.shared.bus.registry import AgentInstanceInfo, WorkerEntry, seal_entry
 from agenticflow.shared.errors import (
     AgenticFlowError,
     ForgedMessageError,
@@ -402,37 +402,36 @@ class Worker:
             hosted, idle = len(pool), len(self._idle[agent.name])
             suspended = sum(1 for i in pool if i.fsm.state == AgentState.SUSPENDED)
             load = hosted - idle - suspended  # instances busy with a task
-            info = {
-                "instance": self._registry_key(agent),
-                "role": "worker",
-                "worker": self.node_id,
-                "agent": agent.name,
-                "app": self.app.name,
-                "capabilities": [self._queues[c] for c in agent.capabilities],
-                "description": agent.description,
-                "open_breakers": open_breakers,
-                "route": self.route,
-                "state": ("suspended" if suspended == hosted else "processing" if load else "idle"),
-                "load": load,
-                "instances": hosted,
-                "idle": idle,
-                "suspended": suspended,
-                "agents": [
-                    {
-                        "id": i.id,
-                        "state": i.state,
-                        "since": i.since,
-                        "tasks_done": i.tasks_done,
-                        "suspending": i.suspend_wanted,
-                    }
+            info = WorkerEntry(
+                instance=self._registry_key(agent),
+                worker=self.node_id,
+                agent=agent.name,
+                app=self.app.name,
+                capabilities=[self._queues[c] for c in agent.capabilities],
+                description=agent.description,
+                open_breakers=open_breakers,
+                route=self.route,
+                state="suspended" if suspended == hosted else "processing" if load else "idle",
+                load=load,
+                instances=hosted,
+                idle=idle,
+                suspended=suspended,
+                agents=[
+                    AgentInstanceInfo(
+                        id=i.id,
+                        state=i.state,
+                        since=i.since,
+                        tasks_done=i.tasks_done,
+                        suspending=i.suspend_wanted,
+                    )
                     for i in pool
                 ],
-                "concurrency": self.concurrency,
-                "heartbeat": now,
-                "started": self.started_at,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-            }
+                concurrency=self.concurrency,
+                heartbeat=now,
+                started=self.started_at,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+            )
             key = self._registry_key(agent)
             await self._registry.put(
                 key, seal_entry(self.bus.seal, self.names.agents_bucket, key, info)

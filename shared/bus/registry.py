@@ -9,6 +9,11 @@ replay window, or whose ``role`` is not its signer's (a worker posing as a
 coordinator). With data keys they are encrypted. So what the supervisor and the
 planner read about agents (capabilities, descriptions) comes from a trusted
 node, never from whoever can write to the bucket.
+
+Entries are typed: :class:`WorkerEntry` (one per hosted agent) and
+:class:`CoordinatorEntry`, each with a ``schema`` version
+(:data:`REGISTRY_SCHEMA`). A reader refuses an entry that does not match its
+model, or whose schema is newer than it knows, as it refuses a forged one.
 """
 
 from __future__ import annotations
@@ -17,12 +22,13 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agenticflow.shared.bus.base import Bus, watched_ns
-from agenticflow.shared.errors import MalformedMessageError
+from agenticflow.shared.errors import MalformedMessageError, UnknownSchemaVersionError
 from agenticflow.shared.security.seal import Seal
 from agenticflow.shared.wire.codec import pack, unpack
 
@@ -30,11 +36,96 @@ log = structlog.get_logger("agenticflow.registry")
 
 WRITERS = ("worker", "coordinator")
 """Roles that may write registry entries (each only entries of its own role)."""
+REGISTRY_SCHEMA = 1
+"""The version of the registry entries this node writes and the newest it reads."""
 
 
-def seal_entry(seal: Seal, bucket: str, key: str, info: dict[str, Any]) -> bytes:
+class _Entry(BaseModel):
+    # Fields a later version of the same schema adds are kept, not refused.
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+    schema_version: int = Field(default=REGISTRY_SCHEMA, alias="schema", ge=1)
+    instance: str
+    """The entry's key: ``<node>.<agent>`` for a worker's agent, ``<node>`` for a coordinator."""
+    agent: str = ""
+    capabilities: list[str] = Field(default_factory=list)
+    state: str = "idle"
+    load: int = Field(default=0, ge=0)
+    heartbeat: int = Field(default=0, ge=0)
+    """When it was written (ns since the epoch)."""
+
+    def record(self) -> dict[str, Any]:
+        """The entry as it is stored (``schema`` included)."""
+        return self.model_dump(by_alias=True, mode="json")
+
+
+class AgentInstanceInfo(BaseModel):
+    """One instance of a hosted agent, as its worker reports it."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: str
+    state: str
+    since: int = 0
+    tasks_done: int = 0
+    suspending: bool = False
+
+
+class WorkerEntry(_Entry):
+    """A worker's entry for one agent it hosts (key ``<worker>.<agent>``)."""
+
+    role: Literal["worker"] = "worker"
+    worker: str
+    app: str = ""
+    description: str = ""
+    open_breakers: list[str] = Field(default_factory=list)
+    route: str | None = None
+    instances: int = Field(default=0, ge=0)
+    idle: int = Field(default=0, ge=0)
+    suspended: int = Field(default=0, ge=0)
+    agents: list[AgentInstanceInfo] = Field(default_factory=list)
+    concurrency: int = Field(default=0, ge=0)
+    started: int = 0
+    host: str = ""
+    pid: int = Field(default=0, ge=0)
+
+
+class CoordinatorEntry(_Entry):
+    """A coordinator's entry (key: its node id)."""
+
+    role: Literal["coordinator"] = "coordinator"
+    coordinator: str
+    events_folded: int = Field(default=0, ge=0)
+    partition: int = Field(default=0, ge=0)
+    partitions: int = Field(default=1, ge=1)
+
+
+RegistryEntry = WorkerEntry | CoordinatorEntry
+
+
+def entry_model(info: dict[str, Any]) -> RegistryEntry:
+    """The typed entry of a registry record's data; raises MalformedMessageError
+    (UnknownSchemaVersionError for a schema newer than :data:`REGISTRY_SCHEMA`)."""
+    schema = info.get("schema", REGISTRY_SCHEMA)
+    if isinstance(schema, int) and schema > REGISTRY_SCHEMA:
+        raise UnknownSchemaVersionError(
+            f"registry entry of schema {schema}; this node reads up to {REGISTRY_SCHEMA}"
+        )
+    model: type[RegistryEntry] = (
+        CoordinatorEntry if info.get("role") == "coordinator" else WorkerEntry
+    )
+    try:
+        return model.model_validate(info)
+    except ValidationError as exc:
+        raise MalformedMessageError(
+            f"not a {model.__name__}: {exc.error_count()} invalid fields "
+            f"({', '.join(str(e['loc'][0]) for e in exc.errors()[:3] if e['loc'])})"
+        ) from exc
+
+
+def seal_entry(seal: Seal, bucket: str, key: str, entry: RegistryEntry) -> bytes:
     """The stored form of a registry entry."""
-    return seal.seal_record(bucket, key, pack(info))
+    return seal.seal_record(bucket, key, pack(entry.record()))
 
 
 def open_entry(
@@ -75,6 +166,7 @@ def _opened(
     info = unpack(plain)
     if not isinstance(info, dict):
         raise MalformedMessageError(f"{bucket}/{key} is not a registry entry")
+    _typed(info)
     if signer is None:
         return info
     if info.get("role", "worker") != signer.role:
@@ -83,6 +175,12 @@ def _opened(
             f"{signer.principal} ({signer.role})"
         )
     info["signed_by"] = signer.principal
+    return info
+
+
+def _typed(info: dict[str, Any]) -> dict[str, Any]:
+    """``info`` once it matches its entry model (raises MalformedMessageError)."""
+    entry_model(info)
     return info
 
 
@@ -137,8 +235,14 @@ async def wait_registered(
 
 
 __all__ = [
+    "REGISTRY_SCHEMA",
     "WRITERS",
+    "AgentInstanceInfo",
+    "CoordinatorEntry",
     "Registered",
+    "RegistryEntry",
+    "WorkerEntry",
+    "entry_model",
     "open_entry",
     "open_update",
     "seal_entry",

@@ -311,9 +311,12 @@ def test_registry_entries_must_match_their_signers_role(keys: Path) -> None:
     entry = {"instance": "c", "role": "coordinator"}
     blob = worker.seal_record("agents", "c", pack(entry))
     assert open_entry(client, "agents", "c", blob) is None
-    good = worker.seal_record("agents", "w", pack({"instance": "w", "role": "worker"}))
+    good = worker.seal_record(
+        "agents", "w", pack({"instance": "w", "role": "worker", "worker": "w"})
+    )
     assert open_entry(client, "agents", "w", good) == {
         "instance": "w",
         "role": "worker",
+        "worker": "w",
         "signed_by": "worker",
     }
