@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CODE   := agenticflow coordinator worker shared examples tests benchmarks docs
 
-.PHONY: install demo test redis-server lint typecheck imports docs unit integration chaos bench bench-replay bench-tools bench-telemetry bench-security bench-supervisor bench-peers bench-scaling bench-backends clean
+.PHONY: install demo test redis-server lint typecheck imports docs unit integration chaos bench bench-replay bench-tools bench-telemetry bench-security bench-supervisor bench-peers bench-scaling bench-backends bench-compare clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -114,3 +114,9 @@ clean:
 # W1-W3 and W5 on nats, redis and memory, side by side (benchmarks/backends.py).
 bench-backends: $(STAMP) redis-server
 	$(BIN)/python -m benchmarks.backends
+
+# The working tree against BASE (a git revision), A B A B on fresh clusters:
+# ratios with their spread; exits 1 when a figure is worse beyond the noise.
+bench-compare: $(STAMP)
+	@test -n "$(BASE)" || { echo "usage: make bench-compare BASE=<git revision>"; exit 2; }
+	$(BIN)/python -m benchmarks.compare "$(BASE)"

@@ -152,10 +152,9 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.parametrize(
-    "url", [f"redis://127.0.0.1:{_closed_port()}/0", "redis://127.0.0.1:notaport/0"]
-)
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:{closed}/0", "redis://127.0.0.1:notaport/0"])
 async def test_an_unreachable_url_is_a_transport_error_at_once(url: str) -> None:
+    url = url.format(closed=_closed_port())  # chosen here: every xdist worker collects the same
     started = time.monotonic()
     with pytest.raises(TransportError, match=r"127\.0\.0\.1"):
         await Bus.connect(Settings(backend="redis", url=url), name="nobody")
