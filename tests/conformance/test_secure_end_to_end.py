@@ -1,0 +1,85 @@
+"""Security is the same on every backend: with keys, a task gated on an
+approval cannot be completed by a forged outcome, a client's signature
+cannot stand in for a worker's, and an unsigned event is refused. Each
+refusal is recorded once (``message.rejected``) and changes no state."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+import agenticflow.testing
+from agenticflow.coordinator.state import TaskStatus, WorkflowStatus
+from agenticflow.shared.bus.base import Bus
+from agenticflow.shared.security.seal import init_keys
+from agenticflow.shared.wire.codec import encode_event
+from agenticflow.shared.wire.events import Event, EventType, MessageRejected, TaskCompleted
+from tests.conformance.conftest import BACKENDS
+from tests.conformance.test_end_to_end import APP, backend_url
+from tests.integration.helpers import wf
+from tests.security.conftest import forged
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_forged_outcomes_of_a_gated_task_are_refused_on_every_backend(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    init_keys(keys, [("coordinator", "coordinator"), ("worker", "worker"), ("client", "client")])
+    settings = {"prefix": f"sec{os.getpid()}x{os.urandom(3).hex()}", "security_dir": str(keys)}
+    url = backend_url(backend, request)
+    async with agenticflow.testing.cluster(APP, url=url, settings=settings) as client:
+        handle = await client.start(
+            wf({"id": "a", "capability": "context", "approval": {"reason": "ok?"}})
+        )
+        await client.wait_for(
+            handle.id, lambda s: s.tasks["a"].status == TaskStatus.WAITING_APPROVAL, timeout=30
+        )
+        rejected: asyncio.Queue[MessageRejected] = asyncio.Queue()
+
+        async def on_event(msg: object) -> None:
+            try:
+                event = client.bus.decode_event(msg)  # type: ignore[arg-type]
+            except Exception:
+                return
+            if isinstance(event.data, MessageRejected):
+                rejected.put_nowait(event.data)
+
+        names = client.bus.names
+        watch = await client.bus.subscribe(
+            names.event_subject(handle.id, EventType.MESSAGE_REJECTED.value), on_event
+        )
+        outcome = forged(
+            handle.id,
+            EventType.TASK_COMPLETED,
+            TaskCompleted(result="forged", worker="mallory", agent="context"),
+            task_id="a",
+            attempt=1,
+        )
+        seqs = [
+            await _publish(client.bus, outcome, sealed=False),  # unsigned
+            await _publish(client.bus, _again(outcome), sealed=True),  # signed, by a client
+        ]
+        got = [await asyncio.wait_for(rejected.get(), 30) for _ in seqs]
+        await watch.unsubscribe()
+        assert sorted(r.stream_seq or 0 for r in got) == sorted(seqs)
+        state = await client.status(handle.id)
+        assert state.tasks["a"].status == TaskStatus.WAITING_APPROVAL, "a forged outcome landed"
+        await client.approve(handle.id, "a", "go", by="ann")
+        final = await handle.wait(timeout=30)
+    assert final.status == WorkflowStatus.COMPLETED
+    assert final.tasks["a"].result["approval"]["comment"] == "go"
+    assert rejected.empty(), "a refusal was recorded twice"
+
+
+def _again(event: Event) -> Event:
+    return event.model_copy(update={"id": f"{event.id}-2"})
+
+
+async def _publish(bus: Bus, event: Event, *, sealed: bool) -> int:
+    subject, headers, body = encode_event(event, bus.names, seal=bus.seal if sealed else None)
+    seq, _ = await bus.publish_raw(subject, body, headers)
+    return seq
