@@ -30,6 +30,7 @@ Errors defined here (the rest of the tree is in :mod:`agenticflow.shared.errors`
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
 import os
@@ -46,9 +47,10 @@ from agenticflow.coordinator.client import Client as _CoreClient
 from agenticflow.coordinator.index import States, WorkflowSummary
 from agenticflow.coordinator.state import WorkflowState, WorkflowStatus
 from agenticflow.shared.bus import transport
-from agenticflow.shared.bus.transport import Bus
+from agenticflow.shared.bus.transport import Bus, Message
 from agenticflow.shared.errors import (
     ConfigError,
+    MalformedMessageError,
     ResultValidationError,
     WorkflowCancelledError,
     WorkflowFailedError,
@@ -61,6 +63,7 @@ from agenticflow.shared.graph.workflow import (
 from agenticflow.shared.ops.config import Settings
 from agenticflow.shared.wire.events import (
     Event,
+    EventType,
     InterventionApplied,
     Modification,
     WorkflowCompleted,
@@ -216,10 +219,7 @@ class WorkflowHandle:
         (cancelled or terminated), ResultValidationError (``type`` does not
         fit), TimeoutError after ``timeout`` seconds (None: wait for ever).
         """
-        state = await self.wait(timeout=timeout)
-        if state.status == WorkflowStatus.COMPLETED and not state.output and state.problems:
-            state = await self._untrimmed(state)
-        output = _output_of(state)
+        output = await self._output(timeout)
         if type is None:
             return output
         try:
@@ -228,6 +228,44 @@ class WorkflowHandle:
             raise ResultValidationError(
                 f"the output of workflow {self.id!r} is not a valid {_type_name(type)}: {exc}"
             ) from exc
+
+    async def _output(self, timeout: float | None) -> Any:
+        """The output once the workflow ends. It comes from whichever arrives
+        first: the coordinator's ``workflow.completed`` event (published a
+        write before the snapshot: one round trip sooner), or the terminal
+        snapshot (the only way to learn a failure's reason, and the way once
+        it has ended already). With keys, the event counts only when a
+        coordinator signed it."""
+        bus = self.client.bus
+        heard: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+
+        async def on_event(msg: Message) -> None:
+            try:
+                event = bus.decode_event(msg)
+            except MalformedMessageError:
+                return
+            trusted = not bus.seal.active or event.signer_role == "coordinator"
+            if trusted and event.workflow_id == self.id and not heard.done():
+                heard.set_result(event)
+
+        subject = bus.names.event_subject(self.id, EventType.WORKFLOW_COMPLETED.value)
+        sub = await bus.subscribe(subject, on_event)
+        waiting = asyncio.ensure_future(self.wait(timeout=timeout))
+        try:
+            either: set[asyncio.Future[Any]] = {waiting, heard}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            completed = heard.result().data if heard.done() else None
+            if isinstance(completed, WorkflowCompleted):
+                return _sinks(completed.output)
+            state = await waiting
+        finally:
+            waiting.cancel()
+            heard.cancel()
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if state.status == WorkflowStatus.COMPLETED and not state.output and state.problems:
+            state = await self._untrimmed(state)
+        return _output_of(state)
 
     async def _untrimmed(self, state: WorkflowState) -> WorkflowState:
         """A snapshot too large for NATS leaves the output out (see
@@ -299,10 +337,14 @@ class WorkflowHandle:
         return await self.client.modify(self.id, changes)
 
 
+def _sinks(output: dict[str, Any]) -> Any:
+    """A workflow's output: its sink task's result, or the results by task id."""
+    return next(iter(output.values())) if len(output) == 1 else dict(output)
+
+
 def _output_of(state: WorkflowState) -> Any:
     if state.status == WorkflowStatus.COMPLETED:
-        output = state.output
-        return next(iter(output.values())) if len(output) == 1 else dict(output)
+        return _sinks(state.output)
     what = f"workflow {state.workflow_id!r} {state.status.value}"
     message = f"{what}: {state.reason}" if state.reason else what
     if state.status in (WorkflowStatus.CANCELLED, WorkflowStatus.ABORTED):

@@ -14,9 +14,16 @@ import pytest
 import agenticflow.testing
 from agenticflow.coordinator.state import TaskStatus, WorkflowStatus
 from agenticflow.shared.bus.base import Bus
+from agenticflow.shared.errors import WorkflowCancelledError
 from agenticflow.shared.security.seal import init_keys
 from agenticflow.shared.wire.codec import encode_event
-from agenticflow.shared.wire.events import Event, EventType, MessageRejected, TaskCompleted
+from agenticflow.shared.wire.events import (
+    Event,
+    EventType,
+    MessageRejected,
+    TaskCompleted,
+    WorkflowCompleted,
+)
 from tests.conformance.conftest import BACKENDS
 from tests.conformance.test_end_to_end import APP, backend_url
 from tests.integration.helpers import wf
@@ -83,3 +90,32 @@ async def _publish(bus: Bus, event: Event, *, sealed: bool) -> int:
     subject, headers, body = encode_event(event, bus.names, seal=bus.seal if sealed else None)
     seq, _ = await bus.publish_raw(subject, body, headers)
     return seq
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_result_does_not_take_a_forged_completion(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """result() learns a completion from the coordinator's event, sooner than
+    from the snapshot: a client-signed workflow.completed must not end it."""
+    keys = tmp_path / "keys"
+    init_keys(keys, [("coordinator", "coordinator"), ("worker", "worker"), ("client", "client")])
+    settings = {"prefix": f"sec{os.getpid()}x{os.urandom(3).hex()}", "security_dir": str(keys)}
+    async with agenticflow.testing.cluster(
+        APP, url=backend_url(backend, request), settings=settings
+    ) as client:
+        handle = await client.start(wf({"id": "a", "capability": "cancellable"}))
+        await client.wait_for(
+            handle.id, lambda s: s.tasks["a"].status == TaskStatus.RUNNING, timeout=30
+        )
+        result = asyncio.ensure_future(handle.result(timeout=30))
+        for _ in range(5):  # let result() subscribe first (one connection: in order after it)
+            await asyncio.sleep(0)
+        fake = forged(
+            handle.id, EventType.WORKFLOW_COMPLETED, WorkflowCompleted(output={"a": "forged"})
+        )
+        await _publish(client.bus, fake, sealed=True)
+        await _publish(client.bus, _again(fake), sealed=False)
+        await handle.cancel()
+        with pytest.raises(WorkflowCancelledError):
+            await result
