@@ -334,7 +334,8 @@ class _World:
             self.take(sim.publish(sim.retry_due(self.retries.pop(n % len(self.retries)))))
         elif op == "ask" and self.running:
             task = self.running.pop(n % len(self.running))
-            asked = TaskApprovalRequested(reason="ok?")
+            # As a handler asks: its index counts the decisions it was given.
+            asked = TaskApprovalRequested(reason="ok?", index=len(task.approvals))
             event = sim.worker_event(task, EventType.TASK_APPROVAL_REQUESTED, asked, "ask", "w1")
             sim.publish(event)
             self.waiting.append(task.task_id)
