@@ -153,7 +153,7 @@ def worker(
 
 NO_KEYS_WARNING = (
     "warning: no keys (AGENTICFLOW_SECURITY_DIR unset): messages are not signed, so anyone "
-    "who can publish to this NATS server can submit and steer workflows and report task "
+    "who can publish to this server (NATS or Redis) can submit and steer workflows and report task "
     "outcomes; see 'Threat model' in the README"
 )
 
