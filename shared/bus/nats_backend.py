@@ -695,7 +695,9 @@ class NatsBus(Bus):
         bounded exponential backoff; nats-py errors come out as ours."""
         try:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(_TRANSIENT),
+                # A wrapped bucket's transient failures too (see _ours): a KV put
+                # through call() is retried as the raw nats-py call was.
+                retry=retry_if_exception_type((*_TRANSIENT, _TransientError, PublishTimeoutError)),
                 wait=backoff_wait(initial_s=0.1, backoff=2.0, max_s=2.0, jitter=False),
                 stop=stop_after_delay(30),
                 reraise=True,
