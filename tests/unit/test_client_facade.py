@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,9 @@ import pytest
 import agenticflow
 from agenticflow.client import _definition, _output_of
 from agenticflow.coordinator.state import WorkflowState, WorkflowStatus
+from agenticflow.shared.bus.base import Bus
 from agenticflow.shared.errors import ConfigError, NotFoundError, WorkflowDefinitionError
+from agenticflow.shared.ops.config import Settings
 from agenticflow.shared.wire.events import Event, EventType, WorkflowCompleted
 from agenticflow.shared.wire.vclock import VectorClock
 from tests.unit.test_reducer import DIAMOND
@@ -53,10 +56,11 @@ def test_connect_checks_its_arguments_before_any_connection() -> None:
 
 
 class _Stub:
-    """A client whose stored snapshot left the output out (too large for NATS)."""
+    """A client whose stored snapshot left the output out (too large for NATS);
+    its bus (where result() also listens for the completion) is a real memory one."""
 
-    def __init__(self, state: WorkflowState, events: list[Event]) -> None:
-        self.state, self.stored = state, events
+    def __init__(self, state: WorkflowState, events: list[Event], bus: Bus) -> None:
+        self.state, self.stored, self.bus = state, events, bus
 
     async def wait(self, workflow_id: str, *, timeout: float | None = None) -> WorkflowState:
         return self.state
@@ -80,5 +84,10 @@ async def test_a_trimmed_snapshots_output_is_read_from_the_stream() -> None:
         vclock=VectorClock(),
         data=WorkflowCompleted(output={"d": "big"}),
     )
-    handle = agenticflow.WorkflowHandle("w", _Stub(trimmed, [completed]))  # type: ignore[arg-type]
-    assert await handle.result() == "big"
+    bus = await Bus.connect(Settings(url=f"memory://facade-{os.getpid()}"), name="facade")
+    try:
+        stub = _Stub(trimmed, [completed], bus)
+        handle = agenticflow.WorkflowHandle("w", stub)  # type: ignore[arg-type]
+        assert await handle.result() == "big"
+    finally:
+        await bus.close()
