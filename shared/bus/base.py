@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal, Protocol, Self, TypeVar, cast
 
+import structlog
+
 from agenticflow.shared.errors import ConfigError, ReplayedMessageError, TransportError
 from agenticflow.shared.ops.config import Settings
 from agenticflow.shared.security.seal import Seal
@@ -50,6 +52,8 @@ from agenticflow.shared.wire.codec import (
 from agenticflow.shared.wire.events import Event
 
 T = TypeVar("T")
+
+log = structlog.get_logger("agenticflow.bus")
 
 Outgoing = tuple[str, dict[str, str], bytes]
 """A message to publish: ``(subject, headers, body)``, as the codec's encoders return it."""
@@ -558,11 +562,7 @@ class Bus(ABC):
             try:
                 reply = await answer(msg.data)
             except Exception:
-                import structlog
-
-                structlog.get_logger("agenticflow.bus").exception(
-                    "request handler failed", subject=subject
-                )
+                log.exception("request handler failed", subject=subject)
                 return
             with contextlib.suppress(TransportError):
                 await msg.respond(reply)

@@ -28,13 +28,12 @@ import contextlib
 import functools
 import itertools
 import json
-import re
 import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import structlog
@@ -51,6 +50,29 @@ from agenticflow.shared.bus.base import (
     StoredValue,
     Subscription,
 )
+from agenticflow.shared.bus.emulated import (
+    ANCHORS_KEPT,
+    ANCHORS_MAX_MSGS,
+    DIRECT_INACTIVE_S,
+    DIRECT_MAX_AGE_S,
+    H_EXPECTED_SEQ,
+    H_EXPECTED_SUBJECT,
+    H_EXPECTED_SUBJECT_SEQ,
+    H_KV_OP,
+    H_ROLLUP,
+    CoreMessage,
+    Entry,
+    StreamConfig,
+    subject_matches,
+)
+from agenticflow.shared.bus.emulated import EPOCH as _EPOCH
+from agenticflow.shared.bus.emulated import NS as _NS
+from agenticflow.shared.bus.emulated import Metadata as _Metadata
+from agenticflow.shared.bus.emulated import Sequence as _Sequence
+from agenticflow.shared.bus.emulated import iso as _iso
+from agenticflow.shared.bus.emulated import overlap as _overlap
+from agenticflow.shared.bus.emulated import transform as _transform
+from agenticflow.shared.bus.emulated import utc as _utc
 from agenticflow.shared.errors import (
     ConnectionLostError,
     NotFoundError,
@@ -61,110 +83,14 @@ from agenticflow.shared.ops.config import Settings
 from agenticflow.shared.security.seal import Seal
 from agenticflow.shared.wire.codec import DEFAULT_MAX_PAYLOAD, H_MSG_ID, check_size
 from agenticflow.shared.wire.events import Event
-from agenticflow.shared.wire.names import partition_of, partitions_of_transform
+from agenticflow.shared.wire.names import partitions_of_transform
 
 log = structlog.get_logger("agenticflow.bus.memory")
 
-DIRECT_MAX_AGE_S = 3600.0
-"""How long a direct task message (to an auction's winner) is kept at most."""
-DIRECT_INACTIVE_S = 30.0
-"""How long a worker's direct consumer outlives its last listener."""
-ANCHORS_KEPT = 16
-"""Anchors (signed chain heads) kept per audit chain."""
-ANCHORS_MAX_MSGS = 1_000_000
-
-H_EXPECTED_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
-H_EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
-H_EXPECTED_SEQ = "Nats-Expected-Last-Sequence"
-H_ROLLUP = "Nats-Rollup"
-H_KV_OP = "KV-Operation"
 _ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER"
-_FN_RE = re.compile(r"^\{\{\s*(\w+)\(([^)]*)\)\s*\}\}$")
-_NS = 1_000_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-# Subjects --------------------------------------------------------------------
-@functools.lru_cache(maxsize=65_536)
-def subject_matches(pattern: str, subject: str) -> bool:
-    """Whether ``subject`` matches ``pattern`` (``*``: one token, ``>``: the rest)."""
-    want, have = pattern.split("."), subject.split(".")
-    for i, part in enumerate(want):
-        if part == ">":
-            return len(have) > i
-        if i >= len(have) or (part not in ("*", have[i])):
-            return False
-    return len(want) == len(have)
-
-
-def _overlap(a: str, b: str) -> bool:
-    """Whether some subject matches both patterns."""
-    ta, tb = a.split("."), b.split(".")
-    for i in range(max(len(ta), len(tb))):
-        x, y = (ta[i] if i < len(ta) else None), (tb[i] if i < len(tb) else None)
-        if ">" in (x, y):
-            return x is not None and y is not None
-        if x is None or y is None:
-            return False
-        if "*" not in (x, y) and x != y:
-            return False
-    return True
-
-
-def _transform(source: str, destination: str, subject: str) -> str:
-    """A JetStream subject transform (``wildcard(i)``, ``partition(n, i...)``
-    and ``>`` in the destination) applied to ``subject``; unchanged if it does
-    not match ``source``."""
-    if not subject_matches(source, subject):
-        return subject
-    tokens, wild, rest = subject.split("."), [], []
-    for i, part in enumerate(source.split(".")):
-        if part == "*":
-            wild.append(tokens[i])
-        elif part == ">":
-            rest = tokens[i:]
-    out: list[str] = []
-    for part in destination.split("."):
-        fn = _FN_RE.match(part)
-        if part == ">":
-            out.extend(rest)
-        elif fn is None:
-            out.append(part)
-        else:
-            args = [int(a) for a in fn.group(2).split(",") if a.strip()]
-            if fn.group(1) == "wildcard":
-                out.append(wild[args[0] - 1])
-            else:  # partition(n, i...): FNV-1a of the wildcards' tokens, concatenated
-                out.append(str(partition_of("".join(wild[i - 1] for i in args[1:]), args[0])))
-    return ".".join(out)
-
-
-def _utc(ns: int) -> datetime:
-    """A stored time as a datetime, cut (not rounded) to the microsecond: reading
-    from a message's own time then includes it."""
-    return _EPOCH + timedelta(microseconds=ns // 1000)
-
-
-def _iso(ns: int) -> str:
-    return _utc(ns).isoformat().replace("+00:00", "Z")
 
 
 # Messages --------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class _Sequence:
-    stream: int
-    consumer: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Metadata:
-    sequence: _Sequence
-    num_delivered: int
-    timestamp: datetime
-    stream: str
-    consumer: str
-    num_pending: int = 0
-    """Not tracked (counting would cost a scan per delivery): consumer_infos has it."""
 
 
 @dataclass(slots=True)
@@ -191,55 +117,12 @@ class _Stored:
         return self.headers.get(H_KV_OP)
 
 
-class CoreMessage:
-    """A core message as one subscription received it."""
-
-    __slots__ = ("_bus", "_sid", "data", "headers", "reply", "subject")
-
-    def __init__(
-        self,
-        bus: MemoryBus,
-        sid: int,
-        subject: str,
-        *,
-        reply: str,
-        data: bytes,
-        headers: dict[str, str] | None,
-    ) -> None:
-        self._bus, self._sid = bus, sid
-        self.subject, self.reply, self.data, self.headers = subject, reply, data, headers
-
-    @property
-    def sid(self) -> int:
-        return self._sid
-
-    @property
-    def metadata(self) -> _Metadata:
-        raise TransportError(f"a core message on {self.subject} has no stream metadata")
-
-    async def ack(self) -> None:
-        """Nothing to settle: a core message is not stored."""
-
-    async def nak(self, delay: float | None = None) -> None:
-        """Nothing to settle: a core message is not stored."""
-
-    async def term(self) -> None:
-        """Nothing to settle: a core message is not stored."""
-
-    async def in_progress(self) -> None:
-        """Nothing to settle: a core message is not stored."""
-
-    async def respond(self, data: bytes) -> None:
-        if not self.reply:
-            raise TransportError(f"the message on {self.subject} asks for no reply")
-        await self._bus.publish(self.reply, data)
-
-
 class StreamMessage(CoreMessage):
     """A stored message as a consumer (or a read) delivered it; settled by seq,
     so a late ack of a delivery that timed out is accepted, as JetStream does."""
 
     __slots__ = ("_consumer", "_meta", "_settled")
+    _bus: MemoryBus
 
     def __init__(
         self, bus: MemoryBus, sid: int, stored: _Stored, meta: _Metadata, consumer: _Consumer | None
@@ -279,48 +162,6 @@ class StreamMessage(CoreMessage):
 
 
 # Streams ---------------------------------------------------------------------
-@dataclass(slots=True)
-class StreamConfig:
-    """A stream's configuration (what JetStream's API calls it, times in seconds)."""
-
-    name: str
-    subjects: list[str]
-    work_queue: bool = False
-    max_msgs: int = -1
-    max_bytes: int = -1
-    max_age: float = 0.0
-    max_msgs_per_subject: int = -1
-    max_msg_size: int = -1
-    discard_new: bool = False
-    duplicate_window: float = 120.0
-    transform: tuple[str, str] | None = None
-    allow_direct: bool = False
-    deny_delete: bool = False
-    deny_purge: bool = False
-
-    def api(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "name": self.name,
-            "subjects": list(self.subjects),
-            "retention": "workqueue" if self.work_queue else "limits",
-            "max_consumers": -1,
-            "max_msgs": self.max_msgs,
-            "max_bytes": self.max_bytes,
-            "max_age": int(self.max_age * _NS),
-            "max_msgs_per_subject": self.max_msgs_per_subject,
-            "max_msg_size": self.max_msg_size,
-            "discard": "new" if self.discard_new else "old",
-            "storage": "memory",
-            "num_replicas": 1,
-            "duplicate_window": int(self.duplicate_window * _NS),
-            "allow_direct": self.allow_direct,
-            "deny_delete": self.deny_delete,
-            "deny_purge": self.deny_purge,
-            "allow_rollup_hdrs": True,
-        }
-        if self.transform is not None:
-            out["subject_transform"] = {"src": self.transform[0], "dest": self.transform[1]}
-        return out
 
 
 class _Stream:
@@ -809,17 +650,6 @@ class _Sub:
 
 
 # KV ----------------------------------------------------------------------------
-@dataclass(slots=True)
-class Entry:
-    """A KV entry (the fields of nats-py's ``KeyValue.Entry``)."""
-
-    bucket: str
-    key: str
-    value: bytes | None
-    revision: int | None
-    delta: int | None
-    created: datetime | None
-    operation: str | None
 
 
 def _entry(bucket: str, stored: _Stored, *, delta: int = 0, meta_only: bool = False) -> Entry:

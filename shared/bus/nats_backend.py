@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import json
 import os
 import ssl
@@ -60,6 +61,12 @@ from agenticflow.shared.bus.base import (
     Subscription,
     stored_ns,
 )
+from agenticflow.shared.bus.emulated import (
+    ANCHORS_KEPT,
+    ANCHORS_MAX_MSGS,
+    DIRECT_INACTIVE_S,
+    DIRECT_MAX_AGE_S,
+)
 from agenticflow.shared.bus.nats_puller import Puller
 from agenticflow.shared.errors import (
     ConnectionLostError,
@@ -101,15 +108,6 @@ _ATTEMPT_S = 2.0
 """One publish attempt's wait for the server's acknowledgement."""
 
 
-DIRECT_MAX_AGE_S = 3600.0
-"""How long a direct task message (to an auction's winner) is kept at most."""
-DIRECT_INACTIVE_S = 30.0
-"""How long a worker's direct consumer outlives its last listener."""
-ANCHORS_KEPT = 16
-"""Anchors (signed chain heads) kept per audit chain."""
-ANCHORS_MAX_MSGS = 1_000_000
-"""Most anchors kept in all (a count: a byte limit would be reserved on the server)."""
-
 _STREAM_NOT_FOUND = 10059
 """JetStream API error code of a missing stream."""
 _WRONG_LAST_SEQUENCE = 10071
@@ -148,7 +146,10 @@ def _ours(exc: nats.errors.Error, what: str) -> TransportError:
 
 
 def _coroutine(handler: MessageHandler) -> Callable[[Msg], Awaitable[None]]:
-    """``handler`` as the coroutine function nats-py insists on."""
+    """``handler`` as the coroutine function nats-py insists on (wrapped only
+    when it is another async callable: no extra frame per message otherwise)."""
+    if inspect.iscoroutinefunction(handler):
+        return handler
 
     async def on_message(msg: Msg) -> None:
         await handler(msg)

@@ -70,8 +70,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import msgpack
@@ -93,19 +92,28 @@ from agenticflow.shared.bus.base import (
     StoredValue,
     Subscription,
 )
-from agenticflow.shared.bus.memory_backend import (
+from agenticflow.shared.bus.emulated import (
     ANCHORS_KEPT,
     ANCHORS_MAX_MSGS,
     DIRECT_INACTIVE_S,
     DIRECT_MAX_AGE_S,
+    H_EXPECTED_SEQ,
+    H_EXPECTED_SUBJECT,
+    H_EXPECTED_SUBJECT_SEQ,
+    H_KV_OP,
+    H_ROLLUP,
+    CoreMessage,
     Entry,
     StreamConfig,
-    _iso,
-    _overlap,
-    _transform,
-    _utc,
     subject_matches,
 )
+from agenticflow.shared.bus.emulated import EPOCH as _EPOCH
+from agenticflow.shared.bus.emulated import Metadata as _Metadata
+from agenticflow.shared.bus.emulated import Sequence as _Sequence
+from agenticflow.shared.bus.emulated import iso as _iso
+from agenticflow.shared.bus.emulated import overlap as _overlap
+from agenticflow.shared.bus.emulated import transform as _transform
+from agenticflow.shared.bus.emulated import utc as _utc
 from agenticflow.shared.errors import (
     ConnectionLostError,
     NotFoundError,
@@ -120,11 +128,6 @@ from agenticflow.shared.wire.names import partitions_of_transform
 
 log = structlog.get_logger("agenticflow.bus.redis")
 
-H_EXPECTED_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
-H_EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
-H_EXPECTED_SEQ = "Nats-Expected-Last-Sequence"
-H_ROLLUP = "Nats-Rollup"
-H_KV_OP = "KV-Operation"
 
 SAFETY_POLL_S = 1.0
 """Longest a blocked puller waits without asking Redis again (a missed wake)."""
@@ -136,7 +139,6 @@ COMMAND_TIMEOUT_S = 30.0
 """Longest wait for a command's answer (a script scans a bounded range)."""
 CLAIM_MS = 60_000
 """How long a queue group's claim on a core message is kept."""
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Lua ---------------------------------------------------------------------------
 _LIB = r"""
@@ -786,71 +788,12 @@ def _dropped(task: asyncio.Future[Any]) -> None:
 
 
 # Messages ------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class _Sequence:
-    stream: int
-    consumer: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Metadata:
-    sequence: _Sequence
-    num_delivered: int
-    timestamp: datetime
-    stream: str
-    consumer: str
-    num_pending: int = 0
-
-
-class CoreMessage:
-    """A core message as one subscription received it."""
-
-    __slots__ = ("_bus", "_sid", "data", "headers", "reply", "subject")
-
-    def __init__(
-        self,
-        bus: RedisBus,
-        sid: int,
-        subject: str,
-        *,
-        reply: str,
-        data: bytes,
-        headers: dict[str, str] | None,
-    ) -> None:
-        self._bus, self._sid = bus, sid
-        self.subject, self.reply, self.data, self.headers = subject, reply, data, headers
-
-    @property
-    def sid(self) -> int:
-        return self._sid
-
-    @property
-    def metadata(self) -> _Metadata:
-        raise TransportError(f"a core message on {self.subject} has no stream metadata")
-
-    async def ack(self) -> None:
-        """Nothing to settle: a core message is not stored."""
-
-    async def nak(self, delay: float | None = None) -> None:
-        """Nothing to settle: a core message is not stored."""
-
-    async def term(self) -> None:
-        """Nothing to settle: a core message is not stored."""
-
-    async def in_progress(self) -> None:
-        """Nothing to settle: a core message is not stored."""
-
-    async def respond(self, data: bytes) -> None:
-        if not self.reply:
-            raise TransportError(f"the message on {self.subject} asks for no reply")
-        await self._bus.publish(self.reply, data)
-
-
 class StreamMessage(CoreMessage):
     """A stored message a consumer (or a read, or a follow) delivered; settled
     by stream sequence, so a late ack of a delivery that timed out counts."""
 
     __slots__ = ("_consumer", "_meta", "_settled")
+    _bus: RedisBus
 
     def __init__(
         self,
