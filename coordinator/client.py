@@ -204,6 +204,8 @@ class Client:
         changed = asyncio.Event()
         waiters = self._changed.setdefault(workflow_id, set())
         waiters.add(changed)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -211,7 +213,21 @@ class Client:
                     state = await self._readable(workflow_id)
                     if state is not None and done(state):
                         return state
-                    await changed.wait()
+                    # The deadline is checked here too, not left to the timeout's
+                    # cancellation alone: on Python 3.11 an asyncio.wait_for
+                    # inside the read (nats-py has them) swallows a cancellation
+                    # that lands as its inner future completes, and the wait
+                    # would then go on past the deadline.
+                    left = None if deadline is None else deadline - loop.time()
+                    if left is not None and left <= 0:
+                        raise TimeoutError
+                    woken = asyncio.ensure_future(changed.wait())
+                    try:
+                        finished, _ = await asyncio.wait({woken}, timeout=left)
+                    finally:
+                        woken.cancel()
+                    if not finished:
+                        raise TimeoutError
         finally:
             waiters.discard(changed)
             if not waiters:

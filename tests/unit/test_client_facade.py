@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from pathlib import Path
 
@@ -89,5 +91,37 @@ async def test_a_trimmed_snapshots_output_is_read_from_the_stream() -> None:
         stub = _Stub(trimmed, [completed], bus)
         handle = agenticflow.WorkflowHandle("w", stub)  # type: ignore[arg-type]
         assert await handle.result() == "big"
+    finally:
+        await bus.close()
+
+
+async def test_a_wait_ends_at_its_deadline_even_when_a_read_swallows_the_cancellation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On Python 3.11 an ``asyncio.wait_for`` inside a read (nats-py has them)
+    swallows a cancellation that lands as its inner future completes. A clean
+    clone's CI run met it once: ``result(timeout=0.01)`` of a 1 s task returned
+    the result instead of raising. The wait checks its deadline itself."""
+    from agenticflow.coordinator.client import Client
+
+    bus = await Bus.connect(Settings(url=f"memory://deadline-{os.getpid()}"), name="deadline")
+    try:
+        client = Client(bus=bus, node_id="deadline")
+        reads = 0
+
+        async def swallowing(workflow_id: str) -> WorkflowState | None:
+            nonlocal reads
+            reads += 1
+            # What 3.11's wait_for does when its inner future is done:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.2)
+            return None
+
+        monkeypatch.setattr(client, "_readable", swallowing)
+        waiting = asyncio.ensure_future(client.wait("w-never", timeout=0.01))
+        finished, _ = await asyncio.wait({waiting}, timeout=10)
+        assert waiting in finished, "the wait went on past its deadline"
+        assert isinstance(waiting.exception(), TimeoutError)
+        assert reads == 1
     finally:
         await bus.close()
