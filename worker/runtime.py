@@ -705,6 +705,7 @@ class Worker:
                 f"the task's {what} is too large to store: {exc}",
                 worker=self.node_id,
                 agent=agent.name,
+                instance=instance.id,
             )
             asked, outcome = None, (EventType.TASK_FAILED, failed, "failed")
             outcome_pub = await self.bus.send_event(self._event(task, *outcome))
@@ -738,6 +739,7 @@ class Worker:
                 timeout_s=request.timeout_s,
                 on_timeout=request.on_timeout,
                 worker=self.node_id,
+                instance=ctx.instance,
             )
             what = f"approval_requested:{request.index}"
             return (EventType.TASK_APPROVAL_REQUESTED, asked, what), request
@@ -749,6 +751,7 @@ class Worker:
                 worker=self.node_id,
                 agent=agent.name,
                 duration_ms=(time.perf_counter() - started) * 1000,
+                instance=ctx.instance,
             )
             return (EventType.TASK_FAILED, failed, "failed"), None
         _record_duration(task, started, "completed")
@@ -757,6 +760,7 @@ class Worker:
             worker=self.node_id,
             agent=agent.name,
             duration_ms=(time.perf_counter() - started) * 1000,
+            instance=ctx.instance,
         )
         return (EventType.TASK_COMPLETED, completed, "completed"), None
 

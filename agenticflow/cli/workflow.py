@@ -187,6 +187,14 @@ def require_events(found: list[Event], workflow_id: str) -> None:
 
 def events(
     workflow_id: WorkflowArg,
+    agents: Annotated[
+        bool,
+        typer.Option(
+            "--agents",
+            help="Also show the agent instances' moves (idle -> processing -> idle) "
+            "each task event implies; they are not stored separately.",
+        ),
+    ] = False,
     output: OutputOpt = None,
     as_json: JsonOpt = False,
     nats: NatsOpt = None,
@@ -198,6 +206,10 @@ def events(
     conf = settings(nats, prefix)
     found = run(with_client(conf, lambda c: c.events(workflow_id)))
     require_events(found, workflow_id)
+    if agents:
+        from agenticflow.shared.wire.events import agent_moves
+
+        found = agent_moves(found, interleaved=True)
     if fmt is Output.table:
         render.print_timeline(out, found)
     else:

@@ -102,11 +102,13 @@ class Settings(BaseSettings):
     tool_results_ttl_s: float = Field(default=86400, gt=0)
     """How long a tool's result stays cached under its idempotency key, so a
     redelivered task does not repeat the call."""
-    agent_task_events: bool = True
-    """Publish the per-task moves of agent instances (idle -> processing -> idle)
-    as ``agent.state_changed`` events. Off, only suspend and resume are
-    published: two events fewer per task (about 30% more tasks/s on the 2-core
-    fan-out benchmark); task.started and the outcome still name the instance."""
+    agent_task_events: bool = False
+    """Also store the per-task moves of agent instances (idle -> processing ->
+    idle) as ``agent.state_changed`` events of their own. Off (the default),
+    only suspend and resume are stored: ``task.started`` and the outcome name
+    the instance, and :func:`agenticflow.shared.wire.events.agent_moves`
+    (``agenticflow events ID --agents``) derives the moves from them; two
+    events fewer per task."""
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     """Serve ``/metrics`` (Prometheus), ``/healthz``, ``/readyz`` and ``/health``
     on this HTTP port (0: any free port, shown by ``agenticflow health``);

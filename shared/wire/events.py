@@ -9,6 +9,7 @@ incoming payloads tolerate unknown fields so rolling upgrades work.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
@@ -189,6 +190,8 @@ class TaskCompleted(Payload):
     worker: str = ""
     agent: str = ""
     duration_ms: float = 0.0
+    instance: str = ""
+    """The agent instance that ran the attempt; it is idle again (see :func:`agent_moves`)."""
 
 
 class TaskFailed(Payload):
@@ -198,16 +201,27 @@ class TaskFailed(Payload):
     worker: str = ""
     agent: str = ""
     duration_ms: float = 0.0
+    instance: str = ""
+    """The agent instance that ran the attempt (empty when no handler ran, e.g. a
+    timeout); it went through ``error`` back to idle (see :func:`agent_moves`)."""
 
     @classmethod
     def for_good(
-        cls, error_type: str, code: str, message: str, *, worker: str, agent: str = ""
+        cls,
+        error_type: str,
+        code: str,
+        message: str,
+        *,
+        worker: str,
+        agent: str = "",
+        instance: str = "",
     ) -> TaskFailed:
         """A failure that no retry can fix (unreadable task, oversized message...)."""
         return cls(
             error=ErrorInfo(type=error_type, message=message, code=code, retryable=False),
             worker=worker,
             agent=agent,
+            instance=instance,
         )
 
 
@@ -323,6 +337,8 @@ class TaskApprovalRequested(Payload):
     timeout_s: float | None = Field(default=None, gt=0, le=MAX_APPROVAL_WAIT_S)
     on_timeout: str = "reject"
     worker: str = ""
+    instance: str = ""
+    """The agent instance whose handler asked; it is idle again (see :func:`agent_moves`)."""
 
 
 class TaskApprovalExpired(Payload):
@@ -584,6 +600,70 @@ class Event(BaseModel):
         return value
 
 
+_OUTCOME_MOVES: dict[EventType, tuple[tuple[str, str, str], ...]] = {
+    EventType.TASK_STARTED: (("idle", "processing", "task_assigned"),),
+    EventType.TASK_COMPLETED: (("processing", "idle", "task_completed"),),
+    EventType.TASK_FAILED: (
+        ("processing", "error", "task_failed"),
+        ("error", "idle", "error_resolved"),
+    ),
+    EventType.TASK_APPROVAL_REQUESTED: (
+        ("processing", "waiting_approval", "approval_required"),
+        ("waiting_approval", "idle", "approval_deferred"),
+    ),
+}
+
+
+def agent_moves(events: Iterable[Event], *, interleaved: bool = False) -> list[Event]:
+    """Every move of the agent instances in ``events``, in order: the stored
+    ``agent.state_changed`` events (suspend and resume, and the per-task moves
+    when ``Settings.agent_task_events`` is on) and the per-task moves the task
+    events imply, which are not stored separately by default: ``task.started``
+    names the instance that went ``idle -> processing``; ``task.completed``,
+    ``task.failed`` and ``task.approval_requested`` the one that went back to
+    idle (through ``error`` or ``waiting_approval``).
+
+    A derived move has the time, clock and sequence of the event it comes
+    from and an id ending in ``:derived:<n>``. A task event that names no
+    instance (a timeout, a failure no handler made), or whose attempt has its
+    moves stored, implies none. ``interleaved``: all of ``events`` with the
+    derived moves after the event each comes from."""
+    events = list(events)
+    stored = {
+        (e.workflow_id, e.task_id, e.attempt)
+        for e in events
+        if e.type == EventType.AGENT_STATE_CHANGED and e.task_id is not None
+    }
+    moves: list[Event] = []
+    for event in events:
+        implied = _OUTCOME_MOVES.get(event.type, ())
+        instance = getattr(event.data, "instance", "") if implied else ""
+        if interleaved or event.type == EventType.AGENT_STATE_CHANGED:
+            moves.append(event)
+        if not instance or (event.workflow_id, event.task_id, event.attempt) in stored:
+            continue
+        for n, (from_state, to_state, trigger) in enumerate(implied):
+            data = AgentStateChanged(
+                instance=instance,
+                agent=getattr(event.data, "agent", "") or instance.rsplit(".", 2)[-2:][0],
+                worker=getattr(event.data, "worker", ""),
+                from_state=from_state,
+                to_state=to_state,
+                trigger=trigger,
+                task_id=event.task_id,
+            )
+            moves.append(
+                event.model_copy(
+                    update={
+                        "id": f"{event.id}:derived:{n}",
+                        "type": EventType.AGENT_STATE_CHANGED,
+                        "data": data,
+                    }
+                )
+            )
+    return moves
+
+
 __all__ = [
     "FORBIDDEN",
     "INTERVENTIONS",
@@ -634,4 +714,5 @@ __all__ = [
     "WorkflowResumed",
     "WorkflowStarted",
     "WorkflowSubmitted",
+    "agent_moves",
 ]

@@ -26,6 +26,11 @@ History:
   cancel. ``workflow.intervention_requested`` gains the actions ``cancel`` and
   ``terminate`` (``abort`` stays terminate's name): additive, no version change;
   a coordinator of an older version refuses them as unknown interventions.
+- ``task.completed``, ``task.failed``, ``task.approval_requested`` (2026-12,
+  issue 23): gain ``instance`` (default empty), so that the per-task moves of
+  agent instances need no events of their own (see
+  :func:`~agenticflow.shared.wire.events.agent_moves`): additive, no version
+  change.
 """
 
 from __future__ import annotations

@@ -83,6 +83,16 @@ async def test_submit_wait_status_and_events_json(cluster: DevCluster, tmp_path:
     for event in completed:
         clock = VectorClock(event["vclock"])
         assert clock.compare(scheduled[event["task_id"]]) == Ordering.AFTER, H_VCLOCK
+    assert not [e for e in events if e["type"] == "agent.state_changed"]  # not stored
+
+    with_moves = cli(cluster, "events", workflow_id, "--agents", "-o", "jsonl")
+    assert with_moves.returncode == 0, with_moves.stderr
+    shown = [json.loads(line) for line in with_moves.stdout.splitlines()]
+    moves = [e for e in shown if e["type"] == "agent.state_changed"]
+    assert len(moves) == 2 * len(completed)  # idle -> processing -> idle per task
+    assert [e for e in shown if e["type"] != "agent.state_changed"] == events
+    for move in moves:
+        assert move["id"].rsplit(":", 2)[-2] == "derived"
 
 
 async def test_submit_prints_the_id_and_status_shows_a_table(

@@ -20,7 +20,7 @@ from agenticflow.coordinator.state import TaskStatus, WorkflowState, WorkflowSta
 from agenticflow.shared.bus.nats_backend import NatsBus as Bus
 from agenticflow.shared.errors import InterventionRefusedError
 from agenticflow.shared.wire.codec import decode_event
-from agenticflow.shared.wire.events import Event, EventType
+from agenticflow.shared.wire.events import Event, EventType, agent_moves
 from agenticflow.worker.runtime import Worker
 from tests.integration.helpers import agenticflow, of_type, wf
 from tests.support.app import steering
@@ -231,9 +231,11 @@ async def test_a_handler_request_frees_its_slot_and_gets_each_decision(client: C
     # Each wait ended its attempt: the worker acked it (no slot held while waiting).
     asked = of_type(events, EventType.TASK_APPROVAL_REQUESTED)
     assert [(e.attempt, e.data.index) for e in asked] == [(1, 0), (2, 1)]  # type: ignore[attr-defined]
+    # The agent's moves are not stored (by default): the task events imply them.
+    assert of_type(events, EventType.AGENT_STATE_CHANGED) == []
     moves = [
         (e.data.from_state, e.data.to_state)  # type: ignore[attr-defined]
-        for e in of_type(events, EventType.AGENT_STATE_CHANGED)
+        for e in agent_moves(events)
         if e.attempt == 1
     ]
     assert moves == [
@@ -283,16 +285,38 @@ async def test_the_cli_steers_and_exits_5_on_a_refusal(client: Client, cluster: 
     assert "unknown_workflow" in unknown.stderr
 
 
-async def test_per_task_agent_events_can_be_turned_off(cluster: DevCluster) -> None:
-    quiet = cluster.settings.model_copy(update={"agent_task_events": False})
-    async with connected(quiet, name="quiet-worker") as bus:
-        client = Client(bus=bus, node_id="quiet-client")
-        async with Worker(bus=bus, app=steering, node_id="w-quiet", route="quiet"):
+async def test_per_task_agent_events_can_be_stored_and_are_not_derived_twice(
+    cluster: DevCluster,
+) -> None:
+    chatty = cluster.settings.model_copy(update={"agent_task_events": True})
+    async with connected(chatty, name="chatty-worker") as bus:
+        client = Client(bus=bus, node_id="chatty-client")
+        async with Worker(bus=bus, app=steering, node_id="w-chatty", route="chatty"):
             workflow_id = await client.submit(
-                wf({"id": "a", "capability": "context"}), route="quiet"
+                wf({"id": "a", "capability": "context"}), route="chatty"
             )
             final = await client.wait(workflow_id, timeout=60)
         assert final.status == WorkflowStatus.COMPLETED
-        assert (final.tasks["a"].instance or "").startswith("w-quiet.context.")
+        instance = final.tasks["a"].instance or ""
+        assert instance.startswith("w-chatty.context.")
         events = await client.events(workflow_id)
-        assert of_type(events, EventType.AGENT_STATE_CHANGED) == []
+        stored = of_type(events, EventType.AGENT_STATE_CHANGED)
+        expected = [
+            ("idle", "processing", "task_assigned"),
+            ("processing", "idle", "task_completed"),
+        ]
+        assert [
+            (e.data.from_state, e.data.to_state, e.data.trigger)  # type: ignore[attr-defined]
+            for e in stored
+        ] == expected
+        assert agent_moves(events) == stored  # none derived beside the stored ones
+        # Without them, the task events imply the same moves.
+        bare = [e for e in events if e.type != EventType.AGENT_STATE_CHANGED]
+        derived = agent_moves(bare)
+        assert [
+            (e.data.instance, e.data.from_state, e.data.to_state, e.data.trigger)  # type: ignore[attr-defined]
+            for e in derived
+        ] == [(instance, *move) for move in expected]
+        assert [e.seq for e in derived] == [
+            e.seq for e in bare if e.type in (EventType.TASK_STARTED, EventType.TASK_COMPLETED)
+        ]
