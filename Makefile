@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CODE   := agenticflow coordinator worker shared examples tests benchmarks docs
 
-.PHONY: install demo test redis-server lint typecheck imports docs unit integration chaos bench bench-replay bench-tools bench-telemetry bench-security bench-supervisor bench-peers bench-scaling bench-backends bench-compare clean
+.PHONY: install demo test redis-server lint typecheck imports docs unit integration chaos bench bench-replay bench-tools bench-telemetry bench-security bench-supervisor bench-peers bench-scaling bench-backends bench-compare bench-report clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -107,6 +107,14 @@ PEERS_ARGS ?=
 bench-peers: $(STAMP)
 	$(BIN)/python -m benchmarks.peers.install
 	$(BIN)/python -m benchmarks.peers $(PEERS_ARGS)
+
+# The performance section of README.md and docs/guides/performance.md (between
+# <!-- bench:begin --> and <!-- bench:end -->) and its charts in docs/assets/performance/,
+# from what make bench, bench-peers and bench-scaling last wrote to benchmarks/results/.
+# Options: make bench-report REPORT_ARGS='--check' (exit 1 when the section is stale)
+REPORT_ARGS ?=
+bench-report: $(STAMP)
+	$(BIN)/python -m benchmarks.report $(REPORT_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist site *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage
