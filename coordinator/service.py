@@ -53,7 +53,7 @@ from agenticflow.coordinator.reducer import (
 )
 from agenticflow.coordinator.state import ACTIVE_TASK, TaskStatus, WorkflowState, open_snapshot
 from agenticflow.shared.bus.base import Bus, ConsumerSpec, Fetching, Message, Outgoing, Pulling
-from agenticflow.shared.bus.registry import CoordinatorEntry, open_update, seal_entry
+from agenticflow.shared.bus.registry import CoordinatorEntry, open_entry, open_update, seal_entry
 from agenticflow.shared.errors import (
     ConfigError,
     MalformedMessageError,
@@ -316,6 +316,7 @@ class Coordinator:
         self._workflows = await self.bus.kv(self.names.workflows_bucket)
         self._index = await self.bus.kv(self.names.workflow_index_bucket)
         self._agents = await self.bus.kv(self.names.agents_bucket)
+        await self._read_agents()  # before anything is dispatched (recovery re-issues)
         await self._recover()
         await self._heartbeat()
         self._watcher = await self._agents.watchall()
@@ -1262,7 +1263,7 @@ class Coordinator:
                         error=str(unencodable),
                     )
                     continue
-                if not self._served(task.queue):
+                if not self._served(task.queue) and self._waits_for_worker(task):
                     unserved.append(task)
             else:
                 self._arm(command)
@@ -1578,6 +1579,39 @@ class Coordinator:
                 self._live.pop(entry.key, None)
                 continue
             self._live[entry.key] = info
+
+    async def _read_agents(self) -> None:
+        """Who serves what, read once at start: until the registry watch has
+        caught up, a coordinator that just started would take every capability
+        for unserved, and record ``task.unserved`` for tasks workers run (after
+        a crash, even for tasks that have completed, stored after the
+        workflow's end: a re-fold of the stream then merges its clock, which
+        the finished workflow's snapshot never does)."""
+        bucket = self.names.agents_bucket
+        try:
+            entries = await self.bus.kv_entries(bucket)
+        except Exception:
+            log.warning("agent registry not read; the watch will fill it in", exc_info=True)
+            return
+        for key, value, stored_ns in entries:
+            info = open_entry(self.bus.seal, bucket, key, value, stored_ns=stored_ns)
+            if info is not None:
+                self._live[key] = info
+
+    def _waits_for_worker(self, task: TaskMessage) -> bool:
+        """Whether the attempt a dispatch is for still waits for a worker in the
+        state folded so far. A dispatch re-issued by a re-fold after a crash (or
+        whose batch also folded its start) may be of an attempt that has since
+        started or settled, or of a workflow that has ended: no hint then."""
+        entry = self._cache.get(task.workflow_id)
+        if entry is None or entry.state.is_terminal:
+            return False
+        current = entry.state.tasks.get(task.task_id)
+        return (
+            current is not None
+            and current.status == TaskStatus.SCHEDULED
+            and current.attempts == task.attempt
+        )
 
     def _served(self, capability: str) -> bool:
         horizon = time.time_ns() - int(self.settings.agent_ttl_s * 1e9)
