@@ -184,6 +184,8 @@ class Worker:
         """Task messages delivered to this process and not finished yet."""
         self._clocks = ClockBook(node_id, keep=_CLOCKS_KEPT)
         self._running: set[asyncio.Task[Any]] = set()
+        self._held: dict[int, tuple[Message, float]] = {}
+        """Deliveries whose handler runs, by id, with their last sign of life."""
         now = time.time_ns()
         self.instances: dict[str, list[AgentInstance]] = {
             agent.name: [
@@ -304,6 +306,8 @@ class Worker:
                 await self._runner
 
     async def _serve(self) -> None:
+        # Until the end, past _stop: tasks draining within the grace are kept alive too.
+        keeper = asyncio.create_task(self._keep_held_alive(), name="keep-alive")
         try:
             for puller in self._pullers.values():
                 await puller.start()
@@ -320,6 +324,7 @@ class Worker:
             await self._stop_pulling()
             await self._drain_running()
         finally:
+            keeper.cancel()
             for unobserve in self._unobserve:
                 unobserve()
             await self._stop_pulling()
@@ -680,7 +685,9 @@ class Worker:
         # this reaches the handler (ctx.cancelled); one seen before stops it.
         running = _Running(ctx, stopped_before=self._aborted.get(task.workflow_id))
         self._live.setdefault(task.workflow_id, set()).add(running)
-        keepalive = asyncio.create_task(self._keep_alive(msg, task))
+        held = id(msg)
+        self._held[held] = (msg, time.monotonic())  # kept alive by _keep_held_alive
+        beats = asyncio.create_task(self._heartbeats(task)) if task.heartbeat_s else None
         try:
             outcome, asked = await self._attempt(agent, ctx, task, running)
         except BaseException:
@@ -690,7 +697,9 @@ class Worker:
             self._settle(instance, Trigger.TASK_FAILED, Trigger.ERROR_RESOLVED)
             raise
         finally:
-            keepalive.cancel()
+            self._held.pop(held, None)
+            if beats is not None:
+                beats.cancel()
             self._forget(task.workflow_id, running)
         # Pipelined behind task.started (same connection, so normally stored in
         # that order; if task.started needed a retry it may land after the
@@ -975,31 +984,38 @@ class Worker:
                 raise
             raise TaskTimeoutError(f"the handler ran longer than {timeout_s:g}s") from exc
 
-    async def _keep_alive(self, msg: Message, task: TaskMessage) -> None:
-        """While the handler runs: ``in_progress()`` so JetStream does not redeliver,
-        and ``task.heartbeat`` events when the task asks for them."""
+    async def _keep_held_alive(self) -> None:
+        """One loop for every delivery in hand (not a timer task per task):
+        ``in_progress()`` on each held for a third of the ack wait since its
+        last sign of life, so JetStream does not redeliver it while its handler
+        runs. Checked four times per period: the first sign comes at most
+        5/12 of the ack wait after the delivery."""
         ack_every = max(self.settings.task_ack_wait_s / 3, 0.5)
-        beat_every = task.heartbeat_s or float("inf")
-        next_ack, next_beat, beats = ack_every, beat_every, 0
-        elapsed = 0.0
         while True:
-            step = min(next_ack, next_beat) - elapsed
-            await asyncio.sleep(step)  # a periodic keep-alive, not a wait on an effect
-            elapsed += step
-            if elapsed >= next_ack:
-                next_ack += ack_every
-                with contextlib.suppress(Exception):
-                    await msg.in_progress()
-            if elapsed >= next_beat:
-                next_beat += beat_every
-                beats += 1
-                with contextlib.suppress(Exception):
-                    await self._emit(
-                        task,
-                        EventType.TASK_HEARTBEAT,
-                        TaskHeartbeat(worker=self.node_id),
-                        f"heartbeat:{beats}",
-                    )
+            await asyncio.sleep(ack_every / 4)  # a periodic keep-alive, not a wait on an effect
+            now = time.monotonic()
+            due = [(key, msg) for key, (msg, at) in self._held.items() if now - at >= ack_every]
+            for key, msg in due:
+                if key in self._held:
+                    self._held[key] = (msg, now)
+                    with contextlib.suppress(Exception):
+                        await msg.in_progress()
+
+    async def _heartbeats(self, task: TaskMessage) -> None:
+        """While the handler runs: ``task.heartbeat`` events every
+        ``heartbeat_s`` of a task that asks for them."""
+        beat_every = task.heartbeat_s or float("inf")
+        beats = 0
+        while True:
+            await asyncio.sleep(beat_every)  # a periodic heartbeat, not a wait on an effect
+            beats += 1
+            with contextlib.suppress(Exception):
+                await self._emit(
+                    task,
+                    EventType.TASK_HEARTBEAT,
+                    TaskHeartbeat(worker=self.node_id),
+                    f"heartbeat:{beats}",
+                )
 
     def _admitted(self, task: TaskMessage) -> TaskMessage:
         """The task, if a coordinator could have dispatched it; raises

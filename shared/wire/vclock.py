@@ -68,6 +68,17 @@ class VectorClock(Mapping[str, int]):
         self._entries = dict(sorted(clean.items()))
         self._hash: int | None = None
 
+    @classmethod
+    def _trusted(cls, entries: dict[str, int]) -> VectorClock:
+        """A clock of entries that are valid already (taken from clocks, or a
+        node id that was checked): no second check on the hot path."""
+        if len(entries) > _MAX_ENTRIES:
+            raise MalformedMessageError(f"vector clock has more than {_MAX_ENTRIES} entries")
+        clock = cls.__new__(cls)
+        clock._entries = dict(sorted(entries.items())) if len(entries) > 1 else entries
+        clock._hash = None
+        return clock
+
     # Mapping protocol -------------------------------------------------
     def __getitem__(self, node: str) -> int:
         return self._entries[node]
@@ -106,16 +117,21 @@ class VectorClock(Mapping[str, int]):
     def increment(self, node: str) -> VectorClock:
         """A new clock with ``node``'s entry one higher."""
         entries = dict(self._entries)
-        entries[node] = entries.get(node, 0) + 1
-        return VectorClock(entries)
+        counter = entries.get(node, 0) + 1
+        if counter > MAX_COUNTER or (node not in entries and not _NODE_RE.match(node)):
+            return VectorClock({**entries, node: counter})  # raises MalformedMessageError
+        entries[node] = counter
+        return VectorClock._trusted(entries)
 
     def merge(self, other: Mapping[str, int]) -> VectorClock:
         """Element-wise maximum of the two clocks."""
+        if not isinstance(other, VectorClock):
+            other = VectorClock(other)  # checked once
         entries = dict(self._entries)
-        for node, counter in other.items():
+        for node, counter in other._entries.items():
             if counter > entries.get(node, 0):
                 entries[node] = counter
-        return VectorClock(entries)
+        return VectorClock._trusted(entries)
 
     def compare(self, other: Mapping[str, int]) -> Ordering:
         """How ``self`` relates to ``other``: before, after, equal or concurrent."""

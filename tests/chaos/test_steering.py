@@ -124,3 +124,31 @@ async def test_a_suspended_instance_pulls_no_task_until_resumed(
         assert moves == [(target, "suspend"), (target, "resume")]
         with pytest.raises(NotFoundError):
             await client.set_suspended("w-nowhere.solo.0", suspended=True)
+
+
+async def test_a_task_longer_than_the_ack_wait_is_kept_alive_not_redelivered(
+    nats_server: NatsServer, log_dir: Path
+) -> None:
+    """The worker's one keep-alive loop tells JetStream every held delivery is
+    in progress: a 5 s task under a 2 s ack wait is delivered once."""
+    # Slots for every capability of the app: a redelivery would find a pull request.
+    async with steering_cluster(nats_server, log_dir, "alive", workers=2, concurrency=32) as (
+        _cluster,
+        client,
+    ):
+        definition = wf(
+            {"id": "long", "capability": "slow", "params": {"seconds": 5}},
+            {"id": "quick", "capability": "echo"},
+        )
+        workflow_id = await client.submit(definition)
+        final = await client.wait(workflow_id, timeout=90)
+        assert final.status == WorkflowStatus.COMPLETED
+        assert final.tasks["long"].attempts == 1
+        events = await client.events(workflow_id)
+        started = [e for e in of_type(events, EventType.TASK_STARTED) if e.task_id == "long"]
+        assert len(started) == 1, [e.data for e in started]
+        # A second run's events would be deduplicated (same ids): ask the consumers.
+        # (a consumer's sequence counts deliveries, redeliveries included).
+        consumers = await client.bus.consumer_infos(client.names.tasks_stream)
+        (slow,) = [c for c in consumers if c["name"] == client.names.task_consumer("slow")]
+        assert slow["delivered"]["consumer_seq"] == 1, slow
