@@ -270,7 +270,8 @@ class Coordinator:
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
         self._inbox: deque[Message] = deque()
-        self._has_mail = asyncio.Event()
+        self._mail: asyncio.Future[None] | None = None
+        """Set while _consume waits for mail: _arrived resolves it."""
         self._puller: Pulling
         self._watcher: Any = None
         self._dlq_sub: Fetching | None = None
@@ -532,7 +533,9 @@ class Coordinator:
     # Event loop ---------------------------------------------------------
     def _arrived(self, msg: Message) -> None:
         self._inbox.append(msg)
-        self._has_mail.set()
+        waiter = self._mail
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)  # wakes _consume in one step (no wait_for task)
 
     def _after_reconnect(self) -> None:
         self._reload = True
@@ -550,10 +553,15 @@ class Coordinator:
                 self._cache.clear()
             await self._flush_due()
             if not self._inbox:
-                self._has_mail.clear()
                 # Wake for mail, or each fetch interval to flush snapshots and see _stop.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._has_mail.wait(), timeout=self._fetch_timeout)
+                loop = asyncio.get_running_loop()
+                self._mail = waiter = loop.create_future()
+                timer = loop.call_later(self._fetch_timeout, _wake, waiter)
+                try:
+                    await waiter
+                finally:
+                    timer.cancel()
+                    self._mail = None
                 continue
             count = min(len(self._inbox), self._batch)
             msgs = [self._inbox.popleft() for _ in range(count)]
@@ -1646,6 +1654,11 @@ def _still_due(command: Command, state: WorkflowState, stored: set[str]) -> bool
             and task.status in ACTIVE_TASK
         )
     return True
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _count(event: Event, state: WorkflowState | None, commands: list[Command]) -> None:
