@@ -73,7 +73,7 @@ from agenticflow.shared.ops.metrics import (
     tasks_failed,
     tasks_retried,
 )
-from agenticflow.shared.ops.telemetry import context_of, tracer
+from agenticflow.shared.ops.telemetry import context_of, tracer, tracing_enabled
 from agenticflow.shared.resilience import backoff_delay
 from agenticflow.shared.security.audit import AuditKind
 from agenticflow.shared.security.auditor import Auditor
@@ -1238,6 +1238,7 @@ class Coordinator:
         big together) fails that task for good instead of blocking the batch.
         """
         now = time.time_ns()
+        traced = tracing_enabled()
         outgoing: list[Outgoing] = []
         audited: list[Event] = []
         unserved: list[TaskMessage] = []
@@ -1252,13 +1253,18 @@ class Coordinator:
             elif isinstance(command, Dispatch):
                 task = command.task
                 await self.bus.ensure_task_consumer(task.queue)
-                try:
-                    with tracer().start_as_current_span(
+                # A span when this process traces or the workflow's trace goes on
+                # (its context travels in the task message's headers); else none.
+                span: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+                if traced or task.traceparent:
+                    span = tracer().start_as_current_span(
                         f"dispatch {task.task_id}",
                         context=context_of(task.traceparent),
                         kind=SpanKind.PRODUCER,
                         attributes=_task_attributes(task),
-                    ):  # the span's context travels in the task message's headers
+                    )
+                try:
+                    with span:
                         outgoing.append(self.bus.encode_task(task))
                 except PayloadTooLargeError as too_big:
                     too_large.append((task, too_big))

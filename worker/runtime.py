@@ -54,7 +54,7 @@ from agenticflow.shared.ops.metrics import AGENT_INSTANCES, CIRCUIT_BREAKERS, Re
 from agenticflow.shared.ops.metrics import enabled as metrics_enabled
 from agenticflow.shared.ops.metrics import task_duration as task_duration_metric
 from agenticflow.shared.ops.metrics import task_queue_wait as task_queue_wait_metric
-from agenticflow.shared.ops.telemetry import extract, tracer
+from agenticflow.shared.ops.telemetry import extract, tracer, tracing_enabled
 from agenticflow.shared.security.audit import AuditKind
 from agenticflow.shared.security.auditor import Auditor
 from agenticflow.shared.security.identity import take_process_identity
@@ -603,20 +603,23 @@ class Worker:
                     max(0.0, time.time() - stored), {"capability": task.capability}
                 )
         instance = await self._take_instance(agent.name)
+        # A span when this process traces, or the task message continues a trace
+        # (its events then carry it on); else none (a no-op span costs ~10 us).
+        span: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if tracing_enabled() or (msg.headers and "traceparent" in msg.headers):
+            span = tracer().start_as_current_span(
+                f"task {task.capability}",
+                context=extract(msg.headers),
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "workflow.id": task.workflow_id,
+                    "task.id": task.task_id,
+                    "task.attempt": task.attempt,
+                    "agent.instance": instance.id,  # <worker>.<agent>.<n>
+                },
+            )  # handler, tool calls and the events published meanwhile join it
         try:
-            with (
-                tracer().start_as_current_span(
-                    f"task {task.capability}",
-                    context=extract(msg.headers),
-                    kind=SpanKind.CONSUMER,
-                    attributes={
-                        "workflow.id": task.workflow_id,
-                        "task.id": task.task_id,
-                        "task.attempt": task.attempt,
-                        "agent.instance": instance.id,  # <worker>.<agent>.<n>
-                    },
-                ),  # handler, tool calls and the events published meanwhile join it
-            ):
+            with span:
                 # Every line logged from here on says which task it is about (the
                 # binding lives in this asyncio task's own context, gone with it).
                 structlog.contextvars.bind_contextvars(

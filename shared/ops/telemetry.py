@@ -50,8 +50,19 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer("agenticflow")
 
 
+def tracing_enabled() -> bool:
+    """Whether a tracer provider is installed in this process (by
+    :func:`configure_tracing` or by the host application): without one every
+    span is a no-op, and a hot path may leave out making it (unless a message
+    it handles carries a ``traceparent``, whose trace its events continue)."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 def inject(headers: MutableMapping[str, str]) -> None:
-    """Add the current span's context (``traceparent``, ``tracestate``) to headers."""
+    """Add the current span's context (``traceparent``, ``tracestate``) to
+    headers; nothing (and at no cost) when there is no valid span context."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return
     propagate.inject(headers)
 
 
@@ -222,4 +233,5 @@ __all__ = [
     "shutdown_tracing",
     "traceparent",
     "tracer",
+    "tracing_enabled",
 ]
