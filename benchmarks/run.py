@@ -260,13 +260,49 @@ async def run_workflow(client: Client, definition: WorkflowDefinition, timeout: 
 # Scenarios -----------------------------------------------------------------
 
 
+PROCESSES: dict[str, list[int]] = {}
+"""The cluster's process ids by kind (``coordinator``, ``workers``, ``server``),
+set when the cluster starts; the benchmark's own process is ``client``."""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc); 0 when gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_kind() -> dict[str, float]:
+    """CPU seconds so far of each kind of process of the cluster and of this one."""
+    spent = {kind: sum(cpu_seconds(pid) for pid in pids) for kind, pids in PROCESSES.items()}
+    spent["client"] = time.process_time()
+    return spent
+
+
 async def measure_fanout(client: Client, sizes: Sizes, timeout: float) -> dict[str, float]:
-    """W1: tasks/s for one wide workflow, submit to completion."""
+    """W1: tasks/s for one wide workflow, submit to completion; with the CPU
+    each kind of process spent per task (ms; a memory cluster is all
+    ``client``) and the messages stored per task (its events and its task
+    message)."""
     definition = fanout_workflow(sizes.fanout_tasks)
+    before = cpu_by_kind()
     started = time.perf_counter()
-    await run_workflow(client, definition, timeout)
+    workflow_id = await run_workflow(client, definition, timeout)
     elapsed = time.perf_counter() - started
-    return {"tasks_per_s": sizes.fanout_tasks / elapsed, "seconds": elapsed}
+    after = cpu_by_kind()
+    n = sizes.fanout_tasks
+    events = await client.events(workflow_id)
+    cpu = {f"cpu_ms_per_task_{kind}": (after[kind] - before[kind]) * 1000 / n for kind in after}
+    return {
+        "tasks_per_s": n / elapsed,
+        "seconds": elapsed,
+        **cpu,
+        "cpu_ms_per_task": sum(cpu.values()),
+        "messages_per_task": (len(events) + n) / n,
+    }
 
 
 async def measure_chain(client: Client, sizes: Sizes, timeout: float) -> dict[str, float]:
@@ -554,6 +590,14 @@ async def run_all(options: Options) -> Outcome:
                 backend=options.backend,
             )
             await stack.enter_async_context(cluster)
+            server = getattr(cluster.server, "proc", None) or getattr(
+                cluster.server, "process", None
+            )
+            PROCESSES.update(
+                coordinator=[p.pid for p in cluster.coordinators],
+                workers=[p.pid for p in cluster.worker_procs],
+                server=[server.pid] if server is not None else [],
+            )
             client = await stack.enter_async_context(
                 connect(
                     settings=cluster.settings,
@@ -582,6 +626,16 @@ async def run_all(options: Options) -> Outcome:
                     for metric in scenario.metrics:
                         results[scenario.key, metric.key].raw_samples.append(limit[metric.key])
                 console.print(line)
+                if "cpu_ms_per_task" in figures:
+                    console.print(
+                        f"    [dim]CPU per task {figures['cpu_ms_per_task']:.2f} ms ("
+                        + ", ".join(
+                            f"{key.rsplit('_', 1)[-1]} {value:.2f}"
+                            for key, value in figures.items()
+                            if key.startswith("cpu_ms_per_task_")
+                        )
+                        + f"); {figures['messages_per_task']:.2f} messages stored per task[/dim]"
+                    )
                 if "slowest_hop_ms" in figures:
                     console.print(
                         "    [dim]per hop, mean (max): "
