@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from agenticflow.coordinator.reducer import fold
     from agenticflow.coordinator.service import Coordinator
     from agenticflow.coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
+    from agenticflow.coordinator.streams import StreamChunk
     from agenticflow.coordinator.supervisor import (
         Catalog,
         Plan,
@@ -187,6 +188,7 @@ _EXPORTS: dict[str, str] = {
     "ToolPermissionError": "agenticflow.shared.errors",
     "ToolRefusedError": "agenticflow.shared.errors",
     "ToolRegistry": "agenticflow.worker.tools",
+    "StreamChunk": "agenticflow.coordinator.streams",
     "ToolTimeoutError": "agenticflow.shared.errors",
     "ToolValidationError": "agenticflow.shared.errors",
     "TransportError": "agenticflow.shared.errors",
@@ -271,6 +273,7 @@ __all__ = [
     "SandboxLimits",
     "Settings",
     "StateConflictError",
+    "StreamChunk",
     "Supervisor",
     "TaskCancelledError",
     "TaskContext",

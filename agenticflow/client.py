@@ -35,7 +35,7 @@ import builtins
 import contextlib
 import os
 import warnings
-from collections.abc import AsyncIterator, Generator, Mapping
+from collections.abc import AsyncIterator, Collection, Generator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -46,6 +46,7 @@ from pydantic import TypeAdapter, ValidationError
 from agenticflow.coordinator.client import Client as _CoreClient
 from agenticflow.coordinator.index import States, WorkflowSummary
 from agenticflow.coordinator.state import WorkflowState, WorkflowStatus
+from agenticflow.coordinator.streams import StreamChunk
 from agenticflow.shared.bus import transport
 from agenticflow.shared.bus.transport import Bus, Message
 from agenticflow.shared.errors import (
@@ -294,6 +295,21 @@ class WorkflowHandle:
     async def events(self) -> builtins.list[Event]:
         """Its events so far, in stream order."""
         return await self.client.events(self.id)
+
+    async def stream(
+        self, *, task: str | None = None, kinds: Collection[str] | None = None
+    ) -> AsyncIterator[StreamChunk]:
+        """What its tasks stream (``await ctx.stream(...)`` in a handler), in
+        order, from the start and then live, until the workflow ends::
+
+            async for chunk in handle.stream(kinds=["token"]):
+                print(chunk.text, end="", flush=True)
+
+        ``task``: only that task's chunks, until it completes. ``kinds``: only
+        those (``token``, ``progress``, ``log``, ``artifact``; ``dropped``
+        chunks say how many the handler made that could not be stored)."""
+        async for chunk in self.client.stream(self.id, task=task, kinds=kinds):
+            yield chunk
 
     async def states(self) -> AsyncIterator[WorkflowState]:
         """Every new state of the workflow, until it ends (for live progress)."""

@@ -11,7 +11,7 @@ import asyncio
 import fnmatch
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,6 +32,7 @@ from agenticflow.coordinator.state import (
     WorkflowState,
     open_snapshot,
 )
+from agenticflow.coordinator.streams import StreamChunk, read_output
 from agenticflow.shared.bus.base import Bus, Message, watched_ns
 from agenticflow.shared.bus.registry import open_entry, open_update
 from agenticflow.shared.errors import (
@@ -293,6 +294,22 @@ class Client:
     async def events(self, workflow_id: str) -> list[Event]:
         """The workflow's events in stream order (malformed ones as ``message.rejected``)."""
         return await self._read(self.names.workflow_events(workflow_id))
+
+    async def stream(
+        self,
+        workflow_id: str,
+        *,
+        task: str | None = None,
+        kinds: Collection[str] | None = None,
+    ) -> AsyncIterator[StreamChunk]:
+        """What the workflow's tasks stream (``ctx.stream``), from the start and
+        then live, until the workflow ends (with ``task``: that task's chunks,
+        until it completes). ``kinds`` keeps only those kinds (``token``,
+        ``progress``, ``log``, ``artifact``, ``dropped``). Raises ValueError
+        for an unknown kind."""
+        await self._topology()
+        async for chunk in read_output(self.bus, workflow_id, task=task, kinds=kinds):
+            yield chunk
 
     async def fork(
         self,

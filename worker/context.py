@@ -16,6 +16,7 @@ from agenticflow.worker.effects import Effects
 
 if TYPE_CHECKING:
     from agenticflow.worker.memory import AgentMemory
+    from agenticflow.worker.streaming import OutputStream
     from agenticflow.worker.tools import ToolBox
 
 
@@ -159,7 +160,27 @@ class TaskContext:
     """The agent's durable memory (KV, encrypted): ``await ctx.memory.get(name)``."""
     cancellation: Cancellation = field(default_factory=Cancellation)
     """Set when the workflow is cancelled while the task runs (see :attr:`cancelled`)."""
+    output: OutputStream | None = None
+    """Where :meth:`stream` puts chunks (the worker makes one per attempt)."""
     _approval_calls: list[int] = field(default_factory=lambda: [0])
+
+    async def stream(self, data: Any, kind: str = "token") -> bool:
+        """Stream a piece of output to whoever watches the workflow
+        (``handle.stream()``, ``agenticflow watch ID --stream``): text, bytes,
+        a dict, a list or a number; ``kind`` is ``token`` (text shown inline
+        as it is made), ``progress``, ``log`` or ``artifact``.
+
+        Chunks are stored in order in the workflow's events log (a late reader
+        and ``replay`` see them too), batched every ``Settings.stream_flush_s``.
+        Returns False when the chunk was dropped because the bus did not take
+        the output within ``Settings.stream_block_s`` (drops are counted and
+        reported to readers); a reader never slows the handler. Raises
+        ValueError (unknown kind), TypeError (unsupported data), PayloadTooLargeError (a
+        chunk over 256 KiB). Without a worker (a handler called directly in a
+        unit test) chunks are dropped and this returns False."""
+        if self.output is None:
+            return False
+        return await self.output.put(data, kind)
 
     @property
     def cancelled(self) -> bool:

@@ -72,6 +72,7 @@ from agenticflow.shared.wire.events import (
     TaskEffectRecorded,
     TaskFailed,
     TaskHeartbeat,
+    TaskOutput,
     TaskStarted,
     TaskToolCalled,
     WorkflowAborted,
@@ -85,6 +86,7 @@ from agenticflow.worker.context import ApprovalPending, Feedback, TaskContext
 from agenticflow.worker.effects import Effects, error_info
 from agenticflow.worker.fsm import AgentFSM, AgentState, Trigger
 from agenticflow.worker.memory import AgentMemory
+from agenticflow.worker.streaming import OutputStream
 from agenticflow.worker.tools import breaker_states, live_pools, task_toolbox
 
 Settlement = Literal["ack", "nak", "term"]
@@ -528,6 +530,11 @@ class Worker:
             attempt=task.attempt,
         )
 
+    async def _store_output(self, task: TaskMessage, output: TaskOutput) -> None:
+        """One ``task.output`` event of the attempt (id by its index: a retried
+        publication is deduplicated)."""
+        await self._emit(task, EventType.TASK_OUTPUT, output, f"output:{output.index}")
+
     async def _tool_called(self, task: TaskMessage, record: TaskToolCalled, what: str) -> None:
         """A tool call's record: an event on the workflow, and one on the audit chain."""
         await self._emit(task, EventType.TASK_TOOL_CALLED, record, what)
@@ -653,6 +660,13 @@ class Worker:
             recorded=task.recorded,
             replay=task.replay,
         )
+        output = OutputStream(
+            functools.partial(self._store_output, task),
+            buffer=self.settings.stream_buffer,
+            block_s=self.settings.stream_block_s,
+            flush_s=self.settings.stream_flush_s,
+            capability=task.capability,
+        )
         ctx = TaskContext(
             workflow_id=task.workflow_id,
             task_id=task.task_id,
@@ -680,6 +694,7 @@ class Worker:
             ),
             instance=instance.id,
             memory=AgentMemory(self.bus, agent.name),
+            output=output,
             feedback=Feedback(task.feedback),
             approval=task.approval,
             approvals=list(task.approvals),
@@ -694,6 +709,7 @@ class Worker:
         try:
             outcome, asked = await self._attempt(agent, ctx, task, running)
         except BaseException:
+            output.abort()
             started_pub.close()  # cancelled (shutdown): JetStream redelivers the task
             for waiting in pending:
                 waiting.close()
@@ -704,6 +720,8 @@ class Worker:
             if beats is not None:
                 beats.cancel()
             self._forget(task.workflow_id, running)
+        # Every streamed chunk is stored before the outcome (readers stop there).
+        await output.close()
         # Pipelined behind task.started (same connection, so normally stored in
         # that order; if task.started needed a retry it may land after the
         # outcome, which the reducer ignores for a finished attempt).

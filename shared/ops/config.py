@@ -102,6 +102,14 @@ class Settings(BaseSettings):
     tool_results_ttl_s: float = Field(default=86400, gt=0)
     """How long a tool's result stays cached under its idempotency key, so a
     redelivered task does not repeat the call."""
+    stream_buffer: int = Field(default=1000, ge=1, le=1_000_000)
+    """Chunks ``ctx.stream`` holds for one task while they wait to be stored."""
+    stream_block_s: float = Field(default=1.0, ge=0, le=60)
+    """How long ``ctx.stream`` waits for room when that buffer is full before
+    it drops the chunk (counted, and reported in the next ``task.output``)."""
+    stream_flush_s: float = Field(default=0.05, gt=0, le=10)
+    """How long a streamed chunk may wait to be batched with the next ones
+    into one ``task.output`` event."""
     agent_task_events: bool = False
     """Also store the per-task moves of agent instances (idle -> processing ->
     idle) as ``agent.state_changed`` events of their own. Off (the default),

@@ -120,6 +120,18 @@ tasks_completed = Tally(
 tasks_failed = Tally(
     "agenticflow.tasks.failed", "capability", unit="{task}", description="Task attempts failed"
 )
+chunks_streamed = Tally(
+    "agenticflow.stream.chunks",
+    "capability",
+    unit="{chunk}",
+    description="Chunks handlers streamed (ctx.stream) and stored",
+)
+chunks_dropped = Tally(
+    "agenticflow.stream.chunks_dropped",
+    "capability",
+    unit="{chunk}",
+    description="Streamed chunks dropped: the bus did not take them within stream_block_s",
+)
 events_folded = Tally(
     "agenticflow.events", "type", unit="{event}", description="Events read by the coordinator"
 )

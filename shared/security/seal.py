@@ -85,6 +85,7 @@ WORKER_SENDS = frozenset(
         "task.effect_recorded",
         "task.approval_requested",
         "task.tool_called",
+        "task.output",
         "task.bid",
         "agent.state_changed",
         "message.rejected",

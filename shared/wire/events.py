@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
 
@@ -66,9 +66,12 @@ class EventType(enum.StrEnum):
     WORKFLOW_CANCELLED = "workflow.cancelled"
     AGENT_STATE_CHANGED = "agent.state_changed"
     MESSAGE_REJECTED = "message.rejected"
+    TASK_OUTPUT = "task.output"
 
 
-NOT_FOLDED = frozenset({EventType.AGENT_STATE_CHANGED, EventType.TASK_TOOL_CALLED})
+NOT_FOLDED = frozenset(
+    {EventType.AGENT_STATE_CHANGED, EventType.TASK_TOOL_CALLED, EventType.TASK_OUTPUT}
+)
 """Event types that record what happened without changing workflow state: the
 coordinator neither folds them nor merges their clocks (so it skips them
 without decoding), and replay does the same."""
@@ -515,6 +518,39 @@ class TaskClaimExpired(Payload):
     due_ns: int
 
 
+OUTPUT_KINDS = ("token", "progress", "log", "artifact")
+"""What a streamed chunk is: ``token`` (a piece of text being made, shown
+inline), ``progress`` (how far the task got), ``log`` (a line for people),
+``artifact`` (a result part: text, a dict or bytes)."""
+
+
+class OutputChunk(BaseModel):
+    """One piece of a task's streamed output (``ctx.stream``)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    kind: Literal["token", "progress", "log", "artifact"] = "token"
+    data: str | bytes | dict[str, Any] | list[Any] | int | float | bool | None = None
+    at_ns: int = Field(default=0, ge=0, le=2**63 - 1)
+    """When the handler made it (the worker's clock)."""
+
+
+class TaskOutput(Payload):
+    """Output a running task streamed (``ctx.stream``), in order: the chunks
+    made since the previous ``task.output`` of the attempt. Not folded into
+    the workflow's state; read by ``handle.stream()``, ``watch --stream`` and
+    ``replay``."""
+
+    index: int = Field(ge=0)
+    """0, 1, 2... per attempt: the order of this attempt's ``task.output`` events."""
+    chunks: list[OutputChunk] = Field(default_factory=list, max_length=10_000)
+    dropped: int = Field(default=0, ge=0)
+    """Chunks the handler made that were dropped since the previous event
+    (the bus did not take them within ``Settings.stream_block_s``)."""
+    last: bool = False
+    """The attempt's last output event (it ended)."""
+
+
 class AgentStateChanged(Payload):
     """An agent instance moved in its state machine (see :mod:`agenticflow.worker.fsm`)."""
 
@@ -556,6 +592,7 @@ PAYLOADS: dict[EventType, type[Payload]] = {
     EventType.WORKFLOW_ABORTED: WorkflowAborted,
     EventType.WORKFLOW_CANCELLED: WorkflowCancelled,
     EventType.AGENT_STATE_CHANGED: AgentStateChanged,
+    EventType.TASK_OUTPUT: TaskOutput,
     EventType.MESSAGE_REJECTED: MessageRejected,
     EventType.TASK_AUCTION_OPENED: TaskAuctionOpened,
     EventType.TASK_BID: TaskBid,
@@ -670,6 +707,7 @@ __all__ = [
     "MAX_APPROVALS",
     "MAX_APPROVAL_WAIT_S",
     "NOT_FOLDED",
+    "OUTPUT_KINDS",
     "PAYLOADS",
     "SCHEMA_VERSION",
     "AgentStateChanged",
@@ -683,6 +721,7 @@ __all__ = [
     "MessageRejected",
     "Modification",
     "Origin",
+    "OutputChunk",
     "Payload",
     "RecordedEffect",
     "TaskApprovalDecided",
@@ -698,6 +737,7 @@ __all__ = [
     "TaskEffectRecorded",
     "TaskFailed",
     "TaskHeartbeat",
+    "TaskOutput",
     "TaskRetryDue",
     "TaskRetryScheduled",
     "TaskScheduled",

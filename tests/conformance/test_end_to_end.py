@@ -180,3 +180,47 @@ async def test_workflows_run_side_by_side_and_each_task_once(start: Start) -> No
             started = [e for e in await client.events(handle.id) if e.type.value == "task.started"]
             assert len(started) == 5, "a task ran twice"
     assert {s.status for s in states} == {WorkflowStatus.COMPLETED}
+
+
+async def test_streamed_output_reads_live_and_from_the_start(start: Start) -> None:
+    async with start() as client:
+        handle = await client.start(
+            wf(
+                {
+                    "id": "n",
+                    "capability": "narrate",
+                    "params": {"wait": True, "words": ["Hello ", " world"]},
+                }
+            )
+        )
+        seen: list[tuple[str, Any]] = []
+        async for chunk in handle.stream():
+            seen.append((chunk.kind, chunk.data))
+            if chunk.data == "Hello ":
+                # Read while the task still runs: it waits for this feedback.
+                assert (await handle.status()).tasks["n"].status != TaskStatus.COMPLETED
+                await handle.feedback("there,")
+        expected = [
+            ("token", "Hello "),
+            ("token", "there,"),
+            ("token", " world"),
+            ("progress", {"done": 2, "of": 2}),
+            ("artifact", b"\x00raw"),
+            ("log", "finished"),
+        ]
+        assert seen == expected  # the iteration ended with the workflow
+        assert (await handle.result())["stored"] == [True] * 6
+        # A late reader gets the same, from the stored events, and it ends.
+        late = [(c.kind, c.data) async for c in handle.stream()]
+        assert late == expected
+        tokens = [c.text async for c in handle.stream(task="n", kinds=["token"])]
+        assert "".join(tokens) == "Hello there, world"
+        with pytest.raises(ValueError, match="unknown kind 'words'"):
+            async for _ in handle.stream(kinds=["words"]):
+                pass
+        # Stored as task.output events, which replay verifies like the rest.
+        events = await handle.events()
+        outputs = [e for e in events if e.type.value == "task.output"]
+        assert outputs
+        assert outputs[-1].data.last  # type: ignore[attr-defined]
+        assert verify(events, await handle.status()) == []

@@ -205,6 +205,23 @@ async def remember(ctx: TaskContext) -> dict[str, Any]:
     return {"runs": runs, "note": await ctx.memory.get("note"), "keys": await ctx.memory.keys()}
 
 
+@steering.agent(capabilities=["narrate"])
+async def narrate(ctx: TaskContext) -> dict[str, Any]:
+    """Stream ``params.words`` as tokens, a progress dict and a log line; with
+    ``params.wait``, stream the first word, then wait for feedback (so a
+    reader sees it live) and stream the feedback's text before the rest."""
+    words = [str(w) for w in ctx.params.get("words", ["Hello", " world"])]
+    stored = [await ctx.stream(words[0], kind="token")]
+    if ctx.params.get("wait"):
+        got = await ctx.feedback.next(timeout=float(ctx.params.get("timeout", 60)))
+        stored.append(await ctx.stream(got, kind="token"))
+    stored.extend([await ctx.stream(word, kind="token") for word in words[1:]])
+    stored.append(await ctx.stream({"done": len(words), "of": len(words)}, kind="progress"))
+    stored.append(await ctx.stream(b"\x00raw", kind="artifact"))
+    stored.append(await ctx.stream("finished", kind="log"))
+    return {"text": "".join(words), "stored": stored}
+
+
 supervised = AgentApp("tests-supervised")
 """Agents for plans made by the supervisor (``agenticflow ask``)."""
 

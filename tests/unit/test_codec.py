@@ -172,6 +172,16 @@ SAMPLES: dict[EventType, Payload] = {
         to_state="processing",
         trigger="task_assigned",
     ),
+    EventType.TASK_OUTPUT: ev.TaskOutput(
+        index=2,
+        chunks=[
+            ev.OutputChunk(kind="token", data="Hel", at_ns=5),
+            ev.OutputChunk(kind="artifact", data=b"\x00\xff", at_ns=6),
+            ev.OutputChunk(kind="progress", data={"done": 3, "of": 4}, at_ns=7),
+        ],
+        dropped=1,
+        last=True,
+    ),
 }
 
 

@@ -27,6 +27,7 @@ EXPECTED = {
     "AgentLoad", "AuctionCall", "AuctionPolicy",
     "Cancellation", "ResultValidationError", "WorkflowCancelledError", "WorkflowFailedError",
     "WorkflowHandle", "WorkflowSummary", "connect",
+    "StreamChunk",
 }  # fmt: skip
 
 
