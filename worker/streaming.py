@@ -147,23 +147,25 @@ class OutputStream:
 
     async def _write(self) -> None:
         while True:
-            await self._arrived.wait()
-            if not self._closed and len(self._pending) < BATCH_CHUNKS:
+            while not (self._pending or self._dropped or self._closed):
+                self._arrived.clear()
+                await self._arrived.wait()
+            if not self._closed and not self._batch_full():
                 # Let a burst accumulate into one event (a batching window).
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._flush_s):
-                        while not self._closed and self._pending_bytes < BATCH_BYTES:
+                        while not self._closed and not self._batch_full():
                             self._arrived.clear()
-                            if len(self._pending) >= BATCH_CHUNKS:
-                                break
                             await self._arrived.wait()
-            self._arrived.clear()
             chunks = self._take()
             last = self._closed and not self._pending
             if chunks or self._dropped or last:
                 await self._store(chunks, last=last)
             if last:
                 return
+
+    def _batch_full(self) -> bool:
+        return len(self._pending) >= BATCH_CHUNKS or self._pending_bytes >= BATCH_BYTES
 
     def _take(self) -> list[OutputChunk]:
         chunks: list[OutputChunk] = []
