@@ -47,6 +47,17 @@ def safe(value: object) -> str:
     )  # fmt: skip
 
 
+def safe_text(value: object) -> str:
+    """``value`` as plain text that may span lines (streamed tokens): line
+    breaks and tabs kept, other control and format characters (ESC, bidi
+    overrides...) shown escaped, so no text can drive the terminal."""
+    return "".join(
+        ch if ch in "\n\t" else
+        ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch)[0] == "C" else ch
+        for ch in str(value)
+    )  # fmt: skip
+
+
 def esc(value: object) -> str:
     """User-supplied text for a string rich reads as markup (a table cell, a
     ``console.print``): shown as written, ``[/b]`` and ``[red]`` included, with

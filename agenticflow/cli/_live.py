@@ -57,6 +57,44 @@ async def wait(
     return await asyncio.wait_for(_follow(client, workflow_id, what, done), timeout)
 
 
+async def print_stream(client: Client, workflow_id: str, *, timeout: float | None) -> None:
+    """Print the workflow's streamed output until it ends (raises TimeoutError
+    after ``timeout`` s): tokens to stdout as they come, other chunks to
+    stderr, one line each; every string as text, never markup or a terminal
+    escape."""
+    import asyncio
+    import sys
+
+    from agenticflow.render import safe, safe_text, to_json
+
+    await _require_known(client, workflow_id)
+    inline = False
+
+    async def show() -> None:
+        nonlocal inline
+        async for chunk in client.stream(workflow_id):
+            if chunk.kind == "token":
+                sys.stdout.write(safe_text(chunk.text))
+                sys.stdout.flush()
+                inline = not chunk.text.endswith("\n")
+                continue
+            if chunk.kind == "dropped":
+                line = f"{chunk.data} chunks dropped (the bus was too slow)"
+            elif isinstance(chunk.data, str | bytes):
+                line = chunk.text
+            else:
+                line = to_json(chunk.data)
+            sys.stderr.write(f"[{safe(chunk.task_id)} {chunk.kind}] {safe(line)}\n")
+            sys.stderr.flush()
+
+    try:
+        await asyncio.wait_for(show(), timeout)
+    finally:
+        if inline:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+
+
 async def _require_known(client: Client, workflow_id: str) -> None:
     """Raise NotFoundError for a workflow nobody submitted (rather than wait for
     it until the timeout); one just submitted has its submission event."""

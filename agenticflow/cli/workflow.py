@@ -221,6 +221,14 @@ def watch(
     timeout: Annotated[
         float | None, typer.Option(help="Seconds to wait (default: no limit).")
     ] = None,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="Print what its tasks stream (ctx.stream) as it comes: tokens on "
+            "stdout as they are made, progress, logs and artifacts on stderr.",
+        ),
+    ] = False,
     output: OutputOpt = None,
     nats: NatsOpt = None,
     prefix: PrefixOpt = None,
@@ -230,6 +238,8 @@ def watch(
     conf = settings(nats, prefix)
 
     async def go(client: Client) -> WorkflowState:
+        if stream:
+            await _live.print_stream(client, workflow_id, timeout=timeout)
         return await _live.wait(client, workflow_id, timeout=timeout, what=workflow_id)
 
     finish(run_waiting(with_client(conf, go), timeout or 0), output_of(output, False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -13,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from agenticflow.cluster.dev import DevCluster
+from agenticflow.coordinator.client import Client
 from agenticflow.shared.wire.codec import H_VCLOCK
 from agenticflow.shared.wire.vclock import Ordering, VectorClock
+from tests.integration.helpers import wf
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -136,6 +139,54 @@ async def test_user_text_is_shown_as_text_never_markup(cluster: DevCluster, tmp_
     assert status.returncode == 0, status.stdout + status.stderr
     assert "cannot process [/b] [red]alarm[/red] [high]" in status.stdout
     assert "\x1b" not in status.stdout
+
+
+async def test_watch_stream_prints_tokens_as_they_come_as_text(
+    cluster: DevCluster, client: Client
+) -> None:
+    words = ["Hello ", " \x1b[31mworld[/b]"]  # an escape and markup: shown as text
+    workflow_id = await client.submit(
+        wf({"id": "n", "capability": "narrate", "params": {"wait": True, "words": words}})
+    )
+    env = {
+        **os.environ,
+        "AGENTICFLOW_NATS_URL": cluster.url,
+        "AGENTICFLOW_PREFIX": cluster.prefix,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agenticflow",
+        "watch",
+        workflow_id,
+        "--stream",
+        "--timeout",
+        "60",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdout is not None
+    try:
+        shown = b""
+        async with asyncio.timeout(60):
+            while b"Hello " not in shown:  # the first token, before the task ends
+                piece = await proc.stdout.read(64)
+                assert piece, "watch ended before the first token"
+                shown += piece
+        await client.feedback(workflow_id, "there,")
+        rest, errors = await asyncio.wait_for(proc.communicate(), timeout=60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    out = (shown + rest).decode()
+    assert proc.returncode == 0, errors.decode()
+    assert out.startswith("Hello there, \\x1b[31mworld[/b]\n"), out
+    assert "\x1b" not in out
+    err = errors.decode()
+    assert '[n progress] {"done": 2, "of": 2}' in err
+    assert "[n log] finished" in err
+    assert "[n artifact] \\x00raw" in err
 
 
 async def test_failed_workflow_exits_1_with_the_error(cluster: DevCluster, tmp_path: Path) -> None:
