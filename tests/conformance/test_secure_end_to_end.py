@@ -21,7 +21,9 @@ from agenticflow.shared.wire.events import (
     Event,
     EventType,
     MessageRejected,
+    OutputChunk,
     TaskCompleted,
+    TaskOutput,
     WorkflowCompleted,
 )
 from tests.conformance.conftest import BACKENDS
@@ -119,3 +121,37 @@ async def test_result_does_not_take_a_forged_completion(
         await handle.cancel()
         with pytest.raises(WorkflowCancelledError):
             await result
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_reader_never_shows_streamed_output_a_worker_did_not_sign(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    init_keys(keys, [("coordinator", "coordinator"), ("worker", "worker"), ("client", "client")])
+    settings = {"prefix": f"sec{os.getpid()}x{os.urandom(3).hex()}", "security_dir": str(keys)}
+    async with agenticflow.testing.cluster(
+        APP, url=backend_url(backend, request), settings=settings
+    ) as client:
+        handle = await client.start(
+            wf({"id": "n", "capability": "narrate", "params": {"wait": True}})
+        )
+        reader = handle.stream()
+        first = await asyncio.wait_for(anext(reader), 30)
+        assert first.data == "Hello"
+        fake = forged(
+            handle.id,
+            EventType.TASK_OUTPUT,
+            TaskOutput(index=7, chunks=[OutputChunk(kind="token", data="FORGED")]),
+            task_id="n",
+            attempt=1,
+        )
+        await _publish(client.bus, fake, sealed=True)  # signed, by a client
+        await _publish(client.bus, _again(fake), sealed=False)  # unsigned
+        await handle.feedback("there")
+        rest = [chunk.data async for chunk in reader]
+        assert "FORGED" not in rest
+        assert rest[:2] == ["there", " world"]
+        late = [chunk.data async for chunk in handle.stream()]
+        assert "FORGED" not in late
+        assert late[:3] == ["Hello", "there", " world"]
