@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CODE   := agenticflow coordinator worker shared examples tests benchmarks docs
 
-.PHONY: install demo test redis-server lint typecheck imports docs unit integration chaos bench bench-replay bench-tools bench-telemetry bench-security bench-supervisor bench-peers bench-scaling bench-backends bench-compare bench-report clean
+.PHONY: install demo test redis-server lint typecheck imports docs unit integration chaos bench bench-replay bench-tools bench-telemetry bench-security bench-supervisor bench-peers bench-scaling bench-backends bench-streaming bench-compare bench-report clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(MAKE) bench-security
 	$(MAKE) bench-supervisor
 	$(MAKE) bench-scaling
+	$(MAKE) bench-streaming
 
 # Replay (read, decode, fold, verify) on streams of 100,000+ events; results/replay.json.
 # Options: make bench-replay REPLAY_ARGS='--quick' (or '--synthetic --runs 1')
@@ -95,6 +96,13 @@ bench-supervisor: $(STAMP)
 	$(BIN)/python -m benchmarks.supervisor $(SUPERVISOR_ARGS)
 
 # Throughput with 1, 2, 4 workers and 1, 2 coordinators on I/O-bound tasks; results/scaling.json.
+# Streaming throughput: one task's ctx.stream tokens read live by one client
+# (benchmarks/streaming.py; results/streaming.json).
+# Options: make bench-streaming STREAMING_ARGS='--chunks 5000 --runs 1'
+STREAMING_ARGS ?=
+bench-streaming: $(STAMP)
+	$(BIN)/python -m benchmarks.streaming $(STREAMING_ARGS)
+
 # Options: make bench-scaling SCALING_ARGS='--quick' (or '--rounds 5 --latency-ms 100')
 SCALING_ARGS ?=
 bench-scaling: $(STAMP)

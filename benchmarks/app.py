@@ -22,7 +22,7 @@ async def noop(ctx: TaskContext) -> dict[str, Any]:
     return ctx.params
 
 
-__all__ = ["app", "noop", "one_app", "scale_app", "wait"]
+__all__ = ["app", "noop", "one_app", "scale_app", "stream", "wait"]
 
 
 @app.agent(capabilities=["wait"])
@@ -30,6 +30,18 @@ async def wait(ctx: TaskContext) -> dict[str, Any]:
     """Wait ``params.seconds`` (a stand-in for an LLM or tool call), then return."""
     await asyncio.sleep(float(ctx.params.get("seconds", 0.1)))
     return {"waited": ctx.params.get("seconds", 0.1)}
+
+
+@app.agent(capabilities=["stream"])
+async def stream(ctx: TaskContext) -> dict[str, Any]:
+    """Stream ``params.chunks`` tokens of ``params.size`` characters, as fast
+    as the buffer takes them; return how many were stored and dropped."""
+    token = "x" * int(ctx.params.get("size", 8))
+    dropped = 0
+    for _ in range(int(ctx.params.get("chunks", 1000))):
+        if not await ctx.stream(token):
+            dropped += 1
+    return {"dropped": dropped}
 
 
 SCALE_INSTANCES = int(os.environ.get("AGENTICFLOW_BENCH_INSTANCES", "5000"))

@@ -14,6 +14,24 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.timeout(180)
+def test_streaming_benchmark_reads_every_chunk_live(tmp_path: Path) -> None:
+    report = tmp_path / "streaming.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.streaming", "--chunks", "600", "--runs", "1",
+         "--output", str(report)],
+        cwd=ROOT, capture_output=True, text=True, timeout=160, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads(report.read_text())
+    (run,) = data["runs"]
+    assert run["read"] == 600
+    assert run["dropped"] == 0
+    assert 1 <= run["events"] < 600  # batched
+    assert data["median_chunks_per_s"] > 0
+    assert "chunks/s" in done.stdout
+
+
 @pytest.mark.timeout(240)
 def test_quick_benchmark_run_reports_w1_and_w4(tmp_path: Path) -> None:
     report = tmp_path / "bench.json"
