@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import unicodedata
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -15,7 +16,7 @@ from rich.text import Text
 if TYPE_CHECKING:  # the CLI imports this module to start; these load when used
     from agenticflow.coordinator.forks import Divergence
     from agenticflow.coordinator.state import WorkflowState
-    from agenticflow.shared.wire.events import Event
+    from agenticflow.shared.wire.events import Event, TaskOutput
 
 _STATE_STYLE = {
     "completed": "green",
@@ -132,6 +133,7 @@ def print_timeline(console: Console, events: list[Event], *, show_workflow: bool
     """Events in stream order with vector clocks; marks causally concurrent
     neighbours (of one workflow: clocks of different workflows are unrelated)."""
     from agenticflow.coordinator.replay import duration_ms
+    from agenticflow.shared.wire.events import TaskOutput as TaskOutputType
     from agenticflow.shared.wire.vclock import Ordering
 
     table = Table(show_edge=False, pad_edge=False)
@@ -147,7 +149,10 @@ def print_timeline(console: Console, events: list[Event], *, show_workflow: bool
             and event.vclock.compare(previous.vclock) == Ordering.CONCURRENT
         ):
             mark = "[magenta]∥ concurrent with previous[/magenta]"
-        mark = " ".join(part for part in (esc(auction_note(event)), mark) if part)
+        note = auction_note(event)
+        if isinstance(event.data, TaskOutputType):
+            note = output_note(event.data)
+        mark = " ".join(part for part in (esc(note), mark) if part)
         table.add_row(
             *((esc(event.workflow_id),) if show_workflow else ()),
             str(event.seq or ""),
@@ -185,6 +190,21 @@ def auction_note(event: Event) -> str:
     if isinstance(data, TaskClaimExpired):
         return f"{data.winner} did not start it in {data.claim_timeout_s:g}s: shared queue"
     return ""
+
+
+def output_note(data: TaskOutput) -> str:
+    """A ``task.output`` event in a few words: its chunks by kind, the start
+    of its tokens, its drops (plain text; escape it for markup)."""
+    kinds = Counter(chunk.kind for chunk in data.chunks)
+    parts = [f"{n} {kind}{'s' * (n != 1)}" for kind, n in sorted(kinds.items())]
+    tokens = "".join(c.data for c in data.chunks if c.kind == "token" and isinstance(c.data, str))
+    if tokens:
+        parts.append(repr(tokens if len(tokens) <= 40 else tokens[:40] + "…"))
+    if data.dropped:
+        parts.append(f"{data.dropped} dropped")
+    if data.last:
+        parts.append("(last)")
+    return " ".join(parts) or "nothing"
 
 
 def print_workflows(console: Console, rows: list[dict[str, Any]]) -> None:

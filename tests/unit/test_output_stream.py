@@ -120,3 +120,41 @@ async def test_a_handler_called_without_a_worker_streams_into_nothing() -> None:
         worker="none",
     )
     assert await ctx.stream("hello") is False
+
+
+def test_the_timeline_sums_an_output_event_up_as_text() -> None:
+    import io
+
+    from rich.console import Console
+
+    from agenticflow import render
+    from agenticflow.shared.wire.events import Event, EventType, OutputChunk
+    from agenticflow.shared.wire.vclock import VectorClock
+
+    data = TaskOutput(
+        index=0,
+        chunks=[
+            OutputChunk(kind="token", data="he\x1b[31mllo [/b]"),
+            OutputChunk(kind="progress", data={"done": 1}),
+        ],
+        dropped=2,
+        last=True,
+    )
+    assert render.output_note(data) == "1 progress 1 token 'he\\x1b[31mllo [/b]' 2 dropped (last)"
+    event = Event(
+        id="e",
+        type=EventType.TASK_OUTPUT,
+        workflow_id="w",
+        source="w1",
+        timestamp=1,
+        vclock=VectorClock({"w1": 1}),
+        data=data,
+        task_id="t",
+        attempt=1,
+        seq=5,
+    )
+    out = io.StringIO()
+    render.print_timeline(Console(file=out, width=200), [event])
+    shown = out.getvalue()
+    assert "[/b]" in shown  # markup shown as written
+    assert "\x1b" not in shown  # no terminal escape gets through
