@@ -51,7 +51,13 @@ from agenticflow.coordinator.reducer import (
     apply,
     pending_timers,
 )
-from agenticflow.coordinator.state import ACTIVE_TASK, TaskStatus, WorkflowState, open_snapshot
+from agenticflow.coordinator.state import (
+    ACTIVE_TASK,
+    TERMINAL_TASK,
+    TaskStatus,
+    WorkflowState,
+    open_snapshot,
+)
 from agenticflow.shared.bus.base import Bus, ConsumerSpec, Fetching, Message, Outgoing, Pulling
 from agenticflow.shared.bus.registry import CoordinatorEntry, open_entry, open_update, seal_entry
 from agenticflow.shared.errors import (
@@ -1252,31 +1258,13 @@ class Coordinator:
                 self._encode_emit(event, outgoing)
             elif isinstance(command, Dispatch):
                 task = command.task
+                if self._dispatch_outdated(task):
+                    continue
                 await self.bus.ensure_task_consumer(task.queue)
-                # A span when this process traces or the workflow's trace goes on
-                # (its context travels in the task message's headers); else none.
-                span: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
-                if traced or task.traceparent:
-                    span = tracer().start_as_current_span(
-                        f"dispatch {task.task_id}",
-                        context=context_of(task.traceparent),
-                        kind=SpanKind.PRODUCER,
-                        attributes=_task_attributes(task),
-                    )
-                try:
-                    with span:
-                        outgoing.append(self.bus.encode_task(task))
-                except PayloadTooLargeError as too_big:
-                    too_large.append((task, too_big))
+                encoded = self._encode_task(task, traced, too_large)
+                if encoded is None:
                     continue
-                except MalformedMessageError as unencodable:
-                    log.error(
-                        "task message cannot be encoded; not published",
-                        workflow_id=task.workflow_id,
-                        task_id=task.task_id,
-                        error=str(unencodable),
-                    )
-                    continue
+                outgoing.append(encoded)
                 if not self._served(task.queue) and self._waits_for_worker(task):
                     unserved.append(task)
             else:
@@ -1611,6 +1599,69 @@ class Coordinator:
             info = open_entry(self.bus.seal, bucket, key, value, stored_ns=stored_ns)
             if info is not None:
                 self._live[key] = info
+
+    def _encode_task(
+        self,
+        task: TaskMessage,
+        traced: bool,
+        too_large: list[tuple[TaskMessage, PayloadTooLargeError]],
+    ) -> Outgoing | None:
+        """A task message ready to publish; None (noted in ``too_large``, or
+        logged) when it cannot be."""
+        # A span when this process traces or the workflow's trace goes on
+        # (its context travels in the task message's headers); else none.
+        span: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if traced or task.traceparent:
+            span = tracer().start_as_current_span(
+                f"dispatch {task.task_id}",
+                context=context_of(task.traceparent),
+                kind=SpanKind.PRODUCER,
+                attributes=_task_attributes(task),
+            )
+        try:
+            with span:
+                return self.bus.encode_task(task)
+        except PayloadTooLargeError as too_big:
+            too_large.append((task, too_big))
+        except MalformedMessageError as unencodable:
+            log.error(
+                "task message cannot be encoded; not published",
+                workflow_id=task.workflow_id,
+                task_id=task.task_id,
+                error=str(unencodable),
+            )
+        return None
+
+    def _dispatch_outdated(self, task: TaskMessage) -> bool:
+        """Whether the state folded so far shows that a dispatch's attempt has
+        run already, or was superseded, or its workflow ended. That happens
+        only to a dispatch re-issued by a fold from an older state (after a
+        crash, a lost snapshot): its task message was published before, and
+        publishing it again would run the task twice once JetStream's
+        duplicate window (``dedupe_window_s``) has passed. Not published."""
+        entry = self._cache.get(task.workflow_id)
+        if entry is None:
+            return False
+        state = entry.state
+        current = state.tasks.get(task.task_id)
+        outdated = state.is_terminal or (
+            current is not None
+            and (
+                current.attempts > task.attempt
+                or (
+                    current.attempts == task.attempt
+                    and (current.status in TERMINAL_TASK or current.status == TaskStatus.RUNNING)
+                )
+            )
+        )
+        if outdated:
+            log.info(
+                "dispatch of an attempt that has run already: not published again",
+                workflow_id=task.workflow_id,
+                task_id=task.task_id,
+                attempt=task.attempt,
+            )
+        return outdated
 
     def _waits_for_worker(self, task: TaskMessage) -> bool:
         """Whether the attempt a dispatch is for still waits for a worker in the
