@@ -3,8 +3,6 @@ live, until the workflow ends (see :meth:`Client.stream`)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -64,7 +62,10 @@ async def read_output(
 ) -> AsyncIterator[StreamChunk]:
     """Every chunk the workflow's tasks streamed, in order: what is stored,
     then what comes, until the workflow ends (or, with ``task``, until that
-    task completes). With keys, only chunks a worker signed count."""
+    task completes). With keys, only chunks a worker signed count, and only
+    a coordinator's events end it. A workflow resumed after it ended: the
+    reader stops at its first end (the resumed run's chunks are in
+    ``events()``)."""
     wanted = set(kinds) if kinds is not None else None
     unknown = (wanted or set()) - {*OUTPUT_KINDS, DROPPED}
     if unknown:
@@ -73,38 +74,15 @@ async def read_output(
         )
     names = bus.names
     subject = names.workflow_events(workflow_id)
-    live: asyncio.Queue[Message] = asyncio.Queue()
-
-    async def arrived(msg: Message) -> None:
-        live.put_nowait(msg)
-
-    # Live first, then the stored history: nothing falls between the two.
-    sub = await bus.follow(subject, arrived)
+    tail = bus.tail(names.events_stream, subject)
     try:
-        last = 0
-        for msg in await bus.read_stored(names.events_stream, subject):
-            last = msg.metadata.sequence.stream
-            done = False
-            for chunk in _chunks(bus, msg, workflow_id, task, wanted):
-                if chunk is None:
-                    done = True
-                    break
-                yield chunk
-            if done:
-                return
-        while True:
-            msg = await live.get()
-            seq = msg.metadata.sequence.stream
-            if seq <= last:
-                continue  # read with the history already
-            last = seq
+        async for msg in tail:
             for chunk in _chunks(bus, msg, workflow_id, task, wanted):
                 if chunk is None:
                     return
                 yield chunk
     finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        await tail.aclose()
 
 
 def _chunks(  # noqa: PLR0911 - one return per kind of event reads best
@@ -115,15 +93,16 @@ def _chunks(  # noqa: PLR0911 - one return per kind of event reads best
     if parsed is None or parsed[0] != workflow_id:
         return []
     kind = parsed[1]
-    if kind in ENDS:
-        return [None]
-    if kind not in (EventType.TASK_OUTPUT.value, EventType.TASK_COMPLETED.value):
+    if kind not in (*ENDS, EventType.TASK_OUTPUT.value, EventType.TASK_COMPLETED.value):
         return []
     seq = msg.metadata.sequence.stream
     try:
         event = bus.decode_event(msg, seq=seq)
     except MalformedMessageError:
-        return []  # forged, altered or unreadable: never shown
+        return []  # forged, altered or unreadable: never shown, never an end
+    if kind in ENDS:
+        # Only the coordinator ends a workflow (with keys: one it signed).
+        return [None] if not bus.seal.active or event.signer_role == "coordinator" else []
     if task is not None and event.task_id != task:
         return []
     if event.type == EventType.TASK_COMPLETED:

@@ -708,6 +708,9 @@ class Worker:
         beats = asyncio.create_task(self._heartbeats(task)) if task.heartbeat_s else None
         try:
             outcome, asked = await self._attempt(agent, ctx, task, running)
+            # Every streamed chunk is stored before the outcome (readers stop
+            # there), while the delivery is still kept alive.
+            await output.close()
         except BaseException:
             output.abort()
             started_pub.close()  # cancelled (shutdown): JetStream redelivers the task
@@ -720,8 +723,6 @@ class Worker:
             if beats is not None:
                 beats.cancel()
             self._forget(task.workflow_id, running)
-        # Every streamed chunk is stored before the outcome (readers stop there).
-        await output.close()
         # Pipelined behind task.started (same connection, so normally stored in
         # that order; if task.started needed a retry it may land after the
         # outcome, which the reducer ignores for a finished attempt).

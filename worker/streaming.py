@@ -30,7 +30,7 @@ import structlog
 
 from agenticflow.shared.errors import PayloadTooLargeError
 from agenticflow.shared.ops.metrics import chunks_dropped, chunks_streamed
-from agenticflow.shared.wire.codec import pack
+from agenticflow.shared.wire.codec import pack, unpack
 from agenticflow.shared.wire.events import OUTPUT_KINDS, OutputChunk, TaskOutput
 
 log = structlog.get_logger("agenticflow.stream")
@@ -100,6 +100,10 @@ class OutputStream:
             )
         if self._closed:
             raise RuntimeError("the task's output is closed: its attempt has ended")
+        if isinstance(data, dict | list):
+            # Taken as it is now: packed and unpacked, so a later change by the
+            # handler can neither alter the chunk nor outgrow the size checked.
+            data = unpack(pack(data))
         size = chunk_size(data)
         if size > MAX_CHUNK_BYTES:
             raise PayloadTooLargeError(
@@ -147,7 +151,8 @@ class OutputStream:
 
     async def _write(self) -> None:
         while True:
-            while not (self._pending or self._dropped or self._closed):
+            # (Drops alone wait for the next chunk or the end to be reported.)
+            while not (self._pending or self._closed):
                 self._arrived.clear()
                 await self._arrived.wait()
             if not self._closed and not self._batch_full():
@@ -183,14 +188,17 @@ class OutputStream:
         return chunks
 
     async def _store(self, chunks: list[OutputChunk], *, last: bool) -> None:
+        dropped = self._dropped
         output = TaskOutput.model_construct(
-            index=self._index, chunks=chunks, dropped=self._dropped, last=last
+            index=self._index, chunks=chunks, dropped=dropped, last=last
         )
         self._index += 1
         self._dropped = 0
         try:
             await self._publish(output)
         except Exception as exc:  # streaming is best effort: the task goes on
+            # Reported with the next event: these chunks and the drops this one carried.
+            self._dropped += dropped + len(chunks)
             self.dropped += len(chunks)
             chunks_dropped.add(self._capability, len(chunks))
             log.warning("streamed output not stored", error=str(exc), chunks=len(chunks))

@@ -32,7 +32,7 @@ import contextlib
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal, Protocol, Self, TypeVar, cast
@@ -452,6 +452,32 @@ class Bus(ABC):
         """Every stored message on ``subject`` from ``start_seq`` (or from
         ``start_time``) on, in stream order, at most ``limit``. With ``drain``,
         also what was stored while reading."""
+
+    async def tail(self, stream: str, subject: str) -> AsyncGenerator[Message, None]:
+        """Every message stored on ``subject``, then each new one as it is
+        stored, in stream order, for as long as the caller iterates (what
+        ``tail -f`` does to a file). Here: a live :meth:`follow` started
+        first, then :meth:`read_stored`, joined by sequence (nothing falls
+        between, nothing comes twice)."""
+        live: asyncio.Queue[Message] = asyncio.Queue()
+
+        async def arrived(msg: Message) -> None:
+            live.put_nowait(msg)
+
+        sub = await self.follow(subject, arrived)
+        try:
+            last = 0
+            for msg in await self.read_stored(stream, subject):
+                last = msg.metadata.sequence.stream
+                yield msg
+            while True:
+                msg = await live.get()
+                if msg.metadata.sequence.stream > last:
+                    last = msg.metadata.sequence.stream
+                    yield msg
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     @abstractmethod
     async def follow(

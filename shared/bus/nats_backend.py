@@ -18,7 +18,7 @@ import json
 import os
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
@@ -155,6 +155,10 @@ def _coroutine(handler: MessageHandler) -> Callable[[Msg], Awaitable[None]]:
         await handler(msg)
 
     return on_message
+
+
+_TAIL_ROOM = 512
+"""Most messages a :meth:`NatsBus.tail` reader holds that it has not taken yet."""
 
 
 class NatsBus(Bus):
@@ -762,6 +766,45 @@ class NatsBus(Bus):
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
+
+    async def tail(self, stream: str, subject: str) -> AsyncGenerator[Message, None]:
+        """A consumer of our own, named (so a client's credentials allow it: an
+        unnamed create could name the coordinators' durable consumers), from
+        the stream's start, read by a :class:`Puller` that keeps a request open
+        and asks for no more than the reader has room for (a slow reader holds
+        at most :data:`_TAIL_ROOM` messages; the server keeps the rest)."""
+        from agenticflow.shared.bus.nats_puller import Puller
+
+        name = f"tail_{os.urandom(6).hex()}"
+        config = ConsumerConfig(
+            name=name,
+            filter_subject=subject,
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.ALL,
+            inactive_threshold=30,
+            mem_storage=True,
+        )
+        await self.call(lambda: self.js.add_consumer(stream, config=config), what=f"tail {subject}")
+        queue: asyncio.Queue[Message] = asyncio.Queue()
+        puller = Puller(
+            self,
+            stream=stream,
+            consumer=name,
+            on_message=queue.put_nowait,
+            credit=lambda: _TAIL_ROOM - queue.qsize(),
+            max_batch=_TAIL_ROOM // 2,
+            max_open=1,  # one request at a time: in stream order
+        )
+        await puller.start()
+        try:
+            while True:
+                msg = await queue.get()
+                puller.kick()
+                yield msg
+        finally:
+            await puller.stop()
+            with contextlib.suppress(Exception):
+                await self.js.delete_consumer(stream, name)
 
     async def follow(
         self, subject: str, handler: MessageHandler, *, headers_only: bool = False

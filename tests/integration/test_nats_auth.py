@@ -216,6 +216,12 @@ async def test_a_workflow_runs_end_to_end_on_a_secure_dev_cluster(
                         await watcher.updates(timeout=30)
             finally:
                 await watcher.stop()
+            # Streamed output is readable with client credentials (a consumer of
+            # its own, by name: an unnamed create is not granted on the events).
+            narrated = await client.submit(wf({"id": "n", "capability": "narrate"}))
+            async with asyncio.timeout(60):
+                chunks = [c.data async for c in client.stream(narrated, kinds=["token"])]
+            assert chunks == ["Hello", " world"]
         finally:
             await bus.close()
 

@@ -20,10 +20,12 @@ class Store:
         self.gate = asyncio.Event()
         self.gate.set()
         self.fail = fail
+        self.failed = asyncio.Event()
 
     async def publish(self, output: TaskOutput) -> None:
         await self.gate.wait()
         if self.fail:
+            self.failed.set()
             raise ConnectionError("the bus is down")
         self.events.append(output)
 
@@ -158,3 +160,29 @@ def test_the_timeline_sums_an_output_event_up_as_text() -> None:
     shown = out.getvalue()
     assert "[/b]" in shown  # markup shown as written
     assert "\x1b" not in shown  # no terminal escape gets through
+
+
+async def test_a_chunk_is_taken_as_it_was_when_streamed() -> None:
+    store = Store()
+    stream = OutputStream(store.publish, flush_s=30)
+    data: dict[str, list[str]] = {"items": ["small"]}
+    await stream.put(data, kind="progress")
+    data["items"].extend(["x" * 1000] * 2000)  # changed afterwards: not what was streamed
+    await stream.close()
+    assert [c.data for e in store.events for c in e.chunks] == [{"items": ["small"]}]
+
+
+async def test_chunks_a_failed_publication_lost_are_reported_with_the_next_event() -> None:
+    store = Store(fail=True)
+    stream = OutputStream(store.publish, flush_s=0.01)
+    for i in range(3):
+        await stream.put(f"lost{i}")
+    # The first event fails; once the bus is back, the next one says so.
+    await asyncio.wait_for(store.failed.wait(), timeout=10)
+    await asyncio.sleep(0)  # the writer counts the loss right after the failure
+    assert stream.dropped == 3
+    store.fail = False
+    await stream.put("kept")
+    await stream.close()
+    assert [c.data for e in store.events for c in e.chunks] == ["kept"]
+    assert sum(e.dropped for e in store.events) == 3
