@@ -18,7 +18,7 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agenticflow.shared.errors import ConfigError, NotFoundError
 from agenticflow.shared.wire.ids import ID_RE
@@ -27,10 +27,25 @@ from agenticflow.worker.context import TaskContext
 from agenticflow.worker.tools.registry import ToolRegistry
 from agenticflow.worker.tools.spec import Tool
 
+if TYPE_CHECKING:
+    from agenticflow.worker.tools.mcp import MCPTools
+
 Handler = Callable[[TaskContext], Awaitable[Any]] | Callable[[TaskContext], Any]
 OutcomeHook = Callable[[TaskContext, str], Awaitable[None]]
 """Called with the context and ``"completed"`` or ``"failed"`` once the outcome
 event is stored and before the task is acked."""
+
+
+class Service(Protocol):
+    """What an app needs while a worker serves it (an MCP server's session):
+    started before the worker pulls, closed after its last task."""
+
+    async def start(self, app: AgentApp) -> None:
+        """Start for ``app`` (the app the worker serves, which may include this one)."""
+
+    async def close(self) -> None:
+        """Stop (after the worker's last task)."""
+
 
 _AGENT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -61,11 +76,40 @@ class AgentApp:
         self._agents: dict[str, AgentSpec] = {}
         self._by_capability: dict[str, AgentSpec] = {}
         self.outcome_hooks: list[OutcomeHook] = []
+        self.services: list[Service] = []
+        """Started by the worker before it pulls, closed after (see :meth:`mcp`)."""
 
     def on_outcome_stored(self, hook: OutcomeHook) -> OutcomeHook:
         """Register ``hook`` to run after each outcome event is stored, before the ack."""
         self.outcome_hooks.append(hook)
         return hook
+
+    def mcp(
+        self,
+        name: str,
+        *,
+        command: list[str] | str | None = None,
+        url: str | None = None,
+        agents: Iterable[str] | None = None,
+        **options: Any,
+    ) -> MCPTools:
+        """Use the tools of an MCP server: ``command=[...]`` starts it (stdio),
+        ``url=...`` connects to it (streamable HTTP). At worker start its tools
+        are listed and given, as ``<name>.<tool>``, to ``agents`` (default:
+        this app's agents); a call needs the permission ``mcp:<name>``.
+        ``options`` are those of :class:`~agenticflow.worker.tools.mcp.MCPTools`
+        (``permissions``, ``include``, ``timeout_s``, ``rate_limit``,
+        ``breaker``, ``env``, ``headers``...). Raises ConfigError for a bad or
+        duplicate name."""
+        from agenticflow.worker.tools.mcp import MCPTools
+
+        taken = {s.name for s in self.services if isinstance(s, MCPTools)}
+        if name in taken:
+            raise ConfigError(f"MCP server {name!r} is already used by app {self.name!r}")
+        server = MCPTools(name, command=command, url=url, agents=agents, **options)
+        server.owner = self
+        self.services.append(server)
+        return server
 
     def agent(
         self,
@@ -151,6 +195,7 @@ class AgentApp:
         """Serve every agent of ``other`` too, and run its outcome hooks; raises
         ConfigError on a clash. Returns self."""
         self.outcome_hooks.extend(h for h in other.outcome_hooks if h not in self.outcome_hooks)
+        self.services.extend(s for s in other.services if s not in self.services)
         for spec in other.agents:
             self.add_agent(
                 spec.handler,
@@ -204,4 +249,4 @@ def load_app(spec: str) -> AgentApp:
     return value
 
 
-__all__ = ["AgentApp", "AgentSpec", "Handler", "load_app"]
+__all__ = ["AgentApp", "AgentSpec", "Handler", "Service", "load_app"]

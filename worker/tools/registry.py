@@ -24,6 +24,13 @@ class ToolRegistry:
                 raise ConfigError(f"two tools are named {item.name!r}")
             self._tools[item.name] = item
 
+    def add(self, item: Tool) -> None:
+        """Register one more tool (an MCP server's, listed at worker start);
+        raises ConfigError for a name another tool has."""
+        if item.name in self._tools:
+            raise ConfigError(f"two tools are named {item.name!r}")
+        self._tools[item.name] = item
+
     @property
     def tools(self) -> tuple[Tool, ...]:
         """Registered tools, in registration order."""

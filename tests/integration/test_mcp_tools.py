@@ -1,0 +1,290 @@
+"""MCP servers' tools (``app.mcp``) against a real MCP server process built with
+the SDK (tests/support/mcp_server.py): over stdio and over streamable HTTP, in
+a tool box of this process, and end to end on a real cluster whose worker
+process serves tests/support/mcp_app.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.nats_server import NatsServer
+from agenticflow.cluster.redis_server import free_port
+from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.state import WorkflowStatus
+from agenticflow.shared.errors import (
+    ConfigError,
+    ToolPermissionError,
+    ToolValidationError,
+    UnknownToolError,
+)
+from agenticflow.shared.security.audit import AuditKind, read_audit
+from agenticflow.shared.wire.events import EventType, TaskToolCalled
+from agenticflow.worker.app import AgentApp
+from agenticflow.worker.tools import ToolBox, ToolRegistry
+from agenticflow.worker.tools.mcp import MCPToolError, MCPTools, MCPUnavailableError
+from tests.conftest import unique_prefix
+from tests.integration.helpers import of_type, run, wf
+from tests.support.mcp_app import SERVER
+from tests.support.natsbus import connected
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def box_for(server: MCPTools, *granted: str) -> ToolBox:
+    registry = ToolRegistry(server.tools, permissions=granted)
+    return ToolBox(registry, workflow_id="w", task_id="t", agent="a")
+
+
+@pytest.fixture
+async def calc() -> AsyncIterator[MCPTools]:
+    async with MCPTools("calc", command=SERVER, timeout_s=5) as server:
+        yield server
+
+
+# --- one server, this process -------------------------------------------------------
+
+
+async def test_tools_are_listed_with_their_schemas_and_called(calc: MCPTools) -> None:
+    names = [t.name for t in calc.tools]
+    assert names[:3] == ["calc.add", "calc.echo", "calc.fail"]
+    box = box_for(calc, "mcp:calc")
+    add = next(s for s in box.schemas() if s["name"] == "calc.add")
+    assert add["description"] == "Add two integers."
+    assert add["parameters"]["required"] == ["a", "b"]
+    assert await box.call("calc.add", a=2, b=3) == {"result": 5}
+    assert await box.call("calc.echo", text="ab", times=2) == {"result": "abab"}
+    info = next(t.info() for t in calc.tools if t.name == "calc.add")
+    assert (info["permissions"], info["provider"], info["mcp_tool"]) == (
+        ["mcp:calc"],
+        "calc",
+        "add",
+    )
+
+
+async def test_refusals_are_typed_and_never_reach_the_server(
+    calc: MCPTools, tmp_path: Path
+) -> None:
+    trace = tmp_path / "trace.txt"
+    box = box_for(calc, "mcp:calc")
+    with pytest.raises(ToolValidationError) as bad:
+        await box.call("calc.record", path=str(trace), line=7)
+    assert bad.value.errors == ["line: 7 is not of type 'string'"]
+    with pytest.raises(UnknownToolError, match=r"has no tool 'calc\.nope'"):
+        await box.call("calc.nope")
+    with pytest.raises(ToolPermissionError, match="lacks permission mcp:calc"):
+        await box_for(calc).call("calc.record", path=str(trace), line="x")
+    assert not trace.exists()
+    assert await box.call("calc.record", path=str(trace), line="x") == {"result": 1}
+
+
+async def test_an_is_error_answer_is_an_mcp_tool_error(calc: MCPTools) -> None:
+    with pytest.raises(MCPToolError, match=r"MCP tool 'calc\.fail' failed: .*boom") as failed:
+        await box_for(calc, "mcp:*").call("calc.fail", message="boom")
+    assert not isinstance(failed.value, MCPUnavailableError)
+    assert failed.value.server == "calc"
+
+
+async def test_a_crashed_server_is_restarted_by_the_next_call(calc: MCPTools) -> None:
+    box = box_for(calc, "mcp:calc")
+    first = (await box.call("calc.pid"))["result"]
+    with pytest.raises(MCPUnavailableError, match=r"went away during a call of 'calc\.crash'"):
+        await box.call("calc.crash")  # in flight: not sent again
+    second = (await box.call("calc.pid"))["result"]
+    assert second != first
+    assert calc.starts == 2
+
+
+async def test_a_server_killed_between_calls_is_restarted(calc: MCPTools) -> None:
+    box = box_for(calc, "mcp:calc")
+    pid = (await box.call("calc.pid"))["result"]
+    session = calc._session
+    assert session is not None
+    os.kill(pid, signal.SIGKILL)
+    await asyncio.wait_for(session.ended.wait(), 10)  # the worker sees its stdout close
+    assert (await box.call("calc.add", a=1, b=1)) == {"result": 2}
+    assert calc.starts == 2
+
+
+async def test_the_timeout_applies(tmp_path: Path) -> None:
+    async with MCPTools("calc", command=SERVER, timeout_s=0.5, include=["slow"]) as server:
+        assert [t.name for t in server.tools] == ["calc.slow"]
+        with pytest.raises(TimeoutError, match=r"ran longer than 0\.5s"):
+            await box_for(server, "mcp:calc").call("calc.slow", seconds=30)
+
+
+async def test_a_server_that_will_not_start_says_so(tmp_path: Path) -> None:
+    missing = MCPTools("gone", command=[str(tmp_path / "no-such-server")], start_attempts=2)
+    with pytest.raises(MCPUnavailableError, match=r"'gone' .* would not start after 2 attempt"):
+        await missing.start()
+    assert missing.starts == 2
+    broken = MCPTools("broken", command=[sys.executable, "-c", "raise SystemExit(4)"])
+    with pytest.raises(MCPUnavailableError, match="would not start after 3 attempt"):
+        await broken.start()
+
+
+def test_bad_declarations_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="give command"):
+        MCPTools("x")
+    with pytest.raises(ConfigError, match="give command"):
+        MCPTools("x", command=["a"], url="http://h/mcp")
+    with pytest.raises(ConfigError, match="must be 1-64"):
+        MCPTools("a.b", command=["a"])
+    app = AgentApp("dup")
+    app.mcp("calc", command=SERVER)
+    with pytest.raises(ConfigError, match="already used"):
+        app.mcp("calc", command=SERVER)
+
+
+async def test_an_unknown_agent_or_tool_is_a_config_error_at_start() -> None:
+    app = AgentApp("bad")
+    app.add_agent(lambda ctx: None, capabilities=["x"], name="real")
+    server = app.mcp("calc", command=SERVER, agents=["ghost"])
+    with pytest.raises(ConfigError, match="has no agent"):
+        await server.start(app)
+    with pytest.raises(ConfigError, match=r"has no tool \['nope'\]"):
+        await MCPTools("calc", command=SERVER, include=["add", "nope"]).start()
+
+
+# --- streamable HTTP ----------------------------------------------------------------
+
+
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen([*SERVER, "--http", str(port)], stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        with httpx.Client() as probe:
+            for _ in range(200):  # until it listens (a connect, not a sleep)
+                try:
+                    probe.get(f"http://127.0.0.1:{port}/", timeout=0.1)
+                    break
+                except httpx.TransportError:
+                    if process.poll() is not None:
+                        raise AssertionError("the MCP HTTP server exited") from None
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        process.wait(timeout=0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def test_over_streamable_http(http_server: str) -> None:
+    async with MCPTools("web", url=http_server) as server:
+        box = box_for(server, "mcp:web")
+        assert await box.call("web.add", a=20, b=22) == {"result": 42}
+        with pytest.raises(MCPToolError, match="no good"):
+            await box.call("web.fail", message="no good")
+        first = (await box.call("web.pid"))["result"]
+        assert (await box.call("web.pid"))["result"] == first  # one session, one server
+
+
+# --- a real cluster -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def mcp_cluster(
+    nats_server: NatsServer, log_dir: Path
+) -> AsyncIterator[tuple[DevCluster, Client]]:
+    prefix = unique_prefix("mcp")
+    async with (
+        DevCluster(
+            app="tests.support.mcp_app:app",
+            workers=1,
+            concurrency=2,
+            nats_url=nats_server.url,
+            prefix=prefix,
+            log_dir=log_dir / prefix,
+        ) as cluster,
+        connected(cluster.settings, name="mcp-tests") as bus,
+    ):
+        yield cluster, Client(bus=bus, node_id="mcp-tests")
+
+
+def task(capability: str, tool: str, **args: Any) -> dict[str, Any]:
+    return {
+        "id": "t",
+        "capability": capability,
+        "params": {"tool": tool, "args": args},
+        "retry": {"max_attempts": 1},
+    }
+
+
+async def test_an_agent_calls_an_mcp_tool_on_the_cluster_audited(
+    mcp_cluster: tuple[DevCluster, Client],
+) -> None:
+    _, client = mcp_cluster
+    state = await run(client, wf(task("mcp_call", "calc.add", a=40, b=2)))
+    assert state.status == WorkflowStatus.COMPLETED, state.reason
+    assert state.tasks["t"].result == {"result": 42}
+    events = await client.events(state.workflow_id)
+    (record,) = [e.data for e in of_type(events, EventType.TASK_TOOL_CALLED)]
+    assert isinstance(record, TaskToolCalled)
+    assert (record.tool, record.agent, record.outcome) == ("calc.add", "caller", "ok")
+    assert record.key == f"{state.workflow_id}:t:0:tool:calc.add"
+    entries = await read_audit(client.bus, client.bus.seal)
+    noted = [e for e in entries if e.workflow_id == state.workflow_id]
+    assert [(e.kind, (e.detail or {}).get("tool")) for e in noted] == [
+        (AuditKind.TOOL_CALLED.value, "calc.add")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("capability", "error", "outcome"),
+    [
+        ("mcp_intrude", "ToolPermissionError", "denied"),  # has the tool, not the grant
+        ("mcp_outside", "UnknownToolError", "unknown"),  # granted all, not given the tools
+    ],
+)
+async def test_an_agent_without_the_grant_or_the_tools_is_refused(
+    mcp_cluster: tuple[DevCluster, Client],
+    tmp_path: Path,
+    capability: str,
+    error: str,
+    outcome: str,
+) -> None:
+    _, client = mcp_cluster
+    trace = tmp_path / "trace.txt"
+    state = await run(client, wf(task(capability, "calc.record", path=str(trace), line="x")))
+    assert state.status == WorkflowStatus.FAILED
+    failure = state.tasks["t"].error
+    assert failure is not None
+    assert (failure.type, failure.retryable) == (error, False)
+    (record,) = [
+        e.data for e in of_type(await client.events(state.workflow_id), EventType.TASK_TOOL_CALLED)
+    ]
+    assert isinstance(record, TaskToolCalled)
+    assert (record.tool, record.outcome) == ("calc.record", outcome)
+    assert not trace.exists()  # the server never saw it
+    entries = await read_audit(client.bus, client.bus.seal)
+    kinds = [e.kind for e in entries if e.workflow_id == state.workflow_id]
+    expected = AuditKind.TOOL_DENIED if outcome == "denied" else AuditKind.TOOL_CALLED
+    assert kinds == [expected.value]
+
+
+async def test_a_server_crash_on_the_cluster_fails_the_call_and_the_next_task_restarts_it(
+    mcp_cluster: tuple[DevCluster, Client],
+) -> None:
+    _, client = mcp_cluster
+    crashed = await run(client, wf(task("mcp_call", "calc.crash")))
+    assert crashed.status == WorkflowStatus.FAILED
+    failure = crashed.tasks["t"].error
+    assert failure is not None
+    assert (failure.type, failure.retryable) == ("MCPUnavailableError", True)
+    again = await run(client, wf(task("mcp_call", "calc.echo", text="back")))
+    assert again.status == WorkflowStatus.COMPLETED, again.reason
+    assert again.tasks["t"].result == {"result": "back"}
