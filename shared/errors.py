@@ -42,6 +42,11 @@ each class carries a stable ``code`` used in logs and in events. Foreign errors
         │   └── ApprovalTimeoutError     nobody decided in time (``on_timeout: fail``)
         ├── RecordedEffectError          a side effect's recorded failure, served again
         ├── TaskTimeoutError             (also a TimeoutError); retryable
+        ├── LLMError                     a model call through ``ctx.llm`` failed
+        │   ├── LLMUnavailableError      down, slow, 429 or 5xx after every try; retryable
+        │   ├── LLMRequestError          the provider refused the request (4xx; non-retryable)
+        │   └── LLMResponseError         the answer breaks the chat-completions protocol
+        ├── AgentLoopError               ``ctx.run_agent`` gave up (max_steps; non-retryable)
         └── ToolError                    a call through an agent's tool registry failed
             ├── UnknownToolError         no such tool in the agent's registry (non-retryable)
             ├── ToolValidationError      params fail the tool's input model (non-retryable)
@@ -425,6 +430,58 @@ class SandboxIsolationError(SandboxError, NonRetryableError):
         self.missing: list[str] = list(missing or [])
 
 
+class LLMError(TaskError):
+    """A model call through ``ctx.llm`` failed; ``provider`` names the endpoint
+    (its host), ``status`` the HTTP status when there was one."""
+
+    code = "llm_error"
+
+    def __init__(self, message: str, *, provider: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.status = status
+
+
+class LLMUnavailableError(LLMError):
+    """The provider was unreachable, too slow, overloaded (429) or failing (5xx)
+    on every try; retryable (``retry_after_s``: what the provider asked for)."""
+
+    code = "llm_unavailable"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        status: int | None = None,
+        retry_after_s: float = 0.0,
+    ) -> None:
+        super().__init__(message, provider=provider, status=status)
+        self.retry_after_s = retry_after_s
+
+
+class LLMRequestError(LLMError, NonRetryableError):
+    """The provider refused the request itself (a 4xx other than 408/409/425/429:
+    a wrong key, an unknown model, a request too long): a retry cannot help."""
+
+    code = "llm_refused"
+
+
+class LLMResponseError(LLMError):
+    """The provider answered with something that is not a chat completion (not
+    JSON, no ``choices``, tool-call arguments that are not a JSON object);
+    retryable, as a model may answer well the next time."""
+
+    code = "llm_malformed"
+
+
+class AgentLoopError(NonRetryableError):
+    """``ctx.run_agent`` stopped without an answer: the model still asked for
+    tools after ``max_steps`` steps."""
+
+    code = "agent_loop"
+
+
 MAX_ERROR_MESSAGE = 8 * 1024
 """Characters of an exception's message that travel on the bus (the rest is cut):
 the coordinator repeats it in the workflow's failure, which must fit a message."""
@@ -449,6 +506,7 @@ def error_info(exc: BaseException) -> ErrorInfo:
 
 
 __all__ = [
+    "AgentLoopError",
     "AgenticFlowError",
     "ApprovalRejectedError",
     "ApprovalTimeoutError",
@@ -460,6 +518,10 @@ __all__ = [
     "IllegalTransitionError",
     "InterventionRefusedError",
     "InvalidPlanError",
+    "LLMError",
+    "LLMRequestError",
+    "LLMResponseError",
+    "LLMUnavailableError",
     "MalformedMessageError",
     "MessageError",
     "NonRetryableError",

@@ -15,6 +15,10 @@ from agenticflow.shared.wire.events import MAX_APPROVAL_WAIT_S, ApprovalDecision
 from agenticflow.worker.effects import Effects
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from agenticflow.worker.agent_loop import AgentResult
+    from agenticflow.worker.llm import LLM
     from agenticflow.worker.memory import AgentMemory
     from agenticflow.worker.streaming import OutputStream
     from agenticflow.worker.tools import ToolBox
@@ -162,6 +166,9 @@ class TaskContext:
     """Set when the workflow is cancelled while the task runs (see :attr:`cancelled`)."""
     output: OutputStream | None = None
     """Where :meth:`stream` puts chunks (the worker makes one per attempt)."""
+    llm: LLM | None = None
+    """The model client (``await ctx.llm.chat(messages)``): every call is a
+    recorded, cached effect (see :mod:`agenticflow.worker.llm`)."""
     _approval_calls: list[int] = field(default_factory=lambda: [0])
 
     async def stream(self, data: Any, kind: str = "token") -> bool:
@@ -181,6 +188,41 @@ class TaskContext:
         if self.output is None:
             return False
         return await self.output.put(data, kind)
+
+    async def run_agent(
+        self,
+        model: str | None,
+        instructions: str,
+        input: str | Sequence[dict[str, Any]],
+        *,
+        tools: Sequence[str] | None = None,
+        max_steps: int = 10,
+        stream: bool = False,
+    ) -> AgentResult:
+        """Run the tool-calling loop: ask ``model`` (None: ``Settings.llm_model``)
+        with ``instructions`` and ``input``, call the tools it asks for among
+        ``tools`` (names of this agent's tools; None: all), until it answers
+        without a tool or ``max_steps`` model calls. Each step is durable: a
+        task that runs again resumes after its last completed step (see
+        :mod:`agenticflow.worker.agent_loop`). Raises ValueError,
+        UnknownToolError, AgentLoopError (``max_steps``), RuntimeError (no
+        ``ctx.llm``: the handler runs outside a worker), and what
+        ``ctx.llm.chat`` and ``ctx.tools.call`` raise."""
+        from agenticflow.worker.agent_loop import run_agent
+
+        if self.llm is None:
+            raise RuntimeError("ctx.llm is not set: run_agent needs a worker (or pass llm=)")
+        return await run_agent(
+            self.llm,
+            self.tools,
+            model=model,
+            instructions=instructions,
+            input=input,
+            tools=tools,
+            max_steps=max_steps,
+            stream=stream,
+            agent=self.agent,
+        )
 
     @property
     def cancelled(self) -> bool:

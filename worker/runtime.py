@@ -85,6 +85,7 @@ from agenticflow.worker.bidding import AgentLoad, Bidder
 from agenticflow.worker.context import ApprovalPending, Feedback, TaskContext
 from agenticflow.worker.effects import Effects, error_info
 from agenticflow.worker.fsm import AgentFSM, AgentState, Trigger
+from agenticflow.worker.llm import task_llm
 from agenticflow.worker.memory import AgentMemory
 from agenticflow.worker.streaming import OutputStream
 from agenticflow.worker.tools import breaker_states, live_pools, task_toolbox
@@ -695,6 +696,14 @@ class Worker:
             instance=instance.id,
             memory=AgentMemory(self.bus, agent.name),
             output=output,
+            llm=task_llm(
+                self.bus,
+                self.settings,
+                task,
+                effects=effects,
+                stream=output.put,
+                worker=self.node_id,
+            ),
             feedback=Feedback(task.feedback),
             approval=task.approval,
             approvals=list(task.approvals),

@@ -24,6 +24,7 @@ from typing import Annotated
 import typer
 
 from agenticflow.cli import agents, ask, audit, cluster, debug, keys, profile, services, steer
+from agenticflow.cli import llm as llm_commands
 from agenticflow.cli import workflow as workflow_commands
 from agenticflow.cli._common import complete_profile, out
 
@@ -93,6 +94,7 @@ cluster.register(app)
 app.add_typer(keys.keys_app, name="keys", rich_help_panel="Setup")
 app.add_typer(audit.audit_app, name="audit", rich_help_panel="Setup")
 profile.register(app)
+llm_commands.register(app)
 
 
 def main() -> None:

@@ -163,6 +163,19 @@ class Settings(BaseSettings):
     """Bound on each call to the endpoint (the whole request, body included)."""
     llm_max_attempts: int = Field(default=3, ge=1, le=10)
     """Tries per call when the endpoint is down, slow, overloaded (429) or failing (5xx)."""
+    # Agents' model calls (ctx.llm, worker/llm.py) use the same endpoint, model
+    # and key as the planner unless a call names another model; these add to it.
+    llm_prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    """Price table for usage costs: model name -> (USD per million input tokens,
+    USD per million output tokens), e.g. ``AGENTICFLOW_LLM_PRICES='{"gpt-4o-mini":
+    [0.15, 0.6]}'``; a model not listed costs 0."""
+    llm_rate_limit: int | None = Field(default=None, ge=1)
+    """Calls per minute to the endpoint, cluster-wide (None: no limit)."""
+    llm_breaker_failures: int = Field(default=5, ge=1)
+    """Failed calls in a row (after their retries) that open the endpoint's
+    cluster-wide circuit breaker."""
+    llm_breaker_recovery_s: float = Field(default=30, gt=0)
+    """How long an open circuit refuses calls before a trial call."""
 
     @property
     def names(self) -> Names:

@@ -132,6 +132,27 @@ chunks_dropped = Tally(
     unit="{chunk}",
     description="Streamed chunks dropped: the bus did not take them within stream_block_s",
 )
+llm_calls = Tally(
+    "agenticflow.llm.calls", "model", unit="{call}", description="Calls to a model provider"
+)
+llm_errors = Tally(
+    "agenticflow.llm.errors",
+    "model",
+    unit="{call}",
+    description="Calls to a model provider that failed (after its retries)",
+)
+llm_input_tokens = Tally(
+    "agenticflow.llm.tokens.input", "model", unit="{token}", description="Input tokens paid for"
+)
+llm_output_tokens = Tally(
+    "agenticflow.llm.tokens.output", "model", unit="{token}", description="Output tokens paid for"
+)
+llm_cost = Tally(
+    "agenticflow.llm.cost",
+    "model",
+    unit="u[USD]",
+    description="Cost of model calls by Settings.llm_prices, in micro-dollars",
+)
 events_folded = Tally(
     "agenticflow.events", "type", unit="{event}", description="Events read by the coordinator"
 )
@@ -260,6 +281,11 @@ __all__ = [
     "configure_metrics",
     "enabled",
     "events_folded",
+    "llm_calls",
+    "llm_cost",
+    "llm_errors",
+    "llm_input_tokens",
+    "llm_output_tokens",
     "observe",
     "prometheus_text",
     "readings",

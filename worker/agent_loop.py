@@ -1,0 +1,158 @@
+"""The tool-calling loop: ``await ctx.run_agent(model, instructions, input, tools=[...])``.
+
+Each step asks the model (``ctx.llm.chat``, a recorded and cached effect) with
+the conversation so far and the declarations of the offered tools; each tool
+call the model asks for goes through ``ctx.tools.call`` (lookup, schema
+validation, permissions and policy, breaker, rate limit, sandbox, audit,
+once-semantics) and its result goes back to the model as a ``tool`` message.
+The loop ends when the model answers without asking for a tool.
+
+Every step is durable because both halves are: the model's answers are cached
+under attempt-independent keys, and so are ``once`` tools' results (the
+default). When the worker dies mid-loop and the task runs again, the loop
+replays its completed steps from those caches -- the provider is not called
+for them and the tools do not run again -- and goes on from the first step
+that had not completed. That needs the loop to be deterministic: the same
+instructions, input and tools in the same order (they are the handler's).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agenticflow.shared.errors import AgentLoopError, UnknownToolError
+from agenticflow.shared.wire.usage import Usage
+
+if TYPE_CHECKING:
+    from agenticflow.worker.llm import LLM, LLMResponse
+    from agenticflow.worker.tools import ToolBox
+
+MAX_STEPS = 100
+"""The most steps ``max_steps`` may allow."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolStep:
+    """One tool call the loop made."""
+
+    step: int
+    name: str
+    arguments: dict[str, Any]
+    result: Any
+
+
+@dataclass(frozen=True, slots=True)
+class AgentResult:
+    """How a :func:`run_agent` loop ended."""
+
+    output: str
+    """The model's final answer."""
+    steps: int
+    """Model calls made (the last one answered)."""
+    tool_calls: list[ToolStep] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    """The whole conversation, final answer included."""
+    usage: Usage = field(default_factory=Usage)
+    """Tokens and cost of the loop's model calls (answers served from a cache
+    or recording included: what the loop's answers cost when made)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data: a handler may return it as the task's result."""
+        return {
+            "output": self.output,
+            "steps": self.steps,
+            "tool_calls": [
+                {"step": t.step, "name": t.name, "arguments": t.arguments, "result": t.result}
+                for t in self.tool_calls
+            ],
+            "usage": self.usage.to_dict(),
+        }
+
+
+async def run_agent(
+    llm: LLM,
+    toolbox: ToolBox | None,
+    *,
+    model: str | None,
+    instructions: str,
+    input: str | Sequence[dict[str, Any]],
+    tools: Sequence[str] | None = None,
+    max_steps: int = 10,
+    stream: bool = False,
+    agent: str = "",
+) -> AgentResult:
+    """Run the loop (see the module docstring); returns the final answer.
+
+    ``tools``: names of the agent's tools the model may call (None: all of
+    them; ``[]``: none). ``input``: the user's message, or messages to follow
+    the instructions. Raises ValueError (bad arguments), UnknownToolError (a
+    tool named in ``tools`` or asked for by the model that the agent does not
+    offer), AgentLoopError (the model still asked for tools at ``max_steps``),
+    and what ``ctx.llm.chat`` and ``ctx.tools.call`` raise."""
+    if not isinstance(instructions, str):
+        raise TypeError("instructions is the system prompt, a string")
+    if not isinstance(max_steps, int) or not 1 <= max_steps <= MAX_STEPS:
+        raise ValueError(f"max_steps must be an integer from 1 to {MAX_STEPS}")
+    offered = _offered(toolbox, tools, agent)
+    messages: list[dict[str, Any]] = [{"role": "system", "content": instructions}]
+    if isinstance(input, str):
+        messages.append({"role": "user", "content": input})
+    else:
+        messages.extend(dict(message) for message in input)
+    declarations = [
+        schema for schema in (toolbox.schemas() if toolbox else []) if schema["name"] in offered
+    ]
+    calls: list[ToolStep] = []
+    usage = Usage()
+    for step in range(1, max_steps + 1):
+        response: LLMResponse = await llm.chat(
+            messages, model=model, tools=declarations or None, stream=stream
+        )
+        usage = usage + response.usage
+        messages.append(response.message())
+        if not response.tool_calls:
+            return AgentResult(response.text, step, calls, messages, usage)
+        for call in response.tool_calls:
+            if call.name not in offered:
+                have = ", ".join(sorted(offered)) or "none"
+                raise UnknownToolError(
+                    f"the model asked for tool {call.name!r} at step {step}, which agent "
+                    f"{agent!r} does not offer it (offered: {have})",
+                    tool=call.name,
+                )
+            assert toolbox is not None  # offered is empty without one
+            result = await toolbox.call(call.name, **call.arguments)
+            calls.append(ToolStep(step, call.name, call.arguments, result))
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": _text(result)})
+    raise AgentLoopError(
+        f"the model still asked for tools after max_steps={max_steps} steps "
+        f"({len(calls)} tool calls); raise max_steps or change the instructions"
+    )
+
+
+def _offered(toolbox: ToolBox | None, tools: Sequence[str] | None, agent: str) -> set[str]:
+    have = {t.name for t in toolbox.registry} if toolbox is not None else set()
+    if tools is None:
+        return have
+    if isinstance(tools, str):
+        raise TypeError("tools is a list of tool names, not one string")
+    unknown = sorted(set(tools) - have)
+    if unknown:
+        raise UnknownToolError(
+            f"agent {agent!r} has no tool {', '.join(map(repr, unknown))} "
+            f"(it has: {', '.join(sorted(have)) or 'none'})",
+            tool=unknown[0],
+        )
+    return set(tools)
+
+
+def _text(result: Any) -> str:
+    if isinstance(result, str):
+        return result
+    return json.dumps(result, sort_keys=True, default=str)
+
+
+__all__ = ["MAX_STEPS", "AgentResult", "ToolStep", "run_agent"]
