@@ -340,6 +340,12 @@ class WorkflowHandle:
         """Send feedback to running handlers (``ctx.feedback``) and every later task."""
         return await self.client.feedback(self.id, text)
 
+    async def signal(self, name: str, data: Any = None) -> InterventionApplied:
+        """Send signal ``name`` with ``data`` to the workflow's ``wait: {signal:
+        name}`` nodes (kept for one not ready yet). Raises InterventionRefusedError
+        (``code`` ``no_waiting_task`` when none waits for it)."""
+        return await self.client.signal(self.id, name, data)
+
     async def approve(self, task: str, comment: str = "") -> InterventionApplied:
         """Approve the task waiting for approval."""
         return await self.client.approve(self.id, task, comment)

@@ -28,6 +28,7 @@ _STATE_STYLE = {
     "retry_wait": "yellow",
     "pending": "dim",
     "waiting_approval": "magenta",
+    "waiting": "magenta",
     "auction": "blue",
     "aborted": "red",
     "suspended": "yellow",

@@ -55,6 +55,7 @@ from dataclasses import dataclass
 
 from agenticflow.coordinator.state import (
     COORDINATOR_NODE,
+    TaskState,
     TaskStatus,
     WorkflowState,
     WorkflowStatus,
@@ -306,7 +307,7 @@ def used_capabilities(definition: WorkflowDefinition) -> set[str]:
         for task in stack.pop().tasks:
             if task.workflow is not None:
                 stack.append(task.workflow)
-            else:
+            elif task.wait is None:  # (a wait runs nothing)
                 found.add(task.capability)
     return found
 
@@ -387,14 +388,25 @@ def _outcome(  # noqa: PLR0911 - one return per rule reads best
             return Refuse("not_claimant", "a bid names another worker than its sender")
         return ADMIT
     if task.status not in _TASK_DISPATCHED:
-        if kind in _SETTLING and task.status in (TaskStatus.WAITING_APPROVAL, TaskStatus.AUCTION):
-            return Refuse(
-                "not_dispatched",
-                f"task {task_id!r} is {task.status.value}: no attempt of it runs "
-                "(only approve or reject settle a task that waits for approval)",
-            )
-        return Ignore("the attempt is settled")
+        refused = _not_dispatched(task_id, task) if kind in _SETTLING else None
+        return refused or Ignore("the attempt is settled")
     return _runner(state, task_id, event, rules)
+
+
+def _not_dispatched(task_id: str, task: TaskState) -> Refuse | None:
+    """The refusal of an outcome for a task that waits without a worker."""
+    if task.status == TaskStatus.WAITING:
+        return Refuse(
+            "not_dispatched",
+            f"task {task_id!r} is a 'wait:' node: only its time or a signal settles it",
+        )
+    if task.status in (TaskStatus.WAITING_APPROVAL, TaskStatus.AUCTION):
+        return Refuse(
+            "not_dispatched",
+            f"task {task_id!r} is {task.status.value}: no attempt of it runs "
+            "(only approve or reject settle a task that waits for approval)",
+        )
+    return None
 
 
 def _runner(  # noqa: PLR0911 - one return per rule reads best

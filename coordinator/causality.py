@@ -23,6 +23,7 @@ _SHELL_TYPES = frozenset(
         EventType.MESSAGE_REJECTED,
         EventType.TASK_AUCTION_CLOSED,
         EventType.TASK_CLAIM_EXPIRED,
+        EventType.TASK_WAIT_ELAPSED,
     }
 )
 _OUTCOMES = frozenset({EventType.TASK_STARTED, EventType.TASK_COMPLETED, EventType.TASK_FAILED})

@@ -450,6 +450,8 @@ class Client:
         text: str = "",
         task_id: str | None = None,
         changes: Modification | None = None,
+        signal: str | None = None,
+        data: Any = None,
         by: str | None = None,
         timeout: float = 15.0,
     ) -> InterventionApplied:
@@ -458,7 +460,7 @@ class Client:
         ``action`` is one of pause, resume, cancel or terminate (``reason``;
         abort is terminate's older name), modify
         (``changes``), feedback (``text``), approve or reject (``task_id``,
-        ``reason`` as the comment). The request is an event on the workflow's
+        ``reason`` as the comment), signal (``signal``, ``data``). The request is an event on the workflow's
         stream, so it is ordered with everything else and replayable.
 
         Raises InterventionRefusedError (``code`` says why; nothing changed),
@@ -509,6 +511,8 @@ class Client:
                         text=text,
                         task_id=task_id,
                         changes=changes,
+                        signal=signal,
+                        data=data,
                     ),
                 )
             )
@@ -564,6 +568,15 @@ class Client:
             except ValueError as exc:
                 raise WorkflowDefinitionError(f"invalid modification: {exc}") from exc
         return await self.intervene(workflow_id, "modify", changes=changes, **kwargs)
+
+    async def signal(
+        self, workflow_id: str, name: str, data: Any = None, **kwargs: Any
+    ) -> InterventionApplied:
+        """Send signal ``name`` with ``data`` (plain data: the result of the
+        ``wait: {signal: name}`` node it completes). A node not ready yet gets
+        it when it is; refused (``no_waiting_task``) when no unfinished node of
+        the workflow waits for that name."""
+        return await self.intervene(workflow_id, "signal", signal=name, data=data, **kwargs)
 
     async def feedback(self, workflow_id: str, text: str, **kwargs: Any) -> InterventionApplied:
         """Send feedback to running handlers (``ctx.feedback``) and every later task."""

@@ -16,6 +16,7 @@ terminal, or a failure of an attempt that is no longer current, changes nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -34,7 +35,9 @@ from agenticflow.coordinator.state import (
     ACTIVE_TASK,
     COORDINATOR_NODE,
     DONE_TASK,
+    MAX_KEPT_SIGNALS,
     TERMINAL_TASK,
+    KeptSignal,
     PendingApproval,
     TaskState,
     TaskStatus,
@@ -72,6 +75,7 @@ from agenticflow.shared.wire.events import (
     TaskStarted,
     TaskTimedOut,
     TaskUnserved,
+    TaskWaitElapsed,
     WorkflowAborted,
     WorkflowCancelled,
     WorkflowCompleted,
@@ -82,7 +86,7 @@ from agenticflow.shared.wire.events import (
     WorkflowStarted,
     WorkflowSubmitted,
 )
-from agenticflow.shared.wire.ids import task_key, workflow_key
+from agenticflow.shared.wire.ids import ID_RE, task_key, workflow_key
 from agenticflow.shared.wire.names import ROUTE_RE, queue_of
 from agenticflow.shared.wire.vclock import VectorClock
 
@@ -116,7 +120,7 @@ class Dispatch:
 class ArmTimer:
     """Fire ``kind`` for this attempt at ``due_ns`` (the shell emits the event)."""
 
-    kind: Literal["retry", "timeout", "approval", "auction", "claim"]
+    kind: Literal["retry", "timeout", "approval", "auction", "claim", "wait"]
     workflow_id: str
     task_id: str
     attempt: int
@@ -200,6 +204,9 @@ class _Folder:
             attempt=attempt,
         )
         task.dispatch_coord = clock.get(COORDINATOR_NODE)
+        if spec.wait is not None:  # the coordinator waits itself, no worker
+            self.start_wait(task_id, attempt)
+            return
         if spec.workflow is not None:  # a child workflow runs it, not a worker
             submission = children.start(
                 state, task_id, attempt, clock, timestamp=self.event.timestamp, source=self.source
@@ -207,6 +214,41 @@ class _Folder:
             self.commands.append(Emit(submission))
             return
         self.commands.append(Dispatch(self.message(task_id, attempt, clock)))
+
+    def start_wait(self, task_id: str, attempt: int) -> None:
+        """A ``wait:`` node became ready: take a kept signal, or arm its timer."""
+        state, task, wait = self.state, self.state.tasks[task_id], self.state.spec(task_id).wait
+        assert wait is not None
+        task.status, task.started_at = TaskStatus.WAITING, self.event.timestamp
+        if wait.signal is not None:
+            for index, kept in enumerate(state.signals):
+                if kept.name == wait.signal:
+                    del state.signals[index]
+                    self.complete_wait(task_id, kept.data)
+                    return
+        due = wait.due_ns(self.event.timestamp)
+        task.deadline_ns = None if due is None else _capped(max(due, 0))
+        task.note = f"waiting {wait.describe()}"
+        if task.deadline_ns is not None:
+            self.commands.append(
+                ArmTimer("wait", state.workflow_id, task_id, attempt, task.deadline_ns)
+            )
+
+    def complete_wait(self, task_id: str, result: Any) -> None:
+        """A ``wait:`` node is done: it completes with ``result`` (stored as a
+        ``task.completed`` from the coordinator, for readers)."""
+        state, task = self.state, self.state.tasks[task_id]
+        task.status, task.result, task.error = TaskStatus.COMPLETED, result, None
+        task.finished_at, task.deadline_ns, task.note = self.event.timestamp, None, None
+        self.emit(
+            EventType.TASK_COMPLETED,
+            TaskCompleted(result=result),
+            key=task_key(state.workflow_id, task_id, task.attempts, "completed"),
+            task_id=task_id,
+            attempt=task.attempts,
+        )
+        self.changed()
+        self.finish_task(task_id)
 
     def message(self, task_id: str, attempt: int, clock: VectorClock) -> TaskMessage:
         """The task message of one attempt (to its winner when it was auctioned)."""
@@ -841,6 +883,44 @@ def _on_retry_due(folder: _Folder, task_id: str, task: TaskState) -> None:
     folder.schedule(task_id, task.attempts + 1)
 
 
+def _on_wait_elapsed(folder: _Folder, task_id: str, task: TaskState) -> None:
+    """A ``wait:`` node's time came: a timer completes, a signal wait times out."""
+    event, data = folder.event, folder.event.data
+    if (
+        task.status != TaskStatus.WAITING
+        or event.attempt != task.attempts
+        or not isinstance(data, TaskWaitElapsed)
+        or data.due_ns != task.deadline_ns
+    ):
+        return  # superseded: a signal came, or the workflow moved on
+    wait = folder.state.spec(task_id).wait
+    if wait is None:
+        return
+    folder.changed()
+    if wait.signal is None:
+        at = datetime.fromtimestamp(data.due_ns / 1e9, UTC).isoformat()
+        folder.complete_wait(task_id, {"waited_until": at})
+        return
+    if wait.on_timeout == "continue":
+        folder.complete_wait(task_id, None)
+        return
+    error = ErrorInfo(
+        type="SignalTimeoutError",
+        message=f"no signal {wait.signal!r} came within {wait.timeout_s or 0:g}s",
+        code="signal_timeout",
+        retryable=False,
+    )
+    task.deadline_ns = task.note = None
+    folder.emit(
+        EventType.TASK_FAILED,
+        TaskFailed(error=error),
+        key=task_key(folder.state.workflow_id, task_id, task.attempts, "failed"),
+        task_id=task_id,
+        attempt=task.attempts,
+    )
+    folder.task_failed(task_id, task.attempts, error)
+
+
 def _on_unserved(folder: _Folder, task_id: str, task: TaskState) -> None:
     event = folder.event
     if task.status != TaskStatus.SCHEDULED or event.attempt != task.attempts:
@@ -1110,6 +1190,53 @@ def _decision(folder: _Folder, data: InterventionRequested) -> _Outcome:
     return f"task {task_id!r} {'approved' if approved else 'rejected'}", {}
 
 
+def _signal(folder: _Folder, data: InterventionRequested) -> _Outcome:
+    """A signal: completes the ``wait:`` nodes waiting for it, or is kept for
+    the first one to become ready (refused when no unfinished node waits for it)."""
+    state = folder.state
+    name = data.signal
+    if not name or not ID_RE.match(name):
+        raise _RefusedError("invalid", "a signal needs a name of 1-64 letters, digits, '_' or '-'")
+    assert state.definition is not None
+    expecting = [
+        spec.id
+        for spec in state.definition.tasks
+        if spec.wait is not None
+        and spec.wait.signal == name
+        and state.tasks[spec.id].status not in TERMINAL_TASK
+    ]
+    if not expecting:
+        awaited = sorted(
+            {
+                f"{spec.wait.signal!r}"
+                for spec in state.definition.tasks
+                if spec.wait is not None
+                and spec.wait.signal is not None
+                and state.tasks[spec.id].status not in TERMINAL_TASK
+            }
+        )
+        raise _RefusedError(
+            "no_waiting_task",
+            f"no unfinished task of workflow {state.workflow_id!r} waits for signal {name!r}"
+            + (f" (it waits for {', '.join(awaited)})" if awaited else ""),
+        )
+    waiting = [tid for tid in expecting if state.tasks[tid].status == TaskStatus.WAITING]
+    if waiting:
+        for task_id in waiting:
+            folder.complete_wait(task_id, data.data)
+        return f"signal {name!r} completed task(s) {', '.join(waiting)}", {}
+    if len(state.signals) >= MAX_KEPT_SIGNALS:
+        raise _RefusedError(
+            "too_many_signals",
+            f"workflow {state.workflow_id!r} keeps {MAX_KEPT_SIGNALS} signals for tasks "
+            "not ready yet already",
+        )
+    state.signals.append(
+        KeptSignal(name=name, data=data.data, by=data.by, at=folder.event.timestamp)
+    )
+    return f"signal {name!r} kept for task(s) {', '.join(expecting)} (not ready yet)", {}
+
+
 def _modify(folder: _Folder, data: InterventionRequested) -> _Outcome:
     state = folder.state
     changes = data.changes
@@ -1207,6 +1334,7 @@ _ACTIONS = {
     "approve": _decision,
     "reject": _decision,
     "modify": _modify,
+    "signal": _signal,
 }
 
 
@@ -1300,6 +1428,7 @@ _TASK_HANDLERS = {
     EventType.TASK_UNSERVED: _on_unserved,
     EventType.TASK_DEAD_LETTERED: _on_dead_lettered,
     EventType.TASK_HEARTBEAT: _on_heartbeat,
+    EventType.TASK_WAIT_ELAPSED: _on_wait_elapsed,
 }
 
 
@@ -1360,6 +1489,10 @@ def pending_timers(state: WorkflowState) -> list[ArmTimer]:
         ):
             timers.append(
                 ArmTimer("approval", state.workflow_id, task_id, task.attempts, task.waiting.due_ns)
+            )
+        elif task.status == TaskStatus.WAITING and task.deadline_ns is not None:
+            timers.append(
+                ArmTimer("wait", state.workflow_id, task_id, task.attempts, task.deadline_ns)
             )
         elif task.status == TaskStatus.AUCTION and task.auction is not None:
             timers.append(

@@ -109,6 +109,7 @@ from agenticflow.shared.wire.events import (
     TaskRetryDue,
     TaskTimedOut,
     TaskUnserved,
+    TaskWaitElapsed,
     WorkflowCompleted,
     WorkflowRejected,
     WorkflowSubmitted,
@@ -1401,6 +1402,18 @@ class Coordinator:
                     timer.task_id,
                     timer.attempt,
                     f"approval_expired:{timer.due_ns}",
+                ),
+                task_id=timer.task_id,
+                attempt=timer.attempt,
+            )
+            return
+        if timer.kind == "wait":
+            await self._shell_emit(
+                timer.workflow_id,
+                EventType.TASK_WAIT_ELAPSED,
+                TaskWaitElapsed(due_ns=timer.due_ns),
+                key=task_key(
+                    timer.workflow_id, timer.task_id, timer.attempt, f"wait_elapsed:{timer.due_ns}"
                 ),
                 task_id=timer.task_id,
                 attempt=timer.attempt,

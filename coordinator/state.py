@@ -49,6 +49,8 @@ class TaskStatus(enum.StrEnum):
     """An optional task whose message was dead-lettered; dependents ran without it."""
     AUCTION = "auction"
     """Announced to the capability's agents (``allocation: auction``): bids are collected."""
+    WAITING = "waiting"
+    """A ``wait:`` node waiting for its time or its signal; no worker is involved."""
 
 
 TERMINAL_TASK = frozenset(
@@ -95,6 +97,21 @@ class PendingApproval(BaseModel):
     requested_at: int = 0
     due_ns: int | None = None
     on_timeout: str = "reject"
+
+
+class KeptSignal(BaseModel):
+    """A signal that no task waited for yet: the next one to wait for it takes it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    data: Any = None
+    by: str = ""
+    at: int = 0
+
+
+MAX_KEPT_SIGNALS = 100
+"""Most signals a workflow keeps for nodes not ready yet; more are refused."""
 
 
 class TaskState(BaseModel):
@@ -181,6 +198,8 @@ class WorkflowState(BaseModel):
     """Running child workflows by the task that started them."""
     feedback: list[str] = Field(default_factory=list)
     """Feedback people sent; every later task gets it, running handlers too."""
+    signals: list[KeptSignal] = Field(default_factory=list)
+    """Signals sent before a ``wait:`` node was ready for them, oldest first."""
     interventions: int = 0
     """Interventions applied (pause, resume, cancel, terminate, modify, feedback, decisions)."""
     last_seq: int = 0
@@ -346,9 +365,11 @@ __all__ = [
     "ACTIVE_TASK",
     "COORDINATOR_NODE",
     "DONE_TASK",
+    "MAX_KEPT_SIGNALS",
     "SNAPSHOT_WRITERS",
     "TERMINAL_TASK",
     "TERMINAL_WORKFLOW",
+    "KeptSignal",
     "TaskState",
     "TaskStatus",
     "WorkflowState",

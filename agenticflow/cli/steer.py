@@ -1,4 +1,4 @@
-"""``agenticflow workflow pause|resume|cancel|terminate|feedback|modify|approve|reject``:
+"""``agenticflow workflow pause|resume|cancel|terminate|feedback|modify|approve|reject|signal``:
 steer a running workflow. Each is an event on the workflow's stream; the
 coordinator answers with its verdict (exit 5 when it refused: nothing changed).
 
@@ -277,9 +277,35 @@ def resume(
     )  # fmt: skip
 
 
+def signal(
+    workflow_id: WorkflowArg,
+    name: Annotated[str, typer.Argument(help="The signal's name (a 'wait: {signal: NAME}' node).")],
+    data: Annotated[
+        str | None,
+        typer.Option("--data", "-d", help="JSON: the data the waiting node completes with."),
+    ] = None,
+    by: ByOpt = None,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Send a signal to the workflow's 'wait: {signal: NAME}' nodes: each waiting
+    one completes with the data; one not ready yet gets it when it is. Refused
+    (exit 5) when no unfinished node waits for NAME."""
+    fmt = output_of(output, as_json)
+    value: Any = None
+    if data is not None:
+        try:
+            value = json.loads(data)
+        except json.JSONDecodeError as exc:
+            fail(EXIT_INPUT, f"--data: not JSON: {exc}")
+    intervene(nats, prefix, fmt, lambda c: c.signal(workflow_id, name, value, by=who(by)))
+
+
 def register(app: typer.Typer, workflow_app: typer.Typer) -> None:
     """The verbs on the ``workflow`` group, and flat on ``app`` (those that were)."""
-    for command in (pause, resume, feedback, modify, approve, reject):
+    for command in (pause, resume, feedback, modify, approve, reject, signal):
         name = command.__name__
         app.command(name, rich_help_panel="Steering")(command)
         workflow_app.command(name)(command)
@@ -302,5 +328,6 @@ __all__ = [
     "reject",
     "resume",
     "resume_and_show",
+    "signal",
     "terminate",
 ]

@@ -8,6 +8,7 @@ checks live here; graph checks (cycles, unknown or duplicate ids) live in
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -110,6 +111,108 @@ class AuctionPolicy(BaseModel):
     """How long the winner has to start the task (and, while it runs, between heartbeats)."""
 
 
+WAIT_CAPABILITY = "wait"
+"""The capability of a ``wait:`` node (reserved: the coordinator handles it, no worker)."""
+
+MAX_WAIT_S = 366 * 86400
+"""Longest a ``wait:`` node waits (a duration, a time ahead, a signal's timeout)."""
+
+
+class WaitSpec(BaseModel):
+    """What a ``wait:`` node waits for; the coordinator handles it, no worker is held.
+
+    Exactly one of: ``duration`` (``90``, ``45s``, ``15m``, ``2h``, ``3d``: from
+    when the node became ready), ``until`` (an ISO 8601 time with its time
+    zone, e.g. ``2026-12-24T09:00:00+01:00``; a past time fires at once) or
+    ``signal`` (a name: the node completes with the data of that signal, sent
+    by ``agenticflow signal`` or ``handle.signal()``; one sent before the node
+    was ready is kept for it). A signal wait may have a ``timeout``, after
+    which it fails the task (``on_timeout: fail``) or completes it with no
+    data (``continue``). The node's result: ``{"waited_until": ISO time}`` for
+    a timer, the signal's data for a signal.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    duration_s: float | None = Field(default=None, ge=0, le=MAX_WAIT_S)
+    until: str | None = None
+    """An ISO 8601 time with a time zone, normalized to UTC."""
+    signal: str | None = None
+    timeout_s: float | None = Field(default=None, gt=0, le=MAX_WAIT_S)
+    """How long a signal wait waits (None: until the signal comes)."""
+    on_timeout: Literal["fail", "continue"] = "fail"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _durations(cls, data: Any) -> Any:
+        if isinstance(data, str | int | float):
+            data = {"duration": data}  # ``wait: 2h``
+        if isinstance(data, dict):
+            data = dict(data)
+            if "duration" in data:
+                data["duration_s"] = parse_duration(data.pop("duration"))
+            if "timeout" in data:
+                data["timeout_s"] = parse_duration(data.pop("timeout"))
+        return data
+
+    @field_validator("until", mode="before")
+    @classmethod
+    def _check_until(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, datetime):
+            moment = value
+        else:
+            try:
+                moment = datetime.fromisoformat(str(value).strip())
+            except ValueError:
+                raise ValueError(
+                    f"until: {value!r} is not an ISO 8601 time like 2026-12-24T09:00:00Z"
+                ) from None
+        if moment.tzinfo is None:
+            raise ValueError(
+                f"until: {value!s} has no time zone; say which, e.g. "
+                f"{moment.isoformat()}Z or {moment.isoformat()}+01:00"
+            )
+        return moment.astimezone(UTC).isoformat()
+
+    @field_validator("signal")
+    @classmethod
+    def _check_signal(cls, value: str | None) -> str | None:
+        if value is not None and not ID_RE.match(value):
+            raise ValueError("signal name must be 1-64 letters, digits, '_' or '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_thing(self) -> WaitSpec:
+        chosen = [k for k in ("duration_s", "until", "signal") if getattr(self, k) is not None]
+        if len(chosen) != 1:
+            raise ValueError("wait: give exactly one of 'duration', 'until' or 'signal'")
+        if self.signal is None and (self.timeout_s is not None or self.on_timeout != "fail"):
+            raise ValueError("wait: 'timeout' and 'on_timeout' apply to a signal wait only")
+        return self
+
+    def due_ns(self, ready_ns: int) -> int | None:
+        """When the wait ends by time for a node ready at ``ready_ns`` (None: a
+        signal wait without a timeout)."""
+        if self.duration_s is not None:
+            return ready_ns + int(self.duration_s * 1e9)
+        if self.until is not None:
+            return int(datetime.fromisoformat(self.until).timestamp() * 1e9)
+        if self.timeout_s is not None:
+            return ready_ns + int(self.timeout_s * 1e9)
+        return None
+
+    def describe(self) -> str:
+        """What it waits for, in words (``for 2h``, ``until …``, ``for signal 'x'``)."""
+        if self.duration_s is not None:
+            return f"for {self.duration_s:g}s"
+        if self.until is not None:
+            return f"until {self.until}"
+        limit = f" (at most {self.timeout_s:g}s)" if self.timeout_s is not None else ""
+        return f"for signal {self.signal!r}{limit}"
+
+
 class TaskSpec(BaseModel):
     """One node of the workflow graph."""
 
@@ -139,14 +242,51 @@ class TaskSpec(BaseModel):
     workflow: WorkflowDefinition | None = None
     """A child workflow that runs as this task (see :mod:`agenticflow.shared.graph.hierarchy`): no
     capability; the task's result is the child's output."""
+    wait: WaitSpec | None = None
+    """A node the coordinator handles itself: it waits for a time or a signal
+    (see :class:`WaitSpec`); no capability, no worker."""
 
     @model_validator(mode="before")
     @classmethod
     def _child_capability(cls, data: Any) -> Any:
-        # A task running a child workflow needs no capability: it gets the reserved one.
-        if isinstance(data, dict) and data.get("workflow") is not None and "capability" not in data:
-            data = {**data, "capability": CHILD_CAPABILITY}
+        # A task running a child workflow or a wait needs no capability: it gets
+        # the reserved one.
+        if isinstance(data, dict) and "capability" not in data:
+            if data.get("workflow") is not None:
+                data = {**data, "capability": CHILD_CAPABILITY}
+            elif data.get("wait") is not None:
+                data = {**data, "capability": WAIT_CAPABILITY}
         return data
+
+    @model_validator(mode="after")
+    def _check_wait(self) -> TaskSpec:
+        if self.wait is None:
+            if self.capability == WAIT_CAPABILITY:
+                raise ValueError(
+                    f"capability {WAIT_CAPABILITY!r} is reserved for 'wait:' nodes "
+                    "(give the task a 'wait:')"
+                )
+            return self
+        if self.capability != WAIT_CAPABILITY or self.workflow is not None:
+            raise ValueError(
+                "a task runs a capability, a child 'workflow:' or a 'wait:', only one of them"
+            )
+        extra = [
+            name
+            for name, set_ in (
+                ("timeout_s", self.timeout_s is not None),
+                ("heartbeat_timeout_s", self.heartbeat_timeout_s is not None),
+                ("approval", self.approval is not None),
+                ("retry", self.retry is not None),
+                ("allocation: auction", self.allocation != "queue"),
+            )
+            if set_
+        ]
+        if extra:
+            raise ValueError(
+                f"a 'wait:' node takes no {', '.join(extra)} (a signal wait has its own 'timeout')"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_child(self) -> TaskSpec:
@@ -285,10 +425,13 @@ def load_workflow_file(path: str | Path) -> WorkflowDefinition:
 
 
 __all__ = [
+    "MAX_WAIT_S",
+    "WAIT_CAPABILITY",
     "ApprovalGate",
     "AuctionPolicy",
     "RetryPolicy",
     "TaskSpec",
+    "WaitSpec",
     "WorkflowDefinition",
     "load_workflow_file",
     "parse_duration",

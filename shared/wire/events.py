@@ -67,6 +67,7 @@ class EventType(enum.StrEnum):
     AGENT_STATE_CHANGED = "agent.state_changed"
     MESSAGE_REJECTED = "message.rejected"
     TASK_OUTPUT = "task.output"
+    TASK_WAIT_ELAPSED = "task.wait_elapsed"
 
 
 NOT_FOLDED = frozenset(
@@ -344,6 +345,13 @@ class TaskApprovalRequested(Payload):
     """The agent instance whose handler asked; it is idle again (see :func:`agent_moves`)."""
 
 
+class TaskWaitElapsed(Payload):
+    """A ``wait:`` node's time came (the coordinator's timer fired): a timer
+    wait completes, a signal wait times out."""
+
+    due_ns: int
+
+
 class TaskApprovalExpired(Payload):
     """An approval wait outlived its timeout (the coordinator's timer fired)."""
 
@@ -400,6 +408,7 @@ INTERVENTIONS = (
     "feedback",
     "approve",
     "reject",
+    "signal",
 )
 """What a person may ask of a running workflow. ``cancel`` is cooperative (no new
 task; running ones finish or see ``ctx.cancelled``), ``terminate`` ends it now;
@@ -426,6 +435,10 @@ class InterventionRequested(Payload):
     task_id: str | None = None
     """The task an approval decides."""
     changes: Modification | None = None
+    signal: str | None = Field(default=None, max_length=64)
+    """The signal's name (action ``signal``)."""
+    data: Any = None
+    """The signal's data: the result of the ``wait:`` node it completes."""
 
 
 class InterventionApplied(Payload):
@@ -584,6 +597,7 @@ PAYLOADS: dict[EventType, type[Payload]] = {
     EventType.WORKFLOW_RESUMED: WorkflowResumed,
     EventType.TASK_APPROVAL_REQUESTED: TaskApprovalRequested,
     EventType.TASK_APPROVAL_EXPIRED: TaskApprovalExpired,
+    EventType.TASK_WAIT_ELAPSED: TaskWaitElapsed,
     EventType.TASK_APPROVAL_DECIDED: TaskApprovalDecided,
     EventType.TASK_TOOL_CALLED: TaskToolCalled,
     EventType.INTERVENTION_REQUESTED: InterventionRequested,
@@ -745,6 +759,7 @@ __all__ = [
     "TaskTimedOut",
     "TaskToolCalled",
     "TaskUnserved",
+    "TaskWaitElapsed",
     "WorkflowAborted",
     "WorkflowCancelled",
     "WorkflowCompleted",

@@ -31,6 +31,9 @@ History:
   agent instances need no events of their own (see
   :func:`~agenticflow.shared.wire.events.agent_moves`): additive, no version
   change.
+- ``task.wait_elapsed`` v1 (2026-12, issue 24): new, a ``wait:`` node's timer.
+  ``workflow.intervention_requested`` gains the action ``signal`` and the
+  fields ``signal`` and ``data``: additive, no version change.
 """
 
 from __future__ import annotations

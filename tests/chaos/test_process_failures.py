@@ -242,3 +242,41 @@ async def test_vanished_worker_detected_by_missing_heartbeats(
         result.figures["vanished_worker_detected_after"] = timed_out - killed_at
         result.figures["heartbeat_timeout"] = 1.5
         report(request, result)
+
+
+async def test_a_timer_and_a_signal_survive_a_coordinator_kill(
+    nats_server: NatsServer, log_dir: Path
+) -> None:
+    async with chaos_cluster(nats_server, log_dir, "waitkill", workers=1) as (
+        cluster,
+        client,
+        _observer,
+    ):
+        definition = wf(
+            {"id": "timer", "wait": {"duration": 4}},
+            {"id": "reply", "wait": {"signal": "reply"}},
+            {"id": "done", "capability": "add", "depends_on": ["timer", "reply"]},
+        )
+        workflow_id = await client.submit(definition)
+        await client.wait_for(
+            workflow_id,
+            lambda s: all(s.tasks[t].status.value == "waiting" for t in ("timer", "reply")),
+            timeout=30,
+        )
+        assert cluster.coordinator is not None
+        cluster.kill(cluster.coordinator)  # SIGKILL: its armed timer dies with it
+        # The signal is stored while no coordinator runs; it applies when one does.
+        sent = asyncio.create_task(client.signal(workflow_id, "reply", {"text": "yes"}, timeout=60))
+        new = cluster.add_coordinator()
+        await sent
+        state = await client.wait(workflow_id, timeout=60)
+        events = await client.events(workflow_id)
+    assert state.status.value == "completed", state.reason
+    assert state.tasks["reply"].result == {"text": "yes"}
+    assert set(state.tasks["timer"].result) == {"waited_until"}
+    completions = Counter(
+        e.task_id for e in events if e.type == EventType.TASK_COMPLETED and e.task_id
+    )
+    assert completions == {"timer": 1, "reply": 1, "done": 1}
+    (fired,) = [e for e in events if e.type == EventType.TASK_WAIT_ELAPSED]
+    assert node_pid(fired.source) == new.pid  # re-armed by the successor, fired once

@@ -25,7 +25,7 @@ from agenticflow.client import Client
 from agenticflow.coordinator.replay import verify
 from agenticflow.coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
 from agenticflow.examples.apps import app as examples_app
-from agenticflow.shared.errors import WorkflowFailedError
+from agenticflow.shared.errors import InterventionRefusedError, WorkflowFailedError
 from tests.conformance.conftest import BACKENDS
 from tests.integration.helpers import wf
 from tests.support.app import core, steering
@@ -224,3 +224,42 @@ async def test_streamed_output_reads_live_and_from_the_start(start: Start) -> No
         assert outputs
         assert outputs[-1].data.last  # type: ignore[attr-defined]
         assert verify(events, await handle.status()) == []
+
+
+async def test_wait_nodes_hold_no_worker_and_a_signal_completes_one(start: Start) -> None:
+    async with start() as client:
+        handle = await client.start(
+            wf(
+                {"id": "first", "capability": "echo", "params": {"n": 1}},
+                {"id": "pause", "wait": {"duration": 0.2}, "depends_on": ["first"]},
+                {"id": "ok", "wait": {"signal": "go", "timeout": "1h"}, "depends_on": ["pause"]},
+                {"id": "later", "wait": {"signal": "early"}, "depends_on": ["pause"]},
+                {"id": "last", "capability": "echo", "depends_on": ["ok", "later"]},
+            )
+        )
+        # A signal for a node that is not ready yet is kept for it.
+        kept = await handle.signal("early", {"n": 0})
+        assert "kept" in kept.summary
+        waiting = await client.wait_for(
+            handle.id, lambda s: s.tasks["ok"].status == TaskStatus.WAITING, timeout=30
+        )
+        assert waiting.tasks["pause"].status == TaskStatus.COMPLETED
+        assert waiting.tasks["later"].status == TaskStatus.COMPLETED
+        with pytest.raises(InterventionRefusedError) as refused:
+            await handle.signal("nobody-waits")
+        assert refused.value.code == "no_waiting_task"
+        applied = await handle.signal("go", {"approved": True})
+        assert "completed task(s) ok" in applied.summary
+        result = await handle.result(timeout=30)
+        state = await handle.status()
+        events = await handle.events()
+    assert result["inputs"]["ok"] == {"approved": True}
+    assert result["inputs"]["later"] == {"n": 0}
+    assert set(state.tasks["pause"].result) == {"waited_until"}
+    # No worker ran a wait node: only the coordinator stored their outcomes.
+    kinds = {t: [e.type.value for e in events if e.task_id == t] for t in ("pause", "ok")}
+    assert kinds["pause"] == ["task.scheduled", "task.wait_elapsed", "task.completed"]
+    assert kinds["ok"] == ["task.scheduled", "task.completed"]
+    coordinators = {e.source for e in events if e.type.value == "task.scheduled"}
+    assert {e.source for e in events if e.task_id in ("pause", "ok", "later")} <= coordinators
+    assert verify(events, state) == []

@@ -89,3 +89,38 @@ async def test_bad_settings_are_a_config_error() -> None:
     with pytest.raises(ConfigError, match="test cluster"):
         async with agenticflow.testing.cluster(examples_app, settings={"partitions": 0}):
             pass
+
+
+async def test_a_two_hour_wait_passes_when_the_clock_moves() -> None:
+    app = AgentApp("waits")
+
+    @app.agent("send")
+    async def send(ctx: TaskContext) -> dict[str, Any]:
+        return dict(ctx.inputs)
+
+    clock = agenticflow.testing.Clock()
+    async with agenticflow.testing.cluster(app, clock=clock) as client:
+        workflow = WorkflowDefinition.model_validate(
+            {
+                "name": "t",
+                "tasks": [
+                    {"id": "cool_off", "wait": "2h"},
+                    {"id": "reply", "wait": {"signal": "reply", "timeout": "1d"}},
+                    {"id": "a", "capability": "send", "depends_on": ["cool_off", "reply"]},
+                ],
+            }
+        )
+        handle = await client.start(workflow)
+        await client.wait_for(
+            handle.id, lambda s: s.tasks["cool_off"].status.value == "waiting", timeout=10
+        )
+        real = time.perf_counter()
+        await clock.advance(2 * 3600, step=600)
+        state = await client.wait_for(
+            handle.id, lambda s: s.tasks["cool_off"].status.value == "completed", timeout=10
+        )
+        assert state.tasks["reply"].status.value == "waiting"
+        await clock.advance(86400, step=3600)  # the signal's timeout: the workflow fails
+        with pytest.raises(WorkflowFailedError, match="no signal 'reply' came within 86400s"):
+            await handle.result(timeout=10)
+        assert time.perf_counter() - real < 10, "waited in real time"

@@ -128,6 +128,7 @@ SAMPLES: dict[EventType, Payload] = {
         reason="refund 90?", data={"amount": 90}, index=1, timeout_s=3600.0, on_timeout="fail"
     ),
     EventType.TASK_APPROVAL_EXPIRED: ev.TaskApprovalExpired(due_ns=1_700_000_000_000_000_000),
+    EventType.TASK_WAIT_ELAPSED: ev.TaskWaitElapsed(due_ns=1_700_000_000_000_000_000),
     EventType.TASK_APPROVAL_DECIDED: ev.TaskApprovalDecided(
         index=1, decision=ev.ApprovalDecision(approved=False, comment="no", by="ann")
     ),
