@@ -80,7 +80,7 @@ from agenticflow.shared.wire.events import (
 from agenticflow.shared.wire.ids import ID_RE, task_key
 from agenticflow.shared.wire.names import SYSTEM_WORKFLOW, queue_of
 from agenticflow.shared.wire.vclock import COORDINATOR_NODE, ClockBook, VectorClock
-from agenticflow.worker.app import AgentApp, AgentSpec
+from agenticflow.worker.app import AgentApp, AgentSpec, Service
 from agenticflow.worker.bidding import AgentLoad, Bidder
 from agenticflow.worker.context import ApprovalPending, Feedback, TaskContext
 from agenticflow.worker.effects import Effects, error_info
@@ -231,6 +231,7 @@ class Worker:
         """Bind consumers, register agents, start pulling; returns when live."""
         if self._runner is not None:
             return
+        await self._start_services()
         await self.bus.ensure_topology()
         # With keys: sign as this process from here on (issued by a coordinator).
         await take_process_identity(
@@ -294,6 +295,20 @@ class Worker:
         if self.settings.allow_weak_sandbox:
             log.warning(WEAK_SANDBOX_WARNING, node=self.node_id)
 
+    async def _start_services(self) -> None:
+        """Start the app's services (MCP servers: their tools are listed here);
+        if one fails, close those started and raise."""
+        started: list[Service] = []
+        for service in self.app.services:
+            try:
+                await service.start(self.app)
+            except BaseException:
+                for done in reversed(started):
+                    with contextlib.suppress(Exception):
+                        await done.close()
+                raise
+            started.append(service)
+
     async def run(self) -> None:
         """Serve until :meth:`shutdown` or until the connection closes for good."""
         await self.start()
@@ -337,6 +352,11 @@ class Worker:
             if hasattr(self, "bidder"):
                 await self.bidder.stop()
             await self._deregister()
+            for service in reversed(self.app.services):
+                try:
+                    await service.close()
+                except Exception as exc:
+                    log.warning("a service did not close", service=repr(service), error=repr(exc))
             await self.audit.close()
             if self.route is not None:  # a private route's queues end with their worker
                 for queue in self._queues.values():
