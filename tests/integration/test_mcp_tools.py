@@ -7,16 +7,13 @@ process serves tests/support/mcp_app.py.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from agenticflow.cluster.dev import DevCluster
@@ -37,6 +34,7 @@ from agenticflow.worker.tools import ToolBox, ToolRegistry
 from agenticflow.worker.tools.mcp import MCPToolError, MCPTools, MCPUnavailableError
 from tests.conftest import unique_prefix
 from tests.integration.helpers import of_type, run, wf
+from tests.support.listening import listening
 from tests.support.mcp_app import SERVER
 from tests.support.natsbus import connected
 
@@ -164,23 +162,8 @@ async def test_an_unknown_agent_or_tool_is_a_config_error_at_start() -> None:
 @pytest.fixture
 def http_server() -> Iterator[str]:
     port = free_port()
-    process = subprocess.Popen([*SERVER, "--http", str(port)], stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/mcp"
-    try:
-        with httpx.Client() as probe:
-            for _ in range(200):  # until it listens (a connect, not a sleep)
-                try:
-                    probe.get(f"http://127.0.0.1:{port}/", timeout=0.1)
-                    break
-                except httpx.TransportError:
-                    if process.poll() is not None:
-                        raise AssertionError("the MCP HTTP server exited") from None
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        process.wait(timeout=0.05)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with listening([*SERVER, "--http", str(port)], port):
+        yield f"http://127.0.0.1:{port}/mcp"
 
 
 async def test_over_streamable_http(http_server: str) -> None:
