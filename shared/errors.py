@@ -54,8 +54,10 @@ each class carries a stable ``code`` used in logs and in events. Foreign errors
             ├── ToolRefusedError         a built-in tool's safety rule (non-retryable)
             ├── ToolTimeoutError         (also a TimeoutError); retryable
             ├── RateLimitedError         no rate-limit slot within the wait; retryable
-            └── SandboxError             the sandboxed process failed or was killed
-                └── SandboxIsolationError  not run: the kernel cannot isolate it (non-retryable)
+            ├── SandboxError             the sandboxed process failed or was killed
+            │   └── SandboxIsolationError  not run: the kernel cannot isolate it (non-retryable)
+            └── MCPToolError             an MCP server's tool answered isError, or an error
+                └── MCPUnavailableError  the MCP server would not start, or went away
 
 The tool errors marked non-retryable also subclass :class:`NonRetryableError`.
 
@@ -430,6 +432,25 @@ class SandboxIsolationError(SandboxError, NonRetryableError):
         self.missing: list[str] = list(missing or [])
 
 
+class MCPToolError(ToolError):
+    """An MCP server's tool failed: it answered ``isError``, or the server sent
+    an error response; ``server`` names the server. Retryable, like any tool's
+    own exception."""
+
+    code = "mcp_tool_error"
+
+    def __init__(self, message: str, *, tool: str = "", server: str = "") -> None:
+        super().__init__(message, tool=tool)
+        self.server = server
+
+
+class MCPUnavailableError(MCPToolError):
+    """The MCP server would not start (after every attempt), or went away
+    during the call; retryable (the next call restarts it)."""
+
+    code = "mcp_unavailable"
+
+
 class LLMError(TaskError):
     """A model call through ``ctx.llm`` failed; ``provider`` names the endpoint
     (its host), ``status`` the HTTP status when there was one."""
@@ -522,6 +543,8 @@ __all__ = [
     "LLMRequestError",
     "LLMResponseError",
     "LLMUnavailableError",
+    "MCPToolError",
+    "MCPUnavailableError",
     "MalformedMessageError",
     "MessageError",
     "NonRetryableError",

@@ -30,7 +30,7 @@ fails with MCPUnavailableError, and the task's retry policy decides. Each call
 carries its idempotency key in the request's ``_meta``
 (``io.agenticflow/idempotency-key``), for servers that deduplicate.
 
-Errors (both retryable :class:`~agenticflow.shared.errors.ToolError`)::
+Errors (in :mod:`agenticflow.shared.errors`; both retryable)::
 
     ToolError
     └── MCPToolError                 the server answered isError, or an error response
@@ -63,6 +63,8 @@ from pydantic import BaseModel, RootModel, ValidationError
 
 from agenticflow.shared.errors import (
     ConfigError,
+    MCPToolError,
+    MCPUnavailableError,
     ToolError,
     ToolValidationError,
     UnknownToolError,
@@ -83,24 +85,6 @@ _RESTART_DELAY_S = 0.2
 _CLOSE_TIMEOUT_S = 10.0
 _MAX_PAGES = 100
 _BREAKER = BreakerPolicy()
-
-
-class MCPToolError(ToolError):
-    """An MCP server's tool failed: it answered ``isError``, or the server sent
-    an error response. Retryable, like any tool's own exception."""
-
-    code = "mcp_tool_error"
-
-    def __init__(self, message: str, *, tool: str = "", server: str = "") -> None:
-        super().__init__(message, tool=tool)
-        self.server = server
-
-
-class MCPUnavailableError(MCPToolError):
-    """The MCP server would not start (after every attempt), or the connection
-    to it was lost during the call; retryable (the next call restarts it)."""
-
-    code = "mcp_unavailable"
 
 
 class MCPArguments(RootModel[dict[str, Any]]):
