@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from agenticflow.shared.bus.transport import Bus
     from agenticflow.shared.errors import (
         AgenticFlowError,
+        AgentLoopError,
         ApprovalRejectedError,
         ApprovalTimeoutError,
         CircuitOpenError,
@@ -48,6 +49,10 @@ if TYPE_CHECKING:
         IllegalTransitionError,
         InterventionRefusedError,
         InvalidPlanError,
+        LLMError,
+        LLMRequestError,
+        LLMResponseError,
+        LLMUnavailableError,
         MalformedMessageError,
         MessageError,
         NonRetryableError,
@@ -94,10 +99,12 @@ if TYPE_CHECKING:
     )
     from agenticflow.shared.wire.events import ApprovalDecision, Event, EventType, Modification
     from agenticflow.shared.wire.vclock import Ordering, VectorClock
+    from agenticflow.worker.agent_loop import AgentResult
     from agenticflow.worker.app import AgentApp, load_app
     from agenticflow.worker.bidding import AgentLoad, AuctionCall
     from agenticflow.worker.context import Cancellation, Feedback, TaskContext
     from agenticflow.worker.fsm import AgentState
+    from agenticflow.worker.llm import LLM, LLMResponse
     from agenticflow.worker.runtime import Worker
     from agenticflow.worker.tools import (
         BreakerPolicy,
@@ -121,6 +128,14 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "AgentApp": "agenticflow.worker.app",
     "AgentLoad": "agenticflow.worker.bidding",
+    "AgentLoopError": "agenticflow.shared.errors",
+    "AgentResult": "agenticflow.worker.agent_loop",
+    "LLM": "agenticflow.worker.llm",
+    "LLMError": "agenticflow.shared.errors",
+    "LLMRequestError": "agenticflow.shared.errors",
+    "LLMResponse": "agenticflow.worker.llm",
+    "LLMResponseError": "agenticflow.shared.errors",
+    "LLMUnavailableError": "agenticflow.shared.errors",
     "AgentState": "agenticflow.worker.fsm",
     "AgenticFlowError": "agenticflow.shared.errors",
     "ApprovalDecision": "agenticflow.shared.wire.events",
@@ -221,8 +236,11 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "LLM",
     "AgentApp",
     "AgentLoad",
+    "AgentLoopError",
+    "AgentResult",
     "AgentState",
     "AgenticFlowError",
     "ApprovalDecision",
@@ -249,6 +267,11 @@ __all__ = [
     "IllegalTransitionError",
     "InterventionRefusedError",
     "InvalidPlanError",
+    "LLMError",
+    "LLMRequestError",
+    "LLMResponse",
+    "LLMResponseError",
+    "LLMUnavailableError",
     "LlmPlanner",
     "MalformedMessageError",
     "MessageError",

@@ -69,6 +69,7 @@ from agenticflow.shared.wire.events import (
     Modification,
     WorkflowCompleted,
 )
+from agenticflow.shared.wire.usage import LLM_EVENT, WorkflowUsage, llm_usage
 
 T = TypeVar("T")
 
@@ -181,6 +182,14 @@ class Client(_CoreClient):
         their number; a running workflow's count of done tasks may be up to
         two seconds late. Raises ConfigError for an unknown state."""
         return await self.workflows(state=state, name=name, since=since, limit=limit)
+
+    async def usage(self, workflow_id: str) -> WorkflowUsage:
+        """The model usage (``ctx.llm`` calls: tokens and cost by
+        ``Settings.llm_prices``) the workflow's tasks recorded, in all and by
+        task; computed from its recorded effects when asked (each paid call
+        once, however many attempts served it; a rerun's served calls cost 0)."""
+        subject = self.names.stored_events_of_type(LLM_EVENT, workflow_id)
+        return llm_usage(await self._read(subject))
 
     async def submit(self, *args: Any, **kwargs: Any) -> str:
         """Deprecated: use :meth:`start` (returns a handle) or :meth:`run`."""
@@ -295,6 +304,10 @@ class WorkflowHandle:
     async def events(self) -> builtins.list[Event]:
         """Its events so far, in stream order."""
         return await self.client.events(self.id)
+
+    async def usage(self) -> WorkflowUsage:
+        """Its model usage so far (see :meth:`Client.usage`)."""
+        return await self.client.usage(self.id)
 
     async def stream(
         self, *, task: str | None = None, kinds: Collection[str] | None = None

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # the CLI imports this module to start; these load when used
     from agenticflow.coordinator.forks import Divergence
     from agenticflow.coordinator.state import WorkflowState
     from agenticflow.shared.wire.events import Event, TaskOutput
+    from agenticflow.shared.wire.usage import Usage, WorkflowUsage
 
 _STATE_STYLE = {
     "completed": "green",
@@ -128,6 +129,25 @@ def print_state(console: Console, state: WorkflowState) -> None:
             detail,
         )
     console.print(table)
+
+
+def print_usage(console: Console, usage: WorkflowUsage) -> None:
+    """A workflow's model usage (``ctx.llm`` calls), in all and by task when
+    several tasks called; nothing when none did."""
+    total = usage.total
+    if not total.calls:
+        return
+
+    def line(u: Usage) -> str:
+        calls = f"{u.calls} call{'s' if u.calls != 1 else ''}"
+        return (
+            f"{calls}, {u.input_tokens} input + {u.output_tokens} output tokens, ${u.cost_usd:.4f}"
+        )
+
+    console.print(f"model usage: {line(total)}", markup=False, highlight=False)
+    if len(usage.by_task) > 1:
+        for task_id, used in sorted(usage.by_task.items()):
+            console.print(f"  {task_id}: {line(used)}", markup=False, highlight=False)
 
 
 def print_timeline(console: Console, events: list[Event], *, show_workflow: bool = False) -> None:

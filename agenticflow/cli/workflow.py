@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from agenticflow.shared.graph.workflow import WorkflowDefinition
     from agenticflow.shared.ops.config import Settings
     from agenticflow.shared.wire.events import Event
+    from agenticflow.shared.wire.usage import WorkflowUsage
 
 workflow_app = typer.Typer(
     help="Workflows: submit, list, describe, result, events, watch; steer them "
@@ -173,10 +174,21 @@ def status(
     nats: NatsOpt = None,
     prefix: PrefixOpt = None,
 ) -> None:
-    """Show a workflow's state and its tasks (``describe`` is the same)."""
+    """Show a workflow's state and its tasks (``describe`` is the same), and
+    its model usage (``ctx.llm`` calls: tokens and cost) when it has any."""
     conf = settings(nats, prefix)
-    state = run(with_client(conf, lambda c: c.status(workflow_id)))
-    show_state(state, output_of(output, as_json))
+
+    async def read(client: Client) -> tuple[WorkflowState, WorkflowUsage]:
+        return await client.status(workflow_id), await client.usage(workflow_id)
+
+    state, usage = run(with_client(conf, read))
+    fmt = output_of(output, as_json)
+    if fmt is not Output.table and usage.total.calls:
+        emit({**state.public_view(), "llm_usage": usage.to_dict()}, fmt)
+        return
+    show_state(state, fmt)
+    if fmt is Output.table:
+        render.print_usage(out, usage)
 
 
 def require_events(found: list[Event], workflow_id: str) -> None:

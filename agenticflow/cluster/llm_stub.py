@@ -8,7 +8,7 @@ Events when asked (``"stream": true``), fails with any status (429, 500),
 answers slowly or with a malformed body, and counts every request so a test
 can assert that a call was not repeated.
 
-A script is JSON: ``{"rules": [...]}`` (or the list of rules alone). Each
+A script is JSON or YAML (``.yaml``): ``{"rules": [...]}`` (or the list of rules alone). Each
 request is answered by the first rule that fits it; a rule fits when each of
 its conditions holds:
 
@@ -126,6 +126,20 @@ def parse_script(data: Any) -> list[Rule]:
     if not isinstance(rules, list):
         raise TypeError('a script is {"rules": [...]} or a list of rules')
     return [Rule.parse(rule, i) for i, rule in enumerate(rules)]
+
+
+def read_script(path: Path) -> Any:
+    """A script file's data: YAML for ``.yaml``/``.yml``, else JSON; raises
+    OSError, ValueError (not JSON or YAML)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not YAML: {exc}") from exc
+    return json.loads(text)
 
 
 def request_digest(body: dict[str, Any]) -> str:
@@ -327,8 +341,7 @@ async def serve(
     URL once listening (``port`` 0: a free one). Raises ValueError for a bad script."""
     import uvicorn
 
-    text = await asyncio.to_thread(script.read_text) if script is not None else "[]"
-    rules = parse_script(json.loads(text))
+    rules = parse_script(await asyncio.to_thread(read_script, script)) if script else []
     stub = Stub(rules, api_key=api_key)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -440,4 +453,13 @@ class LLMStubProcess:
         self.stop()
 
 
-__all__ = ["READY", "LLMStubProcess", "Rule", "Stub", "parse_script", "request_digest", "serve"]
+__all__ = [
+    "READY",
+    "LLMStubProcess",
+    "Rule",
+    "Stub",
+    "parse_script",
+    "read_script",
+    "request_digest",
+    "serve",
+]

@@ -15,10 +15,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agenticflow.shared.wire.events import Event, TaskEffectRecorded
+from agenticflow.shared.wire.events import Event, EventType, TaskEffectRecorded
 
 LLM_EFFECT = "llm:"
 """The name prefix of a model call's recorded effect."""
+LLM_EVENT = EventType.TASK_EFFECT_RECORDED.value
+"""The type of the events that hold model calls' usage."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,4 +113,12 @@ def llm_usage(events: Iterable[Event]) -> WorkflowUsage:
     return WorkflowUsage(total, by_task)
 
 
-__all__ = ["LLM_EFFECT", "Usage", "WorkflowUsage", "call_usage", "cost_of", "llm_usage"]
+__all__ = [
+    "LLM_EFFECT",
+    "LLM_EVENT",
+    "Usage",
+    "WorkflowUsage",
+    "call_usage",
+    "cost_of",
+    "llm_usage",
+]

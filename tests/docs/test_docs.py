@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from agenticflow.cluster.llm_stub import LLMStubProcess, parse_script
 from agenticflow.cluster.nats_server import NatsServer
 from agenticflow.coordinator.service import Coordinator
 from agenticflow.shared.bus.transport import Bus
@@ -32,11 +33,18 @@ from agenticflow.worker.tools import cluster_state
 from tests.conftest import unique_prefix
 from tests.docs.blocks import NOT_CODE, ROOT, RUN, Block, blocks, pages
 from tests.docs.cli_lines import agenticflow_commands, check
+from tests.support.llm import llm_stub
 
 PAGES = pages()
 BASH_TIMEOUT_S = 90
 MAX_SKIPPED_SHARE = 0.25
 """Blocks that cannot run are the exception: at most this share of all code blocks."""
+LLM_PAGE_MARKS = ("ctx.llm", "run_agent", "llm-stub")
+"""A page that mentions one of these runs with the local LLM stub as its model
+endpoint (``AGENTICFLOW_LLM_BASE_URL``); its YAML blocks with ``rules`` are the
+stub's script."""
+
+__all__ = ["llm_stub"]  # the fixture, imported for pytest
 
 
 def _id(page: Path) -> str:
@@ -74,9 +82,12 @@ def test_skipped_shell_blocks_name_only_commands_and_options_that_exist() -> Non
 class _Page:
     """One page's run: its directory, namespace, bus, coordinator and worker."""
 
-    def __init__(self, directory: Path, settings: Settings) -> None:
+    def __init__(
+        self, directory: Path, settings: Settings, stub: LLMStubProcess | None = None
+    ) -> None:
         self.directory = directory
         self.settings = settings
+        self.stub = stub
         self.namespace: dict[str, Any] = {"__name__": "__docs__"}
         self.app: AgentApp | None = None
         self.stack = contextlib.AsyncExitStack()
@@ -194,6 +205,10 @@ class _Page:
         elif isinstance(data, dict) and "template" in data:
             assert path is not None, f"{block.where}: a template block names its file"
             load_template(path)
+        elif isinstance(data, dict) and "rules" in data:  # an LLM stub's script
+            parse_script(data)
+            if self.stub is not None:
+                await self.stub.aload(data)
         elif isinstance(data, dict) and "tasks" in data:
             parse_workflow({"name": "docs", **data}, source=block.where)
         else:
@@ -211,12 +226,24 @@ class _Page:
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("page", PAGES, ids=_id)
 async def test_the_page_runs(
-    page: Path, nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    page: Path,
+    nats_server: NatsServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     runnable = [b for b in blocks(page) if b.language in RUN and not b.skip]
     if not runnable:
         pytest.skip("no runnable block")
     settings = Settings(nats_url=nats_server.url, prefix=unique_prefix("doc"))
+    stub: LLMStubProcess | None = None
+    if any(mark in page.read_text(encoding="utf-8") for mark in LLM_PAGE_MARKS):
+        stub = request.getfixturevalue("llm_stub")
+        await stub.aload({"rules": []})
+        llm = {"llm_base_url": stub.url, "llm_model": "stub-model"}
+        settings = settings.model_copy(update=llm)
+        monkeypatch.setenv("AGENTICFLOW_LLM_BASE_URL", stub.url)
+        monkeypatch.setenv("AGENTICFLOW_LLM_MODEL", "stub-model")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("AGENTICFLOW_NATS_URL", settings.nats_url)
@@ -224,7 +251,7 @@ async def test_the_page_runs(
     # The examples' workflow files and the deploy files, where a checkout has them.
     for folder in ("examples", "deploy"):
         (tmp_path / folder).symlink_to(ROOT / folder)
-    run = _Page(tmp_path, settings)
+    run = _Page(tmp_path, settings, stub)
     await run.start()
     try:
         for block in runnable:

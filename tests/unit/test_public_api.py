@@ -28,6 +28,8 @@ EXPECTED = {
     "Cancellation", "ResultValidationError", "WorkflowCancelledError", "WorkflowFailedError",
     "WorkflowHandle", "WorkflowSummary", "connect",
     "StreamChunk",
+    "AgentLoopError", "AgentResult", "LLM", "LLMError", "LLMRequestError", "LLMResponse",
+    "LLMResponseError", "LLMUnavailableError",
 }  # fmt: skip
 
 

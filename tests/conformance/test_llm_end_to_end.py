@@ -1,0 +1,187 @@
+"""ctx.llm and run_agent on a real cluster of each backend (coordinator and
+workers in this process, the model the local stub server): a loop of tools
+completes, its tokens reach ``handle.stream()``, its usage is summed where
+users look (``client.usage``, ``agenticflow status``), a failing provider
+opens the cluster-wide breaker, and bad answers fail the task clearly.
+
+The worker SIGKILLed mid-loop is tests/chaos/test_llm_crash.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import pytest
+
+import agenticflow.testing
+from agenticflow.client import Client
+from agenticflow.cluster.llm_stub import LLMStubProcess
+from agenticflow.coordinator.state import WorkflowStatus
+from agenticflow.shared.wire.events import EventType, TaskFailed
+from tests.conformance.conftest import BACKENDS
+from tests.conformance.test_end_to_end import backend_url
+from tests.integration.helpers import agenticflow as run_cli
+from tests.integration.helpers import wf
+from tests.support.llm import llm_stub
+from tests.support.llm_app import app
+
+__all__ = ["llm_stub"]
+
+pytestmark = pytest.mark.timeout(90)
+
+Start = Callable[..., AbstractAsyncContextManager[Client]]
+
+LOOP = {
+    "rules": [
+        {"turn": 0, "tool_calls": [{"name": "add", "arguments": {"a": 2, "b": 3}}]},
+        {"turn": 1, "tool_calls": [{"name": "weather", "arguments": {"city": "Oslo"}}]},
+        {
+            "turn": 2,
+            "content": "It is 5, and clear in Oslo",
+            "usage": {"prompt_tokens": 100, "completion_tokens": 10},
+        },
+    ]
+}
+
+
+@pytest.fixture(params=BACKENDS)
+def start(request: pytest.FixtureRequest, llm_stub: LLMStubProcess) -> Start:
+    """``async with start(**settings) as client``: the LLM app on this test's backend."""
+    backend: str = request.param
+
+    def starting(**more: Any) -> AbstractAsyncContextManager[Client]:
+        settings = {
+            "prefix": f"llm{os.getpid()}x{os.urandom(3).hex()}",
+            "task_ack_wait_s": 5,
+            "llm_base_url": llm_stub.url,
+            "llm_model": "stub-model",
+            "llm_max_attempts": 1,
+            "llm_prices": {"stub-model": (3.0, 15.0)},
+            **more,
+        }
+        url = backend_url(backend, request)
+        return agenticflow.testing.cluster(app, url=url, settings=settings)
+
+    return starting
+
+
+def loop_task(**params: Any) -> dict[str, Any]:
+    return {
+        "id": "agent",
+        "capability": "llm_loop",
+        "params": {"question": "2+3? And Oslo?", **params},
+        "retry": {"max_attempts": 2, "initial_interval_s": 0},
+    }
+
+
+async def test_a_tool_loop_completes_with_its_usage(
+    start: Start, llm_stub: LLMStubProcess, request: pytest.FixtureRequest
+) -> None:
+    await llm_stub.aload(LOOP)
+    async with start() as client:
+        handle = await client.start(wf(loop_task()))
+        result = await handle.result(timeout=30)
+        usage = await handle.usage()
+        if "nats" in request.node.name:  # the CLI reads the same from another process
+            settings = client.bus.settings
+            env = {"AGENTICFLOW_NATS_URL": str(settings.url or settings.nats_url)}
+            shown = await asyncio.to_thread(run_cli, settings, "status", handle.id, env=env)
+            as_json = await asyncio.to_thread(
+                run_cli, settings, "status", handle.id, "-o", "json", env=env
+            )
+    assert result["output"] == "It is 5, and clear in Oslo"
+    assert [t["name"] for t in result["tool_calls"]] == ["add", "weather"]
+    assert result["steps"] == 3
+    assert len(await llm_stub.arequests()) == 3
+    assert usage.total.calls == 3
+    assert usage.by_task["agent"].calls == 3
+    assert usage.total.output_tokens == result["usage"]["output_tokens"]
+    # The last call's 100 + 10 tokens at 3 and 15 USD per million, plus the others.
+    assert usage.total.cost_usd == pytest.approx(
+        (usage.total.input_tokens * 3 + usage.total.output_tokens * 15) / 1e6
+    )
+    if "nats" in request.node.name:
+        assert shown.returncode == 0, shown.stderr
+        assert "model usage: 3 calls" in shown.stdout
+        assert json.loads(as_json.stdout)["llm_usage"]["calls"] == 3
+
+
+async def test_streamed_tokens_reach_the_reader(start: Start, llm_stub: LLMStubProcess) -> None:
+    await llm_stub.aload({"rules": [{"content": "tokens one by one, as made"}]})
+    async with start() as client:
+        handle = await client.start(
+            wf({"id": "chat", "capability": "llm_chat", "params": {"stream": True}})
+        )
+        tokens = [chunk.data async for chunk in handle.stream(kinds=["token"])]
+        result = await handle.result(timeout=30)
+    assert result == {"texts": ["tokens one by one, as made"]}
+    assert "".join(str(t) for t in tokens) == "tokens one by one, as made"
+    assert len(tokens) == 6  # one per word, as the stub streamed them
+
+
+async def test_a_failing_provider_opens_the_breaker(start: Start, llm_stub: LLMStubProcess) -> None:
+    await llm_stub.aload({"rules": [{"status": 500}]})
+    async with start(llm_breaker_failures=2, llm_breaker_recovery_s=600) as client:
+        task = {
+            "id": "chat",
+            "capability": "llm_chat",
+            "retry": {"max_attempts": 3, "initial_interval_s": 0},
+        }
+        handle = await client.start(wf(task))
+        state = await client.wait(handle.id, timeout=30)
+        events = await handle.events()
+    assert state.status == WorkflowStatus.FAILED
+    errors = [e.data.error.type for e in events if isinstance(e.data, TaskFailed)]
+    assert errors == ["LLMUnavailableError", "LLMUnavailableError", "CircuitOpenError"]
+    assert len(await llm_stub.arequests()) == 2  # the open circuit called nobody
+
+
+@pytest.mark.parametrize(
+    ("script", "params", "error", "says"),
+    [
+        (
+            {"rules": [{"tool_calls": [{"name": "delete_all", "arguments": {}}]}]},
+            {},
+            "UnknownToolError",
+            "asked for tool 'delete_all'",
+        ),
+        (
+            {"rules": [{"tool_calls": [{"name": "add", "arguments": {"a": 1, "b": 1}}]}]},
+            {"max_steps": 2},
+            "AgentLoopError",
+            "max_steps=2",
+        ),
+        ({"rules": [{"malformed": True}]}, {}, "LLMResponseError", "not JSON"),
+        (
+            {"rules": [{"tool_calls": [{"name": "add", "arguments": {"a": "x"}}]}]},
+            {},
+            "ToolValidationError",
+            "invalid params for tool 'add'",
+        ),
+    ],
+    ids=["unknown-tool", "max-steps", "malformed", "bad-arguments"],
+)
+async def test_bad_answers_fail_the_task_clearly(
+    start: Start,
+    llm_stub: LLMStubProcess,
+    script: dict[str, Any],
+    params: dict[str, Any],
+    error: str,
+    says: str,
+) -> None:
+    await llm_stub.aload(script)
+    async with start() as client:
+        handle = await client.start(wf(loop_task(**params)))
+        state = await client.wait(handle.id, timeout=30)
+        events = await handle.events()
+    assert state.status == WorkflowStatus.FAILED
+    failed = [e.data for e in events if e.type == EventType.TASK_FAILED]
+    assert isinstance(failed[-1], TaskFailed)
+    assert failed[-1].error.type == error
+    assert says in failed[-1].error.message
+    retried = len(failed) == 2
+    assert retried == (error == "LLMResponseError")  # only a malformed answer may improve
