@@ -95,7 +95,7 @@ class AgentApp:
     ) -> MCPTools:
         """Use the tools of an MCP server: ``command=[...]`` starts it (stdio),
         ``url=...`` connects to it (streamable HTTP). At worker start its tools
-        are listed and given, as ``<name>.<tool>``, to ``agents`` (default:
+        are listed and given, as ``<name>__<tool>``, to ``agents`` (default:
         this app's agents); a call needs the permission ``mcp:<name>``.
         ``options`` are those of :class:`~agenticflow.worker.tools.mcp.MCPTools`
         (``permissions``, ``include``, ``timeout_s``, ``rate_limit``,

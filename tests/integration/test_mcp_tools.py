@@ -57,14 +57,15 @@ async def calc() -> AsyncIterator[MCPTools]:
 
 async def test_tools_are_listed_with_their_schemas_and_called(calc: MCPTools) -> None:
     names = [t.name for t in calc.tools]
-    assert names[:3] == ["calc.add", "calc.echo", "calc.fail"]
+    assert names[:3] == ["calc__add", "calc__echo", "calc__fail"]
     box = box_for(calc, "mcp:calc")
-    add = next(s for s in box.schemas() if s["name"] == "calc.add")
+    add = next(s for s in box.schemas() if s["name"] == "calc__add")
     assert add["description"] == "Add two integers."
     assert add["parameters"]["required"] == ["a", "b"]
-    assert await box.call("calc.add", a=2, b=3) == {"result": 5}
-    assert await box.call("calc.echo", text="ab", times=2) == {"result": "abab"}
-    info = next(t.info() for t in calc.tools if t.name == "calc.add")
+    assert await box.call("calc__add", a=2, b=3) == {"result": 5}
+    assert await box.call("calc__echo", text="ab", times=2) == {"result": "abab"}
+    assert await box.call("calc__text_upper", text="ab") == {"result": "AB"}
+    info = next(t.info() for t in calc.tools if t.name == "calc__add")
     assert (info["permissions"], info["provider"], info["mcp_tool"]) == (
         ["mcp:calc"],
         "calc",
@@ -78,49 +79,49 @@ async def test_refusals_are_typed_and_never_reach_the_server(
     trace = tmp_path / "trace.txt"
     box = box_for(calc, "mcp:calc")
     with pytest.raises(ToolValidationError) as bad:
-        await box.call("calc.record", path=str(trace), line=7)
+        await box.call("calc__record", path=str(trace), line=7)
     assert bad.value.errors == ["line: 7 is not of type 'string'"]
-    with pytest.raises(UnknownToolError, match=r"has no tool 'calc\.nope'"):
-        await box.call("calc.nope")
+    with pytest.raises(UnknownToolError, match=r"has no tool 'calc__nope'"):
+        await box.call("calc__nope")
     with pytest.raises(ToolPermissionError, match="lacks permission mcp:calc"):
-        await box_for(calc).call("calc.record", path=str(trace), line="x")
+        await box_for(calc).call("calc__record", path=str(trace), line="x")
     assert not trace.exists()
-    assert await box.call("calc.record", path=str(trace), line="x") == {"result": 1}
+    assert await box.call("calc__record", path=str(trace), line="x") == {"result": 1}
 
 
 async def test_an_is_error_answer_is_an_mcp_tool_error(calc: MCPTools) -> None:
-    with pytest.raises(MCPToolError, match=r"MCP tool 'calc\.fail' failed: .*boom") as failed:
-        await box_for(calc, "mcp:*").call("calc.fail", message="boom")
+    with pytest.raises(MCPToolError, match=r"MCP tool 'calc__fail' failed: .*boom") as failed:
+        await box_for(calc, "mcp:*").call("calc__fail", message="boom")
     assert not isinstance(failed.value, MCPUnavailableError)
     assert failed.value.server == "calc"
 
 
 async def test_a_crashed_server_is_restarted_by_the_next_call(calc: MCPTools) -> None:
     box = box_for(calc, "mcp:calc")
-    first = (await box.call("calc.pid"))["result"]
-    with pytest.raises(MCPUnavailableError, match=r"went away during a call of 'calc\.crash'"):
-        await box.call("calc.crash")  # in flight: not sent again
-    second = (await box.call("calc.pid"))["result"]
+    first = (await box.call("calc__pid"))["result"]
+    with pytest.raises(MCPUnavailableError, match=r"went away during a call of 'calc__crash'"):
+        await box.call("calc__crash")  # in flight: not sent again
+    second = (await box.call("calc__pid"))["result"]
     assert second != first
     assert calc.starts == 2
 
 
 async def test_a_server_killed_between_calls_is_restarted(calc: MCPTools) -> None:
     box = box_for(calc, "mcp:calc")
-    pid = (await box.call("calc.pid"))["result"]
+    pid = (await box.call("calc__pid"))["result"]
     session = calc._session
     assert session is not None
     os.kill(pid, signal.SIGKILL)
     await asyncio.wait_for(session.ended.wait(), 10)  # the worker sees its stdout close
-    assert (await box.call("calc.add", a=1, b=1)) == {"result": 2}
+    assert (await box.call("calc__add", a=1, b=1)) == {"result": 2}
     assert calc.starts == 2
 
 
 async def test_the_timeout_applies(tmp_path: Path) -> None:
     async with MCPTools("calc", command=SERVER, timeout_s=0.5, include=["slow"]) as server:
-        assert [t.name for t in server.tools] == ["calc.slow"]
+        assert [t.name for t in server.tools] == ["calc__slow"]
         with pytest.raises(TimeoutError, match=r"ran longer than 0\.5s"):
-            await box_for(server, "mcp:calc").call("calc.slow", seconds=30)
+            await box_for(server, "mcp:calc").call("calc__slow", seconds=30)
 
 
 async def test_a_server_that_will_not_start_says_so(tmp_path: Path) -> None:
@@ -169,11 +170,11 @@ def http_server() -> Iterator[str]:
 async def test_over_streamable_http(http_server: str) -> None:
     async with MCPTools("web", url=http_server) as server:
         box = box_for(server, "mcp:web")
-        assert await box.call("web.add", a=20, b=22) == {"result": 42}
+        assert await box.call("web__add", a=20, b=22) == {"result": 42}
         with pytest.raises(MCPToolError, match="no good"):
-            await box.call("web.fail", message="no good")
-        first = (await box.call("web.pid"))["result"]
-        assert (await box.call("web.pid"))["result"] == first  # one session, one server
+            await box.call("web__fail", message="no good")
+        first = (await box.call("web__pid"))["result"]
+        assert (await box.call("web__pid"))["result"] == first  # one session, one server
 
 
 # --- a real cluster -----------------------------------------------------------------
@@ -211,18 +212,18 @@ async def test_an_agent_calls_an_mcp_tool_on_the_cluster_audited(
     mcp_cluster: tuple[DevCluster, Client],
 ) -> None:
     _, client = mcp_cluster
-    state = await run(client, wf(task("mcp_call", "calc.add", a=40, b=2)))
+    state = await run(client, wf(task("mcp_call", "calc__add", a=40, b=2)))
     assert state.status == WorkflowStatus.COMPLETED, state.reason
     assert state.tasks["t"].result == {"result": 42}
     events = await client.events(state.workflow_id)
     (record,) = [e.data for e in of_type(events, EventType.TASK_TOOL_CALLED)]
     assert isinstance(record, TaskToolCalled)
-    assert (record.tool, record.agent, record.outcome) == ("calc.add", "caller", "ok")
-    assert record.key == f"{state.workflow_id}:t:0:tool:calc.add"
+    assert (record.tool, record.agent, record.outcome) == ("calc__add", "caller", "ok")
+    assert record.key == f"{state.workflow_id}:t:0:tool:calc__add"
     entries = await read_audit(client.bus, client.bus.seal)
     noted = [e for e in entries if e.workflow_id == state.workflow_id]
     assert [(e.kind, (e.detail or {}).get("tool")) for e in noted] == [
-        (AuditKind.TOOL_CALLED.value, "calc.add")
+        (AuditKind.TOOL_CALLED.value, "calc__add")
     ]
 
 
@@ -242,7 +243,7 @@ async def test_an_agent_without_the_grant_or_the_tools_is_refused(
 ) -> None:
     _, client = mcp_cluster
     trace = tmp_path / "trace.txt"
-    state = await run(client, wf(task(capability, "calc.record", path=str(trace), line="x")))
+    state = await run(client, wf(task(capability, "calc__record", path=str(trace), line="x")))
     assert state.status == WorkflowStatus.FAILED
     failure = state.tasks["t"].error
     assert failure is not None
@@ -251,7 +252,7 @@ async def test_an_agent_without_the_grant_or_the_tools_is_refused(
         e.data for e in of_type(await client.events(state.workflow_id), EventType.TASK_TOOL_CALLED)
     ]
     assert isinstance(record, TaskToolCalled)
-    assert (record.tool, record.outcome) == ("calc.record", outcome)
+    assert (record.tool, record.outcome) == ("calc__record", outcome)
     assert not trace.exists()  # the server never saw it
     entries = await read_audit(client.bus, client.bus.seal)
     kinds = [e.kind for e in entries if e.workflow_id == state.workflow_id]
@@ -263,11 +264,11 @@ async def test_a_server_crash_on_the_cluster_fails_the_call_and_the_next_task_re
     mcp_cluster: tuple[DevCluster, Client],
 ) -> None:
     _, client = mcp_cluster
-    crashed = await run(client, wf(task("mcp_call", "calc.crash")))
+    crashed = await run(client, wf(task("mcp_call", "calc__crash")))
     assert crashed.status == WorkflowStatus.FAILED
     failure = crashed.tasks["t"].error
     assert failure is not None
     assert (failure.type, failure.retryable) == ("MCPUnavailableError", True)
-    again = await run(client, wf(task("mcp_call", "calc.echo", text="back")))
+    again = await run(client, wf(task("mcp_call", "calc__echo", text="back")))
     assert again.status == WorkflowStatus.COMPLETED, again.reason
     assert again.tasks["t"].result == {"result": "back"}

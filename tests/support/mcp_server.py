@@ -2,10 +2,11 @@
 
 ``python tests/support/mcp_server.py`` serves it over stdio;
 ``python tests/support/mcp_server.py --http PORT`` over streamable HTTP on
-127.0.0.1:PORT (path ``/mcp``). Its tools: ``add``, ``echo``, ``fail`` (answers
-``isError``), ``pid`` (the server's process id), ``crash`` (the process exits
-mid-call), ``slow`` and ``record`` (appends a line to a file: one line per
-real call, so tests count side effects).
+127.0.0.1:PORT (path ``/mcp``). Its tools: ``add``, ``echo``, ``fail``
+(answers ``isError``), ``text.upper`` (a dot in its name), ``pid`` (the
+server's process id), ``crash`` (the process exits mid-call), ``slow`` and
+``record`` (appends a line to a file: one line per real call, so tests count
+side effects).
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ def echo(text: str, times: int = 1) -> str:
 def fail(message: str) -> str:
     """Always fails, with ``message`` (an isError result)."""
     raise ToolError(message)
+
+
+@server.tool(name="text.upper")
+def upper(text: str) -> str:
+    """A tool whose name has a dot (``calc__text_upper`` in an agent's registry)."""
+    return text.upper()
 
 
 @server.tool()

@@ -8,11 +8,11 @@
 
     @app.agent(capabilities=["research"], permissions={"mcp:files", "mcp:search"})
     async def researcher(ctx: TaskContext) -> Any:
-        return await ctx.tools.call("files.read_text_file", path="/data/notes.md")
+        return await ctx.tools.call("files__read_text_file", path="/data/notes.md")
 
 At worker start (:meth:`MCPTools.start`) the server is started (stdio) or
 connected (streamable HTTP) and its tools listed; each becomes a
-:class:`MCPTool` named ``<server>.<tool>`` in the registries of the agents
+:class:`MCPTool` named ``<server>__<tool>`` in the registries of the agents
 named by ``agents`` (default: every agent of the app). From there a call is
 like any tool's (:mod:`~agenticflow.worker.tools.toolbox`): lookup, validation
 against the tool's JSON schema, permission (``mcp:<server>`` by default),
@@ -79,8 +79,10 @@ log = structlog.get_logger("agenticflow.tools.mcp")
 KEY_META = "io.agenticflow/idempotency-key"
 """The ``_meta`` entry of every ``tools/call`` that carries the call's idempotency key."""
 
-_REMOTE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
-"""MCP tool names we take (the spec's characters); others are skipped with a warning."""
+SEPARATOR = "__"
+"""Between the server's name and the tool's: ``files__read_text_file``. Not a dot:
+LLM providers take only letters, digits, ``_`` and ``-`` in a function's name."""
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _RESTART_DELAY_S = 0.2
 _CLOSE_TIMEOUT_S = 10.0
 _MAX_PAGES = 100
@@ -441,16 +443,30 @@ class MCPTools:
         made = [
             self._tool(item) for item in listed if self.include is None or item.name in self.include
         ]
-        tools = tuple(t for t in made if t is not None)
+        named: dict[str, MCPTool] = {}
+        for made_tool in made:
+            if made_tool is None:
+                continue
+            if made_tool.name in named:  # "a.b" and "a_b" both become "<server>__a_b"
+                log.warning("mcp tool skipped: name taken", server=self.name, tool=made_tool.remote)
+                continue
+            named[made_tool.name] = made_tool
+        tools = tuple(named.values())
         missing = sorted((self.include or frozenset()) - {t.remote for t in tools})
         if missing:
             raise ConfigError(f"MCP server {self.name!r} has no tool {missing}")
         log.info("mcp server started", server=self.name, where=self.where, tools=len(tools))
         return tools
 
+    def local_name(self, tool: str) -> str:
+        """The registry's name of the server's ``tool``: ``<server>__<tool>``, any
+        character but letters, digits, ``_`` and ``-`` as ``_``."""
+        return f"{self.name}{SEPARATOR}{_UNSAFE.sub('_', tool)}"
+
     def _tool(self, listed: mcp_types.Tool) -> MCPTool | None:
-        if not _REMOTE_RE.match(listed.name):
-            log.warning("mcp tool skipped: bad name", server=self.name, tool=listed.name[:80])
+        name = self.local_name(listed.name)
+        if not NAME_RE.match(name):
+            log.warning("mcp tool skipped: name too long", server=self.name, tool=listed.name[:80])
             return None
         schema = dict(listed.input_schema)
         try:
@@ -470,7 +486,7 @@ class MCPTools:
             return await self.call(remote, params.root, key=call.key)
 
         return MCPTool(
-            name=f"{self.name}.{remote}",
+            name=name,
             fn=invoke,
             input=MCPArguments,
             permissions=self.permissions,
@@ -492,7 +508,7 @@ class MCPTools:
         content, else its text (the blocks joined), else its content blocks.
         Raises MCPUnavailableError, MCPToolError, UnknownToolError,
         ToolValidationError (the server refused the arguments)."""
-        qualified = f"{self.name}.{tool}"
+        qualified = self.local_name(tool)
         session = await self._live()
         assert session.client is not None
         try:
