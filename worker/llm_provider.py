@@ -10,7 +10,8 @@ Each try is bounded by httpx's timeout and an ``asyncio.timeout`` around the
 whole request (a server that trickles its body cannot hold it longer). A
 connection error, a timeout, a 408/409/425/429 or a 5xx is tried again with
 capped exponential backoff (a 429's ``Retry-After`` is honoured, up to the
-cap), up to ``attempts`` tries, then raises LLMUnavailableError; any other 4xx
+cap), up to ``attempts`` tries -- but not once a stream has handed tokens on,
+which another try would repeat -- then raises LLMUnavailableError; any other 4xx
 raises LLMRequestError with the provider's own message; a 2xx that is not a
 chat completion raises LLMResponseError. httpx's errors do not leave this
 module. The API key goes in the ``Authorization`` header only: it is never
@@ -108,21 +109,34 @@ class ChatProvider:
     ) -> dict[str, Any]:
         delay, cap = self._backoff
         last: _TransientError | None = None
+        streamed = [False]
+        counted: OnToken | None = None
+        if on_token is not None:
+            streaming = on_token
+
+            async def counted(piece: str) -> None:
+                streamed[0] = True
+                await streaming(piece)
+
+        tries = 0
         for attempt in range(1, self.attempts + 1):
+            tries = attempt
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    return await self._once(client, body, on_token)
+                    return await self._once(client, body, counted)
             except TimeoutError:
                 last = _TransientError(f"no answer within {self.timeout_s:g}s")
             except _TransientError as exc:
                 last = exc
+            if streamed[0]:
+                break  # tokens already went to readers: another try would repeat them
             if attempt < self.attempts:
                 await self._sleep(min(max(delay, last.retry_after), cap))
                 delay = min(delay * 2, cap)
         assert last is not None
         raise LLMUnavailableError(
-            f"the LLM endpoint {self.provider} failed {self.attempts} "
-            f"tr{'y' if self.attempts == 1 else 'ies'}: {last}",
+            f"the LLM endpoint {self.provider} failed {tries} "
+            f"tr{'y' if tries == 1 else 'ies'}: {last}",
             provider=self.provider,
             status=last.status,
             retry_after_s=last.retry_after,

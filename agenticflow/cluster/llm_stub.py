@@ -23,7 +23,8 @@ What the rule answers: ``content`` (text), ``tool_calls`` (``[{"name": ...,
 "arguments": {...}}]``), ``status`` (an error with that HTTP status, and
 ``retry_after`` seconds for a 429), ``malformed`` (a 200 whose body is not a
 chat completion), ``delay_s`` (wait before answering), ``chunk_delay_s``
-(between streamed chunks), ``usage`` (``{"prompt_tokens": n,
+(between streamed chunks), ``break_after`` (drop the connection after that
+many streamed pieces of text), ``usage`` (``{"prompt_tokens": n,
 "completion_tokens": m}``; by default words are counted) and
 ``finish_reason``. A request no rule fits is answered ``echo: <last text>``.
 
@@ -76,6 +77,7 @@ class Rule:
     malformed: bool = False
     delay_s: float = 0.0
     chunk_delay_s: float = 0.0
+    break_after: int | None = None
     usage: dict[str, int] | None = None
     finish_reason: str | None = None
     used: int = 0
@@ -291,6 +293,8 @@ class _Answer:
             if self.rule.chunk_delay_s:
                 await asyncio.sleep(self.rule.chunk_delay_s)
             piece = word if i == len(words) - 1 else f"{word} "
+            if self.rule.break_after is not None and i >= self.rule.break_after:
+                raise ConnectionAbortedError("scripted: the stream breaks here")
             if piece:
                 yield self._chunk({"content": piece})
         for i, call in enumerate(self.calls):

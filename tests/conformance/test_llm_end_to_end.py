@@ -21,7 +21,7 @@ import agenticflow.testing
 from agenticflow.client import Client
 from agenticflow.cluster.llm_stub import LLMStubProcess
 from agenticflow.coordinator.state import WorkflowStatus
-from agenticflow.shared.wire.events import EventType, TaskFailed
+from agenticflow.shared.wire.events import EventType, TaskEffectRecorded, TaskFailed
 from tests.conformance.conftest import BACKENDS
 from tests.conformance.test_end_to_end import backend_url
 from tests.integration.helpers import agenticflow as run_cli
@@ -185,3 +185,25 @@ async def test_bad_answers_fail_the_task_clearly(
     assert says in failed[-1].error.message
     retried = len(failed) == 2
     assert retried == (error == "LLMResponseError")  # only a malformed answer may improve
+
+
+async def test_rerun_and_fork_do_not_call_the_model_again(
+    start: Start, llm_stub: LLMStubProcess
+) -> None:
+    await llm_stub.aload(LOOP)
+    async with start() as client:
+        first = await client.start(wf(loop_task()))
+        result = await first.result(timeout=30)
+        rerun = client.handle(await client.rerun(first.id))
+        rerun_result = await rerun.result(timeout=30)
+        rerun_usage = await rerun.usage()
+        served = [
+            e.data.replayed for e in await rerun.events() if isinstance(e.data, TaskEffectRecorded)
+        ]
+        fork = client.handle(await client.fork(first.id))
+        fork_result = await fork.result(timeout=30)
+    assert rerun_result == result
+    assert fork_result == result
+    assert served == [True] * 5  # three model calls and two tool calls, all from the recording
+    assert rerun_usage.total.calls == 0  # nothing paid again
+    assert len(await llm_stub.arequests()) == 3

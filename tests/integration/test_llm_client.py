@@ -135,6 +135,19 @@ async def test_streaming_hands_tokens_over_as_they_come(llm_stub: LLMStubProcess
     assert request["stream"] is True
 
 
+async def test_a_broken_stream_is_not_tried_again_after_tokens_went_out(
+    llm_stub: LLMStubProcess,
+) -> None:
+    await llm_stub.aload({"rules": [{"content": "a b c d", "break_after": 2}]})
+    tokens: list[str] = []
+    with pytest.raises(LLMUnavailableError, match="failed 1 try: the stream broke"):
+        await make_llm(llm_stub, tokens=tokens, attempts=3).chat(
+            [{"role": "user", "content": "q"}], stream=True
+        )
+    assert tokens == ["a ", "b "]  # not "a b a b ...": readers saw each token once
+    assert len(await llm_stub.arequests()) == 1
+
+
 async def test_streamed_tool_calls_are_assembled(llm_stub: LLMStubProcess) -> None:
     await llm_stub.aload(LOOP)
     answer = await make_llm(llm_stub, tokens=[]).chat(
@@ -229,8 +242,15 @@ async def test_refusal_is_not_retried_and_does_not_show_the_key() -> None:
         assert "sk-wrong-secret" not in str(refused.value)
         assert "sk-wrong-secret" not in repr(llm.provider)
         assert len(await stub.arequests()) == 0  # refused before it counted
-        good = LLM(provider=ChatProvider(base_url=stub.url, api_key="sk-right"), model="m")
+        recorder = Recorder()
+        good = LLM(
+            provider=ChatProvider(base_url=stub.url, api_key="sk-right"),
+            model="m",
+            effects=recorder.effects(),
+        )
         assert (await good.complete("hi")).startswith("echo: hi")
+        assert recorder.events
+        assert "sk-right" not in repr(recorder.events)  # the recording holds no key
 
 
 async def test_malformed_answer_is_a_clear_error(llm_stub: LLMStubProcess) -> None:
