@@ -14,7 +14,9 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.nats_auth import CLIENT, read_env_file
 from agenticflow.cluster.redis_server import free_port
+from tests.conftest import TEST_APP, unique_prefix
 from tests.integration.helpers import ROOT
 from tests.support.listening import listening
 
@@ -139,3 +141,46 @@ async def test_over_streamable_http(http_serve: str) -> None:
         }
         wid = (await call(client, "start_workflow", workflow=definition))["workflow_id"]
         assert (await call(client, "workflow_result", workflow_id=wid))["output"] == 7
+
+
+POLICY = """\
+[roles.adder]
+permissions = ["workflow:submit:add"]
+
+[principals]
+"client" = ["adder"]
+"""
+
+
+async def test_on_a_secure_cluster_it_acts_as_the_clis_principal_under_its_rbac(
+    log_dir: Path, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY, encoding="utf-8")
+    async with DevCluster(
+        app=TEST_APP,
+        workers=1,
+        prefix=unique_prefix("smcp"),
+        secure=True,
+        settings={"policy_file": str(policy)},
+        log_dir=log_dir / "secure-mcp",
+    ) as cluster:
+        assert cluster.auth is not None
+        # Nothing but the client's env file: its NATS user and its signing key.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTICFLOW_")}
+        env.update(read_env_file(cluster.auth.env_file(CLIENT)))
+        serve = StdioServerParameters(
+            command=sys.executable, args=["-m", "agenticflow", "mcp", "serve"], env=env, cwd=ROOT
+        )
+        allowed = {
+            "name": "add",
+            "tasks": [{"id": "a", "capability": "add", "params": {"value": 3}}],
+        }
+        refused = {"name": "echo", "tasks": [{"id": "e", "capability": "echo"}]}
+        async with Client(serve) as client:
+            wid = (await call(client, "start_workflow", workflow=allowed))["workflow_id"]
+            assert (await call(client, "workflow_result", workflow_id=wid))["output"] == 3
+            other = (await call(client, "start_workflow", workflow=refused))["workflow_id"]
+            result = await client.call_tool("workflow_result", {"workflow_id": other})
+    assert result.is_error
+    assert "workflow:submit:echo" in result.content[0].text  # type: ignore[union-attr]
