@@ -22,6 +22,7 @@ from agenticflow.client import Client
 from agenticflow.cluster.llm_stub import LLMStubProcess
 from agenticflow.coordinator.state import WorkflowStatus
 from agenticflow.shared.wire.events import EventType, TaskEffectRecorded, TaskFailed
+from agenticflow.worker.tools import read_states
 from tests.conformance.conftest import BACKENDS
 from tests.conformance.test_end_to_end import backend_url
 from tests.integration.helpers import agenticflow as run_cli
@@ -134,7 +135,11 @@ async def test_a_failing_provider_opens_the_breaker(start: Start, llm_stub: LLMS
         handle = await client.start(wf(task))
         state = await client.wait(handle.id, timeout=30)
         events = await handle.events()
+        records = await read_states(client.bus)  # what `agenticflow agents --json` shows
     assert state.status == WorkflowStatus.FAILED
+    [breaker] = [r for r in records if r["role"] == "breaker" and r["key"].startswith("llm-")]
+    assert breaker["state"] == "open"
+    assert "HTTP 500" in breaker["last_error"]
     errors = [e.data.error.type for e in events if isinstance(e.data, TaskFailed)]
     assert errors == ["LLMUnavailableError", "LLMUnavailableError", "CircuitOpenError"]
     assert len(await llm_stub.arequests()) == 2  # the open circuit called nobody

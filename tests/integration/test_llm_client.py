@@ -15,9 +15,11 @@ from agenticflow.shared.errors import (
     LLMRequestError,
     LLMResponseError,
     LLMUnavailableError,
+    RateLimitedError,
     ReplayDivergedError,
     UnknownToolError,
 )
+from agenticflow.shared.ops.metrics import llm_calls, llm_output_tokens
 from agenticflow.shared.resilience import CircuitOpenError
 from agenticflow.shared.wire.events import RecordedEffect, TaskEffectRecorded
 from agenticflow.worker.agent_loop import run_agent
@@ -25,7 +27,7 @@ from agenticflow.worker.effects import Effects
 from agenticflow.worker.llm import LLM
 from agenticflow.worker.llm_provider import ChatProvider
 from agenticflow.worker.tools import MemoryToolState, ToolBox, ToolRegistry
-from agenticflow.worker.tools.spec import BreakerPolicy
+from agenticflow.worker.tools.spec import BreakerPolicy, RateLimit
 from tests.support.llm import llm_stub
 from tests.support.llm_app import add, weather
 
@@ -208,6 +210,18 @@ async def test_429_is_retried_then_answered(llm_stub: LLMStubProcess) -> None:
     answer = await make_llm(llm_stub, attempts=3).chat([{"role": "user", "content": "q"}])
     assert answer.text == "finally"
     assert [r["status"] for r in await llm_stub.arequests()] == [429, 429, 200]
+
+
+async def test_the_rate_limit_and_metrics_count_calls(llm_stub: LLMStubProcess) -> None:
+    await llm_stub.aload({"rules": [{"content": "ok", "usage": {"completion_tokens": 7}}]})
+    before = (llm_calls.counts.get("stub-model", 0), llm_output_tokens.counts.get("stub-model", 0))
+    llm = make_llm(llm_stub, rate_limit=RateLimit(1, per_s=60))
+    await llm.chat([{"role": "user", "content": "first"}])
+    with pytest.raises(RateLimitedError, match="no free slot"):
+        await llm.chat([{"role": "user", "content": "second"}])
+    assert len(await llm_stub.arequests()) == 1
+    after = (llm_calls.counts["stub-model"], llm_output_tokens.counts["stub-model"])
+    assert after == (before[0] + 1, before[1] + 7)
 
 
 async def test_failing_provider_opens_the_breaker(llm_stub: LLMStubProcess) -> None:
