@@ -10,7 +10,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -160,21 +160,26 @@ async def test_an_unknown_agent_or_tool_is_a_config_error_at_start() -> None:
 # --- streamable HTTP ----------------------------------------------------------------
 
 
-@pytest.fixture
-def http_server() -> Iterator[str]:
+async def test_over_streamable_http_reconnecting_when_the_server_is_back() -> None:
     port = free_port()
+    server = MCPTools("web", url=f"http://127.0.0.1:{port}/mcp", start_attempts=1)
     with listening([*SERVER, "--http", str(port)], port):
-        yield f"http://127.0.0.1:{port}/mcp"
-
-
-async def test_over_streamable_http(http_server: str) -> None:
-    async with MCPTools("web", url=http_server) as server:
+        await server.start()
         box = box_for(server, "mcp:web")
         assert await box.call("web__add", a=20, b=22) == {"result": 42}
         with pytest.raises(MCPToolError, match="no good"):
             await box.call("web__fail", message="no good")
         first = (await box.call("web__pid"))["result"]
         assert (await box.call("web__pid"))["result"] == first  # one session, one server
+    try:
+        with pytest.raises(MCPUnavailableError, match="the next call connects it again"):
+            await box.call("web__pid")
+        with pytest.raises(MCPUnavailableError, match=r"would not connect after 1 attempt"):
+            await box.call("web__pid")
+        with listening([*SERVER, "--http", str(port)], port):
+            assert (await box.call("web__pid"))["result"] != first
+    finally:
+        await server.close()
 
 
 # --- a real cluster -----------------------------------------------------------------

@@ -299,6 +299,10 @@ class MCPTools:
         return f"MCPTools({self.name!r}, {self.where})"
 
     @property
+    def _start_verb(self) -> str:
+        return "start" if self.url is None else "connect"
+
+    @property
     def where(self) -> str:
         """The command line or the URL."""
         return self.url if self.url is not None else shlex.join(self.argv)
@@ -409,7 +413,7 @@ class MCPTools:
             self._session = session
             return client
         raise MCPUnavailableError(
-            f"MCP server {self.name!r} ({self.where}) would not start after "
+            f"MCP server {self.name!r} ({self.where}) would not {self._start_verb} after "
             f"{self.start_attempts} attempt(s): {_describe(problem)}",
             server=self.name,
         ) from problem
@@ -535,7 +539,7 @@ class MCPTools:
             session.ended.set()  # the next call restarts it
             return MCPUnavailableError(
                 f"MCP server {self.name!r} went away during a call of {qualified!r} "
-                "(not sent again; the next call restarts the server)",
+                f"(not sent again; the next call {self._start_verb}s it again)",
                 tool=qualified,
                 server=self.name,
             )
