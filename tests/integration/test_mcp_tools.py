@@ -157,6 +157,27 @@ async def test_an_unknown_agent_or_tool_is_a_config_error_at_start() -> None:
         await MCPTools("calc", command=SERVER, include=["add", "nope"]).start()
 
 
+async def test_an_including_app_gives_the_tools_to_the_declaring_apps_agents_only() -> None:
+    own = AgentApp("own")
+    server = own.mcp("calc", command=SERVER, include=["add"])
+    own.add_agent(lambda ctx: None, capabilities=["mine"], name="mine")
+    other = AgentApp("other")
+    other.add_agent(lambda ctx: None, capabilities=["theirs"], name="theirs")
+    served = AgentApp("all").include(own).include(other)
+    assert served.services == [server]
+    await server.start(served)
+    try:
+        await server.start(served)  # a second worker of this process: the same session
+        assert server.starts == 1
+        by_name = {spec.name: spec for spec in served.agents}
+        assert [t.name for t in by_name["mine"].tools] == ["calc__add"]
+        assert len(by_name["theirs"].tools) == 0
+    finally:
+        await server.close()
+        await server.close()
+    assert server._session is None
+
+
 # --- streamable HTTP ----------------------------------------------------------------
 
 
