@@ -53,6 +53,7 @@ from agenticflow.shared.ops.metrics import (
 from agenticflow.shared.ops.telemetry import tracer
 from agenticflow.shared.wire.usage import Usage, cost_of
 from agenticflow.worker.effects import Effects, params_hash
+from agenticflow.worker.llm_anthropic import AnthropicProvider
 from agenticflow.worker.llm_provider import ChatProvider, provider_name
 from agenticflow.worker.tools.cluster import cluster_state
 from agenticflow.worker.tools.spec import BreakerPolicy, RateLimit
@@ -334,12 +335,14 @@ def task_llm(
     worker: str,
 ) -> LLM:
     """The worker runtime's ``ctx.llm`` for one task attempt: the endpoint,
-    model and key of ``Settings.llm_*`` (shared with the planner), cluster-wide
+    model and key of ``Settings.llm_*`` (shared with the planner; the API by
+    ``llm_api``), cluster-wide
     state, the attempt's effects and stream."""
     provider = None
     if settings.llm_base_url:
         key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
-        provider = ChatProvider(
+        kind = AnthropicProvider if settings.llm_api == "anthropic" else ChatProvider
+        provider = kind(
             base_url=settings.llm_base_url,
             api_key=key,
             timeout_s=settings.llm_timeout_s,

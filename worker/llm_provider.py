@@ -54,7 +54,11 @@ def provider_name(base_url: str) -> str:
     return parts.netloc or base_url
 
 
-class _TransientError(Exception):
+class TransientError(Exception):
+    """One try failed in a way worth another (down, slow, 429, 5xx, a broken
+    stream); it never leaves a provider: :meth:`ChatProvider.send` raises
+    LLMUnavailableError once the tries are spent."""
+
     def __init__(self, message: str, status: int | None = None, retry_after: float = 0.0) -> None:
         super().__init__(message)
         self.status = status
@@ -79,7 +83,7 @@ class ChatProvider:
         client: httpx.AsyncClient | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self.url = completions_url(base_url)
+        self.url = self._endpoint(base_url)
         self.provider = provider_name(base_url)
         self.timeout_s = timeout_s
         self.attempts = attempts
@@ -89,7 +93,22 @@ class ChatProvider:
         self._sleep = sleep
 
     def __repr__(self) -> str:  # never the key
-        return f"ChatProvider({self.url!r})"
+        return f"{type(self).__name__}({self.url!r})"
+
+    # What differs between APIs (see agenticflow.worker.llm_anthropic) ---------
+    @staticmethod
+    def _endpoint(base_url: str) -> str:
+        return completions_url(base_url)
+
+    def _request_body(self, body: dict[str, Any], *, stream: bool) -> dict[str, Any]:
+        """The request as this API takes it (``body`` is a chat-completions request)."""
+        if not stream:
+            return body
+        return {**body, "stream": True, "stream_options": {"include_usage": True}}
+
+    def _parse(self, data: Any) -> dict[str, Any]:
+        """A whole answer, normalized (:func:`normalize`); raises LLMResponseError."""
+        return normalize(data, provider=self.provider)
 
     async def send(
         self, body: dict[str, Any], *, on_token: OnToken | None = None
@@ -97,8 +116,7 @@ class ChatProvider:
         """The answer to ``body`` (a chat-completions request), normalized.
 
         Raises LLMUnavailableError, LLMRequestError, LLMResponseError."""
-        if on_token is not None:
-            body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        body = self._request_body(body, stream=on_token is not None)
         if self._client is not None:
             return await self._send(self._client, body, on_token)
         async with httpx.AsyncClient() as client:
@@ -108,7 +126,7 @@ class ChatProvider:
         self, client: httpx.AsyncClient, body: dict[str, Any], on_token: OnToken | None
     ) -> dict[str, Any]:
         delay, cap = self._backoff
-        last: _TransientError | None = None
+        last: TransientError | None = None
         streamed = [False]
         counted: OnToken | None = None
         if on_token is not None:
@@ -125,8 +143,8 @@ class ChatProvider:
                 async with asyncio.timeout(self.timeout_s):
                     return await self._once(client, body, counted)
             except TimeoutError:
-                last = _TransientError(f"no answer within {self.timeout_s:g}s")
-            except _TransientError as exc:
+                last = TransientError(f"no answer within {self.timeout_s:g}s")
+            except TransientError as exc:
                 last = exc
             if streamed[0]:
                 break  # tokens already went to readers: another try would repeat them
@@ -157,7 +175,7 @@ class ChatProvider:
         try:
             response = await client.send(request, stream=True)
         except httpx.TransportError as exc:  # connect, read, write, pool, protocol
-            raise _TransientError(f"{type(exc).__name__}: {exc or 'no detail'}") from exc
+            raise TransientError(f"{type(exc).__name__}: {exc or 'no detail'}") from exc
         try:
             if response.status_code >= 300:
                 await response.aread()
@@ -171,8 +189,8 @@ class ChatProvider:
             except ValueError as exc:
                 raise self._malformed("the answer is not JSON") from exc
             except httpx.TransportError as exc:
-                raise _TransientError(f"{type(exc).__name__}: {exc or 'no detail'}") from exc
-            answer = normalize(data, provider=self.provider)
+                raise TransientError(f"{type(exc).__name__}: {exc or 'no detail'}") from exc
+            answer = self._parse(data)
             if on_token is not None and answer["content"]:
                 await on_token(answer["content"])  # a server that does not stream
             return answer
@@ -183,7 +201,7 @@ class ChatProvider:
         status = response.status_code
         said = _error_message(response)
         if status in _TRANSIENT or status >= 500:
-            raise _TransientError(f"HTTP {status}: {said}", status, _retry_after(response))
+            raise TransientError(f"HTTP {status}: {said}", status, _retry_after(response))
         hint = " (check AGENTICFLOW_LLM_API_KEY)" if status in (401, 403) else ""
         raise LLMRequestError(
             f"the LLM endpoint {self.provider} refused the request (HTTP {status}): {said}{hint}",
@@ -230,7 +248,7 @@ class ChatProvider:
                     for part in delta.get("tool_calls") or []:
                         _merge_call(calls, part)
         except httpx.TransportError as exc:
-            raise _TransientError(f"the stream broke: {type(exc).__name__}: {exc}") from exc
+            raise TransientError(f"the stream broke: {type(exc).__name__}: {exc}") from exc
         message: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None}
         if calls:
             message["tool_calls"] = [calls[i] for i in sorted(calls)]
@@ -305,13 +323,16 @@ def normalize(data: Any, *, provider: str = "") -> dict[str, Any]:
         "finish_reason": choices[0].get("finish_reason"),
         "model": str(data.get("model") or ""),
         "usage": {
-            "input_tokens": _count(usage.get("prompt_tokens", usage.get("input_tokens"))),
-            "output_tokens": _count(usage.get("completion_tokens", usage.get("output_tokens"))),
+            "input_tokens": token_count(usage.get("prompt_tokens", usage.get("input_tokens"))),
+            "output_tokens": token_count(
+                usage.get("completion_tokens", usage.get("output_tokens"))
+            ),
         },
     }
 
 
-def _count(value: Any) -> int:
+def token_count(value: Any) -> int:
+    """A token count from an answer (0 for anything but a non-negative integer)."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
@@ -333,4 +354,12 @@ def _retry_after(response: httpx.Response) -> float:
         return 0.0
 
 
-__all__ = ["ChatProvider", "OnToken", "completions_url", "normalize", "provider_name"]
+__all__ = [
+    "ChatProvider",
+    "OnToken",
+    "TransientError",
+    "completions_url",
+    "normalize",
+    "provider_name",
+    "token_count",
+]

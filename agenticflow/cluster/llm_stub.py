@@ -1,7 +1,8 @@
 """A local OpenAI-compatible chat-completions server that answers from a script.
 
 ``agenticflow llm-stub --port 8765 --script script.json`` serves
-``POST /v1/chat/completions`` (and ``/chat/completions``) on 127.0.0.1, so
+``POST /v1/chat/completions`` (and ``/chat/completions``; Anthropic's
+``POST /v1/messages`` too) on 127.0.0.1, so
 agents, examples and tests call a model without a provider, a key or a bill.
 It answers with scripted text or tool calls, streams them as Server-Sent
 Events when asked (``"stream": true``), fails with any status (429, 500),
@@ -59,6 +60,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 READY = "llm-stub listening on "
+_ANTHROPIC_STOP = {"stop": "end_turn", "tool_calls": "tool_use", "length": "max_tokens"}
 """The first line the server prints on stdout, followed by its base URL."""
 
 
@@ -165,6 +167,8 @@ class Stub:
             routes=[
                 Route("/v1/chat/completions", self.completions, methods=["POST"]),
                 Route("/chat/completions", self.completions, methods=["POST"]),
+                Route("/v1/messages", self.messages, methods=["POST"]),
+                Route("/messages", self.messages, methods=["POST"]),
                 Route("/stub/requests", self.list_requests, methods=["GET"]),
                 Route("/stub/script", self.load_script, methods=["POST"]),
                 Route("/stub/reset", self.reset, methods=["POST"]),
@@ -192,9 +196,23 @@ class Stub:
         self.requests.clear()
         return JSONResponse({"ok": True, "rules": len(self.rules)})
 
-    async def completions(self, request: Request) -> Response:  # noqa: PLR0911 - one per outcome
-        expected = None if self.api_key is None else f"Bearer {self.api_key}"
-        if expected is not None and request.headers.get("authorization") != expected:
+    async def completions(self, request: Request) -> Response:
+        """OpenAI's chat completions."""
+        return await self._answer(request, "openai")
+
+    async def messages(self, request: Request) -> Response:
+        """Anthropic's messages."""
+        return await self._answer(request, "anthropic")
+
+    def _authorized(self, request: Request, api: str) -> bool:
+        if self.api_key is None:
+            return True
+        if api == "anthropic":
+            return request.headers.get("x-api-key") == self.api_key
+        return request.headers.get("authorization") == f"Bearer {self.api_key}"
+
+    async def _answer(self, request: Request, api: str) -> Response:  # noqa: PLR0911 - one per outcome
+        if not self._authorized(request, api):
             return _error(401, "invalid API key", "invalid_api_key")
         try:
             body = json.loads(await request.body())
@@ -216,6 +234,7 @@ class Stub:
                 "rule": rule_index,
                 "status": 200 if rule is None else rule.status,
                 "stream": bool(body.get("stream")),
+                "api": api,
                 "at": time.time(),
             }
         )
@@ -230,6 +249,10 @@ class Stub:
             return PlainTextResponse("this is not a chat completion", media_type="application/json")
         self._ids += 1
         answer = _Answer(rule, body, f"chatcmpl-stub-{self._ids}")
+        if api == "anthropic":
+            if body.get("stream"):
+                return StreamingResponse(answer.anthropic_events(), media_type="text/event-stream")
+            return JSONResponse(answer.anthropic_message())
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return StreamingResponse(answer.events(include_usage), media_type="text/event-stream")
@@ -274,6 +297,72 @@ class _Answer:
             "choices": [{"index": 0, "message": message, "finish_reason": self.finish}],
             "usage": self.usage,
         }
+
+    def anthropic_message(self) -> dict[str, Any]:
+        """The answer as Anthropic's messages API gives it."""
+        return {
+            "id": self.id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": self._anthropic_blocks(),
+            "stop_reason": _ANTHROPIC_STOP.get(self.finish, self.finish),
+            "usage": {
+                "input_tokens": self.usage["prompt_tokens"],
+                "output_tokens": self.usage["completion_tokens"],
+            },
+        }
+
+    def _anthropic_blocks(self) -> list[dict[str, Any]]:
+        blocks: list[dict[str, Any]] = []
+        if self.rule.content:
+            blocks.append({"type": "text", "text": self.rule.content})
+        for call in self.calls:
+            arguments = json.loads(call["function"]["arguments"] or "{}")
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": call["id"],
+                    "name": call["function"]["name"],
+                    "input": arguments,
+                }
+            )
+        return blocks
+
+    async def anthropic_events(self) -> AsyncIterator[str]:
+        """The answer as Anthropic's stream of events."""
+        whole = self.anthropic_message()
+        start = {**whole, "content": [], "stop_reason": None}
+        start["usage"] = {"input_tokens": whole["usage"]["input_tokens"], "output_tokens": 0}
+        yield _sse("message_start", {"message": start})
+        for index, block in enumerate(whole["content"]):
+            if block["type"] == "text":
+                yield _sse(
+                    "content_block_start",
+                    {"index": index, "content_block": {"type": "text", "text": ""}},
+                )
+                words = block["text"].split(" ")
+                for i, word in enumerate(words):
+                    if self.rule.chunk_delay_s:
+                        await asyncio.sleep(self.rule.chunk_delay_s)
+                    if self.rule.break_after is not None and i >= self.rule.break_after:
+                        raise ConnectionAbortedError("scripted: the stream breaks here")
+                    piece = word if i == len(words) - 1 else f"{word} "
+                    delta = {"type": "text_delta", "text": piece}
+                    yield _sse("content_block_delta", {"index": index, "delta": delta})
+            else:
+                head = {**block, "input": {}}
+                yield _sse("content_block_start", {"index": index, "content_block": head})
+                text = json.dumps(block["input"])
+                for part in (text[: len(text) // 2], text[len(text) // 2 :]):
+                    delta = {"type": "input_json_delta", "partial_json": part}
+                    yield _sse("content_block_delta", {"index": index, "delta": delta})
+            yield _sse("content_block_stop", {"index": index})
+        usage = {"output_tokens": whole["usage"]["output_tokens"]}
+        yield _sse(
+            "message_delta", {"delta": {"stop_reason": whole["stop_reason"]}, "usage": usage}
+        )
+        yield _sse("message_stop", {})
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> str:
         data = {
@@ -325,6 +414,10 @@ class _Answer:
             }
             yield f"data: {json.dumps(data)}\n\n"
         yield "data: [DONE]\n\n"
+
+
+def _sse(kind: str, data: dict[str, Any]) -> str:
+    return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n"
 
 
 def _error(

@@ -165,6 +165,10 @@ class Settings(BaseSettings):
     """Tries per call when the endpoint is down, slow, overloaded (429) or failing (5xx)."""
     # Agents' model calls (ctx.llm, worker/llm.py) use the same endpoint, model
     # and key as the planner unless a call names another model; these add to it.
+    llm_api: Literal["openai", "anthropic"] = "openai"
+    """The API agents' calls speak: ``openai`` (chat completions, what the
+    planner speaks too) or ``anthropic`` (the messages API, ``{base}/messages``,
+    key in ``x-api-key``)."""
     llm_prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
     """Price table for usage costs: model name -> (USD per million input tokens,
     USD per million output tokens), e.g. ``AGENTICFLOW_LLM_PRICES='{"gpt-4o-mini":

@@ -25,6 +25,7 @@ from agenticflow.shared.wire.events import RecordedEffect, TaskEffectRecorded
 from agenticflow.worker.agent_loop import run_agent
 from agenticflow.worker.effects import Effects
 from agenticflow.worker.llm import LLM
+from agenticflow.worker.llm_anthropic import AnthropicProvider
 from agenticflow.worker.llm_provider import ChatProvider
 from agenticflow.worker.tools import MemoryToolState, ToolBox, ToolRegistry
 from agenticflow.worker.tools.spec import BreakerPolicy, RateLimit
@@ -392,3 +393,67 @@ async def test_run_agent_stops_at_max_steps(llm_stub: LLMStubProcess) -> None:
         await run_agent(
             make_llm(llm_stub), None, model=None, instructions="", input="q", max_steps=0
         )
+
+
+def anthropic_llm(stub: LLMStubProcess, **kwargs: Any) -> LLM:
+    return LLM(
+        provider=AnthropicProvider(base_url=stub.url, attempts=1, timeout_s=10),
+        model="claude-stub",
+        **kwargs,
+    )
+
+
+async def test_anthropic_messages_api_answers_and_streams(llm_stub: LLMStubProcess) -> None:
+    await llm_stub.aload(
+        {"rules": [{"content": "bonjour tout le monde", "usage": {"prompt_tokens": 11}}]}
+    )
+    tokens: list[str] = []
+    llm = anthropic_llm(llm_stub, stream=lambda text: _append(tokens, text))
+    plain = await llm.complete("hi", system="Be brief.")
+    streamed = await llm.chat([{"role": "user", "content": "hi"}], stream=True)
+    assert plain == streamed.text == "bonjour tout le monde"
+    assert tokens == ["bonjour ", "tout ", "le ", "monde"]
+    assert (streamed.usage.input_tokens, streamed.usage.output_tokens) == (11, 4)
+    assert streamed.finish_reason == "stop"
+    first = (await llm_stub.arequests())[0]
+    assert first["api"] == "anthropic"
+    assert first["body"]["system"] == "Be brief."
+    assert first["body"]["messages"] == [{"role": "user", "content": "hi"}]
+    assert first["body"]["max_tokens"] > 0
+
+
+async def test_anthropic_tool_loop(llm_stub: LLMStubProcess) -> None:
+    await llm_stub.aload(LOOP)
+    state = MemoryToolState()
+    for stream in (False, True):
+        result = await run_agent(
+            anthropic_llm(llm_stub, state=MemoryToolState(), stream=lambda t: _append([], t)),
+            toolbox(state),
+            model=None,
+            instructions="Use tools.",
+            input="2+3? Oslo?",
+            stream=stream,
+        )
+        assert result.output == "2 + 3 is 5 and Oslo is clear"
+        assert [t.name for t in result.tool_calls] == ["add", "weather"]
+    last = (await llm_stub.arequests())[2]["body"]
+    assert last["tools"][0]["input_schema"]["properties"]["a"]["type"] == "integer"
+    assert [m["role"] for m in last["messages"]] == [
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+    ]
+    assert last["messages"][1]["content"][0]["type"] == "tool_use"
+    assert last["messages"][2]["content"][0]["type"] == "tool_result"
+    assert last["messages"][2]["content"][0]["content"] == "5"
+
+
+async def test_anthropic_key_goes_in_x_api_key() -> None:
+    with LLMStubProcess(api_key="sk-ant-right") as stub:
+        good = LLM(provider=AnthropicProvider(base_url=stub.url, api_key="sk-ant-right"), model="c")
+        assert (await good.complete("hi")).startswith("echo: hi")
+        bad = LLM(provider=AnthropicProvider(base_url=stub.url, api_key="sk-ant-wrong"), model="c")
+        with pytest.raises(LLMRequestError, match="HTTP 401"):
+            await bad.complete("hi")
