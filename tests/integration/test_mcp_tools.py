@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.llm_stub import LLMStubProcess
 from agenticflow.cluster.nats_server import NatsServer
 from agenticflow.cluster.redis_server import free_port
 from agenticflow.coordinator.client import Client
@@ -29,16 +31,21 @@ from agenticflow.shared.errors import (
 )
 from agenticflow.shared.security.audit import AuditKind, read_audit
 from agenticflow.shared.wire.events import EventType, TaskToolCalled
+from agenticflow.worker.agent_loop import run_agent
 from agenticflow.worker.app import AgentApp
-from agenticflow.worker.tools import ToolBox, ToolRegistry
+from agenticflow.worker.llm import LLM
+from agenticflow.worker.llm_provider import ChatProvider
+from agenticflow.worker.tools import MemoryToolState, ToolBox, ToolRegistry
 from agenticflow.worker.tools.mcp import MCPToolError, MCPTools, MCPUnavailableError
 from tests.conftest import unique_prefix
 from tests.integration.helpers import of_type, run, wf
 from tests.support.listening import listening
+from tests.support.llm import llm_stub
 from tests.support.mcp_app import SERVER
 from tests.support.natsbus import connected
 
 pytestmark = pytest.mark.timeout(120)
+__all__ = ["llm_stub"]  # the fixture, imported for pytest
 
 
 def box_for(server: MCPTools, *granted: str) -> ToolBox:
@@ -176,6 +183,31 @@ async def test_an_including_app_gives_the_tools_to_the_declaring_apps_agents_onl
         await server.close()
         await server.close()
     assert server._session is None
+
+
+async def test_a_tool_loop_offers_mcp_tools_to_the_model_and_calls_them(
+    calc: MCPTools, llm_stub: LLMStubProcess
+) -> None:
+    await llm_stub.aload(
+        {
+            "rules": [
+                {"turn": 0, "tool_calls": [{"name": "calc__add", "arguments": {"a": 2, "b": 3}}]},
+                {"turn": 1, "content": "2 + 3 is 5"},
+            ]
+        }
+    )
+    provider = ChatProvider(base_url=llm_stub.url, attempts=1, timeout_s=10)
+    llm = LLM(provider=provider, model="stub-model", state=MemoryToolState(), key_prefix="w:t")
+    box = box_for(calc, "mcp:calc")
+    done = await run_agent(
+        llm, box, model=None, instructions="Use the tools.", input="2 + 3?", tools=["calc__add"]
+    )
+    assert done.output == "2 + 3 is 5"
+    assert [(c.name, c.result) for c in done.tool_calls] == [("calc__add", {"result": 5})]
+    (declared,) = (await llm_stub.arequests())[0]["body"]["tools"]
+    # A name OpenAI's and Anthropic's function calling accept, the server's schema.
+    assert re.fullmatch(r"[A-Za-z0-9_-]{1,64}", declared["function"]["name"])
+    assert declared["function"]["parameters"]["required"] == ["a", "b"]
 
 
 # --- streamable HTTP ----------------------------------------------------------------
