@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agenticflow.shared.errors import (
-    ConfigError,
     LLMRequestError,
     NonRetryableError,
     RateLimitedError,
@@ -204,8 +203,9 @@ class LLM:
         ``max_tokens``, ``top_p``, ``stop``, ``seed``, ``response_format``,
         ``tool_choice``. ``stream``: tokens go to ``ctx.stream`` as they come.
 
-        Raises ValueError (malformed messages, an unknown option), ConfigError
-        (no endpoint or model configured), CircuitOpenError, RateLimitedError,
+        Raises ValueError (malformed messages, an unknown option),
+        LLMRequestError (also when no endpoint or model is configured: not
+        retried), CircuitOpenError, RateLimitedError,
         LLMUnavailableError, LLMRequestError, LLMResponseError,
         ReplayDivergedError."""
         request = self._request(messages, model, tools, options)
@@ -255,7 +255,7 @@ class LLM:
                 )
         chosen = model or self.model
         if not chosen:
-            raise ConfigError("no model: pass model= or set AGENTICFLOW_LLM_MODEL")
+            raise LLMRequestError("ctx.llm has no model: pass model= or set AGENTICFLOW_LLM_MODEL")
         request: dict[str, Any] = {
             "model": chosen,
             "messages": [dict(message) for message in messages],
@@ -273,7 +273,9 @@ class LLM:
         if hit is not None and hit.tool == name and hit.params_hash == digest:
             return hit.result, "cache"
         if self.provider is None:
-            raise ConfigError("ctx.llm has no endpoint: set AGENTICFLOW_LLM_BASE_URL")
+            raise LLMRequestError(
+                "ctx.llm has no endpoint: set AGENTICFLOW_LLM_BASE_URL on the workers"
+            )
         breaker = self.breaker_key
         ticket = await self.state.admit(breaker, self.breaker, trial_s=self.provider.timeout_s + 5)
         model = str(body["model"])

@@ -283,6 +283,12 @@ async def test_bad_requests_are_refused_before_any_call(llm_stub: LLMStubProcess
         await llm.chat([{"content": "no role"}])
     with pytest.raises(ValueError, match="unknown option temprature"):
         await llm.chat([{"role": "user", "content": "q"}], temprature=0)
+    unconfigured = LLM(provider=None)
+    with pytest.raises(LLMRequestError, match="no model") as no_model:
+        await unconfigured.complete("q")
+    assert not no_model.value.retryable
+    with pytest.raises(LLMRequestError, match="no endpoint: set AGENTICFLOW_LLM_BASE_URL"):
+        await unconfigured.complete("q", model="m")
     assert await llm_stub.arequests() == []
 
 
