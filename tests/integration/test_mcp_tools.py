@@ -160,8 +160,11 @@ async def test_an_unknown_agent_or_tool_is_a_config_error_at_start() -> None:
     server = app.mcp("calc", command=SERVER, agents=["ghost"])
     with pytest.raises(ConfigError, match="has no agent"):
         await server.start(app)
+    assert server._session is None  # its server was stopped again
+    partial = MCPTools("calc", command=SERVER, include=["add", "nope"])
     with pytest.raises(ConfigError, match=r"has no tool \['nope'\]"):
-        await MCPTools("calc", command=SERVER, include=["add", "nope"]).start()
+        await partial.start()
+    assert partial._session is None
 
 
 async def test_an_including_app_gives_the_tools_to_the_declaring_apps_agents_only() -> None:

@@ -43,7 +43,8 @@ import asyncio
 import contextlib
 import re
 import shlex
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -163,10 +164,14 @@ class _Watched:
         await self.aclose()
 
 
+Connect = Callable[[asyncio.Event], AbstractAsyncContextManager[Client]]
+"""Opens a client session; the event is set when the server goes away."""
+
+
 class _Session:
     """One live MCP session, held open by its own task until :meth:`close`."""
 
-    def __init__(self, connect: Any) -> None:
+    def __init__(self, connect: Connect) -> None:
         self._connect = connect
         self.client: Client | None = None
         self.ended = asyncio.Event()
@@ -192,8 +197,7 @@ class _Session:
             raise
         if self.client is None:
             await self.close()
-            assert self._error is not None
-            raise self._error
+            raise self._error or ConnectionError("the session ended before it was ready")
         return self.client
 
     async def _hold(self) -> None:
@@ -315,8 +319,12 @@ class MCPTools:
         ConfigError for an unknown agent or a tool name taken."""
         async with self._lock:
             if self._users == 0:
-                await self._ensure()
-                self.tools = await self._discover()
+                try:
+                    await self._ensure()
+                    self.tools = await self._discover()
+                except BaseException:
+                    await self._drop()
+                    raise
             self._users += 1
         if app is not None:
             try:
@@ -344,9 +352,14 @@ class MCPTools:
         """Stop using the server; the last user stops it (idempotent)."""
         async with self._lock:
             self._users = max(0, self._users - 1)
-            if self._users == 0 and self._session is not None:
-                session, self._session = self._session, None
-                await session.close()
+            if self._users == 0:
+                await self._drop()
+
+    async def _drop(self) -> None:
+        """Close the session, if any. Hold the lock."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
 
     async def __aenter__(self) -> MCPTools:
         await self.start()
