@@ -5,9 +5,10 @@ result, events, watch), :mod:`.steer` (pause, resume, cancel, terminate,
 feedback, modify, approve, reject), :mod:`.debug` (replay, fork, rerun, diff),
 :mod:`.ask` (ask, templates), :mod:`.agents` (agents, agent, health, dlq,
 top), :mod:`.services` (coordinator, worker, dev, nats-config),
-:mod:`.cluster`, :mod:`.keys`, :mod:`.audit` and :mod:`.profile`; what they
-share is in :mod:`._common`. Each imports its heavy modules inside its
-commands, so ``--help`` loads typer and rich only.
+:mod:`.cluster`, :mod:`.gateway` (gateway, gateway-token), :mod:`.keys`,
+:mod:`.audit` and :mod:`.profile`; what they share is in :mod:`._common`.
+Each imports its heavy modules inside its commands, so ``--help`` loads
+typer and rich only.
 
 Exit codes: 0 success; 1 the workflow failed or was rejected (``audit verify``:
 the trail was tampered with); 2 invalid input (file, options, JSON, profile);
@@ -23,7 +24,18 @@ from typing import Annotated
 
 import typer
 
-from agenticflow.cli import agents, ask, audit, cluster, debug, keys, profile, services, steer
+from agenticflow.cli import (
+    agents,
+    ask,
+    audit,
+    cluster,
+    debug,
+    gateway,
+    keys,
+    profile,
+    services,
+    steer,
+)
 from agenticflow.cli import llm as llm_commands
 from agenticflow.cli import workflow as workflow_commands
 from agenticflow.cli._common import complete_profile, out
@@ -91,6 +103,7 @@ debug.register(app)
 agents.register(app)
 services.register(app)
 cluster.register(app)
+gateway.register(app)
 app.add_typer(keys.keys_app, name="keys", rich_help_panel="Setup")
 app.add_typer(audit.audit_app, name="audit", rich_help_panel="Setup")
 profile.register(app)

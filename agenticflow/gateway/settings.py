@@ -1,0 +1,46 @@
+"""The gateway's own settings (``AGENTICFLOW_GATEWAY_*``), built once at the
+entry point; the cluster's connection comes from the usual
+:class:`~agenticflow.shared.ops.config.Settings`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    """Where the gateway listens, who may use it and how much it holds per client."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AGENTICFLOW_GATEWAY_", frozen=True, extra="ignore"
+    )
+
+    host: str = "127.0.0.1"
+    """Address to listen on (``0.0.0.0``: every interface; put TLS in front)."""
+    port: int = Field(default=8080, ge=0, le=65535)
+    """Port to listen on (0: any free one, printed at start)."""
+    tokens_file: Path | None = None
+    """A TOML file mapping principals to the SHA-256 of their tokens (see
+    :mod:`agenticflow.gateway.auth`)."""
+    tokens: SecretStr | None = None
+    """``principal=token,principal=token`` (or ``principal=sha256:HEX``): tokens
+    from the environment, for a container's secret."""
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
+    """Largest request body (413 beyond it)."""
+    client_queue: int = Field(default=256, ge=1, le=100_000)
+    """Frames held for one SSE or WebSocket client."""
+    client_block_s: float = Field(default=5, gt=0, le=300)
+    """How long a full client queue may wait for the client to take a frame:
+    beyond it the client is too slow and is disconnected (with an ``overflow``
+    notice; it reconnects and resumes where it was)."""
+    max_wait_s: float = Field(default=300, gt=0, le=3600)
+    """Longest ``?wait=`` a result request may ask for."""
+    intervention_timeout_s: float = Field(default=15, gt=0, le=300)
+    """How long an intervention waits for the coordinator's verdict (504 beyond)."""
+    keepalive_s: float = Field(default=15, gt=0, le=300)
+    """An SSE comment line this often on a quiet stream, so proxies keep it open."""
+
+
+__all__ = ["GatewaySettings"]
