@@ -45,6 +45,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from agenticflow.coordinator.client import Client as _CoreClient
 from agenticflow.coordinator.index import States, WorkflowSummary
+from agenticflow.coordinator.schedules import ScheduleSpec
 from agenticflow.coordinator.state import WorkflowState, WorkflowStatus
 from agenticflow.coordinator.streams import StreamChunk
 from agenticflow.shared.bus import transport
@@ -158,6 +159,45 @@ class Client(_CoreClient):
         """Start the workflow and wait for its result (see :meth:`WorkflowHandle.result`)."""
         handle = await self.start(workflow, input=input, id=id)
         return await handle.result(timeout=timeout, type=type)
+
+    async def create_schedule(
+        self,
+        name: str,
+        workflow: WorkflowLike,
+        *,
+        cron: str | None = None,
+        every: str | float | None = None,
+        input: dict[str, Any] | None = None,
+        timezone: str = "UTC",
+        overlap: str = "skip",
+        catch_up: int = 0,
+        replace: bool = False,
+    ) -> ScheduleSpec:
+        """Start ``workflow`` (a definition, a file or a template, as for
+        :meth:`start`) on a cron expression (``cron="*/15 * * * *"``, read in
+        ``timezone``) or ``every`` interval (``"10m"``, or seconds).
+
+        The coordinator owning the schedule fires each tick once, fail-overs
+        included; its run's id is ``NAME-YYYYMMDDTHHMMSSZ``. ``overlap``: what a
+        tick does while the previous run still runs (``skip``, ``allow``,
+        ``cancel-previous``); ``catch_up``: how many missed ticks run besides
+        the latest after a time nothing fired. Raises ValueError (invalid
+        schedule), StateConflictError (the name exists, unless ``replace``).
+        """
+        spec = ScheduleSpec.model_validate(
+            {
+                "name": name,
+                "cron": cron,
+                "every": every,
+                "timezone": timezone,
+                "definition": _definition(workflow, input),
+                "input": input or {},
+                "overlap": overlap,
+                "catch_up": catch_up,
+                "created_by": self.node_id,
+            }
+        )
+        return await self.put_schedule(spec, replace=replace)
 
     def handle(self, workflow_id: str) -> WorkflowHandle:
         """The handle of a workflow started earlier (by anyone)."""

@@ -8,11 +8,14 @@ submitting twice with the same id starts one workflow.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
+import functools
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Collection
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -27,6 +30,7 @@ from agenticflow.coordinator.index import (
     select,
 )
 from agenticflow.coordinator.replay import UNREADABLE, reading_problems, state_until
+from agenticflow.coordinator.schedules import ScheduleSpec, ScheduleState, open_spec, open_state
 from agenticflow.coordinator.state import (
     TaskStatus,
     WorkflowState,
@@ -40,6 +44,7 @@ from agenticflow.shared.errors import (
     InterventionRefusedError,
     MalformedMessageError,
     NotFoundError,
+    StateConflictError,
     WorkflowDefinitionError,
 )
 from agenticflow.shared.graph.dag import validate_graph
@@ -60,10 +65,24 @@ from agenticflow.shared.wire.events import (
     WorkflowSubmitted,
 )
 from agenticflow.shared.wire.ids import ID_RE, new_workflow_id, workflow_key
-from agenticflow.shared.wire.names import queue_of
+from agenticflow.shared.wire.names import (
+    SCHEDULE_SPEC_PREFIX,
+    SCHEDULE_STATE_PREFIX,
+    queue_of,
+)
 from agenticflow.shared.wire.vclock import ClockBook, VectorClock
 
 log = structlog.get_logger("agenticflow.client")
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleInfo:
+    """A schedule as :meth:`Client.schedules` lists it."""
+
+    spec: ScheduleSpec
+    state: ScheduleState
+    next_tick_ns: int | None
+    """When it fires next (None: paused)."""
 
 
 class Client:
@@ -460,8 +479,9 @@ class Client:
         ``action`` is one of pause, resume, cancel or terminate (``reason``;
         abort is terminate's older name), modify
         (``changes``), feedback (``text``), approve or reject (``task_id``,
-        ``reason`` as the comment), signal (``signal``, ``data``). The request is an event on the workflow's
-        stream, so it is ordered with everything else and replayable.
+        ``reason`` as the comment), signal (``signal``, ``data``). The request
+        is an event on the workflow's stream, so it is ordered with everything
+        else and replayable.
 
         Raises InterventionRefusedError (``code`` says why; nothing changed),
         ConfigError for an unknown action, TimeoutError when no coordinator
@@ -610,6 +630,112 @@ class Client:
             )
 
         return await self._until(workflow_id, waiting, timeout)
+
+    # Schedules ----------------------------------------------------------
+    async def put_schedule(self, spec: ScheduleSpec, *, replace: bool = False) -> ScheduleSpec:
+        """Store a schedule; the coordinator owning it fires it from its next tick.
+
+        Raises StateConflictError when one of that name exists (unless
+        ``replace``: its firing state is kept, so no tick fires twice),
+        WorkflowGraphError for an invalid workflow, TransportError.
+        """
+        validate_graph(spec.definition)
+        await self._topology()
+        bucket = self.names.schedules_bucket
+        store = await self.bus.kv(bucket)
+        key = SCHEDULE_SPEC_PREFIX + spec.name
+        body = self.bus.seal.seal_record(bucket, key, pack(spec.model_dump(mode="json")))
+        if replace:
+            await self.bus.call(lambda: store.put(key, body), what="store schedule")
+            return spec
+        existing = await self.bus.kv_read(store, key)
+        if existing is not None:
+            raise StateConflictError(f"schedule {spec.name!r} exists (delete it, or replace it)")
+        await self.bus.kv_put_cas(store, key, body, 0)
+        return spec
+
+    async def schedules(self) -> list[ScheduleInfo]:
+        """Every schedule, by name, with its firing state and next tick."""
+        await self._topology()
+        bucket = self.names.schedules_bucket
+        specs: dict[str, ScheduleSpec] = {}
+        states: dict[str, ScheduleState] = {}
+        for key, blob, stored_ns in await self.bus.kv_entries(bucket):
+            try:
+                if key.startswith(SCHEDULE_SPEC_PREFIX):
+                    spec, _ = open_spec(self.bus, key, blob, stored_ns)
+                    specs[spec.name] = spec
+                elif key.startswith(SCHEDULE_STATE_PREFIX):
+                    name = key.removeprefix(SCHEDULE_STATE_PREFIX)
+                    states[name] = open_state(self.bus, key, blob, stored_ns)
+            except (MalformedMessageError, ValueError) as exc:
+                log.warning("schedule record refused", key=key, error=str(exc)[:300])
+        now = time.time_ns()
+        return [
+            ScheduleInfo(
+                spec=spec,
+                state=states.get(name, ScheduleState()),
+                next_tick_ns=None if spec.paused else spec.next_tick(max(now, spec.created_at)),
+            )
+            for name, spec in sorted(specs.items())
+        ]
+
+    async def schedule(self, name: str) -> ScheduleInfo:
+        """One schedule; raises NotFoundError."""
+        for info in await self.schedules():
+            if info.spec.name == name:
+                return info
+        raise NotFoundError(f"no schedule {name!r} (see `agenticflow schedule list`)")
+
+    async def wait_for_schedule(
+        self, name: str, done: Callable[[ScheduleInfo], bool], *, timeout: float = 30.0
+    ) -> ScheduleInfo:
+        """The schedule once ``done`` holds for it (woken by each change of its
+        firing state); raises TimeoutError, NotFoundError."""
+        store = await self.bus.kv(self.names.schedules_bucket)
+        watcher = await store.watch(SCHEDULE_STATE_PREFIX + name, inactive_threshold=5.0)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    info = await self.schedule(name)
+                    if done(info):
+                        return info
+                    await watcher.updates(timeout=timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"schedule {name!r} did not reach the state waited for within {timeout:g}s"
+            ) from None
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+    async def pause_schedule(self, name: str, *, paused: bool = True) -> ScheduleSpec:
+        """Pause (no tick fires) or resume a schedule; ticks missed while paused
+        never fire. Raises NotFoundError."""
+        spec = (await self.schedule(name)).spec
+        changes: dict[str, Any] = {"paused": paused}
+        if not paused:
+            changes["resumed_at"] = time.time_ns()
+        return await self.put_schedule(spec.model_copy(update=changes), replace=True)
+
+    async def delete_schedule(self, name: str) -> None:
+        """Delete a schedule (its firing state goes with it: its coordinator
+        removes it); raises NotFoundError."""
+        await self.schedule(name)
+        store = await self.bus.kv(self.names.schedules_bucket)
+        key = SCHEDULE_SPEC_PREFIX + name
+        await self.bus.call(functools.partial(store.delete, key), what="delete schedule")
+
+    async def trigger_schedule(self, name: str) -> str:
+        """Start the schedule's workflow now, as its author would (with this
+        client's rights), outside its ticks; returns the workflow id."""
+        spec = (await self.schedule(name)).spec
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        return await self.submit_workflow(
+            spec.definition,
+            input=spec.input,
+            workflow_id=f"{name}-manual-{stamp}-{os.urandom(2).hex()}",
+        )
 
     # Agent instances ----------------------------------------------------
     async def set_suspended(

@@ -51,6 +51,7 @@ from agenticflow.coordinator.reducer import (
     apply,
     pending_timers,
 )
+from agenticflow.coordinator.schedules import Scheduler
 from agenticflow.coordinator.state import (
     ACTIVE_TASK,
     TERMINAL_TASK,
@@ -295,6 +296,13 @@ class Coordinator:
             policy=self.policy,
         )
         """What admission checks events against (agenticflow.coordinator.admission)."""
+        self._scheduler = Scheduler(
+            bus=bus,
+            node_id=node_id,
+            partition=partition,
+            partitions=self.partitions,
+            policy=self.policy,
+        )  # fires the schedules of this partition
         self._poisoned: OrderedDict[int, None] = OrderedDict()
         """Stream sequences of events dead-lettered because handling them raised (the
         latest _POISON_KEPT; one met again after that is found and recorded again)."""
@@ -394,6 +402,7 @@ class Coordinator:
             group.create_task(self._write_behind(), name="coordinator-writer")
             group.create_task(self._run_timers(), name="coordinator-timers")
             group.create_task(self._watch_agents(), name="coordinator-agents")
+            group.create_task(self._scheduler.run(self._stop), name="coordinator-schedules")
             if self._dlq_sub is not None:
                 group.create_task(self._dead_letters(), name="coordinator-dead-letters")
             group.create_task(

@@ -67,7 +67,13 @@ from agenticflow.shared.errors import ConfigError
 from agenticflow.shared.ops.config import Settings
 from agenticflow.shared.ops.health import SERVICE_PREFIX
 from agenticflow.shared.wire.ids import ID_RE
-from agenticflow.shared.wire.names import MAX_PARTITIONS, ROUTE_RE, ROUTE_SEPARATOR, Names
+from agenticflow.shared.wire.names import (
+    MAX_PARTITIONS,
+    ROUTE_RE,
+    ROUTE_SEPARATOR,
+    SCHEDULE_SPEC_PREFIX,
+    Names,
+)
 
 Auth = Literal["nkey", "password"]
 
@@ -215,6 +221,7 @@ def _kv_buckets(names: Names) -> list[str]:
         names.ratelimits_bucket,
         names.tool_results_bucket,
         names.identities_bucket,
+        names.schedules_bucket,
     ]
 
 
@@ -356,11 +363,19 @@ def client_permissions(names: Names) -> Permissions:
             *_stream_read(events, watch=False),
             *_kv_read(names.workflows_bucket),
             *_kv_read(names.workflow_index_bucket),
+            # Schedules: read all, write the specs (the firing state is the coordinators').
+            *_kv_read(names.schedules_bucket),
+            f"$KV.{names.schedules_bucket}.{SCHEDULE_SPEC_PREFIX}>",
+            # Delete the consumers it made to read a workflow's output (their
+            # names cannot be matched: every name but the coordinators' below).
+            f"$JS.API.CONSUMER.DELETE.{events}.*",
         ),
         publish_deny=(
-            # Read events, but never through (or by redefining) a coordinator's consumer.
+            # Read events, but never through (or by redefining, or deleting) a
+            # coordinator's consumer.
             *(f"$JS.API.CONSUMER.CREATE.{events}.{name}.>" for name in coordinators),
             *(f"$JS.API.CONSUMER.MSG.NEXT.{events}.{name}" for name in coordinators),
+            *(f"$JS.API.CONSUMER.DELETE.{events}.{name}" for name in coordinators),
         ),
         subscribe=(
             f"{inbox_prefix(names, CLIENT)}.>",

@@ -1603,6 +1603,7 @@ class RedisBus(Bus):
             n.control_bucket,
             n.breakers_bucket,
             n.ratelimits_bucket,
+            n.schedules_bucket,
         ):
             await self.kv(bucket)
         await self.kv(n.agents_bucket, ttl=float(s.agent_ttl_s))

@@ -18,6 +18,12 @@ _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")
 """A node id or audit scope: one subject token."""
 
 
+SCHEDULE_SPEC_PREFIX = "spec."
+"""Keys of schedule specs in the schedules bucket (written by people)."""
+SCHEDULE_STATE_PREFIX = "state."
+"""Keys of schedules' firing state (written by coordinators)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Names:
     """Names derived from one subject prefix."""
@@ -292,6 +298,12 @@ class Names:
         return f"{self.prefix}_tool_results"
 
     @property
+    def schedules_bucket(self) -> str:
+        """KV bucket of schedules: ``spec.<name>`` (people) and ``state.<name>``
+        (the coordinator firing it); see :mod:`agenticflow.coordinator.schedules`."""
+        return f"{self.prefix}_schedules"
+
+    @property
     def identities_bucket(self) -> str:
         """KV bucket of the process identities coordinators issued, by node id
         (one per node: see :class:`agenticflow.shared.security.seal.Certificate`)."""
@@ -353,6 +365,8 @@ __all__ = [
     "MAX_PARTITIONS",
     "ROUTE_RE",
     "ROUTE_SEPARATOR",
+    "SCHEDULE_SPEC_PREFIX",
+    "SCHEDULE_STATE_PREFIX",
     "SYSTEM_WORKFLOW",
     "Names",
     "check_partitions",

@@ -25,7 +25,11 @@ from agenticflow.client import Client
 from agenticflow.coordinator.replay import verify
 from agenticflow.coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
 from agenticflow.examples.apps import app as examples_app
-from agenticflow.shared.errors import InterventionRefusedError, WorkflowFailedError
+from agenticflow.shared.errors import (
+    InterventionRefusedError,
+    StateConflictError,
+    WorkflowFailedError,
+)
 from tests.conformance.conftest import BACKENDS
 from tests.integration.helpers import wf
 from tests.support.app import core, steering
@@ -263,3 +267,25 @@ async def test_wait_nodes_hold_no_worker_and_a_signal_completes_one(start: Start
     coordinators = {e.source for e in events if e.type.value == "task.scheduled"}
     assert {e.source for e in events if e.task_id in ("pause", "ok", "later")} <= coordinators
     assert verify(events, state) == []
+
+
+async def test_a_schedule_starts_its_workflow_at_each_tick(start: Start) -> None:
+    async with start() as client:
+        workflow = wf({"id": "a", "capability": "echo", "params": {"from": "schedule"}})
+        created = await client.create_schedule("tick", workflow, every="1s")
+        info = await client.wait_for_schedule("tick", lambda i: i.state.fired >= 1)
+        first = info.state.last_workflow_id
+        assert first is not None
+        assert first.startswith("tick-")
+        assert (await client.handle(first).result(timeout=30))["params"] == {"from": "schedule"}
+        with pytest.raises(StateConflictError, match="exists"):
+            await client.create_schedule("tick", workflow, every="1h")
+        manual = await client.trigger_schedule("tick")
+        assert manual.startswith("tick-manual-")
+        await client.handle(manual).result(timeout=30)
+        await client.pause_schedule("tick")
+        listed = await client.schedules()
+        assert [(i.spec.name, i.spec.paused) for i in listed] == [("tick", True)]
+        assert listed[0].spec.created_at == created.created_at
+        await client.delete_schedule("tick")
+        assert await client.schedules() == []

@@ -155,3 +155,36 @@ async def test_a_reader_never_shows_streamed_output_a_worker_did_not_sign(
         late = [chunk.data async for chunk in handle.stream()]
         assert "FORGED" not in late
         assert late[:3] == ["Hello", "there", " world"]
+
+
+async def test_a_schedule_runs_only_what_its_author_may_submit(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    init_keys(keys, [("coordinator", "coordinator"), ("worker", "worker"), ("client", "client")])
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        '[roles.echoer]\npermissions = ["workflow:submit:echo"]\n'
+        '[principals]\n"client" = ["echoer"]\n'
+    )
+    settings = {
+        "prefix": f"sec{os.getpid()}x{os.urandom(3).hex()}",
+        "security_dir": str(keys),
+        "policy_file": str(policy),
+    }
+    async with agenticflow.testing.cluster(APP, settings=settings) as client:
+        allowed = wf({"id": "a", "capability": "echo"})
+        denied = wf({"id": "a", "capability": "context"})
+        await client.create_schedule("ok", allowed, every="1s")
+        await client.create_schedule("no", denied, every="1s")
+        info = await client.wait_for_schedule("no", lambda i: i.state.skipped >= 1)
+        assert "workflow:submit:context" in (info.state.last_error or "")
+        assert info.state.fired == 0
+        assert info.state.last_workflow_id is None
+        ok = await client.wait_for_schedule("ok", lambda i: i.state.fired >= 1)
+        assert ok.state.last_workflow_id is not None
+        await client.handle(ok.state.last_workflow_id).result(timeout=30)
+        # A firing state not signed by a coordinator is not believed: the
+        # schedule's state reads as new, and listing it says nothing forged.
+        store = await client.bus.kv(client.names.schedules_bucket)
+        await store.put("state.ok", b"\x81\xacfired\x00")
+        listed = {i.spec.name: i.state for i in await client.schedules()}
+        assert listed["ok"].fired == 0

@@ -38,6 +38,7 @@ from agenticflow.cluster.nats_auth import (
 )
 from agenticflow.cluster.nats_server import NatsServer
 from agenticflow.coordinator.client import Client
+from agenticflow.coordinator.schedules import ScheduleSpec
 from agenticflow.shared.bus.nats_backend import NatsBus as Bus
 from agenticflow.shared.errors import NotFoundError, TransportError
 from agenticflow.shared.ops.config import Settings
@@ -222,6 +223,20 @@ async def test_a_workflow_runs_end_to_end_on_a_secure_dev_cluster(
             async with asyncio.timeout(60):
                 chunks = [c.data async for c in client.stream(narrated, kinds=["token"])]
             assert chunks == ["Hello", " world"]
+            # A schedule created with client credentials fires (the coordinator
+            # writes its state); the client may not write that state itself.
+            await client.put_schedule(
+                ScheduleSpec.model_validate(
+                    {"name": "sec", "every": 1, "definition": wf({"id": "e", "capability": "echo"})}
+                )
+            )
+            fired = await client.wait_for_schedule("sec", lambda i: i.state.fired >= 1, timeout=60)
+            assert fired.state.last_workflow_id is not None
+            await client.wait(fired.state.last_workflow_id, timeout=60)
+            schedules = await bus.kv(bus.names.schedules_bucket)
+            with pytest.raises(TransportError, match="no answer from the server"):
+                await schedules.put("state.sec", b"forged")
+            await client.delete_schedule("sec")
         finally:
             await bus.close()
 
@@ -474,6 +489,8 @@ async def test_client_credentials_cannot_take_over_the_coordinators_consumer(
         refused[f"$JS.API.CONSUMER.CREATE.{stream}"] = json.dumps(
             {"stream_name": stream, "config": {"name": consumer, "filter_subject": "x"}}
         ).encode()
+        # Deleting it (a client may delete the consumers it reads output with).
+        refused[f"$JS.API.CONSUMER.DELETE.{stream}.{consumer}"] = b""
     for subject, body in refused.items():
         with pytest.raises(nats.errors.TimeoutError):
             await client.nc.request(subject, body, timeout=DENIED_S)
