@@ -33,10 +33,12 @@ from agenticflow.cli import (
     gateway,
     keys,
     profile,
+    schedule,
     services,
     steer,
 )
 from agenticflow.cli import llm as llm_commands
+from agenticflow.cli import mcp as mcp_commands
 from agenticflow.cli import workflow as workflow_commands
 from agenticflow.cli._common import complete_profile, out
 
@@ -98,6 +100,7 @@ def _root(
 
 workflow_commands.register(app)
 steer.register(app, workflow_commands.workflow_app)
+schedule.register(app)
 ask.register(app)
 debug.register(app)
 agents.register(app)
@@ -108,6 +111,7 @@ app.add_typer(keys.keys_app, name="keys", rich_help_panel="Setup")
 app.add_typer(audit.audit_app, name="audit", rich_help_panel="Setup")
 profile.register(app)
 llm_commands.register(app)
+mcp_commands.register(app)
 
 
 def main() -> None:
