@@ -29,7 +29,8 @@ many streamed pieces of text), ``usage`` (``{"prompt_tokens": n,
 "completion_tokens": m}``; by default words are counted) and
 ``finish_reason``. A request no rule fits is answered ``echo: <last text>``.
 
-Control endpoints: ``GET /stub/requests`` (every request so far: its number,
+Control endpoints: ``GET /stub/wait?count=N&timeout=S`` (answers once N
+requests arrived; 408 after S seconds), ``GET /stub/requests`` (every request so far: its number,
 ``digest`` -- of model, messages and tools, so a streamed and a plain call of
 the same request share it -- the body, the rule that answered and the status),
 ``POST /stub/script`` (a new script; counts start again), ``POST /stub/reset``
@@ -160,6 +161,7 @@ class Stub:
         self.api_key = api_key
         self.requests: list[dict[str, Any]] = []
         self._ids = 0
+        self._arrived = asyncio.Condition()
 
     def app(self) -> Starlette:
         """The ASGI application."""
@@ -170,6 +172,7 @@ class Stub:
                 Route("/v1/messages", self.messages, methods=["POST"]),
                 Route("/messages", self.messages, methods=["POST"]),
                 Route("/stub/requests", self.list_requests, methods=["GET"]),
+                Route("/stub/wait", self.wait_requests, methods=["GET"]),
                 Route("/stub/script", self.load_script, methods=["POST"]),
                 Route("/stub/reset", self.reset, methods=["POST"]),
                 Route("/health", self.health, methods=["GET"]),
@@ -181,6 +184,20 @@ class Stub:
 
     async def list_requests(self, request: Request) -> Response:
         return JSONResponse({"count": len(self.requests), "requests": self.requests})
+
+    async def wait_requests(self, request: Request) -> Response:
+        """Answer once ``count`` requests have arrived (408 after ``timeout`` s)."""
+        try:
+            count = int(request.query_params.get("count", "1"))
+            timeout = float(request.query_params.get("timeout", "30"))
+        except ValueError:
+            return _error(400, "count and timeout are numbers", "invalid_request_error")
+        try:
+            async with asyncio.timeout(timeout), self._arrived:
+                await self._arrived.wait_for(lambda: len(self.requests) >= count)
+        except TimeoutError:
+            return JSONResponse({"count": len(self.requests)}, status_code=408)
+        return JSONResponse({"count": len(self.requests)})
 
     async def reset(self, request: Request) -> Response:
         self.requests.clear()
@@ -238,6 +255,8 @@ class Stub:
                 "at": time.time(),
             }
         )
+        async with self._arrived:
+            self._arrived.notify_all()
         if rule is None:
             rule = Rule(content=f"echo: {last_text(body['messages'])}")
         if rule.delay_s:
@@ -521,6 +540,20 @@ class LLMStubProcess:
                 "requests"
             ]
         return found
+
+    async def wait_for_requests(self, count: int, *, timeout: float = 30.0) -> None:
+        """Return once the server has received ``count`` requests (since the
+        last script or reset); raises TimeoutError."""
+        async with httpx.AsyncClient(timeout=timeout + 10) as client:
+            answer = await client.get(
+                f"{self.root}/stub/wait", params={"count": count, "timeout": timeout}
+            )
+        if answer.status_code == 408:
+            raise TimeoutError(
+                f"the LLM stub received {answer.json()['count']} of {count} requests "
+                f"within {timeout:g}s"
+            )
+        answer.raise_for_status()
 
     async def aload(self, script: Any) -> None:
         """:meth:`load` without blocking the event loop."""
