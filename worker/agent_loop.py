@@ -21,9 +21,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from agenticflow.shared.errors import AgentLoopError, UnknownToolError
+from agenticflow.shared.errors import (
+    AgenticFlowError,
+    AgentLoopError,
+    NonRetryableError,
+    ToolError,
+    UnknownToolError,
+)
 from agenticflow.shared.wire.usage import Usage
 
 if TYPE_CHECKING:
@@ -42,6 +48,8 @@ class ToolStep:
     name: str
     arguments: dict[str, Any]
     result: Any
+    error: str | None = None
+    """How the call failed, when the loop told the model (``tool_errors="tell_model"``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +73,13 @@ class AgentResult:
             "output": self.output,
             "steps": self.steps,
             "tool_calls": [
-                {"step": t.step, "name": t.name, "arguments": t.arguments, "result": t.result}
+                {
+                    "step": t.step,
+                    "name": t.name,
+                    "arguments": t.arguments,
+                    "result": t.result,
+                    **({"error": t.error} if t.error is not None else {}),
+                }
                 for t in self.tool_calls
             ],
             "usage": self.usage.to_dict(),
@@ -82,13 +96,18 @@ async def run_agent(
     tools: Sequence[str] | None = None,
     max_steps: int = 10,
     stream: bool = False,
+    tool_errors: Literal["raise", "tell_model"] = "raise",
     agent: str = "",
 ) -> AgentResult:
     """Run the loop (see the module docstring); returns the final answer.
 
     ``tools``: names of the agent's tools the model may call (None: all of
     them; ``[]``: none). ``input``: the user's message, or messages to follow
-    the instructions. Raises ValueError (bad arguments), UnknownToolError (a
+    the instructions. ``tool_errors``: ``raise`` (the default) fails the loop at
+    a tool call that fails; ``tell_model`` gives the model the error instead,
+    as the call's result (``{"error": "Type: message"}``), when the model or
+    the tool caused it (see :func:`model_error`), so it may try otherwise.
+    Raises ValueError (bad arguments), UnknownToolError (a
     tool named in ``tools`` or asked for by the model that the agent does not
     offer), AgentLoopError (the model still asked for tools at ``max_steps``),
     and what ``ctx.llm.chat`` and ``ctx.tools.call`` raise."""
@@ -96,6 +115,8 @@ async def run_agent(
         raise TypeError("instructions is the system prompt, a string")
     if not isinstance(max_steps, int) or not 1 <= max_steps <= MAX_STEPS:
         raise ValueError(f"max_steps must be an integer from 1 to {MAX_STEPS}")
+    if tool_errors not in ("raise", "tell_model"):
+        raise ValueError(f"tool_errors is 'raise' or 'tell_model', not {tool_errors!r}")
     offered = _offered(toolbox, tools, agent)
     messages: list[dict[str, Any]] = [{"role": "system", "content": instructions}]
     if isinstance(input, str):
@@ -116,21 +137,55 @@ async def run_agent(
         if not response.tool_calls:
             return AgentResult(response.text, step, calls, messages, usage)
         for call in response.tool_calls:
-            if call.name not in offered:
-                have = ", ".join(sorted(offered)) or "none"
-                raise UnknownToolError(
-                    f"the model asked for tool {call.name!r} at step {step}, which agent "
-                    f"{agent!r} does not offer it (offered: {have})",
-                    tool=call.name,
+            try:
+                result = await _call_tool(
+                    toolbox, offered, call.name, call.arguments, step=step, agent=agent
                 )
-            assert toolbox is not None  # offered is empty without one
-            result = await toolbox.call(call.name, **call.arguments)
-            calls.append(ToolStep(step, call.name, call.arguments, result))
-            messages.append({"role": "tool", "tool_call_id": call.id, "content": _text(result)})
+            except Exception as exc:
+                if tool_errors == "raise" or not model_error(exc):
+                    raise
+                error = f"{type(exc).__name__}: {exc}"
+                calls.append(ToolStep(step, call.name, call.arguments, None, error))
+                content = _text({"error": error})
+            else:
+                calls.append(ToolStep(step, call.name, call.arguments, result))
+                content = _text(result)
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
     raise AgentLoopError(
         f"the model still asked for tools after max_steps={max_steps} steps "
         f"({len(calls)} tool calls); raise max_steps or change the instructions"
     )
+
+
+async def _call_tool(
+    toolbox: ToolBox | None,
+    offered: set[str],
+    name: str,
+    /,
+    arguments: dict[str, Any],
+    *,
+    step: int,
+    agent: str,
+) -> Any:
+    if name not in offered or toolbox is None:
+        have = ", ".join(sorted(offered)) or "none"
+        raise UnknownToolError(
+            f"the model asked for tool {name!r} at step {step}, which agent "
+            f"{agent!r} does not offer it (offered: {have})",
+            tool=name,
+        )
+    return await toolbox.call(name, **arguments)
+
+
+def model_error(exc: Exception) -> bool:
+    """Whether a tool call failed by the model's doing or the tool's own (a
+    tool not offered, arguments its schema refuses, a permission or safety
+    refusal, an exception the tool raised), which the model may correct;
+    not a failure of the infrastructure (breaker, rate limit, timeout,
+    sandbox, transport), which the task's retry policy handles."""
+    if isinstance(exc, ToolError):
+        return isinstance(exc, NonRetryableError)
+    return not isinstance(exc, AgenticFlowError)
 
 
 def _offered(toolbox: ToolBox | None, tools: Sequence[str] | None, agent: str) -> set[str]:
@@ -155,4 +210,4 @@ def _text(result: Any) -> str:
     return json.dumps(result, sort_keys=True, default=str)
 
 
-__all__ = ["MAX_STEPS", "AgentResult", "ToolStep", "run_agent"]
+__all__ = ["MAX_STEPS", "AgentResult", "ToolStep", "model_error", "run_agent"]

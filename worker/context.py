@@ -6,7 +6,7 @@ import asyncio
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
@@ -198,11 +198,14 @@ class TaskContext:
         tools: Sequence[str] | None = None,
         max_steps: int = 10,
         stream: bool = False,
+        tool_errors: Literal["raise", "tell_model"] = "raise",
     ) -> AgentResult:
         """Run the tool-calling loop: ask ``model`` (None: ``Settings.llm_model``)
         with ``instructions`` and ``input``, call the tools it asks for among
         ``tools`` (names of this agent's tools; None: all), until it answers
-        without a tool or ``max_steps`` model calls. Each step is durable: a
+        without a tool or ``max_steps`` model calls (``tool_errors``:
+        ``tell_model`` hands a failed tool call's error to the model instead
+        of failing). Each step is durable: a
         task that runs again resumes after its last completed step (see
         :mod:`agenticflow.worker.agent_loop`). Raises ValueError,
         UnknownToolError, AgentLoopError (``max_steps``), RuntimeError (no
@@ -221,6 +224,7 @@ class TaskContext:
             tools=tools,
             max_steps=max_steps,
             stream=stream,
+            tool_errors=tool_errors,
             agent=self.agent,
         )
 

@@ -22,7 +22,7 @@ from agenticflow.shared.errors import (
 from agenticflow.shared.ops.metrics import llm_calls, llm_output_tokens
 from agenticflow.shared.resilience import CircuitOpenError
 from agenticflow.shared.wire.events import RecordedEffect, TaskEffectRecorded
-from agenticflow.worker.agent_loop import run_agent
+from agenticflow.worker.agent_loop import model_error, run_agent
 from agenticflow.worker.effects import Effects
 from agenticflow.worker.llm import LLM
 from agenticflow.worker.llm_anthropic import AnthropicProvider
@@ -463,3 +463,50 @@ async def test_anthropic_key_goes_in_x_api_key() -> None:
         bad = LLM(provider=AnthropicProvider(base_url=stub.url, api_key="sk-ant-wrong"), model="c")
         with pytest.raises(LLMRequestError, match="HTTP 401"):
             await bad.complete("hi")
+
+
+async def test_run_agent_can_tell_the_model_about_tool_errors(llm_stub: LLMStubProcess) -> None:
+    await llm_stub.aload(
+        {
+            "rules": [
+                {
+                    "turn": 0,
+                    "tool_calls": [
+                        {"name": "add", "arguments": {"a": "two", "b": 3}},
+                        {"name": "shell", "arguments": {"cmd": "rm -rf /"}},
+                    ],
+                },
+                {"turn": 1, "tool_calls": [{"name": "add", "arguments": {"a": 2, "b": 3}}]},
+                {"turn": 2, "content": "5"},
+            ]
+        }
+    )
+    state = MemoryToolState()
+    result = await run_agent(
+        make_llm(llm_stub, state=state),
+        toolbox(state),
+        model=None,
+        instructions="",
+        input="2+3",
+        tool_errors="tell_model",
+    )
+    assert result.output == "5"
+    assert [(t.name, t.error is not None) for t in result.tool_calls] == [
+        ("add", True),
+        ("shell", True),
+        ("add", False),
+    ]
+    told = (await llm_stub.arequests())[1]["body"]["messages"][-2:]
+    assert [m["role"] for m in told] == ["tool", "tool"]
+    assert "ToolValidationError: invalid params for tool 'add'" in told[0]["content"]
+    assert "UnknownToolError" in told[1]["content"]
+    assert result.to_dict()["tool_calls"][0]["error"].startswith("ToolValidationError")
+    # Failures of the infrastructure still fail the loop: the task retries them.
+    assert not model_error(RateLimitedError("busy", tool="add"))
+    assert not model_error(CircuitOpenError("add", retry_after_s=1))
+    assert model_error(RuntimeError("the tool's own bug"))
+    unknown: Any = "ignore"
+    with pytest.raises(ValueError, match="tool_errors"):
+        await run_agent(
+            make_llm(llm_stub), None, model=None, instructions="", input="q", tool_errors=unknown
+        )
