@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CODE   := agenticflow coordinator worker shared examples tests benchmarks docs
 
-.PHONY: install demo test redis-server lint typecheck imports docs unit integration chaos bench bench-replay bench-tools bench-telemetry bench-security bench-supervisor bench-peers bench-scaling bench-backends bench-streaming bench-compare bench-report clean
+.PHONY: install demo test redis-server lint typecheck imports docs unit integration chaos bench bench-replay bench-tools bench-telemetry bench-security bench-supervisor bench-peers bench-scaling bench-backends bench-streaming bench-gateway bench-compare bench-report clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,7 @@ bench: $(STAMP)
 	$(MAKE) bench-supervisor
 	$(MAKE) bench-scaling
 	$(MAKE) bench-streaming
+	$(MAKE) bench-gateway
 
 # Replay (read, decode, fold, verify) on streams of 100,000+ events; results/replay.json.
 # Options: make bench-replay REPLAY_ARGS='--quick' (or '--synthetic --runs 1')
@@ -102,6 +103,13 @@ bench-supervisor: $(STAMP)
 STREAMING_ARGS ?=
 bench-streaming: $(STAMP)
 	$(BIN)/python -m benchmarks.streaming $(STREAMING_ARGS)
+
+# The HTTP gateway's added latency: start -> result through `agenticflow gateway`
+# against the Python client directly, p50/p99 (benchmarks/gateway.py; results/gateway.json).
+# Options: make bench-gateway GATEWAY_ARGS='--rounds 50'
+GATEWAY_ARGS ?=
+bench-gateway: $(STAMP)
+	$(BIN)/python -m benchmarks.gateway $(GATEWAY_ARGS)
 
 # Options: make bench-scaling SCALING_ARGS='--quick' (or '--rounds 5 --latency-ms 100')
 SCALING_ARGS ?=
