@@ -5,6 +5,9 @@ cluster-wide breaker -- without a cluster (in-process tool state)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -510,3 +513,17 @@ async def test_run_agent_can_tell_the_model_about_tool_errors(llm_stub: LLMStubP
         await run_agent(
             make_llm(llm_stub), None, model=None, instructions="", input="q", tool_errors=unknown
         )
+
+
+def test_the_stub_command_refuses_a_bad_script(tmp_path: Path) -> None:
+    bad = tmp_path / "script.yaml"
+    bad.write_text("rules:\n  - {content: hi, colour: blue}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "agenticflow", "llm-stub", "--port", "0", "--script", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "rule 0 has unknown fields: colour" in done.stderr
