@@ -7,8 +7,24 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import structlog
 from pydantic_core import to_jsonable_python
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import Response
+
+from agenticflow.shared.errors import (
+    AgenticFlowError,
+    ConfigError,
+    InterventionRefusedError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    TransportError,
+    WorkflowDefinitionError,
+)
+
+log = structlog.get_logger("agenticflow.gateway")
 
 SAFE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -72,4 +88,63 @@ class ApiError(Exception):
         return JSON({"error": body}, self.status, self.headers)
 
 
-__all__ = ["JSON", "SAFE_HEADERS", "ApiError", "dumps", "jsonable"]
+def too_large(limit: int) -> ApiError:
+    """413 for a body over ``limit`` bytes."""
+    return ApiError(413, "too_large", f"the body is larger than {limit} bytes")
+
+
+async def _api_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return ApiError(
+        exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})
+    ).response()
+
+
+async def _server_error(_request: Request, exc: Exception) -> Response:
+    log.error("gateway request failed", error_type=type(exc).__name__, error=str(exc))
+    return ApiError(500, "internal", "the gateway failed; see its log").response()
+
+
+def mapped(exc: AgenticFlowError | TimeoutError | ValueError) -> ApiError:
+    """Our errors as HTTP answers."""
+    message = str(exc)
+    if isinstance(exc, InterventionRefusedError):
+        status = {"forbidden": 403, "unknown_workflow": 404}.get(exc.code, 409)
+        return ApiError(status, exc.code, message)
+    table: list[tuple[type[BaseException], int, str]] = [
+        (NotFoundError, 404, "not_found"),
+        (PermissionDeniedError, 403, "forbidden"),
+        (PayloadTooLargeError, 413, "too_large"),
+        (WorkflowDefinitionError, 422, "invalid_workflow"),
+        (ConfigError, 422, "invalid_request"),
+        (ValueError, 422, "invalid_request"),
+        (TransportError, 503, "unavailable"),
+        (TimeoutError, 504, "timeout"),
+    ]
+    for kind, status, code in table:
+        if isinstance(exc, kind):
+            return ApiError(status, code, message)
+    return ApiError(500, getattr(exc, "code", "internal"), message)
+
+
+def error_handlers() -> dict[Any, Any]:
+    """Starlette's exception handlers: every error answered as JSON."""
+    return {ApiError: _api_error, HTTPException: _http_error, Exception: _server_error}
+
+
+__all__ = [
+    "JSON",
+    "SAFE_HEADERS",
+    "ApiError",
+    "dumps",
+    "error_handlers",
+    "jsonable",
+    "mapped",
+    "too_large",
+]

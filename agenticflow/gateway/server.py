@@ -13,8 +13,8 @@ from typing import Any
 
 import uvicorn
 
-from agenticflow.gateway.app import Gateway
 from agenticflow.gateway.auth import Access, Tokens
+from agenticflow.gateway.service import Gateway
 from agenticflow.gateway.settings import GatewaySettings
 from agenticflow.shared.ops.config import Settings
 from agenticflow.shared.security.rbac import load_policy

@@ -17,7 +17,7 @@ import agenticflow
 from agenticflow.client import Client
 from agenticflow.coordinator.service import Coordinator
 from agenticflow.gateway import GatewayServer, GatewaySettings
-from agenticflow.gateway.app import Gateway
+from agenticflow.gateway.service import Gateway
 from agenticflow.shared.bus.transport import Bus
 from agenticflow.shared.ops.config import Settings
 from agenticflow.worker.app import AgentApp

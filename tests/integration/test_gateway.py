@@ -23,8 +23,8 @@ from websockets.asyncio.client import connect as ws_connect
 
 from agenticflow.cluster.nats_server import NatsServer
 from agenticflow.gateway import GatewayServer, GatewaySettings
-from agenticflow.gateway.app import Gateway
 from agenticflow.gateway.auth import Access, Tokens
+from agenticflow.gateway.service import Gateway
 from agenticflow.shared.security.rbac import Policy
 from tests.conftest import unique_prefix
 from tests.integration.gateway_support import (

@@ -11,12 +11,13 @@ from pydantic import ValidationError
 from starlette.routing import Route
 
 from agenticflow.gateway import GatewaySettings
-from agenticflow.gateway.app import Gateway, sse
 from agenticflow.gateway.auth import Access, Tokens, add_token, digest
 from agenticflow.gateway.feeds import Frame, Position
+from agenticflow.gateway.live import sse
 from agenticflow.gateway.models import StartRequest
 from agenticflow.gateway.openapi import openapi_document
 from agenticflow.gateway.responses import dumps
+from agenticflow.gateway.service import Gateway
 from agenticflow.shared.errors import ConfigError
 from agenticflow.shared.graph.workflow import parse_workflow
 from agenticflow.shared.ops.config import Settings

@@ -1,0 +1,177 @@
+"""The gateway's cluster side: its tokens, the policy, and one
+:class:`~agenticflow.client.Client` per principal; what every route asks of
+it (who is calling, does the workflow exist, the request's body)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncGenerator
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection, Request
+
+import agenticflow
+from agenticflow.client import Client
+from agenticflow.gateway.auth import Access, Tokens
+from agenticflow.gateway.feeds import Feed, Frame
+from agenticflow.gateway.responses import ApiError, too_large
+from agenticflow.gateway.settings import GatewaySettings
+from agenticflow.shared.errors import MalformedMessageError, NotFoundError
+from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.wire.events import EventType
+from agenticflow.shared.wire.ids import ID_RE
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Gateway:
+    """The cluster side: the tokens, the policy and one client per principal
+    (with keys, each signs as its principal). ``async with`` connects them."""
+
+    def __init__(
+        self, *, settings: Settings, config: GatewaySettings, tokens: Tokens, access: Access
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.tokens = tokens
+        self.access = access
+        self.clients: dict[str, Client] = {}
+        self.open_feeds = 0
+        """SSE and WebSocket clients being fed now."""
+        self.overflows = 0
+        """Clients disconnected for reading too slowly."""
+        self.feeds_changed = asyncio.Event()
+        """Set whenever :attr:`open_feeds` or :attr:`overflows` changes (for tests)."""
+
+    async def start(self) -> None:
+        """Connect a client per principal; raises ConfigError (e.g. no key for
+        a principal in a keyed cluster), TransportError."""
+        try:
+            for principal in self.tokens.principals:
+                settings = self.settings.model_copy(update={"principal": principal})
+                # Without keys a request names its principal: the node id is it.
+                self.clients[principal] = await agenticflow.connect(
+                    settings=settings, name=f"agenticflow-gateway-{principal}", node_id=principal
+                )
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Close every client (idempotent)."""
+        clients, self.clients = list(self.clients.values()), {}
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def app(self) -> Starlette:
+        """The ASGI application (:mod:`agenticflow.gateway.app`)."""
+        from agenticflow.gateway.app import application
+
+        return application(self)
+
+    # Per request -------------------------------------------------------
+    def principal(self, conn: HTTPConnection) -> str:
+        """The principal of the request's bearer token; raises ApiError 401."""
+        scheme, _, token = conn.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(
+                401,
+                "unauthenticated",
+                "send Authorization: Bearer <token>",
+                headers={"WWW-Authenticate": 'Bearer realm="agenticflow"'},
+            )
+        principal = self.tokens.principal(token.strip())
+        if principal is None:
+            raise ApiError(
+                401,
+                "unauthenticated",
+                "unknown token",
+                headers={"WWW-Authenticate": 'Bearer realm="agenticflow", error="invalid_token"'},
+            )
+        return principal
+
+    def client(self, principal: str) -> Client:
+        """The client acting as ``principal``; raises ApiError 503 once closed."""
+        client = self.clients.get(principal)
+        if client is None:
+            raise ApiError(503, "unavailable", "the gateway is not connected to the cluster")
+        return client
+
+    async def known(self, client: Client, workflow_id: str) -> None:
+        """Raise ApiError 404 unless the workflow was submitted: a coordinator
+        recorded it, or its submission is stored (not recorded yet)."""
+        if not ID_RE.match(workflow_id):
+            raise ApiError(404, "not_found", f"no workflow {workflow_id!r}")
+        try:
+            await client.status(workflow_id)
+        except NotFoundError:
+            pass
+        except MalformedMessageError:
+            return  # a snapshot that was refused: the workflow exists
+        else:
+            return
+        names = client.bus.names
+        submitted = names.stored_events_of_type(EventType.WORKFLOW_SUBMITTED.value, workflow_id)
+        if await client.bus.last_stored(names.events_stream, submitted) is None:
+            raise ApiError(404, "not_found", f"no workflow {workflow_id!r}")
+
+    async def body(self, request: Request, model: type[M]) -> M:
+        """The request's JSON body as ``model``; an empty body is ``{}``.
+        Raises ApiError 413, 400 or 422."""
+        limit = self.config.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large(limit)
+        data = bytearray()
+        async for part in request.stream():
+            data += part
+            if len(data) > limit:
+                raise too_large(limit)
+        try:
+            parsed = json.loads(data) if data.strip() else {}
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+        try:
+            return model.model_validate(parsed)
+        except ValidationError as exc:
+            details = exc.errors(include_url=False, include_context=False, include_input=False)
+            raise ApiError(
+                422, "invalid_request", f"invalid {model.__name__} body", details=details
+            ) from None
+
+    def feed(self, source: AsyncGenerator[Frame, None], name: str) -> Feed:
+        """A client's bounded feed of ``source`` (see :mod:`agenticflow.gateway.feeds`)."""
+        return Feed(
+            source,
+            room=self.config.client_queue,
+            block_s=self.config.client_block_s,
+            name=name,
+            on_overflow=self._overflowed,
+        )
+
+    def _overflowed(self) -> None:
+        self.overflows += 1
+        self.feeds_changed.set()
+
+    def feed_opened(self) -> None:
+        self.open_feeds += 1
+        self.feeds_changed.set()
+
+    def feed_closed(self) -> None:
+        self.open_feeds -= 1
+        self.feeds_changed.set()
+
+
+__all__ = ["Gateway"]
