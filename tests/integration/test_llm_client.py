@@ -25,7 +25,7 @@ from agenticflow.shared.errors import (
 from agenticflow.shared.ops.metrics import llm_calls, llm_output_tokens
 from agenticflow.shared.resilience import CircuitOpenError
 from agenticflow.shared.wire.events import RecordedEffect, TaskEffectRecorded
-from agenticflow.worker.agent_loop import model_error, run_agent
+from agenticflow.worker.agent_loop import AgentResult, model_error, run_agent
 from agenticflow.worker.effects import Effects
 from agenticflow.worker.llm import LLM
 from agenticflow.worker.llm_anthropic import AnthropicProvider
@@ -309,15 +309,20 @@ def toolbox(state: MemoryToolState, effects: Effects | None = None) -> ToolBox:
 async def test_run_agent_calls_tools_until_an_answer(llm_stub: LLMStubProcess) -> None:
     await llm_stub.aload(LOOP)
     state = MemoryToolState()
-    effects = Recorder().effects()
-    result = await run_agent(
-        make_llm(llm_stub, state=state, effects=effects),
-        toolbox(state, effects),
-        model=None,
-        instructions="Use tools.",
-        input="What is 2+3, and the weather in Oslo?",
-        agent="helper",
-    )
+
+    async def attempt() -> AgentResult:
+        """One attempt of the task: its own effects, the tool state they share."""
+        effects = Recorder().effects()
+        return await run_agent(
+            make_llm(llm_stub, state=state, effects=effects),
+            toolbox(state, effects),
+            model=None,
+            instructions="Use tools.",
+            input="What is 2+3, and the weather in Oslo?",
+            agent="helper",
+        )
+
+    result = await attempt()
     assert result.output == "2 + 3 is 5 and Oslo is clear"
     assert result.steps == 3
     assert [(t.name, t.result) for t in result.tool_calls] == [
@@ -332,15 +337,7 @@ async def test_run_agent_calls_tools_until_an_answer(llm_stub: LLMStubProcess) -
     assert result.usage.calls == 3
 
     # The same task again (a retried attempt): every step comes from the caches.
-    effects = Recorder().effects()
-    again = await run_agent(
-        make_llm(llm_stub, state=state, effects=effects),
-        toolbox(state, effects),
-        model=None,
-        instructions="Use tools.",
-        input="What is 2+3, and the weather in Oslo?",
-        agent="helper",
-    )
+    again = await attempt()
     assert again.output == result.output
     assert len(await llm_stub.arequests()) == 3
 
