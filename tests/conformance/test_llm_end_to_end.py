@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +22,13 @@ import agenticflow.testing
 from agenticflow.client import Client
 from agenticflow.cluster.llm_stub import LLMStubProcess
 from agenticflow.coordinator.state import WorkflowStatus
-from agenticflow.shared.wire.events import EventType, TaskEffectRecorded, TaskFailed
+from agenticflow.shared.security.seal import init_keys
+from agenticflow.shared.wire.events import (
+    EventType,
+    TaskEffectRecorded,
+    TaskFailed,
+    TaskToolCalled,
+)
 from agenticflow.worker.tools import read_states
 from tests.conformance.conftest import BACKENDS
 from tests.conformance.test_end_to_end import backend_url
@@ -212,3 +219,36 @@ async def test_rerun_and_fork_do_not_call_the_model_again(
     assert served == [True] * 5  # three model calls and two tool calls, all from the recording
     assert rerun_usage.total.calls == 0  # nothing paid again
     assert len(await llm_stub.arequests()) == 3
+
+
+async def test_a_retried_attempt_resumes_from_the_sealed_cache(
+    start: Start, llm_stub: LLMStubProcess, tmp_path: Path
+) -> None:
+    """With keys (signed events, sealed tool-state records): step 3 fails once,
+    the task is retried, and attempt 2 opens attempt 1's cached answers and
+    tool results instead of calling again."""
+    keys = tmp_path / "keys"
+    init_keys(keys, [("coordinator", "coordinator"), ("worker", "worker"), ("client", "client")])
+    rules = LOOP["rules"]
+    await llm_stub.aload({"rules": [*rules[:2], {"turn": 2, "status": 500, "times": 1}, rules[2]]})
+    async with start(security_dir=str(keys)) as client:
+        handle = await client.start(wf(loop_task()))
+        result = await handle.result(timeout=30)
+        events = await handle.events()
+        usage = await handle.usage()
+    assert result["output"] == "It is 5, and clear in Oslo"
+    assert not [e for e in events if e.type == EventType.MESSAGE_REJECTED]
+    [failed] = [e.data for e in events if isinstance(e.data, TaskFailed)]
+    assert failed.error.type == "LLMUnavailableError"
+    turns = [
+        sum(1 for m in r["body"]["messages"] if m["role"] == "assistant")
+        for r in await llm_stub.arequests()
+    ]
+    assert turns == [0, 1, 2, 2]  # steps 1 and 2 once; step 3 failed, then again
+    cached = [
+        e.data.tool
+        for e in events
+        if isinstance(e.data, TaskToolCalled) and e.data.outcome == "cached"
+    ]
+    assert cached == ["add", "weather"]
+    assert usage.total.calls == 3
