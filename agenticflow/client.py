@@ -44,6 +44,7 @@ from typing import Any, TypeVar, overload
 from pydantic import TypeAdapter, ValidationError
 
 from agenticflow.coordinator.client import Client as _CoreClient
+from agenticflow.coordinator.definitions import NAME_RE
 from agenticflow.coordinator.index import States, WorkflowSummary
 from agenticflow.coordinator.schedules import ScheduleSpec
 from agenticflow.coordinator.state import WorkflowState, WorkflowStatus
@@ -132,7 +133,9 @@ class Client(_CoreClient):
         """Start a workflow; returns its handle without waiting.
 
         ``workflow`` is a definition (or its dict, as in a workflow file), a
-        path to a YAML or JSON workflow file, or the name of a template (see
+        path to a YAML or JSON workflow file, a registered workflow
+        (``"NAME@VERSION"``, or ``"NAME"`` for its latest version: see
+        :meth:`register_workflow`), or the name of a template (see
         ``agenticflow templates``; ``input`` fills its parameters). ``id``
         makes the start idempotent: starting again with the same id starts
         nothing new.
@@ -141,7 +144,7 @@ class Client(_CoreClient):
         workflow or id, NotFoundError for an unknown file or template,
         TransportError when the bus fails.
         """
-        definition = _definition(workflow, input)
+        definition = await self._resolve(workflow, input)
         workflow_id = await self.submit_workflow(
             definition, input=input, workflow_id=id, route=route
         )
@@ -190,7 +193,7 @@ class Client(_CoreClient):
                 "cron": cron,
                 "every": every,
                 "timezone": timezone,
-                "definition": _definition(workflow, input),
+                "definition": await self._resolve(workflow, input),
                 "input": input or {},
                 "overlap": overlap,
                 "catch_up": catch_up,
@@ -198,6 +201,17 @@ class Client(_CoreClient):
             }
         )
         return await self.put_schedule(spec, replace=replace)
+
+    async def _resolve(
+        self, workflow: WorkflowLike, input: dict[str, Any] | None
+    ) -> WorkflowDefinition:
+        """The definition ``workflow`` stands for: a registered one for
+        ``NAME@VERSION`` (or a registered ``NAME``), else :func:`_definition`."""
+        if isinstance(workflow, str) and not _is_file(workflow):
+            name, at, _ = workflow.partition("@")
+            if at or (NAME_RE.match(name) and await self.registered_workflows(name)):
+                return (await self.registered_workflow(workflow)).definition
+        return _definition(workflow, input)
 
     def handle(self, workflow_id: str) -> WorkflowHandle:
         """The handle of a workflow started earlier (by anyone)."""
@@ -429,6 +443,11 @@ def _output_of(state: WorkflowState) -> Any:
 
 def _type_name(kind: Any) -> str:
     return getattr(kind, "__name__", None) or repr(kind)
+
+
+def _is_file(workflow: str) -> bool:
+    path = Path(workflow)
+    return path.suffix in _WORKFLOW_SUFFIXES or path.is_file()
 
 
 def _definition(workflow: WorkflowLike, input: dict[str, Any] | None) -> WorkflowDefinition:

@@ -21,6 +21,16 @@ from typing import Any
 import structlog
 from opentelemetry.trace import SpanKind
 
+from agenticflow.coordinator.definitions import (
+    VERSION_RE,
+    RegisteredDefinition,
+    check_name,
+    key_of,
+    latest,
+    next_version,
+    open_definition,
+    parse_ref,
+)
 from agenticflow.coordinator.forks import recorded_effects
 from agenticflow.coordinator.index import (
     States,
@@ -630,6 +640,73 @@ class Client:
             )
 
         return await self._until(workflow_id, waiting, timeout)
+
+    # Registered workflow definitions -------------------------------------
+    async def register_workflow(
+        self, definition: WorkflowDefinition, *, version: str | None = None, by: str | None = None
+    ) -> RegisteredDefinition:
+        """Register ``definition`` under its name and ``version`` (else the
+        definition's own ``version``, else the next number). Raises
+        WorkflowGraphError (invalid), WorkflowDefinitionError (a name or
+        version that cannot be a key), StateConflictError (that version exists:
+        versions never change)."""
+        validate_graph(definition)
+        name = check_name(definition)
+        existing = await self.registered_workflows(name)
+        chosen = version or definition.version or next_version([d.version for d in existing])
+        if not VERSION_RE.match(chosen):
+            raise WorkflowDefinitionError(
+                f"version {chosen!r} must be 1-32 letters, digits, '_' or '-'"
+            )
+        record = RegisteredDefinition(
+            name=name,
+            version=chosen,
+            definition=definition.model_copy(update={"version": chosen}),
+            registered_by=by or self.node_id,
+        )
+        bucket = self.names.definitions_bucket
+        store = await self.bus.kv(bucket)
+        key = key_of(name, chosen)
+        body = self.bus.seal.seal_record(bucket, key, pack(record.model_dump(mode="json")))
+        try:
+            await self.bus.kv_put_cas(store, key, body, 0)
+        except StateConflictError:
+            raise StateConflictError(
+                f"{record.ref} is registered already: register a new version"
+            ) from None
+        return record
+
+    async def registered_workflows(self, name: str | None = None) -> list[RegisteredDefinition]:
+        """Registered definitions (of ``name`` only, if given), by name then
+        registration time. A record that does not verify is left out (logged)."""
+        await self._topology()
+        found: list[RegisteredDefinition] = []
+        for key, blob, stored_ns in await self.bus.kv_entries(self.names.definitions_bucket):
+            if name is not None and not key.startswith(f"{name}."):
+                continue
+            try:
+                found.append(open_definition(self.bus, key, blob, stored_ns))
+            except (MalformedMessageError, ValueError) as exc:
+                log.warning("registered definition refused", key=key, error=str(exc)[:300])
+        return sorted(found, key=lambda d: (d.name, d.registered_at))
+
+    async def registered_workflow(self, ref: str) -> RegisteredDefinition:
+        """``NAME@VERSION``, or ``NAME``'s latest version; raises NotFoundError,
+        WorkflowDefinitionError (not a reference)."""
+        name, version = parse_ref(ref)
+        versions = await self.registered_workflows(name)
+        found = (
+            next((d for d in versions if d.version == version), None)
+            if version is not None
+            else latest(versions)
+        )
+        if found is None:
+            known = ", ".join(d.version for d in versions)
+            raise NotFoundError(
+                f"no registered workflow {ref!r}"
+                + (f" (versions of {name!r}: {known})" if known else "")
+            )
+        return found
 
     # Schedules ----------------------------------------------------------
     async def put_schedule(self, spec: ScheduleSpec, *, replace: bool = False) -> ScheduleSpec:

@@ -127,10 +127,14 @@ def create(
         )
     except (WorkflowDefinitionError, ValueError) as exc:
         fail(EXIT_INPUT, _first_error(exc))
-    try:
-        run(with_client(settings(nats, prefix), lambda c: c.put_schedule(spec, replace=replace)))
-    except StateConflictError as exc:
-        fail(EXIT_INPUT, exc)
+
+    async def go(client: Client) -> None:
+        try:
+            await client.put_schedule(spec, replace=replace)
+        except StateConflictError as exc:  # the name is taken: the input's fault (exit 2)
+            raise WorkflowDefinitionError(str(exc)) from exc
+
+    run(with_client(settings(nats, prefix), go))
     if fmt is not Output.table:
         emit(spec.model_dump(mode="json", exclude={"definition"}), fmt)
         return

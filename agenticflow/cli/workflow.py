@@ -21,6 +21,7 @@ from agenticflow.cli._common import (
     EXIT_INPUT,
     EXIT_TIMEOUT,
     EXIT_UNREACHABLE,
+    ByOpt,
     JsonOpt,
     NatsOpt,
     Output,
@@ -37,12 +38,14 @@ from agenticflow.cli._common import (
     run,
     run_waiting,
     settings,
+    who,
     with_client,
 )
 from agenticflow.render import esc
 
 if TYPE_CHECKING:
     from agenticflow.client import Client, WorkflowSummary
+    from agenticflow.coordinator.definitions import RegisteredDefinition
     from agenticflow.coordinator.state import WorkflowState
     from agenticflow.shared.graph.workflow import WorkflowDefinition
     from agenticflow.shared.ops.config import Settings
@@ -91,7 +94,11 @@ def show_outcome(
 
 def submit(
     file: Annotated[
-        Path | None, typer.Argument(help="Workflow file (YAML or JSON); or use --template.")
+        Path | None,
+        typer.Argument(
+            help="Workflow file (YAML or JSON), or a registered workflow NAME[@VERSION]; "
+            "or use --template."
+        ),
     ] = None,
     input_json: Annotated[
         str | None, typer.Option("--input", help="Workflow input: JSON, or @file.json.")
@@ -119,8 +126,9 @@ def submit(
     nats: NatsOpt = None,
     prefix: PrefixOpt = None,
 ) -> None:
-    """Submit a workflow file or a template; prints its id (and, with --wait,
-    its final state)."""
+    """Submit a workflow file, a registered workflow (NAME@VERSION, or NAME for
+    its latest version) or a template; prints its id (and, with --wait, its
+    final state)."""
     from agenticflow.shared.errors import WorkflowDefinitionError
     from agenticflow.shared.graph.workflow import load_workflow_file
 
@@ -130,9 +138,14 @@ def submit(
         fail(EXIT_INPUT, "give a workflow file or --template NAME (not both)")
     if params and template is None:
         fail(EXIT_INPUT, "--param goes with --template")
+    registered = file is not None and not file.exists() and _is_ref(str(file))
     try:
         definition = (
-            load_workflow_file(file) if file is not None else _from_template(template, params)
+            None
+            if registered
+            else load_workflow_file(file)
+            if file is not None
+            else _from_template(template, params)
         )
     except WorkflowDefinitionError as exc:
         err.print(f"[red]error:[/red] invalid {'workflow file' if file else 'template'}:")
@@ -142,7 +155,8 @@ def submit(
     data = parse_json_object(input_json)
 
     async def go(client: Client) -> WorkflowState | str:
-        wid = (await client.start(definition, input=data, id=workflow_id)).id
+        chosen = definition or str(file)  # (a registered NAME[@VERSION])
+        wid = (await client.start(chosen, input=data, id=workflow_id)).id
         if not wait:
             return wid
         return await _live.wait(client, wid, timeout=timeout, what=f"submitted {wid}")
@@ -357,6 +371,91 @@ def summary_json(summary: WorkflowSummary) -> dict[str, Any]:
     return data
 
 
+def _is_ref(text: str) -> bool:
+    from agenticflow.coordinator.definitions import NAME_RE, VERSION_RE
+
+    name, at, version = text.partition("@")
+    return bool(NAME_RE.match(name)) and (not at or bool(VERSION_RE.match(version)))
+
+
+def register_definition(
+    file: Annotated[Path, typer.Argument(help="Workflow file (YAML or JSON).")],
+    version: Annotated[
+        str | None,
+        typer.Option("--version", help="Its version (default: the file's, else the next number)."),
+    ] = None,
+    by: ByOpt = None,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Register a workflow definition under its name and a version, to submit
+    it by name: `agenticflow submit NAME@VERSION` (NAME alone: the latest)."""
+    from agenticflow.shared.errors import StateConflictError, WorkflowDefinitionError
+    from agenticflow.shared.graph.workflow import load_workflow_file
+
+    fmt = output_of(output, as_json)
+    try:
+        definition = load_workflow_file(file)
+    except WorkflowDefinitionError as exc:
+        err.print("[red]error:[/red] invalid workflow file:")
+        for problem in exc.problems:
+            err.print(f"  {esc(problem)}", soft_wrap=True)
+        raise typer.Exit(EXIT_INPUT) from exc
+
+    async def go(client: Client) -> RegisteredDefinition:
+        try:
+            return await client.register_workflow(definition, version=version, by=who(by))
+        except StateConflictError as exc:  # a version exists: the input's fault (exit 2)
+            raise WorkflowDefinitionError(str(exc)) from exc
+
+    found = run(with_client(settings(nats, prefix), go))
+    if fmt is not Output.table:
+        emit({"name": found.name, "version": found.version, "ref": found.ref}, fmt)
+        return
+    out.print(f"registered {esc(found.ref)}", highlight=False)
+
+
+def definitions(
+    name: Annotated[str | None, typer.Argument(help="Only this workflow's versions.")] = None,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
+    nats: NatsOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Registered workflow definitions: name, version, tasks, who registered it, when."""
+    fmt = output_of(output, as_json)
+    found = run(with_client(settings(nats, prefix), lambda c: c.registered_workflows(name)))
+    rows: list[dict[str, Any]] = [
+        {
+            "name": d.name,
+            "version": d.version,
+            "tasks": len(d.definition.tasks),
+            "registered_by": d.registered_by,
+            "registered_at": d.registered_at,
+        }
+        for d in found
+    ]
+    if fmt is not Output.table:
+        emit(rows, fmt)
+        return
+    if not rows:
+        out.print("no registered workflows")
+        return
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    table = Table("name", "version", "tasks", "registered by", "at")
+    for row in rows:
+        at = datetime.fromtimestamp(row["registered_at"] / 1e9, UTC).isoformat(timespec="seconds")
+        table.add_row(
+            esc(row["name"]), esc(row["version"]), str(row["tasks"]), esc(row["registered_by"]), at
+        )
+    out.print(table)
+
+
 def register(app: typer.Typer) -> None:
     """The group on ``app``, and the verbs it had before the group, flat."""
     for command in (submit, status, events, watch):
@@ -368,6 +467,8 @@ def register(app: typer.Typer) -> None:
     workflow_app.command("result")(result)
     workflow_app.command("events")(events)
     workflow_app.command("watch")(watch)
+    workflow_app.command("register")(register_definition)
+    workflow_app.command("definitions")(definitions)
     app.add_typer(workflow_app, name="workflow", rich_help_panel="Workflows")
 
 

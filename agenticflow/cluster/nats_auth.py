@@ -222,6 +222,7 @@ def _kv_buckets(names: Names) -> list[str]:
         names.tool_results_bucket,
         names.identities_bucket,
         names.schedules_bucket,
+        names.definitions_bucket,
     ]
 
 
@@ -366,6 +367,9 @@ def client_permissions(names: Names) -> Permissions:
             # Schedules: read all, write the specs (the firing state is the coordinators').
             *_kv_read(names.schedules_bucket),
             f"$KV.{names.schedules_bucket}.{SCHEDULE_SPEC_PREFIX}>",
+            # Registered workflow definitions: read and register.
+            *_kv_read(names.definitions_bucket),
+            *_kv_write(names.definitions_bucket),
             # Delete the consumers it made to read a workflow's output (their
             # names cannot be matched: every name but the coordinators' below).
             f"$JS.API.CONSUMER.DELETE.{events}.*",

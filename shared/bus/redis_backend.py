@@ -1604,6 +1604,7 @@ class RedisBus(Bus):
             n.breakers_bucket,
             n.ratelimits_bucket,
             n.schedules_bucket,
+            n.definitions_bucket,
         ):
             await self.kv(bucket)
         await self.kv(n.agents_bucket, ttl=float(s.agent_ttl_s))

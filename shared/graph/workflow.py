@@ -358,6 +358,8 @@ class WorkflowDefinition(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(default="workflow", min_length=1, max_length=200)
+    version: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    """Its version once registered (``agenticflow workflow register``), or as the file says."""
     description: str = ""
     tasks: tuple[TaskSpec, ...] = Field(min_length=1, max_length=100_000)
     default_retry: RetryPolicy = RetryPolicy()

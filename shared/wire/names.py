@@ -304,6 +304,12 @@ class Names:
         return f"{self.prefix}_schedules"
 
     @property
+    def definitions_bucket(self) -> str:
+        """KV bucket of registered workflow definitions, ``<name>.<version>``
+        (see :mod:`agenticflow.coordinator.definitions`)."""
+        return f"{self.prefix}_definitions"
+
+    @property
     def identities_bucket(self) -> str:
         """KV bucket of the process identities coordinators issued, by node id
         (one per node: see :class:`agenticflow.shared.security.seal.Certificate`)."""

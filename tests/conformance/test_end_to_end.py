@@ -27,7 +27,9 @@ from agenticflow.coordinator.state import TaskStatus, WorkflowState, WorkflowSta
 from agenticflow.examples.apps import app as examples_app
 from agenticflow.shared.errors import (
     InterventionRefusedError,
+    NotFoundError,
     StateConflictError,
+    WorkflowDefinitionError,
     WorkflowFailedError,
 )
 from tests.conformance.conftest import BACKENDS
@@ -289,3 +291,27 @@ async def test_a_schedule_starts_its_workflow_at_each_tick(start: Start) -> None
         assert listed[0].spec.created_at == created.created_at
         await client.delete_schedule("tick")
         assert await client.schedules() == []
+
+
+async def test_registered_workflows_run_by_name_and_version(start: Start) -> None:
+    async with start() as client:
+        first = wf({"id": "a", "capability": "echo", "params": {"v": 1}}, name="greet")
+        second = wf({"id": "a", "capability": "echo", "params": {"v": 2}}, name="greet")
+        assert (await client.register_workflow(first)).ref == "greet@1"
+        assert (await client.register_workflow(second)).ref == "greet@2"
+        assert (await client.register_workflow(first, version="stable")).ref == "greet@stable"
+        with pytest.raises(StateConflictError, match="greet@2 is registered already"):
+            await client.register_workflow(first, version="2")
+        assert (await client.run("greet@2", timeout=30))["params"] == {"v": 2}
+        assert (await client.run("greet", timeout=30))["params"] == {"v": 1}  # the latest: stable
+        with pytest.raises(NotFoundError, match=r"versions of 'greet': 1, 2, stable"):
+            await client.start("greet@9")
+        with pytest.raises(WorkflowDefinitionError, match="cannot be registered"):
+            await client.register_workflow(wf({"id": "a", "capability": "echo"}, name="has space"))
+        listed = [(d.name, d.version) for d in await client.registered_workflows()]
+        assert listed == [("greet", "1"), ("greet", "2"), ("greet", "stable")]
+        handle = await client.start("greet@1")
+        await handle.result(timeout=30)
+        definition = (await handle.status()).definition
+        assert definition is not None
+        assert definition.version == "1"

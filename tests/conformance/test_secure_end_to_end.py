@@ -188,3 +188,19 @@ async def test_a_schedule_runs_only_what_its_author_may_submit(tmp_path: Path) -
         await store.put("state.ok", b"\x81\xacfired\x00")
         listed = {i.spec.name: i.state for i in await client.schedules()}
         assert listed["ok"].fired == 0
+
+
+async def test_a_registered_workflow_names_its_verified_signer(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    init_keys(keys, [("coordinator", "coordinator"), ("worker", "worker"), ("client", "client")])
+    settings = {"prefix": f"sec{os.getpid()}x{os.urandom(3).hex()}", "security_dir": str(keys)}
+    async with agenticflow.testing.cluster(APP, settings=settings) as client:
+        definition = wf({"id": "a", "capability": "echo"}, name="signed")
+        await client.register_workflow(definition, by="mallory")  # a claim, not a proof
+        (found,) = await client.registered_workflows("signed")
+        assert found.registered_by == "client"
+        # A record nobody signed is not believed (left out, logged).
+        store = await client.bus.kv(client.names.definitions_bucket)
+        await store.put("forged.1", b"\x81\xa4name\xa6forged")
+        assert await client.registered_workflows("forged") == []
+        assert await client.run("signed@1", timeout=30) is not None
