@@ -499,15 +499,16 @@ async def test_a_disconnecting_websocket_client_releases_its_subscription(
         await http.post(f"/workflows/{workflow_id}/terminate")
 
 
+@pytest.mark.parametrize("transport", ["ws", "sse"])
 async def test_a_slow_client_is_disconnected_with_a_notice_and_resumes_without_a_loss(
-    nats_server: NatsServer, tmp_path: Path
+    nats_server: NatsServer, tmp_path: Path, transport: str
 ) -> None:
-    """A WebSocket client with a tiny receive buffer (and the server's send
-    buffer tiny too) that stops reading after its handshake: the gateway holds
-    at most its queue (4 frames), waits 0.2 s for room, then drops the client
-    with an overflow notice and releases its subscription; the client reads
-    what it was sent, reconnects after the last frame it got, and has every
-    chunk exactly once, in order."""
+    """A client with a tiny receive buffer (and the server's send buffer tiny
+    too) that stops reading after its request: the gateway holds at most its
+    queue (4 frames), waits 0.2 s for room, then drops the client with an
+    overflow notice and releases its subscription; the client reads what it
+    was sent, reconnects after the last frame it got, and has every chunk
+    exactly once, in order."""
     n = 2000
     env = await start_env(
         nats_server.url, unique_prefix("gws"), tmp_path, client_queue=4, client_block_s=0.2
@@ -526,31 +527,32 @@ async def test_a_slow_client_is_disconnected_with_a_notice_and_resumes_without_a
             workflow_id = await start(
                 http, {"id": "f", "capability": "flood", "params": {"n": n, "size": 500}}
             )
-        path = f"/workflows/{workflow_id}/stream/ws"
+        path = f"/workflows/{workflow_id}/stream/{transport}"
         slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before the handshake
         host, port = server.url.removeprefix("http://").split(":")
         loop = asyncio.get_running_loop()
         slow.setblocking(False)
         await loop.sock_connect(slow, (host, int(port)))
-        handshake = (
-            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {ALICE}\r\n\r\n"
+        upgrade = (
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
         )
-        await loop.sock_sendall(slow, handshake.encode())
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{upgrade if transport == 'ws' else ''}"
+            f"Authorization: Bearer {ALICE}\r\n\r\n"
+        )
+        await loop.sock_sendall(slow, request.encode())
         await wait_for(gateway, lambda: gateway.overflows > 0, timeout=60)
         assert await _tail_consumers(env, nats_server) == 0  # its reader stopped at once
 
         data = b""
+        parse = _ws_messages if transport == "ws" else _sse_messages
         with slow:
-            while not (frames := _ws_frames(data)) or frames[-1][0] != 0x8:
+            while (messages := parse(data)) is None:
                 part = await loop.sock_recv(slow, 1 << 16)
-                assert part, "closed before the close frame"
+                assert part, "closed before the last frame"
                 data += part
-        assert data.startswith(b"HTTP/1.1 101")
-        messages = [json.loads(payload) for op, payload in frames if op == 0x1]
-        assert int.from_bytes(frames[-1][1][:2], "big") == 1013  # try again later
         notice = messages[-1]
         assert notice["type"] == "overflow"
         chunks = [m for m in messages if m["type"] == "chunk"]
@@ -558,20 +560,22 @@ async def test_a_slow_client_is_disconnected_with_a_notice_and_resumes_without_a
         assert notice["data"]["resume_after"] == chunks[-1]["id"]
         await wait_for(gateway, lambda: gateway.open_feeds == 0)
 
-        again = env.ws_url(f"{path}?after={notice['data']['resume_after']}")
-        async with ws_connect(again, additional_headers=auth(ALICE), max_size=None) as ws:
-            rest = [json.loads(m) async for m in ws]
+        async with env.http() as http:
+            after = {"after": notice["data"]["resume_after"]}
+            frames = await read_sse(http, f"/workflows/{workflow_id}/stream/sse", params=after)
+        rest = [{"type": f["event"], "id": f.get("id"), "data": f["data"]} for f in frames]
         assert rest[-1]["type"] == "end"
         got = [int(m["data"]["data"][:6]) for m in chunks + rest[:-1]]
         assert got == list(range(n))
         assert await env.client.handle(workflow_id).result(timeout=60) == n
 
 
-def _ws_frames(data: bytes) -> list[tuple[int, bytes]]:
-    """``(opcode, payload)`` of the complete server frames after the handshake."""
+def _ws_messages(data: bytes) -> list[dict[str, Any]] | None:
+    """The JSON messages of a WebSocket answer once its close frame (1013) is in."""
     head = data.find(b"\r\n\r\n")
     if head < 0:
-        return []
+        return None
+    assert data.startswith(b"HTTP/1.1 101")
     frames, i = [], head + 4
     while i + 2 <= len(data):
         opcode, length, i = data[i] & 0x0F, data[i + 1] & 0x7F, i + 2
@@ -584,4 +588,26 @@ def _ws_frames(data: bytes) -> list[tuple[int, bytes]]:
             break
         frames.append((opcode, data[i : i + length]))
         i += length
-    return frames
+    if not frames or frames[-1][0] != 0x8:
+        return None
+    assert int.from_bytes(frames[-1][1][:2], "big") == 1013  # try again later
+    return [json.loads(payload) for opcode, payload in frames if opcode == 0x1]
+
+
+def _sse_messages(data: bytes) -> list[dict[str, Any]] | None:
+    """The frames of a chunked SSE answer once its last chunk is in."""
+    head = data.find(b"\r\n\r\n")
+    if head < 0 or not data.endswith(b"\r\n0\r\n\r\n"):
+        return None
+    assert data.startswith(b"HTTP/1.1 200")
+    body, i = b"", head + 4
+    while (size := int(data[i : data.index(b"\r\n", i)], 16)) > 0:
+        start = data.index(b"\r\n", i) + 2
+        body, i = body + data[start : start + size], start + size + 2
+    messages = []
+    for block in body.decode().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.split("\n") if ": " in line)
+        if "event" in fields:
+            data_ = json.loads(fields["data"])
+            messages.append({"type": fields["event"], "id": fields.get("id"), "data": data_})
+    return messages
