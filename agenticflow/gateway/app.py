@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 import structlog
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -57,7 +59,20 @@ MAX_LIST = 1000
 
 def application(gw: Gateway) -> Starlette:
     """The ASGI application of ``gw``."""
-    return Starlette(routes=_routes(gw), exception_handlers=error_handlers())
+    middleware = []
+    if gw.config.cors_origins:
+        # Tokens travel in a header, never in cookies: no credentials mode.
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=gw.config.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+                expose_headers=["Location"],
+                max_age=600,
+            )
+        )
+    return Starlette(routes=_routes(gw), middleware=middleware, exception_handlers=error_handlers())
 
 
 def _guarded(handler: Handler) -> Handler:

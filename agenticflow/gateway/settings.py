@@ -39,6 +39,9 @@ class GatewaySettings(BaseSettings):
     """Longest ``?wait=`` a result request may ask for."""
     intervention_timeout_s: float = Field(default=15, gt=0, le=300)
     """How long an intervention waits for the coordinator's verdict (504 beyond)."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Web origins whose pages may call the gateway (``AGENTICFLOW_GATEWAY_CORS_ORIGINS``,
+    a JSON list such as ``["https://app.example.com"]``); none by default."""
     keepalive_s: float = Field(default=15, gt=0, le=300)
     """An SSE comment line this often on a quiet stream, so proxies keep it open."""
 

@@ -286,6 +286,34 @@ async def test_the_coordinator_checks_the_principal_the_gateway_names(env: Env) 
                 await alice.post(f"/workflows/{running}/terminate")
 
 
+async def test_cross_origin_pages_only_from_the_configured_origins(env: Env) -> None:
+    preflight = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    async with env.http(token=None) as http:  # no CORS configured: no page may call it
+        refused = await http.options("/workflows", headers={"Origin": "https://app.example"})
+        assert "access-control-allow-origin" not in refused.headers
+    config = env.gateway.config.model_copy(update={"cors_origins": ["https://app.example"]})
+    async with GatewayServer(env.settings, config, grace_s=1) as server:  # noqa: SIM117 - the URL
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            allowed = await http.options(
+                "/workflows", headers={"Origin": "https://app.example", **preflight}
+            )
+            assert allowed.status_code == 200
+            assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+            assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+            other = await http.options(
+                "/workflows", headers={"Origin": "https://evil.example", **preflight}
+            )
+            assert "access-control-allow-origin" not in other.headers
+            listed = await http.get(
+                "/workflows", headers={"Origin": "https://app.example", **auth(ALICE)}
+            )
+            assert listed.status_code == 200
+            assert listed.headers["access-control-allow-origin"] == "https://app.example"
+
+
 # Bad input -------------------------------------------------------------------------
 async def test_bad_input_gets_a_clear_json_error(env: Env) -> None:
     async with env.http() as http:
