@@ -33,6 +33,7 @@ from agenticflow.gateway.models import (
     Feedback,
     Modify,
     Reason,
+    Resume,
     Signal,
     StartRequest,
 )
@@ -41,6 +42,7 @@ from agenticflow.gateway.responses import JSON, ApiError, error_handlers, mapped
 from agenticflow.gateway.service import Gateway
 from agenticflow.shared.errors import (
     AgenticFlowError,
+    ConfigError,
     NotFoundError,
     WorkflowCancelledError,
     WorkflowFailedError,
@@ -229,8 +231,15 @@ def _routes(gw: Gateway) -> list[BaseRoute]:  # noqa: C901, PLR0915 - one closur
     async def pause(h: WorkflowHandle, _b: Empty, by: str) -> Any:
         return await h.client.pause(h.id, by=by, timeout=timeout)
 
-    async def resume(h: WorkflowHandle, _b: Empty, by: str) -> Any:
-        return await h.client.intervene(h.id, "resume", by=by, timeout=timeout)
+    async def resume(h: WorkflowHandle, b: Resume, by: str) -> Any:
+        if b.from_task is None and (await h.client.status(h.id)).status.value == "running":
+            return await h.client.intervene(h.id, "resume", by=by, timeout=timeout)
+        try:  # a re-run: requested as the principal (the client's node id)
+            await h.client.resume(h.id, from_task=b.from_task)
+        except ConfigError as exc:
+            raise ApiError(409, "not_resumable", str(exc)) from None
+        again = f"from {b.from_task!r}" if b.from_task else "its unfinished tasks"
+        return {"action": "resume", "by": by, "summary": f"re-running {again}"}
 
     async def feedback(h: WorkflowHandle, b: Feedback, by: str) -> Any:
         return await h.client.feedback(h.id, b.text, by=by, timeout=timeout)
@@ -248,7 +257,7 @@ def _routes(gw: Gateway) -> list[BaseRoute]:  # noqa: C901, PLR0915 - one closur
         ("cancel", steer("cancel", Reason, cancel)),
         ("terminate", steer("terminate", Reason, terminate)),
         ("pause", steer("pause", Empty, pause)),
-        ("resume", steer("resume", Empty, resume)),
+        ("resume", steer("resume", Resume, resume)),
         ("feedback", steer("feedback", Feedback, feedback)),
         ("modify", steer("modify", Modify, modify)),
         ("approve", steer("approve", Decision, approve)),
@@ -331,8 +340,9 @@ def _links(workflow_id: str) -> dict[str, Any]:
     }
 
 
-def _applied(workflow_id: str, applied: InterventionApplied) -> dict[str, Any]:
-    return {"workflow_id": workflow_id, **applied.model_dump()}
+def _applied(workflow_id: str, applied: InterventionApplied | dict[str, Any]) -> dict[str, Any]:
+    done = applied.model_dump() if isinstance(applied, InterventionApplied) else applied
+    return {"workflow_id": workflow_id, **done}
 
 
 def _event(event: Any) -> Frame:

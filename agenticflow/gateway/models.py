@@ -57,6 +57,14 @@ class Empty(_Body):
     """Pause or resume: nothing to say (the body may be left out)."""
 
 
+class Resume(_Body):
+    """Resume a paused workflow; or re-run a failed one, keeping its completed
+    results; with ``from_task`` also re-run that task and everything after it
+    (a completed workflow too)."""
+
+    from_task: str | None = Field(default=None, min_length=1, max_length=128)
+
+
 class Feedback(_Body):
     """Feedback for the running handlers (``ctx.feedback``) and every later task."""
 
@@ -82,4 +90,13 @@ class Signal(_Body):
     data: Any = None
 
 
-__all__ = ["Decision", "Empty", "Feedback", "Modify", "Reason", "Signal", "StartRequest"]
+__all__ = [
+    "Decision",
+    "Empty",
+    "Feedback",
+    "Modify",
+    "Reason",
+    "Resume",
+    "Signal",
+    "StartRequest",
+]

@@ -17,6 +17,7 @@ from agenticflow.gateway.models import (
     Feedback,
     Modify,
     Reason,
+    Resume,
     Signal,
     StartRequest,
 )
@@ -63,7 +64,7 @@ _INTERVENTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("cancel", Reason, "Cancel cooperatively (workflow:cancel)."),
     ("terminate", Reason, "End now, as aborted (workflow:terminate)."),
     ("pause", Empty, "Dispatch nothing new until resumed (workflow:pause)."),
-    ("resume", Empty, "Resume a paused workflow (workflow:resume)."),
+    ("resume", Resume, "Resume a paused workflow, or re-run a failed one (workflow:resume)."),
     ("feedback", Feedback, "Send feedback to running and later tasks (workflow:feedback)."),
     ("modify", Modify, "Change tasks not yet started (workflow:modify)."),
     ("approve", Decision, "Approve the task waiting for approval (workflow:approve)."),
@@ -85,7 +86,7 @@ def _errors(*codes: str) -> dict[str, Any]:
 
 def _body(model: type[BaseModel]) -> dict[str, Any]:
     return {
-        "required": model is not Empty,
+        "required": model not in (Empty, Resume),
         "content": {"application/json": {"schema": {"$ref": _REF.format(model=model.__name__)}}},
     }
 

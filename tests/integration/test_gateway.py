@@ -201,6 +201,32 @@ async def test_approve_reject_cancel_and_terminate(env: Env) -> None:
         assert late.status_code == 409
 
 
+async def test_resume_re_runs_a_failed_or_finished_workflow(env: Env) -> None:
+    async with env.http() as http:
+        failed = await start(http, {"id": "f", "capability": "fatal"})
+        assert (await http.get(f"/workflows/{failed}/result", params={"wait": 30})).json()[
+            "state"
+        ] == "failed"
+        again = await http.post(f"/workflows/{failed}/resume")
+        assert again.status_code == 200, again.text
+        assert again.json()["by"] == "alice"
+        state = await env.client.wait_for_resume(failed, 1, timeout=30)
+        assert state.status.value == "failed"  # fatal fails again: it did run again
+
+        done = await start(http, ECHO)
+        await http.get(f"/workflows/{done}/result", params={"wait": 30})
+        refused = await http.post(f"/workflows/{done}/resume", json={})
+        assert refused.status_code == 409
+        assert refused.json()["error"]["code"] == "not_resumable"
+        unknown = await http.post(f"/workflows/{done}/resume", json={"from_task": "nope"})
+        assert unknown.status_code == 404
+        rerun = await http.post(f"/workflows/{done}/resume", json={"from_task": "e"})
+        assert rerun.status_code == 200, rerun.text
+        state = await env.client.wait_for_resume(done, 1, timeout=30)
+        assert state.status.value == "completed"
+        assert state.tasks["e"].attempts >= 2
+
+
 async def test_a_signal_completes_a_wait_node(env: Env) -> None:
     routes = {getattr(r, "path", "") for r in env.gateway.app().routes}
     if "/workflows/{workflow_id}/signals/{name}" not in routes:
