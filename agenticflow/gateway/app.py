@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from agenticflow.client import Client, WorkflowHandle
+from agenticflow.client import WorkflowHandle
 from agenticflow.gateway.feeds import Frame, chunks_after, event_frame, events_after
 from agenticflow.gateway.live import EventStream, position, stream_filter, websocket
 from agenticflow.gateway.models import (
@@ -142,7 +142,8 @@ def _routes(gw: Gateway) -> list[BaseRoute]:  # noqa: C901, PLR0915 - one closur
             state = await client.status(workflow_id)
         except NotFoundError:  # submitted; no coordinator has recorded it yet
             return JSON({"workflow_id": workflow_id, "state": "submitted"})
-        return JSON(state.public_view())
+        usage = await client.usage(workflow_id)
+        return JSON({**state.public_view(), "llm_usage": usage.to_dict()})
 
     async def result(request: Request) -> Response:
         client = gw.client(gw.principal(request))
@@ -281,14 +282,11 @@ def _routes(gw: Gateway) -> list[BaseRoute]:  # noqa: C901, PLR0915 - one closur
         Route(f"/workflows/{{workflow_id}}/{action}", _guarded(handler), methods=["POST"])
         for action, handler in steering
     )
-    if hasattr(Client, "signal"):  # signals (issue 24) where the client has them
-        routes.append(
-            Route(
-                "/workflows/{workflow_id}/signals/{name}",
-                _guarded(_signal_route(gw)),
-                methods=["POST"],
-            )
+    routes.append(
+        Route(
+            "/workflows/{workflow_id}/signals/{name}", _guarded(_signal_route(gw)), methods=["POST"]
         )
+    )
     return routes
 
 
@@ -304,9 +302,7 @@ def _signal_route(gw: Gateway) -> Handler:
         if denial is not None:
             raise ApiError(403, "forbidden", denial)
         await gw.known(client, workflow_id)
-        # Looked up, not named: the client gains signals in a change of its own.
-        send: Callable[..., Awaitable[InterventionApplied]] = getattr(client, "signal")  # noqa: B009
-        applied = await send(
+        applied = await client.signal(
             workflow_id, name, body.data, by=principal, timeout=gw.config.intervention_timeout_s
         )
         return JSON(_applied(workflow_id, applied))

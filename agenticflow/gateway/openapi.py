@@ -10,7 +10,6 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from agenticflow.client import Client
 from agenticflow.gateway.models import (
     Decision,
     Empty,
@@ -220,7 +219,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "/workflows/{workflow_id}": {
             "get": {
-                "summary": "Its state and tasks.",
+                "summary": "Its state, its tasks and its model usage (llm_usage).",
                 "parameters": workflow,
                 "responses": {"200": _json("state"), **_errors("404")},
             }
@@ -270,8 +269,7 @@ def openapi_document() -> dict[str, Any]:
                 },
             }
         }
-    if hasattr(Client, "signal"):  # as the app: signals where the client has them
-        paths["/workflows/{workflow_id}/signals/{name}"] = _signal_path()
+    paths["/workflows/{workflow_id}/signals/{name}"] = _signal_path()
     return {
         "openapi": "3.1.0",
         "info": {
