@@ -51,6 +51,17 @@ _AGENT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 @dataclass(frozen=True, slots=True)
+class LLMEndpoint:
+    """A model endpoint an agent's ``ctx.llm`` calls when the worker's settings
+    configure none (``llm_base_url``): e.g. a local stub an app's service
+    started (see :attr:`AgentApp.llm_endpoints`)."""
+
+    base_url: str
+    model: str
+    api_key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class AgentSpec:
     """One agent: a name, the capabilities it serves and its handler."""
 
@@ -78,6 +89,10 @@ class AgentApp:
         self.outcome_hooks: list[OutcomeHook] = []
         self.services: list[Service] = []
         """Started by the worker before it pulls, closed after (see :meth:`mcp`)."""
+        self.llm_endpoints: dict[str, LLMEndpoint] = {}
+        """By agent name: where its ``ctx.llm`` calls go when the worker's
+        settings name no endpoint (a service sets it when it starts, e.g. a
+        local stub; ``AGENTICFLOW_LLM_BASE_URL`` always wins)."""
 
     def on_outcome_stored(self, hook: OutcomeHook) -> OutcomeHook:
         """Register ``hook`` to run after each outcome event is stored, before the ack."""
@@ -249,4 +264,4 @@ def load_app(spec: str) -> AgentApp:
     return value
 
 
-__all__ = ["AgentApp", "AgentSpec", "Handler", "Service", "load_app"]
+__all__ = ["AgentApp", "AgentSpec", "Handler", "LLMEndpoint", "Service", "load_app"]

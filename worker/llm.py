@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from agenticflow.shared.bus.base import Bus
     from agenticflow.shared.ops.config import Settings
     from agenticflow.shared.wire.codec import TaskMessage
+    from agenticflow.worker.app import LLMEndpoint
 
 StreamText = Callable[[str], Awaitable[Any]]
 """Where a streamed call's tokens go (the worker passes ``ctx.stream``)."""
@@ -335,24 +336,29 @@ def task_llm(
     effects: Effects,
     stream: StreamText,
     worker: str,
+    fallback: LLMEndpoint | None = None,
 ) -> LLM:
     """The worker runtime's ``ctx.llm`` for one task attempt: the endpoint,
     model and key of ``Settings.llm_*`` (shared with the planner; the API by
-    ``llm_api``), cluster-wide
+    ``llm_api``) -- or, when the settings name no endpoint, ``fallback`` (the
+    agent's :attr:`AgentApp.llm_endpoints` entry) -- cluster-wide
     state, the attempt's effects and stream."""
     provider = None
-    if settings.llm_base_url:
-        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+    base_url, model = settings.llm_base_url, settings.llm_model
+    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+    if not base_url and fallback is not None:
+        base_url, model, key = fallback.base_url, model or fallback.model, fallback.api_key
+    if base_url:
         kind = AnthropicProvider if settings.llm_api == "anthropic" else ChatProvider
         provider = kind(
-            base_url=settings.llm_base_url,
+            base_url=base_url,
             api_key=key,
             timeout_s=settings.llm_timeout_s,
             attempts=settings.llm_max_attempts,
         )
     return LLM(
         provider=provider,
-        model=settings.llm_model,
+        model=model,
         effects=effects,
         state=cluster_state(bus, worker=worker),
         key_prefix=f"{task.workflow_id}:{task.task_id}",

@@ -723,6 +723,7 @@ class Worker:
                 effects=effects,
                 stream=output.put,
                 worker=self.node_id,
+                fallback=self.app.llm_endpoints.get(agent.name),
             ),
             feedback=Feedback(task.feedback),
             approval=task.approval,

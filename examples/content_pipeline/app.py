@@ -4,21 +4,40 @@ Run with ``agenticflow worker --app agenticflow.examples.content_pipeline.app:ap
 ``workflow.yaml`` with an input such as ``input.json``: ``{"topic": "honeybees"}``.
 
 Research pulls candidate claims about the topic out of the bundled corpus
-(:mod:`agenticflow.examples.content_pipeline.corpus`); the writer turns them into a draft
-while the fact-checker compares each claim with the trusted reference facts;
-the editor keeps only verified claims and reports readability statistics.
+(:mod:`agenticflow.examples.content_pipeline.corpus`); a model writes the draft
+from them (``ctx.llm``, streamed to whoever watches as it is written), citing
+each claim's id in brackets, while the fact-checker compares each claim with
+the trusted reference facts; a person approves the draft (through the HTTP
+gateway, or ``agenticflow approve``); the editor keeps only sentences whose
+claims were verified and reports readability statistics.
+
+The model is the scripted one of ``llm-script.yaml`` unless the workers have
+a real one (``AGENTICFLOW_LLM_BASE_URL``; see
+:mod:`agenticflow.examples.local_model`), so every run gives the same article.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from agenticflow import AgentApp, NonRetryableError, TaskContext
 from agenticflow.examples.content_pipeline.corpus import TOPICS, Topic
+from agenticflow.examples.local_model import LocalModel
 
 app = AgentApp("content-pipeline")
+LocalModel.serve(app, Path(__file__).with_name("llm-script.yaml"))
+
+WRITER_INSTRUCTIONS = (
+    "You write short, plain articles from research notes. State only the facts given, "
+    "in their own words where you can, and end each sentence that states one with the "
+    "fact's id in square brackets, e.g. 'Bees dance [bee-handbook#2].'. Open with one "
+    "sentence that introduces the topic; then paragraphs of about {per_paragraph} "
+    "sentences, separated by blank lines. No title, no headings."
+)
+"""The writer's instructions (the model's system message)."""
 
 STOPWORDS = frozenset(
     {
@@ -82,6 +101,8 @@ SUPPORT_THRESHOLD = 0.6
 _SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+")
 _WORD_RE = re.compile(r"[A-Za-z0-9]+(?:['\u2019,.-][A-Za-z0-9]+)*")
 _NUMBER_RE = re.compile(r"\d+(?:[.,]\d+)*")
+_CITATION_RE = re.compile(r"\s*\[(?P<ids>[A-Za-z0-9_.#:, -]+)\]")
+_CITATION_AFTER_STOP_RE = re.compile(r"([.!?])((?:\s*\[[A-Za-z0-9_.#:, -]+\])+)")
 
 
 def find_topic(name: str) -> Topic | None:
@@ -166,6 +187,50 @@ def compose_draft(
         chunk = facts[start : start + sentences_per_paragraph]
         paragraphs.append([{"claim_id": f["id"], "text": str(f["text"])} for f in chunk])
     sources = sorted({str(f["source"]) for f in facts})
+    return {
+        "title": title,
+        "paragraphs": paragraphs,
+        "sources": sources,
+        "text": render(title, paragraphs),
+    }
+
+
+def writer_prompt(title: str, facts: Sequence[Mapping[str, Any]]) -> str:
+    """What the writer's model is asked: the topic and the facts, each with its id."""
+    return "\n".join([f"Topic: {title}", "Facts:", *(f"[{f['id']}] {f['text']}" for f in facts)])
+
+
+def parse_draft(title: str, text: str, facts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The model's draft as paragraphs of sentences, each tagged with the claims it cites.
+
+    A sentence's ``claim_ids`` are the ids in its brackets (``[a#1]`` or
+    ``[a#1, b#2]``, before or after the full stop), removed from its text;
+    ``claim_id`` is the first (None for the writer's own connecting sentences).
+    ``sources`` are those of the cited facts known to the research.
+    """
+    known = {str(f["id"]): f for f in facts}
+    paragraphs: list[list[dict[str, Any]]] = []
+    cited: set[str] = set()
+    for block in re.split(r"\n\s*\n", text.strip()):
+        # "Fact. [id]" reads as "Fact [id].": the id stays with its sentence.
+        joined = _CITATION_AFTER_STOP_RE.sub(r"\2\1", " ".join(block.split()))
+        sentences = []
+        for sentence in split_sentences(joined):
+            ids = [
+                part.strip()
+                for found in _CITATION_RE.finditer(sentence)
+                for part in found["ids"].split(",")
+                if part.strip()
+            ]
+            plain = _CITATION_RE.sub("", sentence).strip()
+            if plain:
+                sentences.append(
+                    {"claim_id": ids[0] if ids else None, "claim_ids": ids, "text": plain}
+                )
+                cited.update(ids)
+        if sentences:
+            paragraphs.append(sentences)
+    sources = sorted({str(known[i]["source"]) for i in cited if i in known})
     return {
         "title": title,
         "paragraphs": paragraphs,
@@ -261,18 +326,22 @@ def edit(draft: Mapping[str, Any], review: Mapping[str, Any]) -> dict[str, Any]:
     for paragraph in draft["paragraphs"]:
         sentences: list[dict[str, Any]] = []
         for sentence in paragraph:
-            claim_id = sentence.get("claim_id")
-            if claim_id is None:
+            ids = [str(i) for i in sentence.get("claim_ids") or []]
+            if not ids and sentence.get("claim_id") is not None:
+                ids = [str(sentence["claim_id"])]
+            if not ids:
                 sentences.append(dict(sentence))
                 continue
-            check = status.get(str(claim_id), {})
-            if check.get("status") == "verified":
+            # A sentence stays only when every claim it cites was verified.
+            failed = [i for i in ids if status.get(i, {}).get("status") != "verified"]
+            if not failed:
                 sentences.append(dict(sentence))
                 kept_claims += 1
             else:
+                check = status.get(failed[0], {})
                 removed.append(
                     {
-                        "claim_id": claim_id,
+                        "claim_id": failed[0],
                         "claim": sentence["text"],
                         "status": check.get("status", "unchecked"),
                         "correction": check.get("support"),
@@ -328,14 +397,18 @@ async def researcher(ctx: TaskContext) -> dict[str, Any]:
 
 @app.agent(capabilities=["write"])
 async def writer(ctx: TaskContext) -> dict[str, Any]:
-    """Compose a draft article from the research facts."""
+    """A model writes the draft from the research facts, citing them; streamed as written."""
     found = _dependency(ctx, "research")
     title = ctx.params.get("title") or f"{found['title']}: what the research says"
-    return compose_draft(
-        str(title),
-        found["facts"],
-        sentences_per_paragraph=_positive_int_param(ctx, "sentences_per_paragraph", 3),
+    per_paragraph = _positive_int_param(ctx, "sentences_per_paragraph", 3)
+    if ctx.llm is None:
+        raise NonRetryableError(f"agent {ctx.agent!r} runs without a model (ctx.llm)")
+    text = await ctx.llm.complete(
+        writer_prompt(str(found["title"]), found["facts"]),
+        system=WRITER_INSTRUCTIONS.format(per_paragraph=per_paragraph),
+        stream=True,  # the draft's tokens reach watchers as the model writes them
     )
+    return parse_draft(str(title), text, found["facts"])
 
 
 @app.agent(capabilities=["fact_check"])
@@ -368,5 +441,7 @@ __all__ = [
     "extract_facts",
     "fact_check",
     "find_topic",
+    "parse_draft",
     "readability",
+    "writer_prompt",
 ]

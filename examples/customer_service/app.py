@@ -5,9 +5,14 @@ Run with ``agenticflow worker --app agenticflow.examples.customer_service.app:ap
 
     {"customer": "Dana" | {"name": "Dana", ...}, "message": "Our API is down ..."}
 
-Every step is rule-based and deterministic: the pure functions (:func:`classify`,
-:func:`propose_resolution`, :func:`decide_escalation`) hold the logic, the
-handlers only read the task context and call them.
+Triage and the escalation decision are rules (the pure functions
+:func:`classify` and :func:`decide_escalation`); the resolution is a model's
+work: ``ctx.run_agent`` lets it search the knowledge base, a tool of the
+``kb`` MCP server (:mod:`.kb_server`, started by each worker over stdio), and
+write the reply, streamed to whoever watches the workflow as it is written.
+The model is the scripted one of ``llm-script.yaml`` unless the workers have
+a real one (``AGENTICFLOW_LLM_BASE_URL``; see
+:mod:`agenticflow.examples.local_model`), so every run gives the same answer.
 
 The escalation uses tools (``ctx.tools``): it looks up the account's open
 tickets with the built-in ``sql_query`` (read-only, parameterised, on a small
@@ -23,9 +28,9 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import sys
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,8 +46,34 @@ from agenticflow import (
     sql_tool,
     tool,
 )
+from agenticflow.examples.customer_service.knowledge import (
+    KNOWLEDGE_BASE,
+    propose_resolution,
+    tokenize,
+)
+from agenticflow.examples.local_model import LocalModel
 
 app = AgentApp("customer-service")
+LocalModel.serve(app, Path(__file__).with_name("llm-script.yaml"))
+kb = app.mcp(
+    "kb",
+    command=[sys.executable, "-m", "agenticflow.examples.customer_service.kb_server"],
+    agents=["technical_resolution"],
+    timeout_s=10,
+)
+"""The knowledge base's MCP server: its ``search_articles`` tool is the
+resolution agent's ``kb__search_articles`` (permission ``mcp:kb``)."""
+KB_SEARCH = "kb__search_articles"
+
+RESOLUTION_INSTRUCTIONS = (
+    "You are a support engineer. Search the knowledge base for the customer's problem "
+    "with the search_articles tool (the triage category, and the words that describe "
+    "the problem), then write the body of the reply to the customer: one sentence, "
+    "then the article's steps as a numbered list, at most {max_steps}. Plain text; no "
+    "greeting, no signature. If no article fits, say that a support engineer will "
+    "review the request."
+)
+"""The resolution agent's instructions (the model's system message)."""
 
 PRIORITIES = ("low", "medium", "high", "critical")
 """Priority levels, lowest first."""
@@ -156,118 +187,6 @@ SLA_BY_PRIORITY = {
 }
 """Promised response time per priority."""
 
-_TOKEN_RE = re.compile(r"[a-z0-9']+")
-
-
-@dataclass(frozen=True, slots=True)
-class Article:
-    """One knowledge-base article: when it applies and what it tells the customer."""
-
-    id: str
-    title: str
-    keywords: frozenset[str]
-    steps: tuple[str, ...]
-    base_confidence: float
-
-
-KNOWLEDGE_BASE: dict[str, tuple[Article, ...]] = {
-    "outage": (
-        Article(
-            id="KB-101",
-            title="Service outage or degraded API",
-            keywords=frozenset({"down", "outage", "api", "503", "502", "dashboard", "timeout"}),
-            steps=(
-                "Check status.example.com for an open incident and subscribe to updates.",
-                "Retry failed requests with exponential backoff; writes are idempotent.",
-                "Send us the request ids of failing calls so we can trace them.",
-            ),
-            base_confidence=0.55,
-        ),
-        Article(
-            id="KB-102",
-            title="Cannot sign in or access the workspace",
-            keywords=frozenset({"login", "sign", "access", "password", "sso", "locked"}),
-            steps=(
-                "Reset your password from the sign-in page.",
-                "If you use SSO, ask your identity-provider admin to re-sync your account.",
-            ),
-            base_confidence=0.7,
-        ),
-    ),
-    "billing": (
-        Article(
-            id="KB-201",
-            title="Duplicate charge or refund request",
-            keywords=frozenset({"charged", "twice", "duplicate", "refund", "invoice"}),
-            steps=(
-                "Open Billing → Invoices and note the ids of the duplicate charges.",
-                "We reverse duplicate charges within 5 business days of the request.",
-            ),
-            base_confidence=0.85,
-        ),
-        Article(
-            id="KB-202",
-            title="Update a payment method",
-            keywords=frozenset({"card", "payment", "expired", "update", "declined"}),
-            steps=(
-                "Open Billing → Payment methods and add the new card.",
-                "Set it as default; the failed invoice is retried automatically.",
-            ),
-            base_confidence=0.9,
-        ),
-    ),
-    "bug": (
-        Article(
-            id="KB-301",
-            title="Export produces a wrong or corrupted file",
-            keywords=frozenset({"export", "csv", "wrong", "corrupted", "incorrect", "file"}),
-            steps=(
-                "Update to the latest release, which fixes known CSV encoding issues.",
-                "Export again with 'UTF-8 with BOM' selected.",
-            ),
-            base_confidence=0.7,
-        ),
-        Article(
-            id="KB-302",
-            title="Application crashes",
-            keywords=frozenset({"crash", "crashes", "start", "launch", "freeze", "exception"}),
-            steps=(
-                "Clear the application cache and restart.",
-                "Attach the crash log from Settings → Diagnostics to this ticket.",
-            ),
-            base_confidence=0.65,
-        ),
-    ),
-    "how-to": (
-        Article(
-            id="KB-401",
-            title="Configure webhooks",
-            keywords=frozenset({"webhook", "webhooks", "configure", "setup", "notifications"}),
-            steps=(
-                "Open Settings → Integrations → Webhooks and add your endpoint URL.",
-                "Choose the events to send and use 'Send test event' to verify.",
-            ),
-            base_confidence=0.9,
-        ),
-        Article(
-            id="KB-402",
-            title="Export your data",
-            keywords=frozenset({"export", "download", "csv", "data", "backup"}),
-            steps=(
-                "Open Settings → Data → Export and pick CSV or JSON.",
-                "Large exports are emailed to you as a download link.",
-            ),
-            base_confidence=0.9,
-        ),
-    ),
-}
-"""Built-in knowledge base, by triage category."""
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-cased word tokens (letters, digits and apostrophes)."""
-    return _TOKEN_RE.findall(text.lower().replace("\u2019", "'"))
-
 
 def _count_phrase(normalized: str, phrase: str) -> int:
     return len(re.findall(rf"(?<![a-z0-9']){re.escape(phrase)}(?![a-z0-9'])", normalized))
@@ -338,31 +257,6 @@ def classify(message: str) -> dict[str, Any]:
     }
 
 
-def propose_resolution(category: str, message: str, *, max_steps: int = 3) -> dict[str, Any]:
-    """Pick the best knowledge-base article for the category and rate the match."""
-    articles = KNOWLEDGE_BASE.get(category, ())
-    if not articles:
-        return {
-            "article_id": None,
-            "title": "No matching article",
-            "steps": ["A support engineer will review your request."],
-            "matched_terms": [],
-            "confidence": 0.1,
-        }
-    tokens = set(tokenize(message))
-    # max() keeps the first of equal scores, so article order breaks ties.
-    article = max(articles, key=lambda a: len(a.keywords & tokens))
-    matched = sorted(article.keywords & tokens)
-    confidence = article.base_confidence * (0.6 + 0.4 * min(len(matched), 2) / 2)
-    return {
-        "article_id": article.id,
-        "title": article.title,
-        "steps": list(article.steps[:max_steps]),
-        "matched_terms": matched,
-        "confidence": round(confidence, 3),
-    }
-
-
 def decide_escalation(
     triage: Mapping[str, Any],
     resolution: Mapping[str, Any],
@@ -373,7 +267,9 @@ def decide_escalation(
 ) -> dict[str, Any]:
     """Decide whether a manager takes the case, and write the reply to the customer.
 
-    ``open_tickets``: the account's other open tickets; two or more escalate."""
+    ``open_tickets``: the account's other open tickets; two or more escalate.
+    A case not escalated is answered with the resolution's ``draft`` (the
+    model's reply) when it has one, else with the article's steps."""
     priority = str(triage["priority"])
     sentiment = str(triage["sentiment"])
     confidence = float(resolution["confidence"])
@@ -399,8 +295,12 @@ def decide_escalation(
         if steps:
             lines.append(f"In the meantime: {steps[0]}")
     else:
-        lines.append(f"Here is how to resolve this ({resolution.get('title', 'support')}):")
-        lines.extend(f"{n}. {step}" for n, step in enumerate(steps, start=1))
+        draft = str(resolution.get("draft") or "").strip()
+        if draft:  # the model's reply, grounded in the article it found
+            lines.append(draft)
+        else:
+            lines.append(f"Here is how to resolve this ({resolution.get('title', 'support')}):")
+            lines.extend(f"{n}. {step}" for n, step in enumerate(steps, start=1))
         lines.append(f"If this does not help, reply and we will get back to you within {sla}.")
     return {
         "escalate": escalate,
@@ -528,14 +428,45 @@ async def triage(ctx: TaskContext) -> dict[str, Any]:
     return {"customer": customer_name(ctx.input["customer"]), **classify(message)}
 
 
-@app.agent(capabilities=["technical_resolution"])
+def resolution_prompt(triaged: Mapping[str, Any], message: str) -> str:
+    """What the resolution agent's model is asked: the triage and the message."""
+    return (
+        f"Category: {triaged['category']}\nPriority: {triaged['priority']}\n"
+        f"Sentiment: {triaged['sentiment']}\nCustomer message:\n{message}"
+    )
+
+
+def found_article(tool_calls: list[Any], *, max_steps: int) -> dict[str, Any]:
+    """The article of the model's last knowledge-base search (no search: none found)."""
+    searches = [c for c in tool_calls if c.name == KB_SEARCH and isinstance(c.result, Mapping)]
+    if not searches:
+        return propose_resolution("none", "", max_steps=max_steps)
+    article = dict(searches[-1].result)
+    article["steps"] = [str(step) for step in article.get("steps", [])][:max_steps]
+    return article
+
+
+@app.agent(capabilities=["technical_resolution"], permissions={"mcp:kb"})
 async def technical_resolution(ctx: TaskContext) -> dict[str, Any]:
-    """Propose a resolution from the knowledge base for the triaged category."""
+    """A model searches the knowledge base (an MCP tool) and drafts the reply, streamed."""
     triaged = _dependency(ctx, "triage")
     max_steps = ctx.params.get("max_steps", 3)
-    if not isinstance(max_steps, int) or max_steps < 1:
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
         raise NonRetryableError("param 'max_steps' must be a positive integer")
-    return propose_resolution(str(triaged["category"]), _require_message(ctx), max_steps=max_steps)
+    result = await ctx.run_agent(
+        None,  # the configured model (the example's scripted one by default)
+        RESOLUTION_INSTRUCTIONS.format(max_steps=max_steps),
+        resolution_prompt(triaged, _require_message(ctx)),
+        tools=[KB_SEARCH],
+        max_steps=4,
+        stream=True,  # the reply's tokens reach watchers as the model writes them
+    )
+    return {
+        **found_article(result.tool_calls, max_steps=max_steps),
+        "draft": result.output,
+        "searches": [c.arguments for c in result.tool_calls if c.name == KB_SEARCH],
+        "model_steps": result.steps,
+    }
 
 
 @app.agent(
@@ -598,7 +529,10 @@ __all__ = [
     "customer_name",
     "decide_escalation",
     "ensure_data",
+    "found_article",
+    "kb",
     "page_manager",
     "propose_resolution",
+    "resolution_prompt",
     "score_sentiment",
 ]

@@ -6,8 +6,12 @@ Run with ``agenticflow worker --app agenticflow.examples.trading.app:app`` and s
     {"symbol": "ACME", "capital": 100000, "risk_per_trade": 0.01}
 
 The price series (``prices.csv``) and the news headlines (``headlines.json``) are
-bundled with the example, so every run gives the same answer. This is a
-teaching example, not investment advice.
+bundled with the example, so every run gives the same answer. The numbers
+are rules; once the position is sized, a model writes the desk a short note
+on it (``ctx.llm``, streamed as it is written): the scripted one of
+``llm-script.yaml`` unless the workers have a real one
+(``AGENTICFLOW_LLM_BASE_URL``; see :mod:`agenticflow.examples.local_model`).
+This is a teaching example, not investment advice.
 """
 
 from __future__ import annotations
@@ -26,8 +30,17 @@ from pathlib import Path
 from typing import Any
 
 from agenticflow import AgentApp, NonRetryableError, TaskContext
+from agenticflow.examples.local_model import LocalModel
 
 app = AgentApp("trading")
+LocalModel.serve(app, Path(__file__).with_name("llm-script.yaml"))
+
+NOTE_INSTRUCTIONS = (
+    "You assist a trading desk. In three short sentences, explain the position below "
+    "to the desk from the figures given: the direction and why, the size and what "
+    "caps it, and the risk at the stop. Plain text; add no figure, no advice."
+)
+"""The note writer's instructions (the model's system message)."""
 
 DATA_DIR = Path(__file__).parent
 SYMBOL = "ACME"
@@ -324,6 +337,19 @@ def size_position(
     }
 
 
+def note_prompt(risk: Mapping[str, Any], sized: Mapping[str, Any], symbol: str) -> str:
+    """What the model is asked for the desk note: the position and its reasons."""
+    reasons = "; ".join(str(r) for r in risk.get("reasons", [])) or "none"
+    return (
+        f"Trade: {symbol} {sized['direction']}\n"
+        f"Direction: {sized['direction']} (signal {risk['signal']:+.3f})\n"
+        f"Shares: {sized['shares']} at {sized['entry_price']}, stop {sized['stop_price']}\n"
+        f"Risk: {risk['risk_level']}; max loss {sized['max_loss']} of a "
+        f"{sized['risk_budget']} budget; capped by {sized['capped_by']}\n"
+        f"Reasons: {reasons}"
+    )
+
+
 # --- handlers ----------------------------------------------------------------------
 
 
@@ -403,7 +429,8 @@ async def risk_manager(ctx: TaskContext) -> dict[str, Any]:
 
 @app.agent(capabilities=["position_sizing"])
 async def position_sizer(ctx: TaskContext) -> dict[str, Any]:
-    """Size the position by the fixed-fractional rule from ``input.capital``."""
+    """Size the position by the fixed-fractional rule from ``input.capital``; a
+    model writes the desk a note on it, streamed."""
     if "capital" not in ctx.input:
         raise NonRetryableError("input 'capital' is required (the account value to size against)")
     capital = _number(ctx.input["capital"], "input 'capital'", low=0)
@@ -411,13 +438,16 @@ async def position_sizer(ctx: TaskContext) -> dict[str, Any]:
         ctx.input.get("risk_per_trade", 0.01), "input 'risk_per_trade'", low=0, high=0.1
     )
     max_pct = _number(ctx.params.get("max_position_pct", 0.25), "max_position_pct", low=0, high=1)
+    risk = _dependency(ctx, "risk")
     sized = size_position(
-        _dependency(ctx, "risk"),
-        capital=capital,
-        risk_per_trade=risk_per_trade,
-        max_position_pct=max_pct,
+        risk, capital=capital, risk_per_trade=risk_per_trade, max_position_pct=max_pct
     )
-    return {"symbol": _symbol(ctx), **sized}
+    if ctx.llm is None:
+        raise NonRetryableError(f"agent {ctx.agent!r} runs without a model (ctx.llm)")
+    note = await ctx.llm.complete(
+        note_prompt(risk, sized, _symbol(ctx)), system=NOTE_INSTRUCTIONS, stream=True
+    )
+    return {"symbol": _symbol(ctx), **sized, "note": note}
 
 
 __all__ = [
@@ -426,6 +456,7 @@ __all__ = [
     "daily_volatility",
     "load_headlines",
     "load_prices",
+    "note_prompt",
     "rsi",
     "score_headline",
     "sentiment_analysis",

@@ -1,5 +1,10 @@
 """The example apps: workflows load, every capability is served, handlers behave.
 
+Handlers run here without a worker, but with what a worker gives them: the
+apps' services are started as a worker starts them (each example's scripted
+model, the customer service's ``kb`` MCP server), and each task's ``ctx.llm``
+calls its agent's model.
+
 Handlers run in dependency order without a bus; each result goes through the
 msgpack codec first, as it would on the wire, so the examples only return
 data a worker can publish.
@@ -7,11 +12,13 @@ data a worker can publish.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import inspect
 import json
 import math
 import statistics
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +27,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agenticflow import AgentApp, NonRetryableError, TaskContext, ToolBox
+from agenticflow.cluster.llm_stub import read_script
 from agenticflow.examples.content_pipeline import app as content
 from agenticflow.examples.content_pipeline import corpus
 from agenticflow.examples.customer_service import app as support
+from agenticflow.examples.local_model import LocalModel
 from agenticflow.examples.trading import app as trading
 from agenticflow.shared.graph.dag import validate_graph
 from agenticflow.shared.graph.workflow import TaskSpec, WorkflowDefinition, load_workflow_file
 from agenticflow.shared.wire.codec import pack, unpack
 from agenticflow.worker.app import load_app
+from agenticflow.worker.llm import LLM
+from agenticflow.worker.llm_provider import ChatProvider
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 APPS: dict[str, AgentApp] = {
@@ -35,6 +46,17 @@ APPS: dict[str, AgentApp] = {
     "content_pipeline": content.app,
     "trading": trading.app,
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def served() -> AsyncIterator[None]:
+    """The apps' services, started as a worker starts them, for the module."""
+    async with contextlib.AsyncExitStack() as stack:
+        for app in APPS.values():
+            for service in app.services:
+                await service.start(app)
+                stack.push_async_callback(service.close)
+        yield
 
 
 def workflow(name: str) -> WorkflowDefinition:
@@ -72,6 +94,10 @@ async def run(
     results: dict[str, Any] = {}
     for task in dependency_order(definition):
         spec = app.for_capability(task.capability)
+        endpoint = app.llm_endpoints.get(spec.name)
+        llm = None
+        if endpoint is not None:
+            llm = LLM(provider=ChatProvider(base_url=endpoint.base_url), model=endpoint.model)
         ctx = TaskContext(
             workflow_id="wf-test",
             task_id=task.id,
@@ -84,6 +110,7 @@ async def run(
             worker="test-worker",
             timeout_s=definition.timeout_of(task),
             tools=ToolBox(spec.tools, workflow_id="wf-test", task_id=task.id, agent=spec.name),
+            llm=llm,
         )
         result = spec.handler(ctx)
         if inspect.isawaitable(result):
@@ -205,6 +232,51 @@ async def test_customer_service_rejects_bad_input(data: dict[str, Any]) -> None:
         await run_example("customer_service", data)
 
 
+async def test_the_resolution_model_searches_the_knowledge_base_over_mcp() -> None:
+    resolution = (await run_example("customer_service"))["resolution"]
+    # Step 1: the model called the kb MCP server's tool; step 2: it wrote the reply.
+    assert resolution["model_steps"] == 2
+    assert [s["category"] for s in resolution["searches"]] == ["outage"]
+    assert resolution["article_id"] == "KB-101"
+    assert resolution["draft"].startswith("This looks like a service outage")
+    assert "1. Check status.example.com" in resolution["draft"]
+
+
+def test_the_kb_server_is_declared_for_the_resolution_agent_only() -> None:
+    assert support.kb.argv[1:] == ["-m", "agenticflow.examples.customer_service.kb_server"]
+    assert support.kb.agents == ("technical_resolution",)
+    resolver = support.app.for_capability("technical_resolution")
+    assert resolver.tools.get(support.KB_SEARCH) is not None  # listed when the server started
+    assert support.app.for_capability("triage").tools.get(support.KB_SEARCH) is None
+
+
+async def test_a_configured_endpoint_means_no_local_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTICFLOW_LLM_BASE_URL", "https://llm.example.com/v1")
+    owner = AgentApp("configured")
+    owner.add_agent(lambda ctx: None, capabilities=["x"], name="x")
+    model = LocalModel.serve(owner, EXAMPLES / "trading" / "llm-script.yaml")
+    await model.start(owner)
+    try:
+        assert (model.url, owner.llm_endpoints) == ("", {})
+    finally:
+        await model.close()
+
+
+async def test_the_local_model_points_its_apps_agents_at_it_until_closed() -> None:
+    owner = AgentApp("scripted")
+    owner.add_agent(lambda ctx: None, capabilities=["x"], name="x")
+    served = AgentApp("served").include(owner)
+    model = LocalModel.serve(owner, EXAMPLES / "trading" / "llm-script.yaml")
+    await model.start(served)
+    await model.start(served)  # a second worker of the process shares the server
+    assert served.llm_endpoints["x"].base_url == model.url
+    assert model.url.startswith("http://127.0.0.1:")
+    await model.close()
+    assert model.url
+    await model.close()
+    assert (model.url, served.llm_endpoints) == ("", {})
+
+
 # --- content pipeline --------------------------------------------------------------
 
 
@@ -242,6 +314,43 @@ async def test_content_pipeline_readability_stats() -> None:
         stats["word_count"] / stats["sentence_count"], abs=0.01
     )
     assert 0 < stats["flesch_reading_ease"] < 121
+
+
+def test_a_draft_is_parsed_into_sentences_tagged_with_their_citations() -> None:
+    facts = [{"id": "a#1", "source": "A"}, {"id": "b#2", "source": "B"}]
+    text = (
+        "Bees are busy. They dance [a#1]. They sting.  [b#2]\n\n"
+        "Both hold [a#1, b#2]. Unknown too [z#9]."
+    )
+    draft = content.parse_draft("Bees", text, facts)
+    assert [[(s["claim_ids"], s["text"]) for s in p] for p in draft["paragraphs"]] == [
+        [([], "Bees are busy."), (["a#1"], "They dance."), (["b#2"], "They sting.")],
+        [(["a#1", "b#2"], "Both hold."), (["z#9"], "Unknown too.")],
+    ]
+    assert draft["sources"] == ["A", "B"]
+    assert (
+        draft["text"] == "Bees\n\nBees are busy. They dance. They sting.\n\nBoth hold. Unknown too."
+    )
+    review = {"checks": [{"claim_id": "a#1", "status": "verified"}]}
+    edited = content.edit(draft, review)
+    assert edited["text"] == "Bees\n\nBees are busy. They dance."
+    assert [(r["claim_id"], r["status"]) for r in edited["removed_claims"]] == [
+        ("b#2", "unchecked"),
+        ("b#2", "unchecked"),
+        ("z#9", "unchecked"),
+    ]
+
+
+@pytest.mark.parametrize("topic", sorted(corpus.TOPICS))
+def test_the_scripted_draft_cites_every_fact_research_finds(topic: str) -> None:
+    script = read_script(EXAMPLES / "content_pipeline" / "llm-script.yaml")
+    found = corpus.TOPICS[topic]
+    rule = next(r for r in script["rules"] if r.get("match") == f"Topic: {found.title}")
+    facts = content.extract_facts(found, max_facts=10)
+    draft = content.parse_draft(found.title, rule["content"], facts)
+    cited = [s for p in draft["paragraphs"] for s in p if s["claim_ids"]]
+    assert [s["claim_id"] for s in cited] == [f["id"] for f in facts]
+    assert [s["text"] for s in cited] == [f["text"] for f in facts]
 
 
 def test_readability_counts() -> None:
@@ -347,6 +456,14 @@ async def test_trading_position_respects_risk_budget() -> None:
     assert sizing["notional"] <= data["capital"]
     if risk["direction"] == "long":
         assert risk["stop_price"] < risk["entry_price"]
+
+
+async def test_the_model_writes_the_desk_a_note_on_the_position() -> None:
+    sizing = (await run_example("trading"))["sizing"]
+    assert sizing["direction"] == "long"
+    assert sizing["note"].startswith("Long: ")
+    prompt = trading.note_prompt({"signal": 0.5, "risk_level": "low"}, sizing, "ACME")
+    assert "Direction: long" in prompt  # what the script answers by
 
 
 @given(

@@ -345,8 +345,14 @@ class MCPTools:
         for agent in chosen:
             registry = names[agent].tools
             for item in self.tools:
-                if registry.get(item.name) is not item:
-                    registry.add(item)
+                held = registry.get(item.name)
+                if held is item:
+                    continue
+                if isinstance(held, MCPTool) and held.server == self.name:
+                    # Listed by an earlier session of this server (the app served
+                    # again in this process): the new listing replaces it.
+                    registry.remove(item.name)
+                registry.add(item)
 
     async def close(self) -> None:
         """Stop using the server; the last user stops it (idempotent)."""

@@ -31,6 +31,10 @@ class ToolRegistry:
             raise ConfigError(f"two tools are named {item.name!r}")
         self._tools[item.name] = item
 
+    def remove(self, name: str) -> None:
+        """Forget the tool called ``name``, if there is one."""
+        self._tools.pop(name, None)
+
     @property
     def tools(self) -> tuple[Tool, ...]:
         """Registered tools, in registration order."""
