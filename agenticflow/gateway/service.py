@@ -22,10 +22,16 @@ from agenticflow.gateway.responses import ApiError, too_large
 from agenticflow.gateway.settings import GatewaySettings
 from agenticflow.shared.errors import MalformedMessageError, NotFoundError
 from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.wire.codec import MAX_DEPTH, check_depth
 from agenticflow.shared.wire.events import EventType
 from agenticflow.shared.wire.ids import ID_RE
 
 M = TypeVar("M", bound=BaseModel)
+
+BODY_DEPTH = MAX_DEPTH - 8
+"""How deep a body's lists and maps may nest: the event that carries it on
+the bus wraps it a few levels deeper, and the bus refuses more than
+:data:`~agenticflow.shared.wire.codec.MAX_DEPTH`."""
 
 
 class Gateway:
@@ -143,6 +149,12 @@ class Gateway:
             parsed = json.loads(data) if data.strip() else {}
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ApiError(400, "malformed_json", "the body nests too deeply") from None
+        try:
+            check_depth(parsed, BODY_DEPTH)
+        except MalformedMessageError as exc:
+            raise ApiError(422, "invalid_request", str(exc)) from None
         try:
             return model.model_validate(parsed)
         except ValidationError as exc:

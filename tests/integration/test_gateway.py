@@ -389,6 +389,15 @@ async def test_bad_input_gets_a_clear_json_error(env: Env) -> None:
             assert response.headers["content-type"] == "application/json"
             assert response.json()["error"]["code"] == code, response.text
 
+        deep = await http.post("/workflows", content=b"[" * 4000 + b"]" * 4000)
+        assert deep.status_code == 413  # over this gateway's 4 KiB first
+        nested: Any = {"x": 1}
+        for _ in range(60):
+            nested = {"x": nested}
+        too_deep = await http.post("/workflows", json={"workflow": workflow(ECHO), "input": nested})
+        assert too_deep.status_code == 422
+        assert "deeper than" in too_deep.json()["error"]["message"]
+
         async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: counted as read
             for _ in range(10):
                 yield b" " * 1000

@@ -16,7 +16,7 @@ from agenticflow.gateway.feeds import Frame, Position
 from agenticflow.gateway.live import sse
 from agenticflow.gateway.models import StartRequest
 from agenticflow.gateway.openapi import openapi_document
-from agenticflow.gateway.responses import dumps
+from agenticflow.gateway.responses import ApiError, dumps
 from agenticflow.gateway.service import Gateway
 from agenticflow.shared.errors import ConfigError
 from agenticflow.shared.graph.workflow import parse_workflow
@@ -145,3 +145,28 @@ def test_the_openapi_document_describes_every_http_route() -> None:
     ref = start["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
     assert "template" in document["components"]["schemas"][ref]["properties"]
     json.dumps(document)
+
+
+async def test_a_body_nested_past_the_interpreters_limit_is_a_400() -> None:
+    from starlette.requests import Request
+
+    gateway = Gateway(
+        settings=Settings(),
+        config=GatewaySettings(tokens=f"alice={TOKEN}", max_body_bytes=1 << 20),
+        tokens=Tokens.load(None, f"alice={TOKEN}"),
+        access=Access(None),
+    )
+    body = b"[" * 100_000 + b"]" * 100_000
+    sent = False
+
+    async def receive() -> dict[str, object]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    request = Request({"type": "http", "method": "POST", "headers": []}, receive)
+    with pytest.raises(ApiError) as refused:
+        await gateway.body(request, StartRequest)
+    assert (refused.value.status, refused.value.code) == (400, "malformed_json")
