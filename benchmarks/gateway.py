@@ -4,9 +4,11 @@ bench-gateway``, part of ``make bench``).
 On a local cluster (embedded nats-server, one coordinator, one worker) and
 one ``agenticflow gateway`` process in front of it, the same one-task
 workflow (``noop``) is run start to result, one at a time, ``--rounds``
-times each way, alternating: through the Python client directly
-(``client.start`` then ``handle.result()``), and through the gateway over
-HTTP/1.1 keep-alive (``POST /workflows`` then ``GET /workflows/{id}/result?wait=``).
+times each way, in turn: through the Python client directly
+(``client.start`` then ``handle.result()``), through the gateway over
+HTTP/1.1 keep-alive (``POST /workflows`` then ``GET
+/workflows/{id}/result?wait=``), and through the gateway in one request
+(``POST /workflows?wait=``).
 Reports p50/p99 of each and the difference (what the gateway adds: the HTTP
 round trips, its own client's start and wait, JSON). Warm-up rounds are not
 counted. ``benchmarks/results/gateway.json`` keeps the figures.
@@ -75,6 +77,7 @@ async def measure(rounds: int) -> dict[str, Any]:
     """Start a cluster and a gateway, run ``rounds`` workflows each way; the figures."""
     direct: list[float] = []
     through: list[float] = []
+    one: list[float] = []
     token = new_token()
     with tempfile.TemporaryDirectory() as logs:
         async with (
@@ -102,9 +105,18 @@ async def measure(rounds: int) -> dict[str, Any]:
                         took_gateway = time.perf_counter() - started
                         if result.json().get("state") != "completed":
                             raise RuntimeError(f"through the gateway: {result.text}")
+
+                        started = time.perf_counter()
+                        run = await http.post(
+                            "/workflows", params={"wait": 60}, json={"workflow": WORKFLOW}
+                        )
+                        took_one = time.perf_counter() - started
+                        if run.json().get("state") != "completed":
+                            raise RuntimeError(f"through the gateway: {run.text}")
                         if n >= WARMUP:
                             direct.append(took_direct * 1e3)
                             through.append(took_gateway * 1e3)
+                            one.append(took_one * 1e3)
             finally:
                 process.send_signal(signal.SIGTERM)
                 await asyncio.wait_for(process.wait(), 30)
@@ -116,7 +128,10 @@ async def measure(rounds: int) -> dict[str, Any]:
         "direct_p99_ms": _percentile(direct, 0.99),
         "gateway_p50_ms": statistics.median(through),
         "gateway_p99_ms": _percentile(through, 0.99),
+        "one_request_p50_ms": statistics.median(one),
+        "one_request_p99_ms": _percentile(one, 0.99),
         "added_p50_ms": statistics.median(through) - statistics.median(direct),
+        "added_one_request_p50_ms": statistics.median(one) - statistics.median(direct),
         "added_median_of_pairs_ms": statistics.median(added),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
@@ -135,7 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"p99 {figures['direct_p99_ms']:.2f} ms; "
         f"through the gateway p50 {figures['gateway_p50_ms']:.2f} ms, "
         f"p99 {figures['gateway_p99_ms']:.2f} ms; the gateway adds "
-        f"{figures['added_p50_ms']:.2f} ms at p50 "
+        f"{figures['added_p50_ms']:.2f} ms at p50; in one request (POST ?wait=) "
+        f"p50 {figures['one_request_p50_ms']:.2f} ms, p99 {figures['one_request_p99_ms']:.2f} ms, "
+        f"{figures['added_one_request_p50_ms']:.2f} ms added "
         f"({figures['cpu_count']} CPUs, Python {figures['python']})"
     )
     options.output.parent.mkdir(parents=True, exist_ok=True)

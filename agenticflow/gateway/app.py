@@ -107,6 +107,7 @@ def _routes(gw: Gateway) -> list[BaseRoute]:  # noqa: C901, PLR0915 - one closur
     async def start(request: Request) -> Response:
         principal = gw.principal(request)
         client = gw.client(principal)
+        wait = _float(request.query_params.get("wait"), "wait", high=gw.config.max_wait_s)
         body = await gw.body(request, StartRequest)
         definition = _definition(body)
         denial = gw.access.submit_denial(principal, definition)
@@ -114,7 +115,10 @@ def _routes(gw: Gateway) -> list[BaseRoute]:  # noqa: C901, PLR0915 - one closur
             raise ApiError(403, "forbidden", denial)
         handle = await client.start(definition, input=body.input, id=body.id, route=body.route)
         log.info("gateway started a workflow", principal=principal, workflow_id=handle.id)
-        return JSON(_links(handle.id), 201, {"Location": f"/workflows/{handle.id}"})
+        answer = _links(handle.id)
+        if wait > 0:  # start and wait: one round trip for a caller that wants the result
+            answer.update((await _outcome(handle, wait))[1])
+        return JSON(answer, 201, {"Location": f"/workflows/{handle.id}"})
 
     async def listing(request: Request) -> Response:
         client = gw.client(gw.principal(request))
@@ -159,7 +163,8 @@ def _routes(gw: Gateway) -> list[BaseRoute]:  # noqa: C901, PLR0915 - one closur
             if not state.is_terminal:
                 return JSON({"workflow_id": workflow_id, "state": state.status.value}, 202)
             wait = gw.config.max_wait_s  # it has ended: the output is one read away
-        return await _result(handle, wait)
+        status, body = await _outcome(handle, wait)
+        return JSON(body, status)
 
     async def events(request: Request) -> Response:
         client = gw.client(gw.principal(request))
@@ -345,25 +350,27 @@ def _event(event: Any) -> Frame:
     return event_frame(event)
 
 
-async def _result(handle: WorkflowHandle, wait: float) -> Response:
-    """The workflow's output once it ended (202 if it did not within ``wait`` s)."""
+async def _outcome(handle: WorkflowHandle, wait: float) -> tuple[int, dict[str, Any]]:
+    """The workflow's output once it ended: 200 and ``{state, output}`` (or
+    ``{state, reason, failed_task}``), else 202 and ``{state}`` if it did not
+    end within ``wait`` seconds."""
     try:
         output = await handle.result(timeout=wait)
     except TimeoutError:
-        state = await handle.client._readable(handle.id)
-        running = state.status.value if state is not None else "submitted"
-        return JSON({"workflow_id": handle.id, "state": running}, 202)
+        try:
+            running = (await handle.status()).status.value
+        except NotFoundError:
+            running = "submitted"
+        return 202, {"workflow_id": handle.id, "state": running}
     except (WorkflowFailedError, WorkflowCancelledError) as exc:
         state = exc.status
-        return JSON(
-            {
-                "workflow_id": handle.id,
-                "state": state.status.value if state is not None else "failed",
-                "reason": state.reason if state is not None else str(exc),
-                "failed_task": state.failed_task if state is not None else None,
-            }
-        )
-    return JSON({"workflow_id": handle.id, "state": "completed", "output": output})
+        return 200, {
+            "workflow_id": handle.id,
+            "state": state.status.value if state is not None else "failed",
+            "reason": state.reason if state is not None else str(exc),
+            "failed_task": state.failed_task if state is not None else None,
+        }
+    return 200, {"workflow_id": handle.id, "state": "completed", "output": output}
 
 
 def _int(text: str | None, name: str, *, default: int, low: int, high: int) -> int:

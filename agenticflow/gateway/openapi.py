@@ -39,6 +39,12 @@ _WORKFLOW_ID = {
     "required": True,
     "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
 }
+_WAIT = {
+    "name": "wait",
+    "in": "query",
+    "description": "Seconds to wait for the end.",
+    "schema": {"type": "number", "minimum": 0},
+}
 _AFTER = {
     "name": "after",
     "in": "query",
@@ -180,7 +186,9 @@ def openapi_document() -> dict[str, Any]:
         },
         "/workflows": {
             "post": {
-                "summary": "Start a workflow (workflow:submit:<capability> for each capability).",
+                "summary": "Start a workflow (workflow:submit:<capability> for each capability); "
+                "with ?wait=SECONDS also wait for its result (state, output) in the answer.",
+                "parameters": [_WAIT],
                 "requestBody": _body(StartRequest),
                 "responses": {
                     "201": _json("Started: its id and links"),
@@ -229,12 +237,7 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "Its output once ended (202 while running).",
                 "parameters": [
                     *workflow,
-                    {
-                        "name": "wait",
-                        "in": "query",
-                        "description": "Seconds to wait for the end.",
-                        "schema": {"type": "number"},
-                    },
+                    _WAIT,
                 ],
                 "responses": {
                     "200": _json("{state, output} or {state, reason}"),

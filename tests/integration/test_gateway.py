@@ -111,6 +111,14 @@ async def test_start_result_describe_list_and_events(env: Env) -> None:
 
         assert (await http.get("/whoami")).json() == {"principal": "alice"}
 
+        run = await http.post(
+            "/workflows", params={"wait": 30}, json={"workflow": workflow(ECHO, name="gw-run")}
+        )
+        assert run.status_code == 201
+        assert run.json()["state"] == "completed"
+        assert run.json()["output"]["params"] == {"say": "hi"}
+        assert run.json()["links"]["self"] == f"/workflows/{run.json()['id']}"
+
 
 async def test_result_while_running_is_202_and_failure_is_reported(env: Env) -> None:
     async with env.http() as http:

@@ -28,4 +28,5 @@ def test_the_gateway_benchmark_reports_both_paths(tmp_path: Path) -> None:
     assert data["rounds"] == 5
     assert 0 < data["direct_p50_ms"] <= data["direct_p99_ms"]
     assert 0 < data["gateway_p50_ms"] <= data["gateway_p99_ms"]
+    assert 0 < data["one_request_p50_ms"] <= data["one_request_p99_ms"]
     assert "the gateway adds" in done.stdout
