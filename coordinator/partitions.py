@@ -175,7 +175,7 @@ class PartitionedCoordinators:
             partitions=self.partitions,
         )
         term = _Term(partition, lease, coordinator)
-        term.keeper = asyncio.create_task(lease.keep(term.stop), name=f"lease-p{partition}")
+        term.keeper = asyncio.create_task(self._keep(term), name=f"lease-p{partition}")
         self.owned[partition] = term
         try:
             await coordinator.start()
@@ -183,19 +183,37 @@ class PartitionedCoordinators:
             log.exception("partition coordinator did not start", partition=partition)
             await self._end(term)
             return
+        if term.lease.lost.is_set():  # while it started (it serves nothing: _keep stopped it)
+            log.warning("partition lost while its coordinator started", partition=partition)
+            await self._end(term)
+            return
         self.taken += 1
         log.info("partition taken", partition=partition, node=self.node_id)
+
+    async def _keep(self, term: _Term) -> None:
+        """Renew a partition's lease; once it is lost, stop its coordinator at
+        once. Not left to the balance loop, which a slow start of another
+        partition can hold up for many seconds (a NATS fail-over): the lease's
+        new owner would fold the partition meanwhile too, and each would refuse
+        what the other dispatched."""
+        await term.lease.keep(term.stop)
+        if term.lease.lost.is_set():
+            log.warning("partition lost; its coordinator stops", partition=term.partition)
+            try:
+                await term.coordinator.shutdown()
+            except Exception:  # _end stops it again
+                log.exception("partition coordinator did not stop", partition=term.partition)
 
     async def _end(self, term: _Term) -> None:
         """Stop a partition's coordinator, then give its lease back."""
         self.owned.pop(term.partition, None)
         term.stop.set()
         try:
-            await term.coordinator.shutdown()
-        finally:
-            if term.keeper is not None:
+            if term.keeper is not None:  # stopping the coordinator itself if the lease is lost
                 with contextlib.suppress(asyncio.CancelledError):
                     await term.keeper
+            await term.coordinator.shutdown()
+        finally:
             await term.lease.release()
 
     # Reporting ----------------------------------------------------------
