@@ -124,6 +124,8 @@ log = structlog.get_logger("agenticflow.coordinator")
 T = TypeVar("T")
 
 _CACHE_SIZE = 10_000
+_QUEUES_WAIT_S = 2.0
+"""How long a heartbeat waits for the task queues' depths at most (then keeps the last)."""
 _ECHOES = frozenset(
     t.value
     for t in (
@@ -448,8 +450,11 @@ class Coordinator:
         # Queue depths first: a heartbeat stamped T carries depths read after T.
         now = time.time_ns()
         if self._first:
-            with contextlib.suppress(Exception):  # metrics only: never stop the heartbeat
-                self.queues = await self._read_queues()
+            # Metrics only: never stop nor hold up the heartbeat, or start(), which
+            # sends the first one (a NATS fail-over held this read up for 9.5 s).
+            wait = min(self.settings.heartbeat_s, _QUEUES_WAIT_S)
+            with contextlib.suppress(Exception):
+                self.queues = await asyncio.wait_for(self._read_queues(), timeout=wait)
         info = CoordinatorEntry(
             instance=self._registry_key,
             coordinator=self.node_id,
@@ -508,10 +513,10 @@ class Coordinator:
 
     # Recovery -----------------------------------------------------------
     async def _recover(self) -> None:
-        try:
-            keys = [key for key in await self._workflows.keys() if self._mine(key)]
-        except Exception:  # nats-py raises NoKeysError for an empty bucket
-            keys = []
+        # An empty bucket lists no keys; a failure (a timeout in a NATS fail-over)
+        # fails the start, retried by our owner: starting with nothing recovered
+        # would leave the running workflows' timers unarmed for good.
+        keys = [key for key in await self._workflows.keys() if self._mine(key)]
         self._known.update(keys)
         try:
             indexed = set(await self._index.keys())
