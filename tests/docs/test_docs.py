@@ -39,10 +39,20 @@ PAGES = pages()
 BASH_TIMEOUT_S = 90
 MAX_SKIPPED_SHARE = 0.25
 """Blocks that cannot run are the exception: at most this share of all code blocks."""
-LLM_PAGE_MARKS = ("ctx.llm", "run_agent", "llm-stub")
-"""A page that mentions one of these runs with the local LLM stub as its model
-endpoint (``AGENTICFLOW_LLM_BASE_URL``); its YAML blocks with ``rules`` are the
-stub's script."""
+
+
+def scripts_a_model(page: Path) -> bool:
+    """Whether the page has an LLM stub's script (a YAML block with ``rules``):
+    it then runs with the local LLM stub as its model endpoint
+    (``AGENTICFLOW_LLM_BASE_URL``), answering by its scripts. Other pages'
+    agents that call a model use their own (the examples' scripted models)."""
+    for block in blocks(page):
+        if block.language == "yaml" and not block.skip:
+            data = yaml.safe_load(block.code)
+            if isinstance(data, dict) and "rules" in data:
+                return True
+    return False
+
 
 __all__ = ["llm_stub"]  # the fixture, imported for pytest
 
@@ -237,7 +247,7 @@ async def test_the_page_runs(
         pytest.skip("no runnable block")
     settings = Settings(nats_url=nats_server.url, prefix=unique_prefix("doc"))
     stub: LLMStubProcess | None = None
-    if any(mark in page.read_text(encoding="utf-8") for mark in LLM_PAGE_MARKS):
+    if scripts_a_model(page):
         stub = request.getfixturevalue("llm_stub")
         await stub.aload({"rules": []})
         llm = {"llm_base_url": stub.url, "llm_model": "stub-model"}
