@@ -31,6 +31,7 @@ from collections.abc import Generator
 from pathlib import Path
 
 import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agenticflow.cluster.llm_stub import Stub, parse_script, read_script
 from agenticflow.worker.app import AgentApp, LLMEndpoint
@@ -41,6 +42,10 @@ MODEL = "agenticflow-stub"
 CONFIGURED = ("AGENTICFLOW_LLM_BASE_URL", "OPENAI_BASE_URL")
 """Environment variables that configure a real endpoint: with one set, no stub."""
 
+KEPT_REQUESTS = 100
+"""Requests the stub remembers (``GET /stub/requests``): a worker serving for
+days keeps the latest, not every one."""
+
 
 class _Server(uvicorn.Server):
     """uvicorn without its signal handlers: the worker's entry point owns those."""
@@ -48,6 +53,19 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+
+def _forgetting(stub: Stub) -> ASGIApp:
+    """The stub's application, keeping only its latest :data:`KEPT_REQUESTS` requests."""
+    app = stub.app()
+
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await app(scope, receive, send)
+        finally:
+            del stub.requests[:-KEPT_REQUESTS]
+
+    return serve
 
 
 async def _started(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
@@ -107,11 +125,12 @@ class LocalModel:
 
     async def _listen(self) -> None:
         rules = parse_script(await asyncio.to_thread(read_script, self.script))
+        stub = Stub(rules)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         config = uvicorn.Config(
-            Stub(rules).app(), log_config=None, access_log=False, lifespan="off"
+            _forgetting(stub), log_config=None, access_log=False, lifespan="off"
         )
         server = _Server(config)
         task = asyncio.create_task(server.serve(sockets=[sock]), name=f"model-{self.owner.name}")
@@ -145,4 +164,4 @@ class LocalModel:
             self.url = ""
 
 
-__all__ = ["CONFIGURED", "MODEL", "LocalModel"]
+__all__ = ["CONFIGURED", "KEPT_REQUESTS", "MODEL", "LocalModel"]

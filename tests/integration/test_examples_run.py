@@ -10,19 +10,25 @@ from pathlib import Path
 
 import httpx
 
+import agenticflow.testing
 from agenticflow import causality_violations
 from agenticflow.cluster.dev import DevCluster
+from agenticflow.cluster.llm_stub import LLMStubProcess
 from agenticflow.cluster.nats_server import NatsServer
 from agenticflow.coordinator.client import Client
 from agenticflow.coordinator.state import WorkflowStatus
+from agenticflow.examples.trading.app import app as trading
 from agenticflow.gateway import GatewayServer, GatewaySettings, new_token
 from agenticflow.shared.bus.transport import connected
 from agenticflow.shared.graph.workflow import load_workflow_file
 from agenticflow.shared.wire.events import EventType, TaskToolCalled
 from tests.conftest import unique_prefix
 from tests.integration.helpers import of_type
+from tests.support.llm import llm_stub
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+__all__ = ["llm_stub"]  # the fixture, imported for pytest
 
 
 async def test_every_example_completes_with_causal_clocks(
@@ -94,3 +100,16 @@ async def test_every_example_completes_with_causal_clocks(
         sizing = states[2].output["sizing"]
         assert sizing["max_loss"] <= 100000 * 0.01
         assert sizing["note"].startswith("Long: ")
+
+
+async def test_a_configured_model_takes_over_from_the_scripted_one(
+    llm_stub: LLMStubProcess,
+) -> None:
+    # What AGENTICFLOW_LLM_BASE_URL and AGENTICFLOW_LLM_MODEL give the workers.
+    settings = {"llm_base_url": llm_stub.url, "llm_model": "real-model"}
+    await llm_stub.aload({"rules": [{"match": "Direction: long", "content": "Long, says it."}]})
+    given = {"symbol": "ACME", "capital": 100000}
+    async with agenticflow.testing.cluster(trading, settings=settings) as client:
+        result = await client.run(EXAMPLES / "trading" / "workflow.yaml", input=given, timeout=60)
+    assert result["note"] == "Long, says it."
+    assert [r["body"]["model"] for r in await llm_stub.arequests()] == ["real-model"]

@@ -53,6 +53,11 @@ EXAMPLE_DATA = (
     "agenticflow/examples/customer_service/input.json",
     "agenticflow/examples/trading/prices.csv",
     "agenticflow/examples/trading/headlines.json",
+    # The scripted models the workers serve, and the MCP server they start.
+    "agenticflow/examples/customer_service/llm-script.yaml",
+    "agenticflow/examples/content_pipeline/llm-script.yaml",
+    "agenticflow/examples/trading/llm-script.yaml",
+    "agenticflow/examples/customer_service/kb_server.py",
 )
 CLASHING = {
     "worker.py": "raise RuntimeError('the project\\'s own worker.py was imported')\n",

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -31,7 +32,7 @@ from agenticflow.cluster.llm_stub import read_script
 from agenticflow.examples.content_pipeline import app as content
 from agenticflow.examples.content_pipeline import corpus
 from agenticflow.examples.customer_service import app as support
-from agenticflow.examples.local_model import LocalModel
+from agenticflow.examples.local_model import KEPT_REQUESTS, LocalModel
 from agenticflow.examples.trading import app as trading
 from agenticflow.shared.graph.dag import validate_graph
 from agenticflow.shared.graph.workflow import TaskSpec, WorkflowDefinition, load_workflow_file
@@ -275,6 +276,21 @@ async def test_the_local_model_points_its_apps_agents_at_it_until_closed() -> No
     assert model.url
     await model.close()
     assert (model.url, served.llm_endpoints) == ("", {})
+
+
+async def test_the_local_model_remembers_only_its_latest_requests() -> None:
+    owner = AgentApp("chatty")
+    model = LocalModel.serve(owner, EXAMPLES / "trading" / "llm-script.yaml")
+    await model.start(owner)
+    try:
+        body = {"model": "m", "messages": [{"role": "user", "content": "Direction: flat"}]}
+        async with httpx.AsyncClient(base_url=model.url.removesuffix("/v1")) as http:
+            for _ in range(KEPT_REQUESTS + 5):
+                answer = await http.post("/v1/chat/completions", json=body)
+                assert answer.json()["choices"][0]["message"]["content"].startswith("Flat:")
+            assert (await http.get("/stub/requests")).json()["count"] == KEPT_REQUESTS
+    finally:
+        await model.close()
 
 
 # --- content pipeline --------------------------------------------------------------
