@@ -121,8 +121,9 @@ async def _framed(
                     pending = None
                     yield sse(frame)
             finally:
-                if pending is not None:
+                if pending is not None:  # let it finish before closing its generator
                     pending.cancel()
+                    await asyncio.wait({pending})
                 await frames.aclose()
     finally:
         gw.feed_closed()

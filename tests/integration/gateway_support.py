@@ -85,12 +85,17 @@ class Env:
         return "ws" + self.url.removeprefix("http") + path
 
 
-async def start_env(nats_url: str, prefix: str, directory: Path, **gateway: Any) -> Env:
-    """Start the cluster and the gateway (``gateway``: GatewaySettings fields)."""
+async def start_env(
+    url: str, prefix: str, directory: Path, *, backend: str = "nats", **gateway: Any
+) -> Env:
+    """Start the cluster (on ``backend`` at ``url``) and the gateway
+    (``gateway``: GatewaySettings fields)."""
     policy = directory / "policy.toml"
     policy.write_text(POLICY)
+    where: dict[str, Any] = {"nats_url": url} if backend == "nats" else {"url": url}
     settings = Settings(
-        nats_url=nats_url,
+        **where,
+        backend=backend,
         prefix=prefix,
         policy_file=policy,
         heartbeat_s=0.5,

@@ -249,6 +249,38 @@ async def test_a_signal_completes_a_wait_node(env: Env) -> None:
         assert result["output"]["inputs"] == {"w": {"x": 1}}
 
 
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_the_gateway_serves_the_other_backends(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    prefix = unique_prefix("gwb")
+    if backend == "memory":
+        url = f"memory://{prefix}"
+    else:
+        url = request.getfixturevalue("redis_server").url
+    env = await start_env(url, prefix, tmp_path, backend=backend)
+    try:
+        async with env.stack, env.http() as http:
+            narrate = {"id": "n", "capability": "narrate", "params": {"words": ["a", "b"]}}
+            run = await http.post(
+                "/workflows", params={"wait": 30}, json={"workflow": workflow(narrate)}
+            )
+            assert run.json()["state"] == "completed", run.text
+            workflow_id = run.json()["id"]
+            path = f"/workflows/{workflow_id}"
+            tokens = await read_sse(http, f"{path}/stream/sse", params={"kinds": "token"})
+            assert [f["data"]["data"] for f in tokens[:-1]] == ["a", "b"]
+            events = await read_sse(http, f"{path}/events/sse")
+            assert events[-2]["data"]["type"] == "workflow.completed"
+            assert (await http.get("/workflows/nope")).status_code == 404
+            assert (await http.get(path)).json()["state"] == "completed"
+    finally:
+        if backend == "memory":
+            from agenticflow.shared.bus.memory_backend import MemoryServer
+
+            MemoryServer.discard(url)
+
+
 # Auth and RBAC -----------------------------------------------------------------
 async def test_no_token_or_an_unknown_one_is_401_open_routes_need_none(env: Env) -> None:
     async with env.http(token=None) as http:
@@ -482,19 +514,31 @@ async def test_sse_streams_live_then_a_late_reader_and_a_resumed_one_see_the_sam
         assert raw == raw | {"data": "AHJhdw==", "encoding": "base64"}  # b"\x00raw"
 
 
-async def test_a_disconnecting_sse_client_releases_its_subscription(
-    env: Env, nats_server: NatsServer
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+async def test_a_disconnecting_client_releases_its_subscription(
+    env: Env, nats_server: NatsServer, transport: str
 ) -> None:
+    """Closed while the workflow is quiet (nothing to send): the gateway
+    notices anyway, stops the reader and deletes its consumer."""
     async with env.http() as http:
         workflow_id = await start(
             http, {"id": "l", "capability": "listen", "params": {"timeout": 60}}
         )
-        before = env.gateway.open_feeds
-        async with http.stream("GET", f"/workflows/{workflow_id}/events/sse") as response:
-            frames = sse_frames(response)
-            assert (await anext(frames))["data"]["type"] == "workflow.submitted"
-            assert env.gateway.open_feeds == before + 1
-            assert await _tail_consumers(env, nats_server) >= 1
+        # Earlier tests' feeds may still be closing: count from none.
+        await wait_for(env.gateway, lambda: env.gateway.open_feeds == 0)
+        before = 0
+        path = f"/workflows/{workflow_id}/events/{transport}"
+        if transport == "sse":
+            async with http.stream("GET", path) as response:
+                first = await anext(sse_frames(response))
+                assert first["data"]["type"] == "workflow.submitted"
+                assert env.gateway.open_feeds == before + 1
+                assert await _tail_consumers(env, nats_server) >= 1
+        else:
+            async with ws_connect(env.ws_url(path), additional_headers=auth(ALICE)) as ws:
+                assert json.loads(await ws.recv())["data"]["type"] == "workflow.submitted"
+                assert env.gateway.open_feeds == before + 1
+                assert await _tail_consumers(env, nats_server) >= 1
         await wait_for(env.gateway, lambda: env.gateway.open_feeds == before)
         assert await _tail_consumers(env, nats_server) == 0
         await http.post(f"/workflows/{workflow_id}/terminate")
@@ -548,24 +592,6 @@ async def test_websockets_carry_events_and_stream_and_refuse_without_a_token(env
         ):
             pass
     assert missing.value.response.status_code == 404
-
-
-async def test_a_disconnecting_websocket_client_releases_its_subscription(
-    env: Env, nats_server: NatsServer
-) -> None:
-    async with env.http() as http:
-        workflow_id = await start(
-            http, {"id": "l", "capability": "listen", "params": {"timeout": 60}}
-        )
-        before = env.gateway.open_feeds
-        url = env.ws_url(f"/workflows/{workflow_id}/events/ws")
-        async with ws_connect(url, additional_headers=auth(ALICE)) as ws:
-            assert json.loads(await ws.recv())["data"]["type"] == "workflow.submitted"
-            assert env.gateway.open_feeds == before + 1
-        # Closed while the workflow is quiet: nothing to send, the gateway notices anyway.
-        await wait_for(env.gateway, lambda: env.gateway.open_feeds == before)
-        assert await _tail_consumers(env, nats_server) == 0
-        await http.post(f"/workflows/{workflow_id}/terminate")
 
 
 @pytest.mark.parametrize("transport", ["ws", "sse"])
