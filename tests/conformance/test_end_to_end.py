@@ -18,13 +18,16 @@ from typing import Any
 
 import pytest
 
+import agenticflow.coordinator.client as core_client
 import agenticflow.examples.apps
 import agenticflow.testing
-from agenticflow import AgentApp
+from agenticflow import AgentApp, TaskContext
 from agenticflow.client import Client
 from agenticflow.coordinator.replay import verify
 from agenticflow.coordinator.state import TaskStatus, WorkflowState, WorkflowStatus
 from agenticflow.examples.apps import app as examples_app
+from agenticflow.shared.bus.base import Bus
+from agenticflow.shared.bus.registry import wait_registered
 from agenticflow.shared.errors import (
     InterventionRefusedError,
     NotFoundError,
@@ -32,6 +35,7 @@ from agenticflow.shared.errors import (
     WorkflowDefinitionError,
     WorkflowFailedError,
 )
+from agenticflow.worker.runtime import Worker
 from tests.conformance.conftest import BACKENDS
 from tests.integration.helpers import wf
 from tests.support.app import core, steering
@@ -86,8 +90,13 @@ async def test_every_example_runs_to_completion(start: Start, example: str) -> N
             for task_id in waiting(state):
                 await client.approve(handle.id, task_id, "fine", by="tests")
                 approved.add(task_id)
+        # Each example's model (its scripted one, served by the workers) streamed a draft.
+        tokens = [chunk.text async for chunk in handle.stream(kinds=["token"])]
+        usage = await handle.usage()
     assert state.status == WorkflowStatus.COMPLETED
     assert {t.status for t in state.tasks.values()} == {TaskStatus.COMPLETED}
+    assert len(tokens) > 10
+    assert usage.total.calls >= 1
 
 
 async def test_a_failed_attempt_is_retried_and_the_workflow_completes(start: Start) -> None:
@@ -315,3 +324,60 @@ async def test_registered_workflows_run_by_name_and_version(start: Start) -> Non
         definition = (await handle.status()).definition
         assert definition is not None
         assert definition.version == "1"
+
+
+async def test_a_rolling_upgrade_keeps_each_workflow_on_its_version(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(core_client, "_VERSIONS_TTL_S", 0.0)  # read the registry each start
+    v1, v2 = AgentApp("v1"), AgentApp("v2")
+    release = asyncio.Event()
+    ran: list[tuple[str, str, str]] = []
+
+    @v1.agent("step", version="1")
+    async def step_v1(ctx: TaskContext) -> str:
+        ran.append((ctx.workflow_id, ctx.task_id, "1"))
+        if ctx.params.get("hold"):
+            await release.wait()
+        return "1"
+
+    @v2.agent("step", version="2")
+    async def step_v2(ctx: TaskContext) -> str:
+        ran.append((ctx.workflow_id, ctx.task_id, "2"))
+        return "2"
+
+    second = {"id": "b", "capability": "step", "depends_on": ["a"]}
+    held = wf({"id": "a", "capability": "step", "params": {"hold": True}}, second)
+    quick = wf({"id": "a", "capability": "step"}, second)
+    async with start(v1) as client:
+        old = await client.start(held)
+        await client.wait_for(
+            old.id, lambda s: s.tasks["a"].status == TaskStatus.RUNNING, timeout=30
+        )
+        # Version 2 is deployed beside version 1 (a rolling upgrade).
+        bus = await Bus.connect(client.bus.settings, name="v2-worker", role="worker")
+        worker = Worker(bus=bus, app=v2, node_id="w-v2", concurrency=4, shutdown_grace_s=1.0)
+        running = asyncio.create_task(worker.run())
+        try:
+            await wait_registered(
+                client.bus,
+                lambda seen: any(w.get("version") == "2" for w in seen.workers.values()),
+                timeout=30,
+            )
+            new = await client.start(quick)  # pinned to the latest: 2
+            assert await new.result(timeout=30) == "2"
+            release.set()  # the old workflow's next task stays on version 1
+            assert await old.result(timeout=30) == "1"
+            assert (await old.status()).versions == {"step": "1"}
+            assert (await new.status()).versions == {"step": "2"}
+            unpinned = await client.start(quick, versions={})
+            await unpinned.result(timeout=30)  # either version may run it
+        finally:
+            await worker.shutdown()
+            await asyncio.gather(running, return_exceptions=True)
+            await bus.close()
+    by_workflow = {(wid, task): version for wid, task, version in ran}
+    assert by_workflow[(old.id, "a")] == by_workflow[(old.id, "b")] == "1"
+    assert by_workflow[(new.id, "a")] == by_workflow[(new.id, "b")] == "2"
+    agents = {a.name: a.version for a in v2.agents}
+    assert agents == {"step_v2": "2"}
