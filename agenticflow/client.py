@@ -129,6 +129,7 @@ class Client(_CoreClient):
         input: dict[str, Any] | None = None,
         id: str | None = None,
         route: str | None = None,
+        versions: dict[str, str] | None = None,
     ) -> WorkflowHandle:
         """Start a workflow; returns its handle without waiting.
 
@@ -138,7 +139,8 @@ class Client(_CoreClient):
         :meth:`register_workflow`), or the name of a template (see
         ``agenticflow templates``; ``input`` fills its parameters). ``id``
         makes the start idempotent: starting again with the same id starts
-        nothing new.
+        nothing new. ``versions`` pins capabilities to agent versions (default:
+        the latest each live agent declares; ``{}``: none).
 
         Raises WorkflowDefinitionError (WorkflowGraphError) for an invalid
         workflow or id, NotFoundError for an unknown file or template,
@@ -146,7 +148,7 @@ class Client(_CoreClient):
         """
         definition = await self._resolve(workflow, input)
         workflow_id = await self.submit_workflow(
-            definition, input=input, workflow_id=id, route=route
+            definition, input=input, workflow_id=id, route=route, versions=versions
         )
         return WorkflowHandle(workflow_id, self)
 

@@ -266,7 +266,9 @@ def print_agents(console: Console, agents: list[dict[str, Any]]) -> None:
             style = _STATE_STYLE.get(str(row.get("state", "")), "")
             table.add_row(
                 esc(row.get("id", "")),
-                esc(info.get("agent", "")),
+                esc(
+                    info.get("agent", "") + (f" v{info['version']}" if info.get("version") else "")
+                ),
                 esc(", ".join(str(c) for c in info.get("capabilities", []))),
                 f"[{style}]{esc(state)}[/{style}]" if style else esc(state),
                 when(row.get("since")),

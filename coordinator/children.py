@@ -109,6 +109,7 @@ def start(
             input={**state.input, **spec.params, "inputs": inputs},
             submitted_by=state.workflow_id,
             route=state.route,
+            versions=state.versions,
             traceparent=state.traceparent,
             parent=ParentLink(
                 workflow_id=state.workflow_id,

@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 from opentelemetry.trace import SpanKind
 
+from agenticflow.coordinator.admission import used_capabilities
 from agenticflow.coordinator.definitions import (
     VERSION_RE,
     RegisteredDefinition,
@@ -78,11 +79,16 @@ from agenticflow.shared.wire.ids import ID_RE, new_workflow_id, workflow_key
 from agenticflow.shared.wire.names import (
     SCHEDULE_SPEC_PREFIX,
     SCHEDULE_STATE_PREFIX,
+    VERSION_SEPARATOR,
     queue_of,
+    version_key,
 )
 from agenticflow.shared.wire.vclock import ClockBook, VectorClock
 
 log = structlog.get_logger("agenticflow.client")
+
+_VERSIONS_TTL_S = 2.0
+"""How long a client pins new workflows from one read of the agent registry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +115,8 @@ class Client:
         self._notifier_lock = asyncio.Lock()
         self._clocks = ClockBook(node_id)
         """The last clock this client sent or saw, per workflow (our counter advances)."""
+        self._versions: dict[str, set[str]] = {}
+        self._versions_read = float("-inf")  # never read
 
     async def _topology(self) -> None:
         if not self._ready:
@@ -123,11 +131,16 @@ class Client:
         workflow_id: str | None = None,
         validate: bool = True,
         route: str | None = None,
+        versions: dict[str, str] | None = None,
         **rerun: Any,
     ) -> str:
         """Submit a workflow; returns its id.
 
         ``route`` sends its tasks only to the workers started with that route;
+        ``versions`` pins capabilities to agent versions (default: each to the
+        latest version live workers serve, if its agents declare versions;
+        ``{}`` pins none), so a rolling deploy never hands its later tasks to
+        another version;
         ``rerun`` holds the :class:`WorkflowSubmitted` fields of a fork or a
         re-execution (``origin``, ``reuse``, ``recorded``, ``replay``), see
         :meth:`fork` and :meth:`rerun`.
@@ -146,6 +159,10 @@ class Client:
                 f"workflow id {workflow_id!r} must be 1-64 letters, digits, '_' or '-'"
             )
         await self._topology()
+        if route is None:
+            pins = await self._pins(definition) if versions is None else dict(versions)
+            if pins:
+                rerun = {**rerun, "versions": pins}
         with tracer().start_as_current_span(
             f"workflow {definition.name}",
             kind=SpanKind.PRODUCER,
@@ -163,6 +180,35 @@ class Client:
 
     submit = submit_workflow
     """Submit a workflow; returns its id (the same as :meth:`submit_workflow`)."""
+
+    async def _pins(self, definition: WorkflowDefinition) -> dict[str, str]:
+        """The latest live agent version of each capability ``definition`` uses
+        (those whose agents declare one), from the registry read at most every
+        :data:`_VERSIONS_TTL_S`."""
+        now = time.monotonic()
+        if now - self._versions_read > _VERSIONS_TTL_S:
+            self._versions = await self.live_versions()
+            self._versions_read = now
+        if not self._versions:
+            return {}
+        used = used_capabilities(definition)
+        return {c: max(v, key=version_key) for c, v in self._versions.items() if c in used}
+
+    async def live_versions(self) -> dict[str, set[str]]:
+        """The agent versions live workers serve, by capability (capabilities
+        whose agents declare none are left out)."""
+        horizon = time.time_ns() - int(self.bus.settings.agent_ttl_s * 1e9)
+        found: dict[str, set[str]] = {}
+        for entry in await self.agents():
+            version = entry.get("version")
+            if entry.get("role", "worker") != "worker" or not isinstance(version, str):
+                continue
+            if int(entry.get("heartbeat") or 0) < horizon or entry.get("route"):
+                continue
+            for queue in entry.get("capabilities") or ():
+                if isinstance(queue, str) and VERSION_SEPARATOR not in queue:
+                    found.setdefault(queue, set()).add(version)
+        return found
 
     async def _publish_submission(
         self,

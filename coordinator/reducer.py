@@ -87,7 +87,7 @@ from agenticflow.shared.wire.events import (
     WorkflowSubmitted,
 )
 from agenticflow.shared.wire.ids import ID_RE, task_key, workflow_key
-from agenticflow.shared.wire.names import ROUTE_RE, queue_of
+from agenticflow.shared.wire.names import ROUTE_RE, VERSION_RE, queue_of, versioned_queue
 from agenticflow.shared.wire.vclock import VectorClock
 
 SHELL_NODE = "coord-shell"
@@ -274,6 +274,7 @@ class _Folder:
             feedback=list(state.feedback),
             traceparent=state.traceparent,
             direct=_direct_to(task, attempt),
+            version=state.versions.get(spec.capability),
         )
 
     def open_auction(self, task_id: str, attempt: int) -> None:
@@ -290,7 +291,7 @@ class _Folder:
             claim_timeout_s=policy.claim_timeout_s,
         )
         task.note = f"auction: bids until {policy.window_s:g}s after the call"
-        queue = queue_of(spec.capability, state.route)
+        queue = task_queue(state, spec.capability)
         self.emit(
             EventType.TASK_AUCTION_OPENED,
             TaskAuctionOpened(
@@ -613,6 +614,7 @@ def _start(event: Event, source: str) -> tuple[WorkflowState | None, list[Comman
         version=1,
         origin=submitted.origin,
         route=submitted.route,
+        versions=submitted.versions,
         recorded=submitted.recorded,
         replay=submitted.replay,
         traceparent=submitted.traceparent,
@@ -669,7 +671,20 @@ def _reuse_problems(submitted: WorkflowSubmitted) -> list[str]:
             )
     if submitted.route is not None and not ROUTE_RE.match(submitted.route):
         problems.append(f"route {submitted.route!r} must be 1-32 letters, digits, '_' or '-'")
+    problems += [
+        f"version {version!r} of capability {capability!r} must be 1-16 letters, digits, '_' or '-'"
+        for capability, version in submitted.versions.items()
+        if not VERSION_RE.match(version) or not ID_RE.match(capability)
+    ]
     return problems
+
+
+def task_queue(state: WorkflowState, capability: str) -> str:
+    """The queue a task of ``capability`` travels on in this workflow."""
+    queue = queue_of(capability, state.route)
+    if state.route is not None:
+        return queue
+    return versioned_queue(queue, state.versions.get(capability))
 
 
 def _reuse(folder: _Folder, submitted: WorkflowSubmitted) -> None:

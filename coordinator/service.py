@@ -50,6 +50,7 @@ from agenticflow.coordinator.reducer import (
     Emit,
     apply,
     pending_timers,
+    task_queue,
 )
 from agenticflow.coordinator.schedules import Scheduler
 from agenticflow.coordinator.state import (
@@ -116,7 +117,7 @@ from agenticflow.shared.wire.events import (
     WorkflowSubmitted,
 )
 from agenticflow.shared.wire.ids import ID_RE, task_key, workflow_key
-from agenticflow.shared.wire.names import SYSTEM_WORKFLOW, check_partitions, partition_of, queue_of
+from agenticflow.shared.wire.names import SYSTEM_WORKFLOW, check_partitions, partition_of
 from agenticflow.shared.wire.vclock import VectorClock
 
 log = structlog.get_logger("agenticflow.coordinator")
@@ -1502,7 +1503,7 @@ class Coordinator:
         # The winner's message must not linger (the stream keeps it for no consumer
         # once the worker is gone); its other unstarted tasks fall back likewise.
         assert entry is not None
-        queue = queue_of(task.capability, entry.state.route)
+        queue = task_queue(entry.state, task.capability)
         await self.bus.purge_subject(
             self.names.direct_stream, self.names.direct_subject(queue, auction.direct_to)
         )

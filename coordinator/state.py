@@ -181,6 +181,8 @@ class WorkflowState(BaseModel):
     """The workflow this one forks or re-runs."""
     route: str | None = None
     """Its tasks go to the workers serving this route only."""
+    versions: dict[str, str] = Field(default_factory=dict)
+    """Agent versions its tasks are pinned to, by capability."""
     recorded: dict[str, dict[int, list[RecordedEffect]]] = Field(default_factory=dict)
     """Side effects to serve from a recording, by task and attempt (a rerun)."""
     replay: bool = False

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from agenticflow.shared.errors import ConfigError, NotFoundError
 from agenticflow.shared.wire.ids import ID_RE
+from agenticflow.shared.wire.names import VERSION_RE
 from agenticflow.worker.bidding import BidFunction
 from agenticflow.worker.context import TaskContext
 from agenticflow.worker.tools.registry import ToolRegistry
@@ -77,6 +78,11 @@ class AgentSpec:
     """The agent's tools and granted permissions (``ctx.tools`` in its handler)."""
     bid: BidFunction | None = None
     """Its bid for an auctioned task (see :mod:`agenticflow.worker.bidding`); None: its load."""
+    version: str | None = None
+    """Its version: workflows started while it is the latest live one keep their
+    tasks of its capabilities on this version (see :func:`versioned_queue`)."""
+    compatible: tuple[str, ...] = ()
+    """Older versions whose pinned tasks it runs too."""
 
 
 class AgentApp:
@@ -136,6 +142,8 @@ class AgentApp:
         tools: Iterable[Tool] = (),
         permissions: Iterable[str] = (),
         bid: BidFunction | None = None,
+        version: str | None = None,
+        compatible: Iterable[str] = (),
     ) -> Callable[[Handler], Handler]:
         """Register the decorated function as an agent serving ``capabilities``.
 
@@ -144,8 +152,12 @@ class AgentApp:
         what it may call through ``ctx.tools``, ``permissions`` what it is granted
         (e.g. ``{"fs:read"}``, ``{"fs:*"}``). ``bid(call, load)`` prices an
         auctioned task (``allocation: auction``): a float, lower is better, or
-        None to decline; by default the agent's load. Raises ConfigError for an invalid or
-        duplicate name or capability, or two tools of one name.
+        None to decline; by default the agent's load. ``version`` (e.g. ``"2"``)
+        pins workflows started while it is the latest live version of its
+        capabilities to workers serving that version (a rolling deploy never
+        hands their later tasks to another); ``compatible`` lists older versions
+        whose pinned tasks it may run too. Raises ConfigError for an invalid or
+        duplicate name, capability or version, or two tools of one name.
         """
 
         def register(fn: Handler) -> Handler:
@@ -158,6 +170,8 @@ class AgentApp:
                 tools=tools,
                 permissions=permissions,
                 bid=bid,
+                version=version,
+                compatible=compatible,
             )
             return fn
 
@@ -174,6 +188,8 @@ class AgentApp:
         tools: Iterable[Tool] = (),
         permissions: Iterable[str] = (),
         bid: BidFunction | None = None,
+        version: str | None = None,
+        compatible: Iterable[str] = (),
     ) -> AgentSpec:
         """Register ``handler`` as an agent; the non-decorator form of :meth:`agent`."""
         caps = (capabilities,) if isinstance(capabilities, str) else tuple(capabilities)
@@ -191,6 +207,14 @@ class AgentApp:
                 raise ConfigError(f"capability {cap!r} is served by both {other!r} and {name!r}")
         if instances is not None and instances < 1:
             raise ConfigError(f"agent {name!r} needs at least one instance")
+        older = tuple(compatible)
+        for given in (version, *older):
+            if given is not None and not VERSION_RE.match(given):
+                raise ConfigError(
+                    f"agent {name!r}: version {given!r} must be 1-16 letters, digits, '_' or '-'"
+                )
+        if older and version is None:
+            raise ConfigError(f"agent {name!r}: 'compatible' needs a 'version' of its own")
         spec = AgentSpec(
             name=name,
             capabilities=caps,
@@ -200,6 +224,8 @@ class AgentApp:
             is_async=inspect.iscoroutinefunction(handler),
             tools=ToolRegistry(tools, permissions=permissions),
             bid=bid,
+            version=version,
+            compatible=tuple(v for v in older if v != version),
         )
         self._agents[name] = spec
         for cap in caps:
@@ -221,6 +247,8 @@ class AgentApp:
                 tools=spec.tools.tools,
                 permissions=spec.tools.permissions,
                 bid=spec.bid,
+                version=spec.version,
+                compatible=spec.compatible,
             )
         return self
 

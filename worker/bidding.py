@@ -77,7 +77,7 @@ def default_bid(call: AuctionCall, load: AgentLoad) -> float:
 class Bidder:
     """Answers auction calls for a worker's queues and receives the tasks it wins.
 
-    ``queues`` maps each capability to the queue it is served on; ``agent_of``
+    ``queues`` maps each queue it serves to its capability; ``agent_of``
     names the agent serving a capability, ``bid_of`` its bid function (None:
     :func:`default_bid`), ``load_of`` its load; ``deliver(agent, msg)`` takes a
     task message won; ``stopping()`` says the worker no longer bids; ``tick``
@@ -99,7 +99,7 @@ class Bidder:
     ) -> None:
         self.bus = bus
         self.node_id = node_id
-        self._queues = {queue: capability for capability, queue in queues.items()}
+        self._queues = dict(queues)  # queue -> capability
         self._agent_of = agent_of
         self._bid_of = bid_of
         self._load_of = load_of

@@ -78,7 +78,7 @@ from agenticflow.shared.wire.events import (
     WorkflowAborted,
 )
 from agenticflow.shared.wire.ids import ID_RE, task_key
-from agenticflow.shared.wire.names import SYSTEM_WORKFLOW, queue_of
+from agenticflow.shared.wire.names import SYSTEM_WORKFLOW, queue_of, versioned_queue
 from agenticflow.shared.wire.vclock import COORDINATOR_NODE, ClockBook, VectorClock
 from agenticflow.worker.app import AgentApp, AgentSpec, Service
 from agenticflow.worker.bidding import AgentLoad, Bidder
@@ -179,11 +179,15 @@ class Worker:
         self.route = route
         """Serve only the tasks sent to this route (a fork or rerun with a fixed app)."""
         self._queues = {c: queue_of(c, route) for c in app.capabilities}
+        """The shared queue of each capability (its unpinned tasks)."""
+        self._queue_capability = _served_queues(app, route)
+        """Every queue it pulls, with its capability: the shared ones, and those
+        of the versions its agents serve (``summarize@2``; not on a route)."""
         self._grace = shutdown_grace_s
         self._in_hand = 0
         self._scarce = False
         self._waiting: dict[str, None] = {}
-        """Capabilities refused a slot, longest waiting first (when slots are scarce)."""
+        """Queues refused a slot, longest waiting first (when slots are scarce)."""
         """Task messages delivered to this process and not finished yet."""
         self._clocks = ClockBook(node_id, keep=_CLOCKS_KEPT)
         self._running: set[asyncio.Task[Any]] = set()
@@ -239,23 +243,23 @@ class Worker:
         )
         self._registry = await self.bus.kv(self.names.agents_bucket)
         await self.audit.start(role="worker", policy=self.policy is not None)
-        capabilities = self.app.capabilities
         # Each capability asks for at most its fair share of the slots at once, so
         # an idle capability's open request never holds every slot. With more
         # capabilities than slots they take turns (see _credit), and requests
         # expire sooner to pass the slots on.
-        share = max(1, min(64, self.concurrency // len(capabilities)))
-        self._scarce = self.concurrency < len(capabilities)
+        queues = self._queue_capability
+        share = max(1, min(64, self.concurrency // len(queues)))
+        self._scarce = self.concurrency < len(queues)
         expires = 0.5 if self._scarce else 5.0
-        for capability in capabilities:
-            consumer = await self.bus.ensure_task_consumer(self._queues[capability])
-            self._pullers[capability] = self.bus.puller(
+        for queue, capability in queues.items():
+            consumer = await self.bus.ensure_task_consumer(queue)
+            self._pullers[queue] = self.bus.puller(
                 stream=self.names.tasks_stream,
                 consumer=consumer,
                 on_message=functools.partial(
                     self._deliver, self.app.for_capability(capability).name
                 ),
-                credit=functools.partial(self._credit, capability),
+                credit=functools.partial(self._credit, queue),
                 max_batch=share,
                 expires_s=expires,
             )
@@ -269,7 +273,7 @@ class Worker:
         self.bidder = Bidder(
             bus=self.bus,
             node_id=self.node_id,
-            queues=self._queues,
+            queues=self._queue_capability,
             agent_of=lambda capability: self.app.for_capability(capability).name,
             bid_of=lambda agent: next(a.bid for a in self.app.agents if a.name == agent),
             load_of=self._load,
@@ -359,7 +363,7 @@ class Worker:
                     log.warning("a service did not close", service=repr(service), error=repr(exc))
             await self.audit.close()
             if self.route is not None:  # a private route's queues end with their worker
-                for queue in self._queues.values():
+                for queue in self._queue_capability:
                     with contextlib.suppress(AgenticFlowError):
                         await self.bus.delete_consumer(
                             self.names.tasks_stream, self.names.task_consumer(queue)
@@ -390,7 +394,8 @@ class Worker:
         return {
             "app": self.app.name,
             "route": self.route,
-            "capabilities": sorted(self._queues.values()),
+            "capabilities": sorted(self._queue_capability),
+            "versions": {a.name: a.version for a in self.app.agents if a.version is not None},
             "concurrency": self.concurrency,
             "in_hand": self._in_hand,
             "tasks_done": self.tasks_done,
@@ -435,7 +440,10 @@ class Worker:
                 worker=self.node_id,
                 agent=agent.name,
                 app=self.app.name,
-                capabilities=[self._queues[c] for c in agent.capabilities],
+                capabilities=[
+                    q for q, c in self._queue_capability.items() if c in agent.capabilities
+                ],
+                version=agent.version,
                 description=agent.description,
                 open_breakers=open_breakers,
                 route=self.route,
@@ -471,16 +479,18 @@ class Worker:
                 await self._registry.delete(self._registry_key(agent))
 
     # Pulling ------------------------------------------------------------
-    def _credit(self, capability: str) -> int:
-        """How many more task messages ``capability``'s puller may ask for.
+    def _credit(self, queue: str) -> int:
+        """How many more task messages ``queue``'s puller may ask for.
 
-        When slots are scarcer than capabilities, a capability refused a slot
-        queues up, and a free slot goes to the one that has waited longest.
+        When slots are scarcer than queues, a queue refused a slot waits its
+        turn, and a free slot goes to the one that has waited longest.
         """
-        owed = {c: p.owed for c, p in self._pullers.items() if c != capability}
+        owed = {q: p.owed for q, p in self._pullers.items() if q != queue}
         others = sum(owed.values())
-        agent = self.app.for_capability(capability)
-        siblings = sum(owed.get(c, 0) for c in agent.capabilities)  # the agent's other ones
+        agent = self.app.for_capability(self._queue_capability[queue])
+        siblings = sum(  # the agent's other queues
+            n for q, n in owed.items() if self._queue_capability[q] in agent.capabilities
+        )
         free = min(
             self.concurrency - self._in_hand - others,
             self._usable(agent.name) - self._agent_in_hand[agent.name] - siblings,
@@ -489,16 +499,16 @@ class Worker:
             return free
         while self._waiting:
             first = next(iter(self._waiting))
-            if first == capability or self._pullers[first].owed == 0:
+            if first == queue or self._pullers[first].owed == 0:
                 break
             del self._waiting[first]  # it got a request open meanwhile
-        first = next(iter(self._waiting), capability)
-        if free <= 0 or first != capability:
-            self._waiting[capability] = None
+        first = next(iter(self._waiting), queue)
+        if free <= 0 or first != queue:
+            self._waiting[queue] = None
             if free > 0:
                 self._pullers[first].kick()
             return 0
-        self._waiting.pop(capability, None)
+        self._waiting.pop(queue, None)
         return free
 
     def _load(self, agent: str) -> AgentLoad:
@@ -1143,6 +1153,20 @@ class Worker:
                         attempt=attempt,
                     )
                 )
+
+
+def _served_queues(app: AgentApp, route: str | None) -> dict[str, str]:
+    """Every queue a worker of ``app`` pulls, with its capability: each
+    capability's shared queue (on ``route`` if any), then, off a route, the
+    queues of its agent's version and the versions it is compatible with."""
+    served = {queue_of(c, route): c for c in app.capabilities}
+    if route is not None:
+        return served
+    for agent in app.agents:
+        for version in (agent.version, *agent.compatible) if agent.version else ():
+            for capability in agent.capabilities:
+                served[versioned_queue(capability, version)] = capability
+    return served
 
 
 __all__ = ["AgentInstance", "NonRetryableError", "Worker", "error_info"]

@@ -80,6 +80,8 @@ class WorkerEntry(_Entry):
     description: str = ""
     open_breakers: list[str] = Field(default_factory=list)
     route: str | None = None
+    version: str | None = None
+    """The agent's version (see :meth:`~agenticflow.worker.app.AgentApp.agent`)."""
     instances: int = Field(default=0, ge=0)
     idle: int = Field(default=0, ge=0)
     suspended: int = Field(default=0, ge=0)

@@ -45,7 +45,7 @@ from agenticflow.shared.wire.events import (
     RecordedEffect,
 )
 from agenticflow.shared.wire.ids import ID_RE, TASK_ID_RE
-from agenticflow.shared.wire.names import Names, queue_of
+from agenticflow.shared.wire.names import Names, queue_of, versioned_queue
 from agenticflow.shared.wire.schemas import REGISTRY, read_payload
 from agenticflow.shared.wire.vclock import MAX_COUNTER, VectorClock
 
@@ -320,6 +320,9 @@ class TaskMessage(BaseModel):
     direct: str | None = None
     """The worker node the task was awarded to (an auction): it travels on that
     worker's direct subject instead of the shared queue."""
+    version: str | None = None
+    """The agent version the workflow is pinned to for this capability: only
+    workers serving it (or compatible with it) get the task."""
 
     @field_validator("workflow_id")
     @classmethod
@@ -330,8 +333,10 @@ class TaskMessage(BaseModel):
 
     @property
     def queue(self) -> str:
-        """The queue the task travels on: its capability, on its route if any."""
-        return queue_of(self.capability, self.route)
+        """The queue the task travels on: its capability, on its route if any,
+        pinned to its version if any (a route wins: it names a fixed app)."""
+        queue = queue_of(self.capability, self.route)
+        return queue if self.route is not None else versioned_queue(queue, self.version)
 
     @property
     def msg_id(self) -> str:

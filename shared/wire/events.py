@@ -142,6 +142,10 @@ class WorkflowSubmitted(Payload):
     """The W3C trace context of the submission: every span of the workflow joins it."""
     parent: ParentLink | None = None
     """Set for a child workflow: the parent's task whose outcome this workflow's is."""
+    versions: dict[str, str] = Field(default_factory=dict)
+    """Agent versions its tasks are pinned to, by capability (see
+    :func:`~agenticflow.shared.wire.names.versioned_queue`): the latest live
+    ones when it was submitted, unless the submitter chose."""
 
 
 class WorkflowStarted(Payload):

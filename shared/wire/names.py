@@ -364,6 +364,26 @@ def queue_of(capability: str, route: str | None = None) -> str:
     return f"{capability}{ROUTE_SEPARATOR}{route}"
 
 
+VERSION_SEPARATOR = "@"
+VERSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,16}\Z")
+"""An agent version (a queue name suffix: ``summarize@2``)."""
+
+
+def versioned_queue(queue: str, version: str | None) -> str:
+    """The queue of a capability's tasks pinned to ``version`` (``summarize@2``);
+    ``queue`` itself when there is none."""
+    if version is None:
+        return queue
+    if not VERSION_RE.match(version):
+        raise ConfigError(f"version {version!r} must be 1-16 letters, digits, '_' or '-'")
+    return f"{queue}{VERSION_SEPARATOR}{version}"
+
+
+def version_key(version: str) -> tuple[int, int, str]:
+    """Order of versions: numbers by value, after any name ("10" > "9" > "beta")."""
+    return (1, int(version), "") if version.isdigit() else (0, 0, version)
+
+
 SYSTEM_WORKFLOW = "_system"
 """Pseudo workflow id for events that belong to no workflow."""
 
@@ -374,9 +394,13 @@ __all__ = [
     "SCHEDULE_SPEC_PREFIX",
     "SCHEDULE_STATE_PREFIX",
     "SYSTEM_WORKFLOW",
+    "VERSION_RE",
+    "VERSION_SEPARATOR",
     "Names",
     "check_partitions",
     "partition_of",
     "partitions_of_transform",
     "queue_of",
+    "version_key",
+    "versioned_queue",
 ]
