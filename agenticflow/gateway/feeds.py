@@ -165,10 +165,12 @@ class Feed:
         block_s: float,
         name: str,
         on_overflow: Callable[[], None] | None = None,
+        on_released: Callable[[], None] | None = None,
     ) -> None:
         self._source = source
         self._block_s = block_s
         self._on_overflow = on_overflow
+        self._on_released = on_released
         self._queue: asyncio.Queue[Frame] = asyncio.Queue(maxsize=room)
         self._name = name
         self._reader: asyncio.Task[None] | None = None
@@ -212,7 +214,9 @@ class Feed:
             with contextlib.suppress(asyncio.QueueFull):
                 self._queue.put_nowait(_WAKE)
             with contextlib.suppress(Exception):
-                await source.aclose()
+                await source.aclose()  # the bus subscription goes with it
+            if self._on_released is not None:
+                self._on_released()
 
     async def frames(self) -> AsyncGenerator[Frame, None]:
         """The frames in order; last, ``end`` (the workflow ended), ``overflow``

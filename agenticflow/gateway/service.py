@@ -48,10 +48,13 @@ class Gateway:
         self.clients: dict[str, Client] = {}
         self.open_feeds = 0
         """SSE and WebSocket clients being fed now."""
+        self.readers = 0
+        """Feeds whose reader still holds a bus subscription."""
         self.overflows = 0
         """Clients disconnected for reading too slowly."""
         self.feeds_changed = asyncio.Event()
-        """Set whenever :attr:`open_feeds` or :attr:`overflows` changes (for tests)."""
+        """Set whenever :attr:`open_feeds`, :attr:`readers` or :attr:`overflows`
+        changes (for tests)."""
 
     async def start(self) -> None:
         """Connect a client per principal; raises ConfigError (e.g. no key for
@@ -165,13 +168,19 @@ class Gateway:
 
     def feed(self, source: AsyncGenerator[Frame, None], name: str) -> Feed:
         """A client's bounded feed of ``source`` (see :mod:`agenticflow.gateway.feeds`)."""
+        self.readers += 1
         return Feed(
             source,
             room=self.config.client_queue,
             block_s=self.config.client_block_s,
             name=name,
             on_overflow=self._overflowed,
+            on_released=self._released,
         )
+
+    def _released(self) -> None:
+        self.readers -= 1
+        self.feeds_changed.set()
 
     def _overflowed(self) -> None:
         self.overflows += 1

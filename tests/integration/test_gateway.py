@@ -524,23 +524,21 @@ async def test_a_disconnecting_client_releases_its_subscription(
         workflow_id = await start(
             http, {"id": "l", "capability": "listen", "params": {"timeout": 60}}
         )
+        gateway = env.gateway
         # Earlier tests' feeds may still be closing: count from none.
-        await wait_for(env.gateway, lambda: env.gateway.open_feeds == 0)
-        before = 0
+        await wait_for(gateway, lambda: gateway.open_feeds == gateway.readers == 0)
         path = f"/workflows/{workflow_id}/events/{transport}"
         if transport == "sse":
             async with http.stream("GET", path) as response:
                 first = await anext(sse_frames(response))
                 assert first["data"]["type"] == "workflow.submitted"
-                assert env.gateway.open_feeds == before + 1
-                assert await _tail_consumers(env, nats_server) >= 1
+                assert gateway.open_feeds == gateway.readers == 1
         else:
             async with ws_connect(env.ws_url(path), additional_headers=auth(ALICE)) as ws:
                 assert json.loads(await ws.recv())["data"]["type"] == "workflow.submitted"
-                assert env.gateway.open_feeds == before + 1
-                assert await _tail_consumers(env, nats_server) >= 1
-        await wait_for(env.gateway, lambda: env.gateway.open_feeds == before)
-        assert await _tail_consumers(env, nats_server) == 0
+                assert gateway.open_feeds == gateway.readers == 1
+        await wait_for(gateway, lambda: gateway.open_feeds == gateway.readers == 0)
+        assert await _tail_consumers(env, nats_server) == 0  # its consumer is deleted
         await http.post(f"/workflows/{workflow_id}/terminate")
 
 
