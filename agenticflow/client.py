@@ -409,11 +409,14 @@ class WorkflowHandle:
         """Send feedback to running handlers (``ctx.feedback``) and every later task."""
         return await self.client.feedback(self.id, text)
 
-    async def signal(self, name: str, data: Any = None) -> InterventionApplied:
+    async def signal(
+        self, name: str, data: Any = None, *, task: str | None = None
+    ) -> InterventionApplied:
         """Send signal ``name`` with ``data`` to the workflow's ``wait: {signal:
-        name}`` nodes (kept for one not ready yet). Raises InterventionRefusedError
-        (``code`` ``no_waiting_task`` when none waits for it)."""
-        return await self.client.signal(self.id, name, data)
+        name}`` nodes (kept for one not ready yet; ``task``: for that node
+        only). Raises InterventionRefusedError (``code`` ``no_waiting_task``
+        when none waits for it, ``too_large`` over 64 KiB)."""
+        return await self.client.signal(self.id, name, data, task=task)
 
     async def approve(self, task: str, comment: str = "") -> InterventionApplied:
         """Approve the task waiting for approval."""

@@ -307,7 +307,7 @@ def used_capabilities(definition: WorkflowDefinition) -> set[str]:
         for task in stack.pop().tasks:
             if task.workflow is not None:
                 stack.append(task.workflow)
-            elif task.wait is None:  # (a wait runs nothing)
+            else:  # a wait node's is 'wait': workflow:submit:wait lets one wait
                 found.add(task.capability)
     return found
 

@@ -56,6 +56,7 @@ from agenticflow.shared.errors import (
     MalformedMessageError,
     NotFoundError,
     StateConflictError,
+    TransportError,
     WorkflowDefinitionError,
 )
 from agenticflow.shared.graph.dag import validate_graph
@@ -187,8 +188,12 @@ class Client:
         :data:`_VERSIONS_TTL_S`."""
         now = time.monotonic()
         if now - self._versions_read > _VERSIONS_TTL_S:
-            self._versions = await self.live_versions()
             self._versions_read = now
+            try:
+                self._versions = await self.live_versions()
+            except TransportError as exc:  # unpinned rather than not started
+                log.warning("agent versions not read; workflows start unpinned", error=str(exc))
+                self._versions = {}
         if not self._versions:
             return {}
         used = used_capabilities(definition)
@@ -646,13 +651,22 @@ class Client:
         return await self.intervene(workflow_id, "modify", changes=changes, **kwargs)
 
     async def signal(
-        self, workflow_id: str, name: str, data: Any = None, **kwargs: Any
+        self,
+        workflow_id: str,
+        name: str,
+        data: Any = None,
+        *,
+        task: str | None = None,
+        **kwargs: Any,
     ) -> InterventionApplied:
-        """Send signal ``name`` with ``data`` (plain data: the result of the
-        ``wait: {signal: name}`` node it completes). A node not ready yet gets
-        it when it is; refused (``no_waiting_task``) when no unfinished node of
-        the workflow waits for that name."""
-        return await self.intervene(workflow_id, "signal", signal=name, data=data, **kwargs)
+        """Send signal ``name`` with ``data`` (plain data, 64 KiB at most: the
+        result of the ``wait: {signal: name}`` node it completes). A node not
+        ready yet gets it when it is; ``task`` names the one node it is for
+        (when several wait for one name). Refused (``no_waiting_task``) when no
+        unfinished node of the workflow waits for it."""
+        return await self.intervene(
+            workflow_id, "signal", signal=name, data=data, task_id=task, **kwargs
+        )
 
     async def feedback(self, workflow_id: str, text: str, **kwargs: Any) -> InterventionApplied:
         """Send feedback to running handlers (``ctx.feedback``) and every later task."""
@@ -783,10 +797,17 @@ class Client:
         bucket = self.names.schedules_bucket
         specs: dict[str, ScheduleSpec] = {}
         states: dict[str, ScheduleState] = {}
-        for key, blob, stored_ns in await self.bus.kv_entries(bucket):
+        state_bucket = self.names.schedule_state_bucket
+        records = [
+            *await self.bus.kv_entries(bucket),
+            *await self.bus.kv_entries(state_bucket),
+        ]
+        for key, blob, stored_ns in records:
             try:
                 if key.startswith(SCHEDULE_SPEC_PREFIX):
-                    spec, _ = open_spec(self.bus, key, blob, stored_ns)
+                    spec, signer = open_spec(self.bus, key, blob, stored_ns)
+                    if signer is not None:  # who wrote it last, verified
+                        spec = spec.model_copy(update={"created_by": signer.principal})
                     specs[spec.name] = spec
                 elif key.startswith(SCHEDULE_STATE_PREFIX):
                     name = key.removeprefix(SCHEDULE_STATE_PREFIX)
@@ -794,14 +815,19 @@ class Client:
             except (MalformedMessageError, ValueError) as exc:
                 log.warning("schedule record refused", key=key, error=str(exc)[:300])
         now = time.time_ns()
-        return [
-            ScheduleInfo(
-                spec=spec,
-                state=states.get(name, ScheduleState()),
-                next_tick_ns=None if spec.paused else spec.next_tick(max(now, spec.created_at)),
+        found: list[ScheduleInfo] = []
+        for name, spec in sorted(specs.items()):
+            try:
+                next_tick = None if spec.paused else spec.next_tick(max(now, spec.created_at))
+            except Exception as exc:  # (a spec stored before its checks were)
+                log.warning("schedule has no next tick", schedule=name, error=repr(exc)[:300])
+                next_tick = None
+            found.append(
+                ScheduleInfo(
+                    spec=spec, state=states.get(name, ScheduleState()), next_tick_ns=next_tick
+                )
             )
-            for name, spec in sorted(specs.items())
-        ]
+        return found
 
     async def schedule(self, name: str) -> ScheduleInfo:
         """One schedule; raises NotFoundError."""
@@ -815,7 +841,7 @@ class Client:
     ) -> ScheduleInfo:
         """The schedule once ``done`` holds for it (woken by each change of its
         firing state); raises TimeoutError, NotFoundError."""
-        store = await self.bus.kv(self.names.schedules_bucket)
+        store = await self.bus.kv(self.names.schedule_state_bucket)
         watcher = await store.watch(SCHEDULE_STATE_PREFIX + name, inactive_threshold=5.0)
         try:
             async with asyncio.timeout(timeout):
@@ -843,21 +869,23 @@ class Client:
 
     async def delete_schedule(self, name: str) -> None:
         """Delete a schedule (its firing state goes with it: its coordinator
-        removes it); raises NotFoundError."""
-        await self.schedule(name)
+        removes it), even one that does not read; raises NotFoundError."""
+        await self._topology()
         store = await self.bus.kv(self.names.schedules_bucket)
         key = SCHEDULE_SPEC_PREFIX + name
+        if await self.bus.kv_read(store, key) is None:
+            raise NotFoundError(f"no schedule {name!r} (see `agenticflow schedule list`)")
         await self.bus.call(functools.partial(store.delete, key), what="delete schedule")
 
     async def trigger_schedule(self, name: str) -> str:
         """Start the schedule's workflow now, as its author would (with this
         client's rights), outside its ticks; returns the workflow id."""
         spec = (await self.schedule(name)).spec
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         return await self.submit_workflow(
             spec.definition,
             input=spec.input,
-            workflow_id=f"{name}-manual-{stamp}-{os.urandom(2).hex()}",
+            workflow_id=f"{name}-man-{stamp}{os.urandom(2).hex()}",  # <= 63 characters
         )
 
     # Agent instances ----------------------------------------------------

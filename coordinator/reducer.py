@@ -45,8 +45,8 @@ from agenticflow.coordinator.state import (
     WorkflowStatus,
 )
 from agenticflow.shared.graph.dag import graph_problems, sinks
-from agenticflow.shared.graph.workflow import TaskSpec, WorkflowDefinition
-from agenticflow.shared.wire.codec import TaskMessage
+from agenticflow.shared.graph.workflow import MAX_WAIT_S, TaskSpec, WorkflowDefinition
+from agenticflow.shared.wire.codec import TaskMessage, pack
 from agenticflow.shared.wire.events import (
     NOT_FOLDED,
     ApprovalDecision,
@@ -95,6 +95,11 @@ SHELL_NODE = "coord-shell"
 
 TIMEOUT_GRACE_NS = 2_000_000_000
 """How long after a task's own timeout the coordinator declares it timed out."""
+
+MAX_SIGNAL_BYTES = 64 * 1024
+"""Largest signal data (packed): it becomes a task result in the workflow's state."""
+MAX_KEPT_SIGNAL_BYTES = 1024 * 1024
+"""Most data a workflow keeps in signals for nodes not ready yet."""
 
 _CANCELLED_CODES = frozenset({"task_cancelled", "child_workflow_cancelled"})
 """Error codes of an attempt that stopped because its workflow was cancelled."""
@@ -222,12 +227,17 @@ class _Folder:
         task.status, task.started_at = TaskStatus.WAITING, self.event.timestamp
         if wait.signal is not None:
             for index, kept in enumerate(state.signals):
-                if kept.name == wait.signal:
+                if kept.name == wait.signal and kept.task in (None, task_id):
                     del state.signals[index]
                     self.complete_wait(task_id, kept.data)
                     return
-        due = wait.due_ns(self.event.timestamp)
-        task.deadline_ns = None if due is None else _capped(max(due, 0))
+        # The server's time of the event that made it ready, not the sender's
+        # claim (a worker's completion stamped 1970 would end a 2 h wait at once).
+        event = self.event
+        ready = event.stored_ns if event.stored_ns is not None else event.timestamp
+        due = wait.due_ns(ready)
+        longest = ready + int(MAX_WAIT_S * 1e9)
+        task.deadline_ns = None if due is None else _capped(max(min(due, longest), 0))
         task.note = f"waiting {wait.describe()}"
         if task.deadline_ns is not None:
             self.commands.append(
@@ -1213,12 +1223,17 @@ def _signal(folder: _Folder, data: InterventionRequested) -> _Outcome:
     if not name or not ID_RE.match(name):
         raise _RefusedError("invalid", "a signal needs a name of 1-64 letters, digits, '_' or '-'")
     assert state.definition is not None
+    if len(pack(data.data)) > MAX_SIGNAL_BYTES:
+        raise _RefusedError(
+            "too_large", f"a signal's data may take {MAX_SIGNAL_BYTES // 1024} KiB at most"
+        )
     expecting = [
         spec.id
         for spec in state.definition.tasks
         if spec.wait is not None
         and spec.wait.signal == name
         and state.tasks[spec.id].status not in TERMINAL_TASK
+        and data.task_id in (None, spec.id)
     ]
     if not expecting:
         awaited = sorted(
@@ -1230,9 +1245,11 @@ def _signal(folder: _Folder, data: InterventionRequested) -> _Outcome:
                 and state.tasks[spec.id].status not in TERMINAL_TASK
             }
         )
+        target = f" in task {data.task_id!r}" if data.task_id else ""
         raise _RefusedError(
             "no_waiting_task",
             f"no unfinished task of workflow {state.workflow_id!r} waits for signal {name!r}"
+            + target
             + (f" (it waits for {', '.join(awaited)})" if awaited else ""),
         )
     waiting = [tid for tid in expecting if state.tasks[tid].status == TaskStatus.WAITING]
@@ -1240,14 +1257,17 @@ def _signal(folder: _Folder, data: InterventionRequested) -> _Outcome:
         for task_id in waiting:
             folder.complete_wait(task_id, data.data)
         return f"signal {name!r} completed task(s) {', '.join(waiting)}", {}
-    if len(state.signals) >= MAX_KEPT_SIGNALS:
+    kept_bytes = sum(len(pack(kept.data)) for kept in state.signals)
+    if len(state.signals) >= MAX_KEPT_SIGNALS or kept_bytes > MAX_KEPT_SIGNAL_BYTES:
         raise _RefusedError(
             "too_many_signals",
             f"workflow {state.workflow_id!r} keeps {MAX_KEPT_SIGNALS} signals for tasks "
             "not ready yet already",
         )
     state.signals.append(
-        KeptSignal(name=name, data=data.data, by=data.by, at=folder.event.timestamp)
+        KeptSignal(
+            name=name, data=data.data, by=data.by, at=folder.event.timestamp, task=data.task_id
+        )
     )
     return f"signal {name!r} kept for task(s) {', '.join(expecting)} (not ready yet)", {}
 

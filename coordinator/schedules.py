@@ -40,7 +40,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agenticflow.coordinator.admission import used_capabilities
@@ -74,6 +74,8 @@ SPEC_PREFIX = SCHEDULE_SPEC_PREFIX
 STATE_PREFIX = SCHEDULE_STATE_PREFIX
 MAX_CATCH_UP = 100
 _TICK_FORMAT = "%Y%m%dT%H%M%SZ"
+_LATEST_NS = 7_258_118_400 * 1_000_000_000
+"""2200-01-01: no schedule time is later (a year the calendar functions reach)."""
 
 
 class ScheduleSpec(BaseModel):
@@ -94,9 +96,9 @@ class ScheduleSpec(BaseModel):
     """Missed ticks run besides the latest one after a time nothing fired."""
     paused: bool = False
     created_by: str = ""
-    created_at: int = Field(default_factory=time.time_ns)
+    created_at: int = Field(default_factory=time.time_ns, ge=0, le=_LATEST_NS)
     """When it was created (ns): the first tick is after it."""
-    resumed_at: int = 0
+    resumed_at: int = Field(default=0, ge=0, le=_LATEST_NS)
     """When it was last resumed (ns): ticks missed while paused never run."""
 
     @model_validator(mode="before")
@@ -134,6 +136,13 @@ class ScheduleSpec(BaseModel):
                 f"cron {self.cron!r} is not a cron expression (5 fields: minute hour "
                 "day-of-month month day-of-week, e.g. '*/15 * * * *')"
             )
+        if self.cron is not None:
+            # A valid expression may match no date at all ('0 0 30 2 *').
+            try:
+                self.next_tick(self.created_at)
+                self.latest_tick(_LATEST_NS // 2)
+            except (CroniterBadDateError, ValueError, OverflowError):
+                raise ValueError(f"cron {self.cron!r} never matches a date") from None
         return self
 
     @property
@@ -187,6 +196,8 @@ class ScheduleState(BaseModel):
 
     last_tick_ns: int = 0
     last_workflow_id: str | None = None
+    last_fired_ns: int = 0
+    """When the coordinator started the last run (its clock)."""
     fired: int = 0
     skipped: int = 0
     last_error: str | None = None
@@ -206,7 +217,8 @@ def tick_time(tick_ns: int) -> str:
 WRITERS = ("client", "admin", "coordinator")
 """Roles whose signed spec a coordinator fires (secure mode)."""
 _RECENT_NS = 30_000_000_000
-"""A previous run with no snapshot yet counts as running this long after its tick."""
+"""A previous run with no snapshot yet counts as running this long after it was fired."""
+_REFUSALS_KEPT = 1024
 
 
 def open_spec(
@@ -223,7 +235,7 @@ def open_spec(
 def open_state(bus: Bus, key: str, blob: bytes, stored_ns: int | None) -> ScheduleState:
     """A stored firing state (written by coordinators only)."""
     plain, _ = bus.seal.open_record(
-        bus.names.schedules_bucket, key, blob, roles=("coordinator",), stored_ns=stored_ns
+        bus.names.schedule_state_bucket, key, blob, roles=("coordinator",), stored_ns=stored_ns
     )
     return ScheduleState.model_validate(unpack(plain))
 
@@ -271,7 +283,7 @@ class Scheduler:
         the workflows started."""
         bucket = self.bus.names.schedules_bucket
         if self._store is None:
-            self._store = await self.bus.kv(bucket)
+            self._store = await self.bus.kv(self.bus.names.schedule_state_bucket)
         started: list[str] = []
         entries = await self.bus.kv_entries(bucket)
         await self._forget_deleted(entries)
@@ -288,7 +300,16 @@ class Scheduler:
                 continue
             if spec.paused or spec.name != name:
                 continue
-            started += await self._fire_schedule(spec, signer, now_ns)
+            try:
+                started += await self._fire_schedule(spec, signer, now_ns)
+            except (TransportError, StateConflictError):
+                raise
+            except Exception as exc:  # one schedule's problem stops no other
+                if (key, stored_ns) not in self._refused:
+                    self._refused.add((key, stored_ns))
+                    log.warning("schedule not fired", schedule=name, error=repr(exc)[:300])
+        if len(self._refused) > _REFUSALS_KEPT:
+            self._refused.clear()  # (said once per stored value; a bound, not a log)
         return started
 
     async def _forget_deleted(self, entries: list[tuple[str, bytes, int | None]]) -> None:
@@ -297,7 +318,7 @@ class Scheduler:
         specs = {
             key.removeprefix(SPEC_PREFIX) for key, _, _ in entries if key.startswith(SPEC_PREFIX)
         }
-        for key, _, _ in entries:
+        for key, _, _ in await self.bus.kv_entries(self.bus.names.schedule_state_bucket):
             name = key.removeprefix(STATE_PREFIX)
             if key.startswith(STATE_PREFIX) and name not in specs and self.mine(name):
                 with contextlib.suppress(Exception):
@@ -326,7 +347,7 @@ class Scheduler:
             if workflow_id is not None:
                 started.append(workflow_id)
         body = self.bus.seal.seal_record(
-            self.bus.names.schedules_bucket, key, pack(state.model_dump(mode="json"))
+            self.bus.names.schedule_state_bucket, key, pack(state.model_dump(mode="json"))
         )
         try:
             await self.bus.kv_put_cas(self._store, key, body, stored.revision if stored else 0)
@@ -349,7 +370,7 @@ class Scheduler:
             return None
         previous = state.last_workflow_id
         if previous is not None and spec.overlap != "allow":
-            running = await self._running(previous, tick)
+            running = await self._running(previous, state.last_fired_ns)
             if running is not None and spec.overlap == "skip":
                 state.skipped += 1
                 state.last_error = f"skipped the run at {tick_time(tick)}: {previous} still runs"
@@ -375,6 +396,7 @@ class Scheduler:
         )
         state.fired += 1
         state.last_workflow_id = workflow_id
+        state.last_fired_ns = time.time_ns()
         state.last_error = None
         log.info(
             "schedule fired", schedule=spec.name, workflow_id=workflow_id, tick=tick_time(tick)
@@ -389,13 +411,13 @@ class Scheduler:
         denial = self.policy.context(principal).submit_denial(used_capabilities(spec.definition))
         return None if denial is None else f"{principal}: {denial}"
 
-    async def _running(self, workflow_id: str, tick: int) -> WorkflowState | None:
+    async def _running(self, workflow_id: str, fired_ns: int) -> WorkflowState | None:
         """The previous run's state while it runs (None: it ended, or never started)."""
         bucket = self.bus.names.workflows_bucket
         stored = await self.bus.kv_read(await self.bus.kv(bucket), workflow_id)
         if stored is None or not stored.value:
-            # Not folded yet, or refused: running only if it was submitted lately.
-            recent = time.time_ns() - tick < _RECENT_NS
+            # Not folded yet, or refused: running only if it was fired lately.
+            recent = time.time_ns() - fired_ns < _RECENT_NS
             return WorkflowState(workflow_id=workflow_id) if recent else None
         try:
             state = open_snapshot(

@@ -22,6 +22,7 @@ import functools
 import heapq
 import itertools
 import json
+import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -1427,8 +1428,14 @@ class Coordinator:
                 timer.workflow_id,
                 EventType.TASK_WAIT_ELAPSED,
                 TaskWaitElapsed(due_ns=timer.due_ns),
+                # Not deduplicated by a key others could compute and take first
+                # (a worker storing an event under it would drop this one); a
+                # second firing after a fail-over changes nothing in the fold.
                 key=task_key(
-                    timer.workflow_id, timer.task_id, timer.attempt, f"wait_elapsed:{timer.due_ns}"
+                    timer.workflow_id,
+                    timer.task_id,
+                    timer.attempt,
+                    f"wait_elapsed:{timer.due_ns}:{os.urandom(6).hex()}",
                 ),
                 task_id=timer.task_id,
                 attempt=timer.attempt,

@@ -108,6 +108,8 @@ class KeptSignal(BaseModel):
     data: Any = None
     by: str = ""
     at: int = 0
+    task: str | None = None
+    """The only task that may take it (None: the first to wait for its name)."""
 
 
 MAX_KEPT_SIGNALS = 100

@@ -284,6 +284,10 @@ def signal(
         str | None,
         typer.Option("--data", "-d", help="JSON: the data the waiting node completes with."),
     ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option("--task", help="Only for this wait node (several wait for NAME)."),
+    ] = None,
     by: ByOpt = None,
     output: OutputOpt = None,
     as_json: JsonOpt = False,
@@ -300,7 +304,9 @@ def signal(
             value = json.loads(data)
         except json.JSONDecodeError as exc:
             fail(EXIT_INPUT, f"--data: not JSON: {exc}")
-    intervene(nats, prefix, fmt, lambda c: c.signal(workflow_id, name, value, by=who(by)))
+    intervene(
+        nats, prefix, fmt, lambda c: c.signal(workflow_id, name, value, task=task, by=who(by))
+    )
 
 
 def register(app: typer.Typer, workflow_app: typer.Typer) -> None:

@@ -222,6 +222,7 @@ def _kv_buckets(names: Names) -> list[str]:
         names.tool_results_bucket,
         names.identities_bucket,
         names.schedules_bucket,
+        names.schedule_state_bucket,
         names.definitions_bucket,
     ]
 
@@ -364,9 +365,15 @@ def client_permissions(names: Names) -> Permissions:
             *_stream_read(events, watch=False),
             *_kv_read(names.workflows_bucket),
             *_kv_read(names.workflow_index_bucket),
-            # Schedules: read all, write the specs (the firing state is the coordinators').
+            # Schedules: read and write the specs; read the firing state (only
+            # coordinators write it, in a bucket of its own: a rollup purge of
+            # the specs bucket cannot reach it).
             *_kv_read(names.schedules_bucket),
             f"$KV.{names.schedules_bucket}.{SCHEDULE_SPEC_PREFIX}>",
+            *_kv_read(names.schedule_state_bucket),
+            # The agent registry (read-only): which agent versions live workers
+            # serve, to pin a workflow to them when it starts.
+            *_kv_read(names.agents_bucket),
             # Registered workflow definitions: read and register.
             *_kv_read(names.definitions_bucket),
             *_kv_write(names.definitions_bucket),

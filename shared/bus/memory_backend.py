@@ -1112,6 +1112,7 @@ class MemoryBus(Bus):
             n.breakers_bucket,
             n.ratelimits_bucket,
             n.schedules_bucket,
+            n.schedule_state_bucket,
             n.definitions_bucket,
         ):
             await self.kv(bucket)

@@ -400,6 +400,7 @@ class NatsBus(Bus):
         await self.kv(n.agents_bucket, history=1, ttl=float(s.agent_ttl_s))
         await self.kv(n.control_bucket, history=1)
         await self.kv(n.schedules_bucket, history=1)
+        await self.kv(n.schedule_state_bucket, history=1)
         await self.kv(n.definitions_bucket, history=1)
         for bucket in (n.breakers_bucket, n.ratelimits_bucket):
             await self.kv(bucket, history=1)

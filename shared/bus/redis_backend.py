@@ -1604,6 +1604,7 @@ class RedisBus(Bus):
             n.breakers_bucket,
             n.ratelimits_bucket,
             n.schedules_bucket,
+            n.schedule_state_bucket,
             n.definitions_bucket,
         ):
             await self.kv(bucket)

@@ -111,11 +111,15 @@ class AuctionPolicy(BaseModel):
     """How long the winner has to start the task (and, while it runs, between heartbeats)."""
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LAST = datetime(2200, 1, 1, tzinfo=UTC)
+
 WAIT_CAPABILITY = "wait"
 """The capability of a ``wait:`` node (reserved: the coordinator handles it, no worker)."""
 
 MAX_WAIT_S = 366 * 86400
-"""Longest a ``wait:`` node waits (a duration, a time ahead, a signal's timeout)."""
+"""Longest a ``wait:`` node waits (a duration, a signal's timeout; a time
+further ahead is waited for this long)."""
 
 
 class WaitSpec(BaseModel):
@@ -174,7 +178,13 @@ class WaitSpec(BaseModel):
                 f"until: {value!s} has no time zone; say which, e.g. "
                 f"{moment.isoformat()}Z or {moment.isoformat()}+01:00"
             )
-        return moment.astimezone(UTC).isoformat()
+        try:
+            moment = moment.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(f"until: {value!s} is out of range") from None
+        if not _EPOCH <= moment <= _LAST:
+            raise ValueError(f"until: {value!s} is out of range (1970 to 2200)")
+        return moment.isoformat()
 
     @field_validator("signal")
     @classmethod

@@ -304,6 +304,12 @@ class Names:
         return f"{self.prefix}_schedules"
 
     @property
+    def schedule_state_bucket(self) -> str:
+        """KV bucket of schedules' firing state (coordinators write it; clients
+        may not, so no client can rewind or wipe it)."""
+        return f"{self.prefix}_schedule_state"
+
+    @property
     def definitions_bucket(self) -> str:
         """KV bucket of registered workflow definitions, ``<name>.<version>``
         (see :mod:`agenticflow.coordinator.definitions`)."""

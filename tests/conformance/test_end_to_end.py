@@ -292,7 +292,7 @@ async def test_a_schedule_starts_its_workflow_at_each_tick(start: Start) -> None
         with pytest.raises(StateConflictError, match="exists"):
             await client.create_schedule("tick", workflow, every="1h")
         manual = await client.trigger_schedule("tick")
-        assert manual.startswith("tick-manual-")
+        assert manual.startswith("tick-man-")
         await client.handle(manual).result(timeout=30)
         await client.pause_schedule("tick")
         listed = await client.schedules()

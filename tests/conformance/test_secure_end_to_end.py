@@ -184,7 +184,7 @@ async def test_a_schedule_runs_only_what_its_author_may_submit(tmp_path: Path) -
         await client.handle(ok.state.last_workflow_id).result(timeout=30)
         # A firing state not signed by a coordinator is not believed: the
         # schedule's state reads as new, and listing it says nothing forged.
-        store = await client.bus.kv(client.names.schedules_bucket)
+        store = await client.bus.kv(client.names.schedule_state_bucket)
         await store.put("state.ok", b"\x81\xacfired\x00")
         listed = {i.spec.name: i.state for i in await client.schedules()}
         assert listed["ok"].fired == 0

@@ -233,7 +233,7 @@ async def test_a_workflow_runs_end_to_end_on_a_secure_dev_cluster(
             fired = await client.wait_for_schedule("sec", lambda i: i.state.fired >= 1, timeout=60)
             assert fired.state.last_workflow_id is not None
             await client.wait(fired.state.last_workflow_id, timeout=60)
-            schedules = await bus.kv(bus.names.schedules_bucket)
+            schedules = await bus.kv(bus.names.schedule_state_bucket)
             with pytest.raises(TransportError, match="no answer from the server"):
                 await schedules.put("state.sec", b"forged")
             await client.delete_schedule("sec")

@@ -18,6 +18,7 @@ from agenticflow.coordinator.schedules import (
     ScheduleSpec,
     tick_workflow_id,
 )
+from agenticflow.shared.wire.codec import pack
 from agenticflow.shared.wire.events import EventType
 
 S = 1_000_000_000
@@ -43,6 +44,8 @@ def spec(**fields: Any) -> ScheduleSpec:
         ({"every": "1m", "name": "no spaces"}, "schedule name"),
         ({"every": "1m", "overlap": "queue"}, "skip"),
         ({"every": "1m", "catch_up": 101}, "less than or equal to 100"),
+        ({"cron": "0 0 30 2 *"}, "never matches a date"),
+        ({"every": "1m", "created_at": 10**21}, "less than or equal to"),
     ],
 )
 def test_a_bad_schedule_is_refused_with_a_reason(fields: dict[str, Any], problem: str) -> None:
@@ -106,7 +109,7 @@ async def test_a_tick_fired_by_two_coordinators_starts_one_workflow() -> None:
         assert state.status.value == "completed"
         # An owner that fired the tick but died before recording it: its
         # successor sees no state and fires the same tick again.
-        store = await client.bus.kv(client.names.schedules_bucket)
+        store = await client.bus.kv(client.names.schedule_state_bucket)
         await store.delete(STATE_PREFIX + "s")
         successor = Scheduler(bus=client.bus, node_id="coordinator-successor")
         assert await successor.fire_due(time.time_ns()) == [workflow_id]
@@ -147,3 +150,28 @@ async def test_overlap_skip_counts_a_tick_while_the_previous_run_runs() -> None:
         assert paused.next_tick_ns is None
         await client.delete_schedule("s")
         assert await client.schedules() == []
+
+
+async def test_a_schedule_that_does_not_read_stops_no_other() -> None:
+    app = AgentApp("sched")
+
+    @app.agent("hello")
+    async def hello(ctx: TaskContext) -> str:
+        return "hi"
+
+    async with agenticflow.testing.cluster(app) as client:
+        # Stored past the checks (by an older version, or by hand): never matches.
+        store = await client.bus.kv(client.names.schedules_bucket)
+        poison = spec(every="1m").model_dump(mode="json") | {
+            "name": "a-poison",
+            "every_s": None,
+            "cron": "0 0 30 2 *",
+        }
+        await store.put("spec.a-poison", pack(poison))
+        now = time.time_ns()
+        await client.put_schedule(spec(every="1s", created_at=now - 1500 * S // 1000))
+        info = await client.wait_for_schedule("s", lambda i: i.state.fired >= 1)
+        assert info.state.last_workflow_id is not None
+        assert [i.spec.name for i in await client.schedules()] == ["s"]  # it is left out
+        await client.delete_schedule("a-poison")  # and can be deleted
+        assert await client.bus.kv_read(store, "spec.a-poison") is None

@@ -278,7 +278,61 @@ def test_a_wait_node_takes_no_worker_settings_and_its_capability_is_reserved() -
     assert spec.wait.until == "2026-12-24T08:00:00+00:00"
 
 
-def test_submitting_a_wait_needs_no_capability_permission() -> None:
+def test_submitting_a_wait_needs_the_wait_permission() -> None:
+    # A workflow of waits alone holds a snapshot and a timer for up to a year:
+    # not for anyone whom the policy grants nothing.
     from agenticflow.coordinator.admission import used_capabilities
 
-    assert used_capabilities(TIMER) == {"write", "send"}
+    assert used_capabilities(TIMER) == {"write", "send", "wait"}
+
+
+def test_a_wait_counts_from_the_servers_time_not_the_senders_claim() -> None:
+    sim = Sim()
+    draft = only_dispatch(sim.submit(TIMER))
+    sim.publish(sim.started(draft))
+    done = sim.completed(draft, "text")
+    stored = done.timestamp
+    # The worker stamps its completion 1970 (or far ahead): the server's time counts.
+    for claimed in (1, 2**62):
+        forged = done.model_copy(update={"timestamp": claimed, "stored_ns": stored})
+        other = Sim()
+        d = only_dispatch(other.submit(TIMER))
+        other.publish(other.started(d))
+        (timer,) = [t for t in timers(other.publish(forged)) if t.kind == "wait"]
+        assert timer.due_ns == stored + 7200 * 10**9
+
+
+def test_a_signal_may_name_the_one_node_it_is_for() -> None:
+    two_gates = definition(
+        {"id": "draft", "capability": "write"},
+        {"id": "legal_ok", "wait": {"signal": "approved"}, "depends_on": ["draft"]},
+        {"id": "revise", "capability": "write", "depends_on": ["legal_ok"]},
+        {"id": "cfo_ok", "wait": {"signal": "approved"}, "depends_on": ["revise"]},
+        {"id": "pay", "capability": "pay", "depends_on": ["cfo_ok"]},
+    )
+    sim = Sim()
+    draft = only_dispatch(sim.submit(two_gates))
+    sim.publish(sim.started(draft))
+    sim.publish(sim.completed(draft, "v1"))
+    legal = {"signal": "approved", "task_id": "legal_ok", "data": {"by": "legal"}}
+    revise = only_dispatch(sim.publish(intervention(sim, "signal", **legal)))
+    # Legal's retry (its first answer was lost) is for legal_ok, which is done.
+    assert refused_code(sim, intervention(sim, "signal", **legal)) == "no_waiting_task"
+    sim.publish(sim.started(revise))
+    assert dispatches(sim.publish(sim.completed(revise, "v2"))) == []
+    assert status(sim, "cfo_ok") == TaskStatus.WAITING  # still waits for the CFO
+    # A signal for a node not ready yet is kept for that node only.
+    sim2 = Sim()
+    only_dispatch(sim2.submit(two_gates))
+    cfo = {"signal": "approved", "task_id": "cfo_ok", "data": "cfo"}
+    verdict(sim2, sim2.publish(intervention(sim2, "signal", **cfo)))
+    assert [(k.name, k.task) for k in sim2.st.signals] == [("approved", "cfo_ok")]
+
+
+def test_signal_data_is_bounded() -> None:
+    sim = Sim()
+    run_draft(sim)
+    big = "x" * (64 * 1024 + 1)
+    assert refused_code(sim, intervention(sim, "signal", signal="approved", data=big)) == (
+        "too_large"
+    )
