@@ -9,6 +9,7 @@ import asyncio
 from pathlib import Path
 
 import httpx
+import pytest
 
 import agenticflow.testing
 from agenticflow import causality_violations
@@ -17,6 +18,7 @@ from agenticflow.cluster.llm_stub import LLMStubProcess
 from agenticflow.cluster.nats_server import NatsServer
 from agenticflow.coordinator.client import Client
 from agenticflow.coordinator.state import WorkflowStatus
+from agenticflow.examples.demo import demo
 from agenticflow.examples.trading.app import app as trading
 from agenticflow.gateway import GatewayServer, GatewaySettings, new_token
 from agenticflow.shared.bus.transport import connected
@@ -113,3 +115,15 @@ async def test_a_configured_model_takes_over_from_the_scripted_one(
         result = await client.run(EXAMPLES / "trading" / "workflow.yaml", input=given, timeout=60)
     assert result["note"] == "Long, says it."
     assert [r["body"]["model"] for r in await llm_stub.arequests()] == ["real-model"]
+
+
+async def test_the_demo_prints_the_draft_as_written_and_approves_through_the_gateway(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert await demo("content_pipeline", workers=2) == 0
+    printed = " ".join(capsys.readouterr().out.split())  # as one line: rich wraps at its width
+    draft = printed.index("Here is what our research found about honeybees.")
+    approved = printed.index("approves it through the gateway: POST http://127.0.0.1:")
+    assert draft < approved < printed.index("causality holds")
+    assert "model usage: 1 call" in printed
+    assert '"reviewed_by": "demo-reviewer"' in printed
