@@ -460,6 +460,7 @@ async def technical_resolution(ctx: TaskContext) -> dict[str, Any]:
         tools=[KB_SEARCH],
         max_steps=4,
         stream=True,  # the reply's tokens reach watchers as the model writes them
+        tool_errors="tell_model",  # a search it got wrong: the model is told, and may retry
     )
     return {
         **found_article(result.tool_calls, max_steps=max_steps),
