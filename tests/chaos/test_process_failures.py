@@ -17,6 +17,7 @@ from agenticflow.cluster.dev import DevCluster
 from agenticflow.cluster.nats_server import NatsServer
 from agenticflow.coordinator.client import Client
 from agenticflow.coordinator.lease import LEASE_KEY
+from agenticflow.coordinator.schedules import ScheduleSpec, tick_workflow_id
 from agenticflow.shared.bus.transport import connected
 from agenticflow.shared.wire.events import EventType
 from agenticflow.shared.wire.ids import node_pid
@@ -280,3 +281,41 @@ async def test_a_timer_and_a_signal_survive_a_coordinator_kill(
     assert completions == {"timer": 1, "reply": 1, "done": 1}
     (fired,) = [e for e in events if e.type == EventType.TASK_WAIT_ELAPSED]
     assert node_pid(fired.source) == new.pid  # re-armed by the successor, fired once
+
+
+async def test_a_schedule_fires_once_per_tick_across_a_coordinator_kill(
+    nats_server: NatsServer, log_dir: Path
+) -> None:
+    async with chaos_cluster(nats_server, log_dir, "schedkill", workers=1) as (
+        cluster,
+        client,
+        observer,
+    ):
+        every = {"name": "tick", "every": 1, "definition": wf({"id": "a", "capability": "add"})}
+        await client.put_schedule(ScheduleSpec.model_validate(every))
+        await client.wait_for_schedule("tick", lambda i: i.state.fired >= 2, timeout=60)
+        assert cluster.coordinator is not None
+        cluster.kill(cluster.coordinator)  # SIGKILL, perhaps between firing and recording
+        killed_at = time.time_ns()
+        cluster.add_coordinator()
+        await client.wait_for_schedule(
+            "tick", lambda i: i.state.last_tick_ns > killed_at + 2_000_000_000, timeout=90
+        )
+        await client.delete_schedule("tick")
+        runs = {e.workflow_id for _, e in observer.seen if e.workflow_id.startswith("tick-")}
+        for run in runs:
+            await client.wait(run, timeout=60)
+        started = Counter(
+            e.workflow_id for _, e in observer.seen if e.type == EventType.WORKFLOW_STARTED
+        )
+        completed = Counter(
+            e.workflow_id for _, e in observer.seen if e.type == EventType.TASK_COMPLETED
+        )
+    after = [r for r in runs if r > tick_workflow_id("tick", killed_at)]
+    assert len(runs) >= 3
+    assert after, "the successor fired no tick"
+    # One run per tick (its id is the tick), started once, its task run once.
+    assert all(started[run] == 1 for run in runs), started
+    assert all(completed[run] == 1 for run in runs), completed
+    ticks = sorted(runs)
+    assert len(set(ticks)) == len(ticks)
