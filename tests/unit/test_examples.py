@@ -32,7 +32,7 @@ from agenticflow.cluster.llm_stub import read_script
 from agenticflow.examples.content_pipeline import app as content
 from agenticflow.examples.content_pipeline import corpus
 from agenticflow.examples.customer_service import app as support
-from agenticflow.examples.local_model import KEPT_REQUESTS, LocalModel
+from agenticflow.examples.local_model import CONFIGURED, KEPT_REQUESTS, LocalModel
 from agenticflow.examples.trading import app as trading
 from agenticflow.shared.graph.dag import validate_graph
 from agenticflow.shared.graph.workflow import TaskSpec, WorkflowDefinition, load_workflow_file
@@ -51,13 +51,17 @@ APPS: dict[str, AgentApp] = {
 
 @pytest.fixture(scope="module", autouse=True)
 async def served() -> AsyncIterator[None]:
-    """The apps' services, started as a worker starts them, for the module."""
-    async with contextlib.AsyncExitStack() as stack:
-        for app in APPS.values():
-            for service in app.services:
-                await service.start(app)
-                stack.push_async_callback(service.close)
-        yield
+    """The apps' services, started as a worker starts them, for the module
+    (the scripted models, whatever model this shell may have configured)."""
+    with pytest.MonkeyPatch.context() as env:
+        for name in CONFIGURED:
+            env.delenv(name, raising=False)
+        async with contextlib.AsyncExitStack() as stack:
+            for app in APPS.values():
+                for service in app.services:
+                    await service.start(app)
+                    stack.push_async_callback(service.close)
+            yield
 
 
 def workflow(name: str) -> WorkflowDefinition:
