@@ -530,13 +530,16 @@ async def test_a_disconnecting_client_releases_its_subscription(
         path = f"/workflows/{workflow_id}/events/{transport}"
         if transport == "sse":
             async with http.stream("GET", path) as response:
-                first = await anext(sse_frames(response))
+                frames = sse_frames(response)  # held: collected, it would close the stream
+                first = await anext(frames)
                 assert first["data"]["type"] == "workflow.submitted"
                 assert gateway.open_feeds == gateway.readers == 1
+                assert await _tail_consumers(env, nats_server) == 1
         else:
             async with ws_connect(env.ws_url(path), additional_headers=auth(ALICE)) as ws:
                 assert json.loads(await ws.recv())["data"]["type"] == "workflow.submitted"
                 assert gateway.open_feeds == gateway.readers == 1
+                assert await _tail_consumers(env, nats_server) == 1
         await wait_for(gateway, lambda: gateway.open_feeds == gateway.readers == 0)
         assert await _tail_consumers(env, nats_server) == 0  # its consumer is deleted
         await http.post(f"/workflows/{workflow_id}/terminate")
