@@ -346,7 +346,24 @@ def _intervention(event: Event, rules: Rules) -> Verdict:
     data = event.data
     if not isinstance(data, InterventionRequested):
         return Refuse("malformed_request", "an intervention request without a request")
-    return _rbac(event, rules, intervention_permissions(data.action), data.by)
+    verdict = _rbac(event, rules, intervention_permissions(data.action), data.by)
+    if verdict != ADMIT or data.changes is None:
+        return verdict
+    return _modified_capabilities(event, rules, data)
+
+
+def _modified_capabilities(event: Event, rules: Rules, data: InterventionRequested) -> Verdict:
+    """A modification runs what it adds or replaces: the same submit rights as
+    a submission of those tasks (nested child workflows' included)."""
+    if rules.policy is None or event.signer_role == "coordinator" or data.changes is None:
+        return ADMIT
+    tasks = (*data.changes.add, *data.changes.replace)
+    if not tasks:
+        return ADMIT
+    principal = event.signer or data.by or "anonymous"
+    runs = used_capabilities(WorkflowDefinition(name="modification", tasks=tasks))
+    denial = rules.policy.context(principal).submit_denial(runs)
+    return ADMIT if denial is None else Refuse(FORBIDDEN, denial)
 
 
 def _resume(event: Event, rules: Rules) -> Verdict:

@@ -34,6 +34,7 @@ from agenticflow.shared.wire.events import (
     InterventionRefused,
     InterventionRequested,
     MessageRejected,
+    Modification,
     Origin,
     TaskCompleted,
     TaskHeartbeat,
@@ -592,3 +593,47 @@ def test_a_completed_payload_alone_cannot_complete_a_task() -> None:
     assert state.tasks["t"].status == TaskStatus.SCHEDULED
     assert task_key(WF, "t", 1, "completed") == event.id
     assert isinstance(TaskCompleted(result=1), TaskCompleted)
+
+
+def test_a_modification_needs_submit_rights_for_what_it_adds_or_replaces() -> None:
+    # carol may modify and submit x, not pay: adding (or replacing in) a task of
+    # pay, directly or in a child workflow, is refused like a submission of it.
+    policy = Policy.from_dict(
+        {
+            "roles": {"editor": {"permissions": ["workflow:modify", "workflow:submit:x"]}},
+            "principals": {"carol": ["editor"]},
+        }
+    )
+    rules = Rules(policy=policy)
+    sim = Sim()
+    sim.submit(ONE)
+
+    def modify(changes: dict[str, Any]) -> Event:
+        return signed(
+            Event(
+                id=f"{WF}:intervention:m",
+                type=EventType.INTERVENTION_REQUESTED,
+                workflow_id=WF,
+                source="gateway",
+                timestamp=sim.tick(),
+                vclock=sim.st.vclock.increment("gateway"),
+                data=InterventionRequested(
+                    request_id="m",
+                    action="modify",
+                    by="carol",
+                    changes=Modification.model_validate(changes),
+                ),
+            ),
+            "carol",
+            "client",
+        )
+
+    pay = {"id": "p", "capability": "pay", "depends_on": ["t"]}
+    child = {"id": "c", "depends_on": ["t"], "workflow": {"tasks": [pay | {"depends_on": []}]}}
+    for changes in ({"add": [pay]}, {"add": [child]}, {"replace": [pay | {"id": "t"}]}):
+        verdict = admit(sim.st, modify(changes), rules)
+        assert isinstance(verdict, Refuse), changes
+        assert verdict.code == FORBIDDEN
+        assert "workflow:submit:pay" in verdict.reason
+    assert admit(sim.st, modify({"add": [pay | {"capability": "x"}]}), rules) == ADMIT
+    assert admit(sim.st, modify({"remove": ["t"]}), rules) == ADMIT
