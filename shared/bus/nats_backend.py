@@ -157,7 +157,10 @@ def _coroutine(handler: MessageHandler) -> Callable[[Msg], Awaitable[None]]:
     return on_message
 
 
-_TAIL_ROOM = 512
+_TAIL_ROOM = 128
+_TAIL_BYTES = 4 * 1024 * 1024
+"""What one reader's pull request may bring at most: many readers on one
+connection must stay under the server's slow-consumer limit (64 MiB)."""
 """Most messages a :meth:`NatsBus.tail` reader holds that it has not taken yet."""
 
 
@@ -796,13 +799,25 @@ class NatsBus(Bus):
             on_message=queue.put_nowait,
             credit=lambda: _TAIL_ROOM - queue.qsize(),
             max_batch=_TAIL_ROOM // 2,
+            max_bytes=_TAIL_BYTES,
             max_open=1,  # one request at a time: in stream order
         )
         await puller.start()
+        last = 0
         try:
             while True:
                 msg = await queue.get()
                 puller.kick()
+                delivered = _consumer_seq(msg)
+                if delivered is not None:
+                    if last and delivered != last + 1:
+                        # Delivered and never received (a dropped connection, a
+                        # slow-consumer cut): say so rather than skip them.
+                        raise TransportError(
+                            f"reading {subject}: {delivered - last - 1} message(s) were lost "
+                            "in transit; read again from the last one received"
+                        )
+                    last = delivered
                 yield msg
         finally:
             await puller.stop()
@@ -1174,6 +1189,14 @@ class _NatsKV:
 
     async def watchall(self, *, inactive_threshold: float | None = None) -> KVWatcher:
         return await self.watch(">", inactive_threshold=inactive_threshold)
+
+
+def _consumer_seq(msg: Message) -> int | None:
+    """The consumer's delivery sequence of a JetStream message (None: not one)."""
+    try:
+        return int(msg.metadata.sequence.consumer)  # type: ignore[attr-defined]
+    except Exception:  # (not a JetStream delivery)
+        return None
 
 
 __all__ = ["FetchTimeout", "KVConflict", "KVNotFound", "NatsBus"]

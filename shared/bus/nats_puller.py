@@ -79,10 +79,13 @@ class Puller:
         expires_s: float = 5.0,
         heartbeat_s: float = 1.0,
         on_end: Callable[[str], None] | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         """``on_end(reason)`` is told how each request ended: ``"done"`` (all its
         messages came), ``"lost"`` (silent, or dropped on reconnect or stop) or
-        the server's status code (``"408"`` expired, ``"409"`` refused, ...)."""
+        the server's status code (``"408"`` expired, ``"409"`` refused, ...).
+        ``max_bytes`` bounds what one request may deliver (the server ends it
+        short of that)."""
         if max_batch < 1 or max_open < 1:
             raise ValueError("max_batch and max_open must be at least 1")
         if not 0 < heartbeat_s < expires_s:
@@ -102,6 +105,7 @@ class Puller:
         self._task: asyncio.Task[None] | None = None
         self._backoff_until = 0.0
         self._on_end = on_end
+        self._max_bytes = max_bytes
         self.what = f"{stream}/{consumer}"
 
     @property
@@ -175,13 +179,14 @@ class Puller:
         inbox = nc.new_inbox()
         request.sub = await nc.subscribe(inbox, cb=functools.partial(self._on_reply, request))
         self._requests.append(request)
-        body = json.dumps(
-            {
-                "batch": batch,
-                "expires": int(self._expires_s * 1e9),
-                "idle_heartbeat": int(self._heartbeat_s * 1e9),
-            }
-        ).encode()
+        fields = {
+            "batch": batch,
+            "expires": int(self._expires_s * 1e9),
+            "idle_heartbeat": int(self._heartbeat_s * 1e9),
+        }
+        if self._max_bytes is not None:
+            fields["max_bytes"] = self._max_bytes
+        body = json.dumps(fields).encode()
         try:
             await nc.publish(self._next, body, reply=inbox)
         except Exception:
