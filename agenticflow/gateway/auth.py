@@ -41,6 +41,15 @@ PRINCIPAL_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}\Z")
 _DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})\Z")
 MIN_TOKEN_CHARS = 16
 """Shorter tokens are refused when configured in plain text: they can be guessed."""
+RESERVED_PRINCIPALS = frozenset({"coordinator", "worker", "coord", "coord-shell"})
+"""Names the cluster's own processes use (key files of ``agenticflow keys init``,
+node ids): never a gateway principal."""
+_RESERVED_PREFIXES = ("coordinator-", "worker-", "coord-")
+_NODE_ID_RE = re.compile(r"^[A-Za-z]+-.+-\d+-[0-9a-f]{6}(?:-p\d+)?\Z")
+"""What :func:`~agenticflow.shared.wire.ids.new_node_id` makes (``role-host-pid-hex``)."""
+ALLOWED_ROLES = ("client", "admin")
+"""Roles a principal's key may hold: a coordinator's or a worker's would let
+requests sign as the cluster itself."""
 
 
 def digest(token: str) -> str:
@@ -89,9 +98,18 @@ class Tokens:
                 "the gateway has no tokens: set AGENTICFLOW_GATEWAY_TOKENS_FILE (see "
                 "`agenticflow gateway-token`) or AGENTICFLOW_GATEWAY_TOKENS"
             )
-        return cls(
-            tuple((_digest_bytes(value, principal), principal) for principal, value in pairs)
-        )
+        entries: list[tuple[bytes, str]] = []
+        owners: dict[bytes, str] = {}
+        for principal, value in pairs:
+            stored = _digest_bytes(value, principal)
+            other = owners.setdefault(stored, principal)
+            if other != principal:
+                raise ConfigError(
+                    f"the same token is given to principals {other!r} and {principal!r}: "
+                    "a token must name one principal"
+                )
+            entries.append((stored, principal))
+        return cls(tuple(entries))
 
 
 def _file_pairs(file: Path) -> Iterable[tuple[str, str]]:
@@ -133,11 +151,29 @@ def _env_pairs(env: str) -> Iterable[tuple[str, str]]:
         yield principal.strip(), value
 
 
-def _digest_bytes(value: str, principal: str) -> bytes:
+def check_principal(principal: str) -> None:
+    """Raise ConfigError unless ``principal`` may act through the gateway: a
+    valid name, and not one of the cluster's own (a coordinator's or a worker's
+    key or node id)."""
     if not PRINCIPAL_RE.match(principal):
         raise ConfigError(
             f"gateway principal {principal!r} must be 1-128 letters, digits, '_', '.' or '-'"
         )
+    lowered = principal.lower()
+    if (
+        lowered in RESERVED_PRINCIPALS
+        or lowered.startswith(_RESERVED_PREFIXES)
+        or _NODE_ID_RE.match(principal)
+    ):
+        raise ConfigError(
+            f"gateway principal {principal!r} is reserved for the cluster's own processes "
+            f"({', '.join(sorted(RESERVED_PRINCIPALS))}, names starting with "
+            f"{', '.join(_RESERVED_PREFIXES)} and node ids): choose another name"
+        )
+
+
+def _digest_bytes(value: str, principal: str) -> bytes:
+    check_principal(principal)
     found = _DIGEST_RE.match(value)
     if found:
         return bytes.fromhex(found.group(1))
@@ -192,4 +228,14 @@ class Access:
         return f"{principal} lacks permission {' or '.join(wanted)}"
 
 
-__all__ = ["PRINCIPAL_RE", "Access", "Tokens", "add_token", "digest", "new_token"]
+__all__ = [
+    "ALLOWED_ROLES",
+    "PRINCIPAL_RE",
+    "RESERVED_PRINCIPALS",
+    "Access",
+    "Tokens",
+    "add_token",
+    "check_principal",
+    "digest",
+    "new_token",
+]

@@ -16,12 +16,13 @@ from starlette.requests import HTTPConnection, Request
 
 import agenticflow
 from agenticflow.client import Client
-from agenticflow.gateway.auth import Access, Tokens
+from agenticflow.gateway.auth import ALLOWED_ROLES, Access, Tokens, check_principal
 from agenticflow.gateway.feeds import Feed, Frame
 from agenticflow.gateway.responses import ApiError, too_large
 from agenticflow.gateway.settings import GatewaySettings
-from agenticflow.shared.errors import MalformedMessageError, NotFoundError
+from agenticflow.shared.errors import ConfigError, MalformedMessageError, NotFoundError
 from agenticflow.shared.ops.config import Settings
+from agenticflow.shared.security.seal import TRUST_FILE, Identity
 from agenticflow.shared.wire.codec import MAX_DEPTH, check_depth
 from agenticflow.shared.wire.events import EventType
 from agenticflow.shared.wire.ids import ID_RE
@@ -59,6 +60,7 @@ class Gateway:
     async def start(self) -> None:
         """Connect a client per principal; raises ConfigError (e.g. no key for
         a principal in a keyed cluster), TransportError."""
+        self.check_keys()
         try:
             for principal in self.tokens.principals:
                 settings = self.settings.model_copy(update={"principal": principal})
@@ -69,6 +71,33 @@ class Gateway:
         except BaseException:
             await self.close()
             raise
+
+    def check_keys(self) -> None:
+        """Raise ConfigError unless the gateway may act for its principals: no
+        reserved name; each principal's key, if it has one, of role ``client``
+        or ``admin`` (a coordinator's or worker's key would sign as the cluster
+        itself); and with a trust store (signatures checked), a policy for the
+        gateway's own pre-check, unless ``allow_no_policy`` says otherwise."""
+        directory = self.settings.security_dir
+        for principal in self.tokens.principals:
+            check_principal(principal)
+            key = directory / f"{principal}.key" if directory is not None else None
+            if key is not None and key.exists():
+                role = Identity.load(key).role
+                if role not in ALLOWED_ROLES:
+                    raise ConfigError(
+                        f"the key of gateway principal {principal!r} ({key}) has role "
+                        f"{role!r}: a gateway principal's key must have role "
+                        f"{' or '.join(ALLOWED_ROLES)} (`agenticflow keys add NAME --role client`)"
+                    )
+        trusted = directory is not None and (directory / TRUST_FILE).exists()
+        if trusted and self.access.policy is None and not self.config.allow_no_policy:
+            raise ConfigError(
+                f"{directory} has a trust store but the gateway found no policy "
+                "(AGENTICFLOW_POLICY_FILE, or policy.toml there): every token could read "
+                "and steer every workflow. Give it the cluster's policy, or set "
+                "AGENTICFLOW_GATEWAY_ALLOW_NO_POLICY=true if that is intended"
+            )
 
     async def close(self) -> None:
         """Close every client (idempotent)."""
@@ -93,7 +122,15 @@ class Gateway:
     # Per request -------------------------------------------------------
     def principal(self, conn: HTTPConnection) -> str:
         """The principal of the request's bearer token; raises ApiError 401."""
-        scheme, _, token = conn.headers.get("authorization", "").partition(" ")
+        given = conn.headers.getlist("authorization")
+        if len(given) > 1:  # which one counts would depend on who reads it
+            raise ApiError(
+                401,
+                "unauthenticated",
+                "send one Authorization header",
+                headers={"WWW-Authenticate": 'Bearer realm="agenticflow", error="invalid_request"'},
+            )
+        scheme, _, token = (given[0] if given else "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(
                 401,

@@ -27,6 +27,12 @@ class GatewaySettings(BaseSettings):
     tokens: SecretStr | None = None
     """``principal=token,principal=token`` (or ``principal=sha256:HEX``): tokens
     from the environment, for a container's secret."""
+    allow_no_policy: bool = False
+    """With a trust store (signed messages), the gateway refuses to start
+    without a policy (``AGENTICFLOW_POLICY_FILE``, else ``policy.toml`` in the
+    security directory): its own check would be off. ``true`` starts it anyway,
+    when every token may read and steer every workflow and only the
+    coordinator's policy limits what they start."""
     max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
     """Largest request body (413 beyond it)."""
     client_queue: int = Field(default=256, ge=1, le=100_000)

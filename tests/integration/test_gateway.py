@@ -293,6 +293,11 @@ async def test_no_token_or_an_unknown_one_is_401_open_routes_need_none(env: Env)
         assert wrong.status_code == 401
         basic = await http.get("/workflows", headers={"Authorization": f"Basic {ALICE}"})
         assert basic.status_code == 401
+        twice = await http.get(  # review #11: the first one won
+            "/whoami", headers=[("Authorization", f"Bearer {ALICE}"), ("Authorization", "x")]
+        )
+        assert twice.status_code == 401
+        assert twice.json()["error"]["message"] == "send one Authorization header"
         assert (await http.get("/healthz")).status_code == 200
         assert (await http.get("/openapi.json")).status_code == 200
 

@@ -54,8 +54,8 @@ async def test_the_gateway_signs_as_each_principal_and_the_coordinator_checks_it
             await stack.enter_async_context(service)
         reader = await stack.enter_async_context(agenticflow.connect(settings=settings))
         tokens = f"alice={ALICE},bob={BOB}"
-        config = GatewaySettings(port=0, tokens=tokens)
-        gateway = Gateway(  # its own check off: only the coordinator decides
+        config = GatewaySettings(port=0, tokens=tokens, allow_no_policy=True)
+        gateway = Gateway(  # its own check off (allowed): only the coordinator decides
             settings=settings, config=config, tokens=Tokens.load(None, tokens), access=Access(None)
         )
         server = await stack.enter_async_context(
@@ -105,3 +105,30 @@ async def test_the_gateway_signs_as_each_principal_and_the_coordinator_checks_it
     with pytest.raises(ConfigError, match="no key for principal 'carol'"):
         async with GatewayServer(settings, carol):
             pass
+
+
+async def test_the_gateway_refuses_cluster_keys_reserved_names_and_keys_without_a_policy(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """Finding #3 of the gateway review: a token for principal 'coordinator'
+    signed as the coordinator (exempt from RBAC), and with no policy seen the
+    gateway's own check was silently off."""
+    keys = tmp_path / "keys"
+    init_keys(keys, [("coordinator", "coordinator"), ("ops", "worker"), ("alice", "client")])
+    settings = Settings(nats_url=nats_server.url, prefix=unique_prefix("gwr"), security_dir=keys)
+    for name in ("coordinator", "worker", "coord", "coordinator-2", "w-host-41-a1b2c3"):
+        with pytest.raises(ConfigError, match="reserved for the cluster's own processes"):
+            GatewayServer(settings, GatewaySettings(port=0, tokens=f"{name}={ALICE}"))
+    with pytest.raises(ConfigError, match="has role 'worker'"):
+        async with GatewayServer(settings, GatewaySettings(port=0, tokens=f"ops={ALICE}")):
+            pass
+    with pytest.raises(ConfigError, match="has a trust store but the gateway found no policy"):
+        async with GatewayServer(settings, GatewaySettings(port=0, tokens=f"alice={ALICE}")):
+            pass
+    (keys / "policy.toml").write_text(POLICY)
+    config = GatewaySettings(port=0, tokens=f"alice={ALICE}")
+    async with (
+        GatewayServer(settings, config) as server,
+        httpx.AsyncClient(base_url=server.url, headers=auth(ALICE)) as http,
+    ):
+        assert (await http.get("/whoami")).json() == {"principal": "alice"}

@@ -46,6 +46,8 @@ def test_tokens_map_to_principals_from_the_environment_and_a_file(tmp_path: Path
         ("alice", "needs principal=token"),
         ("alice=short", "shorter than 16 characters"),
         (f"bob smith={TOKEN}", "must be 1-128 letters"),
+        (f"alice={TOKEN},bob={TOKEN}", "same token is given to principals 'alice' and 'bob'"),
+        (f"coordinator={TOKEN}", "reserved for the cluster's own processes"),
     ],
 )
 def test_bad_token_settings_are_refused_without_showing_a_token(env: str, message: str) -> None:
