@@ -4,15 +4,18 @@
 Errors are JSON (``{"error": {"code", "message"}}``): 400 malformed JSON,
 401 no or unknown token, 403 the policy refuses, 404 unknown workflow or
 route, 409 the coordinator refused an intervention, 413 body too large, 422
-invalid input or workflow, 503 the cluster cannot be reached, 504 no
-coordinator answered in time.
+invalid input or workflow, 429 too many waits or feeds open (see
+:class:`~agenticflow.gateway.settings.GatewaySettings`), 503 the cluster
+cannot be reached, 504 no coordinator answered in time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import structlog
 from pydantic import BaseModel, ValidationError
@@ -22,11 +25,19 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from agenticflow.client import WorkflowHandle
 from agenticflow.gateway.feeds import Frame, chunks_after, event_frame, events_after
-from agenticflow.gateway.live import EventStream, position, stream_filter, websocket
+from agenticflow.gateway.live import (
+    TRANSPORT,
+    EventStream,
+    first_of,
+    position,
+    stream_filter,
+    websocket,
+)
 from agenticflow.gateway.models import (
     Decision,
     Empty,
@@ -53,6 +64,7 @@ from agenticflow.shared.wire.events import InterventionApplied
 log = structlog.get_logger("agenticflow.gateway")
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
 
 MAX_LIST = 1000
@@ -74,7 +86,40 @@ def application(gw: Gateway) -> Starlette:
                 max_age=600,
             )
         )
-    return Starlette(routes=_routes(gw), middleware=middleware, exception_handlers=error_handlers())
+    return _App(routes=_routes(gw), middleware=middleware, exception_handlers=error_handlers())
+
+
+class _App(Starlette):
+    """Starlette, noting the connection's transport in the scope (uvicorn keeps
+    it on the object whose ``send`` it passes the app) so that a stalled SSE
+    client can be aborted (:data:`~agenticflow.gateway.live.TRANSPORT`)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        transport = getattr(getattr(send, "__self__", None), "transport", None)
+        if transport is not None:
+            scope[TRANSPORT] = transport
+        await super().__call__(scope, receive, send)
+
+
+class ClientGoneError(Exception):
+    """The client disconnected while its request waited."""
+
+
+async def _unless_gone(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """``work``'s result, unless the client disconnects first: then ``work`` is
+    cancelled (releasing what it holds, its bus subscription included) and
+    ClientGoneError raised."""
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    outcome, _ = await first_of(work, gone())
+    if isinstance(outcome, asyncio.CancelledError):
+        raise ClientGoneError
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return cast(T, outcome)
 
 
 def _guarded(handler: Handler) -> Handler:
@@ -83,6 +128,8 @@ def _guarded(handler: Handler) -> Handler:
     async def guarded(request: Request) -> Response:
         try:
             return await handler(request)
+        except ClientGoneError:  # nobody to answer: 499, as nginx logs it
+            return Response(status_code=499)
         except (AgenticFlowError, TimeoutError, ValueError) as exc:
             if isinstance(exc, ValidationError):
                 raise
@@ -113,11 +160,13 @@ def _routes(gw: Gateway) -> list[BaseRoute]:  # noqa: C901, PLR0915 - one closur
         denial = gw.access.submit_denial(principal, definition)
         if denial is not None:
             raise ApiError(403, "forbidden", denial)
-        handle = await client.start(definition, input=body.input, id=body.id, route=body.route)
-        log.info("gateway started a workflow", principal=principal, workflow_id=handle.id)
-        answer = _links(handle.id)
-        if wait > 0:  # start and wait: one round trip for a caller that wants the result
-            answer.update((await _outcome(handle, wait))[1])
+        # The wait's slot is taken first: a 429 must not follow a started workflow.
+        with gw.waiting(principal) if wait > 0 else contextlib.nullcontext():
+            handle = await client.start(definition, input=body.input, id=body.id, route=body.route)
+            log.info("gateway started a workflow", principal=principal, workflow_id=handle.id)
+            answer = _links(handle.id)
+            if wait > 0:  # start and wait: one round trip for a caller that wants the result
+                answer.update((await _unless_gone(request, _outcome(handle, wait)))[1])
         return JSON(answer, 201, {"Location": f"/workflows/{handle.id}"})
 
     async def listing(request: Request) -> Response:
@@ -150,12 +199,14 @@ def _routes(gw: Gateway) -> list[BaseRoute]:  # noqa: C901, PLR0915 - one closur
         return JSON({**state.public_view(), "llm_usage": usage.to_dict()})
 
     async def result(request: Request) -> Response:
-        client = gw.client(gw.principal(request))
+        principal = gw.principal(request)
+        client = gw.client(principal)
         workflow_id = request.path_params["workflow_id"]
         wait = _float(request.query_params.get("wait"), "wait", high=gw.config.max_wait_s)
         await gw.known(client, workflow_id)
         handle = client.handle(workflow_id)
-        if wait <= 0:
+        asked = wait > 0
+        if not asked:
             try:
                 state = await client.status(workflow_id)
             except NotFoundError:
@@ -163,7 +214,8 @@ def _routes(gw: Gateway) -> list[BaseRoute]:  # noqa: C901, PLR0915 - one closur
             if not state.is_terminal:
                 return JSON({"workflow_id": workflow_id, "state": state.status.value}, 202)
             wait = gw.config.max_wait_s  # it has ended: the output is one read away
-        status, body = await _outcome(handle, wait)
+        with gw.waiting(principal) if asked else contextlib.nullcontext():
+            status, body = await _unless_gone(request, _outcome(handle, wait))
         return JSON(body, status)
 
     async def events(request: Request) -> Response:
@@ -181,19 +233,21 @@ def _routes(gw: Gateway) -> list[BaseRoute]:  # noqa: C901, PLR0915 - one closur
         return JSON({"events": frames})
 
     async def events_sse(request: Request) -> Response:
-        client = gw.client(gw.principal(request))
+        principal = gw.principal(request)
+        client = gw.client(principal)
         workflow_id = request.path_params["workflow_id"]
         await gw.known(client, workflow_id)
         source = events_after(client, workflow_id, position(request))
-        return EventStream(gw, source, name="events")
+        return EventStream(gw, principal, source, name="events")
 
     async def stream_sse(request: Request) -> Response:
-        client = gw.client(gw.principal(request))
+        principal = gw.principal(request)
+        client = gw.client(principal)
         workflow_id = request.path_params["workflow_id"]
         await gw.known(client, workflow_id)
         task, kinds = stream_filter(request)
         source = chunks_after(client, workflow_id, position(request), task=task, kinds=kinds)
-        return EventStream(gw, source, name="stream")
+        return EventStream(gw, principal, source, name="stream")
 
     async def events_ws(ws: WebSocket) -> None:
         await websocket(gw, ws, "events")

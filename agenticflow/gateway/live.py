@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncGenerator, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
@@ -20,6 +20,20 @@ from agenticflow.shared.errors import AgenticFlowError
 
 if TYPE_CHECKING:
     from agenticflow.gateway.service import Gateway
+
+
+async def first_of(*work: Coroutine[Any, Any, Any]) -> list[Any]:
+    """Run ``work`` until the first of it ends, then cancel the rest; every
+    outcome, in order (a result, an exception, or CancelledError for what was
+    cancelled). Cancelled itself, it cancels them all."""
+    tasks = [asyncio.ensure_future(one) for one in work]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for running in tasks:
+            running.cancel()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    return list(outcomes)
 
 
 def position(conn: HTTPConnection) -> Position:
@@ -55,78 +69,110 @@ def sse(frame: Frame) -> bytes:
     return "\n".join(lines).encode()
 
 
+TRANSPORT = "agenticflow.transport"
+"""Scope key of the connection's transport, when the server exposes it (see
+:func:`agenticflow.gateway.app.application`): a stalled client is aborted."""
+
+
 class EventStream(Response):
     """A ``text/event-stream`` answer fed by a :class:`Feed`; it ends with an
     ``end``, ``overflow`` or ``error`` event. A comment line every
     ``keepalive_s`` keeps a quiet stream open; a client that goes away cancels
-    its feed (checked while waiting, not only when writing)."""
+    its feed (checked while waiting, not only when writing). A send the client
+    does not take within ``send_timeout_s`` (it stopped reading, its TCP
+    window is full) drops it: the connection is aborted and its queue freed.
+    Beyond the feed limits it answers 429 instead."""
 
     media_type = "text/event-stream"
 
-    def __init__(self, gw: Gateway, source: AsyncGenerator[Frame, None], *, name: str) -> None:
+    def __init__(
+        self, gw: Gateway, principal: str, source: AsyncGenerator[Frame, None], *, name: str
+    ) -> None:
         # Not Response.__init__: that would declare a body of length 0.
         self.status_code = 200
         self.background = None
         self.init_headers({**SAFE_HEADERS, "X-Accel-Buffering": "no"})
         self._gw = gw
+        self._principal = principal
         self._source = source
         self._name = name
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gw = self._gw
+        try:
+            gw.feed_opened(self._principal)
+        except ApiError as refused:
+            await self._source.aclose()  # never started: holds nothing
+            await refused.response()(scope, receive, send)
+            return
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            gw.feed_closed(self._principal)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gw = self._gw
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
 
         async def pump() -> None:
-            async for chunk in _framed(self._gw, self._source, self._name):
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            async with contextlib.aclosing(_framed(gw, self._source, self._name)) as chunks:
+                async for chunk in chunks:
+                    message = {"type": "http.response.body", "body": chunk, "more_body": True}
+                    try:
+                        async with asyncio.timeout(gw.config.send_timeout_s):
+                            await send(message)
+                    except TimeoutError:
+                        _drop(scope)
+                        gw.stalled_client()
+                        return
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         async def gone() -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
 
-        tasks = [asyncio.ensure_future(pump()), asyncio.ensure_future(gone())]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for running in tasks:
-                running.cancel()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
+        results = await first_of(pump(), gone())
         for outcome in results:
             if isinstance(outcome, Exception) and not isinstance(outcome, OSError):
                 raise outcome
 
 
+def _drop(scope: Scope) -> None:
+    """Abort a stalled client's connection (its unsent bytes are discarded:
+    a graceful close would wait for it to read them, maybe for ever); without
+    the transport, returning unfinished makes the server close it."""
+    transport = scope.get(TRANSPORT)
+    if isinstance(transport, asyncio.Transport):
+        transport.abort()
+
+
 async def _framed(
     gw: Gateway, source: AsyncGenerator[Frame, None], name: str
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The feed's frames as SSE text, with keep-alive comments when quiet."""
-    gw.feed_opened()
-    try:
-        async with gw.feed(source, name) as feed:
-            frames = feed.frames()
-            yield b": agenticflow\n\n"  # headers and a first byte out at once
-            pending: asyncio.Future[Frame] | None = None
-            try:
-                while True:
-                    if pending is None:
-                        pending = asyncio.ensure_future(anext(frames))
-                    done, _ = await asyncio.wait({pending}, timeout=gw.config.keepalive_s)
-                    if not done:
-                        yield b": keepalive\n\n"
-                        continue
-                    try:
-                        frame = pending.result()
-                    except StopAsyncIteration:
-                        return
-                    pending = None
-                    yield sse(frame)
-            finally:
-                if pending is not None:  # let it finish before closing its generator
-                    pending.cancel()
-                    await asyncio.wait({pending})
-                await frames.aclose()
-    finally:
-        gw.feed_closed()
+    async with gw.feed(source, name) as feed:
+        frames = feed.frames()
+        yield b": agenticflow\n\n"  # headers and a first byte out at once
+        pending: asyncio.Future[Frame] | None = None
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(anext(frames))
+                done, _ = await asyncio.wait({pending}, timeout=gw.config.keepalive_s)
+                if not done:
+                    yield b": keepalive\n\n"
+                    continue
+                try:
+                    frame = pending.result()
+                except StopAsyncIteration:
+                    return
+                pending = None
+                yield sse(frame)
+        finally:
+            if pending is not None:  # let it finish before closing its generator
+                pending.cancel()
+                await asyncio.wait({pending})
+            await frames.aclose()
 
 
 # WebSocket --------------------------------------------------------------------------
@@ -155,19 +201,17 @@ async def websocket(gw: Gateway, ws: WebSocket, what: str) -> None:
     except (AgenticFlowError, TimeoutError) as exc:
         await _deny(ws, mapped(exc))
         return
-    await ws.accept()
-    gw.feed_opened()
     try:
-        sender = asyncio.ensure_future(_send_frames(gw, ws, source, what))
-        listener = asyncio.ensure_future(_until_closed(ws))
-        try:
-            await asyncio.wait({sender, listener}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for running in (sender, listener):
-                running.cancel()
-            await asyncio.gather(sender, listener, return_exceptions=True)
+        gw.feed_opened(principal)
+    except ApiError as refused:
+        await source.aclose()  # never started: holds nothing
+        await _deny(ws, refused)
+        return
+    try:
+        await ws.accept()
+        await first_of(_send_frames(gw, ws, source, what), _until_closed(ws))
     finally:
-        gw.feed_closed()
+        gw.feed_closed(principal)
 
 
 async def _send_frames(
@@ -207,9 +251,11 @@ async def _deny(ws: WebSocket, refused: ApiError) -> None:
 
 
 __all__ = [
+    "TRANSPORT",
     "WS_OVERFLOW",
     "WS_POLICY",
     "EventStream",
+    "first_of",
     "position",
     "sse",
     "stream_filter",

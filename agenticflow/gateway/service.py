@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -49,13 +49,19 @@ class Gateway:
         self.clients: dict[str, Client] = {}
         self.open_feeds = 0
         """SSE and WebSocket clients being fed now."""
+        self.feeds_of: dict[str, int] = {}
+        """Open feeds by principal."""
+        self.waits_of: dict[str, int] = {}
+        """Requests waiting (``?wait=``) by principal."""
+        self.stalled = 0
+        """SSE clients disconnected because a send to them did not complete in time."""
         self.readers = 0
         """Feeds whose reader still holds a bus subscription."""
         self.overflows = 0
         """Clients disconnected for reading too slowly."""
         self.feeds_changed = asyncio.Event()
-        """Set whenever :attr:`open_feeds`, :attr:`readers` or :attr:`overflows`
-        changes (for tests)."""
+        """Set whenever :attr:`open_feeds`, :attr:`readers`, :attr:`overflows`,
+        :attr:`stalled` or :attr:`waits_of` changes (for tests)."""
 
     async def start(self) -> None:
         """Connect a client per principal; raises ConfigError (e.g. no key for
@@ -223,13 +229,63 @@ class Gateway:
         self.overflows += 1
         self.feeds_changed.set()
 
-    def feed_opened(self) -> None:
+    def feed_opened(self, principal: str) -> None:
+        """Count a feed opening for ``principal``; raises ApiError 429 beyond
+        ``max_feeds_per_principal`` or ``max_feeds`` (then nothing is counted)."""
+        mine = self.feeds_of.get(principal, 0)
+        if mine >= self.config.max_feeds_per_principal:
+            raise _busy(
+                f"{principal} already has {mine} feeds open "
+                "(AGENTICFLOW_GATEWAY_MAX_FEEDS_PER_PRINCIPAL): close one first"
+            )
+        if self.open_feeds >= self.config.max_feeds:
+            raise _busy(
+                f"the gateway already has {self.open_feeds} feeds open "
+                "(AGENTICFLOW_GATEWAY_MAX_FEEDS): try again later"
+            )
+        self.feeds_of[principal] = mine + 1
         self.open_feeds += 1
         self.feeds_changed.set()
 
-    def feed_closed(self) -> None:
+    def feed_closed(self, principal: str) -> None:
+        """Count a feed of ``principal`` closed (after :meth:`feed_opened`)."""
+        left = self.feeds_of.get(principal, 0) - 1
+        if left > 0:
+            self.feeds_of[principal] = left
+        else:
+            self.feeds_of.pop(principal, None)
         self.open_feeds -= 1
         self.feeds_changed.set()
+
+    def stalled_client(self) -> None:
+        self.stalled += 1
+        self.feeds_changed.set()
+
+    @contextlib.contextmanager
+    def waiting(self, principal: str) -> Iterator[None]:
+        """Count a ``?wait=`` request of ``principal`` while in the block;
+        raises ApiError 429 beyond ``max_waits_per_principal``."""
+        mine = self.waits_of.get(principal, 0)
+        if mine >= self.config.max_waits_per_principal:
+            raise _busy(
+                f"{principal} already has {mine} requests waiting "
+                "(AGENTICFLOW_GATEWAY_MAX_WAITS_PER_PRINCIPAL): wait for one to end"
+            )
+        self.waits_of[principal] = mine + 1
+        self.feeds_changed.set()
+        try:
+            yield
+        finally:
+            left = self.waits_of.get(principal, 0) - 1
+            if left > 0:
+                self.waits_of[principal] = left
+            else:
+                self.waits_of.pop(principal, None)
+            self.feeds_changed.set()
+
+
+def _busy(message: str) -> ApiError:
+    return ApiError(429, "too_many_requests", message, headers={"Retry-After": "1"})
 
 
 __all__ = ["Gateway"]

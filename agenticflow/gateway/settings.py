@@ -41,8 +41,18 @@ class GatewaySettings(BaseSettings):
     """How long a full client queue may wait for the client to take a frame:
     beyond it the client is too slow and is disconnected (with an ``overflow``
     notice; it reconnects and resumes where it was)."""
+    send_timeout_s: float = Field(default=30, gt=0, le=600)
+    """How long one write to an SSE client may wait for it to read (its TCP
+    window full): beyond it the client has stopped reading and its connection is
+    aborted, its queue freed (WebSockets: uvicorn's pings close it)."""
     max_wait_s: float = Field(default=300, gt=0, le=3600)
     """Longest ``?wait=`` a result request may ask for."""
+    max_waits_per_principal: int = Field(default=32, ge=1, le=100_000)
+    """Requests with a ``?wait=`` one principal may have waiting at once (429 beyond)."""
+    max_feeds_per_principal: int = Field(default=32, ge=1, le=100_000)
+    """SSE and WebSocket feeds one principal may have open at once (429 beyond)."""
+    max_feeds: int = Field(default=256, ge=1, le=1_000_000)
+    """SSE and WebSocket feeds open at once, all principals together (429 beyond)."""
     intervention_timeout_s: float = Field(default=15, gt=0, le=300)
     """How long an intervention waits for the coordinator's verdict (504 beyond)."""
     cors_origins: list[str] = Field(default_factory=list)

@@ -4,6 +4,7 @@ and an SSE reader."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -53,6 +54,16 @@ async def flood(ctx: TaskContext) -> int:
     for i in range(n):
         await ctx.stream(f"{i:06d}".ljust(size, "x"))
     return n
+
+
+async def wait_for(gateway: Gateway, check: Any, timeout: float = 30) -> None:
+    """Until ``check()`` holds, woken by the gateway's feed changes."""
+    async with asyncio.timeout(timeout):
+        while not check():
+            gateway.feeds_changed.clear()
+            if check():
+                return
+            await gateway.feeds_changed.wait()
 
 
 def auth(token: str) -> dict[str, str]:

@@ -37,6 +37,7 @@ from tests.integration.gateway_support import (
     read_sse,
     sse_frames,
     start_env,
+    wait_for,
     workflow,
 )
 
@@ -54,16 +55,6 @@ async def env(
     )
     async with started.stack:
         yield started
-
-
-async def wait_for(gateway: Gateway, check: Any, timeout: float = 30) -> None:
-    """Until ``check()`` holds, woken by the gateway's feed changes."""
-    async with asyncio.timeout(timeout):
-        while not check():
-            gateway.feeds_changed.clear()
-            if check():
-                return
-            await gateway.feeds_changed.wait()
 
 
 async def start(http: httpx.AsyncClient, *tasks: dict[str, Any], **more: Any) -> str:
