@@ -51,6 +51,7 @@ Rules, in order:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from agenticflow.coordinator.state import (
@@ -269,6 +270,12 @@ def _unknown(event: Event, rules: Rules) -> Verdict:
     return Refuse("unknown_workflow", f"no workflow {event.workflow_id!r} has been submitted")
 
 
+RESERVED_ID = re.compile(r"-\d{8}T\d{6}Z\Z")
+"""Workflow ids only coordinators give: a schedule run's (a tick's time).
+(A child workflow's id cannot be told apart from a client's id that ends in a
+UUID; see the security guide.)"""
+
+
 def _submission(event: Event, rules: Rules) -> Verdict:
     data = event.data
     if not isinstance(data, WorkflowSubmitted):
@@ -280,6 +287,14 @@ def _submission(event: Event, rules: Rules) -> Verdict:
         )
     if data.parent is not None:
         return _child_link(event, data.parent)
+    if event.signer_role not in (None, "coordinator") and RESERVED_ID.search(event.workflow_id):
+        # A schedule run's id is derived from its tick: taken first, the
+        # schedule would count someone else's run as its own.
+        return Refuse(
+            "reserved_id",
+            f"workflow id {event.workflow_id!r} has the form of a schedule run's "
+            "(NAME-YYYYMMDDTHHMMSSZ), which only coordinators start",
+        )
     if data.origin is not None:
         permission = f"workflow:{'rerun' if data.origin.kind == 'rerun' else 'fork'}"
         verdict = _rbac(event, rules, permission, data.submitted_by)

@@ -637,3 +637,21 @@ def test_a_modification_needs_submit_rights_for_what_it_adds_or_replaces() -> No
         assert "workflow:submit:pay" in verdict.reason
     assert admit(sim.st, modify({"add": [pay | {"capability": "x"}]}), rules) == ADMIT
     assert admit(sim.st, modify({"remove": ["t"]}), rules) == ADMIT
+
+
+def test_a_schedule_runs_id_is_refused_to_clients() -> None:
+    # A schedule run's id is derived from its tick: a client taking one first
+    # would have the schedule count someone else's run as its own.
+    event = _submission(ONE, by="bob").model_copy(
+        update={"workflow_id": "nightly-20261208T020000Z"}
+    )
+    verdict = admit(None, signed(event, "bob", "client"), Rules())
+    assert isinstance(verdict, Refuse)
+    assert verdict.code == "reserved_id"
+    for fine in (
+        "wf-01a2527f1a9c73c4bf7f48df0486de4b",
+        "sub-0193a5b6-7c8d-7e9f-9123-456789abcdef",
+        child_workflow_id("wf-parent", "step", 1),
+    ):
+        event = _submission(ONE, by="bob").model_copy(update={"workflow_id": fine})
+        assert admit(None, signed(event, "bob", "client"), Rules()) == ADMIT
