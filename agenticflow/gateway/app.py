@@ -60,6 +60,7 @@ from agenticflow.shared.errors import (
 )
 from agenticflow.shared.graph.workflow import WorkflowDefinition, parse_workflow
 from agenticflow.shared.wire.events import InterventionApplied
+from agenticflow.shared.wire.ids import ID_RE
 
 log = structlog.get_logger("agenticflow.gateway")
 
@@ -69,6 +70,9 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 MAX_LIST = 1000
 """Most workflows one list request returns."""
+MAX_SINCE_S = 100 * 365 * 86400
+"""Furthest back ``since`` (seconds ago) reaches."""
+SIGNAL_NAME = "a signal name is 1-64 letters, digits, '_' or '-'"
 
 
 def application(gw: Gateway) -> Starlette:
@@ -356,6 +360,8 @@ def _signal_route(gw: Gateway) -> Handler:
         client = gw.client(principal)
         workflow_id = request.path_params["workflow_id"]
         name = request.path_params["name"]
+        if not ID_RE.match(name):
+            raise ApiError(422, "invalid_request", SIGNAL_NAME)
         body = await gw.body(request, Signal)
         denial = gw.access.intervention_denial(principal, "signal")
         if denial is not None:
@@ -452,9 +458,15 @@ def _since(text: str | None) -> datetime | timedelta | None:
     if not text:
         return None
     try:
-        return timedelta(seconds=float(text))
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if not 0 <= seconds <= MAX_SINCE_S:
+            raise ApiError(
+                422, "invalid_request", f"since must be from 0 to {MAX_SINCE_S} seconds ago"
+            )
+        return timedelta(seconds=seconds)
     try:
         return datetime.fromisoformat(text)
     except ValueError:

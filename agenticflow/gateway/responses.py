@@ -5,6 +5,7 @@ as data, never as HTML or script."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import structlog
@@ -42,9 +43,25 @@ def jsonable(value: Any) -> Any:
 
 def dumps(value: Any) -> str:
     """Compact JSON text with ``<``, ``>`` and ``&`` escaped as ``\\u003c``...:
-    even a page that embeds it verbatim reads data, not markup."""
-    text = json.dumps(jsonable(value), ensure_ascii=False, separators=(",", ":"))
+    even a page that embeds it verbatim reads data, not markup. Strict JSON:
+    a NaN or an infinity (a task's output may hold one) becomes ``null``."""
+    data = jsonable(value)
+    try:
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(data), ensure_ascii=False, separators=(",", ":"))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _finite(data: Any) -> Any:
+    """``data`` with every NaN or infinite float replaced by None."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: _finite(item) for key, item in data.items()}
+    if isinstance(data, list):
+        return [_finite(item) for item in data]
+    return data
 
 
 class JSON(Response):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from collections.abc import AsyncGenerator, Iterator
 from typing import TypeVar
 
@@ -192,7 +193,18 @@ class Gateway:
             if len(data) > limit:
                 raise too_large(limit)
         try:
-            parsed = json.loads(data) if data.strip() else {}
+            parsed = (
+                json.loads(
+                    data,
+                    parse_constant=_not_a_number,
+                    parse_float=_finite,
+                    parse_int=_msgpack_int,
+                )
+                if data.strip()
+                else {}
+            )
+        except NumberError as exc:
+            raise ApiError(422, "invalid_request", str(exc)) from None
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
         except RecursionError:
@@ -282,6 +294,36 @@ class Gateway:
             else:
                 self.waits_of.pop(principal, None)
             self.feeds_changed.set()
+
+
+INT_RANGE = (-(1 << 63), (1 << 64) - 1)
+"""The integers the bus's encoding (msgpack) carries."""
+
+
+class NumberError(ValueError):
+    """A number in a body that JSON or the bus cannot carry."""
+
+
+def _not_a_number(text: str) -> float:
+    raise NumberError(f"{text} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NumberError(f"{text[:40]} is too large for a number")
+    return value
+
+
+def _msgpack_int(text: str) -> int:
+    low, high = INT_RANGE
+    try:
+        value = int(text)
+    except ValueError:  # more digits than the interpreter converts
+        value = high + 1
+    if not low <= value <= high:
+        raise NumberError(f"integers must be from -2^63 to 2^64-1, not {text[:40]}")
+    return value
 
 
 def _busy(message: str) -> ApiError:

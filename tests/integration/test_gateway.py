@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,8 +24,10 @@ from websockets.asyncio.client import connect as ws_connect
 
 from agenticflow.cluster.nats_server import NatsServer
 from agenticflow.gateway import GatewayServer, GatewaySettings
+from agenticflow.gateway.app import SIGNAL_NAME
 from agenticflow.gateway.auth import Access, Tokens
 from agenticflow.gateway.service import Gateway
+from agenticflow.shared.graph.workflow import parse_workflow
 from agenticflow.shared.security.rbac import Policy
 from tests.conftest import unique_prefix
 from tests.integration.gateway_support import (
@@ -419,7 +422,16 @@ async def test_bad_input_gets_a_clear_json_error(env: Env) -> None:
             (await http.get("/workflows", params={"state": "sleeping"}), 422, "invalid_request"),
             (await http.get("/workflows", params={"limit": "0"}), 422, "invalid_request"),
             (await http.get("/workflows", params={"since": "yesterday"}), 422, "invalid_request"),
+            # Review #9: these were 500s.
+            (await http.get("/workflows", params={"since": "1e20"}), 422, "invalid_request"),
         ]
+        body = json.dumps({"workflow": workflow(ECHO)})[:-1]
+        for number in ["NaN", "Infinity", "-Infinity", "1e999", str(1 << 64), str(-(1 << 63) - 1)]:
+            # Review #9 and #10: not JSON, or more than the bus carries.
+            refused = await http.post("/workflows", content=f'{body},"input":{{"n":{number}}}}}')
+            cases.append((refused, 422, "invalid_request"))
+        largest = await http.post("/workflows", content=f'{body},"input":{{"n":{(1 << 64) - 1}}}}}')
+        assert largest.status_code == 201, largest.text
         for response, status, code in cases:
             assert response.status_code == status, (response.request.url, response.text)
             assert response.headers["content-type"] == "application/json"
@@ -447,7 +459,29 @@ async def test_bad_input_gets_a_clear_json_error(env: Env) -> None:
         assert bad_after.status_code == 422
         no_task = await http.post(f"/workflows/{running}/approve", json={})
         assert no_task.status_code == 422
+        long_signal = await http.post(f"/workflows/{running}/signals/{'s' * 65}")
+        assert long_signal.status_code == 422  # review #9: a 500
+        assert long_signal.json()["error"]["message"] == SIGNAL_NAME
         await http.post(f"/workflows/{running}/terminate")
+
+
+async def test_a_stored_nan_is_answered_as_null_in_strict_json(env: Env) -> None:
+    """Review #10: a NaN in a workflow's output (the Python client may start
+    one with it) came back as a bare NaN, which is not JSON."""
+    definition = parse_workflow(
+        workflow({"id": "e", "capability": "echo", "params": {"x": math.nan, "y": [math.inf]}}),
+        source="test",
+    )
+    handle = await env.gateway.clients["alice"].start(definition)  # allowed to submit
+    await handle.result(timeout=30)
+    async with env.http() as http:
+        answer = await http.get(f"/workflows/{handle.id}/result")
+
+    def strict(text: str) -> float:
+        raise AssertionError(f"not JSON: {text}")
+
+    output = json.loads(answer.text, parse_constant=strict)["output"]
+    assert output["params"] == {"x": None, "y": [None]}
 
 
 async def test_user_strings_come_back_as_json_data_never_html(env: Env) -> None:
