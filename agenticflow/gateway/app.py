@@ -268,6 +268,8 @@ def _routes(gw: Gateway) -> list[BaseRoute]:  # noqa: C901, PLR0915 - one closur
             workflow_id = request.path_params["workflow_id"]
             body = await gw.body(request, model)
             denial = gw.access.intervention_denial(principal, action)
+            if denial is None and isinstance(body, Modify):
+                denial = gw.access.modification_denial(principal, body.changes)
             if denial is not None:
                 raise ApiError(403, "forbidden", denial)
             await gw.known(client, workflow_id)

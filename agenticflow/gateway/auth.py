@@ -35,6 +35,7 @@ from agenticflow.shared.errors import ConfigError
 from agenticflow.shared.graph.workflow import WorkflowDefinition
 from agenticflow.shared.security.rbac import Policy, intervention_permissions
 from agenticflow.shared.security.seal import write_secret
+from agenticflow.shared.wire.events import Modification
 
 PRINCIPAL_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}\Z")
 """A principal's name: also its key file's stem and, without keys, its node id."""
@@ -216,6 +217,16 @@ class Access:
         if self.policy is None:
             return None
         return self.policy.context(principal).submit_denial(used_capabilities(definition))
+
+    def modification_denial(self, principal: str, changes: Modification) -> str | None:
+        """Why ``principal`` may not run what ``changes`` adds or replaces (the
+        submit rights a submission of those tasks needs, nested workflows'
+        included, as admission checks), or None."""
+        tasks = (*changes.add, *changes.replace)
+        if self.policy is None or not tasks:
+            return None
+        runs = used_capabilities(WorkflowDefinition(name="modification", tasks=tasks))
+        return self.policy.context(principal).submit_denial(runs)
 
     def intervention_denial(self, principal: str, action: str) -> str | None:
         """Why ``principal`` may not ``action`` a workflow, or None."""

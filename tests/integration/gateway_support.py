@@ -29,7 +29,8 @@ from tests.support.app import app as support_app
 ALICE = "alice-token-0123456789abcdef"
 BOB = "bob-token-0123456789abcdef"
 CAROL = "carol-token-0123456789abcdef"
-TOKENS = f"alice={ALICE},bob={BOB},carol={CAROL}"
+DAVE = "dave-token-0123456789abcdef"
+TOKENS = f"alice={ALICE},bob={BOB},carol={CAROL},dave={DAVE}"
 
 POLICY = """
 [roles.operator]
@@ -38,11 +39,16 @@ permissions = ["workflow:*"]
 [roles.reporter]
 permissions = ["workflow:submit:echo"]
 
+[roles.editor]
+permissions = ["workflow:modify", "workflow:submit:echo"]
+
 [principals]
 alice = ["operator"]
 bob = ["reporter"]
+dave = ["editor"]
 """
-"""alice may do anything; bob may submit echo tasks only; carol is not named (reads only)."""
+"""alice may do anything; bob may submit echo tasks only; carol is not named
+(reads only); dave may modify workflows and submit echo tasks."""
 
 app = AgentApp("tests-gateway").include(support_app)
 

@@ -34,6 +34,7 @@ from tests.integration.gateway_support import (
     ALICE,
     BOB,
     CAROL,
+    DAVE,
     TOKENS,
     Env,
     auth,
@@ -318,6 +319,18 @@ async def test_the_policy_decides_who_starts_and_steers_what(env: Env) -> None:
             stop.json()["error"]["message"]
             == "bob lacks permission workflow:terminate or workflow:abort"
         )
+        async with env.http(DAVE) as dave:  # review #2: modify ran what it may not submit
+            adding = await dave.post(
+                f"/workflows/{running}/modify",
+                json={"changes": {"add": [{"id": "a2", "capability": "add"}]}},
+            )
+            assert adding.status_code == 403
+            assert "dave may not submit capability 'add'" in adding.json()["error"]["message"]
+            echo = await dave.post(
+                f"/workflows/{running}/modify",
+                json={"changes": {"add": [{"id": "e2", "capability": "echo"}]}},
+            )
+            assert echo.status_code == 200, echo.text
         assert (await alice.post(f"/workflows/{running}/terminate")).status_code == 200
 
 
@@ -346,6 +359,15 @@ async def test_the_coordinator_checks_the_principal_the_gateway_names(env: Env) 
                 stop = await bob.post(f"/workflows/{running}/terminate")
                 assert stop.status_code == 403
                 assert stop.json()["error"]["code"] == "forbidden"
+                async with httpx.AsyncClient(
+                    base_url=server.url, headers=auth(DAVE), timeout=60
+                ) as dave:
+                    adding = await dave.post(
+                        f"/workflows/{running}/modify",
+                        json={"changes": {"add": [{"id": "a2", "capability": "add"}]}},
+                    )
+                assert adding.status_code == 403, adding.text  # the coordinator's refusal
+                assert "dave may not submit capability 'add'" in adding.json()["error"]["message"]
                 await alice.post(f"/workflows/{running}/terminate")
 
 
