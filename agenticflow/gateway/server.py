@@ -52,7 +52,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _config(app: Any, *, grace_s: int, max_body: int) -> uvicorn.Config:
+def _config(app: Any, config: GatewaySettings, *, grace_s: int) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         http="h11",
@@ -62,7 +62,9 @@ def _config(app: Any, *, grace_s: int, max_body: int) -> uvicorn.Config:
         access_log=False,  # we log requests ourselves, never their headers
         server_header=False,
         timeout_graceful_shutdown=grace_s,
-        ws_max_size=max_body,
+        ws_max_size=config.max_body_bytes,
+        limit_concurrency=config.max_connections,
+        timeout_keep_alive=config.keepalive_timeout_s,
     )
 
 
@@ -93,10 +95,7 @@ class GatewayServer:
         sock = self._sock or listen(self.config.host, self.config.port)
         host, port = sock.getsockname()[:2]
         self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-        config = _config(
-            self.gateway.app(), grace_s=self._grace_s, max_body=self.config.max_body_bytes
-        )
-        self._server = _Server(config)
+        self._server = _Server(_config(self.gateway.app(), self.config, grace_s=self._grace_s))
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="gateway")
 
     def request_stop(self) -> None:

@@ -188,10 +188,19 @@ class Gateway:
         if declared.isdigit() and int(declared) > limit:
             raise too_large(limit)
         data = bytearray()
-        async for part in request.stream():
-            data += part
-            if len(data) > limit:
-                raise too_large(limit)
+        try:
+            async with asyncio.timeout(self.config.body_timeout_s):
+                async for part in request.stream():
+                    data += part
+                    if len(data) > limit:
+                        raise too_large(limit)
+        except TimeoutError:
+            raise ApiError(
+                408,
+                "request_timeout",
+                f"the body took longer than {self.config.body_timeout_s:g} s to arrive",
+                headers={"Connection": "close"},
+            ) from None
         try:
             parsed = (
                 json.loads(

@@ -33,6 +33,13 @@ class GatewaySettings(BaseSettings):
     security directory): its own check would be off. ``true`` starts it anyway,
     when every token may read and steer every workflow and only the
     coordinator's policy limits what they start."""
+    max_connections: int = Field(default=1024, ge=1, le=1_000_000)
+    """Connections (and WebSockets) served at once: uvicorn answers 503 beyond."""
+    keepalive_timeout_s: int = Field(default=5, ge=1, le=600)
+    """How long an idle keep-alive connection stays open between requests."""
+    body_timeout_s: float = Field(default=30, gt=0, le=600)
+    """How long reading a request's body may take (408 beyond). Headers have
+    no time limit here: a front proxy must enforce one (see the guide)."""
     max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
     """Largest request body (413 beyond it)."""
     client_queue: int = Field(default=256, ge=1, le=100_000)

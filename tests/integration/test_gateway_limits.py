@@ -1,7 +1,7 @@
 """The gateway's limits on what one client may hold, against a real cluster:
-waits that end with their client, capped waits and feeds (429), and an SSE
-client that stops reading dropped. (Findings #5, #6 and #7 of the gateway
-review.)"""
+waits that end with their client, capped waits and feeds (429), an SSE
+client that stops reading dropped, a slow body cut off and connections
+capped. (Findings #5 to #8 of the gateway review.)"""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ async def env(
         max_feeds_per_principal=1,
         max_feeds=2,
         send_timeout_s=1,
+        body_timeout_s=1,
     )
     async with started.stack:
         yield started
@@ -170,3 +171,38 @@ async def test_an_sse_client_that_stops_reading_is_dropped(env: Env) -> None:
                     while await loop.sock_recv(stalled, 1 << 16):
                         pass
         assert await env.client.handle(workflow_id).result(timeout=60) == 2000
+
+
+async def test_a_slow_body_is_cut_off_and_connections_are_capped(env: Env) -> None:
+    """Review #8: a body that never finished arriving held its request for
+    ever, and uvicorn served any number of connections."""
+    head = (
+        f"POST /workflows HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+    )
+    loop = asyncio.get_running_loop()
+    with await raw_request(env.url, head) as slow:
+        data = b""
+        async with asyncio.timeout(20):  # body_timeout_s is 1 here
+            while b"\r\n\r\n" not in data:
+                part = await loop.sock_recv(slow, 1 << 16)
+                assert part, data
+                data += part
+        assert data.startswith(b"HTTP/1.1 408"), data
+
+    config = env.gateway.config.model_copy(update={"max_connections": 4})
+    async with GatewayServer(env.settings, config, grace_s=1) as server:
+        idle = [await raw_request(server.url, "") for _ in range(4)]
+        try:
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                assert (await http.get("/healthz")).status_code == 503
+        finally:
+            for sock in idle:
+                sock.close()
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            for _ in range(200):  # the server notices the closed ones: served again
+                if (await http.get("/healthz")).status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("still 503 after the idle connections closed")
