@@ -34,6 +34,7 @@ class StartRequest(_Body):
     id: str | None = Field(
         default=None,
         max_length=64,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
         description="The workflow id; starting again with the same id starts nothing new.",
     )
     route: str | None = Field(

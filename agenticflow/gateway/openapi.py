@@ -27,12 +27,17 @@ _ERRORS = {
     "401": "No token, or an unknown one",
     "403": "The policy does not grant it",
     "404": "Unknown workflow",
+    "408": "The body took longer than AGENTICFLOW_GATEWAY_BODY_TIMEOUT_S to arrive",
     "409": "The coordinator refused the intervention",
     "413": "Body too large",
     "422": "Invalid input",
-    "503": "The cluster cannot be reached",
+    "429": "Too many waits or feeds open (Retry-After)",
+    "500": "The gateway failed (see its log)",
+    "503": "The cluster cannot be reached, or the gateway is closing",
     "504": "No coordinator answered in time",
 }
+_BODY_ERRORS = ("400", "408", "413", "422")
+"""What any route with a body may answer besides its own."""
 _WORKFLOW_ID = {
     "name": "workflow_id",
     "in": "path",
@@ -44,6 +49,19 @@ _WAIT = {
     "in": "query",
     "description": "Seconds to wait for the end.",
     "schema": {"type": "number", "minimum": 0},
+}
+_LAST_EVENT_ID = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "description": "Resume after this frame id (what an SSE client sends back by itself).",
+    "schema": {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$", "maxLength": 40},
+}
+_SIGNAL_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "The signal's name, as in the workflow's wait: {signal: NAME}.",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "maxLength": 64},
 }
 _AFTER = {
     "name": "after",
@@ -85,8 +103,9 @@ def _json(description: str, schema: dict[str, Any] | None = None) -> dict[str, A
 
 
 def _errors(*codes: str) -> dict[str, Any]:
+    """Error answers: 401 and 500 everywhere, 503 wherever the cluster is used."""
     error = {"$ref": _REF.format(model="Error")}
-    return {code: _json(_ERRORS[code], error) for code in ("401", *codes)}
+    return {code: _json(_ERRORS[code], error) for code in sorted({"401", "500", *codes})}
 
 
 def _body(model: type[BaseModel]) -> dict[str, Any]:
@@ -100,32 +119,47 @@ def _sse(summary: str, extra: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "get": {
             "summary": summary,
-            "parameters": [_WORKFLOW_ID, _AFTER, *extra],
+            "parameters": [_WORKFLOW_ID, _AFTER, _LAST_EVENT_ID, *extra],
             "responses": {
                 "200": {
                     "description": "text/event-stream: frames (id: resume position, event: "
                     "event|chunk, data: JSON), then one end, overflow or error frame",
                     "content": {"text/event-stream": {"schema": {"type": "string"}}},
                 },
-                **_errors("404", "422"),
+                **_errors("404", "422", "429", "503"),
+            },
+        }
+    }
+
+
+def _ws(summary: str, extra: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "description": "A WebSocket (GET with Upgrade: websocket; OpenAPI cannot describe "
+            "its messages): the SSE route's frames, each a JSON text message "
+            '{"type", "id", "data"}; the last is end, overflow (then close code 1013: '
+            "resume with ?after=) or error. A refused handshake is answered with the status "
+            "and JSON error below (or, where the server cannot, accepted and closed with "
+            "code 1008).",
+            "parameters": [_WORKFLOW_ID, _AFTER, *extra],
+            "responses": {
+                "101": {"description": "Switching Protocols: the WebSocket is open"},
+                **_errors("404", "422", "429", "503"),
             },
         }
     }
 
 
 def _signal_path() -> dict[str, Any]:
-    workflow = [_WORKFLOW_ID]
     return {
         "post": {
             "summary": "Send a signal to its wait: {signal: NAME} nodes (workflow:signal).",
-            "parameters": [
-                *workflow,
-                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
-            ],
+            "parameters": [_WORKFLOW_ID, _SIGNAL_NAME],
             "requestBody": _body(Signal),
             "responses": {
                 "200": _json("Applied"),
-                **_errors("400", "403", "404", "409", "413", "422", "504"),
+                **_errors(*_BODY_ERRORS, "403", "404", "409", "503", "504"),
             },
         }
     }
@@ -181,7 +215,7 @@ def openapi_document() -> dict[str, Any]:
         "/whoami": {
             "get": {
                 "summary": "The principal of your token.",
-                "responses": {"200": _json("principal"), **_errors()},
+                "responses": {"200": _json("principal"), **_errors("503")},
             }
         },
         "/workflows": {
@@ -191,8 +225,8 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [_WAIT],
                 "requestBody": _body(StartRequest),
                 "responses": {
-                    "201": _json("Started: its id and links"),
-                    **_errors("400", "403", "404", "413", "422", "503"),
+                    "201": _json("Started: its id and links (with ?wait=, its result too)"),
+                    **_errors(*_BODY_ERRORS, "403", "404", "429", "503", "504"),
                 },
             },
             "get": {
@@ -222,14 +256,14 @@ def openapi_document() -> dict[str, Any]:
                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
                     },
                 ],
-                "responses": {"200": _json("{workflows: [...]}"), **_errors("422")},
+                "responses": {"200": _json("{workflows: [...]}"), **_errors("422", "503")},
             },
         },
         "/workflows/{workflow_id}": {
             "get": {
                 "summary": "Its state, its tasks and its model usage (llm_usage).",
                 "parameters": workflow,
-                "responses": {"200": _json("state"), **_errors("404")},
+                "responses": {"200": _json("state"), **_errors("404", "503")},
             }
         },
         "/workflows/{workflow_id}/result": {
@@ -242,7 +276,7 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {
                     "200": _json("{state, output} or {state, reason}"),
                     "202": _json("{state}: not ended yet"),
-                    **_errors("404", "422"),
+                    **_errors("404", "422", "429", "503"),
                 },
             }
         },
@@ -250,7 +284,7 @@ def openapi_document() -> dict[str, Any]:
             "get": {
                 "summary": "Its stored events, in stream order.",
                 "parameters": [*workflow, _AFTER],
-                "responses": {"200": _json("{events: [...]}"), **_errors("404")},
+                "responses": {"200": _json("{events: [...]}"), **_errors("404", "422", "503")},
             }
         },
         "/workflows/{workflow_id}/events/sse": _sse(
@@ -258,6 +292,12 @@ def openapi_document() -> dict[str, Any]:
         ),
         "/workflows/{workflow_id}/stream/sse": _sse(
             "What its tasks stream, from the start then live (SSE).", _STREAM_FILTER
+        ),
+        "/workflows/{workflow_id}/events/ws": _ws(
+            "Its events, from the start then live (WebSocket).", []
+        ),
+        "/workflows/{workflow_id}/stream/ws": _ws(
+            "What its tasks stream, from the start then live (WebSocket).", _STREAM_FILTER
         ),
     }
     for action, model, summary in _INTERVENTIONS:
@@ -268,7 +308,7 @@ def openapi_document() -> dict[str, Any]:
                 "requestBody": _body(model),
                 "responses": {
                     "200": _json("Applied"),
-                    **_errors("400", "403", "404", "409", "413", "422", "504"),
+                    **_errors(*_BODY_ERRORS, "403", "404", "409", "503", "504"),
                 },
             }
         }
@@ -279,9 +319,9 @@ def openapi_document() -> dict[str, Any]:
             "title": "AgenticFlow gateway",
             "version": __version__,
             "description": "REST, Server-Sent Events and WebSocket access to an AgenticFlow "
-            "cluster. WebSockets (not described by OpenAPI): /workflows/{id}/events/ws and "
-            "/workflows/{id}/stream/ws send the SSE routes' frames as JSON text messages "
-            '{"type", "id", "data"}.',
+            "cluster. The WebSocket routes (/workflows/{id}/events/ws and "
+            "/workflows/{id}/stream/ws) are listed as GET: they send the SSE routes' frames "
+            'as JSON text messages {"type", "id", "data"}.',
         },
         "components": {
             "schemas": schemas,

@@ -429,7 +429,7 @@ async def test_bad_input_gets_a_clear_json_error(env: Env) -> None:
             (
                 await http.post("/workflows", json={"workflow": workflow(ECHO), "id": "bad id!"}),
                 422,
-                "invalid_workflow",
+                "invalid_request",  # the published pattern, checked first
             ),
             (await http.post("/workflows", content=b"x" * 5000), 413, "too_large"),
             (await http.get("/workflows/nope"), 404, "not_found"),

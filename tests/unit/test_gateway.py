@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from agenticflow.gateway import GatewaySettings
 from agenticflow.gateway.auth import Access, Tokens, add_token, digest
@@ -143,6 +143,25 @@ def test_the_openapi_document_describes_every_http_route() -> None:
     }
     described = {(path, method) for path, ops in document["paths"].items() for method in ops}
     assert http_routes <= described, http_routes - described
+    # Review #13: the WebSocket routes (as GET), Last-Event-ID, the signal name,
+    # the workflow id, and the statuses the routes answer.
+    websockets = {
+        (route.path, "get") for route in gateway.app().routes if isinstance(route, WebSocketRoute)
+    }
+    assert len(websockets) == 2
+    assert websockets <= described, websockets - described
+    paths = document["paths"]
+    sse = paths["/workflows/{workflow_id}/events/sse"]["get"]
+    assert {"Last-Event-ID", "after"} <= {p["name"] for p in sse["parameters"]}
+    assert {"429", "503", "500"} <= set(sse["responses"])
+    signal = paths["/workflows/{workflow_id}/signals/{name}"]["post"]
+    name = next(p for p in signal["parameters"] if p["name"] == "name")
+    assert name["schema"]["maxLength"] == 64
+    assert {"409", "503", "504"} <= set(signal["responses"])
+    assert {"408", "429", "504"} <= set(paths["/workflows"]["post"]["responses"])
+    assert "429" in paths["/workflows/{workflow_id}/result"]["get"]["responses"]
+    schemas = document["components"]["schemas"]
+    assert schemas["StartRequest"]["properties"]["id"]["anyOf"][0]["pattern"]
     start = document["paths"]["/workflows"]["post"]["requestBody"]["content"]
     ref = start["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
     assert "template" in document["components"]["schemas"][ref]["properties"]
