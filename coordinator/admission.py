@@ -186,7 +186,7 @@ def admit(  # noqa: PLR0911 - one return per rule reads best
     if state is None:
         return _unknown(event, rules)
     if kind == EventType.WORKFLOW_SUBMITTED:
-        return Ignore("the workflow exists already")
+        return _existing(state, event)
     if kind == EventType.WORKFLOW_REJECTED:
         return ADMIT if _is_coordinator(event) else _wrong_role(event)
     if kind == EventType.INTERVENTION_REQUESTED:
@@ -200,6 +200,29 @@ def admit(  # noqa: PLR0911 - one return per rule reads best
     if not _is_coordinator(event):
         return _wrong_role(event)
     return ADMIT
+
+
+def _existing(state: WorkflowState, event: Event) -> Verdict:
+    """A submission for a workflow that exists: nothing new starts. A child's
+    start whose id another workflow took first is refused, so the parent task
+    fails (see :func:`agenticflow.coordinator.children.id_taken`) instead of
+    waiting for ever."""
+    data = event.data
+    link = data.parent if isinstance(data, WorkflowSubmitted) else None
+    if link is None or not _is_coordinator(event):
+        return Ignore("the workflow exists already")
+    mine = state.parent
+    if mine is not None and (mine.workflow_id, mine.task_id, mine.attempt) == (
+        link.workflow_id,
+        link.task_id,
+        link.attempt,
+    ):
+        return Ignore("the child workflow exists already (a re-sent start)")
+    return Refuse(
+        CHILD_ID_TAKEN,
+        f"child workflow id {event.workflow_id!r} of task {link.task_id!r} of "
+        f"{link.workflow_id!r} is taken by a workflow that is not that task's child",
+    )
 
 
 def _is_coordinator(event: Event) -> bool:
@@ -269,6 +292,9 @@ def _unknown(event: Event, rules: Rules) -> Verdict:
         return ADMIT if _is_coordinator(event) else _wrong_role(event)
     return Refuse("unknown_workflow", f"no workflow {event.workflow_id!r} has been submitted")
 
+
+CHILD_ID_TAKEN = "child_id_taken"
+"""Refusal of a child's start whose id another workflow took first."""
 
 RESERVED_ID = re.compile(r"-\d{8}T\d{6}Z\Z")
 """Workflow ids only coordinators give: a schedule run's (a tick's time).

@@ -34,6 +34,8 @@ must advance in its own stream.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from agenticflow.coordinator.state import ACTIVE_TASK, TaskStatus, WorkflowState, WorkflowStatus
 from agenticflow.shared.errors import PayloadTooLargeError
 from agenticflow.shared.graph.hierarchy import ParentLink, child_workflow_id
@@ -82,6 +84,7 @@ def start(
     *,
     timestamp: int,
     source: str,
+    nonce: int = 0,
 ) -> Event:
     """Mark the task as running its child; returns the child's submission.
 
@@ -98,7 +101,11 @@ def start(
     state.children[task_id] = child_id
     inputs = {dep: state.tasks[dep].result for dep in spec.depends_on}
     return Event(
-        id=workflow_key(child_id, "submitted"),
+        # Not the id a client's submission of that workflow id has: one taken
+        # first must not swallow this start as a duplicate (the start is then
+        # refused, and the task fails: see id_taken). The nonce, the stream
+        # sequence of the event that made the task ready, is the same on replay.
+        id=workflow_key(child_id, f"child_submitted:{nonce}"),
         type=EventType.WORKFLOW_SUBMITTED,
         workflow_id=child_id,
         source=source,
@@ -215,6 +222,38 @@ def _relay(
 def too_large(event: Event, error: PayloadTooLargeError) -> Event | None:
     """For a child's submission too large to publish (its input is too big):
     the parent task's failure instead. None for any other event."""
+    return _parent_fails(
+        event,
+        lambda _link: TaskFailed.for_good(
+            type(error).__name__,
+            error.code,
+            f"the child workflow {event.workflow_id} cannot be started: {error}",
+            worker="",
+            agent=CHILD_AGENT,
+        ),
+    )
+
+
+def id_taken(event: Event, reason: str) -> Event | None:
+    """For a child's start refused because another workflow took its id: the
+    parent task's failure (retried if the task has a retry policy: the next
+    attempt's child has another id). None for any other event."""
+    return _parent_fails(
+        event,
+        lambda link: TaskFailed(
+            error=ErrorInfo(
+                type="ChildWorkflowIdTakenError",
+                message=f"the child workflow cannot start: {reason}",
+                code="child_id_taken",
+                retryable=link.retryable,
+            ),
+            agent=CHILD_AGENT,
+        ),
+    )
+
+
+def _parent_fails(event: Event, failure: Callable[[ParentLink], TaskFailed]) -> Event | None:
+    """The parent task's failure, told by the child that could not start."""
     data = event.data
     if not isinstance(data, WorkflowSubmitted) or data.parent is None:
         return None
@@ -226,16 +265,10 @@ def too_large(event: Event, error: PayloadTooLargeError) -> Event | None:
         source=event.workflow_id,
         timestamp=event.timestamp,
         vclock=link.vclock.merge({event.workflow_id: 1}),
-        data=TaskFailed.for_good(
-            type(error).__name__,
-            error.code,
-            f"the child workflow {event.workflow_id} cannot be started: {error}",
-            worker="",
-            agent=CHILD_AGENT,
-        ),
+        data=failure(link),
         task_id=link.task_id,
         attempt=link.attempt,
     )
 
 
-__all__ = ["CHILD_AGENT", "follow_up", "start", "too_large"]
+__all__ = ["CHILD_AGENT", "follow_up", "id_taken", "start", "too_large"]

@@ -214,7 +214,13 @@ class _Folder:
             return
         if spec.workflow is not None:  # a child workflow runs it, not a worker
             submission = children.start(
-                state, task_id, attempt, clock, timestamp=self.event.timestamp, source=self.source
+                state,
+                task_id,
+                attempt,
+                clock,
+                timestamp=self.event.timestamp,
+                source=self.source,
+                nonce=self.event.seq or self.event.timestamp,
             )
             self.commands.append(Emit(submission))
             return

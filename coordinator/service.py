@@ -33,7 +33,14 @@ import structlog
 from opentelemetry.trace import SpanKind
 
 from agenticflow.coordinator import children
-from agenticflow.coordinator.admission import Ignore, Refuse, Rules, admit, sender
+from agenticflow.coordinator.admission import (
+    CHILD_ID_TAKEN,
+    Ignore,
+    Refuse,
+    Rules,
+    admit,
+    sender,
+)
 from agenticflow.coordinator.index import (
     PROGRESS_EVERY_S,
     WorkflowSummary,
@@ -766,9 +773,11 @@ class Coordinator:
             return None
         if event.workflow_id == SYSTEM_WORKFLOW:
             return None
-        if event.workflow_id in self._finished:
+        if event.workflow_id in self._finished and not _starts_a_child(event):
+            # A finished workflow ignores it (our own terminal event, a late one);
+            # a child's start under its id goes on to admission, which refuses it.
             if event.type not in _REOPENING:
-                return None  # a finished workflow ignores it (our own terminal event, a late one)
+                return None
             del self._finished[event.workflow_id]
         return event
 
@@ -845,6 +854,13 @@ class Coordinator:
         )
         data = event.data
         await self._audit_rejection(event, refused)
+        if refused.code == CHILD_ID_TAKEN:
+            failed = children.id_taken(event, refused.reason)
+            if failed is not None:  # the parent task fails instead of waiting for ever
+                outgoing: list[Outgoing] = []
+                self._encode_emit(failed, outgoing)
+                if outgoing:
+                    await self.bus.publish_many(outgoing)
         if isinstance(data, InterventionRequested):
             await self._shell_emit(
                 event.workflow_id,
@@ -1821,6 +1837,11 @@ def _fields(timer: ArmTimer) -> dict[str, Any]:
         "attempt": timer.attempt,
         "due_ns": timer.due_ns,
     }
+
+
+def _starts_a_child(event: Event) -> bool:
+    """Whether ``event`` is a parent's start of a child workflow."""
+    return isinstance(event.data, WorkflowSubmitted) and event.data.parent is not None
 
 
 __all__ = ["Coordinator"]

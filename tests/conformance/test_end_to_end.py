@@ -35,6 +35,7 @@ from agenticflow.shared.errors import (
     WorkflowDefinitionError,
     WorkflowFailedError,
 )
+from agenticflow.shared.graph.hierarchy import child_workflow_id
 from agenticflow.worker.runtime import Worker
 from tests.conformance.conftest import BACKENDS
 from tests.integration.helpers import wf
@@ -381,3 +382,30 @@ async def test_a_rolling_upgrade_keeps_each_workflow_on_its_version(
     assert by_workflow[(new.id, "a")] == by_workflow[(new.id, "b")] == "2"
     agents = {a.name: a.version for a in v2.agents}
     assert agents == {"step_v2": "2"}
+
+
+async def test_a_child_whose_id_was_taken_fails_its_parent_task(start: Start) -> None:
+    # Someone who read the parent's id starts a workflow under its child's id
+    # first: the parent's task fails, naming why, instead of waiting for ever.
+    parent_id = f"parent-{os.urandom(4).hex()}"
+    child_id = child_workflow_id(parent_id, "nested", 1)
+    async with start() as client:
+        squatter = await client.start(wf({"id": "s", "capability": "echo"}), id=child_id)
+        await squatter.result(timeout=30)
+        parent = await client.start(
+            wf(
+                {"id": "first", "capability": "echo"},
+                {
+                    "id": "nested",
+                    "depends_on": ["first"],
+                    "workflow": {"tasks": [{"id": "c", "capability": "echo"}]},
+                },
+            ),
+            id=parent_id,
+        )
+        with pytest.raises(WorkflowFailedError, match="is taken by a workflow"):
+            await parent.result(timeout=30)
+        state = await parent.status()
+    error = state.tasks["nested"].error
+    assert error is not None
+    assert error.code == "child_id_taken"
