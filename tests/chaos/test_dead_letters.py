@@ -93,7 +93,9 @@ async def test_optional_dead_lettered_task_is_skipped(
         _observer,
     ):
         definition = wf(
-            {"id": "maybe", "capability": "block", "optional": True, "params": {"seconds": 6}},
+            # Frozen long enough that the dead letter is always seen first, under load too
+            # (at 6 s a loaded machine let the first delivery complete: it won the race).
+            {"id": "maybe", "capability": "block", "optional": True, "params": {"seconds": 12}},
             {"id": "sure", "capability": "add", "params": {"value": 5}},
             {"id": "join", "capability": "echo", "depends_on": ["maybe", "sure"]},
         )
