@@ -87,7 +87,7 @@ from agenticflow.shared.wire.events import (
     WorkflowSubmitted,
 )
 from agenticflow.shared.wire.ids import ID_RE, task_key, workflow_key
-from agenticflow.shared.wire.names import ROUTE_RE, VERSION_RE, queue_of, versioned_queue
+from agenticflow.shared.wire.names import ROUTE_RE, VERSION_RE, queue_of
 from agenticflow.shared.wire.vclock import VectorClock
 
 SHELL_NODE = "coord-shell"
@@ -697,10 +697,7 @@ def _reuse_problems(submitted: WorkflowSubmitted) -> list[str]:
 
 def task_queue(state: WorkflowState, capability: str) -> str:
     """The queue a task of ``capability`` travels on in this workflow."""
-    queue = queue_of(capability, state.route)
-    if state.route is not None:
-        return queue
-    return versioned_queue(queue, state.versions.get(capability))
+    return queue_of(capability, state.route, state.versions.get(capability))
 
 
 def _reuse(folder: _Folder, submitted: WorkflowSubmitted) -> None:

@@ -178,8 +178,6 @@ class Worker:
         self.concurrency = concurrency
         self.route = route
         """Serve only the tasks sent to this route (a fork or rerun with a fixed app)."""
-        self._queues = {c: queue_of(c, route) for c in app.capabilities}
-        """The shared queue of each capability (its unpinned tasks)."""
         self._queue_capability = _served_queues(app, route)
         """Every queue it pulls, with its capability: the shared ones, and those
         of the versions its agents serve (``summarize@2``; not on a route)."""

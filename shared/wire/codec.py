@@ -45,7 +45,7 @@ from agenticflow.shared.wire.events import (
     RecordedEffect,
 )
 from agenticflow.shared.wire.ids import ID_RE, TASK_ID_RE
-from agenticflow.shared.wire.names import Names, queue_of, versioned_queue
+from agenticflow.shared.wire.names import Names, queue_of
 from agenticflow.shared.wire.schemas import REGISTRY, read_payload
 from agenticflow.shared.wire.vclock import MAX_COUNTER, VectorClock
 
@@ -335,8 +335,7 @@ class TaskMessage(BaseModel):
     def queue(self) -> str:
         """The queue the task travels on: its capability, on its route if any,
         pinned to its version if any (a route wins: it names a fixed app)."""
-        queue = queue_of(self.capability, self.route)
-        return queue if self.route is not None else versioned_queue(queue, self.version)
+        return queue_of(self.capability, self.route, self.version)
 
     @property
     def msg_id(self) -> str:

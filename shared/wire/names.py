@@ -360,11 +360,12 @@ ROUTE_SEPARATOR = "~"
 """Between capability and route in a queue name; never part of a capability."""
 
 
-def queue_of(capability: str, route: str | None = None) -> str:
+def queue_of(capability: str, route: str | None = None, version: str | None = None) -> str:
     """The queue (task subject token and consumer suffix) of a capability on a
-    route: ``summarize`` or, routed, ``summarize~fork-1a2b``."""
+    route: ``summarize`` or, routed, ``summarize~fork-1a2b``; pinned to an
+    agent version, ``summarize@2`` (a route wins: it names a fixed app)."""
     if route is None:
-        return capability
+        return versioned_queue(capability, version)
     if not ROUTE_RE.match(route):
         raise ConfigError(f"route {route!r} must be 1-32 letters, digits, '_' or '-'")
     return f"{capability}{ROUTE_SEPARATOR}{route}"

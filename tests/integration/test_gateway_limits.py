@@ -200,7 +200,9 @@ async def test_a_slow_body_is_cut_off_and_connections_are_capped(env: Env) -> No
             for sock in idle:
                 sock.close()
         async with httpx.AsyncClient(base_url=server.url) as http:
-            for _ in range(200):  # the server notices the closed ones: served again
+            # uvicorn tells nobody when it has noticed the closed sockets: poll,
+            # bounded (200 tries, 10 s at most), not a wait for an effect we could see.
+            for _ in range(200):
                 if (await http.get("/healthz")).status_code == 200:
                     break
                 await asyncio.sleep(0.05)
