@@ -1425,46 +1425,22 @@ class Coordinator:
             await self._fire_auction(timer)
             return
         if timer.kind == "approval":
-            await self._shell_emit(
-                timer.workflow_id,
-                EventType.TASK_APPROVAL_EXPIRED,
-                TaskApprovalExpired(due_ns=timer.due_ns),
-                key=task_key(
-                    timer.workflow_id,
-                    timer.task_id,
-                    timer.attempt,
-                    f"approval_expired:{timer.due_ns}",
-                ),
-                task_id=timer.task_id,
-                attempt=timer.attempt,
+            data: Payload = TaskApprovalExpired(due_ns=timer.due_ns)
+            await self._timer_event(
+                timer, EventType.TASK_APPROVAL_EXPIRED, data, "approval_expired"
             )
             return
         if timer.kind == "wait":
-            await self._shell_emit(
-                timer.workflow_id,
-                EventType.TASK_WAIT_ELAPSED,
-                TaskWaitElapsed(due_ns=timer.due_ns),
-                # Not deduplicated by a key others could compute and take first
-                # (a worker storing an event under it would drop this one); a
-                # second firing after a fail-over changes nothing in the fold.
-                key=task_key(
-                    timer.workflow_id,
-                    timer.task_id,
-                    timer.attempt,
-                    f"wait_elapsed:{timer.due_ns}:{os.urandom(6).hex()}",
-                ),
-                task_id=timer.task_id,
-                attempt=timer.attempt,
-            )
+            # Not deduplicated by a key others could compute and take first (a
+            # worker storing an event under it would drop this one); a second
+            # firing after a fail-over changes nothing in the fold.
+            what = f"wait_elapsed:{timer.due_ns}:{os.urandom(6).hex()}"
+            data = TaskWaitElapsed(due_ns=timer.due_ns)
+            await self._timer_event(timer, EventType.TASK_WAIT_ELAPSED, data, what, due=False)
             return
         if timer.kind == "retry":
-            await self._shell_emit(
-                timer.workflow_id,
-                EventType.TASK_RETRY_DUE,
-                TaskRetryDue(),
-                key=task_key(timer.workflow_id, timer.task_id, timer.attempt, "retry_due"),
-                task_id=timer.task_id,
-                attempt=timer.attempt,
+            await self._timer_event(
+                timer, EventType.TASK_RETRY_DUE, TaskRetryDue(), "retry_due", due=False
             )
             return
         loaded: list[Command] = []
@@ -1493,6 +1469,20 @@ class Coordinator:
             key=task_key(
                 timer.workflow_id, timer.task_id, timer.attempt, f"timed_out:{timer.due_ns}"
             ),
+            task_id=timer.task_id,
+            attempt=timer.attempt,
+        )
+
+    async def _timer_event(
+        self, timer: ArmTimer, event_type: EventType, data: Payload, what: str, *, due: bool = True
+    ) -> None:
+        """Store the event a timer fired, keyed by its task attempt (and due time)."""
+        key_what = f"{what}:{timer.due_ns}" if due else what
+        await self._shell_emit(
+            timer.workflow_id,
+            event_type,
+            data,
+            key=task_key(timer.workflow_id, timer.task_id, timer.attempt, key_what),
             task_id=timer.task_id,
             attempt=timer.attempt,
         )
