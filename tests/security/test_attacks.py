@@ -36,6 +36,7 @@ from agenticflow.shared.wire.events import (
     TaskFailed,
     TaskHeartbeat,
     TaskStarted,
+    TaskWaitElapsed,
     WorkflowFailed,
     WorkflowResumeRequested,
     WorkflowSubmitted,
@@ -517,3 +518,51 @@ async def test_a_node_id_is_issued_once(target: Target) -> None:
         assert principal == f"worker/{taken}-fresh"
     finally:
         await bus.close()
+
+
+async def test_a_wait_node_is_settled_only_by_its_time_or_its_signal(target: Target) -> None:
+    """A worker's outcome for a ``wait:`` node, and a ``task.wait_elapsed`` from a
+    worker, are refused and change nothing; the genuine signal completes it."""
+    workflow_id = await target.client.submit(
+        wf(
+            {"id": "hold", "wait": {"signal": "go", "timeout": "1h"}},
+            {"id": "after", "capability": "echo", "depends_on": ["hold"]},
+        )
+    )
+    victim = await target.until_state(
+        workflow_id, lambda s: s.tasks["hold"].status == TaskStatus.WAITING
+    )
+    due = victim.tasks["hold"].deadline_ns or 0
+    attacks = [
+        (
+            EventType.TASK_COMPLETED,
+            TaskCompleted(result={"forged": True}, worker="w-evil", agent="echo"),
+        ),
+        (EventType.TASK_WAIT_ELAPSED, TaskWaitElapsed(due_ns=due)),
+    ]
+    if not target.secure:  # without keys nothing tells a worker from a coordinator
+        attacks = attacks[:1]
+    seqs = [
+        await target.publish(
+            forged(
+                workflow_id,
+                kind,
+                data,
+                source="w-evil",
+                vclock=victim.vclock.increment("w-evil"),
+                task_id="hold",
+                attempt=1,
+            ),
+            as_="worker-2",
+        )
+        for kind, data in attacks
+    ]
+    codes = [(await target.rejection(seq)).code for seq in seqs]
+    # (a worker may not even sign a task.wait_elapsed: the seal refuses it first)
+    assert codes == ["not_dispatched", "forged_message"][: len(attacks)]
+    state = await target.client.status(workflow_id)
+    assert state.tasks["hold"].status == TaskStatus.WAITING
+    await target.client.signal(workflow_id, "go", {"ok": True})
+    done = await target.client.wait(workflow_id, timeout=60)
+    assert done.status == WorkflowStatus.COMPLETED
+    assert done.tasks["hold"].result == {"ok": True}
