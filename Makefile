@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CODE   := agenticflow coordinator worker shared examples tests benchmarks docs
 
-.PHONY: install demo test redis-server lint typecheck imports docs unit integration chaos bench bench-replay bench-tools bench-telemetry bench-security bench-supervisor bench-peers bench-scaling bench-backends bench-streaming bench-gateway bench-compare bench-report clean
+.PHONY: install demo test redis-server chromium lint typecheck imports docs unit integration chaos bench bench-replay bench-tools bench-telemetry bench-security bench-supervisor bench-peers bench-scaling bench-backends bench-streaming bench-gateway bench-compare bench-report clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,9 +48,19 @@ redis-server:
 	      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q redis-server >/dev/null; }; \
 	  else echo "redis-server is missing: install it (Debian: apt-get install redis-server)"; fi; }
 
+# The console's browser tests drive Debian's chromium: installed here when
+# missing and this is root with apt-get (CI); otherwise they skip, saying how.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium"; \
+	    apt-get install -y -q chromium >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null; }; \
+	  else echo "chromium is missing: the browser tests will skip (Debian: apt-get install chromium)"; fi; }
+
 # Both cores: one pytest worker each; a file's tests stay on one worker
 # (its module-scoped servers are started once).
-test: lint typecheck imports docs redis-server
+test: lint typecheck imports docs redis-server chromium
 	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=30 --cov --cov-report=term:skip-covered
 
 chaos: $(STAMP)

@@ -225,19 +225,32 @@ class Client(_CoreClient):
         state: States = None,
         name: str | None = None,
         since: datetime | timedelta | None = None,
+        until: datetime | timedelta | None = None,
+        text: str | None = None,
         limit: int | None = 100,
+        offset: int = 0,
     ) -> builtins.list[WorkflowSummary]:
         """Workflows, newest first: ``state`` (``running``, ``completed``,
         ``failed``, ``cancelled``, ``aborted``, ``rejected``, or a list of
         them), ``name`` (a glob:
-        ``report-*``), ``since`` (created at or after; a timedelta means that
-        long ago), at most ``limit`` (None: all).
+        ``report-*``), ``since`` and ``until`` (created at or after, before; a
+        timedelta means that long ago), ``text`` (a case-insensitive part of
+        the id or of the input's first 200 characters as JSON), the first
+        ``offset`` skipped, at most ``limit`` (None: all).
 
         Reads the workflow index the coordinators keep (one small record per
         workflow), not the event stream, so it sees every workflow whatever
         their number; a running workflow's count of done tasks may be up to
         two seconds late. Raises ConfigError for an unknown state."""
-        return await self.workflows(state=state, name=name, since=since, limit=limit)
+        return await self.workflows(
+            state=state,
+            name=name,
+            since=since,
+            until=until,
+            text=text,
+            limit=limit,
+            offset=offset,
+        )
 
     async def usage(self, workflow_id: str) -> WorkflowUsage:
         """The model usage (``ctx.llm`` calls: tokens and cost by

@@ -1000,11 +1000,16 @@ class Client:
         state: States = None,
         name: str | None = None,
         since: datetime | timedelta | None = None,
+        until: datetime | timedelta | None = None,
+        text: str | None = None,
         limit: int | None = 100,
+        offset: int = 0,
     ) -> list[WorkflowSummary]:
         """Workflows from the index (:mod:`agenticflow.coordinator.index`), newest
-        first: filtered by ``state`` (one or several), ``name`` (a glob), ``since`` (created at or
-        after; a timedelta is an age), at most ``limit`` (None: all). A state
+        first: filtered by ``state`` (one or several), ``name`` (a glob), ``since`` and
+        ``until`` (created at or after, before; a timedelta is an age), ``text`` (in
+        the id or the input's preview), the first ``offset`` skipped, at most
+        ``limit`` (None: all). A state
         change shows at once, a running workflow's count of done tasks at most
         :data:`~agenticflow.coordinator.index.PROGRESS_EVERY_S` late. A record
         that is not a coordinator's is left out (logged). Raises ConfigError for
@@ -1019,7 +1024,16 @@ class Client:
                 summaries.append(open_summary(self.bus.seal, bucket, key, value, stored_ns=stored))
             except MalformedMessageError as exc:
                 log.warning("workflow summary refused", workflow_id=key, error=str(exc))
-        return select(summaries, state=state, name=name, since=since, limit=limit)
+        return select(
+            summaries,
+            state=state,
+            name=name,
+            since=since,
+            until=until,
+            text=text,
+            limit=limit,
+            offset=offset,
+        )
 
     async def agents(self) -> list[dict[str, Any]]:
         """Registered agent instances with their capabilities and last heartbeat."""

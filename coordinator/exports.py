@@ -12,6 +12,7 @@ Pure functions over the event list and the state re-folded from it:
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from agenticflow.coordinator.state import WorkflowState
@@ -92,6 +93,78 @@ def to_mermaid(state: WorkflowState) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True, slots=True)
+class AttemptSpan:
+    """One task attempt as it ran: queued at ``scheduled_ns`` (if known),
+    started by ``worker`` at ``start_ns``, ended at ``end_ns`` (None: no
+    outcome recorded yet) with ``outcome``."""
+
+    task: str
+    attempt: int
+    worker: str
+    agent: str
+    instance: str
+    start_ns: int
+    end_ns: int | None
+    outcome: str
+    """``completed``, ``failed``, ``timed out`` or ``unfinished``."""
+    scheduled_ns: int | None
+    start: Event
+    end: Event | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (the gateway's ``/workflows/ID/timeline``)."""
+        return {
+            "task": self.task,
+            "attempt": self.attempt,
+            "worker": self.worker,
+            "agent": self.agent,
+            "instance": self.instance,
+            "scheduled_ns": self.scheduled_ns,
+            "start_ns": self.start_ns,
+            "end_ns": self.end_ns,
+            "outcome": self.outcome,
+        }
+
+
+def attempt_spans(events: list[Event]) -> list[AttemptSpan]:
+    """Every task attempt that started, from ``task.started`` to its first
+    outcome, in order of start."""
+    scheduled: dict[tuple[str, int], Event] = {}
+    started: dict[tuple[str, int], Event] = {}
+    ended: dict[tuple[str, int], Event] = {}
+    for event in events:
+        key = (event.task_id or "", event.attempt or 0)
+        if event.type == EventType.TASK_SCHEDULED:
+            scheduled.setdefault(key, event)
+        elif event.type == EventType.TASK_STARTED:
+            started.setdefault(key, event)
+        elif event.type in _OUTCOMES:
+            ended.setdefault(key, event)
+    spans = []
+    for key, start in started.items():
+        assert isinstance(start.data, TaskStarted)
+        outcome = ended.get(key)
+        queued = scheduled.get(key)
+        spans.append(
+            AttemptSpan(
+                task=key[0],
+                attempt=key[1],
+                worker=start.data.worker,
+                agent=start.data.agent,
+                instance=start.data.instance,
+                start_ns=start.timestamp,
+                end_ns=outcome.timestamp if outcome else None,
+                outcome=_OUTCOMES[outcome.type] if outcome else "unfinished",
+                scheduled_ns=queued.timestamp if queued else None,
+                start=start,
+                end=outcome,
+            )
+        )
+    spans.sort(key=lambda span: span.start_ns)
+    return spans
+
+
 def to_chrome_trace(events: list[Event]) -> dict[str, Any]:
     """Chrome Trace Event Format: an ``X`` span per task attempt (started to its
     outcome) on its worker (process) and agent (thread); a ``queue`` span from
@@ -111,18 +184,8 @@ def to_chrome_trace(events: list[Event]) -> dict[str, Any]:
     def thread(pid: int, name: str) -> int:
         return threads.setdefault((pid, name), len(threads) + 1)
 
-    scheduled: dict[tuple[str, int], Event] = {}
-    started: dict[tuple[str, int], Event] = {}
-    ended: dict[tuple[str, int], Event] = {}
     for event in events:
-        key = (event.task_id or "", event.attempt or 0)
-        if event.type == EventType.TASK_SCHEDULED:
-            scheduled.setdefault(key, event)
-        elif event.type == EventType.TASK_STARTED:
-            started.setdefault(key, event)
-        elif event.type in _OUTCOMES:
-            ended.setdefault(key, event)
-        elif event.type.value.startswith("workflow."):
+        if event.type.value.startswith("workflow."):
             trace.append(
                 {
                     "name": event.type.value,
@@ -134,42 +197,39 @@ def to_chrome_trace(events: list[Event]) -> dict[str, Any]:
                     "args": {"seq": event.seq, "source": event.source},
                 }
             )
-    for key, start in started.items():
-        assert isinstance(start.data, TaskStarted)
-        pid = rows.setdefault(start.data.worker, len(rows) + 1)
-        outcome = ended.get(key)
-        end_ns = outcome.timestamp if outcome else last
+    for span in attempt_spans(events):
+        pid = rows.setdefault(span.worker, len(rows) + 1)
+        end_ns = span.end_ns if span.end_ns is not None else last
         trace.append(
             {
-                "name": f"{key[0]} #{key[1]}",
+                "name": f"{span.task} #{span.attempt}",
                 "cat": "task",
                 "ph": "X",
-                "ts": us(start.timestamp),
-                "dur": max(0.0, (end_ns - start.timestamp) / 1000),
+                "ts": us(span.start_ns),
+                "dur": max(0.0, (end_ns - span.start_ns) / 1000),
                 "pid": pid,
-                "tid": thread(pid, start.data.agent),
+                "tid": thread(pid, span.agent),
                 "args": {
-                    "workflow_id": start.workflow_id,
-                    "task_id": key[0],
-                    "attempt": key[1],
-                    "outcome": _OUTCOMES[outcome.type] if outcome else "unfinished",
-                    "instance": start.data.instance,
-                    "vclock": (outcome or start).vclock.encode(),
+                    "workflow_id": span.start.workflow_id,
+                    "task_id": span.task,
+                    "attempt": span.attempt,
+                    "outcome": span.outcome,
+                    "instance": span.instance,
+                    "vclock": (span.end or span.start).vclock.encode(),
                 },
             }
         )
-        queued = scheduled.get(key)
-        if queued is not None:
+        if span.scheduled_ns is not None:
             trace.append(
                 {
-                    "name": f"{key[0]} #{key[1]} queued",
+                    "name": f"{span.task} #{span.attempt} queued",
                     "cat": "queue",
                     "ph": "X",
-                    "ts": us(queued.timestamp),
-                    "dur": max(0.0, (start.timestamp - queued.timestamp) / 1000),
+                    "ts": us(span.scheduled_ns),
+                    "dur": max(0.0, (span.start_ns - span.scheduled_ns) / 1000),
                     "pid": 1,
                     "tid": thread(1, "queue wait"),
-                    "args": {"task_id": key[0], "attempt": key[1]},
+                    "args": {"task_id": span.task, "attempt": span.attempt},
                 }
             )
     names = [

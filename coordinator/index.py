@@ -19,8 +19,10 @@ only when the summary changed.
 from __future__ import annotations
 
 import fnmatch
+import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -50,6 +52,9 @@ class WorkflowSummary(BaseModel):
     paused: bool = False
     reason: str | None = None
     """Why it failed, was rejected, cancelled or terminated."""
+    input_preview: str = ""
+    """The start of its input as JSON (at most :data:`PREVIEW_CHARS`): what a
+    text search (``q``) matches besides the id."""
 
     def record(self) -> dict[str, object]:
         """The plain data stored (times in nanoseconds)."""
@@ -64,6 +69,7 @@ class WorkflowSummary(BaseModel):
             "tasks_total": self.tasks_total,
             "paused": self.paused,
             "reason": self.reason,
+            "input_preview": self.input_preview,
         }
 
 
@@ -79,7 +85,20 @@ def summary_of(state: WorkflowState, *, now_ns: int) -> WorkflowSummary:
         tasks_total=len(state.tasks),
         paused=state.paused,
         reason=(state.reason or "")[:500] or None,
+        input_preview=input_preview(state.input),
     )
+
+
+PREVIEW_CHARS = 200
+"""How much of a workflow's input its index record keeps."""
+
+
+def input_preview(value: dict[str, Any]) -> str:
+    """The start of ``value`` as compact JSON (anything JSON lacks as its repr)."""
+    if not value:
+        return ""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=repr)
+    return text[:PREVIEW_CHARS]
 
 
 PROGRESS_EVERY_S = 2.0
@@ -132,6 +151,7 @@ def open_summary(
             tasks_total=int(raw.get("tasks_total", 0)),
             paused=bool(raw.get("paused", False)),
             reason=raw.get("reason"),
+            input_preview=str(raw.get("input_preview") or "")[:PREVIEW_CHARS],
         )
     except (KeyError, TypeError, ValueError, OverflowError, OSError) as exc:
         # (OverflowError, OSError: a time no datetime holds, such as 1e300 or inf)
@@ -166,29 +186,49 @@ def select(
     state: States = None,
     name: str | None = None,
     since: datetime | timedelta | None = None,
+    until: datetime | timedelta | None = None,
+    text: str | None = None,
     limit: int | None = None,
+    offset: int = 0,
     now: datetime | None = None,
 ) -> list[WorkflowSummary]:
-    """The summaries that pass the filters, newest (``created_at``) first, at
-    most ``limit``. ``state`` is one state or several; ``name`` a glob;
-    ``since`` a time or an age. Raises ConfigError for an unknown state or a
-    negative limit."""
+    """The summaries that pass the filters, newest (``created_at``) first, the
+    first ``offset`` left out, at most ``limit``. ``state`` is one state or
+    several; ``name`` a glob; ``since`` and ``until`` (created at or after,
+    before) a time or an age; ``text`` a case-insensitive substring of the id
+    or the input's preview. Raises ConfigError for an unknown state or a
+    negative limit or offset."""
     wanted = parse_state(state)
     if limit is not None and limit < 0:
         raise ConfigError(f"limit must be 0 or more, not {limit}")
-    if isinstance(since, timedelta):
-        since = (now or datetime.now(UTC)) - since
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
+    if offset < 0:
+        raise ConfigError(f"offset must be 0 or more, not {offset}")
+    start, end = _moment(since, now), _moment(until, now)
+    needle = text.casefold() if text else None
     found = [
         s
         for s in summaries
         if (wanted is None or s.state in wanted)
         and (name is None or fnmatch.fnmatchcase(s.name, name))
-        and (since is None or s.created_at >= since)
+        and (start is None or s.created_at >= start)
+        and (end is None or s.created_at < end)
+        and (
+            needle is None
+            or needle in s.id.casefold()
+            or needle in s.input_preview.casefold()
+        )
     ]
     found.sort(key=lambda s: (s.created_at, s.id), reverse=True)
-    return found if limit is None else found[:limit]
+    return found[offset:] if limit is None else found[offset : offset + limit]
+
+
+def _moment(when: datetime | timedelta | None, now: datetime | None) -> datetime | None:
+    """``when`` as an aware time: an age counts back from ``now``."""
+    if isinstance(when, timedelta):
+        return (now or datetime.now(UTC)) - when
+    if when is not None and when.tzinfo is None:
+        return when.replace(tzinfo=UTC)
+    return when
 
 
 def _time(ns: int) -> datetime:

@@ -29,6 +29,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from agenticflow.client import WorkflowHandle
+from agenticflow.console.app import PageHeaders
 from agenticflow.gateway.feeds import Frame, chunks_after, event_frame, events_after
 from agenticflow.gateway.live import (
     TRANSPORT,
@@ -51,6 +52,7 @@ from agenticflow.gateway.models import (
 from agenticflow.gateway.openapi import openapi_document
 from agenticflow.gateway.responses import JSON, ApiError, error_handlers, mapped
 from agenticflow.gateway.service import Gateway
+from agenticflow.gateway.views import view_routes
 from agenticflow.shared.errors import (
     AgenticFlowError,
     ConfigError,
@@ -70,6 +72,10 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 MAX_LIST = 1000
 """Most workflows one list request returns."""
+MAX_OFFSET = 10_000_000
+"""Furthest a list request pages."""
+MAX_QUERY = 200
+"""Longest text search (``q``)."""
 MAX_SINCE_S = 100 * 365 * 86400
 """Furthest back ``since`` (seconds ago) reaches."""
 SIGNAL_NAME = "a signal name is 1-64 letters, digits, '_' or '-'"
@@ -90,7 +96,13 @@ def application(gw: Gateway) -> Starlette:
                 max_age=600,
             )
         )
-    return _App(routes=_routes(gw), middleware=middleware, exception_handlers=error_handlers())
+    routes = _routes(gw)
+    if gw.config.console:
+        from agenticflow.console.app import console_routes
+
+        routes.extend(console_routes(gw))
+    middleware.append(Middleware(PageHeaders))
+    return _App(routes=routes, middleware=middleware, exception_handlers=error_handlers())
 
 
 class _App(Starlette):
@@ -177,19 +189,26 @@ def _routes(gw: Gateway) -> list[BaseRoute]:  # noqa: C901, PLR0915 - one closur
         client = gw.client(gw.principal(request))
         query = request.query_params
         states = [s for s in query.get("state", "").split(",") if s] or None
+        text = query.get("q") or None
+        if text is not None and len(text) > MAX_QUERY:
+            raise ApiError(422, "invalid_request", f"q is at most {MAX_QUERY} characters")
+        limit = _int(query.get("limit"), "limit", default=100, low=1, high=MAX_LIST)
+        offset = _int(query.get("offset"), "offset", default=0, low=0, high=MAX_OFFSET)
         found = await client.list(
             state=states,
             name=query.get("name") or None,
             since=_since(query.get("since")),
-            limit=_int(query.get("limit"), "limit", default=100, low=1, high=MAX_LIST),
+            until=_since(query.get("until"), "until"),
+            text=text,
+            limit=None,
         )
         rows = []
-        for summary in found:
+        for summary in found[offset : offset + limit]:
             row = summary.model_dump()
             row["created_at"] = int(summary.created_at.timestamp() * 1e9)
             row["updated_at"] = int(summary.updated_at.timestamp() * 1e9)
             rows.append(row)
-        return JSON({"workflows": rows})
+        return JSON({"workflows": rows, "total": len(found), "offset": offset, "limit": limit})
 
     async def describe(request: Request) -> Response:
         client = gw.client(gw.principal(request))
@@ -352,6 +371,7 @@ def _routes(gw: Gateway) -> list[BaseRoute]:  # noqa: C901, PLR0915 - one closur
             "/workflows/{workflow_id}/signals/{name}", _guarded(_signal_route(gw)), methods=["POST"]
         )
     )
+    routes.extend(view_routes(gw, _guarded))
     return routes
 
 
@@ -455,8 +475,8 @@ def _float(text: str | None, name: str, *, high: float) -> float:
     return value
 
 
-def _since(text: str | None) -> datetime | timedelta | None:
-    """``since``: seconds ago, or an ISO 8601 time."""
+def _since(text: str | None, name: str = "since") -> datetime | timedelta | None:
+    """``since`` (or ``until``): seconds ago, or an ISO 8601 time."""
     if not text:
         return None
     try:
@@ -466,14 +486,14 @@ def _since(text: str | None) -> datetime | timedelta | None:
     else:
         if not 0 <= seconds <= MAX_SINCE_S:
             raise ApiError(
-                422, "invalid_request", f"since must be from 0 to {MAX_SINCE_S} seconds ago"
+                422, "invalid_request", f"{name} must be from 0 to {MAX_SINCE_S} seconds ago"
             )
         return timedelta(seconds=seconds)
     try:
         return datetime.fromisoformat(text)
     except ValueError:
         raise ApiError(
-            422, "invalid_request", "since must be seconds ago or an ISO 8601 time"
+            422, "invalid_request", f"{name} must be seconds ago or an ISO 8601 time"
         ) from None
 
 

@@ -66,6 +66,19 @@ class Resume(_Body):
     from_task: str | None = Field(default=None, min_length=1, max_length=128)
 
 
+class Fork(_Body):
+    """Fork a workflow: a new one reusing every result completed up to stream
+    sequence ``at`` (default: its end) runs the rest."""
+
+    at: int | None = Field(default=None, ge=1, le=2**63 - 1)
+
+
+class Login(_Body):
+    """A gateway token (``agenticflow gateway-token``), exchanged for a console session."""
+
+    token: str = Field(min_length=1, max_length=512)
+
+
 class Feedback(_Body):
     """Feedback for the running handlers (``ctx.feedback``) and every later task."""
 

@@ -14,6 +14,8 @@ from agenticflow.gateway.models import (
     Decision,
     Empty,
     Feedback,
+    Fork,
+    Login,
     Modify,
     Reason,
     Resume,
@@ -178,6 +180,8 @@ def openapi_document() -> dict[str, Any]:
         Decision,
         Modify,
         Signal,
+        Fork,
+        Login,
     ]
     _, defs = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
     schemas: dict[str, Any] = dict(defs.get("$defs", {}))
@@ -251,12 +255,34 @@ def openapi_document() -> dict[str, Any]:
                         "schema": {"type": "string"},
                     },
                     {
+                        "name": "until",
+                        "in": "query",
+                        "description": "Created before: seconds ago, or an ISO 8601 time.",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "q",
+                        "in": "query",
+                        "description": "Text in the id or the input's first 200 characters "
+                        "(case-insensitive).",
+                        "schema": {"type": "string", "maxLength": 200},
+                    },
+                    {
+                        "name": "offset",
+                        "in": "query",
+                        "description": "Matches to skip (paging).",
+                        "schema": {"type": "integer", "minimum": 0},
+                    },
+                    {
                         "name": "limit",
                         "in": "query",
                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
                     },
                 ],
-                "responses": {"200": _json("{workflows: [...]}"), **_errors("422", "503")},
+                "responses": {
+                    "200": _json("{workflows: [...], total, offset, limit}"),
+                    **_errors("422", "503"),
+                },
             },
         },
         "/workflows/{workflow_id}": {
@@ -313,6 +339,8 @@ def openapi_document() -> dict[str, Any]:
             }
         }
     paths["/workflows/{workflow_id}/signals/{name}"] = _signal_path()
+    paths.update(_view_paths(workflow))
+    paths.update(_console_paths())
     return {
         "openapi": "3.1.0",
         "info": {
@@ -329,6 +357,131 @@ def openapi_document() -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
         "paths": paths,
+    }
+
+
+def _view_paths(workflow: list[dict[str, Any]]) -> dict[str, Any]:
+    """The read-only views the console draws (:mod:`agenticflow.gateway.views`)."""
+    until = {
+        "name": "until",
+        "in": "query",
+        "description": "As of this stream sequence (time travel, replay --until).",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+    other = {
+        "name": "other",
+        "in": "query",
+        "required": True,
+        "description": "The run to compare with.",
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+    }
+    return {
+        "/workflows/{workflow_id}/graph": {
+            "get": {
+                "summary": "Its DAG: each task's dependencies, gate, wait, child and state, "
+                "now or as of a stream sequence.",
+                "parameters": [*workflow, until],
+                "responses": {"200": _json("{nodes: [...], ...}"), **_errors("404", "422", "503")},
+            }
+        },
+        "/workflows/{workflow_id}/timeline": {
+            "get": {
+                "summary": "Each task attempt from its start to its outcome, with its worker.",
+                "parameters": workflow,
+                "responses": {"200": _json("{spans: [...]}"), **_errors("404", "503")},
+            }
+        },
+        "/workflows/{workflow_id}/diff": {
+            "get": {
+                "summary": "The first event where it and another run diverge (agenticflow diff).",
+                "parameters": [*workflow, other],
+                "responses": {
+                    "200": _json("{same, why, first, second}"),
+                    **_errors("404", "422", "503"),
+                },
+            }
+        },
+        "/workflows/{workflow_id}/fork": {
+            "post": {
+                "summary": "Start a new workflow reusing every result completed up to `at` "
+                "(workflow:submit:<capability> for each capability).",
+                "parameters": workflow,
+                "requestBody": _body(Fork),
+                "responses": {
+                    "201": _json("{id, source, at, links}"),
+                    **_errors(*_BODY_ERRORS, "403", "404", "503"),
+                },
+            }
+        },
+        "/cluster": {
+            "get": {
+                "summary": "The cluster as agenticflow top sees it, with the registry's workers "
+                "and coordinators, partitions, breakers, rate limits and dead letters.",
+                "responses": {"200": _json("{view, workers, ...}"), **_errors("503")},
+            }
+        },
+        "/cluster/audit/verify": {
+            "post": {
+                "summary": "Verify the audit trail's hash chains (agenticflow audit verify).",
+                "requestBody": _body(Empty),
+                "responses": {
+                    "200": _json("{ok, records, chains, problems}"),
+                    **_errors(*_BODY_ERRORS, "503", "504"),
+                },
+            }
+        },
+    }
+
+
+def _console_paths() -> dict[str, Any]:
+    """The web console's page and login (a session cookie; no bearer token)."""
+    page = {"200": {"description": "HTML", "content": {"text/html": {}}}}
+    return {
+        "/": {
+            "get": {
+                "summary": "Redirects to /console/.",
+                "security": [],
+                "responses": {"307": {"description": "To the console"}},
+            }
+        },
+        "/console": {
+            "get": {
+                "summary": "Redirects to /console/.",
+                "security": [],
+                "responses": {"307": {"description": "To the console"}},
+            }
+        },
+        "/console/": {
+            "get": {"summary": "The web console's page.", "security": [], "responses": page}
+        },
+        "/console/api/login": {
+            "post": {
+                "summary": "Exchange a gateway token for a session cookie (HttpOnly, "
+                "SameSite=Strict) and its CSRF token, which every later POST sends in "
+                "X-CSRF-Token.",
+                "security": [],
+                "requestBody": _body(Login),
+                "responses": {
+                    "200": _json("{principal, csrf}"),
+                    **_errors(*_BODY_ERRORS, "401", "403", "429"),
+                    "415": _json("Not JSON"),
+                },
+            }
+        },
+        "/console/api/session": {
+            "get": {
+                "summary": "The session's principal and CSRF token.",
+                "security": [],
+                "responses": {"200": _json("{principal, csrf}"), **_errors("401")},
+            }
+        },
+        "/console/api/logout": {
+            "post": {
+                "summary": "End the session (with its CSRF token).",
+                "security": [],
+                "responses": {"200": _json("{}"), **_errors("401", "403")},
+            }
+        },
     }
 
 

@@ -9,7 +9,7 @@ import contextlib
 import json
 import math
 from collections.abc import AsyncGenerator, Iterator
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
@@ -20,6 +20,7 @@ from agenticflow.client import Client
 from agenticflow.gateway.auth import ALLOWED_ROLES, Access, Tokens, check_principal
 from agenticflow.gateway.feeds import Feed, Frame
 from agenticflow.gateway.responses import ApiError, too_large
+from agenticflow.gateway.sessions import Sessions
 from agenticflow.gateway.settings import GatewaySettings
 from agenticflow.shared.errors import ConfigError, MalformedMessageError, NotFoundError
 from agenticflow.shared.ops.config import Settings
@@ -27,6 +28,9 @@ from agenticflow.shared.security.seal import TRUST_FILE, Identity
 from agenticflow.shared.wire.codec import MAX_DEPTH, check_depth
 from agenticflow.shared.wire.events import EventType
 from agenticflow.shared.wire.ids import ID_RE
+
+if TYPE_CHECKING:
+    from agenticflow.top import ClusterView
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -60,6 +64,10 @@ class Gateway:
         """Feeds whose reader still holds a bus subscription."""
         self.overflows = 0
         """Clients disconnected for reading too slowly."""
+        self.sessions = Sessions(config.console_session_s)
+        """The console's logins (see :mod:`agenticflow.gateway.sessions`)."""
+        self.cluster_previous: ClusterView | None = None
+        """The last cluster view served: the next one's rates count from it."""
         self.feeds_changed = asyncio.Event()
         """Set whenever :attr:`open_feeds`, :attr:`readers`, :attr:`overflows`,
         :attr:`stalled` or :attr:`waits_of` changes (for tests)."""
@@ -128,8 +136,14 @@ class Gateway:
 
     # Per request -------------------------------------------------------
     def principal(self, conn: HTTPConnection) -> str:
-        """The principal of the request's bearer token; raises ApiError 401."""
+        """The principal of the request's bearer token, else of its console
+        session (see :mod:`agenticflow.gateway.sessions`); raises ApiError 401
+        (403 for a session's request without its CSRF token)."""
         given = conn.headers.getlist("authorization")
+        if not given and self.config.console:
+            principal = self.sessions.principal(conn)
+            if principal is not None:
+                return principal
         if len(given) > 1:  # which one counts would depend on who reads it
             raise ApiError(
                 401,

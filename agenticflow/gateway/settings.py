@@ -65,6 +65,11 @@ class GatewaySettings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     """Web origins whose pages may call the gateway (``AGENTICFLOW_GATEWAY_CORS_ORIGINS``,
     a JSON list such as ``["https://app.example.com"]``); none by default."""
+    console: bool = True
+    """Serve the web console at ``/console/`` (``AGENTICFLOW_GATEWAY_CONSOLE=false``:
+    the API only)."""
+    console_session_s: float = Field(default=8 * 3600, ge=60, le=30 * 86400)
+    """How long a console login lasts."""
     keepalive_s: float = Field(default=15, gt=0, le=300)
     """An SSE comment line this often on a quiet stream, so proxies keep it open."""
 
