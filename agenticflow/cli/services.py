@@ -7,6 +7,7 @@ A coordinator or worker is configured by its environment (``AGENTICFLOW_*``,
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -220,9 +221,23 @@ def dev(
             "memory (everything in this process: runs the packaged examples, then exits).",
         ),
     ] = "nats",
+    console: Annotated[
+        bool,
+        typer.Option(
+            "--console/--no-console",
+            help="Serve the web console (and the HTTP gateway) on 127.0.0.1 and print "
+            "a link that logs in.",
+        ),
+    ] = True,
+    console_port: Annotated[
+        int,
+        typer.Option(
+            "--console-port", min=0, max=65535, help="The console's port (taken: a free one)."
+        ),
+    ] = 8080,
 ) -> None:
     """Start an embedded server (nats-server, or redis-server with --backend redis),
-    a coordinator and N workers; Ctrl-C stops all. Saves the profile 'dev'
+    a coordinator and N workers, and the web console; Ctrl-C stops all. Saves the profile 'dev'
     (--save-as) and makes it current. With --backend memory nothing outside
     this process could reach the cluster: it runs every packaged example in
     it instead and exits (0 when all complete)."""
@@ -280,13 +295,38 @@ def dev(
             out.print(f"  {workers} worker(s) serving {esc(app_spec)}; Ctrl-C stops everything")
             if cluster.settings.security_dir is None:
                 out.print(NO_KEYS_WARNING, style="yellow", markup=False, highlight=False)
-            stop_wait = asyncio.create_task(stop.wait())
-            while not stop_wait.done():
-                await asyncio.wait({stop_wait}, timeout=1.0)
-                cluster._check_children()
+            async with contextlib.AsyncExitStack() as stack:
+                if console:
+                    await _dev_console(cluster.settings, console_port, stack)
+                stop_wait = asyncio.create_task(stop.wait())
+                while not stop_wait.done():
+                    await asyncio.wait({stop_wait}, timeout=1.0)
+                    cluster._check_children()
         out.print("stopped")
 
     run(main())
+
+
+async def _dev_console(settings: Settings, port: int, stack: contextlib.AsyncExitStack) -> None:
+    """Serve the console for a dev cluster on 127.0.0.1 (until ``stack``
+    closes) and print its login link; a console that cannot start is a warning."""
+    from agenticflow.cli.gateway import (
+        CONSOLE_PRINCIPAL,
+        console_config,
+        console_link,
+        start_console,
+    )
+    from agenticflow.shared.errors import AgenticFlowError
+
+    try:
+        config, token = console_config("127.0.0.1", port, None, CONSOLE_PRINCIPAL)
+        server = await start_console(settings, config, fallback_port=True)
+    except AgenticFlowError as exc:
+        out.print(f"  console not started: {exc}", style="yellow", markup=False, soft_wrap=True)
+        return
+    stack.push_async_callback(server.stop)
+    link = console_link(server.url, token)
+    out.print(f"  console: {link}", markup=False, highlight=False, soft_wrap=True)
 
 
 def nats_config(

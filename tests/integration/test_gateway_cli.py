@@ -110,3 +110,52 @@ def test_the_gateway_refuses_to_start_without_tokens(cluster: DevCluster, tmp_pa
     assert stored.returncode == 2
     assert "never the token itself" in stored.stderr
     assert "my-secret-token-in-clear" not in stored.stderr
+
+
+async def test_the_console_command_prints_a_link_that_logs_in(cluster: DevCluster) -> None:
+    env = {
+        **os.environ,
+        "AGENTICFLOW_NATS_URL": cluster.settings.nats_url,
+        "AGENTICFLOW_PREFIX": cluster.settings.prefix,
+    }
+    env.pop("AGENTICFLOW_GATEWAY_TOKENS", None)
+    env.pop("AGENTICFLOW_GATEWAY_TOKENS_FILE", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agenticflow",
+        "console",
+        "--port",
+        "0",
+        "--principal",
+        "ops",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode().strip()
+        assert line.startswith("console at http://127.0.0.1:"), line
+        link = line.split()[-1]
+        base, _, fragment = link.partition("/console/#token=")
+        assert fragment, link  # the token rides in the fragment, which no request carries
+        async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+            page = await http.get("/console/")
+            assert page.status_code == 200
+            assert "script-src 'self'" in page.headers["content-security-policy"]
+            login = await http.post("/console/api/login", json={"token": fragment})
+            assert login.status_code == 200, login.text
+            assert login.json()["principal"] == "ops"
+            cluster_view = await http.get("/cluster")
+            assert cluster_view.status_code == 200
+            assert cluster_view.json()["workers"], "the session's workers are listed"
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == 0, err.decode()[-2000:]
+        assert fragment not in err.decode()  # the token is never logged
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
