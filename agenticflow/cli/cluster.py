@@ -115,6 +115,17 @@ def up(
             "(what the deploy files generate on first start).",
         ),
     ] = False,
+    console: Annotated[
+        bool,
+        typer.Option(
+            "--console/--no-console",
+            help="Serve the web console on 127.0.0.1 (--console-port; taken: a free port) "
+            "and print a link that logs in.",
+        ),
+    ] = True,
+    console_port: Annotated[
+        int, typer.Option("--console-port", min=0, max=65535, help="The console's port.")
+    ] = 8080,
     directory: DirOpt = DEFAULT_DIR,
     timeout: Annotated[
         float, typer.Option(min=1, help="Seconds to wait for the cluster to be ready.")
@@ -157,6 +168,8 @@ def up(
             prefix=prefix,
             metrics=metrics,
             secure=secure,
+            console=console,
+            console_port=console_port,
         )
         app_pools(spec)  # the app imports, here and now, rather than in every worker
     except (ConfigError, NotFoundError) as exc:
@@ -194,6 +207,9 @@ def up(
     if spec.autoscale is not None:
         low, high = spec.autoscale
         _line(f"  autoscaler: {low}..{high} workers, one fewer after {scale_down_after:g}s idle")
+    served = state.get("console") or {}
+    if served.get("url"):
+        _line(f"  console: {served['url']}#token={_console_token(served)}")
     _line(f"  state and logs: {directory}")
     env_file = state.get("env_file")
     if saved:
@@ -202,6 +218,14 @@ def up(
     _line(f"set -a; . {env_file}; set +a" if env_file else export_line(state))
     where = "" if directory == DEFAULT_DIR.resolve() else f" --dir {directory}"
     _line(f"Then: agenticflow cluster status{where} · agenticflow cluster down{where}")
+
+
+def _console_token(console: dict[str, Any]) -> str:
+    """The console's login token, from its 0600 file in the state directory."""
+    try:
+        return Path(console["token_file"]).read_text().strip()
+    except OSError:
+        return "(see the state directory)"
 
 
 def profile_fields(state: dict[str, Any]) -> dict[str, str]:
@@ -290,6 +314,9 @@ def _print_status(state: dict[str, Any]) -> None:
                 member.get("log"),
             )
     out.print(table)
+    console = state.get("console") or {}
+    if console.get("url"):
+        _line(f"console: {console['url']} (login token in {console.get('token_file')})")
     scaler = state.get("autoscaler")
     if scaler:
         last = scaler.get("last") or {}

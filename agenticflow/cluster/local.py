@@ -67,7 +67,7 @@ from typing import IO, Any, Literal
 
 import psutil
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from agenticflow.cluster.autoscaler import Autoscaler, ScalePolicy
 from agenticflow.cluster.nats_auth import (
@@ -91,7 +91,7 @@ from agenticflow.shared.errors import (
 )
 from agenticflow.shared.ops.config import Settings
 from agenticflow.shared.ops.health import cluster_health
-from agenticflow.shared.security.seal import TRUST_FILE, init_keys
+from agenticflow.shared.security.seal import TRUST_FILE, init_keys, write_secret
 from agenticflow.shared.wire.ids import node_pid
 from agenticflow.shared.wire.names import Names
 from agenticflow.worker.app import load_app
@@ -149,6 +149,11 @@ class ClusterSpec(BaseModel):
     """TLS, one NATS user per role, signing and data keys, route passwords."""
     cwd: str = Field(default_factory=os.getcwd)
     """Where the app is imported from (the workers' working directory)."""
+    console: bool = True
+    """The supervisor serves the web console on 127.0.0.1 (its login token in
+    :data:`CONSOLE_TOKEN`, 0600, in the state directory)."""
+    console_port: int = Field(default=8080, ge=0, le=65535)
+    """The console's port (taken: a free one)."""
 
     @model_validator(mode="after")
     def _check(self) -> ClusterSpec:
@@ -232,6 +237,10 @@ def app_pools(spec: ClusterSpec) -> tuple[dict[str, str], dict[str, int]]:
 
 Role = Literal["coordinator", "worker"]
 
+CONSOLE_TOKEN = "console-token"  # noqa: S105 - a file name
+"""The console's login token, in the state directory (0600)."""
+CONSOLE_PRINCIPAL = "console"
+"""Whom the console acts as in a cluster without keys (with keys: ``client``)."""
 SECURE_DIR = "secure"
 """Where a secure cluster's credentials and keys live, in the state directory."""
 WORKER_GROUP = "cluster"
@@ -600,6 +609,8 @@ class ProcessSupervisor:
         self.autoscaler: Autoscaler | None = None
         self.status = "starting"
         self.started_at = time.time()
+        self.console: Any = None
+        """The console's :class:`~agenticflow.gateway.server.GatewayServer`, once started."""
         self._stop = asyncio.Event()
 
     def shutdown(self) -> None:
@@ -623,6 +634,7 @@ class ProcessSupervisor:
             try:
                 starting.result()
                 await self._start_autoscaler()
+                await self._start_console()
             except Exception as exc:  # whatever it was, the user must hear it from `up`
                 log.exception("cluster did not start")
                 _notify(ready, f"error {exc}")
@@ -638,9 +650,41 @@ class ProcessSupervisor:
             self.status = "stopping"
             with contextlib.suppress(Exception):
                 self.write_state()
+            if self.console is not None:
+                await self.console.stop()
             await self.cluster.stop()
             (self.directory / STATE_FILE).unlink(missing_ok=True)
             log.info("cluster stopped")
+
+    async def _start_console(self) -> None:
+        """Serve the web console for the cluster on 127.0.0.1 (the gateway in
+        this process), with a fresh login token kept 0600 beside the state."""
+        if not self.spec.console:
+            return
+        from agenticflow.gateway.auth import new_token
+        from agenticflow.gateway.server import GatewayServer
+        from agenticflow.gateway.settings import GatewaySettings
+
+        settings = self.cluster.settings
+        principal = settings.principal or CONSOLE_PRINCIPAL
+        token = new_token()
+        config = GatewaySettings(
+            host="127.0.0.1",
+            port=self.spec.console_port,
+            tokens=SecretStr(f"{principal}={token}"),
+            # The cluster's own admin console: no policy is what `up` starts with.
+            allow_no_policy=True,
+        )
+        server = GatewayServer(settings, config)
+        try:
+            await server.start()
+        except OSError:
+            await server.stop()
+            server = GatewayServer(settings, config.model_copy(update={"port": 0}))
+            await server.start()
+        self.console = server
+        write_secret(self.directory / CONSOLE_TOKEN, token.encode())
+        log.info("console serving", url=f"{server.url}/console/", principal=principal)
 
     async def _start_autoscaler(self) -> None:
         if self.spec.autoscale is None:
@@ -729,6 +773,12 @@ class ProcessSupervisor:
             "partitions": self.spec.effective_partitions,
             **self.cluster.to_json(),
             "autoscaler": self.autoscaler.to_json() if self.autoscaler is not None else None,
+            "console": None
+            if self.console is None
+            else {
+                "url": f"{self.console.url}/console/",
+                "token_file": str(self.directory / CONSOLE_TOKEN),
+            },
         }
         _write_json(self.directory / STATE_FILE, state)
 

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import psutil
 import pytest
 
@@ -142,6 +143,19 @@ async def cluster_up(
         left = [pid for pid, created in every_pid(state) if running(pid, created)]
         assert not left, f"processes left behind: {left}"
         assert not (directory / "state.json").exists()
+
+
+async def console_logs_in(state: dict[str, Any]) -> None:
+    """The supervisor serves the console on loopback; its 0600 token file logs in."""
+    console = state["console"]
+    assert console["url"].startswith("http://127.0.0.1:")
+    token_file = Path(console["token_file"])
+    assert token_file.stat().st_mode & 0o077 == 0
+    async with httpx.AsyncClient(base_url=console["url"].removesuffix("/console/")) as http:
+        login = await http.post("/console/api/login", json={"token": token_file.read_text()})
+        assert login.status_code == 200, login.text
+        assert login.json()["principal"] == "console"
+        assert (await http.get("/cluster")).status_code == 200
 
 
 def status(directory: Path) -> dict[str, Any]:
@@ -434,6 +448,7 @@ async def test_autoscaler_scales_up_on_a_burst_and_back_down_when_idle(
         assert saved["nats_url"] == state["env"]["AGENTICFLOW_NATS_URL"]
         assert saved["replicas"] == int(state["env"]["AGENTICFLOW_REPLICAS"])
         assert saved["partitions"] == int(state["env"]["AGENTICFLOW_PARTITIONS"])
+        await console_logs_in(state)
         settings = settings_from_env(state["env"])
         async with (
             connected(settings, name="test-autoscaler") as bus,
