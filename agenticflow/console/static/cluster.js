@@ -21,6 +21,29 @@ function statePills(states) {
   return h("span", { class: "pills" }, entries.map(([k, n]) => h("span", { class: "pill-count" }, pill(k), ` ${n}`)));
 }
 
+/** The registry has one entry per agent of each worker ({worker, agent, capabilities,
+ *  version, instances, idle, suspended, open_breakers, heartbeat, app}); the
+ *  Workers table shows one row per worker node, its agents and their versions. */
+function workerRows(entries) {
+  const byNode = new Map();
+  for (const e of entries) {
+    const node = e.worker || e.node || e.instance || "?";
+    if (!byNode.has(node)) {
+      byNode.set(node, { node, app: e.app, agents: [], versions: {}, instances: 0, idle: 0, suspended: 0, breakers: [], heartbeat: 0 });
+    }
+    const w = byNode.get(node);
+    if (e.agent) w.agents.push(e.agent);
+    if (e.version !== null && e.version !== undefined) w.versions[e.agent || e.instance] = e.version;
+    for (const [k, v] of Object.entries(e.versions || {})) w.versions[k] = v;
+    w.instances += Number(e.instances) || 0;
+    w.idle += Number(e.idle) || 0;
+    w.suspended += Number(e.suspended) || 0;
+    for (const b of e.open_breakers || []) if (!w.breakers.includes(String(b))) w.breakers.push(String(b));
+    w.heartbeat = Math.max(w.heartbeat, Number(e.heartbeat) || 0);
+  }
+  return [...byNode.values()].sort((a, b) => a.node.localeCompare(b.node));
+}
+
 export function clusterPage(root) {
   let stopped = false;
   let timer = null;
@@ -91,7 +114,7 @@ export function clusterPage(root) {
         tile("Events / s", rate(throughput.events_per_s), "tile-events"),
         tile("Queue lag", count(view.lag), "tile-lag"),
         tile("Running workflows", count(wf.running), "tile-running"),
-        tile("Workers", count(workers.length), "tile-workers"),
+        tile("Workers", count(workerRows(workers).length), "tile-workers"),
         tile("Agent instances", count(instances.length), "tile-instances"),
         tile("Dead letters", count(dead.length), "tile-dead")),
 
@@ -104,20 +127,23 @@ export function clusterPage(root) {
           { label: "Heartbeat", cell: (c) => h("span", { title: fmtTime(c.heartbeat) }, fmtAgo(c.heartbeat)) },
         ], coordinators, { testid: "coordinators", rowProps: (c) => ({ testid: "coordinator-row", data: { node: c.node } }) })),
         card("Partitions", table([
-          { label: "Partition", class: "num", cell: (p) => String(p.partition) },
+          { label: "Partition", class: "num", cell: (p) => (p.partitions ? `${p.partition} of ${p.partitions}` : String(p.partition)) },
           { label: "Owner", cell: (p) => h("span", { class: "mono" }, p.owner || "unowned") },
-          { label: "Lease expires", cell: (p) => fmtTime(p.expires_ns) },
-        ], data.partitions || [], { testid: "partitions", empty: "No partitions (single coordinator).",
-          rowProps: (p) => ({ testid: "partition-row" }) }))),
+          { label: "State", cell: (p) => (p.state ? pill(p.state) : "—") },
+          { label: "Heartbeat", cell: (p) => (p.heartbeat ? h("span", { title: fmtTime(p.heartbeat) }, fmtAgo(p.heartbeat)) : "—") },
+          { label: "Lease expires", cell: (p) => (p.expires_ns ? fmtTime(p.expires_ns) : "—") },
+        ], data.partitions || [], { testid: "partitions", empty: "No partition is owned.",
+          rowProps: (p) => ({ testid: "partition-row", data: { owner: p.owner } }) }))),
 
       card("Workers", table([
         { label: "Node", cell: (w) => h("span", { class: "mono strong" }, w.node) },
-        { label: "Capabilities", cell: (w) => compact(w.capabilities, 200) },
-        { label: "Versions", cell: (w) => compact(w.versions, 200) },
+        { label: "App", cell: (w) => w.app || "—" },
+        { label: "Agents", cell: (w) => compact(w.agents, 200) },
+        { label: "Versions", cell: (w) => (Object.keys(w.versions).length ? compact(w.versions, 200) : "unversioned") },
+        { label: "Instances", class: "num", cell: (w) => `${count(w.instances)} (${count(w.idle)} idle${w.suspended ? `, ${w.suspended} suspended` : ""})` },
+        { label: "Open breakers", cell: (w) => (w.breakers.length ? h("span", { class: "error-text" }, w.breakers.join(", ")) : "none") },
         { label: "Heartbeat", cell: (w) => h("span", { title: fmtTime(w.heartbeat) }, fmtAgo(w.heartbeat)) },
-        { label: "Details", cell: (w) => h("span", { class: "muted small" },
-          compact(Object.fromEntries(Object.entries(w).filter(([k]) => !["node", "capabilities", "versions", "heartbeat"].includes(k))), 160)) },
-      ], workers, { testid: "workers", empty: "No worker is registered.",
+      ], workerRows(workers), { testid: "workers", empty: "No worker is registered.",
         rowProps: (w) => ({ testid: "worker-row", data: { node: w.node } }) })),
 
       card("Agent instances", table([

@@ -83,9 +83,16 @@ export function renderGantt(container, data) {
     s("title", {}, `${span.task} · attempt ${span.attempt}\n${who}\n${outcome} · ${fmtDuration(seconds)}` +
       `\nstarted ${fmtClock(span.start_ns)}`),
     s("rect", { x: x0, y, width: w, height: BAR_H, rx: 3 }));
-    // The worker's name inside the bar when it fits, else after it.
+    // The worker's name inside the bar when it fits, else after it when the
+    // row has room (no later attempt starts right after), else only in the title.
     const text = `${span.worker || "?"} #${span.attempt}`;
     const inside = w > text.length * 6.2 + 10;
+    const nextStart = Math.min(Infinity, ...spans.filter((o) => o.task === span.task && Number(o.start_ns) > Number(span.start_ns))
+      .map((o) => x(Number(o.start_ns))));
+    if (!inside && x0 + w + 8 + text.length * 6.2 > nextStart) {
+      svg.appendChild(bar);
+      continue;
+    }
     bar.appendChild(s("text", { class: inside ? "bar-label inside" : "bar-label", x: inside ? x0 + 5 : x0 + w + 4, y: y + BAR_H - 4 }, text));
     svg.appendChild(bar);
   }

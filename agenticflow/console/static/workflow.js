@@ -4,7 +4,7 @@
 // Gantt timeline and the streamed output. Live through two SSE feeds.
 import { get, post, follow, wfPath, withQuery } from "./api.js";
 import {
-  h, pill, replace, clear, pre, asText, compact, fmtTime, fmtClock, fmtDuration, toDate,
+  h, s, pill, replace, clear, pre, asText, compact, fmtTime, fmtClock, fmtDuration, toDate,
   notify, debounce,
 } from "./dom.js";
 import { DagView, TASK_STATES } from "./dag.js";
@@ -22,6 +22,12 @@ export function vcLeq(a, b) {
 /** What `agenticflow replay` marks ∥: neither clock happened before the other. */
 export function concurrent(a, b) {
   return !vcLeq(a, b) && !vcLeq(b, a);
+}
+
+/** A small clock drawn in SVG (no icon font: the CSP allows no remote fonts). */
+function clockIcon() {
+  return s("svg", { class: "icon", viewBox: "0 0 16 16", width: 14, height: 14, "aria-hidden": "true" },
+    s("circle", { cx: 8, cy: 8, r: 6.2 }), s("path", { d: "M8,4.5 V8 L10.5,9.5" }));
 }
 
 function eventCategory(type) {
@@ -136,7 +142,9 @@ export function workflowPage(root, id, params) {
     if (usage && usage.calls) rows.push(["LLM usage", compact(usage)]);
     replace(meta, rows.map(([k, v]) => h("div", { class: "meta-item" }, h("dt", {}, k), h("dd", {}, v))));
     const output = d.output !== undefined ? d.output : g.output;
-    if (output !== null && output !== undefined) {
+    const empty = output === null || output === undefined ||
+      (typeof output === "object" && Object.keys(output).length === 0 && !ENDED.has(state));
+    if (!empty) {
       const open = outputBox.open;
       replace(outputBox, h("summary", {}, "Workflow output"), pre(output, { testid: "workflow-output" }));
       outputBox.open = open;
@@ -305,6 +313,7 @@ export function workflowPage(root, id, params) {
       live && node.waiting_approval ? decisionForm(node) : null,
       live && (node.state === "failed" || node.state === "cancelled") && st.graph && st.graph.state === "failed"
         ? rerunButton(node.id) : null,
+      node.description ? h("p", { class: "muted small" }, node.description) : null,
       node.note ? section("Note", pre(node.note, { testid: "task-note" })) : null,
       node.error ? section("Error", errorView(node.error)) : null,
       node.result !== null && node.result !== undefined ? section("Result", pre(node.result, { testid: "task-result" })) : null,
@@ -456,7 +465,7 @@ export function workflowPage(root, id, params) {
     const par = prev && concurrent(prev.vclock, e.vclock);
     const clock = Object.entries(e.vclock || {}).map(([k, v]) => `${k}:${v}`).join(" ");
     const travelBtn = h("button", { type: "button", class: "btn btn-tiny", testid: "event-travel",
-      title: "Show the state at this event" }, "⏱");
+      title: "Show the state at this event", "aria-label": `Show the state at event ${e.seq}` }, clockIcon());
     travelBtn.addEventListener("click", (event) => {
       event.stopPropagation();
       pinAt(e.seq);

@@ -25,7 +25,7 @@ export function workflowsPage(root, params) {
     since: params.get("since") || "",
     until: params.get("until") || "",
     offset: Math.max(0, parseInt(params.get("offset") || "0", 10) || 0),
-    limit: PAGE_SIZES.includes(Number(params.get("limit"))) ? Number(params.get("limit")) : 50,
+    limit: Math.min(1000, Math.max(1, parseInt(params.get("limit") || "50", 10) || 50)),
   };
   let timer = null;
   let stopped = false;
@@ -94,6 +94,10 @@ export function workflowsPage(root, params) {
   const next = h("button", { type: "button", class: "btn", testid: "page-next" }, "Older →");
   const size = h("select", { testid: "page-size", "aria-label": "Rows per page", value: String(filters.limit) },
     PAGE_SIZES.map((n) => h("option", { value: String(n) }, `${n} / page`)));
+  if (!PAGE_SIZES.includes(filters.limit)) {
+    size.appendChild(h("option", { value: String(filters.limit) }, `${filters.limit} / page`));
+    size.value = String(filters.limit);
+  }
   prev.addEventListener("click", () => { filters.offset = Math.max(0, filters.offset - filters.limit); changed(false); });
   next.addEventListener("click", () => { filters.offset += filters.limit; changed(false); });
   size.addEventListener("change", () => { filters.limit = Number(size.value); changed(); });

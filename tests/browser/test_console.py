@@ -1,0 +1,460 @@
+"""The web console (issue 25) in a real browser: Debian's Chromium driven by
+Playwright against the gateway in front of a real cluster (no mocks).
+
+What each test proves:
+- a person signs in with a token, sees a task waiting at its approval gate in
+  the DAG, approves it with a comment, and sees the node, the workflow and the
+  event list follow live;
+- user data (results, inputs, event data, list previews) is shown as text:
+  markup in it never runs or becomes elements;
+- steering is held to the policy: a principal without the role sees the 403 in
+  the page and the workflow is unchanged;
+- a state-changing request without the CSRF token is refused, the page and
+  its assets carry a strict CSP, and the page runs under it without a violation;
+- the list's filters (state, text, time) and paging, its live refresh; the
+  cluster page; the time-travel slider showing an earlier state; fork and diff.
+
+Screenshots go to AGENTICFLOW_SCREENSHOTS (default build/console-screenshots/).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.browser.conftest import CHROMIUM
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(
+        f"no Chromium at {CHROMIUM}: install it (apt-get install chromium) "
+        "or set AGENTICFLOW_CHROMIUM",
+        allow_module_level=True,
+    )
+try:
+    from playwright.async_api import Browser, Locator, Page, expect
+except ImportError:  # pragma: no cover - depends on the environment
+    pytest.skip(
+        "the playwright package is missing: pip install playwright "
+        "(it drives Debian's Chromium: apt-get install chromium)",
+        allow_module_level=True,
+    )
+
+from agenticflow.gateway.sessions import COOKIE
+from tests.integration.gateway_support import ALICE, BOB, CAROL, Env, workflow
+
+pytestmark = pytest.mark.timeout(120)
+
+LIVE = 30_000
+"""Milliseconds to wait for a live change to reach the page."""
+XSS = "<script>window.__pwned=1</script> [/b] <img src=x onerror=window.__pwned=2> </pre>&amp;"
+GATED = [
+    {"id": "prepare", "capability": "echo", "params": {"say": "draft"}},
+    {
+        "id": "ship",
+        "capability": "echo",
+        "params": {"say": "go"},
+        "depends_on": ["prepare"],
+        "approval": {"reason": "Ship the release?"},
+    },
+]
+CHAIN = [
+    {"id": "a", "capability": "echo", "params": {"say": "first"}},
+    {"id": "b", "capability": "echo", "params": {"say": "second"}, "depends_on": ["a"]},
+]
+
+
+# Helpers --------------------------------------------------------------------------
+async def start(
+    env: Env, tasks: list[dict[str, Any]], *, name: str, wait: bool = False, **more: Any
+) -> str:
+    """Start a workflow through the gateway's API as alice (``wait``: until it ends)."""
+    async with env.http(ALICE) as http:
+        response = await http.post(
+            "/workflows",
+            params={"wait": 30} if wait else None,
+            json={"workflow": workflow(*tasks, name=name), **more},
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+
+async def sign_in(page: Page, env: Env, token: str, principal: str, *, form: bool = False) -> None:
+    """Sign in with the login form, or with a dev link (``#token=...``)."""
+    if form:
+        await page.goto(f"{env.url}/console/")
+        await page.get_by_test_id("login-token").fill(token)
+        await page.get_by_test_id("login-submit").click()
+    else:
+        await page.goto(f"{env.url}/console/#token={token}")
+    await expect(page.get_by_test_id("principal")).to_have_text(principal)
+    assert token not in page.url  # the fragment is dropped from the address
+
+
+async def open_workflow(page: Page, env: Env, workflow_id: str) -> None:
+    await page.goto(f"{env.url}/console/#/workflows/{workflow_id}")
+    await expect(page.get_by_test_id("workflow-id")).to_have_text(workflow_id)
+
+
+def node(page: Page, task: str) -> Locator:
+    return page.locator(f'[data-testid="dag-node"][data-task="{task}"]')
+
+
+def event_rows(page: Page, kind: str) -> Locator:
+    return page.locator(f'[data-testid="event-row"][data-type="{kind}"]')
+
+
+def shown(first: int, last: int, total: int) -> str:
+    """The pager's text: rows first to last of total (with an en dash)."""
+    return f"{first}\u2013{last} of {total}"
+
+
+async def no_markup_ran(page: Page) -> None:
+    """No injected script ran and no injected element exists."""
+    assert await page.evaluate("window.__pwned") is None
+    assert await page.locator("img").count() == 0
+    assert await page.evaluate("document.scripts.length") == 1  # console.js only
+
+
+# 1. Approval in the page ----------------------------------------------------------
+async def test_approve_a_gate_with_a_comment_and_watch_it_complete(
+    env: Env, page: Page, screenshots: Path
+) -> None:
+    workflow_id = await start(env, GATED, name="console-gate")
+    await sign_in(page, env, ALICE, "alice", form=True)
+    await open_workflow(page, env, workflow_id)
+
+    ship = node(page, "ship")
+    await expect(ship).to_have_attribute("data-state", "waiting_approval", timeout=LIVE)
+    await expect(ship).to_have_attribute("data-gate", "true")
+    await expect(ship.get_by_test_id("gate-badge")).to_have_count(1)
+    await expect(node(page, "prepare")).to_have_attribute("data-state", "completed")
+    await expect(node(page, "prepare").get_by_test_id("gate-badge")).to_have_count(0)
+    await expect(page.get_by_test_id("workflow-state")).to_have_attribute("data-state", "running")
+
+    item = page.locator('[data-testid="approval-item"][data-task="ship"]')
+    await item.get_by_test_id("approval-comment").fill("ship it <b>now</b>")
+    await page.screenshot(path=screenshots / "approval.png", full_page=True)
+    await item.get_by_test_id("approve-button").click()
+
+    await expect(page.get_by_test_id("notice").filter(has_text="approve accepted")).to_be_visible()
+    await expect(ship).to_have_attribute("data-state", "completed", timeout=LIVE)
+    await expect(page.get_by_test_id("workflow-state")).to_have_attribute(
+        "data-state", "completed", timeout=LIVE
+    )
+    await expect(page.get_by_test_id("approval-item")).to_have_count(0)
+
+    # The decision arrived through the live feed, with who decided and the comment.
+    decided = event_rows(page, "task.approval_decided")
+    await expect(decided).to_have_count(1, timeout=LIVE)
+    await decided.click()
+    data = page.get_by_test_id("event-data")
+    await expect(data).to_contain_text("ship it <b>now</b>")
+    await expect(data).to_contain_text("alice")
+    await expect(event_rows(page, "workflow.completed")).to_have_count(1, timeout=LIVE)
+    await page.screenshot(path=screenshots / "workflow-dag.png", full_page=True)
+    await page.get_by_test_id("event-list").screenshot(path=screenshots / "events.png")
+
+    async with env.http(ALICE) as http:
+        answer = (await http.get(f"/workflows/{workflow_id}")).json()
+    assert answer["state"] == "completed"
+    assert answer["tasks"]["ship"]["state"] == "completed"
+
+
+# 2. User data is text -------------------------------------------------------------
+async def test_markup_in_results_inputs_and_events_is_shown_as_text(env: Env, page: Page) -> None:
+    tasks = [{"id": "evil", "capability": "echo", "params": {"say": XSS}}]
+    workflow_id = await start(env, tasks, name="console-xss", wait=True, input={"note": XSS})
+    await sign_in(page, env, ALICE, "alice")
+    await open_workflow(page, env, workflow_id)
+
+    evil = node(page, "evil")
+    await expect(evil).to_have_attribute("data-state", "completed", timeout=LIVE)
+    await evil.click()
+    await expect(page.get_by_test_id("task-result")).to_contain_text(XSS)
+    await expect(page.get_by_test_id("task-input")).to_contain_text(XSS)
+    completed = event_rows(page, "task.completed")
+    await expect(completed).to_have_count(1, timeout=LIVE)
+    await completed.click()
+    await expect(page.get_by_test_id("event-data")).to_contain_text(XSS)
+    await no_markup_ran(page)
+
+    await page.goto(f"{env.url}/console/#/workflows?q={workflow_id}")
+    row = page.get_by_test_id("workflow-row")
+    await expect(row).to_have_count(1)
+    await expect(row.locator(".input-preview")).to_contain_text("<script>window.__pwned=1</script>")
+    await no_markup_ran(page)
+
+
+# 3. The policy holds in the page ---------------------------------------------------
+async def test_a_principal_without_the_role_sees_403_and_nothing_changes(
+    env: Env, page: Page, browser: Browser
+) -> None:
+    workflow_id = await start(env, GATED, name="console-rbac")
+    await env.client.waiting_for_approval(workflow_id, timeout=30)
+    await sign_in(page, env, CAROL, "carol")
+    await open_workflow(page, env, workflow_id)
+    await expect(node(page, "ship")).to_have_attribute("data-state", "waiting_approval")
+
+    # What the API answers carol is what the page shows her.
+    async with env.http(CAROL) as http:
+        refused = await http.post(f"/workflows/{workflow_id}/pause", json={})
+    assert refused.status_code == 403
+    message = refused.json()["error"]["message"]
+
+    await page.get_by_test_id("steer-pause").click()
+    notice = page.get_by_test_id("notice").filter(has_text="pause refused")
+    await expect(notice).to_contain_text(message)
+    await expect(notice).to_have_attribute("data-kind", "error")
+
+    item = page.locator('[data-testid="approval-item"][data-task="ship"]')
+    await item.get_by_test_id("approval-comment").fill("carol says yes")
+    await item.get_by_test_id("approve-button").click()
+    await expect(page.get_by_test_id("notice").filter(has_text="approve refused")).to_be_visible()
+
+    # bob may submit echo tasks, not approve them.
+    context = await browser.new_context()
+    try:
+        bob = await context.new_page()
+        await sign_in(bob, env, BOB, "bob")
+        await open_workflow(bob, env, workflow_id)
+        bob_item = bob.locator('[data-testid="approval-item"][data-task="ship"]')
+        await bob_item.get_by_test_id("reject-button").click()
+        await expect(bob.get_by_test_id("notice").filter(has_text="reject refused")).to_be_visible()
+    finally:
+        await context.close()
+
+    async with env.http(ALICE) as http:
+        graph = (await http.get(f"/workflows/{workflow_id}/graph")).json()
+        events = (await http.get(f"/workflows/{workflow_id}/events")).json()["events"]
+        assert graph["state"] == "running"
+        assert graph["paused"] is False
+        assert {n["id"]: n["state"] for n in graph["nodes"]}["ship"] == "waiting_approval"
+        kinds = {e["type"] for e in events}
+        assert not kinds & {"task.approval_decided", "workflow.intervention_applied"}
+        assert await http.post(f"/workflows/{workflow_id}/terminate", json={"reason": "done"})
+
+
+# 4. CSRF and CSP -------------------------------------------------------------------
+async def test_posts_need_the_csrf_token_and_the_page_runs_under_a_strict_csp(
+    env: Env, page: Page
+) -> None:
+    async with httpx.AsyncClient(base_url=env.url, timeout=30) as http:
+        served = await http.get("/console/")
+        assert served.status_code == 200
+        policy = served.headers["content-security-policy"]
+        for directive in (
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "connect-src 'self'",
+            "base-uri 'none'",
+            "frame-ancestors 'none'",
+        ):
+            assert directive in policy
+        assert "unsafe" not in policy
+        assert served.headers["x-content-type-options"] == "nosniff"
+        assert served.headers["x-frame-options"] == "DENY"
+        assert served.headers["referrer-policy"] == "no-referrer"
+        # No inline script, inline style or inline handler in the page itself.
+        html = served.text
+        assert re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html) is None
+        assert re.search(r"\sstyle\s*=", html) is None
+        assert re.search(r"\son[a-z]+\s*=", html) is None
+        script = await http.get("/console/static/console.js")
+        assert script.status_code == 200
+        assert "javascript" in script.headers["content-type"]
+        assert "content-security-policy" in script.headers
+
+    workflow_id = await start(env, GATED, name="console-csrf")
+    await env.client.waiting_for_approval(workflow_id, timeout=30)
+    await page.add_init_script(
+        "window.__violations = [];"
+        "document.addEventListener('securitypolicyviolation',"
+        " (e) => window.__violations.push(e.violatedDirective));"
+    )
+    await sign_in(page, env, ALICE, "alice")
+    await open_workflow(page, env, workflow_id)
+    await expect(node(page, "ship")).to_have_attribute("data-state", "waiting_approval")
+
+    # The session cookie is HttpOnly: the page's scripts never see it.
+    assert COOKIE not in await page.evaluate("document.cookie")
+    refused = await page.evaluate(
+        """async (path) => {
+            const answers = [];
+            for (const headers of [{}, {"X-CSRF-Token": "0123456789abcdef"}]) {
+                const r = await fetch(path, {method: "POST", credentials: "same-origin",
+                    headers: {"Content-Type": "application/json", ...headers}, body: "{}"});
+                answers.push([r.status, (await r.json()).error.code]);
+            }
+            return answers;
+        }""",
+        f"/workflows/{workflow_id}/pause",
+    )
+    assert refused == [[403, "csrf"], [403, "csrf"]]
+    async with env.http(ALICE) as http:
+        graph = (await http.get(f"/workflows/{workflow_id}/graph")).json()
+    assert graph["paused"] is False
+
+    # The page's own POST carries the token: the same pause goes through.
+    await page.get_by_test_id("steer-pause").click()
+    await expect(page.get_by_test_id("notice").filter(has_text="pause accepted")).to_be_visible()
+    await expect(page.get_by_test_id("workflow-paused")).to_be_visible(timeout=LIVE)
+    await page.get_by_test_id("steer-terminate").click()
+    await page.get_by_test_id("steer-input").fill("test over")
+    await page.get_by_test_id("steer-submit").click()
+    await expect(page.get_by_test_id("workflow-state")).not_to_have_attribute(
+        "data-state", "running", timeout=LIVE
+    )
+    await page.goto(f"{env.url}/console/#/cluster")
+    await expect(page.get_by_test_id("worker-row").first).to_be_visible()
+    assert await page.evaluate("window.__violations") == []
+
+
+# 5. List, cluster, time travel -----------------------------------------------------
+async def test_the_list_filters_pages_and_updates_live(
+    env: Env, page: Page, screenshots: Path
+) -> None:
+    name = "console-list"
+    ids = list(
+        await asyncio.gather(
+            *(
+                start(env, CHAIN, name=name, wait=True, input={"n": n, "tag": f"needle-{n}"})
+                for n in range(7)
+            )
+        )
+    )
+    failed = await start(env, [{"id": "f", "capability": "fatal"}], name=name, wait=True)
+    async with env.http(ALICE) as http:
+        listed = (await http.get("/workflows", params={"name": name})).json()["workflows"]
+    newest_first = [row["id"] for row in listed]
+    assert sorted(newest_first) == sorted([*ids, failed])
+    await sign_in(page, env, ALICE, "alice")
+    await page.goto(f"{env.url}/console/#/workflows?name={name}&limit=3")
+    rows = page.get_by_test_id("workflow-row")
+    info = page.get_by_test_id("page-info")
+
+    seen: list[str] = []
+    for text in (shown(1, 3, 8), shown(4, 6, 8), shown(7, 8, 8)):
+        await expect(info).to_have_text(text)
+        seen += [str(await row.get_attribute("data-id")) for row in await rows.all()]
+        if text != shown(7, 8, 8):
+            await page.get_by_test_id("page-next").click()
+    await expect(page.get_by_test_id("page-next")).to_be_disabled()
+    assert seen == newest_first  # the API's order (newest first), each once
+    assert seen[0] == failed
+
+    await page.get_by_test_id("filter-state-failed").check()
+    await expect(info).to_have_text(shown(1, 1, 1))
+    await expect(rows).to_have_attribute("data-id", failed)
+    await expect(rows).to_have_attribute("data-state", "failed")
+    await page.get_by_test_id("filter-state-failed").uncheck()
+    await page.get_by_test_id("filter-state-completed").check()
+    await expect(info).to_have_text(shown(1, 3, 7))
+
+    await page.get_by_test_id("filter-q").fill("needle-4")
+    await expect(rows).to_have_count(1)
+    await expect(rows).to_have_attribute("data-id", ids[4])
+    assert "q=needle-4" in page.url
+    await page.get_by_test_id("filter-q").fill(ids[2])
+    await expect(rows).to_have_attribute("data-id", ids[2])
+    await page.get_by_test_id("filter-q").fill("")
+    await page.get_by_test_id("filter-state-completed").uncheck()
+
+    # Time range: created in the last 15 minutes (all), until a day ago (none).
+    await page.get_by_test_id("filter-since").select_option("900")
+    await expect(info).to_have_text(shown(1, 3, 8))
+    await page.get_by_test_id("filter-until").fill("2000-01-01T00:00")
+    await expect(info).to_have_text("No workflows")
+    await page.get_by_test_id("filter-reset").click()
+    await expect(page.get_by_test_id("filter-name")).to_have_value("")
+    await expect(info).not_to_have_text(shown(1, 3, 8))  # every workflow of the module
+    await page.get_by_test_id("filter-name").fill(name)
+    await expect(info).to_have_text(shown(1, 3, 8))
+
+    # Live: a workflow started now appears without a reload.
+    newest = await start(env, CHAIN, name=name)
+    await expect(rows.first).to_have_attribute("data-id", newest, timeout=LIVE)
+    await expect(info).to_have_text(shown(1, 3, 9))
+    await page.get_by_test_id("page-size").select_option("25")
+    await expect(rows).to_have_count(9)
+    await page.screenshot(path=screenshots / "workflows.png", full_page=True)
+
+
+async def test_the_cluster_page_shows_workers_instances_and_queues(
+    env: Env, page: Page, screenshots: Path
+) -> None:
+    await start(env, CHAIN, name="console-cluster", wait=True)
+    await sign_in(page, env, ALICE, "alice")
+    await page.get_by_test_id("nav-cluster").click()
+    await expect(page.locator('[data-testid="worker-row"][data-node="gw-worker"]')).to_be_visible()
+    await expect(
+        page.locator('[data-testid="coordinator-row"][data-node="gw-coord"]')
+    ).to_be_visible()
+    await expect(page.get_by_test_id("instance-row").first).to_be_visible()
+    await expect(
+        page.locator('[data-testid="instance-row"][data-agent="echo"]').first
+    ).to_be_visible()
+    await expect(page.get_by_test_id("queue-row").first).to_be_visible()
+    await expect(page.get_by_test_id("tile-workers")).to_contain_text("1")
+    await page.screenshot(path=screenshots / "cluster.png", full_page=True)
+    await page.get_by_test_id("audit-verify").click()
+    await expect(page.get_by_test_id("audit-verdict")).to_be_visible(timeout=LIVE)
+
+
+async def test_time_travel_shows_an_earlier_state_then_fork_and_diff(
+    env: Env, page: Page, screenshots: Path
+) -> None:
+    workflow_id = await start(env, CHAIN, name="console-travel", wait=True)
+    changed = [{**CHAIN[0], "params": {"say": "other"}}, CHAIN[1]]
+    other = await start(env, changed, name="console-travel", wait=True)
+    await sign_in(page, env, ALICE, "alice")
+    await open_workflow(page, env, workflow_id)
+    a, b = node(page, "a"), node(page, "b")
+    await expect(b).to_have_attribute("data-state", "completed")
+    await expect(event_rows(page, "workflow.completed")).to_have_count(1)
+    await expect(page.get_by_test_id("event-vclock").first).not_to_be_empty()
+
+    # The first event: nothing has run yet.
+    slider = page.get_by_test_id("time-slider")
+    await slider.focus()
+    await slider.press("Home")
+    await expect(page.get_by_test_id("time-label")).to_contain_text("Event 1 of")
+    await expect(page.get_by_test_id("historic-banner")).to_be_visible()
+    await expect(a).not_to_have_attribute("data-state", "completed")
+    await expect(b).not_to_have_attribute("data-state", "completed")
+
+    # As of a's completion: a done, b not yet.
+    done_a = page.locator('[data-testid="event-row"][data-type="task.completed"][data-task="a"]')
+    await done_a.get_by_test_id("event-travel").click()
+    await expect(a).to_have_attribute("data-state", "completed")
+    await expect(b).not_to_have_attribute("data-state", "completed")
+    await page.screenshot(path=screenshots / "time-travel.png", full_page=True)
+
+    await page.get_by_test_id("tab-timeline").click()
+    await expect(page.locator('[data-testid="gantt-bar"][data-worker="gw-worker"]')).to_have_count(
+        2
+    )
+    await page.get_by_test_id("gantt").screenshot(path=screenshots / "timeline.png")
+
+    # Fork from that event: the fork re-runs b, to the same (deterministic) history;
+    # a run with other params differs, at its first event.
+    await page.get_by_test_id("fork-button").click()
+    await expect(page.get_by_test_id("workflow-id")).not_to_have_text(workflow_id)
+    await expect(node(page, "b")).to_have_attribute("data-state", "completed", timeout=LIVE)
+    await expect(page.get_by_test_id("origin-link")).to_have_text(workflow_id)
+    await page.get_by_test_id("tab-diff").click()
+    await expect(page.get_by_test_id("diff-input")).to_have_value(workflow_id)  # the origin
+    await page.get_by_test_id("diff-button").click()
+    await expect(page.get_by_test_id("diff-verdict")).to_have_text("Same history.")
+    await page.get_by_test_id("diff-input").fill(other)
+    await page.get_by_test_id("diff-button").click()
+    await expect(page.get_by_test_id("diff-verdict")).to_contain_text("The histories differ")
+
+    await page.goto(f"{env.url}/console/#/workflows/{workflow_id}")
+    await expect(page.get_by_test_id("time-label")).to_contain_text("Live")
+    await expect(node(page, "b")).to_have_attribute("data-state", "completed")
