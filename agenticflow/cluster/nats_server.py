@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from agenticflow.cluster.procs import child_preexec
 from agenticflow.shared.errors import ConfigError, TransportError
@@ -93,7 +94,7 @@ class NatsServer:
             )
         ports_file = ports_dir / f"nats-server_{self.proc.pid}.ports"
         deadline = time.monotonic() + timeout
-        while not ports_file.exists():
+        while (ports := _read_ports(ports_file)) is None:
             if self.proc.poll() is not None:
                 raise TransportError(
                     f"nats-server exited with code {self.proc.returncode}; see {log_path}"
@@ -102,7 +103,6 @@ class NatsServer:
                 self.stop()
                 raise TransportError(f"nats-server did not start within {timeout}s; see {log_path}")
             time.sleep(0.02)  # the server writes this file once its listeners are up
-        ports = json.loads(ports_file.read_text())
         shutil.rmtree(ports_dir, ignore_errors=True)
         self.url = ports["nats"][0]
         self.port = int(self.url.rsplit(":", 1)[1])
@@ -138,6 +138,16 @@ class NatsServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _read_ports(path: Path) -> dict[str, Any] | None:
+    """The server's ports file, once written whole (it is created empty and
+    then filled: under load a reader can see it in between)."""
+    try:
+        ports = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return ports if isinstance(ports, dict) and ports.get("nats") else None
 
 
 __all__ = ["NatsServer", "nats_server_binary"]

@@ -40,8 +40,10 @@ async def test_dead_lettered_task_fails_the_workflow_and_can_be_retried(
     ):
         definition = wf(
             {"id": "a", "capability": "add", "params": {"value": 1}},
+            # 12 s, not 6: under load the first delivery woke and completed before the
+            # dead letter was seen (the same race as the optional task's below).
             {"id": "stuck", "capability": "block", "depends_on": ["a"],
-             "params": {"seconds": 6, "unless_exists": str(release)}},
+             "params": {"seconds": 12, "unless_exists": str(release)}},
             {"id": "c", "capability": "add", "depends_on": ["stuck"]},
         )  # fmt: skip
         workflow_id = await client.submit(definition)
