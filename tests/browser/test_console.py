@@ -304,6 +304,8 @@ async def test_posts_need_the_csrf_token_and_the_page_runs_under_a_strict_csp(
     await page.get_by_test_id("steer-pause").click()
     await expect(page.get_by_test_id("notice").filter(has_text="pause accepted")).to_be_visible()
     await expect(page.get_by_test_id("workflow-paused")).to_be_visible(timeout=LIVE)
+    applied = event_rows(page, "workflow.intervention_applied")
+    await expect(applied).to_have_count(1, timeout=LIVE)  # the pause, live from the feed
     await page.get_by_test_id("steer-terminate").click()
     await page.get_by_test_id("steer-input").fill("test over")
     await page.get_by_test_id("steer-submit").click()
@@ -401,6 +403,12 @@ async def test_the_cluster_page_shows_workers_instances_and_queues(
     ).to_be_visible()
     await expect(page.get_by_test_id("queue-row").first).to_be_visible()
     await expect(page.get_by_test_id("tile-workers")).to_contain_text("1")
+    # Hundreds of instances: the filter narrows them to one agent's.
+    await page.get_by_test_id("instance-filter").fill("gw-worker.echo.")
+    await expect(page.get_by_test_id("instance-count")).to_contain_text("16 of")
+    await expect(
+        page.locator('[data-testid="instance-row"]:not([data-agent="echo"])')
+    ).to_have_count(0)
     await page.screenshot(path=screenshots / "cluster.png", full_page=True)
     await page.get_by_test_id("audit-verify").click()
     await expect(page.get_by_test_id("audit-verdict")).to_be_visible(timeout=LIVE)
@@ -458,3 +466,32 @@ async def test_time_travel_shows_an_earlier_state_then_fork_and_diff(
     await page.goto(f"{env.url}/console/#/workflows/{workflow_id}")
     await expect(page.get_by_test_id("time-label")).to_contain_text("Live")
     await expect(node(page, "b")).to_have_attribute("data-state", "completed")
+
+
+async def test_child_workflows_are_links_and_streamed_output_arrives(env: Env, page: Page) -> None:
+    child = {"name": "console-child", "tasks": [{"id": "inner", "capability": "echo"}]}
+    tasks = [
+        {"id": "talk", "capability": "flood", "params": {"n": 30, "size": 8}},
+        {"id": "sub", "workflow": child, "depends_on": ["talk"]},
+    ]
+    parent = await start(env, tasks, name="console-parent", wait=True)
+    await sign_in(page, env, ALICE, "alice")
+    await open_workflow(page, env, parent)
+
+    # Every streamed token of the task, in order, as text.
+    await page.get_by_test_id("tab-output").click()
+    talk = page.locator('[data-testid="output-task"][data-task="talk"]')
+    text = talk.get_by_test_id("output-text")
+    await expect(text).to_contain_text("000029xx", timeout=LIVE)
+    tokens = str(await text.text_content())
+    assert tokens == "".join(f"{i:06d}xx" for i in range(30))
+
+    sub = node(page, "sub")
+    await expect(sub).to_have_attribute("data-state", "completed", timeout=LIVE)
+    child_id = str(await sub.get_attribute("data-child"))
+    await sub.get_by_test_id("child-badge").click()
+    await expect(page.get_by_test_id("workflow-id")).to_have_text(child_id)
+    await expect(node(page, "inner")).to_have_attribute("data-state", "completed")
+    await expect(page.get_by_test_id("parent-link")).to_have_text(parent)
+    await page.get_by_test_id("parent-link").click()
+    await expect(page.get_by_test_id("workflow-id")).to_have_text(parent)

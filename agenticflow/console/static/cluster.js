@@ -44,11 +44,47 @@ function workerRows(entries) {
   return [...byNode.values()].sort((a, b) => a.node.localeCompare(b.node));
 }
 
+/** A card whose table is redrawn in place on every poll (scroll position kept). */
+function section(title, ...tools) {
+  const wrap = h("div", { class: "table-wrap" });
+  const el = card(title, tools.length ? h("div", { class: "card-tools" }, tools) : null, wrap);
+  return {
+    el,
+    fill(node) {
+      const top = wrap.scrollTop;
+      replace(wrap, node);
+      wrap.scrollTop = top;
+    },
+  };
+}
+
 export function clusterPage(root) {
   let stopped = false;
   let timer = null;
+  let last = null;
   const updated = h("span", { testid: "cluster-updated" }, "Loading…");
-  const body = h("div", { class: "cluster" });
+
+  // Instances can number in the hundreds: a filter and a state choice.
+  const instanceFilter = h("input", { type: "search", placeholder: "Filter by agent, worker or id…", testid: "instance-filter",
+    "aria-label": "Filter agent instances" });
+  const instanceState = h("select", { testid: "instance-state-filter", "aria-label": "Instance state" },
+    h("option", { value: "" }, "Any state"));
+  const instanceCount = h("span", { class: "muted small", testid: "instance-count" });
+  const rerender = () => { if (last) render(last); };
+  instanceFilter.addEventListener("input", rerender);
+  instanceState.addEventListener("change", rerender);
+
+  const tiles = h("div", { class: "tiles" });
+  const coordinators = section("Coordinators");
+  const partitions = section("Partitions");
+  const workersCard = section("Workers");
+  const instancesCard = section("Agent instances", instanceFilter, instanceState, instanceCount);
+  const agentsCard = section("Agents");
+  const queuesCard = section("Queues");
+  const toolsCard = section("Breakers and rate limits");
+  const deadCard = section("Dead letters");
+  const failuresCard = section("Recent failures");
+
   const auditResult = h("div", { class: "audit-result", testid: "audit-result" });
   const auditButton = h("button", { type: "button", class: "btn", testid: "audit-verify" }, "Verify audit chain");
   auditButton.addEventListener("click", async () => {
@@ -74,7 +110,12 @@ export function clusterPage(root) {
   replace(root,
     h("div", { class: "page-head" }, h("h1", {}, "Cluster"),
       h("div", { class: "page-head-side" }, h("span", { class: "live" }, h("span", { class: "live-dot" }), updated))),
-    body, auditCard);
+    h("div", { class: "cluster" },
+      tiles,
+      h("div", { class: "two-cols" }, coordinators.el, partitions.el),
+      workersCard.el, instancesCard.el, agentsCard.el, queuesCard.el,
+      h("div", { class: "two-cols" }, toolsCard.el, deadCard.el),
+      failuresCard.el, auditCard));
 
   let lastText = null;
   async function refresh() {
@@ -85,6 +126,7 @@ export function clusterPage(root) {
       const text = JSON.stringify(data);
       if (text !== lastText) {
         lastText = text;
+        last = data;
         render(data);
       }
       updated.textContent = `Updated ${fmtTime(Date.now())}`;
@@ -99,113 +141,122 @@ export function clusterPage(root) {
   function render(data) {
     const view = data.view || {};
     const throughput = view.throughput || {};
-    const workers = data.workers || [];
-    const coordinators = view.coordinators || [];
+    const workers = workerRows(data.workers || []);
     const instances = view.instances || [];
-    const queues = view.queues || [];
-    const tools = data.tools || [];
     const dead = data.dead_letters || [];
     const wf = view.workflows || {};
     const failures = (view.failures && view.failures.items) || [];
 
-    replace(body,
-      h("div", { class: "tiles" },
-        tile("Tasks / s", rate(throughput.tasks_per_s), "tile-tasks"),
-        tile("Events / s", rate(throughput.events_per_s), "tile-events"),
-        tile("Queue lag", count(view.lag), "tile-lag"),
-        tile("Running workflows", count(wf.running), "tile-running"),
-        tile("Workers", count(workerRows(workers).length), "tile-workers"),
-        tile("Agent instances", count(instances.length), "tile-instances"),
-        tile("Dead letters", count(dead.length), "tile-dead")),
+    replace(tiles,
+      tile("Tasks / s", rate(throughput.tasks_per_s), "tile-tasks"),
+      tile("Events / s", rate(throughput.events_per_s), "tile-events"),
+      tile("Queue lag", count(view.lag), "tile-lag"),
+      tile("Running workflows", count(wf.running), "tile-running"),
+      tile("Workers", count(workers.length), "tile-workers"),
+      tile("Agent instances", count(instances.length), "tile-instances"),
+      tile("Dead letters", count(dead.length), "tile-dead"));
 
-      h("div", { class: "two-cols" },
-        card("Coordinators", table([
-          { label: "Node", cell: (c) => h("span", { class: "mono" }, c.node) },
-          { label: "State", cell: (c) => pill(c.state) },
-          { label: "Workflows cached", class: "num", cell: (c) => count(c.workflows_cached) },
-          { label: "Events folded", class: "num", cell: (c) => count(c.events_folded) },
-          { label: "Heartbeat", cell: (c) => h("span", { title: fmtTime(c.heartbeat) }, fmtAgo(c.heartbeat)) },
-        ], coordinators, { testid: "coordinators", rowProps: (c) => ({ testid: "coordinator-row", data: { node: c.node } }) })),
-        card("Partitions", table([
-          { label: "Partition", class: "num", cell: (p) => (p.partitions ? `${p.partition} of ${p.partitions}` : String(p.partition)) },
-          { label: "Owner", cell: (p) => h("span", { class: "mono" }, p.owner || "unowned") },
-          { label: "State", cell: (p) => (p.state ? pill(p.state) : "—") },
-          { label: "Heartbeat", cell: (p) => (p.heartbeat ? h("span", { title: fmtTime(p.heartbeat) }, fmtAgo(p.heartbeat)) : "—") },
-          { label: "Lease expires", cell: (p) => (p.expires_ns ? fmtTime(p.expires_ns) : "—") },
-        ], data.partitions || [], { testid: "partitions", empty: "No partition is owned.",
-          rowProps: (p) => ({ testid: "partition-row", data: { owner: p.owner } }) }))),
+    coordinators.fill(table([
+      { label: "Node", cell: (c) => h("span", { class: "mono" }, c.node) },
+      { label: "State", cell: (c) => pill(c.state) },
+      { label: "Workflows cached", class: "num", cell: (c) => count(c.workflows_cached) },
+      { label: "Events folded", class: "num", cell: (c) => count(c.events_folded) },
+      { label: "Heartbeat", cell: (c) => h("span", { title: fmtTime(c.heartbeat) }, fmtAgo(c.heartbeat)) },
+    ], view.coordinators || [], { testid: "coordinators", empty: "No coordinator is registered.",
+      rowProps: (c) => ({ testid: "coordinator-row", data: { node: c.node } }) }));
 
-      card("Workers", table([
-        { label: "Node", cell: (w) => h("span", { class: "mono strong" }, w.node) },
-        { label: "App", cell: (w) => w.app || "—" },
-        { label: "Agents", cell: (w) => compact(w.agents, 200) },
-        { label: "Versions", cell: (w) => (Object.keys(w.versions).length ? compact(w.versions, 200) : "unversioned") },
-        { label: "Instances", class: "num", cell: (w) => `${count(w.instances)} (${count(w.idle)} idle${w.suspended ? `, ${w.suspended} suspended` : ""})` },
-        { label: "Open breakers", cell: (w) => (w.breakers.length ? h("span", { class: "error-text" }, w.breakers.join(", ")) : "none") },
-        { label: "Heartbeat", cell: (w) => h("span", { title: fmtTime(w.heartbeat) }, fmtAgo(w.heartbeat)) },
-      ], workerRows(workers), { testid: "workers", empty: "No worker is registered.",
-        rowProps: (w) => ({ testid: "worker-row", data: { node: w.node } }) })),
+    partitions.fill(table([
+      { label: "Partition", class: "num", cell: (p) => (p.partitions ? `${p.partition} of ${p.partitions}` : String(p.partition)) },
+      { label: "Owner", cell: (p) => h("span", { class: "mono" }, p.owner || "unowned") },
+      { label: "State", cell: (p) => (p.state ? pill(p.state) : "—") },
+      { label: "Heartbeat", cell: (p) => (p.heartbeat ? h("span", { title: fmtTime(p.heartbeat) }, fmtAgo(p.heartbeat)) : "—") },
+      { label: "Lease expires", cell: (p) => (p.expires_ns ? fmtTime(p.expires_ns) : "—") },
+    ], data.partitions || [], { testid: "partitions", empty: "No partition is owned.",
+      rowProps: (p) => ({ testid: "partition-row", data: { owner: p.owner } }) }));
 
-      card("Agent instances", table([
-        { label: "Instance", cell: (i) => h("span", { class: "mono" }, i.id) },
-        { label: "Agent", cell: (i) => i.agent },
-        { label: "Worker", cell: (i) => h("span", { class: "mono" }, i.worker) },
-        { label: "State", cell: (i) => h("span", {}, pill(i.state, { testid: "instance-state" }), i.suspending ? pill("suspending") : null) },
-        { label: "Since", cell: (i) => h("span", { title: fmtTime(i.since) }, fmtAgo(i.since)) },
-        { label: "Tasks done", class: "num", cell: (i) => count(i.tasks_done) },
-      ], instances, { testid: "instances", empty: "No agent instance.",
-        rowProps: (i) => ({ testid: "instance-row", data: { agent: i.agent, state: i.state } }) })),
+    workersCard.fill(table([
+      { label: "Node", cell: (w) => h("span", { class: "mono strong" }, w.node) },
+      { label: "App", cell: (w) => w.app || "—" },
+      { label: "Agents", cell: (w) => h("span", { class: "small" }, compact(w.agents, 240)) },
+      { label: "Versions", cell: (w) => (Object.keys(w.versions).length ? compact(w.versions, 200) : "unversioned") },
+      { label: "Instances", class: "num nowrap", cell: (w) => `${count(w.instances)} (${count(w.idle)} idle${w.suspended ? `, ${w.suspended} suspended` : ""})` },
+      { label: "Open breakers", cell: (w) => (w.breakers.length ? h("span", { class: "error-text" }, w.breakers.join(", ")) : "none") },
+      { label: "Heartbeat", class: "nowrap", cell: (w) => h("span", { title: fmtTime(w.heartbeat) }, fmtAgo(w.heartbeat)) },
+    ], workers, { testid: "workers", empty: "No worker is registered.",
+      rowProps: (w) => ({ testid: "worker-row", data: { node: w.node } }) }));
 
-      card("Agents", table([
-        { label: "Agent", cell: (a) => h("span", { class: "strong" }, a.agent) },
-        { label: "Capabilities", cell: (a) => compact(a.capabilities, 160) },
-        { label: "Workers", class: "num", cell: (a) => count(a.workers) },
-        { label: "Instances", class: "num", cell: (a) => count(a.instances) },
-        { label: "States", cell: (a) => statePills(a.states) },
-        { label: "Tasks done", class: "num", cell: (a) => count(a.tasks_done) },
-        { label: "Tasks / s", class: "num", cell: (a) => rate(a.tasks_per_s) },
-      ], view.agents || [], { testid: "agents", rowProps: (a) => ({ testid: "agent-row", data: { agent: a.agent } }) })),
+    // Instance state choices follow what exists; the current choice is kept.
+    const states = [...new Set(instances.map((i) => i.state))].sort();
+    const chosen = instanceState.value;
+    replace(instanceState, h("option", { value: "" }, "Any state"), states.map((s) => h("option", { value: s }, s)));
+    instanceState.value = states.includes(chosen) ? chosen : "";
+    const needle = instanceFilter.value.trim().toLowerCase();
+    const shown = instances.filter((i) => (!instanceState.value || i.state === instanceState.value) &&
+      (!needle || [i.id, i.agent, i.worker].some((x) => String(x || "").toLowerCase().includes(needle))));
+    instanceCount.textContent = shown.length === instances.length ? `${instances.length} instances` :
+      `${shown.length} of ${instances.length} instances`;
+    instancesCard.fill(table([
+      { label: "Instance", cell: (i) => h("span", { class: "mono" }, i.id) },
+      { label: "Agent", cell: (i) => i.agent },
+      { label: "Worker", cell: (i) => h("span", { class: "mono" }, i.worker) },
+      { label: "State", cell: (i) => h("span", {}, pill(i.state, { testid: "instance-state" }), i.suspending ? pill("suspending") : null) },
+      { label: "Since", cell: (i) => h("span", { title: fmtTime(i.since) }, fmtAgo(i.since)) },
+      { label: "Tasks done", class: "num", cell: (i) => count(i.tasks_done) },
+    ], shown, { testid: "instances", empty: "No agent instance.",
+      rowProps: (i) => ({ testid: "instance-row", data: { agent: i.agent, state: i.state } }) }));
 
-      card("Queues", table([
-        { label: "Queue", cell: (q) => h("span", { class: "mono" }, q.queue) },
-        { label: "Consumer", cell: (q) => h("span", { class: "mono small" }, q.consumer) },
-        { label: "Pending", class: "num", cell: (q) => count(q.pending) },
-        { label: "In flight", class: "num", cell: (q) => count(q.in_flight) },
-        { label: "Redelivered", class: "num", cell: (q) => count(q.redelivered) },
-        { label: "Waiting pulls", class: "num", cell: (q) => count(q.waiting_pulls) },
-        { label: "Delivered", class: "num", cell: (q) => count(q.delivered) },
-        { label: "Rate", class: "num", cell: (q) => rate(q.delivered_per_s) },
-        { label: "Workers", class: "num", cell: (q) => count(q.workers) },
-        { label: "Lag", class: "num", cell: (q) => h("span", { class: q.lag > 0 ? "strong" : "" }, count(q.lag)) },
-      ], queues, { testid: "queues", empty: "No task queue.", rowProps: (q) => ({ testid: "queue-row", data: { queue: q.queue } }) })),
+    agentsCard.fill(table([
+      { label: "Agent", cell: (a) => h("span", { class: "strong" }, a.agent) },
+      { label: "Capabilities", cell: (a) => compact(a.capabilities, 160) },
+      { label: "Workers", class: "num", cell: (a) => count(a.workers) },
+      { label: "Instances", class: "num", cell: (a) => count(a.instances) },
+      { label: "States", cell: (a) => statePills(a.states) },
+      { label: "Tasks done", class: "num", cell: (a) => count(a.tasks_done) },
+      { label: "Tasks / s", class: "num", cell: (a) => rate(a.tasks_per_s) },
+    ], view.agents || [], { testid: "agents", rowProps: (a) => ({ testid: "agent-row", data: { agent: a.agent } }) }));
 
-      card("Breakers and rate limits", table([
-        { label: "Kind", cell: (t) => (t.role === "rate_limit" ? "rate limit" : t.role || "—") },
-        { label: "Tool", cell: (t) => h("span", { class: "mono" }, t.tool) },
-        { label: "State", cell: (t) => (t.state ? pill(t.state) : "—") },
-        { label: "Details", cell: (t) => h("span", { class: "small muted" },
-          compact(Object.fromEntries(Object.entries(t).filter(([k]) => !["role", "tool", "state"].includes(k))), 200)) },
-      ], tools, { testid: "tools", empty: "No breaker or rate limit has state.",
-        rowProps: (t) => ({ testid: "tool-row", data: { tool: t.tool, role: t.role } }) })),
+    queuesCard.fill(table([
+      { label: "Queue", cell: (q) => h("span", { class: "mono" }, q.queue) },
+      { label: "Consumer", cell: (q) => h("span", { class: "mono small" }, q.consumer) },
+      { label: "Pending", class: "num", cell: (q) => count(q.pending) },
+      { label: "In flight", class: "num", cell: (q) => count(q.in_flight) },
+      { label: "Redelivered", class: "num", cell: (q) => count(q.redelivered) },
+      { label: "Waiting pulls", class: "num", cell: (q) => count(q.waiting_pulls) },
+      { label: "Delivered", class: "num", cell: (q) => count(q.delivered) },
+      { label: "Rate", class: "num", cell: (q) => rate(q.delivered_per_s) },
+      { label: "Workers", class: "num", cell: (q) => count(q.workers) },
+      { label: "Lag", class: "num", cell: (q) => h("span", { class: q.lag > 0 ? "strong" : "" }, count(q.lag)) },
+    ], view.queues || [], { testid: "queues", empty: "No task queue.",
+      rowProps: (q) => ({ testid: "queue-row", data: { queue: q.queue, lag: q.lag } }) }));
 
-      card("Dead letters", table([
-        { label: "Workflow", cell: (d) => wfLink(d.workflow_id) },
-        { label: "Task", cell: (d) => h("span", { class: "mono" }, d.task_id) },
-        { label: "Attempt", class: "num", cell: (d) => String(d.attempt ?? "—") },
-        { label: "Capability", cell: (d) => d.capability },
-        { label: "Reason", cell: (d) => h("span", { class: "clip", title: compact(d.reason, 1000) }, compact(d.reason, 160)) },
-        { label: "When", cell: (d) => h("span", { title: fmtTime(d.timestamp) }, fmtAgo(d.timestamp)) },
-        { label: "", cell: (d) => retryButton(d) },
-      ], dead, { testid: "dead-letters", empty: "No dead letter.",
-        rowProps: (d) => ({ testid: "dead-letter-row", data: { workflow: d.workflow_id, task: d.task_id } }) })),
+    toolsCard.fill(table([
+      { label: "Kind", cell: (x) => (x.role === "rate_limit" ? "rate limit" : x.role || "—") },
+      { label: "Tool", cell: (x) => h("span", { class: "mono" }, x.tool) },
+      { label: "State", cell: (x) => (x.state ? pill(x.state) : "—") },
+      { label: "Details", cell: (x) => h("span", { class: "small muted" },
+        compact(Object.fromEntries(Object.entries(x).filter(([k]) => !["role", "tool", "state"].includes(k))), 200)) },
+    ], data.tools || [], { testid: "tools", empty: "No breaker or rate limit has state.",
+      rowProps: (x) => ({ testid: "tool-row", data: { tool: x.tool, role: x.role } }) }));
 
-      failures.length ? card("Recent failures", table([
-        { label: "When", cell: (f) => fmtAgo(f.timestamp) },
-        { label: "Workflow", cell: (f) => wfLink(f.workflow_id) },
-        { label: "Task", cell: (f) => h("span", { class: "mono" }, f.task_id || "—") },
-        { label: "Error", cell: (f) => h("span", {}, h("span", { class: "strong" }, f.error_type || ""), " ", compact(f.message, 200)) },
-        { label: "Worker", cell: (f) => h("span", { class: "mono small" }, f.worker || "—") },
-      ], failures.slice(-20).reverse(), { testid: "failures" })) : null);
+    deadCard.fill(table([
+      { label: "Workflow", cell: (d) => wfLink(d.workflow_id) },
+      { label: "Task", cell: (d) => h("span", { class: "mono" }, d.task_id) },
+      { label: "Attempt", class: "num", cell: (d) => String(d.attempt ?? "—") },
+      { label: "Capability", cell: (d) => d.capability },
+      { label: "Reason", cell: (d) => h("span", { class: "clip", title: compact(d.reason, 1000) }, compact(d.reason, 160)) },
+      { label: "When", cell: (d) => h("span", { title: fmtTime(d.timestamp) }, fmtAgo(d.timestamp)) },
+      { label: "", cell: (d) => retryButton(d) },
+    ], dead, { testid: "dead-letters", empty: "No dead letter.",
+      rowProps: (d) => ({ testid: "dead-letter-row", data: { workflow: d.workflow_id, task: d.task_id } }) }));
+
+    failuresCard.el.hidden = !failures.length;
+    failuresCard.fill(table([
+      { label: "When", cell: (f) => h("span", { title: fmtTime(f.timestamp) }, fmtAgo(f.timestamp)) },
+      { label: "Workflow", cell: (f) => wfLink(f.workflow_id) },
+      { label: "Task", cell: (f) => h("span", { class: "mono" }, f.task_id || "—") },
+      { label: "Error", cell: (f) => h("span", {}, h("span", { class: "strong" }, f.error_type || ""), " ", compact(f.message, 200)) },
+      { label: "Worker", cell: (f) => h("span", { class: "mono small" }, f.worker || "—") },
+    ], failures.slice(-50).reverse(), { testid: "failures" }));
   }
 
   function retryButton(d) {

@@ -150,7 +150,7 @@ function waitIcon(wait) {
 }
 
 function childIcon() {
-  return s("g", { class: "badge badge-child" },
+  return s("g", { class: "badge badge-child", testid: "child-badge" },
     s("title", {}, "Child workflow: click to open"),
     s("circle", { r: 9 }),
     s("path", { d: "M-3,3 L4,-4 M-1,-4 H4 V1", class: "badge-glyph" }));
@@ -278,5 +278,5 @@ export class DagView {
 }
 
 /** The colour legend shown under the graph. */
-export const TASK_STATES = ["pending", "ready", "dispatched", "running", "waiting", "waiting_approval",
-  "retrying", "completed", "failed", "skipped", "cancelled"];
+export const TASK_STATES = ["pending", "scheduled", "auction", "running", "waiting", "waiting_approval",
+  "retry_wait", "completed", "failed", "skipped", "cancelled"];

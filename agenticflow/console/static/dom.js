@@ -164,6 +164,7 @@ export function compact(value, max = 120) {
 const KNOWN_STATES = new Set([
   "pending", "ready", "dispatched", "running", "completed", "failed", "skipped", "cancelled",
   "waiting_approval", "waiting", "retrying", "submitted", "aborted", "rejected", "paused",
+  "scheduled", "retry_wait", "auction", "processing", "error",
   // agent instance FSM states and others get their own colours when they match
   "idle", "busy", "starting", "stopping", "stopped", "suspended", "suspending", "draining",
   "open", "closed", "half_open", "leader", "follower", "active", "standby", "ok", "broken",
