@@ -48,6 +48,7 @@ from agenticflow.gateway.sessions import COOKIE
 from tests.integration.gateway_support import ALICE, BOB, CAROL, Env, workflow
 
 pytestmark = pytest.mark.timeout(120)
+expect.set_options(timeout=10_000)  # a loaded machine (make test runs three pytest workers)
 
 LIVE = 30_000
 """Milliseconds to wait for a live change to reach the page."""
@@ -87,6 +88,10 @@ async def sign_in(page: Page, env: Env, token: str, principal: str, *, form: boo
     """Sign in with the login form, or with a dev link (``#token=...``)."""
     if form:
         await page.goto(f"{env.url}/console/")
+        await expect(page.get_by_test_id("login-form")).to_be_visible()
+        await page.get_by_test_id("login-token").fill("not-a-token-at-all")
+        await page.get_by_test_id("login-submit").click()
+        await expect(page.get_by_test_id("login-error")).to_have_text("unknown token")
         await page.get_by_test_id("login-token").fill(token)
         await page.get_by_test_id("login-submit").click()
     else:
@@ -347,6 +352,11 @@ async def test_the_list_filters_pages_and_updates_live(
         if text != shown(7, 8, 8):
             await page.get_by_test_id("page-next").click()
     await expect(page.get_by_test_id("page-next")).to_be_disabled()
+    await page.get_by_test_id("page-first").click()
+    await expect(info).to_have_text(shown(1, 3, 8))
+    await page.get_by_test_id("page-last").click()
+    await expect(info).to_have_text(shown(7, 8, 8))
+    await expect(page.get_by_test_id("page-last")).to_be_disabled()
     assert seen == newest_first  # the API's order (newest first), each once
     assert seen[0] == failed
 
@@ -495,3 +505,31 @@ async def test_child_workflows_are_links_and_streamed_output_arrives(env: Env, p
     await expect(page.get_by_test_id("parent-link")).to_have_text(parent)
     await page.get_by_test_id("parent-link").click()
     await expect(page.get_by_test_id("workflow-id")).to_have_text(parent)
+
+
+async def test_feedback_reaches_the_running_task_and_logout_ends_the_session(
+    env: Env, page: Page
+) -> None:
+    tasks = [{"id": "l", "capability": "listen", "params": {"timeout": 60}}]
+    workflow_id = await start(env, tasks, name="console-feedback")
+    await sign_in(page, env, ALICE, "alice")
+    await open_workflow(page, env, workflow_id)
+    listen = node(page, "l")
+    await expect(listen).to_have_attribute("data-state", "running", timeout=LIVE)
+
+    await page.get_by_test_id("steer-feedback").click()
+    await page.get_by_test_id("steer-input").fill("use <em>metric</em> units")
+    await page.get_by_test_id("steer-submit").click()
+    await expect(listen).to_have_attribute("data-state", "completed", timeout=LIVE)
+    await listen.click()
+    await expect(page.get_by_test_id("task-result")).to_contain_text("use <em>metric</em> units")
+    await expect(event_rows(page, "workflow.intervention_applied")).to_have_count(1)
+
+    await page.get_by_test_id("logout").click()
+    await expect(page.get_by_test_id("login-form")).to_be_visible()
+    await page.reload()
+    await expect(page.get_by_test_id("login-form")).to_be_visible()
+    status = await page.evaluate(
+        "fetch('/console/api/session', {credentials: 'same-origin'}).then((r) => r.status)"
+    )
+    assert status == 401

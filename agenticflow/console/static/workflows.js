@@ -90,8 +90,11 @@ export function workflowsPage(root, params) {
   });
   const tableBox = h("div", { class: "table-wrap", testid: "workflow-table" });
   const info = h("span", { class: "page-info", testid: "page-info" });
+  const first = h("button", { type: "button", class: "btn", testid: "page-first", title: "Newest" }, "⇤");
   const prev = h("button", { type: "button", class: "btn", testid: "page-prev" }, "← Newer");
   const next = h("button", { type: "button", class: "btn", testid: "page-next" }, "Older →");
+  const lastPage = h("button", { type: "button", class: "btn", testid: "page-last", title: "Oldest" }, "⇥");
+  let total = null;
   const size = h("select", { testid: "page-size", "aria-label": "Rows per page", value: String(filters.limit) },
     PAGE_SIZES.map((n) => h("option", { value: String(n) }, `${n} / page`)));
   if (!PAGE_SIZES.includes(filters.limit)) {
@@ -100,6 +103,11 @@ export function workflowsPage(root, params) {
   }
   prev.addEventListener("click", () => { filters.offset = Math.max(0, filters.offset - filters.limit); changed(false); });
   next.addEventListener("click", () => { filters.offset += filters.limit; changed(false); });
+  first.addEventListener("click", () => { filters.offset = 0; changed(false); });
+  lastPage.addEventListener("click", () => {
+    if (total) filters.offset = Math.floor((total - 1) / filters.limit) * filters.limit;
+    changed(false);
+  });
   size.addEventListener("change", () => { filters.limit = Number(size.value); changed(); });
 
   const startPanel = startForm();
@@ -115,7 +123,7 @@ export function workflowsPage(root, params) {
       h("div", { class: "filter-row" }, q, name, since, h("label", { class: "inline-label" }, "until", until), reset),
       h("div", { class: "filter-row chips" }, h("span", { class: "muted" }, "State"), stateBoxes)),
     h("div", { class: "card flush" }, tableBox,
-      h("div", { class: "pager" }, info, h("div", { class: "pager-buttons" }, size, prev, next))));
+      h("div", { class: "pager" }, info, h("div", { class: "pager-buttons" }, size, first, prev, next, lastPage))));
 
   /** Filters changed: back to the first page (unless paging), new URL, fetch now. */
   function changed(resetOffset = true) {
@@ -155,7 +163,7 @@ export function workflowsPage(root, params) {
 
   function render(body) {
     const rows = body.workflows || [];
-    const total = typeof body.total === "number" ? body.total : null;
+    total = typeof body.total === "number" ? body.total : null;
     const offset = typeof body.offset === "number" ? body.offset : filters.offset;
     replace(tableBox, table(rows));
     const last = offset + rows.length;
@@ -163,8 +171,9 @@ export function workflowsPage(root, params) {
       ? `${(offset + 1).toLocaleString("en-US")}–${last.toLocaleString("en-US")}` +
         (total !== null ? ` of ${total.toLocaleString("en-US")}` : "")
       : total ? `Nothing at offset ${offset.toLocaleString("en-US")} of ${total.toLocaleString("en-US")}` : "No workflows";
-    prev.disabled = offset <= 0;
+    prev.disabled = first.disabled = offset <= 0;
     next.disabled = total !== null ? last >= total : rows.length < filters.limit;
+    lastPage.disabled = total === null || last >= total;
   }
 
   refresh();
