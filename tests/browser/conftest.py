@@ -76,14 +76,27 @@ async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
         await fresh.close()
 
 
+WATCH_CSP = """
+window.__violations = [];
+document.addEventListener("securitypolicyviolation",
+    (e) => window.__violations.push(`${e.violatedDirective} ${e.blockedURI}`));
+"""
+"""Run before the page's own scripts: notes every CSP violation."""
+
+
 @pytest.fixture
 async def page(context: BrowserContext) -> AsyncIterator[Page]:
-    """A page whose script errors fail the test (collected in ``page_errors``)."""
+    """A page on which an uncaught script error or a CSP violation (the page
+    breaking its own policy) fails the test."""
     opened = await context.new_page()
+    await opened.add_init_script(WATCH_CSP)
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
     yield opened
     assert not errors, f"uncaught errors in the page: {errors}"
+    if not opened.is_closed() and opened.url.startswith("http"):
+        violations = await opened.evaluate("window.__violations || []")
+        assert violations == [], f"CSP violations: {violations}"
 
 
 @pytest.fixture(scope="session")

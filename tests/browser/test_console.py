@@ -20,6 +20,7 @@ Screenshots go to AGENTICFLOW_SCREENSHOTS (default build/console-screenshots/).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,13 @@ CHAIN = [
     {"id": "a", "capability": "echo", "params": {"say": "first"}},
     {"id": "b", "capability": "echo", "params": {"say": "second"}, "depends_on": ["a"]},
 ]
+
+FAN = [
+    {"id": "a", "capability": "echo"},
+    *({"id": f"b{i}", "capability": "echo", "depends_on": ["a"]} for i in range(3)),
+    {"id": "c", "capability": "echo", "depends_on": ["b0", "b1", "b2"]},
+]
+"""Three tasks in parallel: their events interleave, some concurrent (∥)."""
 
 
 # Helpers --------------------------------------------------------------------------
@@ -118,6 +126,31 @@ def shown(first: int, last: int, total: int) -> str:
     return f"{first}\u2013{last} of {total}"
 
 
+def happened_before_or_equal(a: dict[str, int], b: dict[str, int]) -> bool:
+    return all(n <= b.get(node, 0) for node, n in a.items())
+
+
+async def marks_match_the_clocks(page: Page, env: Env, workflow_id: str) -> None:
+    """The page's ∥ marks are exactly where the API's vector clocks say an event
+    is concurrent with the one before it (what ``agenticflow replay`` marks)."""
+    async with env.http(ALICE) as http:
+        events = (await http.get(f"/workflows/{workflow_id}/events")).json()["events"]
+    expected = ["false"] + [
+        "false"
+        if happened_before_or_equal(before["vclock"], after["vclock"])
+        or happened_before_or_equal(after["vclock"], before["vclock"])
+        else "true"
+        for before, after in itertools.pairwise(events)
+    ]
+    rows = page.get_by_test_id("event-row")
+    await expect(rows).to_have_count(len(events))
+    assert [await row.get_attribute("data-concurrent") for row in await rows.all()] == expected
+    marked = [i for i, flag in enumerate(expected) if flag == "true"]
+    await expect(page.get_by_test_id("event-concurrent")).to_have_count(len(marked))
+    clocks = [" ".join(f"{k}:{v}" for k, v in e["vclock"].items()) for e in events]
+    await expect(page.get_by_test_id("event-vclock")).to_have_text(clocks)
+
+
 async def no_markup_ran(page: Page) -> None:
     """No injected script ran and no injected element exists."""
     assert await page.evaluate("window.__pwned") is None
@@ -162,7 +195,6 @@ async def test_approve_a_gate_with_a_comment_and_watch_it_complete(
     await expect(data).to_contain_text("alice")
     await expect(event_rows(page, "workflow.completed")).to_have_count(1, timeout=LIVE)
     await page.screenshot(path=screenshots / "workflow-dag.png", full_page=True)
-    await page.get_by_test_id("event-list").screenshot(path=screenshots / "events.png")
 
     async with env.http(ALICE) as http:
         answer = (await http.get(f"/workflows/{workflow_id}")).json()
@@ -277,11 +309,6 @@ async def test_posts_need_the_csrf_token_and_the_page_runs_under_a_strict_csp(
 
     workflow_id = await start(env, GATED, name="console-csrf")
     await env.client.waiting_for_approval(workflow_id, timeout=30)
-    await page.add_init_script(
-        "window.__violations = [];"
-        "document.addEventListener('securitypolicyviolation',"
-        " (e) => window.__violations.push(e.violatedDirective));"
-    )
     await sign_in(page, env, ALICE, "alice")
     await open_workflow(page, env, workflow_id)
     await expect(node(page, "ship")).to_have_attribute("data-state", "waiting_approval")
@@ -435,7 +462,7 @@ async def test_time_travel_shows_an_earlier_state_then_fork_and_diff(
     a, b = node(page, "a"), node(page, "b")
     await expect(b).to_have_attribute("data-state", "completed")
     await expect(event_rows(page, "workflow.completed")).to_have_count(1)
-    await expect(page.get_by_test_id("event-vclock").first).not_to_be_empty()
+    await marks_match_the_clocks(page, env, workflow_id)
 
     # The first event: nothing has run yet.
     slider = page.get_by_test_id("time-slider")
@@ -477,6 +504,13 @@ async def test_time_travel_shows_an_earlier_state_then_fork_and_diff(
     await expect(page.get_by_test_id("time-label")).to_contain_text("Live")
     await expect(node(page, "b")).to_have_attribute("data-state", "completed")
 
+    # Parallel tasks: the ∥ marks follow the vector clocks.
+    fan = await start(env, FAN, name="console-fan", wait=True)
+    await open_workflow(page, env, fan)
+    await expect(event_rows(page, "workflow.completed")).to_have_count(1)
+    await marks_match_the_clocks(page, env, fan)
+    await page.get_by_test_id("panel-events").screenshot(path=screenshots / "events.png")
+
 
 async def test_child_workflows_are_links_and_streamed_output_arrives(env: Env, page: Page) -> None:
     child = {"name": "console-child", "tasks": [{"id": "inner", "capability": "echo"}]}
@@ -498,6 +532,9 @@ async def test_child_workflows_are_links_and_streamed_output_arrives(env: Env, p
 
     sub = node(page, "sub")
     await expect(sub).to_have_attribute("data-state", "completed", timeout=LIVE)
+    await page.get_by_test_id("tab-events").click()
+    await expect(event_rows(page, "workflow.completed")).to_have_count(1, timeout=LIVE)
+    await marks_match_the_clocks(page, env, parent)
     child_id = str(await sub.get_attribute("data-child"))
     await sub.get_by_test_id("child-badge").click()
     await expect(page.get_by_test_id("workflow-id")).to_have_text(child_id)
