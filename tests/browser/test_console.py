@@ -69,7 +69,7 @@ CHAIN = [
     {"id": "b", "capability": "echo", "params": {"say": "second"}, "depends_on": ["a"]},
 ]
 
-FAN = [
+FAN: list[dict[str, Any]] = [
     {"id": "a", "capability": "echo"},
     *({"id": f"b{i}", "capability": "echo", "depends_on": ["a"]} for i in range(3)),
     {"id": "c", "capability": "echo", "depends_on": ["b0", "b1", "b2"]},
