@@ -404,14 +404,22 @@ async def test_the_list_filters_pages_and_updates_live(
     await page.get_by_test_id("filter-q").fill("")
     await page.get_by_test_id("filter-state-completed").uncheck()
 
-    # Time range: created in the last 15 minutes (all), until a day ago (none).
+    # Time range: the last 15 minutes (all), from 2099 (none), from 2000 to the next day (none).
     await page.get_by_test_id("filter-since").select_option("900")
     await expect(info).to_have_text(shown(1, 3, 8))
-    await page.get_by_test_id("filter-until").fill("2000-01-01T00:00")
+    await page.get_by_test_id("filter-from").fill("2099-01-01T00:00")
+    await expect(info).to_have_text("No workflows")
+    await expect(page.get_by_test_id("filter-since")).to_have_value("custom")
+    await page.get_by_test_id("filter-from").fill("2000-01-01T00:00")
+    await expect(info).to_have_text(shown(1, 3, 8))
+    await page.get_by_test_id("filter-until").fill("2000-01-02T00:00")
     await expect(info).to_have_text("No workflows")
     await page.get_by_test_id("filter-reset").click()
     await expect(page.get_by_test_id("filter-name")).to_have_value("")
-    await expect(info).not_to_have_text(shown(1, 3, 8))  # every workflow of the module
+    await expect(page.get_by_test_id("filter-until")).to_have_value("")
+    await expect(page.get_by_test_id("filter-since")).to_have_value("")
+    await expect(info).to_have_text(re.compile(r"^1\u20133 of \d+$"))  # the module's workflows
+    assert "name=" not in page.url
     await page.get_by_test_id("filter-name").fill(name)
     await expect(info).to_have_text(shown(1, 3, 8))
 

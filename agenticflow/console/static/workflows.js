@@ -17,6 +17,14 @@ function isoOf(local) {
   return Number.isNaN(d.getTime()) ? "" : d.toISOString();
 }
 
+/** A datetime-local value for ISO text (in the browser's zone), or "" (seconds-ago values too). */
+function localOf(iso) {
+  if (!iso || /^\d+(\.\d+)?$/.test(iso)) return "";
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return "";
+  return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+}
+
 export function workflowsPage(root, params) {
   const filters = {
     state: (params.get("state") || "").split(",").filter((x) => STATES.includes(x)),
@@ -46,20 +54,19 @@ export function workflowsPage(root, params) {
     testid: "filter-name", "aria-label": "Workflow name" });
   const q = h("input", { type: "search", placeholder: "Search id or input…", value: filters.q,
     testid: "filter-q", "aria-label": "Search id or input", class: "grow" });
-  const since = h("select", { testid: "filter-since", "aria-label": "Created since", value: filters.since },
-    SINCE.map(([v, label]) => h("option", { value: v }, label)));
-  if (filters.since && !SINCE.some(([v]) => v === filters.since)) {
-    since.appendChild(h("option", { value: filters.since }, `Since ${filters.since}`));
-    since.value = filters.since;
-  }
+  // Time range: a preset ("last hour": seconds ago) or a from/to pair of local times.
+  const since = h("select", { testid: "filter-since", "aria-label": "Created in" },
+    SINCE.map(([v, label]) => h("option", { value: v }, label)),
+    h("option", { value: "custom", hidden: true }, "Custom range"));
+  const from = h("input", { type: "datetime-local", testid: "filter-from", "aria-label": "Created from" });
   const until = h("input", { type: "datetime-local", testid: "filter-until", "aria-label": "Created until" });
-  if (filters.until) {
-    const d = new Date(filters.until);
-    if (!Number.isNaN(d.getTime())) {
-      const local = new Date(d.getTime() - d.getTimezoneOffset() * 60000);
-      until.value = local.toISOString().slice(0, 16);
-    }
+  if (SINCE.some(([v]) => v === filters.since)) {
+    since.value = filters.since;
+  } else {
+    since.value = "custom";
+    from.value = localOf(filters.since);
   }
+  until.value = localOf(filters.until);
   const typed = debounce(() => {
     filters.name = name.value.trim();
     filters.q = q.value.trim();
@@ -67,13 +74,23 @@ export function workflowsPage(root, params) {
   }, 300);
   name.addEventListener("input", typed);
   q.addEventListener("input", typed);
-  since.addEventListener("change", () => { filters.since = since.value; changed(); });
+  since.addEventListener("change", () => {
+    if (since.value === "custom") return;
+    filters.since = since.value;
+    from.value = "";
+    changed();
+  });
+  from.addEventListener("change", () => {
+    filters.since = isoOf(from.value);
+    since.value = filters.since ? "custom" : "";
+    changed();
+  });
   until.addEventListener("change", () => { filters.until = isoOf(until.value); changed(); });
   const reset = h("button", { type: "button", class: "btn btn-ghost", testid: "filter-reset" }, "Clear filters");
   reset.addEventListener("click", () => {
     Object.assign(filters, { state: [], name: "", q: "", since: "", until: "" });
     stateBoxes.forEach((l) => { l.querySelector("input").checked = false; });
-    name.value = q.value = until.value = "";
+    name.value = q.value = until.value = from.value = "";
     since.value = "";
     changed();
   });
@@ -120,7 +137,8 @@ export function workflowsPage(root, params) {
       h("div", { class: "page-head-side" }, h("span", { class: "live" }, liveDot, liveText), liveButton, startButton)),
     startPanel,
     h("div", { class: "filters card", testid: "filters" },
-      h("div", { class: "filter-row" }, q, name, since, h("label", { class: "inline-label" }, "until", until), reset),
+      h("div", { class: "filter-row" }, q, name, since,
+        h("label", { class: "inline-label" }, "from", from), h("label", { class: "inline-label" }, "to", until), reset),
       h("div", { class: "filter-row chips" }, h("span", { class: "muted" }, "State"), stateBoxes)),
     h("div", { class: "card flush" }, tableBox,
       h("div", { class: "pager" }, info, h("div", { class: "pager-buttons" }, size, first, prev, next, lastPage))));
