@@ -220,6 +220,16 @@ async def test_markup_in_results_inputs_and_events_is_shown_as_text(env: Env, pa
     await expect(page.get_by_test_id("event-data")).to_contain_text(XSS)
     await no_markup_ran(page)
 
+    # A task's error, whatever its message holds.
+    fails = [{"id": "bad", "capability": "fatal", "params": {"item": XSS}}]
+    failed = await start(env, fails, name="console-xss", wait=True)
+    await open_workflow(page, env, failed)
+    await expect(page.get_by_test_id("workflow-state")).to_have_attribute("data-state", "failed")
+    await expect(page.get_by_test_id("task-detail-id")).to_have_text("bad")  # failed: selected
+    await expect(page.get_by_test_id("task-error")).to_contain_text(XSS)
+    await expect(page.get_by_test_id("task-error")).to_contain_text("NonRetryableError")
+    await no_markup_ran(page)
+
     await page.goto(f"{env.url}/console/#/workflows?q={workflow_id}")
     row = page.get_by_test_id("workflow-row")
     await expect(row).to_have_count(1)
@@ -338,6 +348,9 @@ async def test_posts_need_the_csrf_token_and_the_page_runs_under_a_strict_csp(
     await expect(page.get_by_test_id("workflow-paused")).to_be_visible(timeout=LIVE)
     applied = event_rows(page, "workflow.intervention_applied")
     await expect(applied).to_have_count(1, timeout=LIVE)  # the pause, live from the feed
+    await page.get_by_test_id("steer-resume").click()
+    await expect(page.get_by_test_id("workflow-paused")).to_have_count(0, timeout=LIVE)
+    await expect(applied).to_have_count(2, timeout=LIVE)
     await page.get_by_test_id("steer-terminate").click()
     await page.get_by_test_id("steer-input").fill("test over")
     await page.get_by_test_id("steer-submit").click()

@@ -16,8 +16,9 @@ function tickStep(spanS, target = 6) {
   return 10 * exp;
 }
 
-/** Render the timeline payload ({spans, start_ns, end_ns}) into container. */
-export function renderGantt(container, data) {
+/** Render the timeline payload ({spans, start_ns, end_ns}) into container
+ *  (ended: the workflow has ended, so open attempts stop at end_ns). */
+export function renderGantt(container, data, { ended = false } = {}) {
   while (container.firstChild) container.removeChild(container.firstChild);
   const spans = (data && data.spans) || [];
   if (!spans.length) {
@@ -27,7 +28,8 @@ export function renderGantt(container, data) {
     container.appendChild(p);
     return;
   }
-  const nowNs = Date.now() * 1e6;
+  // An attempt still open runs to now, or to the last event once the workflow has ended.
+  const nowNs = (ended && Number(data.end_ns)) || Date.now() * 1e6;
   const start = Number(data.start_ns) || Math.min(...spans.map((x) => Number(x.start_ns)));
   const endOf = (x) => (x.end_ns === null || x.end_ns === undefined ? nowNs : Number(x.end_ns));
   const end = Math.max(Number(data.end_ns) || 0, ...spans.map(endOf), start + 1e6);

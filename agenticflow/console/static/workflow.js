@@ -571,7 +571,7 @@ export function workflowPage(root, id, params) {
   async function loadTimeline() {
     try {
       const data = await get(wfPath(id, "timeline"));
-      if (!st.stopped) renderGantt(ganttBox, data);
+      if (!st.stopped) renderGantt(ganttBox, data, { ended: st.ended });
     } catch (err) {
       if (!st.stopped && err.status !== 401) replace(ganttBox, h("p", { class: "error-text" }, err.message));
     }
@@ -589,7 +589,7 @@ export function workflowPage(root, id, params) {
       const notes = h("ul", { class: "stream-notes" });
       const head = h("div", { class: "output-head" }, h("span", { class: "mono strong" }, task));
       const box = h("div", { class: "output-task", testid: "output-task", data: { task } }, head, text, notes);
-      outputs.set(task, { text, notes, head, tokens: 0 });
+      outputs.set(task, { text, notes, head, tokens: 0, attempt: null });
       outputList.appendChild(box);
       outputEmpty.hidden = true;
     }
@@ -600,6 +600,11 @@ export function workflowPage(root, id, params) {
     const out = outputFor(chunk.task_id || "?");
     const data = chunk.data;
     const text = typeof data === "string" ? data : asText(data, 0);
+    if (chunk.attempt !== undefined && chunk.attempt !== out.attempt) {
+      // A retry streams again from the start: mark where each attempt begins.
+      if (out.attempt !== null) out.text.appendChild(document.createTextNode(`\n── attempt ${chunk.attempt} ──\n`));
+      out.attempt = chunk.attempt;
+    }
     switch (chunk.kind) {
       case "token":
         if (chunk.encoding && chunk.encoding !== "utf-8" && chunk.encoding !== "text") {
