@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -162,7 +163,13 @@ async def no_markup_ran(page: Page) -> None:
 async def test_approve_a_gate_with_a_comment_and_watch_it_complete(
     env: Env, page: Page, screenshots: Path
 ) -> None:
-    workflow_id = await start(env, GATED, name="console-gate")
+    after = {
+        "id": "notify",
+        "capability": "echo",
+        "params": {"say": "sent"},
+        "depends_on": ["ship"],
+    }
+    workflow_id = await start(env, [*GATED, after], name="console-gate")
     await sign_in(page, env, ALICE, "alice", form=True)
     await open_workflow(page, env, workflow_id)
 
@@ -173,6 +180,14 @@ async def test_approve_a_gate_with_a_comment_and_watch_it_complete(
     await expect(node(page, "prepare")).to_have_attribute("data-state", "completed")
     await expect(node(page, "prepare").get_by_test_id("gate-badge")).to_have_count(0)
     await expect(page.get_by_test_id("workflow-state")).to_have_attribute("data-state", "running")
+
+    # Modify a task that has not started (the form starts from such tasks' params).
+    await page.get_by_test_id("steer-modify").click()
+    changes = page.get_by_test_id("steer-input")
+    assert json.loads(await changes.input_value()) == {"params": {"notify": {"say": "sent"}}}
+    await changes.fill(json.dumps({"params": {"notify": {"say": "sent <i>twice</i>"}}}))
+    await page.get_by_test_id("steer-submit").click()
+    await expect(page.get_by_test_id("notice").filter(has_text="modify accepted")).to_be_visible()
 
     item = page.locator('[data-testid="approval-item"][data-task="ship"]')
     await item.get_by_test_id("approval-comment").fill("ship it <b>now</b>")
@@ -200,6 +215,7 @@ async def test_approve_a_gate_with_a_comment_and_watch_it_complete(
         answer = (await http.get(f"/workflows/{workflow_id}")).json()
     assert answer["state"] == "completed"
     assert answer["tasks"]["ship"]["state"] == "completed"
+    assert answer["tasks"]["notify"]["result"]["params"] == {"say": "sent <i>twice</i>"}
 
 
 # 2. User data is text -------------------------------------------------------------
@@ -565,7 +581,7 @@ async def test_child_workflows_are_links_and_streamed_output_arrives(env: Env, p
     await expect(page.get_by_test_id("workflow-id")).to_have_text(parent)
 
 
-async def test_feedback_reaches_the_running_task_and_logout_ends_the_session(
+async def test_feedback_and_a_signal_reach_the_workflow_and_logout_ends_the_session(
     env: Env, page: Page
 ) -> None:
     tasks = [{"id": "l", "capability": "listen", "params": {"timeout": 60}}]
@@ -582,6 +598,19 @@ async def test_feedback_reaches_the_running_task_and_logout_ends_the_session(
     await listen.click()
     await expect(page.get_by_test_id("task-result")).to_contain_text("use <em>metric</em> units")
     await expect(event_rows(page, "workflow.intervention_applied")).to_have_count(1)
+
+    # A wait node completes with the signal sent from the page.
+    waits = [{"id": "w", "wait": {"signal": "go"}}]
+    waiting = await start(env, waits, name="console-signal")
+    await open_workflow(page, env, waiting)
+    w = node(page, "w")
+    await expect(w).to_have_attribute("data-state", "waiting", timeout=LIVE)
+    await expect(w.get_by_test_id("wait-badge")).to_have_count(1)
+    await w.click()
+    await page.get_by_test_id("signal-data").fill('{"ok": "<i>yes</i>"}')
+    await page.get_by_test_id("signal-button").click()
+    await expect(w).to_have_attribute("data-state", "completed", timeout=LIVE)
+    await expect(page.get_by_test_id("task-result")).to_contain_text('"ok": "<i>yes</i>"')
 
     await page.get_by_test_id("logout").click()
     await expect(page.get_by_test_id("login-form")).to_be_visible()

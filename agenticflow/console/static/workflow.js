@@ -70,6 +70,14 @@ export function workflowPage(root, id, params) {
   const dagBox = h("div", { class: "dag-wrap", testid: "dag-wrap" });
   const detail = h("aside", { class: "task-detail", testid: "task-detail" });
   const legend = h("div", { class: "legend" }, TASK_STATES.map((s) => pill(s)));
+  // Large graphs: shrink the drawing to the panel's width, or show it at full size and scroll.
+  const fit = h("button", { type: "button", class: "btn btn-small", testid: "dag-fit", "aria-pressed": "false" }, "Fit to width");
+  fit.addEventListener("click", () => {
+    const on = !dagBox.classList.contains("fit");
+    dagBox.classList.toggle("fit", on);
+    fit.setAttribute("aria-pressed", String(on));
+    fit.textContent = on ? "Actual size" : "Fit to width";
+  });
   const dag = new DagView(dagBox, { onSelect: (task) => { st.selected = task; st.autoSelected = true; renderDetail(); } });
 
   const tabs = {
@@ -97,7 +105,7 @@ export function workflowPage(root, id, params) {
     approvals,
     travel,
     h("section", { class: "card graph-card" },
-      h("div", { class: "card-head" }, h("h2", { class: "card-title" }, "Graph"), legend),
+      h("div", { class: "card-head" }, h("h2", { class: "card-title" }, "Graph"), legend, fit),
       historic,
       h("div", { class: "graph-body" }, dagBox, detail)),
     h("section", { class: "card" }, tabBar, Object.values(tabs).map((t) => t.panel)));
@@ -202,7 +210,14 @@ export function workflowPage(root, id, params) {
     const input = spec.area
       ? h("textarea", { rows: spec.json ? 6 : 3, class: spec.json ? "mono" : "", testid: "steer-input", spellcheck: "false" })
       : h("input", { type: "text", testid: "steer-input" });
-    if (spec.json) input.value = '{\n  "params": {}\n}';
+    if (spec.json) {
+      // Start from the params of the tasks that have not started (what modify may change).
+      const params = {};
+      for (const n of (st.graph && st.graph.nodes) || []) {
+        if (n.state === "pending" && n.input && typeof n.input === "object") params[n.id] = n.input;
+      }
+      input.value = JSON.stringify({ params }, null, 2);
+    }
     const submit = h("button", { type: "submit", class: ["btn", spec.danger ? "btn-danger" : "btn-primary"], testid: "steer-submit" }, spec.submit);
     const close = h("button", { type: "button", class: "btn btn-ghost" }, "Close");
     const form = h("form", { class: "card steer-form", testid: "steer-form", data: { action } },
@@ -311,6 +326,7 @@ export function workflowPage(root, id, params) {
       h("dl", { class: "kv" }, rows.filter(([, v]) => v !== null && v !== undefined && v !== "")
         .map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])),
       live && node.waiting_approval ? decisionForm(node) : null,
+      live && node.wait && node.wait.kind === "signal" && node.state === "waiting" ? signalForm(node.wait.signal) : null,
       live && (node.state === "failed" || node.state === "cancelled") && st.graph && st.graph.state === "failed"
         ? rerunButton(node.id) : null,
       node.description ? h("p", { class: "muted small" }, node.description) : null,
@@ -330,6 +346,34 @@ export function workflowPage(root, id, params) {
     return h("div", { testid: "task-error", class: "error-box" },
       h("div", { class: "strong" }, type || "error"), h("div", { class: "error-text" }, message || ""),
       Object.keys(rest).length ? pre(rest) : null);
+  }
+
+  /** Send the signal a wait node waits for, with JSON data (its result). */
+  function signalForm(name) {
+    const data = h("textarea", { rows: 2, class: "mono", testid: "signal-data", spellcheck: "false",
+      "aria-label": `Data of signal ${name}` });
+    data.value = "null";
+    const send = h("button", { type: "button", class: "btn btn-primary", testid: "signal-button" }, `Send signal ${name}`);
+    send.addEventListener("click", async () => {
+      let value;
+      try {
+        value = JSON.parse(data.value || "null");
+      } catch (err) {
+        notify(`Not valid JSON: ${err.message}`, "error");
+        return;
+      }
+      send.disabled = true;
+      try {
+        await post(wfPath(id, `signals/${encodeURIComponent(name)}`), { data: value });
+        notify(`signal ${name} sent`, "ok");
+        refreshSoon();
+      } catch (err) {
+        notify(`signal refused: ${err.message}`, "error");
+      } finally {
+        send.disabled = false;
+      }
+    });
+    return h("div", { class: "signal-form" }, data, send);
   }
 
   function rerunButton(task) {
@@ -550,7 +594,10 @@ export function workflowPage(root, id, params) {
   function followEvents() {
     const close = follow(withQuery(wfPath(id, "events/sse"), { after: lastSeq() }), {
       event: (e) => {
-        if (addEvents([e])) refreshSoon();
+        if (addEvents([e])) {
+          refreshSoon();
+          settle();
+        }
       },
       end: () => {
         st.ended = true;
@@ -661,6 +708,10 @@ export function workflowPage(root, id, params) {
     if (activeTab === "timeline") loadTimeline();
   }, 300);
 
+  // The state we read can lag the feed by up to a second (an intervention seen
+  // over SSE, not yet folded): read it once more when the events pause.
+  const settle = debounce(() => refreshSoon(), 1500);
+
   async function safetyPoll() {
     if (st.stopped) return;
     if (!st.ended || st.sseFailed) {
@@ -690,6 +741,7 @@ export function workflowPage(root, id, params) {
     closers.forEach((close) => close());
     clearTimeout(pollTimer);
     refreshSoon.cancel();
+    settle.cancel();
     travelTo.cancel();
   };
 }
