@@ -620,3 +620,32 @@ async def test_feedback_and_a_signal_reach_the_workflow_and_logout_ends_the_sess
         "fetch('/console/api/session', {credentials: 'same-origin'}).then((r) => r.status)"
     )
     assert status == 401
+
+
+async def test_start_a_workflow_from_the_page_and_an_unknown_id_is_said_so(
+    env: Env, page: Page
+) -> None:
+    await sign_in(page, env, ALICE, "alice")
+    await page.get_by_test_id("start-button").click()
+    definition = {"name": "console-started", "tasks": CHAIN}
+    await page.get_by_test_id("start-definition").fill(json.dumps(definition))
+    await page.get_by_test_id("start-input").fill('{"from": "the page"}')
+    await page.get_by_test_id("start-submit").click()
+    await expect(page.get_by_test_id("notice").filter(has_text="Started wf-")).to_be_visible()
+    await expect(node(page, "b")).to_have_attribute("data-state", "completed", timeout=LIVE)
+    started = str(await page.get_by_test_id("workflow-id").text_content())
+    async with env.http(ALICE) as http:
+        listed = (await http.get("/workflows", params={"name": "console-started"})).json()
+    assert [row["id"] for row in listed["workflows"]] == [started]
+    assert "the page" in listed["workflows"][0]["input_preview"]
+
+    await page.get_by_test_id("nav-workflows").click()
+    await page.get_by_test_id("start-button").click()  # bad JSON: said, nothing sent
+    await page.get_by_test_id("start-definition").fill("{not json")
+    await page.get_by_test_id("start-submit").click()
+    await expect(page.get_by_test_id("notice").filter(has_text="Not valid JSON")).to_be_visible()
+
+    await page.goto(f"{env.url}/console/#/workflows/wf-nobody-has-this-id")
+    await expect(page.get_by_test_id("workflow-missing")).to_have_text(
+        "No workflow wf-nobody-has-this-id."
+    )

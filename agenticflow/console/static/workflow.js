@@ -469,7 +469,9 @@ export function workflowPage(root, id, params) {
       }
     } catch (err) {
       if (!st.stopped && err.status !== 401) {
-        replace(dagBox, h("p", { class: "error-text" }, err.status === 404 ? `No workflow ${id}.` : err.message));
+        if (err.status === 404) st.missing = true;
+        replace(dagBox, h("p", { class: "error-text", testid: "workflow-missing" },
+          err.status === 404 ? `No workflow ${id}.` : err.message));
       }
     }
   }
@@ -479,7 +481,11 @@ export function workflowPage(root, id, params) {
       st.describe = await get(wfPath(id));
       if (!st.stopped) renderSummary();
     } catch (err) {
-      if (!st.stopped && err.status === 404) reasonBox.textContent = `No workflow ${id}.`;
+      if (!st.stopped && err.status === 404) {
+        st.missing = true;
+        reasonBox.hidden = false;
+        reasonBox.textContent = `No workflow ${id}: it does not exist, or you may not see it.`;
+      }
     }
   }
 
@@ -713,7 +719,7 @@ export function workflowPage(root, id, params) {
   const settle = debounce(() => refreshSoon(), 1500);
 
   async function safetyPoll() {
-    if (st.stopped) return;
+    if (st.stopped || st.missing) return;
     if (!st.ended || st.sseFailed) {
       if (st.sseFailed) await loadEvents();
       refreshSoon();
@@ -725,7 +731,7 @@ export function workflowPage(root, id, params) {
     showTab(activeTab);
     renderTravel();
     await Promise.all([loadGraph(), loadDescribe(), loadEvents()]);
-    if (st.stopped) return;
+    if (st.stopped || st.missing) return;
     const d = st.describe || {};
     if (d.origin && !diffInput.value) {
       const from = typeof d.origin === "string" ? d.origin : d.origin.workflow_id || d.origin.forked_from || d.origin.from;
