@@ -122,6 +122,12 @@ def event_rows(page: Page, kind: str) -> Locator:
     return page.locator(f'[data-testid="event-row"][data-type="{kind}"]')
 
 
+async def shoot(page: Page, path: Path) -> None:
+    """A full-page screenshot from the top (the sticky header stays where it belongs)."""
+    await page.evaluate("window.scrollTo(0, 0)")
+    await page.screenshot(path=path, full_page=True)
+
+
 def shown(first: int, last: int, total: int) -> str:
     """The pager's text: rows first to last of total (with an en dash)."""
     return f"{first}\u2013{last} of {total}"
@@ -191,7 +197,7 @@ async def test_approve_a_gate_with_a_comment_and_watch_it_complete(
 
     item = page.locator('[data-testid="approval-item"][data-task="ship"]')
     await item.get_by_test_id("approval-comment").fill("ship it <b>now</b>")
-    await page.screenshot(path=screenshots / "approval.png", full_page=True)
+    await shoot(page, screenshots / "approval.png")
     await item.get_by_test_id("approve-button").click()
 
     await expect(page.get_by_test_id("notice").filter(has_text="approve accepted")).to_be_visible()
@@ -209,7 +215,7 @@ async def test_approve_a_gate_with_a_comment_and_watch_it_complete(
     await expect(data).to_contain_text("ship it <b>now</b>")
     await expect(data).to_contain_text("alice")
     await expect(event_rows(page, "workflow.completed")).to_have_count(1, timeout=LIVE)
-    await page.screenshot(path=screenshots / "workflow-dag.png", full_page=True)
+    await shoot(page, screenshots / "workflow-dag.png")
 
     async with env.http(ALICE) as http:
         answer = (await http.get(f"/workflows/{workflow_id}")).json()
@@ -458,7 +464,7 @@ async def test_the_list_filters_pages_and_updates_live(
     await expect(info).to_have_text(shown(1, 3, 9))
     await page.get_by_test_id("page-size").select_option("25")
     await expect(rows).to_have_count(9)
-    await page.screenshot(path=screenshots / "workflows.png", full_page=True)
+    await shoot(page, screenshots / "workflows.png")
 
 
 async def test_the_cluster_page_shows_workers_instances_and_queues(
@@ -483,7 +489,7 @@ async def test_the_cluster_page_shows_workers_instances_and_queues(
     await expect(
         page.locator('[data-testid="instance-row"]:not([data-agent="echo"])')
     ).to_have_count(0)
-    await page.screenshot(path=screenshots / "cluster.png", full_page=True)
+    await shoot(page, screenshots / "cluster.png")
     await page.get_by_test_id("audit-verify").click()
     await expect(page.get_by_test_id("audit-verdict")).to_be_visible(timeout=LIVE)
 
@@ -515,7 +521,7 @@ async def test_time_travel_shows_an_earlier_state_then_fork_and_diff(
     await done_a.get_by_test_id("event-travel").click()
     await expect(a).to_have_attribute("data-state", "completed")
     await expect(b).not_to_have_attribute("data-state", "completed")
-    await page.screenshot(path=screenshots / "time-travel.png", full_page=True)
+    await shoot(page, screenshots / "time-travel.png")
 
     await page.get_by_test_id("tab-timeline").click()
     await expect(page.locator('[data-testid="gantt-bar"][data-worker="gw-worker"]')).to_have_count(

@@ -120,6 +120,11 @@ export function clusterPage(root) {
   let lastText = null;
   async function refresh() {
     clearTimeout(timer);
+    if (document.hidden) {
+      // A background tab does not poll; it catches up when shown again.
+      timer = setTimeout(refresh, POLL_MS);
+      return;
+    }
     try {
       const data = await get("/cluster");
       if (stopped) return;

@@ -102,7 +102,12 @@ function route() {
     document.title = "Cluster · AgenticFlow";
     cleanup = clusterPage(view);
   } else if (parts[0] === "workflows" && parts.length >= 2) {
-    const id = decodeURIComponent(parts.slice(1).join("/"));
+    let id = parts.slice(1).join("/");
+    try {
+      id = decodeURIComponent(id);
+    } catch {
+      // a malformed %-escape: use the text as it is
+    }
     document.title = `${id} · AgenticFlow`;
     cleanup = workflowPage(view, id, params);
   } else {
@@ -119,7 +124,12 @@ async function start() {
   // server by the browser): exchange it, then drop it from the URL and history.
   const match = /(?:^#|&)token=([^&]+)/.exec(location.hash);
   if (match) {
-    const token = decodeURIComponent(match[1]);
+    let token = match[1];
+    try {
+      token = decodeURIComponent(token);
+    } catch {
+      // not %-encoded: use it as it is
+    }
     history.replaceState(null, "", `${location.pathname}#/workflows`);
     try {
       await login(token);

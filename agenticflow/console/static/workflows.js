@@ -157,6 +157,11 @@ export function workflowsPage(root, params) {
 
   async function refresh() {
     clearTimeout(timer);
+    if (document.hidden) {
+      // A background tab does not poll; it catches up when shown again.
+      timer = setTimeout(refresh, POLL_MS);
+      return;
+    }
     const query = {
       state: filters.state.join(","), name: filters.name, q: filters.q, since: filters.since,
       until: filters.until, offset: filters.offset, limit: filters.limit,
