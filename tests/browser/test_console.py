@@ -93,14 +93,25 @@ async def start(
         return str(response.json()["id"])
 
 
-async def sign_in(page: Page, env: Env, token: str, principal: str, *, form: bool = False) -> None:
-    """Sign in with the login form, or with a dev link (``#token=...``)."""
+async def sign_in(
+    page: Page,
+    env: Env,
+    token: str,
+    principal: str,
+    *,
+    form: bool = False,
+    shot: Path | None = None,
+) -> None:
+    """Sign in with the login form (after a refused token; ``shot``: screenshot
+    it), or with a dev link (``#token=...``)."""
     if form:
         await page.goto(f"{env.url}/console/")
         await expect(page.get_by_test_id("login-form")).to_be_visible()
         await page.get_by_test_id("login-token").fill("not-a-token-at-all")
         await page.get_by_test_id("login-submit").click()
         await expect(page.get_by_test_id("login-error")).to_have_text("unknown token")
+        if shot is not None:
+            await page.screenshot(path=shot)
         await page.get_by_test_id("login-token").fill(token)
         await page.get_by_test_id("login-submit").click()
     else:
@@ -176,7 +187,7 @@ async def test_approve_a_gate_with_a_comment_and_watch_it_complete(
         "depends_on": ["ship"],
     }
     workflow_id = await start(env, [*GATED, after], name="console-gate")
-    await sign_in(page, env, ALICE, "alice", form=True)
+    await sign_in(page, env, ALICE, "alice", form=True, shot=screenshots / "login.png")
     await open_workflow(page, env, workflow_id)
 
     ship = node(page, "ship")

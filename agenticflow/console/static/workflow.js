@@ -469,7 +469,9 @@ export function workflowPage(root, id, params) {
       }
     } catch (err) {
       if (!st.stopped && err.status !== 401) {
-        if (err.status === 404) st.missing = true;
+        // (Only the summary's 404 stops the page: a workflow just submitted may
+        // have no graph for a moment.) The next graph is drawn afresh.
+        dag.signature = null;
         replace(dagBox, h("p", { class: "error-text", testid: "workflow-missing" },
           err.status === 404 ? `No workflow ${id}.` : err.message));
       }
