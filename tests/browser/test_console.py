@@ -667,3 +667,42 @@ async def test_start_a_workflow_from_the_page_and_an_unknown_id_is_said_so(
     await expect(page.get_by_test_id("workflow-missing")).to_have_text(
         "No workflow wf-nobody-has-this-id."
     )
+
+
+async def test_the_dag_layout_layers_by_longest_path_and_uncrosses_edges(
+    env: Env, page: Page
+) -> None:
+    """dag.js's layout, run in the page: layer = longest path from a root; the
+    barycentre ordering puts each node beside what it depends on (no crossing
+    where none is needed); a long edge passes through a point per layer."""
+    await sign_in(page, env, ALICE, "alice")
+    nodes = [
+        {"id": "a", "depends_on": []},
+        {"id": "b", "depends_on": []},
+        {"id": "x", "depends_on": ["b"]},  # listed first, but b is below a
+        {"id": "y", "depends_on": ["a"]},
+        {"id": "z", "depends_on": ["x", "y"]},
+        {"id": "late", "depends_on": ["z", "a"]},  # a -> late spans three layers
+    ]
+    placed = await page.evaluate(
+        """async (nodes) => {
+            const { layout } = await import("/console/static/dag.js");
+            const { items, edges } = layout(nodes);
+            const at = Object.fromEntries(items.map((it) => [it.id, [it.layer, it.y]]));
+            const long = edges.find((e) => e.from.id === "a" && e.to.id === "late");
+            return { at, chain: long.chain.length };
+        }""",
+        nodes,
+    )
+    at = placed["at"]
+    assert {name: at[name][0] for name in at} == {
+        "a": 0,
+        "b": 0,
+        "x": 1,
+        "y": 1,
+        "z": 2,
+        "late": 3,
+    }
+    # a above b, so y (under a) above x (under b): the edges do not cross.
+    assert (at["a"][1] < at["b"][1]) == (at["y"][1] < at["x"][1])
+    assert placed["chain"] == 4  # a, a point in layers 1 and 2, late
