@@ -564,6 +564,8 @@ async def test_time_travel_shows_an_earlier_state_then_fork_and_diff(
     await open_workflow(page, env, fan)
     await expect(event_rows(page, "workflow.completed")).to_have_count(1)
     await marks_match_the_clocks(page, env, fan)
+    # Close the notices (they would cover the list), at once: one may expire meanwhile.
+    await page.evaluate("document.querySelectorAll('.notice-close').forEach((b) => b.click())")
     await page.get_by_test_id("panel-events").screenshot(path=screenshots / "events.png")
 
 

@@ -95,7 +95,14 @@ export function renderGantt(container, data, { ended = false } = {}) {
       svg.appendChild(bar);
       continue;
     }
-    bar.appendChild(s("text", { class: inside ? "bar-label inside" : "bar-label", x: inside ? x0 + 5 : x0 + w + 4, y: y + BAR_H - 4 }, text));
+    // Past the right edge: the label goes before the bar instead.
+    const before = !inside && x0 + w + 4 + text.length * 6.2 > width;
+    bar.appendChild(s("text", {
+      class: inside ? "bar-label inside" : "bar-label",
+      x: inside ? x0 + 5 : before ? x0 - 4 : x0 + w + 4,
+      y: y + BAR_H - 4,
+      "text-anchor": before ? "end" : "start",
+    }, text));
     svg.appendChild(bar);
   }
   container.appendChild(svg);
