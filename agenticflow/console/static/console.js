@@ -121,29 +121,47 @@ async function start() {
   document.getElementById("logout").addEventListener("click", logout);
   window.addEventListener("hashchange", route);
   // A dev login link carries the token in the fragment (never sent to the
-  // server by the browser): exchange it, then drop it from the URL and history.
-  const match = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+  // server by the browser): the whole fragment is `#token=...`. It is dropped
+  // from the URL and history at once, and used only when this browser has no
+  // session: a link from another site must not swap the user's session for
+  // the sender's principal behind their back (login CSRF).
+  const match = /^#token=([A-Za-z0-9_\-.~%]{1,512})$/.exec(location.hash);
+  let token = null;
   if (match) {
-    let token = match[1];
+    token = match[1];
     try {
       token = decodeURIComponent(token);
     } catch {
       // not %-encoded: use it as it is
     }
     history.replaceState(null, "", `${location.pathname}#/workflows`);
-    try {
-      await login(token);
-    } catch (err) {
+  }
+  let session = null;
+  try {
+    session = await get("/console/api/session", undefined, { quiet401: true });
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 401)) {
       showLogin(err.message);
       return;
+    }
+  }
+  if (session) {
+    setSession(session);
+    if (token) {
+      notify(`Already signed in as ${session.principal}: the link's token was not used ` +
+        "(log out first to sign in with it).", "info");
     }
     route();
     return;
   }
+  if (!token) {
+    showLogin("");
+    return;
+  }
   try {
-    setSession(await get("/console/api/session", undefined, { quiet401: true }));
+    await login(token);
   } catch (err) {
-    showLogin(err instanceof ApiError && err.status === 401 ? "" : err.message);
+    showLogin(err.message);
     return;
   }
   route();

@@ -214,7 +214,7 @@ export function card(title, ...children) {
 // Notices ------------------------------------------------------------------------
 
 /** Show a message in the top-right notice area (kind: "error" | "ok" | "info"). */
-export function notify(message, kind = "info", timeoutMs = kind === "error" ? 15000 : 6000) {
+export function notify(message, kind = "info", timeoutMs = kind === "error" ? 15000 : 8000) {
   const area = document.getElementById("notices");
   if (!area) return;
   const close = h("button", { type: "button", class: "notice-close", "aria-label": "Dismiss" }, "×");
