@@ -190,7 +190,7 @@ def admit(  # noqa: PLR0911 - one return per rule reads best
     if kind == EventType.WORKFLOW_REJECTED:
         return ADMIT if _is_coordinator(event) else _wrong_role(event)
     if kind == EventType.INTERVENTION_REQUESTED:
-        return _intervention(event, rules)
+        return _intervention(state, event, rules)
     if kind == EventType.WORKFLOW_RESUME_REQUESTED:
         return _resume(event, rules)
     if kind in OUTCOMES or kind == EventType.TASK_BID:
@@ -383,14 +383,47 @@ def _rbac(event: Event, rules: Rules, permission: str | tuple[str, ...], claimed
     return Refuse(FORBIDDEN, f"{principal} lacks permission {' or '.join(wanted)}")
 
 
-def _intervention(event: Event, rules: Rules) -> Verdict:
+def _intervention(state: WorkflowState, event: Event, rules: Rules) -> Verdict:
     data = event.data
     if not isinstance(data, InterventionRequested):
         return Refuse("malformed_request", "an intervention request without a request")
     verdict = _rbac(event, rules, intervention_permissions(data.action), data.by)
     if verdict != ADMIT or data.changes is None:
         return verdict
+    verdict = _modified_gates(state, event, rules, data)
+    if verdict != ADMIT:
+        return verdict
     return _modified_capabilities(event, rules, data)
+
+
+def _modified_gates(
+    state: WorkflowState, event: Event, rules: Rules, data: InterventionRequested
+) -> Verdict:
+    """Removing a task that has an approval gate, or replacing it with one whose
+    gate differs, decides that gate: it needs the right to approve, not only to
+    modify (else a modifier would skip the person the gate waits for)."""
+    changes = data.changes
+    if rules.policy is None or event.signer_role == "coordinator" or changes is None:
+        return ADMIT
+    if state.definition is None:
+        return ADMIT
+    gated = {t.id: t.approval for t in state.definition.tasks if t.approval is not None}
+    if not gated:
+        return ADMIT
+    touched = [tid for tid in changes.remove if tid in gated]
+    touched += [t.id for t in changes.replace if t.id in gated and t.approval != gated[t.id]]
+    if not touched:
+        return ADMIT
+    principal = event.signer or data.by or "anonymous"
+    wanted = intervention_permissions("approve")
+    context = rules.policy.context(principal)
+    if any(context.can(p) for p in wanted):
+        return ADMIT
+    return Refuse(
+        FORBIDDEN,
+        f"{principal} lacks permission {' or '.join(wanted)}: the change removes the "
+        f"approval gate of {', '.join(sorted(touched))}",
+    )
 
 
 def _modified_capabilities(event: Event, rules: Rules, data: InterventionRequested) -> Verdict:

@@ -31,7 +31,9 @@ STATIC = Path(__file__).parent / "static"
 PAGE_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'none'"
+    "form-action 'self'; frame-ancestors 'none'; "
+    # The browser itself refuses any string put into an HTML sink (innerHTML...).
+    "require-trusted-types-for 'script'; trusted-types 'none'"
 )
 """The Content-Security-Policy of the page and its assets."""
 PAGE_HEADERS = {
@@ -70,6 +72,7 @@ def console_routes(gw: Gateway) -> list[BaseRoute]:
             sessions.failed_login(address)
             log.info("console login refused", address=address)
             raise ApiError(401, "unauthenticated", "unknown token")
+        sessions.close(request)  # a browser's earlier session ends with a new login
         session_id, session = sessions.open(principal)
         log.info("console login", principal=principal)
         answer = JSON({"principal": principal, "csrf": session.csrf})

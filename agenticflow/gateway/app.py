@@ -192,6 +192,8 @@ def _routes(gw: Gateway) -> list[BaseRoute]:  # noqa: C901, PLR0915 - one closur
         text = query.get("q") or None
         if text is not None and len(text) > MAX_QUERY:
             raise ApiError(422, "invalid_request", f"q is at most {MAX_QUERY} characters")
+        if len(query.get("name") or "") > MAX_QUERY:  # each glob is compiled and cached
+            raise ApiError(422, "invalid_request", f"name is at most {MAX_QUERY} characters")
         limit = _int(query.get("limit"), "limit", default=100, low=1, high=MAX_LIST)
         offset = _int(query.get("offset"), "offset", default=0, low=0, high=MAX_OFFSET)
         found = await client.list(

@@ -131,7 +131,10 @@ class EventStream(Response):
             while (await receive())["type"] != "http.disconnect":
                 pass
 
-        results = await first_of(pump(), gone())
+        results = await first_of(pump(), gone(), gw.session_over(HTTPConnection(scope)))
+        if not isinstance(results[2], BaseException):  # the console session ended: end too
+            with contextlib.suppress(OSError):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         for outcome in results:
             if isinstance(outcome, Exception) and not isinstance(outcome, OSError):
                 raise outcome
@@ -209,7 +212,7 @@ async def websocket(gw: Gateway, ws: WebSocket, what: str) -> None:
         return
     try:
         await ws.accept()
-        await first_of(_send_frames(gw, ws, source, what), _until_closed(ws))
+        await first_of(_send_frames(gw, ws, source, what), _until_closed(ws), _session_over(gw, ws))
     finally:
         gw.feed_closed(principal)
 
@@ -230,6 +233,13 @@ async def _send_frames(
                 code = 1011
     with contextlib.suppress(Exception):
         await ws.close(code)
+
+
+async def _session_over(gw: Gateway, ws: WebSocket) -> None:
+    """Close the WebSocket (1008) once the console session it was opened with ends."""
+    await gw.session_over(ws)
+    with contextlib.suppress(Exception):
+        await ws.close(WS_POLICY, "the session ended")
 
 
 async def _until_closed(ws: WebSocket) -> None:

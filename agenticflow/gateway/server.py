@@ -65,6 +65,10 @@ def _config(app: Any, config: GatewaySettings, *, grace_s: int) -> uvicorn.Confi
         ws_max_size=config.max_body_bytes,
         limit_concurrency=config.max_connections,
         timeout_keep_alive=config.keepalive_timeout_s,
+        # A client's address is its socket's peer unless a trusted proxy says
+        # otherwise: uvicorn would believe X-Forwarded-For from 127.0.0.1.
+        proxy_headers=bool(config.trusted_proxies),
+        forwarded_allow_ips=config.trusted_proxies or None,
     )
 
 

@@ -66,6 +66,8 @@ class Gateway:
         """Clients disconnected for reading too slowly."""
         self.sessions = Sessions(config.console_session_s)
         """The console's logins (see :mod:`agenticflow.gateway.sessions`)."""
+        self.auditing = asyncio.Lock()
+        """Held while an audit verification runs (one at a time: each reads it all)."""
         self.cluster_previous: ClusterView | None = None
         """The last cluster view served: the next one's rates count from it."""
         self.feeds_changed = asyncio.Event()
@@ -168,6 +170,15 @@ class Gateway:
                 headers={"WWW-Authenticate": 'Bearer realm="agenticflow", error="invalid_token"'},
             )
         return principal
+
+    async def session_over(self, conn: HTTPConnection) -> None:
+        """Return when the console session that authenticated ``conn`` ends
+        (logout, dropped, expired); never for a bearer token's request."""
+        session = None if conn.headers.get("authorization") else self.sessions.of(conn)
+        if session is None:
+            await asyncio.Event().wait()
+            return
+        await session.until_over()
 
     def client(self, principal: str) -> Client:
         """The client acting as ``principal``; raises ApiError 503 once closed."""

@@ -65,6 +65,10 @@ class GatewaySettings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     """Web origins whose pages may call the gateway (``AGENTICFLOW_GATEWAY_CORS_ORIGINS``,
     a JSON list such as ``["https://app.example.com"]``); none by default."""
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Addresses of proxies in front whose ``X-Forwarded-For`` / ``-Proto`` name
+    the client (``["10.0.0.5"]``); none by default, so a client cannot choose
+    the address its failed logins count against."""
     console: bool = True
     """Serve the web console at ``/console/`` (``AGENTICFLOW_GATEWAY_CONSOLE=false``:
     the API only)."""

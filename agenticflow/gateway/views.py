@@ -206,7 +206,15 @@ def view_routes(gw: Gateway, guarded: Callable[[Handler], Handler]) -> list[Base
         principal = gw.principal(request)
         await gw.body(request, Empty)
         client = gw.client(principal)
-        return JSON(await audit_view(client))
+        if gw.auditing.locked():  # one full read of the audit stream at a time
+            raise ApiError(
+                429,
+                "busy",
+                "an audit verification is already running: try again when it ends",
+                headers={"Retry-After": "5"},
+            )
+        async with gw.auditing:
+            return JSON(await audit_view(client))
 
     return [
         Route("/workflows/{workflow_id}/graph", guarded(graph), methods=["GET"]),

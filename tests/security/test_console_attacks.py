@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,12 +21,15 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
+import agenticflow.gateway.sessions as sessions_module
+import agenticflow.shared.security.audit as audit_module
 from agenticflow.cluster.nats_server import NatsServer
 from agenticflow.console.app import STATIC
-from agenticflow.gateway.sessions import COOKIE
+from agenticflow.gateway.responses import ApiError
+from agenticflow.gateway.sessions import COOKIE, LOGIN_FAILURES
 from tests.conftest import unique_prefix
 from tests.integration.gateway_support import (
     ALICE,
@@ -639,3 +642,224 @@ async def test_markup_in_a_link_or_a_reason_is_shown_as_text(env: Env, page: Any
     await expect(page.get_by_test_id("dag-wrap")).to_contain_text(f"No workflow {hostile}.")
     assert await page.title() == f"{hostile} · AgenticFlow"
     await nothing_ran(page)
+
+
+@pytest.fixture
+def fresh_limits(env: Env) -> Iterator[None]:
+    """The login limiter's memory emptied before and after the test."""
+    env.gateway.sessions._failures.clear()
+    yield
+    env.gateway.sessions._failures.clear()
+
+
+async def test_one_principal_cannot_log_everyone_else_out(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FAILS: sessions are capped gateway-wide and the oldest is dropped, so any
+    token holder (carol reads only) logging in MAX_SESSIONS times evicts every
+    other console user (10 000 POSTs in production; the cap is lowered here)."""
+    monkeypatch.setattr(sessions_module, "MAX_PER_PRINCIPAL", 20)
+    async with login(env, ALICE) as (alice, _):
+        assert (await alice.get("/whoami")).json() == {"principal": "alice"}
+        async with httpx.AsyncClient(base_url=env.url) as carol:
+            for _ in range(sessions_module.MAX_PER_PRINCIPAL + 1):
+                answer = await carol.post("/console/api/login", json={"token": CAROL})
+                assert answer.status_code == 200
+        assert (await alice.get("/whoami")).status_code == 200, "carol logged alice out"
+
+
+async def test_a_new_login_ends_the_browsers_previous_session(env: Env) -> None:
+    """FAILS: logging in again (another principal, or the same) leaves the
+    cookie's previous session valid on the server until it expires."""
+    async with login(env, ALICE) as (http, _):
+        first = http.cookies[COOKIE]
+        again = await http.post("/console/api/login", json={"token": CAROL})
+        assert again.status_code == 200
+        assert http.cookies[COOKIE] != first
+    async with httpx.AsyncClient(base_url=env.url, cookies={COOKIE: first}) as old:
+        assert (await old.get("/whoami")).status_code == 401
+
+
+async def no_frame_with(ws: Any, text: str) -> None:
+    """Read the WebSocket until it closes (ConnectionClosed); fail on a frame holding ``text``."""
+    while True:
+        assert text not in str(await ws.recv()), f"a frame with {text!r} arrived"
+
+
+async def test_logout_ends_the_sessions_live_feeds(env: Env) -> None:
+    """FAILS: the session is checked only when a feed opens; a WebSocket (or
+    SSE stream) opened with the cookie keeps streaming after the logout (and
+    after the session expires) for as long as the workflow runs."""
+    workflow_id = await start(env, SLOW, wait=False)
+    try:
+        async with login(env, ALICE) as (http, csrf):
+            cookie = {"Cookie": f"{COOKIE}={http.cookies[COOKIE]}"}
+            async with ws_connect(
+                ws_url(env, workflow_id), additional_headers=cookie, origin=Origin(env.url)
+            ) as ws:
+                assert "workflow.submitted" in str(await asyncio.wait_for(ws.recv(), 30))
+                out = await http.post("/console/api/logout", headers={"X-CSRF-Token": csrf})
+                assert out.status_code == 200
+                async with env.http() as api:
+                    after = await api.post(
+                        f"/workflows/{workflow_id}/feedback", json={"text": "sent after logout"}
+                    )
+                    assert after.status_code == 200, after.text
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(no_frame_with(ws, "sent after logout"), 30)
+    finally:
+        await terminate(env, workflow_id)
+
+
+@pytest.mark.usefixtures("fresh_limits")
+async def test_a_forwarded_for_header_does_not_reset_the_login_limit(env: Env) -> None:
+    """FAILS: uvicorn (proxy_headers on, 127.0.0.1 trusted by default) takes
+    X-Forwarded-For as the client's address, so a client connecting from
+    loopback (ssh -L, kubectl port-forward, `agenticflow console`) names a
+    fresh address per guess."""
+    async with httpx.AsyncClient(base_url=env.url) as http:
+        for _ in range(LOGIN_FAILURES):
+            assert (
+                await http.post("/console/api/login", json={"token": "x" * 20})
+            ).status_code == 401
+        limited = await http.post("/console/api/login", json={"token": "x" * 20})
+        assert limited.status_code == 429
+        spoofed = await http.post(
+            "/console/api/login",
+            json={"token": "x" * 20},
+            headers={"X-Forwarded-For": "203.0.113.7"},
+        )
+        assert spoofed.status_code == 429, "X-Forwarded-For reset the limit"
+
+
+def test_the_limit_still_holds_once_many_addresses_have_failed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Beyond MAX_ADDRESSES remembered addresses, the one whose last failure is
+    oldest is forgotten, never the one just counted: once many addresses have
+    failed twice (typos over a long uptime, or an attacker with many
+    addresses), a new address is still limited. (The proxy header that would
+    name addresses over HTTP is ignored: see the test above.)"""
+    monkeypatch.setattr(sessions_module, "MAX_ADDRESSES", 20)
+    sessions = sessions_module.Sessions(3600)
+    for i in range(sessions_module.MAX_ADDRESSES + 1):
+        for _ in range(2):
+            sessions.failed_login(f"2001:db8::{i:x}")
+    for _ in range(LOGIN_FAILURES):
+        sessions.check_login_rate("198.51.100.9")
+        sessions.failed_login("198.51.100.9")
+    with pytest.raises(ApiError) as limited:
+        sessions.check_login_rate("198.51.100.9")
+    assert limited.value.status == 429
+    assert len(sessions._failures) <= sessions_module.MAX_ADDRESSES
+
+
+async def test_the_name_filter_is_bounded_like_q(env: Env) -> None:
+    """FAILS: ``q`` is capped at 200 characters but ``name`` (a glob) is not:
+    each distinct pattern is compiled to a regex and kept in fnmatch's cache
+    (32 768 entries), so any token holder grows the gateway's memory by
+    sending long, distinct names."""
+    await start(env, ECHO)
+    async with env.http(CAROL) as http:
+        assert (await http.get("/workflows", params={"q": "q" * 201})).status_code == 422
+        long_name = await http.get("/workflows", params={"name": "*" + "n" * 8000})
+        assert long_name.status_code == 422, f"{long_name.status_code}: an 8000-char glob"
+
+
+async def test_audit_verifications_do_not_pile_up(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FAILS: POST /cluster/audit/verify is open to any token (carol reads
+    only) and each call reads the whole audit stream for up to 120 s: nothing
+    stops one principal from running as many at once as it likes. The first
+    verification is held in flight; a second from the same principal should
+    be refused (429) rather than start another full read."""
+    real = audit_module.verify_audit
+    gate, first_in, second_in = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    running = 0
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        nonlocal running
+        running += 1
+        (second_in if running > 1 else first_in).set()
+        await gate.wait()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(audit_module, "verify_audit", held)
+    async with login(env, CAROL) as (http, csrf):
+
+        async def verify() -> httpx.Response:
+            return await http.post("/cluster/audit/verify", json={}, headers={"X-CSRF-Token": csrf})
+
+        first = asyncio.create_task(verify())
+        second: asyncio.Task[httpx.Response] | None = None
+        try:
+            await asyncio.wait_for(first_in.wait(), 30)
+            second = asyncio.create_task(verify())
+            entered = asyncio.create_task(second_in.wait())
+            await asyncio.wait({second, entered}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            entered.cancel()
+            assert not second_in.is_set(), "a second full audit read started alongside the first"
+            assert second.done()
+            assert second.result().status_code == 429
+        finally:
+            gate.set()
+            outcomes = await asyncio.gather(
+                first, *([second] if second else []), return_exceptions=True
+            )
+    first_answer = outcomes[0]
+    assert isinstance(first_answer, httpx.Response)
+    assert first_answer.status_code == 200
+
+
+async def test_a_login_link_does_not_replace_the_session_behind_the_users_back(
+    env: Env, page: Any
+) -> None:
+    """FAILS (login CSRF through the page): any site can send the user to
+    /console/#token=<the attacker's own token>; the page then logs in with it
+    from the gateway's own origin (so the JSON and Origin checks pass) and
+    silently replaces the user's session: what the user does next is done
+    as, and visible to, the attacker's principal."""
+    from playwright.async_api import expect
+
+    await page.goto(f"{env.url}/console/#token={ALICE}")
+    await expect(page.get_by_test_id("principal")).to_have_text("alice")
+    await page.goto("about:blank")  # the user browses elsewhere, then follows a link
+    await page.goto(f"{env.url}/console/#/workflows&token={CAROL}")
+    await expect(page.get_by_test_id("nav-workflows")).to_be_visible()
+    who = await page.evaluate("fetch('/whoami').then((r) => r.json())")
+    assert who == {"principal": "alice"}, f"the link logged the user in as {who}"
+
+
+async def test_a_modifier_cannot_strip_an_approval_gate(env: Env) -> None:
+    """FAILS: dave may modify and submit echo tasks, not approve. Through the
+    console's Modify form he replaces a gated task that has not started yet
+    (its dependency still running) with an ungated copy, new params included:
+    it runs with no approval at all."""
+    tasks = [
+        {"id": "prepare", "capability": "slow", "params": {"seconds": 4}},
+        {
+            "id": "ship",
+            "capability": "echo",
+            "params": {"say": "go"},
+            "depends_on": ["prepare"],
+            "approval": {"reason": "Ship it?"},
+        },
+    ]
+    gated = await start(env, tasks, wait=False)
+    ungated = {
+        "id": "ship",
+        "capability": "echo",
+        "params": {"say": "unapproved"},
+        "depends_on": ["prepare"],
+    }
+    async with login(env, DAVE) as (http, csrf):
+        changed = await http.post(
+            f"/workflows/{gated}/modify",
+            json={"changes": {"replace": [ungated]}},
+            headers={"X-CSRF-Token": csrf},
+        )
+    try:
+        assert changed.status_code == 403, f"dave stripped the gate: {changed.text}"
+    finally:
+        await terminate(env, gated)
