@@ -212,11 +212,7 @@ def select(
         and (name is None or fnmatch.fnmatchcase(s.name, name))
         and (start is None or s.created_at >= start)
         and (end is None or s.created_at < end)
-        and (
-            needle is None
-            or needle in s.id.casefold()
-            or needle in s.input_preview.casefold()
-        )
+        and (needle is None or needle in s.id.casefold() or needle in s.input_preview.casefold())
     ]
     found.sort(key=lambda s: (s.created_at, s.id), reverse=True)
     return found[offset:] if limit is None else found[offset : offset + limit]
