@@ -176,7 +176,6 @@ def to_chrome_trace(events: list[Event]) -> dict[str, Any]:
     last = max(e.timestamp for e in events)
     rows: dict[str, int] = {"coordinator": 1}
     threads: dict[tuple[int, str], int] = {}
-    trace: list[dict[str, Any]] = []
 
     def us(ns: int) -> float:
         return (ns - origin) / 1000
@@ -184,19 +183,19 @@ def to_chrome_trace(events: list[Event]) -> dict[str, Any]:
     def thread(pid: int, name: str) -> int:
         return threads.setdefault((pid, name), len(threads) + 1)
 
-    for event in events:
-        if event.type.value.startswith("workflow."):
-            trace.append(
-                {
-                    "name": event.type.value,
-                    "ph": "i",
-                    "s": "p",
-                    "ts": us(event.timestamp),
-                    "pid": 1,
-                    "tid": thread(1, "workflow"),
-                    "args": {"seq": event.seq, "source": event.source},
-                }
-            )
+    trace: list[dict[str, Any]] = [
+        {
+            "name": event.type.value,
+            "ph": "i",
+            "s": "p",
+            "ts": us(event.timestamp),
+            "pid": 1,
+            "tid": thread(1, "workflow"),
+            "args": {"seq": event.seq, "source": event.source},
+        }
+        for event in events
+        if event.type.value.startswith("workflow.")
+    ]
     for span in attempt_spans(events):
         pid = rows.setdefault(span.worker, len(rows) + 1)
         end_ns = span.end_ns if span.end_ns is not None else last
