@@ -18,7 +18,11 @@ a client or command, by precedence:
    left in the shell cannot send its commands to another cluster;
 3. ``AGENTICFLOW_*`` environment variables;
 4. ``NATS_URL`` (the NATS tools' variable) for the URL;
-5. the current profile (``agenticflow profile use NAME``);
+5. the current profile (``agenticflow profile use NAME``): when the
+   environment names a server (``AGENTICFLOW_NATS_URL``, ``AGENTICFLOW_URL``,
+   ``AGENTICFLOW_BACKEND`` or ``NATS_URL``), none of the profile's
+   connection fields apply (a NATS URL from the environment is never paired
+   with a Redis profile's backend);
 6. the defaults of ``Settings``.
 """
 
@@ -277,6 +281,10 @@ def env_fields(env: Mapping[str, str]) -> dict[str, str]:
     return fields
 
 
+CONNECTION_FIELDS = frozenset({"nats_url", "url", "backend"})
+"""Where to connect: taken from the environment or the current profile, not mixed."""
+
+
 def _in_environment(name: str) -> bool:
     wanted = (ENV_PREFIX + name).upper()
     return any(key.upper() == wanted for key in os.environ)
@@ -302,11 +310,18 @@ def resolve(
     named = (profile or os.environ.get(PROFILE_ENV)) if implicit else profile
     name = named or (current() if implicit else None)
     fields: dict[str, Any] = {}
+    nats_url_env = os.environ.get("NATS_URL")
     if name is not None:
         stored = get(name)
-        # A named profile beats the environment; the current one gives way to it.
-        fields = {k: v for k, v in stored.items() if named or not _in_environment(k)}
-    nats_url_env = os.environ.get("NATS_URL")
+        # A named profile beats the environment; the current one gives way to it,
+        # and for where to connect as a whole: a server named in the environment
+        # is not paired with the profile's backend or other URL.
+        elsewhere = nats_url_env or any(_in_environment(k) for k in CONNECTION_FIELDS)
+        fields = {
+            k: v
+            for k, v in stored.items()
+            if named or not (_in_environment(k) or (elsewhere and k in CONNECTION_FIELDS))
+        }
     if nats_url_env and not _in_environment("nats_url") and not (named and "nats_url" in fields):
         fields["nats_url"] = nats_url_env
     explicit = {k: v for k, v in overrides.items() if v is not None}

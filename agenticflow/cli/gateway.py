@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import SecretStr
 
 from agenticflow.cli._common import EXIT_INPUT, EXIT_UNREACHABLE, NatsOpt, PrefixOpt, fail, out
 
@@ -105,6 +104,8 @@ def console_config(
 ) -> tuple[Any, str | None]:
     """The gateway's settings for a console, and a fresh login token when none
     is configured (then one for ``principal``, valid while it runs)."""
+    from pydantic import SecretStr
+
     from agenticflow.gateway.auth import new_token
     from agenticflow.gateway.settings import GatewaySettings
 

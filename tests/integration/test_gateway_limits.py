@@ -79,13 +79,15 @@ async def test_a_wait_ends_with_its_client_and_waits_are_capped(env: Env) -> Non
     gateway = env.gateway
     async with env.http() as http, env.http(BOB) as bob:
         workflow_id = await start(http, LISTEN)
-        path = f"/workflows/{workflow_id}/result?wait=60"
+        # (Not path.replace("60", ...): a workflow id may hold "60" too.)
+        result = f"/workflows/{workflow_id}/result"
+        path = f"{result}?wait=60"
         leaving = await raw_request(
             env.url, f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\n\r\n"
         )
         await wait_for(gateway, lambda: gateway.waits_of.get("alice") == 1)
 
-        busy = await http.get(path.replace("60", "1"))
+        busy = await http.get(f"{result}?wait=1")
         assert busy.status_code == 429
         assert busy.json()["error"]["code"] == "too_many_requests"
         assert "MAX_WAITS_PER_PRINCIPAL" in busy.json()["error"]["message"]
@@ -95,12 +97,12 @@ async def test_a_wait_ends_with_its_client_and_waits_are_capped(env: Env) -> Non
         assert refused.status_code == 429  # and nothing was started
         listed = await http.get("/workflows", params={"name": "gw-cap"})
         assert listed.json()["workflows"] == []
-        other = await bob.get(path.replace("60", "0.2"))  # another principal's own cap
+        other = await bob.get(f"{result}?wait=0.2")  # another principal's own cap
         assert other.status_code == 202
 
         leaving.close()  # the client goes: its wait ends now, not in 60 s
         await wait_for(gateway, lambda: "alice" not in gateway.waits_of, timeout=10)
-        assert (await http.get(path.replace("60", "0.2"))).status_code == 202
+        assert (await http.get(f"{result}?wait=0.2")).status_code == 202
         await http.post(f"/workflows/{workflow_id}/terminate")
 
 

@@ -101,3 +101,22 @@ def test_errors() -> None:
     profiles.path().write_text("{not json", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid JSON"):
         profiles.names()
+
+
+def test_a_server_named_in_the_environment_is_not_paired_with_the_current_profiles_backend(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A Redis dev cluster saved as current; then a shell (or a test) names a NATS server.
+    profiles.save(
+        "dev",
+        {"backend": "redis", "url": "redis://127.0.0.1:6390/0", "prefix": "dv"},
+        make_current=True,
+    )
+    assert profiles.resolve().bus_backend == "redis"
+    monkeypatch.setenv("AGENTICFLOW_NATS_URL", "nats://env:4222")
+    got = profiles.resolve()
+    assert (got.bus_backend, got.nats_url, got.prefix) == ("nats", "nats://env:4222", "dv")
+    assert not got.url
+    monkeypatch.delenv("AGENTICFLOW_NATS_URL")
+    monkeypatch.setenv("NATS_URL", "nats://natsurl:4222")
+    assert profiles.resolve().bus_backend == "nats"
