@@ -209,7 +209,7 @@ def up(
         _line(f"  autoscaler: {low}..{high} workers, one fewer after {scale_down_after:g}s idle")
     served = state.get("console") or {}
     if served.get("url"):
-        _line(f"  console: {served['url']}#token={_console_token(served)}")
+        _line(f"  console: {served['url']}{_console_token(served)}")
     _line(f"  state and logs: {directory}")
     env_file = state.get("env_file")
     if saved:
@@ -221,11 +221,14 @@ def up(
 
 
 def _console_token(console: dict[str, Any]) -> str:
-    """The console's login token, from its 0600 file in the state directory."""
+    """The login link's fragment, from the 0600 token file in the state
+    directory ('' when the environment's gateway tokens log in)."""
+    if not console.get("token_file"):
+        return ""
     try:
-        return Path(console["token_file"]).read_text().strip()
+        return "#token=" + Path(console["token_file"]).read_text().strip()
     except OSError:
-        return "(see the state directory)"
+        return " (token: see the state directory)"
 
 
 def profile_fields(state: dict[str, Any]) -> dict[str, str]:
@@ -316,7 +319,8 @@ def _print_status(state: dict[str, Any]) -> None:
     out.print(table)
     console = state.get("console") or {}
     if console.get("url"):
-        _line(f"console: {console['url']} (login token in {console.get('token_file')})")
+        where = console.get("token_file") or "the environment's gateway tokens"
+        _line(f"console: {console['url']} (login: {where})")
     scaler = state.get("autoscaler")
     if scaler:
         last = scaler.get("last") or {}

@@ -310,17 +310,12 @@ def dev(
 async def _dev_console(settings: Settings, port: int, stack: contextlib.AsyncExitStack) -> None:
     """Serve the console for a dev cluster on 127.0.0.1 (until ``stack``
     closes) and print its login link; a console that cannot start is a warning."""
-    from agenticflow.cli.gateway import (
-        CONSOLE_PRINCIPAL,
-        console_config,
-        console_link,
-        start_console,
-    )
+    from agenticflow.console.serve import console_config, console_link, start_server
     from agenticflow.shared.errors import AgenticFlowError
 
     try:
-        config, token = console_config("127.0.0.1", port, None, CONSOLE_PRINCIPAL)
-        server = await start_console(settings, config, fallback_port=True)
+        config, token = console_config(host="127.0.0.1", port=port, console=True)
+        server = await start_server(settings, config, fallback_port=True)
     except AgenticFlowError as exc:
         out.print(f"  console not started: {exc}", style="yellow", markup=False, soft_wrap=True)
         return

@@ -67,7 +67,7 @@ from typing import IO, Any, Literal
 
 import psutil
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agenticflow.cluster.autoscaler import Autoscaler, ScalePolicy
 from agenticflow.cluster.nats_auth import (
@@ -91,7 +91,7 @@ from agenticflow.shared.errors import (
 )
 from agenticflow.shared.ops.config import Settings
 from agenticflow.shared.ops.health import cluster_health
-from agenticflow.shared.security.seal import TRUST_FILE, init_keys, write_secret
+from agenticflow.shared.security.seal import TRUST_FILE, init_keys
 from agenticflow.shared.wire.ids import node_pid
 from agenticflow.shared.wire.names import Names
 from agenticflow.worker.app import load_app
@@ -151,7 +151,8 @@ class ClusterSpec(BaseModel):
     """Where the app is imported from (the workers' working directory)."""
     console: bool = True
     """The supervisor serves the web console on 127.0.0.1 (its login token in
-    :data:`CONSOLE_TOKEN`, 0600, in the state directory)."""
+    :data:`CONSOLE_TOKEN`, 0600, in the state directory, unless the
+    environment gives the gateway tokens)."""
     console_port: int = Field(default=8080, ge=0, le=65535)
     """The console's port (taken: a free one)."""
 
@@ -239,8 +240,6 @@ Role = Literal["coordinator", "worker"]
 
 CONSOLE_TOKEN = "console-token"  # noqa: S105 - a file name
 """The console's login token, in the state directory (0600)."""
-CONSOLE_PRINCIPAL = "console"
-"""Whom the console acts as in a cluster without keys (with keys: ``client``)."""
 SECURE_DIR = "secure"
 """Where a secure cluster's credentials and keys live, in the state directory."""
 WORKER_GROUP = "cluster"
@@ -611,6 +610,8 @@ class ProcessSupervisor:
         self.started_at = time.time()
         self.console: Any = None
         """The console's :class:`~agenticflow.gateway.server.GatewayServer`, once started."""
+        self._console_token = False
+        """Whether the console's login token was made (and kept in :data:`CONSOLE_TOKEN`)."""
         self._stop = asyncio.Event()
 
     def shutdown(self) -> None:
@@ -661,30 +662,27 @@ class ProcessSupervisor:
         this process), with a fresh login token kept 0600 beside the state."""
         if not self.spec.console:
             return
-        from agenticflow.gateway.auth import new_token
-        from agenticflow.gateway.server import GatewayServer
-        from agenticflow.gateway.settings import GatewaySettings
+        from agenticflow.console.serve import (
+            CONSOLE_PRINCIPAL,
+            console_config,
+            start_server,
+            write_token,
+        )
 
         settings = self.cluster.settings
         principal = settings.principal or CONSOLE_PRINCIPAL
-        token = new_token()
-        config = GatewaySettings(
+        config, token = console_config(
+            principal,
             host="127.0.0.1",
             port=self.spec.console_port,
-            tokens=SecretStr(f"{principal}={token}"),
             # The cluster's own admin console: no policy is what `up` starts with.
             allow_no_policy=True,
         )
-        server = GatewayServer(settings, config)
-        try:
-            await server.start()
-        except OSError:
-            await server.stop()
-            server = GatewayServer(settings, config.model_copy(update={"port": 0}))
-            await server.start()
-        self.console = server
-        write_secret(self.directory / CONSOLE_TOKEN, token.encode())
-        log.info("console serving", url=f"{server.url}/console/", principal=principal)
+        self.console = await start_server(settings, config, fallback_port=True)
+        if token is not None:
+            write_token(self.directory / CONSOLE_TOKEN, token)
+            self._console_token = True
+        log.info("console serving", url=f"{self.console.url}/console/", principal=principal)
 
     async def _start_autoscaler(self) -> None:
         if self.spec.autoscale is None:
@@ -777,7 +775,8 @@ class ProcessSupervisor:
             if self.console is None
             else {
                 "url": f"{self.console.url}/console/",
-                "token_file": str(self.directory / CONSOLE_TOKEN),
+                # None: the environment's gateway tokens log in (none was made).
+                "token_file": str(self.directory / CONSOLE_TOKEN) if self._console_token else None,
             },
         }
         _write_json(self.directory / STATE_FILE, state)
