@@ -215,10 +215,8 @@ def _routes(gw: Gateway) -> list[BaseRoute]:  # noqa: C901, PLR0915 - one closur
     async def describe(request: Request) -> Response:
         client = gw.client(gw.principal(request))
         workflow_id = request.path_params["workflow_id"]
-        await gw.known(client, workflow_id)
-        try:
-            state = await client.status(workflow_id)
-        except NotFoundError:  # submitted; no coordinator has recorded it yet
+        state = await gw.recorded(client, workflow_id)
+        if state is None:  # submitted; no coordinator has recorded it yet
             return JSON({"workflow_id": workflow_id, "state": "submitted"})
         usage = await client.usage(workflow_id)
         return JSON({**state.public_view(), "llm_usage": usage.to_dict()})

@@ -30,6 +30,7 @@ from agenticflow.shared.wire.events import EventType
 from agenticflow.shared.wire.ids import ID_RE
 
 if TYPE_CHECKING:
+    from agenticflow.coordinator.state import WorkflowState
     from agenticflow.top import ClusterView
 
 M = TypeVar("M", bound=BaseModel)
@@ -190,20 +191,24 @@ class Gateway:
     async def known(self, client: Client, workflow_id: str) -> None:
         """Raise ApiError 404 unless the workflow was submitted: a coordinator
         recorded it, or its submission is stored (not recorded yet)."""
+        with contextlib.suppress(MalformedMessageError):  # a refused snapshot: it exists
+            await self.recorded(client, workflow_id)
+
+    async def recorded(self, client: Client, workflow_id: str) -> WorkflowState | None:
+        """The workflow's state, or None when it is submitted and no coordinator
+        has recorded it yet. Raises ApiError 404 for an unknown workflow,
+        MalformedMessageError for a snapshot that was refused."""
         if not ID_RE.match(workflow_id):
             raise ApiError(404, "not_found", f"no workflow {workflow_id!r}")
         try:
-            await client.status(workflow_id)
+            return await client.status(workflow_id)
         except NotFoundError:
             pass
-        except MalformedMessageError:
-            return  # a snapshot that was refused: the workflow exists
-        else:
-            return
         names = client.bus.names
         submitted = names.stored_events_of_type(EventType.WORKFLOW_SUBMITTED.value, workflow_id)
         if await client.bus.last_stored(names.events_stream, submitted) is None:
             raise ApiError(404, "not_found", f"no workflow {workflow_id!r}")
+        return None
 
     async def body(self, request: Request, model: type[M]) -> M:
         """The request's JSON body as ``model``; an empty body is ``{}``.

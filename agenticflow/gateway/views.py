@@ -115,8 +115,8 @@ def _seq(text: str | None, name: str) -> int | None:
     return int(text)
 
 
-def _workflow_id(request: Request, key: str = "workflow_id") -> str:
-    workflow_id = request.path_params.get(key) or request.query_params.get(key) or ""
+def _workflow_id(request: Request) -> str:
+    workflow_id = str(request.path_params["workflow_id"])
     if not ID_RE.match(workflow_id):
         raise ApiError(404, "not_found", f"no workflow {workflow_id!r}")
     return workflow_id
@@ -137,11 +137,10 @@ def view_routes(gw: Gateway, guarded: Callable[[Handler], Handler]) -> list[Base
         workflow_id = _workflow_id(request)
         until = _seq(request.query_params.get("until"), "until")
         if until is None:
-            await gw.known(client, workflow_id)
-            try:
-                state = await client.status(workflow_id)
-            except NotFoundError:
+            recorded = await gw.recorded(client, workflow_id)
+            if recorded is None:  # submitted; no coordinator has recorded it yet
                 return JSON({"workflow_id": workflow_id, "state": "submitted", "nodes": []})
+            state = recorded
         else:
             found = state_until(await _events(client, workflow_id), seq=until)
             if found is None:
@@ -230,13 +229,14 @@ async def cluster_view(client: Client, gw: Gateway) -> dict[str, Any]:
     """What ``agenticflow top --once --json`` shows, with the registry's
     workers and coordinators (versions, partitions), the tools' breakers and
     rate limits, and the newest dead letters."""
-    from agenticflow.top import snapshot
+    from agenticflow.top import build_view, read_cluster
     from agenticflow.worker.tools.cluster import read_states
 
     bus = client.bus
-    view = await snapshot(bus, gw.cluster_previous)
+    readings = await read_cluster(bus)  # the registry read once, for the view and below
+    view = build_view(readings, bus.names, gw.cluster_previous)
     gw.cluster_previous = view
-    registry = await client.agents()
+    registry = sorted(readings.registry, key=lambda entry: str(entry.get("instance", "")))
     tools: list[dict[str, Any]] = []
     with contextlib.suppress(AgenticFlowError):
         tools = await read_states(bus)
