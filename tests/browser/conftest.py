@@ -21,20 +21,11 @@ import pytest
 from agenticflow.cluster.nats_server import NatsServer
 from tests.conftest import unique_prefix
 from tests.integration.gateway_support import Env, start_env
+from tests.support.browser import chromium, watched
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, BrowserContext, Page
 
-CHROMIUM = os.environ.get("AGENTICFLOW_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -53,16 +44,8 @@ async def env(
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
     """One headless Chromium for the module."""
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    async with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
@@ -76,27 +59,12 @@ async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
         await fresh.close()
 
 
-WATCH_CSP = """
-window.__violations = [];
-document.addEventListener("securitypolicyviolation",
-    (e) => window.__violations.push(`${e.violatedDirective} ${e.blockedURI}`));
-"""
-"""Run before the page's own scripts: notes every CSP violation."""
-
-
 @pytest.fixture
 async def page(context: BrowserContext) -> AsyncIterator[Page]:
     """A page on which an uncaught script error or a CSP violation (the page
     breaking its own policy) fails the test."""
-    opened = await context.new_page()
-    await opened.add_init_script(WATCH_CSP)
-    errors: list[str] = []
-    opened.on("pageerror", lambda error: errors.append(str(error)))
-    yield opened
-    assert not errors, f"uncaught errors in the page: {errors}"
-    if not opened.is_closed() and opened.url.startswith("http"):
-        violations = await opened.evaluate("window.__violations || []")
-        assert violations == [], f"CSP violations: {violations}"
+    async with watched(await context.new_page()) as opened:
+        yield opened
 
 
 @pytest.fixture(scope="session")

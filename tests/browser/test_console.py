@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.conftest import CHROMIUM
+from tests.support.browser import CHROMIUM
 
 if not Path(CHROMIUM).exists():
     pytest.skip(

@@ -159,5 +159,15 @@ async def read_sse(http: httpx.AsyncClient, path: str, **kwargs: Any) -> list[di
         return [frame async for frame in sse_frames(response)]
 
 
+@contextlib.asynccontextmanager
+async def console_login(env: Env, token: str) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """A browser-like client (cookie jar) logged in to the console as
+    ``token``'s principal, and its session's CSRF token."""
+    async with httpx.AsyncClient(base_url=env.url, timeout=60) as http:
+        response = await http.post("/console/api/login", json={"token": token})
+        assert response.status_code == 200, response.text
+        yield http, str(response.json()["csrf"])
+
+
 def workflow(*tasks: dict[str, Any], name: str = "gw") -> dict[str, Any]:
     return {"name": name, "tasks": list(tasks)}

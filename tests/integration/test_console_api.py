@@ -8,7 +8,6 @@ browser by tests/browser."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +21,7 @@ from agenticflow.cluster.nats_server import NatsServer
 from agenticflow.gateway.sessions import COOKIE, LOGIN_FAILURES
 from tests.conftest import unique_prefix
 from tests.integration.gateway_support import ALICE, CAROL, Env, start_env, workflow
+from tests.integration.gateway_support import console_login as login
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,15 +39,6 @@ async def env(
     started = await start_env(nats_server.url, unique_prefix("con"), tmp_path_factory.mktemp("con"))
     async with started.stack:
         yield started
-
-
-@contextlib.asynccontextmanager
-async def login(env: Env, token: str) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
-    """A browser-like client logged in as ``token``'s principal, and its CSRF token."""
-    async with httpx.AsyncClient(base_url=env.url, timeout=60) as http:
-        response = await http.post("/console/api/login", json={"token": token})
-        assert response.status_code == 200, response.text
-        yield http, str(response.json()["csrf"])
 
 
 async def run(env: Env, tasks: list[dict[str, Any]], **more: Any) -> str:

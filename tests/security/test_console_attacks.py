@@ -41,6 +41,9 @@ from tests.integration.gateway_support import (
     start_env,
     workflow,
 )
+from tests.integration.gateway_support import (
+    console_login as login,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -70,16 +73,6 @@ async def env(
     )
     async with started.stack:
         yield started
-
-
-@contextlib.asynccontextmanager
-async def login(env: Env, token: str) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
-    """A browser-like client (cookie jar) logged in as ``token``'s principal,
-    and its session's CSRF token."""
-    async with httpx.AsyncClient(base_url=env.url, timeout=60) as http:
-        response = await http.post("/console/api/login", json={"token": token})
-        assert response.status_code == 200, response.text
-        yield http, str(response.json()["csrf"])
 
 
 async def start(env: Env, tasks: list[dict[str, Any]], *, wait: bool = True) -> str:
@@ -571,41 +564,25 @@ async def test_no_header_can_be_injected(env: Env) -> None:
 
 # In a real browser (Debian's Chromium driven by Playwright) ---------------------------
 XSS = "<img src=x onerror=window.__pwned=1><script>window.__pwned=2</script></pre>&amp;"
-WATCH = """
-window.__violations = [];
-document.addEventListener("securitypolicyviolation",
-    (e) => window.__violations.push(`${e.violatedDirective} ${e.blockedURI}`));
-"""
 
 
 @pytest.fixture
 async def page() -> AsyncIterator[Any]:
     """A fresh Chromium page (its own cookies) that notes CSP violations and
     uncaught errors; skipped without Chromium or Playwright."""
-    from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
+    from tests.support.browser import CHROMIUM, chromium, watched
 
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}")
     try:
-        from playwright.async_api import async_playwright
+        import playwright.async_api  # noqa: F401 - only whether it is installed
     except ImportError:  # pragma: no cover - depends on the environment
         pytest.skip("the playwright package is missing")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            context = await browser.new_context()
-            context.set_default_timeout(20_000)
-            opened = await context.new_page()
-            await opened.add_init_script(WATCH)
-            errors: list[str] = []
-            opened.on("pageerror", lambda error: errors.append(str(error)))
+    async with chromium() as browser:
+        context = await browser.new_context()
+        context.set_default_timeout(20_000)
+        async with watched(await context.new_page()) as opened:
             yield opened
-            assert not errors, f"uncaught errors in the page: {errors}"
-            assert await opened.evaluate("window.__violations") == []
-        finally:
-            await browser.close()
 
 
 async def nothing_ran(page: Any) -> None:
