@@ -69,6 +69,7 @@ from agenticflow.shared.wire.events import (
     Event,
     EventType,
     InterventionRequested,
+    Modification,
     TaskApprovalRequested,
     TaskBid,
     WorkflowResumeRequested,
@@ -390,51 +391,38 @@ def _intervention(state: WorkflowState, event: Event, rules: Rules) -> Verdict:
     verdict = _rbac(event, rules, intervention_permissions(data.action), data.by)
     if verdict != ADMIT or data.changes is None:
         return verdict
-    verdict = _modified_gates(state, event, rules, data)
-    if verdict != ADMIT:
-        return verdict
-    return _modified_capabilities(event, rules, data)
+    if rules.policy is None or event.signer_role == "coordinator":
+        return ADMIT
+    return _modified(state, event, rules, data.changes, data.by)
 
 
-def _modified_gates(
-    state: WorkflowState, event: Event, rules: Rules, data: InterventionRequested
+def _modified(
+    state: WorkflowState, event: Event, rules: Rules, changes: Modification, claimed: str
 ) -> Verdict:
-    """Removing a task that has an approval gate, or replacing it with one whose
-    gate differs, decides that gate: it needs the right to approve, not only to
-    modify (else a modifier would skip the person the gate waits for)."""
-    changes = data.changes
-    if rules.policy is None or event.signer_role == "coordinator" or changes is None:
-        return ADMIT
-    if state.definition is None:
-        return ADMIT
-    gated = {t.id: t.approval for t in state.definition.tasks if t.approval is not None}
-    if not gated:
-        return ADMIT
+    """What a modification needs beyond ``workflow:modify``.
+
+    Removing a task that has an approval gate, or replacing it with one whose
+    gate differs, decides that gate: ``workflow:approve`` too (else a modifier
+    would skip the person the gate waits for). What it adds or replaces runs:
+    the same submit rights as a submission of those tasks (nested child
+    workflows' included)."""
+    assert rules.policy is not None
+    gated = {
+        t.id: t.approval
+        for t in (state.definition.tasks if state.definition is not None else ())
+        if t.approval is not None
+    }
     touched = [tid for tid in changes.remove if tid in gated]
     touched += [t.id for t in changes.replace if t.id in gated and t.approval != gated[t.id]]
-    if not touched:
-        return ADMIT
-    principal = event.signer or data.by or "anonymous"
-    wanted = intervention_permissions("approve")
-    context = rules.policy.context(principal)
-    if any(context.can(p) for p in wanted):
-        return ADMIT
-    return Refuse(
-        FORBIDDEN,
-        f"{principal} lacks permission {' or '.join(wanted)}: the change removes the "
-        f"approval gate of {', '.join(sorted(touched))}",
-    )
-
-
-def _modified_capabilities(event: Event, rules: Rules, data: InterventionRequested) -> Verdict:
-    """A modification runs what it adds or replaces: the same submit rights as
-    a submission of those tasks (nested child workflows' included)."""
-    if rules.policy is None or event.signer_role == "coordinator" or data.changes is None:
-        return ADMIT
-    tasks = (*data.changes.add, *data.changes.replace)
+    if touched:
+        verdict = _rbac(event, rules, intervention_permissions("approve"), claimed)
+        if isinstance(verdict, Refuse):
+            gates = ", ".join(sorted(touched))
+            return Refuse(verdict.code, f"{verdict.reason}: the change removes the gate of {gates}")
+    tasks = (*changes.add, *changes.replace)
     if not tasks:
         return ADMIT
-    principal = event.signer or data.by or "anonymous"
+    principal = event.signer or claimed or "anonymous"
     runs = used_capabilities(WorkflowDefinition(name="modification", tasks=tasks))
     denial = rules.policy.context(principal).submit_denial(runs)
     return ADMIT if denial is None else Refuse(FORBIDDEN, denial)
